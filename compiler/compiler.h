@@ -1,0 +1,86 @@
+/* compiler.h: a pool of compiler worker processes for one interpreter backend.
+ *
+ * Each worker is a separate process (by default `pycached-cpython-worker`, which embeds CPython
+ * through libpython) that speaks the frame protocol of compiler/frame.h over its stdin/stdout.
+ * A worker compiles with the semantics of compile(source_bytes, path, "exec", dont_inherit=True,
+ * optimize=opt) and answers marshal.dumps(code), or a structured compile error. A worker that
+ * crashes, hangs past the timeout, exceeds its memory limit or breaks the protocol is killed and
+ * replaced; the request it held fails with a status saying why, and the pool stays usable.
+ * docs/DESIGN.md has the bigger picture.
+ */
+#ifndef PCC_COMPILER_H
+#define PCC_COMPILER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+typedef struct pcc_compiler pcc_compiler;
+
+typedef enum {
+  PCC_COMPILER_OK = 0,
+  PCC_COMPILER_SPAWN,    /* a worker could not be started (exec failed, bad hello) */
+  PCC_COMPILER_CRASHED,  /* the worker died while compiling (signal, exit, memory limit) */
+  PCC_COMPILER_TIMEOUT,  /* the worker did not answer within timeout_ms; it was killed */
+  PCC_COMPILER_PROTOCOL, /* the worker sent a malformed or oversized frame; it was killed */
+  PCC_COMPILER_TOOBIG,   /* the request exceeds the frame limit */
+  PCC_COMPILER_CLOSED,   /* the pool is shutting down */
+  PCC_COMPILER_NOMEM,
+  PCC_COMPILER_INVALID,  /* bad arguments */
+} pcc_compiler_status;
+
+const char *pcc_compiler_strerror(pcc_compiler_status rc);
+
+typedef struct {
+  /* argv of the worker command: argv[0] is the executable path (execv, no PATH search). For
+   * the embedded CPython worker: {"/.../pycached-cpython-worker", NULL}; for another
+   * interpreter: {"/usr/bin/pypy3", "/.../pycached_worker.py", NULL}. Copied by _open. */
+  const char *const *argv;
+  unsigned workers;         /* processes in the pool; 0 = one per online core */
+  unsigned timeout_ms;      /* per compile; 0 = 10000 */
+  uint64_t memory_limit;    /* RLIMIT_AS of each worker in bytes; 0 = no limit */
+  size_t max_frame;         /* largest frame either way; 0 = 64 MiB */
+} pcc_compiler_config;
+
+/* Starts the workers and reads each one's hello. All workers of one pool must report the same
+ * magic, else PCC_COMPILER_SPAWN. On success *out owns the processes; close with
+ * pcc_compiler_close. */
+pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_compiler **out);
+
+/* Kills and reaps the workers and frees the pool; waits for compiles in progress to end (they
+ * fail with PCC_COMPILER_CLOSED or finish). NULL is fine. */
+void pcc_compiler_close(pcc_compiler *compiler);
+
+/* What the workers reported in their hello; valid as long as the pool. */
+const pcc_magic *pcc_compiler_magic(const pcc_compiler *compiler);
+const char *pcc_compiler_name(const pcc_compiler *compiler);    /* e.g. "cpython-3.11.2" */
+unsigned pcc_compiler_workers(const pcc_compiler *compiler);
+/* Workers replaced since open (crash, timeout, protocol error). */
+uint64_t pcc_compiler_restarts(const pcc_compiler *compiler);
+
+/* The outcome of one compile. Either code (marshal bytes) or a compile error with the
+ * exception's type, message, line and offset (0 when unknown). */
+typedef struct {
+  bool ok;
+  uint8_t *marshal;          /* ok: marshal.dumps(code) */
+  size_t marshal_len;
+  char *error_type;          /* !ok: e.g. "SyntaxError" */
+  char *error_message;       /* !ok: e.g. "invalid syntax" */
+  int error_line;
+  int error_offset;
+  uint32_t compile_us;       /* wall time of the compile as seen by the pool */
+} pcc_compile_result;
+
+/* Compiles src (len bytes, exactly the source file's bytes) as module `path` at optimization
+ * level opt (0..2). Blocks until a worker is free and has answered, at most timeout_ms once the
+ * worker has the request. Thread-safe. On PCC_COMPILER_OK *out is set (a compile error is still
+ * PCC_COMPILER_OK with result->ok false); the caller frees it with pcc_compile_result_free. */
+pcc_compiler_status pcc_compiler_compile(pcc_compiler *compiler, int opt, const char *path,
+                                         const void *src, size_t len,
+                                         pcc_compile_result **out);
+
+void pcc_compile_result_free(pcc_compile_result *result);
+
+#endif /* PCC_COMPILER_H */

@@ -1,0 +1,33 @@
+/* frame.h: the framed protocol between the server's compiler pool and a worker process.
+ *
+ * Simple enough that a 60-line script in any interpreter can speak it (compiler/worker.py does,
+ * for backends other than the embedded CPython). Every frame, in both directions:
+ *
+ *   u32 length (little-endian) of what follows | u8 type | payload (length - 1 bytes)
+ *
+ * worker -> pool, once at start:
+ *   'H' hello   payload: JSON {"magic": "a70d0d0a", "implementation": "cpython",
+ *                              "version": "3.11.2"}
+ * pool -> worker:
+ *   'C' compile payload: u8 opt | u32 LE path length | path bytes | source bytes (the rest)
+ * worker -> pool, one answer per compile:
+ *   'K' code    payload: marshal.dumps(code)
+ *   'E' error   payload: JSON {"type": "SyntaxError", "message": "...", "line": 3,
+ *                              "offset": 7}  (line/offset 0 when unknown)
+ *
+ * Anything else, or a frame over the limit, is a protocol error: the pool kills the worker.
+ */
+#ifndef PCC_FRAME_H
+#define PCC_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PCC_FRAME_HELLO 'H'
+#define PCC_FRAME_COMPILE 'C'
+#define PCC_FRAME_CODE 'K'
+#define PCC_FRAME_ERROR 'E'
+
+#define PCC_FRAME_PREFIX_LEN 5 /* u32 length + u8 type */
+
+#endif /* PCC_FRAME_H */

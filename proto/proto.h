@@ -1,0 +1,186 @@
+/* proto.h: what the pycached server and its clients share.
+ *
+ * The validation scheme (docs/DESIGN.md): an entry is valid only when the bytecode magic, the
+ * source timestamp (mtime and size) and the source hash all match. This header holds the pieces
+ * both sides compute the same way: the Java Arrays.hashCode() source hash, the XXH3-128 content
+ * digest, the XXH3-64 payload checksum, the 16-byte PEP 552 pyc header, the request parameters
+ * and the JSON forms of entries and errors. Nothing here allocates except where it says so.
+ */
+#ifndef PCC_PROTO_H
+#define PCC_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+typedef enum {
+  PCC_PROTO_OK = 0,
+  PCC_PROTO_MISSING,  /* a required parameter is absent */
+  PCC_PROTO_INVALID,  /* a parameter or field is malformed */
+  PCC_PROTO_RANGE,    /* a number is out of its range */
+  PCC_PROTO_HEADER,   /* a pyc header is malformed */
+  PCC_PROTO_CHECKSUM, /* bytes do not match their checksum */
+  PCC_PROTO_NOMEM,
+} pcc_proto_status;
+
+/* Returns a static, human-readable description of rc. */
+const char *pcc_proto_strerror(pcc_proto_status rc);
+
+/* ---- hashes ---------------------------------------------------------------------------- */
+
+/* Java's Arrays.hashCode(byte[]) over len bytes: h = 1, then h = 31*h + b for each byte taken as
+ * signed, with 32-bit two's-complement wrap-around. "" gives 1, {0xff} gives 30, "abc" 126145. */
+int32_t pcc_java_hash(const void *data, size_t len);
+
+#define PCC_DIGEST_LEN 16
+#define PCC_DIGEST_HEX_LEN 32
+
+/* XXH3-128 digest of source bytes, in xxHash's canonical (big-endian) byte order, so that its
+ * hex form is the one `xxh128sum` prints. */
+typedef struct {
+  uint8_t bytes[PCC_DIGEST_LEN];
+} pcc_digest;
+
+void pcc_digest_compute(const void *data, size_t len, pcc_digest *out);
+/* Writes 32 lowercase hex digits and a NUL into out. */
+void pcc_digest_to_hex(const pcc_digest *digest, char out[PCC_DIGEST_HEX_LEN + 1]);
+/* Parses exactly 32 hex digits (either case). */
+pcc_proto_status pcc_digest_from_hex(const char *hex, pcc_digest *out);
+bool pcc_digest_equal(const pcc_digest *a, const pcc_digest *b);
+
+/* XXH3-64 checksum of a payload; printed as 16 lowercase hex digits. */
+uint64_t pcc_checksum(const void *data, size_t len);
+void pcc_checksum_to_hex(uint64_t checksum, char out[17]);
+pcc_proto_status pcc_checksum_from_hex(const char *hex, uint64_t *out);
+
+/* ---- magic numbers and the pyc header ---------------------------------------------------- */
+
+#define PCC_MAGIC_LEN 4
+
+/* The 4 bytes of importlib.util.MAGIC_NUMBER, e.g. a7 0d 0d 0a for CPython 3.11. */
+typedef struct {
+  uint8_t bytes[PCC_MAGIC_LEN];
+} pcc_magic;
+
+/* Parses exactly 8 hex digits. The last two bytes of every CPython/PyPy magic are "\r\n";
+ * anything else is PCC_PROTO_INVALID. */
+pcc_proto_status pcc_magic_from_hex(const char *hex, pcc_magic *out);
+void pcc_magic_to_hex(const pcc_magic *magic, char out[2 * PCC_MAGIC_LEN + 1]);
+bool pcc_magic_equal(const pcc_magic *a, const pcc_magic *b);
+
+#define PCC_PYC_HEADER_LEN 16
+#define PCC_PYC_FLAG_HASH_BASED 0x1u
+
+/* PEP 552 header: magic, u32 flags (0: timestamp-based), u32 mtime, u32 source size, all
+ * little-endian. mtime and size are stored modulo 2^32, as CPython does. */
+typedef struct {
+  pcc_magic magic;
+  uint32_t flags;
+  uint32_t mtime;
+  uint32_t size;
+} pcc_pyc_header;
+
+/* Fills a timestamp-based header (flags 0) for the given source mtime and size. */
+void pcc_pyc_header_init(pcc_pyc_header *header, const pcc_magic *magic, int64_t mtime,
+                         uint64_t size);
+void pcc_pyc_header_write(const pcc_pyc_header *header, uint8_t out[PCC_PYC_HEADER_LEN]);
+/* Parses the first 16 bytes of buf. PCC_PROTO_HEADER when len < 16, when the magic does not end
+ * in "\r\n" or when flags is not 0 (this project serves timestamp-based pycs only). */
+pcc_proto_status pcc_pyc_header_parse(const uint8_t *buf, size_t len, pcc_pyc_header *out);
+
+/* ---- request parameters ------------------------------------------------------------------ */
+
+#define PCC_PATH_MAX 4096
+#define PCC_OPT_MAX 2
+
+enum {
+  PCC_PARAM_MAGIC = 1u << 0,
+  PCC_PARAM_OPT = 1u << 1,
+  PCC_PARAM_PATH = 1u << 2,
+  PCC_PARAM_MTIME = 1u << 3,
+  PCC_PARAM_SIZE = 1u << 4,
+  PCC_PARAM_HASH = 1u << 5,
+  PCC_PARAM_DIGEST = 1u << 6,
+};
+
+/* The parameters of a lookup or compile request. `present` has a PCC_PARAM_* bit for each one
+ * that was given. path points into the getter's storage and lives as long as it does. */
+typedef struct {
+  unsigned present;
+  pcc_magic magic;
+  int opt;
+  const char *path;
+  size_t path_len;
+  int64_t mtime;
+  uint64_t size;
+  int32_t hash;
+  pcc_digest digest;
+} pcc_params;
+
+/* Returns the value of parameter `name`, or NULL when absent. */
+typedef const char *(*pcc_param_getter)(void *ctx, const char *name);
+
+/* Parses and validates every known parameter through get(ctx, name). On failure returns
+ * PCC_PROTO_MISSING (a bit of `required` is absent) or PCC_PROTO_INVALID/RANGE and sets
+ * *bad_param to the parameter's name (a static string). opt defaults to 0 when absent.
+ *  magic  8 hex digits            opt    0, 1 or 2
+ *  path   absolute, <= 4096 bytes  mtime  whole seconds, 0 .. 2^63-1
+ *  size   bytes, 0 .. 2^63-1        hash   signed 32-bit decimal
+ *  digest 32 hex digits */
+pcc_proto_status pcc_params_parse(pcc_param_getter get, void *ctx, unsigned required,
+                                  pcc_params *out, const char **bad_param);
+
+/* Strict decimal parsers used by pcc_params_parse (and by the CLI): the whole string must be a
+ * number in [min, max]; no spaces, no leading '+'. */
+pcc_proto_status pcc_parse_i64(const char *text, int64_t min, int64_t max, int64_t *out);
+
+/* ---- JSON forms ---------------------------------------------------------------------------- */
+
+/* A served entry: what a hit or a compile answers. pyc is the full pyc (16-byte header built
+ * from the request's mtime and size, then the marshal bytes); every pointer is borrowed. */
+typedef struct {
+  pcc_magic magic;
+  int opt;
+  const char *path;
+  int64_t mtime;
+  uint64_t size;
+  int32_t hash;
+  bool hash_checked; /* false when the lookup was validated by timestamp alone */
+  pcc_digest digest;
+  const uint8_t *pyc;
+  size_t pyc_len;
+  uint64_t checksum; /* pcc_checksum(pyc, pyc_len) */
+  const char *compiler;
+} pcc_entry_view;
+
+/* Builds the JSON object of an entry (pyc in standard base64). Caller owns the result
+ * (cJSON_Delete); NULL when out of memory. */
+cJSON *pcc_entry_to_json(const pcc_entry_view *entry);
+
+/* A parsed entry, owning its strings and bytes: free with pcc_entry_free (NULL is fine). */
+typedef struct {
+  pcc_entry_view view;
+  char *path_owned;
+  char *compiler_owned;
+  uint8_t *pyc_owned;
+} pcc_entry;
+
+/* Parses an entry JSON document, decodes its pyc and verifies it: the checksum must match
+ * (PCC_PROTO_CHECKSUM), the header must parse and carry the entry's magic, mtime and size
+ * (PCC_PROTO_HEADER). *out is set only on PCC_PROTO_OK. */
+pcc_proto_status pcc_entry_from_json(const char *text, size_t len, pcc_entry **out);
+void pcc_entry_free(pcc_entry *entry);
+
+/* Builds {"error": code, "message": message}; callers add more fields. Caller owns it. */
+cJSON *pcc_error_to_json(const char *code, const char *message);
+
+/* Standard base64 (with padding) through libsodium. pcc_base64_encode returns a NUL-terminated
+ * string the caller frees, or NULL when out of memory or len is absurd. pcc_base64_decode sets
+ * *out (caller frees) and *out_len; PCC_PROTO_INVALID on malformed input. */
+char *pcc_base64_encode(const uint8_t *data, size_t len);
+pcc_proto_status pcc_base64_decode(const char *text, size_t text_len, uint8_t **out,
+                                   size_t *out_len);
+
+#endif /* PCC_PROTO_H */
