@@ -1,0 +1,343 @@
+/* store.c: the LMDB store of compiled code (see store.h for the model, docs/DESIGN.md for why).
+ *
+ * Record layouts (native byte order: an LMDB file is not portable across architectures anyway):
+ *
+ *   paths key:   magic[4] opt[1] path            (paths up to PATH_KEY_INLINE bytes)
+ *                magic[4] opt[1] 0x00 xxh128[16] (longer paths; 0x00 never starts a path)
+ *   paths value: mtime i64 | size u64 | hash i32 | digest[16] | path (full, to verify)
+ *
+ *   blobs key:   magic[4] opt[1] digest[16]
+ *   blobs value: checksum u64 (XXH3-64 of every byte after it) | version u8 | kind u8 |
+ *                compiler_len u8 | 0 u8 | hash i32 | size u64 | created i64 |
+ *                compile_us u32 | 0 u32 | compiler | payload
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lmdb.h>
+
+#include "store.h"
+
+#define PATH_KEY_INLINE 400 /* LMDB's default key limit is 511 bytes */
+#define PATH_KEY_MAX (PCC_MAGIC_LEN + 1 + PATH_KEY_INLINE)
+#define BLOB_KEY_LEN (PCC_MAGIC_LEN + 1 + PCC_DIGEST_LEN)
+
+#define PATH_VALUE_FIXED (8 + 8 + 4 + PCC_DIGEST_LEN)
+#define BLOB_VERSION 1
+#define BLOB_HEADER_LEN 40
+
+struct pcc_store {
+  MDB_env *env;
+  MDB_dbi paths;
+  MDB_dbi blobs;
+};
+
+const char *pcc_store_strerror(pcc_store_status rc)
+{
+  switch (rc) {
+  case PCC_STORE_OK: return "ok";
+  case PCC_STORE_NOTFOUND: return "not found";
+  case PCC_STORE_CORRUPT: return "corrupt record (dropped)";
+  case PCC_STORE_FULL: return "store map is full";
+  case PCC_STORE_IO: return "store I/O error";
+  case PCC_STORE_NOMEM: return "out of memory";
+  case PCC_STORE_INVALID: return "invalid argument";
+  }
+  return "unknown store status";
+}
+
+static pcc_store_status from_mdb(int mdb_rc)
+{
+  switch (mdb_rc) {
+  case MDB_SUCCESS: return PCC_STORE_OK;
+  case MDB_NOTFOUND: return PCC_STORE_NOTFOUND;
+  case MDB_MAP_FULL: return PCC_STORE_FULL;
+  case ENOMEM: return PCC_STORE_NOMEM;
+  default: return PCC_STORE_IO;
+  }
+}
+
+/* Begins a transaction, adopting a map size grown by another process (MDB_MAP_RESIZED). */
+static int txn_begin(pcc_store *store, unsigned flags, MDB_txn **txn)
+{
+  int mdb_rc = mdb_txn_begin(store->env, NULL, flags, txn);
+  if (mdb_rc == MDB_MAP_RESIZED) {
+    mdb_env_set_mapsize(store->env, 0);
+    mdb_rc = mdb_txn_begin(store->env, NULL, flags, txn);
+  }
+  return mdb_rc;
+}
+
+pcc_store_status pcc_store_open(const char *dir, uint64_t map_size, pcc_store **out)
+{
+  if (dir == NULL || out == NULL)
+    return PCC_STORE_INVALID;
+  pcc_store *store = calloc(1, sizeof *store);
+  if (store == NULL)
+    return PCC_STORE_NOMEM;
+  MDB_txn *txn = NULL;
+  int mdb_rc = mdb_env_create(&store->env);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_set_maxdbs(store->env, 4);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_set_maxreaders(store->env, 512);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_set_mapsize(store->env, map_size ? map_size : PCC_STORE_DEFAULT_MAP_SIZE);
+  /* NOTLS: read transactions are not tied to threads. NOMETASYNC: a system crash may undo the
+   * last commit but never corrupts the file. */
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_open(store->env, dir, MDB_NOTLS | MDB_NOMETASYNC, 0640);
+  if (mdb_rc == MDB_SUCCESS) {
+    int dead = 0;
+    mdb_reader_check(store->env, &dead);
+    mdb_rc = txn_begin(store, 0, &txn);
+  }
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_dbi_open(txn, "paths", MDB_CREATE, &store->paths);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_dbi_open(txn, "blobs", MDB_CREATE, &store->blobs);
+  if (mdb_rc == MDB_SUCCESS) {
+    mdb_rc = mdb_txn_commit(txn);
+    txn = NULL;
+  }
+  if (mdb_rc != MDB_SUCCESS) {
+    mdb_txn_abort(txn);
+    pcc_store_close(store);
+    return from_mdb(mdb_rc);
+  }
+  *out = store;
+  return PCC_STORE_OK;
+}
+
+void pcc_store_close(pcc_store *store)
+{
+  if (store == NULL)
+    return;
+  if (store->env != NULL)
+    mdb_env_close(store->env);
+  free(store);
+}
+
+/* ---- keys ------------------------------------------------------------------------------ */
+
+static size_t path_key(uint8_t key[PATH_KEY_MAX], const pcc_magic *magic, int opt,
+                       const char *path, size_t path_len)
+{
+  memcpy(key, magic->bytes, PCC_MAGIC_LEN);
+  key[PCC_MAGIC_LEN] = (uint8_t)opt;
+  uint8_t *rest = key + PCC_MAGIC_LEN + 1;
+  if (path_len <= PATH_KEY_INLINE) {
+    memcpy(rest, path, path_len);
+    return PCC_MAGIC_LEN + 1 + path_len;
+  }
+  pcc_digest path_digest;
+  pcc_digest_compute(path, path_len, &path_digest);
+  rest[0] = 0;
+  memcpy(rest + 1, path_digest.bytes, PCC_DIGEST_LEN);
+  return PCC_MAGIC_LEN + 2 + PCC_DIGEST_LEN;
+}
+
+static void blob_key(uint8_t key[BLOB_KEY_LEN], const pcc_magic *magic, int opt,
+                     const pcc_digest *digest)
+{
+  memcpy(key, magic->bytes, PCC_MAGIC_LEN);
+  key[PCC_MAGIC_LEN] = (uint8_t)opt;
+  memcpy(key + PCC_MAGIC_LEN + 1, digest->bytes, PCC_DIGEST_LEN);
+}
+
+static bool valid_args(const pcc_magic *magic, int opt, const char *path, size_t path_len)
+{
+  return magic != NULL && opt >= 0 && opt <= PCC_OPT_MAX && path != NULL && path_len > 0 &&
+         path_len <= PCC_PATH_MAX;
+}
+
+/* ---- paths ----------------------------------------------------------------------------- */
+
+pcc_store_status pcc_store_get_path(pcc_store *store, const pcc_magic *magic, int opt,
+                                    const char *path, size_t path_len, pcc_path_record *out)
+{
+  if (store == NULL || out == NULL || !valid_args(magic, opt, path, path_len))
+    return PCC_STORE_INVALID;
+  uint8_t key_bytes[PATH_KEY_MAX];
+  MDB_val key = {path_key(key_bytes, magic, opt, path, path_len), key_bytes}, value;
+  MDB_txn *txn = NULL;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  pcc_store_status rc = from_mdb(mdb_get(txn, store->paths, &key, &value));
+  if (rc == PCC_STORE_OK) {
+    const uint8_t *v = value.mv_data;
+    if (value.mv_size != PATH_VALUE_FIXED + path_len ||
+        memcmp(v + PATH_VALUE_FIXED, path, path_len) != 0) {
+      rc = PCC_STORE_NOTFOUND; /* another path behind the same long-path key */
+    } else {
+      memcpy(&out->mtime, v, 8);
+      memcpy(&out->size, v + 8, 8);
+      memcpy(&out->hash, v + 16, 4);
+      memcpy(out->digest.bytes, v + 20, PCC_DIGEST_LEN);
+    }
+  }
+  mdb_txn_abort(txn);
+  return rc;
+}
+
+/* ---- blobs ----------------------------------------------------------------------------- */
+
+/* Deletes one blob in its own write transaction (after a failed checksum). */
+static void drop_blob(pcc_store *store, MDB_val *key)
+{
+  MDB_txn *txn = NULL;
+  if (txn_begin(store, 0, &txn) != MDB_SUCCESS)
+    return;
+  if (mdb_del(txn, store->blobs, key, NULL) == MDB_SUCCESS)
+    mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
+}
+
+/* Verifies and copies a blob record into one heap allocation. */
+static pcc_store_status blob_decode(const MDB_val *value, pcc_blob **out)
+{
+  const uint8_t *v = value->mv_data;
+  if (value->mv_size < BLOB_HEADER_LEN)
+    return PCC_STORE_CORRUPT;
+  uint64_t checksum;
+  memcpy(&checksum, v, 8);
+  if (pcc_checksum(v + 8, value->mv_size - 8) != checksum || v[8] != BLOB_VERSION ||
+      (v[9] != PCC_BLOB_CODE && v[9] != PCC_BLOB_COMPILE_ERROR) ||
+      (size_t)BLOB_HEADER_LEN + v[10] > value->mv_size || v[10] > PCC_COMPILER_NAME_MAX)
+    return PCC_STORE_CORRUPT;
+  size_t compiler_len = v[10];
+  size_t payload_len = value->mv_size - BLOB_HEADER_LEN - compiler_len;
+  pcc_blob *blob = malloc(sizeof *blob + payload_len + 1);
+  if (blob == NULL)
+    return PCC_STORE_NOMEM;
+  blob->kind = (pcc_blob_kind)v[9];
+  memcpy(&blob->hash, v + 12, 4);
+  memcpy(&blob->size, v + 16, 8);
+  memcpy(&blob->created, v + 24, 8);
+  memcpy(&blob->compile_us, v + 32, 4);
+  memcpy(blob->compiler, v + BLOB_HEADER_LEN, compiler_len);
+  blob->compiler[compiler_len] = '\0';
+  uint8_t *payload = (uint8_t *)(blob + 1);
+  memcpy(payload, v + BLOB_HEADER_LEN + compiler_len, payload_len);
+  payload[payload_len] = '\0'; /* convenient for error JSON; not counted in payload_len */
+  blob->payload = payload;
+  blob->payload_len = payload_len;
+  *out = blob;
+  return PCC_STORE_OK;
+}
+
+pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, int opt,
+                                    const pcc_digest *digest, pcc_blob **out)
+{
+  if (store == NULL || magic == NULL || digest == NULL || out == NULL || opt < 0 ||
+      opt > PCC_OPT_MAX)
+    return PCC_STORE_INVALID;
+  uint8_t key_bytes[BLOB_KEY_LEN];
+  blob_key(key_bytes, magic, opt, digest);
+  MDB_val key = {BLOB_KEY_LEN, key_bytes}, value;
+  MDB_txn *txn = NULL;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  pcc_store_status rc = from_mdb(mdb_get(txn, store->blobs, &key, &value));
+  if (rc == PCC_STORE_OK)
+    rc = blob_decode(&value, out);
+  mdb_txn_abort(txn);
+  if (rc == PCC_STORE_CORRUPT)
+    drop_blob(store, &key);
+  return rc;
+}
+
+static pcc_store_status put_blob(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes,
+                                 const pcc_blob *blob)
+{
+  size_t compiler_len = strnlen(blob->compiler, PCC_COMPILER_NAME_MAX);
+  if (blob->payload_len > SIZE_MAX - BLOB_HEADER_LEN - compiler_len)
+    return PCC_STORE_INVALID;
+  MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes};
+  MDB_val value = {BLOB_HEADER_LEN + compiler_len + blob->payload_len, NULL};
+  int mdb_rc = mdb_put(txn, store->blobs, &key, &value, MDB_RESERVE);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  uint8_t *v = value.mv_data;
+  uint32_t zero = 0;
+  v[8] = BLOB_VERSION;
+  v[9] = (uint8_t)blob->kind;
+  v[10] = (uint8_t)compiler_len;
+  v[11] = 0;
+  memcpy(v + 12, &blob->hash, 4);
+  memcpy(v + 16, &blob->size, 8);
+  memcpy(v + 24, &blob->created, 8);
+  memcpy(v + 32, &blob->compile_us, 4);
+  memcpy(v + 36, &zero, 4);
+  memcpy(v + BLOB_HEADER_LEN, blob->compiler, compiler_len);
+  if (blob->payload_len > 0)
+    memcpy(v + BLOB_HEADER_LEN + compiler_len, blob->payload, blob->payload_len);
+  uint64_t checksum = pcc_checksum(v + 8, value.mv_size - 8);
+  memcpy(v, &checksum, 8);
+  return PCC_STORE_OK;
+}
+
+pcc_store_status pcc_store_put(pcc_store *store, const pcc_magic *magic, int opt,
+                               const char *path, size_t path_len, const pcc_path_record *record,
+                               const pcc_blob *blob)
+{
+  if (store == NULL || record == NULL || !valid_args(magic, opt, path, path_len) ||
+      (blob != NULL && blob->kind != PCC_BLOB_CODE && blob->kind != PCC_BLOB_COMPILE_ERROR))
+    return PCC_STORE_INVALID;
+  uint8_t *path_value = malloc(PATH_VALUE_FIXED + path_len);
+  if (path_value == NULL)
+    return PCC_STORE_NOMEM;
+  memcpy(path_value, &record->mtime, 8);
+  memcpy(path_value + 8, &record->size, 8);
+  memcpy(path_value + 16, &record->hash, 4);
+  memcpy(path_value + 20, record->digest.bytes, PCC_DIGEST_LEN);
+  memcpy(path_value + PATH_VALUE_FIXED, path, path_len);
+
+  uint8_t path_key_bytes[PATH_KEY_MAX], blob_key_bytes[BLOB_KEY_LEN];
+  MDB_val key = {path_key(path_key_bytes, magic, opt, path, path_len), path_key_bytes};
+  MDB_val value = {PATH_VALUE_FIXED + path_len, path_value};
+  blob_key(blob_key_bytes, magic, opt, &record->digest);
+
+  MDB_txn *txn = NULL;
+  pcc_store_status rc = from_mdb(txn_begin(store, 0, &txn));
+  if (rc == PCC_STORE_OK && blob != NULL)
+    rc = put_blob(store, txn, blob_key_bytes, blob);
+  if (rc == PCC_STORE_OK)
+    rc = from_mdb(mdb_put(txn, store->paths, &key, &value, 0));
+  if (rc == PCC_STORE_OK)
+    rc = from_mdb(mdb_txn_commit(txn));
+  else
+    mdb_txn_abort(txn);
+  free(path_value);
+  return rc;
+}
+
+pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out)
+{
+  if (store == NULL || out == NULL)
+    return PCC_STORE_INVALID;
+  MDB_txn *txn = NULL;
+  MDB_stat paths, blobs;
+  MDB_envinfo info;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_stat(txn, store->paths, &paths);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_stat(txn, store->blobs, &blobs);
+  mdb_txn_abort(txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_info(store->env, &info);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  out->paths = paths.ms_entries;
+  out->blobs = blobs.ms_entries;
+  out->bytes = (uint64_t)(blobs.ms_leaf_pages + blobs.ms_overflow_pages + blobs.ms_branch_pages) *
+               blobs.ms_psize;
+  out->used = (uint64_t)(info.me_last_pgno + 1) * paths.ms_psize;
+  out->map_size = info.me_mapsize;
+  return PCC_STORE_OK;
+}

@@ -1,0 +1,289 @@
+/* test_proto.c: Check suite of proto/: the Java hash (known values, signed bytes, wrap-around),
+ * the digest and checksum forms, the pyc header, parameter validation and the JSON forms. */
+#include "proto.h"
+#include "test_helpers.h"
+
+START_TEST(test_java_hash_known_values)
+{
+  ck_assert_int_eq(pcc_java_hash("", 0), 1);
+  ck_assert_int_eq(pcc_java_hash("\xff", 1), 30); /* 31*1 + (-1) */
+  ck_assert_int_eq(pcc_java_hash("abc", 3), 126145);
+  ck_assert_int_eq(pcc_java_hash("\x80", 1), 31 - 128);
+  ck_assert_int_eq(pcc_java_hash("\x7f", 1), 31 + 127);
+  /* Java 17: Arrays.hashCode("hello world".getBytes()) == 1923188771 (wraps around) */
+  ck_assert_int_eq(pcc_java_hash("hello world", 11), 1923188771);
+  /* Java 17: Arrays.hashCode(new byte[8]) == -1807454463 */
+  ck_assert_int_eq(pcc_java_hash("\0\0\0\0\0\0\0\0", 8), -1807454463);
+}
+END_TEST
+
+/* Independent reference: the same sum in 64-bit arithmetic reduced at the end. */
+START_TEST(test_java_hash_matches_reference_on_all_bytes)
+{
+  unsigned char bytes[256 * 3];
+  for (size_t i = 0; i < sizeof bytes; i++)
+    bytes[i] = (unsigned char)(i * 7 + 3);
+  int64_t h = 1;
+  for (size_t i = 0; i < sizeof bytes; i++)
+    h = (int64_t)(((uint64_t)h * 31u + (uint64_t)(int64_t)(signed char)bytes[i]) & 0xffffffffu);
+  int32_t expected = (int32_t)(uint32_t)h;
+  ck_assert_int_eq(pcc_java_hash(bytes, sizeof bytes), expected);
+}
+END_TEST
+
+START_TEST(test_digest_hex)
+{
+  pcc_digest digest, parsed;
+  char hex[PCC_DIGEST_HEX_LEN + 1];
+  /* xxh128sum of the empty input */
+  pcc_digest_compute("", 0, &digest);
+  pcc_digest_to_hex(&digest, hex);
+  ck_assert_str_eq(hex, "99aa06d3014798d86001c324468d497f");
+  pcc_digest_compute("abc", 3, &digest);
+  pcc_digest_to_hex(&digest, hex);
+  ck_assert_str_eq(hex, "06b05ab6733a618578af5f94892f3950");
+  ck_assert_int_eq(pcc_digest_from_hex("06B05AB6733A618578AF5F94892F3950", &parsed), PCC_PROTO_OK);
+  ck_assert(pcc_digest_equal(&parsed, &digest));
+  ck_assert_int_eq(pcc_digest_from_hex("06b05ab6733a618578af5f94892f395", &parsed),
+                   PCC_PROTO_INVALID);
+  ck_assert_int_eq(pcc_digest_from_hex("06b05ab6733a618578af5f94892f39500", &parsed),
+                   PCC_PROTO_INVALID);
+  ck_assert_int_eq(pcc_digest_from_hex("g6b05ab6733a618578af5f94892f3950", &parsed),
+                   PCC_PROTO_INVALID);
+}
+END_TEST
+
+START_TEST(test_checksum_hex)
+{
+  char hex[17];
+  uint64_t value = 0;
+  pcc_checksum_to_hex(0x0123456789abcdefull, hex);
+  ck_assert_str_eq(hex, "0123456789abcdef");
+  ck_assert_int_eq(pcc_checksum_from_hex(hex, &value), PCC_PROTO_OK);
+  ck_assert_uint_eq(value, 0x0123456789abcdefull);
+  ck_assert_uint_ne(pcc_checksum("a", 1), pcc_checksum("b", 1));
+}
+END_TEST
+
+START_TEST(test_pyc_header_round_trip)
+{
+  pcc_magic magic;
+  ck_assert_int_eq(pcc_magic_from_hex("a70d0d0a", &magic), PCC_PROTO_OK);
+  pcc_pyc_header header, parsed;
+  pcc_pyc_header_init(&header, &magic, 0x1234567890ll, 0x100000005ull);
+  ck_assert_uint_eq(header.mtime, 0x34567890u); /* modulo 2^32, like CPython */
+  ck_assert_uint_eq(header.size, 5u);
+  uint8_t bytes[PCC_PYC_HEADER_LEN];
+  pcc_pyc_header_write(&header, bytes);
+  static const uint8_t expected[16] = {0xa7, 0x0d, 0x0d, 0x0a, 0, 0, 0, 0,
+                                       0x90, 0x78, 0x56, 0x34, 5, 0, 0, 0};
+  ck_assert_mem_eq(bytes, expected, 16);
+  ck_assert_int_eq(pcc_pyc_header_parse(bytes, sizeof bytes, &parsed), PCC_PROTO_OK);
+  ck_assert(pcc_magic_equal(&parsed.magic, &magic));
+  ck_assert_uint_eq(parsed.mtime, header.mtime);
+  ck_assert_uint_eq(parsed.size, header.size);
+
+  ck_assert_int_eq(pcc_pyc_header_parse(bytes, 15, &parsed), PCC_PROTO_HEADER);
+  bytes[4] = 1; /* hash-based pyc: not served by this project */
+  ck_assert_int_eq(pcc_pyc_header_parse(bytes, 16, &parsed), PCC_PROTO_HEADER);
+  bytes[4] = 0;
+  bytes[3] = 0; /* magic without \r\n */
+  ck_assert_int_eq(pcc_pyc_header_parse(bytes, 16, &parsed), PCC_PROTO_HEADER);
+  ck_assert_int_eq(pcc_magic_from_hex("a70d0d0b", &magic), PCC_PROTO_INVALID);
+  ck_assert_int_eq(pcc_magic_from_hex("a70d0d", &magic), PCC_PROTO_INVALID);
+}
+END_TEST
+
+typedef struct {
+  const char *names[8];
+  const char *values[8];
+} fake_query;
+
+static const char *fake_get(void *ctx, const char *name)
+{
+  fake_query *q = ctx;
+  for (int i = 0; i < 8 && q->names[i]; i++)
+    if (strcmp(q->names[i], name) == 0)
+      return q->values[i];
+  return NULL;
+}
+
+static const unsigned LOOKUP = PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME | PCC_PARAM_SIZE;
+
+START_TEST(test_params_valid)
+{
+  fake_query q = {{"magic", "opt", "path", "mtime", "size", "hash", "digest"},
+                  {"a70d0d0a", "2", "/srv/m.py", "1700000000", "42", "-2147483648",
+                   "06b05ab6733a618578af5f94892f3950"}};
+  pcc_params params;
+  const char *bad = "unset";
+  ck_assert_int_eq(pcc_params_parse(fake_get, &q, LOOKUP, &params, &bad), PCC_PROTO_OK);
+  ck_assert_ptr_null(bad);
+  ck_assert_int_eq(params.opt, 2);
+  ck_assert_str_eq(params.path, "/srv/m.py");
+  ck_assert_uint_eq(params.path_len, 9);
+  ck_assert_int_eq(params.mtime, 1700000000);
+  ck_assert_uint_eq(params.size, 42);
+  ck_assert_int_eq(params.hash, INT32_MIN);
+  ck_assert_uint_eq(params.present, 0x7f);
+}
+END_TEST
+
+/* Each bad value is rejected and named. */
+START_TEST(test_params_invalid)
+{
+  static const struct {
+    const char *name, *value;
+    pcc_proto_status rc;
+  } cases[] = {
+    {"magic", "a70d0d0", PCC_PROTO_INVALID},   {"magic", "zz0d0d0a", PCC_PROTO_INVALID},
+    {"opt", "3", PCC_PROTO_RANGE},             {"opt", "-1", PCC_PROTO_RANGE},
+    {"opt", "1x", PCC_PROTO_INVALID},          {"path", "rel/m.py", PCC_PROTO_INVALID},
+    {"path", "", PCC_PROTO_INVALID},           {"path", "/a\nb", PCC_PROTO_INVALID},
+    {"mtime", "-1", PCC_PROTO_RANGE},          {"mtime", "1.5", PCC_PROTO_INVALID},
+    {"mtime", " 1", PCC_PROTO_INVALID},        {"mtime", "+1", PCC_PROTO_INVALID},
+    {"size", "99999999999999999999", PCC_PROTO_RANGE},
+    {"hash", "2147483648", PCC_PROTO_RANGE},   {"hash", "-2147483649", PCC_PROTO_RANGE},
+    {"digest", "xyz", PCC_PROTO_INVALID},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fake_query q = {{"magic", "path", "mtime", "size", NULL},
+                    {"a70d0d0a", "/m.py", "1", "1", NULL}};
+    int slot = 4;
+    for (int j = 0; j < 4; j++)
+      if (strcmp(q.names[j], cases[i].name) == 0)
+        slot = j;
+    q.names[slot] = cases[i].name;
+    q.values[slot] = cases[i].value;
+    pcc_params params;
+    const char *bad = NULL;
+    ck_assert_msg(pcc_params_parse(fake_get, &q, LOOKUP, &params, &bad) == cases[i].rc,
+                  "%s=%s", cases[i].name, cases[i].value);
+    ck_assert_str_eq(bad, cases[i].name);
+  }
+  /* a path of exactly 4096 bytes is fine, 4097 is not */
+  static char path[PCC_PATH_MAX + 2];
+  memset(path, 'p', PCC_PATH_MAX + 1);
+  path[0] = '/';
+  path[PCC_PATH_MAX] = '\0';
+  fake_query q = {{"magic", "path", "mtime", "size"}, {"a70d0d0a", path, "1", "1"}};
+  pcc_params params;
+  const char *bad = NULL;
+  ck_assert_int_eq(pcc_params_parse(fake_get, &q, LOOKUP, &params, &bad), PCC_PROTO_OK);
+  path[PCC_PATH_MAX] = 'p';
+  ck_assert_int_eq(pcc_params_parse(fake_get, &q, LOOKUP, &params, &bad), PCC_PROTO_RANGE);
+  ck_assert_str_eq(bad, "path");
+  /* a missing required parameter is named */
+  fake_query missing = {{"magic", "path", "size"}, {"a70d0d0a", "/m.py", "1"}};
+  ck_assert_int_eq(pcc_params_parse(fake_get, &missing, LOOKUP, &params, &bad),
+                   PCC_PROTO_MISSING);
+  ck_assert_str_eq(bad, "mtime");
+}
+END_TEST
+
+static pcc_entry_view sample_entry(uint8_t *pyc, size_t pyc_len)
+{
+  pcc_entry_view view;
+  memset(&view, 0, sizeof view);
+  ck_assert_int_eq(pcc_magic_from_hex("a70d0d0a", &view.magic), PCC_PROTO_OK);
+  view.opt = 1;
+  view.path = "/srv/app/m.py";
+  view.mtime = 1700000000;
+  view.size = 21;
+  view.hash = -5;
+  view.hash_checked = true;
+  pcc_digest_compute("x", 1, &view.digest);
+  pcc_pyc_header header;
+  pcc_pyc_header_init(&header, &view.magic, view.mtime, view.size);
+  pcc_pyc_header_write(&header, pyc);
+  memcpy(pyc + 16, "\xe3marshal", 8);
+  view.pyc = pyc;
+  view.pyc_len = pyc_len;
+  view.checksum = pcc_checksum(pyc, pyc_len);
+  view.compiler = "cpython-3.11.2";
+  return view;
+}
+
+START_TEST(test_entry_json_round_trip)
+{
+  uint8_t pyc[24];
+  pcc_entry_view view = sample_entry(pyc, sizeof pyc);
+  cJSON *json = pcc_entry_to_json(&view);
+  ck_assert_ptr_nonnull(json);
+  char *text = cJSON_PrintUnformatted(json);
+  cJSON_Delete(json);
+  pcc_entry *entry = NULL;
+  ck_assert_int_eq(pcc_entry_from_json(text, strlen(text), &entry), PCC_PROTO_OK);
+  ck_assert_str_eq(entry->view.path, view.path);
+  ck_assert_int_eq(entry->view.opt, 1);
+  ck_assert_int_eq(entry->view.hash, -5);
+  ck_assert(entry->view.hash_checked);
+  ck_assert_uint_eq(entry->view.pyc_len, sizeof pyc);
+  ck_assert_mem_eq(entry->view.pyc, pyc, sizeof pyc);
+  ck_assert_str_eq(entry->view.compiler, "cpython-3.11.2");
+  pcc_entry_free(entry);
+  entry = NULL;
+
+  /* a flipped character in the pyc is a checksum failure, never an entry */
+  char *pyc_field = strstr(text, "\"pyc\":\"") + 7;
+  pyc_field[25] = pyc_field[25] == 'A' ? 'B' : 'A';
+  ck_assert_int_eq(pcc_entry_from_json(text, strlen(text), &entry), PCC_PROTO_CHECKSUM);
+  ck_assert_ptr_null(entry);
+  /* truncated JSON */
+  ck_assert_int_eq(pcc_entry_from_json(text, strlen(text) / 2, &entry), PCC_PROTO_INVALID);
+  free(text);
+  pcc_entry_free(NULL);
+}
+END_TEST
+
+/* A consistent checksum over a header that does not match the entry's mtime is rejected. */
+START_TEST(test_entry_json_header_mismatch)
+{
+  uint8_t pyc[24];
+  pcc_entry_view view = sample_entry(pyc, sizeof pyc);
+  view.mtime += 1;
+  cJSON *json = pcc_entry_to_json(&view);
+  char *text = cJSON_PrintUnformatted(json);
+  cJSON_Delete(json);
+  pcc_entry *entry = NULL;
+  ck_assert_int_eq(pcc_entry_from_json(text, strlen(text), &entry), PCC_PROTO_HEADER);
+  free(text);
+}
+END_TEST
+
+START_TEST(test_base64)
+{
+  char *text = pcc_base64_encode((const uint8_t *)"\x00\xff\x10", 3);
+  ck_assert_str_eq(text, "AP8Q");
+  uint8_t *bytes = NULL;
+  size_t len = 0;
+  ck_assert_int_eq(pcc_base64_decode(text, strlen(text), &bytes, &len), PCC_PROTO_OK);
+  ck_assert_uint_eq(len, 3);
+  ck_assert_mem_eq(bytes, "\x00\xff\x10", 3);
+  free(bytes);
+  free(text);
+  ck_assert_int_eq(pcc_base64_decode("AP8*", 4, &bytes, &len), PCC_PROTO_INVALID);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *suite = suite_create("proto");
+  TCase *tc = tcase_create("proto");
+  tcase_add_test(tc, test_java_hash_known_values);
+  tcase_add_test(tc, test_java_hash_matches_reference_on_all_bytes);
+  tcase_add_test(tc, test_digest_hex);
+  tcase_add_test(tc, test_checksum_hex);
+  tcase_add_test(tc, test_pyc_header_round_trip);
+  tcase_add_test(tc, test_params_valid);
+  tcase_add_test(tc, test_params_invalid);
+  tcase_add_test(tc, test_entry_json_round_trip);
+  tcase_add_test(tc, test_entry_json_header_mismatch);
+  tcase_add_test(tc, test_base64);
+  suite_add_tcase(suite, tc);
+  SRunner *runner = srunner_create(suite);
+  srunner_run_all(runner, CK_NORMAL);
+  int failed = srunner_ntests_failed(runner);
+  srunner_free(runner);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
