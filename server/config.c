@@ -1,0 +1,174 @@
+/* config.c: the option table of pycached (name, default, bounds, help) and its parser. */
+#include <getopt.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "proto.h"
+
+typedef enum { OPT_STRING, OPT_NUMBER, OPT_BYTES, OPT_LIST } option_kind;
+
+typedef struct {
+  const char *name;
+  option_kind kind;
+  const char *arg;     /* the argument's name in --help */
+  const char *def;     /* default, as text */
+  uint64_t min, max;   /* for numbers and byte sizes */
+  size_t offset;       /* field in pcc_config */
+  const char *help;
+} option_spec;
+
+#define FIELD(f) offsetof(pcc_config, f)
+#define KIB 1024ull
+#define MIB (1024ull * KIB)
+#define GIB (1024ull * MIB)
+
+static const option_spec options[] = {
+  {"listen", OPT_STRING, "ADDR", "127.0.0.1", 0, 0, FIELD(listen),
+   "IPv4 or IPv6 address to listen on"},
+  {"port", OPT_NUMBER, "N", "8700", 0, 65535, FIELD(port),
+   "TCP port (0: any free port, printed at start)"},
+  {"store", OPT_STRING, "DIR", "./var/pycached", 0, 0, FIELD(store_dir),
+   "LMDB store directory (created when missing)"},
+  {"map-size", OPT_BYTES, "BYTES", "4G", 1 * MIB, 1ull << 40, FIELD(map_size),
+   "LMDB map size: the most the store can hold (sparse file)"},
+  {"workers", OPT_NUMBER, "N", "0", 0, 64, FIELD(workers),
+   "compiler worker processes (0: one per core)"},
+  {"compile-timeout", OPT_NUMBER, "SECONDS", "10", 1, 3600, FIELD(compile_timeout),
+   "a compile running longer is killed (504)"},
+  {"worker-memory", OPT_BYTES, "BYTES", "1G", 64 * MIB, 1ull << 40, FIELD(worker_memory),
+   "address-space limit of each compiler worker"},
+  {"max-source", OPT_BYTES, "BYTES", "16M", 1, 1 * GIB, FIELD(max_source),
+   "largest source accepted (413 beyond)"},
+  {"threads", OPT_NUMBER, "N", "4", 1, 256, FIELD(threads), "HTTP threads (epoll thread pool)"},
+  {"max-connections", OPT_NUMBER, "N", "1024", 1, 65536, FIELD(max_connections),
+   "concurrent HTTP connections"},
+  {"worker", OPT_STRING, "PATH", NULL, 0, 0, FIELD(worker),
+   "compiler worker executable (default: pycached-cpython-worker next to pycached)"},
+  {"source-root", OPT_LIST, "DIR", NULL, 0, 0, FIELD(source_roots),
+   "directory whose files the server may read itself (repeatable)"},
+};
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+static void print_help(const char *argv0)
+{
+  printf("Usage: %s [OPTION]...\n"
+         "pycached: a shared compile cache for Python. Compiles each source once and serves\n"
+         "the code objects over HTTP/JSON (docs/API.md).\n\nOptions:\n",
+         argv0);
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    char left[48];
+    snprintf(left, sizeof left, "--%s %s", options[i].name, options[i].arg);
+    printf("  %-28s %s", left, options[i].help);
+    if (options[i].def)
+      printf(" [%s]", options[i].def);
+    printf("\n");
+  }
+  printf("  %-28s %s\n  %-28s %s\n", "-h, --help", "print this help and exit", "--version",
+         "print the version and exit");
+}
+
+/* Parses a byte size: a whole number with an optional K, M or G suffix (powers of 1024). */
+static bool parse_bytes(const char *text, uint64_t *out)
+{
+  char digits[32];
+  size_t len = strlen(text);
+  uint64_t unit = 1;
+  if (len == 0 || len >= sizeof digits)
+    return false;
+  memcpy(digits, text, len + 1);
+  switch (digits[len - 1]) {
+  case 'K': case 'k': unit = KIB; break;
+  case 'M': case 'm': unit = MIB; break;
+  case 'G': case 'g': unit = GIB; break;
+  default: break;
+  }
+  if (unit != 1)
+    digits[len - 1] = '\0';
+  int64_t value;
+  if (pcc_parse_i64(digits, 0, INT64_MAX / (int64_t)unit, &value) != PCC_PROTO_OK)
+    return false;
+  *out = (uint64_t)value * unit;
+  return true;
+}
+
+static bool apply(const option_spec *spec, const char *value, pcc_config *config)
+{
+  char *field = (char *)config + spec->offset;
+  uint64_t number = 0;
+  switch (spec->kind) {
+  case OPT_STRING:
+    memcpy(field, &value, sizeof value);
+    return true;
+  case OPT_LIST:
+    if (config->n_source_roots >= PCC_MAX_SOURCE_ROOTS) {
+      fprintf(stderr, "pycached: at most %d --%s options\n", PCC_MAX_SOURCE_ROOTS, spec->name);
+      return false;
+    }
+    config->source_roots[config->n_source_roots++] = value;
+    return true;
+  case OPT_NUMBER: {
+    int64_t parsed;
+    if (pcc_parse_i64(value, 0, INT64_MAX, &parsed) != PCC_PROTO_OK)
+      break;
+    number = (uint64_t)parsed;
+    goto check;
+  }
+  case OPT_BYTES:
+    if (!parse_bytes(value, &number))
+      break;
+  check:
+    if (number < spec->min || number > spec->max) {
+      fprintf(stderr, "pycached: --%s %s: out of range [%llu, %llu]\n", spec->name, value,
+              (unsigned long long)spec->min, (unsigned long long)spec->max);
+      return false;
+    }
+    memcpy(field, &number, sizeof number);
+    return true;
+  }
+  fprintf(stderr, "pycached: --%s: '%s' is not a valid %s\n", spec->name, value,
+          spec->kind == OPT_BYTES ? "size (e.g. 512M)" : "number");
+  return false;
+}
+
+pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
+{
+  memset(out, 0, sizeof *out);
+  for (size_t i = 0; i < N_OPTIONS; i++)
+    if (options[i].def != NULL && !apply(&options[i], options[i].def, out))
+      return PCC_CONFIG_USAGE; /* a bad default is a bug; fail loudly */
+
+  enum { HELP = N_OPTIONS, VERSION };
+  struct option long_options[N_OPTIONS + 3];
+  for (size_t i = 0; i < N_OPTIONS; i++)
+    long_options[i] = (struct option){options[i].name, required_argument, NULL, (int)i};
+  long_options[N_OPTIONS] = (struct option){"help", no_argument, NULL, HELP};
+  long_options[N_OPTIONS + 1] = (struct option){"version", no_argument, NULL, VERSION};
+  long_options[N_OPTIONS + 2] = (struct option){NULL, 0, NULL, 0};
+
+  optind = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+    if (c == 'h' || c == HELP) {
+      print_help(argv[0]);
+      return PCC_CONFIG_HELP;
+    }
+    if (c == VERSION) {
+      printf("pycached %s\n", PCC_VERSION);
+      return PCC_CONFIG_VERSION;
+    }
+    if (c < 0 || (size_t)c >= N_OPTIONS) {
+      fprintf(stderr, "Try '%s --help'.\n", argv[0]);
+      return PCC_CONFIG_USAGE;
+    }
+    if (!apply(&options[c], optarg, out))
+      return PCC_CONFIG_USAGE;
+  }
+  if (optind < argc) {
+    fprintf(stderr, "pycached: unexpected argument '%s'\nTry '%s --help'.\n", argv[optind],
+            argv[0]);
+    return PCC_CONFIG_USAGE;
+  }
+  return PCC_CONFIG_OK;
+}

@@ -1,0 +1,38 @@
+/* config.h: pycached's command-line options, held in one table (config.c) so that --help,
+ * parsing, validation and docs/DESIGN.md's limits cannot drift apart. */
+#ifndef PCC_CONFIG_H
+#define PCC_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PCC_MAX_SOURCE_ROOTS 16
+
+typedef struct {
+  const char *listen;        /* address to bind */
+  uint64_t port;
+  const char *store_dir;
+  uint64_t map_size;
+  uint64_t workers;          /* 0: one per core */
+  uint64_t compile_timeout;  /* seconds */
+  uint64_t worker_memory;    /* bytes; RLIMIT_AS of each worker */
+  uint64_t max_source;       /* bytes */
+  uint64_t threads;          /* HTTP threads */
+  uint64_t max_connections;
+  const char *worker;        /* compiler worker executable; NULL: found next to pycached */
+  const char *source_roots[PCC_MAX_SOURCE_ROOTS];
+  unsigned n_source_roots;
+} pcc_config;
+
+typedef enum {
+  PCC_CONFIG_OK = 0,
+  PCC_CONFIG_HELP,    /* --help was printed: exit 0 */
+  PCC_CONFIG_VERSION, /* --version was printed: exit 0 */
+  PCC_CONFIG_USAGE,   /* a bad option; the message is on stderr: exit 2 */
+} pcc_config_status;
+
+/* Fills *out with the defaults, then applies argv. Strings in *out point into argv or static
+ * storage and live as long as they do. */
+pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out);
+
+#endif

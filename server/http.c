@@ -1,0 +1,462 @@
+/* http.c: routes of the pycached HTTP API (docs/API.md) on libmicrohttpd.
+ *
+ * Request handling follows libmicrohttpd's own pattern: the first call allocates per-request
+ * state, upload calls consume the body into a buffer with a hard limit (recording an error
+ * instead of answering mid-upload), and the final call answers. A compile that has to wait for
+ * a worker suspends its connection; the service resumes it when the job is done, and the
+ * handler runs once more to answer. State is freed in the completion callback. */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+struct pcc_http {
+  struct MHD_Daemon *daemon;
+  pcc_service *service;
+  uint64_t max_source;
+  struct MHD_Response *not_found; /* constant responses, built once */
+};
+
+typedef enum { ROUTE_HEALTH, ROUTE_STATS, ROUTE_CODE, ROUTE_COMPILE } route;
+
+typedef struct {
+  route route;
+  struct MHD_Connection *connection;
+  uint8_t *body;
+  size_t len, cap;
+  bool too_large;
+  bool waiting;  /* suspended until job is done */
+  svc_job *job;
+  pcc_params params;
+} request;
+
+static const struct {
+  const char *url;
+  const char *method;
+  route route;
+} routes[] = {
+  {"/healthz", MHD_HTTP_METHOD_GET, ROUTE_HEALTH},
+  {"/v1/stats", MHD_HTTP_METHOD_GET, ROUTE_STATS},
+  {"/v1/code", MHD_HTTP_METHOD_GET, ROUTE_CODE},
+  {"/v1/compile", MHD_HTTP_METHOD_POST, ROUTE_COMPILE},
+};
+#define N_ROUTES (sizeof routes / sizeof routes[0])
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+/* Queues body (malloc'd, taken over) with a content type and status. */
+static enum MHD_Result send_owned(struct MHD_Connection *connection, unsigned status,
+                                  const char *content_type, char *body, size_t len,
+                                  struct MHD_Response **kept)
+{
+  struct MHD_Response *response =
+    MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+  if (response == NULL) {
+    free(body);
+    return MHD_NO;
+  }
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+  enum MHD_Result result = MHD_queue_response(connection, status, response);
+  if (kept != NULL)
+    *kept = response;
+  else
+    MHD_destroy_response(response);
+  return result;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *connection, unsigned status,
+                                 cJSON *json)
+{
+  char *text = json ? cJSON_PrintUnformatted(json) : NULL;
+  cJSON_Delete(json);
+  if (text == NULL)
+    return MHD_NO;
+  return send_owned(connection, status, "application/json", text, strlen(text), NULL);
+}
+
+static cJSON *error_json(const char *code, const char *message, cJSON *extra)
+{
+  cJSON *json = pcc_error_to_json(code, message);
+  if (json != NULL && extra != NULL)
+    for (cJSON *item = extra->child; item != NULL; item = item->next)
+      cJSON_AddItemToObject(json, item->string, cJSON_Duplicate(item, true));
+  return json;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *connection, unsigned status,
+                                  const char *code, const char *message)
+{
+  return send_json(connection, status, error_json(code, message, NULL));
+}
+
+static bool wants_raw_pyc(struct MHD_Connection *connection)
+{
+  const char *accept = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_ACCEPT);
+  return accept != NULL && strstr(accept, "application/x-python-pyc") != NULL;
+}
+
+/* A served entry: the pyc is the header for the request's mtime and size plus the code. */
+static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_params *params,
+                                  const svc_answer *answer)
+{
+  const pcc_blob *blob = answer->blob;
+  size_t pyc_len = PCC_PYC_HEADER_LEN + blob->payload_len;
+  uint8_t *pyc = malloc(pyc_len);
+  if (pyc == NULL)
+    return MHD_NO;
+  pcc_pyc_header header;
+  pcc_pyc_header_init(&header, &params->magic, params->mtime, params->size);
+  pcc_pyc_header_write(&header, pyc);
+  memcpy(pyc + PCC_PYC_HEADER_LEN, blob->payload, blob->payload_len);
+
+  pcc_entry_view view = {
+    .magic = params->magic,
+    .opt = params->opt,
+    .path = params->path,
+    .mtime = params->mtime,
+    .size = params->size,
+    .hash = blob->hash,
+    .hash_checked = answer->hash_checked,
+    .pyc = pyc,
+    .pyc_len = pyc_len,
+    .checksum = pcc_checksum(pyc, pyc_len),
+    .digest = answer->digest,
+    .compiler = answer->compiler,
+  };
+
+  struct MHD_Response *response = NULL;
+  enum MHD_Result result;
+  if (wants_raw_pyc(connection)) {
+    char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16], etag[64];
+    pcc_digest_to_hex(&view.digest, digest_hex);
+    pcc_checksum_to_hex(view.checksum, checksum_hex);
+    snprintf(hash_text, sizeof hash_text, "%d", (int)view.hash);
+    snprintf(etag, sizeof etag, "\"%s-%s\"", digest_hex, checksum_hex);
+    result = send_owned(connection, 200, "application/x-python-pyc", (char *)pyc, pyc_len,
+                        &response);
+    if (response != NULL) {
+      MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
+      MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
+      MHD_add_response_header(response, "X-Pycached-Hash", hash_text);
+      MHD_add_response_header(response, "X-Pycached-Validation",
+                              view.hash_checked ? "hash" : "timestamp");
+      MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
+      MHD_add_response_header(response, "X-Pycached-Outcome", answer->outcome);
+      MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
+      MHD_destroy_response(response);
+    }
+    return result;
+  }
+  cJSON *json = pcc_entry_to_json(&view);
+  free(pyc);
+  char *text = json ? cJSON_PrintUnformatted(json) : NULL;
+  cJSON_Delete(json);
+  if (text == NULL)
+    return MHD_NO;
+  result = send_owned(connection, 200, "application/json", text, strlen(text), &response);
+  if (response != NULL) {
+    MHD_add_response_header(response, "X-Pycached-Outcome", answer->outcome);
+    MHD_destroy_response(response);
+  }
+  return result;
+}
+
+static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_params *params,
+                                   svc_answer *answer)
+{
+  enum MHD_Result result;
+  if (answer->error == NULL)
+    result = send_entry(connection, params, answer);
+  else
+    result = send_json(connection, answer->http_status,
+                       error_json(answer->error, answer->message, answer->extra));
+  svc_answer_clear(answer);
+  return result;
+}
+
+/* ---- parameters ------------------------------------------------------------------------ */
+
+static const char *query_value(void *ctx, const char *name)
+{
+  return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Parses the query; on failure answers 400 naming the parameter and returns false. */
+static bool parse_params(request *req, unsigned required, enum MHD_Result *result)
+{
+  const char *bad = NULL;
+  pcc_proto_status rc = pcc_params_parse(query_value, req->connection, required, &req->params,
+                                         &bad);
+  if (rc == PCC_PROTO_OK)
+    return true;
+  char message[160];
+  snprintf(message, sizeof message, "%s: %s", bad, pcc_proto_strerror(rc));
+  cJSON *json = error_json("bad-parameter", message, NULL);
+  if (json != NULL)
+    cJSON_AddStringToObject(json, "param", bad);
+  *result = send_json(req->connection, 400, json);
+  return false;
+}
+
+/* ---- handlers -------------------------------------------------------------------------- */
+
+static void suspend_connection(void *ctx)
+{
+  MHD_suspend_connection(ctx);
+}
+
+static void resume_connection(void *ctx)
+{
+  MHD_resume_connection(ctx);
+}
+
+static enum MHD_Result handle_compile(pcc_http *http, request *req)
+{
+  enum MHD_Result result = MHD_YES;
+  svc_answer answer;
+  memset(&answer, 0, sizeof answer);
+  if (req->waiting) { /* resumed: the job is done */
+    req->waiting = false;
+    svc_job *job = req->job;
+    req->job = NULL;
+    svc_compile_finish(http->service, job, &req->params, &answer);
+    return send_answer(req->connection, &req->params, &answer);
+  }
+  if (req->too_large) {
+    char message[128];
+    snprintf(message, sizeof message, "the body exceeds --max-source (%llu bytes)",
+             (unsigned long long)http->max_source);
+    return send_error(req->connection, 413, "too-large", message);
+  }
+  if (!parse_params(req, PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME, &result))
+    return result;
+  if (svc_compile_begin(http->service, &req->params, req->len ? req->body : NULL, req->len,
+                        suspend_connection, resume_connection, req->connection, &req->job,
+                        &answer))
+    return send_answer(req->connection, &req->params, &answer);
+  req->waiting = true;
+  return MHD_YES;
+}
+
+static enum MHD_Result handle(pcc_http *http, request *req)
+{
+  enum MHD_Result result = MHD_YES;
+  svc_answer answer;
+  memset(&answer, 0, sizeof answer);
+  switch (req->route) {
+  case ROUTE_HEALTH: {
+    cJSON *json = cJSON_CreateObject();
+    cJSON_AddStringToObject(json, "status", "ok");
+    cJSON_AddStringToObject(json, "version", PCC_VERSION);
+    return send_json(req->connection, 200, json);
+  }
+  case ROUTE_STATS:
+    return send_json(req->connection, 200, svc_stats(http->service));
+  case ROUTE_CODE:
+    if (!parse_params(req, PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME | PCC_PARAM_SIZE,
+                      &result))
+      return result;
+    svc_lookup(http->service, &req->params, &answer);
+    return send_answer(req->connection, &req->params, &answer);
+  case ROUTE_COMPILE:
+    return handle_compile(http, req);
+  }
+  return MHD_NO;
+}
+
+/* Finds the route of url/method; on failure queues 404 or 405 and returns false. */
+static bool find_route(pcc_http *http, struct MHD_Connection *connection, const char *url,
+                       const char *method, route *out, enum MHD_Result *result)
+{
+  const char *allowed = NULL;
+  for (size_t i = 0; i < N_ROUTES; i++) {
+    if (strcmp(url, routes[i].url) != 0)
+      continue;
+    if (strcmp(method, routes[i].method) == 0) {
+      *out = routes[i].route;
+      return true;
+    }
+    allowed = routes[i].method;
+  }
+  if (allowed == NULL) {
+    *result = MHD_queue_response(connection, 404, http->not_found);
+    return false;
+  }
+  char message[96];
+  snprintf(message, sizeof message, "%s is not allowed here; use %s", method, allowed);
+  char *text = NULL;
+  cJSON *json = error_json("method-not-allowed", message, NULL);
+  if (json != NULL) {
+    cJSON_AddStringToObject(json, "allow", allowed);
+    text = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+  }
+  struct MHD_Response *response = NULL;
+  *result = text ? send_owned(connection, 405, "application/json", text, strlen(text), &response)
+                 : MHD_NO;
+  if (response != NULL) {
+    MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allowed);
+    MHD_destroy_response(response);
+  }
+  return false;
+}
+
+/* Appends upload data to the body, up to max_source; past it, keeps reading and discarding. */
+static void consume_upload(pcc_http *http, request *req, const char *data, size_t size)
+{
+  if (req->too_large)
+    return;
+  if (size > http->max_source - req->len) {
+    req->too_large = true;
+    free(req->body);
+    req->body = NULL;
+    req->len = req->cap = 0;
+    return;
+  }
+  if (req->len + size > req->cap) {
+    size_t cap = req->cap ? req->cap : 16384;
+    while (cap < req->len + size)
+      cap *= 2;
+    if (cap > http->max_source)
+      cap = http->max_source;
+    uint8_t *grown = realloc(req->body, cap);
+    if (grown == NULL) {
+      req->too_large = true; /* answered as 413: nothing better to say without memory */
+      return;
+    }
+    req->body = grown;
+    req->cap = cap;
+  }
+  memcpy(req->body + req->len, data, size);
+  req->len += size;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+  (void)version;
+  pcc_http *http = cls;
+  request *req = *req_cls;
+  if (req == NULL) {
+    svc_count_request(http->service);
+    route r;
+    enum MHD_Result result = MHD_YES;
+    if (!find_route(http, connection, url, method, &r, &result))
+      return result;
+    req = calloc(1, sizeof *req);
+    if (req == NULL)
+      return MHD_NO;
+    req->route = r;
+    req->connection = connection;
+    *req_cls = req;
+    const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+    int64_t declared = 0;
+    if (length != NULL && pcc_parse_i64(length, 0, INT64_MAX, &declared) == PCC_PROTO_OK &&
+        (uint64_t)declared > http->max_source)
+      req->too_large = true; /* answered once the (discarded) upload is over */
+    return MHD_YES;
+  }
+  if (*upload_data_size != 0) {
+    if (req->route == ROUTE_COMPILE)
+      consume_upload(http, req, upload_data, *upload_data_size);
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  return handle(http, req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *connection, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+  (void)connection;
+  (void)toe;
+  pcc_http *http = cls;
+  request *req = *req_cls;
+  if (req == NULL)
+    return;
+  if (req->job != NULL) /* went away before it was answered */
+    svc_job_release(http->service, req->job);
+  free(req->body);
+  free(req);
+  *req_cls = NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_http **out)
+{
+  struct sockaddr_storage addr;
+  memset(&addr, 0, sizeof addr);
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                   MHD_USE_ITC | MHD_USE_ERROR_LOG;
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
+  if (inet_pton(AF_INET, config->listen, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)config->port);
+  } else if (inet_pton(AF_INET6, config->listen, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)config->port);
+    flags |= MHD_USE_IPv6;
+  } else {
+    fprintf(stderr, "pycached: --listen %s: not an IPv4 or IPv6 address\n", config->listen);
+    return -1;
+  }
+  pcc_http *http = calloc(1, sizeof *http);
+  if (http == NULL)
+    return -1;
+  http->service = service;
+  http->max_source = config->max_source;
+  const char *not_found = "{\"error\":\"not-found\",\"message\":\"no such endpoint; see "
+                          "docs/API.md\"}";
+  http->not_found = MHD_create_response_from_buffer(strlen(not_found), (void *)not_found,
+                                                    MHD_RESPMEM_PERSISTENT);
+  if (http->not_found != NULL)
+    MHD_add_response_header(http->not_found, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  http->daemon = MHD_start_daemon(
+    flags, (uint16_t)config->port, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR, &addr,
+    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT,
+    (unsigned)config->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
+    on_completed, http, MHD_OPTION_END);
+  if (http->daemon == NULL || http->not_found == NULL) {
+    fprintf(stderr, "pycached: cannot listen on %s port %llu (in use, or not permitted)\n",
+            config->listen, (unsigned long long)config->port);
+    pcc_http_stop(http);
+    return -1;
+  }
+  *out = http;
+  return 0;
+}
+
+uint16_t pcc_http_port(const pcc_http *http)
+{
+  const union MHD_DaemonInfo *info = MHD_get_daemon_info(http->daemon,
+                                                         MHD_DAEMON_INFO_BIND_PORT);
+  return info ? info->port : 0;
+}
+
+void pcc_http_quiesce(pcc_http *http)
+{
+  if (http != NULL && http->daemon != NULL)
+    MHD_quiesce_daemon(http->daemon);
+}
+
+void pcc_http_stop(pcc_http *http)
+{
+  if (http == NULL)
+    return;
+  if (http->daemon != NULL)
+    MHD_stop_daemon(http->daemon);
+  if (http->not_found != NULL)
+    MHD_destroy_response(http->not_found);
+  free(http);
+}

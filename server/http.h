@@ -1,0 +1,26 @@
+/* http.h: the HTTP front of pycached on libmicrohttpd (epoll thread pool): routes, request
+ * bodies with hard limits, JSON errors, suspend/resume of requests waiting for a compile. */
+#ifndef PCC_HTTP_H
+#define PCC_HTTP_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "service.h"
+
+typedef struct pcc_http pcc_http;
+
+/* Starts serving config->listen:config->port. service must outlive the daemon. Returns 0 and
+ * sets *out, or -1 after printing why to stderr. */
+int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_http **out);
+
+/* The port actually bound (useful with --port 0). */
+uint16_t pcc_http_port(const pcc_http *http);
+
+/* Stops accepting new connections; requests in progress go on. */
+void pcc_http_quiesce(pcc_http *http);
+
+/* Stops the daemon and frees it. NULL is fine. */
+void pcc_http_stop(pcc_http *http);
+
+#endif

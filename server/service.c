@@ -1,0 +1,822 @@
+/* service.c: the cache logic of pycached (see service.h): validation of lookups against the
+ * store, "parse once" compiles through a queue of jobs keyed by (magic, opt, digest), the
+ * dispatch threads that feed the compiler pool, and the counters of /v1/stats. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "service.h"
+
+#define WORKER_NAME "pycached-cpython-worker"
+
+typedef enum {
+  JOB_CODE,
+  JOB_COMPILE_ERROR,
+  JOB_UNAVAILABLE, /* crash, spawn failure, shutdown */
+  JOB_TIMEOUT,
+  JOB_STORE_FULL,
+  JOB_INTERNAL,
+} job_result;
+
+typedef struct {
+  void (*resume)(void *);
+  void *ctx;
+} waiter;
+
+struct svc_job {
+  pcc_magic magic;
+  int opt;
+  char *path;              /* the first requester's path, used as the code's filename */
+  pcc_path_record record;  /* its path entry (mtime, size, hash, digest) */
+  uint8_t *source;         /* freed once compiled */
+  size_t len;
+  unsigned refs;           /* requests holding it + 1 while queued or compiling */
+  job_result result;
+  pcc_blob *blob;          /* JOB_CODE / JOB_COMPILE_ERROR */
+  char message[256];
+  waiter *waiters;
+  size_t n_waiters, cap_waiters;
+  svc_job *next;           /* in the queue, then in the in-flight list */
+};
+
+struct pcc_service {
+  pcc_config config;
+  pcc_store *store;
+  pcc_compiler *compiler;
+  char compiler_name[PCC_COMPILER_NAME_MAX + 1];
+  char *roots[PCC_MAX_SOURCE_ROOTS]; /* realpath of each --source-root */
+  unsigned n_roots;
+
+  pthread_mutex_t lock;     /* guards everything below */
+  pthread_cond_t work;
+  svc_job *queue_head, *queue_tail;
+  svc_job *inflight;        /* queued or compiling, for joining */
+  bool closing;
+  pthread_t *dispatchers;
+  unsigned n_dispatchers;
+
+  time_t started;
+  atomic_uint_fast64_t requests, hits, miss_absent, miss_stale, compiles, compile_errors,
+      joined, corruptions, compiler_failures, timeouts;
+};
+
+const char *pcc_service_strerror(pcc_service_status rc)
+{
+  switch (rc) {
+  case PCC_SERVICE_OK: return "ok";
+  case PCC_SERVICE_STORE: return "cannot open the store";
+  case PCC_SERVICE_COMPILER: return "cannot start the compiler workers";
+  case PCC_SERVICE_CONFIG: return "bad configuration";
+  case PCC_SERVICE_NOMEM: return "out of memory";
+  }
+  return "unknown service status";
+}
+
+/* ---- answers --------------------------------------------------------------------------- */
+
+void svc_answer_clear(svc_answer *answer)
+{
+  cJSON_Delete(answer->extra);
+  free(answer->blob);
+  memset(answer, 0, sizeof *answer);
+}
+
+static void answer_error(svc_answer *answer, unsigned status, const char *code, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+
+static void answer_error(svc_answer *answer, unsigned status, const char *code, const char *fmt,
+                         ...)
+{
+  answer->http_status = status;
+  answer->error = code;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(answer->message, sizeof answer->message, fmt, ap);
+  va_end(ap);
+}
+
+static void answer_extra_string(svc_answer *answer, const char *name, const char *value)
+{
+  if (answer->extra == NULL)
+    answer->extra = cJSON_CreateObject();
+  if (answer->extra != NULL)
+    cJSON_AddStringToObject(answer->extra, name, value);
+}
+
+/* A stored compile error becomes 422 compile-error with type, message, line, offset. */
+static void answer_compile_error(svc_answer *answer, const pcc_blob *blob)
+{
+  cJSON *details = cJSON_ParseWithLength((const char *)blob->payload, blob->payload_len);
+  const cJSON *message = cJSON_GetObjectItemCaseSensitive(details, "message");
+  answer_error(answer, 422, "compile-error", "%s",
+               cJSON_IsString(message) ? message->valuestring : "compile error");
+  answer->extra = cJSON_CreateObject();
+  static const char *const fields[] = {"type", "line", "offset"};
+  for (size_t i = 0; i < 3 && answer->extra != NULL && details != NULL; i++) {
+    cJSON *item = cJSON_GetObjectItemCaseSensitive(details, fields[i]);
+    if (item != NULL)
+      cJSON_AddItemToObject(answer->extra, fields[i], cJSON_Duplicate(item, true));
+  }
+  cJSON_Delete(details);
+}
+
+/* Takes ownership of blob: a code blob is served, an error blob answered as 422. */
+static void answer_blob(pcc_service *service, svc_answer *answer, pcc_blob *blob,
+                        const pcc_digest *digest, const pcc_params *params, const char *outcome)
+{
+  if (blob->kind == PCC_BLOB_COMPILE_ERROR) {
+    answer_compile_error(answer, blob);
+    free(blob);
+    return;
+  }
+  answer->http_status = 200;
+  answer->blob = blob;
+  answer->digest = *digest;
+  answer->compiler = blob->compiler;
+  answer->outcome = outcome;
+  answer->hash_checked = (params->present & PCC_PARAM_HASH) != 0;
+  if (strcmp(outcome, "hit") == 0)
+    atomic_fetch_add(&service->hits, 1);
+}
+
+static void answer_store_error(svc_answer *answer, pcc_store_status rc)
+{
+  if (rc == PCC_STORE_FULL)
+    answer_error(answer, 507, "store-full", "the store is full; raise --map-size");
+  else
+    answer_error(answer, 500, "internal", "store: %s", pcc_store_strerror(rc));
+}
+
+/* ---- lookups --------------------------------------------------------------------------- */
+
+static bool has_backend(pcc_service *service, const pcc_magic *magic, svc_answer *answer)
+{
+  if (pcc_magic_equal(magic, pcc_compiler_magic(service->compiler)))
+    return true;
+  char ours[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(pcc_compiler_magic(service->compiler), ours);
+  answer_error(answer, 422, "unsupported-magic", "no compiler for this magic number; this server "
+               "compiles for %s", ours);
+  answer->extra = cJSON_CreateObject();
+  cJSON *magics = cJSON_AddArrayToObject(answer->extra, "magics");
+  cJSON_AddItemToArray(magics, cJSON_CreateString(ours));
+  return false;
+}
+
+/* Reads a blob, counting and hiding corruption (the store has already dropped it). */
+static pcc_store_status get_blob(pcc_service *service, const pcc_magic *magic, int opt,
+                                 const pcc_digest *digest, pcc_blob **out)
+{
+  pcc_store_status rc = pcc_store_get_blob(service->store, magic, opt, digest, out);
+  if (rc == PCC_STORE_CORRUPT) {
+    atomic_fetch_add(&service->corruptions, 1);
+    fprintf(stderr, "pycached: a stored blob failed its checksum and was dropped\n");
+    rc = PCC_STORE_NOTFOUND;
+  }
+  return rc;
+}
+
+static void answer_miss(pcc_service *service, svc_answer *answer, bool stale)
+{
+  atomic_fetch_add(stale ? &service->miss_stale : &service->miss_absent, 1);
+  answer_error(answer, 404, "miss", stale ? "the cached entry does not match this source"
+                                          : "nothing cached for this path");
+  answer_extra_string(answer, "reason", stale ? "stale" : "absent");
+}
+
+void svc_lookup(pcc_service *service, const pcc_params *params, svc_answer *answer)
+{
+  if (!has_backend(service, &params->magic, answer))
+    return;
+  bool check_hash = params->present & PCC_PARAM_HASH;
+  bool check_digest = params->present & PCC_PARAM_DIGEST;
+  pcc_path_record record;
+  pcc_blob *blob = NULL;
+  pcc_store_status rc = pcc_store_get_path(service->store, &params->magic, params->opt,
+                                           params->path, params->path_len, &record);
+  if (rc != PCC_STORE_OK && rc != PCC_STORE_NOTFOUND) {
+    answer_store_error(answer, rc);
+    return;
+  }
+  bool found = rc == PCC_STORE_OK;
+  if (found && record.mtime == params->mtime && record.size == params->size &&
+      (!check_hash || record.hash == params->hash) &&
+      (!check_digest || pcc_digest_equal(&record.digest, &params->digest))) {
+    rc = get_blob(service, &params->magic, params->opt, &record.digest, &blob);
+    if (rc == PCC_STORE_OK) {
+      answer_blob(service, answer, blob, &record.digest, params, "hit");
+      return;
+    }
+    if (rc != PCC_STORE_NOTFOUND) {
+      answer_store_error(answer, rc);
+      return;
+    }
+  }
+  /* The same source compiled for another path or mtime: adopt it without a recompile. */
+  if (check_hash && check_digest &&
+      get_blob(service, &params->magic, params->opt, &params->digest, &blob) == PCC_STORE_OK) {
+    if (blob->hash == params->hash && blob->size == params->size) {
+      pcc_path_record fresh = {params->mtime, params->size, params->hash, params->digest};
+      rc = pcc_store_put(service->store, &params->magic, params->opt, params->path,
+                         params->path_len, &fresh, NULL);
+      if (rc != PCC_STORE_OK)
+        fprintf(stderr, "pycached: cannot update a path entry: %s\n", pcc_store_strerror(rc));
+      answer_blob(service, answer, blob, &params->digest, params, "hit");
+      return;
+    }
+    free(blob);
+  }
+  answer_miss(service, answer, found);
+}
+
+/* ---- compiles -------------------------------------------------------------------------- */
+
+/* Is resolved (a realpath) equal to or below one of the source roots? */
+static bool under_root(pcc_service *service, const char *resolved)
+{
+  for (unsigned i = 0; i < service->n_roots; i++) {
+    size_t n = strlen(service->roots[i]);
+    if (strncmp(resolved, service->roots[i], n) == 0 &&
+        (resolved[n] == '/' || resolved[n] == '\0' || (n == 1 && resolved[0] == '/')))
+      return true;
+  }
+  return false;
+}
+
+/* Reads params->path for a compile with an empty body, confined to the source roots. */
+static bool read_source_file(pcc_service *service, const pcc_params *params, uint8_t **out,
+                             size_t *out_len, svc_answer *answer)
+{
+  char resolved[PATH_MAX];
+  if (service->n_roots == 0) {
+    answer_error(answer, 403, "forbidden", "empty body: this server reads no files itself "
+                 "(no --source-root); upload the source");
+    return false;
+  }
+  if (realpath(params->path, resolved) == NULL) {
+    /* do not tell what exists outside the roots */
+    answer_error(answer, 403, "forbidden", "path is not a readable file under a source root");
+    return false;
+  }
+  if (!under_root(service, resolved)) {
+    answer_error(answer, 403, "forbidden", "path resolves outside every source root");
+    return false;
+  }
+  int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fd >= 0)
+      close(fd);
+    answer_error(answer, 404, "not-found", "no regular file at this path");
+    return false;
+  }
+  if ((uint64_t)st.st_size > service->config.max_source) {
+    close(fd);
+    answer_error(answer, 413, "too-large", "source is %lld bytes; the limit is %llu",
+                 (long long)st.st_size, (unsigned long long)service->config.max_source);
+    return false;
+  }
+  if (st.st_mtim.tv_sec != params->mtime) {
+    close(fd);
+    answer_error(answer, 409, "mismatch", "mtime: the file's mtime is %lld",
+                 (long long)st.st_mtim.tv_sec);
+    answer_extra_string(answer, "param", "mtime");
+    return false;
+  }
+  size_t cap = (size_t)st.st_size, len = 0;
+  uint8_t *bytes = malloc(cap + 1);
+  ssize_t n = 1;
+  while (bytes != NULL && len < cap && n > 0) {
+    n = read(fd, bytes + len, cap - len);
+    if (n > 0)
+      len += (size_t)n;
+    else if (n < 0 && errno == EINTR)
+      n = 1;
+  }
+  close(fd);
+  if (bytes == NULL || n < 0 || len != cap) {
+    free(bytes);
+    answer_error(answer, 500, "internal", "cannot read the source file");
+    return false;
+  }
+  *out = bytes;
+  *out_len = len;
+  return true;
+}
+
+/* The body must agree with what the query claims about it. */
+static bool check_claims(const pcc_params *params, const pcc_path_record *actual,
+                         svc_answer *answer)
+{
+  const char *bad = NULL;
+  if ((params->present & PCC_PARAM_SIZE) && params->size != actual->size)
+    bad = "size";
+  else if ((params->present & PCC_PARAM_HASH) && params->hash != actual->hash)
+    bad = "hash";
+  else if ((params->present & PCC_PARAM_DIGEST) &&
+           !pcc_digest_equal(&params->digest, &actual->digest))
+    bad = "digest";
+  if (bad == NULL)
+    return true;
+  answer_error(answer, 409, "mismatch", "%s: the query disagrees with the uploaded source", bad);
+  answer_extra_string(answer, "param", bad);
+  return false;
+}
+
+static bool job_matches(const svc_job *job, const pcc_magic *magic, int opt,
+                        const pcc_digest *digest)
+{
+  return job->opt == opt && pcc_magic_equal(&job->magic, magic) &&
+         pcc_digest_equal(&job->record.digest, digest);
+}
+
+/* A queued or compiling job for the same source, or NULL. Caller holds service->lock. */
+static svc_job *find_job(pcc_service *service, const pcc_magic *magic, int opt,
+                         const pcc_digest *digest)
+{
+  svc_job *lists[] = {service->queue_head, service->inflight};
+  for (size_t i = 0; i < 2; i++)
+    for (svc_job *job = lists[i]; job != NULL; job = job->next)
+      if (job_matches(job, magic, opt, digest))
+        return job;
+  return NULL;
+}
+
+static void job_free(svc_job *job)
+{
+  free(job->path);
+  free(job->source);
+  free(job->blob);
+  free(job->waiters);
+  free(job);
+}
+
+/* Adds a waiter and suspends its request. Caller holds service->lock. */
+static bool job_add_waiter(svc_job *job, void (*suspend)(void *), void (*resume)(void *),
+                           void *ctx)
+{
+  if (job->n_waiters == job->cap_waiters) {
+    size_t cap = job->cap_waiters ? 2 * job->cap_waiters : 4;
+    waiter *grown = realloc(job->waiters, cap * sizeof *grown);
+    if (grown == NULL)
+      return false;
+    job->waiters = grown;
+    job->cap_waiters = cap;
+  }
+  suspend(ctx); /* under the lock: resume cannot come first */
+  job->waiters[job->n_waiters++] = (waiter){resume, ctx};
+  job->refs++;
+  return true;
+}
+
+bool svc_compile_begin(pcc_service *service, pcc_params *params, const uint8_t *source,
+                       size_t len, void (*suspend)(void *), void (*resume)(void *), void *ctx,
+                       svc_job **job_out, svc_answer *answer)
+{
+  uint8_t *read_bytes = NULL;
+  bool final = true;
+  if (!has_backend(service, &params->magic, answer))
+    return true;
+  if (source == NULL && (params->present & PCC_PARAM_SIZE) && params->size == 0) {
+    source = (const uint8_t *)""; /* an empty source file, uploaded as an empty body */
+  } else if (source == NULL) {
+    if (!read_source_file(service, params, &read_bytes, &len, answer))
+      return true;
+    source = read_bytes;
+  }
+  if (len > service->config.max_source) {
+    answer_error(answer, 413, "too-large", "source is %zu bytes; the limit is %llu", len,
+                 (unsigned long long)service->config.max_source);
+    goto done;
+  }
+  pcc_path_record record = {params->mtime, len, pcc_java_hash(source, len), {{0}}};
+  pcc_digest_compute(source, len, &record.digest);
+  if (!check_claims(params, &record, answer))
+    goto done;
+  params->size = record.size;
+  params->hash = record.hash;
+  params->digest = record.digest;
+  params->present |= PCC_PARAM_SIZE | PCC_PARAM_HASH | PCC_PARAM_DIGEST;
+
+  pcc_blob *blob = NULL;
+  pcc_store_status rc = get_blob(service, &params->magic, params->opt, &record.digest, &blob);
+  if (rc == PCC_STORE_OK) {
+    rc = pcc_store_put(service->store, &params->magic, params->opt, params->path,
+                       params->path_len, &record, NULL);
+    if (rc == PCC_STORE_OK)
+      answer_blob(service, answer, blob, &record.digest, params, "stored");
+    else {
+      free(blob);
+      answer_store_error(answer, rc);
+    }
+    goto done;
+  }
+
+  pthread_mutex_lock(&service->lock);
+  svc_job *job = find_job(service, &params->magic, params->opt, &record.digest);
+  if (service->closing) {
+    answer_error(answer, 503, "compiler-unavailable", "the server is shutting down");
+  } else if (job != NULL) {
+    if (job_add_waiter(job, suspend, resume, ctx)) {
+      atomic_fetch_add(&service->joined, 1);
+      *job_out = job;
+      final = false;
+    } else {
+      answer_error(answer, 500, "internal", "out of memory");
+    }
+  } else if ((job = calloc(1, sizeof *job)) != NULL &&
+             (job->path = strndup(params->path, params->path_len)) != NULL &&
+             (job->source = malloc(len ? len : 1)) != NULL &&
+             job_add_waiter(job, suspend, resume, ctx)) {
+    job->magic = params->magic;
+    job->opt = params->opt;
+    job->record = record;
+    memcpy(job->source, source, len);
+    job->len = len;
+    job->refs++; /* the dispatcher's */
+    job->next = NULL;
+    if (service->queue_tail)
+      service->queue_tail->next = job;
+    else
+      service->queue_head = job;
+    service->queue_tail = job;
+    pthread_cond_signal(&service->work);
+    *job_out = job;
+    final = false;
+  } else {
+    if (job != NULL)
+      job_free(job);
+    answer_error(answer, 500, "internal", "out of memory");
+  }
+  pthread_mutex_unlock(&service->lock);
+done:
+  free(read_bytes);
+  return final;
+}
+
+static pcc_blob *blob_copy(const pcc_blob *blob)
+{
+  pcc_blob *copy = malloc(sizeof *copy + blob->payload_len + 1);
+  if (copy == NULL)
+    return NULL;
+  *copy = *blob;
+  uint8_t *payload = (uint8_t *)(copy + 1);
+  memcpy(payload, blob->payload, blob->payload_len);
+  payload[blob->payload_len] = '\0';
+  copy->payload = payload;
+  return copy;
+}
+
+/* Drops one hold on a job; frees it on the last. Caller holds service->lock. */
+static void job_unref_locked(svc_job *job)
+{
+  if (--job->refs == 0)
+    job_free(job);
+}
+
+void svc_compile_finish(pcc_service *service, svc_job *job, const pcc_params *params,
+                        svc_answer *answer)
+{
+  /* the result was set before any waiter was resumed and never changes again */
+  switch (job->result) {
+  case JOB_CODE:
+  case JOB_COMPILE_ERROR: {
+    bool own_path = params->path_len == strlen(job->path) &&
+                    memcmp(params->path, job->path, params->path_len) == 0 &&
+                    params->mtime == job->record.mtime;
+    if (!own_path) { /* a joined request for another path: record its path entry too */
+      pcc_path_record record = job->record;
+      record.mtime = params->mtime;
+      pcc_store_status rc = pcc_store_put(service->store, &params->magic, params->opt,
+                                          params->path, params->path_len, &record, NULL);
+      if (rc != PCC_STORE_OK)
+        fprintf(stderr, "pycached: cannot store a path entry: %s\n", pcc_store_strerror(rc));
+    }
+    pcc_blob *blob = blob_copy(job->blob);
+    if (blob == NULL)
+      answer_error(answer, 500, "internal", "out of memory");
+    else
+      answer_blob(service, answer, blob, &job->record.digest, params,
+                  own_path ? "compiled" : "joined");
+    break;
+  }
+  case JOB_TIMEOUT:
+    answer_error(answer, 504, "compile-timeout", "%s", job->message);
+    break;
+  case JOB_STORE_FULL:
+    answer_error(answer, 507, "store-full", "%s", job->message);
+    break;
+  case JOB_UNAVAILABLE:
+    answer_error(answer, 503, "compiler-unavailable", "%s", job->message);
+    break;
+  case JOB_INTERNAL:
+    answer_error(answer, 500, "internal", "%s", job->message);
+    break;
+  }
+  svc_job_release(service, job);
+}
+
+void svc_job_release(pcc_service *service, svc_job *job)
+{
+  pthread_mutex_lock(&service->lock);
+  job_unref_locked(job);
+  pthread_mutex_unlock(&service->lock);
+}
+
+/* Runs one job through the pool and stores its outcome. Called without the lock. */
+static void job_compile(pcc_service *service, svc_job *job)
+{
+  pcc_compile_result *result = NULL;
+  pcc_compiler_status rc = pcc_compiler_compile(service->compiler, job->opt, job->path,
+                                                job->source, job->len, &result);
+  if (rc != PCC_COMPILER_OK) {
+    atomic_fetch_add(rc == PCC_COMPILER_TIMEOUT ? &service->timeouts
+                                                : &service->compiler_failures, 1);
+    job->result = rc == PCC_COMPILER_TIMEOUT ? JOB_TIMEOUT : JOB_UNAVAILABLE;
+    snprintf(job->message, sizeof job->message, "compiler: %s (%s)", pcc_compiler_strerror(rc),
+             rc == PCC_COMPILER_TIMEOUT ? "the worker was killed and replaced"
+                                        : "the worker has been replaced");
+    fprintf(stderr, "pycached: compile of %s failed: %s\n", job->path, job->message);
+    return;
+  }
+  atomic_fetch_add(&service->compiles, 1);
+  pcc_blob blob = {.hash = job->record.hash,
+                   .size = job->record.size,
+                   .created = time(NULL),
+                   .compile_us = result->compile_us};
+  snprintf(blob.compiler, sizeof blob.compiler, "%s", service->compiler_name);
+  char *error_json = NULL;
+  if (result->ok) {
+    blob.kind = PCC_BLOB_CODE;
+    blob.payload = result->marshal;
+    blob.payload_len = result->marshal_len;
+  } else {
+    atomic_fetch_add(&service->compile_errors, 1);
+    cJSON *details = cJSON_CreateObject();
+    cJSON_AddStringToObject(details, "type", result->error_type ? result->error_type : "Error");
+    cJSON_AddStringToObject(details, "message", result->error_message ? result->error_message : "");
+    cJSON_AddNumberToObject(details, "line", result->error_line);
+    cJSON_AddNumberToObject(details, "offset", result->error_offset);
+    error_json = cJSON_PrintUnformatted(details);
+    cJSON_Delete(details);
+    blob.kind = PCC_BLOB_COMPILE_ERROR;
+    blob.payload = (const uint8_t *)(error_json ? error_json : "{}");
+    blob.payload_len = strlen((const char *)blob.payload);
+  }
+  pcc_store_status store_rc = pcc_store_put(service->store, &job->magic, job->opt, job->path,
+                                            strlen(job->path), &job->record, &blob);
+  if (store_rc == PCC_STORE_OK || store_rc == PCC_STORE_FULL) {
+    /* a full store still answers this compile; it just is not cached */
+    job->blob = blob_copy(&blob);
+    job->result = job->blob == NULL ? JOB_INTERNAL
+                  : result->ok      ? JOB_CODE
+                                    : JOB_COMPILE_ERROR;
+    if (store_rc == PCC_STORE_FULL)
+      fprintf(stderr, "pycached: the store is full; %s was compiled but not stored\n", job->path);
+  } else {
+    job->result = JOB_INTERNAL;
+    snprintf(job->message, sizeof job->message, "store: %s", pcc_store_strerror(store_rc));
+  }
+  if (job->result == JOB_INTERNAL && job->message[0] == '\0')
+    snprintf(job->message, sizeof job->message, "out of memory");
+  free(error_json);
+  pcc_compile_result_free(result);
+}
+
+/* Marks a job done and resumes its waiters. Caller holds service->lock. */
+static void job_finish_locked(pcc_service *service, svc_job *job)
+{
+  svc_job **link = &service->inflight;
+  while (*link != NULL && *link != job)
+    link = &(*link)->next;
+  if (*link == job)
+    *link = job->next;
+  free(job->source);
+  job->source = NULL;
+  for (size_t i = 0; i < job->n_waiters; i++)
+    job->waiters[i].resume(job->waiters[i].ctx);
+  job_unref_locked(job); /* the dispatcher's hold */
+}
+
+static void *dispatcher_main(void *arg)
+{
+  pcc_service *service = arg;
+  pthread_mutex_lock(&service->lock);
+  for (;;) {
+    while (!service->closing && service->queue_head == NULL)
+      pthread_cond_wait(&service->work, &service->lock);
+    if (service->closing)
+      break;
+    svc_job *job = service->queue_head;
+    service->queue_head = job->next;
+    if (service->queue_head == NULL)
+      service->queue_tail = NULL;
+    job->next = service->inflight; /* joinable while it compiles */
+    service->inflight = job;
+    pthread_mutex_unlock(&service->lock);
+    job_compile(service, job);
+    pthread_mutex_lock(&service->lock);
+    job_finish_locked(service, job);
+  }
+  pthread_mutex_unlock(&service->lock);
+  return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+/* The worker executable: --worker, else next to pycached (installed or in the build tree). */
+static bool find_worker(const pcc_config *config, char *out, size_t len)
+{
+  if (config->worker != NULL) {
+    snprintf(out, len, "%s", config->worker);
+    return access(out, X_OK) == 0;
+  }
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash != NULL)
+      *slash = '\0';
+    static const char *const candidates[] = {"%s/" WORKER_NAME, "%s/../compiler/" WORKER_NAME,
+                                             "%s/../libexec/" WORKER_NAME};
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+      int written = snprintf(out, len, candidates[i], self);
+      if (written > 0 && (size_t)written < len && access(out, X_OK) == 0)
+        return true;
+    }
+  }
+  snprintf(out, len, "%s", PCC_LIBEXECDIR "/" WORKER_NAME);
+  return access(out, X_OK) == 0;
+}
+
+pcc_service_status pcc_service_open(const pcc_config *config, pcc_service **out)
+{
+  pcc_service *service = calloc(1, sizeof *service);
+  if (service == NULL)
+    return PCC_SERVICE_NOMEM;
+  service->config = *config;
+  service->started = time(NULL);
+  pthread_mutex_init(&service->lock, NULL);
+  pthread_cond_init(&service->work, NULL);
+
+  for (unsigned i = 0; i < config->n_source_roots; i++) {
+    service->roots[i] = realpath(config->source_roots[i], NULL);
+    if (service->roots[i] == NULL) {
+      fprintf(stderr, "pycached: --source-root %s: %s\n", config->source_roots[i],
+              strerror(errno));
+      pcc_service_close(service);
+      return PCC_SERVICE_CONFIG;
+    }
+    service->n_roots++;
+  }
+
+  pcc_store_status store_rc = pcc_store_open(config->store_dir, config->map_size,
+                                             &service->store);
+  if (store_rc != PCC_STORE_OK) {
+    fprintf(stderr, "pycached: store %s: %s\n", config->store_dir, pcc_store_strerror(store_rc));
+    pcc_service_close(service);
+    return PCC_SERVICE_STORE;
+  }
+
+  char worker[PATH_MAX];
+  if (!find_worker(config, worker, sizeof worker)) {
+    fprintf(stderr, "pycached: compiler worker %s is not executable (see --worker)\n", worker);
+    pcc_service_close(service);
+    return PCC_SERVICE_CONFIG;
+  }
+  const char *argv[] = {worker, NULL};
+  pcc_compiler_config compiler_config = {
+    .argv = argv,
+    .workers = (unsigned)config->workers,
+    .timeout_ms = (unsigned)(config->compile_timeout * 1000),
+    .memory_limit = config->worker_memory,
+    .max_frame = config->max_source + (64u << 20),
+  };
+  pcc_compiler_status compiler_rc = pcc_compiler_open(&compiler_config, &service->compiler);
+  if (compiler_rc != PCC_COMPILER_OK) {
+    fprintf(stderr, "pycached: %s: %s\n", worker, pcc_compiler_strerror(compiler_rc));
+    pcc_service_close(service);
+    return PCC_SERVICE_COMPILER;
+  }
+  snprintf(service->compiler_name, sizeof service->compiler_name, "%s",
+           pcc_compiler_name(service->compiler));
+
+  unsigned n = pcc_compiler_workers(service->compiler);
+  service->dispatchers = calloc(n, sizeof *service->dispatchers);
+  if (service->dispatchers == NULL) {
+    pcc_service_close(service);
+    return PCC_SERVICE_NOMEM;
+  }
+  for (; service->n_dispatchers < n; service->n_dispatchers++)
+    if (pthread_create(&service->dispatchers[service->n_dispatchers], NULL, dispatcher_main,
+                       service) != 0)
+      break;
+  if (service->n_dispatchers == 0) {
+    pcc_service_close(service);
+    return PCC_SERVICE_NOMEM;
+  }
+  *out = service;
+  return PCC_SERVICE_OK;
+}
+
+void pcc_service_shutdown(pcc_service *service)
+{
+  if (service == NULL)
+    return;
+  pthread_mutex_lock(&service->lock);
+  service->closing = true;
+  pthread_cond_broadcast(&service->work);
+  pthread_mutex_unlock(&service->lock);
+  /* compiles in progress end (at most --compile-timeout); then fail what is still queued */
+  for (unsigned i = 0; i < service->n_dispatchers; i++)
+    pthread_join(service->dispatchers[i], NULL);
+  service->n_dispatchers = 0;
+  pthread_mutex_lock(&service->lock);
+  while (service->queue_head != NULL) {
+    svc_job *job = service->queue_head;
+    service->queue_head = job->next;
+    job->result = JOB_UNAVAILABLE;
+    snprintf(job->message, sizeof job->message, "the server is shutting down");
+    job->next = service->inflight;
+    service->inflight = job;
+    job_finish_locked(service, job);
+  }
+  service->queue_tail = NULL;
+  pthread_mutex_unlock(&service->lock);
+}
+
+void pcc_service_close(pcc_service *service)
+{
+  if (service == NULL)
+    return;
+  pcc_service_shutdown(service);
+  pcc_compiler_close(service->compiler);
+  pcc_store_close(service->store);
+  for (unsigned i = 0; i < service->n_roots; i++)
+    free(service->roots[i]);
+  free(service->dispatchers);
+  pthread_cond_destroy(&service->work);
+  pthread_mutex_destroy(&service->lock);
+  free(service);
+}
+
+/* ---- stats ----------------------------------------------------------------------------- */
+
+void svc_count_request(pcc_service *service)
+{
+  atomic_fetch_add(&service->requests, 1);
+}
+
+cJSON *svc_stats(pcc_service *service)
+{
+  cJSON *stats = cJSON_CreateObject();
+  if (stats == NULL)
+    return NULL;
+  cJSON_AddStringToObject(stats, "version", PCC_VERSION);
+  cJSON_AddNumberToObject(stats, "uptime", (double)(time(NULL) - service->started));
+  cJSON_AddNumberToObject(stats, "requests", (double)atomic_load(&service->requests));
+  cJSON_AddNumberToObject(stats, "hits", (double)atomic_load(&service->hits));
+  cJSON *misses = cJSON_AddObjectToObject(stats, "misses");
+  cJSON_AddNumberToObject(misses, "absent", (double)atomic_load(&service->miss_absent));
+  cJSON_AddNumberToObject(misses, "stale", (double)atomic_load(&service->miss_stale));
+  cJSON_AddNumberToObject(stats, "compiles", (double)atomic_load(&service->compiles));
+  cJSON_AddNumberToObject(stats, "compile_errors", (double)atomic_load(&service->compile_errors));
+  cJSON_AddNumberToObject(stats, "joined", (double)atomic_load(&service->joined));
+  cJSON_AddNumberToObject(stats, "corruptions", (double)atomic_load(&service->corruptions));
+  cJSON_AddNumberToObject(stats, "compiler_failures",
+                          (double)atomic_load(&service->compiler_failures));
+  cJSON_AddNumberToObject(stats, "compile_timeouts", (double)atomic_load(&service->timeouts));
+
+  pcc_store_stats store;
+  cJSON *store_json = cJSON_AddObjectToObject(stats, "store");
+  if (pcc_store_stat(service->store, &store) == PCC_STORE_OK) {
+    cJSON_AddNumberToObject(store_json, "entries", (double)store.paths);
+    cJSON_AddNumberToObject(store_json, "blobs", (double)store.blobs);
+    cJSON_AddNumberToObject(store_json, "bytes", (double)store.bytes);
+    cJSON_AddNumberToObject(store_json, "used", (double)store.used);
+    cJSON_AddNumberToObject(store_json, "map_size", (double)store.map_size);
+  }
+
+  cJSON *compilers = cJSON_AddArrayToObject(stats, "compilers");
+  cJSON *compiler = cJSON_CreateObject();
+  char magic[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(pcc_compiler_magic(service->compiler), magic);
+  cJSON_AddStringToObject(compiler, "name", service->compiler_name);
+  cJSON_AddStringToObject(compiler, "magic", magic);
+  cJSON_AddNumberToObject(compiler, "workers", pcc_compiler_workers(service->compiler));
+  cJSON_AddNumberToObject(compiler, "restarts",
+                          (double)pcc_compiler_restarts(service->compiler));
+  cJSON_AddBoolToObject(compiler, "default", true);
+  cJSON_AddItemToArray(compilers, compiler);
+  return stats;
+}
