@@ -8,9 +8,11 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "http.h"
 
@@ -19,6 +21,7 @@ struct pcc_http {
   pcc_service *service;
   uint64_t max_source;
   struct MHD_Response *not_found; /* constant responses, built once */
+  atomic_uint active;             /* requests between their first call and completion */
 };
 
 typedef enum { ROUTE_HEALTH, ROUTE_STATS, ROUTE_CODE, ROUTE_COMPILE } route;
@@ -224,7 +227,7 @@ static enum MHD_Result handle_compile(pcc_http *http, request *req)
     req->waiting = false;
     svc_job *job = req->job;
     req->job = NULL;
-    svc_compile_finish(http->service, job, &req->params, &answer);
+    svc_compile_finish(http->service, job, req->connection, &req->params, &answer);
     return send_answer(req->connection, &req->params, &answer);
   }
   if (req->too_large) {
@@ -356,6 +359,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     req->route = r;
     req->connection = connection;
     *req_cls = req;
+    atomic_fetch_add(&http->active, 1);
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
     int64_t declared = 0;
@@ -387,6 +391,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
   free(req->body);
   free(req);
   *req_cls = NULL;
+  atomic_fetch_sub(&http->active, 1);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -448,6 +453,14 @@ void pcc_http_quiesce(pcc_http *http)
 {
   if (http != NULL && http->daemon != NULL)
     MHD_quiesce_daemon(http->daemon);
+}
+
+unsigned pcc_http_drain(pcc_http *http, unsigned timeout_ms)
+{
+  const struct timespec tick = {0, 10 * 1000 * 1000};
+  for (unsigned waited = 0; atomic_load(&http->active) > 0 && waited < timeout_ms; waited += 10)
+    nanosleep(&tick, NULL);
+  return atomic_load(&http->active);
 }
 
 void pcc_http_stop(pcc_http *http)

@@ -20,6 +20,10 @@ uint16_t pcc_http_port(const pcc_http *http);
 /* Stops accepting new connections; requests in progress go on. */
 void pcc_http_quiesce(pcc_http *http);
 
+/* Waits until no request is in progress (idle keep-alive connections do not count), at most
+ * timeout_ms. Returns the number of requests still in progress. */
+unsigned pcc_http_drain(pcc_http *http, unsigned timeout_ms);
+
 /* Stops the daemon and frees it. NULL is fine. */
 void pcc_http_stop(pcc_http *http);
 

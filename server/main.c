@@ -83,7 +83,10 @@ int main(int argc, char **argv)
   printf("pycached: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   fflush(stdout);
   pcc_http_quiesce(http);        /* no new connections */
-  pcc_service_shutdown(service); /* running compiles end; waiters are answered */
+  pcc_service_shutdown(service); /* running compiles end; waiters are resumed */
+  unsigned unfinished = pcc_http_drain(http, 5000);
+  if (unfinished > 0)
+    fprintf(stderr, "pycached: %u requests unfinished at exit\n", unfinished);
   pcc_http_stop(http);
   pcc_service_close(service);
   return 0;

@@ -483,8 +483,8 @@ static void job_unref_locked(svc_job *job)
     job_free(job);
 }
 
-void svc_compile_finish(pcc_service *service, svc_job *job, const pcc_params *params,
-                        svc_answer *answer)
+void svc_compile_finish(pcc_service *service, svc_job *job, const void *ctx,
+                        const pcc_params *params, svc_answer *answer)
 {
   /* the result was set before any waiter was resumed and never changes again */
   switch (job->result) {
@@ -506,7 +506,7 @@ void svc_compile_finish(pcc_service *service, svc_job *job, const pcc_params *pa
       answer_error(answer, 500, "internal", "out of memory");
     else
       answer_blob(service, answer, blob, &job->record.digest, params,
-                  own_path ? "compiled" : "joined");
+                  job->waiters[0].ctx == ctx ? "compiled" : "joined");
     break;
   }
   case JOB_TIMEOUT:

@@ -66,9 +66,11 @@ bool svc_compile_begin(pcc_service *service, pcc_params *params, const uint8_t *
                        size_t len, void (*suspend)(void *), void (*resume)(void *), void *ctx,
                        svc_job **job_out, svc_answer *answer);
 
-/* POST /v1/compile, step 2: the answer of a finished job; releases the request's hold on it. */
-void svc_compile_finish(pcc_service *service, svc_job *job, const pcc_params *params,
-                        svc_answer *answer);
+/* POST /v1/compile, step 2: the answer of a finished job; releases the request's hold on it.
+ * ctx is the one given to svc_compile_begin: the request that queued the job answers
+ * "compiled", the others "joined". */
+void svc_compile_finish(pcc_service *service, svc_job *job, const void *ctx,
+                        const pcc_params *params, svc_answer *answer);
 
 /* Releases a job whose request went away before it finished (connection closed). */
 void svc_job_release(pcc_service *service, svc_job *job);

@@ -1,0 +1,535 @@
+"""End-to-end tests of pycached: a real server on a loopback port, real LMDB, real compiler
+workers, the real pycachectl, and pycs loaded by the reference interpreter (/usr/bin/python3).
+
+Run by meson (`meson test e2e`), which passes the paths of the built programs in the
+environment: PCC_PYCACHED, PCC_PYCACHECTL, PCC_REFERENCE_PYTHON. Every loop here is bounded and
+every process started is stopped by pid.
+"""
+import base64
+import concurrent.futures
+import http.client
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+PYCACHED = os.environ.get("PCC_PYCACHED", "build/server/pycached")
+PYCACHECTL = os.environ.get("PCC_PYCACHECTL", "build/client/pycachectl")
+PYTHON = os.environ.get("PCC_REFERENCE_PYTHON", "/usr/bin/python3")
+MAGIC = "a70d0d0a"  # CPython 3.11, the reference interpreter's magic
+
+
+def java_hash(data: bytes) -> int:
+    """Java Arrays.hashCode(byte[]): an independent implementation to check the server's."""
+    h = 1
+    for b in data:
+        h = (31 * h + (b - 256 if b > 127 else b)) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+class Server:
+    """A pycached process on 127.0.0.1 with an ephemeral port."""
+
+    def __init__(self, workdir, *args):
+        self.store = os.path.join(workdir, "store")
+        self.log = open(os.path.join(workdir, "server.log"), "ab")
+        self.proc = subprocess.Popen(
+            [PYCACHED, "--port", "0", "--store", self.store, *args],
+            stdout=subprocess.PIPE, stderr=self.log)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if "listening on http://127.0.0.1:" not in line:
+            self.stop()
+            raise RuntimeError("pycached did not start: %r" % line)
+        self.port = int(line.split("127.0.0.1:")[1].split()[0])
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def json(self, method, path, body=None, headers=None):
+        status, _, data = self.request(method, path, body, headers)
+        return status, json.loads(data)
+
+    def stats(self):
+        status, stats = self.json("GET", "/v1/stats")
+        assert status == 200
+        return stats
+
+    def worker_pids(self):
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self, timeout=30):
+        """SIGTERM, then wait (bounded); returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc.stdout.close()
+        self.log.close()
+        return self.proc.returncode
+
+
+def source_params(path, opt=0, with_hash=True, with_digest=False, mtime=None):
+    data = open(path, "rb").read()
+    st = os.stat(path)
+    params = {"magic": MAGIC, "opt": opt, "path": path,
+              "mtime": int(st.st_mtime) if mtime is None else mtime, "size": len(data)}
+    if with_hash:
+        params["hash"] = java_hash(data)
+    if with_digest:
+        params["digest"] = subprocess.run(["xxh128sum", path], capture_output=True,
+                                          text=True).stdout.split()[0] if shutil.which(
+                                              "xxh128sum") else None
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def query(params):
+    return urllib.parse.urlencode(params)
+
+
+class E2E(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="pcc-e2e-")
+        cls.root = os.path.join(cls.tmp, "root")
+        cls.outside = os.path.join(cls.tmp, "outside")
+        os.makedirs(cls.root)
+        os.makedirs(cls.outside)
+        cls.server = Server(cls.tmp, "--workers", "2", "--compile-timeout", "1",
+                            "--source-root", cls.root, "--max-source", "8M")
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        if code != 0:
+            raise AssertionError("pycached exited with %r on SIGTERM" % code)
+
+    def write(self, name, text, directory=None):
+        path = os.path.join(directory or self.root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+        return path
+
+    def compile(self, path, opt=0, body=None, extra=None, headers=None):
+        params = source_params(path, opt, with_hash=False)
+        del params["size"]
+        params.update(extra or {})
+        data = open(path, "rb").read() if body is None else body
+        return self.server.request("POST", "/v1/compile?" + query(params), data, headers)
+
+    def lookup(self, path, **kw):
+        return self.server.json("GET", "/v1/code?" + query(source_params(path, **kw)))
+
+    def run_python(self, *args, cwd=None, env=None):
+        run_env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+        run_env.update(env or {})
+        return subprocess.run([PYTHON, *args], capture_output=True, text=True, cwd=cwd,
+                              env=run_env, timeout=60)
+
+    def install_pyc(self, path, pyc, opt=0):
+        """Writes a served pyc where CPython's own loader looks for it."""
+        directory, name = os.path.split(path)
+        tag = "cpython-311" + ("" if opt == 0 else ".opt-%d" % opt)
+        cache = os.path.join(directory, "__pycache__")
+        os.makedirs(cache, exist_ok=True)
+        target = os.path.join(cache, "%s.%s.pyc" % (name[:-3], tag))
+        with open(target, "wb") as f:
+            f.write(pyc)
+        return target
+
+    # ---- the main path: compile through the CLI, hit through GET, load with CPython ----
+
+    def test_cli_compile_then_get_then_cpython_loads_it(self):
+        app = os.path.join(self.tmp, "app1")
+        path = self.write("shapes.py", '"""Shapes."""\nimport math\n\n'
+                          'def area(r):\n    return round(math.pi * r * r, 6)\n\n'
+                          'NAMES = [n.upper() for n in ("a", "b")]\n', app)
+        env = dict(os.environ, PYCACHED_URL=self.server.url)
+        out = subprocess.run([PYCACHECTL, "compile", path], capture_output=True, text=True,
+                             env=env, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        status, entry = self.lookup(path)
+        self.assertEqual(status, 200, entry)
+        self.assertEqual(entry["validation"], "hash")
+        self.assertEqual(entry["hash"], java_hash(open(path, "rb").read()))
+        pyc = base64.b64decode(entry["pyc"])
+        self.install_pyc(path, pyc)
+        code = ("import shapes, sys; print(shapes.area(2), shapes.NAMES, shapes.__doc__);"
+                "print(shapes.__cached__)")
+        served = self.run_python("-v", "-c", code, cwd=app)
+        self.assertEqual(served.returncode, 0, served.stderr)
+        self.assertIn("code object from '%s/__pycache__/shapes.cpython-311.pyc'" % app,
+                      served.stderr)
+        shutil.rmtree(os.path.join(app, "__pycache__"))
+        local = self.run_python("-B", "-c", code, cwd=app)
+        self.assertEqual(served.stdout.splitlines()[0], local.stdout.splitlines()[0])
+        self.assertEqual(served.stdout.splitlines()[0], "12.566371 ['A', 'B'] Shapes.")
+
+    def test_cli_get_writes_a_pyc_cpython_accepts(self):
+        app = os.path.join(self.tmp, "app2")
+        path = self.write("greet.py", "def hello(n):\n    return 'hello ' + n\n", app)
+        env = dict(os.environ, PYCACHED_URL=self.server.url)
+        miss = subprocess.run([PYCACHECTL, "get", path], capture_output=True, env=env,
+                              timeout=60)
+        self.assertEqual(miss.returncode, 1, "a get before any compile is a miss (exit 1)")
+        subprocess.run([PYCACHECTL, "compile", path], check=True, capture_output=True, env=env,
+                       timeout=60)
+        target = os.path.join(app, "__pycache__", "greet.cpython-311.pyc")
+        os.makedirs(os.path.dirname(target))
+        got = subprocess.run([PYCACHECTL, "get", path, "-o", target], capture_output=True,
+                             text=True, env=env, timeout=60)
+        self.assertEqual(got.returncode, 0, got.stderr)
+        run = self.run_python("-v", "-c", "import greet; print(greet.hello('you'))", cwd=app)
+        self.assertEqual(run.stdout.strip(), "hello you")
+        self.assertIn("code object from '%s'" % target, run.stderr)
+
+    def test_raw_pyc_form_matches_json_form(self):
+        path = self.write("raw/m.py", "X = 1\n")
+        self.assertEqual(self.compile(path)[0], 200)
+        _, entry = self.lookup(path)
+        status, headers, body = self.server.request(
+            "GET", "/v1/code?" + query(source_params(path)),
+            headers={"Accept": "application/x-python-pyc"})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Content-Type"], "application/x-python-pyc")
+        self.assertEqual(body, base64.b64decode(entry["pyc"]))
+        self.assertEqual(headers["X-Pycached-Checksum"], entry["checksum"])
+        self.assertEqual(headers["X-Pycached-Digest"], entry["digest"])
+        self.assertEqual(headers["ETag"], '"%s-%s"' % (entry["digest"], entry["checksum"]))
+        self.assertEqual(body[:4], bytes.fromhex(MAGIC))
+        self.assertEqual(int.from_bytes(body[8:12], "little"), int(os.stat(path).st_mtime))
+        self.assertEqual(int.from_bytes(body[12:16], "little"), os.stat(path).st_size)
+
+    # ---- validation ---------------------------------------------------------------------
+
+    def test_changed_mtime_and_changed_content_are_misses(self):
+        path = self.write("val/m.py", "A = 1\n")
+        self.assertEqual(self.compile(path)[0], 200)
+        self.assertEqual(self.lookup(path)[0], 200)
+        st = os.stat(path)
+        status, body = self.lookup(path, mtime=int(st.st_mtime) + 1)
+        self.assertEqual((status, body["error"], body["reason"]), (404, "miss", "stale"))
+        # same size, same mtime, different bytes: only the hash tells
+        with open(path, "wb") as f:
+            f.write(b"A = 2\n")
+        os.utime(path, (st.st_atime, st.st_mtime))
+        status, body = self.lookup(path)
+        self.assertEqual((status, body["reason"]), (404, "stale"))
+        # without a hash the server cannot tell, and says the lookup was timestamp-only
+        status, body = self.lookup(path, with_hash=False)
+        self.assertEqual((status, body["validation"]), (200, "timestamp"))
+        status, body = self.lookup(self.write("val/never.py", "B = 1\n"))
+        self.assertEqual((status, body["reason"]), (404, "absent"))
+
+    @unittest.skipUnless(shutil.which("xxh128sum"), "needs xxh128sum (Debian package xxhash)")
+    def test_same_source_at_another_path_is_a_hit_without_compiling(self):
+        first = self.write("dup/a/mod.py", "V = 'shared'\n")
+        self.assertEqual(self.compile(first)[0], 200)
+        second = self.write("dup/b/mod.py", "V = 'shared'\n")
+        before = self.server.stats()["compiles"]
+        status, body = self.lookup(second)
+        self.assertEqual(status, 404, "without a digest the other path is not adopted")
+        status, body = self.lookup(second, with_digest=True)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["digest"], source_params(first, with_digest=True)["digest"])
+        self.assertEqual(self.lookup(second)[0], 200, "the path entry was recorded")
+        self.assertEqual(self.server.stats()["compiles"], before)
+
+    def test_another_magic_is_unsupported(self):
+        path = self.write("magic/m.py", "X = 1\n")
+        params = source_params(path)
+        params["magic"] = "50010d0a"  # Debian's pypy3
+        status, body = self.server.json("GET", "/v1/code?" + query(params))
+        self.assertEqual((status, body["error"]), (422, "unsupported-magic"))
+        self.assertEqual(body["magics"], [MAGIC])
+        status, _, data = self.server.request("POST", "/v1/compile?" + query(params), b"X = 1\n")
+        self.assertEqual((status, json.loads(data)["error"]), (422, "unsupported-magic"))
+
+    def test_bad_parameters_are_named(self):
+        good = {"magic": MAGIC, "path": "/x/m.py", "mtime": "1", "size": "1"}
+        cases = [("magic", "a70d0d"), ("magic", "zz0d0d0a"), ("opt", "3"), ("path", "rel.py"),
+                 ("mtime", "-1"), ("mtime", "1.5"), ("size", "x"), ("hash", "2147483648"),
+                 ("digest", "abc"), ("mtime", None)]
+        for name, value in cases:
+            params = dict(good)
+            if value is None:
+                del params[name]
+            else:
+                params[name] = value
+            status, body = self.server.json("GET", "/v1/code?" + query(params))
+            self.assertEqual((status, body["error"], body["param"]), (400, "bad-parameter", name),
+                             (name, value))
+        status, body = self.server.json("GET", "/v1/code?" + query(dict(good, path="/" + "p" * 4096)))
+        self.assertEqual((status, body["param"]), (400, "path"))
+
+    def test_query_claims_must_match_the_body(self):
+        path = self.write("claims/m.py", "C = 3\n")
+        for name, value in (("size", 99), ("hash", 1), ("digest", "0" * 32)):
+            status, _, data = self.compile(path, extra={name: value})
+            body = json.loads(data)
+            self.assertEqual((status, body["error"], body["param"]), (409, "mismatch", name))
+
+    def test_opt_levels_are_separate_entries(self):
+        app = os.path.join(self.tmp, "app3")
+        path = self.write("docs.py", 'def f():\n    "the doc"\n    assert False, "boom"\n', app)
+        for opt in (0, 2):
+            status, _, data = self.compile(path, opt=opt)
+            self.assertEqual(status, 200)
+            entry = json.loads(data)
+            self.assertEqual(entry["opt"], opt)
+            self.install_pyc(path, base64.b64decode(entry["pyc"]), opt)
+        flags = {0: [], 2: ["-OO"]}
+        for opt, expected in ((0, "the doc AssertionError"), (2, "None ok")):
+            code = ("import docs\ntry:\n    docs.f(); r = 'ok'\nexcept AssertionError:\n"
+                    "    r = 'AssertionError'\nprint(docs.f.__doc__, r)")
+            run = self.run_python(*flags[opt], "-v", "-c", code, cwd=app)
+            self.assertEqual(run.stdout.strip(), expected, run.stderr[-2000:])
+            self.assertIn("code object from", run.stderr)
+        self.assertEqual(self.lookup(path, opt=1)[0], 404)
+
+    def test_coding_declaration_and_bom(self):
+        app = os.path.join(self.tmp, "app4")
+        latin = self.write("latin.py", "# -*- coding: latin-1 -*-\nS = 'caf\xe9'\n".encode(
+            "latin-1"), app)
+        bom = self.write("bommed.py", b"\xef\xbb\xbfT = '\xc3\xa9t\xc3\xa9'\n", app)
+        for path in (latin, bom):
+            status, _, data = self.compile(path)
+            self.assertEqual(status, 200, data)
+            self.install_pyc(path, base64.b64decode(json.loads(data)["pyc"]))
+        run = self.run_python("-c", "import latin, bommed; print(ascii(latin.S), ascii(bommed.T))",
+                              cwd=app)
+        self.assertEqual(run.stdout.strip(), "'caf\\xe9' '\\xe9t\\xe9'")
+
+    def test_syntax_error_is_structured_and_not_recompiled(self):
+        path = self.write("broken/bad.py", "x = 1\ndef f(:\n    pass\n")
+        before = self.server.stats()
+        for _ in range(2):
+            status, _, data = self.compile(path)
+            body = json.loads(data)
+            self.assertEqual((status, body["error"], body["type"]), (422, "compile-error",
+                                                                     "SyntaxError"))
+        ref = self.run_python("-c", "import sys\ntry:\n compile(open(sys.argv[1],'rb').read(), "
+                              "sys.argv[1], 'exec')\nexcept SyntaxError as e:\n"
+                              " print(e.msg, e.lineno, e.offset, sep='|')", path)
+        self.assertEqual("%s|%d|%d" % (body["message"], body["line"], body["offset"]),
+                         ref.stdout.strip())
+        after = self.server.stats()
+        self.assertEqual(after["compile_errors"] - before["compile_errors"], 1)
+        status, body = self.lookup(path)
+        self.assertEqual((status, body["error"], body["line"]), (422, "compile-error", 2))
+
+    def test_empty_source_file(self):
+        path = self.write("empty/__init__.py", "")
+        status, _, data = self.compile(path, extra={"size": 0})
+        self.assertEqual(status, 200, data)
+        self.assertEqual(json.loads(data)["size"], 0)
+
+    # ---- the server reading sources itself, confined to the roots -----------------------
+
+    def test_source_root_reads_and_confines(self):
+        inside = self.write("served/m.py", "IN = 1\n")
+        status, _, data = self.compile(inside, body=b"")
+        self.assertEqual(status, 200, data)
+        self.assertEqual(json.loads(data)["size"], 7)
+
+        secret = self.write("secret.py", "TOKEN = 's3cr3t'\n", self.outside)
+        dotdot = os.path.join(self.root, "..", "outside", "secret.py")
+        link = os.path.join(self.root, "link.py")
+        os.symlink(secret, link)
+        linkdir = os.path.join(self.root, "linkdir")
+        os.symlink(self.outside, linkdir)
+        for path in (secret, dotdot, link, os.path.join(linkdir, "secret.py"), "/etc/passwd"):
+            params = {"magic": MAGIC, "path": path, "mtime": int(os.stat(path).st_mtime)}
+            status, _, data = self.server.request("POST", "/v1/compile?" + query(params), b"")
+            self.assertEqual((status, json.loads(data)["error"]), (403, "forbidden"), path)
+            self.assertNotIn(b"s3cr3t", data)
+        params = {"magic": MAGIC, "path": inside, "mtime": int(os.stat(inside).st_mtime) + 5}
+        status, _, data = self.server.request("POST", "/v1/compile?" + query(params), b"")
+        self.assertEqual((status, json.loads(data)["param"]), (409, "mtime"))
+
+    def test_oversize_body_is_413_and_server_keeps_serving(self):
+        params = {"magic": MAGIC, "path": "/big/m.py", "mtime": 1}
+        status, _, data = self.server.request("POST", "/v1/compile?" + query(params),
+                                              b"#" * (8 * 1024 * 1024 + 1))
+        self.assertEqual((status, json.loads(data)["error"]), (413, "too-large"))
+        path = self.write("after413.py", "OK = 1\n")
+        self.assertEqual(self.compile(path)[0], 200)
+
+    def test_http_errors_are_json(self):
+        status, headers, data = self.server.request("DELETE", "/v1/code")
+        self.assertEqual((status, json.loads(data)["error"]), (405, "method-not-allowed"))
+        self.assertEqual(headers["Allow"], "GET")
+        status, _, data = self.server.request("GET", "/v2/nothing")
+        self.assertEqual((status, json.loads(data)["error"]), (404, "not-found"))
+        status, body = self.server.json("GET", "/healthz")
+        self.assertEqual((status, body["status"]), (200, "ok"))
+
+    def test_stats_shape(self):
+        stats = self.server.stats()
+        for key in ("requests", "hits", "compiles", "compile_errors", "corruptions", "uptime"):
+            self.assertIsInstance(stats[key], (int, float), key)
+        self.assertEqual(set(stats["misses"]), {"absent", "stale"})
+        self.assertEqual(stats["compilers"][0]["magic"], MAGIC)
+        self.assertTrue(stats["compilers"][0]["name"].startswith("cpython-3.11"))
+        self.assertGreaterEqual(stats["store"]["map_size"], 1 << 30)
+
+    # ---- parse once, and failures of the compiler ---------------------------------------
+
+    def test_32_concurrent_compiles_of_one_module_compile_once(self):
+        source = "DATA = [" + ",".join(str(i) for i in range(150000)) + "]\n"
+        path = self.write("hot/big.py", source)
+        before = self.server.stats()["compiles"]
+
+        def one(_):
+            return self.compile(path)
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            results = list(pool.map(one, range(32)))
+        self.assertEqual([r[0] for r in results], [200] * 32)
+        checksums = {json.loads(r[2])["checksum"] for r in results}
+        self.assertEqual(len(checksums), 1)
+        outcomes = sorted(r[1]["X-Pycached-Outcome"] for r in results)
+        self.assertEqual(outcomes.count("compiled"), 1, outcomes)
+        self.assertEqual(self.server.stats()["compiles"] - before, 1)
+
+    def test_hits_are_served_while_a_compile_runs(self):
+        quick = self.write("busy/quick.py", "Q = 1\n")
+        self.assertEqual(self.compile(quick)[0], 200)
+        slow = self.write("busy/slow.py", "S = [" + ",".join(
+            str(i) for i in range(300000)) + "]\n")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            pending = pool.submit(self.compile, slow)
+            time.sleep(0.05)
+            t0 = time.monotonic()
+            status, _ = self.lookup(quick)
+            elapsed = time.monotonic() - t0
+            self.assertEqual(status, 200)
+            self.assertFalse(pending.done() and elapsed > 0.5)
+            self.assertIn(pending.result()[0], (200, 504))
+
+    def test_compile_timeout_kills_the_worker_and_server_recovers(self):
+        path = self.write("slow/huge.py", "H = [" + ",".join(str(i) for i in range(1000000)) + "]\n")
+        restarts = self.server.stats()["compilers"][0]["restarts"]
+        t0 = time.monotonic()
+        status, _, data = self.compile(path)
+        self.assertEqual((status, json.loads(data)["error"]), (504, "compile-timeout"))
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertGreater(self.server.stats()["compilers"][0]["restarts"], restarts)
+        ok = self.write("slow/after.py", "A = 1\n")
+        self.assertEqual(self.compile(ok)[0], 200)
+
+
+class Lifecycle(unittest.TestCase):
+    """Tests that need their own server: restarts, killed workers, shutdown."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="pcc-e2e-life-")
+        self.servers = []
+
+    def tearDown(self):
+        for server in self.servers:
+            server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start(self, *args):
+        server = Server(self.tmp, *args)
+        self.servers.append(server)
+        return server
+
+    def test_entries_survive_a_restart(self):
+        path = os.path.join(self.tmp, "keep.py")
+        with open(path, "w") as f:
+            f.write("KEEP = 1\n")
+        server = self.start("--workers", "1")
+        params = source_params(path, with_hash=False)
+        status, _, _ = server.request("POST", "/v1/compile?" + query(params), open(path, "rb").read())
+        self.assertEqual(status, 200)
+        self.assertEqual(server.stop(), 0)
+        server = self.start("--workers", "1")
+        status, body = server.json("GET", "/v1/code?" + query(source_params(path)))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(server.stats()["compiles"], 0)
+
+    def test_worker_killed_mid_compile(self):
+        server = self.start("--workers", "1", "--compile-timeout", "30")
+        path = os.path.join(self.tmp, "victim.py")
+        with open(path, "w") as f:
+            f.write("V = [" + ",".join(str(i) for i in range(1000000)) + "]\n")
+        params = source_params(path, with_hash=False)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(server.request, "POST", "/v1/compile?" + query(params),
+                                  open(path, "rb").read())
+            time.sleep(0.5)  # upload done, the worker is compiling (a 2 s compile)
+            for pid in server.worker_pids():
+                os.kill(pid, signal.SIGKILL)
+            status, _, data = pending.result(timeout=60)
+        self.assertEqual((status, json.loads(data)["error"]), (503, "compiler-unavailable"))
+        ok = os.path.join(self.tmp, "after.py")
+        with open(ok, "w") as f:
+            f.write("A = 1\n")
+        status, _, _ = server.request("POST", "/v1/compile?" + query(source_params(
+            ok, with_hash=False)), b"A = 1\n")
+        self.assertEqual(status, 200)
+        self.assertEqual(server.stats()["compilers"][0]["restarts"], 1)
+
+    def test_sigterm_during_a_compile_answers_and_exits_cleanly(self):
+        server = self.start("--workers", "1")
+        path = os.path.join(self.tmp, "late.py")
+        with open(path, "w") as f:
+            f.write("L = [" + ",".join(str(i) for i in range(200000)) + "]\n")
+        params = source_params(path, with_hash=False)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(server.request, "POST", "/v1/compile?" + query(params),
+                                  open(path, "rb").read())
+            time.sleep(0.2)
+            server.proc.send_signal(signal.SIGTERM)
+            status, _, _ = pending.result(timeout=60)
+        self.assertIn(status, (200, 503))
+        self.assertEqual(server.stop(), 0)
+        self.assertEqual(server.worker_pids(), [])
+
+    def test_bad_options_are_refused(self):
+        for args in (["--port", "70000"], ["--map-size", "lots"], ["--nonsense"],
+                     ["--source-root", os.path.join(self.tmp, "missing")]):
+            run = subprocess.run([PYCACHED, "--store", os.path.join(self.tmp, "s"), *args],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(run.returncode, 0, args)
+            self.assertTrue(run.stderr.strip(), args)
+        run = subprocess.run([PYCACHED, "--help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(run.returncode, 0)
+        self.assertIn("--compile-timeout", run.stdout)
+
+
+class CheckStyleResult(unittest.TextTestResult):
+    pass
+
+
+if __name__ == "__main__":
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=CheckStyleResult)
+    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
+    failures, errors = len(result.failures), len(result.errors)
+    # the same closing line as the Check suites, so one parser counts every suite
+    print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
+        100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
+        failures, errors))
+    sys.exit(0 if result.wasSuccessful() else 1)
