@@ -1,0 +1,700 @@
+/* client.c: libpycached, the libcurl client of the pycached HTTP API (docs/API.md).
+ *
+ * One CURL easy handle per pcc_client, reused for every request so the connection stays open.
+ * Response bodies are collected into a buffer with a hard limit; error bodies are decoded into
+ * the client's last error; hit bodies are decoded and verified by proto's pcc_entry_from_json
+ * and then compared against the request. See pycached.h for the contract.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "pycached.h"
+
+#define CLIENT_URL_MAX 2048         /* base URL */
+#define CLIENT_REQUEST_URL_MAX 16384 /* full request URL: base + escaped path + parameters */
+#define CLIENT_SOURCE_RETRIES 3
+
+/* A response body: grows up to limit bytes, always NUL-terminated once allocated. */
+typedef struct {
+  char *data;
+  size_t len;
+  size_t cap;
+  size_t limit;
+  bool toobig;
+  bool nomem;
+} client_buf;
+
+struct pcc_client {
+  CURL *curl;
+  char *base_url; /* without a trailing '/' */
+  long connect_timeout_ms;
+  long timeout_ms;
+  size_t max_response;
+  struct curl_slist *post_headers;
+  struct curl_slist *get_headers;
+  client_buf body;
+  char curl_errbuf[CURL_ERROR_SIZE];
+  /* last error; the strings are owned copies */
+  pcc_client_error err;
+  char *err_error, *err_message, *err_reason, *err_param, *err_type;
+};
+
+const char *pcc_client_strerror(pcc_client_status rc)
+{
+  switch (rc) {
+  case PCC_CLIENT_OK: return "ok";
+  case PCC_CLIENT_MISS: return "miss: nothing valid is stored for this source";
+  case PCC_CLIENT_COMPILE_ERROR: return "the source does not compile";
+  case PCC_CLIENT_UNSUPPORTED_MAGIC: return "the server has no compiler for this magic";
+  case PCC_CLIENT_HTTP: return "the server answered with an error";
+  case PCC_CLIENT_CONNECT: return "cannot connect to the server";
+  case PCC_CLIENT_TIMEOUT: return "timed out";
+  case PCC_CLIENT_PROTOCOL: return "malformed or inconsistent response from the server";
+  case PCC_CLIENT_IO: return "cannot read the local file";
+  case PCC_CLIENT_TOOBIG: return "over the size limit";
+  case PCC_CLIENT_NOMEM: return "out of memory";
+  case PCC_CLIENT_INVALID: return "invalid argument";
+  }
+  return "unknown status";
+}
+
+/* ---- global init ----------------------------------------------------------------------- */
+
+static pthread_once_t client_global_once = PTHREAD_ONCE_INIT;
+static CURLcode client_global_rc = CURLE_OK;
+
+static void client_global_init(void)
+{
+  client_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* ---- last error -------------------------------------------------------------------------- */
+
+static void client_error_reset(pcc_client *client)
+{
+  free(client->err_error);
+  free(client->err_message);
+  free(client->err_reason);
+  free(client->err_param);
+  free(client->err_type);
+  client->err_error = client->err_message = client->err_reason = NULL;
+  client->err_param = client->err_type = NULL;
+  client->err = (pcc_client_error){.http_status = 0, .line = -1, .offset = -1};
+}
+
+/* Copies s (which may be NULL) into *slot and points *field at it; out of memory leaves NULL. */
+static void client_error_set(char **slot, const char **field, const char *s)
+{
+  free(*slot);
+  *slot = s ? strdup(s) : NULL;
+  *field = *slot;
+}
+
+static pcc_client_status client_fail(pcc_client *client, pcc_client_status rc,
+                                     const char *message)
+{
+  client_error_set(&client->err_message, &client->err.message, message);
+  return rc;
+}
+
+const pcc_client_error *pcc_client_last_error(const pcc_client *client)
+{
+  return &client->err;
+}
+
+const char *pcc_client_last_body(const pcc_client *client, size_t *len_out)
+{
+  if (len_out)
+    *len_out = client->body.data ? client->body.len : 0;
+  return client->body.data ? client->body.data : "";
+}
+
+/* ---- response buffer ------------------------------------------------------------------- */
+
+static size_t client_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+  client_buf *buf = userdata;
+  size_t n = size * nmemb;
+  if (n > buf->limit - buf->len) {
+    buf->toobig = true;
+    return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+  }
+  if (buf->len + n + 1 > buf->cap) {
+    size_t cap = buf->cap ? buf->cap : 4096;
+    while (cap < buf->len + n + 1)
+      cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
+    if (cap > buf->limit + 1)
+      cap = buf->limit + 1;
+    char *data = realloc(buf->data, cap);
+    if (data == NULL) {
+      buf->nomem = true;
+      return 0;
+    }
+    buf->data = data;
+    buf->cap = cap;
+  }
+  memcpy(buf->data + buf->len, ptr, n);
+  buf->len += n;
+  buf->data[buf->len] = '\0';
+  return n;
+}
+
+static void client_buf_reset(client_buf *buf)
+{
+  free(buf->data);
+  buf->data = NULL;
+  buf->len = buf->cap = 0;
+  buf->toobig = buf->nomem = false;
+}
+
+/* ---- open/close --------------------------------------------------------------------------- */
+
+pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **out)
+{
+  pcc_client_config defaults = {0};
+  if (config == NULL)
+    config = &defaults;
+  if (config->connect_timeout_ms < 0 || config->timeout_ms < 0)
+    return PCC_CLIENT_INVALID;
+  const char *url = config->base_url ? config->base_url : PCC_CLIENT_DEFAULT_URL;
+  size_t url_len = strnlen(url, CLIENT_URL_MAX + 1);
+  if (url_len == 0 || url_len > CLIENT_URL_MAX ||
+      (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
+    return PCC_CLIENT_INVALID;
+  for (size_t i = 0; i < url_len; i++)
+    if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f || url[i] == '?' || url[i] == '#')
+      return PCC_CLIENT_INVALID;
+  while (url_len > 0 && url[url_len - 1] == '/')
+    url_len--;
+
+  pthread_once(&client_global_once, client_global_init);
+  if (client_global_rc != CURLE_OK)
+    return client_global_rc == CURLE_OUT_OF_MEMORY ? PCC_CLIENT_NOMEM : PCC_CLIENT_INVALID;
+
+  pcc_client *client = calloc(1, sizeof *client);
+  if (client == NULL)
+    return PCC_CLIENT_NOMEM;
+  client->err = (pcc_client_error){.http_status = 0, .line = -1, .offset = -1};
+  client->connect_timeout_ms =
+      config->connect_timeout_ms ? config->connect_timeout_ms : PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
+  client->timeout_ms = config->timeout_ms ? config->timeout_ms : PCC_CLIENT_DEFAULT_TIMEOUT_MS;
+  client->max_response = config->max_response ? config->max_response : PCC_CLIENT_DEFAULT_MAX_RESPONSE;
+  if (client->max_response > SIZE_MAX / 2)
+    client->max_response = SIZE_MAX / 2;
+  client->body.limit = client->max_response;
+  client->base_url = strndup(url, url_len);
+  client->curl = curl_easy_init();
+  bool ok = client->base_url != NULL && client->curl != NULL;
+  const char *post_headers[] = {"Content-Type: application/octet-stream",
+                                "Accept: application/json", "Expect:"};
+  for (size_t i = 0; ok && i < sizeof post_headers / sizeof post_headers[0]; i++) {
+    struct curl_slist *list = curl_slist_append(client->post_headers, post_headers[i]);
+    ok = list != NULL;
+    if (ok)
+      client->post_headers = list;
+  }
+  if (ok)
+    ok = (client->get_headers = curl_slist_append(NULL, "Accept: application/json")) != NULL;
+  if (!ok) {
+    pcc_client_close(client);
+    return PCC_CLIENT_NOMEM;
+  }
+
+  CURL *c = client->curl;
+  bool set = curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_ERRORBUFFER, client->curl_errbuf) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_write_cb) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_WRITEDATA, &client->body) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, client->timeout_ms) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_USERAGENT, "libpycached/" PCC_VERSION) == CURLE_OK;
+  if (!set) {
+    pcc_client_close(client);
+    return PCC_CLIENT_INVALID;
+  }
+  *out = client;
+  return PCC_CLIENT_OK;
+}
+
+void pcc_client_close(pcc_client *client)
+{
+  if (client == NULL)
+    return;
+  if (client->curl)
+    curl_easy_cleanup(client->curl);
+  curl_slist_free_all(client->post_headers);
+  curl_slist_free_all(client->get_headers);
+  client_buf_reset(&client->body);
+  client_error_reset(client);
+  free(client->base_url);
+  free(client);
+}
+
+/* ---- one request ------------------------------------------------------------------------ */
+
+static pcc_client_status client_map_curl(pcc_client *client, CURLcode code)
+{
+  const char *detail = client->curl_errbuf[0] ? client->curl_errbuf : curl_easy_strerror(code);
+  pcc_client_status rc;
+  switch (code) {
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    rc = PCC_CLIENT_CONNECT;
+    break;
+  case CURLE_OPERATION_TIMEDOUT:
+    rc = PCC_CLIENT_TIMEOUT;
+    break;
+  case CURLE_FILESIZE_EXCEEDED:
+    rc = PCC_CLIENT_TOOBIG;
+    break;
+  case CURLE_WRITE_ERROR:
+    rc = client->body.toobig ? PCC_CLIENT_TOOBIG
+         : client->body.nomem ? PCC_CLIENT_NOMEM
+                              : PCC_CLIENT_PROTOCOL;
+    if (client->body.toobig)
+      detail = "the response is over the client's max_response limit";
+    break;
+  case CURLE_OUT_OF_MEMORY:
+    rc = PCC_CLIENT_NOMEM;
+    break;
+  case CURLE_URL_MALFORMAT:
+    rc = PCC_CLIENT_INVALID;
+    break;
+  default: /* empty reply, reset connection, garbage (curl: "HTTP/0.9" = unsupported protocol) */
+    rc = PCC_CLIENT_PROTOCOL;
+    break;
+  }
+  return client_fail(client, rc, detail);
+}
+
+static void client_error_field(const cJSON *obj, const char *name,
+                               char **slot, const char **field)
+{
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (cJSON_IsString(item))
+    client_error_set(slot, field, item->valuestring);
+}
+
+static int64_t client_json_int(const cJSON *obj, const char *name)
+{
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!cJSON_IsNumber(item) || item->valuedouble < -9007199254740992.0 ||
+      item->valuedouble > 9007199254740992.0)
+    return -1;
+  return (int64_t)item->valuedouble;
+}
+
+/* Decodes a non-2xx response into the last error and maps its "error" code. */
+static pcc_client_status client_map_http_error(pcc_client *client, long status)
+{
+  client->err.http_status = status;
+  cJSON *obj = client->body.data ? cJSON_ParseWithLength(client->body.data, client->body.len)
+                                 : NULL;
+  pcc_client_status rc = PCC_CLIENT_HTTP;
+  if (cJSON_IsObject(obj)) {
+    client_error_field(obj, "error", &client->err_error, &client->err.error);
+    client_error_field(obj, "message", &client->err_message, &client->err.message);
+    client_error_field(obj, "reason", &client->err_reason, &client->err.reason);
+    client_error_field(obj, "param", &client->err_param, &client->err.param);
+    client_error_field(obj, "type", &client->err_type, &client->err.type);
+    client->err.line = client_json_int(obj, "line");
+    client->err.offset = client_json_int(obj, "offset");
+    const char *code = client->err.error;
+    if (code && strcmp(code, "miss") == 0)
+      rc = PCC_CLIENT_MISS;
+    else if (code && strcmp(code, "compile-error") == 0)
+      rc = PCC_CLIENT_COMPILE_ERROR;
+    else if (code && strcmp(code, "unsupported-magic") == 0)
+      rc = PCC_CLIENT_UNSUPPORTED_MAGIC;
+  }
+  if (client->err.message == NULL) {
+    char text[64];
+    snprintf(text, sizeof text, "HTTP status %ld", status);
+    client_error_set(&client->err_message, &client->err.message, text);
+  }
+  cJSON_Delete(obj);
+  return rc;
+}
+
+/* Performs one request to url (GET when body is NULL, else POST of body_len bytes). On
+ * PCC_CLIENT_OK the response was 2xx and client->body holds it (possibly empty, data may be
+ * NULL). *status_out gets the HTTP status whenever a response arrived. */
+static pcc_client_status client_perform(pcc_client *client, const char *url, const void *body,
+                                        size_t body_len, long *status_out)
+{
+  CURL *c = client->curl;
+  client_buf_reset(&client->body);
+  client->curl_errbuf[0] = '\0';
+  CURLcode code = curl_easy_setopt(c, CURLOPT_URL, url);
+  if (code == CURLE_OK && body == NULL) {
+    code = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    if (code == CURLE_OK)
+      code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, client->get_headers);
+  } else if (code == CURLE_OK) {
+    code = curl_easy_setopt(c, CURLOPT_POST, 1L);
+    if (code == CURLE_OK)
+      code = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    if (code == CURLE_OK)
+      code = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_len ? body : "");
+    if (code == CURLE_OK)
+      code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, client->post_headers);
+  }
+  if (code == CURLE_OK)
+    code = curl_easy_perform(c);
+  /* POSTFIELDS is not copied: never leave a pointer to the caller's bytes in the handle */
+  if (body != NULL)
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+  if (code != CURLE_OK)
+    return client_map_curl(client, code);
+  if (client->body.nomem)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  if (status_out)
+    *status_out = status;
+  if (status < 200 || status > 299)
+    return client_map_http_error(client, status);
+  return PCC_CLIENT_OK;
+}
+
+/* ---- URLs ------------------------------------------------------------------------------ */
+
+/* Builds base_url + "/v1/..." with the query of a lookup or compile. Caller frees *out. */
+static pcc_client_status client_code_url(pcc_client *client, const char *endpoint,
+                                         const pcc_magic *magic, int opt,
+                                         const pcc_source *source, bool with_hash, char **out)
+{
+  if (magic == NULL || source == NULL || source->path == NULL || opt < 0 || opt > PCC_OPT_MAX ||
+      strnlen(source->path, PCC_PATH_MAX + 1) > PCC_PATH_MAX || source->mtime < 0 ||
+      source->size > (uint64_t)INT64_MAX)
+    return client_fail(client, PCC_CLIENT_INVALID, "invalid lookup or compile argument");
+  char magic_hex[2 * PCC_MAGIC_LEN + 1], digest_hex[PCC_DIGEST_HEX_LEN + 1];
+  char extra[96] = "";
+  pcc_magic_to_hex(magic, magic_hex);
+  if (with_hash) {
+    pcc_digest_to_hex(&source->digest, digest_hex);
+    snprintf(extra, sizeof extra, "&hash=%" PRId32 "&digest=%s", source->hash, digest_hex);
+  }
+  char *path = curl_easy_escape(client->curl, source->path, 0);
+  if (path == NULL)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  const char *fmt = "%s%s?magic=%s&opt=%d&path=%s&mtime=%" PRId64 "&size=%" PRIu64 "%s";
+  int n = snprintf(NULL, 0, fmt, client->base_url, endpoint, magic_hex, opt, path, source->mtime,
+                   source->size, extra);
+  char *url = NULL;
+  if (n > 0 && n < CLIENT_REQUEST_URL_MAX && (url = malloc((size_t)n + 1)) != NULL)
+    snprintf(url, (size_t)n + 1, fmt, client->base_url, endpoint, magic_hex, opt, path,
+             source->mtime, source->size, extra);
+  curl_free(path);
+  if (url == NULL)
+    return client_fail(client, n > 0 && n < CLIENT_REQUEST_URL_MAX ? PCC_CLIENT_NOMEM
+                                                                   : PCC_CLIENT_INVALID,
+                       "cannot build the request URL");
+  *out = url;
+  return PCC_CLIENT_OK;
+}
+
+/* ---- hits ------------------------------------------------------------------------------- */
+
+/* Decodes and verifies the hit in client->body against the request. */
+static pcc_client_status client_take_entry(pcc_client *client, const pcc_magic *magic, int opt,
+                                           const pcc_source *source, bool hash_sent,
+                                           pcc_entry **out)
+{
+  if (client->body.data == NULL)
+    return client_fail(client, PCC_CLIENT_PROTOCOL, "empty response body");
+  pcc_entry *entry = NULL;
+  pcc_proto_status prc = pcc_entry_from_json(client->body.data, client->body.len, &entry);
+  if (prc == PCC_PROTO_NOMEM)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  if (prc != PCC_PROTO_OK)
+    return client_fail(client, PCC_CLIENT_PROTOCOL, pcc_proto_strerror(prc));
+  const pcc_entry_view *v = &entry->view;
+  const char *mismatch = NULL;
+  if (!pcc_magic_equal(&v->magic, magic))
+    mismatch = "the entry's magic differs from the request's";
+  else if (v->opt != opt)
+    mismatch = "the entry's opt differs from the request's";
+  else if (v->mtime != source->mtime)
+    mismatch = "the entry's mtime differs from the request's";
+  else if (v->size != source->size)
+    mismatch = "the entry's size differs from the request's";
+  else if (hash_sent && v->hash != source->hash)
+    mismatch = "the entry's hash differs from the request's";
+  else if (hash_sent && !pcc_digest_equal(&v->digest, &source->digest))
+    mismatch = "the entry's digest differs from the request's";
+  if (mismatch) {
+    pcc_entry_free(entry);
+    return client_fail(client, PCC_CLIENT_PROTOCOL, mismatch);
+  }
+  *out = entry;
+  return PCC_CLIENT_OK;
+}
+
+pcc_client_status pcc_client_lookup(pcc_client *client, const pcc_magic *magic, int opt,
+                                    const pcc_source *source, bool send_hash, pcc_entry **out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (out == NULL)
+    return client_fail(client, PCC_CLIENT_INVALID, "out is NULL");
+  char *url = NULL;
+  pcc_client_status rc = client_code_url(client, "/v1/code", magic, opt, source, send_hash, &url);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_perform(client, url, NULL, 0, NULL);
+  free(url);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_take_entry(client, magic, opt, source, send_hash, out);
+  return rc;
+}
+
+pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic, int opt,
+                                     const pcc_source *source, pcc_entry **out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (out == NULL || source == NULL || (source->data == NULL && source->len != 0) ||
+      source->len != source->size)
+    return client_fail(client, PCC_CLIENT_INVALID, "invalid compile argument");
+  char *url = NULL;
+  pcc_client_status rc = client_code_url(client, "/v1/compile", magic, opt, source, true, &url);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_perform(client, url, source->data ? (const void *)source->data : "", source->len,
+                        NULL);
+  free(url);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_take_entry(client, magic, opt, source, true, out);
+  return rc;
+}
+
+/* ---- stats and health ------------------------------------------------------------------ */
+
+pcc_client_status pcc_client_get_json(pcc_client *client, const char *path_and_query,
+                                      char **body_out, long *status_out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (path_and_query == NULL || path_and_query[0] != '/' || body_out == NULL)
+    return client_fail(client, PCC_CLIENT_INVALID, "the path must start with '/'");
+  size_t len = strnlen(path_and_query, CLIENT_REQUEST_URL_MAX);
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)path_and_query[i] <= 0x20 || path_and_query[i] == 0x7f)
+      return client_fail(client, PCC_CLIENT_INVALID, "the path has spaces or control characters");
+  int n = snprintf(NULL, 0, "%s%s", client->base_url, path_and_query);
+  if (n <= 0 || n >= CLIENT_REQUEST_URL_MAX)
+    return client_fail(client, PCC_CLIENT_INVALID, "the URL is too long");
+  char *url = malloc((size_t)n + 1);
+  if (url == NULL)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  snprintf(url, (size_t)n + 1, "%s%s", client->base_url, path_and_query);
+  pcc_client_status rc = client_perform(client, url, NULL, 0, status_out);
+  free(url);
+  if (rc != PCC_CLIENT_OK)
+    return rc;
+  char *body = strndup(client->body.data ? client->body.data : "", client->body.len);
+  if (body == NULL)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  *body_out = body;
+  return PCC_CLIENT_OK;
+}
+
+pcc_client_status pcc_client_default_magic(pcc_client *client, pcc_magic *out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  char *body = NULL;
+  pcc_client_status rc = pcc_client_get_json(client, "/v1/stats", &body, NULL);
+  if (rc != PCC_CLIENT_OK)
+    return rc;
+  if (out == NULL) {
+    free(body);
+    return client_fail(client, PCC_CLIENT_INVALID, "out is NULL");
+  }
+  cJSON *stats = cJSON_Parse(body);
+  free(body);
+  const cJSON *compilers = cJSON_GetObjectItemCaseSensitive(stats, "compilers");
+  const cJSON *chosen = NULL, *item = NULL;
+  int count = 0;
+  cJSON_ArrayForEach(item, compilers) {
+    count++;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "default")) && chosen == NULL)
+      chosen = item;
+  }
+  if (chosen == NULL && count == 1)
+    chosen = cJSON_GetArrayItem(compilers, 0);
+  const cJSON *magic = cJSON_GetObjectItemCaseSensitive(chosen, "magic");
+  rc = cJSON_IsArray(compilers) && cJSON_IsString(magic) &&
+               pcc_magic_from_hex(magic->valuestring, out) == PCC_PROTO_OK
+           ? PCC_CLIENT_OK
+           : PCC_CLIENT_PROTOCOL;
+  cJSON_Delete(stats);
+  if (rc != PCC_CLIENT_OK)
+    return client_fail(client, rc, "/v1/stats lists no default compiler with a valid magic");
+  return PCC_CLIENT_OK;
+}
+
+/* ---- sources ---------------------------------------------------------------------------- */
+
+void pcc_source_free(pcc_source *source)
+{
+  if (source == NULL)
+    return;
+  free(source->path);
+  free(source->data);
+  free(source);
+}
+
+/* Reads at most limit + 1 bytes of fd into a fresh buffer (so that growth past limit shows);
+ * hint is the expected size. Requires limit < SIZE_MAX. */
+static pcc_client_status source_read_fd(int fd, size_t limit, size_t hint, uint8_t **data_out,
+                                        size_t *len_out)
+{
+  size_t cap = hint < limit ? hint + 1 : limit + 1, len = 0;
+  uint8_t *data = malloc(cap);
+  if (data == NULL)
+    return PCC_CLIENT_NOMEM;
+  for (;;) {
+    if (len == cap) {
+      if (cap > limit) { /* already holds limit + 1 bytes */
+        free(data);
+        return PCC_CLIENT_TOOBIG;
+      }
+      size_t next = cap > (limit + 1) / 2 ? limit + 1 : cap * 2;
+      uint8_t *grown = realloc(data, next);
+      if (grown == NULL) {
+        free(data);
+        return PCC_CLIENT_NOMEM;
+      }
+      data = grown;
+      cap = next;
+    }
+    ssize_t n = read(fd, data + len, cap - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int saved = errno;
+      free(data);
+      errno = saved;
+      return PCC_CLIENT_IO;
+    }
+    if (n == 0)
+      break;
+    len += (size_t)n;
+  }
+  if (len > limit) {
+    free(data);
+    return PCC_CLIENT_TOOBIG;
+  }
+  *data_out = data;
+  *len_out = len;
+  return PCC_CLIENT_OK;
+}
+
+static bool source_same_stat(const struct stat *a, const struct stat *b)
+{
+  return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+         a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ino == b->st_ino;
+}
+
+pcc_client_status pcc_source_read(const char *file, size_t max_bytes, pcc_source **out)
+{
+  if (file == NULL || out == NULL)
+    return PCC_CLIENT_INVALID;
+  if (max_bytes == 0)
+    max_bytes = PCC_SOURCE_DEFAULT_MAX;
+  if (max_bytes > SIZE_MAX / 2)
+    max_bytes = SIZE_MAX / 2;
+  char *path = realpath(file, NULL);
+  if (path == NULL)
+    return PCC_CLIENT_IO;
+  if (strlen(path) > PCC_PATH_MAX) {
+    free(path);
+    return PCC_CLIENT_INVALID;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    int saved = errno;
+    free(path);
+    errno = saved;
+    return PCC_CLIENT_IO;
+  }
+  pcc_client_status rc = PCC_CLIENT_IO;
+  uint8_t *data = NULL;
+  size_t len = 0;
+  struct stat before, after;
+  for (int attempt = 0; attempt < CLIENT_SOURCE_RETRIES; attempt++) {
+    free(data);
+    data = NULL;
+    if (fstat(fd, &before) != 0) {
+      rc = PCC_CLIENT_IO;
+      break;
+    }
+    if (!S_ISREG(before.st_mode)) {
+      errno = S_ISDIR(before.st_mode) ? EISDIR : EINVAL;
+      rc = PCC_CLIENT_IO;
+      break;
+    }
+    if (before.st_mtim.tv_sec < 0) {
+      rc = PCC_CLIENT_INVALID;
+      break;
+    }
+    if ((uintmax_t)before.st_size > max_bytes) {
+      rc = PCC_CLIENT_TOOBIG;
+      break;
+    }
+    if (lseek(fd, 0, SEEK_SET) != 0) {
+      rc = PCC_CLIENT_IO;
+      break;
+    }
+    rc = source_read_fd(fd, max_bytes, (size_t)before.st_size, &data, &len);
+    if (rc != PCC_CLIENT_OK)
+      break;
+    if (fstat(fd, &after) != 0) {
+      rc = PCC_CLIENT_IO;
+      break;
+    }
+    if (source_same_stat(&before, &after) && (uintmax_t)after.st_size == len)
+      break;
+    rc = PCC_CLIENT_IO; /* changed while we read it: try again */
+    errno = EAGAIN;
+  }
+  int saved = errno;
+  close(fd);
+  pcc_source *source = NULL;
+  if (rc == PCC_CLIENT_OK && (source = calloc(1, sizeof *source)) == NULL)
+    rc = PCC_CLIENT_NOMEM;
+  if (rc != PCC_CLIENT_OK) {
+    free(data);
+    free(path);
+    errno = saved;
+    return rc;
+  }
+  source->path = path;
+  source->mtime = (int64_t)before.st_mtim.tv_sec;
+  source->size = (uint64_t)len;
+  source->data = data;
+  source->len = len;
+  source->hash = pcc_java_hash(data, len);
+  pcc_digest_compute(data, len, &source->digest);
+  *out = source;
+  return PCC_CLIENT_OK;
+}

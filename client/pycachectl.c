@@ -1,0 +1,508 @@
+/* pycachectl.c: the command-line client of pycached (health, stats, get, compile), built on
+ * libpycached (pycached.h). Usage, options and exit codes are documented in docs/CLI.md and in
+ * --help, both generated from the same option table below.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "pycached.h"
+
+enum {
+  EXIT_HIT = 0,
+  EXIT_MISS = 1,
+  EXIT_USAGE = 2,
+  EXIT_SERVER = 3,  /* cannot reach the server, timeout, bad response */
+  EXIT_COMPILE = 4, /* the source does not compile */
+  EXIT_LOCAL = 5,   /* local file error */
+  EXIT_OTHER = 6,   /* any other error the server reported */
+};
+
+#define CTL_TIMEOUT_MAX_MS 3600000 /* one hour */
+#define CTL_JSON_DEPTH_MAX 8
+#define CTL_SOURCE_LINE_MAX 240
+
+enum {
+  OPT_NO_HASH = 256,
+};
+
+/* The option table: getopt_long's table and --help are both built from it. */
+static const struct {
+  const char *name;
+  int has_arg;
+  int val;
+  const char *arg;
+  const char *help;
+} ctl_options[] = {
+    {"server", required_argument, 's', "URL",
+     "server base URL (default: $PYCACHED_URL, else " PCC_CLIENT_DEFAULT_URL ")"},
+    {"timeout", required_argument, 't', "MS", "total timeout per request in ms (default 60000)"},
+    {"opt", required_argument, 'O', "N", "optimization level 0, 1 or 2 (get, compile; default 0)"},
+    {"magic", required_argument, 'm', "HEX",
+     "bytecode magic, 8 hex digits (default: the server's default compiler)"},
+    {"output", required_argument, 'o', "OUT.pyc", "write the pyc to OUT.pyc (atomically)"},
+    {"json", no_argument, 'j', NULL, "print the server's JSON as is"},
+    {"no-hash", no_argument, OPT_NO_HASH, NULL,
+     "get: validate by mtime and size only (CPython's timestamp validation)"},
+    {"help", no_argument, 'h', NULL, "show this help and exit"},
+    {"version", no_argument, 'V', NULL, "show the version and exit"},
+};
+#define CTL_NOPTIONS (sizeof ctl_options / sizeof ctl_options[0])
+
+typedef struct {
+  const char *server;
+  long timeout_ms;
+  int opt;
+  bool have_magic;
+  pcc_magic magic;
+  const char *output;
+  bool json;
+  bool no_hash;
+} ctl_args;
+
+static void ctl_usage(FILE *out)
+{
+  fprintf(out,
+          "usage: pycachectl [OPTIONS] health | stats | get FILE | compile FILE\n"
+          "\n"
+          "Commands:\n"
+          "  health        check that the server answers (GET /healthz)\n"
+          "  stats         show the server's counters (GET /v1/stats)\n"
+          "  get FILE      look up the cached code of FILE (GET /v1/code)\n"
+          "  compile FILE  upload FILE and have it compiled and stored (POST /v1/compile)\n"
+          "\n"
+          "Options:\n");
+  for (size_t i = 0; i < CTL_NOPTIONS; i++) {
+    char left[64];
+    if (ctl_options[i].val < 256)
+      snprintf(left, sizeof left, "-%c, --%s%s%s", ctl_options[i].val, ctl_options[i].name,
+               ctl_options[i].arg ? " " : "", ctl_options[i].arg ? ctl_options[i].arg : "");
+    else
+      snprintf(left, sizeof left, "    --%s%s%s", ctl_options[i].name,
+               ctl_options[i].arg ? " " : "", ctl_options[i].arg ? ctl_options[i].arg : "");
+    fprintf(out, "  %-24s %s\n", left, ctl_options[i].help);
+  }
+  fprintf(out,
+          "\n"
+          "Environment:\n"
+          "  PYCACHED_URL  server base URL when --server is not given\n"
+          "\n"
+          "Exit status:\n"
+          "  0  success (get: a hit)\n"
+          "  1  miss (get: nothing valid is cached for FILE)\n"
+          "  2  usage error\n"
+          "  3  cannot reach the server, timeout, or a malformed response\n"
+          "  4  FILE does not compile (the error is printed like Python prints it)\n"
+          "  5  local file error (FILE unreadable or too big, OUT.pyc not writable)\n"
+          "  6  any other error the server reported (its error code and message are printed)\n");
+}
+
+static int ctl_usage_error(const char *what, const char *arg)
+{
+  if (arg)
+    fprintf(stderr, "pycachectl: %s: %s\n", what, arg);
+  else
+    fprintf(stderr, "pycachectl: %s\n", what);
+  fprintf(stderr, "Try 'pycachectl --help'.\n");
+  return EXIT_USAGE;
+}
+
+/* Maps a client status to the exit code and prints what went wrong to stderr. */
+static int ctl_fail(pcc_client *client, pcc_client_status rc, const char *what)
+{
+  const pcc_client_error *err = client ? pcc_client_last_error(client) : NULL;
+  const char *message = err && err->message ? err->message : pcc_client_strerror(rc);
+  switch (rc) {
+  case PCC_CLIENT_OK:
+    return EXIT_HIT;
+  case PCC_CLIENT_MISS:
+    return EXIT_MISS;
+  case PCC_CLIENT_CONNECT:
+  case PCC_CLIENT_TIMEOUT:
+  case PCC_CLIENT_PROTOCOL:
+  case PCC_CLIENT_TOOBIG:
+    fprintf(stderr, "pycachectl: %s: %s: %s\n", what, pcc_client_strerror(rc), message);
+    return EXIT_SERVER;
+  case PCC_CLIENT_IO:
+  case PCC_CLIENT_NOMEM:
+    fprintf(stderr, "pycachectl: %s: %s\n", what, message);
+    return EXIT_LOCAL;
+  case PCC_CLIENT_INVALID:
+    fprintf(stderr, "pycachectl: %s: %s\n", what, message);
+    return EXIT_USAGE;
+  case PCC_CLIENT_COMPILE_ERROR: /* printed by the caller, who has the source */
+    return EXIT_COMPILE;
+  case PCC_CLIENT_UNSUPPORTED_MAGIC:
+  case PCC_CLIENT_HTTP:
+    break;
+  }
+  fprintf(stderr, "pycachectl: %s: server error %ld %s: %s", what, err ? err->http_status : 0L,
+          err && err->error ? err->error : "(no error code)", message);
+  if (err && err->param)
+    fprintf(stderr, " (param %s)", err->param);
+  fputc('\n', stderr);
+  return EXIT_OTHER;
+}
+
+/* ---- output --------------------------------------------------------------------------- */
+
+/* Writes len bytes to path atomically: a temporary file in the same directory, fsync, rename.
+ * Returns 0 or an errno value. */
+static int ctl_write_atomic(const char *path, const uint8_t *data, size_t len)
+{
+  char tmp[PATH_MAX];
+  int n = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+  if (n < 0 || (size_t)n >= sizeof tmp)
+    return ENAMETOOLONG;
+  int fd = mkstemp(tmp);
+  if (fd < 0)
+    return errno;
+  int err = 0;
+  for (size_t done = 0; done < len && err == 0;) {
+    ssize_t w = write(fd, data + done, len - done);
+    if (w < 0 && errno != EINTR)
+      err = errno;
+    else if (w > 0)
+      done += (size_t)w;
+  }
+  mode_t mask = umask(0);
+  umask(mask);
+  if (err == 0 && fchmod(fd, 0666 & ~mask) != 0)
+    err = errno;
+  if (err == 0 && fsync(fd) != 0)
+    err = errno;
+  if (close(fd) != 0 && err == 0)
+    err = errno;
+  if (err == 0 && rename(tmp, path) != 0)
+    err = errno;
+  if (err != 0)
+    unlink(tmp);
+  return err;
+}
+
+static void ctl_print_entry(const char *verb, const pcc_entry *entry)
+{
+  const pcc_entry_view *v = &entry->view;
+  char magic_hex[2 * PCC_MAGIC_LEN + 1], digest_hex[PCC_DIGEST_HEX_LEN + 1];
+  pcc_magic_to_hex(&v->magic, magic_hex);
+  pcc_digest_to_hex(&v->digest, digest_hex);
+  printf("%s  %s  magic %s opt %d  %zu bytes  digest %s  validation %s  compiler %s\n", verb,
+         v->path, magic_hex, v->opt, v->pyc_len, digest_hex, v->hash_checked ? "hash" : "timestamp",
+         v->compiler && v->compiler[0] ? v->compiler : "?");
+}
+
+/* Prints a compile error the way Python does: where, the offending line, a caret, the error. */
+static void ctl_print_compile_error(const pcc_client_error *err, const pcc_source *source)
+{
+  const char *type = err->type ? err->type : "SyntaxError";
+  const char *message = err->message ? err->message : "(no message)";
+  if (err->line > 0 && err->offset > 0)
+    fprintf(stderr, "%s:%" PRId64 ":%" PRId64 ": %s: %s\n", source->path, err->line, err->offset,
+            type, message);
+  else if (err->line > 0)
+    fprintf(stderr, "%s:%" PRId64 ": %s: %s\n", source->path, err->line, type, message);
+  else
+    fprintf(stderr, "%s: %s: %s\n", source->path, type, message);
+  if (err->line <= 0)
+    return;
+  fprintf(stderr, "  File \"%s\", line %" PRId64 "\n", source->path, err->line);
+  /* find the line in the source we sent */
+  const uint8_t *p = source->data, *end = source->data + source->len;
+  for (int64_t line = 1; line < err->line && p < end; line++) {
+    const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+    p = nl ? nl + 1 : end;
+  }
+  if (p < end) {
+    const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t len = (size_t)((nl ? nl : end) - p);
+    size_t indent = 0;
+    while (indent < len && (p[indent] == ' ' || p[indent] == '\t'))
+      indent++;
+    size_t shown = len - indent;
+    if (shown > 0 && p[len - 1] == '\r')
+      shown--;
+    if (shown > CTL_SOURCE_LINE_MAX)
+      shown = CTL_SOURCE_LINE_MAX;
+    fprintf(stderr, "    %.*s\n", (int)shown, (const char *)p + indent);
+    if (err->offset > (int64_t)indent && (uint64_t)(err->offset - (int64_t)indent) <= shown + 1)
+      fprintf(stderr, "    %*s^\n", (int)(err->offset - 1 - (int64_t)indent), "");
+  }
+  fprintf(stderr, "%s: %s\n", type, message);
+}
+
+/* Prints a JSON value as "key.sub[0].name  value" lines. */
+static void ctl_print_flat(const char *prefix, const cJSON *item, int depth)
+{
+  char key[512];
+  if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
+    if (depth >= CTL_JSON_DEPTH_MAX) {
+      printf("%-32s ...\n", prefix);
+      return;
+    }
+    const cJSON *child = NULL;
+    int index = 0;
+    cJSON_ArrayForEach(child, item) {
+      if (cJSON_IsArray(item))
+        snprintf(key, sizeof key, "%s[%d]", prefix, index++);
+      else
+        snprintf(key, sizeof key, "%s%s%s", prefix, prefix[0] ? "." : "",
+                 child->string ? child->string : "?");
+      ctl_print_flat(key, child, depth + 1);
+    }
+    return;
+  }
+  if (cJSON_IsString(item))
+    printf("%-32s %s\n", prefix, item->valuestring);
+  else if (cJSON_IsNumber(item) && item->valuedouble == (double)(int64_t)item->valuedouble)
+    printf("%-32s %" PRId64 "\n", prefix, (int64_t)item->valuedouble);
+  else if (cJSON_IsNumber(item))
+    printf("%-32s %g\n", prefix, item->valuedouble);
+  else if (cJSON_IsBool(item))
+    printf("%-32s %s\n", prefix, cJSON_IsTrue(item) ? "true" : "false");
+  else
+    printf("%-32s null\n", prefix);
+}
+
+/* ---- commands ------------------------------------------------------------------------- */
+
+static int ctl_health(pcc_client *client, const ctl_args *args)
+{
+  char *body = NULL;
+  pcc_client_status rc = pcc_client_get_json(client, "/healthz", &body, NULL);
+  if (rc != PCC_CLIENT_OK)
+    return ctl_fail(client, rc, "health");
+  if (args->json) {
+    printf("%s\n", body);
+  } else {
+    cJSON *obj = cJSON_Parse(body);
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(obj, "status");
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(obj, "version");
+    printf("%s  %s  version %s\n", cJSON_IsString(status) ? status->valuestring : "?",
+           args->server, cJSON_IsString(version) ? version->valuestring : "?");
+    cJSON_Delete(obj);
+  }
+  free(body);
+  return EXIT_HIT;
+}
+
+static int ctl_stats(pcc_client *client, const ctl_args *args)
+{
+  char *body = NULL;
+  pcc_client_status rc = pcc_client_get_json(client, "/v1/stats", &body, NULL);
+  if (rc != PCC_CLIENT_OK)
+    return ctl_fail(client, rc, "stats");
+  int code = EXIT_HIT;
+  if (args->json) {
+    printf("%s\n", body);
+  } else {
+    cJSON *obj = cJSON_Parse(body);
+    if (cJSON_IsObject(obj)) {
+      ctl_print_flat("", obj, 0);
+    } else {
+      fprintf(stderr, "pycachectl: stats: the server's answer is not a JSON object\n");
+      code = EXIT_SERVER;
+    }
+    cJSON_Delete(obj);
+  }
+  free(body);
+  return code;
+}
+
+static int ctl_code(pcc_client *client, const ctl_args *args, bool compile, const char *file)
+{
+  const char *what = compile ? "compile" : "get";
+  pcc_source *source = NULL;
+  pcc_client_status rc = pcc_source_read(file, PCC_SOURCE_DEFAULT_MAX, &source);
+  if (rc != PCC_CLIENT_OK) {
+    if (rc == PCC_CLIENT_IO)
+      fprintf(stderr, "pycachectl: %s: %s\n", file, strerror(errno));
+    else
+      fprintf(stderr, "pycachectl: %s: %s\n", file,
+              rc == PCC_CLIENT_TOOBIG ? "over the 16 MiB source limit" : pcc_client_strerror(rc));
+    return EXIT_LOCAL;
+  }
+  pcc_magic magic = args->magic;
+  if (!args->have_magic) {
+    rc = pcc_client_default_magic(client, &magic);
+    if (rc != PCC_CLIENT_OK) {
+      pcc_source_free(source);
+      return ctl_fail(client, rc, "cannot learn the server's default magic");
+    }
+  }
+  pcc_entry *entry = NULL;
+  rc = compile ? pcc_client_compile(client, &magic, args->opt, source, &entry)
+               : pcc_client_lookup(client, &magic, args->opt, source, !args->no_hash, &entry);
+  int code = EXIT_HIT;
+  if (rc == PCC_CLIENT_OK) {
+    if (args->output) {
+      int err = ctl_write_atomic(args->output, entry->view.pyc, entry->view.pyc_len);
+      if (err != 0) {
+        fprintf(stderr, "pycachectl: %s: %s\n", args->output, strerror(err));
+        code = EXIT_LOCAL;
+      }
+    }
+    if (args->json)
+      printf("%s\n", pcc_client_last_body(client, NULL));
+    else
+      ctl_print_entry(compile ? "stored" : "hit ", entry);
+  } else if (rc == PCC_CLIENT_MISS) {
+    const pcc_client_error *err = pcc_client_last_error(client);
+    if (args->json)
+      printf("%s\n", pcc_client_last_body(client, NULL));
+    else
+      printf("miss  %s  (%s)\n", source->path, err->reason ? err->reason : "no reason given");
+    code = EXIT_MISS;
+  } else if (rc == PCC_CLIENT_COMPILE_ERROR) {
+    if (args->json)
+      printf("%s\n", pcc_client_last_body(client, NULL));
+    ctl_print_compile_error(pcc_client_last_error(client), source);
+    code = EXIT_COMPILE;
+  } else {
+    code = ctl_fail(client, rc, what);
+  }
+  pcc_entry_free(entry);
+  pcc_source_free(source);
+  return code;
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+  struct option longopts[CTL_NOPTIONS + 1];
+  char shortopts[2 * CTL_NOPTIONS + 3];
+  size_t s = 0;
+  shortopts[s++] = '+'; /* stop at the command */
+  shortopts[s++] = ':'; /* report a missing argument as ':' */
+  for (size_t i = 0; i < CTL_NOPTIONS; i++) {
+    longopts[i] = (struct option){ctl_options[i].name, ctl_options[i].has_arg, NULL,
+                                  ctl_options[i].val};
+    if (ctl_options[i].val < 256) {
+      shortopts[s++] = (char)ctl_options[i].val;
+      if (ctl_options[i].has_arg == required_argument)
+        shortopts[s++] = ':';
+    }
+  }
+  shortopts[s] = '\0';
+  longopts[CTL_NOPTIONS] = (struct option){NULL, 0, NULL, 0};
+
+  ctl_args args = {.timeout_ms = 0, .opt = 0};
+  bool opt_given = false;
+  int c;
+  opterr = 0;
+  /* options may come before or after the command: parse, take the command words, repeat */
+  const char *words[3];
+  int nwords = 0;
+  while (optind < argc) {
+    if ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) == -1) {
+      if (optind < argc) {
+        if (nwords == 3)
+          return ctl_usage_error("too many arguments", argv[optind]);
+        words[nwords++] = argv[optind++];
+      }
+      continue;
+    }
+    int64_t value = 0;
+    switch (c) {
+    case 's':
+      args.server = optarg;
+      break;
+    case 't':
+      if (pcc_parse_i64(optarg, 1, CTL_TIMEOUT_MAX_MS, &value) != PCC_PROTO_OK)
+        return ctl_usage_error("--timeout wants milliseconds, 1..3600000", optarg);
+      args.timeout_ms = (long)value;
+      break;
+    case 'O':
+      if (pcc_parse_i64(optarg, 0, PCC_OPT_MAX, &value) != PCC_PROTO_OK)
+        return ctl_usage_error("--opt wants 0, 1 or 2", optarg);
+      args.opt = (int)value;
+      opt_given = true;
+      break;
+    case 'm':
+      if (pcc_magic_from_hex(optarg, &args.magic) != PCC_PROTO_OK)
+        return ctl_usage_error("--magic wants 8 hex digits ending in 0d0a", optarg);
+      args.have_magic = true;
+      break;
+    case 'o':
+      if (optarg[0] == '\0')
+        return ctl_usage_error("--output wants a file name", NULL);
+      args.output = optarg;
+      break;
+    case 'j':
+      args.json = true;
+      break;
+    case OPT_NO_HASH:
+      args.no_hash = true;
+      break;
+    case 'h':
+      ctl_usage(stdout);
+      return EXIT_HIT;
+    case 'V':
+      printf("pycachectl %s\n", PCC_VERSION);
+      return EXIT_HIT;
+    case ':':
+      return ctl_usage_error("option needs an argument", argv[optind - 1]);
+    default:
+      if (optopt > 0 && optopt < 256) {
+        char name[3] = {'-', (char)optopt, '\0'};
+        return ctl_usage_error("unknown option", name);
+      }
+      return ctl_usage_error("unknown option", argv[optind - 1]);
+    }
+  }
+  if (nwords == 0)
+    return ctl_usage_error("no command given (health, stats, get FILE, compile FILE)", NULL);
+  const char *command = words[0];
+  bool code_command = strcmp(command, "get") == 0 || strcmp(command, "compile") == 0;
+  if (!code_command && strcmp(command, "health") != 0 && strcmp(command, "stats") != 0)
+    return ctl_usage_error("unknown command", command);
+  if (code_command && nwords != 2)
+    return ctl_usage_error(nwords < 2 ? "missing FILE" : "too many arguments", command);
+  if (!code_command && nwords != 1)
+    return ctl_usage_error("too many arguments", words[1]);
+  if (!code_command && (args.output || args.no_hash || args.have_magic || opt_given))
+    return ctl_usage_error("--output, --no-hash, --magic and --opt apply to get and compile only",
+                           command);
+  if (args.no_hash && strcmp(command, "get") != 0)
+    return ctl_usage_error("--no-hash applies to get only", NULL);
+
+  if (args.server == NULL)
+    args.server = getenv("PYCACHED_URL");
+  if (args.server == NULL || args.server[0] == '\0')
+    args.server = PCC_CLIENT_DEFAULT_URL;
+  pcc_client_config config = {
+      .base_url = args.server,
+      .timeout_ms = args.timeout_ms,
+      .connect_timeout_ms = args.timeout_ms && args.timeout_ms < PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS
+                                ? args.timeout_ms
+                                : 0,
+  };
+  pcc_client *client = NULL;
+  pcc_client_status rc = pcc_client_open(&config, &client);
+  if (rc == PCC_CLIENT_INVALID)
+    return ctl_usage_error("invalid server URL (http://HOST:PORT or https://...)", args.server);
+  if (rc != PCC_CLIENT_OK) {
+    fprintf(stderr, "pycachectl: %s\n", pcc_client_strerror(rc));
+    return EXIT_LOCAL;
+  }
+  int code;
+  if (strcmp(command, "health") == 0)
+    code = ctl_health(client, &args);
+  else if (strcmp(command, "stats") == 0)
+    code = ctl_stats(client, &args);
+  else
+    code = ctl_code(client, &args, strcmp(command, "compile") == 0, words[1]);
+  pcc_client_close(client);
+  if (fflush(stdout) != 0 && code == EXIT_HIT)
+    code = EXIT_LOCAL;
+  return code;
+}

@@ -1,0 +1,145 @@
+/* pycached.h: libpycached, the C client of the pycached compile cache (built on libcurl).
+ *
+ * A pcc_client talks to one server over one reused HTTP connection (keep-alive) and speaks the
+ * API of docs/API.md: look up the code of a source (GET /v1/code), have it compiled
+ * (POST /v1/compile), read /healthz and /v1/stats. Every hit is verified before it is handed
+ * out: proto's pcc_entry_from_json checks the pyc checksum and header, and this library checks
+ * that the entry answers the question asked (magic, opt, mtime, size, hash, digest).
+ *
+ * Threads: a pcc_client owns one CURL easy handle and must be used by one thread at a time
+ * (distinct clients may be used concurrently). curl_global_init() is called once, thread-safely,
+ * by the first pcc_client_open(); callers need not call it themselves.
+ */
+#ifndef PYCACHED_H
+#define PYCACHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+typedef enum {
+  PCC_CLIENT_OK = 0,
+  PCC_CLIENT_MISS,              /* 404 "miss": nothing valid stored for this source */
+  PCC_CLIENT_COMPILE_ERROR,     /* 422 "compile-error": the source does not compile */
+  PCC_CLIENT_UNSUPPORTED_MAGIC, /* 422 "unsupported-magic": no backend for the magic */
+  PCC_CLIENT_HTTP,              /* any other HTTP error status */
+  PCC_CLIENT_CONNECT,           /* cannot connect: refused, unreachable, unresolvable */
+  PCC_CLIENT_TIMEOUT,           /* connect or total timeout expired */
+  PCC_CLIENT_PROTOCOL,          /* malformed response, checksum/header/field mismatch */
+  PCC_CLIENT_IO,                /* a local file cannot be read (errno is left set) */
+  PCC_CLIENT_TOOBIG,            /* a response or a source file is over its hard limit */
+  PCC_CLIENT_NOMEM,
+  PCC_CLIENT_INVALID,           /* bad argument or configuration (e.g. malformed URL) */
+} pcc_client_status;
+
+/* Returns a static, human-readable description of rc. */
+const char *pcc_client_strerror(pcc_client_status rc);
+
+#define PCC_CLIENT_DEFAULT_URL "http://127.0.0.1:8700"
+#define PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 2000L
+#define PCC_CLIENT_DEFAULT_TIMEOUT_MS 60000L
+#define PCC_CLIENT_DEFAULT_MAX_RESPONSE ((size_t)64 << 20)
+#define PCC_SOURCE_DEFAULT_MAX ((size_t)16 << 20) /* the server's default --max-source */
+
+/* Client configuration. A zero field selects the default above; base_url NULL selects
+ * PCC_CLIENT_DEFAULT_URL. base_url is copied by pcc_client_open (at most 2048 bytes, http or
+ * https, a trailing '/' is ignored). */
+typedef struct {
+  const char *base_url;
+  long connect_timeout_ms; /* connection phase only */
+  long timeout_ms;         /* whole request, compile included */
+  size_t max_response;     /* hard limit on a response body; bigger is PCC_CLIENT_TOOBIG */
+} pcc_client_config;
+
+typedef struct pcc_client pcc_client;
+
+/* Creates a client. config may be NULL (all defaults). Nothing is sent yet. On PCC_CLIENT_OK
+ * *out is a client the caller owns and frees with pcc_client_close; otherwise *out is unchanged.
+ * Returns PCC_CLIENT_INVALID for a negative timeout or an unusable base_url. */
+pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **out);
+/* Closes the connection and frees the client. NULL is fine. */
+void pcc_client_close(pcc_client *client);
+
+/* What went wrong in the last call that did not return PCC_CLIENT_OK. Every pointer belongs to
+ * the client and stays valid until the next call on it (or pcc_client_close); absent fields are
+ * NULL (strings) or -1 (numbers). */
+typedef struct {
+  long http_status;    /* 0 when no HTTP response arrived */
+  const char *error;   /* the server's "error" code, e.g. "miss", "compile-error" */
+  const char *message; /* the server's "message", or a local/libcurl description */
+  const char *reason;  /* "miss": "absent" or "stale" */
+  const char *param;   /* "bad-parameter"/"mismatch": the parameter named */
+  const char *type;    /* "compile-error": the exception type, e.g. "SyntaxError" */
+  int64_t line;        /* "compile-error": 1-based line, or -1 */
+  int64_t offset;      /* "compile-error": 1-based column offset, or -1 */
+} pcc_client_error;
+
+/* Returns the client's last error (never NULL for a non-NULL client; after a successful call
+ * every field is empty). Owned by the client; valid until the next call on it. */
+const pcc_client_error *pcc_client_last_error(const pcc_client *client);
+
+/* The raw body of the last HTTP response (NUL-terminated; *len_out, when not NULL, gets its
+ * length without the NUL): the entry JSON after a hit, the error JSON after a server error.
+ * Returns "" when there was none. Owned by the client; valid until the next call on it. */
+const char *pcc_client_last_body(const pcc_client *client, size_t *len_out);
+
+/* ---- sources --------------------------------------------------------------------------------- */
+
+/* A source file as read from disk, with what the API needs to name it. */
+typedef struct {
+  char *path;      /* absolute, symlinks resolved (realpath) */
+  int64_t mtime;   /* st_mtim.tv_sec, i.e. int(os.stat(p).st_mtime) */
+  uint64_t size;   /* == len */
+  int32_t hash;    /* pcc_java_hash of the bytes */
+  pcc_digest digest;
+  uint8_t *data;   /* the bytes, exactly as on disk (never NULL, even when empty) */
+  size_t len;
+} pcc_source;
+
+/* Resolves, stats and reads `file` (a regular file of at most max_bytes bytes; 0 selects
+ * PCC_SOURCE_DEFAULT_MAX) and computes its hash and digest. When the file changes while being
+ * read it is read again (a few times, then PCC_CLIENT_IO). On PCC_CLIENT_OK *out is owned by
+ * the caller (pcc_source_free); otherwise it is unchanged. Returns PCC_CLIENT_IO (errno set)
+ * when the file cannot be resolved, opened or read or is not a regular file, PCC_CLIENT_TOOBIG
+ * when it is over max_bytes, PCC_CLIENT_INVALID when its path is over PCC_PATH_MAX or its mtime
+ * is negative. */
+pcc_client_status pcc_source_read(const char *file, size_t max_bytes, pcc_source **out);
+/* NULL is fine. */
+void pcc_source_free(pcc_source *source);
+
+/* ---- operations -------------------------------------------------------------------------- */
+
+/* GET /v1/code for `source` compiled by `magic` at optimization level opt (0..2). With
+ * send_hash the query carries hash and digest (hash validation, and the server may serve the
+ * same bytes stored for another path); without it only magic, opt, path, mtime and size
+ * (CPython's timestamp validation). On PCC_CLIENT_OK *out is a verified entry the caller owns
+ * (pcc_entry_free): checksum and pyc header are correct and its magic, opt, mtime and size (and
+ * hash and digest, when sent) equal the request's; otherwise *out is unchanged and
+ * pcc_client_last_error describes the failure (PCC_CLIENT_MISS, PCC_CLIENT_COMPILE_ERROR, ...).
+ * A response that is not such an entry is PCC_CLIENT_PROTOCOL. */
+pcc_client_status pcc_client_lookup(pcc_client *client, const pcc_magic *magic, int opt,
+                                    const pcc_source *source, bool send_hash, pcc_entry **out);
+
+/* POST /v1/compile: uploads source->data (Content-Type application/octet-stream) with path,
+ * mtime, size, hash and digest in the query; the server compiles and stores it (or finds it
+ * stored). Same verification, ownership and errors as pcc_client_lookup (hash and digest are
+ * always checked). */
+pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic, int opt,
+                                     const pcc_source *source, pcc_entry **out);
+
+/* GET base_url + path_and_query (which must start with '/', e.g. "/v1/stats"). On
+ * PCC_CLIENT_OK (a 2xx response) *body_out is the NUL-terminated body, owned by the caller
+ * (free()). *status_out (may be NULL) gets the HTTP status whenever a response arrived, also on
+ * errors; *body_out is set only on PCC_CLIENT_OK. Non-2xx responses map like the other
+ * operations (PCC_CLIENT_HTTP, ...), with the details in pcc_client_last_error. */
+pcc_client_status pcc_client_get_json(pcc_client *client, const char *path_and_query,
+                                      char **body_out, long *status_out);
+
+/* Reads /v1/stats and sets *out to the magic of the compiler marked "default": true (or of the
+ * only compiler, when exactly one is listed). PCC_CLIENT_PROTOCOL when there is none or the
+ * stats are malformed. */
+pcc_client_status pcc_client_default_magic(pcc_client *client, pcc_magic *out);
+
+#endif /* PYCACHED_H */

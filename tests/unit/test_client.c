@@ -1,0 +1,805 @@
+/* test_client.c: Check suite of libpycached (client/pycached.h) that needs no real server.
+ *
+ * Sources are read from temporary files; HTTP behaviour is tested against a tiny fake server
+ * in a thread (a listening socket on 127.0.0.1:0 that answers one canned HTTP/1.1 response per
+ * connection, or stays silent) whose loops are bounded by poll() timeouts so it always stops.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <cjson/cJSON.h>
+
+#include "pycached.h"
+
+#define CHECK_RC(expr, expected)                                                               \
+  do {                                                                                         \
+    pcc_client_status rc_ = (expr);                                                            \
+    ck_assert_msg(rc_ == (expected), "%s:%d: %s gave %s, expected %s", __FILE__, __LINE__,     \
+                  #expr, pcc_client_strerror(rc_), pcc_client_strerror(expected));             \
+  } while (0)
+
+#define FAKE_REQUEST_MAX 65536
+#define FAKE_POLL_MS 3000
+
+/* ---- temporary files ------------------------------------------------------------------ */
+
+static char tmp_dir[1024];
+
+/* Makes a fresh directory under $TMPDIR (or /tmp). */
+static void tmp_setup(void)
+{
+  const char *base = getenv("TMPDIR");
+  int n = snprintf(tmp_dir, sizeof tmp_dir, "%s/pcc-client-XXXXXX", base && *base ? base : "/tmp");
+  ck_assert(n > 0 && (size_t)n < sizeof tmp_dir);
+  ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
+  char real[PATH_MAX]; /* sources are named by their real path */
+  ck_assert_ptr_nonnull(realpath(tmp_dir, real));
+  ck_assert_uint_lt(strlen(real), sizeof tmp_dir);
+  memcpy(tmp_dir, real, strlen(real) + 1);
+}
+
+static void tmp_teardown(void)
+{
+  char cmd[sizeof tmp_dir + 16];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Writes len bytes to tmp_dir/name with the given mtime; returns the path in buf. */
+static const char *tmp_file(char *buf, size_t cap, const char *name, const void *data, size_t len,
+                            time_t mtime)
+{
+  snprintf(buf, cap, "%s/%s", tmp_dir, name);
+  FILE *f = fopen(buf, "wb");
+  ck_assert_ptr_nonnull(f);
+  if (len)
+    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+  ck_assert_int_eq(fclose(f), 0);
+  struct timespec times[2] = {{.tv_sec = mtime}, {.tv_sec = mtime}};
+  ck_assert_int_eq(utimensat(AT_FDCWD, buf, times, 0), 0);
+  return buf;
+}
+
+static pcc_source *tmp_source(const char *text)
+{
+  char path[PATH_MAX];
+  tmp_file(path, sizeof path, "m.py", text, strlen(text), 1700000000);
+  pcc_source *source = NULL;
+  CHECK_RC(pcc_source_read(path, 0, &source), PCC_CLIENT_OK);
+  return source;
+}
+
+/* ---- fake server ------------------------------------------------------------------------ */
+
+typedef struct {
+  int listen_fd;
+  int port;
+  const char *response; /* NULL: accept and stay silent for silent_ms */
+  size_t response_len;
+  int silent_ms;
+  int max_conns;
+  int requests_per_conn; /* answered on one connection before it is closed (default 1) */
+  int requests_served;
+  char request[FAKE_REQUEST_MAX + 1]; /* the first request, headers and body */
+  size_t request_len;
+  pthread_t thread;
+} fake_server;
+
+/* Reads one request (headers, then Content-Length bytes of body), into fs->request when keep.
+ * Returns false when nothing arrived. */
+static bool fake_read_request(fake_server *fs, int fd, bool keep)
+{
+  char buf[FAKE_REQUEST_MAX + 1];
+  size_t len = 0, want = (size_t)-1;
+  while (len < FAKE_REQUEST_MAX && len < want) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, FAKE_POLL_MS) <= 0)
+      break;
+    ssize_t n = read(fd, buf + len, FAKE_REQUEST_MAX - len);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+    buf[len] = '\0';
+    char *end = strstr(buf, "\r\n\r\n");
+    if (end && want == (size_t)-1) {
+      size_t body = 0;
+      char *cl = strcasestr(buf, "\r\nContent-Length:");
+      if (cl && cl < end)
+        body = strtoul(cl + 17, NULL, 10);
+      want = (size_t)(end + 4 - buf) + body;
+    }
+  }
+  if (keep) {
+    memcpy(fs->request, buf, len);
+    fs->request[len] = '\0';
+    fs->request_len = len;
+  }
+  return len > 0;
+}
+
+static void *fake_main(void *arg)
+{
+  fake_server *fs = arg;
+  for (int i = 0; i < fs->max_conns; i++) {
+    struct pollfd p = {.fd = fs->listen_fd, .events = POLLIN};
+    if (poll(&p, 1, FAKE_POLL_MS) <= 0)
+      break;
+    int fd = accept(fs->listen_fd, NULL, NULL);
+    if (fd < 0)
+      break;
+    if (fs->response == NULL) {
+      /* hold the connection open without answering, bounded */
+      struct pollfd q = {.fd = fd, .events = POLLIN};
+      char sink[4096];
+      for (int waited = 0; waited < fs->silent_ms; waited += 50) {
+        if (poll(&q, 1, 50) > 0 && read(fd, sink, sizeof sink) <= 0)
+          break;
+      }
+    } else {
+      for (int r = 0; r < fs->requests_per_conn; r++) {
+        if (!fake_read_request(fs, fd, i == 0 && r == 0))
+          break;
+        fs->requests_served++;
+        for (size_t done = 0; done < fs->response_len;) {
+          ssize_t n = send(fd, fs->response + done, fs->response_len - done, MSG_NOSIGNAL);
+          if (n <= 0)
+            break;
+          done += (size_t)n;
+        }
+      }
+      shutdown(fd, SHUT_WR);
+      /* drain until the client closes (bounded), so it sees the whole response */
+      struct pollfd q = {.fd = fd, .events = POLLIN};
+      char sink[4096];
+      while (poll(&q, 1, 500) > 0 && read(fd, sink, sizeof sink) > 0) {
+      }
+    }
+    close(fd);
+  }
+  return NULL;
+}
+
+static int fake_listen(int *port_out)
+{
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ck_assert_int_ge(fd, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+  *port_out = ntohs(addr.sin_port);
+  return fd;
+}
+
+/* Starts a fake server answering `response` (NUL-terminated, or NULL for silence) to up to
+ * max_conns connections. */
+static fake_server *fake_start_n(const char *response, int max_conns, int requests_per_conn)
+{
+  fake_server *fs = calloc(1, sizeof *fs);
+  ck_assert_ptr_nonnull(fs);
+  fs->listen_fd = fake_listen(&fs->port);
+  ck_assert_int_eq(listen(fs->listen_fd, 8), 0);
+  fs->response = response;
+  fs->response_len = response ? strlen(response) : 0;
+  fs->silent_ms = 2000;
+  fs->max_conns = max_conns;
+  fs->requests_per_conn = requests_per_conn;
+  ck_assert_int_eq(pthread_create(&fs->thread, NULL, fake_main, fs), 0);
+  return fs;
+}
+
+static fake_server *fake_start(const char *response, int max_conns)
+{
+  return fake_start_n(response, max_conns, 1);
+}
+
+/* The first request the last stopped server received, and how many it answered. */
+static char last_request[FAKE_REQUEST_MAX + 1];
+static size_t last_request_len;
+static int last_requests_served;
+
+/* Waits for the server's thread to end by itself, keeps its first request, frees it. */
+static void fake_stop(fake_server *fs)
+{
+  pthread_join(fs->thread, NULL);
+  memcpy(last_request, fs->request, fs->request_len + 1);
+  last_request_len = fs->request_len;
+  last_requests_served = fs->requests_served;
+  close(fs->listen_fd);
+  free(fs);
+}
+
+/* Builds a full HTTP/1.1 response. Caller frees. */
+static char *http_response(int status, const char *reason, const char *body)
+{
+  size_t cap = strlen(body) + 256;
+  char *out = malloc(cap);
+  ck_assert_ptr_nonnull(out);
+  snprintf(out, cap,
+           "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+           "Connection: close\r\n\r\n%s",
+           status, reason, strlen(body), body);
+  return out;
+}
+
+static pcc_client *client_for(const fake_server *fs, long timeout_ms, size_t max_response)
+{
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/", fs->port);
+  pcc_client_config config = {.base_url = url, .timeout_ms = timeout_ms,
+                              .max_response = max_response};
+  pcc_client *client = NULL;
+  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  return client;
+}
+
+static const pcc_magic magic311 = {{0xa7, 0x0d, 0x0d, 0x0a}};
+
+/* Builds the JSON of a hit for `source` as the server would (pcc_entry_to_json); the fields of
+ * `tweak` that are set override the source's. Caller frees. */
+typedef struct {
+  int opt;
+  int64_t mtime_delta;
+  int32_t hash_delta;
+  bool other_magic;
+} entry_tweak;
+
+static char *hit_json(const pcc_source *source, entry_tweak tweak)
+{
+  pcc_magic magic = magic311;
+  if (tweak.other_magic)
+    magic.bytes[0] = 0x6f;
+  uint8_t pyc[PCC_PYC_HEADER_LEN + 8];
+  pcc_pyc_header header;
+  pcc_pyc_header_init(&header, &magic, source->mtime + tweak.mtime_delta, source->size);
+  pcc_pyc_header_write(&header, pyc);
+  memcpy(pyc + PCC_PYC_HEADER_LEN, "\xe3\x00\x01\x02\x03\x04\x05\x06", 8);
+  pcc_entry_view view = {
+      .magic = magic,
+      .opt = tweak.opt,
+      .path = source->path,
+      .mtime = source->mtime + tweak.mtime_delta,
+      .size = source->size,
+      .hash = source->hash + tweak.hash_delta,
+      .hash_checked = true,
+      .digest = source->digest,
+      .pyc = pyc,
+      .pyc_len = sizeof pyc,
+      .checksum = pcc_checksum(pyc, sizeof pyc),
+      .compiler = "cpython-3.11.2",
+  };
+  cJSON *obj = pcc_entry_to_json(&view);
+  ck_assert_ptr_nonnull(obj);
+  char *text = cJSON_PrintUnformatted(obj);
+  cJSON_Delete(obj);
+  ck_assert_ptr_nonnull(text);
+  return text;
+}
+
+/* ---- sources ------------------------------------------------------------------------------ */
+
+START_TEST(source_abc)
+{
+  char path[PATH_MAX];
+  tmp_file(path, sizeof path, "abc.py", "abc", 3, 1700000123);
+  pcc_source *source = NULL;
+  CHECK_RC(pcc_source_read(path, 100, &source), PCC_CLIENT_OK);
+  ck_assert_int_eq(source->hash, 126145);
+  ck_assert_uint_eq(source->size, 3);
+  ck_assert_uint_eq(source->len, 3);
+  ck_assert_int_eq(source->mtime, 1700000123);
+  ck_assert_mem_eq(source->data, "abc", 3);
+  ck_assert_str_eq(source->path, path);
+  pcc_digest digest;
+  pcc_digest_compute("abc", 3, &digest);
+  ck_assert(pcc_digest_equal(&digest, &source->digest));
+  pcc_source_free(source);
+}
+END_TEST
+
+START_TEST(source_empty)
+{
+  char path[PATH_MAX];
+  tmp_file(path, sizeof path, "empty.py", "", 0, 1600000000);
+  pcc_source *source = NULL;
+  CHECK_RC(pcc_source_read(path, 0, &source), PCC_CLIENT_OK);
+  ck_assert_int_eq(source->hash, 1);
+  ck_assert_uint_eq(source->size, 0);
+  ck_assert_ptr_nonnull(source->data);
+  ck_assert_int_eq(source->mtime, 1600000000);
+  pcc_source_free(source);
+  pcc_source_free(NULL);
+}
+END_TEST
+
+START_TEST(source_limits)
+{
+  char path[PATH_MAX], link[PATH_MAX];
+  tmp_file(path, sizeof path, "abc.py", "abc", 3, 1700000000);
+  pcc_source *source = NULL;
+  CHECK_RC(pcc_source_read(path, 2, &source), PCC_CLIENT_TOOBIG);
+  ck_assert_ptr_null(source);
+  CHECK_RC(pcc_source_read(path, 3, &source), PCC_CLIENT_OK); /* exactly at the limit */
+  pcc_source_free(source);
+  source = NULL;
+
+  snprintf(link, sizeof link, "%s/missing.py", tmp_dir);
+  CHECK_RC(pcc_source_read(link, 0, &source), PCC_CLIENT_IO);
+  ck_assert_int_eq(errno, ENOENT);
+  CHECK_RC(pcc_source_read(tmp_dir, 0, &source), PCC_CLIENT_IO); /* a directory */
+  ck_assert_ptr_null(source);
+
+  /* a relative symlink resolves to the real absolute path */
+  snprintf(link, sizeof link, "%s/link.py", tmp_dir);
+  ck_assert_int_eq(symlink("abc.py", link), 0);
+  CHECK_RC(pcc_source_read(link, 0, &source), PCC_CLIENT_OK);
+  ck_assert_str_eq(source->path, path);
+  pcc_source_free(source);
+}
+END_TEST
+
+/* ---- connection failures ---------------------------------------------------------------- */
+
+START_TEST(connect_refused)
+{
+  int port = 0;
+  int fd = fake_listen(&port);
+  close(fd); /* nobody listens there now */
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+  pcc_client_config config = {.base_url = url, .timeout_ms = 3000};
+  pcc_client *client = NULL;
+  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  char *body = NULL;
+  long status = -1;
+  CHECK_RC(pcc_client_get_json(client, "/healthz", &body, &status), PCC_CLIENT_CONNECT);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  ck_assert_ptr_null(body);
+  ck_assert_int_eq(status, -1);
+  ck_assert_ptr_nonnull(pcc_client_last_error(client)->message);
+  ck_assert_int_eq(pcc_client_last_error(client)->http_status, 0);
+  ck_assert_int_lt((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 1000);
+  pcc_client_close(client);
+}
+END_TEST
+
+START_TEST(open_invalid)
+{
+  pcc_client *client = NULL;
+  pcc_client_config config = {.base_url = "ftp://x"};
+  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  config.base_url = "http://a b";
+  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  config.base_url = "http://127.0.0.1:1";
+  config.timeout_ms = -1;
+  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  ck_assert_ptr_null(client);
+  CHECK_RC(pcc_client_open(NULL, &client), PCC_CLIENT_OK); /* all defaults */
+  char *body = NULL;
+  CHECK_RC(pcc_client_get_json(client, "v1/stats", &body, NULL), PCC_CLIENT_INVALID);
+  pcc_client_close(client);
+  pcc_client_close(NULL);
+}
+END_TEST
+
+START_TEST(timeout_silent_server)
+{
+  fake_server *fs = fake_start(NULL, 1);
+  pcc_client *client = client_for(fs, 300, 0);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  char *body = NULL;
+  CHECK_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_TIMEOUT);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  ck_assert_int_ge(ms, 250);
+  ck_assert_int_lt(ms, 1200);
+  pcc_client_close(client);
+  fake_stop(fs);
+}
+END_TEST
+
+/* ---- hits -------------------------------------------------------------------------------- */
+
+START_TEST(lookup_hit)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char *json = hit_json(source, (entry_tweak){0});
+  char *response = http_response(200, "OK", json);
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  pcc_entry *entry = NULL;
+  CHECK_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_OK);
+  ck_assert_ptr_nonnull(entry);
+  ck_assert_int_eq(entry->view.mtime, source->mtime);
+  ck_assert_str_eq(entry->view.compiler, "cpython-3.11.2");
+  ck_assert_uint_eq(entry->view.pyc_len, PCC_PYC_HEADER_LEN + 8);
+  size_t body_len = 0;
+  ck_assert_str_eq(pcc_client_last_body(client, &body_len), json);
+  ck_assert_uint_eq(body_len, strlen(json));
+  pcc_entry_free(entry);
+  pcc_client_close(client);
+  fake_stop(fs);
+
+  /* the request carried every parameter, the path URL-encoded */
+  char digest_hex[PCC_DIGEST_HEX_LEN + 1], expect[512];
+  pcc_digest_to_hex(&source->digest, digest_hex);
+  ck_assert_msg(strncmp(last_request, "GET /v1/code?magic=a70d0d0a&opt=0&path=%2F", 42) == 0,
+                "%s", last_request);
+  const char *path_at = strstr(last_request, "&path="), *mtime_at = strstr(last_request, "&mtime=");
+  ck_assert(path_at != NULL && mtime_at != NULL && path_at < mtime_at);
+  ck_assert_ptr_null(memchr(path_at, '/', (size_t)(mtime_at - path_at))); /* '/' escaped */
+  snprintf(expect, sizeof expect, "&mtime=1700000000&size=6&hash=%d&digest=%s HTTP/1.1",
+           source->hash, digest_hex);
+  ck_assert_msg(strstr(last_request, expect) != NULL, "%s", last_request);
+  free(response);
+  free(json);
+  pcc_source_free(source);
+}
+END_TEST
+
+START_TEST(lookup_no_hash)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char *json = hit_json(source, (entry_tweak){.hash_delta = 5}); /* hash not checked */
+  char *response = http_response(200, "OK", json);
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  pcc_entry *entry = NULL;
+  CHECK_RC(pcc_client_lookup(client, &magic311, 0, source, false, &entry), PCC_CLIENT_OK);
+  pcc_entry_free(entry);
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_msg(strstr(last_request, "hash=") == NULL && strstr(last_request, "digest=") == NULL,
+                "%s", last_request);
+  ck_assert_msg(strstr(last_request, "&mtime=1700000000&size=6 HTTP/1.1") != NULL, "%s",
+                last_request);
+  free(response);
+  free(json);
+  pcc_source_free(source);
+}
+END_TEST
+
+/* Expects PCC_CLIENT_PROTOCOL for a 200 response with this body. */
+static void expect_protocol(const pcc_source *source, const char *body)
+{
+  char *response = http_response(200, "OK", body);
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  pcc_entry *entry = NULL;
+  CHECK_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_PROTOCOL);
+  ck_assert_ptr_null(entry);
+  ck_assert_ptr_nonnull(pcc_client_last_error(client)->message);
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+}
+
+START_TEST(lookup_corrupt)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char *json = hit_json(source, (entry_tweak){0});
+
+  /* one flipped base64 character in pyc */
+  char *bad = strdup(json);
+  char *pyc = strstr(bad, "\"pyc\":\"");
+  ck_assert_ptr_nonnull(pyc);
+  char *c = pyc + 7 + 12;
+  *c = *c == 'A' ? 'B' : 'A';
+  expect_protocol(source, bad);
+  free(bad);
+
+  /* a wrong checksum */
+  bad = strdup(json);
+  char *sum = strstr(bad, "\"checksum\":\"");
+  ck_assert_ptr_nonnull(sum);
+  sum[12] = sum[12] == '0' ? '1' : '0';
+  expect_protocol(source, bad);
+  free(bad);
+
+  /* consistent entries that answer another question */
+  char *other = hit_json(source, (entry_tweak){.mtime_delta = 1});
+  expect_protocol(source, other);
+  free(other);
+  other = hit_json(source, (entry_tweak){.opt = 1});
+  expect_protocol(source, other);
+  free(other);
+  other = hit_json(source, (entry_tweak){.hash_delta = 1});
+  expect_protocol(source, other);
+  free(other);
+  other = hit_json(source, (entry_tweak){.other_magic = true});
+  expect_protocol(source, other);
+  free(other);
+
+  /* not JSON, or not an entry */
+  expect_protocol(source, "hello");
+  expect_protocol(source, "{\"status\": \"ok\"}");
+  expect_protocol(source, "");
+  free(json);
+  pcc_source_free(source);
+}
+END_TEST
+
+START_TEST(garbage_reply)
+{
+  fake_server *fs = fake_start("this is not HTTP\r\n\r\n", 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  char *body = NULL;
+  pcc_client_status rc = pcc_client_get_json(client, "/healthz", &body, NULL);
+  ck_assert_msg(rc == PCC_CLIENT_PROTOCOL, "%s", pcc_client_strerror(rc));
+  pcc_client_close(client);
+  fake_stop(fs);
+}
+END_TEST
+
+/* ---- server errors ------------------------------------------------------------------------ */
+
+START_TEST(lookup_miss)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char *response = http_response(404, "Not Found",
+                                 "{\"error\":\"miss\",\"message\":\"no entry\",\"reason\":\"absent\"}");
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  pcc_entry *entry = NULL;
+  CHECK_RC(pcc_client_lookup(client, &magic311, 2, source, true, &entry), PCC_CLIENT_MISS);
+  ck_assert_ptr_null(entry);
+  const pcc_client_error *err = pcc_client_last_error(client);
+  ck_assert_int_eq(err->http_status, 404);
+  ck_assert_str_eq(err->error, "miss");
+  ck_assert_str_eq(err->reason, "absent");
+  ck_assert_str_eq(err->message, "no entry");
+  ck_assert_int_eq(err->line, -1);
+  ck_assert_ptr_nonnull(strstr(pcc_client_last_body(client, NULL), "\"absent\""));
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_ptr_nonnull(strstr(last_request, "&opt=2&"));
+  free(response);
+  pcc_source_free(source);
+}
+END_TEST
+
+START_TEST(compile_error)
+{
+  pcc_source *source = tmp_source("def f(:\n");
+  char *response = http_response(
+      422, "Unprocessable Entity",
+      "{\"error\":\"compile-error\",\"message\":\"invalid syntax\",\"type\":\"SyntaxError\","
+      "\"line\":1,\"offset\":7}");
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  pcc_entry *entry = NULL;
+  CHECK_RC(pcc_client_compile(client, &magic311, 0, source, &entry), PCC_CLIENT_COMPILE_ERROR);
+  const pcc_client_error *err = pcc_client_last_error(client);
+  ck_assert_int_eq(err->http_status, 422);
+  ck_assert_str_eq(err->type, "SyntaxError");
+  ck_assert_str_eq(err->message, "invalid syntax");
+  ck_assert_int_eq(err->line, 1);
+  ck_assert_int_eq(err->offset, 7);
+  pcc_client_close(client);
+  fake_stop(fs);
+
+  /* a POST with the source as its body, no Expect: 100-continue */
+  ck_assert_msg(strncmp(last_request, "POST /v1/compile?magic=a70d0d0a&opt=0&path=", 43) == 0, "%s",
+                last_request);
+  ck_assert_ptr_nonnull(strcasestr(last_request, "\r\nContent-Type: application/octet-stream\r\n"));
+  ck_assert_ptr_nonnull(strcasestr(last_request, "\r\nContent-Length: 8\r\n"));
+  ck_assert_ptr_null(strcasestr(last_request, "\r\nExpect:"));
+  ck_assert_ptr_nonnull(strstr(last_request, "&size=8&hash="));
+  ck_assert_str_eq(last_request + last_request_len - 8, "def f(:\n");
+  free(response);
+  pcc_source_free(source);
+}
+END_TEST
+
+START_TEST(compile_hit_empty_source)
+{
+  pcc_source *source = tmp_source("");
+  char *json = hit_json(source, (entry_tweak){0});
+  char *response = http_response(200, "OK", json);
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  pcc_entry *entry = NULL;
+  CHECK_RC(pcc_client_compile(client, &magic311, 0, source, &entry), PCC_CLIENT_OK);
+  ck_assert_uint_eq(entry->view.size, 0);
+  pcc_entry_free(entry);
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_ptr_nonnull(strcasestr(last_request, "\r\nContent-Length: 0\r\n"));
+  ck_assert_ptr_nonnull(strstr(last_request, "&size=0&hash=1&digest="));
+  free(response);
+  free(json);
+  pcc_source_free(source);
+}
+END_TEST
+
+START_TEST(other_errors)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  struct {
+    int status;
+    const char *body;
+    pcc_client_status expected;
+    const char *code;
+  } cases[] = {
+      {422, "{\"error\":\"unsupported-magic\",\"message\":\"no backend\",\"magics\":[\"a70d0d0a\"]}",
+       PCC_CLIENT_UNSUPPORTED_MAGIC, "unsupported-magic"},
+      {400, "{\"error\":\"bad-parameter\",\"message\":\"bad\",\"param\":\"mtime\"}", PCC_CLIENT_HTTP,
+       "bad-parameter"},
+      {507, "{\"error\":\"store-full\",\"message\":\"full\"}", PCC_CLIENT_HTTP, "store-full"},
+      {502, "<html>bad gateway</html>", PCC_CLIENT_HTTP, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *response = http_response(cases[i].status, "Error", cases[i].body);
+    fake_server *fs = fake_start(response, 1);
+    pcc_client *client = client_for(fs, 5000, 0);
+    pcc_entry *entry = NULL;
+    CHECK_RC(pcc_client_compile(client, &magic311, 0, source, &entry), cases[i].expected);
+    const pcc_client_error *err = pcc_client_last_error(client);
+    ck_assert_int_eq(err->http_status, cases[i].status);
+    if (cases[i].code)
+      ck_assert_str_eq(err->error, cases[i].code);
+    else
+      ck_assert_ptr_null(err->error);
+    ck_assert_ptr_nonnull(err->message);
+    if (i == 1)
+      ck_assert_str_eq(err->param, "mtime");
+    pcc_client_close(client);
+    fake_stop(fs);
+    free(response);
+  }
+  pcc_source_free(source);
+}
+END_TEST
+
+/* ---- size limits ------------------------------------------------------------------------- */
+
+START_TEST(response_too_big)
+{
+  char body[5001];
+  memset(body, 'x', 5000);
+  body[5000] = '\0';
+  /* with a Content-Length (refused up front) */
+  char *response = http_response(200, "OK", body);
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 1000);
+  char *out = NULL;
+  CHECK_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_TOOBIG);
+  ck_assert_ptr_null(out);
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+
+  /* without one (cut off while streaming) */
+  size_t cap = sizeof body + 128;
+  response = malloc(cap);
+  snprintf(response, cap, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", body);
+  fs = fake_start(response, 1);
+  client = client_for(fs, 5000, 1000);
+  CHECK_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_TOOBIG);
+  ck_assert_ptr_null(out);
+  pcc_client_close(client);
+  fake_stop(fs);
+
+  /* exactly at the limit is fine */
+  body[1000] = '\0';
+  snprintf(response, cap, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", body);
+  fs = fake_start(response, 1);
+  client = client_for(fs, 5000, 1000);
+  CHECK_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_OK);
+  ck_assert_uint_eq(strlen(out), 1000);
+  free(out);
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+}
+END_TEST
+
+/* ---- stats ------------------------------------------------------------------------------- */
+
+START_TEST(stats_default_magic)
+{
+  char *response = http_response(
+      200, "OK",
+      "{\"version\":\"0.1.0\",\"compilers\":[{\"name\":\"pypy\",\"magic\":\"500d0d0a\"},"
+      "{\"name\":\"cpython-3.11.2\",\"magic\":\"a70d0d0a\",\"default\":true}]}");
+  fake_server *fs = fake_start(response, 2);
+  pcc_client *client = client_for(fs, 5000, 0);
+  pcc_magic magic;
+  CHECK_RC(pcc_client_default_magic(client, &magic), PCC_CLIENT_OK);
+  ck_assert(pcc_magic_equal(&magic, &magic311));
+  char *body = NULL;
+  long status = 0;
+  CHECK_RC(pcc_client_get_json(client, "/v1/stats", &body, &status), PCC_CLIENT_OK);
+  ck_assert_int_eq(status, 200);
+  ck_assert_ptr_nonnull(strstr(body, "\"default\":true"));
+  free(body);
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_msg(strncmp(last_request, "GET /v1/stats HTTP/1.1\r\n", 24) == 0, "%s", last_request);
+  free(response);
+
+  response = http_response(200, "OK", "{\"compilers\":[]}");
+  fs = fake_start(response, 1);
+  client = client_for(fs, 5000, 0);
+  CHECK_RC(pcc_client_default_magic(client, &magic), PCC_CLIENT_PROTOCOL);
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+}
+END_TEST
+
+START_TEST(keep_alive)
+{
+  /* one connection that answers three requests: the handle must reuse it */
+  const char *response = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 15\r\n\r\n{\"status\":\"ok\"}";
+  fake_server *fs = fake_start_n(response, 1, 3);
+  pcc_client *client = client_for(fs, 5000, 0);
+  for (int i = 0; i < 3; i++) {
+    char *body = NULL;
+    CHECK_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_OK);
+    ck_assert_str_eq(body, "{\"status\":\"ok\"}");
+    free(body);
+  }
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_int_eq(last_requests_served, 3);
+}
+END_TEST
+
+static Suite *client_suite(void)
+{
+  Suite *s = suite_create("client");
+  TCase *tc = tcase_create("source");
+  tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
+  tcase_add_test(tc, source_abc);
+  tcase_add_test(tc, source_empty);
+  tcase_add_test(tc, source_limits);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("http");
+  tcase_set_timeout(tc, 20);
+  tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
+  tcase_add_test(tc, connect_refused);
+  tcase_add_test(tc, open_invalid);
+  tcase_add_test(tc, timeout_silent_server);
+  tcase_add_test(tc, lookup_hit);
+  tcase_add_test(tc, lookup_no_hash);
+  tcase_add_test(tc, lookup_corrupt);
+  tcase_add_test(tc, garbage_reply);
+  tcase_add_test(tc, lookup_miss);
+  tcase_add_test(tc, compile_error);
+  tcase_add_test(tc, compile_hit_empty_source);
+  tcase_add_test(tc, other_errors);
+  tcase_add_test(tc, response_too_big);
+  tcase_add_test(tc, stats_default_magic);
+  tcase_add_test(tc, keep_alive);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void)
+{
+  SRunner *runner = srunner_create(client_suite());
+  srunner_run_all(runner, CK_VERBOSE);
+  int failed = srunner_ntests_failed(runner);
+  srunner_free(runner);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
