@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "proto.h"
 
@@ -59,6 +60,11 @@ const char *pcc_compiler_name(const pcc_compiler *compiler);    /* e.g. "cpython
 unsigned pcc_compiler_workers(const pcc_compiler *compiler);
 /* Workers replaced since open (crash, timeout, protocol error). */
 uint64_t pcc_compiler_restarts(const pcc_compiler *compiler);
+/* Process ids of the live workers (for operators and tests): writes up to max of them into out
+ * (out may be NULL when max is 0) and returns how many are alive, which may exceed max. A slot
+ * whose worker could not be restarted has no pid. The pids are a snapshot: a worker may be
+ * replaced right after the call. Thread-safe. */
+size_t pcc_compiler_worker_pids(const pcc_compiler *compiler, pid_t *out, size_t max);
 
 /* The outcome of one compile. Either code (marshal bytes) or a compile error with the
  * exception's type, message, line and offset (0 when unknown). */

@@ -39,7 +39,7 @@ static const option_spec options[] = {
    "a compile running longer is killed (504)"},
   {"worker-memory", OPT_BYTES, "BYTES", "1G", 64 * MIB, 1ull << 40, FIELD(worker_memory),
    "address-space limit of each compiler worker"},
-  {"max-source", OPT_BYTES, "BYTES", "16M", 1, 1 * GIB, FIELD(max_source),
+  {"max-source", OPT_BYTES, "BYTES", "16M", 1, 32 * MIB, FIELD(max_source),
    "largest source accepted (413 beyond)"},
   {"threads", OPT_NUMBER, "N", "4", 1, 256, FIELD(threads), "HTTP threads (epoll thread pool)"},
   {"max-connections", OPT_NUMBER, "N", "1024", 1, 65536, FIELD(max_connections),

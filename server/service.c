@@ -700,7 +700,7 @@ pcc_service_status pcc_service_open(const pcc_config *config, pcc_service **out)
     .workers = (unsigned)config->workers,
     .timeout_ms = (unsigned)(config->compile_timeout * 1000),
     .memory_limit = config->worker_memory,
-    .max_frame = config->max_source + (64u << 20),
+    .max_frame = 0, /* the workers' own limit: 64 MiB, above --max-source's maximum */
   };
   pcc_compiler_status compiler_rc = pcc_compiler_open(&compiler_config, &service->compiler);
   if (compiler_rc != PCC_COMPILER_OK) {

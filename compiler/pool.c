@@ -1,0 +1,642 @@
+/* pool.c: the compiler worker pool declared in compiler/compiler.h.
+ *
+ * Each slot holds one worker process reached through a socketpair on its fds 0 and 1 (the frame
+ * protocol of compiler/frame.h). A compile takes an idle slot under the pool mutex, then talks to
+ * its worker without the lock, bounded by poll() against a deadline. A worker that times out,
+ * dies or breaks the protocol is killed, reaped and replaced by the thread that saw it fail; a
+ * slot whose replacement cannot start is marked dead and retried by the next compile, which then
+ * fails fast with PCC_COMPILER_SPAWN instead of waiting for a worker that will never come.
+ */
+#include "compiler.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "frame.h"
+
+#define POOL_DEFAULT_TIMEOUT_MS 10000u
+#define POOL_DEFAULT_MAX_FRAME ((size_t)64 << 20)
+#define POOL_HELLO_TIMEOUT_MS 10000
+#define POOL_HELLO_MAX 4096 /* a hello frame is a small JSON object */
+#define POOL_MAX_WORKERS 256u
+#define POOL_MAX_ARGS 64
+#define POOL_NAME_PART_MAX 48 /* implementation and version, each */
+#define POOL_NAME_MAX (2 * POOL_NAME_PART_MAX + 2)
+#define POOL_COMPILE_HEADER_LEN (PCC_FRAME_PREFIX_LEN + 1 + 4)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL_ASAN 1
+#endif
+#endif
+
+typedef enum {
+  SLOT_DEAD, /* no process; the next compile that finds no idle slot starts one */
+  SLOT_IDLE, /* a live worker waiting for a request */
+  SLOT_BUSY, /* owned by one compile call (talking to it, or replacing it) */
+} slot_state;
+
+typedef struct {
+  slot_state state;
+  pid_t pid; /* 0 when none */
+  int fd;    /* the pool's end of the socketpair; -1 when none */
+} pool_slot;
+
+struct pcc_compiler {
+  pthread_mutex_t lock;
+  pthread_cond_t changed; /* a slot went idle or dead, a compile left, or the pool closes */
+  pool_slot *slots;
+  unsigned nslots;
+  unsigned active; /* compile calls inside the pool */
+  bool closing;
+  char **argv; /* owned copy, NULL-terminated */
+  unsigned timeout_ms;
+  uint64_t memory_limit;
+  size_t max_frame;
+  pcc_magic magic;
+  char name[POOL_NAME_MAX];
+  _Atomic uint64_t restarts;
+};
+
+const char *pcc_compiler_strerror(pcc_compiler_status rc) {
+  switch (rc) {
+  case PCC_COMPILER_OK: return "success";
+  case PCC_COMPILER_SPAWN: return "a compiler worker could not be started";
+  case PCC_COMPILER_CRASHED: return "the compiler worker died while compiling";
+  case PCC_COMPILER_TIMEOUT: return "the compiler worker timed out and was killed";
+  case PCC_COMPILER_PROTOCOL: return "the compiler worker broke the frame protocol";
+  case PCC_COMPILER_TOOBIG: return "the request exceeds the frame limit";
+  case PCC_COMPILER_CLOSED: return "the compiler pool is shutting down";
+  case PCC_COMPILER_NOMEM: return "out of memory";
+  case PCC_COMPILER_INVALID: return "invalid argument";
+  }
+  return "unknown compiler status";
+}
+
+/* ---- time and raw I/O -------------------------------------------------------------------- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Waits until fd is ready for events (or hung up) or the deadline passes. */
+static pcc_compiler_status wait_fd(int fd, short events, int64_t deadline) {
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+    int64_t left = deadline - now_ms();
+    int n;
+    if (left <= 0) return PCC_COMPILER_TIMEOUT;
+    n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+    if (n > 0) return PCC_COMPILER_OK; /* readiness, POLLHUP or POLLERR: the next call tells */
+    if (n < 0 && errno != EINTR) return PCC_COMPILER_CRASHED;
+  }
+}
+
+/* Sends len bytes before the deadline. A closed peer is a crash; SIGPIPE is never raised. */
+static pcc_compiler_status send_full(int fd, const void *buf, size_t len, int64_t deadline) {
+  const uint8_t *p = buf;
+  while (len > 0) {
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      p += n;
+      len -= (size_t)n;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pcc_compiler_status rc = wait_fd(fd, POLLOUT, deadline);
+      if (rc != PCC_COMPILER_OK) return rc;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return PCC_COMPILER_CRASHED; /* EPIPE, ECONNRESET, ... */
+    }
+  }
+  return PCC_COMPILER_OK;
+}
+
+/* Receives exactly len bytes before the deadline. EOF is a crash. */
+static pcc_compiler_status recv_full(int fd, void *buf, size_t len, int64_t deadline) {
+  uint8_t *p = buf;
+  while (len > 0) {
+    ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+    if (n > 0) {
+      p += n;
+      len -= (size_t)n;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pcc_compiler_status rc = wait_fd(fd, POLLIN, deadline);
+      if (rc != PCC_COMPILER_OK) return rc;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return PCC_COMPILER_CRASHED;
+    }
+  }
+  return PCC_COMPILER_OK;
+}
+
+/* Reads one frame of at most max bytes (type + payload). On success *payload (caller frees) holds
+ * *len bytes plus a NUL terminator that is not counted. */
+static pcc_compiler_status read_frame(int fd, size_t max, int64_t deadline, uint8_t *type,
+                                      uint8_t **payload, size_t *len) {
+  uint8_t prefix[PCC_FRAME_PREFIX_LEN];
+  pcc_compiler_status rc = recv_full(fd, prefix, sizeof prefix, deadline);
+  uint32_t total;
+  uint8_t *buf;
+  if (rc != PCC_COMPILER_OK) return rc;
+  total = (uint32_t)prefix[0] | (uint32_t)prefix[1] << 8 | (uint32_t)prefix[2] << 16 |
+          (uint32_t)prefix[3] << 24;
+  if (total == 0 || total > max) return PCC_COMPILER_PROTOCOL;
+  buf = malloc(total); /* payload is total - 1 bytes, plus the NUL */
+  if (!buf) return PCC_COMPILER_NOMEM;
+  rc = recv_full(fd, buf, total - 1, deadline);
+  if (rc != PCC_COMPILER_OK) {
+    free(buf);
+    return rc;
+  }
+  buf[total - 1] = '\0';
+  *type = prefix[4];
+  *payload = buf;
+  *len = total - 1;
+  return PCC_COMPILER_OK;
+}
+
+static void put_u32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v & 0xff);
+  p[1] = (uint8_t)((v >> 8) & 0xff);
+  p[2] = (uint8_t)((v >> 16) & 0xff);
+  p[3] = (uint8_t)((v >> 24) & 0xff);
+}
+
+/* ---- worker processes -------------------------------------------------------------------- */
+
+/* In the child between fork and exec: only async-signal-safe calls. Never returns. */
+static void child_exec(const pcc_compiler *c, int fd) {
+  struct sigaction dfl;
+  sigset_t none;
+  int high;
+
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (sig != SIGKILL && sig != SIGSTOP) (void)sigaction(sig, &dfl, NULL);
+  }
+  sigemptyset(&none);
+  (void)sigprocmask(SIG_SETMASK, &none, NULL);
+  /* Own process group: a terminal's ^C reaches the server, which then closes the pool. No
+   * PR_SET_PDEATHSIG: it fires when the forking *thread* exits, and replacements are forked by
+   * whichever request thread saw a worker fail. A worker outlives a killed server only until
+   * its next read of the socket, which then returns EOF and makes it exit. */
+  (void)setpgid(0, 0);
+  /* Move the socket above 2 first so dup2 never sees fd == 0/1 (which would keep CLOEXEC). */
+  high = fcntl(fd, F_DUPFD, 3);
+  if (high < 0 || dup2(high, 0) < 0 || dup2(high, 1) < 0) _exit(126);
+  if (close_range(3, ~0u, 0) != 0) {
+    struct rlimit nofile;
+    int limit = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur < 65536)
+      limit = (int)nofile.rlim_cur;
+    for (int i = 3; i < limit; i++) (void)close(i);
+  }
+  if (c->memory_limit != 0) {
+    struct rlimit as = {(rlim_t)c->memory_limit, (rlim_t)c->memory_limit};
+    if (setrlimit(RLIMIT_AS, &as) != 0) _exit(126);
+  }
+  execv(c->argv[0], c->argv);
+  _exit(127);
+}
+
+/* Starts one worker process; its hello has not been read yet. */
+static pcc_compiler_status worker_fork(const pcc_compiler *c, pid_t *pid_out, int *fd_out) {
+  int sv[2];
+  pid_t pid;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return PCC_COMPILER_SPAWN;
+  pid = fork();
+  if (pid < 0) {
+    close(sv[0]);
+    close(sv[1]);
+    return PCC_COMPILER_SPAWN;
+  }
+  if (pid == 0) child_exec(c, sv[1]);
+  close(sv[1]);
+  (void)setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
+  *pid_out = pid;
+  *fd_out = sv[0];
+  return PCC_COMPILER_OK;
+}
+
+/* Closes fd (when >= 0), kills pid's process group and pid itself, and reaps pid. */
+static void worker_kill(pid_t pid, int fd) {
+  if (fd >= 0) close(fd);
+  if (pid > 1) {
+    (void)kill(-pid, SIGKILL);
+    (void)kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+/* Copies a hello string field into out when it is 1..POOL_NAME_PART_MAX printable, unspaced
+ * ASCII characters. */
+static bool hello_field(const cJSON *json, const char *key, char *out, size_t size) {
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
+  size_t len;
+  if (!cJSON_IsString(item) || !item->valuestring) return false;
+  len = strlen(item->valuestring);
+  if (len == 0 || len > POOL_NAME_PART_MAX || len >= size) return false;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)item->valuestring[i];
+    if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\') return false;
+  }
+  memcpy(out, item->valuestring, len + 1);
+  return true;
+}
+
+/* Reads and validates a worker's hello. */
+static pcc_compiler_status worker_hello(int fd, int64_t deadline, pcc_magic *magic, char *name,
+                                        size_t name_size) {
+  uint8_t type = 0, *payload = NULL;
+  size_t len = 0;
+  cJSON *json;
+  char impl[POOL_NAME_PART_MAX + 1], version[POOL_NAME_PART_MAX + 1];
+  const cJSON *magic_item;
+  bool ok;
+  int n;
+
+  if (read_frame(fd, POOL_HELLO_MAX, deadline, &type, &payload, &len) != PCC_COMPILER_OK)
+    return PCC_COMPILER_SPAWN;
+  json = type == PCC_FRAME_HELLO ? cJSON_ParseWithLength((const char *)payload, len) : NULL;
+  free(payload);
+  magic_item = cJSON_GetObjectItemCaseSensitive(json, "magic");
+  ok = cJSON_IsObject(json) && cJSON_IsString(magic_item) &&
+       pcc_magic_from_hex(magic_item->valuestring, magic) == PCC_PROTO_OK &&
+       hello_field(json, "implementation", impl, sizeof impl) &&
+       hello_field(json, "version", version, sizeof version);
+  cJSON_Delete(json);
+  if (!ok) return PCC_COMPILER_SPAWN;
+  n = snprintf(name, name_size, "%s-%s", impl, version);
+  return n > 0 && (size_t)n < name_size ? PCC_COMPILER_OK : PCC_COMPILER_SPAWN;
+}
+
+/* Starts a replacement worker and checks that it speaks for the pool's magic. On success the
+ * caller owns *pid and *fd. */
+static pcc_compiler_status worker_start(const pcc_compiler *c, pid_t *pid, int *fd) {
+  pcc_magic magic;
+  char name[POOL_NAME_MAX];
+  pcc_compiler_status rc = worker_fork(c, pid, fd);
+  if (rc != PCC_COMPILER_OK) return rc;
+  rc = worker_hello(*fd, now_ms() + POOL_HELLO_TIMEOUT_MS, &magic, name, sizeof name);
+  if (rc == PCC_COMPILER_OK && !pcc_magic_equal(&magic, &c->magic)) rc = PCC_COMPILER_SPAWN;
+  if (rc != PCC_COMPILER_OK) {
+    worker_kill(*pid, *fd);
+    *pid = 0;
+    *fd = -1;
+  }
+  return rc;
+}
+
+/* ---- the pool ---------------------------------------------------------------------------- */
+
+static void pool_free(pcc_compiler *c) {
+  if (!c) return;
+  if (c->slots) {
+    for (unsigned i = 0; i < c->nslots; i++) worker_kill(c->slots[i].pid, c->slots[i].fd);
+    free(c->slots);
+  }
+  if (c->argv) {
+    for (char **a = c->argv; *a; a++) free(*a);
+    free(c->argv);
+  }
+  pthread_cond_destroy(&c->changed);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_compiler **out) {
+  pcc_compiler *c;
+  size_t argc = 0;
+  unsigned workers;
+  int64_t deadline;
+
+  if (!config || !out || !config->argv || !config->argv[0]) return PCC_COMPILER_INVALID;
+  while (config->argv[argc]) {
+    if (++argc > POOL_MAX_ARGS) return PCC_COMPILER_INVALID;
+  }
+  workers = config->workers;
+  if (workers == 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    workers = cores > 0 ? (unsigned)(cores > (long)POOL_MAX_WORKERS ? POOL_MAX_WORKERS : cores)
+                        : 1u;
+  }
+  if (workers > POOL_MAX_WORKERS) return PCC_COMPILER_INVALID;
+  if (config->max_frame != 0 && (config->max_frame < 64 || config->max_frame > UINT32_MAX))
+    return PCC_COMPILER_INVALID;
+
+  c = calloc(1, sizeof *c);
+  if (!c) return PCC_COMPILER_NOMEM;
+  if (pthread_mutex_init(&c->lock, NULL) != 0) {
+    free(c);
+    return PCC_COMPILER_NOMEM;
+  }
+  if (pthread_cond_init(&c->changed, NULL) != 0) {
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+    return PCC_COMPILER_NOMEM;
+  }
+  atomic_init(&c->restarts, 0);
+  c->timeout_ms = config->timeout_ms ? config->timeout_ms : POOL_DEFAULT_TIMEOUT_MS;
+  c->max_frame = config->max_frame ? config->max_frame : POOL_DEFAULT_MAX_FRAME;
+  c->memory_limit = config->memory_limit;
+#ifdef POOL_ASAN
+  if (c->memory_limit != 0) {
+    fprintf(stderr, "pycached: built with AddressSanitizer, compiler worker memory limit "
+                    "(RLIMIT_AS) disabled\n");
+    c->memory_limit = 0;
+  }
+#endif
+  c->nslots = workers;
+  c->slots = calloc(workers, sizeof *c->slots);
+  c->argv = calloc(argc + 1, sizeof *c->argv);
+  if (!c->slots || !c->argv) {
+    pool_free(c);
+    return PCC_COMPILER_NOMEM;
+  }
+  for (unsigned i = 0; i < workers; i++) {
+    c->slots[i].state = SLOT_DEAD;
+    c->slots[i].fd = -1;
+  }
+  for (size_t i = 0; i < argc; i++) {
+    c->argv[i] = strdup(config->argv[i]);
+    if (!c->argv[i]) {
+      pool_free(c);
+      return PCC_COMPILER_NOMEM;
+    }
+  }
+
+  /* Start them all, then read the hellos: the interpreters initialise in parallel. */
+  for (unsigned i = 0; i < workers; i++) {
+    if (worker_fork(c, &c->slots[i].pid, &c->slots[i].fd) != PCC_COMPILER_OK) {
+      pool_free(c);
+      return PCC_COMPILER_SPAWN;
+    }
+  }
+  deadline = now_ms() + POOL_HELLO_TIMEOUT_MS;
+  for (unsigned i = 0; i < workers; i++) {
+    pcc_magic magic;
+    char name[POOL_NAME_MAX];
+    if (worker_hello(c->slots[i].fd, deadline, &magic, name, sizeof name) != PCC_COMPILER_OK ||
+        (i > 0 && !pcc_magic_equal(&magic, &c->magic))) {
+      pool_free(c);
+      return PCC_COMPILER_SPAWN;
+    }
+    if (i == 0) {
+      c->magic = magic;
+      memcpy(c->name, name, sizeof name);
+    }
+    c->slots[i].state = SLOT_IDLE;
+  }
+  *out = c;
+  return PCC_COMPILER_OK;
+}
+
+void pcc_compiler_close(pcc_compiler *c) {
+  if (!c) return;
+  pthread_mutex_lock(&c->lock);
+  c->closing = true;
+  /* Cut conversations in progress short: their reads see EOF and they return CLOSED. */
+  for (unsigned i = 0; i < c->nslots; i++) {
+    if (c->slots[i].state == SLOT_BUSY && c->slots[i].fd >= 0)
+      (void)shutdown(c->slots[i].fd, SHUT_RDWR);
+  }
+  pthread_cond_broadcast(&c->changed);
+  while (c->active > 0) pthread_cond_wait(&c->changed, &c->lock);
+  pthread_mutex_unlock(&c->lock);
+  pool_free(c);
+}
+
+const pcc_magic *pcc_compiler_magic(const pcc_compiler *c) { return c ? &c->magic : NULL; }
+
+const char *pcc_compiler_name(const pcc_compiler *c) { return c ? c->name : NULL; }
+
+unsigned pcc_compiler_workers(const pcc_compiler *c) { return c ? c->nslots : 0; }
+
+uint64_t pcc_compiler_restarts(const pcc_compiler *c) {
+  return c ? atomic_load(&c->restarts) : 0;
+}
+
+size_t pcc_compiler_worker_pids(const pcc_compiler *c, pid_t *out, size_t max) {
+  /* The mutex is not part of the pool's logical state; locking it does not modify the pool. */
+  pcc_compiler *pool = (pcc_compiler *)(uintptr_t)c;
+  size_t n = 0;
+  if (!pool) return 0;
+  pthread_mutex_lock(&pool->lock);
+  for (unsigned i = 0; i < pool->nslots; i++) {
+    if (pool->slots[i].pid > 0) {
+      if (out && n < max) out[n] = pool->slots[i].pid;
+      n++;
+    }
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return n;
+}
+
+void pcc_compile_result_free(pcc_compile_result *result) {
+  if (!result) return;
+  free(result->marshal);
+  free(result->error_type);
+  free(result->error_message);
+  free(result);
+}
+
+/* Parses an 'E' payload into result. */
+static pcc_compiler_status parse_error(const uint8_t *payload, size_t len,
+                                       pcc_compile_result *result) {
+  cJSON *json = cJSON_ParseWithLength((const char *)payload, len);
+  const cJSON *type = cJSON_GetObjectItemCaseSensitive(json, "type");
+  const cJSON *message = cJSON_GetObjectItemCaseSensitive(json, "message");
+  const cJSON *line = cJSON_GetObjectItemCaseSensitive(json, "line");
+  const cJSON *offset = cJSON_GetObjectItemCaseSensitive(json, "offset");
+  pcc_compiler_status rc = PCC_COMPILER_OK;
+
+  if (!cJSON_IsObject(json) || !cJSON_IsString(type) || !type->valuestring ||
+      !type->valuestring[0] || !cJSON_IsString(message) || !message->valuestring ||
+      (line && !cJSON_IsNumber(line)) || (offset && !cJSON_IsNumber(offset))) {
+    rc = PCC_COMPILER_PROTOCOL;
+  } else {
+    result->error_type = strdup(type->valuestring);
+    result->error_message = strdup(message->valuestring);
+    if (!result->error_type || !result->error_message) rc = PCC_COMPILER_NOMEM;
+    if (line && line->valuedouble >= 0 && line->valuedouble <= INT_MAX)
+      result->error_line = (int)line->valuedouble;
+    if (offset && offset->valuedouble >= 0 && offset->valuedouble <= INT_MAX)
+      result->error_offset = (int)offset->valuedouble;
+  }
+  cJSON_Delete(json);
+  return rc;
+}
+
+/* One request/answer exchange with the worker on fd. On OK, *out is set. Any other status leaves
+ * the worker in an unknown state: the caller must kill it. */
+static pcc_compiler_status exchange(const pcc_compiler *c, int fd, int opt, const char *path,
+                                    size_t path_len, const void *src, size_t len,
+                                    pcc_compile_result **out) {
+  uint8_t header[POOL_COMPILE_HEADER_LEN + PCC_PATH_MAX];
+  uint64_t start = now_us(), elapsed;
+  int64_t deadline = now_ms() + c->timeout_ms;
+  uint8_t type = 0, *payload = NULL;
+  size_t payload_len = 0;
+  pcc_compile_result *result;
+  pcc_compiler_status rc;
+
+  /* Frame length = type + opt + path length + path + source; checked against max_frame. */
+  put_u32(header, (uint32_t)(1 + 1 + 4 + path_len + len));
+  header[4] = PCC_FRAME_COMPILE;
+  header[5] = (uint8_t)opt;
+  put_u32(header + 6, (uint32_t)path_len);
+  memcpy(header + POOL_COMPILE_HEADER_LEN, path, path_len);
+  rc = send_full(fd, header, POOL_COMPILE_HEADER_LEN + path_len, deadline);
+  if (rc == PCC_COMPILER_OK) rc = send_full(fd, src, len, deadline);
+  if (rc == PCC_COMPILER_OK) rc = read_frame(fd, c->max_frame, deadline, &type, &payload,
+                                             &payload_len);
+  if (rc != PCC_COMPILER_OK) return rc;
+
+  result = calloc(1, sizeof *result);
+  if (!result) {
+    free(payload);
+    return PCC_COMPILER_NOMEM;
+  }
+  if (type == PCC_FRAME_CODE && payload_len > 0) {
+    result->ok = true;
+    result->marshal = payload;
+    result->marshal_len = payload_len;
+    payload = NULL;
+  } else if (type == PCC_FRAME_ERROR) {
+    rc = parse_error(payload, payload_len, result);
+  } else {
+    rc = PCC_COMPILER_PROTOCOL;
+  }
+  free(payload);
+  if (rc != PCC_COMPILER_OK) {
+    pcc_compile_result_free(result);
+    return rc;
+  }
+  elapsed = now_us() - start;
+  result->compile_us = elapsed > UINT32_MAX ? UINT32_MAX : (uint32_t)elapsed;
+  *out = result;
+  return PCC_COMPILER_OK;
+}
+
+/* Leaves the pool: the caller holds the lock. */
+static void pool_leave(pcc_compiler *c) {
+  c->active--;
+  pthread_cond_broadcast(&c->changed);
+  pthread_mutex_unlock(&c->lock);
+}
+
+pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *path,
+                                         const void *src, size_t len,
+                                         pcc_compile_result **out) {
+  pool_slot *slot = NULL;
+  size_t path_len;
+  pid_t pid;
+  int fd;
+  pcc_compiler_status rc;
+
+  if (!c || !path || !out || (!src && len > 0) || opt < 0 || opt > PCC_OPT_MAX)
+    return PCC_COMPILER_INVALID;
+  path_len = strlen(path);
+  if (path_len > PCC_PATH_MAX) return PCC_COMPILER_INVALID;
+  if (len > c->max_frame || 1 + 1 + 4 + path_len + len > c->max_frame)
+    return PCC_COMPILER_TOOBIG;
+
+  pthread_mutex_lock(&c->lock);
+  if (c->closing) {
+    pthread_mutex_unlock(&c->lock);
+    return PCC_COMPILER_CLOSED;
+  }
+  c->active++;
+  while (!slot) {
+    pool_slot *dead = NULL;
+    if (c->closing) {
+      pool_leave(c);
+      return PCC_COMPILER_CLOSED;
+    }
+    for (unsigned i = 0; i < c->nslots && !slot; i++) {
+      if (c->slots[i].state == SLOT_IDLE) slot = &c->slots[i];
+      else if (c->slots[i].state == SLOT_DEAD && !dead) dead = &c->slots[i];
+    }
+    if (slot) {
+      slot->state = SLOT_BUSY;
+    } else if (dead) {
+      /* Replace a worker that could not be restarted earlier; fail fast if it still can't. */
+      dead->state = SLOT_BUSY;
+      pthread_mutex_unlock(&c->lock);
+      rc = worker_start(c, &pid, &fd);
+      pthread_mutex_lock(&c->lock);
+      if (rc != PCC_COMPILER_OK) {
+        dead->state = SLOT_DEAD;
+        pool_leave(c);
+        return rc;
+      }
+      dead->pid = pid;
+      dead->fd = fd;
+      slot = dead;
+    } else {
+      pthread_cond_wait(&c->changed, &c->lock);
+    }
+  }
+  pid = slot->pid;
+  fd = slot->fd;
+  pthread_mutex_unlock(&c->lock);
+
+  rc = exchange(c, fd, opt, path, path_len, src, len, out);
+
+  pthread_mutex_lock(&c->lock);
+  if (rc == PCC_COMPILER_OK) {
+    slot->state = SLOT_IDLE;
+    pool_leave(c);
+    return rc;
+  }
+  /* The worker is in an unknown state: kill it and start a replacement outside the lock. */
+  slot->pid = 0;
+  slot->fd = -1;
+  if (c->closing) rc = PCC_COMPILER_CLOSED;
+  pthread_mutex_unlock(&c->lock);
+  worker_kill(pid, fd);
+  if (rc != PCC_COMPILER_CLOSED) atomic_fetch_add(&c->restarts, 1);
+  if (rc != PCC_COMPILER_CLOSED && worker_start(c, &pid, &fd) == PCC_COMPILER_OK) {
+    pthread_mutex_lock(&c->lock);
+    slot->pid = pid;
+    slot->fd = fd;
+    slot->state = SLOT_IDLE;
+  } else {
+    pthread_mutex_lock(&c->lock);
+    slot->state = SLOT_DEAD;
+  }
+  pool_leave(c);
+  return rc;
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# install-deps.sh: installs, with apt-get, the Debian packages pycached needs to build, run and
+# test, skipping the ones already installed. Runs as root (or through sudo when available).
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config meson ninja-build
+  libmicrohttpd-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev libsodium-dev
+  libpython3.11-dev python3.11 check
+  xxhash lmdb-utils procps curl
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root for: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# test.sh: the second command of the README. Installs what is missing, then builds twice and runs
+# every test in both builds: a release build with warnings as errors, and a build with
+# AddressSanitizer and UndefinedBehaviorSanitizer. Ends with one line `N passed, N failed`,
+# counting the individual checks of every suite (Check suites and the end-to-end suite).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+deploy/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+status=0
+
+# Adds up the "Checks: N, Failures: F, Errors: E" lines of a meson test log.
+count_checks() {
+  local log=$1 line n f e
+  while IFS= read -r line; do
+    n=$(sed -E 's/.*Checks: ([0-9]+), Failures: ([0-9]+), Errors: ([0-9]+).*/\1 \2 \3/' <<<"$line")
+    read -r n f e <<<"$n"
+    passed=$((passed + n - f - e))
+    failed=$((failed + f + e))
+  done < <(grep -E 'Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log")
+}
+
+run_build() {
+  local dir=$1; shift
+  echo "== $dir: meson setup $*"
+  if [ ! -d "$dir" ]; then
+    meson setup "$dir" "$@" >/dev/null || { failed=$((failed + 1)); status=1; return; }
+  fi
+  if ! ninja -C "$dir"; then
+    echo "build failed: $dir"
+    failed=$((failed + 1)); status=1; return
+  fi
+  local failed_before=$failed rc=0
+  meson test -C "$dir" --print-errorlogs || rc=1
+  count_checks "$dir/meson-logs/testlog.txt"
+  # a suite that died before printing its counts still counts as a failure
+  if [ "$rc" -ne 0 ]; then
+    status=1
+    [ "$failed" -eq "$failed_before" ] && failed=$((failed + 1))
+  fi
+}
+
+# Sanitizer findings fail the run instead of scrolling by.
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+
+run_build build-release --buildtype=release -Dwerror=true
+run_build build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
+  -Dwerror=true
+
+echo "$passed passed, $failed failed"
+[ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
