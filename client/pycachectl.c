@@ -251,11 +251,14 @@ static void ctl_print_flat(const char *prefix, const cJSON *item, int depth)
     const cJSON *child = NULL;
     int index = 0;
     cJSON_ArrayForEach(child, item) {
+      int n;
       if (cJSON_IsArray(item))
-        snprintf(key, sizeof key, "%s[%d]", prefix, index++);
+        n = snprintf(key, sizeof key, "%s[%d]", prefix, index++);
       else
-        snprintf(key, sizeof key, "%s%s%s", prefix, prefix[0] ? "." : "",
-                 child->string ? child->string : "?");
+        n = snprintf(key, sizeof key, "%s%s%s", prefix, prefix[0] ? "." : "",
+                     child->string ? child->string : "?");
+      if (n < 0 || (size_t)n >= sizeof key)
+        continue; /* a key this long is no use on a terminal */
       ctl_print_flat(key, child, depth + 1);
     }
     return;
