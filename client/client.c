@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@ struct pcc_client {
   struct curl_slist *get_headers;
   client_buf body;
   char curl_errbuf[CURL_ERROR_SIZE];
+  char outcome[16]; /* X-Pycached-Outcome of the last response, or "" */
   /* last error; the strings are owned copies */
   pcc_client_error err;
   char *err_error, *err_message, *err_reason, *err_param, *err_type;
@@ -113,6 +115,11 @@ const pcc_client_error *pcc_client_last_error(const pcc_client *client)
   return &client->err;
 }
 
+const char *pcc_client_last_outcome(const pcc_client *client)
+{
+  return client->outcome;
+}
+
 const char *pcc_client_last_body(const pcc_client *client, size_t *len_out)
 {
   if (len_out)
@@ -121,6 +128,28 @@ const char *pcc_client_last_body(const pcc_client *client, size_t *len_out)
 }
 
 /* ---- response buffer ------------------------------------------------------------------- */
+
+/* Keeps the X-Pycached-Outcome header of a response (curl passes one header line a call). */
+static size_t client_header_cb(char *line, size_t size, size_t nitems, void *userdata)
+{
+  static const char name[] = "x-pycached-outcome:";
+  pcc_client *client = userdata;
+  size_t len = size * nitems, n = sizeof name - 1;
+  if (len > n && strncasecmp(line, name, n) == 0) {
+    const char *value = line + n;
+    size_t value_len = len - n;
+    while (value_len > 0 && (*value == ' ' || *value == '\t'))
+      value++, value_len--;
+    while (value_len > 0 && (value[value_len - 1] == '\r' || value[value_len - 1] == '\n' ||
+                             value[value_len - 1] == ' '))
+      value_len--;
+    if (value_len < sizeof client->outcome) {
+      memcpy(client->outcome, value, value_len);
+      client->outcome[value_len] = '\0';
+    }
+  }
+  return len;
+}
 
 static size_t client_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -216,6 +245,8 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
              curl_easy_setopt(c, CURLOPT_ERRORBUFFER, client->curl_errbuf) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_write_cb) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_WRITEDATA, &client->body) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, client_header_cb) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_HEADERDATA, client) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, client->timeout_ms) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response) == CURLE_OK &&
@@ -341,6 +372,7 @@ static pcc_client_status client_perform(pcc_client *client, const char *url, con
   CURL *c = client->curl;
   client_buf_reset(&client->body);
   client->curl_errbuf[0] = '\0';
+  client->outcome[0] = '\0';
   CURLcode code = curl_easy_setopt(c, CURLOPT_URL, url);
   if (code == CURLE_OK && body == NULL) {
     code = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);

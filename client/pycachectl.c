@@ -195,7 +195,7 @@ static void ctl_print_entry(const char *verb, const pcc_entry *entry)
   char magic_hex[2 * PCC_MAGIC_LEN + 1], digest_hex[PCC_DIGEST_HEX_LEN + 1];
   pcc_magic_to_hex(&v->magic, magic_hex);
   pcc_digest_to_hex(&v->digest, digest_hex);
-  printf("%s  %s  magic %s opt %d  %zu bytes  digest %s  validation %s  compiler %s\n", verb,
+  printf("%-8s  %s  magic %s opt %d  %zu bytes  digest %s  validation %s  compiler %s\n", verb,
          v->path, magic_hex, v->opt, v->pyc_len, digest_hex, v->hash_checked ? "hash" : "timestamp",
          v->compiler && v->compiler[0] ? v->compiler : "?");
 }
@@ -355,8 +355,10 @@ static int ctl_code(pcc_client *client, const ctl_args *args, bool compile, cons
     }
     if (args->json)
       printf("%s\n", pcc_client_last_body(client, NULL));
-    else
-      ctl_print_entry(compile ? "stored" : "hit ", entry);
+    else {
+      const char *outcome = pcc_client_last_outcome(client); /* hit, stored, compiled, joined */
+      ctl_print_entry(*outcome ? outcome : compile ? "stored" : "hit", entry);
+    }
   } else if (rc == PCC_CLIENT_MISS) {
     const pcc_client_error *err = pcc_client_last_error(client);
     if (args->json)

@@ -85,6 +85,11 @@ const pcc_client_error *pcc_client_last_error(const pcc_client *client);
  * Returns "" when there was none. Owned by the client; valid until the next call on it. */
 const char *pcc_client_last_body(const pcc_client *client, size_t *len_out);
 
+/* What the server did for the last successful lookup or compile (its X-Pycached-Outcome):
+ * "hit", "stored" (already cached), "compiled" or "joined" (another request compiled it), or ""
+ * when it did not say. Owned by the client; valid until the next call on it. */
+const char *pcc_client_last_outcome(const pcc_client *client);
+
 /* ---- sources --------------------------------------------------------------------------------- */
 
 /* A source file as read from disk, with what the API needs to name it. */

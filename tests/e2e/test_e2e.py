@@ -168,6 +168,10 @@ class E2E(unittest.TestCase):
         out = subprocess.run([PYCACHECTL, "compile", path], capture_output=True, text=True,
                              env=env, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertTrue(out.stdout.startswith("compiled"), out.stdout)
+        again = subprocess.run([PYCACHECTL, "compile", path], capture_output=True, text=True,
+                               env=env, timeout=60)
+        self.assertTrue(again.stdout.startswith("stored"), again.stdout)
         status, entry = self.lookup(path)
         self.assertEqual(status, 200, entry)
         self.assertEqual(entry["validation"], "hash")
