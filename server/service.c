@@ -574,14 +574,16 @@ static void job_compile(pcc_service *service, svc_job *job)
   }
   pcc_store_status store_rc = pcc_store_put(service->store, &job->magic, job->opt, job->path,
                                             strlen(job->path), &job->record, &blob);
-  if (store_rc == PCC_STORE_OK || store_rc == PCC_STORE_FULL) {
-    /* a full store still answers this compile; it just is not cached */
+  if (store_rc == PCC_STORE_OK) {
     job->blob = blob_copy(&blob);
     job->result = job->blob == NULL ? JOB_INTERNAL
                   : result->ok      ? JOB_CODE
                                     : JOB_COMPILE_ERROR;
-    if (store_rc == PCC_STORE_FULL)
-      fprintf(stderr, "pycached: the store is full; %s was compiled but not stored\n", job->path);
+  } else if (store_rc == PCC_STORE_FULL) {
+    job->result = JOB_STORE_FULL;
+    snprintf(job->message, sizeof job->message, "the store is full (%s was compiled but not "
+             "stored); raise --map-size", job->path);
+    fprintf(stderr, "pycached: %s\n", job->message);
   } else {
     job->result = JOB_INTERNAL;
     snprintf(job->message, sizeof job->message, "store: %s", pcc_store_strerror(store_rc));
