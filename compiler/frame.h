@@ -1,6 +1,6 @@
 /* frame.h: the framed protocol between the server's compiler pool and a worker process.
  *
- * Simple enough that a 60-line script  in any interpreter can speak it (compiler/worker.py does,
+ * Simple enough that a short script in any interpreter can speak it (compiler/worker.py does,
  * for backends other than the embedded CPython). Every frame, in both directions:
  *
  *   u32 length (little-endian) of what follows | u8 type | payload (length - 1 bytes)
