@@ -23,13 +23,9 @@
 #include <cjson/cJSON.h>
 
 #include "pycached.h"
+#include "test_helpers.h"
 
-#define CHECK_RC(expr, expected)                                                               \
-  do {                                                                                         \
-    pcc_client_status rc_ = (expr);                                                            \
-    ck_assert_msg(rc_ == (expected), "%s:%d: %s gave %s, expected %s", __FILE__, __LINE__,     \
-                  #expr, pcc_client_strerror(rc_), pcc_client_strerror(expected));             \
-  } while (0)
+#define CLIENT_RC(expr, expected) CHECK_STATUS(expr, expected, pcc_client_strerror)
 
 #define FAKE_REQUEST_MAX 65536
 #define FAKE_POLL_MS 3000
@@ -78,7 +74,7 @@ static pcc_source *tmp_source(const char *text)
   char path[PATH_MAX];
   tmp_file(path, sizeof path, "m.py", text, strlen(text), 1700000000);
   pcc_source *source = NULL;
-  CHECK_RC(pcc_source_read(path, 0, &source), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_source_read(path, 0, &source), PCC_CLIENT_OK);
   return source;
 }
 
@@ -243,7 +239,7 @@ static pcc_client *client_for(const fake_server *fs, long timeout_ms, size_t max
   pcc_client_config config = {.base_url = url, .timeout_ms = timeout_ms,
                               .max_response = max_response};
   pcc_client *client = NULL;
-  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
   return client;
 }
 
@@ -297,7 +293,7 @@ START_TEST(source_abc)
   char path[PATH_MAX];
   tmp_file(path, sizeof path, "abc.py", "abc", 3, 1700000123);
   pcc_source *source = NULL;
-  CHECK_RC(pcc_source_read(path, 100, &source), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_source_read(path, 100, &source), PCC_CLIENT_OK);
   ck_assert_int_eq(source->hash, 126145);
   ck_assert_uint_eq(source->size, 3);
   ck_assert_uint_eq(source->len, 3);
@@ -316,7 +312,7 @@ START_TEST(source_empty)
   char path[PATH_MAX];
   tmp_file(path, sizeof path, "empty.py", "", 0, 1600000000);
   pcc_source *source = NULL;
-  CHECK_RC(pcc_source_read(path, 0, &source), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_source_read(path, 0, &source), PCC_CLIENT_OK);
   ck_assert_int_eq(source->hash, 1);
   ck_assert_uint_eq(source->size, 0);
   ck_assert_ptr_nonnull(source->data);
@@ -331,22 +327,22 @@ START_TEST(source_limits)
   char path[PATH_MAX], link[PATH_MAX];
   tmp_file(path, sizeof path, "abc.py", "abc", 3, 1700000000);
   pcc_source *source = NULL;
-  CHECK_RC(pcc_source_read(path, 2, &source), PCC_CLIENT_TOOBIG);
+  CLIENT_RC(pcc_source_read(path, 2, &source), PCC_CLIENT_TOOBIG);
   ck_assert_ptr_null(source);
-  CHECK_RC(pcc_source_read(path, 3, &source), PCC_CLIENT_OK); /* exactly at the limit */
+  CLIENT_RC(pcc_source_read(path, 3, &source), PCC_CLIENT_OK); /* exactly at the limit */
   pcc_source_free(source);
   source = NULL;
 
   snprintf(link, sizeof link, "%s/missing.py", tmp_dir);
-  CHECK_RC(pcc_source_read(link, 0, &source), PCC_CLIENT_IO);
+  CLIENT_RC(pcc_source_read(link, 0, &source), PCC_CLIENT_IO);
   ck_assert_int_eq(errno, ENOENT);
-  CHECK_RC(pcc_source_read(tmp_dir, 0, &source), PCC_CLIENT_IO); /* a directory */
+  CLIENT_RC(pcc_source_read(tmp_dir, 0, &source), PCC_CLIENT_IO); /* a directory */
   ck_assert_ptr_null(source);
 
   /* a relative symlink resolves to the real absolute path */
   snprintf(link, sizeof link, "%s/link.py", tmp_dir);
   ck_assert_int_eq(symlink("abc.py", link), 0);
-  CHECK_RC(pcc_source_read(link, 0, &source), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_source_read(link, 0, &source), PCC_CLIENT_OK);
   ck_assert_str_eq(source->path, path);
   pcc_source_free(source);
 }
@@ -363,12 +359,12 @@ START_TEST(connect_refused)
   snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
   pcc_client_config config = {.base_url = url, .timeout_ms = 3000};
   pcc_client *client = NULL;
-  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   char *body = NULL;
   long status = -1;
-  CHECK_RC(pcc_client_get_json(client, "/healthz", &body, &status), PCC_CLIENT_CONNECT);
+  CLIENT_RC(pcc_client_get_json(client, "/healthz", &body, &status), PCC_CLIENT_CONNECT);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   ck_assert_ptr_null(body);
   ck_assert_int_eq(status, -1);
@@ -383,16 +379,16 @@ START_TEST(open_invalid)
 {
   pcc_client *client = NULL;
   pcc_client_config config = {.base_url = "ftp://x"};
-  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
   config.base_url = "http://a b";
-  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
   config.base_url = "http://127.0.0.1:1";
   config.timeout_ms = -1;
-  CHECK_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
   ck_assert_ptr_null(client);
-  CHECK_RC(pcc_client_open(NULL, &client), PCC_CLIENT_OK); /* all defaults */
+  CLIENT_RC(pcc_client_open(NULL, &client), PCC_CLIENT_OK); /* all defaults */
   char *body = NULL;
-  CHECK_RC(pcc_client_get_json(client, "v1/stats", &body, NULL), PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_client_get_json(client, "v1/stats", &body, NULL), PCC_CLIENT_INVALID);
   pcc_client_close(client);
   pcc_client_close(NULL);
 }
@@ -405,7 +401,7 @@ START_TEST(timeout_silent_server)
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   char *body = NULL;
-  CHECK_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_TIMEOUT);
+  CLIENT_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_TIMEOUT);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
   ck_assert_int_ge(ms, 250);
@@ -425,7 +421,7 @@ START_TEST(lookup_hit)
   fake_server *fs = fake_start(response, 1);
   pcc_client *client = client_for(fs, 5000, 0);
   pcc_entry *entry = NULL;
-  CHECK_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_OK);
   ck_assert_ptr_nonnull(entry);
   ck_assert_int_eq(entry->view.mtime, source->mtime);
   ck_assert_str_eq(entry->view.compiler, "cpython-3.11.2");
@@ -462,7 +458,7 @@ START_TEST(lookup_no_hash)
   fake_server *fs = fake_start(response, 1);
   pcc_client *client = client_for(fs, 5000, 0);
   pcc_entry *entry = NULL;
-  CHECK_RC(pcc_client_lookup(client, &magic311, 0, source, false, &entry), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_lookup(client, &magic311, 0, source, false, &entry), PCC_CLIENT_OK);
   pcc_entry_free(entry);
   pcc_client_close(client);
   fake_stop(fs);
@@ -483,7 +479,7 @@ static void expect_protocol(const pcc_source *source, const char *body)
   fake_server *fs = fake_start(response, 1);
   pcc_client *client = client_for(fs, 5000, 0);
   pcc_entry *entry = NULL;
-  CHECK_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_PROTOCOL);
+  CLIENT_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_PROTOCOL);
   ck_assert_ptr_null(entry);
   ck_assert_ptr_nonnull(pcc_client_last_error(client)->message);
   pcc_client_close(client);
@@ -558,7 +554,7 @@ START_TEST(lookup_miss)
   fake_server *fs = fake_start(response, 1);
   pcc_client *client = client_for(fs, 5000, 0);
   pcc_entry *entry = NULL;
-  CHECK_RC(pcc_client_lookup(client, &magic311, 2, source, true, &entry), PCC_CLIENT_MISS);
+  CLIENT_RC(pcc_client_lookup(client, &magic311, 2, source, true, &entry), PCC_CLIENT_MISS);
   ck_assert_ptr_null(entry);
   const pcc_client_error *err = pcc_client_last_error(client);
   ck_assert_int_eq(err->http_status, 404);
@@ -585,7 +581,7 @@ START_TEST(compile_error)
   fake_server *fs = fake_start(response, 1);
   pcc_client *client = client_for(fs, 5000, 0);
   pcc_entry *entry = NULL;
-  CHECK_RC(pcc_client_compile(client, &magic311, 0, source, &entry), PCC_CLIENT_COMPILE_ERROR);
+  CLIENT_RC(pcc_client_compile(client, &magic311, 0, source, &entry), PCC_CLIENT_COMPILE_ERROR);
   const pcc_client_error *err = pcc_client_last_error(client);
   ck_assert_int_eq(err->http_status, 422);
   ck_assert_str_eq(err->type, "SyntaxError");
@@ -616,7 +612,7 @@ START_TEST(compile_hit_empty_source)
   fake_server *fs = fake_start(response, 1);
   pcc_client *client = client_for(fs, 5000, 0);
   pcc_entry *entry = NULL;
-  CHECK_RC(pcc_client_compile(client, &magic311, 0, source, &entry), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_compile(client, &magic311, 0, source, &entry), PCC_CLIENT_OK);
   ck_assert_uint_eq(entry->view.size, 0);
   pcc_entry_free(entry);
   pcc_client_close(client);
@@ -650,7 +646,7 @@ START_TEST(other_errors)
     fake_server *fs = fake_start(response, 1);
     pcc_client *client = client_for(fs, 5000, 0);
     pcc_entry *entry = NULL;
-    CHECK_RC(pcc_client_compile(client, &magic311, 0, source, &entry), cases[i].expected);
+    CLIENT_RC(pcc_client_compile(client, &magic311, 0, source, &entry), cases[i].expected);
     const pcc_client_error *err = pcc_client_last_error(client);
     ck_assert_int_eq(err->http_status, cases[i].status);
     if (cases[i].code)
@@ -680,7 +676,7 @@ START_TEST(response_too_big)
   fake_server *fs = fake_start(response, 1);
   pcc_client *client = client_for(fs, 5000, 1000);
   char *out = NULL;
-  CHECK_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_TOOBIG);
+  CLIENT_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_TOOBIG);
   ck_assert_ptr_null(out);
   pcc_client_close(client);
   fake_stop(fs);
@@ -692,7 +688,7 @@ START_TEST(response_too_big)
   snprintf(response, cap, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", body);
   fs = fake_start(response, 1);
   client = client_for(fs, 5000, 1000);
-  CHECK_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_TOOBIG);
+  CLIENT_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_TOOBIG);
   ck_assert_ptr_null(out);
   pcc_client_close(client);
   fake_stop(fs);
@@ -702,7 +698,7 @@ START_TEST(response_too_big)
   snprintf(response, cap, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", body);
   fs = fake_start(response, 1);
   client = client_for(fs, 5000, 1000);
-  CHECK_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_get_json(client, "/v1/stats", &out, NULL), PCC_CLIENT_OK);
   ck_assert_uint_eq(strlen(out), 1000);
   free(out);
   pcc_client_close(client);
@@ -722,11 +718,11 @@ START_TEST(stats_default_magic)
   fake_server *fs = fake_start(response, 2);
   pcc_client *client = client_for(fs, 5000, 0);
   pcc_magic magic;
-  CHECK_RC(pcc_client_default_magic(client, &magic), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_default_magic(client, &magic), PCC_CLIENT_OK);
   ck_assert(pcc_magic_equal(&magic, &magic311));
   char *body = NULL;
   long status = 0;
-  CHECK_RC(pcc_client_get_json(client, "/v1/stats", &body, &status), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_get_json(client, "/v1/stats", &body, &status), PCC_CLIENT_OK);
   ck_assert_int_eq(status, 200);
   ck_assert_ptr_nonnull(strstr(body, "\"default\":true"));
   free(body);
@@ -738,7 +734,7 @@ START_TEST(stats_default_magic)
   response = http_response(200, "OK", "{\"compilers\":[]}");
   fs = fake_start(response, 1);
   client = client_for(fs, 5000, 0);
-  CHECK_RC(pcc_client_default_magic(client, &magic), PCC_CLIENT_PROTOCOL);
+  CLIENT_RC(pcc_client_default_magic(client, &magic), PCC_CLIENT_PROTOCOL);
   pcc_client_close(client);
   fake_stop(fs);
   free(response);
@@ -754,7 +750,7 @@ START_TEST(keep_alive)
   pcc_client *client = client_for(fs, 5000, 0);
   for (int i = 0; i < 3; i++) {
     char *body = NULL;
-    CHECK_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_OK);
+    CLIENT_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_OK);
     ck_assert_str_eq(body, "{\"status\":\"ok\"}");
     free(body);
   }
@@ -797,9 +793,5 @@ static Suite *client_suite(void)
 
 int main(void)
 {
-  SRunner *runner = srunner_create(client_suite());
-  srunner_run_all(runner, CK_VERBOSE);
-  int failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return test_run_suite(client_suite());
 }

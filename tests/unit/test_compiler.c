@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "test_helpers.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_ASAN 1
@@ -29,12 +30,7 @@
 #endif
 #endif
 
-#define CHECK_RC(expr)                                                                         \
-  do {                                                                                         \
-    pcc_compiler_status rc_ = (expr);                                                          \
-    ck_assert_msg(rc_ == PCC_COMPILER_OK, "%s:%d: %s: %s", __FILE__, __LINE__, #expr,          \
-                  pcc_compiler_strerror(rc_));                                                 \
-  } while (0)
+#define COMPILER_OK(expr) CHECK_RC(expr, pcc_compiler_strerror)
 
 #define OUTPUT_MAX 4096
 #define SLOW_LINES 200000 /* about 3 s of compile: long enough to kill or time out */
@@ -58,7 +54,7 @@ static pcc_compiler *open_pool(const char *const *argv, unsigned workers, unsign
                                 .memory_limit = memory_limit,
                                 .max_frame = 0};
   pcc_compiler *pool = NULL;
-  CHECK_RC(pcc_compiler_open(&config, &pool));
+  COMPILER_OK(pcc_compiler_open(&config, &pool));
   ck_assert_ptr_nonnull(pool);
   return pool;
 }
@@ -72,7 +68,7 @@ static pcc_compiler *open_default(unsigned workers, unsigned timeout_ms, uint64_
 
 static pcc_compile_result *compile_text(pcc_compiler *pool, int opt, const char *src) {
   pcc_compile_result *result = NULL;
-  CHECK_RC(pcc_compiler_compile(pool, opt, "/tmp/pcc_test_mod.py", src, strlen(src), &result));
+  COMPILER_OK(pcc_compiler_compile(pool, opt, "/tmp/pcc_test_mod.py", src, strlen(src), &result));
   ck_assert_ptr_nonnull(result);
   return result;
 }
@@ -146,7 +142,7 @@ static void expect_output(pcc_compiler *pool, int opt, const char *src, size_t l
                           const char *expected) {
   pcc_compile_result *result = NULL;
   char out[OUTPUT_MAX];
-  CHECK_RC(pcc_compiler_compile(pool, opt, "/tmp/pcc_test_mod.py", src, len, &result));
+  COMPILER_OK(pcc_compiler_compile(pool, opt, "/tmp/pcc_test_mod.py", src, len, &result));
   ck_assert_msg(result->ok, "compile failed: %s: %s", result->error_type,
                 result->error_message);
   run_pyc(pool, result, out, sizeof out);
@@ -261,7 +257,7 @@ START_TEST(test_bad_arguments) {
                    PCC_COMPILER_TOOBIG);
   ck_assert_ptr_null(result);
   /* The empty module is fine. */
-  CHECK_RC(pcc_compiler_compile(pool, 0, "/a.py", NULL, 0, &result));
+  COMPILER_OK(pcc_compiler_compile(pool, 0, "/a.py", NULL, 0, &result));
   ck_assert(result->ok);
   pcc_compile_result_free(result);
   pcc_compile_result_free(NULL);
@@ -363,7 +359,7 @@ START_TEST(test_null_byte) {
   pcc_compiler *pool = open_default(1, 0, 0);
   const char src[] = "x = 1\n\0y = 2\n";
   pcc_compile_result *result = NULL;
-  CHECK_RC(pcc_compiler_compile(pool, 0, "/tmp/n.py", src, sizeof src - 1, &result));
+  COMPILER_OK(pcc_compiler_compile(pool, 0, "/tmp/n.py", src, sizeof src - 1, &result));
   ck_assert(!result->ok);
   /* 3.11 raises ValueError here; 3.12 a SyntaxError. */
   ck_assert_msg(strcmp(result->error_type, "ValueError") == 0 ||
@@ -671,11 +667,6 @@ static Suite *compiler_suite(void) {
 }
 
 int main(void) {
-  SRunner *runner = srunner_create(compiler_suite());
-  int failed;
   /* SIGPIPE keeps its default action: the pool must never raise it (MSG_NOSIGNAL). */
-  srunner_run_all(runner, CK_NORMAL);
-  failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return test_run_suite(compiler_suite());
 }

@@ -281,9 +281,5 @@ int main(void)
   tcase_add_test(tc, test_entry_json_header_mismatch);
   tcase_add_test(tc, test_base64);
   suite_add_tcase(suite, tc);
-  SRunner *runner = srunner_create(suite);
-  srunner_run_all(runner, CK_NORMAL);
-  int failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return test_run_suite(suite);
 }

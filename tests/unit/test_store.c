@@ -293,9 +293,5 @@ int main(void)
   tcase_add_test(tc, test_compile_error_blob);
   tcase_add_test(tc, test_bad_arguments);
   suite_add_tcase(suite, tc);
-  SRunner *runner = srunner_create(suite);
-  srunner_run_all(runner, CK_NORMAL);
-  int failed = srunner_ntests_failed(runner);
-  srunner_free(runner);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return test_run_suite(suite);
 }
