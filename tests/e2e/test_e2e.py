@@ -459,6 +459,38 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(server.stats()["compiles"], 0)
 
+    @unittest.skipUnless(shutil.which("mdb_dump") and shutil.which("mdb_load"),
+                         "needs lmdb-utils")
+    def test_flipped_byte_in_the_store_is_never_served(self):
+        path = os.path.join(self.tmp, "flip.py")
+        with open(path, "w") as f:
+            f.write("VALUE = 12345\n")
+        server = self.start("--workers", "1")
+        params = source_params(path, with_hash=False)
+        self.assertEqual(server.request("POST", "/v1/compile?" + query(params),
+                                        open(path, "rb").read())[0], 200)
+        self.assertEqual(server.stop(), 0)
+        # flip the last byte of the one blob record (inside the marshal bytes) with LMDB's tools
+        dump = subprocess.run(["mdb_dump", "-s", "blobs", server.store], capture_output=True,
+                              text=True, check=True, timeout=30).stdout.splitlines()
+        dump = [line for line in dump if not line.startswith("db_pagesize=")]  # load ignores it
+        value = dump.index("HEADER=END") + 2
+        last = dump[value][-1]
+        dump[value] = dump[value][:-1] + ("1" if last == "0" else "0")
+        dump_file = os.path.join(self.tmp, "blobs.dump")
+        with open(dump_file, "w") as f:
+            f.write("\n".join(dump) + "\n")
+        subprocess.run(["mdb_load", "-s", "blobs", "-f", dump_file, server.store], check=True,
+                       timeout=30)
+        server = self.start("--workers", "1")
+        status, body = server.json("GET", "/v1/code?" + query(source_params(path)))
+        self.assertEqual((status, body["reason"]), (404, "stale"))
+        self.assertEqual(server.stats()["corruptions"], 1)
+        status, headers, _ = server.request("POST", "/v1/compile?" + query(params),
+                                            open(path, "rb").read())
+        self.assertEqual((status, headers["X-Pycached-Outcome"]), (200, "compiled"))
+        self.assertEqual(server.json("GET", "/v1/code?" + query(source_params(path)))[0], 200)
+
     def test_worker_killed_mid_compile(self):
         server = self.start("--workers", "1", "--compile-timeout", "30")
         path = os.path.join(self.tmp, "victim.py")
