@@ -115,6 +115,16 @@ const pcc_client_error *pcc_client_last_error(const pcc_client *client)
   return &client->err;
 }
 
+pcc_client_status pcc_client_set_timeout(pcc_client *client, long timeout_ms)
+{
+  if (client == NULL || timeout_ms < 0)
+    return PCC_CLIENT_INVALID;
+  client->timeout_ms = timeout_ms ? timeout_ms : PCC_CLIENT_DEFAULT_TIMEOUT_MS;
+  return curl_easy_setopt(client->curl, CURLOPT_TIMEOUT_MS, client->timeout_ms) == CURLE_OK
+             ? PCC_CLIENT_OK
+             : PCC_CLIENT_INVALID;
+}
+
 const char *pcc_client_last_outcome(const pcc_client *client)
 {
   return client->outcome;
@@ -651,17 +661,60 @@ pcc_client_status pcc_source_read(const char *file, size_t max_bytes, pcc_source
 {
   if (file == NULL || out == NULL)
     return PCC_CLIENT_INVALID;
+  char *path = realpath(file, NULL);
+  if (path == NULL)
+    return PCC_CLIENT_IO;
+  pcc_client_status rc = pcc_source_load(path, max_bytes, true, out);
+  int saved = errno;
+  free(path);
+  errno = saved;
+  return rc;
+}
+
+/* Stats an absolute path without reading it (for timestamp validation). */
+static pcc_client_status source_stat_only(char *path, pcc_source **out)
+{
+  struct stat st;
+  bool ok = stat(path, &st) == 0;
+  if (ok && !S_ISREG(st.st_mode)) {
+    errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    ok = false;
+  }
+  if (!ok) {
+    int saved = errno;
+    free(path);
+    errno = saved;
+    return PCC_CLIENT_IO;
+  }
+  pcc_source *source = calloc(1, sizeof *source);
+  if (st.st_mtim.tv_sec < 0 || source == NULL) {
+    free(path);
+    free(source);
+    return source == NULL ? PCC_CLIENT_NOMEM : PCC_CLIENT_INVALID;
+  }
+  source->path = path;
+  source->mtime = (int64_t)st.st_mtim.tv_sec;
+  source->size = (uint64_t)st.st_size;
+  *out = source;
+  return PCC_CLIENT_OK;
+}
+
+pcc_client_status pcc_source_load(const char *file, size_t max_bytes, bool with_data,
+                                  pcc_source **out)
+{
+  if (file == NULL || out == NULL || file[0] != '/')
+    return PCC_CLIENT_INVALID;
   if (max_bytes == 0)
     max_bytes = PCC_SOURCE_DEFAULT_MAX;
   if (max_bytes > SIZE_MAX / 2)
     max_bytes = SIZE_MAX / 2;
-  char *path = realpath(file, NULL);
-  if (path == NULL)
-    return PCC_CLIENT_IO;
-  if (strlen(path) > PCC_PATH_MAX) {
-    free(path);
+  if (strlen(file) > PCC_PATH_MAX)
     return PCC_CLIENT_INVALID;
-  }
+  char *path = strdup(file);
+  if (path == NULL)
+    return PCC_CLIENT_NOMEM;
+  if (!with_data)
+    return source_stat_only(path, out);
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
     int saved = errno;
@@ -725,6 +778,7 @@ pcc_client_status pcc_source_read(const char *file, size_t max_bytes, pcc_source
   source->size = (uint64_t)len;
   source->data = data;
   source->len = len;
+  source->has_data = true;
   source->hash = pcc_java_hash(data, len);
   pcc_digest_compute(data, len, &source->digest);
   *out = source;

@@ -73,12 +73,14 @@ static void ctl_usage(FILE *out)
 {
   fprintf(out,
           "usage: pycachectl [OPTIONS] health | stats | get FILE | compile FILE\n"
+          "       pycachectl [--server URL] [--timeout MS] exec [--] COMMAND [ARG]...\n"
           "\n"
           "Commands:\n"
           "  health        check that the server answers (GET /healthz)\n"
           "  stats         show the server's counters (GET /v1/stats)\n"
           "  get FILE      look up the cached code of FILE (GET /v1/code)\n"
           "  compile FILE  upload FILE and have it compiled and stored (POST /v1/compile)\n"
+          "  exec COMMAND  run COMMAND with the import hook active in every CPython it starts\n"
           "\n"
           "Options:\n");
   for (size_t i = 0; i < CTL_NOPTIONS; i++) {
@@ -103,7 +105,8 @@ static void ctl_usage(FILE *out)
           "  3  cannot reach the server, timeout, or a malformed response\n"
           "  4  FILE does not compile (the error is printed like Python prints it)\n"
           "  5  local file error (FILE unreadable or too big, OUT.pyc not writable)\n"
-          "  6  any other error the server reported (its error code and message are printed)\n");
+          "  6  any other error the server reported (its error code and message are printed)\n"
+          "  exec: COMMAND's own exit status; 127 when COMMAND cannot be run\n");
 }
 
 static int ctl_usage_error(const char *what, const char *arg)
@@ -381,6 +384,57 @@ static int ctl_code(pcc_client *client, const ctl_args *args, bool compile, cons
 
 /* ---- main ------------------------------------------------------------------------------ */
 
+/* Where the pycached Python package is: next to this program in the build tree, else where
+ * `meson install` put it. Writes the import root (the directory holding pycached/) to out. */
+static bool ctl_hook_root(char *out, size_t len)
+{
+  char self[PATH_MAX], probe[PATH_MAX + 64];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash != NULL) {
+      *slash = '\0';
+      snprintf(probe, sizeof probe, "%s/hook/pycached/__init__.py", self);
+      if (access(probe, R_OK) == 0 && (size_t)snprintf(out, len, "%s/hook", self) < len)
+        return true;
+    }
+  }
+  snprintf(probe, sizeof probe, "%s/pycached/__init__.py", PCC_HOOK_INSTALL_ROOT);
+  return access(probe, R_OK) == 0 && (size_t)snprintf(out, len, "%s", PCC_HOOK_INSTALL_ROOT) < len;
+}
+
+/* pycachectl exec -- COMMAND...: runs COMMAND with the import hook active in every CPython it
+ * starts (PYTHONPATH gets the hook's sitecustomize and package; PYCACHED_URL the server).
+ * Returns only on failure: 127 when COMMAND cannot be found or run, like env(1). */
+static int ctl_exec(const ctl_args *args, char **command)
+{
+  char root[PATH_MAX], path[3 * PATH_MAX];
+  if (!ctl_hook_root(root, sizeof root)) {
+    fprintf(stderr, "pycachectl: exec: the pycached Python package is not installed\n");
+    return EXIT_LOCAL;
+  }
+  const char *old = getenv("PYTHONPATH");
+  int n = snprintf(path, sizeof path, "%s/pycached/_boot:%s%s%s", root, root,
+                   old && *old ? ":" : "", old && *old ? old : "");
+  if (n < 0 || (size_t)n >= sizeof path) {
+    fprintf(stderr, "pycachectl: exec: PYTHONPATH is too long\n");
+    return EXIT_LOCAL;
+  }
+  char timeout[32];
+  snprintf(timeout, sizeof timeout, "%ld", args->timeout_ms);
+  if (setenv("PYTHONPATH", path, 1) != 0 ||
+      (args->server && setenv("PYCACHED_URL", args->server, 1) != 0) ||
+      (!getenv("PYCACHED_URL") && setenv("PYCACHED_URL", PCC_CLIENT_DEFAULT_URL, 1) != 0) ||
+      (args->timeout_ms && setenv("PYCACHED_TIMEOUT_MS", timeout, 1) != 0)) {
+    perror("pycachectl: exec");
+    return EXIT_LOCAL;
+  }
+  execvp(command[0], command);
+  fprintf(stderr, "pycachectl: exec: %s: %s\n", command[0], strerror(errno));
+  return 127;
+}
+
 int main(int argc, char **argv)
 {
   struct option longopts[CTL_NOPTIONS + 1];
@@ -413,6 +467,8 @@ int main(int argc, char **argv)
         if (nwords == 3)
           return ctl_usage_error("too many arguments", argv[optind]);
         words[nwords++] = argv[optind++];
+        if (nwords == 1 && strcmp(words[0], "exec") == 0)
+          break; /* the rest is the command to run, options and all */
       }
       continue;
     }
@@ -467,6 +523,15 @@ int main(int argc, char **argv)
   if (nwords == 0)
     return ctl_usage_error("no command given (health, stats, get FILE, compile FILE)", NULL);
   const char *command = words[0];
+  if (strcmp(command, "exec") == 0) {
+    if (optind < argc && strcmp(argv[optind], "--") == 0)
+      optind++;
+    if (optind >= argc)
+      return ctl_usage_error("exec wants a command", NULL);
+    if (args.output || args.no_hash || args.have_magic || opt_given || args.json)
+      return ctl_usage_error("exec takes --server and --timeout only", NULL);
+    return ctl_exec(&args, argv + optind);
+  }
   bool code_command = strcmp(command, "get") == 0 || strcmp(command, "compile") == 0;
   if (!code_command && strcmp(command, "health") != 0 && strcmp(command, "stats") != 0)
     return ctl_usage_error("unknown command", command);

@@ -62,6 +62,9 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
 /* Closes the connection and frees the client. NULL is fine. */
 void pcc_client_close(pcc_client *client);
 
+/* Changes the total timeout of the following requests (0: the default). */
+pcc_client_status pcc_client_set_timeout(pcc_client *client, long timeout_ms);
+
 /* What went wrong in the last call that did not return PCC_CLIENT_OK. Every pointer belongs to
  * the client and stays valid until the next call on it (or pcc_client_close); absent fields are
  * NULL (strings) or -1 (numbers). */
@@ -94,13 +97,14 @@ const char *pcc_client_last_outcome(const pcc_client *client);
 
 /* A source file as read from disk, with what the API needs to name it. */
 typedef struct {
-  char *path;      /* absolute, symlinks resolved (realpath) */
+  char *path;      /* absolute (pcc_source_read: symlinks resolved) */
   int64_t mtime;   /* st_mtim.tv_sec, i.e. int(os.stat(p).st_mtime) */
   uint64_t size;   /* == len */
   int32_t hash;    /* pcc_java_hash of the bytes */
   pcc_digest digest;
   uint8_t *data;   /* the bytes, exactly as on disk (never NULL, even when empty) */
   size_t len;
+  bool has_data;   /* false after pcc_source_load(..., false): data NULL, no hash, no digest */
 } pcc_source;
 
 /* Resolves, stats and reads `file` (a regular file of at most max_bytes bytes; 0 selects
@@ -111,6 +115,13 @@ typedef struct {
  * when it is over max_bytes, PCC_CLIENT_INVALID when its path is over PCC_PATH_MAX or its mtime
  * is negative. */
 pcc_client_status pcc_source_read(const char *file, size_t max_bytes, pcc_source **out);
+/* Like pcc_source_read for an absolute path taken as it is (no realpath: the caller's name for
+ * the file is the one the server records). With with_data false the file is only stat'ed (for
+ * timestamp validation, where the source is not read on a hit): mtime and size are set, data is
+ * NULL and has_data false. PCC_CLIENT_INVALID for a relative path. */
+pcc_client_status pcc_source_load(const char *path, size_t max_bytes, bool with_data,
+                                  pcc_source **out);
+
 /* NULL is fine. */
 void pcc_source_free(pcc_source *source);
 

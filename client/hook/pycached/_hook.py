@@ -1,0 +1,227 @@
+"""The pycached import hook: a FileFinder path hook whose source loader asks a pycached server for
+a module's code before compiling it.
+
+Order for each .py module: a valid local pyc (__pycache__, or PYCACHED_LOCAL_PREFIX), then a
+pycached hit, then (unless read-only) a pycached compile of this source, then CPython's own
+SourceFileLoader (local compilation, which also writes __pycache__ when it can). A served pyc is
+used only after pycached._native verified its checksum, magic, mtime and size, and marshal.loads
+produced a code object; anything else falls back to local compilation, never to an ImportError.
+Extension modules and sourceless pycs keep their usual loaders.
+"""
+import _imp
+import importlib.util
+import marshal
+import os
+import sys
+import threading
+from importlib import machinery
+from importlib import _bootstrap_external as _bx
+
+from . import _native
+
+MAGIC = importlib.util.MAGIC_NUMBER
+_ENV_DEFAULTS = {
+    "PYCACHED_URL": "",
+    "PYCACHED_TIMEOUT_MS": "500",
+    "PYCACHED_COMPILE_TIMEOUT_MS": "10000",
+    "PYCACHED_READONLY": "0",
+    "PYCACHED_VALIDATION": "hash",
+    "PYCACHED_LOCAL_PREFIX": "",
+    "PYCACHED_DEBUG": "0",
+    "PYCACHED_BREAKER_SECONDS": "30",
+}
+_MAX_SOURCE = 16 << 20  # the server's default --max-source
+
+_lock = threading.Lock()
+_counters = {}
+_settings = None
+_path_hook = None
+
+
+def _count(name):
+    with _lock:
+        _counters[name] = _counters.get(name, 0) + 1
+
+
+def stats():
+    """This process's counters: hits, compiled (asked the server to compile), local_pyc,
+    local_compile, and fallbacks by reason."""
+    with _lock:
+        counters = dict(_counters)
+    fallbacks = {k[9:]: v for k, v in counters.items() if k.startswith("fallback:")}
+    result = {k: v for k, v in counters.items() if not k.startswith("fallback:")}
+    for key in ("hits", "compiled", "local_pyc", "local_compile"):
+        result.setdefault(key, 0)
+    result["fallbacks"] = fallbacks
+    return result
+
+
+def _debug(outcome, fullname, path, detail=""):
+    if _settings and _settings["debug"]:
+        sys.stderr.write("pycached: %-14s %s (%s)%s\n" % (
+            outcome, fullname, path, ": " + detail if detail else ""))
+
+
+def _positive_int(env, name):
+    text = env.get(name, _ENV_DEFAULTS[name])
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError("%s must be a positive whole number, not %r" % (name, text))
+    return value
+
+
+def read_settings(env=None):
+    """The hook's settings from the environment (see the README), validated."""
+    env = os.environ if env is None else env
+    validation = env.get("PYCACHED_VALIDATION", "hash") or "hash"
+    if validation not in ("hash", "timestamp"):
+        raise ValueError("PYCACHED_VALIDATION must be 'hash' or 'timestamp', not %r" % validation)
+    return {
+        "url": env.get("PYCACHED_URL", "").rstrip("/"),
+        "timeout_ms": _positive_int(env, "PYCACHED_TIMEOUT_MS"),
+        "compile_timeout_ms": _positive_int(env, "PYCACHED_COMPILE_TIMEOUT_MS"),
+        "readonly": env.get("PYCACHED_READONLY", "0") not in ("", "0"),
+        "validation": validation,
+        "local_prefix": env.get("PYCACHED_LOCAL_PREFIX", ""),
+        "debug": env.get("PYCACHED_DEBUG", "0") not in ("", "0"),
+        "breaker_seconds": _positive_int(env, "PYCACHED_BREAKER_SECONDS"),
+    }
+
+
+def settings():
+    """The settings in force, or None when the hook is not installed."""
+    return dict(_settings) if _settings else None
+
+
+def _prefix_pyc_path(source_path):
+    """Where PYCACHED_LOCAL_PREFIX keeps the pyc of source_path (mirrors the source tree, like
+    PYTHONPYCACHEPREFIX), or None."""
+    prefix = _settings["local_prefix"] if _settings else ""
+    if not prefix:
+        return None
+    tail = os.path.basename(_bx.cache_from_source(source_path))
+    return os.path.join(prefix, os.path.dirname(source_path).lstrip(os.sep), tail)
+
+
+def _local_pyc(loader, fullname, source_path, source_mtime, source_size):
+    """A code object from a valid timestamp-based local pyc, or None."""
+    try:
+        candidates = [_bx.cache_from_source(source_path)]
+    except NotImplementedError:
+        return None
+    prefixed = _prefix_pyc_path(source_path)
+    if prefixed:
+        candidates.append(prefixed)
+    details = {"name": fullname, "path": source_path}
+    for bytecode_path in candidates:
+        try:
+            data = loader.get_data(bytecode_path)
+            flags = _bx._classify_pyc(data, fullname, details)
+            if flags != 0:
+                return None  # hash-based pycs: CPython's own loader knows their rules
+            _bx._validate_timestamp_pyc(data, source_mtime, source_size, fullname, details)
+        except (OSError, ImportError, EOFError):
+            continue
+        details["path"] = bytecode_path
+        return _bx._compile_bytecode(memoryview(data)[16:], fullname, bytecode_path, source_path)
+    return None
+
+
+def _write_prefix_pyc(source_path, pyc):
+    target = _prefix_pyc_path(source_path)
+    if not target or sys.dont_write_bytecode:
+        return
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _bx._write_atomic(target, pyc, 0o644)
+    except OSError:
+        pass  # a read-only or full prefix only costs the next process a request
+
+
+def _served_code(fullname, source_path, source_mtime, source_size):
+    """A code object from the server, or None (counted as a fallback with its reason)."""
+    outcome, pyc, detail = _native.fetch(source_path, sys.flags.optimize)
+    if pyc is None:
+        _count("fallback:" + outcome)
+        _debug(outcome, fullname, source_path, detail)
+        return None
+    try:
+        if (pyc[:4] != MAGIC or int.from_bytes(pyc[8:12], "little") != source_mtime & 0xFFFFFFFF
+                or int.from_bytes(pyc[12:16], "little") != source_size & 0xFFFFFFFF):
+            raise ValueError("the pyc header does not describe this source")
+        code = marshal.loads(memoryview(pyc)[16:])
+        if not isinstance(code, type(_served_code.__code__)):
+            raise TypeError("the pyc does not hold a code object")
+    except Exception as exc:  # any surprise in served bytes means: compile locally
+        _count("fallback:bad-code")
+        _debug("bad-code", fullname, source_path, str(exc))
+        return None
+    _imp._fix_co_filename(code, source_path)
+    _count("hits" if outcome == "hit" else "compiled")
+    _debug(outcome, fullname, source_path)
+    _write_prefix_pyc(source_path, pyc)
+    return code
+
+
+class PycachedLoader(machinery.SourceFileLoader):
+    """SourceFileLoader that gets code from pycached when no valid local pyc exists."""
+
+    def get_code(self, fullname):
+        source_path = self.get_filename(fullname)
+        try:
+            st = self.path_stats(source_path)
+            mtime, size = int(st["mtime"]), int(st["size"])
+        except (OSError, KeyError):
+            return super().get_code(fullname)
+        code = _local_pyc(self, fullname, source_path, mtime, size)
+        if code is not None:
+            _count("local_pyc")
+            return code
+        if os.path.isabs(source_path):
+            code = _served_code(fullname, source_path, mtime, size)
+            if code is not None:
+                return code
+        _count("local_compile")
+        return super().get_code(fullname)
+
+
+def install(env=None):
+    """Activates the hook for this interpreter when PYCACHED_URL is set; returns whether it is
+    active. Idempotent. Bad settings are reported on stderr and leave the hook off."""
+    global _settings, _path_hook
+    try:
+        conf = read_settings(env)
+    except ValueError as exc:
+        sys.stderr.write("pycached: hook not installed: %s\n" % exc)
+        return False
+    if not conf["url"]:
+        return False
+    _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
+                      conf["readonly"], conf["validation"] == "hash",
+                      float(conf["breaker_seconds"]), _MAX_SOURCE)
+    _settings = conf
+    if _path_hook is None:
+        _path_hook = machinery.FileFinder.path_hook(
+            (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
+            (PycachedLoader, machinery.SOURCE_SUFFIXES),
+            (machinery.SourcelessFileLoader, machinery.BYTECODE_SUFFIXES))
+        sys.path_hooks.insert(0, _path_hook)
+        sys.path_importer_cache.clear()
+    return True
+
+
+def uninstall():
+    """Removes the hook; modules already imported keep their code."""
+    global _settings, _path_hook
+    if _path_hook is not None and _path_hook in sys.path_hooks:
+        sys.path_hooks.remove(_path_hook)
+        sys.path_importer_cache.clear()
+    _path_hook = None
+    _settings = None
+
+
+def is_active():
+    return _path_hook is not None

@@ -1,0 +1,337 @@
+/* _native.c: the hot path of the pycached import hook (pycached._native), a CPython extension on
+ * libpycached (client/pycached.h) and proto/. For one source it stats and (in hash mode) reads
+ * the file, computes hash and digest, asks the server over a kept-alive connection, has the
+ * source compiled on a miss (unless read-only), and returns the verified pyc bytes, or the reason
+ * why not. Python (pycached/_hook.py) unmarshals the code and falls back to local compilation on
+ * anything but a verified pyc. All I/O runs without the GIL; a circuit breaker stops asking a
+ * server that did not answer. The package's README section and docs/HOOK.md have the settings.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pycached.h"
+
+/* The one client of this process, its settings, and the breaker. Guarded by lock; never held
+ * together with the GIL (the lock is taken with the GIL released). */
+static struct {
+  pthread_mutex_t lock;
+  pcc_client *client;
+  pid_t pid;             /* the process the client's connection belongs to */
+  bool configured;
+  char url[2048];
+  pcc_magic magic;
+  long timeout_ms;         /* lookups */
+  long compile_timeout_ms; /* compiles */
+  bool readonly;
+  bool hash_validation;
+  double breaker_seconds;
+  double breaker_until;    /* monotonic seconds; no request before then */
+  size_t max_source;
+} state = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static double now_seconds(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A forked child must not share its parent's connection nor inherit a held lock. */
+static void after_fork_in_child(void)
+{
+  pthread_mutex_init(&state.lock, NULL);
+  state.client = NULL; /* the parent's handle is leaked on purpose: its socket is the parent's */
+  state.pid = 0;
+}
+
+/* Opens the client when needed. Caller holds the lock. */
+static pcc_client_status ensure_client(void)
+{
+  if (state.client != NULL && state.pid == getpid())
+    return PCC_CLIENT_OK;
+  state.client = NULL;
+  pcc_client_config config = {
+    .base_url = state.url,
+    .connect_timeout_ms = state.timeout_ms,
+    .timeout_ms = state.timeout_ms,
+  };
+  pcc_client_status rc = pcc_client_open(&config, &state.client);
+  if (rc == PCC_CLIENT_OK)
+    state.pid = getpid();
+  return rc;
+}
+
+/* The reason a fallback is taken, as Python sees it (stats and debug lines). */
+static const char *reason_of(pcc_client_status rc)
+{
+  switch (rc) {
+  case PCC_CLIENT_OK: return "ok";
+  case PCC_CLIENT_MISS: return "miss";
+  case PCC_CLIENT_COMPILE_ERROR: return "compile-error";
+  case PCC_CLIENT_UNSUPPORTED_MAGIC: return "unsupported-magic";
+  case PCC_CLIENT_HTTP: return "http-error";
+  case PCC_CLIENT_CONNECT: return "server-down";
+  case PCC_CLIENT_TIMEOUT: return "timeout";
+  case PCC_CLIENT_PROTOCOL: return "bad-response";
+  case PCC_CLIENT_IO: return "source-unreadable";
+  case PCC_CLIENT_TOOBIG: return "too-large";
+  case PCC_CLIENT_NOMEM: return "no-memory";
+  case PCC_CLIENT_INVALID: return "invalid";
+  }
+  return "error";
+}
+
+typedef struct {
+  const char *outcome; /* "hit", "compiled", "stored", "joined", or a fallback reason */
+  uint8_t *pyc;        /* malloc'd, NULL on a fallback */
+  size_t pyc_len;
+  char detail[256];
+} fetch_result;
+
+static void trip_breaker(pcc_client_status rc)
+{
+  if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT)
+    state.breaker_until = now_seconds() + state.breaker_seconds;
+  else if (rc == PCC_CLIENT_UNSUPPORTED_MAGIC)
+    state.breaker_until = 1e300; /* this server will never have code for this interpreter */
+}
+
+/* Takes a verified entry's pyc. */
+static void take_pyc(fetch_result *result, pcc_entry *entry, const char *outcome)
+{
+  result->pyc = malloc(entry->view.pyc_len ? entry->view.pyc_len : 1);
+  if (result->pyc == NULL) {
+    result->outcome = "no-memory";
+  } else {
+    memcpy(result->pyc, entry->view.pyc, entry->view.pyc_len);
+    result->pyc_len = entry->view.pyc_len;
+    result->outcome = outcome;
+  }
+  pcc_entry_free(entry);
+}
+
+static void describe(fetch_result *result, pcc_client_status rc)
+{
+  const pcc_client_error *err = state.client ? pcc_client_last_error(state.client) : NULL;
+  snprintf(result->detail, sizeof result->detail, "%s%s%s", pcc_client_strerror(rc),
+           err && err->message ? ": " : "", err && err->message ? err->message : "");
+  result->outcome = reason_of(rc);
+  trip_breaker(rc);
+}
+
+/* The whole request path, without the GIL. Caller holds the lock. */
+static void fetch_locked(const char *path, int opt, fetch_result *result)
+{
+  if (!state.configured) {
+    result->outcome = "disabled";
+    return;
+  }
+  if (now_seconds() < state.breaker_until) {
+    result->outcome = "breaker-open";
+    return;
+  }
+  pcc_client_status rc = ensure_client();
+  if (rc != PCC_CLIENT_OK) {
+    describe(result, rc);
+    return;
+  }
+  pcc_source *source = NULL;
+  rc = pcc_source_load(path, state.max_source, state.hash_validation, &source);
+  if (rc != PCC_CLIENT_OK) {
+    result->outcome = reason_of(rc);
+    return;
+  }
+  pcc_entry *entry = NULL;
+  rc = pcc_client_lookup(state.client, &state.magic, opt, source, state.hash_validation, &entry);
+  if (rc == PCC_CLIENT_OK) {
+    take_pyc(result, entry, "hit");
+  } else if (rc != PCC_CLIENT_MISS || state.readonly) {
+    describe(result, rc);
+  } else {
+    rc = PCC_CLIENT_OK;
+    if (!source->has_data) { /* timestamp mode read nothing so far: the upload needs the bytes */
+      pcc_source_free(source);
+      source = NULL;
+      rc = pcc_source_load(path, state.max_source, true, &source);
+    }
+    if (rc == PCC_CLIENT_OK) {
+      pcc_client_set_timeout(state.client, state.compile_timeout_ms);
+      rc = pcc_client_compile(state.client, &state.magic, opt, source, &entry);
+      pcc_client_set_timeout(state.client, state.timeout_ms);
+    }
+    if (rc == PCC_CLIENT_OK) {
+      const char *outcome = pcc_client_last_outcome(state.client);
+      take_pyc(result, entry,
+               strcmp(outcome, "stored") == 0   ? "stored"
+               : strcmp(outcome, "joined") == 0 ? "joined"
+                                                : "compiled");
+    } else if (rc == PCC_CLIENT_TIMEOUT) {
+      /* a slow compile is not a dead server: fall back without opening the breaker */
+      snprintf(result->detail, sizeof result->detail, "compile took over %ld ms",
+               state.compile_timeout_ms);
+      result->outcome = "compile-timeout";
+    } else {
+      describe(result, rc);
+    }
+  }
+  pcc_source_free(source);
+}
+
+PyDoc_STRVAR(configure_doc,
+"configure(url, magic, timeout_ms, compile_timeout_ms, readonly, hash_validation,\n"
+"          breaker_seconds, max_source)\n"
+"Sets the server and behaviour of fetch(); resets the circuit breaker.");
+
+static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+  (void)self;
+  static char *keywords[] = {"url", "magic", "timeout_ms", "compile_timeout_ms", "readonly",
+                             "hash_validation", "breaker_seconds", "max_source", NULL};
+  const char *url;
+  Py_buffer magic;
+  long timeout_ms, compile_timeout_ms;
+  int readonly, hash_validation;
+  double breaker_seconds;
+  Py_ssize_t max_source;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn", keywords, &url, &magic,
+                                   &timeout_ms, &compile_timeout_ms, &readonly, &hash_validation,
+                                   &breaker_seconds, &max_source))
+    return NULL;
+  bool bad = magic.len != PCC_MAGIC_LEN || strlen(url) >= sizeof state.url || timeout_ms <= 0 ||
+             compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0;
+  if (bad) {
+    PyBuffer_Release(&magic);
+    PyErr_SetString(PyExc_ValueError, "pycached: bad configuration value");
+    return NULL;
+  }
+  Py_BEGIN_ALLOW_THREADS
+  pthread_mutex_lock(&state.lock);
+  pcc_client_close(state.pid == getpid() ? state.client : NULL);
+  state.client = NULL;
+  snprintf(state.url, sizeof state.url, "%s", url);
+  memcpy(state.magic.bytes, magic.buf, PCC_MAGIC_LEN);
+  state.timeout_ms = timeout_ms;
+  state.compile_timeout_ms = compile_timeout_ms;
+  state.readonly = readonly;
+  state.hash_validation = hash_validation;
+  state.breaker_seconds = breaker_seconds;
+  state.breaker_until = 0;
+  state.max_source = (size_t)max_source;
+  state.configured = true;
+  pthread_mutex_unlock(&state.lock);
+  Py_END_ALLOW_THREADS
+  PyBuffer_Release(&magic);
+  Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(fetch_doc,
+"fetch(path, opt) -> (outcome, pyc, detail)\n"
+"Asks the server for the code of the source at `path` (absolute) at optimization level opt.\n"
+"outcome is 'hit', 'compiled', 'stored' or 'joined' with pyc the verified pyc bytes (checksum,\n"
+"magic, mtime and size checked), or a fallback reason with pyc None.");
+
+static PyObject *native_fetch(PyObject *self, PyObject *args)
+{
+  (void)self;
+  PyObject *path_obj;
+  int opt;
+  if (!PyArg_ParseTuple(args, "O&i", PyUnicode_FSConverter, &path_obj, &opt))
+    return NULL;
+  if (opt < 0 || opt > PCC_OPT_MAX) {
+    Py_DECREF(path_obj);
+    PyErr_SetString(PyExc_ValueError, "opt must be 0, 1 or 2");
+    return NULL;
+  }
+  fetch_result result = {.outcome = "error"};
+  const char *path = PyBytes_AS_STRING(path_obj);
+  Py_BEGIN_ALLOW_THREADS
+  pthread_mutex_lock(&state.lock);
+  fetch_locked(path, opt, &result);
+  pthread_mutex_unlock(&state.lock);
+  Py_END_ALLOW_THREADS
+  Py_DECREF(path_obj);
+  PyObject *pyc = result.pyc ? PyBytes_FromStringAndSize((const char *)result.pyc,
+                                                         (Py_ssize_t)result.pyc_len)
+                             : Py_NewRef(Py_None);
+  free(result.pyc);
+  if (pyc == NULL)
+    return NULL;
+  return Py_BuildValue("(sNs)", result.outcome, pyc, result.detail);
+}
+
+PyDoc_STRVAR(java_hash_doc, "java_hash(data) -> int: Java Arrays.hashCode(byte[]) of data.");
+
+static PyObject *native_java_hash(PyObject *self, PyObject *arg)
+{
+  (void)self;
+  Py_buffer data;
+  if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) != 0)
+    return NULL;
+  int32_t hash = pcc_java_hash(data.buf, (size_t)data.len);
+  PyBuffer_Release(&data);
+  return PyLong_FromLong(hash);
+}
+
+PyDoc_STRVAR(checksum_doc, "checksum(data) -> str: XXH3-64 of data as 16 hex digits.");
+
+static PyObject *native_checksum(PyObject *self, PyObject *arg)
+{
+  (void)self;
+  Py_buffer data;
+  if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) != 0)
+    return NULL;
+  char hex[17];
+  pcc_checksum_to_hex(pcc_checksum(data.buf, (size_t)data.len), hex);
+  PyBuffer_Release(&data);
+  return PyUnicode_FromString(hex);
+}
+
+PyDoc_STRVAR(digest_doc, "digest(data) -> str: XXH3-128 of data as 32 hex digits.");
+
+static PyObject *native_digest(PyObject *self, PyObject *arg)
+{
+  (void)self;
+  Py_buffer data;
+  if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) != 0)
+    return NULL;
+  pcc_digest digest;
+  char hex[PCC_DIGEST_HEX_LEN + 1];
+  pcc_digest_compute(data.buf, (size_t)data.len, &digest);
+  pcc_digest_to_hex(&digest, hex);
+  PyBuffer_Release(&data);
+  return PyUnicode_FromString(hex);
+}
+
+static PyMethodDef native_methods[] = {
+  {"configure", (PyCFunction)(void (*)(void))native_configure, METH_VARARGS | METH_KEYWORDS,
+   configure_doc},
+  {"fetch", native_fetch, METH_VARARGS, fetch_doc},
+  {"java_hash", native_java_hash, METH_O, java_hash_doc},
+  {"checksum", native_checksum, METH_O, checksum_doc},
+  {"digest", native_digest, METH_O, digest_doc},
+  {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+  PyModuleDef_HEAD_INIT, "pycached._native",
+  "The C part of the pycached import hook (see pycached/_hook.py).", -1, native_methods,
+  NULL, NULL, NULL, NULL,
+};
+
+static void register_fork_handler(void)
+{
+  pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, register_fork_handler);
+  return PyModule_Create(&native_module);
+}
