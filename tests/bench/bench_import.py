@@ -1,0 +1,231 @@
+#!/usr/bin/python3
+"""Benchmark: `import sympy` in fresh interpreters, with and without pycached.
+
+Usage: /usr/bin/python3 tests/bench/bench_import.py [--runs N] [--build DIR]
+
+What it measures. Each run is one fresh `/usr/bin/python3 -s` process that puts a copy of Debian's
+sympy and mpmath first on sys.path, imports sympy, computes sympy.factor(x**2 - 1) and prints the
+time the import took inside the process (the main figure) and the answer; the parent also times
+the whole process (perf_counter around subprocess.run: interpreter start, hook start, import,
+exit). PYTHONDONTWRITEBYTECODE=1 keeps every run from writing pycs.
+
+Conditions, all in one temporary directory and one run of this script:
+  a   no pycs at all: tree A (a copy with every __pycache__ removed, made read-only), plain python
+  b   local pycs: tree B (a copy compiled with `python3 -m compileall -q -j 2`), plain python
+  c1  the hook, warm server, PYCACHED_VALIDATION=hash: tree A under `pycachectl exec`
+  c2  the same with PYCACHED_VALIDATION=timestamp
+  d   the hook with the server down: PYCACHED_URL names a closed loopback port
+The server (build/server/pycached, its own store in the temporary directory) is warmed by one
+unmeasured hook run; every measured c run must then get each sympy/mpmath module as a hit
+(checked from pycached.stats() printed by the child). Conditions are interleaved run by run, in
+a rotating order, so drift affects all of them alike; the first round is a discarded warm-up.
+
+Prints a table (median/min/max import time, median process time) and the ratios against the aims
+c/b <= 1.10 and d/a <= 1.05. Exit status: 0 whether or not the aims are met, 1 when any run
+failed or gave a wrong answer, 2 on a setup error.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PYTHON = "/usr/bin/python3"
+DIST = "/usr/lib/python3/dist-packages"
+ANSWER = "(x - 1)*(x + 1)"
+RUN_TIMEOUT = 120  # seconds for one child process
+CONDITIONS = ("a", "b", "c1", "c2", "d")
+LABELS = {"a": "a  no pycs (tree A)", "b": "b  local __pycache__ (tree B)",
+          "c1": "c1 hook, warm server, hash", "c2": "c2 hook, warm server, timestamp",
+          "d": "d  hook, server down"}
+
+# The child: argv[1] is the tree. Prints one JSON line; `stats` is None when the hook is absent.
+CHILD = r"""
+import sys, time
+tree = sys.argv[1]
+sys.path.insert(0, tree)
+t = time.perf_counter()
+import sympy
+elapsed = time.perf_counter() - t
+x = sympy.Symbol("x")
+answer = str(sympy.factor(x**2 - 1))
+import json
+hook = sys.modules.get("pycached")
+modules = [n for n, m in list(sys.modules.items())
+           if (getattr(m, "__file__", None) or "").startswith(tree + "/")]
+print(json.dumps({"import": elapsed, "answer": answer, "file": sympy.__file__,
+                  "modules": len(modules),
+                  "stats": hook.stats() if hook and hook.is_active() else None}))
+"""
+
+
+class RunFailed(Exception):
+    pass
+
+
+def sh(*argv):
+    subprocess.run(argv, check=True, timeout=600, stdout=subprocess.DEVNULL)
+
+
+def setup_trees(tmp):
+    """Tree A: sympy and mpmath without any pyc, read-only. Tree B: the same, compiled."""
+    tree_a, tree_b = os.path.join(tmp, "A"), os.path.join(tmp, "B")
+    for tree in (tree_a, tree_b):
+        os.mkdir(tree)
+        for package in ("sympy", "mpmath"):
+            shutil.copytree(os.path.join(DIST, package), os.path.join(tree, package),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    sh(PYTHON, "-m", "compileall", "-q", "-j", "2", tree_b)
+    sh("chmod", "-R", "a-w", tree_a)
+    return tree_a, tree_b
+
+
+def start_server(build, tmp):
+    """Starts pycached on a free port; returns (process, url)."""
+    out_path = os.path.join(tmp, "server.out")
+    with open(out_path, "wb") as out, open(os.path.join(tmp, "server.err"), "wb") as err:
+        proc = subprocess.Popen([os.path.join(build, "server", "pycached"), "--port", "0",
+                                 "--store", os.path.join(tmp, "store"), "--workers", "2"],
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        with open(out_path) as out:
+            line = out.readline()
+        if line.endswith("\n") and " listening on " in line:
+            return proc, line.split(" listening on ")[1].split()[0]
+        time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError("pycached did not start: %r" % open(out_path).read())
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return "http://127.0.0.1:%d" % s.getsockname()[1]
+
+
+def run_child(cond, argv, env, tree):
+    """One measured process; returns (import seconds, wall seconds, parsed output)."""
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RunFailed("%s: timed out after %d s" % (cond, RUN_TIMEOUT))
+    wall = time.perf_counter() - t
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        out = None
+    if proc.returncode != 0 or out is None:
+        raise RunFailed("%s: exit %d\n%s%s" % (cond, proc.returncode, proc.stdout,
+                                               proc.stderr[-3000:]))
+    if out["answer"] != ANSWER or not out["file"].startswith(tree + "/"):
+        raise RunFailed("%s: wrong answer %r from %s" % (cond, out["answer"], out["file"]))
+    return out["import"], wall, out
+
+
+def check_hook(cond, out, warm):
+    """The hook must be active; on a warm server every tree module must be a hit."""
+    stats = out["stats"]
+    if stats is None:
+        raise RunFailed("%s: the hook is not active" % cond)
+    if warm and (stats["fallbacks"] or stats["local_compile"] or stats["compiled"]
+                 or stats["hits"] < out["modules"]):
+        raise RunFailed("%s: not every module was a hit: %d modules, stats %s"
+                        % (cond, out["modules"], stats))
+    if not warm and stats["hits"]:
+        raise RunFailed("%s: hits with the server down: %s" % (cond, stats))
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7, help="measured runs per condition")
+    parser.add_argument("--build", default=os.path.join(root, "build"), help="build directory")
+    args = parser.parse_args()
+    build = os.path.abspath(args.build)
+    ctl = os.path.join(build, "client", "pycachectl")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PYCACHED_"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    tmp = tempfile.mkdtemp(prefix="pycached-bench-")
+    server = None
+    try:
+        tree_a, tree_b = setup_trees(tmp)
+        server, url = start_server(build, tmp)
+        down = closed_port_url()
+        child = [PYTHON, "-s", "-c", CHILD]
+        plans = {  # condition: (argv, env, tree)
+            "a": (child + [tree_a], env, tree_a),
+            "b": (child + [tree_b], env, tree_b),
+            "c1": ([ctl, "--server", url, "exec", "--"] + child + [tree_a],
+                   dict(env, PYCACHED_VALIDATION="hash"), tree_a),
+            "c2": ([ctl, "--server", url, "exec", "--"] + child + [tree_a],
+                   dict(env, PYCACHED_VALIDATION="timestamp"), tree_a),
+            "d": ([ctl, "--server", down, "exec", "--"] + child + [tree_a], env, tree_a),
+        }
+        _, _, out = run_child("warm", *plans["c1"])  # fills the server's store
+        check_hook("warm", out, warm=False)
+        results = {c: [] for c in CONDITIONS}
+        for rnd in range(args.runs + 1):  # round 0 is the discarded warm-up
+            order = CONDITIONS[rnd % 5:] + CONDITIONS[:rnd % 5]
+            for cond in order:
+                imp, wall, out = run_child(cond, *plans[cond])
+                if cond not in ("a", "b"):
+                    check_hook(cond, out, warm=cond != "d")
+                if rnd:
+                    results[cond].append((imp, wall))
+            print("round %d/%d done" % (rnd, args.runs), file=sys.stderr)
+    except RunFailed as exc:
+        print("bench_import: run failed: %s" % exc, file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        print("bench_import: setup failed: %s" % exc, file=sys.stderr)
+        return 2
+    finally:
+        if server is not None:
+            stop(server)
+        subprocess.run(["chmod", "-R", "u+w", tmp], timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    report(results, args.runs)
+    return 0
+
+
+def report(results, runs):
+    med = {c: (statistics.median(i for i, _ in r), statistics.median(w for _, w in r))
+           for c, r in results.items()}
+    print("import sympy, %d measured runs per condition (after 1 warm-up), %s, %d CPUs"
+          % (runs, time.strftime("%Y-%m-%d %H:%M %Z"), os.cpu_count()))
+    print("%-32s %10s %10s %10s %10s" % ("condition", "import med", "process med",
+                                          "import min", "import max"))
+    for c in CONDITIONS:
+        imports = [i for i, _ in results[c]]
+        print("%-32s %10.3f %10.3f %10.3f %10.3f" % (LABELS[c], med[c][0], med[c][1],
+                                                      min(imports), max(imports)))
+    print("\n%-8s %8s %8s   %s" % ("ratio", "import", "process", "aim (on import time)"))
+    for num, den, aim in (("c1", "b", 1.10), ("c2", "b", 1.10), ("a", "c1", None),
+                          ("a", "c2", None), ("d", "a", 1.05)):
+        r_imp, r_wall = med[num][0] / med[den][0], med[num][1] / med[den][1]
+        verdict = ("<= %.2f: %s" % (aim, "met" if r_imp <= aim else "MISSED")) if aim else "-"
+        print("%-8s %8.2f %8.2f   %s" % (num + "/" + den, r_imp, r_wall, verdict))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""End-to-end tests of the CPython import hook (pycached package): real /usr/bin/python3
+processes importing a real package tree (Debian's sympy and mpmath, copied read-only without any
+__pycache__) through a real pycached server, plus a fault-injecting proxy in front of it.
+
+Run by meson (`meson test hook`), which passes PCC_PYCACHED, PCC_PYCACHECTL, PCC_HOOK_ROOT (the
+import root holding the built pycached package) and PCC_REFERENCE_PYTHON.
+"""
+import base64
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_e2e import PYCACHECTL, PYTHON, Server  # noqa: E402  (shared harness)
+
+HOOK_ROOT = os.environ.get("PCC_HOOK_ROOT", "build/client/hook")
+sys.path.insert(0, HOOK_ROOT)
+from pycached import _native  # noqa: E402  (checksums for the proxy)
+
+SYMPY_SITE = "/usr/lib/python3/dist-packages"
+SYMPY_SCRIPT = r"""
+import json, sys, time
+sys.path.insert(0, TREE)
+import sympy, pycached
+x = sympy.Symbol("x")
+print(json.dumps({"answer": [str(sympy.factor(x**2 - 1)), str(sympy.integrate(x**2, (x, 0, 3)))],
+                  "stats": pycached.stats(),
+                  "from_tree": sorted(m for m, mod in list(sys.modules.items())
+                                      if (getattr(mod, "__file__", "") or "").startswith(TREE)
+                                      and mod.__file__.endswith(".py"))}))
+"""
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_tree(root, files):
+    for name, text in files.items():
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+
+
+class HookCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="pcc-hook-")
+        self.servers = []
+
+    def tearDown(self):
+        for server in self.servers:
+            server.stop()
+        subprocess.run(["chmod", "-R", "u+w", self.tmp])
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start_server(self, *args):
+        server = Server(self.tmp, "--workers", "2", *args)
+        self.servers.append(server)
+        return server
+
+    def hook_run(self, url, code, *python_args, env=None, cwd=None, timeout=120, stdin=None):
+        """Runs /usr/bin/python3 with the hook active through `pycachectl exec`."""
+        run_env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+        run_env.update({k: v for k, v in os.environ.items()
+                        if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))})
+        run_env.update(env or {})
+        return subprocess.run([PYCACHECTL, "--server", url, "exec", "--", PYTHON, *python_args,
+                               "-c", code], capture_output=True, text=True, env=run_env,
+                              cwd=cwd, timeout=timeout, input=stdin)
+
+    def small_package(self, name="pkg", value=1):
+        root = os.path.join(self.tmp, "src-" + name)
+        make_tree(root, {
+            name + "/__init__.py": "from . import alpha, beta\n",
+            name + "/alpha.py": "VALUE = %d\n" % value,
+            name + "/beta.py": "def double(x):\n    '''doc'''\n    return 2 * x\n",
+        })
+        return root
+
+    def import_small(self, url, root, name="pkg", env=None, *python_args):
+        code = ("import sys, json; sys.path.insert(0, %r); import %s, pycached; "
+                "print(json.dumps({'value': %s.alpha.VALUE, 'double': %s.beta.double(21), "
+                "'stats': pycached.stats()}))" % (root, name, name, name))
+        run = self.hook_run(url, code, *python_args, env=env)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        return json.loads(run.stdout)
+
+
+class Sympy(HookCase):
+    """The acceptance run: a read-only sympy tree served entirely from the cache."""
+
+    def test_second_process_gets_every_module_from_the_cache(self):
+        tree = os.path.join(self.tmp, "tree")
+        os.makedirs(tree)
+        for pkg in ("sympy", "mpmath"):
+            shutil.copytree(os.path.join(SYMPY_SITE, pkg), os.path.join(tree, pkg),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a-w", tree], check=True)
+        server = self.start_server()
+        code = "TREE = %r\n%s" % (tree, SYMPY_SCRIPT)
+
+        first = self.hook_run(server.url, code)
+        self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+        first = json.loads(first.stdout)
+        self.assertEqual(first["answer"], ["(x - 1)*(x + 1)", "9"])
+        modules = len(first["from_tree"])
+        self.assertGreater(modules, 300)
+        self.assertEqual(first["stats"]["fallbacks"], {})
+        self.assertEqual(first["stats"]["compiled"], modules)
+
+        second = self.hook_run(server.url, code)
+        self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+        second = json.loads(second.stdout)
+        self.assertEqual(second["answer"], first["answer"])
+        self.assertEqual(second["from_tree"], first["from_tree"])
+        self.assertEqual(second["stats"]["hits"], modules, "every .py module came from the cache")
+        self.assertEqual(second["stats"]["local_compile"], 0)
+        self.assertEqual(second["stats"]["fallbacks"], {})
+        self.assertEqual(server.stats()["compiles"], modules)
+
+
+class Fallbacks(HookCase):
+    def test_server_down_from_the_start_costs_one_attempt(self):
+        root = self.small_package()
+        url = "http://127.0.0.1:%d" % closed_port()
+        t0 = time.monotonic()
+        out = self.import_small(url, root)
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertEqual((out["value"], out["double"]), (1, 42))
+        self.assertEqual(out["stats"]["fallbacks"], {"server-down": 1, "breaker-open": 2})
+        self.assertEqual(out["stats"]["local_compile"], 3)
+
+    def test_server_stopped_half_way(self):
+        server = self.start_server()
+        first = self.small_package("first")
+        second = self.small_package("second", 2)
+        code = ("import sys, json; sys.path[:0] = [%r, %r]; import first, pycached; "
+                "print('ready', flush=True); sys.stdin.readline(); import second; "
+                "print(json.dumps({'v': second.alpha.VALUE, 'stats': pycached.stats()}))"
+                % (first, second))
+        env = {k: v for k, v in os.environ.items()
+               if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))}
+        env.update(PATH="/usr/bin:/bin", PYTHONDONTWRITEBYTECODE="1")
+        proc = subprocess.Popen([PYCACHECTL, "--server", server.url, "exec", "--", PYTHON, "-c",
+                                 code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            self.assertEqual(proc.stdout.readline().strip(), "ready")
+            self.assertEqual(server.stop(), 0)
+            out, err = proc.communicate("go\n", timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        self.assertEqual(proc.returncode, 0, err)
+        result = json.loads(out)
+        self.assertEqual(result["v"], 2)
+        self.assertEqual(result["stats"]["compiled"], 3, "the first package came from the server")
+        self.assertEqual(result["stats"]["fallbacks"], {"server-down": 1, "breaker-open": 2})
+
+    def test_syntax_error_is_the_same_as_plain_cpython(self):
+        server = self.start_server()
+        root = os.path.join(self.tmp, "bad")
+        make_tree(root, {"broken.py": "x = 1\nif x:\nprint('no indent')\n",
+                         "broken2.py": "def f(:\n    pass\n"})
+        for module in ("broken", "broken2"):
+            code = ("import sys; sys.path.insert(0, %r)\ntry:\n    import %s\n"
+                    "except SyntaxError as e:\n"
+                    "    print(type(e).__name__, e.filename, e.lineno, e.offset, e.msg, sep='|')"
+                    % (root, module))
+            hooked = self.hook_run(server.url, code)
+            plain = subprocess.run([PYTHON, "-B", "-c", code], capture_output=True, text=True,
+                                   timeout=60)
+            self.assertEqual(hooked.returncode, 0, hooked.stderr)
+            self.assertTrue(plain.stdout.strip())
+            self.assertEqual(hooked.stdout, plain.stdout)
+        self.assertEqual(server.stats()["compile_errors"], 2)
+
+    def test_edited_source_is_never_served_stale(self):
+        server = self.start_server()
+        root = self.small_package()
+        self.assertEqual(self.import_small(server.url, root)["value"], 1)
+        alpha = os.path.join(root, "pkg", "alpha.py")
+        st = os.stat(alpha)
+        # same size, same mtime: only hash validation can tell
+        with open(alpha, "w") as f:
+            f.write("VALUE = 7\n")
+        os.utime(alpha, ns=(st.st_atime_ns, st.st_mtime_ns))
+        out = self.import_small(server.url, root)
+        self.assertEqual(out["value"], 7)
+        self.assertEqual(out["stats"]["compiled"], 1)
+        self.assertEqual(out["stats"]["hits"], 2)
+        # a new mtime is caught in both validation modes
+        with open(alpha, "w") as f:
+            f.write("VALUE = 8\n")
+        os.utime(alpha, (st.st_atime + 10, st.st_mtime + 10))
+        for validation in ("timestamp", "hash"):
+            out = self.import_small(server.url, root, env={"PYCACHED_VALIDATION": validation})
+            self.assertEqual(out["value"], 8, validation)
+
+    def test_optimization_levels(self):
+        server = self.start_server()
+        root = os.path.join(self.tmp, "opt")
+        make_tree(root, {"optmod.py": "def f():\n    'the doc'\n    assert False\n"})
+        code = ("import sys, json; sys.path.insert(0, %r); import optmod\n"
+                "try:\n    optmod.f(); asserted = False\nexcept AssertionError:\n"
+                "    asserted = True\n"
+                "print(json.dumps([optmod.f.__doc__, asserted]))" % root)
+        expected = {(): ["the doc", True], ("-O",): ["the doc", False], ("-OO",): [None, False]}
+        for flags, answer in expected.items():
+            run = self.hook_run(server.url, code, *flags, env={"PYCACHED_DEBUG": "1"})
+            self.assertEqual(run.returncode, 0, run.stderr)
+            self.assertEqual(json.loads(run.stdout), answer, flags)
+            self.assertIn("compiled       optmod", run.stderr, flags)
+        # one entry per optimization level, each with its own code
+        path = os.path.join(root, "optmod.py")
+        checksums = set()
+        for opt in (0, 1, 2):
+            status, entry = server.json("GET", "/v1/code?magic=a70d0d0a&opt=%d&path=%s&mtime=%d"
+                                        "&size=%d" % (opt, path, int(os.stat(path).st_mtime),
+                                                      os.stat(path).st_size))
+            self.assertEqual(status, 200, opt)
+            checksums.add(entry["checksum"])
+        self.assertEqual(len(checksums), 3)
+
+    def test_readonly_never_asks_for_a_compile(self):
+        server = self.start_server()
+        root = self.small_package()
+        out = self.import_small(server.url, root, env={"PYCACHED_READONLY": "1"})
+        self.assertEqual((out["value"], out["double"]), (1, 42))
+        self.assertEqual(out["stats"]["fallbacks"], {"miss": 3})
+        self.assertEqual(server.stats()["compiles"], 0)
+        self.import_small(server.url, root)
+        out = self.import_small(server.url, root, env={"PYCACHED_READONLY": "1"})
+        self.assertEqual(out["stats"]["hits"], 3)
+
+    def test_local_prefix_keeps_served_pycs(self):
+        server = self.start_server()
+        root = self.small_package()
+        prefix = os.path.join(self.tmp, "prefix")
+        env = {"PYCACHED_LOCAL_PREFIX": prefix, "PYTHONDONTWRITEBYTECODE": ""}
+        out = self.import_small(server.url, root, env=env)
+        self.assertEqual(out["stats"]["compiled"], 3)
+        written = [os.path.join(d, f) for d, _, fs in os.walk(prefix) for f in fs]
+        self.assertEqual(len(written), 3, written)
+        self.assertTrue(all(w.startswith(os.path.join(prefix, root.lstrip("/"))) for w in written))
+        # with the server gone, the prefix serves every module without a request
+        server.stop()
+        out = self.import_small(server.url, root, env=env)
+        self.assertGreaterEqual(out["stats"]["local_pyc"], 3)  # with the stdlib's own pycs
+        self.assertEqual((out["stats"]["hits"], out["stats"]["compiled"],
+                          out["stats"]["local_compile"], out["stats"]["fallbacks"]), (0, 0, 0, {}))
+        # -B (sys.dont_write_bytecode) writes nothing
+        other = self.small_package("other")
+        prefix_b = os.path.join(self.tmp, "prefix-b")
+        server = self.start_server()
+        self.import_small(server.url, other, "other", {"PYCACHED_LOCAL_PREFIX": prefix_b,
+                                                       "PYTHONDONTWRITEBYTECODE": ""}, "-B")
+        self.assertFalse(os.path.exists(prefix_b))
+
+    def test_status_command_and_bad_settings(self):
+        server = self.start_server()
+        run = self.hook_run(server.url, "import runpy; runpy.run_module('pycached', "
+                            "run_name='__main__')")
+        self.assertIn("server:      reachable", run.stdout)
+        self.assertIn("hook:        active", run.stdout)
+        run = self.hook_run(server.url, "import pycached; print(pycached.is_active())",
+                            env={"PYCACHED_VALIDATION": "sometimes"})
+        self.assertEqual(run.stdout.strip(), "False")
+        self.assertIn("PYCACHED_VALIDATION", run.stderr)
+
+    def test_pth_file_activates_the_hook_at_startup(self):
+        server = self.start_server()
+        userbase = os.path.join(self.tmp, "userbase")
+        site = os.path.join(userbase, "lib", "python3.11", "site-packages")
+        os.makedirs(site)
+        shutil.copytree(os.path.join(HOOK_ROOT, "pycached"), os.path.join(site, "pycached"))
+        shutil.copy(os.path.join(os.path.dirname(__file__), "..", "..", "client", "hook",
+                                 "pycached.pth"), site)
+        root = self.small_package()
+        code = ("import sys, json; sys.path.insert(0, %r); import pkg, pycached; "
+                "print(json.dumps([pycached.is_active(), pycached.stats()['compiled']]))" % root)
+        env = {k: v for k, v in os.environ.items()
+               if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))}
+        env.update(PATH="/usr/bin:/bin", PYTHONUSERBASE=userbase, PYTHONDONTWRITEBYTECODE="1")
+        run = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60,
+                             env=dict(env, PYCACHED_URL=server.url))
+        self.assertEqual(json.loads(run.stdout), [True, 3], run.stderr)
+        run = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60,
+                             env=env)
+        self.assertEqual(json.loads(run.stdout), [False, 0], "inactive without PYCACHED_URL")
+
+
+class FaultProxy(http.server.ThreadingHTTPServer):
+    """Forwards to a pycached server and damages answers according to `mode`."""
+    daemon_threads = True
+
+    def __init__(self, upstream_port, mode):
+        self.upstream_port = upstream_port
+        self.mode = mode
+        super().__init__(("127.0.0.1", 0), FaultHandler)
+
+
+class FaultHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.forward()
+
+    def do_POST(self):
+        self.forward()
+
+    def forward(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        conn = __import__("http.client").client.HTTPConnection("127.0.0.1",
+                                                               self.server.upstream_port,
+                                                               timeout=30)
+        conn.request(self.command, self.path, body, {"Accept": self.headers.get("Accept", "")})
+        resp = conn.getresponse()
+        status, data = resp.status, resp.read()
+        conn.close()
+        mode = self.server.mode
+        if status == 200 and self.path.startswith(("/v1/code", "/v1/compile")):
+            entry = json.loads(data)
+            pyc = bytearray(base64.b64decode(entry["pyc"]))
+            if mode == "flip":
+                pyc[len(pyc) // 2] ^= 0x40  # checksum left as it was
+            elif mode == "bad-magic":
+                pyc[0] ^= 0x01
+            elif mode == "garbage-marshal":
+                pyc[16:] = b"\x00garbage" * 4
+            if mode in ("bad-magic", "garbage-marshal", "flip"):
+                entry["pyc"] = base64.b64encode(bytes(pyc)).decode()
+                if mode != "flip":  # consistent checksum: only deeper checks can tell
+                    entry["checksum"] = _native.checksum(bytes(pyc))
+                data = json.dumps(entry).encode()
+            elif mode == "truncate":
+                data = data[: len(data) // 2]
+            elif mode == "http-500":
+                status, data = 500, b'{"error":"internal","message":"injected"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class DamagedResponses(HookCase):
+    def test_every_kind_of_damage_falls_back_to_local_compilation(self):
+        server = self.start_server()
+        expected = {"flip": "bad-response", "truncate": "bad-response",
+                    "bad-magic": "bad-response", "garbage-marshal": "bad-code",
+                    "http-500": "http-error"}
+        for mode, reason in expected.items():
+            proxy = FaultProxy(server.port, mode)
+            thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+            thread.start()
+            try:
+                root = self.small_package("pkg_" + mode.replace("-", "_"), 5)
+                out = self.import_small("http://127.0.0.1:%d" % proxy.server_address[1], root,
+                                        "pkg_" + mode.replace("-", "_"))
+            finally:
+                proxy.shutdown()
+                proxy.server_close()
+                thread.join(10)
+            self.assertEqual((out["value"], out["double"]), (5, 42), mode)
+            self.assertEqual(out["stats"]["fallbacks"], {reason: 3}, mode)
+            self.assertEqual(out["stats"]["local_compile"], 3, mode)
+
+
+if __name__ == "__main__":
+    runner = unittest.TextTestRunner(verbosity=2)
+    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
+    failures, errors = len(result.failures), len(result.errors)
+    print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
+        100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
+        failures, errors))
+    sys.exit(0 if result.wasSuccessful() else 1)
