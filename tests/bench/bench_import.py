@@ -213,11 +213,11 @@ def report(results, runs):
            for c, r in results.items()}
     print("import sympy, %d measured runs per condition (after 1 warm-up), %s, %d CPUs"
           % (runs, time.strftime("%Y-%m-%d %H:%M %Z"), os.cpu_count()))
-    print("%-32s %10s %10s %10s %10s" % ("condition", "import med", "process med",
+    print("%-32s %11s %11s %11s %11s" % ("condition", "import med", "process med",
                                           "import min", "import max"))
     for c in CONDITIONS:
         imports = [i for i, _ in results[c]]
-        print("%-32s %10.3f %10.3f %10.3f %10.3f" % (LABELS[c], med[c][0], med[c][1],
+        print("%-32s %11.3f %11.3f %11.3f %11.3f" % (LABELS[c], med[c][0], med[c][1],
                                                       min(imports), max(imports)))
     print("\n%-8s %8s %8s   %s" % ("ratio", "import", "process", "aim (on import time)"))
     for num, den, aim in (("c1", "b", 1.10), ("c2", "b", 1.10), ("a", "c1", None),
