@@ -7,7 +7,7 @@ What it measures. Each run is one fresh `/usr/bin/python3 -s` process that puts 
 sympy and mpmath first on sys.path, imports sympy, computes sympy.factor(x**2 - 1) and prints the
 time the import took inside the process (the main figure) and the answer; the parent also times
 the whole process (perf_counter around subprocess.run: interpreter start, hook start, import,
-exit). PYTHONDONTWRITEBYTECODE=1 keeps every run from writing pycs.
+the computation, exit). PYTHONDONTWRITEBYTECODE=1 keeps every run from writing pycs.
 
 Conditions, all in one temporary directory and one run of this script:
   a   no pycs at all: tree A (a copy with every __pycache__ removed, made read-only), plain python
@@ -20,8 +20,8 @@ unmeasured hook run; every measured c run must then get each sympy/mpmath module
 (checked from pycached.stats() printed by the child). Conditions are interleaved run by run, in
 a rotating order, so drift affects all of them alike; the first round is a discarded warm-up.
 
-Prints a table (median/min/max import time, median process time) and the ratios against the aims
-c/b <= 1.10 and d/a <= 1.05. Exit status: 0 whether or not the aims are met, 1 when any run
+Prints a table (median/min/max import time, median process time), the ratios against the aims
+c/b <= 1.10 and d/a <= 1.05, and the server's HTTP requests per warm hook run (/v1/stats). Exit status: 0 whether or not the aims are met, 1 when any run
 failed or gave a wrong answer, 2 on a setup error.
 """
 import argparse
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 PYTHON = "/usr/bin/python3"
 DIST = "/usr/lib/python3/dist-packages"
@@ -114,6 +115,12 @@ def stop(proc):
             proc.wait(timeout=10)
 
 
+def server_requests(url):
+    """The server's request counter (this request included)."""
+    with urllib.request.urlopen(url + "/v1/stats", timeout=10) as response:
+        return json.load(response)["requests"]
+
+
 def closed_port_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,6 +166,8 @@ def main():
     parser.add_argument("--runs", type=int, default=7, help="measured runs per condition")
     parser.add_argument("--build", default=os.path.join(root, "build"), help="build directory")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     build = os.path.abspath(args.build)
     ctl = os.path.join(build, "client", "pycachectl")
 
@@ -182,16 +191,21 @@ def main():
         }
         _, _, out = run_child("warm", *plans["c1"])  # fills the server's store
         check_hook("warm", out, warm=False)
+        modules = out["modules"]  # every run must import the same tree modules
         results = {c: [] for c in CONDITIONS}
+        before = server_requests(url)
         for rnd in range(args.runs + 1):  # round 0 is the discarded warm-up
             order = CONDITIONS[rnd % 5:] + CONDITIONS[:rnd % 5]
             for cond in order:
                 imp, wall, out = run_child(cond, *plans[cond])
+                if out["modules"] != modules:
+                    raise RunFailed("%s: %d tree modules, not %d" % (cond, out["modules"], modules))
                 if cond not in ("a", "b"):
                     check_hook(cond, out, warm=cond != "d")
                 if rnd:
                     results[cond].append((imp, wall))
             print("round %d/%d done" % (rnd, args.runs), file=sys.stderr)
+        per_run = (server_requests(url) - before - 1) / (2 * (args.runs + 1))
     except RunFailed as exc:
         print("bench_import: run failed: %s" % exc, file=sys.stderr)
         return 1
@@ -205,6 +219,8 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
     report(results, args.runs)
+    print("\nwarm hook runs: %d tree modules imported, %.0f HTTP requests per run"
+          % (modules, per_run))
     return 0
 
 
