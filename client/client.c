@@ -42,11 +42,15 @@ struct pcc_client {
   long connect_timeout_ms;
   long timeout_ms;
   size_t max_response;
-  struct curl_slist *post_headers;
-  struct curl_slist *get_headers;
+  struct curl_slist *post_headers; /* compiles */
+  struct curl_slist *code_headers; /* lookups */
+  struct curl_slist *get_headers;  /* stats, health */
+  bool raw_pyc;
   client_buf body;
   char curl_errbuf[CURL_ERROR_SIZE];
-  char outcome[16]; /* X-Pycached-Outcome of the last response, or "" */
+  /* X-Pycached-* headers of the last response, "" when absent */
+  char outcome[16], digest[PCC_DIGEST_HEX_LEN + 1], checksum[17], hash[16], validation[16];
+  char compiler[64];
   /* last error; the strings are owned copies */
   pcc_client_error err;
   char *err_error, *err_message, *err_reason, *err_param, *err_type;
@@ -139,13 +143,28 @@ const char *pcc_client_last_body(const pcc_client *client, size_t *len_out)
 
 /* ---- response buffer ------------------------------------------------------------------- */
 
-/* Keeps the X-Pycached-Outcome header of a response (curl passes one header line a call). */
+/* Keeps the X-Pycached-* headers of a response (curl passes one header line a call). A value
+ * longer than its buffer is dropped, which the checks of a hit then report. */
 static size_t client_header_cb(char *line, size_t size, size_t nitems, void *userdata)
 {
-  static const char name[] = "x-pycached-outcome:";
   pcc_client *client = userdata;
-  size_t len = size * nitems, n = sizeof name - 1;
-  if (len > n && strncasecmp(line, name, n) == 0) {
+  const struct {
+    const char *name;
+    char *buf;
+    size_t cap;
+  } wanted[] = {
+    {"x-pycached-outcome:", client->outcome, sizeof client->outcome},
+    {"x-pycached-digest:", client->digest, sizeof client->digest},
+    {"x-pycached-checksum:", client->checksum, sizeof client->checksum},
+    {"x-pycached-hash:", client->hash, sizeof client->hash},
+    {"x-pycached-validation:", client->validation, sizeof client->validation},
+    {"x-pycached-compiler:", client->compiler, sizeof client->compiler},
+  };
+  size_t len = size * nitems;
+  for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
+    size_t n = strlen(wanted[i].name);
+    if (len <= n || strncasecmp(line, wanted[i].name, n) != 0)
+      continue;
     const char *value = line + n;
     size_t value_len = len - n;
     while (value_len > 0 && (*value == ' ' || *value == '\t'))
@@ -153,9 +172,9 @@ static size_t client_header_cb(char *line, size_t size, size_t nitems, void *use
     while (value_len > 0 && (value[value_len - 1] == '\r' || value[value_len - 1] == '\n' ||
                              value[value_len - 1] == ' '))
       value_len--;
-    if (value_len < sizeof client->outcome) {
-      memcpy(client->outcome, value, value_len);
-      client->outcome[value_len] = '\0';
+    if (value_len < wanted[i].cap) {
+      memcpy(wanted[i].buf, value, value_len);
+      wanted[i].buf[value_len] = '\0';
     }
   }
   return len;
@@ -245,6 +264,16 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   }
   if (ok)
     ok = (client->get_headers = curl_slist_append(NULL, "Accept: application/json")) != NULL;
+  client->raw_pyc = config->raw_pyc;
+  if (ok && client->raw_pyc) {
+    struct curl_slist *list = NULL;
+    ok = (client->code_headers = curl_slist_append(NULL, "Accept: application/x-python-pyc")) &&
+         (list = curl_slist_append(NULL, "Content-Type: application/octet-stream")) &&
+         (list = curl_slist_append(list, "Accept: application/x-python-pyc")) &&
+         (list = curl_slist_append(list, "Expect:"));
+    curl_slist_free_all(client->post_headers);
+    client->post_headers = list;
+  }
   if (!ok) {
     pcc_client_close(client);
     return PCC_CLIENT_NOMEM;
@@ -279,6 +308,7 @@ void pcc_client_close(pcc_client *client)
   if (client->curl)
     curl_easy_cleanup(client->curl);
   curl_slist_free_all(client->post_headers);
+  curl_slist_free_all(client->code_headers);
   curl_slist_free_all(client->get_headers);
   client_buf_reset(&client->body);
   client_error_reset(client);
@@ -377,17 +407,19 @@ static pcc_client_status client_map_http_error(pcc_client *client, long status)
  * PCC_CLIENT_OK the response was 2xx and client->body holds it (possibly empty, data may be
  * NULL). *status_out gets the HTTP status whenever a response arrived. */
 static pcc_client_status client_perform(pcc_client *client, const char *url, const void *body,
-                                        size_t body_len, long *status_out)
+                                        size_t body_len, struct curl_slist *get_headers,
+                                        long *status_out)
 {
   CURL *c = client->curl;
   client_buf_reset(&client->body);
   client->curl_errbuf[0] = '\0';
-  client->outcome[0] = '\0';
+  client->outcome[0] = client->digest[0] = client->checksum[0] = client->hash[0] = '\0';
+  client->validation[0] = client->compiler[0] = '\0';
   CURLcode code = curl_easy_setopt(c, CURLOPT_URL, url);
   if (code == CURLE_OK && body == NULL) {
     code = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     if (code == CURLE_OK)
-      code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, client->get_headers);
+      code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, get_headers);
   } else if (code == CURLE_OK) {
     code = curl_easy_setopt(c, CURLOPT_POST, 1L);
     if (code == CURLE_OK)
@@ -454,6 +486,57 @@ static pcc_client_status client_code_url(pcc_client *client, const char *endpoin
 
 /* ---- hits ------------------------------------------------------------------------------- */
 
+/* Builds the entry of a raw pyc response (body and X-Pycached-* headers) and verifies its
+ * checksum and header, as pcc_entry_from_json does for the JSON form. */
+static pcc_proto_status client_entry_from_raw(pcc_client *client, int opt,
+                                              const pcc_source *source, pcc_entry **out)
+{
+  pcc_entry *entry = calloc(1, sizeof *entry);
+  if (entry == NULL)
+    return PCC_PROTO_NOMEM;
+  pcc_entry_view *v = &entry->view;
+  int64_t hash = 0;
+  pcc_pyc_header header, expected;
+  pcc_proto_status rc = PCC_PROTO_INVALID;
+  if (pcc_digest_from_hex(client->digest, &v->digest) == PCC_PROTO_OK &&
+      pcc_checksum_from_hex(client->checksum, &v->checksum) == PCC_PROTO_OK &&
+      pcc_parse_i64(client->hash, INT32_MIN, INT32_MAX, &hash) == PCC_PROTO_OK) {
+    rc = pcc_checksum(client->body.data, client->body.len) == v->checksum ? PCC_PROTO_OK
+                                                                           : PCC_PROTO_CHECKSUM;
+  }
+  if (rc == PCC_PROTO_OK)
+    rc = pcc_pyc_header_parse((const uint8_t *)client->body.data, client->body.len, &header);
+  if (rc == PCC_PROTO_OK) {
+    pcc_pyc_header_init(&expected, &header.magic, source->mtime, source->size);
+    if (header.mtime != expected.mtime || header.size != expected.size)
+      rc = PCC_PROTO_HEADER;
+  }
+  if (rc == PCC_PROTO_OK) {
+    entry->path_owned = strdup(source->path);
+    entry->compiler_owned = strdup(client->compiler);
+    entry->pyc_owned = malloc(client->body.len);
+    if (!entry->path_owned || !entry->compiler_owned || !entry->pyc_owned)
+      rc = PCC_PROTO_NOMEM;
+  }
+  if (rc != PCC_PROTO_OK) {
+    pcc_entry_free(entry);
+    return rc;
+  }
+  memcpy(entry->pyc_owned, client->body.data, client->body.len);
+  v->magic = header.magic;
+  v->opt = opt; /* not in the raw form: the request's, which the URL carried */
+  v->path = entry->path_owned;
+  v->mtime = source->mtime;
+  v->size = source->size;
+  v->hash = (int32_t)hash;
+  v->hash_checked = strcmp(client->validation, "hash") == 0;
+  v->pyc = entry->pyc_owned;
+  v->pyc_len = client->body.len;
+  v->compiler = entry->compiler_owned;
+  *out = entry;
+  return PCC_PROTO_OK;
+}
+
 /* Decodes and verifies the hit in client->body against the request. */
 static pcc_client_status client_take_entry(pcc_client *client, const pcc_magic *magic, int opt,
                                            const pcc_source *source, bool hash_sent,
@@ -462,7 +545,9 @@ static pcc_client_status client_take_entry(pcc_client *client, const pcc_magic *
   if (client->body.data == NULL)
     return client_fail(client, PCC_CLIENT_PROTOCOL, "empty response body");
   pcc_entry *entry = NULL;
-  pcc_proto_status prc = pcc_entry_from_json(client->body.data, client->body.len, &entry);
+  pcc_proto_status prc =
+    client->raw_pyc ? client_entry_from_raw(client, opt, source, &entry)
+                    : pcc_entry_from_json(client->body.data, client->body.len, &entry);
   if (prc == PCC_PROTO_NOMEM)
     return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
   if (prc != PCC_PROTO_OK)
@@ -500,7 +585,8 @@ pcc_client_status pcc_client_lookup(pcc_client *client, const pcc_magic *magic, 
   char *url = NULL;
   pcc_client_status rc = client_code_url(client, "/v1/code", magic, opt, source, send_hash, &url);
   if (rc == PCC_CLIENT_OK)
-    rc = client_perform(client, url, NULL, 0, NULL);
+    rc = client_perform(client, url, NULL, 0,
+                        client->raw_pyc ? client->code_headers : client->get_headers, NULL);
   free(url);
   if (rc == PCC_CLIENT_OK)
     rc = client_take_entry(client, magic, opt, source, send_hash, out);
@@ -520,7 +606,7 @@ pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic,
   pcc_client_status rc = client_code_url(client, "/v1/compile", magic, opt, source, true, &url);
   if (rc == PCC_CLIENT_OK)
     rc = client_perform(client, url, source->data ? (const void *)source->data : "", source->len,
-                        NULL);
+                        NULL, NULL);
   free(url);
   if (rc == PCC_CLIENT_OK)
     rc = client_take_entry(client, magic, opt, source, true, out);
@@ -548,7 +634,7 @@ pcc_client_status pcc_client_get_json(pcc_client *client, const char *path_and_q
   if (url == NULL)
     return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
   snprintf(url, (size_t)n + 1, "%s%s", client->base_url, path_and_query);
-  pcc_client_status rc = client_perform(client, url, NULL, 0, status_out);
+  pcc_client_status rc = client_perform(client, url, NULL, 0, client->get_headers, status_out);
   free(url);
   if (rc != PCC_CLIENT_OK)
     return rc;

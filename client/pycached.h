@@ -51,6 +51,9 @@ typedef struct {
   long connect_timeout_ms; /* connection phase only */
   long timeout_ms;         /* whole request, compile included */
   size_t max_response;     /* hard limit on a response body; bigger is PCC_CLIENT_TOOBIG */
+  bool raw_pyc;            /* lookups and compiles ask for application/x-python-pyc: the body is
+                              the pyc itself, metadata in headers (no base64, no JSON to parse);
+                              pcc_client_last_body is then the pyc bytes after a hit */
 } pcc_client_config;
 
 typedef struct pcc_client pcc_client;

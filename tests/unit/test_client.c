@@ -183,19 +183,27 @@ static int fake_listen(int *port_out)
 
 /* Starts a fake server answering `response` (NUL-terminated, or NULL for silence) to up to
  * max_conns connections. */
-static fake_server *fake_start_n(const char *response, int max_conns, int requests_per_conn)
+/* Starts a server answering `response` (len bytes; binary is fine) to each request. */
+static fake_server *fake_start_bytes(const char *response, size_t len, int max_conns,
+                                     int requests_per_conn)
 {
   fake_server *fs = calloc(1, sizeof *fs);
   ck_assert_ptr_nonnull(fs);
   fs->listen_fd = fake_listen(&fs->port);
   ck_assert_int_eq(listen(fs->listen_fd, 8), 0);
   fs->response = response;
-  fs->response_len = response ? strlen(response) : 0;
+  fs->response_len = len;
   fs->silent_ms = 2000;
   fs->max_conns = max_conns;
   fs->requests_per_conn = requests_per_conn;
   ck_assert_int_eq(pthread_create(&fs->thread, NULL, fake_main, fs), 0);
   return fs;
+}
+
+static fake_server *fake_start_n(const char *response, int max_conns, int requests_per_conn)
+{
+  return fake_start_bytes(response, response ? strlen(response) : 0, max_conns,
+                          requests_per_conn);
 }
 
 static fake_server *fake_start(const char *response, int max_conns)
@@ -532,6 +540,79 @@ START_TEST(lookup_corrupt)
 }
 END_TEST
 
+/* A raw pyc answer (Accept: application/x-python-pyc) as the server sends it; `flip` damages
+ * one byte of the body after the checksum was computed, `drop_checksum` leaves its header out. */
+static size_t raw_response(char *out, size_t cap, const pcc_source *source, bool flip,
+                           bool drop_checksum, int64_t mtime_delta)
+{
+  uint8_t pyc[PCC_PYC_HEADER_LEN + 8];
+  pcc_pyc_header header;
+  pcc_pyc_header_init(&header, &magic311, source->mtime + mtime_delta, source->size);
+  pcc_pyc_header_write(&header, pyc);
+  memcpy(pyc + PCC_PYC_HEADER_LEN, "\xe3\x00\x01\x02\x03\x04\x05\x06", 8);
+  char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], checksum_line[64] = "";
+  pcc_digest_to_hex(&source->digest, digest_hex);
+  pcc_checksum_to_hex(pcc_checksum(pyc, sizeof pyc), checksum_hex);
+  if (!drop_checksum)
+    snprintf(checksum_line, sizeof checksum_line, "X-Pycached-Checksum: %s\r\n", checksum_hex);
+  if (flip)
+    pyc[sizeof pyc - 1] ^= 0x01;
+  int n = snprintf(out, cap,
+                   "HTTP/1.1 200 OK\r\nContent-Type: application/x-python-pyc\r\n"
+                   "Content-Length: %zu\r\nX-Pycached-Digest: %s\r\n%s"
+                   "X-Pycached-Hash: %d\r\nX-Pycached-Validation: hash\r\n"
+                   "X-Pycached-Compiler: cpython-3.11.2\r\nX-Pycached-Outcome: hit\r\n"
+                   "Connection: close\r\n\r\n",
+                   sizeof pyc, digest_hex, checksum_line, (int)source->hash);
+  ck_assert(n > 0 && (size_t)n + sizeof pyc <= cap);
+  memcpy(out + n, pyc, sizeof pyc);
+  return (size_t)n + sizeof pyc;
+}
+
+static pcc_client_status raw_lookup(const pcc_source *source, const char *response, size_t len,
+                                    pcc_entry **entry)
+{
+  fake_server *fs = fake_start_bytes(response, len, 1, 1);
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", fs->port);
+  pcc_client_config config = {.base_url = url, .timeout_ms = 5000, .raw_pyc = true};
+  pcc_client *client = NULL;
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  pcc_client_status rc = pcc_client_lookup(client, &magic311, 0, source, true, entry);
+  pcc_client_close(client);
+  fake_stop(fs);
+  return rc;
+}
+
+START_TEST(lookup_raw_pyc)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char response[1024];
+  pcc_entry *entry = NULL;
+  size_t len = raw_response(response, sizeof response, source, false, false, 0);
+  CLIENT_RC(raw_lookup(source, response, len, &entry), PCC_CLIENT_OK);
+  ck_assert_ptr_nonnull(strstr(last_request, "Accept: application/x-python-pyc"));
+  ck_assert_uint_eq(entry->view.pyc_len, PCC_PYC_HEADER_LEN + 8);
+  ck_assert_int_eq(entry->view.hash, source->hash);
+  ck_assert(pcc_digest_equal(&entry->view.digest, &source->digest));
+  ck_assert(entry->view.hash_checked);
+  ck_assert_str_eq(entry->view.compiler, "cpython-3.11.2");
+  pcc_entry_free(entry);
+  entry = NULL;
+
+  len = raw_response(response, sizeof response, source, true, false, 0);
+  CLIENT_RC(raw_lookup(source, response, len, &entry), PCC_CLIENT_PROTOCOL);
+  len = raw_response(response, sizeof response, source, false, true, 0);
+  CLIENT_RC(raw_lookup(source, response, len, &entry), PCC_CLIENT_PROTOCOL);
+  len = raw_response(response, sizeof response, source, false, false, 1);
+  CLIENT_RC(raw_lookup(source, response, len, &entry), PCC_CLIENT_PROTOCOL);
+  len = raw_response(response, sizeof response, source, false, false, 0);
+  CLIENT_RC(raw_lookup(source, response, len - 3, &entry), PCC_CLIENT_PROTOCOL); /* truncated */
+  ck_assert_ptr_null(entry);
+  pcc_source_free(source);
+}
+END_TEST
+
 START_TEST(garbage_reply)
 {
   fake_server *fs = fake_start("this is not HTTP\r\n\r\n", 1);
@@ -787,6 +868,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, response_too_big);
   tcase_add_test(tc, stats_default_magic);
   tcase_add_test(tc, keep_alive);
+  tcase_add_test(tc, lookup_raw_pyc);
   suite_add_tcase(s, tc);
   return s;
 }

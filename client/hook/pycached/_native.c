@@ -60,6 +60,7 @@ static pcc_client_status ensure_client(void)
     .base_url = state.url,
     .connect_timeout_ms = state.timeout_ms,
     .timeout_ms = state.timeout_ms,
+    .raw_pyc = true, /* the pyc as the body: no base64 or JSON on either side */
   };
   pcc_client_status rc = pcc_client_open(&config, &state.client);
   if (rc == PCC_CLIENT_OK)
