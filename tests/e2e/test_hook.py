@@ -5,7 +5,6 @@ __pycache__) through a real pycached server, plus a fault-injecting proxy in fro
 Run by meson (`meson test hook`), which passes PCC_PYCACHED, PCC_PYCACHECTL, PCC_HOOK_ROOT (the
 import root holding the built pycached package) and PCC_REFERENCE_PYTHON.
 """
-import base64
 import http.server
 import json
 import os
@@ -334,28 +333,30 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body, {"Accept": self.headers.get("Accept", "")})
         resp = conn.getresponse()
         status, data = resp.status, resp.read()
+        headers = [(k, v) for k, v in resp.getheaders()
+                   if k.lower() not in ("content-length", "connection", "date")]
         conn.close()
         mode = self.server.mode
-        if status == 200 and self.path.startswith(("/v1/code", "/v1/compile")):
-            entry = json.loads(data)
-            pyc = bytearray(base64.b64decode(entry["pyc"]))
+        if status == 200 and resp.getheader("Content-Type") == "application/x-python-pyc":
+            pyc = bytearray(data)
             if mode == "flip":
-                pyc[len(pyc) // 2] ^= 0x40  # checksum left as it was
+                pyc[len(pyc) // 2] ^= 0x40  # checksum header left as it was
             elif mode == "bad-magic":
                 pyc[0] ^= 0x01
             elif mode == "garbage-marshal":
                 pyc[16:] = b"\x00garbage" * 4
-            if mode in ("bad-magic", "garbage-marshal", "flip"):
-                entry["pyc"] = base64.b64encode(bytes(pyc)).decode()
-                if mode != "flip":  # consistent checksum: only deeper checks can tell
-                    entry["checksum"] = _native.checksum(bytes(pyc))
-                data = json.dumps(entry).encode()
             elif mode == "truncate":
-                data = data[: len(data) // 2]
+                pyc = pyc[: len(pyc) // 2]
             elif mode == "http-500":
-                status, data = 500, b'{"error":"internal","message":"injected"}'
+                status, headers = 500, [("Content-Type", "application/json")]
+                pyc = bytearray(b'{"error":"internal","message":"injected"}')
+            if mode in ("bad-magic", "garbage-marshal"):  # consistent checksum: deeper checks
+                headers = [(k, _native.checksum(bytes(pyc)) if k == "X-Pycached-Checksum"
+                            else v) for k, v in headers]
+            data = bytes(pyc)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
