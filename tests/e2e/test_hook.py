@@ -117,7 +117,7 @@ class Sympy(HookCase):
         modules = len(first["from_tree"])
         self.assertGreater(modules, 300)
         self.assertEqual(first["stats"]["fallbacks"], {})
-        self.assertEqual(first["stats"]["compiled"], modules)
+        self.assertEqual(first["stats"]["compiles_asked"], modules)
 
         second = self.hook_run(server.url, code)
         self.assertEqual(second.returncode, 0, second.stderr[-3000:])
@@ -140,6 +140,22 @@ class Fallbacks(HookCase):
         self.assertEqual((out["value"], out["double"]), (1, 42))
         self.assertEqual(out["stats"]["fallbacks"], {"server-down": 1, "breaker-open": 2})
         self.assertEqual(out["stats"]["local_compile"], 3)
+
+    def test_a_server_that_never_answers_costs_one_timeout(self):
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes connections; nobody ever reads or answers
+        try:
+            root = self.small_package()
+            url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+            t0 = time.monotonic()
+            out = self.import_small(url, root, env={"PYCACHED_TIMEOUT_MS": "300"})
+            elapsed = time.monotonic() - t0
+        finally:
+            silent.close()
+        self.assertEqual((out["value"], out["double"]), (1, 42))
+        self.assertEqual(out["stats"]["fallbacks"], {"timeout": 1, "breaker-open": 2})
+        self.assertLess(elapsed, 5, "one 300 ms timeout, not one per module")
 
     def test_server_stopped_half_way(self):
         server = self.start_server()
@@ -166,7 +182,7 @@ class Fallbacks(HookCase):
         self.assertEqual(proc.returncode, 0, err)
         result = json.loads(out)
         self.assertEqual(result["v"], 2)
-        self.assertEqual(result["stats"]["compiled"], 3, "the first package came from the server")
+        self.assertEqual(result["stats"]["compiles_asked"], 3, "the first package came from the server")
         self.assertEqual(result["stats"]["fallbacks"], {"server-down": 1, "breaker-open": 2})
 
     def test_syntax_error_is_the_same_as_plain_cpython(self):
@@ -199,7 +215,7 @@ class Fallbacks(HookCase):
         os.utime(alpha, ns=(st.st_atime_ns, st.st_mtime_ns))
         out = self.import_small(server.url, root)
         self.assertEqual(out["value"], 7)
-        self.assertEqual(out["stats"]["compiled"], 1)
+        self.assertEqual(out["stats"]["compiles_asked"], 1)
         self.assertEqual(out["stats"]["hits"], 2)
         # a new mtime is caught in both validation modes
         with open(alpha, "w") as f:
@@ -251,7 +267,7 @@ class Fallbacks(HookCase):
         prefix = os.path.join(self.tmp, "prefix")
         env = {"PYCACHED_LOCAL_PREFIX": prefix, "PYTHONDONTWRITEBYTECODE": ""}
         out = self.import_small(server.url, root, env=env)
-        self.assertEqual(out["stats"]["compiled"], 3)
+        self.assertEqual(out["stats"]["compiles_asked"], 3)
         written = [os.path.join(d, f) for d, _, fs in os.walk(prefix) for f in fs]
         self.assertEqual(len(written), 3, written)
         self.assertTrue(all(w.startswith(os.path.join(prefix, root.lstrip("/"))) for w in written))
@@ -259,7 +275,7 @@ class Fallbacks(HookCase):
         server.stop()
         out = self.import_small(server.url, root, env=env)
         self.assertGreaterEqual(out["stats"]["local_pyc"], 3)  # with the stdlib's own pycs
-        self.assertEqual((out["stats"]["hits"], out["stats"]["compiled"],
+        self.assertEqual((out["stats"]["hits"], out["stats"]["compiles_asked"],
                           out["stats"]["local_compile"], out["stats"]["fallbacks"]), (0, 0, 0, {}))
         # -B (sys.dont_write_bytecode) writes nothing
         other = self.small_package("other")
@@ -290,7 +306,7 @@ class Fallbacks(HookCase):
                                  "pycached.pth"), site)
         root = self.small_package()
         code = ("import sys, json; sys.path.insert(0, %r); import pkg, pycached; "
-                "print(json.dumps([pycached.is_active(), pycached.stats()['compiled']]))" % root)
+                "print(json.dumps([pycached.is_active(), pycached.stats()['compiles_asked']]))" % root)
         env = {k: v for k, v in os.environ.items()
                if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))}
         env.update(PATH="/usr/bin:/bin", PYTHONUSERBASE=userbase, PYTHONDONTWRITEBYTECODE="1")
@@ -337,7 +353,10 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
                    if k.lower() not in ("content-length", "connection", "date")]
         conn.close()
         mode = self.server.mode
-        if status == 200 and resp.getheader("Content-Type") == "application/x-python-pyc":
+        if mode == "unsupported":
+            status, headers = 422, [("Content-Type", "application/json")]
+            data = b'{"error":"unsupported-magic","message":"injected","magics":["50010d0a"]}'
+        elif status == 200 and resp.getheader("Content-Type") == "application/x-python-pyc":
             pyc = bytearray(data)
             if mode == "flip":
                 pyc[len(pyc) // 2] ^= 0x40  # checksum header left as it was
@@ -365,10 +384,12 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
 class DamagedResponses(HookCase):
     def test_every_kind_of_damage_falls_back_to_local_compilation(self):
         server = self.start_server()
-        expected = {"flip": "bad-response", "truncate": "bad-response",
-                    "bad-magic": "bad-response", "garbage-marshal": "bad-code",
-                    "http-500": "http-error"}
-        for mode, reason in expected.items():
+        expected = {"flip": {"bad-response": 3}, "truncate": {"bad-response": 3},
+                    "bad-magic": {"bad-response": 3}, "garbage-marshal": {"bad-code": 3},
+                    "http-500": {"http-error": 3},
+                    # this interpreter's magic is unknown there: stop asking for the process
+                    "unsupported": {"unsupported-magic": 1, "breaker-open": 2}}
+        for mode, reason in expected.items():  # reason: the fallbacks expected
             proxy = FaultProxy(server.port, mode)
             thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
             thread.start()
@@ -381,7 +402,7 @@ class DamagedResponses(HookCase):
                 proxy.server_close()
                 thread.join(10)
             self.assertEqual((out["value"], out["double"]), (5, 42), mode)
-            self.assertEqual(out["stats"]["fallbacks"], {reason: 3}, mode)
+            self.assertEqual(out["stats"]["fallbacks"], reason, mode)
             self.assertEqual(out["stats"]["local_compile"], 3, mode)
 
 

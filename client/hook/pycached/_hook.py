@@ -44,14 +44,16 @@ def _count(name):
 
 
 def stats():
-    """This process's counters: hits, compiled (asked the server to compile), local_pyc,
-    local_compile, and fallbacks by reason."""
+    """This process's counters: hits (code from the store), compiles_asked (the lookup missed
+    and the server compiled the source for us), misses (lookups that missed: compiles_asked plus
+    read-only misses), local_pyc, local_compile, and fallbacks by reason."""
     with _lock:
         counters = dict(_counters)
     fallbacks = {k[9:]: v for k, v in counters.items() if k.startswith("fallback:")}
     result = {k: v for k, v in counters.items() if not k.startswith("fallback:")}
-    for key in ("hits", "compiled", "local_pyc", "local_compile"):
+    for key in ("hits", "compiles_asked", "local_pyc", "local_compile"):
         result.setdefault(key, 0)
+    result["misses"] = result["compiles_asked"] + fallbacks.get("miss", 0)
     result["fallbacks"] = fallbacks
     return result
 
@@ -160,7 +162,7 @@ def _served_code(fullname, source_path, source_mtime, source_size):
         _debug("bad-code", fullname, source_path, str(exc))
         return None
     _imp._fix_co_filename(code, source_path)
-    _count("hits" if outcome == "hit" else "compiled")
+    _count("hits" if outcome == "hit" else "compiles_asked")
     _debug(outcome, fullname, source_path)
     _write_prefix_pyc(source_path, pyc)
     return code
