@@ -341,3 +341,392 @@ pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out)
   out->map_size = info.me_mapsize;
   return PCC_STORE_OK;
 }
+
+/* ---- administration -------------------------------------------------------------------- */
+
+#define DELETE_BATCH 4096 /* path entries deleted per write transaction */
+#define MAGICS_MAX 64
+
+/* Decodes a path record (key and value as stored) into an entry, without its blob. */
+static bool entry_from_path(const MDB_val *key, const MDB_val *value, pcc_store_entry *entry)
+{
+  const uint8_t *k = key->mv_data, *v = value->mv_data;
+  if (key->mv_size < PCC_MAGIC_LEN + 2 || value->mv_size <= PATH_VALUE_FIXED)
+    return false;
+  memset(entry, 0, sizeof *entry);
+  memcpy(entry->magic.bytes, k, PCC_MAGIC_LEN);
+  entry->opt = k[PCC_MAGIC_LEN];
+  memcpy(&entry->record.mtime, v, 8);
+  memcpy(&entry->record.size, v + 8, 8);
+  memcpy(&entry->record.hash, v + 16, 4);
+  memcpy(entry->record.digest.bytes, v + 20, PCC_DIGEST_LEN);
+  entry->path = (const char *)v + PATH_VALUE_FIXED;
+  entry->path_len = value->mv_size - PATH_VALUE_FIXED;
+  return true;
+}
+
+/* Fills the blob fields of an entry from its blob's header (not checksummed: listings only). */
+static void entry_add_blob(pcc_store *store, MDB_txn *txn, pcc_store_entry *entry)
+{
+  uint8_t key_bytes[BLOB_KEY_LEN];
+  blob_key(key_bytes, &entry->magic, entry->opt, &entry->record.digest);
+  MDB_val key = {BLOB_KEY_LEN, key_bytes}, value;
+  if (mdb_get(txn, store->blobs, &key, &value) != MDB_SUCCESS || value.mv_size < BLOB_HEADER_LEN)
+    return;
+  const uint8_t *v = value.mv_data;
+  size_t compiler_len = v[10] <= PCC_COMPILER_NAME_MAX ? v[10] : 0;
+  if (BLOB_HEADER_LEN + compiler_len > value.mv_size)
+    return;
+  entry->has_blob = true;
+  entry->kind = (pcc_blob_kind)v[9];
+  memcpy(&entry->created, v + 24, 8);
+  memcpy(&entry->compile_us, v + 32, 4);
+  memcpy(entry->compiler, v + BLOB_HEADER_LEN, compiler_len);
+  entry->compiler[compiler_len] = '\0';
+  entry->bytes = value.mv_size - BLOB_HEADER_LEN - compiler_len;
+}
+
+static bool filter_match(const pcc_store_filter *filter, const pcc_store_entry *entry)
+{
+  if (filter == NULL)
+    return true;
+  if (filter->has_magic && !pcc_magic_equal(&filter->magic, &entry->magic))
+    return false;
+  if (filter->opt >= 0 && filter->opt != entry->opt)
+    return false;
+  return filter->prefix_len == 0 || (entry->path_len >= filter->prefix_len &&
+                                     memcmp(entry->path, filter->prefix, filter->prefix_len) == 0);
+}
+
+/* Is the key past every key the filter can match (keys sort by magic, then opt)? */
+static bool filter_done(const pcc_store_filter *filter, const MDB_val *key)
+{
+  if (filter == NULL || !filter->has_magic)
+    return false;
+  int order = memcmp(key->mv_data, filter->magic.bytes, PCC_MAGIC_LEN);
+  if (order != 0 || filter->opt < 0)
+    return order > 0;
+  return ((const uint8_t *)key->mv_data)[PCC_MAGIC_LEN] > filter->opt;
+}
+
+/* Positions cursor on the first key after `after` (or at the filter's first possible key). */
+static int scan_start(MDB_cursor *cursor, const pcc_store_filter *filter, const uint8_t *after,
+                      size_t after_len, MDB_val *key, MDB_val *value)
+{
+  uint8_t start[PCC_MAGIC_LEN + 1];
+  if (after_len > 0) {
+    MDB_val probe = {after_len, (void *)after};
+    *key = probe;
+    int rc = mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
+    if (rc == MDB_SUCCESS && key->mv_size == after_len && memcmp(key->mv_data, after, after_len) == 0)
+      rc = mdb_cursor_get(cursor, key, value, MDB_NEXT);
+    return rc;
+  }
+  if (filter != NULL && filter->has_magic) {
+    memcpy(start, filter->magic.bytes, PCC_MAGIC_LEN);
+    start[PCC_MAGIC_LEN] = (uint8_t)(filter->opt > 0 ? filter->opt : 0);
+    key->mv_data = start;
+    key->mv_size = filter->opt >= 0 ? PCC_MAGIC_LEN + 1 : PCC_MAGIC_LEN;
+    return mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
+  }
+  return mdb_cursor_get(cursor, key, value, MDB_FIRST);
+}
+
+pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter,
+                                const uint8_t *cursor_key, size_t cursor_len, size_t limit,
+                                size_t max_scan,
+                                void (*visit)(const pcc_store_entry *entry, void *ctx), void *ctx,
+                                uint8_t *next, size_t *next_len)
+{
+  if (store == NULL || visit == NULL || next == NULL || next_len == NULL ||
+      cursor_len > PCC_STORE_CURSOR_MAX)
+    return PCC_STORE_INVALID;
+  *next_len = 0;
+  MDB_txn *txn = NULL;
+  MDB_cursor *cursor = NULL;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(txn, store->paths, &cursor);
+  if (mdb_rc != MDB_SUCCESS) {
+    mdb_txn_abort(txn);
+    return from_mdb(mdb_rc);
+  }
+  MDB_val key, value;
+  size_t found = 0, scanned = 0;
+  mdb_rc = scan_start(cursor, filter, cursor_key, cursor_len, &key, &value);
+  while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
+    if (found == limit || scanned == max_scan) { /* more may follow: continue after the last */
+      break;
+    }
+    scanned++;
+    pcc_store_entry entry;
+    if (entry_from_path(&key, &value, &entry) && filter_match(filter, &entry)) {
+      entry_add_blob(store, txn, &entry);
+      visit(&entry, ctx);
+      found++;
+    }
+    memcpy(next, key.mv_data, key.mv_size);
+    *next_len = key.mv_size;
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+  }
+  if (mdb_rc != MDB_SUCCESS || filter_done(filter, &key))
+    *next_len = 0; /* the end: nothing after this page */
+  mdb_cursor_close(cursor);
+  mdb_txn_abort(txn);
+  return mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND ? PCC_STORE_OK : from_mdb(mdb_rc);
+}
+
+pcc_store_status pcc_store_get_entry(pcc_store *store, const pcc_magic *magic, int opt,
+                                     const char *path, size_t path_len,
+                                     void (*visit)(const pcc_store_entry *entry, void *ctx),
+                                     void *ctx)
+{
+  if (store == NULL || visit == NULL || !valid_args(magic, opt, path, path_len))
+    return PCC_STORE_INVALID;
+  uint8_t key_bytes[PATH_KEY_MAX];
+  MDB_val key = {path_key(key_bytes, magic, opt, path, path_len), key_bytes}, value;
+  MDB_txn *txn = NULL;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  pcc_store_status rc = from_mdb(mdb_get(txn, store->paths, &key, &value));
+  pcc_store_entry entry;
+  if (rc == PCC_STORE_OK && (!entry_from_path(&key, &value, &entry) ||
+                             entry.path_len != path_len ||
+                             memcmp(entry.path, path, path_len) != 0))
+    rc = PCC_STORE_NOTFOUND;
+  if (rc == PCC_STORE_OK) {
+    entry_add_blob(store, txn, &entry);
+    visit(&entry, ctx);
+  }
+  mdb_txn_abort(txn);
+  return rc;
+}
+
+/* Deletes the blob an entry names. Caller holds a write transaction. */
+static int delete_blob_of(pcc_store *store, MDB_txn *txn, const pcc_store_entry *entry)
+{
+  uint8_t key_bytes[BLOB_KEY_LEN];
+  blob_key(key_bytes, &entry->magic, entry->opt, &entry->record.digest);
+  MDB_val key = {BLOB_KEY_LEN, key_bytes};
+  int mdb_rc = mdb_del(txn, store->blobs, &key, NULL);
+  return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+}
+
+/* Deletes, in one write transaction, up to DELETE_BATCH matching path entries after `after`
+ * (and their blobs). *more tells whether matching keys may follow; `after` is updated. */
+static int delete_batch(pcc_store *store, const pcc_store_filter *filter, uint8_t *after,
+                        size_t *after_len, uint64_t *removed, bool *more)
+{
+  MDB_txn *txn = NULL;
+  MDB_cursor *cursor = NULL;
+  int mdb_rc = txn_begin(store, 0, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(txn, store->paths, &cursor);
+  MDB_val key, value;
+  size_t deleted = 0;
+  *more = false;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = scan_start(cursor, filter, after, *after_len, &key, &value);
+  while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
+    if (deleted == DELETE_BATCH) {
+      *more = true;
+      break;
+    }
+    pcc_store_entry entry;
+    memcpy(after, key.mv_data, key.mv_size);
+    *after_len = key.mv_size;
+    if (entry_from_path(&key, &value, &entry) && filter_match(filter, &entry)) {
+      mdb_rc = delete_blob_of(store, txn, &entry);
+      if (mdb_rc == MDB_SUCCESS)
+        mdb_rc = mdb_cursor_del(cursor, 0);
+      if (mdb_rc != MDB_SUCCESS)
+        break;
+      deleted++;
+      key.mv_data = after; /* the deleted key: the next one is the first at or after it */
+      key.mv_size = *after_len;
+      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+      continue;
+    }
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+  }
+  if (cursor != NULL)
+    mdb_cursor_close(cursor);
+  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
+    mdb_txn_abort(txn);
+    return mdb_rc;
+  }
+  mdb_rc = mdb_txn_commit(txn);
+  if (mdb_rc == MDB_SUCCESS)
+    *removed += deleted;
+  return mdb_rc;
+}
+
+/* Deletes up to DELETE_BATCH blobs of a magic (and opt, when >= 0), referenced or not, in one
+ * write transaction; *more tells whether some may be left. */
+static int delete_blobs_batch(pcc_store *store, const pcc_magic *magic, int opt, bool *more)
+{
+  MDB_txn *txn = NULL;
+  MDB_cursor *cursor = NULL;
+  *more = false;
+  int mdb_rc = txn_begin(store, 0, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(txn, store->blobs, &cursor);
+  uint8_t start[PCC_MAGIC_LEN + 1];
+  memcpy(start, magic->bytes, PCC_MAGIC_LEN);
+  start[PCC_MAGIC_LEN] = (uint8_t)(opt > 0 ? opt : 0);
+  size_t start_len = opt >= 0 ? PCC_MAGIC_LEN + 1 : PCC_MAGIC_LEN, deleted = 0;
+  MDB_val key = {start_len, start}, value;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  while (mdb_rc == MDB_SUCCESS && memcmp(key.mv_data, start, start_len) == 0) {
+    if (deleted == DELETE_BATCH) {
+      *more = true;
+      break;
+    }
+    mdb_rc = mdb_cursor_del(cursor, 0);
+    deleted++;
+    key.mv_data = start; /* what is left of the range starts at or after its beginning */
+    key.mv_size = start_len;
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  }
+  if (cursor != NULL)
+    mdb_cursor_close(cursor);
+  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
+    mdb_txn_abort(txn);
+    return mdb_rc;
+  }
+  return mdb_txn_commit(txn);
+}
+
+pcc_store_status pcc_store_delete(pcc_store *store, const pcc_store_filter *filter,
+                                  uint64_t *removed)
+{
+  if (store == NULL || removed == NULL)
+    return PCC_STORE_INVALID;
+  *removed = 0;
+  if (filter == NULL) { /* purge: drop both tables in one transaction */
+    MDB_txn *txn = NULL;
+    MDB_stat paths;
+    int mdb_rc = txn_begin(store, 0, &txn);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_stat(txn, store->paths, &paths);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_drop(txn, store->paths, 0);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_drop(txn, store->blobs, 0);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_txn_commit(txn);
+    else
+      mdb_txn_abort(txn);
+    if (mdb_rc == MDB_SUCCESS)
+      *removed = paths.ms_entries;
+    return from_mdb(mdb_rc);
+  }
+  uint8_t after[PCC_STORE_CURSOR_MAX];
+  size_t after_len = 0;
+  bool more = true;
+  int mdb_rc = MDB_SUCCESS;
+  while (more && mdb_rc == MDB_SUCCESS)
+    mdb_rc = delete_batch(store, filter, after, &after_len, removed, &more);
+  /* blobs no path names any more (replaced by newer compiles) go with their magic too */
+  more = filter->has_magic && filter->prefix_len == 0;
+  while (more && mdb_rc == MDB_SUCCESS)
+    mdb_rc = delete_blobs_batch(store, &filter->magic, filter->opt, &more);
+  return from_mdb(mdb_rc);
+}
+
+pcc_store_status pcc_store_delete_one(pcc_store *store, const pcc_magic *magic, int opt,
+                                      const char *path, size_t path_len, uint64_t *removed)
+{
+  if (store == NULL || removed == NULL || !valid_args(magic, opt, path, path_len))
+    return PCC_STORE_INVALID;
+  *removed = 0;
+  uint8_t key_bytes[PATH_KEY_MAX];
+  MDB_val key = {path_key(key_bytes, magic, opt, path, path_len), key_bytes}, value;
+  MDB_txn *txn = NULL;
+  int mdb_rc = txn_begin(store, 0, &txn);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  mdb_rc = mdb_get(txn, store->paths, &key, &value);
+  pcc_store_entry entry;
+  if (mdb_rc == MDB_SUCCESS && entry_from_path(&key, &value, &entry) &&
+      entry.path_len == path_len && memcmp(entry.path, path, path_len) == 0) {
+    mdb_rc = delete_blob_of(store, txn, &entry);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_del(txn, store->paths, &key, NULL);
+    if (mdb_rc == MDB_SUCCESS)
+      *removed = 1;
+  }
+  if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
+    mdb_rc = mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
+  if (mdb_rc != MDB_SUCCESS)
+    *removed = 0;
+  return from_mdb(mdb_rc);
+}
+
+pcc_store_status pcc_store_magics(pcc_store *store,
+                                  void (*visit)(const pcc_magic *magic, uint64_t entries,
+                                                uint64_t bytes, void *ctx),
+                                  void *ctx)
+{
+  if (store == NULL || visit == NULL)
+    return PCC_STORE_INVALID;
+  struct {
+    pcc_magic magic;
+    uint64_t entries, bytes;
+  } seen[MAGICS_MAX];
+  size_t n = 0;
+  MDB_txn *txn = NULL;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  MDB_dbi tables[2] = {store->paths, store->blobs};
+  for (int t = 0; t < 2 && mdb_rc == MDB_SUCCESS; t++) {
+    MDB_cursor *cursor = NULL;
+    MDB_val key, value;
+    mdb_rc = mdb_cursor_open(txn, tables[t], &cursor);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
+    while (mdb_rc == MDB_SUCCESS) {
+      size_t i = 0;
+      while (i < n && memcmp(seen[i].magic.bytes, key.mv_data, PCC_MAGIC_LEN) != 0)
+        i++;
+      if (i == n && n < MAGICS_MAX) {
+        memcpy(seen[n].magic.bytes, key.mv_data, PCC_MAGIC_LEN);
+        seen[n].entries = seen[n].bytes = 0;
+        n++;
+      }
+      if (i < n && t == 0)
+        seen[i].entries++;
+      else if (i < n && value.mv_size >= BLOB_HEADER_LEN)
+        seen[i].bytes += value.mv_size - BLOB_HEADER_LEN;
+      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    }
+    if (cursor != NULL)
+      mdb_cursor_close(cursor);
+    if (mdb_rc == MDB_NOTFOUND)
+      mdb_rc = MDB_SUCCESS;
+  }
+  mdb_txn_abort(txn);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  for (size_t i = 0; i < n; i++)
+    visit(&seen[i].magic, seen[i].entries, seen[i].bytes, ctx);
+  return PCC_STORE_OK;
+}
+
+pcc_store_status pcc_store_backup_dir(pcc_store *store, const char *dir)
+{
+  if (store == NULL || dir == NULL)
+    return PCC_STORE_INVALID;
+  return from_mdb(mdb_env_copy2(store->env, dir, MDB_CP_COMPACT));
+}
+
+pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd)
+{
+  if (store == NULL || fd < 0)
+    return PCC_STORE_INVALID;
+  return from_mdb(mdb_env_copyfd2(store->env, fd, MDB_CP_COMPACT));
+}

@@ -92,4 +92,71 @@ typedef struct {
 
 pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out);
 
+/* ---- administration (server/ admin API) --------------------------------------------------- */
+
+/* One path entry with what its blob says about it, as listings show it. */
+typedef struct {
+  pcc_magic magic;
+  int opt;
+  const char *path; /* valid during the callback only; not NUL-terminated: use path_len */
+  size_t path_len;
+  pcc_path_record record;
+  bool has_blob;    /* false when the blob is gone (the entry would miss) */
+  pcc_blob_kind kind;
+  uint64_t bytes;   /* payload bytes of the blob */
+  uint32_t compile_us;
+  int64_t created;
+  char compiler[PCC_COMPILER_NAME_MAX + 1];
+} pcc_store_entry;
+
+/* Which entries an operation applies to; a field that is not set matches everything. */
+typedef struct {
+  bool has_magic;
+  pcc_magic magic;
+  int opt;          /* -1: any */
+  const char *prefix; /* NULL or "": any path */
+  size_t prefix_len;
+} pcc_store_filter;
+
+#define PCC_STORE_CURSOR_MAX (PCC_MAGIC_LEN + 2 + 400) /* the longest path key */
+
+/* Calls visit(entry, ctx) for up to `limit` matching entries in key order, starting after the
+ * key in cursor (cursor_len 0: from the start), looking at no more than max_scan entries.
+ * *next_len gets the length of the key to continue from (written to next, which holds
+ * PCC_STORE_CURSOR_MAX bytes), or 0 when the scan reached the end. Read-only. */
+pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter,
+                                const uint8_t *cursor, size_t cursor_len, size_t limit,
+                                size_t max_scan,
+                                void (*visit)(const pcc_store_entry *entry, void *ctx), void *ctx,
+                                uint8_t *next, size_t *next_len);
+
+/* Looks up one entry as pcc_store_scan would show it. PCC_STORE_NOTFOUND when absent. */
+pcc_store_status pcc_store_get_entry(pcc_store *store, const pcc_magic *magic, int opt,
+                                     const char *path, size_t path_len,
+                                     void (*visit)(const pcc_store_entry *entry, void *ctx),
+                                     void *ctx);
+
+/* Deletes the matching path entries and the blobs they name, in write transactions of bounded
+ * size; *removed gets the number of path entries deleted. With filter NULL: everything
+ * (purge). */
+pcc_store_status pcc_store_delete(pcc_store *store, const pcc_store_filter *filter,
+                                  uint64_t *removed);
+
+/* Deletes one path entry and the blob it names; *removed gets 0 or 1. */
+pcc_store_status pcc_store_delete_one(pcc_store *store, const pcc_magic *magic, int opt,
+                                      const char *path, size_t path_len, uint64_t *removed);
+
+/* Calls visit(magic, entries, bytes, ctx) for each magic the store holds (entries: path
+ * entries; bytes: payload bytes of its blobs), in key order. Read-only; scans the store. */
+pcc_store_status pcc_store_magics(pcc_store *store,
+                                  void (*visit)(const pcc_magic *magic, uint64_t entries,
+                                                uint64_t bytes, void *ctx),
+                                  void *ctx);
+
+/* A compacted copy of the environment (mdb_env_copy2 / mdb_env_copyfd2 with MDB_CP_COMPACT):
+ * into directory dir (which must exist and be empty), or written to fd (which the caller
+ * closes). Readers and writers go on meanwhile. */
+pcc_store_status pcc_store_backup_dir(pcc_store *store, const char *dir);
+pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd);
+
 #endif /* PCC_STORE_H */

@@ -1,6 +1,7 @@
 /* test_store.c: Check suite of the LMDB store: round trips, persistence across a reopen, a
  * flipped byte never served, a full map answered cleanly, long paths and key separation. */
 #include <lmdb.h>
+#include <sys/stat.h>
 
 #include "store.h"
 #include "test_helpers.h"
@@ -278,6 +279,152 @@ START_TEST(test_bad_arguments)
 }
 END_TEST
 
+/* ---- administration ---- */
+
+typedef struct {
+  int count;
+  char paths[16][64];
+  uint64_t bytes[16];
+} seen_entries;
+
+static void collect(const pcc_store_entry *entry, void *ctx)
+{
+  seen_entries *seen = ctx;
+  if (seen->count < 16) {
+    snprintf(seen->paths[seen->count], sizeof seen->paths[0], "%.*s", (int)entry->path_len,
+             entry->path);
+    seen->bytes[seen->count] = entry->has_blob ? entry->bytes : 0;
+  }
+  seen->count++;
+}
+
+/* Six entries: /app/a.py /app/b.py /lib/c.py for 3.11 opt 0, /app/a.py opt 1, and /app/a.py
+ * /app/z.py for pypy. */
+static void fill_admin_store(void)
+{
+  static const struct {
+    const pcc_magic *magic;
+    int opt;
+    const char *path, *source;
+  } rows[] = {
+    {&MAGIC_311, 0, "/app/a.py", "a = 1\n"},  {&MAGIC_311, 0, "/app/b.py", "b = 1\n"},
+    {&MAGIC_311, 0, "/lib/c.py", "c = 1\n"},  {&MAGIC_311, 1, "/app/a.py", "a = 1\n"},
+    {&MAGIC_PYPY, 0, "/app/a.py", "a = 1\n"}, {&MAGIC_PYPY, 0, "/app/z.py", "z = 1\n"},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    pcc_path_record record;
+    pcc_blob blob;
+    make_entry(rows[i].source, &record, &blob);
+    CHECK_RC(pcc_store_put(store, rows[i].magic, rows[i].opt, rows[i].path, strlen(rows[i].path),
+                           &record, &blob),
+             pcc_store_strerror);
+  }
+}
+
+START_TEST(test_scan_filters_and_pages)
+{
+  fill_admin_store();
+  uint8_t next[PCC_STORE_CURSOR_MAX];
+  size_t next_len = 0;
+  seen_entries seen = {0};
+  CHECK_RC(pcc_store_scan(store, NULL, NULL, 0, 100, 1000, collect, &seen, next, &next_len),
+           pcc_store_strerror);
+  ck_assert_int_eq(seen.count, 6);
+  ck_assert_uint_eq(next_len, 0);
+  ck_assert_uint_eq(seen.bytes[0], 14);
+
+  pcc_store_filter filter = {.has_magic = true, .magic = MAGIC_311, .opt = 0,
+                             .prefix = "/app/", .prefix_len = 5};
+  memset(&seen, 0, sizeof seen);
+  CHECK_RC(pcc_store_scan(store, &filter, NULL, 0, 100, 1000, collect, &seen, next, &next_len),
+           pcc_store_strerror);
+  ck_assert_int_eq(seen.count, 2);
+  ck_assert_str_eq(seen.paths[0], "/app/a.py");
+  ck_assert_str_eq(seen.paths[1], "/app/b.py");
+
+  /* pages of two, following the cursor, see every entry once */
+  int total = 0, pages = 0;
+  uint8_t cursor[PCC_STORE_CURSOR_MAX];
+  size_t cursor_len = 0;
+  do {
+    memset(&seen, 0, sizeof seen);
+    CHECK_RC(pcc_store_scan(store, NULL, cursor, cursor_len, 2, 1000, collect, &seen, next,
+                            &next_len),
+             pcc_store_strerror);
+    total += seen.count;
+    pages++;
+    memcpy(cursor, next, next_len);
+    cursor_len = next_len;
+  } while (cursor_len > 0 && pages < 10);
+  ck_assert_int_eq(total, 6);
+  ck_assert_int_le(pages, 4);
+}
+END_TEST
+
+START_TEST(test_delete_by_prefix_magic_and_purge)
+{
+  fill_admin_store();
+  uint64_t removed = 0;
+  pcc_store_filter prefix = {.opt = -1, .prefix = "/app/", .prefix_len = 5};
+  CHECK_RC(pcc_store_delete(store, &prefix, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 5);
+  pcc_path_record got;
+  CHECK_RC(pcc_store_get_path(store, &MAGIC_311, 0, "/lib/c.py", 9, &got), pcc_store_strerror);
+
+  fill_admin_store();
+  pcc_store_filter magic = {.has_magic = true, .magic = MAGIC_PYPY, .opt = -1};
+  CHECK_RC(pcc_store_delete(store, &magic, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 2);
+  pcc_store_stats stats;
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  ck_assert_uint_eq(stats.paths, 4);
+
+  CHECK_RC(pcc_store_delete_one(store, &MAGIC_311, 1, "/app/a.py", 9, &removed),
+           pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  CHECK_RC(pcc_store_delete_one(store, &MAGIC_311, 1, "/app/a.py", 9, &removed),
+           pcc_store_strerror);
+  ck_assert_uint_eq(removed, 0);
+
+  CHECK_RC(pcc_store_delete(store, NULL, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 3);
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  ck_assert_uint_eq(stats.paths + stats.blobs, 0);
+}
+END_TEST
+
+static void count_magic(const pcc_magic *magic, uint64_t entries, uint64_t bytes, void *ctx)
+{
+  uint64_t *out = ctx;
+  int slot = pcc_magic_equal(magic, &MAGIC_311) ? 0 : 1;
+  out[2 * slot] = entries;
+  out[2 * slot + 1] = bytes;
+}
+
+START_TEST(test_magics_and_backup)
+{
+  fill_admin_store();
+  uint64_t figures[4] = {0};
+  CHECK_RC(pcc_store_magics(store, count_magic, figures), pcc_store_strerror);
+  ck_assert_uint_eq(figures[0], 4);
+  ck_assert_uint_eq(figures[2], 2);
+  ck_assert_uint_gt(figures[1], 0);
+
+  char backup[4200];
+  snprintf(backup, sizeof backup, "%s/backup", dir);
+  ck_assert_int_eq(mkdir(backup, 0750), 0);
+  CHECK_RC(pcc_store_backup_dir(store, backup), pcc_store_strerror);
+  pcc_store *copy = NULL;
+  CHECK_RC(pcc_store_open(backup, 0, &copy), pcc_store_strerror);
+  pcc_store_stats stats;
+  CHECK_RC(pcc_store_stat(copy, &stats), pcc_store_strerror);
+  ck_assert_uint_eq(stats.paths, 6);
+  pcc_path_record got;
+  CHECK_RC(pcc_store_get_path(copy, &MAGIC_PYPY, 0, "/app/z.py", 9, &got), pcc_store_strerror);
+  pcc_store_close(copy);
+}
+END_TEST
+
 int main(void)
 {
   Suite *suite = suite_create("store");
@@ -292,6 +439,9 @@ int main(void)
   tcase_add_test(tc, test_long_paths);
   tcase_add_test(tc, test_compile_error_blob);
   tcase_add_test(tc, test_bad_arguments);
+  tcase_add_test(tc, test_scan_filters_and_pages);
+  tcase_add_test(tc, test_delete_by_prefix_magic_and_purge);
+  tcase_add_test(tc, test_magics_and_backup);
   suite_add_tcase(suite, tc);
   return test_run_suite(suite);
 }
