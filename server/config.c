@@ -7,16 +7,17 @@
 #include "config.h"
 #include "proto.h"
 
-typedef enum { OPT_STRING, OPT_NUMBER, OPT_BYTES, OPT_LIST } option_kind;
+typedef enum { OPT_STRING, OPT_NUMBER, OPT_BYTES, OPT_LIST, OPT_FLAG } option_kind;
 
 typedef struct {
   const char *name;
   option_kind kind;
   const char *arg;     /* the argument's name in --help */
   const char *def;     /* default, as text */
-  uint64_t min, max;   /* for numbers and byte sizes */
+  uint64_t min, max;   /* for numbers and byte sizes; for lists, max is the capacity */
   size_t offset;       /* field in pcc_config */
   const char *help;
+  size_t count_offset; /* lists: the unsigned count field */
 } option_spec;
 
 #define FIELD(f) offsetof(pcc_config, f)
@@ -46,8 +47,18 @@ static const option_spec options[] = {
    "concurrent HTTP connections"},
   {"worker", OPT_STRING, "PATH", NULL, 0, 0, FIELD(worker),
    "compiler worker executable (default: pycached-cpython-worker next to pycached)"},
-  {"source-root", OPT_LIST, "DIR", NULL, 0, 0, FIELD(source_roots),
-   "directory whose files the server may read itself (repeatable)"},
+  {"source-root", OPT_LIST, "DIR", NULL, 0, PCC_MAX_SOURCE_ROOTS, FIELD(source_roots),
+   "directory whose files the server may read itself (repeatable)", FIELD(n_source_roots)},
+  {"compiler", OPT_LIST, "PATH", NULL, 0, PCC_MAX_COMPILERS, FIELD(compilers),
+   "another interpreter to compile for (e.g. /usr/bin/pypy3; repeatable)", FIELD(n_compilers)},
+  {"tokens", OPT_STRING, "FILE", NULL, 0, 0, FIELD(tokens),
+   "JSON token file: require bearer tokens with roles (reloaded on SIGHUP)"},
+  {"insecure", OPT_FLAG, "", NULL, 0, 0, FIELD(insecure),
+   "allow a non-loopback --listen without --tokens"},
+  {"backup-dir", OPT_STRING, "DIR", NULL, 0, 0, FIELD(backup_dir),
+   "directory for POST /v1/admin/backup copies"},
+  {"retire-unserved-magics", OPT_FLAG, "", NULL, 0, 0, FIELD(retire_unserved),
+   "at start, delete entries of magics no compiler serves"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -59,7 +70,8 @@ static void print_help(const char *argv0)
          argv0);
   for (size_t i = 0; i < N_OPTIONS; i++) {
     char left[48];
-    snprintf(left, sizeof left, "--%s %s", options[i].name, options[i].arg);
+    snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg[0] ? " " : "",
+             options[i].arg);
     printf("  %-28s %s", left, options[i].help);
     if (options[i].def)
       printf(" [%s]", options[i].def);
@@ -101,13 +113,19 @@ static bool apply(const option_spec *spec, const char *value, pcc_config *config
   case OPT_STRING:
     memcpy(field, &value, sizeof value);
     return true;
-  case OPT_LIST:
-    if (config->n_source_roots >= PCC_MAX_SOURCE_ROOTS) {
-      fprintf(stderr, "pycached: at most %d --%s options\n", PCC_MAX_SOURCE_ROOTS, spec->name);
+  case OPT_FLAG:
+    *(bool *)field = true;
+    return true;
+  case OPT_LIST: {
+    unsigned *count = (unsigned *)((char *)config + spec->count_offset);
+    if (*count >= spec->max) {
+      fprintf(stderr, "pycached: at most %llu --%s options\n", (unsigned long long)spec->max,
+              spec->name);
       return false;
     }
-    config->source_roots[config->n_source_roots++] = value;
+    ((const char **)field)[(*count)++] = value;
     return true;
+  }
   case OPT_NUMBER: {
     int64_t parsed;
     if (pcc_parse_i64(value, 0, INT64_MAX, &parsed) != PCC_PROTO_OK)
@@ -142,7 +160,9 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
   enum { HELP = N_OPTIONS, VERSION };
   struct option long_options[N_OPTIONS + 3];
   for (size_t i = 0; i < N_OPTIONS; i++)
-    long_options[i] = (struct option){options[i].name, required_argument, NULL, (int)i};
+    long_options[i] = (struct option){options[i].name,
+                                      options[i].kind == OPT_FLAG ? no_argument : required_argument,
+                                      NULL, (int)i};
   long_options[N_OPTIONS] = (struct option){"help", no_argument, NULL, HELP};
   long_options[N_OPTIONS + 1] = (struct option){"version", no_argument, NULL, VERSION};
   long_options[N_OPTIONS + 2] = (struct option){NULL, 0, NULL, 0};

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #define PCC_MAX_SOURCE_ROOTS 16
+#define PCC_MAX_COMPILERS 8
 
 typedef struct {
   const char *listen;        /* address to bind */
@@ -22,6 +23,12 @@ typedef struct {
   const char *worker;        /* compiler worker executable; NULL: found next to pycached */
   const char *source_roots[PCC_MAX_SOURCE_ROOTS];
   unsigned n_source_roots;
+  const char *compilers[PCC_MAX_COMPILERS]; /* other interpreters, each a backend */
+  unsigned n_compilers;
+  const char *tokens;         /* token file; NULL: no access control (loopback only) */
+  bool insecure;              /* allow a non-loopback address without tokens */
+  const char *backup_dir;     /* where POST /v1/admin/backup writes; NULL: refused */
+  bool retire_unserved;       /* --retire-unserved-magics */
 } pcc_config;
 
 typedef enum {

@@ -6,29 +6,51 @@
  * a worker suspends its connection; the service resumes it when the job is done, and the
  * handler runs once more to answer. State is freed in the completion callback. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "admin_assets.h"
 #include "http.h"
 
 struct pcc_http {
   struct MHD_Daemon *daemon;
   pcc_service *service;
+  pcc_auth *auth;                 /* NULL: every endpoint open (loopback only) */
   uint64_t max_source;
   struct MHD_Response *not_found; /* constant responses, built once */
   atomic_uint active;             /* requests between their first call and completion */
 };
 
-typedef enum { ROUTE_HEALTH, ROUTE_STATS, ROUTE_CODE, ROUTE_COMPILE } route;
+typedef enum {
+  ROUTE_HEALTH,
+  ROUTE_STATS,
+  ROUTE_CODE,
+  ROUTE_COMPILE,
+  ROUTE_ADMIN_PAGE,
+  ROUTE_METRICS,
+  ROUTE_ADMIN_STATS,
+  ROUTE_ADMIN_ENTRIES,
+  ROUTE_ADMIN_ENTRY,
+  ROUTE_ADMIN_ENTRY_DELETE,
+  ROUTE_ADMIN_INVALIDATE,
+  ROUTE_ADMIN_PURGE,
+  ROUTE_ADMIN_MAGICS,
+  ROUTE_ADMIN_RETIRE,
+  ROUTE_ADMIN_BACKUP,
+  ROUTE_ADMIN_BACKUP_DOWNLOAD,
+} route;
 
 typedef struct {
   route route;
   struct MHD_Connection *connection;
+  const char *url;
   uint8_t *body;
   size_t len, cap;
   bool too_large;
@@ -37,17 +59,47 @@ typedef struct {
   pcc_params params;
 } request;
 
+#define RETIRE_PREFIX "/v1/admin/magics/"
+#define RETIRE_SUFFIX "/retire"
+
+/* Every endpoint, with its method and the role it needs (0: open to all). A url ending in '*'
+ * is RETIRE_PREFIX + magic + RETIRE_SUFFIX. */
 static const struct {
   const char *url;
   const char *method;
   route route;
+  unsigned role;
 } routes[] = {
-  {"/healthz", MHD_HTTP_METHOD_GET, ROUTE_HEALTH},
-  {"/v1/stats", MHD_HTTP_METHOD_GET, ROUTE_STATS},
-  {"/v1/code", MHD_HTTP_METHOD_GET, ROUTE_CODE},
-  {"/v1/compile", MHD_HTTP_METHOD_POST, ROUTE_COMPILE},
+  {"/healthz", MHD_HTTP_METHOD_GET, ROUTE_HEALTH, 0},
+  {"/admin", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_PAGE, 0},
+  {"/admin/", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_PAGE, 0},
+  {"/v1/stats", MHD_HTTP_METHOD_GET, ROUTE_STATS, PCC_ROLE_READ},
+  {"/v1/code", MHD_HTTP_METHOD_GET, ROUTE_CODE, PCC_ROLE_READ},
+  {"/v1/compile", MHD_HTTP_METHOD_POST, ROUTE_COMPILE, PCC_ROLE_COMPILE},
+  {"/metrics", MHD_HTTP_METHOD_GET, ROUTE_METRICS, PCC_ROLE_ADMIN},
+  {"/v1/admin/stats", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_STATS, PCC_ROLE_ADMIN},
+  {"/v1/admin/entries", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_ENTRIES, PCC_ROLE_ADMIN},
+  {"/v1/admin/entry", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_ENTRY, PCC_ROLE_ADMIN},
+  {"/v1/admin/entry", MHD_HTTP_METHOD_DELETE, ROUTE_ADMIN_ENTRY_DELETE, PCC_ROLE_ADMIN},
+  {"/v1/admin/invalidate", MHD_HTTP_METHOD_POST, ROUTE_ADMIN_INVALIDATE, PCC_ROLE_ADMIN},
+  {"/v1/admin/purge", MHD_HTTP_METHOD_POST, ROUTE_ADMIN_PURGE, PCC_ROLE_ADMIN},
+  {"/v1/admin/magics", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_MAGICS, PCC_ROLE_ADMIN},
+  {"/v1/admin/backup", MHD_HTTP_METHOD_POST, ROUTE_ADMIN_BACKUP, PCC_ROLE_ADMIN},
+  {"/v1/admin/backup", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_BACKUP_DOWNLOAD, PCC_ROLE_ADMIN},
+  {RETIRE_PREFIX "*", MHD_HTTP_METHOD_POST, ROUTE_ADMIN_RETIRE, PCC_ROLE_ADMIN},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
+
+/* Does url match a route's url (see routes[])? */
+static bool url_matches(const char *pattern, const char *url)
+{
+  size_t n = strlen(pattern);
+  if (pattern[n - 1] != '*')
+    return strcmp(url, pattern) == 0;
+  size_t prefix = n - 1, suffix = strlen(RETIRE_SUFFIX), len = strlen(url);
+  return len == prefix + 2 * PCC_MAGIC_LEN + suffix && strncmp(url, pattern, prefix) == 0 &&
+         strcmp(url + len - suffix, RETIRE_SUFFIX) == 0;
+}
 
 /* ---- responses ------------------------------------------------------------------------- */
 
@@ -173,7 +225,10 @@ static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_
                                    svc_answer *answer)
 {
   enum MHD_Result result;
-  if (answer->error == NULL)
+  if (answer->error == NULL && answer->json != NULL) {
+    result = send_json(connection, answer->http_status, answer->json);
+    answer->json = NULL; /* send_json took it */
+  } else if (answer->error == NULL)
     result = send_entry(connection, params, answer);
   else
     result = send_json(connection, answer->http_status,
@@ -246,6 +301,140 @@ static enum MHD_Result handle_compile(pcc_http *http, request *req)
   return MHD_YES;
 }
 
+/* ---- admin ------------------------------------------------------------------------------ */
+
+static enum MHD_Result send_admin_page(const char *url, struct MHD_Connection *connection)
+{
+  const unsigned char *data;
+  size_t len;
+  const char *type;
+  if (!pcc_admin_asset_find(url, &data, &len, &type))
+    return send_error(connection, 404, "not-found", "no such file");
+  struct MHD_Response *response =
+    MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+  if (response == NULL)
+    return MHD_NO;
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
+  MHD_add_response_header(response, "X-Frame-Options", "DENY");
+  enum MHD_Result result = MHD_queue_response(connection, 200, response);
+  MHD_destroy_response(response);
+  return result;
+}
+
+static enum MHD_Result send_metrics(pcc_http *http, struct MHD_Connection *connection)
+{
+  size_t len = 0;
+  char *text = svc_metrics(http->service, &len);
+  if (text == NULL)
+    return send_error(connection, 500, "internal", "out of memory");
+  return send_owned(connection, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+}
+
+/* Writes the store's compacted copy into the pipe the download reads (a thread of its own, so
+ * that the HTTP thread streams while LMDB writes). */
+static void *backup_writer(void *arg)
+{
+  void **args = arg;
+  pcc_service *service = args[0];
+  int fd = (int)(intptr_t)args[1];
+  free(args);
+  pcc_store_status rc = svc_backup_to_fd(service, fd);
+  if (rc != PCC_STORE_OK)
+    fprintf(stderr, "pycached: backup download: %s\n", pcc_store_strerror(rc));
+  close(fd); /* the reader sees the end, or a short file when the copy failed */
+  return NULL;
+}
+
+static enum MHD_Result send_backup(pcc_http *http, struct MHD_Connection *connection)
+{
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0)
+    return send_error(connection, 500, "internal", "cannot create a pipe");
+  void **args = malloc(2 * sizeof *args);
+  pthread_t thread;
+  if (args != NULL) {
+    args[0] = http->service;
+    args[1] = (void *)(intptr_t)fds[1];
+  }
+  if (args == NULL || pthread_create(&thread, NULL, backup_writer, args) != 0) {
+    free(args);
+    close(fds[0]);
+    close(fds[1]);
+    return send_error(connection, 500, "internal", "cannot start the backup");
+  }
+  pthread_detach(thread);
+  struct MHD_Response *response = MHD_create_response_from_pipe(fds[0]); /* closes fds[0] */
+  if (response == NULL) {
+    close(fds[0]);
+    return MHD_NO;
+  }
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_DISPOSITION,
+                          "attachment; filename=\"pycached-data.mdb\"");
+  enum MHD_Result result = MHD_queue_response(connection, 200, response);
+  MHD_destroy_response(response);
+  return result;
+}
+
+/* Parses the query of an admin endpoint; on a malformed parameter answers 400. */
+static bool parse_admin_query(request *req, svc_admin_query *query, enum MHD_Result *result)
+{
+  if (!parse_params(req, 0, result))
+    return false;
+  memset(query, 0, sizeof *query);
+  query->params = req->params;
+  query->prefix = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "prefix");
+  query->cursor = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "cursor");
+  query->limit = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "limit");
+  return true;
+}
+
+static enum MHD_Result handle_admin(pcc_http *http, request *req)
+{
+  enum MHD_Result result = MHD_YES;
+  svc_answer answer;
+  memset(&answer, 0, sizeof answer);
+  svc_admin_query query;
+  switch (req->route) {
+  case ROUTE_ADMIN_STATS:
+    svc_admin_stats(http->service, &answer);
+    break;
+  case ROUTE_ADMIN_MAGICS:
+    svc_admin_magics(http->service, &answer);
+    break;
+  case ROUTE_ADMIN_PURGE:
+    svc_admin_purge(http->service, &answer);
+    break;
+  case ROUTE_ADMIN_BACKUP:
+    svc_admin_backup(http->service, &answer);
+    break;
+  case ROUTE_ADMIN_RETIRE: {
+    char magic[2 * PCC_MAGIC_LEN + 1];
+    snprintf(magic, sizeof magic, "%s", req->url + strlen(RETIRE_PREFIX));
+    svc_admin_retire(http->service, magic, &answer);
+    break;
+  }
+  case ROUTE_ADMIN_ENTRIES:
+  case ROUTE_ADMIN_ENTRY:
+  case ROUTE_ADMIN_ENTRY_DELETE:
+  case ROUTE_ADMIN_INVALIDATE:
+    if (!parse_admin_query(req, &query, &result))
+      return result;
+    if (req->route == ROUTE_ADMIN_ENTRIES)
+      svc_admin_entries(http->service, &query, &answer);
+    else if (req->route == ROUTE_ADMIN_INVALIDATE)
+      svc_admin_invalidate(http->service, &query, &answer);
+    else
+      svc_admin_entry(http->service, &query, req->route == ROUTE_ADMIN_ENTRY_DELETE, &answer);
+    break;
+  default:
+    return MHD_NO;
+  }
+  return send_answer(req->connection, &req->params, &answer);
+}
+
 static enum MHD_Result handle(pcc_http *http, request *req)
 {
   enum MHD_Result result = MHD_YES;
@@ -268,21 +457,70 @@ static enum MHD_Result handle(pcc_http *http, request *req)
     return send_answer(req->connection, &req->params, &answer);
   case ROUTE_COMPILE:
     return handle_compile(http, req);
+  case ROUTE_ADMIN_PAGE:
+    return send_admin_page(req->url, req->connection);
+  case ROUTE_METRICS:
+    return send_metrics(http, req->connection);
+  case ROUTE_ADMIN_BACKUP_DOWNLOAD:
+    return send_backup(http, req->connection);
+  default:
+    return handle_admin(http, req);
   }
-  return MHD_NO;
 }
 
-/* Finds the route of url/method; on failure queues 404 or 405 and returns false. */
+/* Checks the bearer token of a request for role; on failure queues 401 or 403. */
+static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsigned role,
+                       enum MHD_Result *result)
+{
+  if (http->auth == NULL || role == 0)
+    return true;
+  char name[80] = "";
+  const char *header = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+  pcc_auth_status rc = pcc_auth_check(http->auth, header, (pcc_role)role, name, sizeof name);
+  if (rc == PCC_AUTH_OK)
+    return true;
+  struct MHD_Response *response = NULL;
+  cJSON *json;
+  unsigned status;
+  if (rc == PCC_AUTH_NO_ROLE) {
+    char message[160];
+    snprintf(message, sizeof message, "token \"%s\" lacks the %s role", name,
+             pcc_role_name((pcc_role)role));
+    json = error_json("forbidden", message, NULL);
+    cJSON_AddStringToObject(json, "role", pcc_role_name((pcc_role)role));
+    status = 403;
+  } else {
+    json = error_json("unauthorized", rc == PCC_AUTH_MISSING
+                                        ? "send Authorization: Bearer TOKEN"
+                                        : "unknown token", NULL);
+    status = 401;
+  }
+  char *text = json ? cJSON_PrintUnformatted(json) : NULL;
+  cJSON_Delete(json);
+  *result = text ? send_owned(connection, status, "application/json", text, strlen(text),
+                              &response)
+                 : MHD_NO;
+  if (response != NULL) {
+    if (status == 401)
+      MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    MHD_destroy_response(response);
+  }
+  return false;
+}
+
+/* Finds the route of url/method and checks its role; on failure queues 404, 405, 401 or 403
+ * and returns false. */
 static bool find_route(pcc_http *http, struct MHD_Connection *connection, const char *url,
                        const char *method, route *out, enum MHD_Result *result)
 {
   const char *allowed = NULL;
   for (size_t i = 0; i < N_ROUTES; i++) {
-    if (strcmp(url, routes[i].url) != 0)
+    if (!url_matches(routes[i].url, url))
       continue;
     if (strcmp(method, routes[i].method) == 0) {
       *out = routes[i].route;
-      return true;
+      return authorized(http, connection, routes[i].role, result);
     }
     allowed = routes[i].method;
   }
@@ -358,6 +596,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
       return MHD_NO;
     req->route = r;
     req->connection = connection;
+    req->url = url;
     *req_cls = req;
     atomic_fetch_add(&http->active, 1);
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
@@ -396,7 +635,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_http **out)
+int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_auth *auth,
+                   pcc_http **out)
 {
   struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);
@@ -419,6 +659,7 @@ int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_http **ou
   if (http == NULL)
     return -1;
   http->service = service;
+  http->auth = auth;
   http->max_source = config->max_source;
   const char *not_found = "{\"error\":\"not-found\",\"message\":\"no such endpoint; see "
                           "docs/API.md\"}";

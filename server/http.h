@@ -5,14 +5,16 @@
 
 #include <stdint.h>
 
+#include "auth.h"
 #include "config.h"
 #include "service.h"
 
 typedef struct pcc_http pcc_http;
 
-/* Starts serving config->listen:config->port. service must outlive the daemon. Returns 0 and
- * sets *out, or -1 after printing why to stderr. */
-int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_http **out);
+/* Starts serving config->listen:config->port. service and auth (NULL: no access control) must
+ * outlive the daemon. Returns 0 and sets *out, or -1 after printing why to stderr. */
+int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_auth *auth,
+                   pcc_http **out);
 
 /* The port actually bound (useful with --port 0). */
 uint16_t pcc_http_port(const pcc_http *http);

@@ -14,9 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "service.h"
+#include "service_internal.h"
 
 #define WORKER_NAME "pycached-cpython-worker"
+#define WORKER_SCRIPT "worker.py"
 
 typedef enum {
   JOB_CODE,
@@ -33,6 +34,7 @@ typedef struct {
 } waiter;
 
 struct svc_job {
+  svc_backend *backend;
   pcc_magic magic;
   int opt;
   char *path;              /* the first requester's path, used as the code's filename */
@@ -45,28 +47,12 @@ struct svc_job {
   char message[256];
   waiter *waiters;
   size_t n_waiters, cap_waiters;
-  svc_job *next;           /* in the queue, then in the in-flight list */
+  svc_job *next;           /* in its backend's queue, then in the in-flight list */
 };
 
-struct pcc_service {
-  pcc_config config;
-  pcc_store *store;
-  pcc_compiler *compiler;
-  char compiler_name[PCC_COMPILER_NAME_MAX + 1];
-  char *roots[PCC_MAX_SOURCE_ROOTS]; /* realpath of each --source-root */
-  unsigned n_roots;
-
-  pthread_mutex_t lock;     /* guards everything below */
-  pthread_cond_t work;
-  svc_job *queue_head, *queue_tail;
-  svc_job *inflight;        /* queued or compiling, for joining */
-  bool closing;
-  pthread_t *dispatchers;
-  unsigned n_dispatchers;
-
-  time_t started;
-  atomic_uint_fast64_t requests, hits, miss_absent, miss_stale, compiles, compile_errors,
-      joined, corruptions, compiler_failures, timeouts;
+const double svc_latency_bounds[SVC_LATENCY_BUCKETS] = {
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,
 };
 
 const char *pcc_service_strerror(pcc_service_status rc)
@@ -86,15 +72,13 @@ const char *pcc_service_strerror(pcc_service_status rc)
 void svc_answer_clear(svc_answer *answer)
 {
   cJSON_Delete(answer->extra);
+  cJSON_Delete(answer->json);
   free(answer->blob);
   memset(answer, 0, sizeof *answer);
 }
 
-static void answer_error(svc_answer *answer, unsigned status, const char *code, const char *fmt,
-                         ...) __attribute__((format(printf, 4, 5)));
-
-static void answer_error(svc_answer *answer, unsigned status, const char *code, const char *fmt,
-                         ...)
+void svc_answer_error(svc_answer *answer, unsigned status, const char *code, const char *fmt,
+                      ...)
 {
   answer->http_status = status;
   answer->error = code;
@@ -104,7 +88,7 @@ static void answer_error(svc_answer *answer, unsigned status, const char *code, 
   va_end(ap);
 }
 
-static void answer_extra_string(svc_answer *answer, const char *name, const char *value)
+void svc_answer_extra_string(svc_answer *answer, const char *name, const char *value)
 {
   if (answer->extra == NULL)
     answer->extra = cJSON_CreateObject();
@@ -117,7 +101,7 @@ static void answer_compile_error(svc_answer *answer, const pcc_blob *blob)
 {
   cJSON *details = cJSON_ParseWithLength((const char *)blob->payload, blob->payload_len);
   const cJSON *message = cJSON_GetObjectItemCaseSensitive(details, "message");
-  answer_error(answer, 422, "compile-error", "%s",
+  svc_answer_error(answer, 422, "compile-error", "%s",
                cJSON_IsString(message) ? message->valuestring : "compile error");
   answer->extra = cJSON_CreateObject();
   static const char *const fields[] = {"type", "line", "offset"};
@@ -130,7 +114,7 @@ static void answer_compile_error(svc_answer *answer, const pcc_blob *blob)
 }
 
 /* Takes ownership of blob: a code blob is served, an error blob answered as 422. */
-static void answer_blob(pcc_service *service, svc_answer *answer, pcc_blob *blob,
+static void answer_blob(svc_answer *answer, pcc_blob *blob,
                         const pcc_digest *digest, const pcc_params *params, const char *outcome)
 {
   if (blob->kind == PCC_BLOB_COMPILE_ERROR) {
@@ -144,32 +128,128 @@ static void answer_blob(pcc_service *service, svc_answer *answer, pcc_blob *blob
   answer->compiler = blob->compiler;
   answer->outcome = outcome;
   answer->hash_checked = (params->present & PCC_PARAM_HASH) != 0;
-  if (strcmp(outcome, "hit") == 0)
-    atomic_fetch_add(&service->hits, 1);
 }
 
-static void answer_store_error(svc_answer *answer, pcc_store_status rc)
+void svc_answer_store_error(svc_answer *answer, pcc_store_status rc)
 {
   if (rc == PCC_STORE_FULL)
-    answer_error(answer, 507, "store-full", "the store is full; raise --map-size");
+    svc_answer_error(answer, 507, "store-full", "the store is full; raise --map-size");
   else
-    answer_error(answer, 500, "internal", "store: %s", pcc_store_strerror(rc));
+    svc_answer_error(answer, 500, "internal", "store: %s", pcc_store_strerror(rc));
+}
+
+/* ---- counters ------------------------------------------------------------------------ */
+
+svc_counters *svc_counters_for(pcc_service *service, const pcc_magic *magic)
+{
+  unsigned n = atomic_load(&service->n_magics);
+  for (unsigned i = 0; i < n; i++)
+    if (pcc_magic_equal(&service->magics[i].magic, magic))
+      return &service->magics[i];
+  pthread_mutex_lock(&service->counters_lock);
+  svc_counters *found = &service->other;
+  n = atomic_load(&service->n_magics);
+  unsigned i = 0;
+  while (i < n && !pcc_magic_equal(&service->magics[i].magic, magic))
+    i++;
+  if (i < n) {
+    found = &service->magics[i];
+  } else if (n < SVC_MAGICS_MAX) {
+    service->magics[n].magic = *magic; /* written before the count that publishes it */
+    atomic_store(&service->n_magics, n + 1);
+    found = &service->magics[n];
+  }
+  pthread_mutex_unlock(&service->counters_lock);
+  return found;
+}
+
+void svc_histogram_add(svc_histogram *histogram, uint64_t micros)
+{
+  size_t bucket = 0;
+  while (bucket < SVC_LATENCY_BUCKETS && (double)micros > svc_latency_bounds[bucket] * 1e6)
+    bucket++;
+  atomic_fetch_add(&histogram->buckets[bucket], 1);
+  atomic_fetch_add(&histogram->count, 1);
+  atomic_fetch_add(&histogram->sum_us, micros);
+}
+
+static uint64_t micros_since(const struct timespec *start)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t us = (int64_t)(now.tv_sec - start->tv_sec) * 1000000 +
+               (now.tv_nsec - start->tv_nsec) / 1000;
+  return us > 0 ? (uint64_t)us : 0;
+}
+
+static uint64_t hit_key(const pcc_magic *magic, int opt, const char *path, size_t path_len)
+{
+  uint32_t m;
+  memcpy(&m, magic->bytes, sizeof m);
+  uint64_t key = pcc_checksum(path, path_len) ^ (((uint64_t)m << 8 | (uint64_t)opt) *
+                                                 0x9e3779b97f4a7c15ull);
+  return key ? key : 1; /* 0 marks a free slot */
+}
+
+#define HIT_PROBES 16
+
+static void record_hit(pcc_service *service, const pcc_params *params)
+{
+  uint64_t key = hit_key(&params->magic, params->opt, params->path, params->path_len);
+  pthread_mutex_lock(&service->hits_lock);
+  for (unsigned i = 0; i < HIT_PROBES; i++) {
+    svc_hit_slot *slot = &service->hit_table[(key + i) & (SVC_HIT_TABLE_SIZE - 1)];
+    if (slot->key == 0 || slot->key == key) {
+      slot->key = key;
+      slot->hits++;
+      slot->last = time(NULL);
+      break;
+    }
+  } /* a full neighbourhood: this entry's hits go uncounted */
+  pthread_mutex_unlock(&service->hits_lock);
+}
+
+void svc_entry_hits(pcc_service *service, const pcc_magic *magic, int opt, const char *path,
+                    size_t path_len, uint64_t *hits, int64_t *last)
+{
+  uint64_t key = hit_key(magic, opt, path, path_len);
+  *hits = 0;
+  *last = 0;
+  pthread_mutex_lock(&service->hits_lock);
+  for (unsigned i = 0; i < HIT_PROBES; i++) {
+    const svc_hit_slot *slot = &service->hit_table[(key + i) & (SVC_HIT_TABLE_SIZE - 1)];
+    if (slot->key == key) {
+      *hits = slot->hits;
+      *last = slot->last;
+      break;
+    }
+    if (slot->key == 0)
+      break;
+  }
+  pthread_mutex_unlock(&service->hits_lock);
 }
 
 /* ---- lookups --------------------------------------------------------------------------- */
 
-static bool has_backend(pcc_service *service, const pcc_magic *magic, svc_answer *answer)
+svc_backend *svc_backend_for(pcc_service *service, const pcc_magic *magic)
 {
-  if (pcc_magic_equal(magic, pcc_compiler_magic(service->compiler)))
-    return true;
-  char ours[2 * PCC_MAGIC_LEN + 1];
-  pcc_magic_to_hex(pcc_compiler_magic(service->compiler), ours);
-  answer_error(answer, 422, "unsupported-magic", "no compiler for this magic number; this server "
-               "compiles for %s", ours);
+  for (unsigned i = 0; i < service->n_backends; i++)
+    if (pcc_magic_equal(magic, pcc_compiler_magic(service->backends[i].compiler)))
+      return &service->backends[i];
+  return NULL;
+}
+
+/* 422 unsupported-magic, listing the magics this server compiles for. */
+static void answer_unsupported(pcc_service *service, svc_answer *answer)
+{
+  svc_answer_error(answer, 422, "unsupported-magic", "no compiler for this magic number");
   answer->extra = cJSON_CreateObject();
   cJSON *magics = cJSON_AddArrayToObject(answer->extra, "magics");
-  cJSON_AddItemToArray(magics, cJSON_CreateString(ours));
-  return false;
+  for (unsigned i = 0; i < service->n_backends; i++) {
+    char hex[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(pcc_compiler_magic(service->backends[i].compiler), hex);
+    cJSON_AddItemToArray(magics, cJSON_CreateString(hex));
+  }
 }
 
 /* Reads a blob, counting and hiding corruption (the store has already dropped it). */
@@ -178,25 +258,46 @@ static pcc_store_status get_blob(pcc_service *service, const pcc_magic *magic, i
 {
   pcc_store_status rc = pcc_store_get_blob(service->store, magic, opt, digest, out);
   if (rc == PCC_STORE_CORRUPT) {
-    atomic_fetch_add(&service->corruptions, 1);
+    atomic_fetch_add(&svc_counters_for(service, magic)->corruptions, 1);
     fprintf(stderr, "pycached: a stored blob failed its checksum and was dropped\n");
     rc = PCC_STORE_NOTFOUND;
   }
   return rc;
 }
 
-static void answer_miss(pcc_service *service, svc_answer *answer, bool stale)
+/* A miss; for a magic no backend compiles, unsupported-magic (its stored entries still hit). */
+static void answer_miss(pcc_service *service, svc_answer *answer, const pcc_magic *magic,
+                        bool stale)
 {
-  atomic_fetch_add(stale ? &service->miss_stale : &service->miss_absent, 1);
-  answer_error(answer, 404, "miss", stale ? "the cached entry does not match this source"
-                                          : "nothing cached for this path");
-  answer_extra_string(answer, "reason", stale ? "stale" : "absent");
+  svc_counters *counters = svc_counters_for(service, magic);
+  atomic_fetch_add(stale ? &counters->miss_stale : &counters->miss_absent, 1);
+  if (svc_backend_for(service, magic) == NULL) {
+    answer_unsupported(service, answer);
+    return;
+  }
+  svc_answer_error(answer, 404, "miss", stale ? "the cached entry does not match this source"
+                                              : "nothing cached for this path");
+  svc_answer_extra_string(answer, "reason", stale ? "stale" : "absent");
+}
+
+/* A hit: counted, timed, its entry's hits recorded. */
+static void answer_hit(pcc_service *service, svc_answer *answer, pcc_blob *blob,
+                       const pcc_digest *digest, const pcc_params *params,
+                       const struct timespec *start)
+{
+  bool code = blob->kind == PCC_BLOB_CODE;
+  answer_blob(answer, blob, digest, params, "hit");
+  if (code) {
+    atomic_fetch_add(&svc_counters_for(service, &params->magic)->hits, 1);
+    record_hit(service, params);
+    svc_histogram_add(&service->hit_latency, micros_since(start));
+  }
 }
 
 void svc_lookup(pcc_service *service, const pcc_params *params, svc_answer *answer)
 {
-  if (!has_backend(service, &params->magic, answer))
-    return;
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
   bool check_hash = params->present & PCC_PARAM_HASH;
   bool check_digest = params->present & PCC_PARAM_DIGEST;
   pcc_path_record record;
@@ -204,7 +305,7 @@ void svc_lookup(pcc_service *service, const pcc_params *params, svc_answer *answ
   pcc_store_status rc = pcc_store_get_path(service->store, &params->magic, params->opt,
                                            params->path, params->path_len, &record);
   if (rc != PCC_STORE_OK && rc != PCC_STORE_NOTFOUND) {
-    answer_store_error(answer, rc);
+    svc_answer_store_error(answer, rc);
     return;
   }
   bool found = rc == PCC_STORE_OK;
@@ -213,11 +314,11 @@ void svc_lookup(pcc_service *service, const pcc_params *params, svc_answer *answ
       (!check_digest || pcc_digest_equal(&record.digest, &params->digest))) {
     rc = get_blob(service, &params->magic, params->opt, &record.digest, &blob);
     if (rc == PCC_STORE_OK) {
-      answer_blob(service, answer, blob, &record.digest, params, "hit");
+      answer_hit(service, answer, blob, &record.digest, params, &start);
       return;
     }
     if (rc != PCC_STORE_NOTFOUND) {
-      answer_store_error(answer, rc);
+      svc_answer_store_error(answer, rc);
       return;
     }
   }
@@ -230,12 +331,12 @@ void svc_lookup(pcc_service *service, const pcc_params *params, svc_answer *answ
                          params->path_len, &fresh, NULL);
       if (rc != PCC_STORE_OK)
         fprintf(stderr, "pycached: cannot update a path entry: %s\n", pcc_store_strerror(rc));
-      answer_blob(service, answer, blob, &params->digest, params, "hit");
+      answer_hit(service, answer, blob, &params->digest, params, &start);
       return;
     }
     free(blob);
   }
-  answer_miss(service, answer, found);
+  answer_miss(service, answer, &params->magic, found);
 }
 
 /* ---- compiles -------------------------------------------------------------------------- */
@@ -258,17 +359,17 @@ static bool read_source_file(pcc_service *service, const pcc_params *params, uin
 {
   char resolved[PATH_MAX];
   if (service->n_roots == 0) {
-    answer_error(answer, 403, "forbidden", "empty body: this server reads no files itself "
+    svc_answer_error(answer, 403, "forbidden", "empty body: this server reads no files itself "
                  "(no --source-root); upload the source");
     return false;
   }
   if (realpath(params->path, resolved) == NULL) {
     /* do not tell what exists outside the roots */
-    answer_error(answer, 403, "forbidden", "path is not a readable file under a source root");
+    svc_answer_error(answer, 403, "forbidden", "path is not a readable file under a source root");
     return false;
   }
   if (!under_root(service, resolved)) {
-    answer_error(answer, 403, "forbidden", "path resolves outside every source root");
+    svc_answer_error(answer, 403, "forbidden", "path resolves outside every source root");
     return false;
   }
   int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -276,20 +377,20 @@ static bool read_source_file(pcc_service *service, const pcc_params *params, uin
   if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     if (fd >= 0)
       close(fd);
-    answer_error(answer, 404, "not-found", "no regular file at this path");
+    svc_answer_error(answer, 404, "not-found", "no regular file at this path");
     return false;
   }
   if ((uint64_t)st.st_size > service->config.max_source) {
     close(fd);
-    answer_error(answer, 413, "too-large", "source is %lld bytes; the limit is %llu",
+    svc_answer_error(answer, 413, "too-large", "source is %lld bytes; the limit is %llu",
                  (long long)st.st_size, (unsigned long long)service->config.max_source);
     return false;
   }
   if (st.st_mtim.tv_sec != params->mtime) {
     close(fd);
-    answer_error(answer, 409, "mismatch", "mtime: the file's mtime is %lld",
+    svc_answer_error(answer, 409, "mismatch", "mtime: the file's mtime is %lld",
                  (long long)st.st_mtim.tv_sec);
-    answer_extra_string(answer, "param", "mtime");
+    svc_answer_extra_string(answer, "param", "mtime");
     return false;
   }
   size_t cap = (size_t)st.st_size, len = 0;
@@ -305,7 +406,7 @@ static bool read_source_file(pcc_service *service, const pcc_params *params, uin
   close(fd);
   if (bytes == NULL || n < 0 || len != cap) {
     free(bytes);
-    answer_error(answer, 500, "internal", "cannot read the source file");
+    svc_answer_error(answer, 500, "internal", "cannot read the source file");
     return false;
   }
   *out = bytes;
@@ -327,8 +428,8 @@ static bool check_claims(const pcc_params *params, const pcc_path_record *actual
     bad = "digest";
   if (bad == NULL)
     return true;
-  answer_error(answer, 409, "mismatch", "%s: the query disagrees with the uploaded source", bad);
-  answer_extra_string(answer, "param", bad);
+  svc_answer_error(answer, 409, "mismatch", "%s: the query disagrees with the uploaded source", bad);
+  svc_answer_extra_string(answer, "param", bad);
   return false;
 }
 
@@ -340,10 +441,10 @@ static bool job_matches(const svc_job *job, const pcc_magic *magic, int opt,
 }
 
 /* A queued or compiling job for the same source, or NULL. Caller holds service->lock. */
-static svc_job *find_job(pcc_service *service, const pcc_magic *magic, int opt,
-                         const pcc_digest *digest)
+static svc_job *find_job(pcc_service *service, svc_backend *backend, const pcc_magic *magic,
+                         int opt, const pcc_digest *digest)
 {
-  svc_job *lists[] = {service->queue_head, service->inflight};
+  svc_job *lists[] = {backend->queue_head, service->inflight};
   for (size_t i = 0; i < 2; i++)
     for (svc_job *job = lists[i]; job != NULL; job = job->next)
       if (job_matches(job, magic, opt, digest))
@@ -384,8 +485,11 @@ bool svc_compile_begin(pcc_service *service, pcc_params *params, const uint8_t *
 {
   uint8_t *read_bytes = NULL;
   bool final = true;
-  if (!has_backend(service, &params->magic, answer))
+  svc_backend *backend = svc_backend_for(service, &params->magic);
+  if (backend == NULL) {
+    answer_unsupported(service, answer);
     return true;
+  }
   if (source == NULL && (params->present & PCC_PARAM_SIZE) && params->size == 0) {
     source = (const uint8_t *)""; /* an empty source file, uploaded as an empty body */
   } else if (source == NULL) {
@@ -394,7 +498,7 @@ bool svc_compile_begin(pcc_service *service, pcc_params *params, const uint8_t *
     source = read_bytes;
   }
   if (len > service->config.max_source) {
-    answer_error(answer, 413, "too-large", "source is %zu bytes; the limit is %llu", len,
+    svc_answer_error(answer, 413, "too-large", "source is %zu bytes; the limit is %llu", len,
                  (unsigned long long)service->config.max_source);
     goto done;
   }
@@ -413,30 +517,31 @@ bool svc_compile_begin(pcc_service *service, pcc_params *params, const uint8_t *
     rc = pcc_store_put(service->store, &params->magic, params->opt, params->path,
                        params->path_len, &record, NULL);
     if (rc == PCC_STORE_OK)
-      answer_blob(service, answer, blob, &record.digest, params, "stored");
+      answer_blob(answer, blob, &record.digest, params, "stored");
     else {
       free(blob);
-      answer_store_error(answer, rc);
+      svc_answer_store_error(answer, rc);
     }
     goto done;
   }
 
   pthread_mutex_lock(&service->lock);
-  svc_job *job = find_job(service, &params->magic, params->opt, &record.digest);
+  svc_job *job = find_job(service, backend, &params->magic, params->opt, &record.digest);
   if (service->closing) {
-    answer_error(answer, 503, "compiler-unavailable", "the server is shutting down");
+    svc_answer_error(answer, 503, "compiler-unavailable", "the server is shutting down");
   } else if (job != NULL) {
     if (job_add_waiter(job, suspend, resume, ctx)) {
       atomic_fetch_add(&service->joined, 1);
       *job_out = job;
       final = false;
     } else {
-      answer_error(answer, 500, "internal", "out of memory");
+      svc_answer_error(answer, 500, "internal", "out of memory");
     }
   } else if ((job = calloc(1, sizeof *job)) != NULL &&
              (job->path = strndup(params->path, params->path_len)) != NULL &&
              (job->source = malloc(len ? len : 1)) != NULL &&
              job_add_waiter(job, suspend, resume, ctx)) {
+    job->backend = backend;
     job->magic = params->magic;
     job->opt = params->opt;
     job->record = record;
@@ -444,18 +549,18 @@ bool svc_compile_begin(pcc_service *service, pcc_params *params, const uint8_t *
     job->len = len;
     job->refs++; /* the dispatcher's */
     job->next = NULL;
-    if (service->queue_tail)
-      service->queue_tail->next = job;
+    if (backend->queue_tail)
+      backend->queue_tail->next = job;
     else
-      service->queue_head = job;
-    service->queue_tail = job;
-    pthread_cond_signal(&service->work);
+      backend->queue_head = job;
+    backend->queue_tail = job;
+    pthread_cond_signal(&backend->work);
     *job_out = job;
     final = false;
   } else {
     if (job != NULL)
       job_free(job);
-    answer_error(answer, 500, "internal", "out of memory");
+    svc_answer_error(answer, 500, "internal", "out of memory");
   }
   pthread_mutex_unlock(&service->lock);
 done:
@@ -503,23 +608,23 @@ void svc_compile_finish(pcc_service *service, svc_job *job, const void *ctx,
     }
     pcc_blob *blob = blob_copy(job->blob);
     if (blob == NULL)
-      answer_error(answer, 500, "internal", "out of memory");
+      svc_answer_error(answer, 500, "internal", "out of memory");
     else
-      answer_blob(service, answer, blob, &job->record.digest, params,
+      answer_blob(answer, blob, &job->record.digest, params,
                   job->waiters[0].ctx == ctx ? "compiled" : "joined");
     break;
   }
   case JOB_TIMEOUT:
-    answer_error(answer, 504, "compile-timeout", "%s", job->message);
+    svc_answer_error(answer, 504, "compile-timeout", "%s", job->message);
     break;
   case JOB_STORE_FULL:
-    answer_error(answer, 507, "store-full", "%s", job->message);
+    svc_answer_error(answer, 507, "store-full", "%s", job->message);
     break;
   case JOB_UNAVAILABLE:
-    answer_error(answer, 503, "compiler-unavailable", "%s", job->message);
+    svc_answer_error(answer, 503, "compiler-unavailable", "%s", job->message);
     break;
   case JOB_INTERNAL:
-    answer_error(answer, 500, "internal", "%s", job->message);
+    svc_answer_error(answer, 500, "internal", "%s", job->message);
     break;
   }
   svc_job_release(service, job);
@@ -536,7 +641,7 @@ void svc_job_release(pcc_service *service, svc_job *job)
 static void job_compile(pcc_service *service, svc_job *job)
 {
   pcc_compile_result *result = NULL;
-  pcc_compiler_status rc = pcc_compiler_compile(service->compiler, job->opt, job->path,
+  pcc_compiler_status rc = pcc_compiler_compile(job->backend->compiler, job->opt, job->path,
                                                 job->source, job->len, &result);
   if (rc != PCC_COMPILER_OK) {
     atomic_fetch_add(rc == PCC_COMPILER_TIMEOUT ? &service->timeouts
@@ -548,19 +653,21 @@ static void job_compile(pcc_service *service, svc_job *job)
     fprintf(stderr, "pycached: compile of %s failed: %s\n", job->path, job->message);
     return;
   }
-  atomic_fetch_add(&service->compiles, 1);
+  svc_counters *counters = svc_counters_for(service, &job->magic);
+  atomic_fetch_add(&counters->compiles, 1);
+  svc_histogram_add(&service->compile_latency, result->compile_us);
   pcc_blob blob = {.hash = job->record.hash,
                    .size = job->record.size,
                    .created = time(NULL),
                    .compile_us = result->compile_us};
-  snprintf(blob.compiler, sizeof blob.compiler, "%s", service->compiler_name);
+  snprintf(blob.compiler, sizeof blob.compiler, "%s", job->backend->name);
   char *error_json = NULL;
   if (result->ok) {
     blob.kind = PCC_BLOB_CODE;
     blob.payload = result->marshal;
     blob.payload_len = result->marshal_len;
   } else {
-    atomic_fetch_add(&service->compile_errors, 1);
+    atomic_fetch_add(&counters->compile_errors, 1);
     cJSON *details = cJSON_CreateObject();
     cJSON_AddStringToObject(details, "type", result->error_type ? result->error_type : "Error");
     cJSON_AddStringToObject(details, "message", result->error_message ? result->error_message : "");
@@ -611,17 +718,18 @@ static void job_finish_locked(pcc_service *service, svc_job *job)
 
 static void *dispatcher_main(void *arg)
 {
-  pcc_service *service = arg;
+  svc_backend *backend = arg;
+  pcc_service *service = backend->service;
   pthread_mutex_lock(&service->lock);
   for (;;) {
-    while (!service->closing && service->queue_head == NULL)
-      pthread_cond_wait(&service->work, &service->lock);
+    while (!service->closing && backend->queue_head == NULL)
+      pthread_cond_wait(&backend->work, &service->lock);
     if (service->closing)
       break;
-    svc_job *job = service->queue_head;
-    service->queue_head = job->next;
-    if (service->queue_head == NULL)
-      service->queue_tail = NULL;
+    svc_job *job = backend->queue_head;
+    backend->queue_head = job->next;
+    if (backend->queue_head == NULL)
+      backend->queue_tail = NULL;
     job->next = service->inflight; /* joinable while it compiles */
     service->inflight = job;
     pthread_mutex_unlock(&service->lock);
@@ -635,30 +743,114 @@ static void *dispatcher_main(void *arg)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-/* The worker executable: --worker, else next to pycached (installed or in the build tree). */
+/* The directory of the pycached executable, into dir. */
+static bool self_dir(char *dir, size_t len)
+{
+  ssize_t n = readlink("/proc/self/exe", dir, len - 1);
+  if (n <= 0)
+    return false;
+  dir[n] = '\0';
+  char *slash = strrchr(dir, '/');
+  if (slash != NULL)
+    *slash = '\0';
+  return true;
+}
+
+/* The first of candidates (printf patterns taking pycached's directory) that exists with mode;
+ * false when none does (out then holds the last one tried). */
+static bool find_file(const char *const *candidates, size_t n, int mode, char *out, size_t len)
+{
+  char self[PATH_MAX];
+  bool have_self = self_dir(self, sizeof self);
+  for (size_t i = 0; i < n; i++) {
+    if (strstr(candidates[i], "%s") != NULL && !have_self)
+      continue;
+    int written = snprintf(out, len, candidates[i], self);
+    if (written > 0 && (size_t)written < len && access(out, mode) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* The embedded-CPython worker: --worker, else next to pycached (installed or build tree). */
 static bool find_worker(const pcc_config *config, char *out, size_t len)
 {
   if (config->worker != NULL) {
     snprintf(out, len, "%s", config->worker);
     return access(out, X_OK) == 0;
   }
-  char self[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n > 0) {
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    if (slash != NULL)
-      *slash = '\0';
-    static const char *const candidates[] = {"%s/" WORKER_NAME, "%s/../compiler/" WORKER_NAME,
-                                             "%s/../libexec/" WORKER_NAME};
-    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
-      int written = snprintf(out, len, candidates[i], self);
-      if (written > 0 && (size_t)written < len && access(out, X_OK) == 0)
-        return true;
+  static const char *const candidates[] = {
+    "%s/" WORKER_NAME, "%s/../compiler/" WORKER_NAME, "%s/../libexec/" WORKER_NAME,
+    PCC_LIBEXECDIR "/" WORKER_NAME};
+  return find_file(candidates, sizeof candidates / sizeof candidates[0], X_OK, out, len);
+}
+
+/* compiler/worker.py, which other interpreters run: installed, else in the source tree. */
+static bool find_worker_script(char *out, size_t len)
+{
+  static const char *const candidates[] = {"%s/../share/pycached/" WORKER_SCRIPT,
+                                           PCC_DATADIR "/pycached/" WORKER_SCRIPT,
+                                           PCC_SOURCE_DIR "/compiler/" WORKER_SCRIPT};
+  return find_file(candidates, sizeof candidates / sizeof candidates[0], R_OK, out, len);
+}
+
+/* Starts one backend: its worker pool and dispatch threads. interpreter NULL: embedded. */
+static pcc_service_status backend_start(pcc_service *service, const char *interpreter)
+{
+  const pcc_config *config = &service->config;
+  svc_backend *backend = &service->backends[service->n_backends];
+  char program[PATH_MAX];
+  const char *argv[6] = {NULL};
+  if (interpreter == NULL) {
+    if (!find_worker(config, program, sizeof program)) {
+      fprintf(stderr, "pycached: compiler worker %s is not executable (see --worker)\n", program);
+      return PCC_SERVICE_CONFIG;
     }
+    argv[0] = program;
+  } else {
+    if (access(interpreter, X_OK) != 0 || !find_worker_script(program, sizeof program)) {
+      fprintf(stderr, "pycached: --compiler %s: not executable, or %s missing\n", interpreter,
+              WORKER_SCRIPT);
+      return PCC_SERVICE_CONFIG;
+    }
+    /* isolated (no environment, no user site), no site, no bytecode writing */
+    const char *script_argv[] = {interpreter, "-I", "-S", "-B", program, NULL};
+    memcpy(argv, script_argv, sizeof script_argv);
   }
-  snprintf(out, len, "%s", PCC_LIBEXECDIR "/" WORKER_NAME);
-  return access(out, X_OK) == 0;
+  pcc_compiler_config compiler_config = {
+    .argv = argv,
+    .workers = (unsigned)config->workers,
+    .timeout_ms = (unsigned)(config->compile_timeout * 1000),
+    .memory_limit = config->worker_memory,
+    .max_frame = 0, /* the workers' own limit: 64 MiB, above --max-source's maximum */
+  };
+  pcc_compiler_status rc = pcc_compiler_open(&compiler_config, &backend->compiler);
+  if (rc != PCC_COMPILER_OK) {
+    fprintf(stderr, "pycached: %s: %s\n", argv[0], pcc_compiler_strerror(rc));
+    return PCC_SERVICE_COMPILER;
+  }
+  if (svc_backend_for(service, pcc_compiler_magic(backend->compiler)) != NULL) {
+    fprintf(stderr, "pycached: --compiler %s: another backend already compiles its magic\n",
+            interpreter);
+    pcc_compiler_close(backend->compiler);
+    backend->compiler = NULL;
+    return PCC_SERVICE_CONFIG;
+  }
+  backend->service = service;
+  snprintf(backend->name, sizeof backend->name, "%s", pcc_compiler_name(backend->compiler));
+  snprintf(backend->interpreter, sizeof backend->interpreter, "%s",
+           interpreter ? interpreter : "embedded");
+  pthread_cond_init(&backend->work, NULL);
+  service->n_backends++; /* from here on, backend_stop cleans it up */
+  unsigned n = pcc_compiler_workers(backend->compiler);
+  backend->dispatchers = calloc(n, sizeof *backend->dispatchers);
+  if (backend->dispatchers == NULL)
+    return PCC_SERVICE_NOMEM;
+  for (; backend->n_dispatchers < n; backend->n_dispatchers++)
+    if (pthread_create(&backend->dispatchers[backend->n_dispatchers], NULL, dispatcher_main,
+                       backend) != 0)
+      break;
+  return backend->n_dispatchers > 0 ? PCC_SERVICE_OK : PCC_SERVICE_NOMEM;
 }
 
 pcc_service_status pcc_service_open(const pcc_config *config, pcc_service **out)
@@ -669,7 +861,13 @@ pcc_service_status pcc_service_open(const pcc_config *config, pcc_service **out)
   service->config = *config;
   service->started = time(NULL);
   pthread_mutex_init(&service->lock, NULL);
-  pthread_cond_init(&service->work, NULL);
+  pthread_mutex_init(&service->counters_lock, NULL);
+  pthread_mutex_init(&service->hits_lock, NULL);
+  service->hit_table = calloc(SVC_HIT_TABLE_SIZE, sizeof *service->hit_table);
+  if (service->hit_table == NULL) {
+    pcc_service_close(service);
+    return PCC_SERVICE_NOMEM;
+  }
 
   for (unsigned i = 0; i < config->n_source_roots; i++) {
     service->roots[i] = realpath(config->source_roots[i], NULL);
@@ -690,43 +888,15 @@ pcc_service_status pcc_service_open(const pcc_config *config, pcc_service **out)
     return PCC_SERVICE_STORE;
   }
 
-  char worker[PATH_MAX];
-  if (!find_worker(config, worker, sizeof worker)) {
-    fprintf(stderr, "pycached: compiler worker %s is not executable (see --worker)\n", worker);
+  pcc_service_status rc = backend_start(service, NULL);
+  for (unsigned i = 0; i < config->n_compilers && rc == PCC_SERVICE_OK; i++)
+    rc = backend_start(service, config->compilers[i]);
+  if (rc != PCC_SERVICE_OK) {
     pcc_service_close(service);
-    return PCC_SERVICE_CONFIG;
+    return rc;
   }
-  const char *argv[] = {worker, NULL};
-  pcc_compiler_config compiler_config = {
-    .argv = argv,
-    .workers = (unsigned)config->workers,
-    .timeout_ms = (unsigned)(config->compile_timeout * 1000),
-    .memory_limit = config->worker_memory,
-    .max_frame = 0, /* the workers' own limit: 64 MiB, above --max-source's maximum */
-  };
-  pcc_compiler_status compiler_rc = pcc_compiler_open(&compiler_config, &service->compiler);
-  if (compiler_rc != PCC_COMPILER_OK) {
-    fprintf(stderr, "pycached: %s: %s\n", worker, pcc_compiler_strerror(compiler_rc));
-    pcc_service_close(service);
-    return PCC_SERVICE_COMPILER;
-  }
-  snprintf(service->compiler_name, sizeof service->compiler_name, "%s",
-           pcc_compiler_name(service->compiler));
-
-  unsigned n = pcc_compiler_workers(service->compiler);
-  service->dispatchers = calloc(n, sizeof *service->dispatchers);
-  if (service->dispatchers == NULL) {
-    pcc_service_close(service);
-    return PCC_SERVICE_NOMEM;
-  }
-  for (; service->n_dispatchers < n; service->n_dispatchers++)
-    if (pthread_create(&service->dispatchers[service->n_dispatchers], NULL, dispatcher_main,
-                       service) != 0)
-      break;
-  if (service->n_dispatchers == 0) {
-    pcc_service_close(service);
-    return PCC_SERVICE_NOMEM;
-  }
+  if (config->retire_unserved)
+    svc_retire_unserved(service);
   *out = service;
   return PCC_SERVICE_OK;
 }
@@ -737,24 +907,28 @@ void pcc_service_shutdown(pcc_service *service)
     return;
   pthread_mutex_lock(&service->lock);
   service->closing = true;
-  pthread_cond_broadcast(&service->work);
+  for (unsigned b = 0; b < service->n_backends; b++)
+    pthread_cond_broadcast(&service->backends[b].work);
   pthread_mutex_unlock(&service->lock);
   /* compiles in progress end (at most --compile-timeout); then fail what is still queued */
-  for (unsigned i = 0; i < service->n_dispatchers; i++)
-    pthread_join(service->dispatchers[i], NULL);
-  service->n_dispatchers = 0;
-  pthread_mutex_lock(&service->lock);
-  while (service->queue_head != NULL) {
-    svc_job *job = service->queue_head;
-    service->queue_head = job->next;
-    job->result = JOB_UNAVAILABLE;
-    snprintf(job->message, sizeof job->message, "the server is shutting down");
-    job->next = service->inflight;
-    service->inflight = job;
-    job_finish_locked(service, job);
+  for (unsigned b = 0; b < service->n_backends; b++) {
+    svc_backend *backend = &service->backends[b];
+    for (unsigned i = 0; i < backend->n_dispatchers; i++)
+      pthread_join(backend->dispatchers[i], NULL);
+    backend->n_dispatchers = 0;
+    pthread_mutex_lock(&service->lock);
+    while (backend->queue_head != NULL) {
+      svc_job *job = backend->queue_head;
+      backend->queue_head = job->next;
+      job->result = JOB_UNAVAILABLE;
+      snprintf(job->message, sizeof job->message, "the server is shutting down");
+      job->next = service->inflight;
+      service->inflight = job;
+      job_finish_locked(service, job);
+    }
+    backend->queue_tail = NULL;
+    pthread_mutex_unlock(&service->lock);
   }
-  service->queue_tail = NULL;
-  pthread_mutex_unlock(&service->lock);
 }
 
 void pcc_service_close(pcc_service *service)
@@ -762,12 +936,17 @@ void pcc_service_close(pcc_service *service)
   if (service == NULL)
     return;
   pcc_service_shutdown(service);
-  pcc_compiler_close(service->compiler);
+  for (unsigned b = 0; b < service->n_backends; b++) {
+    pcc_compiler_close(service->backends[b].compiler);
+    free(service->backends[b].dispatchers);
+    pthread_cond_destroy(&service->backends[b].work);
+  }
   pcc_store_close(service->store);
   for (unsigned i = 0; i < service->n_roots; i++)
     free(service->roots[i]);
-  free(service->dispatchers);
-  pthread_cond_destroy(&service->work);
+  free(service->hit_table);
+  pthread_mutex_destroy(&service->hits_lock);
+  pthread_mutex_destroy(&service->counters_lock);
   pthread_mutex_destroy(&service->lock);
   free(service);
 }
@@ -784,17 +963,28 @@ cJSON *svc_stats(pcc_service *service)
   cJSON *stats = cJSON_CreateObject();
   if (stats == NULL)
     return NULL;
+  uint64_t hits = 0, absent = 0, stale = 0, compiles = 0, errors = 0, corruptions = 0;
+  unsigned n = atomic_load(&service->n_magics);
+  for (unsigned i = 0; i <= n; i++) {
+    svc_counters *c = i < n ? &service->magics[i] : &service->other;
+    hits += atomic_load(&c->hits);
+    absent += atomic_load(&c->miss_absent);
+    stale += atomic_load(&c->miss_stale);
+    compiles += atomic_load(&c->compiles);
+    errors += atomic_load(&c->compile_errors);
+    corruptions += atomic_load(&c->corruptions);
+  }
   cJSON_AddStringToObject(stats, "version", PCC_VERSION);
   cJSON_AddNumberToObject(stats, "uptime", (double)(time(NULL) - service->started));
   cJSON_AddNumberToObject(stats, "requests", (double)atomic_load(&service->requests));
-  cJSON_AddNumberToObject(stats, "hits", (double)atomic_load(&service->hits));
+  cJSON_AddNumberToObject(stats, "hits", (double)hits);
   cJSON *misses = cJSON_AddObjectToObject(stats, "misses");
-  cJSON_AddNumberToObject(misses, "absent", (double)atomic_load(&service->miss_absent));
-  cJSON_AddNumberToObject(misses, "stale", (double)atomic_load(&service->miss_stale));
-  cJSON_AddNumberToObject(stats, "compiles", (double)atomic_load(&service->compiles));
-  cJSON_AddNumberToObject(stats, "compile_errors", (double)atomic_load(&service->compile_errors));
+  cJSON_AddNumberToObject(misses, "absent", (double)absent);
+  cJSON_AddNumberToObject(misses, "stale", (double)stale);
+  cJSON_AddNumberToObject(stats, "compiles", (double)compiles);
+  cJSON_AddNumberToObject(stats, "compile_errors", (double)errors);
   cJSON_AddNumberToObject(stats, "joined", (double)atomic_load(&service->joined));
-  cJSON_AddNumberToObject(stats, "corruptions", (double)atomic_load(&service->corruptions));
+  cJSON_AddNumberToObject(stats, "corruptions", (double)corruptions);
   cJSON_AddNumberToObject(stats, "compiler_failures",
                           (double)atomic_load(&service->compiler_failures));
   cJSON_AddNumberToObject(stats, "compile_timeouts", (double)atomic_load(&service->timeouts));
@@ -810,15 +1000,18 @@ cJSON *svc_stats(pcc_service *service)
   }
 
   cJSON *compilers = cJSON_AddArrayToObject(stats, "compilers");
-  cJSON *compiler = cJSON_CreateObject();
-  char magic[2 * PCC_MAGIC_LEN + 1];
-  pcc_magic_to_hex(pcc_compiler_magic(service->compiler), magic);
-  cJSON_AddStringToObject(compiler, "name", service->compiler_name);
-  cJSON_AddStringToObject(compiler, "magic", magic);
-  cJSON_AddNumberToObject(compiler, "workers", pcc_compiler_workers(service->compiler));
-  cJSON_AddNumberToObject(compiler, "restarts",
-                          (double)pcc_compiler_restarts(service->compiler));
-  cJSON_AddBoolToObject(compiler, "default", true);
-  cJSON_AddItemToArray(compilers, compiler);
+  for (unsigned b = 0; b < service->n_backends; b++) {
+    const svc_backend *backend = &service->backends[b];
+    cJSON *compiler = cJSON_CreateObject();
+    char magic[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(pcc_compiler_magic(backend->compiler), magic);
+    cJSON_AddStringToObject(compiler, "name", backend->name);
+    cJSON_AddStringToObject(compiler, "magic", magic);
+    cJSON_AddNumberToObject(compiler, "workers", pcc_compiler_workers(backend->compiler));
+    cJSON_AddNumberToObject(compiler, "restarts",
+                            (double)pcc_compiler_restarts(backend->compiler));
+    cJSON_AddBoolToObject(compiler, "default", b == 0);
+    cJSON_AddItemToArray(compilers, compiler);
+  }
   return stats;
 }

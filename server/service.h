@@ -43,6 +43,7 @@ typedef struct {
   const char *error;      /* NULL on success; else the API error code ("miss", ...) */
   char message[512];
   cJSON *extra;           /* owned: more fields of the error body, or NULL */
+  cJSON *json;            /* owned: on success, a JSON body to send (admin answers) */
   pcc_blob *blob;         /* owned: the code on success */
   pcc_digest digest;      /* on success: digest of the source the code was compiled from */
   const char *compiler;   /* on success */
@@ -80,5 +81,34 @@ void svc_count_request(pcc_service *service);
 
 /* The figures of GET /v1/stats. Caller owns the result. */
 cJSON *svc_stats(pcc_service *service);
+
+/* ---- admin API (admin.c; docs/API.md "Admin API") ------------------------------------------
+ * Each fills *answer: answer->json (status 200) or an error. */
+
+/* Query of the admin endpoints: magic, opt, path (parsed with pcc_params_parse) and prefix,
+ * cursor, limit. Values point into the request and live as long as it does. */
+typedef struct {
+  pcc_params params;
+  const char *prefix;
+  const char *cursor;
+  const char *limit;
+} svc_admin_query;
+
+void svc_admin_stats(pcc_service *service, svc_answer *answer);
+void svc_admin_entries(pcc_service *service, const svc_admin_query *query, svc_answer *answer);
+void svc_admin_entry(pcc_service *service, const svc_admin_query *query, bool delete_it,
+                     svc_answer *answer);
+void svc_admin_invalidate(pcc_service *service, const svc_admin_query *query,
+                          svc_answer *answer);
+void svc_admin_purge(pcc_service *service, svc_answer *answer);
+void svc_admin_magics(pcc_service *service, svc_answer *answer);
+void svc_admin_retire(pcc_service *service, const char *magic_hex, svc_answer *answer);
+void svc_admin_backup(pcc_service *service, svc_answer *answer);
+
+/* Writes a compacted copy of the store to fd (then the caller closes fd). */
+pcc_store_status svc_backup_to_fd(pcc_service *service, int fd);
+
+/* GET /metrics: the Prometheus text. Caller frees *text; NULL when out of memory. */
+char *svc_metrics(pcc_service *service, size_t *len);
 
 #endif

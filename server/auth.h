@@ -1,0 +1,49 @@
+/* auth.h: bearer tokens and roles of pycached (docs/API.md, "Access control"). Tokens come from a
+ * JSON file, are kept only as SHA-256 digests and are compared in constant time; the file can be
+ * reloaded while requests are checked (SIGHUP). */
+#ifndef PCC_AUTH_H
+#define PCC_AUTH_H
+
+#include <stddef.h>
+
+typedef struct pcc_auth pcc_auth;
+
+typedef enum {
+  PCC_ROLE_READ = 1u << 0,
+  PCC_ROLE_COMPILE = 1u << 1,
+  PCC_ROLE_ADMIN = 1u << 2,
+} pcc_role;
+
+typedef enum {
+  PCC_AUTH_OK = 0,
+  PCC_AUTH_MISSING,   /* no "Authorization: Bearer" header */
+  PCC_AUTH_UNKNOWN,   /* no such token */
+  PCC_AUTH_NO_ROLE,   /* a known token without the role */
+  PCC_AUTH_BAD_FILE,  /* the token file cannot be read or is malformed */
+  PCC_AUTH_NOMEM,
+} pcc_auth_status;
+
+const char *pcc_auth_strerror(pcc_auth_status rc);
+const char *pcc_role_name(pcc_role role);
+
+/* Loads the token file (at most 1 MiB, at most 1024 tokens; each token 16..512 printable
+ * characters, names unique). On failure writes why into error (error_len bytes) and returns
+ * PCC_AUTH_BAD_FILE. *out is owned by the caller (pcc_auth_close). */
+pcc_auth_status pcc_auth_open(const char *file, pcc_auth **out, char *error, size_t error_len);
+
+/* Reloads the file given to pcc_auth_open; on failure the tokens in force stay and error says
+ * why. Thread-safe against pcc_auth_check. */
+pcc_auth_status pcc_auth_reload(pcc_auth *auth, char *error, size_t error_len);
+
+/* Number of tokens in force. */
+size_t pcc_auth_count(pcc_auth *auth);
+
+/* Checks an Authorization header value (NULL when absent) for role. On PCC_AUTH_OK and
+ * PCC_AUTH_NO_ROLE, name (name_len bytes) gets the token's name. Constant time in the tokens'
+ * contents. Thread-safe. */
+pcc_auth_status pcc_auth_check(pcc_auth *auth, const char *authorization, pcc_role role,
+                               char *name, size_t name_len);
+
+void pcc_auth_close(pcc_auth *auth); /* NULL is fine */
+
+#endif
