@@ -3,7 +3,10 @@
  * One CURL easy handle per pcc_client, reused for every request so the connection stays open.
  * Response bodies are collected into a buffer with a hard limit; error bodies are decoded into
  * the client's last error; hit bodies are decoded and verified by proto's pcc_entry_from_json
- * and then compared against the request. See pycached.h for the contract.
+ * and then compared against the request. Downloads (pcc_client_download) stream a 2xx body to
+ * a file descriptor instead. Tokens (pcc_token_*) are read and checked here too, and sent as an
+ * Authorization header that is part of every header list of the client. See pycached.h for the
+ * contract.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,7 @@
 #define CLIENT_URL_MAX 2048         /* base URL */
 #define CLIENT_REQUEST_URL_MAX 16384 /* full request URL: base + escaped path + parameters */
 #define CLIENT_SOURCE_RETRIES 3
+#define CLIENT_AUTH_PREFIX "Authorization: Bearer "
 
 /* A response body: grows up to limit bytes, always NUL-terminated once allocated. */
 typedef struct {
@@ -36,6 +40,14 @@ typedef struct {
   bool nomem;
 } client_buf;
 
+/* Where pcc_client_download puts a 2xx body; fd is -1 outside a download. */
+typedef struct {
+  int fd;
+  uint64_t written;
+  int error;   /* errno of a failed write, 0 when none */
+  bool toobig; /* over PCC_DOWNLOAD_MAX */
+} client_sink;
+
 struct pcc_client {
   CURL *curl;
   char *base_url; /* without a trailing '/' */
@@ -45,15 +57,19 @@ struct pcc_client {
   struct curl_slist *post_headers; /* compiles */
   struct curl_slist *code_headers; /* lookups */
   struct curl_slist *get_headers;  /* stats, health */
+  struct curl_slist *request_headers;  /* pcc_client_request */
+  struct curl_slist *download_headers; /* pcc_client_download */
+  char *auth_header;                   /* "Authorization: Bearer TOKEN", or NULL; wiped on close */
   bool raw_pyc;
   client_buf body;
+  client_sink sink;
   char curl_errbuf[CURL_ERROR_SIZE];
   /* X-Pycached-* headers of the last response, "" when absent */
   char outcome[16], digest[PCC_DIGEST_HEX_LEN + 1], checksum[17], hash[16], validation[16];
   char compiler[64];
   /* last error; the strings are owned copies */
   pcc_client_error err;
-  char *err_error, *err_message, *err_reason, *err_param, *err_type;
+  char *err_error, *err_message, *err_reason, *err_param, *err_type, *err_role;
 };
 
 const char *pcc_client_strerror(pcc_client_status rc)
@@ -71,6 +87,8 @@ const char *pcc_client_strerror(pcc_client_status rc)
   case PCC_CLIENT_TOOBIG: return "over the size limit";
   case PCC_CLIENT_NOMEM: return "out of memory";
   case PCC_CLIENT_INVALID: return "invalid argument";
+  case PCC_CLIENT_UNAUTHORIZED: return "unauthorized: no token, or one the server does not accept";
+  case PCC_CLIENT_FORBIDDEN: return "forbidden: the server refused the request";
   }
   return "unknown status";
 }
@@ -94,8 +112,9 @@ static void client_error_reset(pcc_client *client)
   free(client->err_reason);
   free(client->err_param);
   free(client->err_type);
+  free(client->err_role);
   client->err_error = client->err_message = client->err_reason = NULL;
-  client->err_param = client->err_type = NULL;
+  client->err_param = client->err_type = client->err_role = NULL;
   client->err = (pcc_client_error){.http_status = 0, .line = -1, .offset = -1};
 }
 
@@ -235,6 +254,8 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
       return PCC_CLIENT_INVALID;
   while (url_len > 0 && url[url_len - 1] == '/')
     url_len--;
+  if (config->token != NULL && pcc_token_check(config->token) != PCC_CLIENT_OK)
+    return PCC_CLIENT_INVALID;
 
   pthread_once(&client_global_once, client_global_init);
   if (client_global_rc != CURLE_OK)
@@ -251,28 +272,41 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   if (client->max_response > SIZE_MAX / 2)
     client->max_response = SIZE_MAX / 2;
   client->body.limit = client->max_response;
+  client->sink.fd = -1;
+  client->raw_pyc = config->raw_pyc;
   client->base_url = strndup(url, url_len);
   client->curl = curl_easy_init();
   bool ok = client->base_url != NULL && client->curl != NULL;
-  const char *post_headers[] = {"Content-Type: application/octet-stream",
-                                "Accept: application/json", "Expect:"};
-  for (size_t i = 0; ok && i < sizeof post_headers / sizeof post_headers[0]; i++) {
-    struct curl_slist *list = curl_slist_append(client->post_headers, post_headers[i]);
-    ok = list != NULL;
+  if (ok && config->token != NULL) {
+    size_t n = sizeof CLIENT_AUTH_PREFIX + strlen(config->token);
+    ok = (client->auth_header = malloc(n)) != NULL;
     if (ok)
-      client->post_headers = list;
+      snprintf(client->auth_header, n, "%s%s", CLIENT_AUTH_PREFIX, config->token);
   }
-  if (ok)
-    ok = (client->get_headers = curl_slist_append(NULL, "Accept: application/json")) != NULL;
-  client->raw_pyc = config->raw_pyc;
-  if (ok && client->raw_pyc) {
-    struct curl_slist *list = NULL;
-    ok = (client->code_headers = curl_slist_append(NULL, "Accept: application/x-python-pyc")) &&
-         (list = curl_slist_append(NULL, "Content-Type: application/octet-stream")) &&
-         (list = curl_slist_append(list, "Accept: application/x-python-pyc")) &&
-         (list = curl_slist_append(list, "Expect:"));
-    curl_slist_free_all(client->post_headers);
-    client->post_headers = list;
+  const char *accept_code = client->raw_pyc ? "Accept: application/x-python-pyc"
+                                            : "Accept: application/json";
+  /* each list: its headers, then the Authorization header when there is a token */
+  struct {
+    struct curl_slist **list;
+    const char *lines[3];
+  } lists[] = {
+    {&client->post_headers, {"Content-Type: application/octet-stream", accept_code, "Expect:"}},
+    {&client->code_headers, {accept_code, NULL, NULL}},
+    {&client->get_headers, {"Accept: application/json", NULL, NULL}},
+    {&client->request_headers,
+     {"Content-Type: application/json", "Accept: application/json", "Expect:"}},
+    {&client->download_headers, {"Accept: application/octet-stream", NULL, NULL}},
+  };
+  for (size_t i = 0; ok && i < sizeof lists / sizeof lists[0]; i++) {
+    for (size_t j = 0; ok && j < 4; j++) {
+      const char *line = j < 3 ? lists[i].lines[j] : client->auth_header;
+      if (line == NULL)
+        continue;
+      struct curl_slist *list = curl_slist_append(*lists[i].list, line);
+      ok = list != NULL;
+      if (ok)
+        *lists[i].list = list;
+    }
   }
   if (!ok) {
     pcc_client_close(client);
@@ -310,6 +344,12 @@ void pcc_client_close(pcc_client *client)
   curl_slist_free_all(client->post_headers);
   curl_slist_free_all(client->code_headers);
   curl_slist_free_all(client->get_headers);
+  curl_slist_free_all(client->request_headers);
+  curl_slist_free_all(client->download_headers);
+  if (client->auth_header != NULL) {
+    explicit_bzero(client->auth_header, strlen(client->auth_header));
+    free(client->auth_header);
+  }
   client_buf_reset(&client->body);
   client_error_reset(client);
   free(client->base_url);
@@ -335,11 +375,16 @@ static pcc_client_status client_map_curl(pcc_client *client, CURLcode code)
     rc = PCC_CLIENT_TOOBIG;
     break;
   case CURLE_WRITE_ERROR:
-    rc = client->body.toobig ? PCC_CLIENT_TOOBIG
-         : client->body.nomem ? PCC_CLIENT_NOMEM
-                              : PCC_CLIENT_PROTOCOL;
+    rc = client->body.toobig || client->sink.toobig ? PCC_CLIENT_TOOBIG
+         : client->body.nomem                       ? PCC_CLIENT_NOMEM
+         : client->sink.error != 0                  ? PCC_CLIENT_IO
+                                                    : PCC_CLIENT_PROTOCOL;
     if (client->body.toobig)
       detail = "the response is over the client's max_response limit";
+    else if (client->sink.toobig)
+      detail = "the download is over the 1 TiB limit";
+    else if (client->sink.error != 0)
+      detail = strerror(client->sink.error);
     break;
   case CURLE_OUT_OF_MEMORY:
     rc = PCC_CLIENT_NOMEM;
@@ -384,6 +429,7 @@ static pcc_client_status client_map_http_error(pcc_client *client, long status)
     client_error_field(obj, "reason", &client->err_reason, &client->err.reason);
     client_error_field(obj, "param", &client->err_param, &client->err.param);
     client_error_field(obj, "type", &client->err_type, &client->err.type);
+    client_error_field(obj, "role", &client->err_role, &client->err.role);
     client->err.line = client_json_int(obj, "line");
     client->err.offset = client_json_int(obj, "offset");
     const char *code = client->err.error;
@@ -394,6 +440,11 @@ static pcc_client_status client_map_http_error(pcc_client *client, long status)
     else if (code && strcmp(code, "unsupported-magic") == 0)
       rc = PCC_CLIENT_UNSUPPORTED_MAGIC;
   }
+  /* by status, whatever the body: a proxy's 401 means the same */
+  if (status == 401)
+    rc = PCC_CLIENT_UNAUTHORIZED;
+  else if (status == 403)
+    rc = PCC_CLIENT_FORBIDDEN;
   if (client->err.message == NULL) {
     char text[64];
     snprintf(text, sizeof text, "HTTP status %ld", status);
@@ -403,37 +454,80 @@ static pcc_client_status client_map_http_error(pcc_client *client, long status)
   return rc;
 }
 
-/* Performs one request to url (GET when body is NULL, else POST of body_len bytes). On
- * PCC_CLIENT_OK the response was 2xx and client->body holds it (possibly empty, data may be
- * NULL). *status_out gets the HTTP status whenever a response arrived. */
-static pcc_client_status client_perform(pcc_client *client, const char *url, const void *body,
-                                        size_t body_len, struct curl_slist *get_headers,
-                                        long *status_out)
+/* Writes a download's 2xx body to client->sink.fd; any other body goes to client->body (the
+ * status line and headers have arrived when curl first calls this). */
+static size_t client_sink_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+  pcc_client *client = userdata;
+  long status = 0;
+  curl_easy_getinfo(client->curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status < 200 || status > 299)
+    return client_write_cb(ptr, size, nmemb, &client->body);
+  size_t n = size * nmemb;
+  if ((uint64_t)n > PCC_DOWNLOAD_MAX - client->sink.written) {
+    client->sink.toobig = true;
+    return 0;
+  }
+  for (size_t done = 0; done < n;) {
+    ssize_t w = write(client->sink.fd, ptr + done, n - done);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      client->sink.error = w < 0 ? errno : EIO;
+      return 0;
+    }
+    done += (size_t)w;
+    client->sink.written += (uint64_t)w;
+  }
+  return n;
+}
+
+/* Performs one request to url: method "GET", "DELETE", or "POST" of body_len bytes of body
+ * (NULL: an empty body), with these headers. On PCC_CLIENT_OK the response was 2xx and
+ * client->body holds it (possibly empty, data may be NULL), or client->sink.fd got it when
+ * client->sink.fd >= 0. *status_out gets the HTTP status whenever a response arrived. */
+static pcc_client_status client_perform(pcc_client *client, const char *url, const char *method,
+                                        const void *body, size_t body_len,
+                                        struct curl_slist *headers, long *status_out)
 {
   CURL *c = client->curl;
   client_buf_reset(&client->body);
   client->curl_errbuf[0] = '\0';
   client->outcome[0] = client->digest[0] = client->checksum[0] = client->hash[0] = '\0';
   client->validation[0] = client->compiler[0] = '\0';
+  bool post = strcmp(method, "POST") == 0;
   CURLcode code = curl_easy_setopt(c, CURLOPT_URL, url);
-  if (code == CURLE_OK && body == NULL) {
+  if (code == CURLE_OK && !post) {
     code = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    if (code == CURLE_OK)
-      code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, get_headers);
   } else if (code == CURLE_OK) {
     code = curl_easy_setopt(c, CURLOPT_POST, 1L);
     if (code == CURLE_OK)
       code = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     if (code == CURLE_OK)
       code = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_len ? body : "");
+  }
+  if (code == CURLE_OK)
+    code = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "DELETE") == 0 ? method : NULL);
+  if (code == CURLE_OK)
+    code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  if (code == CURLE_OK && client->sink.fd >= 0) {
+    code = curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_sink_cb);
     if (code == CURLE_OK)
-      code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, client->post_headers);
+      code = curl_easy_setopt(c, CURLOPT_WRITEDATA, client);
+    if (code == CURLE_OK)
+      code = curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)PCC_DOWNLOAD_MAX);
   }
   if (code == CURLE_OK)
     code = curl_easy_perform(c);
   /* POSTFIELDS is not copied: never leave a pointer to the caller's bytes in the handle */
-  if (body != NULL)
+  if (post)
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
+  if (client->sink.fd >= 0) { /* back to collecting bodies within max_response */
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &client->body);
+    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response);
+  }
   if (code != CURLE_OK)
     return client_map_curl(client, code);
   if (client->body.nomem)
@@ -585,8 +679,7 @@ pcc_client_status pcc_client_lookup(pcc_client *client, const pcc_magic *magic, 
   char *url = NULL;
   pcc_client_status rc = client_code_url(client, "/v1/code", magic, opt, source, send_hash, &url);
   if (rc == PCC_CLIENT_OK)
-    rc = client_perform(client, url, NULL, 0,
-                        client->raw_pyc ? client->code_headers : client->get_headers, NULL);
+    rc = client_perform(client, url, "GET", NULL, 0, client->code_headers, NULL);
   free(url);
   if (rc == PCC_CLIENT_OK)
     rc = client_take_entry(client, magic, opt, source, send_hash, out);
@@ -605,8 +698,8 @@ pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic,
   char *url = NULL;
   pcc_client_status rc = client_code_url(client, "/v1/compile", magic, opt, source, true, &url);
   if (rc == PCC_CLIENT_OK)
-    rc = client_perform(client, url, source->data ? (const void *)source->data : "", source->len,
-                        NULL, NULL);
+    rc = client_perform(client, url, "POST", source->data, source->len, client->post_headers,
+                        NULL);
   free(url);
   if (rc == PCC_CLIENT_OK)
     rc = client_take_entry(client, magic, opt, source, true, out);
@@ -615,13 +708,12 @@ pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic,
 
 /* ---- stats and health ------------------------------------------------------------------ */
 
-pcc_client_status pcc_client_get_json(pcc_client *client, const char *path_and_query,
-                                      char **body_out, long *status_out)
+/* Builds base_url + path_and_query (checked: starts with '/', no spaces or control characters,
+ * within CLIENT_REQUEST_URL_MAX). Caller frees *out. */
+static pcc_client_status client_plain_url(pcc_client *client, const char *path_and_query,
+                                          char **out)
 {
-  if (client == NULL)
-    return PCC_CLIENT_INVALID;
-  client_error_reset(client);
-  if (path_and_query == NULL || path_and_query[0] != '/' || body_out == NULL)
+  if (path_and_query == NULL || path_and_query[0] != '/')
     return client_fail(client, PCC_CLIENT_INVALID, "the path must start with '/'");
   size_t len = strnlen(path_and_query, CLIENT_REQUEST_URL_MAX);
   for (size_t i = 0; i < len; i++)
@@ -634,15 +726,95 @@ pcc_client_status pcc_client_get_json(pcc_client *client, const char *path_and_q
   if (url == NULL)
     return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
   snprintf(url, (size_t)n + 1, "%s%s", client->base_url, path_and_query);
-  pcc_client_status rc = client_perform(client, url, NULL, 0, client->get_headers, status_out);
+  *out = url;
+  return PCC_CLIENT_OK;
+}
+
+/* Hands the collected body to the caller: a NUL-terminated copy. */
+static pcc_client_status client_take_body(pcc_client *client, char **body_out, size_t *len_out)
+{
+  size_t len = client->body.data ? client->body.len : 0;
+  char *body = malloc(len + 1);
+  if (body == NULL)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  if (len)
+    memcpy(body, client->body.data, len);
+  body[len] = '\0';
+  *body_out = body;
+  if (len_out)
+    *len_out = len;
+  return PCC_CLIENT_OK;
+}
+
+pcc_client_status pcc_client_get_json(pcc_client *client, const char *path_and_query,
+                                      char **body_out, long *status_out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (body_out == NULL)
+    return client_fail(client, PCC_CLIENT_INVALID, "body_out is NULL");
+  char *url = NULL;
+  pcc_client_status rc = client_plain_url(client, path_and_query, &url);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_perform(client, url, "GET", NULL, 0, client->get_headers, status_out);
   free(url);
   if (rc != PCC_CLIENT_OK)
     return rc;
-  char *body = strndup(client->body.data ? client->body.data : "", client->body.len);
-  if (body == NULL)
-    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
-  *body_out = body;
-  return PCC_CLIENT_OK;
+  return client_take_body(client, body_out, NULL);
+}
+
+pcc_client_status pcc_client_request(pcc_client *client, const char *method,
+                                     const char *path_and_query, const void *body,
+                                     size_t body_len, char **body_out, size_t *len_out,
+                                     long *status_out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (body_out == NULL || method == NULL || (body == NULL && body_len != 0))
+    return client_fail(client, PCC_CLIENT_INVALID, "invalid request argument");
+  if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 && strcmp(method, "DELETE") != 0)
+    return client_fail(client, PCC_CLIENT_INVALID, "the method must be GET, POST or DELETE");
+  if (body != NULL && strcmp(method, "POST") != 0)
+    return client_fail(client, PCC_CLIENT_INVALID, "only a POST has a body");
+  char *url = NULL;
+  pcc_client_status rc = client_plain_url(client, path_and_query, &url);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_perform(client, url, method, body, body_len, client->request_headers,
+                        status_out);
+  free(url);
+  if (rc != PCC_CLIENT_OK)
+    return rc;
+  return client_take_body(client, body_out, len_out);
+}
+
+pcc_client_status pcc_client_download(pcc_client *client, const char *path_and_query, int fd,
+                                      uint64_t *bytes_out, long *status_out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (bytes_out)
+    *bytes_out = 0;
+  if (fd < 0)
+    return client_fail(client, PCC_CLIENT_INVALID, "invalid file descriptor");
+  char *url = NULL;
+  pcc_client_status rc = client_plain_url(client, path_and_query, &url);
+  if (rc != PCC_CLIENT_OK)
+    return rc;
+  client->sink = (client_sink){.fd = fd};
+  rc = client_perform(client, url, "GET", NULL, 0, client->download_headers, status_out);
+  free(url);
+  if (rc == PCC_CLIENT_OK && client->sink.error != 0) /* cannot happen: a failed write aborts */
+    rc = client_fail(client, PCC_CLIENT_IO, strerror(client->sink.error));
+  if (bytes_out)
+    *bytes_out = client->sink.written;
+  int saved = client->sink.error;
+  client->sink = (client_sink){.fd = -1};
+  if (rc == PCC_CLIENT_IO)
+    errno = saved;
+  return rc;
 }
 
 pcc_client_status pcc_client_default_magic(pcc_client *client, pcc_magic *out)
@@ -868,5 +1040,104 @@ pcc_client_status pcc_source_load(const char *file, size_t max_bytes, bool with_
   source->hash = pcc_java_hash(data, len);
   pcc_digest_compute(data, len, &source->digest);
   *out = source;
+  return PCC_CLIENT_OK;
+}
+
+/* ---- tokens ---------------------------------------------------------------------------- */
+
+pcc_client_status pcc_token_check(const char *token)
+{
+  if (token == NULL)
+    return PCC_CLIENT_INVALID;
+  size_t len = strnlen(token, PCC_TOKEN_MAX + 1);
+  if (len == 0 || len > PCC_TOKEN_MAX)
+    return PCC_CLIENT_INVALID;
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)token[i] < 0x21 || (unsigned char)token[i] > 0x7e)
+      return PCC_CLIENT_INVALID;
+  return PCC_CLIENT_OK;
+}
+
+static bool token_space(char c)
+{
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+pcc_client_status pcc_token_load(const char *file, char **out)
+{
+  if (file == NULL || out == NULL)
+    return PCC_CLIENT_INVALID;
+  int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return PCC_CLIENT_IO;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    int saved = errno;
+    if (saved == 0 || !S_ISREG(st.st_mode))
+      saved = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    close(fd);
+    errno = saved;
+    return PCC_CLIENT_IO;
+  }
+  char buf[PCC_TOKEN_FILE_MAX + 2];
+  size_t len = 0;
+  pcc_client_status rc = PCC_CLIENT_OK;
+  while (len < PCC_TOKEN_FILE_MAX + 1) { /* one byte more than allowed shows an oversize file */
+    ssize_t n = read(fd, buf + len, PCC_TOKEN_FILE_MAX + 1 - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      rc = PCC_CLIENT_IO;
+      break;
+    }
+    if (n == 0)
+      break;
+    len += (size_t)n;
+  }
+  int saved = errno;
+  close(fd);
+  if (rc == PCC_CLIENT_OK && len > PCC_TOKEN_FILE_MAX)
+    rc = PCC_CLIENT_TOOBIG;
+  char *token = NULL;
+  if (rc == PCC_CLIENT_OK) {
+    buf[len] = '\0';
+    size_t start = 0, end = len;
+    while (start < end && token_space(buf[start]))
+      start++;
+    while (end > start && token_space(buf[end - 1]))
+      end--;
+    buf[end] = '\0';
+    if (strlen(buf + start) != end - start || pcc_token_check(buf + start) != PCC_CLIENT_OK)
+      rc = PCC_CLIENT_INVALID; /* empty, a NUL inside, too long, or not printable ASCII */
+    else if ((token = strdup(buf + start)) == NULL)
+      rc = PCC_CLIENT_NOMEM;
+  }
+  explicit_bzero(buf, sizeof buf);
+  if (rc != PCC_CLIENT_OK) {
+    errno = saved;
+    return rc;
+  }
+  *out = token;
+  return PCC_CLIENT_OK;
+}
+
+pcc_client_status pcc_token_from_env(char **out)
+{
+  if (out == NULL)
+    return PCC_CLIENT_INVALID;
+  const char *token = getenv("PYCACHED_TOKEN");
+  if (token != NULL && token[0] != '\0') {
+    if (pcc_token_check(token) != PCC_CLIENT_OK)
+      return PCC_CLIENT_INVALID;
+    char *copy = strdup(token);
+    if (copy == NULL)
+      return PCC_CLIENT_NOMEM;
+    *out = copy;
+    return PCC_CLIENT_OK;
+  }
+  const char *file = getenv("PYCACHED_TOKEN_FILE");
+  if (file != NULL && file[0] != '\0')
+    return pcc_token_load(file, out);
+  *out = NULL;
   return PCC_CLIENT_OK;
 }

@@ -1,16 +1,20 @@
-/* pycachectl.c: the command-line client of pycached (health, stats, get, compile), built on
- * libpycached (pycached.h). Usage, options and exit codes are documented in docs/CLI.md and in
- * --help, both generated from the same option table below.
+/* pycachectl.c: the command-line client of pycached (health, stats, get, compile, exec, and
+ * the admin API's commands under `admin`), built on libpycached (pycached.h). Usage, options
+ * and exit codes are documented in docs/CLI.md and in --help, which is generated from the
+ * option and command tables below.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -25,14 +29,40 @@ enum {
   EXIT_COMPILE = 4, /* the source does not compile */
   EXIT_LOCAL = 5,   /* local file error */
   EXIT_OTHER = 6,   /* any other error the server reported */
+  EXIT_AUTH = 7,    /* refused by access control: 401, or 403 naming a role */
 };
 
-#define CTL_TIMEOUT_MAX_MS 3600000 /* one hour */
+#define CTL_TIMEOUT_MAX_MS 3600000 /* one hour; also the download's default timeout */
 #define CTL_JSON_DEPTH_MAX 8
 #define CTL_SOURCE_LINE_MAX 240
+#define CTL_QUERY_MAX 16384  /* an admin request's path and query, escaped */
+#define CTL_LIMIT_MAX 1000   /* admin ls --limit, the server's bound */
+#define CTL_PAGES_MAX 1000000 /* admin ls --all: a server that never ends its listing */
+#define CTL_ANSWER_MAX 64    /* a confirmation answer */
 
 enum {
   OPT_NO_HASH = 256,
+  OPT_TOKEN_FILE,
+  OPT_PREFIX,
+  OPT_LIMIT,
+  OPT_CURSOR,
+  OPT_ALL,
+  OPT_DOWNLOAD,
+};
+
+/* Options that apply to some commands only; each command lists the ones it takes. */
+enum {
+  ARG_OUTPUT = 1 << 0,
+  ARG_NO_HASH = 1 << 1,
+  ARG_MAGIC = 1 << 2,
+  ARG_OPT = 1 << 3,
+  ARG_PREFIX = 1 << 4,
+  ARG_LIMIT = 1 << 5,
+  ARG_CURSOR = 1 << 6,
+  ARG_ALL = 1 << 7,
+  ARG_YES = 1 << 8,
+  ARG_DOWNLOAD = 1 << 9,
+  ARG_JSON = 1 << 10,
 };
 
 /* The option table: getopt_long's table and --help are both built from it. */
@@ -46,13 +76,22 @@ static const struct {
     {"server", required_argument, 's', "URL",
      "server base URL (default: $PYCACHED_URL, else " PCC_CLIENT_DEFAULT_URL ")"},
     {"timeout", required_argument, 't', "MS", "total timeout per request in ms (default 60000)"},
-    {"opt", required_argument, 'O', "N", "optimization level 0, 1 or 2 (get, compile; default 0)"},
+    {"opt", required_argument, 'O', "N", "optimization level 0, 1 or 2 (get, compile, admin; default 0)"},
     {"magic", required_argument, 'm', "HEX",
-     "bytecode magic, 8 hex digits (default: the server's default compiler)"},
+     "bytecode magic, 8 hex digits (get, compile: default the server's; admin)"},
     {"output", required_argument, 'o', "OUT.pyc", "write the pyc to OUT.pyc (atomically)"},
     {"json", no_argument, 'j', NULL, "print the server's JSON as is"},
     {"no-hash", no_argument, OPT_NO_HASH, NULL,
      "get: validate by mtime and size only (CPython's timestamp validation)"},
+    {"token-file", required_argument, OPT_TOKEN_FILE, "FILE",
+     "read the access token from FILE (default: $PYCACHED_TOKEN, else $PYCACHED_TOKEN_FILE)"},
+    {"prefix", required_argument, OPT_PREFIX, "P", "admin ls, invalidate: paths starting with P"},
+    {"limit", required_argument, OPT_LIMIT, "N", "admin ls: entries per page, 1..1000 (default 100)"},
+    {"cursor", required_argument, OPT_CURSOR, "C", "admin ls: the page to start at (a next_cursor)"},
+    {"all", no_argument, OPT_ALL, NULL, "admin ls: follow next_cursor through every page"},
+    {"yes", no_argument, 'y', NULL, "admin rm, invalidate, purge, retire: do not ask to confirm"},
+    {"download", required_argument, OPT_DOWNLOAD, "FILE",
+     "admin backup: download the backup into FILE (atomically)"},
     {"help", no_argument, 'h', NULL, "show this help and exit"},
     {"version", no_argument, 'V', NULL, "show the version and exit"},
 };
@@ -67,13 +106,55 @@ typedef struct {
   const char *output;
   bool json;
   bool no_hash;
+  const char *token_file;
+  bool token_set; /* a token is sent (from --token-file or the environment) */
+  const char *prefix;
+  long limit; /* 0: the server's default */
+  const char *cursor;
+  bool all;
+  bool yes;
+  const char *download;
+  unsigned given; /* ARG_* of the options given */
 } ctl_args;
+
+/* The admin subcommands: the options each takes, its words after the subcommand, and whether
+ * it removes entries (and so asks for confirmation). */
+static const struct {
+  const char *name;
+  const char *usage;
+  const char *help;
+  unsigned takes;
+  int words;
+  bool destructive;
+} ctl_admin_commands[] = {
+    {"stats", "stats", "totals, per-magic counters, latency percentiles, store usage", 0, 0, false},
+    {"magics", "magics", "compiler backends and the magics in the store", 0, 0, false},
+    {"ls", "ls [--magic HEX] [--opt N] [--prefix P] [--limit N] [--cursor C] [--all]",
+     "list entries", ARG_MAGIC | ARG_OPT | ARG_PREFIX | ARG_LIMIT | ARG_CURSOR | ARG_ALL, 0, false},
+    {"show", "show --magic HEX [--opt N] PATH", "one entry's fields", ARG_MAGIC | ARG_OPT, 1,
+     false},
+    {"rm", "rm --magic HEX [--opt N] [--yes] PATH", "remove one entry",
+     ARG_MAGIC | ARG_OPT | ARG_YES, 1, true},
+    {"invalidate", "invalidate (--magic HEX | --prefix P | both) [--yes]",
+     "remove a magic's entries and/or those under a path prefix", ARG_MAGIC | ARG_PREFIX | ARG_YES,
+     0, true},
+    {"purge", "purge [--yes]", "remove every entry", ARG_YES, 0, true},
+    {"retire", "retire [--yes] MAGIC", "remove the entries of a magic no backend serves", ARG_YES,
+     1, true},
+    {"backup", "backup [--download FILE]",
+     "have the server write a backup (or download one into FILE)", ARG_DOWNLOAD, 0, false},
+};
+#define CTL_NADMIN (sizeof ctl_admin_commands / sizeof ctl_admin_commands[0])
+
+/* Set once a token is in the client: shapes the advice printed for a 401. */
+static bool ctl_token_sent;
 
 static void ctl_usage(FILE *out)
 {
   fprintf(out,
           "usage: pycachectl [OPTIONS] health | stats | get FILE | compile FILE\n"
-          "       pycachectl [--server URL] [--timeout MS] exec [--] COMMAND [ARG]...\n"
+          "       pycachectl [OPTIONS] admin SUBCOMMAND [ARG]\n"
+          "       pycachectl [--server URL] [--timeout MS] [--token-file FILE] exec [--] COMMAND [ARG]...\n"
           "\n"
           "Commands:\n"
           "  health        check that the server answers (GET /healthz)\n"
@@ -82,7 +163,12 @@ static void ctl_usage(FILE *out)
           "  compile FILE  upload FILE and have it compiled and stored (POST /v1/compile)\n"
           "  exec COMMAND  run COMMAND with the import hook active in every CPython it starts\n"
           "\n"
-          "Options:\n");
+          "Admin commands (a token with the admin role; /v1/admin/...):\n");
+  for (size_t i = 0; i < CTL_NADMIN; i++)
+    fprintf(out, "  admin %s\n      %s%s\n", ctl_admin_commands[i].usage, ctl_admin_commands[i].help,
+            ctl_admin_commands[i].destructive ? " (asks first; --yes off a terminal)"
+                                              : "");
+  fprintf(out, "\nOptions:\n");
   for (size_t i = 0; i < CTL_NOPTIONS; i++) {
     char left[64];
     if (ctl_options[i].val < 256)
@@ -91,21 +177,27 @@ static void ctl_usage(FILE *out)
     else
       snprintf(left, sizeof left, "    --%s%s%s", ctl_options[i].name,
                ctl_options[i].arg ? " " : "", ctl_options[i].arg ? ctl_options[i].arg : "");
-    fprintf(out, "  %-24s %s\n", left, ctl_options[i].help);
+    fprintf(out, "  %-26s %s\n", left, ctl_options[i].help);
   }
   fprintf(out,
           "\n"
           "Environment:\n"
-          "  PYCACHED_URL  server base URL when --server is not given\n"
+          "  PYCACHED_URL         server base URL when --server is not given\n"
+          "  PYCACHED_TOKEN       the access token, when --token-file is not given\n"
+          "  PYCACHED_TOKEN_FILE  a file holding the token, when neither of the above is set\n"
           "\n"
           "Exit status:\n"
           "  0  success (get: a hit)\n"
-          "  1  miss (get: nothing valid is cached for FILE)\n"
-          "  2  usage error\n"
+          "  1  miss (get: nothing valid is cached for FILE; admin show/rm: no such entry;\n"
+          "     admin: removal not confirmed)\n"
+          "  2  usage error (also: an invalid token, or a removal without --yes off a terminal)\n"
           "  3  cannot reach the server, timeout, or a malformed response\n"
           "  4  FILE does not compile (the error is printed like Python prints it)\n"
-          "  5  local file error (FILE unreadable or too big, OUT.pyc not writable)\n"
+          "  5  local file error (FILE or the token file unreadable or too big, OUT.pyc or the\n"
+          "     download not writable)\n"
           "  6  any other error the server reported (its error code and message are printed)\n"
+          "  7  refused by access control: no or unknown token (401), or the token lacks the\n"
+          "     role needed (403)\n"
           "  exec: COMMAND's own exit status; 127 when COMMAND cannot be run\n");
 }
 
@@ -144,6 +236,19 @@ static int ctl_fail(pcc_client *client, pcc_client_status rc, const char *what)
     return EXIT_USAGE;
   case PCC_CLIENT_COMPILE_ERROR: /* printed by the caller, who has the source */
     return EXIT_COMPILE;
+  case PCC_CLIENT_UNAUTHORIZED:
+    fprintf(stderr, "pycachectl: %s: unauthorized (401): %s\n", what,
+            ctl_token_sent ? "the server does not accept the token"
+                           : "the server wants a token: set PYCACHED_TOKEN or "
+                             "PYCACHED_TOKEN_FILE, or pass --token-file");
+    return EXIT_AUTH;
+  case PCC_CLIENT_FORBIDDEN:
+    if (err && err->role) {
+      fprintf(stderr, "pycachectl: %s: forbidden (403): the token lacks the role '%s'\n", what,
+              err->role);
+      return EXIT_AUTH;
+    }
+    break; /* a refusal that is not about the token, e.g. no --backup-dir */
   case PCC_CLIENT_UNSUPPORTED_MAGIC:
   case PCC_CLIENT_HTTP:
     break;
@@ -382,6 +487,759 @@ static int ctl_code(pcc_client *client, const ctl_args *args, bool compile, cons
   return code;
 }
 
+/* ---- admin: requests ------------------------------------------------------------------- */
+
+/* An admin request's path and query under construction, escaped, within CTL_QUERY_MAX. */
+typedef struct {
+  char text[CTL_QUERY_MAX];
+  size_t len;
+  bool has_query;
+  bool overflow;
+} ctl_query;
+
+static void ctl_query_raw(ctl_query *q, const char *s, bool escape)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  for (; *s && !q->overflow; s++) {
+    unsigned char c = (unsigned char)*s;
+    bool plain = !escape || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                 (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+    size_t need = plain ? 1 : 3;
+    if (q->len + need >= sizeof q->text) {
+      q->overflow = true;
+      break;
+    }
+    if (plain) {
+      q->text[q->len++] = (char)c;
+    } else {
+      q->text[q->len++] = '%';
+      q->text[q->len++] = hex[c >> 4];
+      q->text[q->len++] = hex[c & 15];
+    }
+  }
+  q->text[q->len] = '\0';
+}
+
+static void ctl_query_init(ctl_query *q, const char *path)
+{
+  q->len = 0;
+  q->has_query = q->overflow = false;
+  q->text[0] = '\0';
+  ctl_query_raw(q, path, false);
+}
+
+/* Appends key=value (value escaped); value NULL appends nothing. */
+static void ctl_query_add(ctl_query *q, const char *key, const char *value)
+{
+  if (value == NULL)
+    return;
+  ctl_query_raw(q, q->has_query ? "&" : "?", false);
+  q->has_query = true;
+  ctl_query_raw(q, key, false);
+  ctl_query_raw(q, "=", false);
+  ctl_query_raw(q, value, true);
+}
+
+/* Makes one admin request. On EXIT_HIT *body_out is the body (free()) and *json_out, when not
+ * NULL, the parsed object (cJSON_Delete); otherwise the error is printed and the exit code
+ * returned (a 404 too, unless not_found_ok: then EXIT_MISS, silently). */
+static int ctl_admin_call(pcc_client *client, const char *what, const char *method,
+                          const ctl_query *q, bool not_found_ok, char **body_out,
+                          cJSON **json_out)
+{
+  if (q->overflow) {
+    fprintf(stderr, "pycachectl: %s: the request is over %d bytes\n", what, CTL_QUERY_MAX);
+    return EXIT_USAGE;
+  }
+  char *body = NULL;
+  size_t len = 0;
+  long status = 0;
+  pcc_client_status rc = pcc_client_request(client, method, q->text, NULL, 0, &body, &len,
+                                            &status);
+  if (rc != PCC_CLIENT_OK) {
+    if (not_found_ok && pcc_client_last_error(client)->http_status == 404)
+      return EXIT_MISS;
+    return ctl_fail(client, rc, what);
+  }
+  if (json_out != NULL) {
+    cJSON *obj = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(obj)) {
+      cJSON_Delete(obj);
+      free(body);
+      fprintf(stderr, "pycachectl: %s: the server's answer is not a JSON object\n", what);
+      return EXIT_SERVER;
+    }
+    *json_out = obj;
+  }
+  *body_out = body;
+  return EXIT_HIT;
+}
+
+/* ---- admin: formatting ----------------------------------------------------------------- */
+
+static double ctl_num(const cJSON *obj, const char *name, double fallback)
+{
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  return cJSON_IsNumber(item) ? item->valuedouble : fallback;
+}
+
+static const char *ctl_str(const cJSON *obj, const char *name, const char *fallback)
+{
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  return cJSON_IsString(item) ? item->valuestring : fallback;
+}
+
+/* A whole number of obj's field into buf, or "?" when absent. */
+static const char *ctl_int(const cJSON *obj, const char *name, char *buf, size_t cap)
+{
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!cJSON_IsNumber(item))
+    return "?";
+  snprintf(buf, cap, "%.0f", item->valuedouble);
+  return buf;
+}
+
+static const char *ctl_bytes(double bytes, char *buf, size_t cap)
+{
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  size_t u = 0;
+  if (bytes < 0) {
+    snprintf(buf, cap, "?");
+    return buf;
+  }
+  while (bytes >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+    bytes /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, cap, "%.0f B", bytes);
+  else
+    snprintf(buf, cap, "%.1f %s", bytes, units[u]);
+  return buf;
+}
+
+static const char *ctl_seconds(double s, char *buf, size_t cap)
+{
+  if (s < 0)
+    snprintf(buf, cap, "?");
+  else if (s < 0.001)
+    snprintf(buf, cap, "%.0f us", s * 1e6);
+  else if (s < 1)
+    snprintf(buf, cap, "%.1f ms", s * 1e3);
+  else
+    snprintf(buf, cap, "%.2f s", s);
+  return buf;
+}
+
+/* The sum of a misses object ({"absent": 5, "stale": 2}) and its parts as "absent 5, stale 2". */
+static double ctl_misses(const cJSON *misses, char *parts, size_t cap)
+{
+  double total = 0;
+  size_t len = 0;
+  parts[0] = '\0';
+  const cJSON *item = NULL;
+  cJSON_ArrayForEach(item, misses) {
+    if (!cJSON_IsNumber(item) || item->string == NULL)
+      continue;
+    total += item->valuedouble;
+    int n = snprintf(parts + len, cap - len, "%s%s %.0f", len ? ", " : "", item->string,
+                     item->valuedouble);
+    if (n < 0 || (size_t)n >= cap - len)
+      break; /* shown as far as it fits */
+    len += (size_t)n;
+  }
+  return total;
+}
+
+/* Estimates the q-quantile of a latency histogram from its cumulative buckets ([upper bound,
+ * count] pairs, the last bound "+Inf") by linear interpolation within the bucket holding it, as
+ * Prometheus' histogram_quantile does. Writes "-" when there are no observations. */
+static const char *ctl_quantile(const cJSON *histogram, double q, char *buf, size_t cap)
+{
+  double count = ctl_num(histogram, "count", 0);
+  const cJSON *buckets = cJSON_GetObjectItemCaseSensitive(histogram, "buckets");
+  if (count <= 0 || !cJSON_IsArray(buckets)) {
+    snprintf(buf, cap, "-");
+    return buf;
+  }
+  double rank = q * count, prev_bound = 0, prev_cum = 0;
+  const cJSON *pair = NULL;
+  cJSON_ArrayForEach(pair, buckets) {
+    const cJSON *bound = cJSON_GetArrayItem(pair, 0), *cum = cJSON_GetArrayItem(pair, 1);
+    if (!cJSON_IsNumber(cum))
+      break;
+    bool inf = !cJSON_IsNumber(bound); /* "+Inf" */
+    if (cum->valuedouble >= rank && cum->valuedouble > prev_cum) {
+      if (inf) {
+        char bound_text[32];
+        snprintf(buf, cap, "> %s", ctl_seconds(prev_bound, bound_text, sizeof bound_text));
+        return buf;
+      }
+      double est = prev_bound + (bound->valuedouble - prev_bound) * (rank - prev_cum) /
+                                    (cum->valuedouble - prev_cum);
+      return ctl_seconds(est, buf, cap);
+    }
+    if (inf)
+      break;
+    prev_bound = bound->valuedouble;
+    prev_cum = cum->valuedouble;
+  }
+  snprintf(buf, cap, "?");
+  return buf;
+}
+
+static void ctl_print_uptime(double seconds)
+{
+  long long s = (long long)seconds;
+  if (s >= 86400)
+    printf("%lld d %lld h", s / 86400, s % 86400 / 3600);
+  else if (s >= 3600)
+    printf("%lld h %lld min", s / 3600, s % 3600 / 60);
+  else if (s >= 60)
+    printf("%lld min %lld s", s / 60, s % 60);
+  else
+    printf("%lld s", s);
+}
+
+/* One row of the per-magic table of admin stats. */
+static void ctl_print_counters_row(const char *name, const cJSON *c)
+{
+  char b[6][32], parts[256];
+  double misses = ctl_misses(cJSON_GetObjectItemCaseSensitive(c, "misses"), parts, sizeof parts);
+  printf("%-10s %9s %11s %9s %9.0f %9s %9s %9s\n", name, ctl_int(c, "entries", b[0], 32),
+         ctl_bytes(ctl_num(c, "bytes", -1), b[1], 32), ctl_int(c, "hits", b[2], 32), misses,
+         ctl_int(c, "compiles", b[3], 32), ctl_int(c, "compile_errors", b[4], 32),
+         ctl_int(c, "corruptions", b[5], 32));
+}
+
+/* ---- admin: commands ------------------------------------------------------------------- */
+
+static int ctl_admin_stats(pcc_client *client, const ctl_args *args)
+{
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/stats");
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_call(client, "admin stats", "GET", &q, false, &body,
+                            args->json ? NULL : &obj);
+  if (code != EXIT_HIT)
+    return code;
+  if (args->json) {
+    printf("%s\n", body);
+    free(body);
+    return EXIT_HIT;
+  }
+  char b[8][32], parts[256];
+  printf("pycached %s, up ", ctl_str(obj, "version", "?"));
+  ctl_print_uptime(ctl_num(obj, "uptime", 0));
+  printf(", %s requests\n", ctl_int(obj, "requests", b[0], 32));
+  const cJSON *build = cJSON_GetObjectItemCaseSensitive(obj, "build");
+  if (cJSON_IsObject(build)) {
+    printf("build:");
+    const cJSON *item = NULL;
+    int i = 0;
+    cJSON_ArrayForEach(item, build) {
+      if (cJSON_IsString(item) && item->string)
+        printf("%s %s %s", i++ ? "," : "", item->string, item->valuestring);
+    }
+    printf("\n");
+  }
+
+  const cJSON *total = cJSON_GetObjectItemCaseSensitive(obj, "total");
+  double misses = ctl_misses(cJSON_GetObjectItemCaseSensitive(total, "misses"), parts,
+                             sizeof parts);
+  printf("\ntotal: %s entries (%s), %s hits, %.0f misses%s%s%s, %s compiles, %s compile errors, "
+         "%s corruptions\n",
+         ctl_int(total, "entries", b[0], 32), ctl_bytes(ctl_num(total, "bytes", -1), b[1], 32),
+         ctl_int(total, "hits", b[2], 32), misses, parts[0] ? " (" : "", parts,
+         parts[0] ? ")" : "", ctl_int(total, "compiles", b[3], 32),
+         ctl_int(total, "compile_errors", b[4], 32), ctl_int(total, "corruptions", b[5], 32));
+
+  const cJSON *magics = cJSON_GetObjectItemCaseSensitive(obj, "magics");
+  if (cJSON_IsObject(magics) && cJSON_GetArraySize(magics) > 0) {
+    printf("\n%-10s %9s %11s %9s %9s %9s %9s %9s\n", "MAGIC", "ENTRIES", "BYTES", "HITS",
+           "MISSES", "COMPILES", "ERRORS", "CORRUPT");
+    const cJSON *m = NULL;
+    cJSON_ArrayForEach(m, magics) {
+      ctl_print_counters_row(m->string ? m->string : "?", m);
+    }
+  }
+
+  const cJSON *latency = cJSON_GetObjectItemCaseSensitive(obj, "latency");
+  if (cJSON_IsObject(latency)) {
+    printf("\n%-10s %9s %11s %11s %11s %11s\n", "LATENCY", "COUNT", "MEAN", "P50", "P90", "P99");
+    const cJSON *h = NULL;
+    cJSON_ArrayForEach(h, latency) {
+      double count = ctl_num(h, "count", 0), sum = ctl_num(h, "sum", -1);
+      printf("%-10s %9.0f %11s %11s %11s %11s\n", h->string ? h->string : "?", count,
+             count > 0 && sum >= 0 ? ctl_seconds(sum / count, b[0], 32) : "-",
+             ctl_quantile(h, 0.50, b[1], 32), ctl_quantile(h, 0.90, b[2], 32),
+             ctl_quantile(h, 0.99, b[3], 32));
+    }
+    printf("(percentiles estimated from the server's histogram buckets)\n");
+  }
+
+  const cJSON *store = cJSON_GetObjectItemCaseSensitive(obj, "store");
+  if (cJSON_IsObject(store)) {
+    double used = ctl_num(store, "used", -1), map = ctl_num(store, "map_size", -1);
+    printf("\nstore: %s entries, %s blobs, %s in entries; map %s used of %s", 
+           ctl_int(store, "entries", b[0], 32), ctl_int(store, "blobs", b[1], 32),
+           ctl_bytes(ctl_num(store, "bytes", -1), b[2], 32), ctl_bytes(used, b[3], 32),
+           ctl_bytes(map, b[4], 32));
+    if (used >= 0 && map > 0)
+      printf(" (%.1f%%)", 100.0 * used / map);
+    printf("\n");
+  }
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+static int ctl_admin_magics(pcc_client *client, const ctl_args *args)
+{
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/magics");
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_call(client, "admin magics", "GET", &q, false, &body,
+                            args->json ? NULL : &obj);
+  if (code != EXIT_HIT)
+    return code;
+  if (args->json) {
+    printf("%s\n", body);
+    free(body);
+    return EXIT_HIT;
+  }
+  char b[4][32];
+  const cJSON *item = NULL;
+  printf("%-20s %-14s %-10s %-10s %7s %-8s %s\n", "BACKEND", "IMPLEMENTATION", "VERSION", "MAGIC",
+         "WORKERS", "DEFAULT", "INTERPRETER");
+  cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(obj, "backends")) {
+    printf("%-20s %-14s %-10s %-10s %7s %-8s %s\n", ctl_str(item, "name", "?"),
+           ctl_str(item, "implementation", "?"), ctl_str(item, "version", "?"),
+           ctl_str(item, "magic", "?"), ctl_int(item, "workers", b[0], 32),
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "default")) ? "yes" : "no",
+           ctl_str(item, "interpreter", "?"));
+  }
+  printf("\n%-10s %9s %11s %s\n", "MAGIC", "ENTRIES", "BYTES", "SERVED");
+  bool unserved = false;
+  cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(obj, "store")) {
+    bool served = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "served"));
+    unserved |= !served;
+    printf("%-10s %9s %11s %s\n", ctl_str(item, "magic", "?"), ctl_int(item, "entries", b[0], 32),
+           ctl_bytes(ctl_num(item, "bytes", -1), b[1], 32), served ? "yes" : "no");
+  }
+  if (unserved)
+    printf("\nNo backend compiles the magics marked 'no'; their entries are still served until "
+           "'pycachectl admin retire MAGIC'.\n");
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+static int ctl_admin_ls(pcc_client *client, const ctl_args *args)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1], opt[8], limit[16];
+  pcc_magic_to_hex(&args->magic, magic_hex);
+  snprintf(opt, sizeof opt, "%d", args->opt);
+  snprintf(limit, sizeof limit, "%ld", args->limit);
+  char *cursor = args->cursor ? strdup(args->cursor) : NULL;
+  if (args->cursor && cursor == NULL) {
+    fprintf(stderr, "pycachectl: admin ls: out of memory\n");
+    return EXIT_LOCAL;
+  }
+  int code = EXIT_HIT;
+  long shown = 0;
+  for (long page = 0; page < CTL_PAGES_MAX; page++) {
+    ctl_query q;
+    ctl_query_init(&q, "/v1/admin/entries");
+    ctl_query_add(&q, "magic", args->given & ARG_MAGIC ? magic_hex : NULL);
+    ctl_query_add(&q, "opt", args->given & ARG_OPT ? opt : NULL);
+    ctl_query_add(&q, "prefix", args->prefix);
+    ctl_query_add(&q, "limit", args->limit ? limit : NULL);
+    ctl_query_add(&q, "cursor", cursor);
+    char *body = NULL;
+    cJSON *obj = NULL;
+    code = ctl_admin_call(client, "admin ls", "GET", &q, false, &body, &obj);
+    if (code != EXIT_HIT)
+      break;
+    const cJSON *entries = cJSON_GetObjectItemCaseSensitive(obj, "entries");
+    const cJSON *next = cJSON_GetObjectItemCaseSensitive(obj, "next_cursor");
+    if (!cJSON_IsArray(entries) || !(cJSON_IsNull(next) || cJSON_IsString(next))) {
+      fprintf(stderr, "pycachectl: admin ls: the answer has no entries array or next_cursor\n");
+      code = EXIT_SERVER;
+    } else if (args->json) {
+      printf("%s\n", body); /* one JSON document per page */
+    } else {
+      const cJSON *e = NULL;
+      cJSON_ArrayForEach(e, entries) {
+        char b[3][32];
+        if (shown++ == 0)
+          printf("%-10s %3s %-13s %10s %8s  %s\n", "MAGIC", "OPT", "KIND", "BYTES", "HITS", "PATH");
+        printf("%-10s %3s %-13s %10s %8s  %s\n", ctl_str(e, "magic", "?"),
+               ctl_int(e, "opt", b[0], 32), ctl_str(e, "kind", "?"),
+               ctl_int(e, "bytes", b[1], 32), ctl_int(e, "hits", b[2], 32),
+               ctl_str(e, "path", "?"));
+      }
+    }
+    char *following = NULL;
+    if (code == EXIT_HIT && cJSON_IsString(next)) {
+      if (cursor != NULL && strcmp(cursor, next->valuestring) == 0) {
+        fprintf(stderr, "pycachectl: admin ls: the server gave the same cursor twice\n");
+        code = EXIT_SERVER;
+      } else if ((following = strdup(next->valuestring)) == NULL) {
+        fprintf(stderr, "pycachectl: admin ls: out of memory\n");
+        code = EXIT_LOCAL;
+      }
+    }
+    cJSON_Delete(obj);
+    free(body);
+    free(cursor);
+    cursor = following;
+    if (code != EXIT_HIT || cursor == NULL)
+      break;
+    if (!args->all) {
+      fprintf(stderr, "pycachectl: more entries: add --cursor '%s' for the next page, or --all "
+                      "for every page\n", cursor);
+      break;
+    }
+    if (fflush(stdout) != 0) {
+      code = EXIT_LOCAL;
+      break;
+    }
+  }
+  free(cursor);
+  if (code == EXIT_HIT && !args->json && shown == 0)
+    printf("no entries\n");
+  return code;
+}
+
+/* "magic=..&opt=..&path=.." of one entry. */
+static void ctl_entry_query(ctl_query *q, const ctl_args *args, const char *path)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1], opt[8];
+  pcc_magic_to_hex(&args->magic, magic_hex);
+  snprintf(opt, sizeof opt, "%d", args->opt);
+  ctl_query_init(q, "/v1/admin/entry");
+  ctl_query_add(q, "magic", magic_hex);
+  ctl_query_add(q, "opt", opt);
+  ctl_query_add(q, "path", path);
+}
+
+static int ctl_admin_show(pcc_client *client, const ctl_args *args, const char *path)
+{
+  ctl_query q;
+  ctl_entry_query(&q, args, path);
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_call(client, "admin show", "GET", &q, true, &body, args->json ? NULL : &obj);
+  if (code == EXIT_MISS) {
+    char magic_hex[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(&args->magic, magic_hex);
+    fprintf(stderr, "pycachectl: admin show: no entry for %s (magic %s, opt %d)\n", path,
+            magic_hex, args->opt);
+    return code;
+  }
+  if (code != EXIT_HIT)
+    return code;
+  if (args->json) {
+    printf("%s\n", body);
+    free(body);
+    return EXIT_HIT;
+  }
+  const cJSON *item = NULL;
+  cJSON_ArrayForEach(item, obj) {
+    const char *key = item->string ? item->string : "?";
+    bool when = strcmp(key, "created") == 0 || strcmp(key, "last_hit") == 0;
+    if (when && cJSON_IsNumber(item)) {
+      time_t t = (time_t)item->valuedouble;
+      struct tm tm;
+      char text[64] = "?";
+      if (gmtime_r(&t, &tm) != NULL)
+        strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm);
+      printf("%-12s %.0f  (%s)\n", key, item->valuedouble, text);
+    } else if (when && cJSON_IsNull(item)) {
+      printf("%-12s never\n", key);
+    } else if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
+      ctl_print_flat(key, item, 1);
+    } else {
+      char prefix[64];
+      snprintf(prefix, sizeof prefix, "%s", key);
+      /* scalars: the same rendering as the flat printer, in a narrower column */
+      if (cJSON_IsString(item))
+        printf("%-12s %s\n", prefix, item->valuestring);
+      else if (cJSON_IsNumber(item))
+        printf("%-12s %.0f\n", prefix, item->valuedouble);
+      else if (cJSON_IsBool(item))
+        printf("%-12s %s\n", prefix, cJSON_IsTrue(item) ? "true" : "false");
+      else
+        printf("%-12s -\n", prefix);
+    }
+  }
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+/* Asks question on the terminal (stdin is one: main checked) unless --yes. EXIT_HIT to go on,
+ * EXIT_MISS when not confirmed. */
+static int ctl_confirm(const ctl_args *args, const char *what, const char *fmt, ...)
+{
+  if (args->yes)
+    return EXIT_HIT;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " [y/N] ");
+  fflush(stderr);
+  char answer[CTL_ANSWER_MAX];
+  bool yes = false;
+  if (fgets(answer, sizeof answer, stdin) != NULL) {
+    answer[strcspn(answer, " \t\r\n")] = '\0';
+    yes = strcasecmp(answer, "y") == 0 || strcasecmp(answer, "yes") == 0;
+  } else {
+    fputc('\n', stderr);
+  }
+  if (!yes)
+    fprintf(stderr, "pycachectl: %s: not confirmed, nothing removed\n", what);
+  return yes ? EXIT_HIT : EXIT_MISS;
+}
+
+/* Prints the {"removed": N} of a removal (or the JSON as is). */
+static int ctl_print_removed(const char *body, const cJSON *obj, const ctl_args *args)
+{
+  if (args->json) {
+    printf("%s\n", body);
+    return EXIT_HIT;
+  }
+  const cJSON *removed = cJSON_GetObjectItemCaseSensitive(obj, "removed");
+  if (!cJSON_IsNumber(removed)) {
+    fprintf(stderr, "pycachectl: the server's answer has no \"removed\" count\n");
+    return EXIT_SERVER;
+  }
+  printf("removed %.0f %s\n", removed->valuedouble, removed->valuedouble == 1 ? "entry" : "entries");
+  return EXIT_HIT;
+}
+
+/* A destructive request: POST or DELETE, then the removed count. */
+static int ctl_admin_remove(pcc_client *client, const ctl_args *args, const char *what,
+                            const char *method, const ctl_query *q, bool not_found_ok)
+{
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_call(client, what, method, q, not_found_ok, &body, &obj);
+  if (code != EXIT_HIT)
+    return code;
+  code = ctl_print_removed(body, obj, args);
+  cJSON_Delete(obj);
+  free(body);
+  return code;
+}
+
+static int ctl_admin_rm(pcc_client *client, const ctl_args *args, const char *path)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(&args->magic, magic_hex);
+  int code = ctl_confirm(args, "admin rm", "Remove the entry of %s (magic %s, opt %d)?", path,
+                         magic_hex, args->opt);
+  if (code != EXIT_HIT)
+    return code;
+  ctl_query q;
+  ctl_entry_query(&q, args, path);
+  code = ctl_admin_remove(client, args, "admin rm", "DELETE", &q, true);
+  if (code == EXIT_MISS)
+    fprintf(stderr, "pycachectl: admin rm: no entry for %s (magic %s, opt %d)\n", path, magic_hex,
+            args->opt);
+  return code;
+}
+
+/* The number of entries of a magic in the store (from /v1/admin/magics), or -1. */
+static double ctl_magic_entries(pcc_client *client, const char *magic_hex)
+{
+  char *body = NULL;
+  size_t len = 0;
+  if (pcc_client_request(client, "GET", "/v1/admin/magics", NULL, 0, &body, &len, NULL) !=
+      PCC_CLIENT_OK)
+    return -1;
+  cJSON *obj = cJSON_ParseWithLength(body, len);
+  free(body);
+  double entries = -1;
+  const cJSON *item = NULL;
+  cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(obj, "store")) {
+    if (strcmp(ctl_str(item, "magic", ""), magic_hex) == 0)
+      entries = ctl_num(item, "entries", -1);
+  }
+  cJSON_Delete(obj);
+  return entries;
+}
+
+static int ctl_admin_invalidate(pcc_client *client, const ctl_args *args)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(&args->magic, magic_hex);
+  bool by_magic = args->given & ARG_MAGIC;
+  int code;
+  if (by_magic && args->prefix)
+    code = ctl_confirm(args, "admin invalidate",
+                       "Remove every entry of magic %s whose path starts with %s?", magic_hex,
+                       args->prefix);
+  else if (args->prefix)
+    code = ctl_confirm(args, "admin invalidate", "Remove every entry whose path starts with %s?",
+                       args->prefix);
+  else {
+    double n = args->yes ? -1 : ctl_magic_entries(client, magic_hex);
+    if (n >= 0)
+      code = ctl_confirm(args, "admin invalidate", "Remove the %.0f entries of magic %s?", n,
+                         magic_hex);
+    else
+      code = ctl_confirm(args, "admin invalidate", "Remove every entry of magic %s?", magic_hex);
+  }
+  if (code != EXIT_HIT)
+    return code;
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/invalidate");
+  ctl_query_add(&q, "magic", by_magic ? magic_hex : NULL);
+  ctl_query_add(&q, "prefix", args->prefix);
+  return ctl_admin_remove(client, args, "admin invalidate", "POST", &q, false);
+}
+
+static int ctl_admin_purge(pcc_client *client, const ctl_args *args)
+{
+  double n = -1;
+  if (!args->yes) { /* the count makes the question concrete; without it, ask anyway */
+    char *body = NULL;
+    size_t len = 0;
+    if (pcc_client_request(client, "GET", "/v1/admin/stats", NULL, 0, &body, &len, NULL) ==
+        PCC_CLIENT_OK) {
+      cJSON *obj = cJSON_ParseWithLength(body, len);
+      n = ctl_num(cJSON_GetObjectItemCaseSensitive(obj, "total"), "entries", -1);
+      cJSON_Delete(obj);
+      free(body);
+    }
+  }
+  int code = n >= 0 ? ctl_confirm(args, "admin purge", "Remove all %.0f entries from the store?", n)
+                    : ctl_confirm(args, "admin purge", "Remove every entry from the store?");
+  if (code != EXIT_HIT)
+    return code;
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/purge");
+  return ctl_admin_remove(client, args, "admin purge", "POST", &q, false);
+}
+
+static int ctl_admin_retire(pcc_client *client, const ctl_args *args, const pcc_magic *magic)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(magic, magic_hex);
+  double n = args->yes ? -1 : ctl_magic_entries(client, magic_hex);
+  int code = n >= 0 ? ctl_confirm(args, "admin retire", "Remove the %.0f entries of magic %s?", n,
+                                  magic_hex)
+                    : ctl_confirm(args, "admin retire", "Remove every entry of magic %s?",
+                                  magic_hex);
+  if (code != EXIT_HIT)
+    return code;
+  char path[64];
+  snprintf(path, sizeof path, "/v1/admin/magics/%s/retire", magic_hex);
+  ctl_query q;
+  ctl_query_init(&q, path);
+  return ctl_admin_remove(client, args, "admin retire", "POST", &q, false);
+}
+
+/* GET /v1/admin/backup into a temporary file next to args->download, then fsync and rename
+ * (mode 0600: the backup holds every stored code object). */
+static int ctl_admin_download(pcc_client *client, const ctl_args *args)
+{
+  char tmp[PATH_MAX];
+  int n = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", args->download);
+  if (n < 0 || (size_t)n >= sizeof tmp) {
+    fprintf(stderr, "pycachectl: %s: %s\n", args->download, strerror(ENAMETOOLONG));
+    return EXIT_LOCAL;
+  }
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    fprintf(stderr, "pycachectl: %s: %s\n", args->download, strerror(errno));
+    return EXIT_LOCAL;
+  }
+  if (args->timeout_ms == 0) /* a big store takes longer than a minute */
+    pcc_client_set_timeout(client, CTL_TIMEOUT_MAX_MS);
+  uint64_t bytes = 0;
+  pcc_client_status rc = pcc_client_download(client, "/v1/admin/backup", fd, &bytes, NULL);
+  int code = EXIT_HIT, err = 0;
+  if (rc == PCC_CLIENT_IO)
+    err = errno;
+  else if (rc != PCC_CLIENT_OK)
+    code = ctl_fail(client, rc, "admin backup");
+  if (code == EXIT_HIT && err == 0 && fsync(fd) != 0)
+    err = errno;
+  if (close(fd) != 0 && code == EXIT_HIT && err == 0)
+    err = errno;
+  if (code == EXIT_HIT && err == 0 && rename(tmp, args->download) != 0)
+    err = errno;
+  if (err != 0) {
+    fprintf(stderr, "pycachectl: %s: %s\n", args->download, strerror(err));
+    code = EXIT_LOCAL;
+  }
+  if (code != EXIT_HIT) {
+    unlink(tmp);
+    return code;
+  }
+  char b[32];
+  printf("downloaded  %s  %" PRIu64 " bytes (%s)\n", args->download, bytes,
+         ctl_bytes((double)bytes, b, sizeof b));
+  return EXIT_HIT;
+}
+
+static int ctl_admin_backup(pcc_client *client, const ctl_args *args)
+{
+  if (args->download)
+    return ctl_admin_download(client, args);
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/backup");
+  char *body = NULL;
+  cJSON *obj = NULL;
+  if (args->timeout_ms == 0)
+    pcc_client_set_timeout(client, CTL_TIMEOUT_MAX_MS);
+  int code = ctl_admin_call(client, "admin backup", "POST", &q, false, &body,
+                            args->json ? NULL : &obj);
+  if (code != EXIT_HIT)
+    return code;
+  if (args->json) {
+    printf("%s\n", body);
+  } else {
+    char b[32];
+    printf("backup  %s  %s\n", ctl_str(obj, "path", "?"),
+           ctl_bytes(ctl_num(obj, "bytes", -1), b, sizeof b));
+  }
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+/* Runs `admin SUB [ARG]`; main has checked the subcommand's options and words. */
+static int ctl_admin(pcc_client *client, const ctl_args *args, const char *sub, const char *arg)
+{
+  if (strcmp(sub, "stats") == 0)
+    return ctl_admin_stats(client, args);
+  if (strcmp(sub, "magics") == 0)
+    return ctl_admin_magics(client, args);
+  if (strcmp(sub, "ls") == 0)
+    return ctl_admin_ls(client, args);
+  if (strcmp(sub, "show") == 0)
+    return ctl_admin_show(client, args, arg);
+  if (strcmp(sub, "rm") == 0)
+    return ctl_admin_rm(client, args, arg);
+  if (strcmp(sub, "invalidate") == 0)
+    return ctl_admin_invalidate(client, args);
+  if (strcmp(sub, "purge") == 0)
+    return ctl_admin_purge(client, args);
+  if (strcmp(sub, "retire") == 0) {
+    pcc_magic magic;
+    pcc_magic_from_hex(arg, &magic); /* checked by main */
+    return ctl_admin_retire(client, args, &magic);
+  }
+  return ctl_admin_backup(client, args);
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 /* Where the pycached Python package is: next to this program in the build tree, else where
@@ -404,6 +1262,38 @@ static bool ctl_hook_root(char *out, size_t len)
   return access(probe, R_OK) == 0 && (size_t)snprintf(out, len, "%s", PCC_HOOK_INSTALL_ROOT) < len;
 }
 
+/* The token to send: from --token-file, else from the environment (pcc_token_from_env); *out
+ * NULL when there is none. Returns EXIT_HIT, or prints the problem and returns the exit code. */
+static int ctl_load_token(const ctl_args *args, char **out)
+{
+  pcc_client_status rc = args->token_file ? pcc_token_load(args->token_file, out)
+                                          : pcc_token_from_env(out);
+  if (rc == PCC_CLIENT_OK)
+    return EXIT_HIT;
+  int saved = errno;
+  const char *env_token = getenv("PYCACHED_TOKEN");
+  bool from_var = !args->token_file && env_token && env_token[0];
+  const char *file = args->token_file ? args->token_file : getenv("PYCACHED_TOKEN_FILE");
+  char where[PATH_MAX + 64];
+  snprintf(where, sizeof where, "%s%s", from_var ? "PYCACHED_TOKEN" : "token file ",
+           from_var ? "" : file ? file : "?");
+  switch (rc) {
+  case PCC_CLIENT_IO:
+    fprintf(stderr, "pycachectl: %s: %s\n", where, strerror(saved));
+    return EXIT_LOCAL;
+  case PCC_CLIENT_TOOBIG:
+    fprintf(stderr, "pycachectl: %s: over %d bytes\n", where, PCC_TOKEN_FILE_MAX);
+    return EXIT_LOCAL;
+  case PCC_CLIENT_INVALID:
+    fprintf(stderr, "pycachectl: %s: not a token (1..%d printable ASCII characters without "
+                    "spaces)\n", where, PCC_TOKEN_MAX);
+    return EXIT_USAGE;
+  default:
+    fprintf(stderr, "pycachectl: %s: %s\n", where, pcc_client_strerror(rc));
+    return EXIT_LOCAL;
+  }
+}
+
 /* pycachectl exec -- COMMAND...: runs COMMAND with the import hook active in every CPython it
  * starts (PYTHONPATH gets the hook's sitecustomize and package; PYCACHED_URL the server).
  * Returns only on failure: 127 when COMMAND cannot be found or run, like env(1). */
@@ -421,8 +1311,18 @@ static int ctl_exec(const ctl_args *args, char **command)
     fprintf(stderr, "pycachectl: exec: PYTHONPATH is too long\n");
     return EXIT_LOCAL;
   }
-  char timeout[32];
+  char timeout[32], token_file[PATH_MAX];
   snprintf(timeout, sizeof timeout, "%ld", args->timeout_ms);
+  if (args->token_file && realpath(args->token_file, token_file) == NULL) {
+    fprintf(stderr, "pycachectl: exec: %s: %s\n", args->token_file, strerror(errno));
+    return EXIT_LOCAL;
+  }
+  /* --token-file wins over the environment's token, in the hook as here */
+  if (args->token_file &&
+      (setenv("PYCACHED_TOKEN_FILE", token_file, 1) != 0 || unsetenv("PYCACHED_TOKEN") != 0)) {
+    perror("pycachectl: exec");
+    return EXIT_LOCAL;
+  }
   if (setenv("PYTHONPATH", path, 1) != 0 ||
       (args->server && setenv("PYCACHED_URL", args->server, 1) != 0) ||
       (!getenv("PYCACHED_URL") && setenv("PYCACHED_URL", PCC_CLIENT_DEFAULT_URL, 1) != 0) ||
@@ -455,7 +1355,6 @@ int main(int argc, char **argv)
   longopts[CTL_NOPTIONS] = (struct option){NULL, 0, NULL, 0};
 
   ctl_args args = {.timeout_ms = 0, .opt = 0};
-  bool opt_given = false;
   int c;
   opterr = 0;
   /* options may come before or after the command: parse, take the command words, repeat */
@@ -486,23 +1385,64 @@ int main(int argc, char **argv)
       if (pcc_parse_i64(optarg, 0, PCC_OPT_MAX, &value) != PCC_PROTO_OK)
         return ctl_usage_error("--opt wants 0, 1 or 2", optarg);
       args.opt = (int)value;
-      opt_given = true;
+      args.given |= ARG_OPT;
       break;
     case 'm':
       if (pcc_magic_from_hex(optarg, &args.magic) != PCC_PROTO_OK)
         return ctl_usage_error("--magic wants 8 hex digits ending in 0d0a", optarg);
       args.have_magic = true;
+      args.given |= ARG_MAGIC;
       break;
     case 'o':
       if (optarg[0] == '\0')
         return ctl_usage_error("--output wants a file name", NULL);
       args.output = optarg;
+      args.given |= ARG_OUTPUT;
       break;
     case 'j':
       args.json = true;
+      args.given |= ARG_JSON;
       break;
     case OPT_NO_HASH:
       args.no_hash = true;
+      args.given |= ARG_NO_HASH;
+      break;
+    case OPT_TOKEN_FILE:
+      if (optarg[0] == '\0')
+        return ctl_usage_error("--token-file wants a file name", NULL);
+      args.token_file = optarg;
+      break;
+    case OPT_PREFIX:
+      if (optarg[0] == '\0')
+        return ctl_usage_error("--prefix wants a path prefix", NULL);
+      args.prefix = optarg;
+      args.given |= ARG_PREFIX;
+      break;
+    case OPT_LIMIT:
+      if (pcc_parse_i64(optarg, 1, CTL_LIMIT_MAX, &value) != PCC_PROTO_OK)
+        return ctl_usage_error("--limit wants 1..1000", optarg);
+      args.limit = (long)value;
+      args.given |= ARG_LIMIT;
+      break;
+    case OPT_CURSOR:
+      if (optarg[0] == '\0')
+        return ctl_usage_error("--cursor wants a next_cursor of an earlier page", NULL);
+      args.cursor = optarg;
+      args.given |= ARG_CURSOR;
+      break;
+    case OPT_ALL:
+      args.all = true;
+      args.given |= ARG_ALL;
+      break;
+    case 'y':
+      args.yes = true;
+      args.given |= ARG_YES;
+      break;
+    case OPT_DOWNLOAD:
+      if (optarg[0] == '\0')
+        return ctl_usage_error("--download wants a file name", NULL);
+      args.download = optarg;
+      args.given |= ARG_DOWNLOAD;
       break;
     case 'h':
       ctl_usage(stdout);
@@ -521,36 +1461,109 @@ int main(int argc, char **argv)
     }
   }
   if (nwords == 0)
-    return ctl_usage_error("no command given (health, stats, get FILE, compile FILE)", NULL);
+    return ctl_usage_error("no command given (health, stats, get FILE, compile FILE, admin ...)",
+                           NULL);
   const char *command = words[0];
   if (strcmp(command, "exec") == 0) {
     if (optind < argc && strcmp(argv[optind], "--") == 0)
       optind++;
     if (optind >= argc)
       return ctl_usage_error("exec wants a command", NULL);
-    if (args.output || args.no_hash || args.have_magic || opt_given || args.json)
-      return ctl_usage_error("exec takes --server and --timeout only", NULL);
+    if (args.given != 0)
+      return ctl_usage_error("exec takes --server, --timeout and --token-file only", NULL);
+    if (args.token_file) { /* a bad file is reported now, not by every python started */
+      char *token = NULL;
+      int code = ctl_load_token(&args, &token);
+      if (code != EXIT_HIT)
+        return code;
+      explicit_bzero(token, strlen(token));
+      free(token);
+    }
     return ctl_exec(&args, argv + optind);
   }
-  bool code_command = strcmp(command, "get") == 0 || strcmp(command, "compile") == 0;
-  if (!code_command && strcmp(command, "health") != 0 && strcmp(command, "stats") != 0)
+
+  /* the command, the options it takes and the words it wants */
+  unsigned takes = ARG_JSON;
+  int want_words = 0;
+  const char *name = command;
+  size_t admin = CTL_NADMIN;
+  if (strcmp(command, "get") == 0) {
+    takes |= ARG_OUTPUT | ARG_NO_HASH | ARG_MAGIC | ARG_OPT;
+    want_words = 1;
+  } else if (strcmp(command, "compile") == 0) {
+    takes |= ARG_OUTPUT | ARG_MAGIC | ARG_OPT;
+    want_words = 1;
+  } else if (strcmp(command, "admin") == 0) {
+    if (nwords < 2)
+      return ctl_usage_error("admin wants a subcommand (stats, magics, ls, show, rm, invalidate, "
+                             "purge, retire, backup)", NULL);
+    for (admin = 0; admin < CTL_NADMIN; admin++)
+      if (strcmp(words[1], ctl_admin_commands[admin].name) == 0)
+        break;
+    if (admin == CTL_NADMIN)
+      return ctl_usage_error("unknown admin subcommand", words[1]);
+    takes |= ctl_admin_commands[admin].takes;
+    want_words = 1 + ctl_admin_commands[admin].words;
+    name = words[1];
+  } else if (strcmp(command, "health") != 0 && strcmp(command, "stats") != 0) {
     return ctl_usage_error("unknown command", command);
-  if (code_command && nwords != 2)
-    return ctl_usage_error(nwords < 2 ? "missing FILE" : "too many arguments", command);
-  if (!code_command && nwords != 1)
-    return ctl_usage_error("too many arguments", words[1]);
-  if (!code_command && (args.output || args.no_hash || args.have_magic || opt_given))
-    return ctl_usage_error("--output, --no-hash, --magic and --opt apply to get and compile only",
-                           command);
-  if (args.no_hash && strcmp(command, "get") != 0)
-    return ctl_usage_error("--no-hash applies to get only", NULL);
+  }
+  if (nwords - 1 < want_words)
+    return ctl_usage_error(strcmp(command, "admin") == 0 ? "missing argument" : "missing FILE",
+                           name);
+  if (nwords - 1 > want_words)
+    return ctl_usage_error("too many arguments", words[nwords - 1]);
+  static const struct {
+    unsigned bit;
+    const char *option;
+  } names[] = {{ARG_OUTPUT, "--output"}, {ARG_NO_HASH, "--no-hash"}, {ARG_MAGIC, "--magic"},
+               {ARG_OPT, "--opt"},       {ARG_PREFIX, "--prefix"},   {ARG_LIMIT, "--limit"},
+               {ARG_CURSOR, "--cursor"}, {ARG_ALL, "--all"},         {ARG_YES, "--yes"},
+               {ARG_DOWNLOAD, "--download"}, {ARG_JSON, "--json"}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    if ((args.given & names[i].bit) && !(takes & names[i].bit)) {
+      char text[96];
+      snprintf(text, sizeof text, "%s does not apply to %s%s", names[i].option,
+               admin < CTL_NADMIN ? "admin " : "", name);
+      return ctl_usage_error(text, NULL);
+    }
+  }
+  const char *admin_arg = nwords == 3 ? words[2] : NULL;
+  if (admin < CTL_NADMIN) {
+    const char *sub = ctl_admin_commands[admin].name;
+    if ((strcmp(sub, "show") == 0 || strcmp(sub, "rm") == 0) && !args.have_magic)
+      return ctl_usage_error("--magic is required: an entry is named by magic, opt and path", sub);
+    if ((strcmp(sub, "show") == 0 || strcmp(sub, "rm") == 0) && admin_arg[0] != '/')
+      return ctl_usage_error("PATH must be absolute, as clients sent it", admin_arg);
+    if (strcmp(sub, "invalidate") == 0 && !args.have_magic && args.prefix == NULL)
+      return ctl_usage_error("invalidate wants --magic HEX, --prefix P or both", NULL);
+    pcc_magic retired;
+    if (strcmp(sub, "retire") == 0 && pcc_magic_from_hex(admin_arg, &retired) != PCC_PROTO_OK)
+      return ctl_usage_error("retire wants a magic, 8 hex digits ending in 0d0a", admin_arg);
+    if (args.all && args.cursor)
+      return ctl_usage_error("--all starts at the first page: leave out --cursor", NULL);
+    if (args.download && args.json)
+      return ctl_usage_error("--json does not apply to backup --download", NULL);
+    /* refuse before any request: a script must say --yes, a person gets asked */
+    if (ctl_admin_commands[admin].destructive && !args.yes && !isatty(STDIN_FILENO)) {
+      char text[160];
+      snprintf(text, sizeof text, "admin %s removes entries and stdin is not a terminal to ask "
+                                  "on: pass --yes to confirm", sub);
+      return ctl_usage_error(text, NULL);
+    }
+  }
 
   if (args.server == NULL)
     args.server = getenv("PYCACHED_URL");
   if (args.server == NULL || args.server[0] == '\0')
     args.server = PCC_CLIENT_DEFAULT_URL;
+  char *token = NULL;
+  int code = ctl_load_token(&args, &token);
+  if (code != EXIT_HIT)
+    return code;
   pcc_client_config config = {
       .base_url = args.server,
+      .token = token,
       .timeout_ms = args.timeout_ms,
       .connect_timeout_ms = args.timeout_ms && args.timeout_ms < PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS
                                 ? args.timeout_ms
@@ -558,17 +1571,23 @@ int main(int argc, char **argv)
   };
   pcc_client *client = NULL;
   pcc_client_status rc = pcc_client_open(&config, &client);
+  ctl_token_sent = token != NULL;
+  if (token != NULL) {
+    explicit_bzero(token, strlen(token));
+    free(token);
+  }
   if (rc == PCC_CLIENT_INVALID)
     return ctl_usage_error("invalid server URL (http://HOST:PORT or https://...)", args.server);
   if (rc != PCC_CLIENT_OK) {
     fprintf(stderr, "pycachectl: %s\n", pcc_client_strerror(rc));
     return EXIT_LOCAL;
   }
-  int code;
   if (strcmp(command, "health") == 0)
     code = ctl_health(client, &args);
   else if (strcmp(command, "stats") == 0)
     code = ctl_stats(client, &args);
+  else if (admin < CTL_NADMIN)
+    code = ctl_admin(client, &args, words[1], admin_arg);
   else
     code = ctl_code(client, &args, strcmp(command, "compile") == 0, words[1]);
   pcc_client_close(client);

@@ -2,9 +2,14 @@
  *
  * A pcc_client talks to one server over one reused HTTP connection (keep-alive) and speaks the
  * API of docs/API.md: look up the code of a source (GET /v1/code), have it compiled
- * (POST /v1/compile), read /healthz and /v1/stats. Every hit is verified before it is handed
- * out: proto's pcc_entry_from_json checks the pyc checksum and header, and this library checks
- * that the entry answers the question asked (magic, opt, mtime, size, hash, digest).
+ * (POST /v1/compile), read /healthz and /v1/stats, and make the admin API's requests
+ * (pcc_client_request, pcc_client_download). Every hit is verified before it is handed out:
+ * proto's pcc_entry_from_json checks the pyc checksum and header, and this library checks that
+ * the entry answers the question asked (magic, opt, mtime, size, hash, digest).
+ *
+ * Access control: with a token in the configuration every request carries
+ * `Authorization: Bearer TOKEN`; pcc_token_from_env finds the token the way every pycached
+ * client does (PYCACHED_TOKEN, else the file named by PYCACHED_TOKEN_FILE).
  *
  * Threads: a pcc_client owns one CURL easy handle and must be used by one thread at a time
  * (distinct clients may be used concurrently). curl_global_init() is called once, thread-safely,
@@ -32,6 +37,9 @@ typedef enum {
   PCC_CLIENT_TOOBIG,            /* a response or a source file is over its hard limit */
   PCC_CLIENT_NOMEM,
   PCC_CLIENT_INVALID,           /* bad argument or configuration (e.g. malformed URL) */
+  PCC_CLIENT_UNAUTHORIZED,      /* 401: no token, or one the server does not know */
+  PCC_CLIENT_FORBIDDEN,         /* 403: refused; with access control, the token lacks a role
+                                   (pcc_client_error.role names it) */
 } pcc_client_status;
 
 /* Returns a static, human-readable description of rc. */
@@ -42,12 +50,17 @@ const char *pcc_client_strerror(pcc_client_status rc);
 #define PCC_CLIENT_DEFAULT_TIMEOUT_MS 60000L
 #define PCC_CLIENT_DEFAULT_MAX_RESPONSE ((size_t)64 << 20)
 #define PCC_SOURCE_DEFAULT_MAX ((size_t)16 << 20) /* the server's default --max-source */
+#define PCC_TOKEN_MAX 512                    /* bytes of a token */
+#define PCC_TOKEN_FILE_MAX 4096              /* bytes of a token file, white space included */
+#define PCC_DOWNLOAD_MAX ((uint64_t)1 << 40) /* pcc_client_download: 1 TiB, the largest map */
 
 /* Client configuration. A zero field selects the default above; base_url NULL selects
  * PCC_CLIENT_DEFAULT_URL. base_url is copied by pcc_client_open (at most 2048 bytes, http or
- * https, a trailing '/' is ignored). */
+ * https, a trailing '/' is ignored). token, when not NULL, is copied too and must pass
+ * pcc_token_check. */
 typedef struct {
   const char *base_url;
+  const char *token;       /* sent as "Authorization: Bearer TOKEN" on every request; NULL: none */
   long connect_timeout_ms; /* connection phase only */
   long timeout_ms;         /* whole request, compile included */
   size_t max_response;     /* hard limit on a response body; bigger is PCC_CLIENT_TOOBIG */
@@ -60,9 +73,9 @@ typedef struct pcc_client pcc_client;
 
 /* Creates a client. config may be NULL (all defaults). Nothing is sent yet. On PCC_CLIENT_OK
  * *out is a client the caller owns and frees with pcc_client_close; otherwise *out is unchanged.
- * Returns PCC_CLIENT_INVALID for a negative timeout or an unusable base_url. */
+ * Returns PCC_CLIENT_INVALID for a negative timeout, an unusable base_url or an invalid token. */
 pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **out);
-/* Closes the connection and frees the client. NULL is fine. */
+/* Closes the connection and frees the client (its copy of the token is wiped). NULL is fine. */
 void pcc_client_close(pcc_client *client);
 
 /* Changes the total timeout of the following requests (0: the default). */
@@ -80,6 +93,7 @@ typedef struct {
   const char *type;    /* "compile-error": the exception type, e.g. "SyntaxError" */
   int64_t line;        /* "compile-error": 1-based line, or -1 */
   int64_t offset;      /* "compile-error": 1-based column offset, or -1 */
+  const char *role;    /* 403 "forbidden": the role the token lacks ("read", "compile", "admin") */
 } pcc_client_error;
 
 /* Returns the client's last error (never NULL for a non-NULL client; after a successful call
@@ -156,9 +170,54 @@ pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic,
 pcc_client_status pcc_client_get_json(pcc_client *client, const char *path_and_query,
                                       char **body_out, long *status_out);
 
+/* The generic request of the admin API: method "GET", "POST" or "DELETE" to base_url +
+ * path_and_query (which must start with '/' and hold no spaces or control characters; the
+ * caller escapes the query). body (body_len bytes, Content-Type application/json) may be NULL
+ * for none; a POST without one sends an empty body. On PCC_CLIENT_OK (a 2xx response)
+ * *body_out is the body, NUL-terminated (the NUL is not counted in *len_out, which may be
+ * NULL), owned by the caller (free()); it may hold any bytes, at most max_response of them
+ * (else PCC_CLIENT_TOOBIG). *status_out (may be NULL) gets the HTTP status whenever a response
+ * arrived. Errors map like the other operations: PCC_CLIENT_UNAUTHORIZED, PCC_CLIENT_FORBIDDEN,
+ * PCC_CLIENT_HTTP (404 "not-found", 409 "mismatch", ...), with the details and the error body in
+ * pcc_client_last_error and pcc_client_last_body. */
+pcc_client_status pcc_client_request(pcc_client *client, const char *method,
+                                     const char *path_and_query, const void *body,
+                                     size_t body_len, char **body_out, size_t *len_out,
+                                     long *status_out);
+
+/* GET base_url + path_and_query, streaming a 2xx body into fd (e.g. the backup download) at
+ * its current offset, up to PCC_DOWNLOAD_MAX bytes (1 TiB, the largest LMDB map the server
+ * takes; past it PCC_CLIENT_TOOBIG) whatever max_response is. The client's total timeout still
+ * applies: raise it (pcc_client_set_timeout) for big downloads. *bytes_out (may be NULL) gets
+ * the bytes written, also on failure (a partial body may then be in fd: the caller writes to a
+ * temporary file and discards it). A non-2xx body goes to the last error, never to fd. Returns
+ * PCC_CLIENT_IO (errno set) when writing to fd fails; otherwise as pcc_client_request. fd stays
+ * the caller's. */
+pcc_client_status pcc_client_download(pcc_client *client, const char *path_and_query, int fd,
+                                      uint64_t *bytes_out, long *status_out);
+
 /* Reads /v1/stats and sets *out to the magic of the compiler marked "default": true (or of the
  * only compiler, when exactly one is listed). PCC_CLIENT_PROTOCOL when there is none or the
  * stats are malformed. */
 pcc_client_status pcc_client_default_magic(pcc_client *client, pcc_magic *out);
+
+/* ---- tokens ---------------------------------------------------------------------------- */
+
+/* PCC_CLIENT_OK when token is usable as a bearer token: 1..PCC_TOKEN_MAX bytes of printable
+ * ASCII without spaces (0x21..0x7e); PCC_CLIENT_INVALID otherwise (also for NULL). */
+pcc_client_status pcc_token_check(const char *token);
+
+/* Reads a token file: at most PCC_TOKEN_FILE_MAX bytes, surrounding white space trimmed, the
+ * rest must pass pcc_token_check. On PCC_CLIENT_OK *out is the token, owned by the caller
+ * (free()); otherwise *out is unchanged. Returns PCC_CLIENT_IO (errno set) when the file cannot
+ * be opened or read or is not a regular file, PCC_CLIENT_TOOBIG when it is over the limit,
+ * PCC_CLIENT_INVALID when it is empty (or white space only) or the token is not valid. */
+pcc_client_status pcc_token_load(const char *file, char **out);
+
+/* The token of the environment, in the documented order: PYCACHED_TOKEN when set and not
+ * empty (it must pass pcc_token_check, else PCC_CLIENT_INVALID), else the file named by
+ * PYCACHED_TOKEN_FILE when set and not empty (pcc_token_load and its errors), else none:
+ * PCC_CLIENT_OK with *out NULL. On PCC_CLIENT_OK *out is owned by the caller (free()). */
+pcc_client_status pcc_token_from_env(char **out);
 
 #endif /* PYCACHED_H */

@@ -8,7 +8,11 @@ packages=(
   libmicrohttpd-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev libsodium-dev
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl
+  chromium nodejs
 )
+# The admin page's browser test needs npm; a nodejs from NodeSource bundles it (and conflicts with
+# Debian's npm package), Debian's own nodejs does not.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for pkg in "${packages[@]}"; do

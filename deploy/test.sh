@@ -7,6 +7,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 deploy/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+# The admin page's browser test drives Debian's chromium through playwright-core (the package
+# downloads no browser); its node_modules come from package-lock.json.
+if [ ! -d tests/e2e/admin_page/node_modules ]; then
+  (cd tests/e2e/admin_page && npm ci --no-audit --no-fund) || { echo "0 passed, 1 failed"; exit 1; }
+fi
 
 passed=0
 failed=0

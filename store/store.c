@@ -700,8 +700,10 @@ pcc_store_status pcc_store_magics(pcc_store *store,
       }
       if (i < n && t == 0)
         seen[i].entries++;
-      else if (i < n && value.mv_size >= BLOB_HEADER_LEN)
-        seen[i].bytes += value.mv_size - BLOB_HEADER_LEN;
+      else if (i < n && value.mv_size >= BLOB_HEADER_LEN) { /* payload: less header and name */
+        size_t overhead = (size_t)BLOB_HEADER_LEN + ((const uint8_t *)value.mv_data)[10];
+        seen[i].bytes += value.mv_size >= overhead ? value.mv_size - overhead : 0;
+      }
       mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
     }
     if (cursor != NULL)

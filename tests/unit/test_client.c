@@ -3,6 +3,8 @@
  * Sources are read from temporary files; HTTP behaviour is tested against a tiny fake server
  * in a thread (a listening socket on 127.0.0.1:0 that answers one canned HTTP/1.1 response per
  * connection, or stays silent) whose loops are bounded by poll() timeouts so it always stops.
+ * The fake keeps the first request it got, so tests check what was sent: the query, the method,
+ * the body, and the Authorization header of a client with a token.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -841,6 +843,442 @@ START_TEST(keep_alive)
 }
 END_TEST
 
+/* ---- tokens and access control ------------------------------------------------------------ */
+
+#define TEST_TOKEN "ci-7b3f9a1e5c2d8f40"
+
+static pcc_client *client_with_token(const fake_server *fs, const char *token, bool raw_pyc)
+{
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", fs->port);
+  pcc_client_config config = {.base_url = url, .timeout_ms = 5000, .token = token,
+                              .raw_pyc = raw_pyc};
+  pcc_client *client = NULL;
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  return client;
+}
+
+START_TEST(token_check)
+{
+  char long_token[PCC_TOKEN_MAX + 2];
+  memset(long_token, 'a', sizeof long_token - 1);
+  long_token[PCC_TOKEN_MAX] = '\0';
+  CLIENT_RC(pcc_token_check(long_token), PCC_CLIENT_OK); /* exactly at the limit */
+  long_token[PCC_TOKEN_MAX] = 'a';
+  long_token[PCC_TOKEN_MAX + 1] = '\0';
+  CLIENT_RC(pcc_token_check(long_token), PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_token_check("x"), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_token_check("!~{}:/+="), PCC_CLIENT_OK);
+  const char *bad[] = {"", "has space", "tab\there", "new\nline", "caf\xc3\xa9", "del\x7f"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CLIENT_RC(pcc_token_check(bad[i]), PCC_CLIENT_INVALID);
+    pcc_client_config config = {.token = bad[i]};
+    pcc_client *client = NULL;
+    CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+    ck_assert_ptr_null(client);
+  }
+  CLIENT_RC(pcc_token_check(NULL), PCC_CLIENT_INVALID);
+}
+END_TEST
+
+/* Every kind of request carries the token; a client without one sends no Authorization. */
+START_TEST(token_sent_on_every_request)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char *response = http_response(404, "Not Found",
+                                 "{\"error\":\"miss\",\"message\":\"no\",\"reason\":\"absent\"}");
+  const char *expect = "\r\nAuthorization: Bearer " TEST_TOKEN "\r\n";
+  for (int op = 0; op < 5; op++) {
+    fake_server *fs = fake_start(response, 1);
+    pcc_client *client = client_with_token(fs, TEST_TOKEN, op == 4);
+    pcc_entry *entry = NULL;
+    char *body = NULL;
+    int fd = -1;
+    switch (op) {
+    case 0:
+      pcc_client_get_json(client, "/v1/stats", &body, NULL);
+      break;
+    case 1:
+      pcc_client_lookup(client, &magic311, 0, source, true, &entry);
+      break;
+    case 2:
+      pcc_client_compile(client, &magic311, 0, source, &entry);
+      break;
+    case 3:
+      pcc_client_request(client, "DELETE", "/v1/admin/entry?magic=a70d0d0a", NULL, 0, &body,
+                         NULL, NULL);
+      break;
+    case 4: /* raw_pyc's own header lists, and a download */
+      fd = open("/dev/null", O_WRONLY);
+      ck_assert_int_ge(fd, 0);
+      pcc_client_download(client, "/v1/admin/backup", fd, NULL, NULL);
+      close(fd);
+      break;
+    }
+    ck_assert_ptr_null(entry);
+    free(body);
+    pcc_client_close(client);
+    fake_stop(fs);
+    ck_assert_msg(strstr(last_request, expect) != NULL, "op %d: %s", op, last_request);
+  }
+  /* a raw_pyc lookup too */
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_with_token(fs, TEST_TOKEN, true);
+  pcc_entry *entry = NULL;
+  CLIENT_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_MISS);
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_msg(strstr(last_request, expect) != NULL, "%s", last_request);
+  ck_assert_ptr_nonnull(strstr(last_request, "Accept: application/x-python-pyc"));
+
+  fs = fake_start(response, 1);
+  client = client_with_token(fs, NULL, false);
+  char *body = NULL;
+  pcc_client_get_json(client, "/v1/stats", &body, NULL);
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_ptr_null(strcasestr(last_request, "Authorization"));
+  free(response);
+  pcc_source_free(source);
+}
+END_TEST
+
+START_TEST(unauthorized_and_forbidden)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char *response = http_response(401, "Unauthorized",
+                                 "{\"error\":\"unauthorized\",\"message\":\"unknown token\"}");
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_with_token(fs, "wrong-token", false);
+  pcc_entry *entry = NULL;
+  CLIENT_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_UNAUTHORIZED);
+  const pcc_client_error *err = pcc_client_last_error(client);
+  ck_assert_int_eq(err->http_status, 401);
+  ck_assert_str_eq(err->error, "unauthorized");
+  ck_assert_str_eq(err->message, "unknown token");
+  ck_assert_ptr_null(err->role);
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+
+  response = http_response(403, "Forbidden",
+                           "{\"error\":\"forbidden\",\"message\":\"needs admin\",\"role\":\"admin\"}");
+  fs = fake_start(response, 1);
+  client = client_with_token(fs, TEST_TOKEN, false);
+  char *body = NULL;
+  long status = 0;
+  CLIENT_RC(pcc_client_request(client, "GET", "/v1/admin/stats", NULL, 0, &body, NULL, &status),
+            PCC_CLIENT_FORBIDDEN);
+  ck_assert_ptr_null(body);
+  ck_assert_int_eq(status, 403);
+  err = pcc_client_last_error(client);
+  ck_assert_int_eq(err->http_status, 403);
+  ck_assert_str_eq(err->error, "forbidden");
+  ck_assert_str_eq(err->role, "admin");
+  ck_assert_ptr_nonnull(strstr(pcc_client_last_body(client, NULL), "\"role\""));
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+
+  /* the status decides, whatever the body (a proxy's HTML page) */
+  response = http_response(401, "Unauthorized", "<html>login</html>");
+  fs = fake_start(response, 1);
+  client = client_with_token(fs, NULL, false);
+  CLIENT_RC(pcc_client_get_json(client, "/v1/stats", &body, NULL), PCC_CLIENT_UNAUTHORIZED);
+  ck_assert_ptr_null(pcc_client_last_error(client)->error);
+  ck_assert_ptr_nonnull(pcc_client_last_error(client)->message);
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+
+  ck_assert_str_ne(pcc_client_strerror(PCC_CLIENT_UNAUTHORIZED), "unknown status");
+  ck_assert_str_ne(pcc_client_strerror(PCC_CLIENT_FORBIDDEN), "unknown status");
+  pcc_source_free(source);
+}
+END_TEST
+
+START_TEST(token_load)
+{
+  char path[PATH_MAX];
+  char *token = NULL;
+  tmp_file(path, sizeof path, "good", "  \t" TEST_TOKEN "\r\n\n", strlen(TEST_TOKEN) + 6, 0);
+  CLIENT_RC(pcc_token_load(path, &token), PCC_CLIENT_OK);
+  ck_assert_str_eq(token, TEST_TOKEN);
+  free(token);
+  token = NULL;
+
+  /* 4096 bytes, white space around a 512-byte token: at the limit */
+  char big[PCC_TOKEN_FILE_MAX + 1];
+  memset(big, '\n', sizeof big);
+  memset(big + 100, 'k', PCC_TOKEN_MAX);
+  tmp_file(path, sizeof path, "limit", big, PCC_TOKEN_FILE_MAX, 0);
+  CLIENT_RC(pcc_token_load(path, &token), PCC_CLIENT_OK);
+  ck_assert_uint_eq(strlen(token), PCC_TOKEN_MAX);
+  free(token);
+  token = NULL;
+  tmp_file(path, sizeof path, "oversize", big, PCC_TOKEN_FILE_MAX + 1, 0);
+  CLIENT_RC(pcc_token_load(path, &token), PCC_CLIENT_TOOBIG);
+  memset(big + 100, 'k', PCC_TOKEN_MAX + 1); /* a token one byte too long */
+  tmp_file(path, sizeof path, "longtoken", big, PCC_TOKEN_FILE_MAX, 0);
+  CLIENT_RC(pcc_token_load(path, &token), PCC_CLIENT_INVALID);
+
+  struct {
+    const char *name, *data;
+    size_t len;
+  } invalid[] = {
+      {"empty", "", 0},
+      {"blank", " \n\t\n", 4},
+      {"inner-space", "two words\n", 10},
+      {"nul", "abc\0def\n", 8},
+      {"utf8", "caf\xc3\xa9\n", 6},
+  };
+  for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
+    tmp_file(path, sizeof path, invalid[i].name, invalid[i].data, invalid[i].len, 0);
+    CLIENT_RC(pcc_token_load(path, &token), PCC_CLIENT_INVALID);
+    ck_assert_ptr_null(token);
+  }
+
+  snprintf(path, sizeof path, "%s/missing", tmp_dir);
+  CLIENT_RC(pcc_token_load(path, &token), PCC_CLIENT_IO);
+  ck_assert_int_eq(errno, ENOENT);
+  CLIENT_RC(pcc_token_load(tmp_dir, &token), PCC_CLIENT_IO); /* a directory */
+  ck_assert_int_eq(errno, EISDIR);
+  ck_assert_ptr_null(token);
+}
+END_TEST
+
+START_TEST(token_from_env)
+{
+  char path[PATH_MAX], missing[PATH_MAX];
+  tmp_file(path, sizeof path, "tok", "file-token\n", 11, 0);
+  snprintf(missing, sizeof missing, "%s/missing", tmp_dir);
+  char *token = (char *)"unchanged";
+  unsetenv("PYCACHED_TOKEN");
+  unsetenv("PYCACHED_TOKEN_FILE");
+  CLIENT_RC(pcc_token_from_env(&token), PCC_CLIENT_OK);
+  ck_assert_ptr_null(token);
+
+  setenv("PYCACHED_TOKEN_FILE", path, 1);
+  CLIENT_RC(pcc_token_from_env(&token), PCC_CLIENT_OK);
+  ck_assert_str_eq(token, "file-token");
+  free(token);
+
+  setenv("PYCACHED_TOKEN", "", 1); /* empty: as if unset */
+  CLIENT_RC(pcc_token_from_env(&token), PCC_CLIENT_OK);
+  ck_assert_str_eq(token, "file-token");
+  free(token);
+
+  setenv("PYCACHED_TOKEN", "env-token", 1); /* the variable wins over the file */
+  CLIENT_RC(pcc_token_from_env(&token), PCC_CLIENT_OK);
+  ck_assert_str_eq(token, "env-token");
+  free(token);
+  token = NULL;
+
+  setenv("PYCACHED_TOKEN", "env token", 1);
+  CLIENT_RC(pcc_token_from_env(&token), PCC_CLIENT_INVALID);
+  ck_assert_ptr_null(token);
+
+  unsetenv("PYCACHED_TOKEN");
+  setenv("PYCACHED_TOKEN_FILE", missing, 1);
+  CLIENT_RC(pcc_token_from_env(&token), PCC_CLIENT_IO);
+  ck_assert_ptr_null(token);
+  unsetenv("PYCACHED_TOKEN_FILE");
+}
+END_TEST
+
+/* ---- the generic request and the download ------------------------------------------------ */
+
+START_TEST(request_delete_and_post)
+{
+  char *response = http_response(200, "OK", "{\"removed\":1}");
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  char *body = NULL;
+  size_t len = 0;
+  long status = 0;
+  CLIENT_RC(pcc_client_request(client, "DELETE", "/v1/admin/entry?magic=a70d0d0a&opt=0&path=%2Fm.py",
+                               NULL, 0, &body, &len, &status),
+            PCC_CLIENT_OK);
+  ck_assert_str_eq(body, "{\"removed\":1}");
+  ck_assert_uint_eq(len, 13);
+  ck_assert_int_eq(status, 200);
+  free(body);
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_msg(strncmp(last_request,
+                        "DELETE /v1/admin/entry?magic=a70d0d0a&opt=0&path=%2Fm.py HTTP/1.1\r\n",
+                        66) == 0, "%s", last_request);
+  free(response);
+
+  /* POST without a body, then with one, then a GET: one kept-alive connection, and neither the
+   * method nor the body of one request leaks into the next */
+  const char *ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                   "Content-Length: 13\r\n\r\n{\"removed\":7}";
+  fs = fake_start_n(ok, 1, 4);
+  client = client_for(fs, 5000, 0);
+  CLIENT_RC(pcc_client_request(client, "POST", "/v1/admin/purge", NULL, 0, &body, NULL, NULL),
+            PCC_CLIENT_OK);
+  ck_assert_str_eq(body, "{\"removed\":7}");
+  free(body);
+  CLIENT_RC(pcc_client_request(client, "POST", "/v1/x", "{\"a\":1}", 7, &body, NULL, NULL),
+            PCC_CLIENT_OK);
+  free(body);
+  CLIENT_RC(pcc_client_request(client, "DELETE", "/v1/y", NULL, 0, &body, NULL, NULL),
+            PCC_CLIENT_OK);
+  free(body);
+  CLIENT_RC(pcc_client_request(client, "GET", "/v1/z", NULL, 0, &body, NULL, NULL), PCC_CLIENT_OK);
+  free(body);
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_int_eq(last_requests_served, 4);
+  ck_assert_msg(strncmp(last_request, "POST /v1/admin/purge HTTP/1.1\r\n", 31) == 0, "%s",
+                last_request);
+  ck_assert_ptr_nonnull(strcasestr(last_request, "\r\nContent-Length: 0\r\n"));
+
+  /* arguments the helper refuses before sending anything */
+  fs = fake_start(NULL, 0);
+  client = client_for(fs, 5000, 0);
+  CLIENT_RC(pcc_client_request(client, "PUT", "/v1/x", NULL, 0, &body, NULL, NULL),
+            PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_client_request(client, "DELETE", "/v1/x", "{}", 2, &body, NULL, NULL),
+            PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_client_request(client, "GET", "v1/x", NULL, 0, &body, NULL, NULL),
+            PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_client_request(client, "GET", "/v1/x y", NULL, 0, &body, NULL, NULL),
+            PCC_CLIENT_INVALID);
+  CLIENT_RC(pcc_client_request(client, "GET", "/v1/x", NULL, 0, NULL, NULL, NULL),
+            PCC_CLIENT_INVALID);
+  pcc_client_close(client);
+  fake_stop(fs);
+}
+END_TEST
+
+START_TEST(request_post_body_and_errors)
+{
+  char *response = http_response(200, "OK", "{}");
+  fake_server *fs = fake_start(response, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  char *body = NULL;
+  CLIENT_RC(pcc_client_request(client, "POST", "/v1/admin/x", "{\"k\":\"v\"}", 9, &body, NULL, NULL),
+            PCC_CLIENT_OK);
+  free(body);
+  body = NULL;
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+  ck_assert_msg(strncmp(last_request, "POST /v1/admin/x HTTP/1.1\r\n", 27) == 0, "%s", last_request);
+  ck_assert_ptr_nonnull(strcasestr(last_request, "\r\nContent-Type: application/json\r\n"));
+  ck_assert_ptr_nonnull(strcasestr(last_request, "\r\nContent-Length: 9\r\n"));
+  ck_assert_ptr_null(strcasestr(last_request, "\r\nExpect:"));
+  ck_assert_str_eq(last_request + last_request_len - 9, "{\"k\":\"v\"}");
+
+  /* 404 and 409: PCC_CLIENT_HTTP with the server's error */
+  response = http_response(404, "Not Found", "{\"error\":\"not-found\",\"message\":\"no entry\"}");
+  fs = fake_start(response, 1);
+  client = client_for(fs, 5000, 0);
+  long status = 0;
+  CLIENT_RC(pcc_client_request(client, "GET", "/v1/admin/entry?magic=a70d0d0a", NULL, 0, &body,
+                               NULL, &status),
+            PCC_CLIENT_HTTP);
+  ck_assert_ptr_null(body);
+  ck_assert_int_eq(status, 404);
+  ck_assert_str_eq(pcc_client_last_error(client)->error, "not-found");
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+
+  /* binary bodies come out whole; max_response bounds them */
+  const char raw[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\na\0b\0c";
+  fs = fake_start_bytes(raw, sizeof raw - 1, 1, 1);
+  client = client_for(fs, 5000, 0);
+  size_t len = 0;
+  CLIENT_RC(pcc_client_request(client, "GET", "/bin", NULL, 0, &body, &len, NULL), PCC_CLIENT_OK);
+  ck_assert_uint_eq(len, 5);
+  ck_assert_mem_eq(body, "a\0b\0c", 6); /* and NUL-terminated */
+  free(body);
+  pcc_client_close(client);
+  fake_stop(fs);
+  fs = fake_start_bytes(raw, sizeof raw - 1, 1, 1);
+  client = client_for(fs, 5000, 4);
+  CLIENT_RC(pcc_client_request(client, "GET", "/bin", NULL, 0, &body, &len, NULL),
+            PCC_CLIENT_TOOBIG);
+  pcc_client_close(client);
+  fake_stop(fs);
+}
+END_TEST
+
+START_TEST(download_streams_to_fd)
+{
+  enum { N = 300000 }; /* over max_response, which a download ignores */
+  size_t head_cap = 256;
+  char *response = malloc(head_cap + N);
+  ck_assert_ptr_nonnull(response);
+  int head = snprintf(response, head_cap,
+                      "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                      "Content-Length: %d\r\n\r\n", N);
+  for (size_t i = 0; i < N; i++)
+    response[head + i] = (char)(i * 7 % 251);
+  /* one connection, two requests: the download, then a GET bounded by max_response again */
+  fake_server *fs = fake_start_bytes(response, (size_t)head + N, 1, 2);
+  pcc_client *client = client_for(fs, 5000, 1000);
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/backup.mdb", tmp_dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ck_assert_int_ge(fd, 0);
+  uint64_t bytes = 0;
+  long status = 0;
+  CLIENT_RC(pcc_client_download(client, "/v1/admin/backup", fd, &bytes, &status), PCC_CLIENT_OK);
+  ck_assert_uint_eq(bytes, N);
+  ck_assert_int_eq(status, 200);
+  ck_assert_int_eq(close(fd), 0);
+  char *body = NULL;
+  CLIENT_RC(pcc_client_get_json(client, "/v1/stats", &body, NULL), PCC_CLIENT_TOOBIG);
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_msg(strncmp(last_request, "GET /v1/admin/backup HTTP/1.1\r\n", 31) == 0, "%s",
+                last_request);
+  FILE *f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  char *back = malloc(N + 1);
+  ck_assert_uint_eq(fread(back, 1, N + 1, f), N);
+  fclose(f);
+  ck_assert_mem_eq(back, response + head, N);
+  free(back);
+  free(response);
+
+  /* an error goes to the last error, not into the file */
+  response = http_response(403, "Forbidden",
+                           "{\"error\":\"forbidden\",\"message\":\"no\",\"role\":\"admin\"}");
+  fs = fake_start(response, 1);
+  client = client_for(fs, 5000, 0);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  CLIENT_RC(pcc_client_download(client, "/v1/admin/backup", fd, &bytes, NULL),
+            PCC_CLIENT_FORBIDDEN);
+  ck_assert_uint_eq(bytes, 0);
+  ck_assert_str_eq(pcc_client_last_error(client)->role, "admin");
+  close(fd);
+  struct stat st;
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_int_eq(st.st_size, 0);
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+
+  /* a failing write is PCC_CLIENT_IO with errno */
+  response = http_response(200, "OK", "some bytes");
+  fs = fake_start(response, 1);
+  client = client_for(fs, 5000, 0);
+  fd = open(path, O_RDONLY);
+  CLIENT_RC(pcc_client_download(client, "/v1/admin/backup", fd, &bytes, NULL), PCC_CLIENT_IO);
+  ck_assert_int_eq(errno, EBADF);
+  close(fd);
+  CLIENT_RC(pcc_client_download(client, "/v1/admin/backup", -1, &bytes, NULL), PCC_CLIENT_INVALID);
+  pcc_client_close(client);
+  fake_stop(fs);
+  free(response);
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
   Suite *s = suite_create("client");
@@ -869,6 +1307,19 @@ static Suite *client_suite(void)
   tcase_add_test(tc, stats_default_magic);
   tcase_add_test(tc, keep_alive);
   tcase_add_test(tc, lookup_raw_pyc);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("access");
+  tcase_set_timeout(tc, 20);
+  tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
+  tcase_add_test(tc, token_check);
+  tcase_add_test(tc, token_sent_on_every_request);
+  tcase_add_test(tc, unauthorized_and_forbidden);
+  tcase_add_test(tc, token_load);
+  tcase_add_test(tc, token_from_env);
+  tcase_add_test(tc, request_delete_and_post);
+  tcase_add_test(tc, request_post_body_and_errors);
+  tcase_add_test(tc, download_streams_to_fd);
   suite_add_tcase(s, tc);
   return s;
 }

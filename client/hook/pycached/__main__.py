@@ -19,6 +19,9 @@ def status():
     for key in ("url", "validation", "readonly", "timeout_ms", "compile_timeout_ms",
                 "breaker_seconds", "local_prefix", "debug"):
         print("%-12s %s" % (key + ":", conf[key]))
+    # whether a token is set and where from, never the token itself
+    print("%-12s %s" % ("token:", "set (from %s)" % conf["token_source"] if conf["token"] else
+                        "none"))
     code = 0
     if conf["url"]:
         try:

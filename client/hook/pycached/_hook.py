@@ -7,6 +7,9 @@ SourceFileLoader (local compilation, which also writes __pycache__ when it can).
 used only after pycached._native verified its checksum, magic, mtime and size, and marshal.loads
 produced a code object; anything else falls back to local compilation, never to an ImportError.
 Extension modules and sourceless pycs keep their usual loaders.
+
+With access control on the server, the token comes from PYCACHED_TOKEN, else from the file named
+by PYCACHED_TOKEN_FILE; a refused token (401/403) is a fallback that stops the requests.
 """
 import _imp
 import importlib.util
@@ -29,8 +32,12 @@ _ENV_DEFAULTS = {
     "PYCACHED_LOCAL_PREFIX": "",
     "PYCACHED_DEBUG": "0",
     "PYCACHED_BREAKER_SECONDS": "30",
+    "PYCACHED_TOKEN": "",
+    "PYCACHED_TOKEN_FILE": "",
 }
 _MAX_SOURCE = 16 << 20  # the server's default --max-source
+_TOKEN_MAX = 512  # bytes of a token (libpycached's PCC_TOKEN_MAX)
+_TOKEN_FILE_MAX = 4096  # bytes of a token file (PCC_TOKEN_FILE_MAX)
 
 _lock = threading.Lock()
 _counters = {}
@@ -75,13 +82,47 @@ def _positive_int(env, name):
     return value
 
 
+def _check_token(token, origin):
+    if not token:
+        raise ValueError("%s holds no token" % origin)
+    if len(token) > _TOKEN_MAX or any(not "!" <= c <= "~" for c in token):
+        raise ValueError("%s: a token is 1..%d printable ASCII characters without spaces"
+                         % (origin, _TOKEN_MAX))
+    return token
+
+
+def _read_token(env):
+    """(token, where it came from), or (None, None): PYCACHED_TOKEN, else the file named by
+    PYCACHED_TOKEN_FILE (surrounding white space trimmed), else none."""
+    token = env.get("PYCACHED_TOKEN", "")
+    if token:
+        return _check_token(token, "PYCACHED_TOKEN"), "PYCACHED_TOKEN"
+    name = env.get("PYCACHED_TOKEN_FILE", "")
+    if not name:
+        return None, None
+    origin = "PYCACHED_TOKEN_FILE %s" % name
+    try:
+        with open(name, "rb") as f:
+            data = f.read(_TOKEN_FILE_MAX + 1)
+    except OSError as exc:
+        raise ValueError("%s: %s" % (origin, exc.strerror or exc)) from None
+    if len(data) > _TOKEN_FILE_MAX:
+        raise ValueError("%s is over %d bytes" % (origin, _TOKEN_FILE_MAX))
+    try:
+        token = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ValueError("%s: a token is printable ASCII" % origin) from None
+    return _check_token(token, origin), origin
+
+
 def read_settings(env=None):
-    """The hook's settings from the environment (see the README), validated."""
+    """The hook's settings from the environment (see the README), validated. "token" is the
+    token itself (keep it out of logs), "token_source" where it came from."""
     env = os.environ if env is None else env
     validation = env.get("PYCACHED_VALIDATION", "hash") or "hash"
     if validation not in ("hash", "timestamp"):
         raise ValueError("PYCACHED_VALIDATION must be 'hash' or 'timestamp', not %r" % validation)
-    return {
+    conf = {
         "url": env.get("PYCACHED_URL", "").rstrip("/"),
         "timeout_ms": _positive_int(env, "PYCACHED_TIMEOUT_MS"),
         "compile_timeout_ms": _positive_int(env, "PYCACHED_COMPILE_TIMEOUT_MS"),
@@ -91,11 +132,18 @@ def read_settings(env=None):
         "debug": env.get("PYCACHED_DEBUG", "0") not in ("", "0"),
         "breaker_seconds": _positive_int(env, "PYCACHED_BREAKER_SECONDS"),
     }
+    conf["token"], conf["token_source"] = _read_token(env)
+    return conf
 
 
 def settings():
-    """The settings in force, or None when the hook is not installed."""
-    return dict(_settings) if _settings else None
+    """The settings in force, or None when the hook is not installed. The token itself is left
+    out ("token" is True when one is set)."""
+    if not _settings:
+        return None
+    conf = dict(_settings)
+    conf["token"] = conf["token"] is not None
+    return conf
 
 
 def _prefix_pyc_path(source_path):
@@ -203,7 +251,7 @@ def install(env=None):
         return False
     _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
                       conf["readonly"], conf["validation"] == "hash",
-                      float(conf["breaker_seconds"]), _MAX_SOURCE)
+                      float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
     _settings = conf
     if _path_hook is None:
         _path_hook = machinery.FileFinder.path_hook(

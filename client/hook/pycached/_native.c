@@ -4,7 +4,8 @@
  * source compiled on a miss (unless read-only), and returns the verified pyc bytes, or the reason
  * why not. Python (pycached/_hook.py) unmarshals the code and falls back to local compilation on
  * anything but a verified pyc. All I/O runs without the GIL; a circuit breaker stops asking a
- * server that did not answer. The package's README section and docs/HOOK.md have the settings.
+ * server that did not answer or refused the token. The package's README section and
+ * docs/HOOK.md have the settings.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -25,10 +26,12 @@ static struct {
   pid_t pid;             /* the process the client's connection belongs to */
   bool configured;
   char url[2048];
+  char token[PCC_TOKEN_MAX + 1]; /* "" when none; wiped when replaced */
   pcc_magic magic;
   long timeout_ms;         /* lookups */
   long compile_timeout_ms; /* compiles */
   bool readonly;
+  bool compile_forbidden; /* the token lacks the compile role: only look up from now on */
   bool hash_validation;
   double breaker_seconds;
   double breaker_until;    /* monotonic seconds; no request before then */
@@ -58,6 +61,7 @@ static pcc_client_status ensure_client(void)
   state.client = NULL;
   pcc_client_config config = {
     .base_url = state.url,
+    .token = state.token[0] ? state.token : NULL,
     .connect_timeout_ms = state.timeout_ms,
     .timeout_ms = state.timeout_ms,
     .raw_pyc = true, /* the pyc as the body: no base64 or JSON on either side */
@@ -84,6 +88,8 @@ static const char *reason_of(pcc_client_status rc)
   case PCC_CLIENT_TOOBIG: return "too-large";
   case PCC_CLIENT_NOMEM: return "no-memory";
   case PCC_CLIENT_INVALID: return "invalid";
+  case PCC_CLIENT_UNAUTHORIZED: return "unauthorized";
+  case PCC_CLIENT_FORBIDDEN: return "forbidden";
   }
   return "error";
 }
@@ -99,8 +105,9 @@ static void trip_breaker(pcc_client_status rc)
 {
   if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT)
     state.breaker_until = now_seconds() + state.breaker_seconds;
-  else if (rc == PCC_CLIENT_UNSUPPORTED_MAGIC)
-    state.breaker_until = 1e300; /* this server will never have code for this interpreter */
+  else if (rc == PCC_CLIENT_UNSUPPORTED_MAGIC || rc == PCC_CLIENT_UNAUTHORIZED ||
+           rc == PCC_CLIENT_FORBIDDEN)
+    state.breaker_until = 1e300; /* will not change within this process: never ask again */
 }
 
 /* Takes a verified entry's pyc. */
@@ -152,7 +159,7 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
   rc = pcc_client_lookup(state.client, &state.magic, opt, source, state.hash_validation, &entry);
   if (rc == PCC_CLIENT_OK) {
     take_pyc(result, entry, "hit");
-  } else if (rc != PCC_CLIENT_MISS || state.readonly) {
+  } else if (rc != PCC_CLIENT_MISS || state.readonly || state.compile_forbidden) {
     describe(result, rc);
   } else {
     rc = PCC_CLIENT_OK;
@@ -177,6 +184,11 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
       snprintf(result->detail, sizeof result->detail, "compile took over %ld ms",
                state.compile_timeout_ms);
       result->outcome = "compile-timeout";
+    } else if (rc == PCC_CLIENT_FORBIDDEN) {
+      /* a token with read but not compile: lookups still work, compiles never will */
+      snprintf(result->detail, sizeof result->detail, "the token lacks the compile role");
+      result->outcome = "forbidden";
+      state.compile_forbidden = true;
     } else {
       describe(result, rc);
     }
@@ -186,26 +198,30 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
 
 PyDoc_STRVAR(configure_doc,
 "configure(url, magic, timeout_ms, compile_timeout_ms, readonly, hash_validation,\n"
-"          breaker_seconds, max_source)\n"
-"Sets the server and behaviour of fetch(); resets the circuit breaker.");
+"          breaker_seconds, max_source, token=None)\n"
+"Sets the server and behaviour of fetch(); resets the circuit breaker. token (str or None)\n"
+"is sent as 'Authorization: Bearer TOKEN'; ValueError unless printable ASCII without spaces,\n"
+"1..512 bytes.");
 
 static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
   (void)self;
   static char *keywords[] = {"url", "magic", "timeout_ms", "compile_timeout_ms", "readonly",
-                             "hash_validation", "breaker_seconds", "max_source", NULL};
+                             "hash_validation", "breaker_seconds", "max_source", "token", NULL};
   const char *url;
   Py_buffer magic;
   long timeout_ms, compile_timeout_ms;
   int readonly, hash_validation;
   double breaker_seconds;
   Py_ssize_t max_source;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn", keywords, &url, &magic,
+  const char *token = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|z", keywords, &url, &magic,
                                    &timeout_ms, &compile_timeout_ms, &readonly, &hash_validation,
-                                   &breaker_seconds, &max_source))
+                                   &breaker_seconds, &max_source, &token))
     return NULL;
   bool bad = magic.len != PCC_MAGIC_LEN || strlen(url) >= sizeof state.url || timeout_ms <= 0 ||
-             compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0;
+             compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0 ||
+             (token != NULL && pcc_token_check(token) != PCC_CLIENT_OK);
   if (bad) {
     PyBuffer_Release(&magic);
     PyErr_SetString(PyExc_ValueError, "pycached: bad configuration value");
@@ -216,6 +232,10 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   pcc_client_close(state.pid == getpid() ? state.client : NULL);
   state.client = NULL;
   snprintf(state.url, sizeof state.url, "%s", url);
+  explicit_bzero(state.token, sizeof state.token);
+  if (token != NULL)
+    memcpy(state.token, token, strlen(token) + 1); /* checked: at most PCC_TOKEN_MAX bytes */
+  state.compile_forbidden = false;
   memcpy(state.magic.bytes, magic.buf, PCC_MAGIC_LEN);
   state.timeout_ms = timeout_ms;
   state.compile_timeout_ms = compile_timeout_ms;
