@@ -671,9 +671,9 @@ static const char *ctl_quantile(const cJSON *histogram, double q, char *buf, siz
     bool inf = !cJSON_IsNumber(bound); /* "+Inf" */
     if (cum->valuedouble >= rank && cum->valuedouble > prev_cum) {
       if (inf) {
-        char bound_text[32];
-        snprintf(buf, cap, "> %s", ctl_seconds(prev_bound, bound_text, sizeof bound_text));
-        return buf;
+        char bound_text[24];
+        int n = snprintf(buf, cap, "> %s", ctl_seconds(prev_bound, bound_text, sizeof bound_text));
+        return n > 0 && (size_t)n < cap ? buf : "> ?";
       }
       double est = prev_bound + (bound->valuedouble - prev_bound) * (rank - prev_cum) /
                                     (cum->valuedouble - prev_cum);

@@ -8,7 +8,7 @@ packages=(
   libmicrohttpd-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev libsodium-dev
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl
-  chromium nodejs
+  chromium nodejs pypy3 python3-sympy
 )
 # The admin page's browser test needs npm; a nodejs from NodeSource bundles it (and conflicts with
 # Debian's npm package), Debian's own nodejs does not.

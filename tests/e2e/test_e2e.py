@@ -42,9 +42,14 @@ class Server:
         self.log = open(os.path.join(workdir, "server.log"), "ab")
         self.proc = subprocess.Popen(
             [PYCACHED, "--port", "0", "--store", self.store, *args],
-            stdout=subprocess.PIPE, stderr=self.log)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        line = self.proc.stdout.readline().decode() if ready else ""
+            stdout=subprocess.PIPE, stderr=self.log, bufsize=0)  # unbuffered: select sees all
+        line, deadline = "", time.monotonic() + 30
+        for _ in range(20):  # start-up notes may come first (e.g. retired magics)
+            ready, _, _ = select.select([self.proc.stdout], [], [],
+                                        max(0, deadline - time.monotonic()))
+            line = self.proc.stdout.readline().decode() if ready else ""
+            if not line or "listening on http://127.0.0.1:" in line:
+                break
         if "listening on http://127.0.0.1:" not in line:
             self.stop()
             raise RuntimeError("pycached did not start: %r" % line)

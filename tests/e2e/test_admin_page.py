@@ -1,0 +1,147 @@
+"""End-to-end test of the admin page (GET /admin, server/admin/index.html) in a real browser:
+a real pycached with a token file, sources compiled into it under two prefixes, and
+tests/e2e/admin_page/test_admin_page.mjs (node + playwright-core driving /usr/bin/chromium)
+filtering the entry list and invalidating one prefix through the page.
+
+Run by meson (`meson test admin-page`) with PCC_PYCACHED in the environment. node, chromium and
+the node_modules of tests/e2e/admin_page (`npm ci` there, done by deploy/test.sh) must exist;
+PCC_SKIP_BROWSER=1 skips the browser part only. Every process started is stopped by pid.
+"""
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+import urllib.parse
+
+from test_e2e import CheckStyleResult, Server, query, source_params
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAGE_TEST = os.path.join(HERE, "admin_page")
+INDEX_HTML = os.path.join(HERE, "..", "..", "server", "admin", "index.html")
+CHROMIUM = os.environ.get("PCC_CHROMIUM", "/usr/bin/chromium")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class AdminPage(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="pcc-admin-page-")
+        cls.admin_token = "adm-" + secrets.token_hex(16)
+        cls.ci_token = "ci-" + secrets.token_hex(16)
+        tokens = os.path.join(cls.tmp, "tokens.json")
+        with open(tokens, "w") as f:
+            json.dump({"tokens": [
+                {"name": "ops", "token": cls.admin_token, "roles": ["read", "compile", "admin"]},
+                {"name": "ci", "token": cls.ci_token, "roles": ["read", "compile"]}]}, f)
+        cls.server = Server(cls.tmp, "--workers", "1", "--tokens", tokens)
+        src = os.path.join(cls.tmp, "src")
+        cls.keep = os.path.join(src, "keep") + "/"
+        cls.drop = os.path.join(src, "drop") + "/"
+        # "dropped.py" shares the string "…/drop" with the invalidated prefix but not "…/drop/";
+        # the odd name checks that the page shows paths as text, never as markup.
+        files = {cls.keep + "a.py": "A = 1\n", cls.keep + "b.py": "def b():\n    return 2\n",
+                 cls.keep + "<img src=x onerror=alert(1)> & \"q\".py": "Q = '<b>'\n",
+                 os.path.join(src, "dropped.py"): "D = 0\n",
+                 cls.drop + "x.py": "X = [1, 2]\n", cls.drop + "y.py": "import os\nY = os.sep\n",
+                 cls.drop + "sub/z.py": "class Z:\n    pass\n"}
+        for path, text in files.items():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            for opt in (0, 1) if path.endswith("x.py") else (0,):
+                params = source_params(path, opt, with_hash=False)
+                del params["size"]
+                status, _, body = cls.server.request(
+                    "POST", "/v1/compile?" + query(params), text.encode(), cls.auth(cls.admin_token))
+                if status != 200:
+                    cls.tearDownClass()
+                    raise AssertionError("compiling %s: %d %r" % (path, status, body))
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        if code != 0:
+            raise AssertionError("pycached exited with %r on SIGTERM" % code)
+
+    @staticmethod
+    def auth(token):
+        return {"Authorization": "Bearer " + token}
+
+    def admin(self, method, path):
+        status, body = self.server.json(method, path, headers=self.auth(self.admin_token))
+        self.assertEqual(status, 200, (path, body))
+        return body
+
+    def paths_under(self, prefix):
+        """Every listed entry path under prefix, following next_cursor (bounded)."""
+        paths, cursor = [], None
+        for _ in range(1000):
+            params = {"prefix": prefix, "limit": 1000}
+            if cursor:
+                params["cursor"] = cursor
+            page = self.admin("GET", "/v1/admin/entries?" + urllib.parse.urlencode(params))
+            paths += [e["path"] for e in page["entries"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return paths
+        self.fail("more than 1000 pages of entries")
+
+    def test_page_is_served_without_a_token_and_the_api_is_not(self):
+        with open(INDEX_HTML, "rb") as f:
+            index = f.read()
+        for url in ("/admin", "/admin/"):
+            status, headers, body = self.server.request("GET", url)
+            self.assertEqual(status, 200, url)
+            self.assertTrue(headers.get("Content-Type", "").startswith("text/html"), headers)
+            self.assertEqual(body, index, "%s serves the embedded index.html" % url)
+        status, headers, body = self.server.request("GET", "/v1/admin/stats")
+        self.assertEqual((status, json.loads(body)["error"]), (401, "unauthorized"))
+        status, body = self.server.json("GET", "/v1/admin/stats", headers=self.auth(self.ci_token))
+        self.assertEqual((status, body["error"]), (403, "forbidden"))
+
+    def test_browser_filters_and_invalidates_a_prefix(self):
+        if os.environ.get("PCC_SKIP_BROWSER") == "1":
+            self.skipTest("PCC_SKIP_BROWSER=1")
+        node = shutil.which("node")
+        self.assertIsNotNone(node, "node is not installed (deploy/install-deps.sh installs nodejs)")
+        self.assertTrue(os.access(CHROMIUM, os.X_OK),
+                        "%s is missing (deploy/install-deps.sh installs chromium)" % CHROMIUM)
+        self.assertTrue(os.path.isdir(os.path.join(PAGE_TEST, "node_modules", "playwright-core")),
+                        "run `npm ci --no-audit --no-fund` in %s (deploy/test.sh does)" % PAGE_TEST)
+        keep, drop = sorted(self.paths_under(self.keep)), self.paths_under(self.drop)
+        self.assertEqual(len(keep), 3, keep)
+        self.assertEqual(len(drop), 4, drop)
+        others = sorted(set(self.paths_under("/")) - set(drop))
+        screenshot = os.path.join(self.tmp, "admin-page.png")
+        env = dict(os.environ, PCC_ADMIN_URL=self.server.url, PCC_ADMIN_TOKEN=self.admin_token,
+                   PCC_ADMIN_PREFIX=self.drop, PCC_SCREENSHOT=screenshot, PCC_CHROMIUM=CHROMIUM)
+        run = subprocess.run([node, "test_admin_page.mjs"], cwd=PAGE_TEST, env=env,
+                             capture_output=True, text=True, timeout=200)
+        sys.stderr.write(run.stdout + run.stderr)
+        self.assertEqual(run.returncode, 0, "the browser test failed:\n" + run.stdout + run.stderr)
+        with open(screenshot, "rb") as f:
+            self.assertEqual(f.read(8), PNG_SIGNATURE, "the screenshot is not a PNG")
+        keep_dir = os.environ.get("PCC_KEEP_SCREENSHOT")
+        if keep_dir:
+            shutil.copy(screenshot, keep_dir)
+        # Only the invalidated prefix is gone, and the stats agree.
+        self.assertEqual(self.paths_under(self.drop), [])
+        self.assertEqual(sorted(self.paths_under(self.keep)), keep)
+        self.assertEqual(sorted(self.paths_under("/")), others)
+        self.assertEqual(self.admin("GET", "/v1/admin/stats")["total"]["entries"], len(others))
+
+
+if __name__ == "__main__":
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=CheckStyleResult)
+    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
+    failures, errors = len(result.failures), len(result.errors)
+    # the same closing line as the Check suites, so one parser counts every suite
+    print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
+        100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
+        failures, errors))
+    sys.exit(0 if result.wasSuccessful() else 1)
