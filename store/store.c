@@ -154,6 +154,25 @@ static bool valid_args(const pcc_magic *magic, int opt, const char *path, size_t
 
 /* ---- paths ----------------------------------------------------------------------------- */
 
+/* Decodes a path record (key and value as stored) into an entry, without its blob. */
+static bool entry_from_path(const MDB_val *key, const MDB_val *value, pcc_store_entry *entry)
+{
+  const uint8_t *k = key->mv_data, *v = value->mv_data;
+  if (key->mv_size < PCC_MAGIC_LEN + 2 || value->mv_size <= PATH_VALUE_FIXED)
+    return false;
+  memset(entry, 0, sizeof *entry);
+  memcpy(entry->magic.bytes, k, PCC_MAGIC_LEN);
+  entry->opt = k[PCC_MAGIC_LEN];
+  memcpy(&entry->record.mtime, v, 8);
+  memcpy(&entry->record.size, v + 8, 8);
+  memcpy(&entry->record.hash, v + 16, 4);
+  memcpy(entry->record.digest.bytes, v + 20, PCC_DIGEST_LEN);
+  entry->path = (const char *)v + PATH_VALUE_FIXED;
+  entry->path_len = value->mv_size - PATH_VALUE_FIXED;
+  return true;
+}
+
+
 pcc_store_status pcc_store_get_path(pcc_store *store, const pcc_magic *magic, int opt,
                                     const char *path, size_t path_len, pcc_path_record *out)
 {
@@ -166,17 +185,13 @@ pcc_store_status pcc_store_get_path(pcc_store *store, const pcc_magic *magic, in
   if (mdb_rc != MDB_SUCCESS)
     return from_mdb(mdb_rc);
   pcc_store_status rc = from_mdb(mdb_get(txn, store->paths, &key, &value));
+  pcc_store_entry entry;
   if (rc == PCC_STORE_OK) {
-    const uint8_t *v = value.mv_data;
-    if (value.mv_size != PATH_VALUE_FIXED + path_len ||
-        memcmp(v + PATH_VALUE_FIXED, path, path_len) != 0) {
+    if (entry_from_path(&key, &value, &entry) && entry.path_len == path_len &&
+        memcmp(entry.path, path, path_len) == 0)
+      *out = entry.record;
+    else
       rc = PCC_STORE_NOTFOUND; /* another path behind the same long-path key */
-    } else {
-      memcpy(&out->mtime, v, 8);
-      memcpy(&out->size, v + 8, 8);
-      memcpy(&out->hash, v + 16, 4);
-      memcpy(out->digest.bytes, v + 20, PCC_DIGEST_LEN);
-    }
   }
   mdb_txn_abort(txn);
   return rc;
@@ -346,24 +361,6 @@ pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out)
 
 #define DELETE_BATCH 4096 /* path entries deleted per write transaction */
 #define MAGICS_MAX 64
-
-/* Decodes a path record (key and value as stored) into an entry, without its blob. */
-static bool entry_from_path(const MDB_val *key, const MDB_val *value, pcc_store_entry *entry)
-{
-  const uint8_t *k = key->mv_data, *v = value->mv_data;
-  if (key->mv_size < PCC_MAGIC_LEN + 2 || value->mv_size <= PATH_VALUE_FIXED)
-    return false;
-  memset(entry, 0, sizeof *entry);
-  memcpy(entry->magic.bytes, k, PCC_MAGIC_LEN);
-  entry->opt = k[PCC_MAGIC_LEN];
-  memcpy(&entry->record.mtime, v, 8);
-  memcpy(&entry->record.size, v + 8, 8);
-  memcpy(&entry->record.hash, v + 16, 4);
-  memcpy(entry->record.digest.bytes, v + 20, PCC_DIGEST_LEN);
-  entry->path = (const char *)v + PATH_VALUE_FIXED;
-  entry->path_len = value->mv_size - PATH_VALUE_FIXED;
-  return true;
-}
 
 /* Fills the blob fields of an entry from its blob's header (not checksummed: listings only). */
 static void entry_add_blob(pcc_store *store, MDB_txn *txn, pcc_store_entry *entry)

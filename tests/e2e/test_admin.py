@@ -19,7 +19,7 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import MAGIC, PYCACHECTL, PYTHON, Server, java_hash  # noqa: E402
+from test_e2e import MAGIC, PYCACHECTL, PYTHON, Server, java_hash, run_tests  # noqa: E402
 
 PYPY = "/usr/bin/pypy3"
 PYPY_MAGIC = "50010d0a"
@@ -349,10 +349,4 @@ class MagicLifecycle(AdminCase):
 
 
 if __name__ == "__main__":
-    runner = unittest.TextTestRunner(verbosity=2)
-    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
-    failures, errors = len(result.failures), len(result.errors)
-    print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
-        100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
-        failures, errors))
-    sys.exit(0 if result.wasSuccessful() else 1)
+    sys.exit(run_tests(__name__))

@@ -16,7 +16,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import MAGIC, PYCACHECTL, PYTHON, Server  # noqa: E402  (shared harness)
+from test_e2e import MAGIC, PYCACHECTL, PYTHON, Server, run_tests  # noqa: E402  (shared harness)
 
 # The server wants tokens of 16 to 512 printable characters.
 TOKENS = {
@@ -390,16 +390,5 @@ class Hook(AdminCase):
         self.assertIn("no token", run.stderr)
 
 
-class CheckStyleResult(unittest.TextTestResult):
-    pass
-
-
 if __name__ == "__main__":
-    runner = unittest.TextTestRunner(verbosity=2, resultclass=CheckStyleResult)
-    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
-    failures, errors = len(result.failures), len(result.errors)
-    # the same closing line as the Check suites, so one parser counts every suite
-    print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
-        100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
-        failures, errors))
-    sys.exit(0 if result.wasSuccessful() else 1)
+    sys.exit(run_tests(__name__))

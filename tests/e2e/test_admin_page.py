@@ -17,7 +17,7 @@ import tempfile
 import unittest
 import urllib.parse
 
-from test_e2e import CheckStyleResult, Server, query, source_params
+from test_e2e import Server, query, source_params, run_tests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAGE_TEST = os.path.join(HERE, "admin_page")
@@ -137,11 +137,4 @@ class AdminPage(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    runner = unittest.TextTestRunner(verbosity=2, resultclass=CheckStyleResult)
-    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
-    failures, errors = len(result.failures), len(result.errors)
-    # the same closing line as the Check suites, so one parser counts every suite
-    print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
-        100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
-        failures, errors))
-    sys.exit(0 if result.wasSuccessful() else 1)
+    sys.exit(run_tests(__name__))

@@ -587,16 +587,17 @@ class Lifecycle(unittest.TestCase):
         self.assertIn("--compile-timeout", run.stdout)
 
 
-class CheckStyleResult(unittest.TextTestResult):
-    pass
-
-
-if __name__ == "__main__":
-    runner = unittest.TextTestRunner(verbosity=2, resultclass=CheckStyleResult)
-    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
+def run_tests(module_name):
+    """Runs a suite module's tests and ends with the closing line of the Check suites, so that
+    one parser (deploy/test.sh) counts every suite. Returns the exit status."""
+    runner = unittest.TextTestRunner(verbosity=2)
+    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[module_name]))
     failures, errors = len(result.failures), len(result.errors)
-    # the same closing line as the Check suites, so one parser counts every suite
     print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
         100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
         failures, errors))
-    sys.exit(0 if result.wasSuccessful() else 1)
+    return 0 if result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests(__name__))

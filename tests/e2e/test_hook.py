@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import PYCACHECTL, PYTHON, Server  # noqa: E402  (shared harness)
+from test_e2e import PYCACHECTL, PYTHON, Server, run_tests  # noqa: E402  (shared harness)
 
 HOOK_ROOT = os.environ.get("PCC_HOOK_ROOT", "build/client/hook")
 sys.path.insert(0, HOOK_ROOT)
@@ -407,10 +406,4 @@ class DamagedResponses(HookCase):
 
 
 if __name__ == "__main__":
-    runner = unittest.TextTestRunner(verbosity=2)
-    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]))
-    failures, errors = len(result.failures), len(result.errors)
-    print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
-        100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
-        failures, errors))
-    sys.exit(0 if result.wasSuccessful() else 1)
+    sys.exit(run_tests(__name__))
