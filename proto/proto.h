@@ -183,4 +183,49 @@ char *pcc_base64_encode(const uint8_t *data, size_t len);
 pcc_proto_status pcc_base64_decode(const char *text, size_t text_len, uint8_t **out,
                                    size_t *out_len);
 
+/* ---- bundles (docs/API.md, "Warm start") -----------------------------------------------------
+ * Every pyc of an import profile in one response. Binary, little-endian:
+ *   header   "PCCB" | version u8 (1) | opt u8 | 0 u16 | magic[4] | count u32
+ *   entry    path_len u32 | pyc_len u32 | mtime i64 | size u64 | hash i32 | digest[16] |
+ *            checksum u64 (XXH3-64 of the pyc) | path | pyc            (x count)
+ *   trailer  "PCCE" | XXH3-64 of every byte before the trailer (u64)
+ */
+
+#define PCC_BUNDLE_HEADER_LEN 16
+#define PCC_BUNDLE_ENTRY_FIXED 52
+#define PCC_BUNDLE_TRAILER_LEN 12
+
+typedef struct {
+  const char *path; /* not NUL-terminated */
+  size_t path_len;
+  int64_t mtime;
+  uint64_t size;
+  int32_t hash;
+  pcc_digest digest;
+  const uint8_t *pyc;
+  size_t pyc_len;
+  uint64_t checksum;
+} pcc_bundle_entry;
+
+typedef struct pcc_bundle_writer pcc_bundle_writer;
+
+/* A writer of one bundle, at most max_bytes long. Caller owns it (pcc_bundle_writer_close). */
+pcc_proto_status pcc_bundle_writer_open(const pcc_magic *magic, int opt, size_t max_bytes,
+                                        pcc_bundle_writer **out);
+/* Appends an entry (its checksum is computed here). PCC_PROTO_RANGE when it would not fit. */
+pcc_proto_status pcc_bundle_writer_add(pcc_bundle_writer *writer, const pcc_bundle_entry *entry);
+/* Finishes the bundle: *out (caller frees) and *len. The writer is spent afterwards. */
+pcc_proto_status pcc_bundle_writer_finish(pcc_bundle_writer *writer, uint8_t **out,
+                                          size_t *len);
+void pcc_bundle_writer_close(pcc_bundle_writer *writer); /* NULL is fine */
+
+/* Parses a bundle: the trailer's checksum must match (else PCC_PROTO_CHECKSUM: truncated or
+ * damaged, use none of it) and the framing hold (else PCC_PROTO_INVALID). Then calls
+ * visit(entry, ctx) for every entry whose pyc matches its checksum and whose pyc header carries
+ * the bundle's magic and the entry's mtime and size; *skipped counts the others. Pointers in
+ * entries point into data. */
+pcc_proto_status pcc_bundle_parse(const uint8_t *data, size_t len, pcc_magic *magic, int *opt,
+                                  void (*visit)(const pcc_bundle_entry *entry, void *ctx),
+                                  void *ctx, size_t *skipped);
+
 #endif /* PCC_PROTO_H */

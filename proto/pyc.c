@@ -39,25 +39,12 @@ void pcc_pyc_header_init(pcc_pyc_header *header, const pcc_magic *magic, int64_t
   header->size = (uint32_t)(size & 0xffffffffu);
 }
 
-static void put_u32le(uint8_t *out, uint32_t value)
-{
-  out[0] = (uint8_t)value;
-  out[1] = (uint8_t)(value >> 8);
-  out[2] = (uint8_t)(value >> 16);
-  out[3] = (uint8_t)(value >> 24);
-}
-
-static uint32_t get_u32le(const uint8_t *in)
-{
-  return (uint32_t)in[0] | (uint32_t)in[1] << 8 | (uint32_t)in[2] << 16 | (uint32_t)in[3] << 24;
-}
-
 void pcc_pyc_header_write(const pcc_pyc_header *header, uint8_t out[PCC_PYC_HEADER_LEN])
 {
   memcpy(out, header->magic.bytes, PCC_MAGIC_LEN);
-  put_u32le(out + 4, header->flags);
-  put_u32le(out + 8, header->mtime);
-  put_u32le(out + 12, header->size);
+  proto_put_le(out + 4, header->flags, 4);
+  proto_put_le(out + 8, header->mtime, 4);
+  proto_put_le(out + 12, header->size, 4);
 }
 
 pcc_proto_status pcc_pyc_header_parse(const uint8_t *buf, size_t len, pcc_pyc_header *out)
@@ -66,9 +53,9 @@ pcc_proto_status pcc_pyc_header_parse(const uint8_t *buf, size_t len, pcc_pyc_he
     return PCC_PROTO_HEADER;
   pcc_pyc_header header;
   memcpy(header.magic.bytes, buf, PCC_MAGIC_LEN);
-  header.flags = get_u32le(buf + 4);
-  header.mtime = get_u32le(buf + 8);
-  header.size = get_u32le(buf + 12);
+  header.flags = (uint32_t)proto_get_le(buf + 4, 4);
+  header.mtime = (uint32_t)proto_get_le(buf + 8, 4);
+  header.size = (uint32_t)proto_get_le(buf + 12, 4);
   if (!magic_well_formed(&header.magic) || header.flags != 0)
     return PCC_PROTO_HEADER;
   *out = header;

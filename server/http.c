@@ -45,14 +45,20 @@ typedef enum {
   ROUTE_ADMIN_RETIRE,
   ROUTE_ADMIN_BACKUP,
   ROUTE_ADMIN_BACKUP_DOWNLOAD,
+  ROUTE_PROFILE,
+  ROUTE_BUNDLE,
+  ROUTE_BATCH,
 } route;
+
+#define PROFILE_BODY_MAX ((size_t)4 << 20)
+#define BATCH_BODY_MAX ((size_t)1 << 20)
 
 typedef struct {
   route route;
   struct MHD_Connection *connection;
   const char *url;
   uint8_t *body;
-  size_t len, cap;
+  size_t len, cap, limit; /* limit: the most this route's body may hold */
   bool too_large;
   bool waiting;  /* suspended until job is done */
   svc_job *job;
@@ -76,6 +82,9 @@ static const struct {
   {"/v1/stats", MHD_HTTP_METHOD_GET, ROUTE_STATS, PCC_ROLE_READ},
   {"/v1/code", MHD_HTTP_METHOD_GET, ROUTE_CODE, PCC_ROLE_READ},
   {"/v1/compile", MHD_HTTP_METHOD_POST, ROUTE_COMPILE, PCC_ROLE_COMPILE},
+  {"/v1/profile", MHD_HTTP_METHOD_POST, ROUTE_PROFILE, PCC_ROLE_READ},
+  {"/v1/bundle", MHD_HTTP_METHOD_GET, ROUTE_BUNDLE, PCC_ROLE_READ},
+  {"/v1/batch", MHD_HTTP_METHOD_POST, ROUTE_BATCH, PCC_ROLE_READ},
   {"/metrics", MHD_HTTP_METHOD_GET, ROUTE_METRICS, PCC_ROLE_ADMIN},
   {"/v1/admin/stats", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_STATS, PCC_ROLE_ADMIN},
   {"/v1/admin/entries", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_ENTRIES, PCC_ROLE_ADMIN},
@@ -159,30 +168,11 @@ static bool wants_raw_pyc(struct MHD_Connection *connection)
 static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_params *params,
                                   const svc_answer *answer)
 {
-  const pcc_blob *blob = answer->blob;
-  size_t pyc_len = PCC_PYC_HEADER_LEN + blob->payload_len;
-  uint8_t *pyc = malloc(pyc_len);
+  pcc_entry_view view;
+  uint8_t *pyc = svc_entry_view(params, answer, &view);
   if (pyc == NULL)
     return MHD_NO;
-  pcc_pyc_header header;
-  pcc_pyc_header_init(&header, &params->magic, params->mtime, params->size);
-  pcc_pyc_header_write(&header, pyc);
-  memcpy(pyc + PCC_PYC_HEADER_LEN, blob->payload, blob->payload_len);
-
-  pcc_entry_view view = {
-    .magic = params->magic,
-    .opt = params->opt,
-    .path = params->path,
-    .mtime = params->mtime,
-    .size = params->size,
-    .hash = blob->hash,
-    .hash_checked = answer->hash_checked,
-    .pyc = pyc,
-    .pyc_len = pyc_len,
-    .checksum = pcc_checksum(pyc, pyc_len),
-    .digest = answer->digest,
-    .compiler = answer->compiler,
-  };
+  size_t pyc_len = view.pyc_len;
 
   struct MHD_Response *response = NULL;
   enum MHD_Result result;
@@ -225,7 +215,18 @@ static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_
                                    svc_answer *answer)
 {
   enum MHD_Result result;
-  if (answer->error == NULL && answer->json != NULL) {
+  if (answer->error == NULL && answer->raw != NULL) {
+    struct MHD_Response *response = NULL;
+    char entries[16];
+    snprintf(entries, sizeof entries, "%u", answer->raw_entries);
+    result = send_owned(connection, answer->http_status, answer->raw_type, (char *)answer->raw,
+                        answer->raw_len, &response);
+    answer->raw = NULL; /* send_owned took it */
+    if (response != NULL) {
+      MHD_add_response_header(response, "X-Pycached-Bundle-Entries", entries);
+      MHD_destroy_response(response);
+    }
+  } else if (answer->error == NULL && answer->json != NULL) {
     result = send_json(connection, answer->http_status, answer->json);
     answer->json = NULL; /* send_json took it */
   } else if (answer->error == NULL)
@@ -435,6 +436,29 @@ static enum MHD_Result handle_admin(pcc_http *http, request *req)
   return send_answer(req->connection, &req->params, &answer);
 }
 
+/* POST /v1/profile and GET /v1/bundle: magic and opt in the query, and the profile's name. */
+static enum MHD_Result handle_warm(pcc_http *http, request *req)
+{
+  enum MHD_Result result = MHD_YES;
+  svc_answer answer;
+  memset(&answer, 0, sizeof answer);
+  if (req->too_large)
+    return send_error(req->connection, 413, "too-large", "a profile body is at most 4 MiB");
+  if (!parse_params(req, PCC_PARAM_MAGIC, &result))
+    return result;
+  const char *name = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND,
+                                                 "profile");
+  if (req->route == ROUTE_PROFILE) {
+    svc_profile_record(http->service, &req->params, name, req->body, req->len, &answer);
+  } else {
+    const char *format = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND,
+                                                     "format");
+    svc_bundle(http->service, &req->params, name, format != NULL && strcmp(format, "json") == 0,
+               &answer);
+  }
+  return send_answer(req->connection, &req->params, &answer);
+}
+
 static enum MHD_Result handle(pcc_http *http, request *req)
 {
   enum MHD_Result result = MHD_YES;
@@ -463,6 +487,14 @@ static enum MHD_Result handle(pcc_http *http, request *req)
     return send_metrics(http, req->connection);
   case ROUTE_ADMIN_BACKUP_DOWNLOAD:
     return send_backup(http, req->connection);
+  case ROUTE_PROFILE:
+  case ROUTE_BUNDLE:
+    return handle_warm(http, req);
+  case ROUTE_BATCH:
+    if (req->too_large)
+      return send_error(req->connection, 413, "too-large", "a batch body is at most 1 MiB");
+    svc_batch(http->service, req->body, req->len, &answer);
+    return send_answer(req->connection, &req->params, &answer);
   default:
     return handle_admin(http, req);
   }
@@ -547,12 +579,12 @@ static bool find_route(pcc_http *http, struct MHD_Connection *connection, const 
   return false;
 }
 
-/* Appends upload data to the body, up to max_source; past it, keeps reading and discarding. */
-static void consume_upload(pcc_http *http, request *req, const char *data, size_t size)
+/* Appends upload data to the body, up to its route's limit; past it, keeps reading and discarding. */
+static void consume_upload(request *req, const char *data, size_t size)
 {
   if (req->too_large)
     return;
-  if (size > http->max_source - req->len) {
+  if (size > req->limit - req->len) {
     req->too_large = true;
     free(req->body);
     req->body = NULL;
@@ -563,8 +595,8 @@ static void consume_upload(pcc_http *http, request *req, const char *data, size_
     size_t cap = req->cap ? req->cap : 16384;
     while (cap < req->len + size)
       cap *= 2;
-    if (cap > http->max_source)
-      cap = http->max_source;
+    if (cap > req->limit)
+      cap = req->limit;
     uint8_t *grown = realloc(req->body, cap);
     if (grown == NULL) {
       req->too_large = true; /* answered as 413: nothing better to say without memory */
@@ -597,19 +629,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     req->route = r;
     req->connection = connection;
     req->url = url;
+    req->limit = r == ROUTE_COMPILE   ? http->max_source
+                 : r == ROUTE_PROFILE ? PROFILE_BODY_MAX
+                 : r == ROUTE_BATCH   ? BATCH_BODY_MAX
+                                      : 0; /* no other route takes a body */
     *req_cls = req;
     atomic_fetch_add(&http->active, 1);
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
     int64_t declared = 0;
     if (length != NULL && pcc_parse_i64(length, 0, INT64_MAX, &declared) == PCC_PROTO_OK &&
-        (uint64_t)declared > http->max_source)
+        (uint64_t)declared > req->limit)
       req->too_large = true; /* answered once the (discarded) upload is over */
     return MHD_YES;
   }
   if (*upload_data_size != 0) {
-    if (req->route == ROUTE_COMPILE)
-      consume_upload(http, req, upload_data, *upload_data_size);
+    consume_upload(req, upload_data, *upload_data_size);
     *upload_data_size = 0;
     return MHD_YES;
   }

@@ -69,10 +69,40 @@ const char *pcc_service_strerror(pcc_service_status rc)
 
 /* ---- answers --------------------------------------------------------------------------- */
 
+uint8_t *svc_entry_view(const pcc_params *params, const svc_answer *answer,
+                        pcc_entry_view *view)
+{
+  const pcc_blob *blob = answer->blob;
+  size_t pyc_len = PCC_PYC_HEADER_LEN + blob->payload_len;
+  uint8_t *pyc = malloc(pyc_len);
+  if (pyc == NULL)
+    return NULL;
+  pcc_pyc_header header;
+  pcc_pyc_header_init(&header, &params->magic, params->mtime, params->size);
+  pcc_pyc_header_write(&header, pyc);
+  memcpy(pyc + PCC_PYC_HEADER_LEN, blob->payload, blob->payload_len);
+  *view = (pcc_entry_view){
+    .magic = params->magic,
+    .opt = params->opt,
+    .path = params->path,
+    .mtime = params->mtime,
+    .size = params->size,
+    .hash = blob->hash,
+    .hash_checked = answer->hash_checked,
+    .digest = answer->digest,
+    .pyc = pyc,
+    .pyc_len = pyc_len,
+    .checksum = pcc_checksum(pyc, pyc_len),
+    .compiler = answer->compiler,
+  };
+  return pyc;
+}
+
 void svc_answer_clear(svc_answer *answer)
 {
   cJSON_Delete(answer->extra);
   cJSON_Delete(answer->json);
+  free(answer->raw);
   free(answer->blob);
   memset(answer, 0, sizeof *answer);
 }

@@ -44,12 +44,22 @@ typedef struct {
   char message[512];
   cJSON *extra;           /* owned: more fields of the error body, or NULL */
   cJSON *json;            /* owned: on success, a JSON body to send (admin answers) */
+  uint8_t *raw;           /* owned: on success, a binary body to send (bundles) ... */
+  size_t raw_len;
+  const char *raw_type;   /* ... and its content type */
+  unsigned raw_entries;   /* bundles: entries in it */
   pcc_blob *blob;         /* owned: the code on success */
   pcc_digest digest;      /* on success: digest of the source the code was compiled from */
   const char *compiler;   /* on success */
   const char *outcome;    /* on success: "hit", "stored", "compiled" or "joined" */
   bool hash_checked;
 } svc_answer;
+
+/* The entry a successful lookup or compile answers: the pyc (16-byte header for the request's
+ * mtime and size, then the code) is returned, to be freed by the caller, and view points into
+ * it, params and answer. NULL when out of memory. */
+uint8_t *svc_entry_view(const pcc_params *params, const svc_answer *answer,
+                        pcc_entry_view *view);
 
 /* Frees what an answer owns and clears it. */
 void svc_answer_clear(svc_answer *answer);
@@ -104,6 +114,20 @@ void svc_admin_purge(pcc_service *service, svc_answer *answer);
 void svc_admin_magics(pcc_service *service, svc_answer *answer);
 void svc_admin_retire(pcc_service *service, const char *magic_hex, svc_answer *answer);
 void svc_admin_backup(pcc_service *service, svc_answer *answer);
+
+/* ---- warm start (warm.c; docs/API.md "Warm start") ------------------------------------------ */
+
+/* POST /v1/profile: merges the JSON body {"paths": [...]} into profile `name`. */
+void svc_profile_record(pcc_service *service, const pcc_params *params, const char *name,
+                        const uint8_t *body, size_t len, svc_answer *answer);
+
+/* GET /v1/bundle: every valid stored pyc of profile `name`, binary (answer->raw) or, with
+ * json, as JSON (answer->json). */
+void svc_bundle(pcc_service *service, const pcc_params *params, const char *name, bool json,
+                svc_answer *answer);
+
+/* POST /v1/batch: the JSON body {"lookups": [...]} answered one by one as /v1/code would. */
+void svc_batch(pcc_service *service, const uint8_t *body, size_t len, svc_answer *answer);
 
 /* Writes a compacted copy of the store to fd (then the caller closes fd). */
 pcc_store_status svc_backup_to_fd(pcc_service *service, int fd);
