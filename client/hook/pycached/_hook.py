@@ -10,7 +10,14 @@ Extension modules and sourceless pycs keep their usual loaders.
 
 With access control on the server, the token comes from PYCACHED_TOKEN, else from the file named
 by PYCACHED_TOKEN_FILE; a refused token (401/403) is a fallback that stops the requests.
+
+Warm start: at install the hook fetches the bundle of this program's import profile
+(PYCACHED_PROFILE, derived from the command line by default) in one request, and serves a module
+from it only after validating it exactly as a lookup would (mtime, size and, in hash mode, the
+source's hash and digest); at exit it sends the server the paths it imported, which the server
+merges into the profile for the next start.
 """
+import atexit
 import _imp
 import importlib.util
 import marshal
@@ -34,6 +41,7 @@ _ENV_DEFAULTS = {
     "PYCACHED_BREAKER_SECONDS": "30",
     "PYCACHED_TOKEN": "",
     "PYCACHED_TOKEN_FILE": "",
+    "PYCACHED_PROFILE": "",
 }
 _MAX_SOURCE = 16 << 20  # the server's default --max-source
 _TOKEN_MAX = 512  # bytes of a token (libpycached's PCC_TOKEN_MAX)
@@ -43,6 +51,9 @@ _lock = threading.Lock()
 _counters = {}
 _settings = None
 _path_hook = None
+_bundle = None   # source path -> (mtime, size, hash, digest, pyc); fetched at the first import
+_no_pycache = set()  # directories seen without a __pycache__ (saves a failed open a module)
+_imported = {}   # source paths this process handled (an ordered set), for the profile
 
 
 def _count(name):
@@ -131,9 +142,29 @@ def read_settings(env=None):
         "local_prefix": env.get("PYCACHED_LOCAL_PREFIX", ""),
         "debug": env.get("PYCACHED_DEBUG", "0") not in ("", "0"),
         "breaker_seconds": _positive_int(env, "PYCACHED_BREAKER_SECONDS"),
+        "profile": env.get("PYCACHED_PROFILE", "") or default_profile(),
     }
     conf["token"], conf["token_source"] = _read_token(env)
     return conf
+
+
+def default_profile():
+    """The profile of the program this interpreter runs: its script's real path, its -m module,
+    or for -c a digest of the command."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    orig = list(getattr(sys, "orig_argv", []))
+
+    def after(flag):  # the interpreter's own -c or -m comes first in orig_argv
+        i = orig.index(flag) + 1 if flag in orig else len(orig)
+        return orig[i] if i < len(orig) else ""
+
+    if argv0 == "-m":
+        return "module:" + after("-m")[:180]
+    if argv0 == "-c":
+        return "command:" + _native.digest(after("-c").encode("utf-8", "surrogateescape"))[:16]
+    if argv0 in ("", "-"):
+        return "interactive"
+    return "script:" + os.path.realpath(argv0)[:180]
 
 
 def settings():
@@ -167,12 +198,19 @@ def _local_pyc(loader, fullname, source_path, source_mtime, source_size):
         candidates.append(prefixed)
     details = {"name": fullname, "path": source_path}
     for bytecode_path in candidates:
+        cache_dir = os.path.dirname(bytecode_path)
+        if cache_dir in _no_pycache:
+            continue
         try:
             data = loader.get_data(bytecode_path)
             flags = _bx._classify_pyc(data, fullname, details)
             if flags != 0:
                 return None  # hash-based pycs: CPython's own loader knows their rules
             _bx._validate_timestamp_pyc(data, source_mtime, source_size, fullname, details)
+        except FileNotFoundError:
+            if not os.path.isdir(cache_dir):
+                _no_pycache.add(cache_dir)
+            continue
         except (OSError, ImportError, EOFError):
             continue
         details["path"] = bytecode_path
@@ -191,6 +229,49 @@ def _write_prefix_pyc(source_path, pyc):
         pass  # a read-only or full prefix only costs the next process a request
 
 
+def _code_from_pyc(fullname, source_path, source_mtime, source_size, pyc, outcome):
+    """The code object of a verified pyc for this source, or None (a bad-code fallback)."""
+    try:
+        if (pyc[:4] != MAGIC or int.from_bytes(pyc[8:12], "little") != source_mtime & 0xFFFFFFFF
+                or int.from_bytes(pyc[12:16], "little") != source_size & 0xFFFFFFFF):
+            raise ValueError("the pyc header does not describe this source")
+        code = marshal.loads(memoryview(pyc)[16:])
+        if not isinstance(code, type(_code_from_pyc.__code__)):
+            raise TypeError("the pyc does not hold a code object")
+    except Exception as exc:  # any surprise in served bytes means: compile locally
+        _count("fallback:bad-code")
+        _debug("bad-code", fullname, source_path, str(exc))
+        return None
+    _imp._fix_co_filename(code, source_path)
+    _debug(outcome, fullname, source_path)
+    _write_prefix_pyc(source_path, pyc)
+    return code
+
+
+def _bundled_code(fullname, source_path, source_mtime, source_size):
+    """A code object from the profile's bundle, validated as a lookup would be, or None."""
+    if _bundle is None:
+        _load_bundle(_settings)
+    entry = _bundle.get(source_path)
+    if entry is None:
+        return None
+    mtime, size, hash_, digest, pyc = entry
+    fresh = mtime == source_mtime and size == source_size
+    if fresh and _settings["validation"] == "hash":
+        try:
+            fresh = _native.source_ids(source_path) == (hash_, digest)
+        except OSError:
+            fresh = False
+    if not fresh:  # the source changed since the bundle was made: ask for this one alone
+        _count("bundle_stale")
+        _debug("bundle-stale", fullname, source_path)
+        return None
+    code = _code_from_pyc(fullname, source_path, source_mtime, source_size, pyc, "bundle")
+    if code is not None:
+        _count("bundle_hits")
+    return code
+
+
 def _served_code(fullname, source_path, source_mtime, source_size):
     """A code object from the server, or None (counted as a fallback with its reason)."""
     outcome, pyc, detail = _native.fetch(source_path, sys.flags.optimize)
@@ -198,21 +279,9 @@ def _served_code(fullname, source_path, source_mtime, source_size):
         _count("fallback:" + outcome)
         _debug(outcome, fullname, source_path, detail)
         return None
-    try:
-        if (pyc[:4] != MAGIC or int.from_bytes(pyc[8:12], "little") != source_mtime & 0xFFFFFFFF
-                or int.from_bytes(pyc[12:16], "little") != source_size & 0xFFFFFFFF):
-            raise ValueError("the pyc header does not describe this source")
-        code = marshal.loads(memoryview(pyc)[16:])
-        if not isinstance(code, type(_served_code.__code__)):
-            raise TypeError("the pyc does not hold a code object")
-    except Exception as exc:  # any surprise in served bytes means: compile locally
-        _count("fallback:bad-code")
-        _debug("bad-code", fullname, source_path, str(exc))
-        return None
-    _imp._fix_co_filename(code, source_path)
-    _count("hits" if outcome == "hit" else "compiles_asked")
-    _debug(outcome, fullname, source_path)
-    _write_prefix_pyc(source_path, pyc)
+    code = _code_from_pyc(fullname, source_path, source_mtime, source_size, pyc, outcome)
+    if code is not None:
+        _count("hits" if outcome == "hit" else "compiles_asked")
     return code
 
 
@@ -231,10 +300,13 @@ class PycachedLoader(machinery.SourceFileLoader):
             _count("local_pyc")
             return code
         if os.path.isabs(source_path):
-            code = _served_code(fullname, source_path, mtime, size)
+            _imported[source_path] = None
+            code = (_bundled_code(fullname, source_path, mtime, size)
+                    or _served_code(fullname, source_path, mtime, size))
             if code is not None:
                 return code
         _count("local_compile")
+        _no_pycache.discard(os.path.join(os.path.dirname(source_path), "__pycache__"))  # may now
         return super().get_code(fullname)
 
 
@@ -254,6 +326,7 @@ def install(env=None):
                       float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
     _settings = conf
     if _path_hook is None:
+        atexit.register(_save_profile)
         _path_hook = machinery.FileFinder.path_hook(
             (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
             (PycachedLoader, machinery.SOURCE_SUFFIXES),
@@ -261,6 +334,37 @@ def install(env=None):
         sys.path_hooks.insert(0, _path_hook)
         sys.path_importer_cache.clear()
     return True
+
+
+def _load_bundle(conf):
+    """Fetches the bundle of this program's profile: one request for every module it imported
+    in earlier runs."""
+    global _bundle
+    _bundle = {}
+    if conf["profile"] == "off":
+        return
+    entries, reason, skipped = _native.fetch_bundle(conf["profile"], sys.flags.optimize)
+    if entries is None:
+        _count("fallback:bundle-" + reason)  # bundle-not-found on a program's first run
+        _debug("bundle-" + reason, conf["profile"], "-", str(skipped))
+        return
+    _bundle = entries
+    with _lock:
+        _counters["bundle_entries"] = len(entries)
+        _counters["bundle_skipped"] = skipped
+
+
+def _save_profile():
+    """At exit: tells the server which sources this run imported, unless the bundle had them
+    all already (then the profile would not change)."""
+    if not _settings or _settings["profile"] == "off" or not _imported:
+        return
+    if all(path in (_bundle or {}) for path in _imported):
+        return
+    try:
+        _native.post_profile(_settings["profile"], sys.flags.optimize, list(_imported))
+    except Exception:  # at exit, nothing is worth an error
+        pass
 
 
 def uninstall():

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "pycached.h"
 
 /* The one client of this process, its settings, and the breaker. Guarded by lock; never held
@@ -329,7 +331,187 @@ static PyObject *native_digest(PyObject *self, PyObject *arg)
   return PyUnicode_FromString(hex);
 }
 
+/* ---- warm start: bundles and profiles ----------------------------------------------------- */
+
+/* GET or POST one warm-start request without the GIL; the body (caller frees) on success. */
+static pcc_client_status warm_request(const char *method, const char *endpoint,
+                                      const char *profile, int opt, const char *body,
+                                      size_t body_len, char **out, size_t *out_len,
+                                      long *status, char *detail, size_t detail_len)
+{
+  pcc_client_status rc;
+  pthread_mutex_lock(&state.lock);
+  if (!state.configured) {
+    rc = PCC_CLIENT_INVALID;
+  } else if (now_seconds() < state.breaker_until) {
+    rc = PCC_CLIENT_CONNECT;
+    snprintf(detail, detail_len, "breaker-open");
+  } else if ((rc = ensure_client()) == PCC_CLIENT_OK) {
+    char magic[2 * PCC_MAGIC_LEN + 1], url[512];
+    char *name = curl_easy_escape(NULL, profile, 0);
+    pcc_magic_to_hex(&state.magic, magic);
+    int n = name ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d&profile=%s", endpoint, magic,
+                            opt, name)
+                 : -1;
+    curl_free(name);
+    if (n < 0 || (size_t)n >= sizeof url) {
+      rc = PCC_CLIENT_INVALID;
+    } else {
+      pcc_client_set_timeout(state.client, state.compile_timeout_ms); /* a bundle is big */
+      rc = pcc_client_request(state.client, method, url, body, body_len, out, out_len, status);
+      pcc_client_set_timeout(state.client, state.timeout_ms);
+      const pcc_client_error *err = pcc_client_last_error(state.client);
+      if (rc != PCC_CLIENT_OK)
+        snprintf(detail, detail_len, "%s%s%s", pcc_client_strerror(rc),
+                 err && err->message ? ": " : "", err && err->message ? err->message : "");
+      if (rc != PCC_CLIENT_OK && *status != 404) /* no profile yet is no reason to stop */
+        trip_breaker(rc);
+    }
+  }
+  pthread_mutex_unlock(&state.lock);
+  return rc;
+}
+
+typedef struct {
+  PyObject *dict;
+  bool failed;
+} bundle_visit;
+
+static void add_bundle_entry(const pcc_bundle_entry *entry, void *ctx)
+{
+  bundle_visit *visit = ctx;
+  if (visit->failed)
+    return;
+  char digest[PCC_DIGEST_HEX_LEN + 1];
+  pcc_digest_to_hex(&entry->digest, digest);
+  PyObject *path = PyUnicode_DecodeFSDefaultAndSize(entry->path, (Py_ssize_t)entry->path_len);
+  PyObject *value = Py_BuildValue("(LKisy#)", (long long)entry->mtime,
+                                  (unsigned long long)entry->size, (int)entry->hash, digest,
+                                  (const char *)entry->pyc, (Py_ssize_t)entry->pyc_len);
+  if (path == NULL || value == NULL || PyDict_SetItem(visit->dict, path, value) != 0)
+    visit->failed = true;
+  Py_XDECREF(path);
+  Py_XDECREF(value);
+}
+
+PyDoc_STRVAR(fetch_bundle_doc,
+"fetch_bundle(profile, opt) -> (entries, reason, skipped)\n"
+"Asks the server for the bundle of an import profile. entries maps each source path to\n"
+"(mtime, size, hash, digest, pyc) for every entry whose checksum and pyc header are right\n"
+"(skipped counts the others), or is None with reason saying why (the profile is unknown,\n"
+"the bundle is damaged or truncated, the server is down).");
+
+static PyObject *native_fetch_bundle(PyObject *self, PyObject *args)
+{
+  (void)self;
+  const char *profile;
+  int opt;
+  if (!PyArg_ParseTuple(args, "si", &profile, &opt))
+    return NULL;
+  char *body = NULL, detail[256] = "";
+  size_t len = 0;
+  long status = 0;
+  pcc_client_status rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = warm_request("GET", "/v1/bundle", profile, opt, NULL, 0, &body, &len, &status, detail,
+                    sizeof detail);
+  Py_END_ALLOW_THREADS
+  if (rc != PCC_CLIENT_OK) {
+    free(body);
+    const char *reason = status == 404                          ? "no-profile"
+                         : strcmp(detail, "breaker-open") == 0 ? "breaker-open"
+                                                                : reason_of(rc);
+    return Py_BuildValue("(Oss)", Py_None, reason, detail);
+  }
+  pcc_magic magic;
+  int bundle_opt = -1;
+  size_t skipped = 0;
+  bundle_visit visit = {PyDict_New(), false};
+  pcc_proto_status prc = visit.dict ? pcc_bundle_parse((const uint8_t *)body, len, &magic,
+                                                       &bundle_opt, add_bundle_entry, &visit,
+                                                       &skipped)
+                                    : PCC_PROTO_NOMEM;
+  free(body);
+  if (visit.failed) {
+    Py_XDECREF(visit.dict);
+    return NULL;
+  }
+  if (prc != PCC_PROTO_OK || !pcc_magic_equal(&magic, &state.magic) || bundle_opt != opt) {
+    Py_XDECREF(visit.dict);
+    return Py_BuildValue("(Osn)", Py_None, "bad-bundle", (Py_ssize_t)skipped);
+  }
+  return Py_BuildValue("(Nsn)", visit.dict, "ok", (Py_ssize_t)skipped);
+}
+
+PyDoc_STRVAR(post_profile_doc,
+"post_profile(profile, opt, paths) -> outcome\n"
+"Sends the source paths this process imported to the server's profile (merged over runs).");
+
+static PyObject *native_post_profile(PyObject *self, PyObject *args)
+{
+  (void)self;
+  const char *profile;
+  int opt;
+  PyObject *paths;
+  if (!PyArg_ParseTuple(args, "siO!", &profile, &opt, &PyList_Type, &paths))
+    return NULL;
+  cJSON *doc = cJSON_CreateObject();
+  cJSON *list = doc ? cJSON_AddArrayToObject(doc, "paths") : NULL;
+  for (Py_ssize_t i = 0; list != NULL && i < PyList_GET_SIZE(paths); i++) {
+    const char *path = PyUnicode_AsUTF8(PyList_GET_ITEM(paths, i));
+    if (path == NULL) {
+      cJSON_Delete(doc);
+      return NULL;
+    }
+    cJSON_AddItemToArray(list, cJSON_CreateString(path));
+  }
+  char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+  cJSON_Delete(doc);
+  if (text == NULL)
+    return PyErr_NoMemory();
+  char *body = NULL, detail[256] = "";
+  size_t len = 0;
+  long status = 0;
+  pcc_client_status rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = warm_request("POST", "/v1/profile", profile, opt, text, strlen(text), &body, &len,
+                    &status, detail, sizeof detail);
+  Py_END_ALLOW_THREADS
+  free(text);
+  free(body);
+  return PyUnicode_FromString(reason_of(rc));
+}
+
+PyDoc_STRVAR(source_ids_doc,
+"source_ids(path) -> (hash, digest)\n"
+"Reads a source and returns its Java hash and XXH3-128 digest (hex), as a lookup sends them.");
+
+static PyObject *native_source_ids(PyObject *self, PyObject *arg)
+{
+  (void)self;
+  PyObject *path_obj;
+  if (!PyUnicode_FSConverter(arg, &path_obj))
+    return NULL;
+  pcc_source *source = NULL;
+  pcc_client_status rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = pcc_source_load(PyBytes_AS_STRING(path_obj), state.max_source ? state.max_source : 0,
+                       true, &source);
+  Py_END_ALLOW_THREADS
+  Py_DECREF(path_obj);
+  if (rc != PCC_CLIENT_OK)
+    return PyErr_Format(PyExc_OSError, "cannot read the source: %s", pcc_client_strerror(rc));
+  char digest[PCC_DIGEST_HEX_LEN + 1];
+  pcc_digest_to_hex(&source->digest, digest);
+  PyObject *result = Py_BuildValue("(is)", (int)source->hash, digest);
+  pcc_source_free(source);
+  return result;
+}
+
 static PyMethodDef native_methods[] = {
+  {"fetch_bundle", native_fetch_bundle, METH_VARARGS, fetch_bundle_doc},
+  {"post_profile", native_post_profile, METH_VARARGS, post_profile_doc},
+  {"source_ids", native_source_ids, METH_O, source_ids_doc},
   {"configure", (PyCFunction)(void (*)(void))native_configure, METH_VARARGS | METH_KEYWORDS,
    configure_doc},
   {"fetch", native_fetch, METH_VARARGS, fetch_doc},
