@@ -322,7 +322,9 @@ class Hook(AdminCase):
         })
 
     def hook_run(self, code, env=None, ctl_args=()):
-        run_env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+        # profiles off: these tests follow the token through per-module requests
+        run_env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
+                   "PYCACHED_PROFILE": "off"}
         run_env.update({k: v for k, v in os.environ.items() if k.startswith(SANITIZER_ENV)})
         run_env.update(env or {})
         return subprocess.run([PYCACHECTL, "--server", self.server.url, *ctl_args, "exec", "--",

@@ -69,8 +69,10 @@ class HookCase(unittest.TestCase):
         return server
 
     def hook_run(self, url, code, *python_args, env=None, cwd=None, timeout=120, stdin=None):
-        """Runs /usr/bin/python3 with the hook active through `pycachectl exec`."""
-        run_env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+        """Runs /usr/bin/python3 with the hook active through `pycachectl exec`. Profiles and
+        bundles are off unless env turns them on: these suites test the per-module path."""
+        run_env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
+                   "PYCACHED_PROFILE": "off"}
         run_env.update({k: v for k, v in os.environ.items()
                         if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))})
         run_env.update(env or {})
@@ -327,6 +329,20 @@ class FaultProxy(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), FaultHandler)
 
 
+def damage_bundle(bundle, mode):
+    """bundle-truncate: cut in half; bundle-flip: one byte of the last entry changed (the
+    whole-bundle checksum then fails); bundle-flip-entry: the same with the trailer recomputed,
+    so only that entry's own checksum can tell."""
+    if mode == "bundle-truncate":
+        return bytes(bundle[: len(bundle) // 2])
+    if mode in ("bundle-flip", "bundle-flip-entry"):
+        bundle[-13] ^= 0x01  # the last byte of the last entry's pyc, before the trailer
+        if mode == "bundle-flip-entry":
+            body = bytes(bundle[:-12])
+            bundle[-8:] = int(_native.checksum(body), 16).to_bytes(8, "little")
+    return bytes(bundle)
+
+
 class FaultHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -355,6 +371,8 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
         if mode == "unsupported":
             status, headers = 422, [("Content-Type", "application/json")]
             data = b'{"error":"unsupported-magic","message":"injected","magics":["50010d0a"]}'
+        elif status == 200 and resp.getheader("Content-Type") == "application/x-pycached-bundle":
+            data = damage_bundle(bytearray(data), mode)
         elif status == 200 and resp.getheader("Content-Type") == "application/x-python-pyc":
             pyc = bytearray(data)
             if mode == "flip":

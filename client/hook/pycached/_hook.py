@@ -344,8 +344,8 @@ def _load_bundle(conf):
     if conf["profile"] == "off":
         return
     entries, reason, skipped = _native.fetch_bundle(conf["profile"], sys.flags.optimize)
-    if entries is None:
-        _count("fallback:bundle-" + reason)  # bundle-not-found on a program's first run
+    if entries is None:  # no profile yet (a program's first run) is no fallback
+        _count("bundle_missing" if reason == "no-profile" else "fallback:bundle-" + reason)
         _debug("bundle-" + reason, conf["profile"], "-", str(skipped))
         return
     _bundle = entries

@@ -1,0 +1,147 @@
+"""End-to-end tests of the fleet-wide warm start: import profiles recorded by the hook, bundles
+that serve a whole program in one response, damaged bundles, and batched lookups. Real server,
+real /usr/bin/python3 processes through `pycachectl exec`.
+
+Run by meson (`meson test warm-start`) with PCC_PYCACHED, PCC_PYCACHECTL, PCC_HOOK_ROOT and
+PCC_REFERENCE_PYTHON in the environment.
+"""
+import json
+import os
+import sys
+import threading
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_e2e import MAGIC, run_tests  # noqa: E402
+from test_hook import FaultProxy, HookCase  # noqa: E402
+
+MODULES = 5
+
+
+class WarmStart(HookCase):
+    def package(self, value=1):
+        root = os.path.join(self.tmp, "src")
+        files = {"app/__init__.py": "from . import m0, m1, m2, m3\n"}
+        for i in range(MODULES - 1):
+            files["app/m%d.py" % i] = "VALUE = %d\n" % (value * 10 + i)
+        for name, text in files.items():
+            path = os.path.join(root, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        return root
+
+    def run_app(self, url, root, env=None):
+        # the same command every run: the default profile is derived from it
+        code = ("import sys, json; sys.path.insert(0, %r); import app, pycached; "
+                "print(json.dumps({'values': [m.VALUE for m in (app.m0, app.m1, app.m2, "
+                "app.m3)], 'stats': pycached.stats()}))" % root)
+        run = self.hook_run(url, code, env=dict({"PYCACHED_PROFILE": ""}, **(env or {})))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        return json.loads(run.stdout)
+
+    def test_a_profile_is_served_as_one_bundle_to_the_next_process(self):
+        server = self.start_server()
+        root = self.package()
+        first = self.run_app(server.url, root)
+        self.assertEqual(first["stats"]["compiles_asked"], MODULES)
+        self.assertEqual(first["stats"]["fallbacks"], {})
+        self.assertEqual(first["stats"]["bundle_missing"], 1)
+        before = server.stats()["requests"]
+        second = self.run_app(server.url, root)
+        self.assertEqual(second["values"], first["values"])
+        stats = second["stats"]
+        self.assertEqual((stats["bundle_entries"], stats["bundle_hits"]), (MODULES, MODULES))
+        self.assertEqual((stats["hits"], stats["compiles_asked"], stats["local_compile"]),
+                         (0, 0, 0))
+        # one round trip for the whole program (+1 for the stats call of this test); the
+        # profile was not sent again since the bundle held every module
+        self.assertEqual(server.stats()["requests"] - before, 1 + 1)
+
+    def test_an_edited_source_in_a_bundle_is_recompiled(self):
+        server = self.start_server()
+        root = self.package()
+        self.run_app(server.url, root)
+        self.assertEqual(self.run_app(server.url, root)["stats"]["bundle_hits"], MODULES)
+        m1 = os.path.join(root, "app", "m1.py")
+        st = os.stat(m1)
+        with open(m1, "w") as f:  # same size, same mtime: only the hash can tell
+            f.write("VALUE = 99\n")
+        os.utime(m1, ns=(st.st_atime_ns, st.st_mtime_ns))
+        third = self.run_app(server.url, root)
+        self.assertEqual(third["values"][1], 99, "the new code runs, never the bundled one")
+        self.assertEqual((third["stats"]["bundle_stale"], third["stats"]["bundle_hits"],
+                          third["stats"]["compiles_asked"]), (1, MODULES - 1, 1))
+        fourth = self.run_app(server.url, root)  # the bundle now carries the new code
+        self.assertEqual((fourth["values"][1], fourth["stats"]["bundle_hits"]), (99, MODULES))
+
+    def test_damaged_bundles_fall_back_without_error(self):
+        server = self.start_server()
+        root = self.package()
+        self.run_app(server.url, root)
+        cases = {"bundle-truncate": ("bad-bundle", 0), "bundle-flip": ("bad-bundle", 0),
+                 "bundle-flip-entry": (None, 1)}
+        for mode, (reason, skipped) in cases.items():
+            proxy = FaultProxy(server.port, mode)
+            thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+            thread.start()
+            try:
+                out = self.run_app("http://127.0.0.1:%d" % proxy.server_address[1], root)
+            finally:
+                proxy.shutdown()
+                proxy.server_close()
+                thread.join(10)
+            stats = out["stats"]
+            self.assertEqual(out["values"], [10, 11, 12, 13], mode)
+            self.assertEqual(stats["local_compile"], 0, mode)
+            if reason:  # the whole bundle refused: every module asked for on its own
+                self.assertEqual(stats["fallbacks"], {"bundle-" + reason: 1}, mode)
+                self.assertEqual(stats["hits"], MODULES, mode)
+            else:  # one entry refused: that module alone asked for
+                self.assertEqual((stats["bundle_skipped"], stats["bundle_hits"], stats["hits"]),
+                                 (skipped, MODULES - 1, 1), mode)
+
+    def test_profile_off_and_bad_profiles(self):
+        server = self.start_server()
+        root = self.package()
+        self.run_app(server.url, root, env={"PYCACHED_PROFILE": "off"})
+        out = self.run_app(server.url, root, env={"PYCACHED_PROFILE": "off"})
+        self.assertNotIn("bundle_entries", out["stats"])
+        self.assertEqual(out["stats"]["hits"], MODULES)
+        query = urllib.parse.urlencode({"magic": MAGIC, "profile": "p" * 201})
+        status, _, body = server.request("POST", "/v1/profile?" + query, b'{"paths": []}')
+        self.assertEqual((status, json.loads(body)["param"]), (400, "profile"))
+        query = urllib.parse.urlencode({"magic": MAGIC, "profile": "x"})
+        status, _, body = server.request("POST", "/v1/profile?" + query, b'{"paths": ["rel"]}')
+        self.assertEqual((status, json.loads(body)["param"]), (400, "paths"))
+        status, _, body = server.request("POST", "/v1/profile?" + query,
+                                         b"[" + b"0," * (3 << 20) + b"0]")
+        self.assertEqual((status, json.loads(body)["error"]), (413, "too-large"))
+        status, _, body = server.request("GET", "/v1/bundle?" + urllib.parse.urlencode(
+            {"magic": MAGIC, "profile": "never-recorded"}))
+        self.assertEqual((status, json.loads(body)["error"]), (404, "not-found"))
+
+    def test_batch_lookups(self):
+        server = self.start_server()
+        root = self.package()
+        self.run_app(server.url, root)
+        m0 = os.path.join(root, "app", "m0.py")
+        st = os.stat(m0)
+        body = json.dumps({"lookups": [
+            {"magic": MAGIC, "path": m0, "mtime": int(st.st_mtime), "size": st.st_size},
+            {"magic": MAGIC, "path": "/no/such.py", "mtime": 1, "size": 1},
+            {"magic": MAGIC, "path": m0, "mtime": 1.5, "size": st.st_size},
+        ]}).encode()
+        status, _, data = server.request("POST", "/v1/batch", body)
+        results = json.loads(data)["results"]
+        self.assertEqual(status, 200)
+        self.assertEqual(results[0]["path"], m0)
+        self.assertEqual((results[1]["error"], results[1]["reason"]), ("miss", "absent"))
+        self.assertEqual((results[2]["error"], results[2]["param"]), ("bad-parameter", "mtime"))
+        status, _, data = server.request("POST", "/v1/batch", json.dumps(
+            {"lookups": [{}] * 1001}).encode())
+        self.assertEqual((status, json.loads(data)["param"]), (400, "lookups"))
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests(__name__))
