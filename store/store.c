@@ -10,6 +10,9 @@
  *   blobs value: checksum u64 (XXH3-64 of every byte after it) | version u8 | kind u8 |
  *                compiler_len u8 | 0 u8 | hash i32 | size u64 | created i64 |
  *                compile_us u32 | 0 u32 | compiler | payload
+ *
+ *   profiles key:   magic[4] opt[1] name
+ *   profiles value: count u32 | (length u16 | path) x count
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -31,6 +34,7 @@ struct pcc_store {
   MDB_env *env;
   MDB_dbi paths;
   MDB_dbi blobs;
+  MDB_dbi profiles; /* magic[4] opt[1] name -> u32 count, then (u16 length, path) each */
 };
 
 const char *pcc_store_strerror(pcc_store_status rc)
@@ -97,6 +101,8 @@ pcc_store_status pcc_store_open(const char *dir, uint64_t map_size, pcc_store **
     mdb_rc = mdb_dbi_open(txn, "paths", MDB_CREATE, &store->paths);
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = mdb_dbi_open(txn, "blobs", MDB_CREATE, &store->blobs);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_dbi_open(txn, "profiles", MDB_CREATE, &store->profiles);
   if (mdb_rc == MDB_SUCCESS) {
     mdb_rc = mdb_txn_commit(txn);
     txn = NULL;
@@ -728,4 +734,135 @@ pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd)
   if (store == NULL || fd < 0)
     return PCC_STORE_INVALID;
   return from_mdb(mdb_env_copyfd2(store->env, fd, MDB_CP_COMPACT));
+}
+
+/* ---- profiles ---------------------------------------------------------------------------- */
+
+static size_t profile_key(uint8_t *key, const pcc_magic *magic, int opt, const char *name,
+                          size_t name_len)
+{
+  memcpy(key, magic->bytes, PCC_MAGIC_LEN);
+  key[PCC_MAGIC_LEN] = (uint8_t)opt;
+  memcpy(key + PCC_MAGIC_LEN + 1, name, name_len);
+  return PCC_MAGIC_LEN + 1 + name_len;
+}
+
+/* Walks a stored profile value; calls visit for each path. False when it is malformed. */
+static bool profile_walk(const MDB_val *value,
+                         void (*visit)(const char *path, size_t len, void *ctx), void *ctx)
+{
+  const uint8_t *v = value->mv_data, *end = v + value->mv_size;
+  uint32_t count;
+  if (value->mv_size < 4)
+    return false;
+  memcpy(&count, v, 4);
+  v += 4;
+  for (uint32_t i = 0; i < count; i++) {
+    uint16_t len;
+    if (end - v < 2)
+      return false;
+    memcpy(&len, v, 2);
+    if (end - v - 2 < len)
+      return false;
+    visit((const char *)v + 2, len, ctx);
+    v += 2 + len;
+  }
+  return true;
+}
+
+typedef struct {
+  const char **paths; /* borrowed: into the old value or the caller's array */
+  uint16_t *lens;
+  size_t n, cap;
+} path_list;
+
+static void list_add(const char *path, size_t len, void *ctx)
+{
+  path_list *list = ctx;
+  for (size_t i = 0; i < list->n; i++) /* a profile holds each path once */
+    if (list->lens[i] == len && memcmp(list->paths[i], path, len) == 0)
+      return;
+  if (list->n < list->cap) {
+    list->paths[list->n] = path;
+    list->lens[list->n++] = (uint16_t)len;
+  }
+}
+
+pcc_store_status pcc_store_profile_merge(pcc_store *store, const pcc_magic *magic, int opt,
+                                         const char *name, const char *const *paths, size_t n,
+                                         size_t *total)
+{
+  size_t name_len = name ? strlen(name) : 0;
+  if (store == NULL || magic == NULL || opt < 0 || opt > PCC_OPT_MAX || name_len == 0 ||
+      name_len > PCC_PROFILE_NAME_MAX || (paths == NULL && n > 0) || total == NULL)
+    return PCC_STORE_INVALID;
+  for (size_t i = 0; i < n; i++)
+    if (paths[i] == NULL || paths[i][0] != '/' || strlen(paths[i]) > PCC_PATH_MAX)
+      return PCC_STORE_INVALID;
+  uint8_t key_bytes[PCC_MAGIC_LEN + 1 + PCC_PROFILE_NAME_MAX];
+  MDB_val key = {profile_key(key_bytes, magic, opt, name, name_len), key_bytes}, old;
+  size_t cap = PCC_PROFILE_PATHS_MAX + n;
+  path_list list = {calloc(cap, sizeof(char *)), calloc(cap, sizeof(uint16_t)), 0, cap};
+  MDB_txn *txn = NULL;
+  int mdb_rc = list.paths && list.lens ? txn_begin(store, 0, &txn) : ENOMEM;
+  if (mdb_rc == MDB_SUCCESS) {
+    mdb_rc = mdb_get(txn, store->profiles, &key, &old);
+    if (mdb_rc == MDB_SUCCESS && !profile_walk(&old, list_add, &list))
+      list.n = 0; /* a damaged profile is replaced */
+    if (mdb_rc == MDB_NOTFOUND)
+      mdb_rc = MDB_SUCCESS;
+  }
+  for (size_t i = 0; i < n && mdb_rc == MDB_SUCCESS; i++)
+    list_add(paths[i], strlen(paths[i]), &list);
+  size_t first = list.n > PCC_PROFILE_PATHS_MAX ? list.n - PCC_PROFILE_PATHS_MAX : 0;
+  size_t bytes = 4;
+  for (size_t i = first; i < list.n; i++)
+    bytes += 2 + list.lens[i];
+  uint8_t *value = mdb_rc == MDB_SUCCESS ? malloc(bytes) : NULL;
+  if (mdb_rc == MDB_SUCCESS && value == NULL)
+    mdb_rc = ENOMEM;
+  if (mdb_rc == MDB_SUCCESS) {
+    uint32_t count = (uint32_t)(list.n - first);
+    uint8_t *w = value + 4;
+    memcpy(value, &count, 4);
+    for (size_t i = first; i < list.n; i++) {
+      memcpy(w, &list.lens[i], 2);
+      memcpy(w + 2, list.paths[i], list.lens[i]);
+      w += 2 + list.lens[i];
+    }
+    MDB_val fresh = {bytes, value};
+    mdb_rc = mdb_put(txn, store->profiles, &key, &fresh, 0); /* copies: old may go now */
+    *total = count;
+  }
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
+  free(value);
+  free(list.paths);
+  free(list.lens);
+  return from_mdb(mdb_rc);
+}
+
+pcc_store_status pcc_store_profile_read(pcc_store *store, const pcc_magic *magic, int opt,
+                                        const char *name,
+                                        void (*visit)(const char *path, size_t path_len,
+                                                      void *ctx),
+                                        void *ctx)
+{
+  size_t name_len = name ? strlen(name) : 0;
+  if (store == NULL || magic == NULL || visit == NULL || opt < 0 || opt > PCC_OPT_MAX ||
+      name_len == 0 || name_len > PCC_PROFILE_NAME_MAX)
+    return PCC_STORE_INVALID;
+  uint8_t key_bytes[PCC_MAGIC_LEN + 1 + PCC_PROFILE_NAME_MAX];
+  MDB_val key = {profile_key(key_bytes, magic, opt, name, name_len), key_bytes}, value;
+  MDB_txn *txn = NULL;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  pcc_store_status rc = from_mdb(mdb_get(txn, store->profiles, &key, &value));
+  if (rc == PCC_STORE_OK && !profile_walk(&value, visit, ctx))
+    rc = PCC_STORE_CORRUPT;
+  mdb_txn_abort(txn);
+  return rc;
 }

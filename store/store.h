@@ -153,6 +153,27 @@ pcc_store_status pcc_store_magics(pcc_store *store,
                                                 uint64_t bytes, void *ctx),
                                   void *ctx);
 
+/* ---- import profiles (docs/API.md, "Warm start") -------------------------------------------
+ * A profile is the list of source paths a program imports, kept per (magic, opt, name), merged
+ * over runs and bounded: at most PCC_PROFILE_PATHS_MAX paths (the oldest go first). */
+
+#define PCC_PROFILE_NAME_MAX 200
+#define PCC_PROFILE_PATHS_MAX 20000
+
+/* Adds paths (n of them, each NUL-terminated, absolute) to the profile, keeping the paths it
+ * already had first; *total gets the number of paths it then holds. */
+pcc_store_status pcc_store_profile_merge(pcc_store *store, const pcc_magic *magic, int opt,
+                                         const char *name, const char *const *paths, size_t n,
+                                         size_t *total);
+
+/* Calls visit(path, path_len, ctx) for each path of the profile, in order, inside one read
+ * transaction (the path is valid during the call only). PCC_STORE_NOTFOUND: no such profile. */
+pcc_store_status pcc_store_profile_read(pcc_store *store, const pcc_magic *magic, int opt,
+                                        const char *name,
+                                        void (*visit)(const char *path, size_t path_len,
+                                                      void *ctx),
+                                        void *ctx);
+
 /* A compacted copy of the environment (mdb_env_copy2 / mdb_env_copyfd2 with MDB_CP_COMPACT):
  * into directory dir (which must exist and be empty), or written to fd (which the caller
  * closes). Readers and writers go on meanwhile. */
