@@ -266,6 +266,82 @@ START_TEST(test_base64)
 }
 END_TEST
 
+/* A bundle of two entries; the second one's pyc is 8 bytes of code after its header. */
+static uint8_t *two_entry_bundle(size_t *len)
+{
+  pcc_magic magic;
+  ck_assert_int_eq(pcc_magic_from_hex("a70d0d0a", &magic), PCC_PROTO_OK);
+  pcc_bundle_writer *writer = NULL;
+  ck_assert_int_eq(pcc_bundle_writer_open(&magic, 1, 1 << 20, &writer), PCC_PROTO_OK);
+  for (int i = 0; i < 2; i++) {
+    uint8_t pyc[24];
+    pcc_pyc_header header;
+    pcc_pyc_header_init(&header, &magic, 1700000000 + i, 10 + (uint64_t)i);
+    pcc_pyc_header_write(&header, pyc);
+    memset(pyc + 16, 'a' + i, 8);
+    const char *path = i ? "/b.py" : "/a.py";
+    pcc_bundle_entry entry = {path, 5, 1700000000 + i, 10 + (uint64_t)i, -7, {{0}}, pyc, 24, 0};
+    ck_assert_int_eq(pcc_bundle_writer_add(writer, &entry), PCC_PROTO_OK);
+  }
+  uint8_t *data = NULL;
+  ck_assert_int_eq(pcc_bundle_writer_finish(writer, &data, len), PCC_PROTO_OK);
+  pcc_bundle_writer_close(writer);
+  return data;
+}
+
+static void count_entry(const pcc_bundle_entry *entry, void *ctx)
+{
+  int *seen = ctx;
+  ck_assert_uint_eq(entry->path_len, 5);
+  ck_assert_int_eq(entry->hash, -7);
+  ck_assert_uint_eq(entry->pyc_len, 24);
+  (*seen)++;
+}
+
+START_TEST(test_bundle_round_trip_and_damage)
+{
+  size_t len = 0, skipped = 0;
+  uint8_t *data = two_entry_bundle(&len);
+  pcc_magic magic;
+  int opt = -1, seen = 0;
+  ck_assert_int_eq(pcc_bundle_parse(data, len, &magic, &opt, count_entry, &seen, &skipped),
+                   PCC_PROTO_OK);
+  ck_assert_int_eq(seen, 2);
+  ck_assert_int_eq(opt, 1);
+  ck_assert_uint_eq(skipped, 0);
+
+  /* truncated: the trailer no longer matches */
+  seen = 0;
+  ck_assert_int_eq(pcc_bundle_parse(data, len - 20, &magic, &opt, count_entry, &seen, &skipped),
+                   PCC_PROTO_CHECKSUM);
+  ck_assert_int_eq(pcc_bundle_parse(data, 10, &magic, &opt, count_entry, &seen, &skipped),
+                   PCC_PROTO_INVALID);
+  ck_assert_int_eq(pcc_bundle_parse(data, len - 1, &magic, &opt, count_entry, &seen, &skipped),
+                   PCC_PROTO_CHECKSUM);
+  /* a flipped byte in an entry: the whole-bundle checksum fails */
+  data[len - PCC_BUNDLE_TRAILER_LEN - 1] ^= 1;
+  ck_assert_int_eq(pcc_bundle_parse(data, len, &magic, &opt, count_entry, &seen, &skipped),
+                   PCC_PROTO_CHECKSUM);
+  /* ... and with the trailer recomputed, only that entry is skipped */
+  uint64_t sum = pcc_checksum(data, len - PCC_BUNDLE_TRAILER_LEN);
+  for (int i = 0; i < 8; i++)
+    data[len - 8 + i] = (uint8_t)(sum >> (8 * i));
+  ck_assert_int_eq(pcc_bundle_parse(data, len, &magic, &opt, count_entry, &seen, &skipped),
+                   PCC_PROTO_OK);
+  ck_assert_int_eq(seen, 1);
+  ck_assert_uint_eq(skipped, 1);
+  free(data);
+
+  /* a writer refuses what would not fit */
+  pcc_bundle_writer *writer = NULL;
+  ck_assert_int_eq(pcc_bundle_writer_open(&magic, 0, 100, &writer), PCC_PROTO_OK);
+  uint8_t pyc[200] = {0};
+  pcc_bundle_entry big = {"/c.py", 5, 1, 200, 0, {{0}}, pyc, sizeof pyc, 0};
+  ck_assert_int_eq(pcc_bundle_writer_add(writer, &big), PCC_PROTO_RANGE);
+  pcc_bundle_writer_close(writer);
+}
+END_TEST
+
 int main(void)
 {
   Suite *suite = suite_create("proto");
@@ -280,6 +356,7 @@ int main(void)
   tcase_add_test(tc, test_entry_json_round_trip);
   tcase_add_test(tc, test_entry_json_header_mismatch);
   tcase_add_test(tc, test_base64);
+  tcase_add_test(tc, test_bundle_round_trip_and_damage);
   suite_add_tcase(suite, tc);
   return test_run_suite(suite);
 }
