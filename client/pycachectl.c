@@ -1,5 +1,5 @@
-/* pycachectl.c: the command-line client of pycached (health, stats, get, compile, exec, and
- * the admin API's commands under `admin`), built on libpycached (pycached.h). Usage, options
+/* pycachectl.c: the command-line client of pycached (health, stats, get, compile, warm, exec,
+ * and the admin API's commands under `admin`), built on libpycached (pycached.h). Usage, options
  * and exit codes are documented in docs/CLI.md and in --help, which is generated from the
  * option and command tables below.
  */
@@ -7,8 +7,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <dirent.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +51,8 @@ enum {
   OPT_CURSOR,
   OPT_ALL,
   OPT_DOWNLOAD,
+  OPT_JOBS,
+  OPT_STRICT,
 };
 
 /* Options that apply to some commands only; each command lists the ones it takes. */
@@ -63,6 +68,8 @@ enum {
   ARG_YES = 1 << 8,
   ARG_DOWNLOAD = 1 << 9,
   ARG_JSON = 1 << 10,
+  ARG_JOBS = 1 << 11,
+  ARG_STRICT = 1 << 12,
 };
 
 /* The option table: getopt_long's table and --help are both built from it. */
@@ -76,9 +83,10 @@ static const struct {
     {"server", required_argument, 's', "URL",
      "server base URL (default: $PYCACHED_URL, else " PCC_CLIENT_DEFAULT_URL ")"},
     {"timeout", required_argument, 't', "MS", "total timeout per request in ms (default 60000)"},
-    {"opt", required_argument, 'O', "N", "optimization level 0, 1 or 2 (get, compile, admin; default 0)"},
+    {"opt", required_argument, 'O', "N",
+     "optimization level 0, 1 or 2 (get, compile, admin; default 0); warm: a list, e.g. 0,1,2"},
     {"magic", required_argument, 'm', "HEX",
-     "bytecode magic, 8 hex digits (get, compile: default the server's; admin)"},
+     "bytecode magic, 8 hex digits (get, compile, warm: default the server's; admin)"},
     {"output", required_argument, 'o', "OUT.pyc", "write the pyc to OUT.pyc (atomically)"},
     {"json", no_argument, 'j', NULL, "print the server's JSON as is"},
     {"no-hash", no_argument, OPT_NO_HASH, NULL,
@@ -92,6 +100,10 @@ static const struct {
     {"yes", no_argument, 'y', NULL, "admin rm, invalidate, purge, retire: do not ask to confirm"},
     {"download", required_argument, OPT_DOWNLOAD, "FILE",
      "admin backup: download the backup into FILE (atomically)"},
+    {"jobs", required_argument, OPT_JOBS, "N",
+     "warm: upload threads, 1..64 (default 2 x the server's compiler workers, else 4)"},
+    {"strict", no_argument, OPT_STRICT, NULL,
+     "warm: exit 4 when a file does not compile or cannot be warmed"},
     {"help", no_argument, 'h', NULL, "show this help and exit"},
     {"version", no_argument, 'V', NULL, "show the version and exit"},
 };
@@ -101,6 +113,8 @@ typedef struct {
   const char *server;
   long timeout_ms;
   int opt;
+  unsigned opt_levels; /* bit L: level L given to --opt (warm takes a list) */
+  bool opt_list;       /* --opt was a comma list */
   bool have_magic;
   pcc_magic magic;
   const char *output;
@@ -114,6 +128,8 @@ typedef struct {
   bool all;
   bool yes;
   const char *download;
+  long jobs; /* warm --jobs; 0: the default */
+  bool strict;
   unsigned given; /* ARG_* of the options given */
 } ctl_args;
 
@@ -152,7 +168,7 @@ static bool ctl_token_sent;
 static void ctl_usage(FILE *out)
 {
   fprintf(out,
-          "usage: pycachectl [OPTIONS] health | stats | get FILE | compile FILE\n"
+          "usage: pycachectl [OPTIONS] health | stats | get FILE | compile FILE | warm DIR...\n"
           "       pycachectl [OPTIONS] admin SUBCOMMAND [ARG]\n"
           "       pycachectl [--server URL] [--timeout MS] [--token-file FILE] exec [--] COMMAND [ARG]...\n"
           "\n"
@@ -161,6 +177,8 @@ static void ctl_usage(FILE *out)
           "  stats         show the server's counters (GET /v1/stats)\n"
           "  get FILE      look up the cached code of FILE (GET /v1/code)\n"
           "  compile FILE  upload FILE and have it compiled and stored (POST /v1/compile)\n"
+          "  warm DIR...   have every *.py file under the DIRs compiled and stored, like\n"
+          "                compileall for the whole fleet (POST /v1/compile, --jobs threads)\n"
           "  exec COMMAND  run COMMAND with the import hook active in every CPython it starts\n"
           "\n"
           "Admin commands (a token with the admin role; /v1/admin/...):\n");
@@ -187,18 +205,46 @@ static void ctl_usage(FILE *out)
           "  PYCACHED_TOKEN_FILE  a file holding the token, when neither of the above is set\n"
           "\n"
           "Exit status:\n"
-          "  0  success (get: a hit)\n"
+          "  0  success (get: a hit; warm: every file done, compile errors and failures listed)\n"
           "  1  miss (get: nothing valid is cached for FILE; admin show/rm: no such entry;\n"
           "     admin: removal not confirmed)\n"
           "  2  usage error (also: an invalid token, or a removal without --yes off a terminal)\n"
           "  3  cannot reach the server, timeout, or a malformed response\n"
-          "  4  FILE does not compile (the error is printed like Python prints it)\n"
+          "  4  FILE does not compile (the error is printed like Python prints it); warm --strict:\n"
+          "     a file did not compile or could not be warmed\n"
           "  5  local file error (FILE or the token file unreadable or too big, OUT.pyc or the\n"
-          "     download not writable)\n"
+          "     download not writable; warm: a DIR missing, or a directory or file in the trees\n"
+          "     unreadable, or the trees over the walk's limits)\n"
           "  6  any other error the server reported (its error code and message are printed)\n"
           "  7  refused by access control: no or unknown token (401), or the token lacks the\n"
           "     role needed (403)\n"
           "  exec: COMMAND's own exit status; 127 when COMMAND cannot be run\n");
+}
+
+/* Parses --opt: one level, or a comma list of distinct levels ("0,1,2", for warm). Sets bit L
+ * of *levels for each level L and *list when there is a comma; false when malformed. */
+static bool ctl_parse_levels(const char *text, unsigned *levels, bool *list)
+{
+  unsigned mask = 0;
+  *list = strchr(text, ',') != NULL;
+  for (const char *p = text;;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    char part[8];
+    int64_t value;
+    if (len == 0 || len >= sizeof part)
+      return false;
+    memcpy(part, p, len);
+    part[len] = '\0';
+    if (pcc_parse_i64(part, 0, PCC_OPT_MAX, &value) != PCC_PROTO_OK || (mask & (1u << value)))
+      return false;
+    mask |= 1u << value;
+    if (comma == NULL)
+      break;
+    p = comma + 1;
+  }
+  *levels = mask;
+  return true;
 }
 
 static int ctl_usage_error(const char *what, const char *arg)
@@ -1240,6 +1286,699 @@ static int ctl_admin(pcc_client *client, const ctl_args *args, const char *sub, 
   return ctl_admin_backup(client, args);
 }
 
+/* ---- warm ------------------------------------------------------------------------------ */
+
+/* `warm DIR...` walks the trees the way compileall does (every file named *.py, every
+ * directory but __pycache__, hidden ones included; symlinked files are warmed under their own
+ * path, symlinked directories are not entered), then N threads, each with its own client,
+ * upload every file at every level of --opt. The walk is bounded: */
+#define CTL_WARM_DIRS_MAX 256                 /* DIR arguments */
+#define CTL_WARM_FILES_MAX 1000000            /* *.py files of one run, all DIRs together */
+#define CTL_WARM_TEXT_MAX ((size_t)256 << 20) /* bytes of their paths */
+#define CTL_WARM_DEPTH_MAX 64                 /* directory levels below a DIR */
+#define CTL_WARM_JOBS_MAX 64
+#define CTL_WARM_JOBS_DEFAULT 4               /* when /v1/stats does not say */
+#define CTL_WARM_REASON_MAX 512               /* bytes of one reported message */
+#define CTL_WARM_REDRAW_NS 100000000L         /* the progress line: at most 10 redraws a second */
+
+/* A file, a level or a directory that was not warmed. */
+typedef struct {
+  char *path;
+  int opt;            /* -1: not about one level (reading the file, walking) */
+  bool compile_error; /* else a failure with the reason in message */
+  char *type;         /* compile errors: the exception type */
+  char *message;
+  int64_t line, offset; /* compile errors: 1-based, or -1 */
+} ctl_warm_problem;
+
+/* The state of one warm run. Workers take files through `next` and count with atomics; the
+ * problems, the fatal error and `running` are guarded by lock. */
+typedef struct {
+  const char **files; /* sorted, distinct; point into text */
+  size_t nfiles;
+  char *text;         /* the paths, NUL-terminated, back to back */
+  size_t text_len, text_cap;
+  size_t *offsets;    /* during the walk: where each path starts in text */
+  size_t offsets_cap;
+  int levels[PCC_OPT_MAX + 1];
+  int nlevels;
+  pcc_magic magic;
+  atomic_size_t next, done;
+  atomic_size_t compiled, joined, cached;
+  atomic_bool stop;
+  pthread_mutex_t lock;
+  pthread_cond_t changed; /* a worker ended */
+  int running;
+  ctl_warm_problem *problems;
+  size_t nproblems, problems_cap;
+  size_t compile_errors, failures; /* counted even when recording the problem failed */
+  bool unreadable; /* something in the trees could not be read: exit 5 */
+  bool lost;       /* out of memory while recording a problem */
+  int fatal;       /* the exit code of the error that stopped the run; 0: none */
+  char fatal_message[CTL_WARM_REASON_MAX];
+} ctl_warm;
+
+typedef struct {
+  ctl_warm *warm;
+  pcc_client *client;
+  pthread_t thread;
+} ctl_warm_job;
+
+static char *ctl_strndup_bounded(const char *s)
+{
+  return s ? strndup(s, CTL_WARM_REASON_MAX) : NULL;
+}
+
+/* Records a problem; compile_error selects the kind, type/line/offset apply to compile errors
+ * only. Thread-safe. The strings are copied (each at most CTL_WARM_REASON_MAX bytes). */
+static void ctl_warm_problem_add(ctl_warm *w, const char *path, int opt, bool compile_error,
+                                 const char *type, const char *message, int64_t line,
+                                 int64_t offset)
+{
+  pthread_mutex_lock(&w->lock);
+  if (compile_error)
+    w->compile_errors++;
+  else
+    w->failures++;
+  if (w->nproblems == w->problems_cap) {
+    size_t cap = w->problems_cap ? 2 * w->problems_cap : 64;
+    ctl_warm_problem *grown = realloc(w->problems, cap * sizeof *grown);
+    if (grown == NULL) {
+      w->lost = true;
+      pthread_mutex_unlock(&w->lock);
+      return;
+    }
+    w->problems = grown;
+    w->problems_cap = cap;
+  }
+  ctl_warm_problem *p = &w->problems[w->nproblems];
+  *p = (ctl_warm_problem){strdup(path), opt, compile_error, ctl_strndup_bounded(type),
+                          ctl_strndup_bounded(message), line, offset};
+  if (p->path == NULL || (type && p->type == NULL) || (message && p->message == NULL)) {
+    free(p->path);
+    free(p->type);
+    free(p->message);
+    w->lost = true;
+  } else {
+    w->nproblems++;
+  }
+  pthread_mutex_unlock(&w->lock);
+}
+
+/* A failure about a file or directory of the trees (not the server's doing): exit 5. */
+static void ctl_warm_unreadable(ctl_warm *w, const char *path, const char *reason)
+{
+  ctl_warm_problem_add(w, path, -1, false, NULL, reason, -1, -1);
+  pthread_mutex_lock(&w->lock);
+  w->unreadable = true;
+  pthread_mutex_unlock(&w->lock);
+}
+
+/* Stops the run: the first caller's code and message win. Thread-safe. */
+static void ctl_warm_fatal(ctl_warm *w, int code, const char *format, ...)
+{
+  pthread_mutex_lock(&w->lock);
+  if (w->fatal == 0) {
+    w->fatal = code;
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(w->fatal_message, sizeof w->fatal_message, format, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&w->lock);
+  atomic_store(&w->stop, true);
+}
+
+/* Appends a path found by the walk. Returns false past CTL_WARM_FILES_MAX or
+ * CTL_WARM_TEXT_MAX, or without memory (the walk then stops; the caller says why). */
+static bool ctl_warm_add_path(ctl_warm *w, const char *path, size_t len)
+{
+  if (w->nfiles >= CTL_WARM_FILES_MAX || w->text_len + len + 1 > CTL_WARM_TEXT_MAX)
+    return false;
+  if (w->text_len + len + 1 > w->text_cap) {
+    size_t cap = w->text_cap ? 2 * w->text_cap : (size_t)1 << 16;
+    while (cap < w->text_len + len + 1)
+      cap *= 2;
+    if (cap > CTL_WARM_TEXT_MAX)
+      cap = CTL_WARM_TEXT_MAX;
+    char *grown = realloc(w->text, cap);
+    if (grown == NULL)
+      return false;
+    w->text = grown;
+    w->text_cap = cap;
+  }
+  if (w->nfiles == w->offsets_cap) {
+    size_t cap = w->offsets_cap ? 2 * w->offsets_cap : 1024;
+    size_t *grown = realloc(w->offsets, cap * sizeof *grown);
+    if (grown == NULL)
+      return false;
+    w->offsets = grown;
+    w->offsets_cap = cap;
+  }
+  memcpy(w->text + w->text_len, path, len + 1);
+  w->offsets[w->nfiles++] = w->text_len;
+  w->text_len += len + 1;
+  return true;
+}
+
+/* Walks the directory in path (plen bytes, in a buffer of PCC_PATH_MAX + 1 bytes, restored on
+ * return), depth levels below its DIR, adding every *.py file. Directories that cannot be
+ * listed or are too deep, and names too long for a path, are recorded as unreadable and
+ * skipped. Returns false when the walk must stop: over its limits or out of memory. */
+static bool ctl_warm_walk(ctl_warm *w, char *path, size_t plen, int depth)
+{
+  char reason[CTL_WARM_REASON_MAX];
+  DIR *dir = opendir(path);
+  if (dir == NULL) {
+    snprintf(reason, sizeof reason, "cannot list the directory: %s", strerror(errno));
+    ctl_warm_unreadable(w, path, reason);
+    return true;
+  }
+  size_t base = plen == 1 ? 0 : plen; /* the root directory is "/", not "" */
+  bool ok = true;
+  struct dirent *ent;
+  errno = 0;
+  while (ok && (ent = readdir(dir)) != NULL) {
+    const char *name = ent->d_name;
+    unsigned char type = ent->d_type;
+    bool link = type == DT_LNK;
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+      goto next;
+    if (type == DT_UNKNOWN || type == DT_LNK) {
+      struct stat st;
+      if (fstatat(dirfd(dir), name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        goto next; /* gone since readdir */
+      link = S_ISLNK(st.st_mode);
+      if (link && fstatat(dirfd(dir), name, &st, 0) != 0)
+        goto next; /* a dangling link, or a loop: nothing to compile, as for compileall */
+      type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+    }
+    size_t nlen = strlen(name);
+    bool is_py = type == DT_REG && nlen >= 3 && strcmp(name + nlen - 3, ".py") == 0;
+    bool is_dir = type == DT_DIR && !link && strcmp(name, "__pycache__") != 0;
+    if (!is_py && !is_dir)
+      goto next;
+    if (base + 1 + nlen > PCC_PATH_MAX) {
+      snprintf(reason, sizeof reason, "%.200s: the path would be over %d bytes", name,
+               PCC_PATH_MAX);
+      ctl_warm_unreadable(w, path, reason);
+      goto next;
+    }
+    path[base] = '/';
+    memcpy(path + base + 1, name, nlen + 1);
+    if (is_py) {
+      ok = ctl_warm_add_path(w, path, base + 1 + nlen);
+    } else if (depth >= CTL_WARM_DEPTH_MAX) {
+      snprintf(reason, sizeof reason, "not entered: over %d directory levels below DIR",
+               CTL_WARM_DEPTH_MAX);
+      ctl_warm_unreadable(w, path, reason);
+    } else {
+      ok = ctl_warm_walk(w, path, base + 1 + nlen, depth + 1);
+    }
+    path[plen] = '\0';
+  next:
+    errno = 0;
+  }
+  if (ok && errno != 0) {
+    snprintf(reason, sizeof reason, "cannot list the directory: %s", strerror(errno));
+    ctl_warm_unreadable(w, path, reason);
+  }
+  closedir(dir);
+  return ok;
+}
+
+static int ctl_warm_path_cmp(const void *a, const void *b)
+{
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* After the walk: files points into text, sorted, each path once (DIRs may overlap). Returns
+ * false without memory. */
+static bool ctl_warm_index(ctl_warm *w)
+{
+  if (w->nfiles == 0)
+    return true;
+  w->files = malloc(w->nfiles * sizeof *w->files);
+  if (w->files == NULL)
+    return false;
+  for (size_t i = 0; i < w->nfiles; i++)
+    w->files[i] = w->text + w->offsets[i];
+  qsort(w->files, w->nfiles, sizeof *w->files, ctl_warm_path_cmp);
+  size_t kept = 1;
+  for (size_t i = 1; i < w->nfiles; i++)
+    if (strcmp(w->files[i], w->files[kept - 1]) != 0)
+      w->files[kept++] = w->files[i];
+  w->nfiles = kept;
+  return true;
+}
+
+/* What to do after pcc_client_compile of source at level opt returned rc: count it, record a
+ * compile error or a failure, or stop the run when the error concerns every file (the server
+ * is gone, the token is refused, no backend for the magic, the store is full). */
+static void ctl_warm_result(ctl_warm *w, pcc_client *client, pcc_client_status rc,
+                            const pcc_source *source, int opt)
+{
+  if (rc == PCC_CLIENT_OK) {
+    const char *outcome = pcc_client_last_outcome(client);
+    if (strcmp(outcome, "compiled") == 0)
+      atomic_fetch_add(&w->compiled, 1);
+    else if (strcmp(outcome, "joined") == 0)
+      atomic_fetch_add(&w->joined, 1);
+    else
+      atomic_fetch_add(&w->cached, 1); /* "stored", or a server that does not say */
+    return;
+  }
+  const pcc_client_error *err = pcc_client_last_error(client);
+  const char *message = err->message ? err->message : pcc_client_strerror(rc);
+  char reason[CTL_WARM_REASON_MAX];
+  switch (rc) {
+  case PCC_CLIENT_COMPILE_ERROR:
+    ctl_warm_problem_add(w, source->path, opt, true, err->type ? err->type : "SyntaxError",
+                         err->message ? err->message : "(no message)", err->line, err->offset);
+    return;
+  case PCC_CLIENT_CONNECT:
+    ctl_warm_fatal(w, EXIT_SERVER, "%s: %s", pcc_client_strerror(rc), message);
+    return;
+  case PCC_CLIENT_UNAUTHORIZED:
+    ctl_warm_fatal(w, EXIT_AUTH, "unauthorized (401): %s",
+                   ctl_token_sent ? "the server does not accept the token"
+                                  : "the server wants a token: set PYCACHED_TOKEN or "
+                                    "PYCACHED_TOKEN_FILE, or pass --token-file");
+    return;
+  case PCC_CLIENT_FORBIDDEN:
+    if (err->role) {
+      ctl_warm_fatal(w, EXIT_AUTH, "forbidden (403): the token lacks the role '%s'", err->role);
+      return;
+    }
+    break;
+  case PCC_CLIENT_UNSUPPORTED_MAGIC:
+    ctl_warm_fatal(w, EXIT_OTHER, "server error %ld unsupported-magic: %s", err->http_status,
+                   message);
+    return;
+  case PCC_CLIENT_HTTP:
+    if (err->error && strcmp(err->error, "store-full") == 0) {
+      ctl_warm_fatal(w, EXIT_OTHER, "server error %ld store-full: %s", err->http_status,
+                     message);
+      return;
+    }
+    break;
+  default:
+    snprintf(reason, sizeof reason, "%s: %s", pcc_client_strerror(rc), message);
+    ctl_warm_problem_add(w, source->path, opt, false, NULL, reason, -1, -1);
+    return;
+  }
+  snprintf(reason, sizeof reason, "server error %ld %s: %s%s%s%s", err->http_status,
+           err->error ? err->error : "(no error code)", message, err->param ? " (param " : "",
+           err->param ? err->param : "", err->param ? ")" : "");
+  ctl_warm_problem_add(w, source->path, opt, false, NULL, reason, -1, -1);
+}
+
+/* Reads one file and uploads it at every level (the source is read once). */
+static void ctl_warm_file(ctl_warm *w, pcc_client *client, const char *path)
+{
+  pcc_source *source = NULL;
+  pcc_client_status rc = pcc_source_load(path, PCC_SOURCE_DEFAULT_MAX, true, &source);
+  if (rc != PCC_CLIENT_OK) {
+    if (rc == PCC_CLIENT_TOOBIG) /* the user's source, like a compile error: not exit 5 */
+      ctl_warm_problem_add(w, path, -1, false, NULL, "over the 16 MiB source limit", -1, -1);
+    else
+      ctl_warm_unreadable(w, path, rc == PCC_CLIENT_IO ? strerror(errno)
+                                   : rc == PCC_CLIENT_INVALID ? "a negative modification time"
+                                                              : pcc_client_strerror(rc));
+    return;
+  }
+  for (int i = 0; i < w->nlevels && !atomic_load(&w->stop); i++) {
+    pcc_entry *entry = NULL;
+    rc = pcc_client_compile(client, &w->magic, w->levels[i], source, &entry);
+    pcc_entry_free(entry);
+    ctl_warm_result(w, client, rc, source, w->levels[i]);
+  }
+  pcc_source_free(source);
+}
+
+static void *ctl_warm_worker(void *arg)
+{
+  ctl_warm_job *job = arg;
+  ctl_warm *w = job->warm;
+  while (!atomic_load(&w->stop)) {
+    size_t i = atomic_fetch_add(&w->next, 1);
+    if (i >= w->nfiles)
+      break;
+    ctl_warm_file(w, job->client, w->files[i]);
+    atomic_fetch_add(&w->done, 1);
+  }
+  pthread_mutex_lock(&w->lock);
+  w->running--;
+  pthread_cond_signal(&w->changed);
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+static double ctl_seconds_since(const struct timespec *start)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* Redraws the progress line on stderr (a terminal): done/total, rate, time left. */
+static void ctl_warm_progress(ctl_warm *w, const struct timespec *start)
+{
+  size_t done = atomic_load(&w->done);
+  double elapsed = ctl_seconds_since(start);
+  double rate = elapsed > 0 ? (double)done / elapsed : 0;
+  char left[32] = "--:--";
+  if (done > 0 && rate > 0) {
+    long secs = (long)((double)(w->nfiles - done) / rate + 0.5);
+    if (secs >= 3600)
+      snprintf(left, sizeof left, "%ld:%02ld:%02ld", secs / 3600, secs / 60 % 60, secs % 60);
+    else
+      snprintf(left, sizeof left, "%ld:%02ld", secs / 60, secs % 60);
+  }
+  fprintf(stderr, "\rwarm: %zu/%zu files  %.0f files/s  %s left\033[K", done, w->nfiles, rate,
+          left);
+  fflush(stderr);
+}
+
+static int ctl_warm_problem_cmp(const void *a, const void *b)
+{
+  const ctl_warm_problem *x = a, *y = b;
+  int c = strcmp(x->path, y->path);
+  return c != 0 ? c : (x->opt > y->opt) - (x->opt < y->opt);
+}
+
+/* The levels as "0,1,2". */
+static void ctl_warm_levels_text(const ctl_warm *w, char out[16])
+{
+  size_t n = 0;
+  for (int i = 0; i < w->nlevels; i++)
+    n += (size_t)snprintf(out + n, 16 - n, "%s%d", i ? "," : "", w->levels[i]);
+}
+
+/* Prints the summary: the problems on stderr and the counts on stdout, or one JSON object on
+ * stdout. Returns false when the JSON could not be built (no memory). */
+static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double elapsed)
+{
+  qsort(w->problems, w->nproblems, sizeof *w->problems, ctl_warm_problem_cmp);
+  char magic_hex[2 * PCC_MAGIC_LEN + 1], levels[16];
+  pcc_magic_to_hex(&w->magic, magic_hex);
+  ctl_warm_levels_text(w, levels);
+  size_t done = atomic_load(&w->done);
+  double rate = elapsed > 0 ? (double)done / elapsed : 0;
+  size_t compiled = atomic_load(&w->compiled), joined = atomic_load(&w->joined);
+  size_t cached = atomic_load(&w->cached);
+  if (args->json) {
+    cJSON *obj = cJSON_CreateObject(), *errors = cJSON_CreateArray();
+    cJSON *failed = cJSON_CreateArray(), *opts = cJSON_CreateArray();
+    bool ok = obj && errors && failed && opts;
+    for (int i = 0; ok && i < w->nlevels; i++)
+      ok = cJSON_AddItemToArray(opts, cJSON_CreateNumber(w->levels[i]));
+    for (size_t i = 0; ok && i < w->nproblems; i++) {
+      const ctl_warm_problem *p = &w->problems[i];
+      cJSON *item = cJSON_CreateObject();
+      ok = item && cJSON_AddStringToObject(item, "path", p->path) &&
+           (p->opt >= 0 ? cJSON_AddNumberToObject(item, "opt", p->opt)
+                        : cJSON_AddNullToObject(item, "opt")) != NULL;
+      if (ok && p->compile_error)
+        ok = cJSON_AddStringToObject(item, "type", p->type) &&
+             cJSON_AddStringToObject(item, "message", p->message) &&
+             (p->line > 0 ? cJSON_AddNumberToObject(item, "line", (double)p->line)
+                          : cJSON_AddNullToObject(item, "line")) &&
+             (p->offset > 0 ? cJSON_AddNumberToObject(item, "offset", (double)p->offset)
+                            : cJSON_AddNullToObject(item, "offset"));
+      else if (ok)
+        ok = cJSON_AddStringToObject(item, "reason", p->message) != NULL;
+      if (item && !cJSON_AddItemToArray(p->compile_error ? errors : failed, item)) {
+        cJSON_Delete(item);
+        ok = false;
+      }
+    }
+    if (ok) {
+      ok = cJSON_AddNumberToObject(obj, "files", (double)w->nfiles) &&
+           cJSON_AddNumberToObject(obj, "files_done", (double)done) &&
+           cJSON_AddItemToObject(obj, "opt", opts) && (opts = NULL, true) &&
+           cJSON_AddStringToObject(obj, "magic", magic_hex) &&
+           cJSON_AddNumberToObject(obj, "jobs", jobs) &&
+           cJSON_AddNumberToObject(obj, "compiled", (double)(compiled + joined)) &&
+           cJSON_AddNumberToObject(obj, "joined", (double)joined) &&
+           cJSON_AddNumberToObject(obj, "cached", (double)cached) &&
+           cJSON_AddNumberToObject(obj, "compile_errors", (double)w->compile_errors) &&
+           cJSON_AddNumberToObject(obj, "failures", (double)w->failures) &&
+           cJSON_AddItemToObject(obj, "errors", errors) && (errors = NULL, true) &&
+           cJSON_AddItemToObject(obj, "failed", failed) && (failed = NULL, true) &&
+           cJSON_AddNumberToObject(obj, "elapsed", elapsed) &&
+           cJSON_AddNumberToObject(obj, "rate", rate) &&
+           (w->fatal ? cJSON_AddStringToObject(obj, "stopped", w->fatal_message)
+                     : cJSON_AddNullToObject(obj, "stopped")) != NULL;
+    }
+    char *text = ok ? cJSON_PrintUnformatted(obj) : NULL;
+    if (text)
+      printf("%s\n", text);
+    free(text);
+    cJSON_Delete(obj);
+    cJSON_Delete(errors);
+    cJSON_Delete(failed);
+    cJSON_Delete(opts);
+    return text != NULL;
+  }
+  for (size_t i = 0; i < w->nproblems; i++) {
+    const ctl_warm_problem *p = &w->problems[i];
+    char level[32] = "";
+    if (p->opt >= 0 && w->nlevels > 1)
+      snprintf(level, sizeof level, " (opt %d)", p->opt);
+    if (p->compile_error && p->line > 0 && p->offset > 0)
+      fprintf(stderr, "%s:%" PRId64 ":%" PRId64 ": %s: %s%s\n", p->path, p->line, p->offset,
+              p->type, p->message, level);
+    else if (p->compile_error && p->line > 0)
+      fprintf(stderr, "%s:%" PRId64 ": %s: %s%s\n", p->path, p->line, p->type, p->message, level);
+    else if (p->compile_error)
+      fprintf(stderr, "%s: %s: %s%s\n", p->path, p->type, p->message, level);
+    else
+      fprintf(stderr, "%s: failed: %s%s\n", p->path, p->message, level);
+  }
+  if (w->lost)
+    fprintf(stderr, "pycachectl: warm: out of memory: some problems are counted, not listed\n");
+  printf("warm: %zu files%s, opt %s, magic %s, %d jobs: %.2f s, %.1f files/s\n", w->nfiles,
+         done < w->nfiles ? " (stopped early)" : "", levels, magic_hex, jobs, elapsed, rate);
+  if (done < w->nfiles)
+    printf("  files done       %zu\n", done);
+  printf("  compiled         %zu\n", compiled + joined);
+  printf("  already cached   %zu\n", cached);
+  printf("  compile errors   %zu\n", w->compile_errors);
+  printf("  failures         %zu\n", w->failures);
+  return true;
+}
+
+/* How many threads: --jobs, else 2 x the workers of the compiler for magic in /v1/stats, else
+ * CTL_WARM_JOBS_DEFAULT. Returns 0 (*jobs set) or the exit code of an error that stops the run
+ * (the server unreachable, the token refused). */
+static int ctl_warm_jobs(pcc_client *client, const ctl_args *args, const pcc_magic *magic,
+                         int *jobs)
+{
+  *jobs = CTL_WARM_JOBS_DEFAULT;
+  if (args->jobs > 0) {
+    *jobs = (int)args->jobs;
+    return 0;
+  }
+  char *body = NULL;
+  pcc_client_status rc = pcc_client_get_json(client, "/v1/stats", &body, NULL);
+  if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT || rc == PCC_CLIENT_UNAUTHORIZED)
+    return ctl_fail(client, rc, "warm");
+  if (rc != PCC_CLIENT_OK)
+    return 0; /* e.g. a token without the read role: the default */
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(magic, magic_hex);
+  cJSON *stats = cJSON_Parse(body);
+  const cJSON *compiler = NULL;
+  cJSON_ArrayForEach(compiler, cJSON_GetObjectItemCaseSensitive(stats, "compilers")) {
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(compiler, "magic");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(compiler, "workers");
+    if (cJSON_IsString(m) && strcasecmp(m->valuestring, magic_hex) == 0 && cJSON_IsNumber(n) &&
+        n->valuedouble >= 1) {
+      *jobs = n->valuedouble >= CTL_WARM_JOBS_MAX / 2 ? CTL_WARM_JOBS_MAX
+                                                      : 2 * (int)n->valuedouble;
+      break;
+    }
+  }
+  cJSON_Delete(stats);
+  free(body);
+  return 0;
+}
+
+static void ctl_warm_free(ctl_warm *w)
+{
+  for (size_t i = 0; i < w->nproblems; i++) {
+    free(w->problems[i].path);
+    free(w->problems[i].type);
+    free(w->problems[i].message);
+  }
+  free(w->problems);
+  free(w->files);
+  free(w->offsets);
+  free(w->text);
+  pthread_cond_destroy(&w->changed);
+  pthread_mutex_destroy(&w->lock);
+}
+
+/* pycachectl warm DIR...: walks the trees, then uploads every file at every level with
+ * args->jobs threads, each with its own client opened from config (the caller's client makes
+ * the preliminary requests). Returns the exit code: 0 when every file was handled (compile
+ * errors and failures are reported, not fatal), 4 with --strict when a file did not compile or
+ * failed, 5 when something in the trees could not be read, 3/6/7 when an error concerning every
+ * file stopped the run. */
+static int ctl_warm_run(pcc_client *client, const pcc_client_config *config,
+                        const ctl_args *args, const char *const *dirs, int ndirs)
+{
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  /* every DIR must be a directory: resolved now, before anything is sent */
+  char (*roots)[PATH_MAX] = calloc((size_t)ndirs, sizeof *roots);
+  if (roots == NULL) {
+    fprintf(stderr, "pycachectl: warm: out of memory\n");
+    return EXIT_LOCAL;
+  }
+  for (int i = 0; i < ndirs; i++) {
+    struct stat st;
+    if (realpath(dirs[i], roots[i]) == NULL || stat(roots[i], &st) != 0) {
+      fprintf(stderr, "pycachectl: warm: %s: %s\n", dirs[i], strerror(errno));
+      free(roots);
+      return EXIT_LOCAL;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      fprintf(stderr, "pycachectl: warm: %s: not a directory\n", dirs[i]);
+      free(roots);
+      return EXIT_LOCAL;
+    }
+    if (strlen(roots[i]) > PCC_PATH_MAX) {
+      fprintf(stderr, "pycachectl: warm: %s: the path is over %d bytes\n", dirs[i], PCC_PATH_MAX);
+      free(roots);
+      return EXIT_LOCAL;
+    }
+  }
+  ctl_warm w = {.nlevels = 0};
+  pthread_mutex_init(&w.lock, NULL);
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&w.changed, &attr);
+  pthread_condattr_destroy(&attr);
+  for (int level = 0; level <= PCC_OPT_MAX; level++)
+    if (args->opt_levels & (1u << level))
+      w.levels[w.nlevels++] = level;
+  if (w.nlevels == 0)
+    w.levels[w.nlevels++] = 0;
+
+  int code = 0, jobs = 0;
+  w.magic = args->magic;
+  pcc_client_status rc = PCC_CLIENT_OK;
+  if (!args->have_magic && (rc = pcc_client_default_magic(client, &w.magic)) != PCC_CLIENT_OK)
+    code = ctl_fail(client, rc, "warm: cannot learn the server's default magic");
+  if (code == 0)
+    code = ctl_warm_jobs(client, args, &w.magic, &jobs);
+
+  char path[PCC_PATH_MAX + 1];
+  for (int i = 0; code == 0 && i < ndirs; i++) {
+    size_t len = strlen(roots[i]);
+    memcpy(path, roots[i], len + 1);
+    if (!ctl_warm_walk(&w, path, len, 0)) {
+      if (w.nfiles >= CTL_WARM_FILES_MAX || w.text_len > CTL_WARM_TEXT_MAX / 2)
+        fprintf(stderr, "pycachectl: warm: the trees hold over %d *.py files (or %zu MiB of "
+                        "paths): warm fewer at a time\n", CTL_WARM_FILES_MAX,
+                CTL_WARM_TEXT_MAX >> 20);
+      else
+        fprintf(stderr, "pycachectl: warm: out of memory while walking %s\n", dirs[i]);
+      code = EXIT_LOCAL;
+    }
+  }
+  free(roots);
+  if (code == 0 && !ctl_warm_index(&w)) {
+    fprintf(stderr, "pycachectl: warm: out of memory\n");
+    code = EXIT_LOCAL;
+  }
+  if (code != 0) {
+    ctl_warm_free(&w);
+    return code;
+  }
+
+  /* the workers: one client each (a client is single-threaded); raw pycs, nothing to decode */
+  if ((size_t)jobs > w.nfiles)
+    jobs = w.nfiles > 0 ? (int)w.nfiles : 1;
+  ctl_warm_job *pool = calloc((size_t)jobs, sizeof *pool);
+  pcc_client_config worker_config = *config;
+  worker_config.raw_pyc = true;
+  int started = 0;
+  bool tty = isatty(STDERR_FILENO);
+  for (int i = 0; pool && w.nfiles > 0 && i < jobs; i++) {
+    pool[i].warm = &w;
+    if (pcc_client_open(&worker_config, &pool[i].client) != PCC_CLIENT_OK)
+      break;
+    pthread_mutex_lock(&w.lock);
+    w.running++;
+    pthread_mutex_unlock(&w.lock);
+    if (pthread_create(&pool[i].thread, NULL, ctl_warm_worker, &pool[i]) != 0) {
+      pthread_mutex_lock(&w.lock);
+      w.running--;
+      pthread_mutex_unlock(&w.lock);
+      pcc_client_close(pool[i].client);
+      pool[i].client = NULL;
+      break;
+    }
+    started++;
+  }
+  if (w.nfiles > 0 && started == 0) {
+    fprintf(stderr, "pycachectl: warm: cannot start the upload threads\n");
+    free(pool);
+    ctl_warm_free(&w);
+    return EXIT_LOCAL;
+  }
+  /* wait for the workers; on a terminal, redraw the progress line meanwhile */
+  bool drawn = false;
+  pthread_mutex_lock(&w.lock);
+  while (w.running > 0) {
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += CTL_WARM_REDRAW_NS;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    while (w.running > 0 && pthread_cond_timedwait(&w.changed, &w.lock, &until) == 0) {
+    }
+    if (tty && w.running > 0) {
+      pthread_mutex_unlock(&w.lock);
+      ctl_warm_progress(&w, &start);
+      drawn = true;
+      pthread_mutex_lock(&w.lock);
+    }
+  }
+  pthread_mutex_unlock(&w.lock);
+  for (int i = 0; i < started; i++) {
+    pthread_join(pool[i].thread, NULL);
+    pcc_client_close(pool[i].client);
+  }
+  free(pool);
+  if (drawn) {
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+  }
+
+  double elapsed = ctl_seconds_since(&start);
+  if (!ctl_warm_report(&w, args, started ? started : jobs, elapsed)) {
+    fprintf(stderr, "pycachectl: warm: out of memory\n");
+    code = EXIT_LOCAL;
+  }
+  if (w.fatal) {
+    fprintf(stderr, "pycachectl: warm: %s\n", w.fatal_message);
+    code = w.fatal;
+  } else if (code == 0 && w.unreadable) {
+    code = EXIT_LOCAL;
+  } else if (code == 0 && args->strict && (w.compile_errors || w.failures)) {
+    code = EXIT_COMPILE;
+  }
+  ctl_warm_free(&w);
+  return code;
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 /* Where the pycached Python package is: next to this program in the build tree, else where
@@ -1360,9 +2099,17 @@ int main(int argc, char **argv)
   /* options may come before or after the command: parse, take the command words, repeat */
   const char *words[3];
   int nwords = 0;
+  const char *dirs[CTL_WARM_DIRS_MAX]; /* warm DIR... */
+  int ndirs = 0;
   while (optind < argc) {
     if ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) == -1) {
       if (optind < argc) {
+        if (nwords == 1 && strcmp(words[0], "warm") == 0) {
+          if (ndirs == CTL_WARM_DIRS_MAX)
+            return ctl_usage_error("warm takes at most 256 DIRs", argv[optind]);
+          dirs[ndirs++] = argv[optind++];
+          continue;
+        }
         if (nwords == 3)
           return ctl_usage_error("too many arguments", argv[optind]);
         words[nwords++] = argv[optind++];
@@ -1382,9 +2129,11 @@ int main(int argc, char **argv)
       args.timeout_ms = (long)value;
       break;
     case 'O':
-      if (pcc_parse_i64(optarg, 0, PCC_OPT_MAX, &value) != PCC_PROTO_OK)
-        return ctl_usage_error("--opt wants 0, 1 or 2", optarg);
-      args.opt = (int)value;
+      if (!ctl_parse_levels(optarg, &args.opt_levels, &args.opt_list))
+        return ctl_usage_error("--opt wants 0, 1 or 2 (warm: a list of them, e.g. 0,1,2)",
+                               optarg);
+      for (args.opt = 0; !(args.opt_levels & (1u << args.opt)); args.opt++) {
+      } /* the lowest level given: the only one but for warm */
       args.given |= ARG_OPT;
       break;
     case 'm':
@@ -1444,6 +2193,16 @@ int main(int argc, char **argv)
       args.download = optarg;
       args.given |= ARG_DOWNLOAD;
       break;
+    case OPT_JOBS:
+      if (pcc_parse_i64(optarg, 1, CTL_WARM_JOBS_MAX, &value) != PCC_PROTO_OK)
+        return ctl_usage_error("--jobs wants 1..64", optarg);
+      args.jobs = (long)value;
+      args.given |= ARG_JOBS;
+      break;
+    case OPT_STRICT:
+      args.strict = true;
+      args.given |= ARG_STRICT;
+      break;
     case 'h':
       ctl_usage(stdout);
       return EXIT_HIT;
@@ -1493,6 +2252,10 @@ int main(int argc, char **argv)
   } else if (strcmp(command, "compile") == 0) {
     takes |= ARG_OUTPUT | ARG_MAGIC | ARG_OPT;
     want_words = 1;
+  } else if (strcmp(command, "warm") == 0) {
+    takes |= ARG_MAGIC | ARG_OPT | ARG_JOBS | ARG_STRICT;
+    if (ndirs == 0)
+      return ctl_usage_error("warm wants at least one DIR", NULL);
   } else if (strcmp(command, "admin") == 0) {
     if (nwords < 2)
       return ctl_usage_error("admin wants a subcommand (stats, magics, ls, show, rm, invalidate, "
@@ -1519,7 +2282,8 @@ int main(int argc, char **argv)
   } names[] = {{ARG_OUTPUT, "--output"}, {ARG_NO_HASH, "--no-hash"}, {ARG_MAGIC, "--magic"},
                {ARG_OPT, "--opt"},       {ARG_PREFIX, "--prefix"},   {ARG_LIMIT, "--limit"},
                {ARG_CURSOR, "--cursor"}, {ARG_ALL, "--all"},         {ARG_YES, "--yes"},
-               {ARG_DOWNLOAD, "--download"}, {ARG_JSON, "--json"}};
+               {ARG_DOWNLOAD, "--download"}, {ARG_JSON, "--json"},
+               {ARG_JOBS, "--jobs"},     {ARG_STRICT, "--strict"}};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     if ((args.given & names[i].bit) && !(takes & names[i].bit)) {
       char text[96];
@@ -1528,6 +2292,8 @@ int main(int argc, char **argv)
       return ctl_usage_error(text, NULL);
     }
   }
+  if (args.opt_list && strcmp(command, "warm") != 0)
+    return ctl_usage_error("--opt wants one level, 0, 1 or 2 (a list is for warm)", NULL);
   const char *admin_arg = nwords == 3 ? words[2] : NULL;
   if (admin < CTL_NADMIN) {
     const char *sub = ctl_admin_commands[admin].name;
@@ -1572,9 +2338,12 @@ int main(int argc, char **argv)
   pcc_client *client = NULL;
   pcc_client_status rc = pcc_client_open(&config, &client);
   ctl_token_sent = token != NULL;
+  if (rc == PCC_CLIENT_OK && strcmp(command, "warm") == 0) /* opens more clients: keeps token */
+    code = ctl_warm_run(client, &config, &args, dirs, ndirs);
   if (token != NULL) {
     explicit_bzero(token, strlen(token));
     free(token);
+    config.token = NULL;
   }
   if (rc == PCC_CLIENT_INVALID)
     return ctl_usage_error("invalid server URL (http://HOST:PORT or https://...)", args.server);
@@ -1582,7 +2351,9 @@ int main(int argc, char **argv)
     fprintf(stderr, "pycachectl: %s\n", pcc_client_strerror(rc));
     return EXIT_LOCAL;
   }
-  if (strcmp(command, "health") == 0)
+  if (strcmp(command, "warm") == 0)
+    ; /* done above */
+  else if (strcmp(command, "health") == 0)
     code = ctl_health(client, &args);
   else if (strcmp(command, "stats") == 0)
     code = ctl_stats(client, &args);

@@ -372,8 +372,42 @@ static pcc_client_status warm_request(const char *method, const char *endpoint,
   return rc;
 }
 
+/* The bytes of a fetched bundle, exported through the buffer protocol so that each entry's pyc
+ * is a memoryview slice of them rather than a copy (a bundle is megabytes). */
+typedef struct {
+  PyObject_HEAD
+  char *data; /* malloc'd by libpycached; freed with the object */
+  size_t len;
+} bundle_bytes;
+
+static void bundle_bytes_dealloc(PyObject *self)
+{
+  free(((bundle_bytes *)self)->data);
+  Py_TYPE(self)->tp_free(self);
+}
+
+static int bundle_bytes_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+  bundle_bytes *bytes = (bundle_bytes *)self;
+  return PyBuffer_FillInfo(view, self, bytes->data, (Py_ssize_t)bytes->len, 1, flags);
+}
+
+static PyBufferProcs bundle_bytes_buffer = {bundle_bytes_getbuffer, NULL};
+
+static PyTypeObject bundle_bytes_type = {
+  PyVarObject_HEAD_INIT(NULL, 0)
+  .tp_name = "pycached._native.BundleBytes",
+  .tp_basicsize = sizeof(bundle_bytes),
+  .tp_dealloc = bundle_bytes_dealloc,
+  .tp_as_buffer = &bundle_bytes_buffer,
+  .tp_flags = Py_TPFLAGS_DEFAULT,
+  .tp_doc = "The read-only bytes of a fetched bundle.",
+};
+
 typedef struct {
   PyObject *dict;
+  PyObject *view; /* memoryview of the whole bundle */
+  const char *base;
   bool failed;
 } bundle_visit;
 
@@ -384,10 +418,13 @@ static void add_bundle_entry(const pcc_bundle_entry *entry, void *ctx)
     return;
   char digest[PCC_DIGEST_HEX_LEN + 1];
   pcc_digest_to_hex(&entry->digest, digest);
+  Py_ssize_t start = (const char *)entry->pyc - visit->base;
   PyObject *path = PyUnicode_DecodeFSDefaultAndSize(entry->path, (Py_ssize_t)entry->path_len);
-  PyObject *value = Py_BuildValue("(LKisy#)", (long long)entry->mtime,
-                                  (unsigned long long)entry->size, (int)entry->hash, digest,
-                                  (const char *)entry->pyc, (Py_ssize_t)entry->pyc_len);
+  PyObject *slice = PySequence_GetSlice(visit->view, start, start + (Py_ssize_t)entry->pyc_len);
+  PyObject *value = slice ? Py_BuildValue("(LKisN)", (long long)entry->mtime,
+                                          (unsigned long long)entry->size, (int)entry->hash,
+                                          digest, slice)
+                          : NULL;
   if (path == NULL || value == NULL || PyDict_SetItem(visit->dict, path, value) != 0)
     visit->failed = true;
   Py_XDECREF(path);
@@ -398,8 +435,9 @@ PyDoc_STRVAR(fetch_bundle_doc,
 "fetch_bundle(profile, opt) -> (entries, reason, skipped)\n"
 "Asks the server for the bundle of an import profile. entries maps each source path to\n"
 "(mtime, size, hash, digest, pyc) for every entry whose checksum and pyc header are right\n"
-"(skipped counts the others), or is None with reason saying why (the profile is unknown,\n"
-"the bundle is damaged or truncated, the server is down).");
+"(skipped counts the others; pyc is a read-only memoryview into the bundle), or is None\n"
+"with reason saying why (the profile is unknown, the bundle is damaged or truncated, the\n"
+"server is down).");
 
 static PyObject *native_fetch_bundle(PyObject *self, PyObject *args)
 {
@@ -423,18 +461,26 @@ static PyObject *native_fetch_bundle(PyObject *self, PyObject *args)
                                                                 : reason_of(rc);
     return Py_BuildValue("(Oss)", Py_None, reason, detail);
   }
+  bundle_bytes *bytes = PyObject_New(bundle_bytes, &bundle_bytes_type);
+  if (bytes == NULL) {
+    free(body);
+    return NULL;
+  }
+  bytes->data = body; /* owned by the object from here on */
+  bytes->len = len;
   pcc_magic magic;
   int bundle_opt = -1;
   size_t skipped = 0;
-  bundle_visit visit = {PyDict_New(), false};
-  pcc_proto_status prc = visit.dict ? pcc_bundle_parse((const uint8_t *)body, len, &magic,
-                                                       &bundle_opt, add_bundle_entry, &visit,
-                                                       &skipped)
-                                    : PCC_PROTO_NOMEM;
-  free(body);
-  if (visit.failed) {
+  bundle_visit visit = {PyDict_New(), PyMemoryView_FromObject((PyObject *)bytes), body, false};
+  Py_DECREF(bytes); /* the memoryview keeps it */
+  pcc_proto_status prc = visit.dict && visit.view
+                           ? pcc_bundle_parse((const uint8_t *)body, len, &magic, &bundle_opt,
+                                              add_bundle_entry, &visit, &skipped)
+                           : PCC_PROTO_NOMEM;
+  Py_XDECREF(visit.view);
+  if (visit.failed || prc == PCC_PROTO_NOMEM) {
     Py_XDECREF(visit.dict);
-    return NULL;
+    return PyErr_Occurred() ? NULL : PyErr_NoMemory();
   }
   if (prc != PCC_PROTO_OK || !pcc_magic_equal(&magic, &state.magic) || bundle_opt != opt) {
     Py_XDECREF(visit.dict);
@@ -536,5 +582,7 @@ PyMODINIT_FUNC PyInit__native(void)
 {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, register_fork_handler);
+  if (PyType_Ready(&bundle_bytes_type) < 0)
+    return NULL;
   return PyModule_Create(&native_module);
 }
