@@ -216,14 +216,20 @@ static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_
 {
   enum MHD_Result result;
   if (answer->error == NULL && answer->raw != NULL) {
-    struct MHD_Response *response = NULL;
     char entries[16];
     snprintf(entries, sizeof entries, "%u", answer->raw_entries);
-    result = send_owned(connection, answer->http_status, answer->raw_type, (char *)answer->raw,
-                        answer->raw_len, &response);
-    answer->raw = NULL; /* send_owned took it */
-    if (response != NULL) {
+    /* the response takes the bytes: freed, or released when they are shared */
+    struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
+      answer->raw_len, answer->raw, answer->raw_release ? answer->raw_release : free,
+      answer->raw_release ? answer->raw_ctx : answer->raw);
+    if (response == NULL) {
+      result = MHD_NO;
+    } else {
+      answer->raw = NULL;
+      answer->raw_release = NULL;
+      MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, answer->raw_type);
       MHD_add_response_header(response, "X-Pycached-Bundle-Entries", entries);
+      result = MHD_queue_response(connection, answer->http_status, response);
       MHD_destroy_response(response);
     }
   } else if (answer->error == NULL && answer->json != NULL) {

@@ -102,7 +102,10 @@ void svc_answer_clear(svc_answer *answer)
 {
   cJSON_Delete(answer->extra);
   cJSON_Delete(answer->json);
-  free(answer->raw);
+  if (answer->raw_release != NULL)
+    answer->raw_release(answer->raw_ctx);
+  else
+    free(answer->raw);
   free(answer->blob);
   memset(answer, 0, sizeof *answer);
 }
@@ -893,6 +896,7 @@ pcc_service_status pcc_service_open(const pcc_config *config, pcc_service **out)
   pthread_mutex_init(&service->lock, NULL);
   pthread_mutex_init(&service->counters_lock, NULL);
   pthread_mutex_init(&service->hits_lock, NULL);
+  pthread_mutex_init(&service->bundles_lock, NULL);
   service->hit_table = calloc(SVC_HIT_TABLE_SIZE, sizeof *service->hit_table);
   if (service->hit_table == NULL) {
     pcc_service_close(service);
@@ -975,6 +979,8 @@ void pcc_service_close(pcc_service *service)
   for (unsigned i = 0; i < service->n_roots; i++)
     free(service->roots[i]);
   free(service->hit_table);
+  svc_bundle_cache_clear(service);
+  pthread_mutex_destroy(&service->bundles_lock);
   pthread_mutex_destroy(&service->hits_lock);
   pthread_mutex_destroy(&service->counters_lock);
   pthread_mutex_destroy(&service->lock);

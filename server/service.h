@@ -44,9 +44,12 @@ typedef struct {
   char message[512];
   cJSON *extra;           /* owned: more fields of the error body, or NULL */
   cJSON *json;            /* owned: on success, a JSON body to send (admin answers) */
-  uint8_t *raw;           /* owned: on success, a binary body to send (bundles) ... */
+  uint8_t *raw;           /* on success, a binary body to send (bundles): owned (free()), or
+                             shared when raw_release is set ... */
   size_t raw_len;
-  const char *raw_type;   /* ... and its content type */
+  const char *raw_type;   /* ... its content type ... */
+  void (*raw_release)(void *ctx); /* ... and, for shared bytes, what releases them */
+  void *raw_ctx;
   unsigned raw_entries;   /* bundles: entries in it */
   pcc_blob *blob;         /* owned: the code on success */
   pcc_digest digest;      /* on success: digest of the source the code was compiled from */

@@ -35,6 +35,27 @@ typedef struct {
   int64_t last;
 } svc_hit_slot;
 
+/* A bundle built once and served to every start of the program while the store is unchanged.
+ * refs: 1 while cached, plus 1 per response still sending it. */
+typedef struct {
+  atomic_uint refs;
+  uint8_t *data;
+  size_t len;
+  unsigned entries;
+} svc_bundle_bytes;
+
+#define SVC_BUNDLE_SLOTS 8
+#define SVC_BUNDLE_CACHE_BYTES ((size_t)512 << 20)
+
+typedef struct {
+  pcc_magic magic;
+  int opt;
+  char name[PCC_PROFILE_NAME_MAX + 1];
+  uint64_t generation;      /* of the store when it was built */
+  uint64_t last_used;
+  svc_bundle_bytes *bytes;  /* NULL: free slot */
+} svc_bundle_slot;
+
 /* One compiler backend: a worker pool, its queue and its dispatch threads. */
 typedef struct svc_backend {
   struct pcc_service *service;
@@ -68,7 +89,15 @@ struct pcc_service {
   svc_histogram hit_latency, compile_latency;
   pthread_mutex_t hits_lock;
   svc_hit_slot *hit_table;
+  pthread_mutex_t bundles_lock;
+  svc_bundle_slot bundles[SVC_BUNDLE_SLOTS];
+  uint64_t bundle_clock;
 };
+
+/* Drops a reference to cached bundle bytes (the MHD free callback of a bundle response). */
+void svc_bundle_release(void *bytes);
+/* Empties the bundle cache (at close). */
+void svc_bundle_cache_clear(pcc_service *service);
 
 /* The counters of a magic (added on first use; "other" when the table is full). */
 svc_counters *svc_counters_for(pcc_service *service, const pcc_magic *magic);

@@ -126,51 +126,171 @@ static void bundle_add(pcc_service *service, const pcc_params *params, const cha
   free(blob);
 }
 
-void svc_bundle(pcc_service *service, const pcc_params *params, const char *name, bool json,
-                svc_answer *answer)
+/* Builds the bundle of a profile: the binary form into *data (caller frees) or, with doc set,
+ * the entries into doc's "entries". Returns false (answer set) on a store error or no profile. */
+static bool build_bundle(pcc_service *service, const pcc_params *params, const char *name,
+                         cJSON *doc, uint8_t **data, size_t *len, unsigned *added,
+                         svc_answer *answer)
 {
-  if (!profile_name_ok(name, answer))
-    return;
   path_copy copy = {0};
   pcc_store_status rc = pcc_store_profile_read(service->store, &params->magic, params->opt, name,
                                                copy_path, &copy);
   pcc_bundle_writer *writer = NULL;
-  cJSON *doc = NULL, *entries = NULL;
-  unsigned added = 0;
-  if (rc == PCC_STORE_NOTFOUND) {
+  bool ok = false;
+  *added = 0;
+  if (rc == PCC_STORE_NOTFOUND)
     svc_answer_error(answer, 404, "not-found", "no profile of that name for this magic and opt");
-  } else if (rc != PCC_STORE_OK) {
+  else if (rc != PCC_STORE_OK)
     svc_answer_store_error(answer, rc);
-  } else if (json) {
-    doc = cJSON_CreateObject();
-    char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&params->magic, hex);
-    cJSON_AddStringToObject(doc, "magic", hex);
-    cJSON_AddNumberToObject(doc, "opt", params->opt);
-    cJSON_AddStringToObject(doc, "profile", name);
-    entries = cJSON_AddArrayToObject(doc, "entries");
-  } else if (pcc_bundle_writer_open(&params->magic, params->opt, BUNDLE_MAX_BYTES, &writer) !=
-             PCC_PROTO_OK) {
+  else if (doc == NULL && pcc_bundle_writer_open(&params->magic, params->opt, BUNDLE_MAX_BYTES,
+                                                 &writer) != PCC_PROTO_OK)
     svc_answer_error(answer, 500, "internal", "out of memory");
-  }
-  if (doc != NULL || writer != NULL) {
-    for (size_t i = 0; i < copy.n; i++)
-      bundle_add(service, params, copy.paths[i], writer, entries, &added);
-    answer->http_status = 200;
-    answer->raw_entries = added;
-    if (doc != NULL) {
-      answer->json = doc;
-    } else if (pcc_bundle_writer_finish(writer, &answer->raw, &answer->raw_len) ==
-               PCC_PROTO_OK) {
-      answer->raw_type = "application/x-pycached-bundle";
-    } else {
-      svc_answer_error(answer, 500, "internal", "cannot finish the bundle");
-    }
+  else
+    ok = true;
+  cJSON *entries = doc ? cJSON_GetObjectItemCaseSensitive(doc, "entries") : NULL;
+  for (size_t i = 0; ok && i < copy.n; i++)
+    bundle_add(service, params, copy.paths[i], writer, entries, added);
+  if (ok && writer != NULL && pcc_bundle_writer_finish(writer, data, len) != PCC_PROTO_OK) {
+    svc_answer_error(answer, 500, "internal", "cannot finish the bundle");
+    ok = false;
   }
   pcc_bundle_writer_close(writer);
   for (size_t i = 0; i < copy.n; i++)
     free(copy.paths[i]);
   free(copy.paths);
+  return ok;
+}
+
+void svc_bundle_release(void *ctx)
+{
+  svc_bundle_bytes *bytes = ctx;
+  if (bytes != NULL && atomic_fetch_sub(&bytes->refs, 1) == 1) {
+    free(bytes->data);
+    free(bytes);
+  }
+}
+
+void svc_bundle_cache_clear(pcc_service *service)
+{
+  for (size_t i = 0; i < SVC_BUNDLE_SLOTS; i++) {
+    svc_bundle_release(service->bundles[i].bytes);
+    service->bundles[i].bytes = NULL;
+  }
+}
+
+static bool slot_is(const svc_bundle_slot *slot, const pcc_params *params, const char *name)
+{
+  return slot->bytes != NULL && slot->opt == params->opt &&
+         pcc_magic_equal(&slot->magic, &params->magic) && strcmp(slot->name, name) == 0;
+}
+
+/* The cached bundle of (magic, opt, name) at this generation, with a reference taken, or NULL. */
+static svc_bundle_bytes *cache_take(pcc_service *service, const pcc_params *params,
+                                    const char *name, uint64_t generation)
+{
+  svc_bundle_bytes *found = NULL;
+  pthread_mutex_lock(&service->bundles_lock);
+  for (size_t i = 0; i < SVC_BUNDLE_SLOTS && found == NULL; i++) {
+    svc_bundle_slot *slot = &service->bundles[i];
+    if (slot_is(slot, params, name) && slot->generation == generation) {
+      found = slot->bytes;
+      atomic_fetch_add(&found->refs, 1);
+      slot->last_used = ++service->bundle_clock;
+    }
+  }
+  pthread_mutex_unlock(&service->bundles_lock);
+  return found;
+}
+
+/* Caches a fresh bundle (its reference for the cache is already counted in refs), replacing
+ * an older one of the same profile, else a free or the least recently used slot; the cache
+ * keeps at most SVC_BUNDLE_CACHE_BYTES. */
+static void cache_put(pcc_service *service, const pcc_params *params, const char *name,
+                      uint64_t generation, svc_bundle_bytes *bytes)
+{
+  pthread_mutex_lock(&service->bundles_lock);
+  svc_bundle_slot *victim = &service->bundles[0];
+  size_t total = bytes->len;
+  for (size_t i = 0; i < SVC_BUNDLE_SLOTS; i++) {
+    svc_bundle_slot *slot = &service->bundles[i];
+    if (slot_is(slot, params, name) || slot->bytes == NULL) {
+      victim = slot;
+      break;
+    }
+    if (slot->last_used < victim->last_used)
+      victim = slot;
+  }
+  svc_bundle_release(victim->bytes);
+  victim->bytes = NULL;
+  for (size_t i = 0; i < SVC_BUNDLE_SLOTS; i++) /* then make room */
+    total += service->bundles[i].bytes ? service->bundles[i].bytes->len : 0;
+  for (size_t i = 0; i < SVC_BUNDLE_SLOTS && total > SVC_BUNDLE_CACHE_BYTES; i++)
+    if (service->bundles[i].bytes != NULL) {
+      total -= service->bundles[i].bytes->len;
+      svc_bundle_release(service->bundles[i].bytes);
+      service->bundles[i].bytes = NULL;
+    }
+  if (total <= SVC_BUNDLE_CACHE_BYTES) {
+    victim->magic = params->magic;
+    victim->opt = params->opt;
+    snprintf(victim->name, sizeof victim->name, "%s", name);
+    victim->generation = generation;
+    victim->last_used = ++service->bundle_clock;
+    victim->bytes = bytes;
+  } else {
+    svc_bundle_release(bytes); /* too big to keep: only this response has it */
+  }
+  pthread_mutex_unlock(&service->bundles_lock);
+}
+
+void svc_bundle(pcc_service *service, const pcc_params *params, const char *name, bool json,
+                svc_answer *answer)
+{
+  if (!profile_name_ok(name, answer))
+    return;
+  unsigned added = 0;
+  if (json) {
+    cJSON *doc = cJSON_CreateObject();
+    char hex[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(&params->magic, hex);
+    cJSON_AddStringToObject(doc, "magic", hex);
+    cJSON_AddNumberToObject(doc, "opt", params->opt);
+    cJSON_AddStringToObject(doc, "profile", name);
+    cJSON_AddArrayToObject(doc, "entries");
+    if (!build_bundle(service, params, name, doc, NULL, NULL, &added, answer)) {
+      cJSON_Delete(doc);
+      return;
+    }
+    answer->http_status = 200;
+    answer->json = doc;
+    return;
+  }
+  uint64_t generation = pcc_store_generation(service->store);
+  svc_bundle_bytes *bytes = cache_take(service, params, name, generation);
+  if (bytes == NULL) {
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (!build_bundle(service, params, name, NULL, &data, &len, &added, answer))
+      return;
+    bytes = malloc(sizeof *bytes);
+    if (bytes == NULL) {
+      free(data);
+      svc_answer_error(answer, 500, "internal", "out of memory");
+      return;
+    }
+    atomic_init(&bytes->refs, 2); /* the cache's and this response's */
+    bytes->data = data;
+    bytes->len = len;
+    bytes->entries = added;
+    cache_put(service, params, name, generation, bytes);
+  }
+  answer->http_status = 200;
+  answer->raw = bytes->data;
+  answer->raw_len = bytes->len;
+  answer->raw_entries = bytes->entries;
+  answer->raw_type = "application/x-pycached-bundle";
+  answer->raw_release = svc_bundle_release;
+  answer->raw_ctx = bytes;
 }
 
 /* Reads a lookup's parameters from a JSON object (strings or numbers) for pcc_params_parse. */

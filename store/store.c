@@ -15,6 +15,7 @@
  *   profiles value: count u32 | (length u16 | path) x count
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,7 @@
 
 struct pcc_store {
   MDB_env *env;
+  atomic_uint_fast64_t generation; /* bumped by every committed write */
   MDB_dbi paths;
   MDB_dbi blobs;
   MDB_dbi profiles; /* magic[4] opt[1] name -> u32 count, then (u16 length, path) each */
@@ -73,6 +75,20 @@ static int txn_begin(pcc_store *store, unsigned flags, MDB_txn **txn)
   return mdb_rc;
 }
 
+/* Commits a write transaction; every committed write makes a new generation. */
+static int txn_commit(pcc_store *store, MDB_txn *txn)
+{
+  int mdb_rc = mdb_txn_commit(txn);
+  if (mdb_rc == MDB_SUCCESS)
+    atomic_fetch_add(&store->generation, 1);
+  return mdb_rc;
+}
+
+uint64_t pcc_store_generation(pcc_store *store)
+{
+  return atomic_load(&store->generation);
+}
+
 pcc_store_status pcc_store_open(const char *dir, uint64_t map_size, pcc_store **out)
 {
   if (dir == NULL || out == NULL)
@@ -104,7 +120,7 @@ pcc_store_status pcc_store_open(const char *dir, uint64_t map_size, pcc_store **
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = mdb_dbi_open(txn, "profiles", MDB_CREATE, &store->profiles);
   if (mdb_rc == MDB_SUCCESS) {
-    mdb_rc = mdb_txn_commit(txn);
+    mdb_rc = txn_commit(store, txn);
     txn = NULL;
   }
   if (mdb_rc != MDB_SUCCESS) {
@@ -212,7 +228,7 @@ static void drop_blob(pcc_store *store, MDB_val *key)
   if (txn_begin(store, 0, &txn) != MDB_SUCCESS)
     return;
   if (mdb_del(txn, store->blobs, key, NULL) == MDB_SUCCESS)
-    mdb_txn_commit(txn);
+    txn_commit(store, txn);
   else
     mdb_txn_abort(txn);
 }
@@ -330,7 +346,7 @@ pcc_store_status pcc_store_put(pcc_store *store, const pcc_magic *magic, int opt
   if (rc == PCC_STORE_OK)
     rc = from_mdb(mdb_put(txn, store->paths, &key, &value, 0));
   if (rc == PCC_STORE_OK)
-    rc = from_mdb(mdb_txn_commit(txn));
+    rc = from_mdb(txn_commit(store, txn));
   else
     mdb_txn_abort(txn);
   free(path_value);
@@ -559,7 +575,7 @@ static int delete_batch(pcc_store *store, const pcc_store_filter *filter, uint8_
     mdb_txn_abort(txn);
     return mdb_rc;
   }
-  mdb_rc = mdb_txn_commit(txn);
+  mdb_rc = txn_commit(store, txn);
   if (mdb_rc == MDB_SUCCESS)
     *removed += deleted;
   return mdb_rc;
@@ -600,7 +616,7 @@ static int delete_blobs_batch(pcc_store *store, const pcc_magic *magic, int opt,
     mdb_txn_abort(txn);
     return mdb_rc;
   }
-  return mdb_txn_commit(txn);
+  return txn_commit(store, txn);
 }
 
 pcc_store_status pcc_store_delete(pcc_store *store, const pcc_store_filter *filter,
@@ -620,7 +636,7 @@ pcc_store_status pcc_store_delete(pcc_store *store, const pcc_store_filter *filt
     if (mdb_rc == MDB_SUCCESS)
       mdb_rc = mdb_drop(txn, store->blobs, 0);
     if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_txn_commit(txn);
+      mdb_rc = txn_commit(store, txn);
     else
       mdb_txn_abort(txn);
     if (mdb_rc == MDB_SUCCESS)
@@ -663,7 +679,7 @@ pcc_store_status pcc_store_delete_one(pcc_store *store, const pcc_magic *magic, 
       *removed = 1;
   }
   if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
-    mdb_rc = mdb_txn_commit(txn);
+    mdb_rc = txn_commit(store, txn);
   else
     mdb_txn_abort(txn);
   if (mdb_rc != MDB_SUCCESS)
@@ -835,7 +851,7 @@ pcc_store_status pcc_store_profile_merge(pcc_store *store, const pcc_magic *magi
     *total = count;
   }
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_txn_commit(txn);
+    mdb_rc = txn_commit(store, txn);
   else
     mdb_txn_abort(txn);
   free(value);

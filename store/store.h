@@ -92,6 +92,10 @@ typedef struct {
 
 pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out);
 
+/* A number that changes whenever a write commits (compiles, deletions, profiles): what was
+ * computed from the store at one generation is still right while it stays the same. */
+uint64_t pcc_store_generation(pcc_store *store);
+
 /* ---- administration (server/ admin API) --------------------------------------------------- */
 
 /* One path entry with what its blob says about it, as listings show it. */
