@@ -1679,7 +1679,8 @@ static void ctl_warm_levels_text(const ctl_warm *w, char out[16])
  * stdout. Returns false when the JSON could not be built (no memory). */
 static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double elapsed)
 {
-  qsort(w->problems, w->nproblems, sizeof *w->problems, ctl_warm_problem_cmp);
+  if (w->nproblems > 0) /* qsort wants a real array even for none */
+    qsort(w->problems, w->nproblems, sizeof *w->problems, ctl_warm_problem_cmp);
   char magic_hex[2 * PCC_MAGIC_LEN + 1], levels[16];
   pcc_magic_to_hex(&w->magic, magic_hex);
   ctl_warm_levels_text(w, levels);
