@@ -23,17 +23,17 @@ setup error.
 """
 import argparse
 import http.client
-import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import start_server, stats, stop  # noqa: E402  (shared with the other benchmarks)
 
 MAGIC = "a70d0d0a"
 STORM_HITS_MAX = 1000000  # bounds the hit loop during a storm
@@ -41,34 +41,6 @@ STORM_HITS_MAX = 1000000  # bounds the hit loop during a storm
 
 class RunFailed(Exception):
     pass
-
-
-def start_server(build, tmp):
-    out_path = os.path.join(tmp, "server.out")
-    with open(out_path, "wb") as out, open(os.path.join(tmp, "server.err"), "wb") as err:
-        proc = subprocess.Popen([os.path.join(build, "server", "pycached"), "--port", "0",
-                                 "--store", os.path.join(tmp, "store"), "--workers", "2"],
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        with open(out_path) as out:
-            line = out.readline()
-        if line.endswith("\n") and " listening on " in line:
-            url = line.split(" listening on ")[1].split()[0]
-            return proc, int(url.rsplit(":", 1)[1])
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError("pycached did not start: %r" % open(out_path).read())
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def large_source(seed):
@@ -83,14 +55,8 @@ def large_source(seed):
     return "".join(parts).encode()
 
 
-def stats(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request("GET", "/v1/stats")
-        resp = conn.getresponse()
-        return json.loads(resp.read())
-    finally:
-        conn.close()
+def port_stats(port):
+    return stats("http://127.0.0.1:%d" % port)
 
 
 def compile_query(path, data, mtime):
@@ -197,7 +163,8 @@ def main():
     server = None
     rows, ok = [], True
     try:
-        server, port = start_server(build, tmp)
+        server, url = start_server(build, os.path.join(tmp, "store"), os.path.join(tmp, "server"))
+        port = int(url.rsplit(":", 1)[1])
         small = b"# bench_concurrent: the cached module\nVALUE = [i * i for i in range(10)]\n"
         small_path, mtime = os.path.join(tmp, "cached_mod.py"), 1700000000
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -214,10 +181,10 @@ def main():
             body = large_source(rnd + int(time.time()))
             query = compile_query(os.path.join(tmp, "large_%d.py" % rnd), body, mtime)
             idle = hit_loop(port, hit_query, args.hits)
-            before = stats(port)["compiles"]
+            before = port_stats(port)["compiles"]
             seconds, outcomes, during = storm(port, args.clients, query, body, hit_query,
                                               args.hits)
-            compiles = stats(port)["compiles"] - before
+            compiles = port_stats(port)["compiles"] - before
             ok = ok and compiles == 1
             rows.append((rnd + 1, len(body), compiles, outcomes, seconds, idle, during))
             print("run %d/%d done" % (rnd + 1, args.runs), file=sys.stderr)

@@ -32,14 +32,15 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import start_server, stats, stop  # noqa: E402  (shared with the other benchmarks)
 
 PYTHON = "/usr/bin/python3"
 DIST = "/usr/lib/python3/dist-packages"
@@ -62,6 +63,7 @@ elapsed = time.perf_counter() - t
 x = sympy.Symbol("x")
 answer = str(sympy.factor(x**2 - 1))
 import json
+
 hook = sys.modules.get("pycached")
 modules = [n for n, m in list(sys.modules.items())
            if (getattr(m, "__file__", None) or "").startswith(tree + "/")]
@@ -92,38 +94,9 @@ def setup_trees(tmp):
     return tree_a, tree_b
 
 
-def start_server(build, tmp):
-    """Starts pycached on a free port; returns (process, url)."""
-    out_path = os.path.join(tmp, "server.out")
-    with open(out_path, "wb") as out, open(os.path.join(tmp, "server.err"), "wb") as err:
-        proc = subprocess.Popen([os.path.join(build, "server", "pycached"), "--port", "0",
-                                 "--store", os.path.join(tmp, "store"), "--workers", "2"],
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        with open(out_path) as out:
-            line = out.readline()
-        if line.endswith("\n") and " listening on " in line:
-            return proc, line.split(" listening on ")[1].split()[0]
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError("pycached did not start: %r" % open(out_path).read())
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def server_requests(url):
     """The server's request counter (this request included)."""
-    with urllib.request.urlopen(url + "/v1/stats", timeout=10) as response:
-        return json.load(response)["requests"]
+    return stats(url)["requests"]
 
 
 def closed_port_url():
@@ -184,7 +157,7 @@ def main():
     server = None
     try:
         tree_a, tree_b = setup_trees(tmp)
-        server, url = start_server(build, tmp)
+        server, url = start_server(build, os.path.join(tmp, "store"), os.path.join(tmp, "server"))
         down = closed_port_url()
         child = [PYTHON, "-s", "-c", CHILD]
         plans = {  # condition: (argv, env, tree)

@@ -24,13 +24,14 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import start_server, stats, stop  # noqa: E402  (shared with the other benchmarks)
 
 PYTHON = "/usr/bin/python3"
 DIST = "/usr/lib/python3/dist-packages"
@@ -61,38 +62,6 @@ def sources(tree):
                 files, size = files + 1, size + len(data)
                 digests.add(hashlib.sha256(data).digest())
     return files, len(digests), size
-
-
-def start_server(build, store, log):
-    out_path = log + ".out"
-    with open(out_path, "wb") as out, open(log + ".err", "ab") as err:
-        proc = subprocess.Popen([os.path.join(build, "server", "pycached"), "--port", "0",
-                                 "--store", store, "--workers", "2"],
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        with open(out_path) as out:
-            line = out.readline()
-        if line.endswith("\n") and " listening on " in line:
-            return proc, line.split(" listening on ")[1].split()[0]
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError("pycached did not start: %r" % open(out_path).read())
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def stats(url):
-    with urllib.request.urlopen(url + "/v1/stats", timeout=10) as response:
-        return json.load(response)
 
 
 def run_warm(ctl, build, tmp, tree, jobs, rnd, expect):
