@@ -47,7 +47,8 @@ _MAX_SOURCE = 16 << 20  # the server's default --max-source
 _TOKEN_MAX = 512  # bytes of a token (libpycached's PCC_TOKEN_MAX)
 _TOKEN_FILE_MAX = 4096  # bytes of a token file (PCC_TOKEN_FILE_MAX)
 
-_lock = threading.Lock()
+_lock = threading.Lock()         # counters
+_bundle_lock = threading.Lock()  # the first import fetches the bundle; others wait for it
 _counters = {}
 _settings = None
 _path_hook = None
@@ -251,7 +252,9 @@ def _code_from_pyc(fullname, source_path, source_mtime, source_size, pyc, outcom
 def _bundled_code(fullname, source_path, source_mtime, source_size):
     """A code object from the profile's bundle, validated as a lookup would be, or None."""
     if _bundle is None:
-        _load_bundle(_settings)
+        with _bundle_lock:
+            if _bundle is None:
+                _load_bundle(_settings)
     entry = _bundle.get(source_path)
     if entry is None:
         return None
@@ -338,20 +341,20 @@ def install(env=None):
 
 def _load_bundle(conf):
     """Fetches the bundle of this program's profile: one request for every module it imported
-    in earlier runs."""
+    in earlier runs. Sets _bundle last, so that no import sees it half made."""
     global _bundle
-    _bundle = {}
-    if conf["profile"] == "off":
-        return
-    entries, reason, skipped = _native.fetch_bundle(conf["profile"], sys.flags.optimize)
-    if entries is None:  # no profile yet (a program's first run) is no fallback
-        _count("bundle_missing" if reason == "no-profile" else "fallback:bundle-" + reason)
-        _debug("bundle-" + reason, conf["profile"], "-", str(skipped))
-        return
+    entries = {}
+    if conf["profile"] != "off":
+        fetched, reason, skipped = _native.fetch_bundle(conf["profile"], sys.flags.optimize)
+        if fetched is None:  # no profile yet (a program's first run) is no fallback
+            _count("bundle_missing" if reason == "no-profile" else "fallback:bundle-" + reason)
+            _debug("bundle-" + reason, conf["profile"], "-", str(skipped))
+        else:
+            entries = fetched
+            with _lock:
+                _counters["bundle_entries"] = len(entries)
+                _counters["bundle_skipped"] = skipped
     _bundle = entries
-    with _lock:
-        _counters["bundle_entries"] = len(entries)
-        _counters["bundle_skipped"] = skipped
 
 
 def _save_profile():
