@@ -43,6 +43,9 @@ typedef struct {
   unsigned timeout_ms;      /* per compile; 0 = 10000 */
   uint64_t memory_limit;    /* RLIMIT_AS of each worker in bytes; 0 = no limit */
   size_t max_frame;         /* largest frame either way; 0 = 64 MiB */
+  bool drop_privileges;     /* run the workers as uid/gid (no supplementary groups) */
+  uid_t uid;
+  gid_t gid;
 } pcc_compiler_config;
 
 /* Starts the workers and reads each one's hello. All workers of one pool must report the same

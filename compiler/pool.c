@@ -10,6 +10,7 @@
 #include "compiler.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -70,6 +71,9 @@ struct pcc_compiler {
   unsigned timeout_ms;
   uint64_t memory_limit;
   size_t max_frame;
+  bool drop_privileges;
+  uid_t uid;
+  gid_t gid;
   pcc_magic magic;
   char name[POOL_NAME_MAX];
   _Atomic uint64_t restarts;
@@ -226,6 +230,9 @@ static void child_exec(const pcc_compiler *c, int fd) {
     struct rlimit as = {(rlim_t)c->memory_limit, (rlim_t)c->memory_limit};
     if (setrlimit(RLIMIT_AS, &as) != 0) _exit(126);
   }
+  if (c->drop_privileges && (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 ||
+                             setuid(c->uid) != 0 || getuid() != c->uid))
+    _exit(126);
   execv(c->argv[0], c->argv);
   _exit(127);
 }
@@ -371,6 +378,9 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
   c->timeout_ms = config->timeout_ms ? config->timeout_ms : POOL_DEFAULT_TIMEOUT_MS;
   c->max_frame = config->max_frame ? config->max_frame : POOL_DEFAULT_MAX_FRAME;
   c->memory_limit = config->memory_limit;
+  c->drop_privileges = config->drop_privileges;
+  c->uid = config->uid;
+  c->gid = config->gid;
 #ifdef POOL_ASAN
   if (c->memory_limit != 0) {
     fprintf(stderr, "pycached: built with AddressSanitizer, compiler worker memory limit "

@@ -47,6 +47,8 @@ static const option_spec options[] = {
    "concurrent HTTP connections", 0},
   {"worker", OPT_STRING, "PATH", NULL, 0, 0, FIELD(worker),
    "compiler worker executable (default: pycached-cpython-worker next to pycached)", 0},
+  {"worker-user", OPT_STRING, "USER", NULL, 0, 0, FIELD(worker_user),
+   "user the compiler workers run as (default when started as root: nobody)", 0},
   {"source-root", OPT_LIST, "DIR", NULL, 0, PCC_MAX_SOURCE_ROOTS, FIELD(source_roots),
    "directory whose files the server may read itself (repeatable)", FIELD(n_source_roots)},
   {"compiler", OPT_LIST, "PATH", NULL, 0, PCC_MAX_COMPILERS, FIELD(compilers),

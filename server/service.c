@@ -2,6 +2,7 @@
  * store, "parse once" compiles through a queue of jobs keyed by (magic, opt, digest), the
  * dispatch threads that feed the compiler pool, and the counters of /v1/stats. */
 #include <errno.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -827,6 +828,27 @@ static bool find_worker_script(char *out, size_t len)
   return find_file(candidates, sizeof candidates / sizeof candidates[0], R_OK, out, len);
 }
 
+/* The user the workers run as: --worker-user, else "nobody" when the server runs as root (a
+ * compiler should not run with the server's rights, least of all root's). False when a named
+ * user does not exist. */
+static bool worker_identity(const pcc_config *config, pcc_compiler_config *out)
+{
+  const char *name = config->worker_user;
+  if (name == NULL && geteuid() != 0)
+    return true; /* not root: the workers keep the server's (unprivileged) user */
+  struct passwd entry, *found = NULL;
+  char buf[4096];
+  if (getpwnam_r(name ? name : "nobody", &entry, buf, sizeof buf, &found) != 0 || found == NULL) {
+    fprintf(stderr, "pycached: no user %s for the compiler workers%s\n", name ? name : "nobody",
+            name ? "" : "; they run as root");
+    return name == NULL;
+  }
+  out->drop_privileges = true;
+  out->uid = found->pw_uid;
+  out->gid = found->pw_gid;
+  return true;
+}
+
 /* Starts one backend: its worker pool and dispatch threads. interpreter NULL: embedded. */
 static pcc_service_status backend_start(pcc_service *service, const char *interpreter)
 {
@@ -857,6 +879,8 @@ static pcc_service_status backend_start(pcc_service *service, const char *interp
     .memory_limit = config->worker_memory,
     .max_frame = 0, /* the workers' own limit: 64 MiB, above --max-source's maximum */
   };
+  if (!worker_identity(config, &compiler_config))
+    return PCC_SERVICE_CONFIG;
   pcc_compiler_status rc = pcc_compiler_open(&compiler_config, &backend->compiler);
   if (rc != PCC_COMPILER_OK) {
     fprintf(stderr, "pycached: %s: %s\n", argv[0], pcc_compiler_strerror(rc));

@@ -575,6 +575,27 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(status, 200, "a full map does not stop small entries or the server")
         self.assertEqual(server.json("GET", "/v1/code?" + query(source_params(small)))[0], 200)
 
+    @unittest.skipUnless(os.geteuid() == 0, "the workers change user only under root")
+    def test_workers_do_not_run_as_root(self):
+        import pwd
+        server = self.start("--workers", "1")
+        uids = []
+        for pid in server.worker_pids():
+            with open("/proc/%d/status" % pid) as f:
+                uids += [int(line.split()[1]) for line in f if line.startswith("Uid:")]
+        self.assertEqual(uids, [pwd.getpwnam("nobody").pw_uid])
+        path = os.path.join(self.tmp, "as_nobody.py")
+        with open(path, "w") as f:
+            f.write("N = 1\n")
+        status, _, _ = server.request("POST", "/v1/compile?" + query(source_params(
+            path, with_hash=False)), b"N = 1\n")
+        self.assertEqual(status, 200, "a worker without privileges still compiles")
+        run = subprocess.run([PYCACHED, "--store", os.path.join(self.tmp, "s2"), "--port", "0",
+                              "--worker-user", "no-such-user-here"], capture_output=True,
+                             text=True, timeout=30)
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("no-such-user-here", run.stderr)
+
     def test_bad_options_are_refused(self):
         for args in (["--port", "70000"], ["--map-size", "lots"], ["--nonsense"],
                      ["--source-root", os.path.join(self.tmp, "missing")]):
