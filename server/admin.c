@@ -23,6 +23,7 @@
 
 typedef struct {
   pcc_magic magic;
+  const svc_counters *counters; /* for the fallbacks clients reported; NULL when none */
   uint64_t entries, bytes;
   uint64_t hits, absent, stale, compiles, compile_errors, corruptions;
   bool served;
@@ -69,6 +70,7 @@ static void take_snapshot(pcc_service *service, snapshot *snap)
     magic_figures *f = figures_for(snap, &c->magic);
     if (f == NULL)
       continue;
+    f->counters = c;
     f->hits = atomic_load(&c->hits);
     f->absent = atomic_load(&c->miss_absent);
     f->stale = atomic_load(&c->miss_stale);
@@ -97,6 +99,25 @@ static void take_snapshot(pcc_service *service, snapshot *snap)
   t->compile_errors += atomic_load(&o->compile_errors);
   t->corruptions += atomic_load(&o->corruptions);
   snap->have_store = pcc_store_stat(service->store, &snap->store) == PCC_STORE_OK;
+}
+
+/* {"reason": count} of the fallbacks clients reported for the magics in figures (n of them). */
+static cJSON *fallbacks_json(const magic_figures *figures, size_t n)
+{
+  cJSON *obj = cJSON_CreateObject();
+  for (size_t i = 0; i < n; i++) {
+    const svc_counters *c = figures[i].counters;
+    unsigned reasons = c ? atomic_load(&c->n_reasons) : 0;
+    for (unsigned r = 0; r < reasons; r++) {
+      double count = (double)atomic_load(&c->reason_counts[r]);
+      cJSON *have = cJSON_GetObjectItemCaseSensitive(obj, c->reasons[r]);
+      if (have != NULL)
+        cJSON_SetNumberValue(have, have->valuedouble + count);
+      else
+        cJSON_AddNumberToObject(obj, c->reasons[r], count);
+    }
+  }
+  return obj;
 }
 
 static cJSON *figures_json(const magic_figures *f)
@@ -153,12 +174,16 @@ void svc_admin_stats(pcc_service *service, svc_answer *answer)
   cJSON_AddStringToObject(build, "date", __DATE__);
   cJSON_AddNumberToObject(stats, "uptime", (double)(time(NULL) - service->started));
   cJSON_AddNumberToObject(stats, "requests", (double)atomic_load(&service->requests));
-  cJSON_AddItemToObject(stats, "total", figures_json(&snap->total));
+  cJSON *total = figures_json(&snap->total);
+  cJSON_AddItemToObject(total, "fallbacks", fallbacks_json(snap->magics, snap->n));
+  cJSON_AddItemToObject(stats, "total", total);
   cJSON *magics = cJSON_AddObjectToObject(stats, "magics");
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
     pcc_magic_to_hex(&snap->magics[i].magic, hex);
-    cJSON_AddItemToObject(magics, hex, figures_json(&snap->magics[i]));
+    cJSON *one = figures_json(&snap->magics[i]);
+    cJSON_AddItemToObject(one, "fallbacks", fallbacks_json(&snap->magics[i], 1));
+    cJSON_AddItemToObject(magics, hex, one);
   }
   cJSON *latency = cJSON_AddObjectToObject(stats, "latency");
   cJSON_AddItemToObject(latency, "hit", histogram_json(&service->hit_latency));
@@ -288,6 +313,17 @@ char *svc_metrics(pcc_service *service, size_t *len)
     pcc_magic_to_hex(&snap->magics[i].magic, hex);
     emit(&out, "pycached_entry_bytes{magic=\"%s\"} %llu\n", hex,
          (unsigned long long)snap->magics[i].bytes);
+  }
+  emit(&out, "# HELP pycached_client_fallbacks_total Fallbacks to local compilation clients "
+             "reported, by reason\n# TYPE pycached_client_fallbacks_total counter\n");
+  for (size_t i = 0; i < snap->n; i++) {
+    const svc_counters *c = snap->magics[i].counters;
+    unsigned reasons = c ? atomic_load(&c->n_reasons) : 0;
+    char hex[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(&snap->magics[i].magic, hex);
+    for (unsigned r = 0; r < reasons; r++)
+      emit(&out, "pycached_client_fallbacks_total{magic=\"%s\",reason=\"%s\"} %llu\n", hex,
+           c->reasons[r], (unsigned long long)atomic_load(&c->reason_counts[r]));
   }
   emit_histogram(&out, "hit_seconds", "Time to answer a lookup hit", &service->hit_latency);
   emit_histogram(&out, "compile_seconds", "Time a worker took to compile",

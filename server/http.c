@@ -48,10 +48,12 @@ typedef enum {
   ROUTE_PROFILE,
   ROUTE_BUNDLE,
   ROUTE_BATCH,
+  ROUTE_REPORT,
 } route;
 
 #define PROFILE_BODY_MAX ((size_t)4 << 20)
 #define BATCH_BODY_MAX ((size_t)1 << 20)
+#define REPORT_BODY_MAX ((size_t)64 << 10)
 
 typedef struct {
   route route;
@@ -85,6 +87,7 @@ static const struct {
   {"/v1/profile", MHD_HTTP_METHOD_POST, ROUTE_PROFILE, PCC_ROLE_READ},
   {"/v1/bundle", MHD_HTTP_METHOD_GET, ROUTE_BUNDLE, PCC_ROLE_READ},
   {"/v1/batch", MHD_HTTP_METHOD_POST, ROUTE_BATCH, PCC_ROLE_READ},
+  {"/v1/report", MHD_HTTP_METHOD_POST, ROUTE_REPORT, PCC_ROLE_READ},
   {"/metrics", MHD_HTTP_METHOD_GET, ROUTE_METRICS, PCC_ROLE_ADMIN},
   {"/v1/admin/stats", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_STATS, PCC_ROLE_ADMIN},
   {"/v1/admin/entries", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_ENTRIES, PCC_ROLE_ADMIN},
@@ -442,20 +445,23 @@ static enum MHD_Result handle_admin(pcc_http *http, request *req)
   return send_answer(req->connection, &req->params, &answer);
 }
 
-/* POST /v1/profile and GET /v1/bundle: magic and opt in the query, and the profile's name. */
+/* POST /v1/profile, GET /v1/bundle, POST /v1/report: magic (and opt) in the query, and for
+ * profiles and bundles the profile's name. */
 static enum MHD_Result handle_warm(pcc_http *http, request *req)
 {
   enum MHD_Result result = MHD_YES;
   svc_answer answer;
   memset(&answer, 0, sizeof answer);
   if (req->too_large)
-    return send_error(req->connection, 413, "too-large", "a profile body is at most 4 MiB");
+    return send_error(req->connection, 413, "too-large", "the body is over this endpoint's limit");
   if (!parse_params(req, PCC_PARAM_MAGIC, &result))
     return result;
   const char *name = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND,
                                                  "profile");
   if (req->route == ROUTE_PROFILE) {
     svc_profile_record(http->service, &req->params, name, req->body, req->len, &answer);
+  } else if (req->route == ROUTE_REPORT) {
+    svc_report(http->service, &req->params, req->body, req->len, &answer);
   } else {
     const char *format = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND,
                                                      "format");
@@ -495,6 +501,7 @@ static enum MHD_Result handle(pcc_http *http, request *req)
     return send_backup(http, req->connection);
   case ROUTE_PROFILE:
   case ROUTE_BUNDLE:
+  case ROUTE_REPORT:
     return handle_warm(http, req);
   case ROUTE_BATCH:
     if (req->too_large)
@@ -638,6 +645,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     req->limit = r == ROUTE_COMPILE   ? http->max_source
                  : r == ROUTE_PROFILE ? PROFILE_BODY_MAX
                  : r == ROUTE_BATCH   ? BATCH_BODY_MAX
+                 : r == ROUTE_REPORT  ? REPORT_BODY_MAX
                                       : 0; /* no other route takes a body */
     *req_cls = req;
     atomic_fetch_add(&http->active, 1);

@@ -129,6 +129,11 @@ void svc_profile_record(pcc_service *service, const pcc_params *params, const ch
 void svc_bundle(pcc_service *service, const pcc_params *params, const char *name, bool json,
                 svc_answer *answer);
 
+/* POST /v1/report: the JSON body {"fallbacks": {"reason": count, ...}} a client sends at exit,
+ * added to the counters of params->magic. */
+void svc_report(pcc_service *service, const pcc_params *params, const uint8_t *body, size_t len,
+                svc_answer *answer);
+
 /* POST /v1/batch: the JSON body {"lookups": [...]} answered one by one as /v1/code would. */
 void svc_batch(pcc_service *service, const uint8_t *body, size_t len, svc_answer *answer);
 

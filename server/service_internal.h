@@ -14,10 +14,17 @@
 #define SVC_LATENCY_BUCKETS 16
 #define SVC_HIT_TABLE_SIZE (1u << 16) /* entries whose hits are counted (open addressing) */
 
-/* Counters of one magic number. */
+#define SVC_REASONS_MAX 16   /* fallback reasons clients may report, per magic */
+#define SVC_REASON_LEN 32
+
+/* Counters of one magic number. Fallback reasons are added under counters_lock and published
+ * by n_reasons, like the magics themselves. */
 typedef struct {
   pcc_magic magic;
   atomic_uint_fast64_t hits, miss_absent, miss_stale, compiles, compile_errors, corruptions;
+  char reasons[SVC_REASONS_MAX][SVC_REASON_LEN + 1];
+  atomic_uint_fast64_t reason_counts[SVC_REASONS_MAX];
+  atomic_uint n_reasons;
 } svc_counters;
 
 /* A latency histogram: counts per bucket (not cumulative), total count and sum. */

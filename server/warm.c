@@ -376,3 +376,68 @@ void svc_batch(pcc_service *service, const uint8_t *body, size_t len, svc_answer
   answer->http_status = 200;
   answer->json = json;
 }
+
+/* ---- client reports ------------------------------------------------------------------------ */
+
+/* A reason is 1..SVC_REASON_LEN characters of [a-z0-9-]. */
+static bool reason_ok(const char *reason)
+{
+  size_t len = strlen(reason);
+  for (size_t i = 0; i < len; i++)
+    if (!((reason[i] >= 'a' && reason[i] <= 'z') || (reason[i] >= '0' && reason[i] <= '9') ||
+          reason[i] == '-'))
+      return false;
+  return len > 0 && len <= SVC_REASON_LEN;
+}
+
+/* Adds n to a reason of a magic's counters (a new reason takes a slot while there is one). */
+static void count_reason(pcc_service *service, svc_counters *counters, const char *reason,
+                         uint64_t n)
+{
+  unsigned count = atomic_load(&counters->n_reasons);
+  for (unsigned i = 0; i < count; i++)
+    if (strcmp(counters->reasons[i], reason) == 0) {
+      atomic_fetch_add(&counters->reason_counts[i], n);
+      return;
+    }
+  pthread_mutex_lock(&service->counters_lock);
+  count = atomic_load(&counters->n_reasons);
+  unsigned i = 0;
+  while (i < count && strcmp(counters->reasons[i], reason) != 0)
+    i++;
+  if (i == count && count < SVC_REASONS_MAX) {
+    snprintf(counters->reasons[i], sizeof counters->reasons[i], "%s", reason);
+    atomic_store(&counters->n_reasons, count + 1); /* published after the name is written */
+  }
+  if (i < SVC_REASONS_MAX && i <= count)
+    atomic_fetch_add(&counters->reason_counts[i], n);
+  pthread_mutex_unlock(&service->counters_lock);
+}
+
+void svc_report(pcc_service *service, const pcc_params *params, const uint8_t *body, size_t len,
+                svc_answer *answer)
+{
+  cJSON *doc = body ? cJSON_ParseWithLength((const char *)body, len) : NULL;
+  const cJSON *fallbacks = cJSON_GetObjectItemCaseSensitive(doc, "fallbacks");
+  bool ok = cJSON_IsObject(fallbacks) && cJSON_GetArraySize(fallbacks) <= SVC_REASONS_MAX;
+  const cJSON *item;
+  cJSON_ArrayForEach(item, fallbacks) {
+    ok = ok && reason_ok(item->string) && cJSON_IsNumber(item) && item->valuedouble >= 0 &&
+         item->valuedouble <= 1e9 && item->valuedouble == (double)(int64_t)item->valuedouble;
+  }
+  if (!ok) {
+    cJSON_Delete(doc);
+    svc_answer_error(answer, 400, "bad-parameter", "body: want {\"fallbacks\": {reason: count}}"
+                     " with at most %d reasons of [a-z0-9-]", SVC_REASONS_MAX);
+    svc_answer_extra_string(answer, "param", "fallbacks");
+    return;
+  }
+  svc_counters *counters = svc_counters_for(service, &params->magic);
+  cJSON_ArrayForEach(item, fallbacks) {
+    count_reason(service, counters, item->string, (uint64_t)item->valuedouble);
+  }
+  cJSON_Delete(doc);
+  answer->http_status = 200;
+  answer->json = cJSON_CreateObject();
+  cJSON_AddBoolToObject(answer->json, "recorded", true);
+}

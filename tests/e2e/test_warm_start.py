@@ -121,6 +121,26 @@ class WarmStart(HookCase):
             {"magic": MAGIC, "profile": "never-recorded"}))
         self.assertEqual((status, json.loads(body)["error"]), (404, "not-found"))
 
+    def test_clients_report_their_fallbacks(self):
+        server = self.start_server()
+        root = self.package()
+        out = self.run_app(server.url, root, env={"PYCACHED_READONLY": "1"})
+        self.assertEqual(out["stats"]["fallbacks"], {"miss": MODULES})
+        status, stats = server.json("GET", "/v1/admin/stats")
+        self.assertEqual(stats["total"]["fallbacks"], {"miss": MODULES})
+        self.assertEqual(stats["magics"][MAGIC]["fallbacks"], {"miss": MODULES})
+        _, _, metrics = server.request("GET", "/metrics")
+        self.assertIn('pycached_client_fallbacks_total{magic="%s",reason="miss"} %d'
+                      % (MAGIC, MODULES), metrics.decode().splitlines())
+        query = "/v1/report?" + urllib.parse.urlencode({"magic": MAGIC})
+        for bad in (b"{}", b'{"fallbacks": {"Bad Reason": 1}}', b'{"fallbacks": {"x": -1}}',
+                    b"not json"):
+            status, _, body = server.request("POST", query, bad)
+            self.assertEqual((status, json.loads(body)["param"]), (400, "fallbacks"), bad)
+        out = self.run_app(server.url, root)  # no fallback: nothing reported
+        self.assertEqual(server.json("GET", "/v1/admin/stats")[1]["total"]["fallbacks"],
+                         {"miss": MODULES})
+
     def test_batch_lookups(self):
         server = self.start_server()
         root = self.package()

@@ -329,7 +329,7 @@ def install(env=None):
                       float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
     _settings = conf
     if _path_hook is None:
-        atexit.register(_save_profile)
+        atexit.register(_at_exit)
         _path_hook = machinery.FileFinder.path_hook(
             (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
             (PycachedLoader, machinery.SOURCE_SUFFIXES),
@@ -357,15 +357,19 @@ def _load_bundle(conf):
     _bundle = entries
 
 
-def _save_profile():
-    """At exit: tells the server which sources this run imported, unless the bundle had them
-    all already (then the profile would not change)."""
-    if not _settings or _settings["profile"] == "off" or not _imported:
-        return
-    if all(path in (_bundle or {}) for path in _imported):
+def _at_exit():
+    """At exit: tells the server which sources this run imported (unless the bundle had them
+    all, so the profile would not change) and, if there were any, this process's fallbacks, so
+    that operators see them fleet-wide (admin stats, metrics)."""
+    if not _settings:
         return
     try:
-        _native.post_profile(_settings["profile"], sys.flags.optimize, list(_imported))
+        if _settings["profile"] != "off" and _imported and \
+                not all(path in (_bundle or {}) for path in _imported):
+            _native.post_profile(_settings["profile"], sys.flags.optimize, list(_imported))
+        fallbacks = stats()["fallbacks"]
+        if fallbacks:
+            _native.report(sys.flags.optimize, fallbacks)
     except Exception:  # at exit, nothing is worth an error
         pass
 

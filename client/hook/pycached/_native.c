@@ -333,7 +333,8 @@ static PyObject *native_digest(PyObject *self, PyObject *arg)
 
 /* ---- warm start: bundles and profiles ----------------------------------------------------- */
 
-/* GET or POST one warm-start request without the GIL; the body (caller frees) on success. */
+/* GET or POST one warm-start request (profile NULL: none in the query) without the GIL; the
+ * body (caller frees) on success. */
 static pcc_client_status warm_request(const char *method, const char *endpoint,
                                       const char *profile, int opt, const char *body,
                                       size_t body_len, char **out, size_t *out_len,
@@ -348,11 +349,11 @@ static pcc_client_status warm_request(const char *method, const char *endpoint,
     snprintf(detail, detail_len, "breaker-open");
   } else if ((rc = ensure_client()) == PCC_CLIENT_OK) {
     char magic[2 * PCC_MAGIC_LEN + 1], url[512];
-    char *name = curl_easy_escape(NULL, profile, 0);
+    char *name = profile ? curl_easy_escape(NULL, profile, 0) : NULL;
     pcc_magic_to_hex(&state.magic, magic);
-    int n = name ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d&profile=%s", endpoint, magic,
-                            opt, name)
-                 : -1;
+    int n = name || !profile ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint,
+                                        magic, opt, name ? "&profile=" : "", name ? name : "")
+                             : -1;
     curl_free(name);
     if (n < 0 || (size_t)n >= sizeof url) {
       rc = PCC_CLIENT_INVALID;
@@ -528,6 +529,46 @@ static PyObject *native_post_profile(PyObject *self, PyObject *args)
   return PyUnicode_FromString(reason_of(rc));
 }
 
+PyDoc_STRVAR(report_doc,
+"report(opt, fallbacks) -> outcome\n"
+"Tells the server how often this process fell back to local compilation, by reason.");
+
+static PyObject *native_report(PyObject *self, PyObject *args)
+{
+  (void)self;
+  int opt;
+  PyObject *fallbacks, *key, *value;
+  Py_ssize_t pos = 0;
+  if (!PyArg_ParseTuple(args, "iO!", &opt, &PyDict_Type, &fallbacks))
+    return NULL;
+  cJSON *doc = cJSON_CreateObject();
+  cJSON *counts = doc ? cJSON_AddObjectToObject(doc, "fallbacks") : NULL;
+  while (counts != NULL && PyDict_Next(fallbacks, &pos, &key, &value)) {
+    const char *reason = PyUnicode_AsUTF8(key);
+    long long count = PyLong_AsLongLong(value);
+    if (reason == NULL || (count == -1 && PyErr_Occurred())) {
+      cJSON_Delete(doc);
+      return NULL;
+    }
+    cJSON_AddNumberToObject(counts, reason, (double)count);
+  }
+  char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+  cJSON_Delete(doc);
+  if (text == NULL)
+    return PyErr_NoMemory();
+  char *body = NULL, detail[256] = "";
+  size_t len = 0;
+  long status = 0;
+  pcc_client_status rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = warm_request("POST", "/v1/report", NULL, opt, text, strlen(text), &body, &len, &status,
+                    detail, sizeof detail);
+  Py_END_ALLOW_THREADS
+  free(text);
+  free(body);
+  return PyUnicode_FromString(reason_of(rc));
+}
+
 PyDoc_STRVAR(source_ids_doc,
 "source_ids(path) -> (hash, digest)\n"
 "Reads a source and returns its Java hash and XXH3-128 digest (hex), as a lookup sends them.");
@@ -558,6 +599,7 @@ static PyMethodDef native_methods[] = {
   {"fetch_bundle", native_fetch_bundle, METH_VARARGS, fetch_bundle_doc},
   {"post_profile", native_post_profile, METH_VARARGS, post_profile_doc},
   {"source_ids", native_source_ids, METH_O, source_ids_doc},
+  {"report", native_report, METH_VARARGS, report_doc},
   {"configure", (PyCFunction)(void (*)(void))native_configure, METH_VARARGS | METH_KEYWORDS,
    configure_doc},
   {"fetch", native_fetch, METH_VARARGS, fetch_doc},
