@@ -800,6 +800,15 @@ static int ctl_admin_stats(pcc_client *client, const ctl_args *args)
          ctl_int(total, "hits", b[2], 32), misses, parts[0] ? " (" : "", parts,
          parts[0] ? ")" : "", ctl_int(total, "compiles", b[3], 32),
          ctl_int(total, "compile_errors", b[4], 32), ctl_int(total, "corruptions", b[5], 32));
+  const cJSON *fallbacks = cJSON_GetObjectItemCaseSensitive(total, "fallbacks");
+  if (cJSON_GetArraySize(fallbacks) > 0) {
+    printf("fallbacks clients reported:");
+    const cJSON *reason = NULL;
+    cJSON_ArrayForEach(reason, fallbacks) {
+      printf(" %s %.0f", reason->string ? reason->string : "?", cJSON_GetNumberValue(reason));
+    }
+    printf("\n");
+  }
 
   const cJSON *magics = cJSON_GetObjectItemCaseSensitive(obj, "magics");
   if (cJSON_IsObject(magics) && cJSON_GetArraySize(magics) > 0) {
