@@ -1,0 +1,780 @@
+/* ctl_admin.c: `pycachectl admin ...`, the admin API of docs/API.md from the command line:
+ * readable tables by default, the server's JSON with --json, a confirmation before anything is
+ * removed (ctl.h has what it shares with pycachectl.c). */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl.h"
+
+#define CTL_QUERY_MAX 16384  /* an admin request's path and query, escaped */
+#define CTL_PAGES_MAX 1000000 /* admin ls --all: a server that never ends its listing */
+#define CTL_ANSWER_MAX 64    /* a confirmation answer */
+
+/* ---- admin: requests ------------------------------------------------------------------- */
+
+/* An admin request's path and query under construction, escaped, within CTL_QUERY_MAX. */
+typedef struct {
+  char text[CTL_QUERY_MAX];
+  size_t len;
+  bool has_query;
+  bool overflow;
+} ctl_query;
+
+static void ctl_query_raw(ctl_query *q, const char *s, bool escape)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  for (; *s && !q->overflow; s++) {
+    unsigned char c = (unsigned char)*s;
+    bool plain = !escape || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                 (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+    size_t need = plain ? 1 : 3;
+    if (q->len + need >= sizeof q->text) {
+      q->overflow = true;
+      break;
+    }
+    if (plain) {
+      q->text[q->len++] = (char)c;
+    } else {
+      q->text[q->len++] = '%';
+      q->text[q->len++] = hex[c >> 4];
+      q->text[q->len++] = hex[c & 15];
+    }
+  }
+  q->text[q->len] = '\0';
+}
+
+static void ctl_query_init(ctl_query *q, const char *path)
+{
+  q->len = 0;
+  q->has_query = q->overflow = false;
+  q->text[0] = '\0';
+  ctl_query_raw(q, path, false);
+}
+
+/* Appends key=value (value escaped); value NULL appends nothing. */
+static void ctl_query_add(ctl_query *q, const char *key, const char *value)
+{
+  if (value == NULL)
+    return;
+  ctl_query_raw(q, q->has_query ? "&" : "?", false);
+  q->has_query = true;
+  ctl_query_raw(q, key, false);
+  ctl_query_raw(q, "=", false);
+  ctl_query_raw(q, value, true);
+}
+
+/* Makes one admin request. On EXIT_HIT *body_out is the body (free()) and *json_out, when not
+ * NULL, the parsed object (cJSON_Delete); otherwise the error is printed and the exit code
+ * returned (a 404 too, unless not_found_ok: then EXIT_MISS, silently). */
+static int ctl_admin_call(pcc_client *client, const char *what, const char *method,
+                          const ctl_query *q, bool not_found_ok, char **body_out,
+                          cJSON **json_out)
+{
+  if (q->overflow) {
+    fprintf(stderr, "pycachectl: %s: the request is over %d bytes\n", what, CTL_QUERY_MAX);
+    return EXIT_USAGE;
+  }
+  char *body = NULL;
+  size_t len = 0;
+  long status = 0;
+  pcc_client_status rc = pcc_client_request(client, method, q->text, NULL, 0, &body, &len,
+                                            &status);
+  if (rc != PCC_CLIENT_OK) {
+    if (not_found_ok && pcc_client_last_error(client)->http_status == 404)
+      return EXIT_MISS;
+    return ctl_fail(client, rc, what);
+  }
+  if (json_out != NULL) {
+    cJSON *obj = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(obj)) {
+      cJSON_Delete(obj);
+      free(body);
+      fprintf(stderr, "pycachectl: %s: the server's answer is not a JSON object\n", what);
+      return EXIT_SERVER;
+    }
+    *json_out = obj;
+  }
+  *body_out = body;
+  return EXIT_HIT;
+}
+
+/* ---- admin: formatting ----------------------------------------------------------------- */
+
+static double ctl_num(const cJSON *obj, const char *name, double fallback)
+{
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  return cJSON_IsNumber(item) ? item->valuedouble : fallback;
+}
+
+static const char *ctl_str(const cJSON *obj, const char *name, const char *fallback)
+{
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  return cJSON_IsString(item) ? item->valuestring : fallback;
+}
+
+/* A whole number of obj's field into buf, or "?" when absent. */
+static const char *ctl_int(const cJSON *obj, const char *name, char *buf, size_t cap)
+{
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!cJSON_IsNumber(item))
+    return "?";
+  snprintf(buf, cap, "%.0f", item->valuedouble);
+  return buf;
+}
+
+static const char *ctl_bytes(double bytes, char *buf, size_t cap)
+{
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  size_t u = 0;
+  if (bytes < 0) {
+    snprintf(buf, cap, "?");
+    return buf;
+  }
+  while (bytes >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+    bytes /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, cap, "%.0f B", bytes);
+  else
+    snprintf(buf, cap, "%.1f %s", bytes, units[u]);
+  return buf;
+}
+
+static const char *ctl_seconds(double s, char *buf, size_t cap)
+{
+  if (s < 0)
+    snprintf(buf, cap, "?");
+  else if (s < 0.001)
+    snprintf(buf, cap, "%.0f us", s * 1e6);
+  else if (s < 1)
+    snprintf(buf, cap, "%.1f ms", s * 1e3);
+  else
+    snprintf(buf, cap, "%.2f s", s);
+  return buf;
+}
+
+/* The sum of a misses object ({"absent": 5, "stale": 2}) and its parts as "absent 5, stale 2". */
+static double ctl_misses(const cJSON *misses, char *parts, size_t cap)
+{
+  double total = 0;
+  size_t len = 0;
+  parts[0] = '\0';
+  const cJSON *item = NULL;
+  cJSON_ArrayForEach(item, misses) {
+    if (!cJSON_IsNumber(item) || item->string == NULL)
+      continue;
+    total += item->valuedouble;
+    int n = snprintf(parts + len, cap - len, "%s%s %.0f", len ? ", " : "", item->string,
+                     item->valuedouble);
+    if (n < 0 || (size_t)n >= cap - len)
+      break; /* shown as far as it fits */
+    len += (size_t)n;
+  }
+  return total;
+}
+
+/* Estimates the q-quantile of a latency histogram from its cumulative buckets ([upper bound,
+ * count] pairs, the last bound "+Inf") by linear interpolation within the bucket holding it, as
+ * Prometheus' histogram_quantile does. Writes "-" when there are no observations. */
+static const char *ctl_quantile(const cJSON *histogram, double q, char *buf, size_t cap)
+{
+  double count = ctl_num(histogram, "count", 0);
+  const cJSON *buckets = cJSON_GetObjectItemCaseSensitive(histogram, "buckets");
+  if (count <= 0 || !cJSON_IsArray(buckets)) {
+    snprintf(buf, cap, "-");
+    return buf;
+  }
+  double rank = q * count, prev_bound = 0, prev_cum = 0;
+  const cJSON *pair = NULL;
+  cJSON_ArrayForEach(pair, buckets) {
+    const cJSON *bound = cJSON_GetArrayItem(pair, 0), *cum = cJSON_GetArrayItem(pair, 1);
+    if (!cJSON_IsNumber(cum))
+      break;
+    bool inf = !cJSON_IsNumber(bound); /* "+Inf" */
+    if (cum->valuedouble >= rank && cum->valuedouble > prev_cum) {
+      if (inf) {
+        char bound_text[24];
+        int n = snprintf(buf, cap, "> %s", ctl_seconds(prev_bound, bound_text, sizeof bound_text));
+        return n > 0 && (size_t)n < cap ? buf : "> ?";
+      }
+      double est = prev_bound + (bound->valuedouble - prev_bound) * (rank - prev_cum) /
+                                    (cum->valuedouble - prev_cum);
+      return ctl_seconds(est, buf, cap);
+    }
+    if (inf)
+      break;
+    prev_bound = bound->valuedouble;
+    prev_cum = cum->valuedouble;
+  }
+  snprintf(buf, cap, "?");
+  return buf;
+}
+
+static void ctl_print_uptime(double seconds)
+{
+  long long s = (long long)seconds;
+  if (s >= 86400)
+    printf("%lld d %lld h", s / 86400, s % 86400 / 3600);
+  else if (s >= 3600)
+    printf("%lld h %lld min", s / 3600, s % 3600 / 60);
+  else if (s >= 60)
+    printf("%lld min %lld s", s / 60, s % 60);
+  else
+    printf("%lld s", s);
+}
+
+/* One row of the per-magic table of admin stats. */
+static void ctl_print_counters_row(const char *name, const cJSON *c)
+{
+  char b[6][32], parts[256];
+  double misses = ctl_misses(cJSON_GetObjectItemCaseSensitive(c, "misses"), parts, sizeof parts);
+  printf("%-10s %9s %11s %9s %9.0f %9s %9s %9s\n", name, ctl_int(c, "entries", b[0], 32),
+         ctl_bytes(ctl_num(c, "bytes", -1), b[1], 32), ctl_int(c, "hits", b[2], 32), misses,
+         ctl_int(c, "compiles", b[3], 32), ctl_int(c, "compile_errors", b[4], 32),
+         ctl_int(c, "corruptions", b[5], 32));
+}
+
+/* ---- admin: commands ------------------------------------------------------------------- */
+
+static int ctl_admin_stats(pcc_client *client, const ctl_args *args)
+{
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/stats");
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_call(client, "admin stats", "GET", &q, false, &body,
+                            args->json ? NULL : &obj);
+  if (code != EXIT_HIT)
+    return code;
+  if (args->json) {
+    printf("%s\n", body);
+    free(body);
+    return EXIT_HIT;
+  }
+  char b[8][32], parts[256];
+  printf("pycached %s, up ", ctl_str(obj, "version", "?"));
+  ctl_print_uptime(ctl_num(obj, "uptime", 0));
+  printf(", %s requests\n", ctl_int(obj, "requests", b[0], 32));
+  const cJSON *build = cJSON_GetObjectItemCaseSensitive(obj, "build");
+  if (cJSON_IsObject(build)) {
+    printf("build:");
+    const cJSON *item = NULL;
+    int i = 0;
+    cJSON_ArrayForEach(item, build) {
+      if (cJSON_IsString(item) && item->string)
+        printf("%s %s %s", i++ ? "," : "", item->string, item->valuestring);
+    }
+    printf("\n");
+  }
+
+  const cJSON *total = cJSON_GetObjectItemCaseSensitive(obj, "total");
+  double misses = ctl_misses(cJSON_GetObjectItemCaseSensitive(total, "misses"), parts,
+                             sizeof parts);
+  printf("\ntotal: %s entries (%s), %s hits, %.0f misses%s%s%s, %s compiles, %s compile errors, "
+         "%s corruptions\n",
+         ctl_int(total, "entries", b[0], 32), ctl_bytes(ctl_num(total, "bytes", -1), b[1], 32),
+         ctl_int(total, "hits", b[2], 32), misses, parts[0] ? " (" : "", parts,
+         parts[0] ? ")" : "", ctl_int(total, "compiles", b[3], 32),
+         ctl_int(total, "compile_errors", b[4], 32), ctl_int(total, "corruptions", b[5], 32));
+  const cJSON *fallbacks = cJSON_GetObjectItemCaseSensitive(total, "fallbacks");
+  if (cJSON_GetArraySize(fallbacks) > 0) {
+    printf("fallbacks clients reported:");
+    const cJSON *reason = NULL;
+    cJSON_ArrayForEach(reason, fallbacks) {
+      printf(" %s %.0f", reason->string ? reason->string : "?", cJSON_GetNumberValue(reason));
+    }
+    printf("\n");
+  }
+
+  const cJSON *magics = cJSON_GetObjectItemCaseSensitive(obj, "magics");
+  if (cJSON_IsObject(magics) && cJSON_GetArraySize(magics) > 0) {
+    printf("\n%-10s %9s %11s %9s %9s %9s %9s %9s\n", "MAGIC", "ENTRIES", "BYTES", "HITS",
+           "MISSES", "COMPILES", "ERRORS", "CORRUPT");
+    const cJSON *m = NULL;
+    cJSON_ArrayForEach(m, magics) {
+      ctl_print_counters_row(m->string ? m->string : "?", m);
+    }
+  }
+
+  const cJSON *latency = cJSON_GetObjectItemCaseSensitive(obj, "latency");
+  if (cJSON_IsObject(latency)) {
+    printf("\n%-10s %9s %11s %11s %11s %11s\n", "LATENCY", "COUNT", "MEAN", "P50", "P90", "P99");
+    const cJSON *h = NULL;
+    cJSON_ArrayForEach(h, latency) {
+      double count = ctl_num(h, "count", 0), sum = ctl_num(h, "sum", -1);
+      printf("%-10s %9.0f %11s %11s %11s %11s\n", h->string ? h->string : "?", count,
+             count > 0 && sum >= 0 ? ctl_seconds(sum / count, b[0], 32) : "-",
+             ctl_quantile(h, 0.50, b[1], 32), ctl_quantile(h, 0.90, b[2], 32),
+             ctl_quantile(h, 0.99, b[3], 32));
+    }
+    printf("(percentiles estimated from the server's histogram buckets)\n");
+  }
+
+  const cJSON *store = cJSON_GetObjectItemCaseSensitive(obj, "store");
+  if (cJSON_IsObject(store)) {
+    double used = ctl_num(store, "used", -1), map = ctl_num(store, "map_size", -1);
+    printf("\nstore: %s entries, %s blobs, %s in entries; map %s used of %s", 
+           ctl_int(store, "entries", b[0], 32), ctl_int(store, "blobs", b[1], 32),
+           ctl_bytes(ctl_num(store, "bytes", -1), b[2], 32), ctl_bytes(used, b[3], 32),
+           ctl_bytes(map, b[4], 32));
+    if (used >= 0 && map > 0)
+      printf(" (%.1f%%)", 100.0 * used / map);
+    printf("\n");
+  }
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+static int ctl_admin_magics(pcc_client *client, const ctl_args *args)
+{
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/magics");
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_call(client, "admin magics", "GET", &q, false, &body,
+                            args->json ? NULL : &obj);
+  if (code != EXIT_HIT)
+    return code;
+  if (args->json) {
+    printf("%s\n", body);
+    free(body);
+    return EXIT_HIT;
+  }
+  char b[4][32];
+  const cJSON *item = NULL;
+  printf("%-20s %-14s %-10s %-10s %7s %-8s %s\n", "BACKEND", "IMPLEMENTATION", "VERSION", "MAGIC",
+         "WORKERS", "DEFAULT", "INTERPRETER");
+  cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(obj, "backends")) {
+    printf("%-20s %-14s %-10s %-10s %7s %-8s %s\n", ctl_str(item, "name", "?"),
+           ctl_str(item, "implementation", "?"), ctl_str(item, "version", "?"),
+           ctl_str(item, "magic", "?"), ctl_int(item, "workers", b[0], 32),
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "default")) ? "yes" : "no",
+           ctl_str(item, "interpreter", "?"));
+  }
+  printf("\n%-10s %9s %11s %s\n", "MAGIC", "ENTRIES", "BYTES", "SERVED");
+  bool unserved = false;
+  cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(obj, "store")) {
+    bool served = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "served"));
+    unserved |= !served;
+    printf("%-10s %9s %11s %s\n", ctl_str(item, "magic", "?"), ctl_int(item, "entries", b[0], 32),
+           ctl_bytes(ctl_num(item, "bytes", -1), b[1], 32), served ? "yes" : "no");
+  }
+  if (unserved)
+    printf("\nNo backend compiles the magics marked 'no'; their entries are still served until "
+           "'pycachectl admin retire MAGIC'.\n");
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+static int ctl_admin_ls(pcc_client *client, const ctl_args *args)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1], opt[8], limit[16];
+  pcc_magic_to_hex(&args->magic, magic_hex);
+  snprintf(opt, sizeof opt, "%d", args->opt);
+  snprintf(limit, sizeof limit, "%ld", args->limit);
+  char *cursor = args->cursor ? strdup(args->cursor) : NULL;
+  if (args->cursor && cursor == NULL) {
+    fprintf(stderr, "pycachectl: admin ls: out of memory\n");
+    return EXIT_LOCAL;
+  }
+  int code = EXIT_HIT;
+  long shown = 0;
+  for (long page = 0; page < CTL_PAGES_MAX; page++) {
+    ctl_query q;
+    ctl_query_init(&q, "/v1/admin/entries");
+    ctl_query_add(&q, "magic", args->given & ARG_MAGIC ? magic_hex : NULL);
+    ctl_query_add(&q, "opt", args->given & ARG_OPT ? opt : NULL);
+    ctl_query_add(&q, "prefix", args->prefix);
+    ctl_query_add(&q, "limit", args->limit ? limit : NULL);
+    ctl_query_add(&q, "cursor", cursor);
+    char *body = NULL;
+    cJSON *obj = NULL;
+    code = ctl_admin_call(client, "admin ls", "GET", &q, false, &body, &obj);
+    if (code != EXIT_HIT)
+      break;
+    const cJSON *entries = cJSON_GetObjectItemCaseSensitive(obj, "entries");
+    const cJSON *next = cJSON_GetObjectItemCaseSensitive(obj, "next_cursor");
+    if (!cJSON_IsArray(entries) || !(cJSON_IsNull(next) || cJSON_IsString(next))) {
+      fprintf(stderr, "pycachectl: admin ls: the answer has no entries array or next_cursor\n");
+      code = EXIT_SERVER;
+    } else if (args->json) {
+      printf("%s\n", body); /* one JSON document per page */
+    } else {
+      const cJSON *e = NULL;
+      cJSON_ArrayForEach(e, entries) {
+        char b[3][32];
+        if (shown++ == 0)
+          printf("%-10s %3s %-13s %10s %8s  %s\n", "MAGIC", "OPT", "KIND", "BYTES", "HITS", "PATH");
+        printf("%-10s %3s %-13s %10s %8s  %s\n", ctl_str(e, "magic", "?"),
+               ctl_int(e, "opt", b[0], 32), ctl_str(e, "kind", "?"),
+               ctl_int(e, "bytes", b[1], 32), ctl_int(e, "hits", b[2], 32),
+               ctl_str(e, "path", "?"));
+      }
+    }
+    char *following = NULL;
+    if (code == EXIT_HIT && cJSON_IsString(next)) {
+      if (cursor != NULL && strcmp(cursor, next->valuestring) == 0) {
+        fprintf(stderr, "pycachectl: admin ls: the server gave the same cursor twice\n");
+        code = EXIT_SERVER;
+      } else if ((following = strdup(next->valuestring)) == NULL) {
+        fprintf(stderr, "pycachectl: admin ls: out of memory\n");
+        code = EXIT_LOCAL;
+      }
+    }
+    cJSON_Delete(obj);
+    free(body);
+    free(cursor);
+    cursor = following;
+    if (code != EXIT_HIT || cursor == NULL)
+      break;
+    if (!args->all) {
+      fprintf(stderr, "pycachectl: more entries: add --cursor '%s' for the next page, or --all "
+                      "for every page\n", cursor);
+      break;
+    }
+    if (fflush(stdout) != 0) {
+      code = EXIT_LOCAL;
+      break;
+    }
+  }
+  free(cursor);
+  if (code == EXIT_HIT && !args->json && shown == 0)
+    printf("no entries\n");
+  return code;
+}
+
+/* "magic=..&opt=..&path=.." of one entry. */
+static void ctl_entry_query(ctl_query *q, const ctl_args *args, const char *path)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1], opt[8];
+  pcc_magic_to_hex(&args->magic, magic_hex);
+  snprintf(opt, sizeof opt, "%d", args->opt);
+  ctl_query_init(q, "/v1/admin/entry");
+  ctl_query_add(q, "magic", magic_hex);
+  ctl_query_add(q, "opt", opt);
+  ctl_query_add(q, "path", path);
+}
+
+static int ctl_admin_show(pcc_client *client, const ctl_args *args, const char *path)
+{
+  ctl_query q;
+  ctl_entry_query(&q, args, path);
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_call(client, "admin show", "GET", &q, true, &body, args->json ? NULL : &obj);
+  if (code == EXIT_MISS) {
+    char magic_hex[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(&args->magic, magic_hex);
+    fprintf(stderr, "pycachectl: admin show: no entry for %s (magic %s, opt %d)\n", path,
+            magic_hex, args->opt);
+    return code;
+  }
+  if (code != EXIT_HIT)
+    return code;
+  if (args->json) {
+    printf("%s\n", body);
+    free(body);
+    return EXIT_HIT;
+  }
+  const cJSON *item = NULL;
+  cJSON_ArrayForEach(item, obj) {
+    const char *key = item->string ? item->string : "?";
+    bool when = strcmp(key, "created") == 0 || strcmp(key, "last_hit") == 0;
+    if (when && cJSON_IsNumber(item)) {
+      time_t t = (time_t)item->valuedouble;
+      struct tm tm;
+      char text[64] = "?";
+      if (gmtime_r(&t, &tm) != NULL)
+        strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm);
+      printf("%-12s %.0f  (%s)\n", key, item->valuedouble, text);
+    } else if (when && cJSON_IsNull(item)) {
+      printf("%-12s never\n", key);
+    } else if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
+      ctl_print_flat(key, item, 1);
+    } else {
+      char prefix[64];
+      snprintf(prefix, sizeof prefix, "%s", key);
+      /* scalars: the same rendering as the flat printer, in a narrower column */
+      if (cJSON_IsString(item))
+        printf("%-12s %s\n", prefix, item->valuestring);
+      else if (cJSON_IsNumber(item))
+        printf("%-12s %.0f\n", prefix, item->valuedouble);
+      else if (cJSON_IsBool(item))
+        printf("%-12s %s\n", prefix, cJSON_IsTrue(item) ? "true" : "false");
+      else
+        printf("%-12s -\n", prefix);
+    }
+  }
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+/* Asks question on the terminal (stdin is one: main checked) unless --yes. EXIT_HIT to go on,
+ * EXIT_MISS when not confirmed. */
+static int ctl_confirm(const ctl_args *args, const char *what, const char *fmt, ...)
+{
+  if (args->yes)
+    return EXIT_HIT;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " [y/N] ");
+  fflush(stderr);
+  char answer[CTL_ANSWER_MAX];
+  bool yes = false;
+  if (fgets(answer, sizeof answer, stdin) != NULL) {
+    answer[strcspn(answer, " \t\r\n")] = '\0';
+    yes = strcasecmp(answer, "y") == 0 || strcasecmp(answer, "yes") == 0;
+  } else {
+    fputc('\n', stderr);
+  }
+  if (!yes)
+    fprintf(stderr, "pycachectl: %s: not confirmed, nothing removed\n", what);
+  return yes ? EXIT_HIT : EXIT_MISS;
+}
+
+/* Prints the {"removed": N} of a removal (or the JSON as is). */
+static int ctl_print_removed(const char *body, const cJSON *obj, const ctl_args *args)
+{
+  if (args->json) {
+    printf("%s\n", body);
+    return EXIT_HIT;
+  }
+  const cJSON *removed = cJSON_GetObjectItemCaseSensitive(obj, "removed");
+  if (!cJSON_IsNumber(removed)) {
+    fprintf(stderr, "pycachectl: the server's answer has no \"removed\" count\n");
+    return EXIT_SERVER;
+  }
+  printf("removed %.0f %s\n", removed->valuedouble, removed->valuedouble == 1 ? "entry" : "entries");
+  return EXIT_HIT;
+}
+
+/* A destructive request: POST or DELETE, then the removed count. */
+static int ctl_admin_remove(pcc_client *client, const ctl_args *args, const char *what,
+                            const char *method, const ctl_query *q, bool not_found_ok)
+{
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_call(client, what, method, q, not_found_ok, &body, &obj);
+  if (code != EXIT_HIT)
+    return code;
+  code = ctl_print_removed(body, obj, args);
+  cJSON_Delete(obj);
+  free(body);
+  return code;
+}
+
+static int ctl_admin_rm(pcc_client *client, const ctl_args *args, const char *path)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(&args->magic, magic_hex);
+  int code = ctl_confirm(args, "admin rm", "Remove the entry of %s (magic %s, opt %d)?", path,
+                         magic_hex, args->opt);
+  if (code != EXIT_HIT)
+    return code;
+  ctl_query q;
+  ctl_entry_query(&q, args, path);
+  code = ctl_admin_remove(client, args, "admin rm", "DELETE", &q, true);
+  if (code == EXIT_MISS)
+    fprintf(stderr, "pycachectl: admin rm: no entry for %s (magic %s, opt %d)\n", path, magic_hex,
+            args->opt);
+  return code;
+}
+
+/* The number of entries of a magic in the store (from /v1/admin/magics), or -1. */
+static double ctl_magic_entries(pcc_client *client, const char *magic_hex)
+{
+  char *body = NULL;
+  size_t len = 0;
+  if (pcc_client_request(client, "GET", "/v1/admin/magics", NULL, 0, &body, &len, NULL) !=
+      PCC_CLIENT_OK)
+    return -1;
+  cJSON *obj = cJSON_ParseWithLength(body, len);
+  free(body);
+  double entries = -1;
+  const cJSON *item = NULL;
+  cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(obj, "store")) {
+    if (strcmp(ctl_str(item, "magic", ""), magic_hex) == 0)
+      entries = ctl_num(item, "entries", -1);
+  }
+  cJSON_Delete(obj);
+  return entries;
+}
+
+static int ctl_admin_invalidate(pcc_client *client, const ctl_args *args)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(&args->magic, magic_hex);
+  bool by_magic = args->given & ARG_MAGIC;
+  int code;
+  if (by_magic && args->prefix)
+    code = ctl_confirm(args, "admin invalidate",
+                       "Remove every entry of magic %s whose path starts with %s?", magic_hex,
+                       args->prefix);
+  else if (args->prefix)
+    code = ctl_confirm(args, "admin invalidate", "Remove every entry whose path starts with %s?",
+                       args->prefix);
+  else {
+    double n = args->yes ? -1 : ctl_magic_entries(client, magic_hex);
+    if (n >= 0)
+      code = ctl_confirm(args, "admin invalidate", "Remove the %.0f entries of magic %s?", n,
+                         magic_hex);
+    else
+      code = ctl_confirm(args, "admin invalidate", "Remove every entry of magic %s?", magic_hex);
+  }
+  if (code != EXIT_HIT)
+    return code;
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/invalidate");
+  ctl_query_add(&q, "magic", by_magic ? magic_hex : NULL);
+  ctl_query_add(&q, "prefix", args->prefix);
+  return ctl_admin_remove(client, args, "admin invalidate", "POST", &q, false);
+}
+
+static int ctl_admin_purge(pcc_client *client, const ctl_args *args)
+{
+  double n = -1;
+  if (!args->yes) { /* the count makes the question concrete; without it, ask anyway */
+    char *body = NULL;
+    size_t len = 0;
+    if (pcc_client_request(client, "GET", "/v1/admin/stats", NULL, 0, &body, &len, NULL) ==
+        PCC_CLIENT_OK) {
+      cJSON *obj = cJSON_ParseWithLength(body, len);
+      n = ctl_num(cJSON_GetObjectItemCaseSensitive(obj, "total"), "entries", -1);
+      cJSON_Delete(obj);
+      free(body);
+    }
+  }
+  int code = n >= 0 ? ctl_confirm(args, "admin purge", "Remove all %.0f entries from the store?", n)
+                    : ctl_confirm(args, "admin purge", "Remove every entry from the store?");
+  if (code != EXIT_HIT)
+    return code;
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/purge");
+  return ctl_admin_remove(client, args, "admin purge", "POST", &q, false);
+}
+
+static int ctl_admin_retire(pcc_client *client, const ctl_args *args, const pcc_magic *magic)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(magic, magic_hex);
+  double n = args->yes ? -1 : ctl_magic_entries(client, magic_hex);
+  int code = n >= 0 ? ctl_confirm(args, "admin retire", "Remove the %.0f entries of magic %s?", n,
+                                  magic_hex)
+                    : ctl_confirm(args, "admin retire", "Remove every entry of magic %s?",
+                                  magic_hex);
+  if (code != EXIT_HIT)
+    return code;
+  char path[64];
+  snprintf(path, sizeof path, "/v1/admin/magics/%s/retire", magic_hex);
+  ctl_query q;
+  ctl_query_init(&q, path);
+  return ctl_admin_remove(client, args, "admin retire", "POST", &q, false);
+}
+
+/* GET /v1/admin/backup into a temporary file next to args->download, then fsync and rename
+ * (mode 0600: the backup holds every stored code object). */
+static int ctl_admin_download(pcc_client *client, const ctl_args *args)
+{
+  char tmp[PATH_MAX];
+  int n = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", args->download);
+  if (n < 0 || (size_t)n >= sizeof tmp) {
+    fprintf(stderr, "pycachectl: %s: %s\n", args->download, strerror(ENAMETOOLONG));
+    return EXIT_LOCAL;
+  }
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    fprintf(stderr, "pycachectl: %s: %s\n", args->download, strerror(errno));
+    return EXIT_LOCAL;
+  }
+  if (args->timeout_ms == 0) /* a big store takes longer than a minute */
+    pcc_client_set_timeout(client, CTL_TIMEOUT_MAX_MS);
+  uint64_t bytes = 0;
+  pcc_client_status rc = pcc_client_download(client, "/v1/admin/backup", fd, &bytes, NULL);
+  int code = EXIT_HIT, err = 0;
+  if (rc == PCC_CLIENT_IO)
+    err = errno;
+  else if (rc != PCC_CLIENT_OK)
+    code = ctl_fail(client, rc, "admin backup");
+  if (code == EXIT_HIT && err == 0 && fsync(fd) != 0)
+    err = errno;
+  if (close(fd) != 0 && code == EXIT_HIT && err == 0)
+    err = errno;
+  if (code == EXIT_HIT && err == 0 && rename(tmp, args->download) != 0)
+    err = errno;
+  if (err != 0) {
+    fprintf(stderr, "pycachectl: %s: %s\n", args->download, strerror(err));
+    code = EXIT_LOCAL;
+  }
+  if (code != EXIT_HIT) {
+    unlink(tmp);
+    return code;
+  }
+  char b[32];
+  printf("downloaded  %s  %" PRIu64 " bytes (%s)\n", args->download, bytes,
+         ctl_bytes((double)bytes, b, sizeof b));
+  return EXIT_HIT;
+}
+
+static int ctl_admin_backup(pcc_client *client, const ctl_args *args)
+{
+  if (args->download)
+    return ctl_admin_download(client, args);
+  ctl_query q;
+  ctl_query_init(&q, "/v1/admin/backup");
+  char *body = NULL;
+  cJSON *obj = NULL;
+  if (args->timeout_ms == 0)
+    pcc_client_set_timeout(client, CTL_TIMEOUT_MAX_MS);
+  int code = ctl_admin_call(client, "admin backup", "POST", &q, false, &body,
+                            args->json ? NULL : &obj);
+  if (code != EXIT_HIT)
+    return code;
+  if (args->json) {
+    printf("%s\n", body);
+  } else {
+    char b[32];
+    printf("backup  %s  %s\n", ctl_str(obj, "path", "?"),
+           ctl_bytes(ctl_num(obj, "bytes", -1), b, sizeof b));
+  }
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+/* Runs `admin SUB [ARG]`; main has checked the subcommand's options and words. */
+int ctl_admin(pcc_client *client, const ctl_args *args, const char *sub, const char *arg)
+{
+  if (strcmp(sub, "stats") == 0)
+    return ctl_admin_stats(client, args);
+  if (strcmp(sub, "magics") == 0)
+    return ctl_admin_magics(client, args);
+  if (strcmp(sub, "ls") == 0)
+    return ctl_admin_ls(client, args);
+  if (strcmp(sub, "show") == 0)
+    return ctl_admin_show(client, args, arg);
+  if (strcmp(sub, "rm") == 0)
+    return ctl_admin_rm(client, args, arg);
+  if (strcmp(sub, "invalidate") == 0)
+    return ctl_admin_invalidate(client, args);
+  if (strcmp(sub, "purge") == 0)
+    return ctl_admin_purge(client, args);
+  if (strcmp(sub, "retire") == 0) {
+    pcc_magic magic;
+    pcc_magic_from_hex(arg, &magic); /* checked by main */
+    return ctl_admin_retire(client, args, &magic);
+  }
+  return ctl_admin_backup(client, args);
+}
+
