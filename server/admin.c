@@ -234,10 +234,11 @@ static void emit(text_buf *out, const char *fmt, ...)
   }
 }
 
-static void emit_counter(text_buf *out, const snapshot *snap, const char *name, const char *help,
-                         size_t offset)
+/* One sample per magic of the magic_figures field at offset; type is "counter" or "gauge". */
+static void emit_per_magic(text_buf *out, const snapshot *snap, const char *name,
+                           const char *type, const char *help, size_t offset)
 {
-  emit(out, "# HELP pycached_%s %s\n# TYPE pycached_%s counter\n", name, help, name);
+  emit(out, "# HELP pycached_%s %s\n# TYPE pycached_%s %s\n", name, help, name, type);
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
     uint64_t value;
@@ -281,7 +282,7 @@ char *svc_metrics(pcc_service *service, size_t *len)
   emit(&out, "# HELP pycached_requests_total HTTP requests\n"
              "# TYPE pycached_requests_total counter\npycached_requests_total %llu\n",
        (unsigned long long)atomic_load(&service->requests));
-  emit_counter(&out, snap, "hits_total", "Lookups answered from the store",
+  emit_per_magic(&out, snap, "hits_total", "counter", "Lookups answered from the store",
                offsetof(magic_figures, hits));
   emit(&out, "# HELP pycached_misses_total Lookups answered miss\n"
              "# TYPE pycached_misses_total counter\n");
@@ -293,27 +294,17 @@ char *svc_metrics(pcc_service *service, size_t *len)
          hex, (unsigned long long)snap->magics[i].absent, hex,
          (unsigned long long)snap->magics[i].stale);
   }
-  emit_counter(&out, snap, "compiles_total", "Compiles run by a worker",
+  emit_per_magic(&out, snap, "compiles_total", "counter", "Compiles run by a worker",
                offsetof(magic_figures, compiles));
-  emit_counter(&out, snap, "compile_errors_total", "Compiles that raised",
+  emit_per_magic(&out, snap, "compile_errors_total", "counter", "Compiles that raised",
                offsetof(magic_figures, compile_errors));
-  emit_counter(&out, snap, "corruptions_total", "Stored blobs dropped after a failed checksum",
+  emit_per_magic(&out, snap, "corruptions_total", "counter",
+                 "Stored blobs dropped after a failed checksum",
                offsetof(magic_figures, corruptions));
-  emit(&out, "# HELP pycached_entries Path entries in the store\n# TYPE pycached_entries gauge\n");
-  for (size_t i = 0; i < snap->n; i++) {
-    char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
-    emit(&out, "pycached_entries{magic=\"%s\"} %llu\n", hex,
-         (unsigned long long)snap->magics[i].entries);
-  }
-  emit(&out, "# HELP pycached_entry_bytes Bytes of stored code\n"
-             "# TYPE pycached_entry_bytes gauge\n");
-  for (size_t i = 0; i < snap->n; i++) {
-    char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
-    emit(&out, "pycached_entry_bytes{magic=\"%s\"} %llu\n", hex,
-         (unsigned long long)snap->magics[i].bytes);
-  }
+  emit_per_magic(&out, snap, "entries", "gauge", "Path entries in the store",
+                 offsetof(magic_figures, entries));
+  emit_per_magic(&out, snap, "entry_bytes", "gauge", "Bytes of stored code",
+                 offsetof(magic_figures, bytes));
   emit(&out, "# HELP pycached_client_fallbacks_total Fallbacks to local compilation clients "
              "reported, by reason\n# TYPE pycached_client_fallbacks_total counter\n");
   for (size_t i = 0; i < snap->n; i++) {
