@@ -48,11 +48,9 @@ const char *pcc_client_strerror(pcc_client_status rc);
 #define PCC_CLIENT_DEFAULT_URL "http://127.0.0.1:8700"
 #define PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 2000L
 #define PCC_CLIENT_DEFAULT_TIMEOUT_MS 60000L
-#define PCC_CLIENT_DEFAULT_MAX_RESPONSE ((size_t)64 << 20)
-#define PCC_SOURCE_DEFAULT_MAX ((size_t)16 << 20) /* the server's default --max-source */
-#define PCC_TOKEN_MAX 512                    /* bytes of a token */
-#define PCC_TOKEN_FILE_MAX 4096              /* bytes of a token file, white space included */
-#define PCC_DOWNLOAD_MAX ((uint64_t)1 << 40) /* pcc_client_download: 1 TiB, the largest map */
+/* limits (proto/pcc_limits.h): the response and source limits, token sizes, the download limit */
+#define PCC_CLIENT_DEFAULT_MAX_RESPONSE ((size_t)PCC_RESPONSE_MAX_DEFAULT)
+#define PCC_SOURCE_DEFAULT_MAX ((size_t)PCC_SOURCE_MAX_DEFAULT)
 
 /* Client configuration. A zero field selects the default above; base_url NULL selects
  * PCC_CLIENT_DEFAULT_URL. base_url is copied by pcc_client_open (at most 2048 bytes, http or

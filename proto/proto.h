@@ -15,6 +15,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "pcc_limits.h"
+
 typedef enum {
   PCC_PROTO_OK = 0,
   PCC_PROTO_MISSING,  /* a required parameter is absent */
@@ -27,6 +29,34 @@ typedef enum {
 
 /* Returns a static, human-readable description of rc. */
 const char *pcc_proto_strerror(pcc_proto_status rc);
+
+/* ---- growable buffers ---------------------------------------------------------------------
+ * A byte buffer that grows by doubling up to a hard maximum given at init (curl's dynbuf). The
+ * fields may be read (data, len); they are changed only through these functions. data is NULL
+ * until the first byte is added; the buffer owns it until pcc_dynbuf_take or pcc_dynbuf_free. */
+
+typedef struct {
+  void *data;
+  size_t len, cap;
+  size_t max; /* the most len may ever be */
+} pcc_dynbuf;
+
+/* An empty buffer that will hold at most max bytes. Allocates nothing. */
+void pcc_dynbuf_init(pcc_dynbuf *buf, size_t max);
+/* Frees what the buffer holds and leaves it empty (still usable). NULL is fine. */
+void pcc_dynbuf_free(pcc_dynbuf *buf);
+/* Makes room for n more bytes. PCC_PROTO_RANGE when len + n would pass max (nothing changes),
+ * PCC_PROTO_NOMEM when memory runs out. */
+pcc_proto_status pcc_dynbuf_reserve(pcc_dynbuf *buf, size_t n);
+/* Appends len bytes (same errors as reserve; on error nothing is appended). */
+pcc_proto_status pcc_dynbuf_add(pcc_dynbuf *buf, const void *data, size_t len);
+/* Appends printf-formatted text, kept NUL-terminated (the NUL is not counted in len and needs
+ * one byte of room under max). */
+pcc_proto_status pcc_dynbuf_addf(pcc_dynbuf *buf, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
+/* Hands the bytes to the caller (who frees them) and leaves the buffer empty; *len (may be
+ * NULL) gets their count. NULL when nothing was ever added. */
+void *pcc_dynbuf_take(pcc_dynbuf *buf, size_t *len);
 
 /* ---- hashes ---------------------------------------------------------------------------- */
 
@@ -92,8 +122,7 @@ pcc_proto_status pcc_pyc_header_parse(const uint8_t *buf, size_t len, pcc_pyc_he
 
 /* ---- request parameters ------------------------------------------------------------------ */
 
-#define PCC_PATH_MAX 4096
-#define PCC_OPT_MAX 2
+/* PCC_PATH_MAX and PCC_OPT_MAX: pcc_limits.h */
 
 enum {
   PCC_PARAM_MAGIC = 1u << 0,

@@ -161,8 +161,7 @@ pcc_store_status pcc_store_magics(pcc_store *store,
  * A profile is the list of source paths a program imports, kept per (magic, opt, name), merged
  * over runs and bounded: at most PCC_PROFILE_PATHS_MAX paths (the oldest go first). */
 
-#define PCC_PROFILE_NAME_MAX 200
-#define PCC_PROFILE_PATHS_MAX 20000
+/* PCC_PROFILE_NAME_MAX, PCC_PROFILE_PATHS_MAX: proto/pcc_limits.h */
 
 /* Adds paths (n of them, each NUL-terminated, absolute) to the profile, keeping the paths it
  * already had first; *total gets the number of paths it then holds. */

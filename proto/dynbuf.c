@@ -1,0 +1,87 @@
+/* dynbuf.c: the growable byte buffer with a hard maximum (proto.h, "Growable buffers"), in the
+ * spirit of curl's dynbuf: every body, response, list and text that grows goes through it, so
+ * that no growth loop is written twice and none grows past its limit. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+
+#define DYNBUF_FIRST 256 /* the first allocation, unless a hint asks for more */
+
+void pcc_dynbuf_init(pcc_dynbuf *buf, size_t max)
+{
+  buf->data = NULL;
+  buf->len = 0;
+  buf->cap = 0;
+  buf->max = max;
+}
+
+void pcc_dynbuf_free(pcc_dynbuf *buf)
+{
+  if (buf == NULL)
+    return;
+  free(buf->data);
+  buf->data = NULL;
+  buf->len = buf->cap = 0;
+}
+
+pcc_proto_status pcc_dynbuf_reserve(pcc_dynbuf *buf, size_t n)
+{
+  if (n > buf->max - buf->len)
+    return PCC_PROTO_RANGE;
+  size_t need = buf->len + n;
+  if (need <= buf->cap)
+    return PCC_PROTO_OK;
+  size_t cap = buf->cap ? buf->cap : DYNBUF_FIRST;
+  while (cap < need)
+    cap = cap > buf->max / 2 ? buf->max : cap * 2;
+  if (cap > buf->max)
+    cap = buf->max;
+  void *grown = realloc(buf->data, cap);
+  if (grown == NULL)
+    return PCC_PROTO_NOMEM;
+  buf->data = grown;
+  buf->cap = cap;
+  return PCC_PROTO_OK;
+}
+
+pcc_proto_status pcc_dynbuf_add(pcc_dynbuf *buf, const void *data, size_t len)
+{
+  pcc_proto_status rc = pcc_dynbuf_reserve(buf, len);
+  if (rc != PCC_PROTO_OK || len == 0)
+    return rc;
+  memcpy((char *)buf->data + buf->len, data, len);
+  buf->len += len;
+  return PCC_PROTO_OK;
+}
+
+pcc_proto_status pcc_dynbuf_addf(pcc_dynbuf *buf, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return PCC_PROTO_INVALID;
+  /* room for the text and its NUL, which is not counted in len */
+  pcc_proto_status rc = pcc_dynbuf_reserve(buf, (size_t)n + 1);
+  if (rc != PCC_PROTO_OK)
+    return rc;
+  va_start(ap, fmt);
+  vsnprintf((char *)buf->data + buf->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  buf->len += (size_t)n;
+  return PCC_PROTO_OK;
+}
+
+void *pcc_dynbuf_take(pcc_dynbuf *buf, size_t *len)
+{
+  void *data = buf->data;
+  if (len != NULL)
+    *len = buf->len;
+  buf->data = NULL;
+  buf->len = buf->cap = 0;
+  return data;
+}

@@ -1,0 +1,44 @@
+/* pcc_limits.c: the rows of the limits table (proto/pcc_limits.h), for `pycached --limits` and for the
+ * check that docs/DESIGN.md lists every limit with its value. */
+#include "pcc_limits.h"
+
+#define ROW(name, option, what) {#name, (uint64_t)(name), option, what}
+
+static const pcc_limit rows[] = {
+  ROW(PCC_PATH_MAX, NULL, "bytes of a source path"),
+  ROW(PCC_OPT_MAX, NULL, "highest optimization level"),
+  ROW(PCC_SOURCE_MAX_DEFAULT, "--max-source", "bytes of a source file"),
+  ROW(PCC_SOURCE_MAX_CEILING, NULL, "the most --max-source may be set to"),
+  ROW(PCC_PROFILE_BODY_MAX_DEFAULT, "--max-profile-body", "bytes of a POST /v1/profile body"),
+  ROW(PCC_BATCH_BODY_MAX_DEFAULT, "--max-batch-body", "bytes of a POST /v1/batch body"),
+  ROW(PCC_REPORT_BODY_MAX, NULL, "bytes of a POST /v1/report body"),
+  ROW(PCC_REQUEST_MEMORY, NULL, "libmicrohttpd memory per connection (headers, query)"),
+  ROW(PCC_BATCH_LOOKUPS_DEFAULT, "--max-batch", "lookups of one batch"),
+  ROW(PCC_BUNDLE_MAX_DEFAULT, "--max-bundle", "bytes of one bundle"),
+  ROW(PCC_BUNDLE_CACHE_DEFAULT, "--bundle-cache", "bytes of bundles kept built in memory"),
+  ROW(PCC_BUNDLE_SLOTS, NULL, "bundles kept built, at most"),
+  ROW(PCC_PROFILE_NAME_MAX, NULL, "bytes of a profile name"),
+  ROW(PCC_PROFILE_PATHS_MAX, NULL, "paths of one profile, and of one POST /v1/profile"),
+  ROW(PCC_LIST_LIMIT_DEFAULT, NULL, "entries of one admin listing page, by default"),
+  ROW(PCC_LIST_LIMIT_MAX, NULL, "entries of one admin listing page, at most"),
+  ROW(PCC_LIST_SCAN_MAX, NULL, "keys one admin listing request may look at"),
+  ROW(PCC_MAGICS_COUNTED, NULL, "magics with counters of their own"),
+  ROW(PCC_REASONS_MAX, NULL, "fallback reasons counted per magic"),
+  ROW(PCC_REASON_LEN, NULL, "bytes of a fallback reason"),
+  ROW(PCC_HIT_TABLE_SLOTS, NULL, "entries whose hits are counted since start"),
+  ROW(PCC_FRAME_MAX, NULL, "bytes of a frame between compiler pool and worker"),
+  ROW(PCC_FRAME_HELLO_MAX, NULL, "bytes of a worker's hello frame"),
+  ROW(PCC_WORKERS_MAX, "--workers", "compiler worker processes per backend, at most"),
+  ROW(PCC_JOB_WAITERS_MAX, NULL, "requests joined to one compile"),
+  ROW(PCC_TOKEN_MAX, NULL, "bytes of a token"),
+  ROW(PCC_TOKEN_FILE_MAX, NULL, "bytes of a client's token file"),
+  ROW(PCC_TOKENS_FILE_MAX, NULL, "bytes of the server's --tokens file"),
+  ROW(PCC_RESPONSE_MAX_DEFAULT, NULL, "bytes of a response body libpycached accepts"),
+  ROW(PCC_DOWNLOAD_MAX, NULL, "bytes of a backup download"),
+};
+
+const pcc_limit *pcc_limits(size_t *n)
+{
+  *n = sizeof rows / sizeof rows[0];
+  return rows;
+}

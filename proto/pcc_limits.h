@@ -1,0 +1,75 @@
+/* pcc_limits.h: every hard limit of pycached in one table: what a buffer, body, queue, list or
+ * response may hold. Server, clients, compiler pool and workers take their limits from here; the
+ * rows marked "option" are the defaults of a pycached option that changes them (server/config.c,
+ * `pycached --help`). `pycached --limits` prints this table (proto/limits.c holds its rows) and
+ * docs/DESIGN.md, "Limits", lists it; the proto suite checks that the two agree.
+ *
+ * Values are plain constant expressions, usable in array sizes and in #if. */
+#ifndef PCC_PCC_LIMITS_H
+#define PCC_PCC_LIMITS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PCC_KIB ((uint64_t)1 << 10)
+#define PCC_MIB ((uint64_t)1 << 20)
+#define PCC_GIB ((uint64_t)1 << 30)
+
+/* ---- sources, paths, parameters (every side) ------------------------------------------------ */
+#define PCC_PATH_MAX 4096                     /* bytes of a source path */
+#define PCC_OPT_MAX 2                         /* highest optimization level */
+#define PCC_SOURCE_MAX_DEFAULT (16 * PCC_MIB) /* option --max-source: a source file */
+#define PCC_SOURCE_MAX_CEILING (32 * PCC_MIB) /* the most --max-source may be set to */
+
+/* ---- HTTP request bodies (server) ----------------------------------------------------------- */
+#define PCC_PROFILE_BODY_MAX_DEFAULT (4 * PCC_MIB) /* option --max-profile-body: POST /v1/profile */
+#define PCC_BATCH_BODY_MAX_DEFAULT (1 * PCC_MIB)   /* option --max-batch-body: POST /v1/batch */
+#define PCC_REPORT_BODY_MAX (64 * PCC_KIB)         /* POST /v1/report */
+#define PCC_REQUEST_MEMORY (64 * PCC_KIB)          /* libmicrohttpd's per-connection memory */
+
+/* ---- warm start (server) -------------------------------------------------------------------- */
+#define PCC_BATCH_LOOKUPS_DEFAULT 1000              /* option --max-batch: lookups of one batch */
+#define PCC_BUNDLE_MAX_DEFAULT (256 * PCC_MIB)      /* option --max-bundle: one bundle */
+#define PCC_BUNDLE_CACHE_DEFAULT (512 * PCC_MIB)    /* option --bundle-cache: bundles kept built */
+#define PCC_BUNDLE_SLOTS 8                          /* bundles kept built, at most */
+#define PCC_PROFILE_NAME_MAX 200                    /* bytes of a profile name */
+#define PCC_PROFILE_PATHS_MAX 20000                 /* paths of one profile, and of one POST */
+
+/* ---- admin listings (server) ---------------------------------------------------------------- */
+#define PCC_LIST_LIMIT_DEFAULT 100 /* entries of one page of GET /v1/admin/entries */
+#define PCC_LIST_LIMIT_MAX 1000    /* ... its `limit` parameter, at most */
+#define PCC_LIST_SCAN_MAX 10000    /* keys one listing request may look at */
+
+/* ---- counters (server) ---------------------------------------------------------------------- */
+#define PCC_MAGICS_COUNTED 32       /* magics with counters of their own; more share "other" */
+#define PCC_REASONS_MAX 16          /* fallback reasons clients may report, per magic */
+#define PCC_REASON_LEN 32           /* bytes of a reason */
+#define PCC_HIT_TABLE_SLOTS 65536   /* entries whose hits are counted since start */
+
+/* ---- compiler workers ----------------------------------------------------------------------- */
+#define PCC_FRAME_MAX (64 * PCC_MIB) /* a frame between pool and worker (worker.py: MAX_FRAME) */
+#define PCC_FRAME_HELLO_MAX 4096     /* a worker's hello frame */
+#define PCC_WORKERS_MAX 64           /* option --workers, at most */
+#define PCC_JOB_WAITERS_MAX 65536    /* requests joined to one compile */
+
+/* ---- access control ------------------------------------------------------------------------- */
+#define PCC_TOKEN_MAX 512        /* bytes of a token */
+#define PCC_TOKEN_FILE_MAX 4096  /* bytes of a client's token file, white space included */
+#define PCC_TOKENS_FILE_MAX (1 * PCC_MIB) /* bytes of the server's --tokens file */
+
+/* ---- clients -------------------------------------------------------------------------------- */
+#define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */
+#define PCC_DOWNLOAD_MAX ((uint64_t)1 << 40)    /* a backup download: 1 TiB, the largest map */
+
+/* One row of the table, for `pycached --limits` and the docs check. */
+typedef struct {
+  const char *name;   /* the macro's name */
+  uint64_t value;
+  const char *option; /* the pycached option that changes it, or NULL */
+  const char *what;
+} pcc_limit;
+
+/* The rows, in the order above; *n gets their count. Static storage. */
+const pcc_limit *pcc_limits(size_t *n);
+
+#endif
