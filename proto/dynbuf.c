@@ -16,6 +16,7 @@ void pcc_dynbuf_init(pcc_dynbuf *buf, size_t max)
   buf->len = 0;
   buf->cap = 0;
   buf->max = max;
+  buf->error = PCC_PROTO_OK;
 }
 
 void pcc_dynbuf_free(pcc_dynbuf *buf)
@@ -25,6 +26,7 @@ void pcc_dynbuf_free(pcc_dynbuf *buf)
   free(buf->data);
   buf->data = NULL;
   buf->len = buf->cap = 0;
+  buf->error = PCC_PROTO_OK;
 }
 
 pcc_proto_status pcc_dynbuf_reserve(pcc_dynbuf *buf, size_t n)
@@ -47,11 +49,21 @@ pcc_proto_status pcc_dynbuf_reserve(pcc_dynbuf *buf, size_t n)
   return PCC_PROTO_OK;
 }
 
+/* Keeps the first error of an add. */
+static pcc_proto_status failed(pcc_dynbuf *buf, pcc_proto_status rc)
+{
+  if (buf->error == PCC_PROTO_OK)
+    buf->error = rc;
+  return rc;
+}
+
 pcc_proto_status pcc_dynbuf_add(pcc_dynbuf *buf, const void *data, size_t len)
 {
   pcc_proto_status rc = pcc_dynbuf_reserve(buf, len);
-  if (rc != PCC_PROTO_OK || len == 0)
-    return rc;
+  if (rc != PCC_PROTO_OK)
+    return failed(buf, rc);
+  if (len == 0)
+    return PCC_PROTO_OK;
   memcpy((char *)buf->data + buf->len, data, len);
   buf->len += len;
   return PCC_PROTO_OK;
@@ -64,11 +76,11 @@ pcc_proto_status pcc_dynbuf_addf(pcc_dynbuf *buf, const char *fmt, ...)
   int n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
   if (n < 0)
-    return PCC_PROTO_INVALID;
+    return failed(buf, PCC_PROTO_INVALID);
   /* room for the text and its NUL, which is not counted in len */
   pcc_proto_status rc = pcc_dynbuf_reserve(buf, (size_t)n + 1);
   if (rc != PCC_PROTO_OK)
-    return rc;
+    return failed(buf, rc);
   va_start(ap, fmt);
   vsnprintf((char *)buf->data + buf->len, (size_t)n + 1, fmt, ap);
   va_end(ap);

@@ -46,7 +46,7 @@ void pcc_digest_compute(const void *data, size_t len, pcc_digest *out)
 
 void pcc_digest_to_hex(const pcc_digest *digest, char out[PCC_DIGEST_HEX_LEN + 1])
 {
-  proto_hex_encode(digest->bytes, PCC_DIGEST_LEN, out);
+  pcc_hex_encode(digest->bytes, PCC_DIGEST_LEN, out);
 }
 
 pcc_proto_status pcc_digest_from_hex(const char *hex, pcc_digest *out)
@@ -69,7 +69,7 @@ void pcc_checksum_to_hex(uint64_t checksum, char out[17])
   uint8_t be[8];
   for (int i = 0; i < 8; i++)
     be[i] = (uint8_t)(checksum >> (56 - 8 * i));
-  proto_hex_encode(be, sizeof be, out);
+  pcc_hex_encode(be, sizeof be, out);
 }
 
 pcc_proto_status pcc_checksum_from_hex(const char *hex, uint64_t *out)
@@ -85,7 +85,7 @@ pcc_proto_status pcc_checksum_from_hex(const char *hex, uint64_t *out)
   return PCC_PROTO_OK;
 }
 
-void proto_hex_encode(const uint8_t *bytes, size_t len, char *out)
+void pcc_hex_encode(const uint8_t *bytes, size_t len, char *out)
 {
   static const char digits[] = "0123456789abcdef";
   for (size_t i = 0; i < len; i++) {

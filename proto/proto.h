@@ -38,17 +38,19 @@ const char *pcc_proto_strerror(pcc_proto_status rc);
 typedef struct {
   void *data;
   size_t len, cap;
-  size_t max; /* the most len may ever be */
+  size_t max;             /* the most len may ever be */
+  pcc_proto_status error; /* the first failure of an add or addf, else PCC_PROTO_OK */
 } pcc_dynbuf;
 
 /* An empty buffer that will hold at most max bytes. Allocates nothing. */
 void pcc_dynbuf_init(pcc_dynbuf *buf, size_t max);
-/* Frees what the buffer holds and leaves it empty (still usable). NULL is fine. */
+/* Frees what the buffer holds and leaves it empty (still usable, error cleared). NULL is fine. */
 void pcc_dynbuf_free(pcc_dynbuf *buf);
 /* Makes room for n more bytes. PCC_PROTO_RANGE when len + n would pass max (nothing changes),
  * PCC_PROTO_NOMEM when memory runs out. */
 pcc_proto_status pcc_dynbuf_reserve(pcc_dynbuf *buf, size_t n);
-/* Appends len bytes (same errors as reserve; on error nothing is appended). */
+/* Appends len bytes (same errors as reserve; on error nothing is appended, and the first error is
+ * kept in buf->error, so that a chain of adds can be checked once at its end). */
 pcc_proto_status pcc_dynbuf_add(pcc_dynbuf *buf, const void *data, size_t len);
 /* Appends printf-formatted text, kept NUL-terminated (the NUL is not counted in len and needs
  * one byte of room under max). */
@@ -79,6 +81,9 @@ void pcc_digest_to_hex(const pcc_digest *digest, char out[PCC_DIGEST_HEX_LEN + 1
 /* Parses exactly 32 hex digits (either case). */
 pcc_proto_status pcc_digest_from_hex(const char *hex, pcc_digest *out);
 bool pcc_digest_equal(const pcc_digest *a, const pcc_digest *b);
+
+/* Writes 2*len lowercase hex digits and a NUL into out (2*len + 1 bytes). */
+void pcc_hex_encode(const uint8_t *bytes, size_t len, char *out);
 
 /* XXH3-64 checksum of a payload; printed as 16 lowercase hex digits. */
 uint64_t pcc_checksum(const void *data, size_t len);

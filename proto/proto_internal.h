@@ -7,8 +7,6 @@
 
 #include "proto.h"
 
-/* Writes 2*len lowercase hex digits and a NUL into out. */
-void proto_hex_encode(const uint8_t *bytes, size_t len, char *out);
 /* Decodes exactly 2*len hex digits (either case) followed by a NUL. */
 pcc_proto_status proto_hex_decode(const char *hex, uint8_t *out, size_t len);
 

@@ -22,7 +22,7 @@ pcc_proto_status pcc_magic_from_hex(const char *hex, pcc_magic *out)
 
 void pcc_magic_to_hex(const pcc_magic *magic, char out[2 * PCC_MAGIC_LEN + 1])
 {
-  proto_hex_encode(magic->bytes, PCC_MAGIC_LEN, out);
+  pcc_hex_encode(magic->bytes, PCC_MAGIC_LEN, out);
 }
 
 bool pcc_magic_equal(const pcc_magic *a, const pcc_magic *b)

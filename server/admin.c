@@ -1,36 +1,41 @@
-/* admin.c: the admin API of pycached (docs/API.md, "Admin API"): statistics per magic and in
- * total with latency histograms (as JSON and as Prometheus text), entry listing with cursors,
- * deletion, invalidation, purge, the magic-number lifecycle (backends, retiring magics no
- * backend serves) and compacted backups. The cache logic itself is in service.c. */
+/* admin.c: the administration feature of pycached (docs/API.md, "Admin API"): statistics per
+ * magic and in total with latency histograms (as JSON and as Prometheus text), entry listing
+ * with cursors, deletion, invalidation, purge, the magic-number lifecycle (backends, retiring
+ * magics no backend serves), compacted backups (written on the server, or streamed) and the admin
+ * page. At open, with --retire-unserved-magics, it retires the magics no backend serves. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 #include <microhttpd.h>
 
-#include "service_internal.h"
+#include "admin_assets.h"
+#include "route.h"
 
-#define ENTRIES_LIMIT_DEFAULT 100
-#define ENTRIES_LIMIT_MAX 1000
-#define ENTRIES_SCAN_MAX 10000 /* keys one listing request may look at */
+/* Route arguments (the order of each row's args) */
+enum { ARG_PREFIX, ARG_CURSOR, ARG_LIMIT };
 
 /* ---- statistics ------------------------------------------------------------------------ */
 
 typedef struct {
   pcc_magic magic;
-  const svc_counters *counters; /* for the fallbacks clients reported; NULL when none */
+  const pcc_magic_counters *counters; /* for the fallbacks clients reported; NULL when none */
   uint64_t entries, bytes;
   uint64_t hits, absent, stale, compiles, compile_errors, corruptions;
   bool served;
 } magic_figures;
 
 typedef struct {
-  magic_figures magics[SVC_MAGICS_MAX + 64];
+  magic_figures magics[PCC_MAGICS_COUNTED + 64];
   size_t n;
   magic_figures total;
   pcc_store_stats store;
@@ -59,29 +64,35 @@ static void add_store_magic(const pcc_magic *magic, uint64_t entries, uint64_t b
   }
 }
 
+/* Adds the counters of one magic to figures. */
+static void add_counters(magic_figures *f, const pcc_magic_counters *c)
+{
+  f->hits += atomic_load(&c->hits);
+  f->absent += atomic_load(&c->miss_absent);
+  f->stale += atomic_load(&c->miss_stale);
+  f->compiles += atomic_load(&c->compiles);
+  f->compile_errors += atomic_load(&c->compile_errors);
+  f->corruptions += atomic_load(&c->corruptions);
+}
+
 /* Everything the stats and the metrics show, read once. */
-static void take_snapshot(pcc_service *service, snapshot *snap)
+static void take_snapshot(pcc_core *core, snapshot *snap)
 {
   memset(snap, 0, sizeof *snap);
-  pcc_store_magics(service->store, add_store_magic, snap);
-  unsigned n = atomic_load(&service->n_magics);
+  pcc_store_magics(pcc_core_store(core), add_store_magic, snap);
+  const pcc_magic_counters *magics, *other;
+  unsigned n = pcc_counters_magics(pcc_core_counters(core), &magics, &other);
   for (unsigned i = 0; i < n; i++) {
-    const svc_counters *c = &service->magics[i];
-    magic_figures *f = figures_for(snap, &c->magic);
+    magic_figures *f = figures_for(snap, &magics[i].magic);
     if (f == NULL)
       continue;
-    f->counters = c;
-    f->hits = atomic_load(&c->hits);
-    f->absent = atomic_load(&c->miss_absent);
-    f->stale = atomic_load(&c->miss_stale);
-    f->compiles = atomic_load(&c->compiles);
-    f->compile_errors = atomic_load(&c->compile_errors);
-    f->corruptions = atomic_load(&c->corruptions);
+    f->counters = &magics[i];
+    add_counters(f, &magics[i]);
   }
   magic_figures *t = &snap->total;
   for (size_t i = 0; i < snap->n; i++) {
     magic_figures *f = &snap->magics[i];
-    f->served = svc_backend_for(service, &f->magic) != NULL;
+    f->served = pcc_core_backend_for(core, &f->magic) >= 0;
     t->entries += f->entries;
     t->bytes += f->bytes;
     t->hits += f->hits;
@@ -91,14 +102,8 @@ static void take_snapshot(pcc_service *service, snapshot *snap)
     t->compile_errors += f->compile_errors;
     t->corruptions += f->corruptions;
   }
-  const svc_counters *o = &service->other; /* magics past the counters' table */
-  t->hits += atomic_load(&o->hits);
-  t->absent += atomic_load(&o->miss_absent);
-  t->stale += atomic_load(&o->miss_stale);
-  t->compiles += atomic_load(&o->compiles);
-  t->compile_errors += atomic_load(&o->compile_errors);
-  t->corruptions += atomic_load(&o->corruptions);
-  snap->have_store = pcc_store_stat(service->store, &snap->store) == PCC_STORE_OK;
+  add_counters(t, other); /* magics past the counters' table */
+  snap->have_store = pcc_store_stat(pcc_core_store(core), &snap->store) == PCC_STORE_OK;
 }
 
 /* {"reason": count} of the fallbacks clients reported for the magics in figures (n of them). */
@@ -106,7 +111,7 @@ static cJSON *fallbacks_json(const magic_figures *figures, size_t n)
 {
   cJSON *obj = cJSON_CreateObject();
   for (size_t i = 0; i < n; i++) {
-    const svc_counters *c = figures[i].counters;
+    const pcc_magic_counters *c = figures[i].counters;
     unsigned reasons = c ? atomic_load(&c->n_reasons) : 0;
     for (unsigned r = 0; r < reasons; r++) {
       double count = (double)atomic_load(&c->reason_counts[r]);
@@ -135,18 +140,18 @@ static cJSON *figures_json(const magic_figures *f)
   return obj;
 }
 
-static cJSON *histogram_json(const svc_histogram *h)
+static cJSON *histogram_json(const pcc_histogram *h)
 {
   cJSON *obj = cJSON_CreateObject();
   cJSON_AddNumberToObject(obj, "count", (double)atomic_load(&h->count));
   cJSON_AddNumberToObject(obj, "sum", (double)atomic_load(&h->sum_us) / 1e6);
   cJSON *buckets = cJSON_AddArrayToObject(obj, "buckets");
   uint64_t cumulative = 0;
-  for (size_t i = 0; i <= SVC_LATENCY_BUCKETS; i++) {
+  for (size_t i = 0; i <= PCC_LATENCY_BUCKETS; i++) {
     cumulative += atomic_load(&h->buckets[i]);
     cJSON *pair = cJSON_CreateArray();
-    cJSON_AddItemToArray(pair, i < SVC_LATENCY_BUCKETS
-                                 ? cJSON_CreateNumber(svc_latency_bounds[i])
+    cJSON_AddItemToArray(pair, i < PCC_LATENCY_BUCKETS
+                                 ? cJSON_CreateNumber(pcc_latency_bounds[i])
                                  : cJSON_CreateString("+Inf"));
     cJSON_AddItemToArray(pair, cJSON_CreateNumber((double)cumulative));
     cJSON_AddItemToArray(buckets, pair);
@@ -154,26 +159,31 @@ static cJSON *histogram_json(const svc_histogram *h)
   return obj;
 }
 
-void svc_admin_stats(pcc_service *service, svc_answer *answer)
+static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
 {
+  (void)req;
+  pcc_core *core = state;
+  const pcc_totals *totals = pcc_counters_totals(pcc_core_counters(core));
   snapshot *snap = malloc(sizeof *snap);
   cJSON *stats = cJSON_CreateObject();
   if (snap == NULL || stats == NULL) {
     free(snap);
     cJSON_Delete(stats);
-    svc_answer_error(answer, 500, "internal", "out of memory");
+    pcc_answer_json(answer, NULL);
     return;
   }
-  take_snapshot(service, snap);
+  take_snapshot(core, snap);
+  const pcc_backend *backends;
+  pcc_core_backends(core, &backends);
   cJSON_AddStringToObject(stats, "version", PCC_VERSION);
   cJSON *build = cJSON_AddObjectToObject(stats, "build");
   cJSON_AddStringToObject(build, "libmicrohttpd", MHD_get_version());
   cJSON_AddStringToObject(build, "lmdb", mdb_version(NULL, NULL, NULL));
-  cJSON_AddStringToObject(build, "python", service->backends[0].name);
+  cJSON_AddStringToObject(build, "python", backends[0].name);
   cJSON_AddStringToObject(build, "cc", __VERSION__);
   cJSON_AddStringToObject(build, "date", __DATE__);
-  cJSON_AddNumberToObject(stats, "uptime", (double)(time(NULL) - service->started));
-  cJSON_AddNumberToObject(stats, "requests", (double)atomic_load(&service->requests));
+  cJSON_AddNumberToObject(stats, "uptime", (double)(time(NULL) - pcc_core_started(core)));
+  cJSON_AddNumberToObject(stats, "requests", (double)atomic_load(&totals->requests));
   cJSON *total = figures_json(&snap->total);
   cJSON_AddItemToObject(total, "fallbacks", fallbacks_json(snap->magics, snap->n));
   cJSON_AddItemToObject(stats, "total", total);
@@ -186,8 +196,8 @@ void svc_admin_stats(pcc_service *service, svc_answer *answer)
     cJSON_AddItemToObject(magics, hex, one);
   }
   cJSON *latency = cJSON_AddObjectToObject(stats, "latency");
-  cJSON_AddItemToObject(latency, "hit", histogram_json(&service->hit_latency));
-  cJSON_AddItemToObject(latency, "compile", histogram_json(&service->compile_latency));
+  cJSON_AddItemToObject(latency, "hit", histogram_json(&totals->hit_latency));
+  cJSON_AddItemToObject(latency, "compile", histogram_json(&totals->compile_latency));
   cJSON *store = cJSON_AddObjectToObject(stats, "store");
   if (snap->have_store) {
     cJSON_AddNumberToObject(store, "entries", (double)snap->store.paths);
@@ -197,147 +207,138 @@ void svc_admin_stats(pcc_service *service, svc_answer *answer)
     cJSON_AddNumberToObject(store, "map_size", (double)snap->store.map_size);
   }
   free(snap);
-  answer->http_status = 200;
-  answer->json = stats;
+  pcc_answer_json(answer, stats);
 }
 
 /* ---- metrics (Prometheus text format 0.0.4) -------------------------------------------- */
 
-typedef struct {
-  char *text;
-  size_t len, cap;
-  bool failed;
-} text_buf;
-
-static void emit(text_buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void emit(text_buf *out, const char *fmt, ...)
-{
-  for (int attempt = 0; attempt < 2 && !out->failed; attempt++) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(out->text + out->len, out->cap - out->len, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      out->failed = true;
-    } else if ((size_t)n < out->cap - out->len) {
-      out->len += (size_t)n;
-      return;
-    } else { /* grow and try once more */
-      size_t cap = out->cap * 2 + (size_t)n;
-      char *grown = realloc(out->text, cap);
-      if (grown == NULL)
-        out->failed = true;
-      out->text = grown ? grown : out->text;
-      out->cap = grown ? cap : out->cap;
-    }
-  }
-}
+#define METRICS_MAX (4 * PCC_MIB) /* the text of /metrics: a few hundred lines per magic */
 
 /* One sample per magic of the magic_figures field at offset; type is "counter" or "gauge". */
-static void emit_per_magic(text_buf *out, const snapshot *snap, const char *name,
+static void emit_per_magic(pcc_dynbuf *out, const snapshot *snap, const char *name,
                            const char *type, const char *help, size_t offset)
 {
-  emit(out, "# HELP pycached_%s %s\n# TYPE pycached_%s %s\n", name, help, name, type);
+  pcc_dynbuf_addf(out, "# HELP pycached_%s %s\n# TYPE pycached_%s %s\n", name, help, name, type);
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
     uint64_t value;
     pcc_magic_to_hex(&snap->magics[i].magic, hex);
     memcpy(&value, (const char *)&snap->magics[i] + offset, sizeof value);
-    emit(out, "pycached_%s{magic=\"%s\"} %llu\n", name, hex, (unsigned long long)value);
+    pcc_dynbuf_addf(out, "pycached_%s{magic=\"%s\"} %llu\n", name, hex,
+                    (unsigned long long)value);
   }
 }
 
-static void emit_histogram(text_buf *out, const char *name, const char *help,
-                           const svc_histogram *h)
+static void emit_histogram(pcc_dynbuf *out, const char *name, const char *help,
+                           const pcc_histogram *h)
 {
-  emit(out, "# HELP pycached_%s %s\n# TYPE pycached_%s histogram\n", name, help, name);
+  pcc_dynbuf_addf(out, "# HELP pycached_%s %s\n# TYPE pycached_%s histogram\n", name, help, name);
   uint64_t cumulative = 0;
-  for (size_t i = 0; i < SVC_LATENCY_BUCKETS; i++) {
+  for (size_t i = 0; i < PCC_LATENCY_BUCKETS; i++) {
     cumulative += atomic_load(&h->buckets[i]);
-    emit(out, "pycached_%s_bucket{le=\"%g\"} %llu\n", name, svc_latency_bounds[i],
-         (unsigned long long)cumulative);
+    pcc_dynbuf_addf(out, "pycached_%s_bucket{le=\"%g\"} %llu\n", name, pcc_latency_bounds[i],
+                    (unsigned long long)cumulative);
   }
-  cumulative += atomic_load(&h->buckets[SVC_LATENCY_BUCKETS]);
-  emit(out, "pycached_%s_bucket{le=\"+Inf\"} %llu\npycached_%s_sum %.6f\npycached_%s_count %llu\n",
-       name, (unsigned long long)cumulative, name, (double)atomic_load(&h->sum_us) / 1e6, name,
-       (unsigned long long)atomic_load(&h->count));
+  cumulative += atomic_load(&h->buckets[PCC_LATENCY_BUCKETS]);
+  pcc_dynbuf_addf(out, "pycached_%s_bucket{le=\"+Inf\"} %llu\npycached_%s_sum %.6f\n"
+                  "pycached_%s_count %llu\n", name, (unsigned long long)cumulative, name,
+                  (double)atomic_load(&h->sum_us) / 1e6, name,
+                  (unsigned long long)atomic_load(&h->count));
 }
 
-char *svc_metrics(pcc_service *service, size_t *len)
+/* The Prometheus text into out (bounded by its maximum: a text cut short is an error). */
+static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
 {
-  snapshot *snap = malloc(sizeof *snap);
-  text_buf out = {malloc(8192), 0, 8192, false};
-  if (snap == NULL || out.text == NULL) {
-    free(snap);
-    free(out.text);
-    return NULL;
-  }
-  take_snapshot(service, snap);
-  emit(&out, "# HELP pycached_build_info pycached's version\n# TYPE pycached_build_info gauge\n"
-             "pycached_build_info{version=\"%s\"} 1\n", PCC_VERSION);
-  emit(&out, "# HELP pycached_uptime_seconds Seconds since start\n"
-             "# TYPE pycached_uptime_seconds gauge\npycached_uptime_seconds %lld\n",
-       (long long)(time(NULL) - service->started));
-  emit(&out, "# HELP pycached_requests_total HTTP requests\n"
-             "# TYPE pycached_requests_total counter\npycached_requests_total %llu\n",
-       (unsigned long long)atomic_load(&service->requests));
-  emit_per_magic(&out, snap, "hits_total", "counter", "Lookups answered from the store",
-               offsetof(magic_figures, hits));
-  emit(&out, "# HELP pycached_misses_total Lookups answered miss\n"
-             "# TYPE pycached_misses_total counter\n");
+  const pcc_totals *totals = pcc_counters_totals(pcc_core_counters(core));
+  pcc_dynbuf_addf(out, "# HELP pycached_build_info pycached's version\n"
+                  "# TYPE pycached_build_info gauge\npycached_build_info{version=\"%s\"} 1\n",
+                  PCC_VERSION);
+  pcc_dynbuf_addf(out, "# HELP pycached_uptime_seconds Seconds since start\n"
+                  "# TYPE pycached_uptime_seconds gauge\npycached_uptime_seconds %lld\n",
+                  (long long)(time(NULL) - pcc_core_started(core)));
+  pcc_dynbuf_addf(out, "# HELP pycached_requests_total HTTP requests\n"
+                  "# TYPE pycached_requests_total counter\npycached_requests_total %llu\n",
+                  (unsigned long long)atomic_load(&totals->requests));
+  emit_per_magic(out, snap, "hits_total", "counter", "Lookups answered from the store",
+                 offsetof(magic_figures, hits));
+  pcc_dynbuf_addf(out, "# HELP pycached_misses_total Lookups answered miss\n"
+                  "# TYPE pycached_misses_total counter\n");
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
     pcc_magic_to_hex(&snap->magics[i].magic, hex);
-    emit(&out, "pycached_misses_total{magic=\"%s\",reason=\"absent\"} %llu\n"
-               "pycached_misses_total{magic=\"%s\",reason=\"stale\"} %llu\n",
-         hex, (unsigned long long)snap->magics[i].absent, hex,
-         (unsigned long long)snap->magics[i].stale);
+    pcc_dynbuf_addf(out, "pycached_misses_total{magic=\"%s\",reason=\"absent\"} %llu\n"
+                    "pycached_misses_total{magic=\"%s\",reason=\"stale\"} %llu\n",
+                    hex, (unsigned long long)snap->magics[i].absent, hex,
+                    (unsigned long long)snap->magics[i].stale);
   }
-  emit_per_magic(&out, snap, "compiles_total", "counter", "Compiles run by a worker",
-               offsetof(magic_figures, compiles));
-  emit_per_magic(&out, snap, "compile_errors_total", "counter", "Compiles that raised",
-               offsetof(magic_figures, compile_errors));
-  emit_per_magic(&out, snap, "corruptions_total", "counter",
+  emit_per_magic(out, snap, "compiles_total", "counter", "Compiles run by a worker",
+                 offsetof(magic_figures, compiles));
+  emit_per_magic(out, snap, "compile_errors_total", "counter", "Compiles that raised",
+                 offsetof(magic_figures, compile_errors));
+  emit_per_magic(out, snap, "corruptions_total", "counter",
                  "Stored blobs dropped after a failed checksum",
-               offsetof(magic_figures, corruptions));
-  emit_per_magic(&out, snap, "entries", "gauge", "Path entries in the store",
+                 offsetof(magic_figures, corruptions));
+  emit_per_magic(out, snap, "entries", "gauge", "Path entries in the store",
                  offsetof(magic_figures, entries));
-  emit_per_magic(&out, snap, "entry_bytes", "gauge", "Bytes of stored code",
+  emit_per_magic(out, snap, "entry_bytes", "gauge", "Bytes of stored code",
                  offsetof(magic_figures, bytes));
-  emit(&out, "# HELP pycached_client_fallbacks_total Fallbacks to local compilation clients "
-             "reported, by reason\n# TYPE pycached_client_fallbacks_total counter\n");
+  pcc_dynbuf_addf(out, "# HELP pycached_client_fallbacks_total Fallbacks to local compilation "
+                  "clients reported, by reason\n# TYPE pycached_client_fallbacks_total counter\n");
   for (size_t i = 0; i < snap->n; i++) {
-    const svc_counters *c = snap->magics[i].counters;
+    const pcc_magic_counters *c = snap->magics[i].counters;
     unsigned reasons = c ? atomic_load(&c->n_reasons) : 0;
     char hex[2 * PCC_MAGIC_LEN + 1];
     pcc_magic_to_hex(&snap->magics[i].magic, hex);
     for (unsigned r = 0; r < reasons; r++)
-      emit(&out, "pycached_client_fallbacks_total{magic=\"%s\",reason=\"%s\"} %llu\n", hex,
-           c->reasons[r], (unsigned long long)atomic_load(&c->reason_counts[r]));
+      pcc_dynbuf_addf(out, "pycached_client_fallbacks_total{magic=\"%s\",reason=\"%s\"} %llu\n",
+                      hex, c->reasons[r], (unsigned long long)atomic_load(&c->reason_counts[r]));
   }
-  emit_histogram(&out, "hit_seconds", "Time to answer a lookup hit", &service->hit_latency);
-  emit_histogram(&out, "compile_seconds", "Time a worker took to compile",
-                 &service->compile_latency);
+  emit_histogram(out, "hit_seconds", "Time to answer a lookup hit", &totals->hit_latency);
+  emit_histogram(out, "compile_seconds", "Time a worker took to compile",
+                 &totals->compile_latency);
   if (snap->have_store)
-    emit(&out, "# HELP pycached_store_used_bytes Bytes of the LMDB map in use\n"
-               "# TYPE pycached_store_used_bytes gauge\npycached_store_used_bytes %llu\n"
-               "# HELP pycached_store_map_bytes Size of the LMDB map\n"
-               "# TYPE pycached_store_map_bytes gauge\npycached_store_map_bytes %llu\n",
-         (unsigned long long)snap->store.used, (unsigned long long)snap->store.map_size);
-  free(snap);
-  if (out.failed) {
-    free(out.text);
-    return NULL;
+    pcc_dynbuf_addf(out, "# HELP pycached_store_used_bytes Bytes of the LMDB map in use\n"
+                    "# TYPE pycached_store_used_bytes gauge\npycached_store_used_bytes %llu\n"
+                    "# HELP pycached_store_map_bytes Size of the LMDB map\n"
+                    "# TYPE pycached_store_map_bytes gauge\npycached_store_map_bytes %llu\n",
+                    (unsigned long long)snap->store.used,
+                    (unsigned long long)snap->store.map_size);
+}
+
+static void free_text(void *text)
+{
+  free(text);
+}
+
+static void handle_metrics(void *state, pcc_request *req, pcc_answer *answer)
+{
+  (void)req;
+  pcc_core *core = state;
+  snapshot *snap = malloc(sizeof *snap);
+  pcc_dynbuf out;
+  pcc_dynbuf_init(&out, METRICS_MAX);
+  if (snap == NULL) {
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+    return;
   }
-  *len = out.len;
-  return out.text;
+  take_snapshot(core, snap);
+  metrics_text(core, snap, &out);
+  free(snap);
+  if (out.error != PCC_PROTO_OK) { /* a text cut short */
+    pcc_dynbuf_free(&out);
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+    return;
+  }
+  size_t len;
+  char *text = pcc_dynbuf_take(&out, &len);
+  pcc_answer_bytes(answer, text, len, "text/plain; version=0.0.4; charset=utf-8", free_text,
+                   text);
 }
 
 /* ---- entries --------------------------------------------------------------------------- */
 
 typedef struct {
-  pcc_service *service;
+  pcc_core *core;
   cJSON *list;
 } entry_visit;
 
@@ -354,8 +355,8 @@ static void add_entry(const pcc_store_entry *entry, void *ctx)
   }
   uint64_t hits;
   int64_t last;
-  svc_entry_hits(visit->service, &entry->magic, entry->opt, entry->path, entry->path_len, &hits,
-                 &last);
+  pcc_counters_entry_hits(pcc_core_counters(visit->core), &entry->magic, entry->opt, entry->path,
+                          entry->path_len, &hits, &last);
   pcc_magic_to_hex(&entry->magic, magic);
   pcc_digest_to_hex(&entry->record.digest, digest);
   cJSON_AddStringToObject(obj, "magic", magic);
@@ -387,34 +388,23 @@ static void add_entry(const pcc_store_entry *entry, void *ctx)
     visit->list = obj;
 }
 
-/* The store filter of a query; false (answer set) when it is malformed. */
-static bool query_filter(const svc_admin_query *query, pcc_store_filter *filter,
-                         svc_answer *answer)
+/* The store filter of a request (magic, opt, prefix); false (answer set) when malformed. */
+static bool request_filter(const pcc_request *req, pcc_store_filter *filter, pcc_answer *answer)
 {
+  const char *prefix = req->args[ARG_PREFIX];
   memset(filter, 0, sizeof *filter);
-  filter->has_magic = query->params.present & PCC_PARAM_MAGIC;
-  filter->magic = query->params.magic;
-  filter->opt = (query->params.present & PCC_PARAM_OPT) ? query->params.opt : -1;
-  if (query->prefix != NULL && query->prefix[0] != '\0') {
-    filter->prefix = query->prefix;
-    filter->prefix_len = strlen(query->prefix);
-    if (query->prefix[0] != '/' || filter->prefix_len > PCC_PATH_MAX) {
-      svc_answer_error(answer, 400, "bad-parameter", "prefix: an absolute path prefix");
-      svc_answer_extra_string(answer, "param", "prefix");
+  filter->has_magic = req->params.present & PCC_PARAM_MAGIC;
+  filter->magic = req->params.magic;
+  filter->opt = (req->params.present & PCC_PARAM_OPT) ? req->params.opt : -1;
+  if (prefix != NULL && prefix[0] != '\0') {
+    filter->prefix = prefix;
+    filter->prefix_len = strlen(prefix);
+    if (prefix[0] != '/' || filter->prefix_len > PCC_PATH_MAX) {
+      pcc_answer_bad_parameter(answer, "prefix", "an absolute path prefix");
       return false;
     }
   }
   return true;
-}
-
-static void hex_encode(const uint8_t *bytes, size_t len, char *out)
-{
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < len; i++) {
-    out[2 * i] = digits[bytes[i] >> 4];
-    out[2 * i + 1] = digits[bytes[i] & 0xf];
-  }
-  out[2 * len] = '\0';
 }
 
 /* Decodes a cursor (hex of a store key); false for a malformed one. */
@@ -435,59 +425,44 @@ static bool cursor_decode(const char *text, uint8_t *out, size_t *len)
   return true;
 }
 
-void svc_admin_entries(pcc_service *service, const svc_admin_query *query, svc_answer *answer)
+static void handle_entries(void *state, pcc_request *req, pcc_answer *answer)
 {
+  pcc_core *core = state;
   pcc_store_filter filter;
-  if (!query_filter(query, &filter, answer))
+  if (!request_filter(req, &filter, answer))
     return;
-  int64_t limit = ENTRIES_LIMIT_DEFAULT;
-  if (query->limit != NULL &&
-      pcc_parse_i64(query->limit, 1, ENTRIES_LIMIT_MAX, &limit) != PCC_PROTO_OK) {
-    svc_answer_error(answer, 400, "bad-parameter", "limit: a number from 1 to %d",
-                     ENTRIES_LIMIT_MAX);
-    svc_answer_extra_string(answer, "param", "limit");
+  const char *limit_text = req->args[ARG_LIMIT], *cursor_text = req->args[ARG_CURSOR];
+  int64_t limit = PCC_LIST_LIMIT_DEFAULT;
+  if (limit_text != NULL &&
+      pcc_parse_i64(limit_text, 1, PCC_LIST_LIMIT_MAX, &limit) != PCC_PROTO_OK) {
+    pcc_answer_bad_parameter(answer, "limit", "a number from 1 to %d", PCC_LIST_LIMIT_MAX);
     return;
   }
   uint8_t cursor[PCC_STORE_CURSOR_MAX], next[PCC_STORE_CURSOR_MAX];
   size_t cursor_len = 0, next_len = 0;
-  if (query->cursor != NULL && !cursor_decode(query->cursor, cursor, &cursor_len)) {
-    svc_answer_error(answer, 400, "bad-parameter", "cursor: not one this server gave");
-    svc_answer_extra_string(answer, "param", "cursor");
+  if (cursor_text != NULL && !cursor_decode(cursor_text, cursor, &cursor_len)) {
+    pcc_answer_bad_parameter(answer, "cursor", "not one this server gave");
     return;
   }
-  entry_visit visit = {service, cJSON_CreateArray()};
-  pcc_store_status rc = pcc_store_scan(service->store, &filter, cursor, cursor_len,
-                                       (size_t)limit, ENTRIES_SCAN_MAX, add_entry, &visit, next,
+  entry_visit visit = {core, cJSON_CreateArray()};
+  pcc_store_status rc = pcc_store_scan(pcc_core_store(core), &filter, cursor, cursor_len,
+                                       (size_t)limit, PCC_LIST_SCAN_MAX, add_entry, &visit, next,
                                        &next_len);
   if (rc != PCC_STORE_OK) {
     cJSON_Delete(visit.list);
-    svc_answer_store_error(answer, rc);
+    pcc_answer_store_error(answer, rc);
     return;
   }
   cJSON *json = cJSON_CreateObject();
   cJSON_AddItemToObject(json, "entries", visit.list);
   if (next_len > 0) {
     char hex[2 * PCC_STORE_CURSOR_MAX + 1];
-    hex_encode(next, next_len, hex);
+    pcc_hex_encode(next, next_len, hex);
     cJSON_AddStringToObject(json, "next_cursor", hex);
   } else {
     cJSON_AddNullToObject(json, "next_cursor");
   }
-  answer->http_status = 200;
-  answer->json = json;
-}
-
-/* A query must name one entry: magic and path (opt defaults to 0). */
-static bool one_entry(const svc_admin_query *query, svc_answer *answer)
-{
-  const char *missing = !(query->params.present & PCC_PARAM_MAGIC) ? "magic"
-                        : !(query->params.present & PCC_PARAM_PATH) ? "path"
-                                                                     : NULL;
-  if (missing == NULL)
-    return true;
-  svc_answer_error(answer, 400, "bad-parameter", "%s: required", missing);
-  svc_answer_extra_string(answer, "param", missing);
-  return false;
+  pcc_answer_json(answer, json);
 }
 
 static cJSON *removed_json(uint64_t removed)
@@ -497,152 +472,161 @@ static cJSON *removed_json(uint64_t removed)
   return json;
 }
 
-void svc_admin_entry(pcc_service *service, const svc_admin_query *query, bool delete_it,
-                     svc_answer *answer)
+/* GET and DELETE /v1/admin/entry: one entry, named by magic and path (opt defaults to 0). */
+static void entry_show_or_delete(pcc_core *core, const pcc_request *req, bool delete_it,
+                                 pcc_answer *answer)
 {
-  if (!one_entry(query, answer))
-    return;
-  const pcc_params *p = &query->params;
+  const pcc_params *p = &req->params;
   pcc_store_status rc;
   if (delete_it) {
     uint64_t removed = 0;
-    rc = pcc_store_delete_one(service->store, &p->magic, p->opt, p->path, p->path_len, &removed);
+    rc = pcc_store_delete_one(pcc_core_store(core), &p->magic, p->opt, p->path, p->path_len,
+                              &removed);
     if (rc == PCC_STORE_OK && removed == 0)
       rc = PCC_STORE_NOTFOUND;
-    if (rc == PCC_STORE_OK) {
-      answer->http_status = 200;
-      answer->json = removed_json(removed);
-    }
+    if (rc == PCC_STORE_OK)
+      pcc_answer_json(answer, removed_json(removed));
   } else {
-    entry_visit visit = {service, NULL};
-    rc = pcc_store_get_entry(service->store, &p->magic, p->opt, p->path, p->path_len, add_entry,
-                             &visit);
-    if (rc == PCC_STORE_OK) {
-      answer->http_status = 200;
-      answer->json = visit.list;
-    } else {
+    entry_visit visit = {core, NULL};
+    rc = pcc_store_get_entry(pcc_core_store(core), &p->magic, p->opt, p->path, p->path_len,
+                             add_entry, &visit);
+    if (rc == PCC_STORE_OK)
+      pcc_answer_json(answer, visit.list);
+    else
       cJSON_Delete(visit.list);
-    }
   }
   if (rc == PCC_STORE_NOTFOUND)
-    svc_answer_error(answer, 404, "not-found", "no entry for this magic, opt and path");
+    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no entry for this magic, opt and path");
   else if (rc != PCC_STORE_OK)
-    svc_answer_store_error(answer, rc);
+    pcc_answer_store_error(answer, rc);
 }
 
-static void delete_and_answer(pcc_service *service, const pcc_store_filter *filter,
-                              svc_answer *answer)
+static void handle_entry(void *state, pcc_request *req, pcc_answer *answer)
+{
+  entry_show_or_delete(state, req, false, answer);
+}
+
+static void handle_entry_delete(void *state, pcc_request *req, pcc_answer *answer)
+{
+  entry_show_or_delete(state, req, true, answer);
+}
+
+static void delete_and_answer(pcc_core *core, const pcc_store_filter *filter, pcc_answer *answer)
 {
   uint64_t removed = 0;
-  pcc_store_status rc = pcc_store_delete(service->store, filter, &removed);
-  if (rc != PCC_STORE_OK) {
-    svc_answer_store_error(answer, rc);
-    return;
-  }
-  answer->http_status = 200;
-  answer->json = removed_json(removed);
+  pcc_store_status rc = pcc_store_delete(pcc_core_store(core), filter, &removed);
+  if (rc != PCC_STORE_OK)
+    pcc_answer_store_error(answer, rc);
+  else
+    pcc_answer_json(answer, removed_json(removed));
 }
 
-void svc_admin_invalidate(pcc_service *service, const svc_admin_query *query,
-                          svc_answer *answer)
+static void handle_invalidate(void *state, pcc_request *req, pcc_answer *answer)
 {
   pcc_store_filter filter;
-  if (!query_filter(query, &filter, answer))
+  if (!request_filter(req, &filter, answer))
     return;
   if (!filter.has_magic && filter.prefix_len == 0) {
-    svc_answer_error(answer, 400, "bad-parameter",
-                     "prefix or magic: say what to invalidate (purge removes everything)");
-    svc_answer_extra_string(answer, "param", "prefix");
+    pcc_answer_bad_parameter(answer, "prefix",
+                             "say what to invalidate, with prefix or magic (purge removes "
+                             "everything)");
     return;
   }
-  delete_and_answer(service, &filter, answer);
+  delete_and_answer(state, &filter, answer);
 }
 
-void svc_admin_purge(pcc_service *service, svc_answer *answer)
+static void handle_purge(void *state, pcc_request *req, pcc_answer *answer)
 {
-  delete_and_answer(service, NULL, answer);
+  (void)req;
+  delete_and_answer(state, NULL, answer);
 }
 
 /* ---- magics ------------------------------------------------------------------------------ */
 
+typedef struct {
+  pcc_core *core;
+  cJSON *list;
+} magic_rows;
+
 static void add_magic_row(const pcc_magic *magic, uint64_t entries, uint64_t bytes, void *ctx)
 {
-  void **args = ctx;
-  pcc_service *service = args[0];
-  cJSON *list = args[1];
+  magic_rows *rows = ctx;
   char hex[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(magic, hex);
   cJSON *row = cJSON_CreateObject();
   cJSON_AddStringToObject(row, "magic", hex);
   cJSON_AddNumberToObject(row, "entries", (double)entries);
   cJSON_AddNumberToObject(row, "bytes", (double)bytes);
-  cJSON_AddBoolToObject(row, "served", svc_backend_for(service, magic) != NULL);
-  cJSON_AddItemToArray(list, row);
+  cJSON_AddBoolToObject(row, "served", pcc_core_backend_for(rows->core, magic) >= 0);
+  cJSON_AddItemToArray(rows->list, row);
 }
 
-void svc_admin_magics(pcc_service *service, svc_answer *answer)
+static void handle_magics(void *state, pcc_request *req, pcc_answer *answer)
 {
+  (void)req;
+  pcc_core *core = state;
   cJSON *json = cJSON_CreateObject();
-  cJSON *backends = cJSON_AddArrayToObject(json, "backends");
-  for (unsigned b = 0; b < service->n_backends; b++) {
-    const svc_backend *backend = &service->backends[b];
+  cJSON *list = cJSON_AddArrayToObject(json, "backends");
+  const pcc_backend *backends;
+  unsigned n = pcc_core_backends(core, &backends);
+  for (unsigned b = 0; b < n; b++) {
     char hex[2 * PCC_MAGIC_LEN + 1], implementation[PCC_COMPILER_NAME_MAX + 1];
-    pcc_magic_to_hex(pcc_compiler_magic(backend->compiler), hex);
+    pcc_magic_to_hex(pcc_compiler_magic(backends[b].compiler), hex);
     /* names are "implementation-version" (compiler.h) */
-    snprintf(implementation, sizeof implementation, "%s", backend->name);
+    snprintf(implementation, sizeof implementation, "%s", backends[b].name);
     char *dash = strrchr(implementation, '-');
     const char *version = dash ? dash + 1 : "";
     if (dash)
       *dash = '\0';
     cJSON *row = cJSON_CreateObject();
-    cJSON_AddStringToObject(row, "name", backend->name);
+    cJSON_AddStringToObject(row, "name", backends[b].name);
     cJSON_AddStringToObject(row, "implementation", implementation);
     cJSON_AddStringToObject(row, "version", version);
     cJSON_AddStringToObject(row, "magic", hex);
-    cJSON_AddNumberToObject(row, "workers", pcc_compiler_workers(backend->compiler));
-    cJSON_AddStringToObject(row, "interpreter", backend->interpreter);
+    cJSON_AddNumberToObject(row, "workers", pcc_compiler_workers(backends[b].compiler));
+    cJSON_AddStringToObject(row, "interpreter", backends[b].interpreter);
     cJSON_AddBoolToObject(row, "default", b == 0);
-    cJSON_AddItemToArray(backends, row);
+    cJSON_AddItemToArray(list, row);
   }
-  void *args[2] = {service, cJSON_AddArrayToObject(json, "store")};
-  pcc_store_status rc = pcc_store_magics(service->store, add_magic_row, args);
+  magic_rows rows = {core, cJSON_AddArrayToObject(json, "store")};
+  pcc_store_status rc = pcc_store_magics(pcc_core_store(core), add_magic_row, &rows);
   if (rc != PCC_STORE_OK) {
     cJSON_Delete(json);
-    svc_answer_store_error(answer, rc);
+    pcc_answer_store_error(answer, rc);
     return;
   }
-  answer->http_status = 200;
-  answer->json = json;
+  pcc_answer_json(answer, json);
 }
 
-void svc_admin_retire(pcc_service *service, const char *magic_hex, svc_answer *answer)
+/* POST /v1/admin/magics/MAGIC/retire */
+static void handle_retire(void *state, pcc_request *req, pcc_answer *answer)
 {
+  pcc_core *core = state;
   pcc_store_filter filter = {.has_magic = true, .opt = -1};
-  if (pcc_magic_from_hex(magic_hex, &filter.magic) != PCC_PROTO_OK) {
-    svc_answer_error(answer, 400, "bad-parameter", "magic: 8 hex digits ending in 0d0a");
-    svc_answer_extra_string(answer, "param", "magic");
+  if (pcc_magic_from_hex(req->path_arg, &filter.magic) != PCC_PROTO_OK) {
+    pcc_answer_bad_parameter(answer, "magic", "8 hex digits ending in 0d0a");
     return;
   }
-  if (svc_backend_for(service, &filter.magic) != NULL) {
-    svc_answer_error(answer, 409, "mismatch", "a compiler serves this magic; use invalidate");
-    svc_answer_extra_string(answer, "param", "magic");
+  if (pcc_core_backend_for(core, &filter.magic) >= 0) {
+    pcc_answer_error(answer, PCC_ERR_MISMATCH, "a compiler serves this magic; use invalidate");
+    pcc_answer_extra_string(answer, "param", "magic");
     return;
   }
-  delete_and_answer(service, &filter, answer);
+  delete_and_answer(core, &filter, answer);
 }
 
 static void retire_if_unserved(const pcc_magic *magic, uint64_t entries, uint64_t bytes,
                                void *ctx)
 {
   (void)bytes;
-  pcc_service *service = ctx;
-  if (svc_backend_for(service, magic) != NULL)
+  pcc_core *core = ctx;
+  if (pcc_core_backend_for(core, magic) >= 0)
     return;
   pcc_store_filter filter = {.has_magic = true, .magic = *magic, .opt = -1};
   uint64_t removed = 0;
   char hex[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(magic, hex);
-  pcc_store_status rc = pcc_store_delete(service->store, &filter, &removed);
+  pcc_store_status rc = pcc_store_delete(pcc_core_store(core), &filter, &removed);
   if (rc == PCC_STORE_OK)
     printf("pycached: retired magic %s: %llu entries removed\n", hex,
            (unsigned long long)removed);
@@ -651,18 +635,15 @@ static void retire_if_unserved(const pcc_magic *magic, uint64_t entries, uint64_
             (unsigned long long)entries, pcc_store_strerror(rc));
 }
 
-void svc_retire_unserved(pcc_service *service)
-{
-  pcc_store_magics(service->store, retire_if_unserved, service);
-}
-
 /* ---- backups ----------------------------------------------------------------------------- */
 
-void svc_admin_backup(pcc_service *service, svc_answer *answer)
+static void handle_backup(void *state, pcc_request *req, pcc_answer *answer)
 {
-  const char *base = service->config.backup_dir;
+  (void)req;
+  pcc_core *core = state;
+  const char *base = pcc_core_config(core)->backup_dir;
   if (base == NULL) {
-    svc_answer_error(answer, 403, "forbidden", "this server has no --backup-dir; use GET to "
+    pcc_answer_error(answer, PCC_ERR_FORBIDDEN, "this server has no --backup-dir; use GET to "
                      "download a copy");
     return;
   }
@@ -681,13 +662,13 @@ void svc_admin_backup(pcc_service *service, svc_answer *answer)
       break;
   }
   if (made != 0) {
-    svc_answer_error(answer, 500, "internal", "cannot create a directory under %s: %s", base,
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot create a directory under %s: %s", base,
                      strerror(errno));
     return;
   }
-  pcc_store_status rc = pcc_store_backup_dir(service->store, dir);
+  pcc_store_status rc = pcc_store_backup_dir(pcc_core_store(core), dir);
   if (rc != PCC_STORE_OK) {
-    svc_answer_store_error(answer, rc);
+    pcc_answer_store_error(answer, rc);
     return;
   }
   char file[PATH_MAX + 16];
@@ -696,11 +677,119 @@ void svc_admin_backup(pcc_service *service, svc_answer *answer)
   cJSON *json = cJSON_CreateObject();
   cJSON_AddStringToObject(json, "path", dir);
   cJSON_AddNumberToObject(json, "bytes", stat(file, &st) == 0 ? (double)st.st_size : 0);
-  answer->http_status = 200;
-  answer->json = json;
+  pcc_answer_json(answer, json);
 }
 
-pcc_store_status svc_backup_to_fd(pcc_service *service, int fd)
+typedef struct {
+  pcc_core *core;
+  int fd;
+} backup_job;
+
+/* Writes the store's compacted copy into the pipe the download reads (a thread of its own, so
+ * that the HTTP thread streams while LMDB writes). */
+static void *backup_writer(void *arg)
 {
-  return pcc_store_backup_fd(service->store, fd);
+  backup_job *job = arg;
+  pcc_store_status rc = pcc_store_backup_fd(pcc_core_store(job->core), job->fd);
+  if (rc != PCC_STORE_OK)
+    fprintf(stderr, "pycached: backup download: %s\n", pcc_store_strerror(rc));
+  close(job->fd);
+  free(job);
+  return NULL;
 }
+
+static void handle_backup_download(void *state, pcc_request *req, pcc_answer *answer)
+{
+  (void)req;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot create a pipe");
+    return;
+  }
+  backup_job *job = malloc(sizeof *job);
+  pthread_t thread;
+  if (job != NULL)
+    *job = (backup_job){state, fds[1]};
+  if (job == NULL || pthread_create(&thread, NULL, backup_writer, job) != 0) {
+    free(job);
+    close(fds[0]);
+    close(fds[1]);
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot start the backup");
+    return;
+  }
+  pthread_detach(thread);
+  pcc_answer_clear(answer);
+  answer->kind = PCC_ANSWER_STREAM;
+  answer->fd = fds[0];
+  answer->content_type = "application/octet-stream";
+  pcc_answer_header(answer, MHD_HTTP_HEADER_CONTENT_DISPOSITION,
+                    "attachment; filename=\"pycached-data.mdb\"");
+}
+
+/* ---- the admin page ---------------------------------------------------------------------- */
+
+static void handle_page(void *state, pcc_request *req, pcc_answer *answer)
+{
+  (void)state;
+  const unsigned char *data;
+  size_t len;
+  const char *type;
+  if (!pcc_admin_asset_find(req->route->path, &data, &len, &type)) {
+    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no such file");
+    return;
+  }
+  pcc_answer_bytes(answer, data, len, type, NULL, NULL);
+  pcc_answer_header(answer, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  pcc_answer_header(answer, "X-Content-Type-Options", "nosniff");
+  pcc_answer_header(answer, "X-Frame-Options", "DENY");
+}
+
+/* ---- the feature ------------------------------------------------------------------------- */
+
+static int admin_open(pcc_core *core, void **state)
+{
+  if (pcc_core_config(core)->retire_unserved)
+    pcc_store_magics(pcc_core_store(core), retire_if_unserved, core);
+  *state = core;
+  return 0;
+}
+
+static void admin_close(void *state)
+{
+  (void)state; /* the core is not ours */
+}
+
+#define ADMIN PCC_ROLE_ADMIN
+#define NO_BODY PCC_ROUTE_NO_BODY
+#define FILTER_ARGS {"prefix", "cursor", "limit", NULL} /* in the order of ARG_* */
+
+static const pcc_route admin_routes[] = {
+  {"GET", "/admin", 0, NO_BODY, false, 0, {NULL}, handle_page, "the admin page"},
+  {"GET", "/admin/", 0, NO_BODY, false, 0, {NULL}, handle_page, "the admin page"},
+  {"GET", "/metrics", ADMIN, NO_BODY, false, 0, {NULL}, handle_metrics, "Prometheus metrics"},
+  {"GET", "/v1/admin/stats", ADMIN, NO_BODY, false, 0, {NULL}, handle_stats,
+   "totals, per-magic counters, latency, store usage"},
+  {"GET", "/v1/admin/entries", ADMIN, NO_BODY, true, 0, FILTER_ARGS, handle_entries,
+   "list entries, a page at a time"},
+  {"GET", "/v1/admin/entry", ADMIN, NO_BODY, true, PCC_PARAM_MAGIC | PCC_PARAM_PATH,
+   {NULL}, handle_entry, "one entry"},
+  {"DELETE", "/v1/admin/entry", ADMIN, NO_BODY, true, PCC_PARAM_MAGIC | PCC_PARAM_PATH,
+   {NULL}, handle_entry_delete, "remove one entry"},
+  {"POST", "/v1/admin/invalidate", ADMIN, NO_BODY, true, 0, FILTER_ARGS, handle_invalidate,
+   "remove the entries of a magic and/or a path prefix"},
+  {"POST", "/v1/admin/purge", ADMIN, NO_BODY, false, 0, {NULL}, handle_purge,
+   "remove every entry"},
+  {"GET", "/v1/admin/magics", ADMIN, NO_BODY, false, 0, {NULL}, handle_magics,
+   "backends and the magics in the store"},
+  {"POST", "/v1/admin/magics/*/retire", ADMIN, NO_BODY, false, 0, {NULL}, handle_retire,
+   "remove the entries of a magic no backend serves"},
+  {"POST", "/v1/admin/backup", ADMIN, NO_BODY, false, 0, {NULL}, handle_backup,
+   "write a compacted copy under --backup-dir"},
+  {"GET", "/v1/admin/backup", ADMIN, NO_BODY, false, 0, {NULL}, handle_backup_download,
+   "download a compacted copy"},
+};
+
+const pcc_feature pcc_admin_feature = {
+  "admin", admin_routes, sizeof admin_routes / sizeof admin_routes[0],
+  admin_open, NULL, admin_close,
+};

@@ -13,7 +13,8 @@ typedef struct {
   const char *name;
   option_kind kind;
   const char *arg;     /* the argument's name in --help */
-  const char *def;     /* default, as text */
+  const char *def;     /* default of a string option, as text; NULL: none */
+  uint64_t number;     /* default of a number or byte size (from pcc_limits.h where it is one) */
   uint64_t min, max;   /* for numbers and byte sizes; for lists, max is the capacity */
   size_t offset;       /* field in pcc_config */
   const char *help;
@@ -26,43 +27,72 @@ typedef struct {
 #define GIB (1024ull * MIB)
 
 static const option_spec options[] = {
-  {"listen", OPT_STRING, "ADDR", "127.0.0.1", 0, 0, FIELD(listen),
+  {"listen", OPT_STRING, "ADDR", "127.0.0.1", 0, 0, 0, FIELD(listen),
    "IPv4 or IPv6 address to listen on", 0},
-  {"port", OPT_NUMBER, "N", "8700", 0, 65535, FIELD(port),
+  {"port", OPT_NUMBER, "N", NULL, 8700, 0, 65535, FIELD(port),
    "TCP port (0: any free port, printed at start)", 0},
-  {"store", OPT_STRING, "DIR", "./var/pycached", 0, 0, FIELD(store_dir),
+  {"store", OPT_STRING, "DIR", "./var/pycached", 0, 0, 0, FIELD(store_dir),
    "LMDB store directory (created when missing)", 0},
-  {"map-size", OPT_BYTES, "BYTES", "4G", 1 * MIB, 1ull << 40, FIELD(map_size),
+  {"map-size", OPT_BYTES, "BYTES", NULL, 4 * GIB, 1 * MIB, 1ull << 40, FIELD(map_size),
    "LMDB map size: the most the store can hold (sparse file)", 0},
-  {"workers", OPT_NUMBER, "N", "0", 0, 64, FIELD(workers),
+  {"workers", OPT_NUMBER, "N", NULL, 0, 0, PCC_WORKERS_MAX, FIELD(workers),
    "compiler worker processes (0: one per core)", 0},
-  {"compile-timeout", OPT_NUMBER, "SECONDS", "10", 1, 3600, FIELD(compile_timeout),
+  {"compile-timeout", OPT_NUMBER, "SECONDS", NULL, 10, 1, 3600, FIELD(compile_timeout),
    "a compile running longer is killed (504)", 0},
-  {"worker-memory", OPT_BYTES, "BYTES", "1G", 64 * MIB, 1ull << 40, FIELD(worker_memory),
+  {"worker-memory", OPT_BYTES, "BYTES", NULL, 1 * GIB, 64 * MIB, 1ull << 40,
+   FIELD(worker_memory),
    "address-space limit of each compiler worker", 0},
-  {"max-source", OPT_BYTES, "BYTES", "16M", 1, 32 * MIB, FIELD(max_source),
+  {"max-source", OPT_BYTES, "BYTES", NULL, PCC_SOURCE_MAX_DEFAULT, 1, PCC_SOURCE_MAX_CEILING,
+   FIELD(max_source),
    "largest source accepted (413 beyond)", 0},
-  {"threads", OPT_NUMBER, "N", "4", 1, 256, FIELD(threads), "HTTP threads (epoll thread pool)", 0},
-  {"max-connections", OPT_NUMBER, "N", "1024", 1, 65536, FIELD(max_connections),
+  {"threads", OPT_NUMBER, "N", NULL, 4, 1, 256, FIELD(threads), "HTTP threads (epoll thread pool)",
+   0},
+  {"max-connections", OPT_NUMBER, "N", NULL, 1024, 1, 65536, FIELD(max_connections),
    "concurrent HTTP connections", 0},
-  {"worker", OPT_STRING, "PATH", NULL, 0, 0, FIELD(worker),
+  {"worker", OPT_STRING, "PATH", NULL, 0, 0, 0, FIELD(worker),
    "compiler worker executable (default: pycached-cpython-worker next to pycached)", 0},
-  {"worker-user", OPT_STRING, "USER", NULL, 0, 0, FIELD(worker_user),
+  {"worker-user", OPT_STRING, "USER", NULL, 0, 0, 0, FIELD(worker_user),
    "user the compiler workers run as (default when started as root: nobody)", 0},
-  {"source-root", OPT_LIST, "DIR", NULL, 0, PCC_MAX_SOURCE_ROOTS, FIELD(source_roots),
+  {"source-root", OPT_LIST, "DIR", NULL, 0, 0, PCC_MAX_SOURCE_ROOTS, FIELD(source_roots),
    "directory whose files the server may read itself (repeatable)", FIELD(n_source_roots)},
-  {"compiler", OPT_LIST, "PATH", NULL, 0, PCC_MAX_COMPILERS, FIELD(compilers),
+  {"compiler", OPT_LIST, "PATH", NULL, 0, 0, PCC_MAX_COMPILERS, FIELD(compilers),
    "another interpreter to compile for (e.g. /usr/bin/pypy3; repeatable)", FIELD(n_compilers)},
-  {"tokens", OPT_STRING, "FILE", NULL, 0, 0, FIELD(tokens),
+  {"tokens", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(tokens),
    "JSON token file: require bearer tokens with roles (reloaded on SIGHUP)", 0},
-  {"insecure", OPT_FLAG, "", NULL, 0, 0, FIELD(insecure),
+  {"insecure", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(insecure),
    "allow a non-loopback --listen without --tokens", 0},
-  {"backup-dir", OPT_STRING, "DIR", NULL, 0, 0, FIELD(backup_dir),
+  {"backup-dir", OPT_STRING, "DIR", NULL, 0, 0, 0, FIELD(backup_dir),
    "directory for POST /v1/admin/backup copies", 0},
-  {"retire-unserved-magics", OPT_FLAG, "", NULL, 0, 0, FIELD(retire_unserved),
+  {"max-profile-body", OPT_BYTES, "BYTES", NULL, PCC_PROFILE_BODY_MAX_DEFAULT, 1 * KIB,
+   PCC_SOURCE_MAX_CEILING, FIELD(max_profile_body), "largest POST /v1/profile body (413 beyond)", 0},
+  {"max-batch-body", OPT_BYTES, "BYTES", NULL, PCC_BATCH_BODY_MAX_DEFAULT, 1 * KIB,
+   PCC_SOURCE_MAX_CEILING, FIELD(max_batch_body), "largest POST /v1/batch body (413 beyond)", 0},
+  {"max-batch", OPT_NUMBER, "N", NULL, PCC_BATCH_LOOKUPS_DEFAULT, 1, 100000, FIELD(max_batch),
+   "lookups in one POST /v1/batch (400 beyond)", 0},
+  {"max-bundle", OPT_BYTES, "BYTES", NULL, PCC_BUNDLE_MAX_DEFAULT, 1 * MIB, 4 * GIB,
+   FIELD(max_bundle), "largest bundle; a profile's entries past it are left out", 0},
+  {"bundle-cache", OPT_BYTES, "BYTES", NULL, PCC_BUNDLE_CACHE_DEFAULT, 0, 64 * GIB,
+   FIELD(bundle_cache), "memory for bundles kept built between requests", 0},
+  {"retire-unserved-magics", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(retire_unserved),
    "at start, delete entries of magics no compiler serves", 0},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
+
+/* A default as --help shows it: byte sizes with the largest K, M or G suffix that divides them. */
+static const char *format_number(const option_spec *spec, uint64_t value, char *out, size_t len)
+{
+  static const struct {
+    uint64_t unit;
+    char suffix;
+  } units[] = {{GIB, 'G'}, {MIB, 'M'}, {KIB, 'K'}};
+  for (size_t i = 0; spec->kind == OPT_BYTES && value > 0 && i < 3; i++)
+    if (value % units[i].unit == 0) {
+      snprintf(out, len, "%llu%c", (unsigned long long)(value / units[i].unit), units[i].suffix);
+      return out;
+    }
+  snprintf(out, len, "%llu", (unsigned long long)value);
+  return out;
+}
 
 static void print_help(const char *argv0)
 {
@@ -75,12 +105,27 @@ static void print_help(const char *argv0)
     snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg[0] ? " " : "",
              options[i].arg);
     printf("  %-28s %s", left, options[i].help);
+    char def[32];
     if (options[i].def)
       printf(" [%s]", options[i].def);
+    else if (options[i].kind == OPT_NUMBER || options[i].kind == OPT_BYTES)
+      printf(" [%s]", format_number(&options[i], options[i].number, def, sizeof def));
     printf("\n");
   }
-  printf("  %-28s %s\n  %-28s %s\n", "-h, --help", "print this help and exit", "--version",
-         "print the version and exit");
+  printf("  %-28s %s\n  %-28s %s\n  %-28s %s\n", "-h, --help", "print this help and exit",
+         "--version", "print the version and exit", "--limits",
+         "print every hard limit (docs/DESIGN.md, \"Limits\") and exit");
+}
+
+/* Prints the table of limits (pcc_limits.h). */
+static void print_limits(void)
+{
+  size_t n;
+  const pcc_limit *limits = pcc_limits(&n);
+  printf("%-30s %15s  %-20s %s\n", "limit", "value", "option", "what");
+  for (size_t i = 0; i < n; i++)
+    printf("%-30s %15llu  %-20s %s\n", limits[i].name, (unsigned long long)limits[i].value,
+           limits[i].option ? limits[i].option : "-", limits[i].what);
 }
 
 /* Parses a byte size: a whole number with an optional K, M or G suffix (powers of 1024). */
@@ -155,19 +200,24 @@ static bool apply(const option_spec *spec, const char *value, pcc_config *config
 pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
 {
   memset(out, 0, sizeof *out);
-  for (size_t i = 0; i < N_OPTIONS; i++)
-    if (options[i].def != NULL && !apply(&options[i], options[i].def, out))
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    if (options[i].kind == OPT_NUMBER || options[i].kind == OPT_BYTES)
+      memcpy((char *)out + options[i].offset, &options[i].number, sizeof options[i].number);
+    else if (options[i].def != NULL && !apply(&options[i], options[i].def, out))
       return PCC_CONFIG_USAGE; /* a bad default is a bug; fail loudly */
+  }
+  out->max_report_body = PCC_REPORT_BODY_MAX;
 
-  enum { HELP = N_OPTIONS, VERSION };
-  struct option long_options[N_OPTIONS + 3];
+  enum { HELP = N_OPTIONS, VERSION, LIMITS };
+  struct option long_options[N_OPTIONS + 4];
   for (size_t i = 0; i < N_OPTIONS; i++)
     long_options[i] = (struct option){options[i].name,
                                       options[i].kind == OPT_FLAG ? no_argument : required_argument,
                                       NULL, (int)i};
   long_options[N_OPTIONS] = (struct option){"help", no_argument, NULL, HELP};
   long_options[N_OPTIONS + 1] = (struct option){"version", no_argument, NULL, VERSION};
-  long_options[N_OPTIONS + 2] = (struct option){NULL, 0, NULL, 0};
+  long_options[N_OPTIONS + 2] = (struct option){"limits", no_argument, NULL, LIMITS};
+  long_options[N_OPTIONS + 3] = (struct option){NULL, 0, NULL, 0};
 
   optind = 1;
   int c;
@@ -179,6 +229,10 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
     if (c == VERSION) {
       printf("pycached %s\n", PCC_VERSION);
       return PCC_CONFIG_VERSION;
+    }
+    if (c == LIMITS) {
+      print_limits();
+      return PCC_CONFIG_LIMITS;
     }
     if (c < 0 || (size_t)c >= N_OPTIONS) {
       fprintf(stderr, "Try '%s --help'.\n", argv[0]);
@@ -193,4 +247,12 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
     return PCC_CONFIG_USAGE;
   }
   return PCC_CONFIG_OK;
+}
+
+const char *pcc_config_option_for(size_t offset)
+{
+  for (size_t i = 0; i < N_OPTIONS; i++)
+    if (options[i].offset == offset)
+      return options[i].name;
+  return NULL;
 }

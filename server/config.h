@@ -4,10 +4,13 @@
 #define PCC_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#define PCC_MAX_SOURCE_ROOTS 16
-#define PCC_MAX_COMPILERS 8
+#include "pcc_limits.h"
+
+#define PCC_MAX_SOURCE_ROOTS 16 /* --source-root options */
+#define PCC_MAX_COMPILERS 8     /* --compiler options */
 
 typedef struct {
   const char *listen;        /* address to bind */
@@ -17,7 +20,13 @@ typedef struct {
   uint64_t workers;          /* 0: one per core */
   uint64_t compile_timeout;  /* seconds */
   uint64_t worker_memory;    /* bytes; RLIMIT_AS of each worker */
-  uint64_t max_source;       /* bytes */
+  uint64_t max_source;       /* bytes: POST /v1/compile body, and a source the server reads */
+  uint64_t max_profile_body; /* bytes: POST /v1/profile body */
+  uint64_t max_batch_body;   /* bytes: POST /v1/batch body */
+  uint64_t max_report_body;  /* bytes: POST /v1/report body (fixed: PCC_REPORT_BODY_MAX) */
+  uint64_t max_batch;        /* lookups of one batch */
+  uint64_t max_bundle;       /* bytes of one bundle */
+  uint64_t bundle_cache;     /* bytes of bundles kept built */
   uint64_t threads;          /* HTTP threads */
   uint64_t max_connections;
   const char *worker;        /* compiler worker executable; NULL: found next to pycached */
@@ -36,11 +45,16 @@ typedef enum {
   PCC_CONFIG_OK = 0,
   PCC_CONFIG_HELP,    /* --help was printed: exit 0 */
   PCC_CONFIG_VERSION, /* --version was printed: exit 0 */
+  PCC_CONFIG_LIMITS,  /* --limits was printed: exit 0 */
   PCC_CONFIG_USAGE,   /* a bad option; the message is on stderr: exit 2 */
 } pcc_config_status;
 
 /* Fills *out with the defaults, then applies argv. Strings in *out point into argv or static
  * storage and live as long as they do. */
 pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out);
+
+/* The name of the option that sets the pcc_config field at offset ("max-source"), or NULL when
+ * no option does. Static storage. */
+const char *pcc_config_option_for(size_t offset);
 
 #endif

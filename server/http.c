@@ -1,163 +1,132 @@
-/* http.c: routes of the pycached HTTP API (docs/API.md) on libmicrohttpd.
+/* http.c: the libmicrohttpd mechanics of pycached (http.h). The routes come from the features
+ * (route.h); this file knows none of them by name.
  *
- * Request handling follows libmicrohttpd's own pattern: the first call allocates per-request
- * state, upload calls consume the body into a buffer with a hard limit (recording an error
- * instead of answering mid-upload), and the final call answers. A compile that has to wait for
- * a worker suspends its connection; the service resumes it when the job is done, and the
- * handler runs once more to answer. State is freed in the completion callback. */
+ * Request handling follows libmicrohttpd's own pattern: the first call finds the route, checks
+ * its role and a declared Content-Length against the route's body limit (answering 401, 403,
+ * 404, 405 or 413 at once, before any body byte is read), and allocates per-request state;
+ * upload calls append the body to a bounded buffer (a body without a declared length that grows
+ * past the limit is discarded and answered 413 once it is over); the final call parses the
+ * parameters and runs the handler. A PENDING answer suspends the connection; the feature resumes
+ * it and the handler's finish runs on the next call. State is freed in the completion callback. */
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-#include "admin_assets.h"
 #include "http.h"
+
+#define HTTP_ROUTES_MAX 64   /* routes of every feature together */
+#define HTTP_UPLOAD_FIRST 16384 /* the first allocation of a body without a declared length */
+
+/* One route of the table, with the state of its feature and its 405 answer (built once per
+ * path, shared by the rows of that path). */
+typedef struct {
+  const pcc_route *route;
+  void *state;
+  struct MHD_Response *not_allowed;
+} http_route;
 
 struct pcc_http {
   struct MHD_Daemon *daemon;
-  pcc_service *service;
+  pcc_counters *counters;
   pcc_auth *auth;                 /* NULL: every endpoint open (loopback only) */
-  uint64_t max_source;
+  const pcc_config *config;
+  http_route routes[HTTP_ROUTES_MAX];
+  size_t n_routes;
   struct MHD_Response *not_found; /* constant responses, built once */
   atomic_uint active;             /* requests between their first call and completion */
 };
 
-typedef enum {
-  ROUTE_HEALTH,
-  ROUTE_STATS,
-  ROUTE_CODE,
-  ROUTE_COMPILE,
-  ROUTE_ADMIN_PAGE,
-  ROUTE_METRICS,
-  ROUTE_ADMIN_STATS,
-  ROUTE_ADMIN_ENTRIES,
-  ROUTE_ADMIN_ENTRY,
-  ROUTE_ADMIN_ENTRY_DELETE,
-  ROUTE_ADMIN_INVALIDATE,
-  ROUTE_ADMIN_PURGE,
-  ROUTE_ADMIN_MAGICS,
-  ROUTE_ADMIN_RETIRE,
-  ROUTE_ADMIN_BACKUP,
-  ROUTE_ADMIN_BACKUP_DOWNLOAD,
-  ROUTE_PROFILE,
-  ROUTE_BUNDLE,
-  ROUTE_BATCH,
-  ROUTE_REPORT,
-} route;
-
-#define PROFILE_BODY_MAX ((size_t)4 << 20)
-#define BATCH_BODY_MAX ((size_t)1 << 20)
-#define REPORT_BODY_MAX ((size_t)64 << 10)
-
 typedef struct {
-  route route;
-  struct MHD_Connection *connection;
-  const char *url;
-  uint8_t *body;
-  size_t len, cap, limit; /* limit: the most this route's body may hold */
-  bool too_large;
-  bool waiting;  /* suspended until job is done */
-  svc_job *job;
-  pcc_params params;
+  const http_route *route;
+  pcc_request request;
+  pcc_dynbuf body;
+  bool too_large;     /* the body passed the route's limit: discarded, answered 413 */
+  bool waiting;       /* suspended until the pending answer can be finished */
+  pcc_answer pending; /* a PENDING answer while waiting */
 } request;
 
-#define RETIRE_PREFIX "/v1/admin/magics/"
-#define RETIRE_SUFFIX "/retire"
-
-/* Every endpoint, with its method and the role it needs (0: open to all). A url ending in '*'
- * is RETIRE_PREFIX + magic + RETIRE_SUFFIX. */
-static const struct {
-  const char *url;
-  const char *method;
-  route route;
-  unsigned role;
-} routes[] = {
-  {"/healthz", MHD_HTTP_METHOD_GET, ROUTE_HEALTH, 0},
-  {"/admin", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_PAGE, 0},
-  {"/admin/", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_PAGE, 0},
-  {"/v1/stats", MHD_HTTP_METHOD_GET, ROUTE_STATS, PCC_ROLE_READ},
-  {"/v1/code", MHD_HTTP_METHOD_GET, ROUTE_CODE, PCC_ROLE_READ},
-  {"/v1/compile", MHD_HTTP_METHOD_POST, ROUTE_COMPILE, PCC_ROLE_COMPILE},
-  {"/v1/profile", MHD_HTTP_METHOD_POST, ROUTE_PROFILE, PCC_ROLE_READ},
-  {"/v1/bundle", MHD_HTTP_METHOD_GET, ROUTE_BUNDLE, PCC_ROLE_READ},
-  {"/v1/batch", MHD_HTTP_METHOD_POST, ROUTE_BATCH, PCC_ROLE_READ},
-  {"/v1/report", MHD_HTTP_METHOD_POST, ROUTE_REPORT, PCC_ROLE_READ},
-  {"/metrics", MHD_HTTP_METHOD_GET, ROUTE_METRICS, PCC_ROLE_ADMIN},
-  {"/v1/admin/stats", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_STATS, PCC_ROLE_ADMIN},
-  {"/v1/admin/entries", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_ENTRIES, PCC_ROLE_ADMIN},
-  {"/v1/admin/entry", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_ENTRY, PCC_ROLE_ADMIN},
-  {"/v1/admin/entry", MHD_HTTP_METHOD_DELETE, ROUTE_ADMIN_ENTRY_DELETE, PCC_ROLE_ADMIN},
-  {"/v1/admin/invalidate", MHD_HTTP_METHOD_POST, ROUTE_ADMIN_INVALIDATE, PCC_ROLE_ADMIN},
-  {"/v1/admin/purge", MHD_HTTP_METHOD_POST, ROUTE_ADMIN_PURGE, PCC_ROLE_ADMIN},
-  {"/v1/admin/magics", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_MAGICS, PCC_ROLE_ADMIN},
-  {"/v1/admin/backup", MHD_HTTP_METHOD_POST, ROUTE_ADMIN_BACKUP, PCC_ROLE_ADMIN},
-  {"/v1/admin/backup", MHD_HTTP_METHOD_GET, ROUTE_ADMIN_BACKUP_DOWNLOAD, PCC_ROLE_ADMIN},
-  {RETIRE_PREFIX "*", MHD_HTTP_METHOD_POST, ROUTE_ADMIN_RETIRE, PCC_ROLE_ADMIN},
+static const unsigned error_statuses[PCC_ERR_COUNT] = {
+  [PCC_ERR_BAD_PARAMETER] = 400,
+  [PCC_ERR_NOT_FOUND] = 404,
+  [PCC_ERR_MISS] = 404,
+  [PCC_ERR_FORBIDDEN] = 403,
+  [PCC_ERR_MISMATCH] = 409,
+  [PCC_ERR_TOO_LARGE] = 413,
+  [PCC_ERR_COMPILE_ERROR] = 422,
+  [PCC_ERR_UNSUPPORTED_MAGIC] = 422,
+  [PCC_ERR_COMPILE_TIMEOUT] = 504,
+  [PCC_ERR_COMPILER_UNAVAILABLE] = 503,
+  [PCC_ERR_STORE_FULL] = 507,
+  [PCC_ERR_INTERNAL] = 500,
 };
-#define N_ROUTES (sizeof routes / sizeof routes[0])
 
-/* Does url match a route's url (see routes[])? */
-static bool url_matches(const char *pattern, const char *url)
+unsigned pcc_http_status(pcc_error_code code)
 {
-  size_t n = strlen(pattern);
-  if (pattern[n - 1] != '*')
-    return strcmp(url, pattern) == 0;
-  size_t prefix = n - 1, suffix = strlen(RETIRE_SUFFIX), len = strlen(url);
-  return len == prefix + 2 * PCC_MAGIC_LEN + suffix && strncmp(url, pattern, prefix) == 0 &&
-         strcmp(url + len - suffix, RETIRE_SUFFIX) == 0;
+  return code < PCC_ERR_COUNT ? error_statuses[code] : 500;
+}
+
+bool pcc_http_path_matches(const char *pattern, const char *path, size_t *arg_start,
+                           size_t *arg_len)
+{
+  const char *star = strchr(pattern, '*');
+  if (star == NULL)
+    return strcmp(pattern, path) == 0;
+  size_t prefix = (size_t)(star - pattern), suffix = strlen(star + 1), len = strlen(path);
+  if (len <= prefix + suffix || strncmp(path, pattern, prefix) != 0 ||
+      strcmp(path + len - suffix, star + 1) != 0)
+    return false;
+  size_t arg = len - prefix - suffix;
+  if (memchr(path + prefix, '/', arg) != NULL)
+    return false;
+  if (arg_start != NULL)
+    *arg_start = prefix;
+  if (arg_len != NULL)
+    *arg_len = arg;
+  return true;
 }
 
 /* ---- responses ------------------------------------------------------------------------- */
 
-/* Queues body (malloc'd, taken over) with a content type and status. */
-static enum MHD_Result send_owned(struct MHD_Connection *connection, unsigned status,
-                                  const char *content_type, char *body, size_t len,
-                                  struct MHD_Response **kept)
+/* Queues a response with a content type, the extra headers of answer (may be NULL) and status,
+ * and drops our reference to it. NULL response: the connection is closed. */
+static enum MHD_Result queue(struct MHD_Connection *connection, unsigned status,
+                             struct MHD_Response *response, const char *content_type,
+                             const pcc_answer *answer)
 {
-  struct MHD_Response *response =
-    MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-  if (response == NULL) {
-    free(body);
+  if (response == NULL)
     return MHD_NO;
-  }
-  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+  if (content_type != NULL)
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+  for (unsigned i = 0; answer != NULL && i < answer->n_headers; i++)
+    MHD_add_response_header(response, answer->headers[i].name, answer->headers[i].value);
   enum MHD_Result result = MHD_queue_response(connection, status, response);
-  if (kept != NULL)
-    *kept = response;
-  else
-    MHD_destroy_response(response);
+  MHD_destroy_response(response);
   return result;
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *connection, unsigned status,
-                                 cJSON *json)
+/* A response that owns text (malloc'd; freed with the response, or here on failure). */
+static struct MHD_Response *owned_response(char *text, size_t len)
+{
+  if (text == NULL)
+    return NULL;
+  struct MHD_Response *response =
+    MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+  if (response == NULL)
+    free(text);
+  return response;
+}
+
+static struct MHD_Response *json_response(cJSON *json)
 {
   char *text = json ? cJSON_PrintUnformatted(json) : NULL;
   cJSON_Delete(json);
-  if (text == NULL)
-    return MHD_NO;
-  return send_owned(connection, status, "application/json", text, strlen(text), NULL);
-}
-
-static cJSON *error_json(const char *code, const char *message, cJSON *extra)
-{
-  cJSON *json = pcc_error_to_json(code, message);
-  if (json != NULL && extra != NULL)
-    for (cJSON *item = extra->child; item != NULL; item = item->next)
-      cJSON_AddItemToObject(json, item->string, cJSON_Duplicate(item, true));
-  return json;
-}
-
-static enum MHD_Result send_error(struct MHD_Connection *connection, unsigned status,
-                                  const char *code, const char *message)
-{
-  return send_json(connection, status, error_json(code, message, NULL));
+  return owned_response(text, text ? strlen(text) : 0);
 }
 
 static bool wants_raw_pyc(struct MHD_Connection *connection)
@@ -167,351 +136,106 @@ static bool wants_raw_pyc(struct MHD_Connection *connection)
   return accept != NULL && strstr(accept, "application/x-python-pyc") != NULL;
 }
 
-/* A served entry: the pyc is the header for the request's mtime and size plus the code. */
+/* An ENTRY answer: the pyc for the request's mtime and size, raw (with its fields in headers)
+ * or as JSON. */
 static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_params *params,
-                                  const svc_answer *answer)
+                                  pcc_answer *answer)
 {
   pcc_entry_view view;
-  uint8_t *pyc = svc_entry_view(params, answer, &view);
+  uint8_t *pyc = pcc_answer_entry_view(params, answer, &view);
   if (pyc == NULL)
     return MHD_NO;
-  size_t pyc_len = view.pyc_len;
+  pcc_answer_header(answer, "X-Pycached-Outcome", answer->outcome);
+  if (!wants_raw_pyc(connection)) {
+    cJSON *json = pcc_entry_to_json(&view);
+    free(pyc);
+    return queue(connection, 200, json_response(json), "application/json", answer);
+  }
+  char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16], etag[64];
+  pcc_digest_to_hex(&view.digest, digest_hex);
+  pcc_checksum_to_hex(view.checksum, checksum_hex);
+  snprintf(hash_text, sizeof hash_text, "%d", (int)view.hash);
+  snprintf(etag, sizeof etag, "\"%s-%s\"", digest_hex, checksum_hex);
+  struct MHD_Response *response = owned_response((char *)pyc, view.pyc_len);
+  if (response != NULL) {
+    MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
+    MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
+    MHD_add_response_header(response, "X-Pycached-Hash", hash_text);
+    MHD_add_response_header(response, "X-Pycached-Validation",
+                            view.hash_checked ? "hash" : "timestamp");
+    MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
+  }
+  return queue(connection, 200, response, "application/x-python-pyc", answer);
+}
 
+/* Releases shared bytes once libmicrohttpd is done with them. */
+static void release_bytes(void *cls)
+{
+  pcc_answer *owner = cls;
+  owner->release(owner->release_ctx);
+  free(owner);
+}
+
+/* Encodes and queues an answer; clears it. */
+static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_params *params,
+                                   pcc_answer *answer)
+{
   struct MHD_Response *response = NULL;
   enum MHD_Result result;
-  if (wants_raw_pyc(connection)) {
-    char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16], etag[64];
-    pcc_digest_to_hex(&view.digest, digest_hex);
-    pcc_checksum_to_hex(view.checksum, checksum_hex);
-    snprintf(hash_text, sizeof hash_text, "%d", (int)view.hash);
-    snprintf(etag, sizeof etag, "\"%s-%s\"", digest_hex, checksum_hex);
-    result = send_owned(connection, 200, "application/x-python-pyc", (char *)pyc, pyc_len,
-                        &response);
-    if (response != NULL) {
-      MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
-      MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
-      MHD_add_response_header(response, "X-Pycached-Hash", hash_text);
-      MHD_add_response_header(response, "X-Pycached-Validation",
-                              view.hash_checked ? "hash" : "timestamp");
-      MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
-      MHD_add_response_header(response, "X-Pycached-Outcome", answer->outcome);
-      MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
-      MHD_destroy_response(response);
-    }
-    return result;
-  }
-  cJSON *json = pcc_entry_to_json(&view);
-  free(pyc);
-  char *text = json ? cJSON_PrintUnformatted(json) : NULL;
-  cJSON_Delete(json);
-  if (text == NULL)
-    return MHD_NO;
-  result = send_owned(connection, 200, "application/json", text, strlen(text), &response);
-  if (response != NULL) {
-    MHD_add_response_header(response, "X-Pycached-Outcome", answer->outcome);
-    MHD_destroy_response(response);
-  }
-  return result;
-}
-
-static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_params *params,
-                                   svc_answer *answer)
-{
-  enum MHD_Result result;
-  if (answer->error == NULL && answer->raw != NULL) {
-    char entries[16];
-    snprintf(entries, sizeof entries, "%u", answer->raw_entries);
-    /* the response takes the bytes: freed, or released when they are shared */
-    struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
-      answer->raw_len, answer->raw, answer->raw_release ? answer->raw_release : free,
-      answer->raw_release ? answer->raw_ctx : answer->raw);
-    if (response == NULL) {
-      result = MHD_NO;
-    } else {
-      answer->raw = NULL;
-      answer->raw_release = NULL;
-      MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, answer->raw_type);
-      MHD_add_response_header(response, "X-Pycached-Bundle-Entries", entries);
-      result = MHD_queue_response(connection, answer->http_status, response);
-      MHD_destroy_response(response);
-    }
-  } else if (answer->error == NULL && answer->json != NULL) {
-    result = send_json(connection, answer->http_status, answer->json);
-    answer->json = NULL; /* send_json took it */
-  } else if (answer->error == NULL)
+  switch (answer->kind) {
+  case PCC_ANSWER_ENTRY:
     result = send_entry(connection, params, answer);
-  else
-    result = send_json(connection, answer->http_status,
-                       error_json(answer->error, answer->message, answer->extra));
-  svc_answer_clear(answer);
+    break;
+  case PCC_ANSWER_JSON:
+    result = queue(connection, 200, json_response(answer->json), "application/json", answer);
+    answer->json = NULL; /* json_response took it */
+    break;
+  case PCC_ANSWER_BYTES:
+    if (answer->release == NULL) {
+      response = MHD_create_response_from_buffer(answer->bytes_len, (void *)answer->bytes,
+                                                 MHD_RESPMEM_PERSISTENT);
+    } else {
+      /* the response holds the release callback until it is destroyed */
+      pcc_answer *owner = malloc(sizeof *owner);
+      if (owner != NULL) {
+        *owner = (pcc_answer){.release = answer->release, .release_ctx = answer->release_ctx};
+        response = MHD_create_response_from_buffer_with_free_callback_cls(
+          answer->bytes_len, (void *)answer->bytes, release_bytes, owner);
+        if (response == NULL)
+          free(owner);
+        else
+          answer->release = NULL; /* now the response's */
+      }
+    }
+    result = queue(connection, 200, response, answer->content_type, answer);
+    break;
+  case PCC_ANSWER_STREAM:
+    response = MHD_create_response_from_pipe(answer->fd); /* closes the fd */
+    if (response != NULL)
+      answer->fd = -1;
+    result = queue(connection, 200, response, answer->content_type, answer);
+    break;
+  case PCC_ANSWER_ERROR:
+    result = queue(connection, pcc_http_status(answer->error),
+                   json_response(pcc_answer_error_json(answer)), "application/json", answer);
+    break;
+  default: /* NONE or a PENDING answer where none may be: a handler's bug */
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "the handler gave no answer");
+    result = send_answer(connection, params, answer);
+    break;
+  }
+  pcc_answer_clear(answer);
   return result;
 }
 
-/* ---- parameters ------------------------------------------------------------------------ */
-
-static const char *query_value(void *ctx, const char *name)
+/* An error answered before a handler runs (auth, limits, parameters). */
+static enum MHD_Result send_error(struct MHD_Connection *connection, pcc_answer *answer)
 {
-  return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, name);
+  return send_answer(connection, NULL, answer);
 }
 
-/* Parses the query; on failure answers 400 naming the parameter and returns false. */
-static bool parse_params(request *req, unsigned required, enum MHD_Result *result)
-{
-  const char *bad = NULL;
-  pcc_proto_status rc = pcc_params_parse(query_value, req->connection, required, &req->params,
-                                         &bad);
-  if (rc == PCC_PROTO_OK)
-    return true;
-  char message[160];
-  snprintf(message, sizeof message, "%s: %s", bad, pcc_proto_strerror(rc));
-  cJSON *json = error_json("bad-parameter", message, NULL);
-  if (json != NULL)
-    cJSON_AddStringToObject(json, "param", bad);
-  *result = send_json(req->connection, 400, json);
-  return false;
-}
-
-/* ---- handlers -------------------------------------------------------------------------- */
-
-static void suspend_connection(void *ctx)
-{
-  MHD_suspend_connection(ctx);
-}
-
-static void resume_connection(void *ctx)
-{
-  MHD_resume_connection(ctx);
-}
-
-static enum MHD_Result handle_compile(pcc_http *http, request *req)
-{
-  enum MHD_Result result = MHD_YES;
-  svc_answer answer;
-  memset(&answer, 0, sizeof answer);
-  if (req->waiting) { /* resumed: the job is done */
-    req->waiting = false;
-    svc_job *job = req->job;
-    req->job = NULL;
-    svc_compile_finish(http->service, job, req->connection, &req->params, &answer);
-    return send_answer(req->connection, &req->params, &answer);
-  }
-  if (req->too_large) {
-    char message[128];
-    snprintf(message, sizeof message, "the body exceeds --max-source (%llu bytes)",
-             (unsigned long long)http->max_source);
-    return send_error(req->connection, 413, "too-large", message);
-  }
-  if (!parse_params(req, PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME, &result))
-    return result;
-  if (svc_compile_begin(http->service, &req->params, req->len ? req->body : NULL, req->len,
-                        suspend_connection, resume_connection, req->connection, &req->job,
-                        &answer))
-    return send_answer(req->connection, &req->params, &answer);
-  req->waiting = true;
-  return MHD_YES;
-}
-
-/* ---- admin ------------------------------------------------------------------------------ */
-
-static enum MHD_Result send_admin_page(const char *url, struct MHD_Connection *connection)
-{
-  const unsigned char *data;
-  size_t len;
-  const char *type;
-  if (!pcc_admin_asset_find(url, &data, &len, &type))
-    return send_error(connection, 404, "not-found", "no such file");
-  struct MHD_Response *response =
-    MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
-  if (response == NULL)
-    return MHD_NO;
-  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-  MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-  MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
-  MHD_add_response_header(response, "X-Frame-Options", "DENY");
-  enum MHD_Result result = MHD_queue_response(connection, 200, response);
-  MHD_destroy_response(response);
-  return result;
-}
-
-static enum MHD_Result send_metrics(pcc_http *http, struct MHD_Connection *connection)
-{
-  size_t len = 0;
-  char *text = svc_metrics(http->service, &len);
-  if (text == NULL)
-    return send_error(connection, 500, "internal", "out of memory");
-  return send_owned(connection, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
-}
-
-/* Writes the store's compacted copy into the pipe the download reads (a thread of its own, so
- * that the HTTP thread streams while LMDB writes). */
-static void *backup_writer(void *arg)
-{
-  void **args = arg;
-  pcc_service *service = args[0];
-  int fd = (int)(intptr_t)args[1];
-  free(args);
-  pcc_store_status rc = svc_backup_to_fd(service, fd);
-  if (rc != PCC_STORE_OK)
-    fprintf(stderr, "pycached: backup download: %s\n", pcc_store_strerror(rc));
-  close(fd); /* the reader sees the end, or a short file when the copy failed */
-  return NULL;
-}
-
-static enum MHD_Result send_backup(pcc_http *http, struct MHD_Connection *connection)
-{
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0)
-    return send_error(connection, 500, "internal", "cannot create a pipe");
-  void **args = malloc(2 * sizeof *args);
-  pthread_t thread;
-  if (args != NULL) {
-    args[0] = http->service;
-    args[1] = (void *)(intptr_t)fds[1];
-  }
-  if (args == NULL || pthread_create(&thread, NULL, backup_writer, args) != 0) {
-    free(args);
-    close(fds[0]);
-    close(fds[1]);
-    return send_error(connection, 500, "internal", "cannot start the backup");
-  }
-  pthread_detach(thread);
-  struct MHD_Response *response = MHD_create_response_from_pipe(fds[0]); /* closes fds[0] */
-  if (response == NULL) {
-    close(fds[0]);
-    return MHD_NO;
-  }
-  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_DISPOSITION,
-                          "attachment; filename=\"pycached-data.mdb\"");
-  enum MHD_Result result = MHD_queue_response(connection, 200, response);
-  MHD_destroy_response(response);
-  return result;
-}
-
-/* Parses the query of an admin endpoint; on a malformed parameter answers 400. */
-static bool parse_admin_query(request *req, svc_admin_query *query, enum MHD_Result *result)
-{
-  if (!parse_params(req, 0, result))
-    return false;
-  memset(query, 0, sizeof *query);
-  query->params = req->params;
-  query->prefix = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "prefix");
-  query->cursor = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "cursor");
-  query->limit = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "limit");
-  return true;
-}
-
-static enum MHD_Result handle_admin(pcc_http *http, request *req)
-{
-  enum MHD_Result result = MHD_YES;
-  svc_answer answer;
-  memset(&answer, 0, sizeof answer);
-  svc_admin_query query;
-  switch (req->route) {
-  case ROUTE_ADMIN_STATS:
-    svc_admin_stats(http->service, &answer);
-    break;
-  case ROUTE_ADMIN_MAGICS:
-    svc_admin_magics(http->service, &answer);
-    break;
-  case ROUTE_ADMIN_PURGE:
-    svc_admin_purge(http->service, &answer);
-    break;
-  case ROUTE_ADMIN_BACKUP:
-    svc_admin_backup(http->service, &answer);
-    break;
-  case ROUTE_ADMIN_RETIRE: {
-    char magic[2 * PCC_MAGIC_LEN + 1];
-    snprintf(magic, sizeof magic, "%s", req->url + strlen(RETIRE_PREFIX));
-    svc_admin_retire(http->service, magic, &answer);
-    break;
-  }
-  case ROUTE_ADMIN_ENTRIES:
-  case ROUTE_ADMIN_ENTRY:
-  case ROUTE_ADMIN_ENTRY_DELETE:
-  case ROUTE_ADMIN_INVALIDATE:
-    if (!parse_admin_query(req, &query, &result))
-      return result;
-    if (req->route == ROUTE_ADMIN_ENTRIES)
-      svc_admin_entries(http->service, &query, &answer);
-    else if (req->route == ROUTE_ADMIN_INVALIDATE)
-      svc_admin_invalidate(http->service, &query, &answer);
-    else
-      svc_admin_entry(http->service, &query, req->route == ROUTE_ADMIN_ENTRY_DELETE, &answer);
-    break;
-  default:
-    return MHD_NO;
-  }
-  return send_answer(req->connection, &req->params, &answer);
-}
-
-/* POST /v1/profile, GET /v1/bundle, POST /v1/report: magic (and opt) in the query, and for
- * profiles and bundles the profile's name. */
-static enum MHD_Result handle_warm(pcc_http *http, request *req)
-{
-  enum MHD_Result result = MHD_YES;
-  svc_answer answer;
-  memset(&answer, 0, sizeof answer);
-  if (req->too_large)
-    return send_error(req->connection, 413, "too-large", "the body is over this endpoint's limit");
-  if (!parse_params(req, PCC_PARAM_MAGIC, &result))
-    return result;
-  const char *name = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND,
-                                                 "profile");
-  if (req->route == ROUTE_PROFILE) {
-    svc_profile_record(http->service, &req->params, name, req->body, req->len, &answer);
-  } else if (req->route == ROUTE_REPORT) {
-    svc_report(http->service, &req->params, req->body, req->len, &answer);
-  } else {
-    const char *format = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND,
-                                                     "format");
-    svc_bundle(http->service, &req->params, name, format != NULL && strcmp(format, "json") == 0,
-               &answer);
-  }
-  return send_answer(req->connection, &req->params, &answer);
-}
-
-static enum MHD_Result handle(pcc_http *http, request *req)
-{
-  enum MHD_Result result = MHD_YES;
-  svc_answer answer;
-  memset(&answer, 0, sizeof answer);
-  switch (req->route) {
-  case ROUTE_HEALTH: {
-    cJSON *json = cJSON_CreateObject();
-    cJSON_AddStringToObject(json, "status", "ok");
-    cJSON_AddStringToObject(json, "version", PCC_VERSION);
-    return send_json(req->connection, 200, json);
-  }
-  case ROUTE_STATS:
-    return send_json(req->connection, 200, svc_stats(http->service));
-  case ROUTE_CODE:
-    if (!parse_params(req, PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME | PCC_PARAM_SIZE,
-                      &result))
-      return result;
-    svc_lookup(http->service, &req->params, &answer);
-    return send_answer(req->connection, &req->params, &answer);
-  case ROUTE_COMPILE:
-    return handle_compile(http, req);
-  case ROUTE_ADMIN_PAGE:
-    return send_admin_page(req->url, req->connection);
-  case ROUTE_METRICS:
-    return send_metrics(http, req->connection);
-  case ROUTE_ADMIN_BACKUP_DOWNLOAD:
-    return send_backup(http, req->connection);
-  case ROUTE_PROFILE:
-  case ROUTE_BUNDLE:
-  case ROUTE_REPORT:
-    return handle_warm(http, req);
-  case ROUTE_BATCH:
-    if (req->too_large)
-      return send_error(req->connection, 413, "too-large", "a batch body is at most 1 MiB");
-    svc_batch(http->service, req->body, req->len, &answer);
-    return send_answer(req->connection, &req->params, &answer);
-  default:
-    return handle_admin(http, req);
-  }
-}
+/* ---- routes and auth ------------------------------------------------------------------- */
 
 /* Checks the bearer token of a request for role; on failure queues 401 or 403. */
 static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsigned role,
@@ -525,101 +249,175 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
   pcc_auth_status rc = pcc_auth_check(http->auth, header, (pcc_role)role, name, sizeof name);
   if (rc == PCC_AUTH_OK)
     return true;
-  struct MHD_Response *response = NULL;
   cJSON *json;
   unsigned status;
   if (rc == PCC_AUTH_NO_ROLE) {
     char message[160];
     snprintf(message, sizeof message, "token \"%s\" lacks the %s role", name,
              pcc_role_name((pcc_role)role));
-    json = error_json("forbidden", message, NULL);
+    json = pcc_error_to_json("forbidden", message);
     cJSON_AddStringToObject(json, "role", pcc_role_name((pcc_role)role));
     status = 403;
   } else {
-    json = error_json("unauthorized", rc == PCC_AUTH_MISSING
-                                        ? "send Authorization: Bearer TOKEN"
-                                        : "unknown token", NULL);
+    json = pcc_error_to_json("unauthorized", rc == PCC_AUTH_MISSING
+                                               ? "send Authorization: Bearer TOKEN"
+                                               : "unknown token");
     status = 401;
   }
+  struct MHD_Response *response = json_response(json);
+  if (response != NULL && status == 401)
+    MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+  *result = queue(connection, status, response, "application/json", NULL);
+  return false;
+}
+
+/* The route of path and method, or NULL after queueing 404 or 405. */
+static const http_route *find_route(pcc_http *http, struct MHD_Connection *connection,
+                                    const char *path, const char *method,
+                                    enum MHD_Result *result)
+{
+  const http_route *same_path = NULL;
+  for (size_t i = 0; i < http->n_routes; i++) {
+    if (!pcc_http_path_matches(http->routes[i].route->path, path, NULL, NULL))
+      continue;
+    if (strcmp(method, http->routes[i].route->method) == 0)
+      return &http->routes[i];
+    same_path = &http->routes[i];
+  }
+  *result = MHD_queue_response(connection, same_path ? 405 : 404,
+                               same_path ? same_path->not_allowed : http->not_found);
+  return NULL;
+}
+
+/* The 405 of a path: built once, with the methods its rows allow. */
+static struct MHD_Response *build_not_allowed(const pcc_http *http, const char *path)
+{
+  char allow[64] = "";
+  size_t used = 0;
+  for (size_t i = 0; i < http->n_routes; i++) {
+    if (strcmp(http->routes[i].route->path, path) != 0)
+      continue;
+    int n = snprintf(allow + used, sizeof allow - used, "%s%s", used ? ", " : "",
+                     http->routes[i].route->method);
+    if (n > 0 && (size_t)n < sizeof allow - used)
+      used += (size_t)n;
+  }
+  char message[128];
+  snprintf(message, sizeof message, "this method is not allowed here; use %s", allow);
+  cJSON *json = pcc_error_to_json("method-not-allowed", message);
+  if (json != NULL)
+    cJSON_AddStringToObject(json, "allow", allow);
   char *text = json ? cJSON_PrintUnformatted(json) : NULL;
   cJSON_Delete(json);
-  *result = text ? send_owned(connection, status, "application/json", text, strlen(text),
-                              &response)
-                 : MHD_NO;
+  struct MHD_Response *response = owned_response(text, text ? strlen(text) : 0);
   if (response != NULL) {
-    if (status == 401)
-      MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    MHD_destroy_response(response);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
   }
-  return false;
+  return response;
 }
 
-/* Finds the route of url/method and checks its role; on failure queues 404, 405, 401 or 403
- * and returns false. */
-static bool find_route(pcc_http *http, struct MHD_Connection *connection, const char *url,
-                       const char *method, route *out, enum MHD_Result *result)
+/* The body limit of a route, in bytes (0: no body). */
+static uint64_t body_limit(const pcc_http *http, const pcc_route *route)
 {
-  const char *allowed = NULL;
-  for (size_t i = 0; i < N_ROUTES; i++) {
-    if (!url_matches(routes[i].url, url))
-      continue;
-    if (strcmp(method, routes[i].method) == 0) {
-      *out = routes[i].route;
-      return authorized(http, connection, routes[i].role, result);
-    }
-    allowed = routes[i].method;
-  }
-  if (allowed == NULL) {
-    *result = MHD_queue_response(connection, 404, http->not_found);
-    return false;
-  }
-  char message[96];
-  snprintf(message, sizeof message, "%s is not allowed here; use %s", method, allowed);
-  char *text = NULL;
-  cJSON *json = error_json("method-not-allowed", message, NULL);
-  if (json != NULL) {
-    cJSON_AddStringToObject(json, "allow", allowed);
-    text = cJSON_PrintUnformatted(json);
-    cJSON_Delete(json);
-  }
-  struct MHD_Response *response = NULL;
-  *result = text ? send_owned(connection, 405, "application/json", text, strlen(text), &response)
-                 : MHD_NO;
-  if (response != NULL) {
-    MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allowed);
-    MHD_destroy_response(response);
-  }
-  return false;
+  if (route->body == PCC_ROUTE_NO_BODY)
+    return 0;
+  uint64_t limit;
+  memcpy(&limit, (const char *)http->config + route->body - 1, sizeof limit);
+  return limit;
 }
 
-/* Appends upload data to the body, up to its route's limit; past it, keeps reading and discarding. */
+/* 413 for a body over the route's limit, naming the option that raises it. */
+static enum MHD_Result send_too_large(const pcc_http *http, struct MHD_Connection *connection,
+                                      const pcc_route *route)
+{
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  const char *option = route->body ? pcc_config_option_for(route->body - 1) : NULL;
+  pcc_answer_error(&answer, PCC_ERR_TOO_LARGE, "the body exceeds %s%s (%llu bytes)",
+                     option ? "--" : "this endpoint's limit", option ? option : "",
+                     (unsigned long long)body_limit(http, route));
+  return send_error(connection, &answer);
+}
+
+/* ---- requests -------------------------------------------------------------------------- */
+
+static const char *query_value(void *ctx, const char *name)
+{
+  return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Parses the route's parameters and arguments into the request; on a malformed or missing
+ * parameter fills answer (400 naming it) and returns false. */
+static bool parse_request(struct MHD_Connection *connection, const char *url, request *req,
+                          pcc_answer *answer)
+{
+  const pcc_route *route = req->route->route;
+  if (route->params) {
+    const char *bad = NULL;
+    pcc_proto_status rc = pcc_params_parse(query_value, connection, route->required,
+                                           &req->request.params, &bad);
+    if (rc != PCC_PROTO_OK) {
+      pcc_answer_bad_parameter(answer, bad, "%s", pcc_proto_strerror(rc));
+      return false;
+    }
+  }
+  for (size_t i = 0; i < PCC_ROUTE_ARGS_MAX && route->args[i] != NULL; i++)
+    req->request.args[i] = query_value(connection, route->args[i]);
+  size_t start = 0, len = 0;
+  if (strchr(route->path, '*') != NULL && pcc_http_path_matches(route->path, url, &start, &len))
+    req->request.path_arg = strndup(url + start, len);
+  req->request.body = req->body.len ? req->body.data : NULL;
+  req->request.body_len = req->body.len;
+  return true;
+}
+
+static void suspend_connection(void *ctx)
+{
+  MHD_suspend_connection(ctx);
+}
+
+static void resume_connection(void *ctx)
+{
+  MHD_resume_connection(ctx);
+}
+
+/* The final call of a request: run its handler (or finish its pending answer) and answer. */
+static enum MHD_Result answer_request(struct MHD_Connection *connection, const char *url,
+                                      request *req, const pcc_http *http)
+{
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  if (req->waiting) { /* resumed: the pending answer can be finished */
+    req->waiting = false;
+    pcc_answer pending = req->pending;
+    pcc_answer_init(&req->pending);
+    pending.finish(pending.pending, &req->request, &answer);
+    return send_answer(connection, &req->request.params, &answer);
+  }
+  if (req->too_large)
+    return send_too_large(http, connection, req->route->route);
+  if (!parse_request(connection, url, req, &answer))
+    return send_error(connection, &answer);
+  req->route->route->handler(req->route->state, &req->request, &answer);
+  if (answer.kind == PCC_ANSWER_PENDING) {
+    req->pending = answer; /* the handler has suspended the connection */
+    req->waiting = true;
+    return MHD_YES;
+  }
+  return send_answer(connection, &req->request.params, &answer);
+}
+
+/* Appends upload data to the body, up to its route's limit; past it, discards the rest. The body
+ * of a route that takes none is ignored. */
 static void consume_upload(request *req, const char *data, size_t size)
 {
-  if (req->too_large)
+  if (req->too_large || req->route->route->body == PCC_ROUTE_NO_BODY)
     return;
-  if (size > req->limit - req->len) {
-    req->too_large = true;
-    free(req->body);
-    req->body = NULL;
-    req->len = req->cap = 0;
-    return;
+  if (pcc_dynbuf_add(&req->body, data, size) != PCC_PROTO_OK) {
+    req->too_large = true; /* without memory too: nothing better to say than 413 */
+    pcc_dynbuf_free(&req->body);
   }
-  if (req->len + size > req->cap) {
-    size_t cap = req->cap ? req->cap : 16384;
-    while (cap < req->len + size)
-      cap *= 2;
-    if (cap > req->limit)
-      cap = req->limit;
-    uint8_t *grown = realloc(req->body, cap);
-    if (grown == NULL) {
-      req->too_large = true; /* answered as 413: nothing better to say without memory */
-      return;
-    }
-    req->body = grown;
-    req->cap = cap;
-  }
-  memcpy(req->body + req->len, data, size);
-  req->len += size;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
@@ -631,30 +429,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
   pcc_http *http = cls;
   request *req = *req_cls;
   if (req == NULL) {
-    svc_count_request(http->service);
-    route r;
+    atomic_fetch_add(&pcc_counters_totals(http->counters)->requests, 1);
     enum MHD_Result result = MHD_YES;
-    if (!find_route(http, connection, url, method, &r, &result))
+    const http_route *route = find_route(http, connection, url, method, &result);
+    if (route == NULL || !authorized(http, connection, route->route->role, &result))
       return result;
-    req = calloc(1, sizeof *req);
-    if (req == NULL)
-      return MHD_NO;
-    req->route = r;
-    req->connection = connection;
-    req->url = url;
-    req->limit = r == ROUTE_COMPILE   ? http->max_source
-                 : r == ROUTE_PROFILE ? PROFILE_BODY_MAX
-                 : r == ROUTE_BATCH   ? BATCH_BODY_MAX
-                 : r == ROUTE_REPORT  ? REPORT_BODY_MAX
-                                      : 0; /* no other route takes a body */
-    *req_cls = req;
-    atomic_fetch_add(&http->active, 1);
+    uint64_t limit = body_limit(http, route->route);
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
     int64_t declared = 0;
     if (length != NULL && pcc_parse_i64(length, 0, INT64_MAX, &declared) == PCC_PROTO_OK &&
-        (uint64_t)declared > req->limit)
-      req->too_large = true; /* answered once the (discarded) upload is over */
+        (uint64_t)declared > limit && route->route->body != PCC_ROUTE_NO_BODY)
+      return send_too_large(http, connection, route->route); /* before any body byte */
+    req = calloc(1, sizeof *req);
+    if (req == NULL)
+      return MHD_NO;
+    req->route = route;
+    req->request.route = route->route;
+    req->request.suspend = suspend_connection;
+    req->request.resume = resume_connection;
+    req->request.ctx = connection;
+    pcc_dynbuf_init(&req->body, (size_t)limit);
+    if (declared > 0 && (uint64_t)declared <= limit)
+      pcc_dynbuf_reserve(&req->body, (size_t)declared); /* one allocation for a known size */
+    else if (limit > 0)
+      pcc_dynbuf_reserve(&req->body, limit < HTTP_UPLOAD_FIRST ? limit : HTTP_UPLOAD_FIRST);
+    *req_cls = req;
+    atomic_fetch_add(&http->active, 1);
     return MHD_YES;
   }
   if (*upload_data_size != 0) {
@@ -662,7 +463,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     *upload_data_size = 0;
     return MHD_YES;
   }
-  return handle(http, req);
+  return answer_request(connection, url, req, http);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *connection, void **req_cls,
@@ -674,9 +475,10 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
   request *req = *req_cls;
   if (req == NULL)
     return;
-  if (req->job != NULL) /* went away before it was answered */
-    svc_job_release(http->service, req->job);
-  free(req->body);
+  if (req->waiting) /* went away before it was answered */
+    req->pending.abandon(req->pending.pending);
+  free((char *)req->request.path_arg);
+  pcc_dynbuf_free(&req->body);
   free(req);
   *req_cls = NULL;
   atomic_fetch_sub(&http->active, 1);
@@ -684,8 +486,38 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_auth *auth,
-                   pcc_http **out)
+/* Copies the routes of the mounts and builds the constant responses. */
+static int build_routes(pcc_http *http, const pcc_http_mount *mounts, size_t n)
+{
+  for (size_t m = 0; m < n; m++)
+    for (size_t r = 0; r < mounts[m].n_routes; r++) {
+      if (http->n_routes == HTTP_ROUTES_MAX) {
+        fprintf(stderr, "pycached: more than %d routes\n", HTTP_ROUTES_MAX);
+        return -1;
+      }
+      http->routes[http->n_routes++] = (http_route){&mounts[m].routes[r], mounts[m].state, NULL};
+    }
+  for (size_t i = 0; i < http->n_routes; i++) {
+    for (size_t j = 0; j < i && http->routes[i].not_allowed == NULL; j++)
+      if (strcmp(http->routes[j].route->path, http->routes[i].route->path) == 0)
+        http->routes[i].not_allowed = http->routes[j].not_allowed; /* shared, not owned */
+    if (http->routes[i].not_allowed == NULL &&
+        (http->routes[i].not_allowed = build_not_allowed(http, http->routes[i].route->path)) ==
+          NULL)
+      return -1;
+  }
+  const char *not_found = "{\"error\":\"not-found\",\"message\":\"no such endpoint; see "
+                          "docs/API.md\"}";
+  http->not_found = MHD_create_response_from_buffer(strlen(not_found), (void *)not_found,
+                                                    MHD_RESPMEM_PERSISTENT);
+  if (http->not_found == NULL)
+    return -1;
+  MHD_add_response_header(http->not_found, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  return 0;
+}
+
+int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
+                   pcc_counters *counters, pcc_auth *auth, pcc_http **out)
 {
   struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);
@@ -707,22 +539,21 @@ int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_auth *aut
   pcc_http *http = calloc(1, sizeof *http);
   if (http == NULL)
     return -1;
-  http->service = service;
+  http->counters = counters;
   http->auth = auth;
-  http->max_source = config->max_source;
-  const char *not_found = "{\"error\":\"not-found\",\"message\":\"no such endpoint; see "
-                          "docs/API.md\"}";
-  http->not_found = MHD_create_response_from_buffer(strlen(not_found), (void *)not_found,
-                                                    MHD_RESPMEM_PERSISTENT);
-  if (http->not_found != NULL)
-    MHD_add_response_header(http->not_found, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  http->config = config;
+  if (build_routes(http, mounts, n) != 0) {
+    fprintf(stderr, "pycached: cannot build the route table\n");
+    pcc_http_stop(http);
+    return -1;
+  }
   http->daemon = MHD_start_daemon(
     flags, (uint16_t)config->port, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR, &addr,
     MHD_OPTION_THREAD_POOL_SIZE, (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT,
     (unsigned)config->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
+    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PCC_REQUEST_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
     on_completed, http, MHD_OPTION_END);
-  if (http->daemon == NULL || http->not_found == NULL) {
+  if (http->daemon == NULL) {
     fprintf(stderr, "pycached: cannot listen on %s port %llu (in use, or not permitted)\n",
             config->listen, (unsigned long long)config->port);
     pcc_http_stop(http);
@@ -759,6 +590,13 @@ void pcc_http_stop(pcc_http *http)
     return;
   if (http->daemon != NULL)
     MHD_stop_daemon(http->daemon);
+  for (size_t i = 0; i < http->n_routes; i++) {
+    bool shared = false;
+    for (size_t j = 0; j < i && !shared; j++)
+      shared = http->routes[j].not_allowed == http->routes[i].not_allowed;
+    if (http->routes[i].not_allowed != NULL && !shared)
+      MHD_destroy_response(http->routes[i].not_allowed);
+  }
   if (http->not_found != NULL)
     MHD_destroy_response(http->not_found);
   free(http);

@@ -1,5 +1,6 @@
-/* http.h: the HTTP front of pycached on libmicrohttpd (epoll thread pool): routes, request
- * bodies with hard limits, JSON errors, suspend/resume of requests waiting for a compile. */
+/* http.h: the HTTP front of pycached on libmicrohttpd (epoll thread pool). It knows no feature
+ * by name: it serves the routes it is given (route.h), checks each row's role, enforces its body
+ * limit, parses its parameters, suspends and resumes pending answers and encodes answers. */
 #ifndef PCC_HTTP_H
 #define PCC_HTTP_H
 
@@ -7,14 +8,23 @@
 
 #include "auth.h"
 #include "config.h"
-#include "service.h"
+#include "counters.h"
+#include "route.h"
 
 typedef struct pcc_http pcc_http;
 
-/* Starts serving config->listen:config->port. service and auth (NULL: no access control) must
- * outlive the daemon. Returns 0 and sets *out, or -1 after printing why to stderr. */
-int pcc_http_start(const pcc_config *config, pcc_service *service, pcc_auth *auth,
-                   pcc_http **out);
+/* The routes of one feature and the state its handlers get. */
+typedef struct {
+  const pcc_route *routes;
+  size_t n_routes;
+  void *state;
+} pcc_http_mount;
+
+/* Starts serving config->listen:config->port with the routes of mounts (n of them; copied).
+ * Each request is counted in counters' totals. The states, counters and auth (NULL: no access
+ * control) must outlive the daemon. Returns 0 and sets *out, or -1 after printing why. */
+int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
+                   pcc_counters *counters, pcc_auth *auth, pcc_http **out);
 
 /* The port actually bound (useful with --port 0). */
 uint16_t pcc_http_port(const pcc_http *http);
@@ -28,5 +38,13 @@ unsigned pcc_http_drain(pcc_http *http, unsigned timeout_ms);
 
 /* Stops the daemon and frees it. NULL is fine. */
 void pcc_http_stop(pcc_http *http);
+
+/* The HTTP status of an error code (docs/API.md). */
+unsigned pcc_http_status(pcc_error_code code);
+
+/* Does path match a route's pattern (exact, or one '*' standing for a non-empty segment)? On a
+ * match with a '*', *arg_start and *arg_len (may be NULL) get the matched segment. */
+bool pcc_http_path_matches(const char *pattern, const char *path, size_t *arg_start,
+                           size_t *arg_len);
 
 #endif

@@ -1,5 +1,6 @@
-/* main.c: the pycached program: options, signals, start-up and graceful shutdown. The cache
- * logic is in service.c, the HTTP front in http.c; docs/DESIGN.md has the whole picture. */
+/* main.c: the pycached program: options, signals, start-up and graceful shutdown. It opens the
+ * core (core.c), then each feature of the table below (cache.c, admin.c, warm.c), and serves
+ * their routes through the HTTP front (http.c); docs/DESIGN.md has the whole picture. */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -13,8 +14,9 @@
 
 #include "auth.h"
 #include "config.h"
+#include "core.h"
+#include "feature_list.h"
 #include "http.h"
-#include "service.h"
 
 /* mkdir -p with mode 0750 for each created component. */
 static int make_dirs(const char *dir)
@@ -70,13 +72,31 @@ static int access_control(const pcc_config *config, pcc_auth **auth, char *note,
   return 0;
 }
 
+/* The features, opened in this order and closed in the reverse order. */
+static const pcc_feature *const features[] = {
+  &pcc_cache_feature,
+  &pcc_admin_feature,
+  &pcc_warm_feature,
+};
+#define N_FEATURES (sizeof features / sizeof features[0])
+
+/* Closes the features that were opened (states NULL for the others) and the core. */
+static void close_all(pcc_core *core, void **states)
+{
+  for (size_t i = N_FEATURES; i-- > 0;)
+    if (states[i] != NULL)
+      features[i]->close(states[i]);
+  pcc_core_close(core);
+}
+
 int main(int argc, char **argv)
 {
   pcc_config config;
   switch (pcc_config_parse(argc, argv, &config)) {
   case PCC_CONFIG_OK: break;
   case PCC_CONFIG_HELP:
-  case PCC_CONFIG_VERSION: return 0;
+  case PCC_CONFIG_VERSION:
+  case PCC_CONFIG_LIMITS: return 0;
   case PCC_CONFIG_USAGE: return 2;
   }
   if (make_dirs(config.store_dir) != 0) {
@@ -100,31 +120,41 @@ int main(int argc, char **argv)
   if (access_control(&config, &auth, access_note, sizeof access_note) != 0)
     return 1;
 
-  pcc_service *service = NULL;
-  pcc_service_status rc = pcc_service_open(&config, &service);
-  if (rc != PCC_SERVICE_OK) {
-    fprintf(stderr, "pycached: %s\n", pcc_service_strerror(rc));
+  pcc_core *core = NULL;
+  pcc_core_status rc = pcc_core_open(&config, &core);
+  if (rc != PCC_CORE_OK) {
+    fprintf(stderr, "pycached: %s\n", pcc_core_strerror(rc));
     pcc_auth_close(auth);
     return 1;
+  }
+  void *states[N_FEATURES] = {NULL};
+  pcc_http_mount mounts[N_FEATURES];
+  for (size_t i = 0; i < N_FEATURES; i++) {
+    if (features[i]->open(core, &states[i]) != 0) {
+      fprintf(stderr, "pycached: cannot start the %s feature\n", features[i]->name);
+      close_all(core, states);
+      pcc_auth_close(auth);
+      return 1;
+    }
+    mounts[i] = (pcc_http_mount){features[i]->routes, features[i]->n_routes, states[i]};
   }
   pcc_http *http = NULL;
-  if (pcc_http_start(&config, service, auth, &http) != 0) {
-    pcc_service_close(service);
+  if (pcc_http_start(&config, mounts, N_FEATURES, pcc_core_counters(core), auth, &http) != 0) {
+    close_all(core, states);
     pcc_auth_close(auth);
     return 1;
   }
-  cJSON *stats = svc_stats(service);
-  const cJSON *compiler = cJSON_GetArrayItem(cJSON_GetObjectItem(stats, "compilers"), 0);
+  const pcc_backend *backends;
+  pcc_core_backends(core, &backends);
+  char magic[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(pcc_compiler_magic(backends[0].compiler), magic);
   printf("pycached %s listening on http://%s%s%s:%u (store %s, compiler %s magic %s, %d "
          "workers)\n",
          PCC_VERSION, strchr(config.listen, ':') ? "[" : "", config.listen,
          strchr(config.listen, ':') ? "]" : "", (unsigned)pcc_http_port(http), config.store_dir,
-         cJSON_GetStringValue(cJSON_GetObjectItem(compiler, "name")),
-         cJSON_GetStringValue(cJSON_GetObjectItem(compiler, "magic")),
-         (int)cJSON_GetNumberValue(cJSON_GetObjectItem(compiler, "workers")));
+         backends[0].name, magic, (int)pcc_compiler_workers(backends[0].compiler));
   printf("%s\n", access_note);
   fflush(stdout);
-  cJSON_Delete(stats);
 
   int sig = 0;
   while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {
@@ -140,13 +170,15 @@ int main(int argc, char **argv)
   }
   printf("pycached: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   fflush(stdout);
-  pcc_http_quiesce(http);        /* no new connections */
-  pcc_service_shutdown(service); /* running compiles end; waiters are resumed */
+  pcc_http_quiesce(http); /* no new connections */
+  for (size_t i = 0; i < N_FEATURES; i++) /* work in progress ends; waiters are resumed */
+    if (features[i]->shutdown != NULL)
+      features[i]->shutdown(states[i]);
   unsigned unfinished = pcc_http_drain(http, 5000);
   if (unfinished > 0)
     fprintf(stderr, "pycached: %u requests unfinished at exit\n", unfinished);
   pcc_http_stop(http);
-  pcc_service_close(service);
+  close_all(core, states);
   pcc_auth_close(auth);
   return 0;
 }

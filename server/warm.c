@@ -1,33 +1,65 @@
-/* warm.c: what makes a fleet start warm (docs/API.md, "Warm start"): import profiles recorded
- * by clients, bundles that serve a whole profile's pycs in one response, and batched lookups. */
+/* warm.c: the warm-start feature of pycached (docs/API.md, "Warm start"): import profiles
+ * recorded by clients (POST /v1/profile), bundles that serve a whole profile's pycs in one
+ * response (GET /v1/bundle; built once and kept while the store is unchanged), batched lookups
+ * (POST /v1/batch) and the fallbacks clients report at exit (POST /v1/report). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "service_internal.h"
+#include <pthread.h>
+#include <stdatomic.h>
 
-#define PROFILE_PATHS_PER_POST 20000
-#define BUNDLE_MAX_BYTES ((size_t)256 << 20)
-#define BATCH_MAX 1000
+#include "route.h"
+
+/* A bundle built once and served to every start of the program while the store is unchanged.
+ * refs: 1 while cached, plus 1 per response still sending it. */
+typedef struct {
+  atomic_uint refs;
+  uint8_t *data;
+  size_t len;
+  unsigned entries;
+} bundle_bytes;
+
+typedef struct {
+  pcc_magic magic;
+  int opt;
+  char name[PCC_PROFILE_NAME_MAX + 1];
+  uint64_t generation;   /* of the store when it was built */
+  uint64_t last_used;
+  bundle_bytes *bytes;   /* NULL: free slot */
+} bundle_slot;
+
+typedef struct {
+  pcc_core *core;
+  pthread_mutex_t lock;  /* guards the slots */
+  bundle_slot slots[PCC_BUNDLE_SLOTS];
+  uint64_t clock;
+} warm;
+
+/* Route arguments, in each row's order */
+enum { ARG_PROFILE, ARG_FORMAT };
 
 /* A profile name: 1..PCC_PROFILE_NAME_MAX printable characters. */
-static bool profile_name_ok(const char *name, svc_answer *answer)
+static bool profile_name_ok(const char *name, pcc_answer *answer)
 {
   size_t len = name ? strlen(name) : 0;
   bool ok = len > 0 && len <= PCC_PROFILE_NAME_MAX;
   for (size_t i = 0; ok && i < len; i++)
     ok = (unsigned char)name[i] >= 0x20 && name[i] != 0x7f;
   if (!ok) {
-    svc_answer_error(answer, 400, "bad-parameter", "profile: 1 to %d printable characters",
-                     PCC_PROFILE_NAME_MAX);
-    svc_answer_extra_string(answer, "param", "profile");
+    pcc_answer_bad_parameter(answer, "profile", "1 to %d printable characters",
+                             PCC_PROFILE_NAME_MAX);
   }
   return ok;
 }
 
-void svc_profile_record(pcc_service *service, const pcc_params *params, const char *name,
-                        const uint8_t *body, size_t len, svc_answer *answer)
+static void handle_profile(void *state, pcc_request *req, pcc_answer *answer)
 {
+  warm *w = state;
+  const pcc_params *params = &req->params;
+  const char *name = req->args[ARG_PROFILE];
+  const uint8_t *body = req->body;
+  size_t len = req->body_len;
   if (!profile_name_ok(name, answer))
     return;
   cJSON *doc = body ? cJSON_ParseWithLength((const char *)body, len) : NULL;
@@ -35,7 +67,7 @@ void svc_profile_record(pcc_service *service, const pcc_params *params, const ch
   int n = cJSON_GetArraySize(paths);
   const char **list = n > 0 ? calloc((size_t)n, sizeof *list) : NULL;
   size_t count = 0;
-  bool ok = cJSON_IsArray(paths) && n <= PROFILE_PATHS_PER_POST && (n == 0 || list != NULL);
+  bool ok = cJSON_IsArray(paths) && n <= PCC_PROFILE_PATHS_MAX && (n == 0 || list != NULL);
   const cJSON *item;
   cJSON_ArrayForEach(item, paths) {
     if (!ok)
@@ -46,55 +78,46 @@ void svc_profile_record(pcc_service *service, const pcc_params *params, const ch
       list[count++] = item->valuestring;
   }
   if (!ok) {
-    svc_answer_error(answer, 400, "bad-parameter", "body: want {\"paths\": [absolute paths]}, "
-                     "at most %d", PROFILE_PATHS_PER_POST);
-    svc_answer_extra_string(answer, "param", "paths");
+    pcc_answer_error(answer, PCC_ERR_BAD_PARAMETER, "body: want {\"paths\": [absolute paths]}, "
+                     "at most %d", PCC_PROFILE_PATHS_MAX);
+    pcc_answer_extra_string(answer, "param", "paths");
   } else {
     size_t total = 0;
-    pcc_store_status rc = pcc_store_profile_merge(service->store, &params->magic, params->opt,
-                                                  name, list, count, &total);
+    pcc_store_status rc = pcc_store_profile_merge(pcc_core_store(w->core), &params->magic,
+                                                  params->opt, name, list, count, &total);
     if (rc == PCC_STORE_OK) {
-      answer->http_status = 200;
-      answer->json = cJSON_CreateObject();
-      cJSON_AddNumberToObject(answer->json, "paths", (double)total);
+      cJSON *json = cJSON_CreateObject();
+      cJSON_AddNumberToObject(json, "paths", (double)total);
+      pcc_answer_json(answer, json);
     } else {
-      svc_answer_store_error(answer, rc);
+      pcc_answer_store_error(answer, rc);
     }
   }
   free(list);
   cJSON_Delete(doc);
 }
 
-typedef struct {
-  char **paths;
-  size_t n, cap;
-} path_copy;
-
+/* The paths of a profile, copied out of the store's read transaction: one dynbuf of
+ * NUL-terminated paths, read one after the other. */
 static void copy_path(const char *path, size_t len, void *ctx)
 {
-  path_copy *copy = ctx;
-  if (copy->n == copy->cap) {
-    size_t cap = copy->cap ? 2 * copy->cap : 256;
-    char **grown = realloc(copy->paths, cap * sizeof *grown);
-    if (grown == NULL)
-      return;
-    copy->paths = grown;
-    copy->cap = cap;
+  pcc_dynbuf *paths = ctx;
+  if (pcc_dynbuf_reserve(paths, len + 1) == PCC_PROTO_OK) {
+    pcc_dynbuf_add(paths, path, len);
+    pcc_dynbuf_add(paths, "", 1);
   }
-  char *path_copy_ = strndup(path, len);
-  if (path_copy_ != NULL)
-    copy->paths[copy->n++] = path_copy_;
 }
 
 /* Adds the stored entry of one path (code only, checksum verified) to the bundle or JSON. */
-static void bundle_add(pcc_service *service, const pcc_params *params, const char *path,
+static void bundle_add(warm *w, const pcc_params *params, const char *path,
                        pcc_bundle_writer *writer, cJSON *entries, unsigned *added)
 {
   pcc_path_record record;
   pcc_blob *blob = NULL;
-  if (pcc_store_get_path(service->store, &params->magic, params->opt, path, strlen(path),
-                         &record) != PCC_STORE_OK ||
-      pcc_store_get_blob(service->store, &params->magic, params->opt, &record.digest, &blob) !=
+  pcc_store *store = pcc_core_store(w->core);
+  if (pcc_store_get_path(store, &params->magic, params->opt, path, strlen(path), &record) !=
+        PCC_STORE_OK ||
+      pcc_store_get_blob(store, &params->magic, params->opt, &record.digest, &blob) !=
         PCC_STORE_OK)
     return; /* absent, or corrupt (dropped): the client asks for it on its own */
   if (blob->kind != PCC_BLOB_CODE) {
@@ -106,10 +129,11 @@ static void bundle_add(pcc_service *service, const pcc_params *params, const cha
   entry_params.path_len = strlen(path);
   entry_params.mtime = record.mtime;
   entry_params.size = record.size;
-  svc_answer served = {.blob = blob, .digest = record.digest, .hash_checked = true,
-                       .compiler = blob->compiler};
+  pcc_answer served;
+  pcc_answer_init(&served);
+  pcc_answer_blob(&served, blob, &record.digest, true, "hit");
   pcc_entry_view view;
-  uint8_t *pyc = svc_entry_view(&entry_params, &served, &view);
+  uint8_t *pyc = pcc_answer_entry_view(&entry_params, &served, &view);
   if (pyc != NULL && writer != NULL) {
     pcc_bundle_entry entry = {path, entry_params.path_len, record.mtime, record.size,
                               record.hash, record.digest, pyc, view.pyc_len, 0};
@@ -123,96 +147,90 @@ static void bundle_add(pcc_service *service, const pcc_params *params, const cha
     }
   }
   free(pyc);
-  free(blob);
+  pcc_answer_clear(&served);
 }
 
 /* Builds the bundle of a profile: the binary form into *data (caller frees) or, with doc set,
  * the entries into doc's "entries". Returns false (answer set) on a store error or no profile. */
-static bool build_bundle(pcc_service *service, const pcc_params *params, const char *name,
-                         cJSON *doc, uint8_t **data, size_t *len, unsigned *added,
-                         svc_answer *answer)
+static bool build_bundle(warm *w, const pcc_params *params, const char *name, cJSON *doc,
+                         uint8_t **data, size_t *len, unsigned *added, pcc_answer *answer)
 {
-  path_copy copy = {0};
-  pcc_store_status rc = pcc_store_profile_read(service->store, &params->magic, params->opt, name,
-                                               copy_path, &copy);
+  pcc_dynbuf paths;
+  pcc_dynbuf_init(&paths, (size_t)PCC_PROFILE_PATHS_MAX * (PCC_PATH_MAX + 1));
+  pcc_store_status rc = pcc_store_profile_read(pcc_core_store(w->core), &params->magic,
+                                               params->opt, name, copy_path, &paths);
   pcc_bundle_writer *writer = NULL;
   bool ok = false;
   *added = 0;
   if (rc == PCC_STORE_NOTFOUND)
-    svc_answer_error(answer, 404, "not-found", "no profile of that name for this magic and opt");
+    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no profile of that name for this magic and opt");
   else if (rc != PCC_STORE_OK)
-    svc_answer_store_error(answer, rc);
-  else if (doc == NULL && pcc_bundle_writer_open(&params->magic, params->opt, BUNDLE_MAX_BYTES,
-                                                 &writer) != PCC_PROTO_OK)
-    svc_answer_error(answer, 500, "internal", "out of memory");
+    pcc_answer_store_error(answer, rc);
+  else if (doc == NULL &&
+           pcc_bundle_writer_open(&params->magic, params->opt,
+                                  (size_t)pcc_core_config(w->core)->max_bundle,
+                                  &writer) != PCC_PROTO_OK)
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
   else
     ok = true;
   cJSON *entries = doc ? cJSON_GetObjectItemCaseSensitive(doc, "entries") : NULL;
-  for (size_t i = 0; ok && i < copy.n; i++)
-    bundle_add(service, params, copy.paths[i], writer, entries, added);
+  for (size_t at = 0; ok && at < paths.len; at += strlen((char *)paths.data + at) + 1)
+    bundle_add(w, params, (char *)paths.data + at, writer, entries, added);
   if (ok && writer != NULL && pcc_bundle_writer_finish(writer, data, len) != PCC_PROTO_OK) {
-    svc_answer_error(answer, 500, "internal", "cannot finish the bundle");
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot finish the bundle");
     ok = false;
   }
   pcc_bundle_writer_close(writer);
-  for (size_t i = 0; i < copy.n; i++)
-    free(copy.paths[i]);
-  free(copy.paths);
+  pcc_dynbuf_free(&paths);
   return ok;
 }
 
-void svc_bundle_release(void *ctx)
+/* Drops a reference to cached bundle bytes (the release callback of a bundle answer). */
+static void bundle_release(void *ctx)
 {
-  svc_bundle_bytes *bytes = ctx;
+  bundle_bytes *bytes = ctx;
   if (bytes != NULL && atomic_fetch_sub(&bytes->refs, 1) == 1) {
     free(bytes->data);
     free(bytes);
   }
 }
 
-void svc_bundle_cache_clear(pcc_service *service)
-{
-  for (size_t i = 0; i < SVC_BUNDLE_SLOTS; i++) {
-    svc_bundle_release(service->bundles[i].bytes);
-    service->bundles[i].bytes = NULL;
-  }
-}
-
-static bool slot_is(const svc_bundle_slot *slot, const pcc_params *params, const char *name)
+static bool slot_is(const bundle_slot *slot, const pcc_params *params, const char *name)
 {
   return slot->bytes != NULL && slot->opt == params->opt &&
          pcc_magic_equal(&slot->magic, &params->magic) && strcmp(slot->name, name) == 0;
 }
 
 /* The cached bundle of (magic, opt, name) at this generation, with a reference taken, or NULL. */
-static svc_bundle_bytes *cache_take(pcc_service *service, const pcc_params *params,
-                                    const char *name, uint64_t generation)
+static bundle_bytes *cache_take(warm *w, const pcc_params *params, const char *name,
+                                uint64_t generation)
 {
-  svc_bundle_bytes *found = NULL;
-  pthread_mutex_lock(&service->bundles_lock);
-  for (size_t i = 0; i < SVC_BUNDLE_SLOTS && found == NULL; i++) {
-    svc_bundle_slot *slot = &service->bundles[i];
+  bundle_bytes *found = NULL;
+  pthread_mutex_lock(&w->lock);
+  for (size_t i = 0; i < PCC_BUNDLE_SLOTS && found == NULL; i++) {
+    bundle_slot *slot = &w->slots[i];
     if (slot_is(slot, params, name) && slot->generation == generation) {
       found = slot->bytes;
       atomic_fetch_add(&found->refs, 1);
-      slot->last_used = ++service->bundle_clock;
+      slot->last_used = ++w->clock;
     }
   }
-  pthread_mutex_unlock(&service->bundles_lock);
+  pthread_mutex_unlock(&w->lock);
   return found;
 }
 
 /* Caches a fresh bundle (its reference for the cache is already counted in refs), replacing
  * an older one of the same profile, else a free or the least recently used slot; the cache
- * keeps at most SVC_BUNDLE_CACHE_BYTES. */
-static void cache_put(pcc_service *service, const pcc_params *params, const char *name,
-                      uint64_t generation, svc_bundle_bytes *bytes)
+ * keeps at most --bundle-cache bytes. */
+static void cache_put(warm *w, const pcc_params *params, const char *name, uint64_t generation,
+                      bundle_bytes *bytes)
 {
-  pthread_mutex_lock(&service->bundles_lock);
-  svc_bundle_slot *victim = &service->bundles[0];
+  const size_t limit = (size_t)pcc_core_config(w->core)->bundle_cache;
+  pthread_mutex_lock(&w->lock);
+  bundle_slot *victim = &w->slots[0];
   size_t total = bytes->len;
-  for (size_t i = 0; i < SVC_BUNDLE_SLOTS; i++) {
-    svc_bundle_slot *slot = &service->bundles[i];
+  for (size_t i = 0; i < PCC_BUNDLE_SLOTS; i++) {
+    bundle_slot *slot = &w->slots[i];
     if (slot_is(slot, params, name) || slot->bytes == NULL) {
       victim = slot;
       break;
@@ -220,36 +238,39 @@ static void cache_put(pcc_service *service, const pcc_params *params, const char
     if (slot->last_used < victim->last_used)
       victim = slot;
   }
-  svc_bundle_release(victim->bytes);
+  bundle_release(victim->bytes);
   victim->bytes = NULL;
-  for (size_t i = 0; i < SVC_BUNDLE_SLOTS; i++) /* then make room */
-    total += service->bundles[i].bytes ? service->bundles[i].bytes->len : 0;
-  for (size_t i = 0; i < SVC_BUNDLE_SLOTS && total > SVC_BUNDLE_CACHE_BYTES; i++)
-    if (service->bundles[i].bytes != NULL) {
-      total -= service->bundles[i].bytes->len;
-      svc_bundle_release(service->bundles[i].bytes);
-      service->bundles[i].bytes = NULL;
+  for (size_t i = 0; i < PCC_BUNDLE_SLOTS; i++) /* then make room */
+    total += w->slots[i].bytes ? w->slots[i].bytes->len : 0;
+  for (size_t i = 0; i < PCC_BUNDLE_SLOTS && total > limit; i++)
+    if (w->slots[i].bytes != NULL) {
+      total -= w->slots[i].bytes->len;
+      bundle_release(w->slots[i].bytes);
+      w->slots[i].bytes = NULL;
     }
-  if (total <= SVC_BUNDLE_CACHE_BYTES) {
+  if (total <= limit) {
     victim->magic = params->magic;
     victim->opt = params->opt;
     snprintf(victim->name, sizeof victim->name, "%s", name);
     victim->generation = generation;
-    victim->last_used = ++service->bundle_clock;
+    victim->last_used = ++w->clock;
     victim->bytes = bytes;
   } else {
-    svc_bundle_release(bytes); /* too big to keep: only this response has it */
+    bundle_release(bytes); /* too big to keep: only this response has it */
   }
-  pthread_mutex_unlock(&service->bundles_lock);
+  pthread_mutex_unlock(&w->lock);
 }
 
-void svc_bundle(pcc_service *service, const pcc_params *params, const char *name, bool json,
-                svc_answer *answer)
+/* GET /v1/bundle: every valid stored pyc of a profile, binary or (format=json) as JSON. */
+static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
 {
+  warm *w = state;
+  const pcc_params *params = &req->params;
+  const char *name = req->args[ARG_PROFILE], *format = req->args[ARG_FORMAT];
   if (!profile_name_ok(name, answer))
     return;
   unsigned added = 0;
-  if (json) {
+  if (format != NULL && strcmp(format, "json") == 0) {
     cJSON *doc = cJSON_CreateObject();
     char hex[2 * PCC_MAGIC_LEN + 1];
     pcc_magic_to_hex(&params->magic, hex);
@@ -257,40 +278,37 @@ void svc_bundle(pcc_service *service, const pcc_params *params, const char *name
     cJSON_AddNumberToObject(doc, "opt", params->opt);
     cJSON_AddStringToObject(doc, "profile", name);
     cJSON_AddArrayToObject(doc, "entries");
-    if (!build_bundle(service, params, name, doc, NULL, NULL, &added, answer)) {
+    if (!build_bundle(w, params, name, doc, NULL, NULL, &added, answer)) {
       cJSON_Delete(doc);
       return;
     }
-    answer->http_status = 200;
-    answer->json = doc;
+    pcc_answer_json(answer, doc);
     return;
   }
-  uint64_t generation = pcc_store_generation(service->store);
-  svc_bundle_bytes *bytes = cache_take(service, params, name, generation);
+  uint64_t generation = pcc_store_generation(pcc_core_store(w->core));
+  bundle_bytes *bytes = cache_take(w, params, name, generation);
   if (bytes == NULL) {
     uint8_t *data = NULL;
     size_t len = 0;
-    if (!build_bundle(service, params, name, NULL, &data, &len, &added, answer))
+    if (!build_bundle(w, params, name, NULL, &data, &len, &added, answer))
       return;
     bytes = malloc(sizeof *bytes);
     if (bytes == NULL) {
       free(data);
-      svc_answer_error(answer, 500, "internal", "out of memory");
+      pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
       return;
     }
     atomic_init(&bytes->refs, 2); /* the cache's and this response's */
     bytes->data = data;
     bytes->len = len;
     bytes->entries = added;
-    cache_put(service, params, name, generation, bytes);
+    cache_put(w, params, name, generation, bytes);
   }
-  answer->http_status = 200;
-  answer->raw = bytes->data;
-  answer->raw_len = bytes->len;
-  answer->raw_entries = bytes->entries;
-  answer->raw_type = "application/x-pycached-bundle";
-  answer->raw_release = svc_bundle_release;
-  answer->raw_ctx = bytes;
+  char entries[16];
+  snprintf(entries, sizeof entries, "%u", bytes->entries);
+  pcc_answer_bytes(answer, bytes->data, bytes->len, "application/x-pycached-bundle",
+                   bundle_release, bytes);
+  pcc_answer_header(answer, "X-Pycached-Bundle-Entries", entries);
 }
 
 /* Reads a lookup's parameters from a JSON object (strings or numbers) for pcc_params_parse. */
@@ -317,69 +335,68 @@ static const char *json_param(void *ctx, const char *name)
 }
 
 /* One lookup of a batch, answered as the item /v1/code would send. */
-static cJSON *batch_one(pcc_service *service, const cJSON *lookup)
+static cJSON *batch_one(warm *w, const cJSON *lookup)
 {
   json_getter getter = {.object = lookup};
   pcc_params params;
   const char *bad = NULL;
-  svc_answer answer;
-  memset(&answer, 0, sizeof answer);
   pcc_proto_status rc =
     cJSON_IsObject(lookup)
       ? pcc_params_parse(json_param, &getter,
                          PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME | PCC_PARAM_SIZE,
                          &params, &bad)
       : PCC_PROTO_INVALID;
-  cJSON *item = NULL;
   if (rc != PCC_PROTO_OK) {
-    item = pcc_error_to_json("bad-parameter", bad ? bad : "each lookup is an object");
+    cJSON *item = pcc_error_to_json("bad-parameter", bad ? bad : "each lookup is an object");
     if (item != NULL && bad != NULL)
       cJSON_AddStringToObject(item, "param", bad);
     return item;
   }
-  svc_lookup(service, &params, &answer);
-  if (answer.error == NULL) {
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  pcc_core_lookup(w->core, &params, &answer);
+  cJSON *item = NULL;
+  if (answer.kind == PCC_ANSWER_ENTRY) {
     pcc_entry_view view;
-    uint8_t *pyc = svc_entry_view(&params, &answer, &view);
+    uint8_t *pyc = pcc_answer_entry_view(&params, &answer, &view);
     item = pyc ? pcc_entry_to_json(&view) : NULL;
     free(pyc);
   } else {
-    item = pcc_error_to_json(answer.error, answer.message);
-    for (cJSON *extra = answer.extra ? answer.extra->child : NULL; item && extra;
-         extra = extra->next)
-      cJSON_AddItemToObject(item, extra->string, cJSON_Duplicate(extra, true));
+    item = pcc_answer_error_json(&answer);
   }
-  svc_answer_clear(&answer);
+  pcc_answer_clear(&answer);
   return item;
 }
 
-void svc_batch(pcc_service *service, const uint8_t *body, size_t len, svc_answer *answer)
+/* POST /v1/batch: the JSON body {"lookups": [...]} answered one by one as /v1/code would. */
+static void handle_batch(void *state, pcc_request *req, pcc_answer *answer)
 {
-  cJSON *doc = body ? cJSON_ParseWithLength((const char *)body, len) : NULL;
+  warm *w = state;
+  const uint64_t max = pcc_core_config(w->core)->max_batch;
+  cJSON *doc = req->body ? cJSON_ParseWithLength((const char *)req->body, req->body_len) : NULL;
   const cJSON *lookups = cJSON_GetObjectItemCaseSensitive(doc, "lookups");
   int n = cJSON_GetArraySize(lookups);
-  if (!cJSON_IsArray(lookups) || n > BATCH_MAX) {
+  if (!cJSON_IsArray(lookups) || (uint64_t)n > max) {
     cJSON_Delete(doc);
-    svc_answer_error(answer, 400, "bad-parameter", "body: want {\"lookups\": [...]} with at most "
-                     "%d lookups", BATCH_MAX);
-    svc_answer_extra_string(answer, "param", "lookups");
+    pcc_answer_error(answer, PCC_ERR_BAD_PARAMETER, "body: want {\"lookups\": [...]} with at "
+                     "most %llu lookups", (unsigned long long)max);
+    pcc_answer_extra_string(answer, "param", "lookups");
     return;
   }
   cJSON *json = cJSON_CreateObject();
   cJSON *results = cJSON_AddArrayToObject(json, "results");
   const cJSON *lookup;
   cJSON_ArrayForEach(lookup, lookups) {
-    cJSON *item = batch_one(service, lookup);
+    cJSON *item = batch_one(w, lookup);
     cJSON_AddItemToArray(results, item ? item : cJSON_CreateNull());
   }
   cJSON_Delete(doc);
-  answer->http_status = 200;
-  answer->json = json;
+  pcc_answer_json(answer, json);
 }
 
 /* ---- client reports ------------------------------------------------------------------------ */
 
-/* A reason is 1..SVC_REASON_LEN characters of [a-z0-9-]. */
+/* A reason is 1..PCC_REASON_LEN characters of [a-z0-9-]. */
 static bool reason_ok(const char *reason)
 {
   size_t len = strlen(reason);
@@ -387,39 +404,17 @@ static bool reason_ok(const char *reason)
     if (!((reason[i] >= 'a' && reason[i] <= 'z') || (reason[i] >= '0' && reason[i] <= '9') ||
           reason[i] == '-'))
       return false;
-  return len > 0 && len <= SVC_REASON_LEN;
+  return len > 0 && len <= PCC_REASON_LEN;
 }
 
-/* Adds n to a reason of a magic's counters (a new reason takes a slot while there is one). */
-static void count_reason(pcc_service *service, svc_counters *counters, const char *reason,
-                         uint64_t n)
+/* POST /v1/report: the JSON body {"fallbacks": {"reason": count, ...}} a client sends at exit,
+ * added to the counters of its magic. */
+static void handle_report(void *state, pcc_request *req, pcc_answer *answer)
 {
-  unsigned count = atomic_load(&counters->n_reasons);
-  for (unsigned i = 0; i < count; i++)
-    if (strcmp(counters->reasons[i], reason) == 0) {
-      atomic_fetch_add(&counters->reason_counts[i], n);
-      return;
-    }
-  pthread_mutex_lock(&service->counters_lock);
-  count = atomic_load(&counters->n_reasons);
-  unsigned i = 0;
-  while (i < count && strcmp(counters->reasons[i], reason) != 0)
-    i++;
-  if (i == count && count < SVC_REASONS_MAX) {
-    snprintf(counters->reasons[i], sizeof counters->reasons[i], "%s", reason);
-    atomic_store(&counters->n_reasons, count + 1); /* published after the name is written */
-  }
-  if (i < SVC_REASONS_MAX && i <= count)
-    atomic_fetch_add(&counters->reason_counts[i], n);
-  pthread_mutex_unlock(&service->counters_lock);
-}
-
-void svc_report(pcc_service *service, const pcc_params *params, const uint8_t *body, size_t len,
-                svc_answer *answer)
-{
-  cJSON *doc = body ? cJSON_ParseWithLength((const char *)body, len) : NULL;
+  warm *w = state;
+  cJSON *doc = req->body ? cJSON_ParseWithLength((const char *)req->body, req->body_len) : NULL;
   const cJSON *fallbacks = cJSON_GetObjectItemCaseSensitive(doc, "fallbacks");
-  bool ok = cJSON_IsObject(fallbacks) && cJSON_GetArraySize(fallbacks) <= SVC_REASONS_MAX;
+  bool ok = cJSON_IsObject(fallbacks) && cJSON_GetArraySize(fallbacks) <= PCC_REASONS_MAX;
   const cJSON *item;
   cJSON_ArrayForEach(item, fallbacks) {
     ok = ok && reason_ok(item->string) && cJSON_IsNumber(item) && item->valuedouble >= 0 &&
@@ -427,17 +422,59 @@ void svc_report(pcc_service *service, const pcc_params *params, const uint8_t *b
   }
   if (!ok) {
     cJSON_Delete(doc);
-    svc_answer_error(answer, 400, "bad-parameter", "body: want {\"fallbacks\": {reason: count}}"
-                     " with at most %d reasons of [a-z0-9-]", SVC_REASONS_MAX);
-    svc_answer_extra_string(answer, "param", "fallbacks");
+    pcc_answer_error(answer, PCC_ERR_BAD_PARAMETER, "body: want {\"fallbacks\": {reason: "
+                     "count}} with at most %d reasons of [a-z0-9-]", PCC_REASONS_MAX);
+    pcc_answer_extra_string(answer, "param", "fallbacks");
     return;
   }
-  svc_counters *counters = svc_counters_for(service, &params->magic);
+  pcc_counters *counters = pcc_core_counters(w->core);
+  pcc_magic_counters *magic = pcc_counters_for(counters, &req->params.magic);
   cJSON_ArrayForEach(item, fallbacks) {
-    count_reason(service, counters, item->string, (uint64_t)item->valuedouble);
+    pcc_counters_add_reason(counters, magic, item->string, (uint64_t)item->valuedouble);
   }
   cJSON_Delete(doc);
-  answer->http_status = 200;
-  answer->json = cJSON_CreateObject();
-  cJSON_AddBoolToObject(answer->json, "recorded", true);
+  cJSON *json = cJSON_CreateObject();
+  cJSON_AddBoolToObject(json, "recorded", true);
+  pcc_answer_json(answer, json);
 }
+
+/* ---- the feature --------------------------------------------------------------------------- */
+
+static int warm_open(pcc_core *core, void **state)
+{
+  warm *w = calloc(1, sizeof *w);
+  if (w == NULL)
+    return -1;
+  w->core = core;
+  pthread_mutex_init(&w->lock, NULL);
+  *state = w;
+  return 0;
+}
+
+/* Empties the bundle cache (responses still sending a bundle keep theirs) and frees. */
+static void warm_close(void *state)
+{
+  warm *w = state;
+  if (w == NULL)
+    return;
+  for (size_t i = 0; i < PCC_BUNDLE_SLOTS; i++)
+    bundle_release(w->slots[i].bytes);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
+}
+
+static const pcc_route warm_routes[] = {
+  {"POST", "/v1/profile", PCC_ROLE_READ, PCC_ROUTE_BODY(max_profile_body), true,
+   PCC_PARAM_MAGIC, {"profile", NULL}, handle_profile, "record a program's imports"},
+  {"GET", "/v1/bundle", PCC_ROLE_READ, PCC_ROUTE_NO_BODY, true, PCC_PARAM_MAGIC,
+   {"profile", "format", NULL}, handle_bundle, "every stored pyc of a profile at once"},
+  {"POST", "/v1/batch", PCC_ROLE_READ, PCC_ROUTE_BODY(max_batch_body), false, 0, {NULL},
+   handle_batch, "many lookups in one request"},
+  {"POST", "/v1/report", PCC_ROLE_READ, PCC_ROUTE_BODY(max_report_body), true, PCC_PARAM_MAGIC,
+   {NULL}, handle_report, "the fallbacks a client had"},
+};
+
+const pcc_feature pcc_warm_feature = {
+  "warm", warm_routes, sizeof warm_routes / sizeof warm_routes[0],
+  warm_open, NULL, warm_close,
+};

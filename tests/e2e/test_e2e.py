@@ -59,7 +59,10 @@ class Server:
     def request(self, method, path, body=None, headers=None, timeout=30):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            try:
+                conn.request(method, path, body=body, headers=headers or {})
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered (413) before the whole body was sent: read it
             resp = conn.getresponse()
             return resp.status, dict(resp.getheaders()), resp.read()
         finally:

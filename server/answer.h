@@ -1,0 +1,130 @@
+/* answer.h: what a handler of pycached answers, apart from HTTP: one tagged type for a served
+ * entry, a JSON document, bytes (owned, static or shared with a release callback), a stream
+ * from a file descriptor, a pending answer (a compile in progress) or an error. Errors carry an
+ * API error code (pcc_error_code); server/http.c alone maps codes to HTTP statuses. */
+#ifndef PCC_ANSWER_H
+#define PCC_ANSWER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "proto.h"
+#include "store.h"
+
+/* The error codes of docs/API.md. */
+typedef enum {
+  PCC_ERR_BAD_PARAMETER = 0,
+  PCC_ERR_NOT_FOUND,
+  PCC_ERR_MISS,
+  PCC_ERR_FORBIDDEN,
+  PCC_ERR_MISMATCH,
+  PCC_ERR_TOO_LARGE,
+  PCC_ERR_COMPILE_ERROR,
+  PCC_ERR_UNSUPPORTED_MAGIC,
+  PCC_ERR_COMPILE_TIMEOUT,
+  PCC_ERR_COMPILER_UNAVAILABLE,
+  PCC_ERR_STORE_FULL,
+  PCC_ERR_INTERNAL,
+  PCC_ERR_COUNT
+} pcc_error_code;
+
+/* The code as the API spells it ("bad-parameter", "miss", ...). Static storage. */
+const char *pcc_error_name(pcc_error_code code);
+
+typedef enum {
+  PCC_ANSWER_NONE = 0, /* nothing yet: a handler that leaves it so is a bug (answered 500) */
+  PCC_ANSWER_ENTRY,    /* a served pyc: blob, digest, compiler, outcome */
+  PCC_ANSWER_JSON,     /* a JSON document */
+  PCC_ANSWER_BYTES,    /* bytes with a content type */
+  PCC_ANSWER_STREAM,   /* the bytes read from fd until its end */
+  PCC_ANSWER_PENDING,  /* finished later: see pending below */
+  PCC_ANSWER_ERROR,    /* error, message, extra */
+} pcc_answer_kind;
+
+#define PCC_ANSWER_HEADERS_MAX 4
+#define PCC_ANSWER_HEADER_LEN 96
+
+typedef struct pcc_answer pcc_answer;
+struct pcc_request; /* route.h */
+
+struct pcc_answer {
+  pcc_answer_kind kind;
+  /* ERROR */
+  pcc_error_code error;
+  char message[512];
+  cJSON *extra;            /* owned: more fields of the error body, or NULL */
+  /* JSON */
+  cJSON *json;             /* owned */
+  /* BYTES: release(release_ctx) is called once the bytes are no longer needed; NULL release
+   * means the bytes are static. The content type is static too. */
+  const void *bytes;
+  size_t bytes_len;
+  const char *content_type;
+  void (*release)(void *ctx);
+  void *release_ctx;
+  /* STREAM: fd is owned (closed after the last byte, or by pcc_answer_clear) */
+  int fd;
+  /* ENTRY */
+  pcc_blob *blob;          /* owned: the code */
+  pcc_digest digest;       /* of the source the code was compiled from */
+  const char *compiler;    /* points into blob */
+  const char *outcome;     /* static: "hit", "stored", "compiled" or "joined" */
+  bool hash_checked;
+  /* PENDING: the handler has suspended the request (through pcc_request's suspend) and will
+   * resume it; then finish(pending, ...) gives the final answer. When the request goes away
+   * first, abandon(pending) is called instead. Exactly one of the two is called. */
+  void *pending;
+  void (*finish)(void *pending, struct pcc_request *req, pcc_answer *answer);
+  void (*abandon)(void *pending);
+  /* extra response headers (any kind but PENDING); names static, values copied */
+  struct {
+    const char *name;
+    char value[PCC_ANSWER_HEADER_LEN];
+  } headers[PCC_ANSWER_HEADERS_MAX];
+  unsigned n_headers;
+};
+
+/* An empty answer (kind NONE). memset to 0 is the same. */
+void pcc_answer_init(pcc_answer *answer);
+
+/* Frees what an answer owns (releases shared bytes, closes a stream's fd) and empties it. A
+ * PENDING answer is not touched: its owner must call finish or abandon. */
+void pcc_answer_clear(pcc_answer *answer);
+
+/* Sets an error with a printf-style message (replacing what the answer held). */
+void pcc_answer_error(pcc_answer *answer, pcc_error_code code, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+/* Adds a string field to the error body (e.g. "param"). */
+void pcc_answer_extra_string(pcc_answer *answer, const char *name, const char *value);
+/* A parameter error: bad-parameter naming param, with message "param: what". */
+void pcc_answer_bad_parameter(pcc_answer *answer, const char *param, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+/* A store failure: store-full, else internal. */
+void pcc_answer_store_error(pcc_answer *answer, pcc_store_status rc);
+
+/* A JSON answer; takes json (NULL, from a failed allocation, becomes an internal error). */
+void pcc_answer_json(pcc_answer *answer, cJSON *json);
+/* A bytes answer; see the BYTES fields for who owns what. */
+void pcc_answer_bytes(pcc_answer *answer, const void *bytes, size_t len, const char *content_type,
+                      void (*release)(void *ctx), void *release_ctx);
+/* Adds a response header (at most PCC_ANSWER_HEADERS_MAX; value truncated to fit). */
+void pcc_answer_header(pcc_answer *answer, const char *name, const char *value);
+
+/* Takes ownership of blob: a code blob becomes an ENTRY answer with outcome, a compile-error blob
+ * the compile-error error with its type, line and offset. hash_checked tells whether the request
+ * gave the source hash. */
+void pcc_answer_blob(pcc_answer *answer, pcc_blob *blob, const pcc_digest *digest,
+                     bool hash_checked, const char *outcome);
+
+/* The pyc of an ENTRY answer for params' mtime and size (16-byte header, then the code): returned
+ * (the caller frees it), with view pointing into it, params and answer. NULL without memory. */
+uint8_t *pcc_answer_entry_view(const pcc_params *params, const pcc_answer *answer,
+                               pcc_entry_view *view);
+
+/* The JSON body of an error answer: {"error", "message", extra fields...}. Caller owns it. */
+cJSON *pcc_answer_error_json(const pcc_answer *answer);
+
+#endif

@@ -1,0 +1,695 @@
+/* cache.c: the cache feature of pycached (docs/API.md): GET /healthz, GET /v1/stats, GET /v1/code
+ * and POST /v1/compile. Compiles go through "parse once" jobs keyed by (magic, opt, digest): one
+ * compile however many requests ask for the same source at once, queued per backend and fed to
+ * its worker pool by dispatch threads. A request that waits for a job is suspended and resumed
+ * when the job is done (a PENDING answer, answer.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "route.h"
+
+typedef enum {
+  JOB_CODE,
+  JOB_COMPILE_ERROR,
+  JOB_UNAVAILABLE, /* crash, spawn failure, shutdown */
+  JOB_TIMEOUT,
+  JOB_STORE_FULL,
+  JOB_INTERNAL,
+} job_result;
+
+typedef struct {
+  void (*resume)(void *);
+  void *ctx;
+} waiter;
+
+typedef struct cache_queue cache_queue;
+typedef struct cache cache;
+
+typedef struct job {
+  cache_queue *queue;      /* its backend's */
+  pcc_magic magic;
+  int opt;
+  char *path;              /* the first requester's path, used as the code's filename */
+  pcc_path_record record;  /* its path entry (mtime, size, hash, digest) */
+  uint8_t *source;         /* freed once compiled */
+  size_t len;
+  unsigned refs;           /* requests holding it + 1 while queued or compiling */
+  job_result result;
+  pcc_blob *blob;          /* JOB_CODE / JOB_COMPILE_ERROR */
+  char message[256];
+  pcc_dynbuf waiters;      /* waiter[], at most PCC_JOB_WAITERS_MAX */
+  struct job *next;        /* in its backend's queue, then in the in-flight list */
+} job;
+
+/* One backend's queue and the threads that feed its worker pool. */
+struct cache_queue {
+  cache *cache;
+  unsigned backend;        /* index in the core's backends */
+  pthread_cond_t work;     /* signalled when a job is queued (with cache->lock) */
+  job *head, *tail;
+  pthread_t *dispatchers;
+  unsigned n_dispatchers;
+};
+
+struct cache {
+  pcc_core *core;
+  pthread_mutex_t lock;    /* guards the queues, the in-flight list and closing */
+  job *inflight;           /* compiling, for joining */
+  bool closing;
+  cache_queue queues[PCC_MAX_COMPILERS + 1];
+  unsigned n_queues;
+};
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+static size_t job_waiter_count(const job *j)
+{
+  return j->waiters.len / sizeof(waiter);
+}
+
+static const waiter *job_waiter(const job *j, size_t i)
+{
+  return (const waiter *)j->waiters.data + i;
+}
+
+static void job_free(job *j)
+{
+  free(j->path);
+  free(j->source);
+  free(j->blob);
+  pcc_dynbuf_free(&j->waiters);
+  free(j);
+}
+
+/* Drops one hold on a job; frees it on the last. Caller holds cache->lock. */
+static void job_unref_locked(job *j)
+{
+  if (--j->refs == 0)
+    job_free(j);
+}
+
+static bool job_matches(const job *j, const pcc_magic *magic, int opt, const pcc_digest *digest)
+{
+  return j->opt == opt && pcc_magic_equal(&j->magic, magic) &&
+         pcc_digest_equal(&j->record.digest, digest);
+}
+
+/* A queued or compiling job for the same source, or NULL. Caller holds cache->lock. */
+static job *find_job(cache *c, cache_queue *queue, const pcc_magic *magic, int opt,
+                     const pcc_digest *digest)
+{
+  job *lists[] = {queue->head, c->inflight};
+  for (size_t i = 0; i < 2; i++)
+    for (job *j = lists[i]; j != NULL; j = j->next)
+      if (job_matches(j, magic, opt, digest))
+        return j;
+  return NULL;
+}
+
+/* Adds a waiter and suspends its request. Caller holds cache->lock. */
+static bool job_add_waiter(job *j, const pcc_request *req)
+{
+  waiter w = {req->resume, req->ctx};
+  if (pcc_dynbuf_add(&j->waiters, &w, sizeof w) != PCC_PROTO_OK)
+    return false;
+  req->suspend(req->ctx); /* under the lock: resume cannot come first */
+  j->refs++;
+  return true;
+}
+
+static pcc_blob *blob_copy(const pcc_blob *blob)
+{
+  pcc_blob *copy = malloc(sizeof *copy + blob->payload_len + 1);
+  if (copy == NULL)
+    return NULL;
+  *copy = *blob;
+  uint8_t *payload = (uint8_t *)(copy + 1);
+  memcpy(payload, blob->payload, blob->payload_len);
+  payload[blob->payload_len] = '\0';
+  copy->payload = payload;
+  return copy;
+}
+
+/* Runs one job through its backend's pool and stores its outcome. Called without the lock. */
+static void job_compile(cache *c, job *j)
+{
+  const pcc_backend *backends;
+  pcc_core_backends(c->core, &backends);
+  const pcc_backend *backend = &backends[j->queue->backend];
+  pcc_counters *counters = pcc_core_counters(c->core);
+  pcc_totals *totals = pcc_counters_totals(counters);
+  pcc_compile_result *result = NULL;
+  pcc_compiler_status rc = pcc_compiler_compile(backend->compiler, j->opt, j->path, j->source,
+                                                j->len, &result);
+  if (rc != PCC_COMPILER_OK) {
+    atomic_fetch_add(rc == PCC_COMPILER_TIMEOUT ? &totals->timeouts : &totals->compiler_failures,
+                     1);
+    j->result = rc == PCC_COMPILER_TIMEOUT ? JOB_TIMEOUT : JOB_UNAVAILABLE;
+    snprintf(j->message, sizeof j->message, "compiler: %s (%s)", pcc_compiler_strerror(rc),
+             rc == PCC_COMPILER_TIMEOUT ? "the worker was killed and replaced"
+                                        : "the worker has been replaced");
+    fprintf(stderr, "pycached: compile of %s failed: %s\n", j->path, j->message);
+    return;
+  }
+  pcc_magic_counters *magic = pcc_counters_for(counters, &j->magic);
+  atomic_fetch_add(&magic->compiles, 1);
+  pcc_histogram_add(&totals->compile_latency, result->compile_us);
+  pcc_blob blob = {.hash = j->record.hash,
+                   .size = j->record.size,
+                   .created = time(NULL),
+                   .compile_us = result->compile_us};
+  snprintf(blob.compiler, sizeof blob.compiler, "%s", backend->name);
+  char *error_json = NULL;
+  if (result->ok) {
+    blob.kind = PCC_BLOB_CODE;
+    blob.payload = result->marshal;
+    blob.payload_len = result->marshal_len;
+  } else {
+    atomic_fetch_add(&magic->compile_errors, 1);
+    cJSON *details = cJSON_CreateObject();
+    cJSON_AddStringToObject(details, "type", result->error_type ? result->error_type : "Error");
+    cJSON_AddStringToObject(details, "message",
+                            result->error_message ? result->error_message : "");
+    cJSON_AddNumberToObject(details, "line", result->error_line);
+    cJSON_AddNumberToObject(details, "offset", result->error_offset);
+    error_json = cJSON_PrintUnformatted(details);
+    cJSON_Delete(details);
+    blob.kind = PCC_BLOB_COMPILE_ERROR;
+    blob.payload = (const uint8_t *)(error_json ? error_json : "{}");
+    blob.payload_len = strlen((const char *)blob.payload);
+  }
+  pcc_store_status store_rc = pcc_store_put(pcc_core_store(c->core), &j->magic, j->opt, j->path,
+                                            strlen(j->path), &j->record, &blob);
+  if (store_rc == PCC_STORE_OK) {
+    j->blob = blob_copy(&blob);
+    j->result = j->blob == NULL ? JOB_INTERNAL : result->ok ? JOB_CODE : JOB_COMPILE_ERROR;
+  } else if (store_rc == PCC_STORE_FULL) {
+    j->result = JOB_STORE_FULL;
+    snprintf(j->message, sizeof j->message, "the store is full (%s was compiled but not "
+             "stored); raise --map-size", j->path);
+    fprintf(stderr, "pycached: %s\n", j->message);
+  } else {
+    j->result = JOB_INTERNAL;
+    snprintf(j->message, sizeof j->message, "store: %s", pcc_store_strerror(store_rc));
+  }
+  if (j->result == JOB_INTERNAL && j->message[0] == '\0')
+    snprintf(j->message, sizeof j->message, "out of memory");
+  free(error_json);
+  pcc_compile_result_free(result);
+}
+
+/* Marks a job done and resumes its waiters. Caller holds cache->lock. */
+static void job_finish_locked(cache *c, job *j)
+{
+  job **link = &c->inflight;
+  while (*link != NULL && *link != j)
+    link = &(*link)->next;
+  if (*link == j)
+    *link = j->next;
+  free(j->source);
+  j->source = NULL;
+  for (size_t i = 0; i < job_waiter_count(j); i++)
+    job_waiter(j, i)->resume(job_waiter(j, i)->ctx);
+  job_unref_locked(j); /* the dispatcher's hold */
+}
+
+static void *dispatcher_main(void *arg)
+{
+  cache_queue *queue = arg;
+  cache *c = queue->cache;
+  pthread_mutex_lock(&c->lock);
+  for (;;) {
+    while (!c->closing && queue->head == NULL)
+      pthread_cond_wait(&queue->work, &c->lock);
+    if (c->closing)
+      break;
+    job *j = queue->head;
+    queue->head = j->next;
+    if (queue->head == NULL)
+      queue->tail = NULL;
+    j->next = c->inflight; /* joinable while it compiles */
+    c->inflight = j;
+    pthread_mutex_unlock(&c->lock);
+    job_compile(c, j);
+    pthread_mutex_lock(&c->lock);
+    job_finish_locked(c, j);
+  }
+  pthread_mutex_unlock(&c->lock);
+  return NULL;
+}
+
+/* ---- compiles -------------------------------------------------------------------------- */
+
+/* Reads params->path for a compile with an empty body, confined to the source roots; the
+ * caller frees *out. */
+static bool read_source_file(cache *c, const pcc_params *params, uint8_t **out, size_t *out_len,
+                             pcc_answer *answer)
+{
+  const uint64_t max_source = pcc_core_config(c->core)->max_source;
+  char resolved[PATH_MAX];
+  if (!pcc_core_has_roots(c->core)) {
+    pcc_answer_error(answer, PCC_ERR_FORBIDDEN, "empty body: this server reads no files itself "
+                     "(no --source-root); upload the source");
+    return false;
+  }
+  if (realpath(params->path, resolved) == NULL) {
+    /* do not tell what exists outside the roots */
+    pcc_answer_error(answer, PCC_ERR_FORBIDDEN,
+                     "path is not a readable file under a source root");
+    return false;
+  }
+  if (!pcc_core_under_root(c->core, resolved)) {
+    pcc_answer_error(answer, PCC_ERR_FORBIDDEN, "path resolves outside every source root");
+    return false;
+  }
+  int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fd >= 0)
+      close(fd);
+    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no regular file at this path");
+    return false;
+  }
+  if ((uint64_t)st.st_size > max_source) {
+    close(fd);
+    pcc_answer_error(answer, PCC_ERR_TOO_LARGE, "source is %lld bytes; the limit is %llu",
+                     (long long)st.st_size, (unsigned long long)max_source);
+    return false;
+  }
+  if (st.st_mtim.tv_sec != params->mtime) {
+    close(fd);
+    pcc_answer_error(answer, PCC_ERR_MISMATCH, "mtime: the file's mtime is %lld",
+                     (long long)st.st_mtim.tv_sec);
+    pcc_answer_extra_string(answer, "param", "mtime");
+    return false;
+  }
+  /* read what fstat promised, and no more: a file that grows meanwhile is cut at its size */
+  pcc_dynbuf bytes;
+  pcc_dynbuf_init(&bytes, (size_t)st.st_size);
+  bool ok = pcc_dynbuf_reserve(&bytes, (size_t)st.st_size) == PCC_PROTO_OK || st.st_size == 0;
+  while (ok && bytes.len < (size_t)st.st_size) {
+    ssize_t n = read(fd, (char *)bytes.data + bytes.len, (size_t)st.st_size - bytes.len);
+    if (n > 0)
+      bytes.len += (size_t)n;
+    else if (n == 0 || errno != EINTR)
+      ok = false;
+  }
+  close(fd);
+  if (!ok) {
+    pcc_dynbuf_free(&bytes);
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot read the source file");
+    return false;
+  }
+  *out = pcc_dynbuf_take(&bytes, out_len);
+  return true;
+}
+
+/* The body must agree with what the query claims about it. */
+static bool check_claims(const pcc_params *params, const pcc_path_record *actual,
+                         pcc_answer *answer)
+{
+  const char *bad = NULL;
+  if ((params->present & PCC_PARAM_SIZE) && params->size != actual->size)
+    bad = "size";
+  else if ((params->present & PCC_PARAM_HASH) && params->hash != actual->hash)
+    bad = "hash";
+  else if ((params->present & PCC_PARAM_DIGEST) &&
+           !pcc_digest_equal(&params->digest, &actual->digest))
+    bad = "digest";
+  if (bad == NULL)
+    return true;
+  pcc_answer_error(answer, PCC_ERR_MISMATCH, "%s: the query disagrees with the uploaded source",
+                   bad);
+  pcc_answer_extra_string(answer, "param", bad);
+  return false;
+}
+
+/* A stored blob of the source answers the compile at once ("stored"), recording this path's
+ * entry. Returns false when there is none (answer untouched). */
+static bool answer_stored(cache *c, const pcc_params *params, const pcc_path_record *record,
+                          pcc_answer *answer)
+{
+  pcc_blob *blob = NULL;
+  if (pcc_core_get_blob(c->core, &params->magic, params->opt, &record->digest, &blob) !=
+      PCC_STORE_OK)
+    return false;
+  pcc_store_status rc = pcc_store_put(pcc_core_store(c->core), &params->magic, params->opt,
+                                      params->path, params->path_len, record, NULL);
+  if (rc == PCC_STORE_OK) {
+    pcc_answer_blob(answer, blob, &record->digest, true, "stored");
+  } else {
+    free(blob);
+    pcc_answer_store_error(answer, rc);
+  }
+  return true;
+}
+
+/* Joins the job compiling the source, or queues a new one; a PENDING answer either way.
+ * Caller holds cache->lock. */
+static void join_or_queue_locked(cache *c, cache_queue *queue, pcc_request *req,
+                                 const pcc_path_record *record, const uint8_t *source,
+                                 size_t len, pcc_answer *answer)
+{
+  const pcc_params *params = &req->params;
+  job *j = find_job(c, queue, &params->magic, params->opt, &record->digest);
+  if (j != NULL) {
+    if (!job_add_waiter(j, req)) {
+      pcc_answer_error(answer, PCC_ERR_INTERNAL, "too many requests wait for this compile");
+      return;
+    }
+    atomic_fetch_add(&pcc_counters_totals(pcc_core_counters(c->core))->joined, 1);
+  } else {
+    j = calloc(1, sizeof *j);
+    if (j != NULL)
+      pcc_dynbuf_init(&j->waiters, PCC_JOB_WAITERS_MAX * sizeof(waiter));
+    if (j == NULL || (j->path = strndup(params->path, params->path_len)) == NULL ||
+        (j->source = malloc(len ? len : 1)) == NULL || !job_add_waiter(j, req)) {
+      if (j != NULL)
+        job_free(j);
+      pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+      return;
+    }
+    j->queue = queue;
+    j->magic = params->magic;
+    j->opt = params->opt;
+    j->record = *record;
+    memcpy(j->source, source, len);
+    j->len = len;
+    j->refs++; /* the dispatcher's */
+    if (queue->tail)
+      queue->tail->next = j;
+    else
+      queue->head = j;
+    queue->tail = j;
+    pthread_cond_signal(&queue->work);
+  }
+  answer->kind = PCC_ANSWER_PENDING;
+  answer->pending = j;
+}
+
+static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer);
+static void compile_abandon(void *pending);
+
+/* POST /v1/compile: the body is the source, or empty for the server to read params->path under
+ * a source root. Once the source is known, params gets its size, hash and digest. */
+static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
+{
+  cache *c = state;
+  pcc_params *params = &req->params;
+  const pcc_config *config = pcc_core_config(c->core);
+  const uint8_t *source = req->body;
+  size_t len = req->body_len;
+  uint8_t *read_bytes = NULL;
+  int backend = pcc_core_backend_for(c->core, &params->magic);
+  if (backend < 0) {
+    pcc_core_answer_unsupported(c->core, answer);
+    return;
+  }
+  if (source == NULL && (params->present & PCC_PARAM_SIZE) && params->size == 0) {
+    source = (const uint8_t *)""; /* an empty source file, uploaded as an empty body */
+  } else if (source == NULL) {
+    if (!read_source_file(c, params, &read_bytes, &len, answer))
+      return;
+    source = read_bytes ? read_bytes : (const uint8_t *)""; /* an empty file */
+  }
+  if (len > config->max_source) {
+    pcc_answer_error(answer, PCC_ERR_TOO_LARGE, "source is %zu bytes; the limit is %llu", len,
+                     (unsigned long long)config->max_source);
+    goto done;
+  }
+  pcc_path_record record = {params->mtime, len, pcc_java_hash(source, len), {{0}}};
+  pcc_digest_compute(source, len, &record.digest);
+  if (!check_claims(params, &record, answer))
+    goto done;
+  params->size = record.size; /* the answer describes the source that was compiled */
+  params->hash = record.hash;
+  params->digest = record.digest;
+  params->present |= PCC_PARAM_SIZE | PCC_PARAM_HASH | PCC_PARAM_DIGEST;
+  if (answer_stored(c, params, &record, answer))
+    goto done;
+
+  pthread_mutex_lock(&c->lock);
+  if (c->closing)
+    pcc_answer_error(answer, PCC_ERR_COMPILER_UNAVAILABLE, "the server is shutting down");
+  else if (find_job(c, &c->queues[backend], &params->magic, params->opt, &record.digest) ==
+             NULL &&
+           answer_stored(c, params, &record, answer))
+    ; /* a job finished between the first look and the lock: its blob answers */
+  else
+    join_or_queue_locked(c, &c->queues[backend], req, &record, source, len, answer);
+  pthread_mutex_unlock(&c->lock);
+  if (answer->kind == PCC_ANSWER_PENDING) {
+    answer->finish = compile_finish;
+    answer->abandon = compile_abandon;
+  }
+done:
+  free(read_bytes);
+}
+
+/* The answer of a finished job; releases the request's hold on it. The request that queued the
+ * job answers "compiled", the others "joined". */
+static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
+{
+  job *j = pending;
+  const pcc_params *params = &req->params;
+  cache *c = j->queue->cache;
+  /* the result was set before any waiter was resumed and never changes again */
+  switch (j->result) {
+  case JOB_CODE:
+  case JOB_COMPILE_ERROR: {
+    bool own_path = params->path_len == strlen(j->path) &&
+                    memcmp(params->path, j->path, params->path_len) == 0 &&
+                    params->mtime == j->record.mtime;
+    if (!own_path) { /* a joined request for another path: record its path entry too */
+      pcc_path_record record = j->record;
+      record.mtime = params->mtime;
+      pcc_store_status rc = pcc_store_put(pcc_core_store(c->core), &params->magic, params->opt,
+                                          params->path, params->path_len, &record, NULL);
+      if (rc != PCC_STORE_OK)
+        fprintf(stderr, "pycached: cannot store a path entry: %s\n", pcc_store_strerror(rc));
+    }
+    pcc_blob *blob = blob_copy(j->blob);
+    if (blob == NULL)
+      pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+    else
+      pcc_answer_blob(answer, blob, &j->record.digest, true,
+                      job_waiter(j, 0)->ctx == req->ctx ? "compiled" : "joined");
+    break;
+  }
+  case JOB_TIMEOUT:
+    pcc_answer_error(answer, PCC_ERR_COMPILE_TIMEOUT, "%s", j->message);
+    break;
+  case JOB_STORE_FULL:
+    pcc_answer_error(answer, PCC_ERR_STORE_FULL, "%s", j->message);
+    break;
+  case JOB_UNAVAILABLE:
+    pcc_answer_error(answer, PCC_ERR_COMPILER_UNAVAILABLE, "%s", j->message);
+    break;
+  case JOB_INTERNAL:
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "%s", j->message);
+    break;
+  }
+  compile_abandon(j);
+}
+
+/* Releases a request's hold on a job (after its answer, or when it went away first). */
+static void compile_abandon(void *pending)
+{
+  job *j = pending;
+  cache *c = j->queue->cache;
+  pthread_mutex_lock(&c->lock);
+  job_unref_locked(j);
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- lookups, health, stats ------------------------------------------------------------- */
+
+static void handle_lookup(void *state, pcc_request *req, pcc_answer *answer)
+{
+  cache *c = state;
+  pcc_core_lookup(c->core, &req->params, answer);
+}
+
+static void handle_health(void *state, pcc_request *req, pcc_answer *answer)
+{
+  (void)state;
+  (void)req;
+  cJSON *json = cJSON_CreateObject();
+  cJSON_AddStringToObject(json, "status", "ok");
+  cJSON_AddStringToObject(json, "version", PCC_VERSION);
+  pcc_answer_json(answer, json);
+}
+
+static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
+{
+  (void)req;
+  cache *c = state;
+  pcc_counters *counters = pcc_core_counters(c->core);
+  const pcc_totals *totals = pcc_counters_totals(counters);
+  cJSON *stats = cJSON_CreateObject();
+  if (stats == NULL) {
+    pcc_answer_json(answer, NULL);
+    return;
+  }
+  uint64_t hits = 0, absent = 0, stale = 0, compiles = 0, errors = 0, corruptions = 0;
+  const pcc_magic_counters *magics, *other;
+  unsigned n = pcc_counters_magics(counters, &magics, &other);
+  for (unsigned i = 0; i <= n; i++) {
+    const pcc_magic_counters *m = i < n ? &magics[i] : other;
+    hits += atomic_load(&m->hits);
+    absent += atomic_load(&m->miss_absent);
+    stale += atomic_load(&m->miss_stale);
+    compiles += atomic_load(&m->compiles);
+    errors += atomic_load(&m->compile_errors);
+    corruptions += atomic_load(&m->corruptions);
+  }
+  cJSON_AddStringToObject(stats, "version", PCC_VERSION);
+  cJSON_AddNumberToObject(stats, "uptime", (double)(time(NULL) - pcc_core_started(c->core)));
+  cJSON_AddNumberToObject(stats, "requests", (double)atomic_load(&totals->requests));
+  cJSON_AddNumberToObject(stats, "hits", (double)hits);
+  cJSON *misses = cJSON_AddObjectToObject(stats, "misses");
+  cJSON_AddNumberToObject(misses, "absent", (double)absent);
+  cJSON_AddNumberToObject(misses, "stale", (double)stale);
+  cJSON_AddNumberToObject(stats, "compiles", (double)compiles);
+  cJSON_AddNumberToObject(stats, "compile_errors", (double)errors);
+  cJSON_AddNumberToObject(stats, "joined", (double)atomic_load(&totals->joined));
+  cJSON_AddNumberToObject(stats, "corruptions", (double)corruptions);
+  cJSON_AddNumberToObject(stats, "compiler_failures",
+                          (double)atomic_load(&totals->compiler_failures));
+  cJSON_AddNumberToObject(stats, "compile_timeouts", (double)atomic_load(&totals->timeouts));
+
+  pcc_store_stats store;
+  cJSON *store_json = cJSON_AddObjectToObject(stats, "store");
+  if (pcc_store_stat(pcc_core_store(c->core), &store) == PCC_STORE_OK) {
+    cJSON_AddNumberToObject(store_json, "entries", (double)store.paths);
+    cJSON_AddNumberToObject(store_json, "blobs", (double)store.blobs);
+    cJSON_AddNumberToObject(store_json, "bytes", (double)store.bytes);
+    cJSON_AddNumberToObject(store_json, "used", (double)store.used);
+    cJSON_AddNumberToObject(store_json, "map_size", (double)store.map_size);
+  }
+  cJSON *compilers = cJSON_AddArrayToObject(stats, "compilers");
+  const pcc_backend *backends;
+  unsigned n_backends = pcc_core_backends(c->core, &backends);
+  for (unsigned b = 0; b < n_backends; b++) {
+    cJSON *compiler = cJSON_CreateObject();
+    char magic[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(pcc_compiler_magic(backends[b].compiler), magic);
+    cJSON_AddStringToObject(compiler, "name", backends[b].name);
+    cJSON_AddStringToObject(compiler, "magic", magic);
+    cJSON_AddNumberToObject(compiler, "workers", pcc_compiler_workers(backends[b].compiler));
+    cJSON_AddNumberToObject(compiler, "restarts",
+                            (double)pcc_compiler_restarts(backends[b].compiler));
+    cJSON_AddBoolToObject(compiler, "default", b == 0);
+    cJSON_AddItemToArray(compilers, compiler);
+  }
+  pcc_answer_json(answer, stats);
+}
+
+/* ---- the feature ------------------------------------------------------------------------ */
+
+static void cache_shutdown(void *state);
+
+static int cache_open(pcc_core *core, void **state)
+{
+  cache *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return -1;
+  c->core = core;
+  pthread_mutex_init(&c->lock, NULL);
+  const pcc_backend *backends;
+  unsigned n_backends = pcc_core_backends(core, &backends);
+  *state = c;
+  for (unsigned b = 0; b < n_backends; b++) {
+    cache_queue *queue = &c->queues[b];
+    queue->cache = c;
+    queue->backend = b;
+    pthread_cond_init(&queue->work, NULL);
+    c->n_queues++; /* from here on, cache_close cleans it up */
+    unsigned n = pcc_compiler_workers(backends[b].compiler);
+    queue->dispatchers = calloc(n, sizeof *queue->dispatchers);
+    if (queue->dispatchers == NULL)
+      return -1;
+    for (; queue->n_dispatchers < n; queue->n_dispatchers++)
+      if (pthread_create(&queue->dispatchers[queue->n_dispatchers], NULL, dispatcher_main,
+                         queue) != 0)
+        break;
+    if (queue->n_dispatchers == 0) {
+      fprintf(stderr, "pycached: cannot start the dispatch threads\n");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Stops dispatching: compiles in progress end (at most --compile-timeout), then what is still
+ * queued fails as compiler-unavailable; every waiter is resumed. */
+static void cache_shutdown(void *state)
+{
+  cache *c = state;
+  if (c == NULL)
+    return;
+  pthread_mutex_lock(&c->lock);
+  c->closing = true;
+  for (unsigned q = 0; q < c->n_queues; q++)
+    pthread_cond_broadcast(&c->queues[q].work);
+  pthread_mutex_unlock(&c->lock);
+  for (unsigned q = 0; q < c->n_queues; q++) {
+    cache_queue *queue = &c->queues[q];
+    for (unsigned i = 0; i < queue->n_dispatchers; i++)
+      pthread_join(queue->dispatchers[i], NULL);
+    queue->n_dispatchers = 0;
+    pthread_mutex_lock(&c->lock);
+    while (queue->head != NULL) {
+      job *j = queue->head;
+      queue->head = j->next;
+      j->result = JOB_UNAVAILABLE;
+      snprintf(j->message, sizeof j->message, "the server is shutting down");
+      j->next = c->inflight;
+      c->inflight = j;
+      job_finish_locked(c, j);
+    }
+    queue->tail = NULL;
+    pthread_mutex_unlock(&c->lock);
+  }
+}
+
+static void cache_close(void *state)
+{
+  cache *c = state;
+  if (c == NULL)
+    return;
+  cache_shutdown(c);
+  for (unsigned q = 0; q < c->n_queues; q++) {
+    free(c->queues[q].dispatchers);
+    pthread_cond_destroy(&c->queues[q].work);
+  }
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+static const pcc_route cache_routes[] = {
+  {"GET", "/healthz", 0, PCC_ROUTE_NO_BODY, false, 0, {NULL}, handle_health,
+   "liveness and version"},
+  {"GET", "/v1/stats", PCC_ROLE_READ, PCC_ROUTE_NO_BODY, false, 0, {NULL}, handle_stats,
+   "the counters"},
+  {"GET", "/v1/code", PCC_ROLE_READ, PCC_ROUTE_NO_BODY, true,
+   PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME | PCC_PARAM_SIZE, {NULL}, handle_lookup,
+   "look up the code of a source"},
+  {"POST", "/v1/compile", PCC_ROLE_COMPILE, PCC_ROUTE_BODY(max_source), true,
+   PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME, {NULL}, handle_compile,
+   "compile and store a source"},
+};
+
+const pcc_feature pcc_cache_feature = {
+  "cache", cache_routes, sizeof cache_routes / sizeof cache_routes[0],
+  cache_open, cache_shutdown, cache_close,
+};

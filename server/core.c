@@ -1,0 +1,378 @@
+/* core.c: the core of pycached (core.h): configuration, store, compiler backends, source roots,
+ * counters and the validated lookup. */
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#define WORKER_NAME "pycached-cpython-worker"
+#define WORKER_SCRIPT "worker.py"
+
+struct pcc_core {
+  pcc_config config;
+  pcc_store *store;
+  pcc_counters *counters;
+  char *roots[PCC_MAX_SOURCE_ROOTS]; /* realpath of each --source-root */
+  unsigned n_roots;
+  pcc_backend backends[PCC_MAX_COMPILERS + 1]; /* [0]: the embedded CPython, the default */
+  unsigned n_backends;
+  time_t started;
+};
+
+const char *pcc_core_strerror(pcc_core_status rc)
+{
+  switch (rc) {
+  case PCC_CORE_OK: return "ok";
+  case PCC_CORE_STORE: return "cannot open the store";
+  case PCC_CORE_COMPILER: return "cannot start the compiler workers";
+  case PCC_CORE_CONFIG: return "bad configuration";
+  case PCC_CORE_NOMEM: return "out of memory";
+  }
+  return "unknown core status";
+}
+
+/* ---- backends -------------------------------------------------------------------------- */
+
+/* The directory of the pycached executable, into dir. */
+static bool self_dir(char *dir, size_t len)
+{
+  ssize_t n = readlink("/proc/self/exe", dir, len - 1);
+  if (n <= 0)
+    return false;
+  dir[n] = '\0';
+  char *slash = strrchr(dir, '/');
+  if (slash != NULL)
+    *slash = '\0';
+  return true;
+}
+
+/* The first of candidates (printf patterns taking pycached's directory) that exists with mode;
+ * false when none does (out then holds the last one tried). */
+static bool find_file(const char *const *candidates, size_t n, int mode, char *out, size_t len)
+{
+  char self[PATH_MAX];
+  bool have_self = self_dir(self, sizeof self);
+  for (size_t i = 0; i < n; i++) {
+    if (strstr(candidates[i], "%s") != NULL && !have_self)
+      continue;
+    int written = snprintf(out, len, candidates[i], self);
+    if (written > 0 && (size_t)written < len && access(out, mode) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* The embedded-CPython worker: --worker, else next to pycached (installed or build tree). */
+static bool find_worker(const pcc_config *config, char *out, size_t len)
+{
+  if (config->worker != NULL) {
+    snprintf(out, len, "%s", config->worker);
+    return access(out, X_OK) == 0;
+  }
+  static const char *const candidates[] = {
+    "%s/" WORKER_NAME, "%s/../compiler/" WORKER_NAME, "%s/../libexec/" WORKER_NAME,
+    PCC_LIBEXECDIR "/" WORKER_NAME};
+  return find_file(candidates, sizeof candidates / sizeof candidates[0], X_OK, out, len);
+}
+
+/* compiler/worker.py, which other interpreters run: installed, else in the source tree. */
+static bool find_worker_script(char *out, size_t len)
+{
+  static const char *const candidates[] = {"%s/../share/pycached/" WORKER_SCRIPT,
+                                           PCC_DATADIR "/pycached/" WORKER_SCRIPT,
+                                           PCC_SOURCE_DIR "/compiler/" WORKER_SCRIPT};
+  return find_file(candidates, sizeof candidates / sizeof candidates[0], R_OK, out, len);
+}
+
+/* The user the workers run as: --worker-user, else "nobody" when the server runs as root (a
+ * compiler should not run with the server's rights, least of all root's). False when a named
+ * user does not exist. */
+static bool worker_identity(const pcc_config *config, pcc_compiler_config *out)
+{
+  const char *name = config->worker_user;
+  if (name == NULL && geteuid() != 0)
+    return true; /* not root: the workers keep the server's (unprivileged) user */
+  struct passwd entry, *found = NULL;
+  char buf[4096];
+  if (getpwnam_r(name ? name : "nobody", &entry, buf, sizeof buf, &found) != 0 || found == NULL) {
+    fprintf(stderr, "pycached: no user %s for the compiler workers%s\n", name ? name : "nobody",
+            name ? "" : "; they run as root");
+    return name == NULL;
+  }
+  out->drop_privileges = true;
+  out->uid = found->pw_uid;
+  out->gid = found->pw_gid;
+  return true;
+}
+
+/* Starts one backend's worker pool. interpreter NULL: the embedded CPython. */
+static pcc_core_status backend_start(pcc_core *core, const char *interpreter)
+{
+  const pcc_config *config = &core->config;
+  pcc_backend *backend = &core->backends[core->n_backends];
+  char program[PATH_MAX];
+  const char *argv[6] = {NULL};
+  if (interpreter == NULL) {
+    if (!find_worker(config, program, sizeof program)) {
+      fprintf(stderr, "pycached: compiler worker %s is not executable (see --worker)\n", program);
+      return PCC_CORE_CONFIG;
+    }
+    argv[0] = program;
+  } else {
+    if (access(interpreter, X_OK) != 0 || !find_worker_script(program, sizeof program)) {
+      fprintf(stderr, "pycached: --compiler %s: not executable, or %s missing\n", interpreter,
+              WORKER_SCRIPT);
+      return PCC_CORE_CONFIG;
+    }
+    /* isolated (no environment, no user site), no site, no bytecode writing */
+    const char *script_argv[] = {interpreter, "-I", "-S", "-B", program, NULL};
+    memcpy(argv, script_argv, sizeof script_argv);
+  }
+  pcc_compiler_config compiler_config = {
+    .argv = argv,
+    .workers = (unsigned)config->workers,
+    .timeout_ms = (unsigned)(config->compile_timeout * 1000),
+    .memory_limit = config->worker_memory,
+    .max_frame = 0, /* the frame limit of pcc_limits.h */
+  };
+  if (!worker_identity(config, &compiler_config))
+    return PCC_CORE_CONFIG;
+  pcc_compiler_status rc = pcc_compiler_open(&compiler_config, &backend->compiler);
+  if (rc != PCC_COMPILER_OK) {
+    fprintf(stderr, "pycached: %s: %s\n", argv[0], pcc_compiler_strerror(rc));
+    return PCC_CORE_COMPILER;
+  }
+  if (pcc_core_backend_for(core, pcc_compiler_magic(backend->compiler)) >= 0) {
+    fprintf(stderr, "pycached: --compiler %s: another backend already compiles its magic\n",
+            interpreter);
+    pcc_compiler_close(backend->compiler);
+    backend->compiler = NULL;
+    return PCC_CORE_CONFIG;
+  }
+  snprintf(backend->name, sizeof backend->name, "%s", pcc_compiler_name(backend->compiler));
+  snprintf(backend->interpreter, sizeof backend->interpreter, "%s",
+           interpreter ? interpreter : "embedded");
+  core->n_backends++;
+  return PCC_CORE_OK;
+}
+
+unsigned pcc_core_backends(const pcc_core *core, const pcc_backend **first)
+{
+  *first = core->backends;
+  return core->n_backends;
+}
+
+int pcc_core_backend_for(const pcc_core *core, const pcc_magic *magic)
+{
+  for (unsigned i = 0; i < core->n_backends; i++)
+    if (pcc_magic_equal(magic, pcc_compiler_magic(core->backends[i].compiler)))
+      return (int)i;
+  return -1;
+}
+
+void pcc_core_answer_unsupported(const pcc_core *core, pcc_answer *answer)
+{
+  pcc_answer_error(answer, PCC_ERR_UNSUPPORTED_MAGIC, "no compiler for this magic number");
+  answer->extra = cJSON_CreateObject();
+  cJSON *magics = cJSON_AddArrayToObject(answer->extra, "magics");
+  for (unsigned i = 0; i < core->n_backends; i++) {
+    char hex[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(pcc_compiler_magic(core->backends[i].compiler), hex);
+    cJSON_AddItemToArray(magics, cJSON_CreateString(hex));
+  }
+}
+
+/* ---- life cycle ------------------------------------------------------------------------- */
+
+pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
+{
+  pcc_core *core = calloc(1, sizeof *core);
+  if (core == NULL)
+    return PCC_CORE_NOMEM;
+  core->config = *config;
+  core->started = time(NULL);
+  core->counters = pcc_counters_open();
+  if (core->counters == NULL) {
+    pcc_core_close(core);
+    return PCC_CORE_NOMEM;
+  }
+  for (unsigned i = 0; i < config->n_source_roots; i++) {
+    core->roots[i] = realpath(config->source_roots[i], NULL);
+    if (core->roots[i] == NULL) {
+      fprintf(stderr, "pycached: --source-root %s: %s\n", config->source_roots[i],
+              strerror(errno));
+      pcc_core_close(core);
+      return PCC_CORE_CONFIG;
+    }
+    core->n_roots++;
+  }
+  pcc_store_status store_rc = pcc_store_open(config->store_dir, config->map_size, &core->store);
+  if (store_rc != PCC_STORE_OK) {
+    fprintf(stderr, "pycached: store %s: %s\n", config->store_dir, pcc_store_strerror(store_rc));
+    pcc_core_close(core);
+    return PCC_CORE_STORE;
+  }
+  pcc_core_status rc = backend_start(core, NULL);
+  for (unsigned i = 0; i < config->n_compilers && rc == PCC_CORE_OK; i++)
+    rc = backend_start(core, config->compilers[i]);
+  if (rc != PCC_CORE_OK) {
+    pcc_core_close(core);
+    return rc;
+  }
+  *out = core;
+  return PCC_CORE_OK;
+}
+
+void pcc_core_close(pcc_core *core)
+{
+  if (core == NULL)
+    return;
+  for (unsigned b = 0; b < core->n_backends; b++)
+    pcc_compiler_close(core->backends[b].compiler);
+  pcc_store_close(core->store);
+  for (unsigned i = 0; i < core->n_roots; i++)
+    free(core->roots[i]);
+  pcc_counters_close(core->counters);
+  free(core);
+}
+
+const pcc_config *pcc_core_config(const pcc_core *core)
+{
+  return &core->config;
+}
+
+pcc_store *pcc_core_store(pcc_core *core)
+{
+  return core->store;
+}
+
+pcc_counters *pcc_core_counters(pcc_core *core)
+{
+  return core->counters;
+}
+
+time_t pcc_core_started(const pcc_core *core)
+{
+  return core->started;
+}
+
+bool pcc_core_has_roots(const pcc_core *core)
+{
+  return core->n_roots > 0;
+}
+
+bool pcc_core_under_root(const pcc_core *core, const char *resolved)
+{
+  for (unsigned i = 0; i < core->n_roots; i++) {
+    size_t n = strlen(core->roots[i]);
+    if (strncmp(resolved, core->roots[i], n) == 0 &&
+        (resolved[n] == '/' || resolved[n] == '\0' || (n == 1 && resolved[0] == '/')))
+      return true;
+  }
+  return false;
+}
+
+/* ---- lookups --------------------------------------------------------------------------- */
+
+pcc_store_status pcc_core_get_blob(pcc_core *core, const pcc_magic *magic, int opt,
+                                   const pcc_digest *digest, pcc_blob **out)
+{
+  pcc_store_status rc = pcc_store_get_blob(core->store, magic, opt, digest, out);
+  if (rc == PCC_STORE_CORRUPT) {
+    atomic_fetch_add(&pcc_counters_for(core->counters, magic)->corruptions, 1);
+    fprintf(stderr, "pycached: a stored blob failed its checksum and was dropped\n");
+    rc = PCC_STORE_NOTFOUND;
+  }
+  return rc;
+}
+
+static uint64_t micros_since(const struct timespec *start)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t us = (int64_t)(now.tv_sec - start->tv_sec) * 1000000 +
+               (now.tv_nsec - start->tv_nsec) / 1000;
+  return us > 0 ? (uint64_t)us : 0;
+}
+
+/* A miss; for a magic no backend compiles, unsupported-magic (its stored entries still hit). */
+static void answer_miss(pcc_core *core, pcc_answer *answer, const pcc_magic *magic, bool stale)
+{
+  pcc_magic_counters *counters = pcc_counters_for(core->counters, magic);
+  atomic_fetch_add(stale ? &counters->miss_stale : &counters->miss_absent, 1);
+  if (pcc_core_backend_for(core, magic) < 0) {
+    pcc_core_answer_unsupported(core, answer);
+    return;
+  }
+  pcc_answer_error(answer, PCC_ERR_MISS, stale ? "the cached entry does not match this source"
+                                               : "nothing cached for this path");
+  pcc_answer_extra_string(answer, "reason", stale ? "stale" : "absent");
+}
+
+/* A hit: counted, timed, its entry's hits recorded. */
+static void answer_hit(pcc_core *core, pcc_answer *answer, pcc_blob *blob,
+                       const pcc_digest *digest, const pcc_params *params,
+                       const struct timespec *start)
+{
+  bool code = blob->kind == PCC_BLOB_CODE;
+  pcc_answer_blob(answer, blob, digest, (params->present & PCC_PARAM_HASH) != 0, "hit");
+  if (code) {
+    atomic_fetch_add(&pcc_counters_for(core->counters, &params->magic)->hits, 1);
+    pcc_counters_record_hit(core->counters, &params->magic, params->opt, params->path,
+                            params->path_len);
+    pcc_histogram_add(&pcc_counters_totals(core->counters)->hit_latency, micros_since(start));
+  }
+}
+
+void pcc_core_lookup(pcc_core *core, const pcc_params *params, pcc_answer *answer)
+{
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  bool check_hash = params->present & PCC_PARAM_HASH;
+  bool check_digest = params->present & PCC_PARAM_DIGEST;
+  pcc_path_record record;
+  pcc_blob *blob = NULL;
+  pcc_store_status rc = pcc_store_get_path(core->store, &params->magic, params->opt,
+                                           params->path, params->path_len, &record);
+  if (rc != PCC_STORE_OK && rc != PCC_STORE_NOTFOUND) {
+    pcc_answer_store_error(answer, rc);
+    return;
+  }
+  bool found = rc == PCC_STORE_OK;
+  if (found && record.mtime == params->mtime && record.size == params->size &&
+      (!check_hash || record.hash == params->hash) &&
+      (!check_digest || pcc_digest_equal(&record.digest, &params->digest))) {
+    rc = pcc_core_get_blob(core, &params->magic, params->opt, &record.digest, &blob);
+    if (rc == PCC_STORE_OK) {
+      answer_hit(core, answer, blob, &record.digest, params, &start);
+      return;
+    }
+    if (rc != PCC_STORE_NOTFOUND) {
+      pcc_answer_store_error(answer, rc);
+      return;
+    }
+  }
+  /* The same source compiled for another path or mtime: adopt it without a recompile. */
+  if (check_hash && check_digest &&
+      pcc_core_get_blob(core, &params->magic, params->opt, &params->digest, &blob) ==
+        PCC_STORE_OK) {
+    if (blob->hash == params->hash && blob->size == params->size) {
+      pcc_path_record fresh = {params->mtime, params->size, params->hash, params->digest};
+      rc = pcc_store_put(core->store, &params->magic, params->opt, params->path,
+                         params->path_len, &fresh, NULL);
+      if (rc != PCC_STORE_OK)
+        fprintf(stderr, "pycached: cannot update a path entry: %s\n", pcc_store_strerror(rc));
+      answer_hit(core, answer, blob, &params->digest, params, &start);
+      return;
+    }
+    free(blob);
+  }
+  answer_miss(core, answer, &params->magic, found);
+}

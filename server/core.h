@@ -1,0 +1,73 @@
+/* core.h: the core of pycached that every feature (cache.c, admin.c, warm.c) builds on: the
+ * configuration, the LMDB store, the compiler backends (one worker pool per interpreter), the
+ * source roots and the counters, plus the validated lookup that both single lookups and batches
+ * use. The core never calls a feature. */
+#ifndef PCC_CORE_H
+#define PCC_CORE_H
+
+#include <stdbool.h>
+#include <time.h>
+
+#include "answer.h"
+#include "compiler.h"
+#include "config.h"
+#include "counters.h"
+#include "store.h"
+
+typedef struct pcc_core pcc_core;
+
+typedef enum {
+  PCC_CORE_OK = 0,
+  PCC_CORE_STORE,    /* the store could not be opened */
+  PCC_CORE_COMPILER, /* a compiler pool could not be started */
+  PCC_CORE_CONFIG,   /* a bad configuration value (source root, worker path, user) */
+  PCC_CORE_NOMEM,
+} pcc_core_status;
+
+const char *pcc_core_strerror(pcc_core_status rc);
+
+/* One compiler backend: a worker pool for one interpreter (one magic). */
+typedef struct {
+  pcc_compiler *compiler;
+  char name[PCC_COMPILER_NAME_MAX + 1]; /* "implementation-version" */
+  char interpreter[256];                /* "embedded" or the interpreter's path */
+} pcc_backend;
+
+/* Copies config, opens the store and the counters, resolves the source roots and starts a worker
+ * pool per backend (the embedded CPython, then each --compiler). On failure prints why to
+ * stderr. *out is the caller's (pcc_core_close). */
+pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out);
+/* Stops the workers and closes the store. Features using the core must be closed first. NULL is
+ * fine. */
+void pcc_core_close(pcc_core *core);
+
+/* What the core holds; each lives as long as the core. */
+const pcc_config *pcc_core_config(const pcc_core *core);
+pcc_store *pcc_core_store(pcc_core *core);
+pcc_counters *pcc_core_counters(pcc_core *core);
+time_t pcc_core_started(const pcc_core *core);
+
+/* The backends: *first gets the array (index 0 is the default backend), the result its count. */
+unsigned pcc_core_backends(const pcc_core *core, const pcc_backend **first);
+/* The index of the backend compiling for magic, or -1. */
+int pcc_core_backend_for(const pcc_core *core, const pcc_magic *magic);
+
+/* Is resolved (a realpath) equal to or below one of the --source-root directories? false when
+ * there are none (see pcc_core_has_roots). */
+bool pcc_core_under_root(const pcc_core *core, const char *resolved);
+bool pcc_core_has_roots(const pcc_core *core);
+
+/* Reads a blob; a blob that failed its checksum (dropped by the store) is counted as a
+ * corruption and reported as PCC_STORE_NOTFOUND. *out as pcc_store_get_blob. */
+pcc_store_status pcc_core_get_blob(pcc_core *core, const pcc_magic *magic, int opt,
+                                   const pcc_digest *digest, pcc_blob **out);
+
+/* unsupported-magic, listing the magics the backends compile for. */
+void pcc_core_answer_unsupported(const pcc_core *core, pcc_answer *answer);
+
+/* The lookup of GET /v1/code (magic, path, mtime and size present in params): an ENTRY answer
+ * (outcome "hit"), a miss (with its reason), unsupported-magic for a magic without a backend and
+ * no valid entry, or a store error. Counted and timed. */
+void pcc_core_lookup(pcc_core *core, const pcc_params *params, pcc_answer *answer);
+
+#endif

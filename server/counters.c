@@ -1,0 +1,174 @@
+/* counters.c: pycached's counters (counters.h). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "counters.h"
+
+#define HIT_PROBES 16
+
+const double pcc_latency_bounds[PCC_LATENCY_BUCKETS] = {
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,
+};
+
+/* Hits of one entry since start (key 0: free slot). */
+typedef struct {
+  uint64_t key;
+  uint64_t hits;
+  int64_t last;
+} hit_slot;
+
+struct pcc_counters {
+  pcc_totals totals;
+  pthread_mutex_t lock; /* taken only to add a magic or a reason */
+  pcc_magic_counters magics[PCC_MAGICS_COUNTED];
+  atomic_uint n_magics;
+  pcc_magic_counters other;
+  pthread_mutex_t hits_lock;
+  hit_slot *hit_table;
+};
+
+pcc_counters *pcc_counters_open(void)
+{
+  pcc_counters *counters = calloc(1, sizeof *counters);
+  if (counters == NULL)
+    return NULL;
+  counters->hit_table = calloc(PCC_HIT_TABLE_SLOTS, sizeof *counters->hit_table);
+  if (counters->hit_table == NULL) {
+    free(counters);
+    return NULL;
+  }
+  pthread_mutex_init(&counters->lock, NULL);
+  pthread_mutex_init(&counters->hits_lock, NULL);
+  return counters;
+}
+
+void pcc_counters_close(pcc_counters *counters)
+{
+  if (counters == NULL)
+    return;
+  pthread_mutex_destroy(&counters->lock);
+  pthread_mutex_destroy(&counters->hits_lock);
+  free(counters->hit_table);
+  free(counters);
+}
+
+pcc_totals *pcc_counters_totals(pcc_counters *counters)
+{
+  return &counters->totals;
+}
+
+pcc_magic_counters *pcc_counters_for(pcc_counters *counters, const pcc_magic *magic)
+{
+  unsigned n = atomic_load(&counters->n_magics);
+  for (unsigned i = 0; i < n; i++)
+    if (pcc_magic_equal(&counters->magics[i].magic, magic))
+      return &counters->magics[i];
+  pthread_mutex_lock(&counters->lock);
+  pcc_magic_counters *found = &counters->other;
+  n = atomic_load(&counters->n_magics);
+  unsigned i = 0;
+  while (i < n && !pcc_magic_equal(&counters->magics[i].magic, magic))
+    i++;
+  if (i < n) {
+    found = &counters->magics[i];
+  } else if (n < PCC_MAGICS_COUNTED) {
+    counters->magics[n].magic = *magic; /* written before the count that publishes it */
+    atomic_store(&counters->n_magics, n + 1);
+    found = &counters->magics[n];
+  }
+  pthread_mutex_unlock(&counters->lock);
+  return found;
+}
+
+unsigned pcc_counters_magics(const pcc_counters *counters, const pcc_magic_counters **first,
+                             const pcc_magic_counters **other)
+{
+  *first = counters->magics;
+  if (other != NULL)
+    *other = &counters->other;
+  return atomic_load(&counters->n_magics);
+}
+
+void pcc_counters_add_reason(pcc_counters *counters, pcc_magic_counters *magic,
+                             const char *reason, uint64_t n)
+{
+  unsigned count = atomic_load(&magic->n_reasons);
+  for (unsigned i = 0; i < count; i++)
+    if (strcmp(magic->reasons[i], reason) == 0) {
+      atomic_fetch_add(&magic->reason_counts[i], n);
+      return;
+    }
+  pthread_mutex_lock(&counters->lock);
+  count = atomic_load(&magic->n_reasons);
+  unsigned i = 0;
+  while (i < count && strcmp(magic->reasons[i], reason) != 0)
+    i++;
+  if (i == count && count < PCC_REASONS_MAX) {
+    size_t len = strnlen(reason, PCC_REASON_LEN);
+    memcpy(magic->reasons[i], reason, len);
+    magic->reasons[i][len] = '\0';
+    atomic_store(&magic->n_reasons, count + 1); /* published after the name is written */
+  }
+  if (i < PCC_REASONS_MAX && i <= count)
+    atomic_fetch_add(&magic->reason_counts[i], n);
+  pthread_mutex_unlock(&counters->lock);
+}
+
+void pcc_histogram_add(pcc_histogram *histogram, uint64_t micros)
+{
+  size_t bucket = 0;
+  while (bucket < PCC_LATENCY_BUCKETS && (double)micros > pcc_latency_bounds[bucket] * 1e6)
+    bucket++;
+  atomic_fetch_add(&histogram->buckets[bucket], 1);
+  atomic_fetch_add(&histogram->count, 1);
+  atomic_fetch_add(&histogram->sum_us, micros);
+}
+
+static uint64_t hit_key(const pcc_magic *magic, int opt, const char *path, size_t path_len)
+{
+  uint32_t m;
+  memcpy(&m, magic->bytes, sizeof m);
+  uint64_t key = pcc_checksum(path, path_len) ^ (((uint64_t)m << 8 | (uint64_t)opt) *
+                                                 0x9e3779b97f4a7c15ull);
+  return key ? key : 1; /* 0 marks a free slot */
+}
+
+void pcc_counters_record_hit(pcc_counters *counters, const pcc_magic *magic, int opt,
+                             const char *path, size_t path_len)
+{
+  uint64_t key = hit_key(magic, opt, path, path_len);
+  pthread_mutex_lock(&counters->hits_lock);
+  for (unsigned i = 0; i < HIT_PROBES; i++) {
+    hit_slot *slot = &counters->hit_table[(key + i) & (PCC_HIT_TABLE_SLOTS - 1)];
+    if (slot->key == 0 || slot->key == key) {
+      slot->key = key;
+      slot->hits++;
+      slot->last = time(NULL);
+      break;
+    }
+  } /* a full neighbourhood: this entry's hits go uncounted */
+  pthread_mutex_unlock(&counters->hits_lock);
+}
+
+void pcc_counters_entry_hits(pcc_counters *counters, const pcc_magic *magic, int opt,
+                             const char *path, size_t path_len, uint64_t *hits, int64_t *last)
+{
+  uint64_t key = hit_key(magic, opt, path, path_len);
+  *hits = 0;
+  *last = 0;
+  pthread_mutex_lock(&counters->hits_lock);
+  for (unsigned i = 0; i < HIT_PROBES; i++) {
+    const hit_slot *slot = &counters->hit_table[(key + i) & (PCC_HIT_TABLE_SLOTS - 1)];
+    if (slot->key == key) {
+      *hits = slot->hits;
+      *last = slot->last;
+      break;
+    }
+    if (slot->key == 0)
+      break;
+  }
+  pthread_mutex_unlock(&counters->hits_lock);
+}

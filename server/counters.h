@@ -1,0 +1,71 @@
+/* counters.h: the counters of pycached, read by /v1/stats, the admin stats and /metrics: per
+ * magic (hits, misses, compiles, errors, corruptions, the fallbacks clients report), server-wide
+ * totals, latency histograms and the hits of each entry since start. Lock-free on the hit path:
+ * atomics, and a mutex only to add a magic or a reason. */
+#ifndef PCC_COUNTERS_H
+#define PCC_COUNTERS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+#define PCC_LATENCY_BUCKETS 16
+
+/* The counters of one magic. Fallback reasons are published by n_reasons once written. */
+typedef struct {
+  pcc_magic magic;
+  atomic_uint_fast64_t hits, miss_absent, miss_stale, compiles, compile_errors, corruptions;
+  char reasons[PCC_REASONS_MAX][PCC_REASON_LEN + 1];
+  atomic_uint_fast64_t reason_counts[PCC_REASONS_MAX];
+  atomic_uint n_reasons;
+} pcc_magic_counters;
+
+/* A latency histogram: counts per bucket (not cumulative), total count and sum. */
+typedef struct {
+  atomic_uint_fast64_t buckets[PCC_LATENCY_BUCKETS + 1];
+  atomic_uint_fast64_t count, sum_us;
+} pcc_histogram;
+
+/* Upper bounds of the buckets, in seconds (the last bucket is +Inf). */
+extern const double pcc_latency_bounds[PCC_LATENCY_BUCKETS];
+
+/* Server-wide counters. */
+typedef struct {
+  atomic_uint_fast64_t requests, joined, compiler_failures, timeouts;
+  pcc_histogram hit_latency, compile_latency;
+} pcc_totals;
+
+typedef struct pcc_counters pcc_counters;
+
+/* All zero. *out is the caller's (pcc_counters_close). NULL without memory. */
+pcc_counters *pcc_counters_open(void);
+void pcc_counters_close(pcc_counters *counters); /* NULL is fine */
+
+/* The totals; they live as long as counters. */
+pcc_totals *pcc_counters_totals(pcc_counters *counters);
+
+/* The counters of a magic, added on first use; past PCC_MAGICS_COUNTED magics, the shared
+ * "other" counters. Thread-safe; the result lives as long as counters. */
+pcc_magic_counters *pcc_counters_for(pcc_counters *counters, const pcc_magic *magic);
+
+/* The magics counted so far: *first gets the array, the result its length. The "other" counters
+ * (magics past the table) through *other. Entries are never removed. */
+unsigned pcc_counters_magics(const pcc_counters *counters, const pcc_magic_counters **first,
+                             const pcc_magic_counters **other);
+
+/* Adds n to a fallback reason of a magic (a new reason takes a slot while there is one). */
+void pcc_counters_add_reason(pcc_counters *counters, pcc_magic_counters *magic,
+                             const char *reason, uint64_t n);
+
+void pcc_histogram_add(pcc_histogram *histogram, uint64_t micros);
+
+/* Counts a hit of the entry (magic, opt, path); its count and last time are kept in a bounded
+ * table (PCC_HIT_TABLE_SLOTS), entries past it go uncounted. */
+void pcc_counters_record_hit(pcc_counters *counters, const pcc_magic *magic, int opt,
+                             const char *path, size_t path_len);
+/* The hits of an entry since start; *hits and *last 0 when never hit. */
+void pcc_counters_entry_hits(pcc_counters *counters, const pcc_magic *magic, int opt,
+                             const char *path, size_t path_len, uint64_t *hits, int64_t *last);
+
+#endif
