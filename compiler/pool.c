@@ -30,14 +30,11 @@
 
 #include "frame.h"
 
+/* Limits come from proto/pcc_limits.h (through frame.h); the pool's own are timeouts and sizes
+ * derived from those limits. */
 #define POOL_DEFAULT_TIMEOUT_MS 10000u
-#define POOL_DEFAULT_MAX_FRAME ((size_t)64 << 20)
 #define POOL_HELLO_TIMEOUT_MS 10000
-#define POOL_HELLO_MAX 4096 /* a hello frame is a small JSON object */
-#define POOL_MAX_WORKERS 256u
-#define POOL_MAX_ARGS 64
-#define POOL_NAME_PART_MAX 48 /* implementation and version, each */
-#define POOL_NAME_MAX (2 * POOL_NAME_PART_MAX + 2)
+#define POOL_NAME_MAX (2 * PCC_WORKER_NAME_PART_MAX + 2) /* "implementation-version" */
 #define POOL_COMPILE_HEADER_LEN (PCC_FRAME_PREFIX_LEN + 1 + 4)
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -293,7 +290,7 @@ static void worker_kill(pid_t pid, int fd)
   }
 }
 
-/* Copies a hello string field into out when it is 1..POOL_NAME_PART_MAX printable, unspaced
+/* Copies a hello string field into out when it is 1..PCC_WORKER_NAME_PART_MAX printable, unspaced
  * ASCII characters. */
 static bool hello_field(const cJSON *json, const char *key, char *out, size_t size)
 {
@@ -302,7 +299,7 @@ static bool hello_field(const cJSON *json, const char *key, char *out, size_t si
   if (!cJSON_IsString(item) || !item->valuestring)
     return false;
   len = strlen(item->valuestring);
-  if (len == 0 || len > POOL_NAME_PART_MAX || len >= size)
+  if (len == 0 || len > PCC_WORKER_NAME_PART_MAX || len >= size)
     return false;
   for (size_t i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)item->valuestring[i];
@@ -320,12 +317,12 @@ static pcc_compiler_status worker_hello(int fd, int64_t deadline, pcc_magic *mag
   uint8_t type = 0, *payload = NULL;
   size_t len = 0;
   cJSON *json;
-  char impl[POOL_NAME_PART_MAX + 1], version[POOL_NAME_PART_MAX + 1];
+  char impl[PCC_WORKER_NAME_PART_MAX + 1], version[PCC_WORKER_NAME_PART_MAX + 1];
   const cJSON *magic_item;
   bool ok;
   int n;
 
-  if (read_frame(fd, POOL_HELLO_MAX, deadline, &type, &payload, &len) != PCC_COMPILER_OK)
+  if (read_frame(fd, PCC_FRAME_HELLO_MAX, deadline, &type, &payload, &len) != PCC_COMPILER_OK)
     return PCC_COMPILER_SPAWN;
   json = type == PCC_FRAME_HELLO ? cJSON_ParseWithLength((const char *)payload, len) : NULL;
   free(payload);
@@ -392,17 +389,17 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
   if (!config || !out || !config->argv || !config->argv[0])
     return PCC_COMPILER_INVALID;
   while (config->argv[argc]) {
-    if (++argc > POOL_MAX_ARGS)
+    if (++argc > PCC_WORKER_ARGS_MAX)
       return PCC_COMPILER_INVALID;
   }
   workers = config->workers;
   if (workers == 0) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    workers = cores > 0 ? (unsigned)(cores > (long)POOL_MAX_WORKERS ? POOL_MAX_WORKERS : cores)
+    workers = cores > 0 ? (unsigned)(cores > PCC_WORKERS_AUTO_MAX ? PCC_WORKERS_AUTO_MAX : cores)
                         : 1u;
-  }
-  if (workers > POOL_MAX_WORKERS)
+  } else if (workers > PCC_WORKERS_MAX) {
     return PCC_COMPILER_INVALID;
+  }
   if (config->max_frame != 0 && (config->max_frame < 64 || config->max_frame > UINT32_MAX))
     return PCC_COMPILER_INVALID;
 
@@ -420,7 +417,7 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
   }
   atomic_init(&c->restarts, 0);
   c->timeout_ms = config->timeout_ms ? config->timeout_ms : POOL_DEFAULT_TIMEOUT_MS;
-  c->max_frame = config->max_frame ? config->max_frame : POOL_DEFAULT_MAX_FRAME;
+  c->max_frame = config->max_frame ? config->max_frame : (size_t)PCC_FRAME_MAX;
   c->memory_limit = config->memory_limit;
   c->drop_privileges = config->drop_privileges;
   c->uid = config->uid;

@@ -25,14 +25,9 @@
 
 #include "frame.h"
 
-/* Largest frame either way (the u32 length field counts the type byte and the payload). The
- * pool's max_frame should not exceed it: a larger request makes this worker exit. */
-#define WORKER_MAX_FRAME ((size_t)64 << 20)
-/* Hard caps on what goes into an error frame. */
-#define WORKER_MAX_ERROR_TYPE 256
-#define WORKER_MAX_ERROR_MESSAGE 4096
-/* Descriptors the worker may hold once Python runs: stdio, the frame fds and a few for imports. */
-#define WORKER_NOFILE 16
+/* The limits are those of proto/pcc_limits.h (through frame.h). PCC_FRAME_MAX bounds every frame
+ * either way: the pool's max_frame should not exceed it, a larger request makes this worker exit.
+ * PCC_WORKER_NOFILE descriptors are enough for stdio, the frame fds and a few for imports. */
 
 /* Exit statuses; the pool treats every non-zero one as a crash. */
 enum {
@@ -103,7 +98,7 @@ static void write_frame(uint8_t type, const void *payload, size_t len)
 {
   uint8_t prefix[PCC_FRAME_PREFIX_LEN];
   uint32_t total;
-  if (len > WORKER_MAX_FRAME - 1) {
+  if (len > PCC_FRAME_MAX - 1) {
     fprintf(stderr, "pycached-cpython-worker: refusing to write an oversized frame\n");
     exit(WORKER_EXIT_PROTOCOL);
   }
@@ -140,7 +135,7 @@ static void write_json_frame(uint8_t type, cJSON *json)
 static void drop_privileges(void)
 {
   struct rlimit core = {0, 0};
-  struct rlimit nofile = {WORKER_NOFILE, WORKER_NOFILE};
+  struct rlimit nofile = {PCC_WORKER_NOFILE, PCC_WORKER_NOFILE};
   int devnull;
 
   if (close_range(3, ~0u, 0) != 0) {
@@ -305,7 +300,7 @@ static void send_error(void)
   if (type)
     name_obj = PyObject_GetAttrString(type, "__name__");
   PyErr_Clear();
-  name = object_text(name_obj, WORKER_MAX_ERROR_TYPE);
+  name = object_text(name_obj, PCC_WORKER_ERROR_TYPE_MAX);
   if (value && type && PyErr_GivenExceptionMatches(type, PyExc_SyntaxError)) {
     msg_obj = PyObject_GetAttrString(value, "msg");
     PyErr_Clear();
@@ -314,7 +309,7 @@ static void send_error(void)
     line = int_attr(value, "lineno");
     offset = int_attr(value, "offset");
   }
-  message = object_text(msg_obj ? msg_obj : value, WORKER_MAX_ERROR_MESSAGE);
+  message = object_text(msg_obj ? msg_obj : value, PCC_WORKER_ERROR_MESSAGE_MAX);
 
   json = cJSON_CreateObject();
   if (json && (!cJSON_AddStringToObject(json, "type", name ? name : "Exception") ||
@@ -353,7 +348,7 @@ static void handle_compile(PyObject *compile_fn, int opt, PyObject *path, PyObje
     send_error();
     return;
   }
-  if ((size_t)PyBytes_GET_SIZE(marshalled) > WORKER_MAX_FRAME - 1) {
+  if ((size_t)PyBytes_GET_SIZE(marshalled) > PCC_FRAME_MAX - 1) {
     cJSON *json = cJSON_CreateObject();
     Py_DECREF(marshalled);
     if (json &&
@@ -393,7 +388,7 @@ static int serve(PyObject *compile_fn)
     total = (uint32_t)prefix[0] | (uint32_t)prefix[1] << 8 | (uint32_t)prefix[2] << 16 |
             (uint32_t)prefix[3] << 24;
     /* type + opt + path length at least, and never more than the limit */
-    if (prefix[4] != PCC_FRAME_COMPILE || total < 6 || total > WORKER_MAX_FRAME) {
+    if (prefix[4] != PCC_FRAME_COMPILE || total < 6 || total > PCC_FRAME_MAX) {
       fprintf(stderr, "pycached-cpython-worker: bad frame (type 0x%02x, length %lu)\n", prefix[4],
               (unsigned long)total);
       return WORKER_EXIT_PROTOCOL;
@@ -402,7 +397,7 @@ static int serve(PyObject *compile_fn)
     opt = prefix[5];
     path_len = (uint32_t)prefix[6] | (uint32_t)prefix[7] << 8 | (uint32_t)prefix[8] << 16 |
                (uint32_t)prefix[9] << 24;
-    if (opt > 2 || path_len > total - 6) {
+    if (opt > PCC_OPT_MAX || path_len > total - 6) {
       fprintf(stderr, "pycached-cpython-worker: bad compile frame\n");
       return WORKER_EXIT_PROTOCOL;
     }
