@@ -37,12 +37,14 @@ const char *pcc_compiler_strerror(pcc_compiler_status rc);
 typedef struct {
   /* argv of the worker command: argv[0] is the executable path (execv, no PATH search). For
    * the embedded CPython worker: {"/.../pycached-cpython-worker", NULL}; for another
-   * interpreter: {"/usr/bin/pypy3", "/.../pycached_worker.py", NULL}. Copied by _open. */
+   * interpreter: {"/usr/bin/pypy3", "/.../pycached_worker.py", NULL}. At most
+   * PCC_WORKER_ARGS_MAX arguments. Copied by _open. */
   const char *const *argv;
-  unsigned workers;         /* processes in the pool; 0 = one per online core */
+  unsigned workers;         /* processes, at most PCC_WORKERS_MAX; 0 = one per online core
+                             * (at most PCC_WORKERS_AUTO_MAX) */
   unsigned timeout_ms;      /* per compile; 0 = 10000 */
   uint64_t memory_limit;    /* RLIMIT_AS of each worker in bytes; 0 = no limit */
-  size_t max_frame;         /* largest frame either way; 0 = 64 MiB */
+  size_t max_frame;         /* largest frame either way; 0 = PCC_FRAME_MAX (64 MiB) */
   bool drop_privileges;     /* run the workers as uid/gid (no supplementary groups) */
   uid_t uid;
   gid_t gid;

@@ -16,12 +16,19 @@
  *                              "offset": 7}  (line/offset 0 when unknown)
  *
  * Anything else, or a frame over the limit, is a protocol error: the pool kills the worker.
+ *
+ * The limits come from proto/pcc_limits.h, included here: a frame is at most PCC_FRAME_MAX bytes
+ * (the u32 length: type + payload) either way, a hello at most PCC_FRAME_HELLO_MAX. worker.py
+ * cannot include this header; it repeats the values (MAX_FRAME, MAX_MESSAGE) and the compiler
+ * suite checks that they agree.
  */
 #ifndef PCC_FRAME_H
 #define PCC_FRAME_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pcc_limits.h"
 
 #define PCC_FRAME_HELLO 'H'
 #define PCC_FRAME_COMPILE 'C'

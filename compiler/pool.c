@@ -30,14 +30,11 @@
 
 #include "frame.h"
 
+/* Limits come from proto/pcc_limits.h (through frame.h); the pool's own are timeouts and sizes
+ * derived from those limits. */
 #define POOL_DEFAULT_TIMEOUT_MS 10000u
-#define POOL_DEFAULT_MAX_FRAME ((size_t)64 << 20)
 #define POOL_HELLO_TIMEOUT_MS 10000
-#define POOL_HELLO_MAX 4096 /* a hello frame is a small JSON object */
-#define POOL_MAX_WORKERS 256u
-#define POOL_MAX_ARGS 64
-#define POOL_NAME_PART_MAX 48 /* implementation and version, each */
-#define POOL_NAME_MAX (2 * POOL_NAME_PART_MAX + 2)
+#define POOL_NAME_MAX (2 * PCC_WORKER_NAME_PART_MAX + 2) /* "implementation-version" */
 #define POOL_COMPILE_HEADER_LEN (PCC_FRAME_PREFIX_LEN + 1 + 4)
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -79,7 +76,8 @@ struct pcc_compiler {
   _Atomic uint64_t restarts;
 };
 
-const char *pcc_compiler_strerror(pcc_compiler_status rc) {
+const char *pcc_compiler_strerror(pcc_compiler_status rc)
+{
   switch (rc) {
   case PCC_COMPILER_OK: return "success";
   case PCC_COMPILER_SPAWN: return "a compiler worker could not be started";
@@ -96,33 +94,40 @@ const char *pcc_compiler_strerror(pcc_compiler_status rc) {
 
 /* ---- time and raw I/O -------------------------------------------------------------------- */
 
-static int64_t now_ms(void) {
+static int64_t now_ms(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static uint64_t now_us(void) {
+static uint64_t now_us(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 /* Waits until fd is ready for events (or hung up) or the deadline passes. */
-static pcc_compiler_status wait_fd(int fd, short events, int64_t deadline) {
+static pcc_compiler_status wait_fd(int fd, short events, int64_t deadline)
+{
   for (;;) {
     struct pollfd p = {.fd = fd, .events = events, .revents = 0};
     int64_t left = deadline - now_ms();
     int n;
-    if (left <= 0) return PCC_COMPILER_TIMEOUT;
+    if (left <= 0)
+      return PCC_COMPILER_TIMEOUT;
     n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-    if (n > 0) return PCC_COMPILER_OK; /* readiness, POLLHUP or POLLERR: the next call tells */
-    if (n < 0 && errno != EINTR) return PCC_COMPILER_CRASHED;
+    if (n > 0)
+      return PCC_COMPILER_OK; /* readiness, POLLHUP or POLLERR: the next call tells */
+    if (n < 0 && errno != EINTR)
+      return PCC_COMPILER_CRASHED;
   }
 }
 
 /* Sends len bytes before the deadline. A closed peer is a crash; SIGPIPE is never raised. */
-static pcc_compiler_status send_full(int fd, const void *buf, size_t len, int64_t deadline) {
+static pcc_compiler_status send_full(int fd, const void *buf, size_t len, int64_t deadline)
+{
   const uint8_t *p = buf;
   while (len > 0) {
     ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -131,7 +136,8 @@ static pcc_compiler_status send_full(int fd, const void *buf, size_t len, int64_
       len -= (size_t)n;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       pcc_compiler_status rc = wait_fd(fd, POLLOUT, deadline);
-      if (rc != PCC_COMPILER_OK) return rc;
+      if (rc != PCC_COMPILER_OK)
+        return rc;
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else {
@@ -142,7 +148,8 @@ static pcc_compiler_status send_full(int fd, const void *buf, size_t len, int64_
 }
 
 /* Receives exactly len bytes before the deadline. EOF is a crash. */
-static pcc_compiler_status recv_full(int fd, void *buf, size_t len, int64_t deadline) {
+static pcc_compiler_status recv_full(int fd, void *buf, size_t len, int64_t deadline)
+{
   uint8_t *p = buf;
   while (len > 0) {
     ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
@@ -151,7 +158,8 @@ static pcc_compiler_status recv_full(int fd, void *buf, size_t len, int64_t dead
       len -= (size_t)n;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       pcc_compiler_status rc = wait_fd(fd, POLLIN, deadline);
-      if (rc != PCC_COMPILER_OK) return rc;
+      if (rc != PCC_COMPILER_OK)
+        return rc;
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else {
@@ -164,17 +172,21 @@ static pcc_compiler_status recv_full(int fd, void *buf, size_t len, int64_t dead
 /* Reads one frame of at most max bytes (type + payload). On success *payload (caller frees) holds
  * *len bytes plus a NUL terminator that is not counted. */
 static pcc_compiler_status read_frame(int fd, size_t max, int64_t deadline, uint8_t *type,
-                                      uint8_t **payload, size_t *len) {
+                                      uint8_t **payload, size_t *len)
+{
   uint8_t prefix[PCC_FRAME_PREFIX_LEN];
   pcc_compiler_status rc = recv_full(fd, prefix, sizeof prefix, deadline);
   uint32_t total;
   uint8_t *buf;
-  if (rc != PCC_COMPILER_OK) return rc;
+  if (rc != PCC_COMPILER_OK)
+    return rc;
   total = (uint32_t)prefix[0] | (uint32_t)prefix[1] << 8 | (uint32_t)prefix[2] << 16 |
           (uint32_t)prefix[3] << 24;
-  if (total == 0 || total > max) return PCC_COMPILER_PROTOCOL;
+  if (total == 0 || total > max)
+    return PCC_COMPILER_PROTOCOL;
   buf = malloc(total); /* payload is total - 1 bytes, plus the NUL */
-  if (!buf) return PCC_COMPILER_NOMEM;
+  if (!buf)
+    return PCC_COMPILER_NOMEM;
   rc = recv_full(fd, buf, total - 1, deadline);
   if (rc != PCC_COMPILER_OK) {
     free(buf);
@@ -187,7 +199,8 @@ static pcc_compiler_status read_frame(int fd, size_t max, int64_t deadline, uint
   return PCC_COMPILER_OK;
 }
 
-static void put_u32(uint8_t *p, uint32_t v) {
+static void put_u32(uint8_t *p, uint32_t v)
+{
   p[0] = (uint8_t)(v & 0xff);
   p[1] = (uint8_t)((v >> 8) & 0xff);
   p[2] = (uint8_t)((v >> 16) & 0xff);
@@ -197,7 +210,8 @@ static void put_u32(uint8_t *p, uint32_t v) {
 /* ---- worker processes -------------------------------------------------------------------- */
 
 /* In the child between fork and exec: only async-signal-safe calls. Never returns. */
-static void child_exec(const pcc_compiler *c, int fd) {
+static void child_exec(const pcc_compiler *c, int fd)
+{
   struct sigaction dfl;
   sigset_t none;
   int high;
@@ -206,7 +220,8 @@ static void child_exec(const pcc_compiler *c, int fd) {
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   for (int sig = 1; sig < NSIG; sig++) {
-    if (sig != SIGKILL && sig != SIGSTOP) (void)sigaction(sig, &dfl, NULL);
+    if (sig != SIGKILL && sig != SIGSTOP)
+      (void)sigaction(sig, &dfl, NULL);
   }
   sigemptyset(&none);
   (void)sigprocmask(SIG_SETMASK, &none, NULL);
@@ -217,38 +232,44 @@ static void child_exec(const pcc_compiler *c, int fd) {
   (void)setpgid(0, 0);
   /* Move the socket above 2 first so dup2 never sees fd == 0/1 (which would keep CLOEXEC). */
   high = fcntl(fd, F_DUPFD, 3);
-  if (high < 0 || dup2(high, 0) < 0 || dup2(high, 1) < 0) _exit(126);
+  if (high < 0 || dup2(high, 0) < 0 || dup2(high, 1) < 0)
+    _exit(126);
   if (close_range(3, ~0u, 0) != 0) {
     struct rlimit nofile;
     int limit = 1024;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
         nofile.rlim_cur < 65536)
       limit = (int)nofile.rlim_cur;
-    for (int i = 3; i < limit; i++) (void)close(i);
+    for (int i = 3; i < limit; i++)
+      (void)close(i);
   }
   if (c->memory_limit != 0) {
     struct rlimit as = {(rlim_t)c->memory_limit, (rlim_t)c->memory_limit};
-    if (setrlimit(RLIMIT_AS, &as) != 0) _exit(126);
+    if (setrlimit(RLIMIT_AS, &as) != 0)
+      _exit(126);
   }
-  if (c->drop_privileges && (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 ||
-                             setuid(c->uid) != 0 || getuid() != c->uid))
+  if (c->drop_privileges &&
+      (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0 || getuid() != c->uid))
     _exit(126);
   execv(c->argv[0], c->argv);
   _exit(127);
 }
 
 /* Starts one worker process; its hello has not been read yet. */
-static pcc_compiler_status worker_fork(const pcc_compiler *c, pid_t *pid_out, int *fd_out) {
+static pcc_compiler_status worker_fork(const pcc_compiler *c, pid_t *pid_out, int *fd_out)
+{
   int sv[2];
   pid_t pid;
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return PCC_COMPILER_SPAWN;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return PCC_COMPILER_SPAWN;
   pid = fork();
   if (pid < 0) {
     close(sv[0]);
     close(sv[1]);
     return PCC_COMPILER_SPAWN;
   }
-  if (pid == 0) child_exec(c, sv[1]);
+  if (pid == 0)
+    child_exec(c, sv[1]);
   close(sv[1]);
   (void)setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
   *pid_out = pid;
@@ -257,8 +278,10 @@ static pcc_compiler_status worker_fork(const pcc_compiler *c, pid_t *pid_out, in
 }
 
 /* Closes fd (when >= 0), kills pid's process group and pid itself, and reaps pid. */
-static void worker_kill(pid_t pid, int fd) {
-  if (fd >= 0) close(fd);
+static void worker_kill(pid_t pid, int fd)
+{
+  if (fd >= 0)
+    close(fd);
   if (pid > 1) {
     (void)kill(-pid, SIGKILL);
     (void)kill(pid, SIGKILL);
@@ -267,17 +290,21 @@ static void worker_kill(pid_t pid, int fd) {
   }
 }
 
-/* Copies a hello string field into out when it is 1..POOL_NAME_PART_MAX printable, unspaced
+/* Copies a hello string field into out when it is 1..PCC_WORKER_NAME_PART_MAX printable, unspaced
  * ASCII characters. */
-static bool hello_field(const cJSON *json, const char *key, char *out, size_t size) {
+static bool hello_field(const cJSON *json, const char *key, char *out, size_t size)
+{
   const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
   size_t len;
-  if (!cJSON_IsString(item) || !item->valuestring) return false;
+  if (!cJSON_IsString(item) || !item->valuestring)
+    return false;
   len = strlen(item->valuestring);
-  if (len == 0 || len > POOL_NAME_PART_MAX || len >= size) return false;
+  if (len == 0 || len > PCC_WORKER_NAME_PART_MAX || len >= size)
+    return false;
   for (size_t i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)item->valuestring[i];
-    if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\') return false;
+    if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+      return false;
   }
   memcpy(out, item->valuestring, len + 1);
   return true;
@@ -285,16 +312,17 @@ static bool hello_field(const cJSON *json, const char *key, char *out, size_t si
 
 /* Reads and validates a worker's hello. */
 static pcc_compiler_status worker_hello(int fd, int64_t deadline, pcc_magic *magic, char *name,
-                                        size_t name_size) {
+                                        size_t name_size)
+{
   uint8_t type = 0, *payload = NULL;
   size_t len = 0;
   cJSON *json;
-  char impl[POOL_NAME_PART_MAX + 1], version[POOL_NAME_PART_MAX + 1];
+  char impl[PCC_WORKER_NAME_PART_MAX + 1], version[PCC_WORKER_NAME_PART_MAX + 1];
   const cJSON *magic_item;
   bool ok;
   int n;
 
-  if (read_frame(fd, POOL_HELLO_MAX, deadline, &type, &payload, &len) != PCC_COMPILER_OK)
+  if (read_frame(fd, PCC_FRAME_HELLO_MAX, deadline, &type, &payload, &len) != PCC_COMPILER_OK)
     return PCC_COMPILER_SPAWN;
   json = type == PCC_FRAME_HELLO ? cJSON_ParseWithLength((const char *)payload, len) : NULL;
   free(payload);
@@ -304,20 +332,24 @@ static pcc_compiler_status worker_hello(int fd, int64_t deadline, pcc_magic *mag
        hello_field(json, "implementation", impl, sizeof impl) &&
        hello_field(json, "version", version, sizeof version);
   cJSON_Delete(json);
-  if (!ok) return PCC_COMPILER_SPAWN;
+  if (!ok)
+    return PCC_COMPILER_SPAWN;
   n = snprintf(name, name_size, "%s-%s", impl, version);
   return n > 0 && (size_t)n < name_size ? PCC_COMPILER_OK : PCC_COMPILER_SPAWN;
 }
 
 /* Starts a replacement worker and checks that it speaks for the pool's magic. On success the
  * caller owns *pid and *fd. */
-static pcc_compiler_status worker_start(const pcc_compiler *c, pid_t *pid, int *fd) {
+static pcc_compiler_status worker_start(const pcc_compiler *c, pid_t *pid, int *fd)
+{
   pcc_magic magic;
   char name[POOL_NAME_MAX];
   pcc_compiler_status rc = worker_fork(c, pid, fd);
-  if (rc != PCC_COMPILER_OK) return rc;
+  if (rc != PCC_COMPILER_OK)
+    return rc;
   rc = worker_hello(*fd, now_ms() + POOL_HELLO_TIMEOUT_MS, &magic, name, sizeof name);
-  if (rc == PCC_COMPILER_OK && !pcc_magic_equal(&magic, &c->magic)) rc = PCC_COMPILER_SPAWN;
+  if (rc == PCC_COMPILER_OK && !pcc_magic_equal(&magic, &c->magic))
+    rc = PCC_COMPILER_SPAWN;
   if (rc != PCC_COMPILER_OK) {
     worker_kill(*pid, *fd);
     *pid = 0;
@@ -328,14 +360,18 @@ static pcc_compiler_status worker_start(const pcc_compiler *c, pid_t *pid, int *
 
 /* ---- the pool ---------------------------------------------------------------------------- */
 
-static void pool_free(pcc_compiler *c) {
-  if (!c) return;
+static void pool_free(pcc_compiler *c)
+{
+  if (!c)
+    return;
   if (c->slots) {
-    for (unsigned i = 0; i < c->nslots; i++) worker_kill(c->slots[i].pid, c->slots[i].fd);
+    for (unsigned i = 0; i < c->nslots; i++)
+      worker_kill(c->slots[i].pid, c->slots[i].fd);
     free(c->slots);
   }
   if (c->argv) {
-    for (char **a = c->argv; *a; a++) free(*a);
+    for (char **a = c->argv; *a; a++)
+      free(*a);
     free(c->argv);
   }
   pthread_cond_destroy(&c->changed);
@@ -343,28 +379,33 @@ static void pool_free(pcc_compiler *c) {
   free(c);
 }
 
-pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_compiler **out) {
+pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_compiler **out)
+{
   pcc_compiler *c;
   size_t argc = 0;
   unsigned workers;
   int64_t deadline;
 
-  if (!config || !out || !config->argv || !config->argv[0]) return PCC_COMPILER_INVALID;
+  if (!config || !out || !config->argv || !config->argv[0])
+    return PCC_COMPILER_INVALID;
   while (config->argv[argc]) {
-    if (++argc > POOL_MAX_ARGS) return PCC_COMPILER_INVALID;
+    if (++argc > PCC_WORKER_ARGS_MAX)
+      return PCC_COMPILER_INVALID;
   }
   workers = config->workers;
   if (workers == 0) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    workers = cores > 0 ? (unsigned)(cores > (long)POOL_MAX_WORKERS ? POOL_MAX_WORKERS : cores)
+    workers = cores > 0 ? (unsigned)(cores > PCC_WORKERS_AUTO_MAX ? PCC_WORKERS_AUTO_MAX : cores)
                         : 1u;
+  } else if (workers > PCC_WORKERS_MAX) {
+    return PCC_COMPILER_INVALID;
   }
-  if (workers > POOL_MAX_WORKERS) return PCC_COMPILER_INVALID;
   if (config->max_frame != 0 && (config->max_frame < 64 || config->max_frame > UINT32_MAX))
     return PCC_COMPILER_INVALID;
 
   c = calloc(1, sizeof *c);
-  if (!c) return PCC_COMPILER_NOMEM;
+  if (!c)
+    return PCC_COMPILER_NOMEM;
   if (pthread_mutex_init(&c->lock, NULL) != 0) {
     free(c);
     return PCC_COMPILER_NOMEM;
@@ -376,7 +417,7 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
   }
   atomic_init(&c->restarts, 0);
   c->timeout_ms = config->timeout_ms ? config->timeout_ms : POOL_DEFAULT_TIMEOUT_MS;
-  c->max_frame = config->max_frame ? config->max_frame : POOL_DEFAULT_MAX_FRAME;
+  c->max_frame = config->max_frame ? config->max_frame : (size_t)PCC_FRAME_MAX;
   c->memory_limit = config->memory_limit;
   c->drop_privileges = config->drop_privileges;
   c->uid = config->uid;
@@ -433,8 +474,10 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
   return PCC_COMPILER_OK;
 }
 
-void pcc_compiler_close(pcc_compiler *c) {
-  if (!c) return;
+void pcc_compiler_close(pcc_compiler *c)
+{
+  if (!c)
+    return;
   pthread_mutex_lock(&c->lock);
   c->closing = true;
   /* Cut conversations in progress short: their reads see EOF and they return CLOSED. */
@@ -443,30 +486,44 @@ void pcc_compiler_close(pcc_compiler *c) {
       (void)shutdown(c->slots[i].fd, SHUT_RDWR);
   }
   pthread_cond_broadcast(&c->changed);
-  while (c->active > 0) pthread_cond_wait(&c->changed, &c->lock);
+  while (c->active > 0)
+    pthread_cond_wait(&c->changed, &c->lock);
   pthread_mutex_unlock(&c->lock);
   pool_free(c);
 }
 
-const pcc_magic *pcc_compiler_magic(const pcc_compiler *c) { return c ? &c->magic : NULL; }
+const pcc_magic *pcc_compiler_magic(const pcc_compiler *c)
+{
+  return c ? &c->magic : NULL;
+}
 
-const char *pcc_compiler_name(const pcc_compiler *c) { return c ? c->name : NULL; }
+const char *pcc_compiler_name(const pcc_compiler *c)
+{
+  return c ? c->name : NULL;
+}
 
-unsigned pcc_compiler_workers(const pcc_compiler *c) { return c ? c->nslots : 0; }
+unsigned pcc_compiler_workers(const pcc_compiler *c)
+{
+  return c ? c->nslots : 0;
+}
 
-uint64_t pcc_compiler_restarts(const pcc_compiler *c) {
+uint64_t pcc_compiler_restarts(const pcc_compiler *c)
+{
   return c ? atomic_load(&c->restarts) : 0;
 }
 
-size_t pcc_compiler_worker_pids(const pcc_compiler *c, pid_t *out, size_t max) {
+size_t pcc_compiler_worker_pids(const pcc_compiler *c, pid_t *out, size_t max)
+{
   /* The mutex is not part of the pool's logical state; locking it does not modify the pool. */
   pcc_compiler *pool = (pcc_compiler *)(uintptr_t)c;
   size_t n = 0;
-  if (!pool) return 0;
+  if (!pool)
+    return 0;
   pthread_mutex_lock(&pool->lock);
   for (unsigned i = 0; i < pool->nslots; i++) {
     if (pool->slots[i].pid > 0) {
-      if (out && n < max) out[n] = pool->slots[i].pid;
+      if (out && n < max)
+        out[n] = pool->slots[i].pid;
       n++;
     }
   }
@@ -474,8 +531,10 @@ size_t pcc_compiler_worker_pids(const pcc_compiler *c, pid_t *out, size_t max) {
   return n;
 }
 
-void pcc_compile_result_free(pcc_compile_result *result) {
-  if (!result) return;
+void pcc_compile_result_free(pcc_compile_result *result)
+{
+  if (!result)
+    return;
   free(result->marshal);
   free(result->error_type);
   free(result->error_message);
@@ -484,7 +543,8 @@ void pcc_compile_result_free(pcc_compile_result *result) {
 
 /* Parses an 'E' payload into result. */
 static pcc_compiler_status parse_error(const uint8_t *payload, size_t len,
-                                       pcc_compile_result *result) {
+                                       pcc_compile_result *result)
+{
   cJSON *json = cJSON_ParseWithLength((const char *)payload, len);
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(json, "type");
   const cJSON *message = cJSON_GetObjectItemCaseSensitive(json, "message");
@@ -499,7 +559,8 @@ static pcc_compiler_status parse_error(const uint8_t *payload, size_t len,
   } else {
     result->error_type = strdup(type->valuestring);
     result->error_message = strdup(message->valuestring);
-    if (!result->error_type || !result->error_message) rc = PCC_COMPILER_NOMEM;
+    if (!result->error_type || !result->error_message)
+      rc = PCC_COMPILER_NOMEM;
     if (line && line->valuedouble >= 0 && line->valuedouble <= INT_MAX)
       result->error_line = (int)line->valuedouble;
     if (offset && offset->valuedouble >= 0 && offset->valuedouble <= INT_MAX)
@@ -513,7 +574,8 @@ static pcc_compiler_status parse_error(const uint8_t *payload, size_t len,
  * the worker in an unknown state: the caller must kill it. */
 static pcc_compiler_status exchange(const pcc_compiler *c, int fd, int opt, const char *path,
                                     size_t path_len, const void *src, size_t len,
-                                    pcc_compile_result **out) {
+                                    pcc_compile_result **out)
+{
   uint8_t header[POOL_COMPILE_HEADER_LEN + PCC_PATH_MAX];
   uint64_t start = now_us(), elapsed;
   int64_t deadline = now_ms() + c->timeout_ms;
@@ -529,10 +591,12 @@ static pcc_compiler_status exchange(const pcc_compiler *c, int fd, int opt, cons
   put_u32(header + 6, (uint32_t)path_len);
   memcpy(header + POOL_COMPILE_HEADER_LEN, path, path_len);
   rc = send_full(fd, header, POOL_COMPILE_HEADER_LEN + path_len, deadline);
-  if (rc == PCC_COMPILER_OK) rc = send_full(fd, src, len, deadline);
-  if (rc == PCC_COMPILER_OK) rc = read_frame(fd, c->max_frame, deadline, &type, &payload,
-                                             &payload_len);
-  if (rc != PCC_COMPILER_OK) return rc;
+  if (rc == PCC_COMPILER_OK)
+    rc = send_full(fd, src, len, deadline);
+  if (rc == PCC_COMPILER_OK)
+    rc = read_frame(fd, c->max_frame, deadline, &type, &payload, &payload_len);
+  if (rc != PCC_COMPILER_OK)
+    return rc;
 
   result = calloc(1, sizeof *result);
   if (!result) {
@@ -561,15 +625,16 @@ static pcc_compiler_status exchange(const pcc_compiler *c, int fd, int opt, cons
 }
 
 /* Leaves the pool: the caller holds the lock. */
-static void pool_leave(pcc_compiler *c) {
+static void pool_leave(pcc_compiler *c)
+{
   c->active--;
   pthread_cond_broadcast(&c->changed);
   pthread_mutex_unlock(&c->lock);
 }
 
 pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *path,
-                                         const void *src, size_t len,
-                                         pcc_compile_result **out) {
+                                         const void *src, size_t len, pcc_compile_result **out)
+{
   pool_slot *slot = NULL;
   size_t path_len;
   pid_t pid;
@@ -579,7 +644,8 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
   if (!c || !path || !out || (!src && len > 0) || opt < 0 || opt > PCC_OPT_MAX)
     return PCC_COMPILER_INVALID;
   path_len = strlen(path);
-  if (path_len > PCC_PATH_MAX) return PCC_COMPILER_INVALID;
+  if (path_len > PCC_PATH_MAX)
+    return PCC_COMPILER_INVALID;
   if (len > c->max_frame || 1 + 1 + 4 + path_len + len > c->max_frame)
     return PCC_COMPILER_TOOBIG;
 
@@ -596,8 +662,10 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
       return PCC_COMPILER_CLOSED;
     }
     for (unsigned i = 0; i < c->nslots && !slot; i++) {
-      if (c->slots[i].state == SLOT_IDLE) slot = &c->slots[i];
-      else if (c->slots[i].state == SLOT_DEAD && !dead) dead = &c->slots[i];
+      if (c->slots[i].state == SLOT_IDLE)
+        slot = &c->slots[i];
+      else if (c->slots[i].state == SLOT_DEAD && !dead)
+        dead = &c->slots[i];
     }
     if (slot) {
       slot->state = SLOT_BUSY;
@@ -634,10 +702,12 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
   /* The worker is in an unknown state: kill it and start a replacement outside the lock. */
   slot->pid = 0;
   slot->fd = -1;
-  if (c->closing) rc = PCC_COMPILER_CLOSED;
+  if (c->closing)
+    rc = PCC_COMPILER_CLOSED;
   pthread_mutex_unlock(&c->lock);
   worker_kill(pid, fd);
-  if (rc != PCC_COMPILER_CLOSED) atomic_fetch_add(&c->restarts, 1);
+  if (rc != PCC_COMPILER_CLOSED)
+    atomic_fetch_add(&c->restarts, 1);
   if (rc != PCC_COMPILER_CLOSED && worker_start(c, &pid, &fd) == PCC_COMPILER_OK) {
     pthread_mutex_lock(&c->lock);
     slot->pid = pid;

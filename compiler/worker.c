@@ -25,14 +25,9 @@
 
 #include "frame.h"
 
-/* Largest frame either way (the u32 length field counts the type byte and the payload). The
- * pool's max_frame should not exceed it: a larger request makes this worker exit. */
-#define WORKER_MAX_FRAME ((size_t)64 << 20)
-/* Hard caps on what goes into an error frame. */
-#define WORKER_MAX_ERROR_TYPE 256
-#define WORKER_MAX_ERROR_MESSAGE 4096
-/* Descriptors the worker may hold once Python runs: stdio, the frame fds and a few for imports. */
-#define WORKER_NOFILE 16
+/* The limits are those of proto/pcc_limits.h (through frame.h). PCC_FRAME_MAX bounds every frame
+ * either way: the pool's max_frame should not exceed it, a larger request makes this worker exit.
+ * PCC_WORKER_NOFILE descriptors are enough for stdio, the frame fds and a few for imports. */
 
 /* Exit statuses; the pool treats every non-zero one as a crash. */
 enum {
@@ -50,7 +45,8 @@ static int frame_out = -1; /* where answers go; the only writer of the pool's so
 
 /* Reads exactly len bytes. Returns 1 when done, 0 on EOF before the first byte, -1 on error or on
  * EOF after a partial read (*partial is then set). */
-static int read_full(int fd, void *buf, size_t len, bool *partial) {
+static int read_full(int fd, void *buf, size_t len, bool *partial)
+{
   uint8_t *p = buf;
   size_t done = 0;
   *partial = false;
@@ -59,7 +55,8 @@ static int read_full(int fd, void *buf, size_t len, bool *partial) {
     if (n > 0) {
       done += (size_t)n;
     } else if (n == 0) {
-      if (done == 0) return 0;
+      if (done == 0)
+        return 0;
       *partial = true;
       return -1;
     } else if (errno != EINTR) {
@@ -70,7 +67,8 @@ static int read_full(int fd, void *buf, size_t len, bool *partial) {
 }
 
 /* Writes exactly len bytes; false on error. */
-static bool write_full(int fd, const void *buf, size_t len) {
+static bool write_full(int fd, const void *buf, size_t len)
+{
   const uint8_t *p = buf;
   while (len > 0) {
     ssize_t n = write(fd, p, len);
@@ -85,19 +83,22 @@ static bool write_full(int fd, const void *buf, size_t len) {
 }
 
 /* Reads the body of a frame whose prefix has been consumed; any failure ends the process. */
-static void read_body(void *buf, size_t len) {
+static void read_body(void *buf, size_t len)
+{
   bool partial = false;
-  if (len == 0) return;
+  if (len == 0)
+    return;
   if (read_full(frame_in, buf, len, &partial) != 1) {
     fprintf(stderr, "pycached-cpython-worker: truncated frame\n");
     exit(WORKER_EXIT_IO);
   }
 }
 
-static void write_frame(uint8_t type, const void *payload, size_t len) {
+static void write_frame(uint8_t type, const void *payload, size_t len)
+{
   uint8_t prefix[PCC_FRAME_PREFIX_LEN];
   uint32_t total;
-  if (len > WORKER_MAX_FRAME - 1) {
+  if (len > PCC_FRAME_MAX - 1) {
     fprintf(stderr, "pycached-cpython-worker: refusing to write an oversized frame\n");
     exit(WORKER_EXIT_PROTOCOL);
   }
@@ -114,7 +115,8 @@ static void write_frame(uint8_t type, const void *payload, size_t len) {
 }
 
 /* Serialises json (consumed) and sends it as one frame of the given type. */
-static void write_json_frame(uint8_t type, cJSON *json) {
+static void write_json_frame(uint8_t type, cJSON *json)
+{
   char *text = json ? cJSON_PrintUnformatted(json) : NULL;
   cJSON_Delete(json);
   if (!text) {
@@ -130,13 +132,15 @@ static void write_json_frame(uint8_t type, cJSON *json) {
 /* Runs before Python: closes inherited descriptors, leaves the working directory, forbids core
  * dumps and caps descriptors, then moves the frame channel off fds 0/1 so that nothing Python
  * prints can corrupt it (sys.stdout goes to stderr, sys.stdin reads /dev/null). */
-static void drop_privileges(void) {
+static void drop_privileges(void)
+{
   struct rlimit core = {0, 0};
-  struct rlimit nofile = {WORKER_NOFILE, WORKER_NOFILE};
+  struct rlimit nofile = {PCC_WORKER_NOFILE, PCC_WORKER_NOFILE};
   int devnull;
 
   if (close_range(3, ~0u, 0) != 0) {
-    for (int fd = 3; fd < 65536; fd++) (void)close(fd);
+    for (int fd = 3; fd < 65536; fd++)
+      (void)close(fd);
   }
   if (chdir("/") != 0) {
     fprintf(stderr, "pycached-cpython-worker: chdir(/): %s\n", strerror(errno));
@@ -159,7 +163,8 @@ static void drop_privileges(void) {
 
 /* ---- Python ------------------------------------------------------------------------------ */
 
-static void init_python(const char *argv0) {
+static void init_python(const char *argv0)
+{
   PyConfig config;
   PyStatus status;
 
@@ -177,7 +182,8 @@ static void init_python(const char *argv0) {
   config.use_hash_seed = 1;
   config.hash_seed = 0;
   status = PyConfig_SetBytesString(&config, &config.program_name, argv0);
-  if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+  if (!PyStatus_Exception(status))
+    status = Py_InitializeFromConfig(&config);
   PyConfig_Clear(&config);
   if (PyStatus_Exception(status)) {
     fprintf(stderr, "pycached-cpython-worker: Python initialisation failed: %s\n",
@@ -187,20 +193,24 @@ static void init_python(const char *argv0) {
 }
 
 /* Reads sys.version_info as "major.minor.micro" into out; false on failure. */
-static bool python_version(char *out, size_t size) {
+static bool python_version(char *out, size_t size)
+{
   PyObject *info = PySys_GetObject("version_info"); /* borrowed */
   long parts[3];
   int n;
-  if (!info || !PyTuple_Check(info) || PyTuple_Size(info) < 3) return false;
+  if (!info || !PyTuple_Check(info) || PyTuple_Size(info) < 3)
+    return false;
   for (Py_ssize_t i = 0; i < 3; i++) {
     parts[i] = PyLong_AsLong(PyTuple_GetItem(info, i));
-    if (parts[i] < 0 && PyErr_Occurred()) return false;
+    if (parts[i] < 0 && PyErr_Occurred())
+      return false;
   }
   n = snprintf(out, size, "%ld.%ld.%ld", parts[0], parts[1], parts[2]);
   return n > 0 && (size_t)n < size;
 }
 
-static void send_hello(void) {
+static void send_hello(void)
+{
   long magic = PyImport_GetMagicNumber();
   char magic_hex[9];
   char version[64];
@@ -231,18 +241,22 @@ static void send_hello(void) {
 
 /* Copies str(obj) as UTF-8 (lone surrogates backslash-escaped) into a malloc'd string of at most
  * max bytes, cut at a character boundary. NULL when obj is NULL or on failure (error cleared). */
-static char *object_text(PyObject *obj, size_t max) {
+static char *object_text(PyObject *obj, size_t max)
+{
   PyObject *str = NULL, *utf8 = NULL;
   char *out = NULL;
-  if (!obj) return NULL;
+  if (!obj)
+    return NULL;
   str = PyObject_Str(obj);
-  if (str) utf8 = PyUnicode_AsEncodedString(str, "utf-8", "backslashreplace");
+  if (str)
+    utf8 = PyUnicode_AsEncodedString(str, "utf-8", "backslashreplace");
   if (utf8) {
     const char *data = PyBytes_AS_STRING(utf8);
     size_t len = (size_t)PyBytes_GET_SIZE(utf8);
     if (len > max) {
       len = max;
-      while (len > 0 && ((uint8_t)data[len] & 0xc0) == 0x80) len--;
+      while (len > 0 && ((uint8_t)data[len] & 0xc0) == 0x80)
+        len--;
     }
     out = malloc(len + 1);
     if (out) {
@@ -257,12 +271,14 @@ static char *object_text(PyObject *obj, size_t max) {
 }
 
 /* Reads an int attribute (lineno, offset) of a SyntaxError; 0 when absent, None or odd. */
-static int int_attr(PyObject *obj, const char *name) {
+static int int_attr(PyObject *obj, const char *name)
+{
   PyObject *value = PyObject_GetAttrString(obj, name);
   long n = 0;
   if (value && PyLong_Check(value)) {
     n = PyLong_AsLong(value);
-    if (n < 0 || n > INT32_MAX) n = 0;
+    if (n < 0 || n > INT32_MAX)
+      n = 0;
   }
   Py_XDECREF(value);
   PyErr_Clear();
@@ -271,7 +287,8 @@ static int int_attr(PyObject *obj, const char *name) {
 
 /* Turns the pending exception into an 'E' frame: type name, message (SyntaxError.msg for
  * SyntaxError and its subclasses, else str(exc)), line and offset. Clears the exception. */
-static void send_error(void) {
+static void send_error(void)
+{
   PyObject *type = NULL, *value = NULL, *tb = NULL;
   PyObject *name_obj = NULL, *msg_obj = NULL;
   char *name = NULL, *message = NULL;
@@ -280,17 +297,19 @@ static void send_error(void) {
 
   PyErr_Fetch(&type, &value, &tb);
   PyErr_NormalizeException(&type, &value, &tb);
-  if (type) name_obj = PyObject_GetAttrString(type, "__name__");
+  if (type)
+    name_obj = PyObject_GetAttrString(type, "__name__");
   PyErr_Clear();
-  name = object_text(name_obj, WORKER_MAX_ERROR_TYPE);
+  name = object_text(name_obj, PCC_WORKER_ERROR_TYPE_MAX);
   if (value && type && PyErr_GivenExceptionMatches(type, PyExc_SyntaxError)) {
     msg_obj = PyObject_GetAttrString(value, "msg");
     PyErr_Clear();
-    if (msg_obj == Py_None) Py_CLEAR(msg_obj);
+    if (msg_obj == Py_None)
+      Py_CLEAR(msg_obj);
     line = int_attr(value, "lineno");
     offset = int_attr(value, "offset");
   }
-  message = object_text(msg_obj ? msg_obj : value, WORKER_MAX_ERROR_MESSAGE);
+  message = object_text(msg_obj ? msg_obj : value, PCC_WORKER_ERROR_MESSAGE_MAX);
 
   json = cJSON_CreateObject();
   if (json && (!cJSON_AddStringToObject(json, "type", name ? name : "Exception") ||
@@ -311,7 +330,8 @@ static void send_error(void) {
 }
 
 /* Compiles and answers one request. compile_fn is builtins.compile. */
-static void handle_compile(PyObject *compile_fn, int opt, PyObject *path, PyObject *source) {
+static void handle_compile(PyObject *compile_fn, int opt, PyObject *path, PyObject *source)
+{
   PyObject *code = PyObject_CallFunction(compile_fn, "OOsiOi", source, path, "exec", 0, Py_True,
                                          opt);
   PyObject *marshalled = NULL;
@@ -328,27 +348,27 @@ static void handle_compile(PyObject *compile_fn, int opt, PyObject *path, PyObje
     send_error();
     return;
   }
-  if ((size_t)PyBytes_GET_SIZE(marshalled) > WORKER_MAX_FRAME - 1) {
+  if ((size_t)PyBytes_GET_SIZE(marshalled) > PCC_FRAME_MAX - 1) {
     cJSON *json = cJSON_CreateObject();
     Py_DECREF(marshalled);
-    if (json && (!cJSON_AddStringToObject(json, "type", "OverflowError") ||
-                 !cJSON_AddStringToObject(json, "message",
-                                          "marshalled code exceeds the frame limit") ||
-                 !cJSON_AddNumberToObject(json, "line", 0) ||
-                 !cJSON_AddNumberToObject(json, "offset", 0))) {
+    if (json &&
+        (!cJSON_AddStringToObject(json, "type", "OverflowError") ||
+         !cJSON_AddStringToObject(json, "message", "marshalled code exceeds the frame limit") ||
+         !cJSON_AddNumberToObject(json, "line", 0) ||
+         !cJSON_AddNumberToObject(json, "offset", 0))) {
       cJSON_Delete(json);
       json = NULL;
     }
     write_json_frame(PCC_FRAME_ERROR, json);
     return;
   }
-  write_frame(PCC_FRAME_CODE, PyBytes_AS_STRING(marshalled),
-              (size_t)PyBytes_GET_SIZE(marshalled));
+  write_frame(PCC_FRAME_CODE, PyBytes_AS_STRING(marshalled), (size_t)PyBytes_GET_SIZE(marshalled));
   Py_DECREF(marshalled);
 }
 
 /* Reads compile frames until EOF. Returns the exit status. */
-static int serve(PyObject *compile_fn) {
+static int serve(PyObject *compile_fn)
+{
   for (;;) {
     uint8_t prefix[PCC_FRAME_PREFIX_LEN + 5];
     bool partial = false;
@@ -359,7 +379,8 @@ static int serve(PyObject *compile_fn) {
     char *path_bytes;
     PyObject *path, *source;
 
-    if (rc == 0) return WORKER_EXIT_EOF;
+    if (rc == 0)
+      return WORKER_EXIT_EOF;
     if (rc < 0) {
       fprintf(stderr, "pycached-cpython-worker: reading a frame failed\n");
       return WORKER_EXIT_IO;
@@ -367,23 +388,24 @@ static int serve(PyObject *compile_fn) {
     total = (uint32_t)prefix[0] | (uint32_t)prefix[1] << 8 | (uint32_t)prefix[2] << 16 |
             (uint32_t)prefix[3] << 24;
     /* type + opt + path length at least, and never more than the limit */
-    if (prefix[4] != PCC_FRAME_COMPILE || total < 6 || total > WORKER_MAX_FRAME) {
-      fprintf(stderr, "pycached-cpython-worker: bad frame (type 0x%02x, length %lu)\n",
-              prefix[4], (unsigned long)total);
+    if (prefix[4] != PCC_FRAME_COMPILE || total < 6 || total > PCC_FRAME_MAX) {
+      fprintf(stderr, "pycached-cpython-worker: bad frame (type 0x%02x, length %lu)\n", prefix[4],
+              (unsigned long)total);
       return WORKER_EXIT_PROTOCOL;
     }
     read_body(prefix + PCC_FRAME_PREFIX_LEN, 5);
     opt = prefix[5];
     path_len = (uint32_t)prefix[6] | (uint32_t)prefix[7] << 8 | (uint32_t)prefix[8] << 16 |
                (uint32_t)prefix[9] << 24;
-    if (opt > 2 || path_len > total - 6) {
+    if (opt > PCC_OPT_MAX || path_len > total - 6) {
       fprintf(stderr, "pycached-cpython-worker: bad compile frame\n");
       return WORKER_EXIT_PROTOCOL;
     }
     source_len = (size_t)(total - 6 - path_len);
 
     path_bytes = malloc((size_t)path_len + 1);
-    if (!path_bytes) return WORKER_EXIT_NOMEM;
+    if (!path_bytes)
+      return WORKER_EXIT_NOMEM;
     read_body(path_bytes, path_len);
     path = PyUnicode_DecodeFSDefaultAndSize(path_bytes, (Py_ssize_t)path_len);
     free(path_bytes);
@@ -400,7 +422,8 @@ static int serve(PyObject *compile_fn) {
   }
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   PyObject *builtins, *compile_fn;
   int rc;
 
@@ -417,6 +440,7 @@ int main(int argc, char **argv) {
   send_hello();
   rc = serve(compile_fn);
   Py_DECREF(compile_fn);
-  if (Py_FinalizeEx() != 0 && rc == WORKER_EXIT_EOF) rc = WORKER_EXIT_IO;
+  if (Py_FinalizeEx() != 0 && rc == WORKER_EXIT_EOF)
+    rc = WORKER_EXIT_IO;
   return rc;
 }

@@ -12,8 +12,10 @@ import os
 import struct
 import sys
 
+# The C side's PCC_FRAME_MAX and PCC_WORKER_ERROR_MESSAGE_MAX (proto/pcc_limits.h); the compiler
+# suite (tests/unit/test_compiler.c) fails when these two lines and the header disagree.
 MAX_FRAME = 64 << 20  # u32 length (type + payload) limit, either way
-MAX_MESSAGE = 4096
+MAX_MESSAGE = 4096  # bytes of an error message
 
 
 def read_exact(stream, n):

@@ -5,11 +5,24 @@
 
 #include "proto_internal.h"
 
+#define BUNDLE_FIRST ((size_t)64 << 10) /* the first allocation, unless max_bytes is less */
+
+/* The bundle so far (header and entries) lives in buf, whose max is the bundle's max_bytes:
+ * every reservation also keeps room for the trailer, so that finish never fails for want of it.
+ * buf.data is NULL once finish has handed the bytes out. */
 struct pcc_bundle_writer {
-  uint8_t *data;
-  size_t len, cap, max;
+  pcc_dynbuf buf;
   uint32_t count;
 };
+
+/* Makes room for n more bytes and the trailer after them, within max_bytes: PCC_PROTO_RANGE when
+ * they do not fit, PCC_PROTO_NOMEM when memory runs out. */
+static pcc_proto_status reserve(pcc_bundle_writer *writer, size_t n)
+{
+  if (n > SIZE_MAX - PCC_BUNDLE_TRAILER_LEN)
+    return PCC_PROTO_RANGE;
+  return pcc_dynbuf_reserve(&writer->buf, n + PCC_BUNDLE_TRAILER_LEN);
+}
 
 pcc_proto_status pcc_bundle_writer_open(const pcc_magic *magic, int opt, size_t max_bytes,
                                         pcc_bundle_writer **out)
@@ -18,78 +31,64 @@ pcc_proto_status pcc_bundle_writer_open(const pcc_magic *magic, int opt, size_t 
       max_bytes < PCC_BUNDLE_HEADER_LEN + PCC_BUNDLE_TRAILER_LEN)
     return PCC_PROTO_INVALID;
   pcc_bundle_writer *writer = calloc(1, sizeof *writer);
-  size_t cap = max_bytes < 65536 ? max_bytes : 65536;
-  if (writer == NULL || (writer->data = malloc(cap)) == NULL) {
-    free(writer);
+  if (writer == NULL)
+    return PCC_PROTO_NOMEM;
+  pcc_dynbuf_init(&writer->buf, max_bytes);
+  uint8_t header[PCC_BUNDLE_HEADER_LEN];
+  memcpy(header, "PCCB", 4);
+  header[4] = 1;
+  header[5] = (uint8_t)opt;
+  proto_put_le(header + 6, 0, 2);
+  memcpy(header + 8, magic->bytes, PCC_MAGIC_LEN);
+  proto_put_le(header + 12, 0, 4); /* the count, set by finish */
+  /* BUNDLE_FIRST (or max_bytes) covers the header and the trailer: the adds cannot fail */
+  size_t first = max_bytes < BUNDLE_FIRST ? max_bytes : BUNDLE_FIRST;
+  if (pcc_dynbuf_reserve(&writer->buf, first) != PCC_PROTO_OK ||
+      pcc_dynbuf_add(&writer->buf, header, sizeof header) != PCC_PROTO_OK) {
+    pcc_bundle_writer_close(writer);
     return PCC_PROTO_NOMEM;
   }
-  writer->cap = cap;
-  writer->max = max_bytes;
-  memcpy(writer->data, "PCCB", 4);
-  writer->data[4] = 1;
-  writer->data[5] = (uint8_t)opt;
-  proto_put_le(writer->data + 6, 0, 2);
-  memcpy(writer->data + 8, magic->bytes, PCC_MAGIC_LEN);
-  proto_put_le(writer->data + 12, 0, 4); /* the count, set by finish */
-  writer->len = PCC_BUNDLE_HEADER_LEN;
   *out = writer;
-  return PCC_PROTO_OK;
-}
-
-/* Makes room for n more bytes, keeping space for the trailer within max. */
-static pcc_proto_status reserve(pcc_bundle_writer *writer, size_t n)
-{
-  if (n > writer->max - PCC_BUNDLE_TRAILER_LEN - writer->len)
-    return PCC_PROTO_RANGE;
-  size_t need = writer->len + n + PCC_BUNDLE_TRAILER_LEN;
-  if (need <= writer->cap)
-    return PCC_PROTO_OK;
-  size_t cap = writer->cap;
-  while (cap < need)
-    cap = cap > writer->max / 2 ? writer->max : cap * 2;
-  uint8_t *grown = realloc(writer->data, cap);
-  if (grown == NULL)
-    return PCC_PROTO_NOMEM;
-  writer->data = grown;
-  writer->cap = cap;
   return PCC_PROTO_OK;
 }
 
 pcc_proto_status pcc_bundle_writer_add(pcc_bundle_writer *writer, const pcc_bundle_entry *entry)
 {
-  if (writer == NULL || entry == NULL || entry->path_len > PCC_PATH_MAX ||
-      entry->pyc_len > UINT32_MAX)
+  if (writer == NULL || entry == NULL || writer->buf.data == NULL ||
+      entry->path_len > PCC_PATH_MAX || entry->pyc_len > UINT32_MAX)
     return PCC_PROTO_INVALID;
   pcc_proto_status rc = reserve(writer, PCC_BUNDLE_ENTRY_FIXED + entry->path_len +
                                           entry->pyc_len);
   if (rc != PCC_PROTO_OK)
     return rc;
-  uint8_t *w = writer->data + writer->len;
-  proto_put_le(w, entry->path_len, 4);
-  proto_put_le(w + 4, entry->pyc_len, 4);
-  proto_put_le(w + 8, (uint64_t)entry->mtime, 8);
-  proto_put_le(w + 16, entry->size, 8);
-  proto_put_le(w + 24, (uint32_t)entry->hash, 4);
-  memcpy(w + 28, entry->digest.bytes, PCC_DIGEST_LEN);
-  proto_put_le(w + 44, pcc_checksum(entry->pyc, entry->pyc_len), 8);
-  memcpy(w + PCC_BUNDLE_ENTRY_FIXED, entry->path, entry->path_len);
-  memcpy(w + PCC_BUNDLE_ENTRY_FIXED + entry->path_len, entry->pyc, entry->pyc_len);
-  writer->len += PCC_BUNDLE_ENTRY_FIXED + entry->path_len + entry->pyc_len;
+  uint8_t fixed[PCC_BUNDLE_ENTRY_FIXED];
+  proto_put_le(fixed, entry->path_len, 4);
+  proto_put_le(fixed + 4, entry->pyc_len, 4);
+  proto_put_le(fixed + 8, (uint64_t)entry->mtime, 8);
+  proto_put_le(fixed + 16, entry->size, 8);
+  proto_put_le(fixed + 24, (uint32_t)entry->hash, 4);
+  memcpy(fixed + 28, entry->digest.bytes, PCC_DIGEST_LEN);
+  proto_put_le(fixed + 44, pcc_checksum(entry->pyc, entry->pyc_len), 8);
+  /* reserve() made room for all three: none of these adds can fail */
+  (void)pcc_dynbuf_add(&writer->buf, fixed, sizeof fixed);
+  (void)pcc_dynbuf_add(&writer->buf, entry->path, entry->path_len);
+  (void)pcc_dynbuf_add(&writer->buf, entry->pyc, entry->pyc_len);
   writer->count++;
   return PCC_PROTO_OK;
 }
 
 pcc_proto_status pcc_bundle_writer_finish(pcc_bundle_writer *writer, uint8_t **out, size_t *len)
 {
-  if (writer == NULL || out == NULL || len == NULL || writer->data == NULL)
+  if (writer == NULL || out == NULL || len == NULL || writer->buf.data == NULL)
     return PCC_PROTO_INVALID;
-  proto_put_le(writer->data + 12, writer->count, 4);
-  uint8_t *t = writer->data + writer->len; /* reserve() always kept room for the trailer */
-  memcpy(t, "PCCE", 4);
-  proto_put_le(t + 4, pcc_checksum(writer->data, writer->len), 8);
-  *len = writer->len + PCC_BUNDLE_TRAILER_LEN;
-  *out = writer->data;
-  writer->data = NULL;
+  uint8_t *data = writer->buf.data;
+  proto_put_le(data + 12, writer->count, 4);
+  uint8_t trailer[PCC_BUNDLE_TRAILER_LEN];
+  memcpy(trailer, "PCCE", 4);
+  proto_put_le(trailer + 4, pcc_checksum(data, writer->buf.len), 8);
+  /* every reservation kept room for the trailer: this add cannot fail */
+  (void)pcc_dynbuf_add(&writer->buf, trailer, sizeof trailer);
+  *out = pcc_dynbuf_take(&writer->buf, len);
   return PCC_PROTO_OK;
 }
 
@@ -97,7 +96,7 @@ void pcc_bundle_writer_close(pcc_bundle_writer *writer)
 {
   if (writer == NULL)
     return;
-  free(writer->data);
+  pcc_dynbuf_free(&writer->buf);
   free(writer);
 }
 

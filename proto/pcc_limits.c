@@ -35,6 +35,12 @@ static const pcc_limit rows[] = {
   ROW(PCC_TOKENS_FILE_MAX, NULL, "bytes of the server's --tokens file"),
   ROW(PCC_RESPONSE_MAX_DEFAULT, NULL, "bytes of a response body libpycached accepts"),
   ROW(PCC_DOWNLOAD_MAX, NULL, "bytes of a backup download"),
+  ROW(PCC_WORKERS_AUTO_MAX, NULL, "compiler workers for --workers 0 (one per core), at most"),
+  ROW(PCC_WORKER_ARGS_MAX, NULL, "arguments of the compiler worker command"),
+  ROW(PCC_WORKER_NAME_PART_MAX, NULL, "bytes of a worker's implementation name and of its version"),
+  ROW(PCC_WORKER_ERROR_TYPE_MAX, NULL, "bytes of the exception type of a compile error"),
+  ROW(PCC_WORKER_ERROR_MESSAGE_MAX, NULL, "bytes of the message of a compile error"),
+  ROW(PCC_WORKER_NOFILE, NULL, "file descriptors of a compiler worker"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

@@ -61,6 +61,14 @@
 #define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */
 #define PCC_DOWNLOAD_MAX ((uint64_t)1 << 40)    /* a backup download: 1 TiB, the largest map */
 
+/* ---- compiler: pool and workers (more) ------------------------------------------------------ */
+#define PCC_WORKERS_AUTO_MAX 256          /* --workers 0 (one per online core): workers, at most */
+#define PCC_WORKER_ARGS_MAX 64            /* arguments of the worker command (the pool's argv) */
+#define PCC_WORKER_NAME_PART_MAX 48       /* bytes of a hello's implementation, and its version */
+#define PCC_WORKER_ERROR_TYPE_MAX 256     /* bytes of an error frame's exception type */
+#define PCC_WORKER_ERROR_MESSAGE_MAX 4096 /* ... of its message (worker.py: MAX_MESSAGE) */
+#define PCC_WORKER_NOFILE 16              /* descriptors a worker holds once Python runs */
+
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {
   const char *name;   /* the macro's name */

@@ -6,6 +6,7 @@
  * marshal bytes. Faults are injected for real: SIGKILL mid-compile, a timeout, a memory limit.
  */
 #include <check.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -630,6 +631,159 @@ START_TEST(test_close_while_busy) {
 }
 END_TEST
 
+/* ---- limits ------------------------------------------------------------------------------ */
+
+/* The pool's bounds, both sides of each: /bin/true never says hello, so PCC_COMPILER_SPAWN means
+ * the configuration passed the checks and PCC_COMPILER_INVALID that it did not. */
+START_TEST(test_open_limits)
+{
+  const char *argv[PCC_WORKER_ARGS_MAX + 2];
+  for (size_t i = 0; i < PCC_WORKER_ARGS_MAX + 1; i++)
+    argv[i] = "/bin/true";
+  argv[PCC_WORKER_ARGS_MAX + 1] = NULL;
+  pcc_compiler_config config = {.argv = argv, .workers = 1};
+  pcc_compiler *pool = NULL;
+  ck_assert_int_eq(pcc_compiler_open(&config, &pool), PCC_COMPILER_INVALID);
+  argv[PCC_WORKER_ARGS_MAX] = NULL;
+  ck_assert_int_eq(pcc_compiler_open(&config, &pool), PCC_COMPILER_SPAWN);
+  config.workers = PCC_WORKERS_MAX + 1;
+  ck_assert_int_eq(pcc_compiler_open(&config, &pool), PCC_COMPILER_INVALID);
+  config.workers = PCC_WORKERS_MAX;
+  ck_assert_int_eq(pcc_compiler_open(&config, &pool), PCC_COMPILER_SPAWN);
+  ck_assert_ptr_null(pool);
+}
+END_TEST
+
+/* A request one byte over PCC_FRAME_MAX is refused before any byte goes to the worker. */
+START_TEST(test_compile_frame_limit)
+{
+  pcc_compiler *pool = open_default(1, 0, 0);
+  const char *path = "/a.py";
+  /* type + opt + path length + path + source */
+  size_t len = PCC_FRAME_MAX - (1 + 1 + 4 + strlen(path)) + 1;
+  pcc_compile_result *result = NULL;
+  ck_assert_int_eq(pcc_compiler_compile(pool, 0, path, "x", len, &result), PCC_COMPILER_TOOBIG);
+  ck_assert_ptr_null(result);
+  expect_output(pool, 0, "print(1)\n", 9, "1\n");
+  ck_assert_uint_eq(pcc_compiler_restarts(pool), 0);
+  pcc_compiler_close(pool);
+}
+END_TEST
+
+/* Reads a whole text file into a NUL-terminated string (caller frees). */
+static char *read_text(const char *path)
+{
+  FILE *f = fopen(path, "rb");
+  ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+  ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+  long size = ftell(f);
+  ck_assert_int_ge(size, 0);
+  rewind(f);
+  char *text = malloc((size_t)size + 1);
+  ck_assert_ptr_nonnull(text);
+  ck_assert_uint_eq(fread(text, 1, (size_t)size, f), (size_t)size);
+  text[size] = '\0';
+  fclose(f);
+  return text;
+}
+
+/* Parses a decimal integer after blanks into *value; returns the end, or NULL when none. */
+static const char *py_integer(const char *p, uint64_t *value)
+{
+  char *end;
+  p += strspn(p, " \t");
+  if (!isdigit((unsigned char)*p))
+    return NULL;
+  errno = 0;
+  unsigned long long n = strtoull(p, &end, 10);
+  if (errno != 0)
+    return NULL;
+  *value = n;
+  return end;
+}
+
+/* The line after the one at line, or NULL after the last. */
+static const char *next_line(const char *line)
+{
+  const char *newline = strchr(line, '\n');
+  return newline != NULL ? newline + 1 : NULL;
+}
+
+/* Finds the one module-level line `name = N` or `name = N << S` (decimal integers, a comment
+ * may follow) in a Python source and stores its value in *value. False when the line is missing,
+ * appears twice or has any other form: the caller's check then fails instead of guessing. */
+static bool py_constant(const char *text, const char *name, uint64_t *value)
+{
+  size_t name_len = strlen(name);
+  bool found = false;
+  for (const char *line = text; line != NULL; line = next_line(line)) {
+    const char *p = line + name_len;
+    if (strncmp(line, name, name_len) != 0 || (*p != ' ' && *p != '\t' && *p != '='))
+      continue;
+    uint64_t base = 0, shift = 0;
+    p += strspn(p, " \t");
+    if (found || *p != '=' || (p = py_integer(p + 1, &base)) == NULL)
+      return false;
+    p += strspn(p, " \t");
+    if (strncmp(p, "<<", 2) == 0) {
+      p = py_integer(p + 2, &shift);
+      if (p == NULL || shift >= 64 || base > (UINT64_MAX >> shift))
+        return false;
+      p += strspn(p, " \t");
+    }
+    if (*p != '\0' && *p != '\n' && *p != '\r' && *p != '#')
+      return false;
+    *value = base << shift;
+    found = true;
+  }
+  return found;
+}
+
+START_TEST(test_py_constant_parser)
+{
+  uint64_t value = 0;
+  ck_assert(py_constant("import os\nMAX_FRAME = 64 << 20  # note\nX = 1\n", "MAX_FRAME", &value));
+  ck_assert_uint_eq(value, (uint64_t)64 << 20);
+  ck_assert(py_constant("MAX_MESSAGE=4096", "MAX_MESSAGE", &value));
+  ck_assert_uint_eq(value, 4096);
+  ck_assert(py_constant("MAX_FRAMES = 1\nMAX_FRAME = 2\n", "MAX_FRAME", &value));
+  ck_assert_uint_eq(value, 2);
+  /* anything else is refused, never misread */
+  ck_assert(!py_constant("X = 1\n", "MAX_FRAME", &value));
+  ck_assert(!py_constant("    MAX_FRAME = 1\n", "MAX_FRAME", &value));
+  ck_assert(!py_constant("MAX_FRAME = 64 * 2\n", "MAX_FRAME", &value));
+  ck_assert(!py_constant("MAX_FRAME = 0x40\n", "MAX_FRAME", &value));
+  ck_assert(!py_constant("MAX_FRAME = 1 << 64\n", "MAX_FRAME", &value));
+  ck_assert(!py_constant("MAX_FRAME = 1\nMAX_FRAME = 1\n", "MAX_FRAME", &value));
+}
+END_TEST
+
+/* worker.py cannot include pcc_limits.h: its copies of the limits must equal the C constants. */
+START_TEST(test_worker_py_limits)
+{
+  const char *path = env_or("PCC_TEST_WORKER_PY", "compiler/worker.py");
+  char *text = read_text(path);
+  static const struct {
+    const char *name;
+    uint64_t c_value;
+    const char *c_name;
+  } limits[] = {
+    {"MAX_FRAME", PCC_FRAME_MAX, "PCC_FRAME_MAX"},
+    {"MAX_MESSAGE", PCC_WORKER_ERROR_MESSAGE_MAX, "PCC_WORKER_ERROR_MESSAGE_MAX"},
+  };
+  for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+    uint64_t value = 0;
+    ck_assert_msg(py_constant(text, limits[i].name, &value),
+                  "%s: no single line `%s = N` or `%s = N << S`", path, limits[i].name,
+                  limits[i].name);
+    ck_assert_msg(value == limits[i].c_value, "%s: %s is %llu but %s (proto/pcc_limits.h) is %llu",
+                  path, limits[i].name, (unsigned long long)value, limits[i].c_name,
+                  (unsigned long long)limits[i].c_value);
+  }
+  free(text);
+}
+END_TEST
+
 static Suite *compiler_suite(void) {
   Suite *s = suite_create("compiler");
   TCase *basic = tcase_create("basic");
@@ -647,6 +801,10 @@ static Suite *compiler_suite(void) {
   tcase_add_test(basic, test_null_byte);
   tcase_add_test(basic, test_python_script_worker);
   tcase_add_test(basic, test_concurrent);
+  tcase_add_test(basic, test_open_limits);
+  tcase_add_test(basic, test_compile_frame_limit);
+  tcase_add_test(basic, test_py_constant_parser);
+  tcase_add_test(basic, test_worker_py_limits);
   tcase_add_test(faults, test_worker_killed);
   tcase_add_test(faults, test_worker_killed_idle);
   tcase_add_test(faults, test_timeout);

@@ -342,6 +342,70 @@ START_TEST(test_bundle_round_trip_and_damage)
 }
 END_TEST
 
+/* An entry whose pyc carries the header the entry declares, as count_entry expects. */
+static pcc_bundle_entry valid_entry(const pcc_magic *magic, uint8_t pyc[24])
+{
+  pcc_pyc_header header;
+  pcc_pyc_header_init(&header, magic, 1700000000, 10);
+  pcc_pyc_header_write(&header, pyc);
+  memset(pyc + 16, 'x', 8);
+  return (pcc_bundle_entry){"/a.py", 5, 1700000000, 10, -7, {{0}}, pyc, 24, 0};
+}
+
+START_TEST(test_bundle_writer_bounds)
+{
+  pcc_magic magic;
+  ck_assert_int_eq(pcc_magic_from_hex("a70d0d0a", &magic), PCC_PROTO_OK);
+  uint8_t pyc[24];
+  pcc_bundle_entry entry = valid_entry(&magic, pyc);
+  size_t empty = PCC_BUNDLE_HEADER_LEN + PCC_BUNDLE_TRAILER_LEN;
+  size_t exact = empty + PCC_BUNDLE_ENTRY_FIXED + entry.path_len + entry.pyc_len;
+  /* an entry that fills max_bytes to the last byte, trailer included, fits; one byte less and
+   * it does not, and the bundle stays valid without it */
+  for (size_t max = exact - 1; max <= exact; max++) {
+    pcc_bundle_writer *writer = NULL;
+    ck_assert_int_eq(pcc_bundle_writer_open(&magic, 0, max, &writer), PCC_PROTO_OK);
+    ck_assert_int_eq(pcc_bundle_writer_add(writer, &entry),
+                     max == exact ? PCC_PROTO_OK : PCC_PROTO_RANGE);
+    uint8_t *data = NULL, *again = NULL;
+    size_t len = 0, skipped = 0;
+    ck_assert_int_eq(pcc_bundle_writer_finish(writer, &data, &len), PCC_PROTO_OK);
+    ck_assert_uint_eq(len, max == exact ? exact : empty);
+    /* a spent writer takes nothing more */
+    ck_assert_int_eq(pcc_bundle_writer_add(writer, &entry), PCC_PROTO_INVALID);
+    ck_assert_int_eq(pcc_bundle_writer_finish(writer, &again, &len), PCC_PROTO_INVALID);
+    pcc_bundle_writer_close(writer);
+    pcc_magic got;
+    int opt = -1, seen = 0;
+    ck_assert_int_eq(pcc_bundle_parse(data, max == exact ? exact : empty, &got, &opt, count_entry,
+                                      &seen, &skipped),
+                     PCC_PROTO_OK);
+    ck_assert_int_eq(seen, max == exact ? 1 : 0);
+    ck_assert_uint_eq(skipped, 0);
+    free(data);
+  }
+
+  /* many entries: the writer grows well past its first allocation and keeps every byte */
+  enum { ENTRIES = 3000 };
+  pcc_bundle_writer *writer = NULL;
+  ck_assert_int_eq(pcc_bundle_writer_open(&magic, 2, 1 << 20, &writer), PCC_PROTO_OK);
+  for (int i = 0; i < ENTRIES; i++)
+    ck_assert_int_eq(pcc_bundle_writer_add(writer, &entry), PCC_PROTO_OK);
+  uint8_t *data = NULL;
+  size_t len = 0, skipped = 0;
+  ck_assert_int_eq(pcc_bundle_writer_finish(writer, &data, &len), PCC_PROTO_OK);
+  pcc_bundle_writer_close(writer);
+  ck_assert_uint_eq(len, empty + ENTRIES * (exact - empty));
+  pcc_magic got;
+  int opt = -1, seen = 0;
+  ck_assert_int_eq(pcc_bundle_parse(data, len, &got, &opt, count_entry, &seen, &skipped),
+                   PCC_PROTO_OK);
+  ck_assert_int_eq(seen, ENTRIES);
+  ck_assert_int_eq(opt, 2);
+  free(data);
+}
+END_TEST
+
 int main(void)
 {
   Suite *suite = suite_create("proto");
@@ -357,6 +421,7 @@ int main(void)
   tcase_add_test(tc, test_entry_json_header_mismatch);
   tcase_add_test(tc, test_base64);
   tcase_add_test(tc, test_bundle_round_trip_and_damage);
+  tcase_add_test(tc, test_bundle_writer_bounds);
   suite_add_tcase(suite, tc);
   return test_run_suite(suite);
 }
