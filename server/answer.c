@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "route.h"
+#include "answer.h"
 
 static const char *const error_names[PCC_ERR_COUNT] = {
   [PCC_ERR_BAD_PARAMETER] = "bad-parameter",

@@ -12,8 +12,9 @@
 #include <sodium.h>
 
 #include "auth.h"
+#include "pcc_limits.h"
 
-#define AUTH_FILE_MAX (1u << 20)
+#define AUTH_FILE_MAX PCC_TOKENS_FILE_MAX
 #define AUTH_TOKENS_MAX 1024
 #define AUTH_TOKEN_MIN 16
 #define AUTH_TOKEN_MAX 512
@@ -71,7 +72,7 @@ static char *read_file(const char *file, char *error, size_t error_len)
   bool bad = text == NULL || ferror(f) || len > AUTH_FILE_MAX;
   fclose(f);
   if (bad) {
-    snprintf(error, error_len, "%s: unreadable or over %u bytes", file, AUTH_FILE_MAX);
+    snprintf(error, error_len, "%s: unreadable or over %u bytes", file, (unsigned)AUTH_FILE_MAX);
     free(text);
     return NULL;
   }

@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -386,6 +387,58 @@ class E2E(unittest.TestCase):
         self.assertEqual((status, json.loads(data)["error"]), (413, "too-large"))
         path = self.write("after413.py", "OK = 1\n")
         self.assertEqual(self.compile(path)[0], 200)
+
+    def test_declared_oversize_body_is_413_before_the_body_is_sent(self):
+        # Only the headers go out: the answer must come without waiting for a byte of the body.
+        limits = {"/v1/compile?" + query({"magic": MAGIC, "path": "/big/m.py", "mtime": 1}):
+                  8 * 1024 * 1024,
+                  "/v1/batch": 1024 * 1024,
+                  "/v1/profile?" + query({"magic": MAGIC, "profile": "p"}): 4 * 1024 * 1024}
+        for target, limit in limits.items():
+            for length, expected in ((limit + 1, 413), (limit, None)):
+                sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=3)
+                try:
+                    sock.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                                  % (target, length)).encode())
+                    try:
+                        head = sock.recv(4096)
+                    except socket.timeout:
+                        head = None  # still waiting for the body, as it should at the limit
+                finally:
+                    sock.close()
+                if expected is None:
+                    self.assertIsNone(head, (target, length))
+                else:
+                    self.assertIsNotNone(head, "no answer before the body: %s" % target)
+                    self.assertTrue(head.startswith(b"HTTP/1.1 413"), head[:80])
+                    self.assertIn(b'"too-large"', head)
+        self.assertEqual(self.server.json("GET", "/healthz")[0], 200)
+
+    def test_limits_are_listed_and_documented(self):
+        run = subprocess.run([PYCACHED, "--limits"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        printed = {}
+        for line in run.stdout.splitlines()[1:]:
+            name, value, option = line.split()[:3]
+            printed[name] = (int(value), None if option == "-" else option)
+        self.assertIn("PCC_FRAME_MAX", printed)
+        design = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                              "DESIGN.md")
+        with open(design) as f:
+            text = f.read()
+        section = text.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
+        documented = {}
+        for line in section.splitlines():
+            cells = [c.strip(" `") for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 3 and cells[0].startswith("PCC_"):
+                documented[cells[0]] = (int(cells[1].replace(",", "")),
+                                        None if cells[2] in ("", "-") else cells[2])
+        self.assertEqual(documented, printed, "docs/DESIGN.md, Limits, and pycached --limits")
+        # the options named there exist, with that default in --help
+        helptext = subprocess.run([PYCACHED, "--help"], capture_output=True, text=True).stdout
+        for name, (value, option) in printed.items():
+            if option:
+                self.assertIn(option + " ", helptext, name)
 
     def test_http_errors_are_json(self):
         status, headers, data = self.server.request("DELETE", "/v1/code")

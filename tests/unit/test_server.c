@@ -1,0 +1,715 @@
+/* test_server.c: the Check suite of server/, without HTTP. It opens the real core (LMDB in a
+ * temporary directory, real compiler workers) and calls the features' handlers through their
+ * route rows, as server/http.c does: single-flight compiles (joiners, one compile, waiters
+ * released when the worker dies, requests that go away), the bundle cache, config parsing and
+ * limits, and the route table against the roles of access control. */
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "config.h"
+#include "core.h"
+#include "feature_list.h"
+#include "http.h"
+#include "route.h"
+#include "test_helpers.h"
+
+static const pcc_feature *const all_features[] = {&pcc_cache_feature, &pcc_admin_feature,
+                                                  &pcc_warm_feature};
+#define N_FEATURES (sizeof all_features / sizeof all_features[0])
+
+/* A worker that says hello like the real one, then dies on the first compile. */
+static const char crashing_worker[] =
+  "#!/usr/bin/python3\n"
+  "import json, os, struct, sys, time\n"
+  "hello = json.dumps({'magic': 'a70d0d0a', 'implementation': 'cpython', "
+  "'version': '3.11.2'}).encode()\n"
+  "os.write(1, struct.pack('<I', len(hello) + 1) + b'H' + hello)\n"
+  "head = os.read(0, 5)\n"
+  "time.sleep(0.3)\n" /* long enough for every joiner to join */
+  "os._exit(3)\n";
+
+typedef struct {
+  char dir[256];
+  pcc_config config;
+  char *argv[32];
+  int argc;
+  pcc_core *core;
+  void *states[N_FEATURES];
+} server;
+
+/* Opens the core and every feature on a fresh store; extra arguments go to the config. */
+static void server_open(server *s, const char *const *extra)
+{
+  memset(s, 0, sizeof *s);
+  test_make_tmpdir(s->dir, sizeof s->dir, "server");
+  const char *worker = getenv("PCC_TEST_WORKER");
+  ck_assert_msg(worker != NULL, "PCC_TEST_WORKER must name pycached-cpython-worker");
+  const char *base[] = {"pycached", "--store", s->dir, "--workers", "1", "--worker", worker};
+  for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+    s->argv[s->argc++] = (char *)base[i];
+  for (size_t i = 0; extra != NULL && extra[i] != NULL; i++)
+    s->argv[s->argc++] = (char *)extra[i];
+  ck_assert_int_eq(pcc_config_parse(s->argc, s->argv, &s->config), PCC_CONFIG_OK);
+  CHECK_RC(pcc_core_open(&s->config, &s->core), pcc_core_strerror);
+  for (size_t i = 0; i < N_FEATURES; i++)
+    ck_assert_int_eq(all_features[i]->open(s->core, &s->states[i]), 0);
+}
+
+static void server_close(server *s)
+{
+  for (size_t i = N_FEATURES; i-- > 0;) {
+    if (all_features[i]->shutdown != NULL)
+      all_features[i]->shutdown(s->states[i]);
+    all_features[i]->close(s->states[i]);
+  }
+  pcc_core_close(s->core);
+  test_remove_tree(s->dir);
+}
+
+/* The row of method and path, and its feature's state. */
+static const pcc_route *find_route(server *s, const char *method, const char *path, void **state)
+{
+  for (size_t f = 0; f < N_FEATURES; f++)
+    for (size_t r = 0; r < all_features[f]->n_routes; r++) {
+      const pcc_route *route = &all_features[f]->routes[r];
+      if (strcmp(route->method, method) == 0 && strcmp(route->path, path) == 0) {
+        *state = s->states[f];
+        return route;
+      }
+    }
+  ck_abort_msg("no route %s %s", method, path);
+  return NULL;
+}
+
+/* ---- requests with suspend and resume ---------------------------------------------------- */
+
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t changed;
+  unsigned suspended, resumed;
+} connection;
+
+static connection *connection_new(void)
+{
+  connection *c = calloc(1, sizeof *c);
+  ck_assert_ptr_nonnull(c);
+  pthread_mutex_init(&c->lock, NULL);
+  pthread_cond_init(&c->changed, NULL);
+  return c;
+}
+
+static void on_suspend(void *ctx)
+{
+  connection *c = ctx;
+  pthread_mutex_lock(&c->lock);
+  c->suspended++;
+  pthread_mutex_unlock(&c->lock);
+}
+
+static void on_resume(void *ctx)
+{
+  connection *c = ctx;
+  pthread_mutex_lock(&c->lock);
+  c->resumed++;
+  pthread_cond_broadcast(&c->changed);
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* Waits (at most 20 s) until the connection was resumed; false on timeout. */
+static bool wait_resumed(connection *c)
+{
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 20;
+  pthread_mutex_lock(&c->lock);
+  int rc = 0;
+  while (c->resumed == 0 && rc == 0)
+    rc = pthread_cond_timedwait(&c->changed, &c->lock, &until);
+  bool resumed = c->resumed > 0;
+  pthread_mutex_unlock(&c->lock);
+  return resumed;
+}
+
+static void connection_free(connection *c)
+{
+  pthread_mutex_destroy(&c->lock);
+  pthread_cond_destroy(&c->changed);
+  free(c);
+}
+
+/* A compile request for path with source as its body. */
+static void compile_request(server *s, pcc_request *req, const pcc_route *route,
+                            const char *path, const char *source, connection *c)
+{
+  const pcc_backend *backends;
+  pcc_core_backends(s->core, &backends);
+  memset(req, 0, sizeof *req);
+  req->route = route;
+  req->params.present = PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME;
+  req->params.magic = *pcc_compiler_magic(backends[0].compiler);
+  req->params.path = path;
+  req->params.path_len = strlen(path);
+  req->params.mtime = 1700000000;
+  req->body = (const uint8_t *)source;
+  req->body_len = strlen(source);
+  req->suspend = on_suspend;
+  req->resume = on_resume;
+  req->ctx = c;
+}
+
+/* A source that takes the worker a while to compile (so that joiners find its job running). */
+static char *slow_source(int seed)
+{
+  const int lines = 20000;
+  size_t cap = (size_t)lines * 48;
+  char *text = malloc(cap);
+  ck_assert_ptr_nonnull(text);
+  size_t len = 0;
+  for (int i = 0; i < lines; i++)
+    len += (size_t)snprintf(text + len, cap - len, "def f%d(a):\n    return a * %d + %d\n", i,
+                            i, seed);
+  return text;
+}
+
+#define JOINERS 8
+
+/* Starts JOINERS compiles of one source; every one must be pending (the first queues the job,
+ * the others join it). */
+static void start_joiners(server *s, const char *source, pcc_request *reqs, pcc_answer *answers,
+                          connection **conns)
+{
+  void *state;
+  const pcc_route *route = find_route(s, "POST", "/v1/compile", &state);
+  for (int i = 0; i < JOINERS; i++) {
+    static char paths[JOINERS][64];
+    snprintf(paths[i], sizeof paths[i], "/src/joined_%d.py", i);
+    conns[i] = connection_new();
+    compile_request(s, &reqs[i], route, paths[i], source, conns[i]);
+    pcc_answer_init(&answers[i]);
+    route->handler(state, &reqs[i], &answers[i]);
+    ck_assert_msg(answers[i].kind == PCC_ANSWER_PENDING, "compile %d: kind %d (%s)", i,
+                  answers[i].kind, answers[i].message);
+    ck_assert_uint_eq(conns[i]->suspended, 1);
+  }
+}
+
+START_TEST(test_single_flight_joiners_share_one_compile)
+{
+  server s;
+  server_open(&s, NULL);
+  char *source = slow_source(1);
+  pcc_request reqs[JOINERS];
+  pcc_answer answers[JOINERS];
+  connection *conns[JOINERS];
+  start_joiners(&s, source, reqs, answers, conns);
+  for (int i = 0; i < JOINERS; i++) {
+    ck_assert_msg(wait_resumed(conns[i]), "request %d was never resumed", i);
+    pcc_answer final;
+    pcc_answer_init(&final);
+    answers[i].finish(answers[i].pending, &reqs[i], &final);
+    ck_assert_int_eq(final.kind, PCC_ANSWER_ENTRY);
+    ck_assert_str_eq(final.outcome, i == 0 ? "compiled" : "joined");
+    pcc_answer_clear(&final);
+    connection_free(conns[i]);
+  }
+  pcc_totals *totals = pcc_counters_totals(pcc_core_counters(s.core));
+  const pcc_magic_counters *magics;
+  ck_assert_uint_eq(pcc_counters_magics(pcc_core_counters(s.core), &magics, NULL), 1);
+  ck_assert_uint_eq(atomic_load(&magics[0].compiles), 1);
+  ck_assert_uint_eq(atomic_load(&totals->joined), JOINERS - 1);
+
+  /* every joiner's path now hits, and a new compile of the source is answered from the store */
+  void *state;
+  const pcc_route *route = find_route(&s, "POST", "/v1/compile", &state);
+  connection *c = connection_new();
+  pcc_request again;
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  compile_request(&s, &again, route, "/src/another.py", source, c);
+  route->handler(state, &again, &answer);
+  ck_assert_int_eq(answer.kind, PCC_ANSWER_ENTRY);
+  ck_assert_str_eq(answer.outcome, "stored");
+  ck_assert_uint_eq(c->suspended, 0);
+  pcc_answer_clear(&answer);
+  connection_free(c);
+  ck_assert_uint_eq(atomic_load(&magics[0].compiles), 1);
+  free(source);
+  server_close(&s);
+}
+END_TEST
+
+/* Requests that go away while the job runs (abandon) and requests that finish: the job lives
+ * until the last one lets go, whatever the order (the ASan build catches a use after free or a
+ * leak of the job). */
+START_TEST(test_single_flight_abandoned_waiters)
+{
+  server s;
+  server_open(&s, NULL);
+  char *source = slow_source(2);
+  pcc_request reqs[JOINERS];
+  pcc_answer answers[JOINERS];
+  connection *conns[JOINERS];
+  start_joiners(&s, source, reqs, answers, conns);
+  for (int i = 0; i < JOINERS; i += 2) /* half of them go away before the compile ends */
+    answers[i].abandon(answers[i].pending);
+  for (int i = 1; i < JOINERS; i += 2) {
+    ck_assert(wait_resumed(conns[i]));
+    pcc_answer final;
+    pcc_answer_init(&final);
+    answers[i].finish(answers[i].pending, &reqs[i], &final);
+    ck_assert_int_eq(final.kind, PCC_ANSWER_ENTRY);
+    ck_assert_str_eq(final.outcome, "joined"); /* the first requester went away */
+    pcc_answer_clear(&final);
+  }
+  for (int i = 0; i < JOINERS; i++) {
+    ck_assert(wait_resumed(conns[i])); /* an abandoned request is still resumed: harmless */
+    connection_free(conns[i]);
+  }
+  free(source);
+  server_close(&s);
+}
+END_TEST
+
+START_TEST(test_single_flight_worker_death_releases_waiters)
+{
+  char dir[256], worker[300];
+  test_make_tmpdir(dir, sizeof dir, "crashworker");
+  chmod(dir, 0755); /* the workers run as nobody when the tests run as root */
+  snprintf(worker, sizeof worker, "%s/worker.py", dir);
+  FILE *f = fopen(worker, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(crashing_worker, f);
+  fclose(f);
+  chmod(worker, 0755);
+  server s;
+  const char *extra[] = {"--worker", worker, NULL};
+  server_open(&s, extra);
+  pcc_request reqs[JOINERS];
+  pcc_answer answers[JOINERS];
+  connection *conns[JOINERS];
+  start_joiners(&s, "x = 1\n", reqs, answers, conns);
+  for (int i = 0; i < JOINERS; i++) {
+    ck_assert_msg(wait_resumed(conns[i]), "waiter %d not released after the worker died", i);
+    pcc_answer final;
+    pcc_answer_init(&final);
+    answers[i].finish(answers[i].pending, &reqs[i], &final);
+    ck_assert_int_eq(final.kind, PCC_ANSWER_ERROR);
+    ck_assert_int_eq(final.error, PCC_ERR_COMPILER_UNAVAILABLE);
+    ck_assert_uint_eq(pcc_http_status(final.error), 503);
+    pcc_answer_clear(&final);
+    connection_free(conns[i]);
+  }
+  ck_assert_uint_eq(atomic_load(&pcc_counters_totals(pcc_core_counters(s.core))->compiler_failures),
+                    1);
+  server_close(&s);
+  test_remove_tree(dir);
+}
+END_TEST
+
+/* A shutdown with compiles queued: every waiter is resumed with compiler-unavailable. */
+START_TEST(test_shutdown_releases_queued_waiters)
+{
+  server s;
+  server_open(&s, NULL);
+  void *state;
+  const pcc_route *route = find_route(&s, "POST", "/v1/compile", &state);
+  enum { N = 4 };
+  char *sources[N];
+  char paths[N][32];
+  pcc_request reqs[N];
+  pcc_answer answers[N];
+  connection *conns[N];
+  for (int i = 0; i < N; i++) { /* distinct sources: one runs, the others wait in the queue */
+    sources[i] = slow_source(100 + i);
+    snprintf(paths[i], sizeof paths[i], "/src/q%d.py", i);
+    conns[i] = connection_new();
+    compile_request(&s, &reqs[i], route, paths[i], sources[i], conns[i]);
+    pcc_answer_init(&answers[i]);
+    route->handler(state, &reqs[i], &answers[i]);
+    ck_assert_int_eq(answers[i].kind, PCC_ANSWER_PENDING);
+  }
+  pcc_cache_feature.shutdown(s.states[0]);
+  unsigned unavailable = 0;
+  for (int i = 0; i < N; i++) {
+    ck_assert(wait_resumed(conns[i]));
+    pcc_answer final;
+    pcc_answer_init(&final);
+    answers[i].finish(answers[i].pending, &reqs[i], &final);
+    unavailable += final.kind == PCC_ANSWER_ERROR && final.error == PCC_ERR_COMPILER_UNAVAILABLE;
+    pcc_answer_clear(&final);
+    connection_free(conns[i]);
+    free(sources[i]);
+  }
+  ck_assert_uint_ge(unavailable, N - 1); /* at most the one running compile ends with code */
+  /* after shutdown a compile is refused at once */
+  connection *c = connection_new();
+  pcc_request late;
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  compile_request(&s, &late, route, "/src/late.py", "y = 2\n", c);
+  route->handler(state, &late, &answer);
+  ck_assert_int_eq(answer.kind, PCC_ANSWER_ERROR);
+  ck_assert_int_eq(answer.error, PCC_ERR_COMPILER_UNAVAILABLE);
+  pcc_answer_clear(&answer);
+  connection_free(c);
+  server_close(&s);
+}
+END_TEST
+
+/* ---- the bundle cache -------------------------------------------------------------------- */
+
+/* Compiles a source at path (a real compile, answered at once or after waiting). */
+static void compile_now(server *s, const char *path, const char *source)
+{
+  void *state;
+  const pcc_route *route = find_route(s, "POST", "/v1/compile", &state);
+  connection *c = connection_new();
+  pcc_request req;
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  compile_request(s, &req, route, path, source, c);
+  route->handler(state, &req, &answer);
+  if (answer.kind == PCC_ANSWER_PENDING) {
+    ck_assert(wait_resumed(c));
+    pcc_answer final;
+    pcc_answer_init(&final);
+    answer.finish(answer.pending, &req, &final);
+    answer = final;
+  }
+  ck_assert_msg(answer.kind == PCC_ANSWER_ENTRY, "%s: %s", path, answer.message);
+  pcc_answer_clear(&answer);
+  connection_free(c);
+}
+
+/* Records profile name = {path} and fetches its bundle into *answer (kept by the caller). */
+static void profile_and_bundle(server *s, const char *name, const char *path, bool record,
+                               pcc_answer *answer)
+{
+  const pcc_backend *backends;
+  pcc_core_backends(s->core, &backends);
+  void *state;
+  pcc_request req;
+  memset(&req, 0, sizeof req);
+  req.params.present = PCC_PARAM_MAGIC;
+  req.params.magic = *pcc_compiler_magic(backends[0].compiler);
+  req.args[0] = name;
+  if (record) {
+    char body[256];
+    snprintf(body, sizeof body, "{\"paths\": [\"%s\"]}", path);
+    req.route = find_route(s, "POST", "/v1/profile", &state);
+    req.body = (const uint8_t *)body;
+    req.body_len = strlen(body);
+    pcc_answer recorded;
+    pcc_answer_init(&recorded);
+    req.route->handler(state, &req, &recorded);
+    ck_assert_int_eq(recorded.kind, PCC_ANSWER_JSON);
+    pcc_answer_clear(&recorded);
+    req.body = NULL;
+    req.body_len = 0;
+  }
+  req.route = find_route(s, "GET", "/v1/bundle", &state);
+  pcc_answer_init(answer);
+  req.route->handler(state, &req, answer);
+  ck_assert_int_eq(answer->kind, PCC_ANSWER_BYTES);
+  ck_assert(answer->release != NULL);
+  ck_assert_str_eq(answer->headers[0].name, "X-Pycached-Bundle-Entries");
+  ck_assert_str_eq(answer->headers[0].value, "1");
+}
+
+#define PROFILES (PCC_BUNDLE_SLOTS + 1)
+
+START_TEST(test_bundle_cache_keeps_and_evicts)
+{
+  server s;
+  server_open(&s, NULL);
+  char paths[PROFILES][32], names[PROFILES][16];
+  for (int i = 0; i < PROFILES; i++) {
+    snprintf(paths[i], sizeof paths[i], "/src/b%d.py", i);
+    snprintf(names[i], sizeof names[i], "prog%d", i);
+    char source[64];
+    snprintf(source, sizeof source, "VALUE = %d\n", i);
+    compile_now(&s, paths[i], source);
+  }
+  for (int i = 0; i < PROFILES; i++) { /* every profile recorded before any bundle is built */
+    pcc_answer first;
+    profile_and_bundle(&s, names[i], paths[i], true, &first);
+    pcc_answer_clear(&first);
+  }
+  /* the store did not change: the same bytes are served again (held by both answers) */
+  pcc_answer a, b;
+  profile_and_bundle(&s, names[PROFILES - 1], NULL, false, &a);
+  profile_and_bundle(&s, names[PROFILES - 1], NULL, false, &b);
+  ck_assert_ptr_eq(a.bytes, b.bytes);
+  /* prog0 was built first and used least recently: the ninth bundle evicted it; it is built
+   * anew (other bytes, since the held answers keep theirs alive) */
+  pcc_answer c, d;
+  profile_and_bundle(&s, names[0], NULL, false, &c);
+  profile_and_bundle(&s, names[0], NULL, false, &d);
+  ck_assert_ptr_eq(c.bytes, d.bytes);   /* now cached again */
+  ck_assert_ptr_ne(c.bytes, a.bytes);
+  pcc_answer_clear(&a);
+  pcc_answer_clear(&b);
+  pcc_answer_clear(&c);
+  pcc_answer_clear(&d);
+  /* a change to the store (a new compile) makes a cached bundle stale */
+  pcc_answer before, after;
+  profile_and_bundle(&s, names[1], NULL, false, &before);
+  compile_now(&s, "/src/other.py", "OTHER = 1\n");
+  profile_and_bundle(&s, names[1], NULL, false, &after);
+  ck_assert_ptr_ne(before.bytes, after.bytes);
+  pcc_answer_clear(&before);
+  pcc_answer_clear(&after);
+  server_close(&s);
+}
+END_TEST
+
+START_TEST(test_bundle_cache_off)
+{
+  server s;
+  const char *extra[] = {"--bundle-cache", "0", NULL};
+  server_open(&s, extra);
+  compile_now(&s, "/src/only.py", "ONLY = 1\n");
+  pcc_answer a, b;
+  profile_and_bundle(&s, "p", "/src/only.py", true, &a);
+  profile_and_bundle(&s, "p", NULL, false, &b);
+  ck_assert_ptr_ne(a.bytes, b.bytes); /* nothing kept: each request builds its own */
+  pcc_answer_clear(&a);
+  pcc_answer_clear(&b);
+  server_close(&s);
+}
+END_TEST
+
+/* ---- config and limits -------------------------------------------------------------------- */
+
+static pcc_config_status parse(pcc_config *config, const char *const *args)
+{
+  char *argv[16] = {(char *)"pycached"};
+  int argc = 1;
+  for (; args[argc - 1] != NULL; argc++)
+    argv[argc] = (char *)args[argc - 1];
+  FILE *saved = stderr;
+  stderr = fopen("/dev/null", "w"); /* the usage messages are not the test's */
+  pcc_config_status rc = pcc_config_parse(argc, argv, config);
+  fclose(stderr);
+  stderr = saved;
+  return rc;
+}
+
+START_TEST(test_config_defaults_are_the_limits)
+{
+  pcc_config config;
+  const char *none[] = {NULL};
+  ck_assert_int_eq(parse(&config, none), PCC_CONFIG_OK);
+  ck_assert_uint_eq(config.max_source, PCC_SOURCE_MAX_DEFAULT);
+  ck_assert_uint_eq(config.max_profile_body, PCC_PROFILE_BODY_MAX_DEFAULT);
+  ck_assert_uint_eq(config.max_batch_body, PCC_BATCH_BODY_MAX_DEFAULT);
+  ck_assert_uint_eq(config.max_report_body, PCC_REPORT_BODY_MAX);
+  ck_assert_uint_eq(config.max_batch, PCC_BATCH_LOOKUPS_DEFAULT);
+  ck_assert_uint_eq(config.max_bundle, PCC_BUNDLE_MAX_DEFAULT);
+  ck_assert_uint_eq(config.bundle_cache, PCC_BUNDLE_CACHE_DEFAULT);
+  ck_assert_uint_eq(config.port, 8700);
+  ck_assert_str_eq(config.listen, "127.0.0.1");
+  ck_assert_str_eq(config.store_dir, "./var/pycached");
+}
+END_TEST
+
+START_TEST(test_config_values_and_bounds)
+{
+  pcc_config config;
+  const char *sizes[] = {"--max-source", "2M", "--max-batch-body", "512K", "--max-batch", "7",
+                         "--map-size", "1G", NULL};
+  ck_assert_int_eq(parse(&config, sizes), PCC_CONFIG_OK);
+  ck_assert_uint_eq(config.max_source, 2u << 20);
+  ck_assert_uint_eq(config.max_batch_body, 512u << 10);
+  ck_assert_uint_eq(config.max_batch, 7);
+  ck_assert_uint_eq(config.map_size, 1u << 30);
+  /* each bound, on both sides */
+  const char *at_ceiling[] = {"--max-source", "32M", NULL};
+  ck_assert_int_eq(parse(&config, at_ceiling), PCC_CONFIG_OK);
+  const char *over_ceiling[] = {"--max-source", "33554433", NULL};
+  ck_assert_int_eq(parse(&config, over_ceiling), PCC_CONFIG_USAGE);
+  const char *workers_max[] = {"--workers", "64", NULL};
+  ck_assert_int_eq(parse(&config, workers_max), PCC_CONFIG_OK);
+  const char *workers_over[] = {"--workers", "65", NULL};
+  ck_assert_int_eq(parse(&config, workers_over), PCC_CONFIG_USAGE);
+  const char *zero_batch[] = {"--max-batch", "0", NULL};
+  ck_assert_int_eq(parse(&config, zero_batch), PCC_CONFIG_USAGE);
+  const char *bad_size[] = {"--max-bundle", "12Q", NULL};
+  ck_assert_int_eq(parse(&config, bad_size), PCC_CONFIG_USAGE);
+  const char *negative[] = {"--port", "-1", NULL};
+  ck_assert_int_eq(parse(&config, negative), PCC_CONFIG_USAGE);
+  const char *stray[] = {"extra", NULL};
+  ck_assert_int_eq(parse(&config, stray), PCC_CONFIG_USAGE);
+  const char *too_many_roots[] = {"--source-root", "/", "--source-root", "/", "--source-root",
+                                  "/", NULL};
+  ck_assert_int_eq(parse(&config, too_many_roots), PCC_CONFIG_OK); /* 3 of 16 */
+}
+END_TEST
+
+START_TEST(test_limits_table)
+{
+  size_t n;
+  const pcc_limit *limits = pcc_limits(&n);
+  ck_assert_uint_gt(n, 20);
+  for (size_t i = 0; i < n; i++) {
+    ck_assert_msg(limits[i].value > 0, "%s is 0", limits[i].name);
+    ck_assert_msg(strncmp(limits[i].name, "PCC_", 4) == 0, "%s", limits[i].name);
+    for (size_t j = 0; j < i; j++)
+      ck_assert_msg(strcmp(limits[i].name, limits[j].name) != 0, "%s twice", limits[i].name);
+    /* a row that names an option is that option's default */
+    if (limits[i].option != NULL && strcmp(limits[i].option, "--workers") != 0) {
+      pcc_config config;
+      const char *none[] = {NULL};
+      ck_assert_int_eq(parse(&config, none), PCC_CONFIG_OK);
+      bool found = false;
+      for (size_t off = 0; off + sizeof(uint64_t) <= sizeof config; off += sizeof(uint64_t)) {
+        const char *name = pcc_config_option_for(off);
+        if (name != NULL && strcmp(name, limits[i].option + 2) == 0) {
+          uint64_t value;
+          memcpy(&value, (const char *)&config + off, sizeof value);
+          ck_assert_msg(value == limits[i].value, "%s: default %llu, table %llu",
+                        limits[i].option, (unsigned long long)value,
+                        (unsigned long long)limits[i].value);
+          found = true;
+        }
+      }
+      ck_assert_msg(found, "%s names no option", limits[i].name);
+    }
+  }
+}
+END_TEST
+
+/* ---- the route table ---------------------------------------------------------------------- */
+
+START_TEST(test_route_table_is_sound)
+{
+  pcc_config config;
+  const char *none[] = {NULL};
+  ck_assert_int_eq(parse(&config, none), PCC_CONFIG_OK);
+  for (size_t f = 0; f < N_FEATURES; f++)
+    for (size_t r = 0; r < all_features[f]->n_routes; r++) {
+      const pcc_route *route = &all_features[f]->routes[r];
+      ck_assert(route->handler != NULL);
+      ck_assert_msg(route->path[0] == '/', "%s", route->path);
+      ck_assert_msg(route->required == 0 || route->params, "%s: required without params",
+                    route->path);
+      /* a body limit names a byte field of the config */
+      if (route->body != PCC_ROUTE_NO_BODY) {
+        ck_assert_uint_le(route->body - 1 + sizeof(uint64_t), sizeof config);
+        uint64_t limit;
+        memcpy(&limit, (const char *)&config + route->body - 1, sizeof limit);
+        ck_assert_msg(limit > 0 && limit <= PCC_SOURCE_MAX_CEILING, "%s: limit %llu",
+                      route->path, (unsigned long long)limit);
+      }
+      /* admin endpoints need the admin role; nothing but health and the page is open */
+      if (strncmp(route->path, "/v1/admin/", 10) == 0 || strcmp(route->path, "/metrics") == 0)
+        ck_assert_msg(route->role == PCC_ROLE_ADMIN, "%s", route->path);
+      if (route->role == 0)
+        ck_assert_msg(strcmp(route->path, "/healthz") == 0 ||
+                        strncmp(route->path, "/admin", 6) == 0, "%s is open", route->path);
+      for (size_t g = 0; g <= f; g++)
+        for (size_t q = 0; q < (g == f ? r : all_features[g]->n_routes); q++) {
+          const pcc_route *other = &all_features[g]->routes[q];
+          ck_assert_msg(strcmp(other->path, route->path) != 0 ||
+                          strcmp(other->method, route->method) != 0,
+                        "%s %s twice", route->method, route->path);
+        }
+    }
+  ck_assert(pcc_http_path_matches("/v1/admin/magics/*/retire", "/v1/admin/magics/a70d0d0a/retire",
+                                  NULL, NULL));
+  ck_assert(!pcc_http_path_matches("/v1/admin/magics/*/retire", "/v1/admin/magics//retire", NULL,
+                                   NULL));
+  ck_assert(!pcc_http_path_matches("/v1/admin/magics/*/retire", "/v1/admin/magics/a/b/retire",
+                                   NULL, NULL));
+  ck_assert(!pcc_http_path_matches("/v1/code", "/v1/code/", NULL, NULL));
+}
+END_TEST
+
+START_TEST(test_roles_against_the_route_table)
+{
+  char dir[256], file[300];
+  test_make_tmpdir(dir, sizeof dir, "auth");
+  snprintf(file, sizeof file, "%s/tokens.json", dir);
+  FILE *f = fopen(file, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("{\"tokens\": [\n"
+        " {\"name\": \"fleet\", \"token\": \"fleet-1f0e9d8c7b6a5f4e\", \"roles\": [\"read\"]},\n"
+        " {\"name\": \"ci\", \"token\": \"ci-7b3f9a1e5c2d8f40aa\", \"roles\": [\"read\", "
+        "\"compile\"]},\n"
+        " {\"name\": \"ops\", \"token\": \"ops-2c8e4a6f0b1d9e37\", \"roles\": [\"read\", "
+        "\"compile\", \"admin\"]}]}\n", f);
+  fclose(f);
+  pcc_auth *auth = NULL;
+  char error[256];
+  CHECK_RC(pcc_auth_open(file, &auth, error, sizeof error), pcc_auth_strerror);
+  static const struct {
+    const char *header;
+    unsigned roles;
+  } tokens[] = {
+    {"Bearer fleet-1f0e9d8c7b6a5f4e", PCC_ROLE_READ},
+    {"Bearer ci-7b3f9a1e5c2d8f40aa", PCC_ROLE_READ | PCC_ROLE_COMPILE},
+    {"Bearer ops-2c8e4a6f0b1d9e37", PCC_ROLE_READ | PCC_ROLE_COMPILE | PCC_ROLE_ADMIN},
+  };
+  unsigned checked = 0;
+  for (size_t f = 0; f < N_FEATURES; f++)
+    for (size_t r = 0; r < all_features[f]->n_routes; r++) {
+      const pcc_route *route = &all_features[f]->routes[r];
+      if (route->role == 0)
+        continue;
+      for (size_t t = 0; t < 3; t++) {
+        char name[80];
+        pcc_auth_status rc = pcc_auth_check(auth, tokens[t].header, (pcc_role)route->role, name,
+                                            sizeof name);
+        pcc_auth_status want = (tokens[t].roles & route->role) ? PCC_AUTH_OK : PCC_AUTH_NO_ROLE;
+        ck_assert_msg(rc == want, "%s %s with %s: %s", route->method, route->path,
+                      tokens[t].header, pcc_auth_strerror(rc));
+        checked++;
+      }
+      ck_assert_int_eq(pcc_auth_check(auth, NULL, (pcc_role)route->role, NULL, 0),
+                       PCC_AUTH_MISSING);
+      ck_assert_int_eq(pcc_auth_check(auth, "Bearer fleet-1f0e9d8c7b6a5f4f",
+                                      (pcc_role)route->role, NULL, 0), PCC_AUTH_UNKNOWN);
+    }
+  ck_assert_uint_ge(checked, 3 * 15);
+  pcc_auth_close(auth);
+  test_remove_tree(dir);
+}
+END_TEST
+
+static Suite *server_suite(void)
+{
+  Suite *suite = suite_create("server");
+  TCase *flight = tcase_create("single-flight");
+  tcase_set_timeout(flight, 120);
+  tcase_add_test(flight, test_single_flight_joiners_share_one_compile);
+  tcase_add_test(flight, test_single_flight_abandoned_waiters);
+  tcase_add_test(flight, test_single_flight_worker_death_releases_waiters);
+  tcase_add_test(flight, test_shutdown_releases_queued_waiters);
+  suite_add_tcase(suite, flight);
+  TCase *bundles = tcase_create("bundles");
+  tcase_set_timeout(bundles, 120);
+  tcase_add_test(bundles, test_bundle_cache_keeps_and_evicts);
+  tcase_add_test(bundles, test_bundle_cache_off);
+  suite_add_tcase(suite, bundles);
+  TCase *config = tcase_create("config");
+  tcase_add_test(config, test_config_defaults_are_the_limits);
+  tcase_add_test(config, test_config_values_and_bounds);
+  tcase_add_test(config, test_limits_table);
+  tcase_add_test(config, test_route_table_is_sound);
+  tcase_add_test(config, test_roles_against_the_route_table);
+  suite_add_tcase(suite, config);
+  return suite;
+}
+
+int main(void)
+{
+  return test_run_suite(server_suite());
+}
