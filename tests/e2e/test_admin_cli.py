@@ -9,14 +9,13 @@ bounded.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import MAGIC, PYCACHECTL, PYTHON, Server, run_tests  # noqa: E402  (shared harness)
+from test_e2e import (MAGIC, PYCACHECTL, PYTHON, Server, SharedServerCase,  # noqa: E402
+                      make_tree, run_tests)
 
 # The server wants tokens of 16 to 512 printable characters.
 TOKENS = {
@@ -36,16 +35,9 @@ def write_tokens(path):
     os.chmod(path, 0o600)
 
 
-def make_tree(root, files):
-    for name, text in files.items():
-        path = os.path.join(root, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    return root
 
 
-class AdminCase(unittest.TestCase):
+class AdminCase(SharedServerCase):
     """One server with tokens and a backup directory for the whole class."""
 
     @classmethod
@@ -58,12 +50,6 @@ class AdminCase(unittest.TestCase):
         cls.server = Server(cls.tmp, "--workers", "2", "--tokens", cls.tokens,
                             "--backup-dir", cls.backups)
 
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.server.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-        if code != 0:
-            raise AssertionError("pycached exited with %r on SIGTERM" % code)
 
     def ctl(self, *args, token=OPS, env=None, stdin=subprocess.DEVNULL, server=None):
         """Runs pycachectl with the token in PYCACHED_TOKEN (None: no token at all)."""

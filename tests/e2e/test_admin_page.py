@@ -14,10 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import unittest
 import urllib.parse
 
-from test_e2e import Server, query, source_params, run_tests
+from test_e2e import Server, SharedServerCase, query, source_params, run_tests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAGE_TEST = os.path.join(HERE, "admin_page")
@@ -26,7 +25,7 @@ CHROMIUM = os.environ.get("PCC_CHROMIUM", "/usr/bin/chromium")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class AdminPage(unittest.TestCase):
+class AdminPage(SharedServerCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="pcc-admin-page-")
@@ -61,12 +60,6 @@ class AdminPage(unittest.TestCase):
                     cls.tearDownClass()
                     raise AssertionError("compiling %s: %d %r" % (path, status, body))
 
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.server.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-        if code != 0:
-            raise AssertionError("pycached exited with %r on SIGTERM" % code)
 
     @staticmethod
     def auth(token):

@@ -114,7 +114,29 @@ def query(params):
     return urllib.parse.urlencode(params)
 
 
-class E2E(unittest.TestCase):
+def make_tree(root, files):
+    """Writes files ({relative path: text}) under root, making directories; returns root."""
+    for name, text in files.items():
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    return root
+
+
+class SharedServerCase(unittest.TestCase):
+    """A suite with one server (cls.server) and one temporary directory (cls.tmp) per class; the
+    server must exit 0 on SIGTERM."""
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        if code != 0:
+            raise AssertionError("pycached exited with %r on SIGTERM" % code)
+
+
+class E2E(SharedServerCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="pcc-e2e-")
@@ -125,12 +147,6 @@ class E2E(unittest.TestCase):
         cls.server = Server(cls.tmp, "--workers", "2", "--compile-timeout", "1",
                             "--source-root", cls.root, "--max-source", "8M")
 
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.server.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-        if code != 0:
-            raise AssertionError("pycached exited with %r on SIGTERM" % code)
 
     def write(self, name, text, directory=None):
         path = os.path.join(directory or self.root, name)

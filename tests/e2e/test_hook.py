@@ -18,7 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import PYCACHECTL, PYTHON, Server, run_tests  # noqa: E402  (shared harness)
+from test_e2e import PYCACHECTL, PYTHON, Server, make_tree, run_tests  # noqa: E402  (shared harness)
 
 HOOK_ROOT = os.environ.get("PCC_HOOK_ROOT", "build/client/hook")
 sys.path.insert(0, HOOK_ROOT)
@@ -44,12 +44,6 @@ def closed_port():
         return s.getsockname()[1]
 
 
-def make_tree(root, files):
-    for name, text in files.items():
-        path = os.path.join(root, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
 
 
 class HookCase(unittest.TestCase):

@@ -11,16 +11,14 @@ import json
 import os
 import pty
 import select
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import MAGIC, PYCACHECTL, Server, run_tests  # noqa: E402  (shared harness)
+from test_e2e import MAGIC, PYCACHECTL, Server, SharedServerCase, run_tests, make_tree  # noqa: E402  (shared harness)
 
 EXIT_USAGE, EXIT_SERVER, EXIT_COMPILE, EXIT_LOCAL = 2, 3, 4, 5
 SANITIZER_ENV = ("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD")
@@ -42,18 +40,12 @@ def make_tree(root, count, tag, bad=None):
     return paths
 
 
-class Warm(unittest.TestCase):
+class Warm(SharedServerCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="pcc-warm-")
         cls.server = Server(cls.tmp, "--workers", "2", "--max-source", "1M")
 
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.server.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-        if code != 0:
-            raise AssertionError("pycached exited with %r on SIGTERM" % code)
 
     def tree(self, name):
         path = os.path.join(self.tmp, name)

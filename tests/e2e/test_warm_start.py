@@ -12,7 +12,7 @@ import threading
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import MAGIC, run_tests  # noqa: E402
+from test_e2e import MAGIC, make_tree, run_tests  # noqa: E402
 from test_hook import FaultProxy, HookCase  # noqa: E402
 
 MODULES = 5
@@ -24,12 +24,7 @@ class WarmStart(HookCase):
         files = {"app/__init__.py": "from . import m0, m1, m2, m3\n"}
         for i in range(MODULES - 1):
             files["app/m%d.py" % i] = "VALUE = %d\n" % (value * 10 + i)
-        for name, text in files.items():
-            path = os.path.join(root, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(text)
-        return root
+        return make_tree(root, files)
 
     def run_app(self, url, root, env=None):
         # the same command every run: the default profile is derived from it

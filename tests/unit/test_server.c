@@ -181,24 +181,38 @@ static char *slow_source(int seed)
 
 #define JOINERS 8
 
+/* JOINERS compiles of one source, their answers and their connections. */
+typedef struct {
+  pcc_request reqs[JOINERS];
+  pcc_answer answers[JOINERS];
+  connection *conns[JOINERS];
+} joiners;
+
 /* Starts JOINERS compiles of one source; every one must be pending (the first queues the job,
  * the others join it). */
-static void start_joiners(server *s, const char *source, pcc_request *reqs, pcc_answer *answers,
-                          connection **conns)
+static void start_joiners(server *s, const char *source, joiners *j)
 {
   void *state;
   const pcc_route *route = find_route(s, "POST", "/v1/compile", &state);
   for (int i = 0; i < JOINERS; i++) {
     static char paths[JOINERS][64];
     snprintf(paths[i], sizeof paths[i], "/src/joined_%d.py", i);
-    conns[i] = connection_new();
-    compile_request(s, &reqs[i], route, paths[i], source, conns[i]);
-    pcc_answer_init(&answers[i]);
-    route->handler(state, &reqs[i], &answers[i]);
-    ck_assert_msg(answers[i].kind == PCC_ANSWER_PENDING, "compile %d: kind %d (%s)", i,
-                  answers[i].kind, answers[i].message);
-    ck_assert_uint_eq(conns[i]->suspended, 1);
+    j->conns[i] = connection_new();
+    compile_request(s, &j->reqs[i], route, paths[i], source, j->conns[i]);
+    pcc_answer_init(&j->answers[i]);
+    route->handler(state, &j->reqs[i], &j->answers[i]);
+    ck_assert_msg(j->answers[i].kind == PCC_ANSWER_PENDING, "compile %d: kind %d (%s)", i,
+                  j->answers[i].kind, j->answers[i].message);
+    ck_assert_uint_eq(j->conns[i]->suspended, 1);
   }
+}
+
+/* Waits for joiner i to be resumed and finishes its answer into *final. */
+static void finish_joiner(joiners *j, int i, pcc_answer *final)
+{
+  ck_assert_msg(wait_resumed(j->conns[i]), "request %d was never resumed", i);
+  pcc_answer_init(final);
+  j->answers[i].finish(j->answers[i].pending, &j->reqs[i], final);
 }
 
 START_TEST(test_single_flight_joiners_share_one_compile)
@@ -206,19 +220,15 @@ START_TEST(test_single_flight_joiners_share_one_compile)
   server s;
   server_open(&s, NULL);
   char *source = slow_source(1);
-  pcc_request reqs[JOINERS];
-  pcc_answer answers[JOINERS];
-  connection *conns[JOINERS];
-  start_joiners(&s, source, reqs, answers, conns);
+  joiners j;
+  start_joiners(&s, source, &j);
   for (int i = 0; i < JOINERS; i++) {
-    ck_assert_msg(wait_resumed(conns[i]), "request %d was never resumed", i);
     pcc_answer final;
-    pcc_answer_init(&final);
-    answers[i].finish(answers[i].pending, &reqs[i], &final);
+    finish_joiner(&j, i, &final);
     ck_assert_int_eq(final.kind, PCC_ANSWER_ENTRY);
     ck_assert_str_eq(final.outcome, i == 0 ? "compiled" : "joined");
     pcc_answer_clear(&final);
-    connection_free(conns[i]);
+    connection_free(j.conns[i]);
   }
   pcc_totals *totals = pcc_counters_totals(pcc_core_counters(s.core));
   const pcc_magic_counters *magics;
@@ -254,24 +264,20 @@ START_TEST(test_single_flight_abandoned_waiters)
   server s;
   server_open(&s, NULL);
   char *source = slow_source(2);
-  pcc_request reqs[JOINERS];
-  pcc_answer answers[JOINERS];
-  connection *conns[JOINERS];
-  start_joiners(&s, source, reqs, answers, conns);
+  joiners j;
+  start_joiners(&s, source, &j);
   for (int i = 0; i < JOINERS; i += 2) /* half of them go away before the compile ends */
-    answers[i].abandon(answers[i].pending);
+    j.answers[i].abandon(j.answers[i].pending);
   for (int i = 1; i < JOINERS; i += 2) {
-    ck_assert(wait_resumed(conns[i]));
     pcc_answer final;
-    pcc_answer_init(&final);
-    answers[i].finish(answers[i].pending, &reqs[i], &final);
+    finish_joiner(&j, i, &final);
     ck_assert_int_eq(final.kind, PCC_ANSWER_ENTRY);
     ck_assert_str_eq(final.outcome, "joined"); /* the first requester went away */
     pcc_answer_clear(&final);
   }
   for (int i = 0; i < JOINERS; i++) {
-    ck_assert(wait_resumed(conns[i])); /* an abandoned request is still resumed: harmless */
-    connection_free(conns[i]);
+    ck_assert(wait_resumed(j.conns[i])); /* an abandoned request is still resumed: harmless */
+    connection_free(j.conns[i]);
   }
   free(source);
   server_close(&s);
@@ -292,20 +298,16 @@ START_TEST(test_single_flight_worker_death_releases_waiters)
   server s;
   const char *extra[] = {"--worker", worker, NULL};
   server_open(&s, extra);
-  pcc_request reqs[JOINERS];
-  pcc_answer answers[JOINERS];
-  connection *conns[JOINERS];
-  start_joiners(&s, "x = 1\n", reqs, answers, conns);
+  joiners j;
+  start_joiners(&s, "x = 1\n", &j);
   for (int i = 0; i < JOINERS; i++) {
-    ck_assert_msg(wait_resumed(conns[i]), "waiter %d not released after the worker died", i);
     pcc_answer final;
-    pcc_answer_init(&final);
-    answers[i].finish(answers[i].pending, &reqs[i], &final);
+    finish_joiner(&j, i, &final);
     ck_assert_int_eq(final.kind, PCC_ANSWER_ERROR);
     ck_assert_int_eq(final.error, PCC_ERR_COMPILER_UNAVAILABLE);
     ck_assert_uint_eq(pcc_http_status(final.error), 503);
     pcc_answer_clear(&final);
-    connection_free(conns[i]);
+    connection_free(j.conns[i]);
   }
   ck_assert_uint_eq(atomic_load(&pcc_counters_totals(pcc_core_counters(s.core))->compiler_failures),
                     1);
