@@ -1,5 +1,5 @@
-/* pcc_limits.c: the rows of the limits table (proto/pcc_limits.h), for `pycached --limits` and for the
- * check that docs/DESIGN.md lists every limit with its value. */
+/* pcc_limits.c: the rows of the limits table (proto/pcc_limits.h), for `pycached --limits` and
+ * for the check that docs/DESIGN.md lists every limit with its value (tests/e2e/test_e2e.py). */
 #include "pcc_limits.h"
 
 #define ROW(name, option, what) {#name, (uint64_t)(name), option, what}

@@ -1,8 +1,8 @@
 /* pcc_limits.h: every hard limit of pycached in one table: what a buffer, body, queue, list or
  * response may hold. Server, clients, compiler pool and workers take their limits from here; the
  * rows marked "option" are the defaults of a pycached option that changes them (server/config.c,
- * `pycached --help`). `pycached --limits` prints this table (proto/limits.c holds its rows) and
- * docs/DESIGN.md, "Limits", lists it; the proto suite checks that the two agree.
+ * `pycached --help`). `pycached --limits` prints this table (proto/pcc_limits.c holds its rows)
+ * and docs/DESIGN.md, "Limits", lists it; the e2e suite checks that the two agree.
  *
  * Values are plain constant expressions, usable in array sizes and in #if. */
 #ifndef PCC_PCC_LIMITS_H

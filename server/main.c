@@ -58,7 +58,8 @@ static int access_control(const pcc_config *config, pcc_auth **auth, char *note,
       return -1;
     }
     snprintf(note, len, "pycached: no --tokens: every endpoint is open%s",
-             loopback(config->listen) ? " (loopback only)" : ", on a non-loopback address (--insecure)");
+             loopback(config->listen) ? " (loopback only)"
+                                      : ", on a non-loopback address (--insecure)");
     return 0;
   }
   char error[256] = "";
