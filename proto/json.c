@@ -64,7 +64,8 @@ cJSON *pcc_entry_to_json(const pcc_entry_view *entry)
             cJSON_AddNumberToObject(obj, "mtime", (double)entry->mtime) &&
             cJSON_AddNumberToObject(obj, "size", (double)entry->size) &&
             cJSON_AddNumberToObject(obj, "hash", entry->hash) &&
-            cJSON_AddStringToObject(obj, "validation", entry->hash_checked ? "hash" : "timestamp") &&
+            cJSON_AddStringToObject(obj, "validation",
+                                    entry->hash_checked ? "hash" : "timestamp") &&
             cJSON_AddStringToObject(obj, "digest", digest_hex) &&
             cJSON_AddStringToObject(obj, "checksum", checksum_hex) &&
             cJSON_AddStringToObject(obj, "compiler", entry->compiler ? entry->compiler : "") &&

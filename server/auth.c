@@ -116,7 +116,8 @@ static bool parse_token(const cJSON *item, auth_token *out, char *error, size_t 
   cJSON_ArrayForEach(role, roles) {
     static const pcc_role all[] = {PCC_ROLE_READ, PCC_ROLE_COMPILE, PCC_ROLE_ADMIN};
     size_t i = 0;
-    while (i < 3 && !(cJSON_IsString(role) && strcmp(role->valuestring, pcc_role_name(all[i])) == 0))
+    while (i < 3 &&
+           !(cJSON_IsString(role) && strcmp(role->valuestring, pcc_role_name(all[i])) == 0))
       i++;
     if (i == 3) {
       snprintf(error, error_len, "token \"%s\": roles are \"read\", \"compile\" and \"admin\"",
