@@ -25,8 +25,6 @@
 
 #include "pycached.h"
 
-#define CLIENT_URL_MAX 2048         /* base URL */
-#define CLIENT_REQUEST_URL_MAX 16384 /* full request URL: base + escaped path + parameters */
 #define CLIENT_SOURCE_RETRIES 3
 #define CLIENT_AUTH_PREFIX "Authorization: Bearer "
 
@@ -260,8 +258,8 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   if (config->connect_timeout_ms < 0 || config->timeout_ms < 0)
     return PCC_CLIENT_INVALID;
   const char *url = config->base_url ? config->base_url : PCC_CLIENT_DEFAULT_URL;
-  size_t url_len = strnlen(url, CLIENT_URL_MAX + 1);
-  if (url_len == 0 || url_len > CLIENT_URL_MAX ||
+  size_t url_len = strnlen(url, PCC_CLIENT_URL_MAX + 1);
+  if (url_len == 0 || url_len > PCC_CLIENT_URL_MAX ||
       (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
     return PCC_CLIENT_INVALID;
   for (size_t i = 0; i < url_len; i++)
@@ -583,13 +581,13 @@ static pcc_client_status client_code_url(pcc_client *client, const char *endpoin
   int n = snprintf(NULL, 0, fmt, client->base_url, endpoint, magic_hex, opt, path, source->mtime,
                    source->size, extra);
   char *url = NULL;
-  if (n > 0 && n < CLIENT_REQUEST_URL_MAX && (url = malloc((size_t)n + 1)) != NULL)
+  if (n > 0 && n < PCC_CLIENT_REQUEST_URL_MAX && (url = malloc((size_t)n + 1)) != NULL)
     snprintf(url, (size_t)n + 1, fmt, client->base_url, endpoint, magic_hex, opt, path,
              source->mtime, source->size, extra);
   curl_free(path);
   if (url == NULL)
-    return client_fail(client, n > 0 && n < CLIENT_REQUEST_URL_MAX ? PCC_CLIENT_NOMEM
-                                                                   : PCC_CLIENT_INVALID,
+    return client_fail(client, n > 0 && n < PCC_CLIENT_REQUEST_URL_MAX ? PCC_CLIENT_NOMEM
+                                                                       : PCC_CLIENT_INVALID,
                        "cannot build the request URL");
   *out = url;
   return PCC_CLIENT_OK;
@@ -726,18 +724,18 @@ pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic,
 /* ---- stats and health ------------------------------------------------------------------ */
 
 /* Builds base_url + path_and_query (checked: starts with '/', no spaces or control characters,
- * within CLIENT_REQUEST_URL_MAX). Caller frees *out. */
+ * within PCC_CLIENT_REQUEST_URL_MAX). Caller frees *out. */
 static pcc_client_status client_plain_url(pcc_client *client, const char *path_and_query,
                                           char **out)
 {
   if (path_and_query == NULL || path_and_query[0] != '/')
     return client_fail(client, PCC_CLIENT_INVALID, "the path must start with '/'");
-  size_t len = strnlen(path_and_query, CLIENT_REQUEST_URL_MAX);
+  size_t len = strnlen(path_and_query, PCC_CLIENT_REQUEST_URL_MAX);
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)path_and_query[i] <= 0x20 || path_and_query[i] == 0x7f)
       return client_fail(client, PCC_CLIENT_INVALID, "the path has spaces or control characters");
   int n = snprintf(NULL, 0, "%s%s", client->base_url, path_and_query);
-  if (n <= 0 || n >= CLIENT_REQUEST_URL_MAX)
+  if (n <= 0 || n >= PCC_CLIENT_REQUEST_URL_MAX)
     return client_fail(client, PCC_CLIENT_INVALID, "the URL is too long");
   char *url = malloc((size_t)n + 1);
   if (url == NULL)

@@ -21,11 +21,6 @@ enum {
   EXIT_AUTH = 7,    /* refused by access control: 401, or 403 naming a role */
 };
 
-#define CTL_TIMEOUT_MAX_MS 3600000 /* one hour; also the download's default timeout */
-#define CTL_LIMIT_MAX 1000   /* admin ls --limit, the server's bound */
-#define CTL_WARM_DIRS_MAX 256 /* warm: DIR arguments */
-#define CTL_WARM_JOBS_MAX 64  /* warm --jobs */
-
 /* Options that apply to some commands only; each command lists the ones it takes. */
 enum {
   ARG_OUTPUT = 1 << 0,

@@ -12,15 +12,11 @@
 
 #include "ctl.h"
 
-#define CTL_QUERY_MAX 16384  /* an admin request's path and query, escaped */
-#define CTL_PAGES_MAX 1000000 /* admin ls --all: a server that never ends its listing */
-#define CTL_ANSWER_MAX 64    /* a confirmation answer */
-
 /* ---- admin: requests ------------------------------------------------------------------- */
 
-/* An admin request's path and query under construction, escaped, within CTL_QUERY_MAX. */
+/* An admin request's path and query under construction, escaped, within PCC_CTL_QUERY_MAX. */
 typedef struct {
-  char text[CTL_QUERY_MAX];
+  char text[PCC_CTL_QUERY_MAX];
   size_t len;
   bool has_query;
   bool overflow;
@@ -77,7 +73,7 @@ static int ctl_admin_call(pcc_client *client, const char *what, const char *meth
                           cJSON **json_out)
 {
   if (q->overflow) {
-    fprintf(stderr, "pycachectl: %s: the request is over %d bytes\n", what, CTL_QUERY_MAX);
+    fprintf(stderr, "pycachectl: %s: the request is over %d bytes\n", what, PCC_CTL_QUERY_MAX);
     return EXIT_USAGE;
   }
   char *body = NULL;
@@ -388,7 +384,7 @@ static int ctl_admin_ls(pcc_client *client, const ctl_args *args)
   }
   int code = EXIT_HIT;
   long shown = 0;
-  for (long page = 0; page < CTL_PAGES_MAX; page++) {
+  for (long page = 0; page < PCC_CTL_PAGES_MAX; page++) {
     ctl_query q;
     ctl_query_init(&q, "/v1/admin/entries");
     ctl_query_add(&q, "magic", args->given & ARG_MAGIC ? magic_hex : NULL);
@@ -531,7 +527,7 @@ static int ctl_confirm(const ctl_args *args, const char *what, const char *fmt, 
   va_end(ap);
   fprintf(stderr, " [y/N] ");
   fflush(stderr);
-  char answer[CTL_ANSWER_MAX];
+  char answer[PCC_CTL_ANSWER_MAX];
   bool yes = false;
   if (fgets(answer, sizeof answer, stdin) != NULL) {
     answer[strcspn(answer, " \t\r\n")] = '\0';
@@ -699,7 +695,7 @@ static int ctl_admin_download(pcc_client *client, const ctl_args *args)
     return EXIT_LOCAL;
   }
   if (args->timeout_ms == 0) /* a big store takes longer than a minute */
-    pcc_client_set_timeout(client, CTL_TIMEOUT_MAX_MS);
+    pcc_client_set_timeout(client, PCC_CTL_TIMEOUT_MAX_MS);
   uint64_t bytes = 0;
   pcc_client_status rc = pcc_client_download(client, "/v1/admin/backup", fd, &bytes, NULL);
   int code = EXIT_HIT, err = 0;
@@ -736,7 +732,7 @@ static int ctl_admin_backup(pcc_client *client, const ctl_args *args)
   char *body = NULL;
   cJSON *obj = NULL;
   if (args->timeout_ms == 0)
-    pcc_client_set_timeout(client, CTL_TIMEOUT_MAX_MS);
+    pcc_client_set_timeout(client, PCC_CTL_TIMEOUT_MAX_MS);
   int code = ctl_admin_call(client, "admin backup", "POST", &q, false, &body,
                             args->json ? NULL : &obj);
   if (code != EXIT_HIT)

@@ -20,13 +20,10 @@
 /* `warm DIR...` walks the trees the way compileall does (every file named *.py, every
  * directory but __pycache__, hidden ones included; symlinked files are warmed under their own
  * path, symlinked directories are not entered), then N threads, each with its own client,
- * upload every file at every level of --opt. The walk is bounded: */
-#define CTL_WARM_FILES_MAX 1000000            /* *.py files of one run, all DIRs together */
-#define CTL_WARM_TEXT_MAX ((size_t)256 << 20) /* bytes of their paths */
-#define CTL_WARM_DEPTH_MAX 64                 /* directory levels below a DIR */
-#define CTL_WARM_JOBS_DEFAULT 4               /* when /v1/stats does not say */
-#define CTL_WARM_REASON_MAX 512               /* bytes of one reported message */
-#define CTL_WARM_REDRAW_NS 100000000L         /* the progress line: at most 10 redraws a second */
+ * upload every file at every level of --opt. The walk is bounded by the PCC_CTL_WARM_* limits
+ * (proto/pcc_limits.h): files, bytes of their paths, directory levels below a DIR. */
+#define CTL_WARM_JOBS_DEFAULT 4       /* when /v1/stats does not say */
+#define CTL_WARM_REDRAW_NS 100000000L /* the progress line: at most 10 redraws a second */
 
 /* A file, a level or a directory that was not warmed. */
 typedef struct {
@@ -62,7 +59,7 @@ typedef struct {
   bool unreadable; /* something in the trees could not be read: exit 5 */
   bool lost;       /* out of memory while recording a problem */
   int fatal;       /* the exit code of the error that stopped the run; 0: none */
-  char fatal_message[CTL_WARM_REASON_MAX];
+  char fatal_message[PCC_CTL_WARM_REASON_MAX];
 } ctl_warm;
 
 typedef struct {
@@ -73,11 +70,11 @@ typedef struct {
 
 static char *ctl_strndup_bounded(const char *s)
 {
-  return s ? strndup(s, CTL_WARM_REASON_MAX) : NULL;
+  return s ? strndup(s, PCC_CTL_WARM_REASON_MAX) : NULL;
 }
 
 /* Records a problem; compile_error selects the kind, type/line/offset apply to compile errors
- * only. Thread-safe. The strings are copied (each at most CTL_WARM_REASON_MAX bytes). */
+ * only. Thread-safe. The strings are copied (each at most PCC_CTL_WARM_REASON_MAX bytes). */
 static void ctl_warm_problem_add(ctl_warm *w, const char *path, int opt, bool compile_error,
                                  const char *type, const char *message, int64_t line,
                                  int64_t offset)
@@ -136,18 +133,18 @@ static void ctl_warm_fatal(ctl_warm *w, int code, const char *format, ...)
   atomic_store(&w->stop, true);
 }
 
-/* Appends a path found by the walk. Returns false past CTL_WARM_FILES_MAX or
- * CTL_WARM_TEXT_MAX, or without memory (the walk then stops; the caller says why). */
+/* Appends a path found by the walk. Returns false past PCC_CTL_WARM_FILES_MAX or
+ * PCC_CTL_WARM_TEXT_MAX, or without memory (the walk then stops; the caller says why). */
 static bool ctl_warm_add_path(ctl_warm *w, const char *path, size_t len)
 {
-  if (w->nfiles >= CTL_WARM_FILES_MAX || w->text_len + len + 1 > CTL_WARM_TEXT_MAX)
+  if (w->nfiles >= PCC_CTL_WARM_FILES_MAX || w->text_len + len + 1 > PCC_CTL_WARM_TEXT_MAX)
     return false;
   if (w->text_len + len + 1 > w->text_cap) {
     size_t cap = w->text_cap ? 2 * w->text_cap : (size_t)1 << 16;
     while (cap < w->text_len + len + 1)
       cap *= 2;
-    if (cap > CTL_WARM_TEXT_MAX)
-      cap = CTL_WARM_TEXT_MAX;
+    if (cap > PCC_CTL_WARM_TEXT_MAX)
+      cap = PCC_CTL_WARM_TEXT_MAX;
     char *grown = realloc(w->text, cap);
     if (grown == NULL)
       return false;
@@ -174,7 +171,7 @@ static bool ctl_warm_add_path(ctl_warm *w, const char *path, size_t len)
  * skipped. Returns false when the walk must stop: over its limits or out of memory. */
 static bool ctl_warm_walk(ctl_warm *w, char *path, size_t plen, int depth)
 {
-  char reason[CTL_WARM_REASON_MAX];
+  char reason[PCC_CTL_WARM_REASON_MAX];
   DIR *dir = opendir(path);
   if (dir == NULL) {
     snprintf(reason, sizeof reason, "cannot list the directory: %s", strerror(errno));
@@ -215,9 +212,9 @@ static bool ctl_warm_walk(ctl_warm *w, char *path, size_t plen, int depth)
     memcpy(path + base + 1, name, nlen + 1);
     if (is_py) {
       ok = ctl_warm_add_path(w, path, base + 1 + nlen);
-    } else if (depth >= CTL_WARM_DEPTH_MAX) {
+    } else if (depth >= PCC_CTL_WARM_DEPTH_MAX) {
       snprintf(reason, sizeof reason, "not entered: over %d directory levels below DIR",
-               CTL_WARM_DEPTH_MAX);
+               PCC_CTL_WARM_DEPTH_MAX);
       ctl_warm_unreadable(w, path, reason);
     } else {
       ok = ctl_warm_walk(w, path, base + 1 + nlen, depth + 1);
@@ -277,7 +274,7 @@ static void ctl_warm_result(ctl_warm *w, pcc_client *client, pcc_client_status r
   }
   const pcc_client_error *err = pcc_client_last_error(client);
   const char *message = err->message ? err->message : pcc_client_strerror(rc);
-  char reason[CTL_WARM_REASON_MAX];
+  char reason[PCC_CTL_WARM_REASON_MAX];
   switch (rc) {
   case PCC_CLIENT_COMPILE_ERROR:
     ctl_warm_problem_add(w, source->path, opt, true, err->type ? err->type : "SyntaxError",
@@ -523,8 +520,8 @@ static int ctl_warm_jobs(pcc_client *client, const ctl_args *args, const pcc_mag
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(compiler, "workers");
     if (cJSON_IsString(m) && strcasecmp(m->valuestring, magic_hex) == 0 && cJSON_IsNumber(n) &&
         n->valuedouble >= 1) {
-      *jobs = n->valuedouble >= CTL_WARM_JOBS_MAX / 2 ? CTL_WARM_JOBS_MAX
-                                                      : 2 * (int)n->valuedouble;
+      *jobs = n->valuedouble >= PCC_CTL_WARM_JOBS_MAX / 2 ? PCC_CTL_WARM_JOBS_MAX
+                                                          : 2 * (int)n->valuedouble;
       break;
     }
   }
@@ -609,10 +606,10 @@ int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_
     size_t len = strlen(roots[i]);
     memcpy(path, roots[i], len + 1);
     if (!ctl_warm_walk(&w, path, len, 0)) {
-      if (w.nfiles >= CTL_WARM_FILES_MAX || w.text_len > CTL_WARM_TEXT_MAX / 2)
+      if (w.nfiles >= PCC_CTL_WARM_FILES_MAX || w.text_len > PCC_CTL_WARM_TEXT_MAX / 2)
         fprintf(stderr, "pycachectl: warm: the trees hold over %d *.py files (or %zu MiB of "
-                        "paths): warm fewer at a time\n", CTL_WARM_FILES_MAX,
-                CTL_WARM_TEXT_MAX >> 20);
+                        "paths): warm fewer at a time\n", PCC_CTL_WARM_FILES_MAX,
+                (size_t)(PCC_CTL_WARM_TEXT_MAX >> 20));
       else
         fprintf(stderr, "pycachectl: warm: out of memory while walking %s\n", dirs[i]);
       code = EXIT_LOCAL;

@@ -17,9 +17,6 @@
 
 #include "ctl.h"
 
-#define CTL_JSON_DEPTH_MAX 8
-#define CTL_SOURCE_LINE_MAX 240
-
 enum {
   OPT_NO_HASH = 256,
   OPT_TOKEN_FILE,
@@ -319,8 +316,8 @@ static void ctl_print_compile_error(const pcc_client_error *err, const pcc_sourc
     size_t shown = len - indent;
     if (shown > 0 && p[len - 1] == '\r')
       shown--;
-    if (shown > CTL_SOURCE_LINE_MAX)
-      shown = CTL_SOURCE_LINE_MAX;
+    if (shown > PCC_CTL_SOURCE_LINE_MAX)
+      shown = PCC_CTL_SOURCE_LINE_MAX;
     fprintf(stderr, "    %.*s\n", (int)shown, (const char *)p + indent);
     if (err->offset > (int64_t)indent && (uint64_t)(err->offset - (int64_t)indent) <= shown + 1)
       fprintf(stderr, "    %*s^\n", (int)(err->offset - 1 - (int64_t)indent), "");
@@ -333,7 +330,7 @@ void ctl_print_flat(const char *prefix, const cJSON *item, int depth)
 {
   char key[512];
   if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
-    if (depth >= CTL_JSON_DEPTH_MAX) {
+    if (depth >= PCC_CTL_JSON_DEPTH_MAX) {
       printf("%-32s ...\n", prefix);
       return;
     }
@@ -588,13 +585,13 @@ int main(int argc, char **argv)
   /* options may come before or after the command: parse, take the command words, repeat */
   const char *words[3];
   int nwords = 0;
-  const char *dirs[CTL_WARM_DIRS_MAX]; /* warm DIR... */
+  const char *dirs[PCC_CTL_WARM_DIRS_MAX]; /* warm DIR... */
   int ndirs = 0;
   while (optind < argc) {
     if ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) == -1) {
       if (optind < argc) {
         if (nwords == 1 && strcmp(words[0], "warm") == 0) {
-          if (ndirs == CTL_WARM_DIRS_MAX)
+          if (ndirs == PCC_CTL_WARM_DIRS_MAX)
             return ctl_usage_error("warm takes at most 256 DIRs", argv[optind]);
           dirs[ndirs++] = argv[optind++];
           continue;
@@ -613,7 +610,7 @@ int main(int argc, char **argv)
       args.server = optarg;
       break;
     case 't':
-      if (pcc_parse_i64(optarg, 1, CTL_TIMEOUT_MAX_MS, &value) != PCC_PROTO_OK)
+      if (pcc_parse_i64(optarg, 1, PCC_CTL_TIMEOUT_MAX_MS, &value) != PCC_PROTO_OK)
         return ctl_usage_error("--timeout wants milliseconds, 1..3600000", optarg);
       args.timeout_ms = (long)value;
       break;
@@ -657,7 +654,7 @@ int main(int argc, char **argv)
       args.given |= ARG_PREFIX;
       break;
     case OPT_LIMIT:
-      if (pcc_parse_i64(optarg, 1, CTL_LIMIT_MAX, &value) != PCC_PROTO_OK)
+      if (pcc_parse_i64(optarg, 1, PCC_LIST_LIMIT_MAX, &value) != PCC_PROTO_OK)
         return ctl_usage_error("--limit wants 1..1000", optarg);
       args.limit = (long)value;
       args.given |= ARG_LIMIT;
@@ -683,7 +680,7 @@ int main(int argc, char **argv)
       args.given |= ARG_DOWNLOAD;
       break;
     case OPT_JOBS:
-      if (pcc_parse_i64(optarg, 1, CTL_WARM_JOBS_MAX, &value) != PCC_PROTO_OK)
+      if (pcc_parse_i64(optarg, 1, PCC_CTL_WARM_JOBS_MAX, &value) != PCC_PROTO_OK)
         return ctl_usage_error("--jobs wants 1..64", optarg);
       args.jobs = (long)value;
       args.given |= ARG_JOBS;
