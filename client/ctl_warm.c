@@ -40,10 +40,7 @@ typedef struct {
 typedef struct {
   const char **files; /* sorted, distinct; point into text */
   size_t nfiles;
-  char *text;         /* the paths, NUL-terminated, back to back */
-  size_t text_len, text_cap;
-  size_t *offsets;    /* during the walk: where each path starts in text */
-  size_t offsets_cap;
+  pcc_dynbuf text;    /* the paths, NUL-terminated, back to back (PCC_CTL_WARM_TEXT_MAX) */
   int levels[PCC_OPT_MAX + 1];
   int nlevels;
   pcc_magic magic;
@@ -53,8 +50,8 @@ typedef struct {
   pthread_mutex_t lock;
   pthread_cond_t changed; /* a worker ended */
   int running;
-  ctl_warm_problem *problems;
-  size_t nproblems, problems_cap;
+  pcc_dynbuf problems; /* of ctl_warm_problem */
+  size_t nproblems;
   size_t compile_errors, failures; /* counted even when recording the problem failed */
   bool unreadable; /* something in the trees could not be read: exit 5 */
   bool lost;       /* out of memory while recording a problem */
@@ -84,24 +81,13 @@ static void ctl_warm_problem_add(ctl_warm *w, const char *path, int opt, bool co
     w->compile_errors++;
   else
     w->failures++;
-  if (w->nproblems == w->problems_cap) {
-    size_t cap = w->problems_cap ? 2 * w->problems_cap : 64;
-    ctl_warm_problem *grown = realloc(w->problems, cap * sizeof *grown);
-    if (grown == NULL) {
-      w->lost = true;
-      pthread_mutex_unlock(&w->lock);
-      return;
-    }
-    w->problems = grown;
-    w->problems_cap = cap;
-  }
-  ctl_warm_problem *p = &w->problems[w->nproblems];
-  *p = (ctl_warm_problem){strdup(path), opt, compile_error, ctl_strndup_bounded(type),
-                          ctl_strndup_bounded(message), line, offset};
-  if (p->path == NULL || (type && p->type == NULL) || (message && p->message == NULL)) {
-    free(p->path);
-    free(p->type);
-    free(p->message);
+  ctl_warm_problem p = {strdup(path), opt, compile_error, ctl_strndup_bounded(type),
+                        ctl_strndup_bounded(message), line, offset};
+  if (p.path == NULL || (type && p.type == NULL) || (message && p.message == NULL) ||
+      pcc_dynbuf_add(&w->problems, &p, sizeof p) != PCC_PROTO_OK) {
+    free(p.path);
+    free(p.type);
+    free(p.message);
     w->lost = true;
   } else {
     w->nproblems++;
@@ -133,35 +119,15 @@ static void ctl_warm_fatal(ctl_warm *w, int code, const char *format, ...)
   atomic_store(&w->stop, true);
 }
 
-/* Appends a path found by the walk. Returns false past PCC_CTL_WARM_FILES_MAX or
- * PCC_CTL_WARM_TEXT_MAX, or without memory (the walk then stops; the caller says why). */
+/* Appends a path (len bytes and its NUL) found by the walk. Returns false past
+ * PCC_CTL_WARM_FILES_MAX or PCC_CTL_WARM_TEXT_MAX, or without memory (the walk then stops; the
+ * caller says why). */
 static bool ctl_warm_add_path(ctl_warm *w, const char *path, size_t len)
 {
-  if (w->nfiles >= PCC_CTL_WARM_FILES_MAX || w->text_len + len + 1 > PCC_CTL_WARM_TEXT_MAX)
+  if (w->nfiles >= PCC_CTL_WARM_FILES_MAX ||
+      pcc_dynbuf_add(&w->text, path, len + 1) != PCC_PROTO_OK)
     return false;
-  if (w->text_len + len + 1 > w->text_cap) {
-    size_t cap = w->text_cap ? 2 * w->text_cap : (size_t)1 << 16;
-    while (cap < w->text_len + len + 1)
-      cap *= 2;
-    if (cap > PCC_CTL_WARM_TEXT_MAX)
-      cap = PCC_CTL_WARM_TEXT_MAX;
-    char *grown = realloc(w->text, cap);
-    if (grown == NULL)
-      return false;
-    w->text = grown;
-    w->text_cap = cap;
-  }
-  if (w->nfiles == w->offsets_cap) {
-    size_t cap = w->offsets_cap ? 2 * w->offsets_cap : 1024;
-    size_t *grown = realloc(w->offsets, cap * sizeof *grown);
-    if (grown == NULL)
-      return false;
-    w->offsets = grown;
-    w->offsets_cap = cap;
-  }
-  memcpy(w->text + w->text_len, path, len + 1);
-  w->offsets[w->nfiles++] = w->text_len;
-  w->text_len += len + 1;
+  w->nfiles++;
   return true;
 }
 
@@ -245,8 +211,9 @@ static bool ctl_warm_index(ctl_warm *w)
   w->files = malloc(w->nfiles * sizeof *w->files);
   if (w->files == NULL)
     return false;
-  for (size_t i = 0; i < w->nfiles; i++)
-    w->files[i] = w->text + w->offsets[i];
+  const char *path = w->text.data;
+  for (size_t i = 0; i < w->nfiles; path += strlen(path) + 1)
+    w->files[i++] = path;
   qsort(w->files, w->nfiles, sizeof *w->files, ctl_warm_path_cmp);
   size_t kept = 1;
   for (size_t i = 1; i < w->nfiles; i++)
@@ -403,8 +370,9 @@ static void ctl_warm_levels_text(const ctl_warm *w, char out[16])
  * stdout. Returns false when the JSON could not be built (no memory). */
 static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double elapsed)
 {
+  ctl_warm_problem *problems = w->problems.data;
   if (w->nproblems > 0) /* qsort wants a real array even for none */
-    qsort(w->problems, w->nproblems, sizeof *w->problems, ctl_warm_problem_cmp);
+    qsort(problems, w->nproblems, sizeof *problems, ctl_warm_problem_cmp);
   char magic_hex[2 * PCC_MAGIC_LEN + 1], levels[16];
   pcc_magic_to_hex(&w->magic, magic_hex);
   ctl_warm_levels_text(w, levels);
@@ -419,7 +387,7 @@ static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double 
     for (int i = 0; ok && i < w->nlevels; i++)
       ok = cJSON_AddItemToArray(opts, cJSON_CreateNumber(w->levels[i]));
     for (size_t i = 0; ok && i < w->nproblems; i++) {
-      const ctl_warm_problem *p = &w->problems[i];
+      const ctl_warm_problem *p = &problems[i];
       cJSON *item = cJSON_CreateObject();
       ok = item && cJSON_AddStringToObject(item, "path", p->path) &&
            (p->opt >= 0 ? cJSON_AddNumberToObject(item, "opt", p->opt)
@@ -467,7 +435,7 @@ static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double 
     return text != NULL;
   }
   for (size_t i = 0; i < w->nproblems; i++) {
-    const ctl_warm_problem *p = &w->problems[i];
+    const ctl_warm_problem *p = &problems[i];
     char level[32] = "";
     if (p->opt >= 0 && w->nlevels > 1)
       snprintf(level, sizeof level, " (opt %d)", p->opt);
@@ -532,15 +500,15 @@ static int ctl_warm_jobs(pcc_client *client, const ctl_args *args, const pcc_mag
 
 static void ctl_warm_free(ctl_warm *w)
 {
+  ctl_warm_problem *problems = w->problems.data;
   for (size_t i = 0; i < w->nproblems; i++) {
-    free(w->problems[i].path);
-    free(w->problems[i].type);
-    free(w->problems[i].message);
+    free(problems[i].path);
+    free(problems[i].type);
+    free(problems[i].message);
   }
-  free(w->problems);
+  pcc_dynbuf_free(&w->problems);
   free(w->files);
-  free(w->offsets);
-  free(w->text);
+  pcc_dynbuf_free(&w->text);
   pthread_cond_destroy(&w->changed);
   pthread_mutex_destroy(&w->lock);
 }
@@ -581,6 +549,9 @@ int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_
     }
   }
   ctl_warm w = {.nlevels = 0};
+  pcc_dynbuf_init(&w.text, PCC_CTL_WARM_TEXT_MAX);
+  /* no limit of its own: at most a problem a file and level or a place of the walk */
+  pcc_dynbuf_init(&w.problems, SIZE_MAX);
   pthread_mutex_init(&w.lock, NULL);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
@@ -606,7 +577,7 @@ int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_
     size_t len = strlen(roots[i]);
     memcpy(path, roots[i], len + 1);
     if (!ctl_warm_walk(&w, path, len, 0)) {
-      if (w.nfiles >= PCC_CTL_WARM_FILES_MAX || w.text_len > PCC_CTL_WARM_TEXT_MAX / 2)
+      if (w.nfiles >= PCC_CTL_WARM_FILES_MAX || w.text.len > PCC_CTL_WARM_TEXT_MAX / 2)
         fprintf(stderr, "pycachectl: warm: the trees hold over %d *.py files (or %zu MiB of "
                         "paths): warm fewer at a time\n", PCC_CTL_WARM_FILES_MAX,
                 (size_t)(PCC_CTL_WARM_TEXT_MAX >> 20));
