@@ -1,6 +1,6 @@
-/* ctl_warm.c: `pycachectl warm DIR...`, compileall for the whole fleet: walks the trees,
- * uploads every source with N threads, shows progress on a terminal and a summary at the end
- * (ctl.h has what it shares with pycachectl.c). */
+/* ctl_warm.c: the handler of `pycachectl warm DIR...` (ctl.h; its row is in pycachectl.c's
+ * command table), compileall for the whole fleet: walks the trees, uploads every source with N
+ * threads, shows progress on a terminal and a summary at the end. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +44,7 @@ typedef struct {
   int levels[PCC_OPT_MAX + 1];
   int nlevels;
   pcc_magic magic;
+  bool token_sent; /* the advice for a 401 depends on it */
   atomic_size_t next, done;
   atomic_size_t compiled, joined, cached;
   atomic_bool stop;
@@ -252,9 +253,7 @@ static void ctl_warm_result(ctl_warm *w, pcc_client *client, pcc_client_status r
     return;
   case PCC_CLIENT_UNAUTHORIZED:
     ctl_warm_fatal(w, EXIT_AUTH, "unauthorized (401): %s",
-                   ctl_token_sent ? "the server does not accept the token"
-                                  : "the server wants a token: set PYCACHED_TOKEN or "
-                                    "PYCACHED_TOKEN_FILE, or pass --token-file");
+                   ctl_unauthorized_advice(w->token_sent));
     return;
   case PCC_CLIENT_FORBIDDEN:
     if (err->role) {
@@ -289,13 +288,16 @@ static void ctl_warm_file(ctl_warm *w, pcc_client *client, const char *path)
 {
   pcc_source *source = NULL;
   pcc_client_status rc = pcc_source_load(path, PCC_SOURCE_DEFAULT_MAX, true, &source);
+  if (rc == PCC_CLIENT_TOOBIG) { /* the user's source, like a compile error: not exit 5 */
+    char reason[64];
+    snprintf(reason, sizeof reason, "over the %zu MiB source limit", PCC_SOURCE_DEFAULT_MAX >> 20);
+    ctl_warm_problem_add(w, path, -1, false, NULL, reason, -1, -1);
+    return;
+  }
   if (rc != PCC_CLIENT_OK) {
-    if (rc == PCC_CLIENT_TOOBIG) /* the user's source, like a compile error: not exit 5 */
-      ctl_warm_problem_add(w, path, -1, false, NULL, "over the 16 MiB source limit", -1, -1);
-    else
-      ctl_warm_unreadable(w, path, rc == PCC_CLIENT_IO ? strerror(errno)
-                                   : rc == PCC_CLIENT_INVALID ? "a negative modification time"
-                                                              : pcc_client_strerror(rc));
+    ctl_warm_unreadable(w, path, rc == PCC_CLIENT_IO ? strerror(errno)
+                                 : rc == PCC_CLIENT_INVALID ? "a negative modification time"
+                                                            : pcc_client_strerror(rc));
     return;
   }
   for (int i = 0; i < w->nlevels && !atomic_load(&w->stop); i++) {
@@ -465,18 +467,17 @@ static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double 
 /* How many threads: --jobs, else 2 x the workers of the compiler for magic in /v1/stats, else
  * CTL_WARM_JOBS_DEFAULT. Returns 0 (*jobs set) or the exit code of an error that stops the run
  * (the server unreachable, the token refused). */
-static int ctl_warm_jobs(pcc_client *client, const ctl_args *args, const pcc_magic *magic,
-                         int *jobs)
+static int ctl_warm_jobs(const ctl *c, const pcc_magic *magic, int *jobs)
 {
   *jobs = CTL_WARM_JOBS_DEFAULT;
-  if (args->jobs > 0) {
-    *jobs = (int)args->jobs;
+  if (c->args.jobs > 0) {
+    *jobs = (int)c->args.jobs;
     return 0;
   }
   char *body = NULL;
-  pcc_client_status rc = pcc_client_get_json(client, "/v1/stats", &body, NULL);
+  pcc_client_status rc = pcc_client_get_json(c->client, "/v1/stats", &body, NULL);
   if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT || rc == PCC_CLIENT_UNAUTHORIZED)
-    return ctl_fail(client, rc, "warm");
+    return ctl_fail(c, rc, "warm");
   if (rc != PCC_CLIENT_OK)
     return 0; /* e.g. a token without the read role: the default */
   char magic_hex[2 * PCC_MAGIC_LEN + 1];
@@ -513,15 +514,17 @@ static void ctl_warm_free(ctl_warm *w)
   pthread_mutex_destroy(&w->lock);
 }
 
-/* pycachectl warm DIR...: walks the trees, then uploads every file at every level with
- * args->jobs threads, each with its own client opened from config (the caller's client makes
- * the preliminary requests). Returns the exit code: 0 when every file was handled (compile
- * errors and failures are reported, not fatal), 4 with --strict when a file did not compile or
- * failed, 5 when something in the trees could not be read, 3/6/7 when an error concerning every
- * file stopped the run. */
-int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_args *args,
-                 const char *const *dirs, int ndirs)
+/* pycachectl warm DIR...: walks the trees (c->words), then uploads every file at every level
+ * with --jobs threads, each with its own client opened from c->config (c->client makes the
+ * preliminary requests). Returns the exit code: 0 when every file was handled (compile errors
+ * and failures are reported, not fatal), 4 with --strict when a file did not compile or failed,
+ * 5 when something in the trees could not be read, 3/6/7 when an error concerning every file
+ * stopped the run. */
+int ctl_warm_run(const ctl *c)
 {
+  const ctl_args *args = &c->args;
+  const char *const *dirs = c->words;
+  int ndirs = c->nwords;
   struct timespec start;
   clock_gettime(CLOCK_MONOTONIC, &start);
   /* every DIR must be a directory: resolved now, before anything is sent */
@@ -566,11 +569,12 @@ int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_
 
   int code = 0, jobs = 0;
   w.magic = args->magic;
+  w.token_sent = c->token_sent;
   pcc_client_status rc = PCC_CLIENT_OK;
-  if (!args->have_magic && (rc = pcc_client_default_magic(client, &w.magic)) != PCC_CLIENT_OK)
-    code = ctl_fail(client, rc, "warm: cannot learn the server's default magic");
+  if (!args->have_magic && (rc = pcc_client_default_magic(c->client, &w.magic)) != PCC_CLIENT_OK)
+    code = ctl_fail(c, rc, "warm: cannot learn the server's default magic");
   if (code == 0)
-    code = ctl_warm_jobs(client, args, &w.magic, &jobs);
+    code = ctl_warm_jobs(c, &w.magic, &jobs);
 
   char path[PCC_PATH_MAX + 1];
   for (int i = 0; code == 0 && i < ndirs; i++) {
@@ -600,7 +604,7 @@ int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_
   if ((size_t)jobs > w.nfiles)
     jobs = w.nfiles > 0 ? (int)w.nfiles : 1;
   ctl_warm_job *pool = calloc((size_t)jobs, sizeof *pool);
-  pcc_client_config worker_config = *config;
+  pcc_client_config worker_config = *c->config;
   worker_config.raw_pyc = true;
   int started = 0;
   bool tty = isatty(STDERR_FILENO);
