@@ -270,10 +270,11 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   if (client == NULL)
     return PCC_CLIENT_NOMEM;
   client->err = (pcc_client_error){.http_status = 0, .line = -1, .offset = -1};
-  client->connect_timeout_ms =
-      config->connect_timeout_ms ? config->connect_timeout_ms : PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
+  client->connect_timeout_ms = config->connect_timeout_ms ? config->connect_timeout_ms
+                                                          : PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
   client->timeout_ms = config->timeout_ms ? config->timeout_ms : PCC_CLIENT_DEFAULT_TIMEOUT_MS;
-  client->max_response = config->max_response ? config->max_response : PCC_CLIENT_DEFAULT_MAX_RESPONSE;
+  client->max_response = config->max_response ? config->max_response
+                                              : PCC_CLIENT_DEFAULT_MAX_RESPONSE;
   if (client->max_response > SIZE_MAX / 2)
     client->max_response = SIZE_MAX / 2;
   pcc_dynbuf_init(&client->body.buf, client->max_response + 1); /* + 1: the NUL */
@@ -325,9 +326,11 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
              curl_easy_setopt(c, CURLOPT_WRITEDATA, &client->body) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, client_header_cb) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_HEADERDATA, client) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms) ==
+                 CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, client->timeout_ms) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response) ==
+                 CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
@@ -514,7 +517,8 @@ static pcc_client_status client_perform(pcc_client *client, const char *url, con
       code = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_len ? body : "");
   }
   if (code == CURLE_OK)
-    code = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "DELETE") == 0 ? method : NULL);
+    code = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST,
+                            strcmp(method, "DELETE") == 0 ? method : NULL);
   if (code == CURLE_OK)
     code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   if (code == CURLE_OK && client->sink.fd >= 0) {
