@@ -25,18 +25,15 @@
 
 #include "pycached.h"
 
-#define CLIENT_URL_MAX 2048         /* base URL */
-#define CLIENT_REQUEST_URL_MAX 16384 /* full request URL: base + escaped path + parameters */
 #define CLIENT_SOURCE_RETRIES 3
+#define CLIENT_SOURCE_CHUNK 16384 /* bytes of a source file read at a time */
 #define CLIENT_AUTH_PREFIX "Authorization: Bearer "
 
-/* A response body: grows up to limit bytes, always NUL-terminated once allocated. */
+/* A response body: grows up to the client's max_response bytes (buf.max holds one more, for a
+ * NUL that is not counted), always NUL-terminated once allocated. */
 typedef struct {
-  char *data;
-  size_t len;
-  size_t cap;
-  size_t limit;
-  size_t expected; /* the response's Content-Length (capped at limit), 0 when not given */
+  pcc_dynbuf buf;
+  size_t expected; /* the response's Content-Length (capped at max_response), 0 when not given */
   bool toobig;
   bool nomem;
 } client_buf;
@@ -156,9 +153,10 @@ const char *pcc_client_last_outcome(const pcc_client *client)
 
 const char *pcc_client_last_body(const pcc_client *client, size_t *len_out)
 {
+  const pcc_dynbuf *buf = &client->body.buf;
   if (len_out)
-    *len_out = client->body.data ? client->body.len : 0;
-  return client->body.data ? client->body.data : "";
+    *len_out = buf->data ? buf->len : 0;
+  return buf->data ? buf->data : "";
 }
 
 /* ---- response buffer ------------------------------------------------------------------- */
@@ -207,47 +205,39 @@ static size_t client_header_cb(char *line, size_t size, size_t nitems, void *use
     digits[n] = '\0';
     int64_t value = 0;
     if (n > 0 && pcc_parse_i64(digits, 0, INT64_MAX, &value) == PCC_PROTO_OK)
-      client->body.expected = (uint64_t)value < client->body.limit ? (size_t)value
-                                                                     : client->body.limit;
+      client->body.expected = (uint64_t)value < client->max_response ? (size_t)value
+                                                                       : client->max_response;
   }
   return len;
 }
 
+/* Appends a piece of the body; returning less than it was given aborts the transfer with
+ * CURLE_WRITE_ERROR, the flags say why. */
 static size_t client_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-  client_buf *buf = userdata;
+  client_buf *body = userdata;
   size_t n = size * nmemb;
-  if (n > buf->limit - buf->len) {
-    buf->toobig = true;
-    return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+  /* one allocation of the announced size: big bodies (bundles) are not copied as they grow */
+  pcc_proto_status rc = PCC_PROTO_OK;
+  if (body->buf.cap == 0 && body->expected > n)
+    rc = pcc_dynbuf_reserve(&body->buf, body->expected + 1);
+  if (rc == PCC_PROTO_OK)
+    rc = pcc_dynbuf_reserve(&body->buf, n + 1); /* the bytes and the NUL */
+  if (rc != PCC_PROTO_OK) {
+    body->toobig = rc == PCC_PROTO_RANGE;
+    body->nomem = rc == PCC_PROTO_NOMEM;
+    return 0;
   }
-  if (buf->len + n + 1 > buf->cap) {
-    /* one allocation of the announced size: big bodies (bundles) are not copied as they grow */
-    size_t cap = buf->cap ? buf->cap : buf->expected > n ? buf->expected + 1 : 4096;
-    while (cap < buf->len + n + 1)
-      cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
-    if (cap > buf->limit + 1)
-      cap = buf->limit + 1;
-    char *data = realloc(buf->data, cap);
-    if (data == NULL) {
-      buf->nomem = true;
-      return 0;
-    }
-    buf->data = data;
-    buf->cap = cap;
-  }
-  memcpy(buf->data + buf->len, ptr, n);
-  buf->len += n;
-  buf->data[buf->len] = '\0';
+  pcc_dynbuf_add(&body->buf, ptr, n); /* cannot fail: the room is reserved */
+  ((char *)body->buf.data)[body->buf.len] = '\0';
   return n;
 }
 
-static void client_buf_reset(client_buf *buf)
+static void client_buf_reset(client_buf *body)
 {
-  free(buf->data);
-  buf->data = NULL;
-  buf->len = buf->cap = buf->expected = 0;
-  buf->toobig = buf->nomem = false;
+  pcc_dynbuf_free(&body->buf);
+  body->expected = 0;
+  body->toobig = body->nomem = false;
 }
 
 /* ---- open/close --------------------------------------------------------------------------- */
@@ -260,8 +250,8 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   if (config->connect_timeout_ms < 0 || config->timeout_ms < 0)
     return PCC_CLIENT_INVALID;
   const char *url = config->base_url ? config->base_url : PCC_CLIENT_DEFAULT_URL;
-  size_t url_len = strnlen(url, CLIENT_URL_MAX + 1);
-  if (url_len == 0 || url_len > CLIENT_URL_MAX ||
+  size_t url_len = strnlen(url, PCC_CLIENT_URL_MAX + 1);
+  if (url_len == 0 || url_len > PCC_CLIENT_URL_MAX ||
       (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
     return PCC_CLIENT_INVALID;
   for (size_t i = 0; i < url_len; i++)
@@ -280,13 +270,14 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   if (client == NULL)
     return PCC_CLIENT_NOMEM;
   client->err = (pcc_client_error){.http_status = 0, .line = -1, .offset = -1};
-  client->connect_timeout_ms =
-      config->connect_timeout_ms ? config->connect_timeout_ms : PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
+  client->connect_timeout_ms = config->connect_timeout_ms ? config->connect_timeout_ms
+                                                          : PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
   client->timeout_ms = config->timeout_ms ? config->timeout_ms : PCC_CLIENT_DEFAULT_TIMEOUT_MS;
-  client->max_response = config->max_response ? config->max_response : PCC_CLIENT_DEFAULT_MAX_RESPONSE;
+  client->max_response = config->max_response ? config->max_response
+                                              : PCC_CLIENT_DEFAULT_MAX_RESPONSE;
   if (client->max_response > SIZE_MAX / 2)
     client->max_response = SIZE_MAX / 2;
-  client->body.limit = client->max_response;
+  pcc_dynbuf_init(&client->body.buf, client->max_response + 1); /* + 1: the NUL */
   client->sink.fd = -1;
   client->raw_pyc = config->raw_pyc;
   client->base_url = strndup(url, url_len);
@@ -335,9 +326,11 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
              curl_easy_setopt(c, CURLOPT_WRITEDATA, &client->body) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, client_header_cb) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_HEADERDATA, client) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms) ==
+                 CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, client->timeout_ms) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response) == CURLE_OK &&
+             curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response) ==
+                 CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
              curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
@@ -437,8 +430,8 @@ static int64_t client_json_int(const cJSON *obj, const char *name)
 static pcc_client_status client_map_http_error(pcc_client *client, long status)
 {
   client->err.http_status = status;
-  cJSON *obj = client->body.data ? cJSON_ParseWithLength(client->body.data, client->body.len)
-                                 : NULL;
+  const pcc_dynbuf *body = &client->body.buf;
+  cJSON *obj = body->data ? cJSON_ParseWithLength(body->data, body->len) : NULL;
   pcc_client_status rc = PCC_CLIENT_HTTP;
   if (cJSON_IsObject(obj)) {
     client_error_field(obj, "error", &client->err_error, &client->err.error);
@@ -524,7 +517,8 @@ static pcc_client_status client_perform(pcc_client *client, const char *url, con
       code = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_len ? body : "");
   }
   if (code == CURLE_OK)
-    code = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "DELETE") == 0 ? method : NULL);
+    code = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST,
+                            strcmp(method, "DELETE") == 0 ? method : NULL);
   if (code == CURLE_OK)
     code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   if (code == CURLE_OK && client->sink.fd >= 0) {
@@ -583,13 +577,13 @@ static pcc_client_status client_code_url(pcc_client *client, const char *endpoin
   int n = snprintf(NULL, 0, fmt, client->base_url, endpoint, magic_hex, opt, path, source->mtime,
                    source->size, extra);
   char *url = NULL;
-  if (n > 0 && n < CLIENT_REQUEST_URL_MAX && (url = malloc((size_t)n + 1)) != NULL)
+  if (n > 0 && n < PCC_CLIENT_REQUEST_URL_MAX && (url = malloc((size_t)n + 1)) != NULL)
     snprintf(url, (size_t)n + 1, fmt, client->base_url, endpoint, magic_hex, opt, path,
              source->mtime, source->size, extra);
   curl_free(path);
   if (url == NULL)
-    return client_fail(client, n > 0 && n < CLIENT_REQUEST_URL_MAX ? PCC_CLIENT_NOMEM
-                                                                   : PCC_CLIENT_INVALID,
+    return client_fail(client, n > 0 && n < PCC_CLIENT_REQUEST_URL_MAX ? PCC_CLIENT_NOMEM
+                                                                       : PCC_CLIENT_INVALID,
                        "cannot build the request URL");
   *out = url;
   return PCC_CLIENT_OK;
@@ -606,17 +600,17 @@ static pcc_proto_status client_entry_from_raw(pcc_client *client, int opt,
   if (entry == NULL)
     return PCC_PROTO_NOMEM;
   pcc_entry_view *v = &entry->view;
+  const pcc_dynbuf *body = &client->body.buf;
   int64_t hash = 0;
   pcc_pyc_header header, expected;
   pcc_proto_status rc = PCC_PROTO_INVALID;
   if (pcc_digest_from_hex(client->digest, &v->digest) == PCC_PROTO_OK &&
       pcc_checksum_from_hex(client->checksum, &v->checksum) == PCC_PROTO_OK &&
       pcc_parse_i64(client->hash, INT32_MIN, INT32_MAX, &hash) == PCC_PROTO_OK) {
-    rc = pcc_checksum(client->body.data, client->body.len) == v->checksum ? PCC_PROTO_OK
-                                                                           : PCC_PROTO_CHECKSUM;
+    rc = pcc_checksum(body->data, body->len) == v->checksum ? PCC_PROTO_OK : PCC_PROTO_CHECKSUM;
   }
   if (rc == PCC_PROTO_OK)
-    rc = pcc_pyc_header_parse((const uint8_t *)client->body.data, client->body.len, &header);
+    rc = pcc_pyc_header_parse(body->data, body->len, &header);
   if (rc == PCC_PROTO_OK) {
     pcc_pyc_header_init(&expected, &header.magic, source->mtime, source->size);
     if (header.mtime != expected.mtime || header.size != expected.size)
@@ -625,7 +619,7 @@ static pcc_proto_status client_entry_from_raw(pcc_client *client, int opt,
   if (rc == PCC_PROTO_OK) {
     entry->path_owned = strdup(source->path);
     entry->compiler_owned = strdup(client->compiler);
-    entry->pyc_owned = malloc(client->body.len);
+    entry->pyc_owned = malloc(body->len);
     if (!entry->path_owned || !entry->compiler_owned || !entry->pyc_owned)
       rc = PCC_PROTO_NOMEM;
   }
@@ -633,7 +627,7 @@ static pcc_proto_status client_entry_from_raw(pcc_client *client, int opt,
     pcc_entry_free(entry);
     return rc;
   }
-  memcpy(entry->pyc_owned, client->body.data, client->body.len);
+  memcpy(entry->pyc_owned, body->data, body->len);
   v->magic = header.magic;
   v->opt = opt; /* not in the raw form: the request's, which the URL carried */
   v->path = entry->path_owned;
@@ -642,7 +636,7 @@ static pcc_proto_status client_entry_from_raw(pcc_client *client, int opt,
   v->hash = (int32_t)hash;
   v->hash_checked = strcmp(client->validation, "hash") == 0;
   v->pyc = entry->pyc_owned;
-  v->pyc_len = client->body.len;
+  v->pyc_len = body->len;
   v->compiler = entry->compiler_owned;
   *out = entry;
   return PCC_PROTO_OK;
@@ -653,12 +647,12 @@ static pcc_client_status client_take_entry(pcc_client *client, const pcc_magic *
                                            const pcc_source *source, bool hash_sent,
                                            pcc_entry **out)
 {
-  if (client->body.data == NULL)
+  const pcc_dynbuf *body = &client->body.buf;
+  if (body->data == NULL)
     return client_fail(client, PCC_CLIENT_PROTOCOL, "empty response body");
   pcc_entry *entry = NULL;
-  pcc_proto_status prc =
-    client->raw_pyc ? client_entry_from_raw(client, opt, source, &entry)
-                    : pcc_entry_from_json(client->body.data, client->body.len, &entry);
+  pcc_proto_status prc = client->raw_pyc ? client_entry_from_raw(client, opt, source, &entry)
+                                         : pcc_entry_from_json(body->data, body->len, &entry);
   if (prc == PCC_PROTO_NOMEM)
     return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
   if (prc != PCC_PROTO_OK)
@@ -726,18 +720,18 @@ pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic,
 /* ---- stats and health ------------------------------------------------------------------ */
 
 /* Builds base_url + path_and_query (checked: starts with '/', no spaces or control characters,
- * within CLIENT_REQUEST_URL_MAX). Caller frees *out. */
+ * within PCC_CLIENT_REQUEST_URL_MAX). Caller frees *out. */
 static pcc_client_status client_plain_url(pcc_client *client, const char *path_and_query,
                                           char **out)
 {
   if (path_and_query == NULL || path_and_query[0] != '/')
     return client_fail(client, PCC_CLIENT_INVALID, "the path must start with '/'");
-  size_t len = strnlen(path_and_query, CLIENT_REQUEST_URL_MAX);
+  size_t len = strnlen(path_and_query, PCC_CLIENT_REQUEST_URL_MAX);
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)path_and_query[i] <= 0x20 || path_and_query[i] == 0x7f)
       return client_fail(client, PCC_CLIENT_INVALID, "the path has spaces or control characters");
   int n = snprintf(NULL, 0, "%s%s", client->base_url, path_and_query);
-  if (n <= 0 || n >= CLIENT_REQUEST_URL_MAX)
+  if (n <= 0 || n >= PCC_CLIENT_REQUEST_URL_MAX)
     return client_fail(client, PCC_CLIENT_INVALID, "the URL is too long");
   char *url = malloc((size_t)n + 1);
   if (url == NULL)
@@ -750,12 +744,13 @@ static pcc_client_status client_plain_url(pcc_client *client, const char *path_a
 /* Hands the collected body to the caller: a NUL-terminated copy. */
 static pcc_client_status client_take_body(pcc_client *client, char **body_out, size_t *len_out)
 {
-  size_t len = client->body.data ? client->body.len : 0;
+  const pcc_dynbuf *buf = &client->body.buf;
+  size_t len = buf->data ? buf->len : 0;
   char *body = malloc(len + 1);
   if (body == NULL)
     return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
   if (len)
-    memcpy(body, client->body.data, len);
+    memcpy(body, buf->data, len);
   body[len] = '\0';
   *body_out = body;
   if (len_out)
@@ -880,49 +875,39 @@ void pcc_source_free(pcc_source *source)
   free(source);
 }
 
-/* Reads at most limit + 1 bytes of fd into a fresh buffer (so that growth past limit shows);
- * hint is the expected size. Requires limit < SIZE_MAX. */
+/* Reads fd to its end into a fresh buffer (never NULL, even for no bytes): PCC_CLIENT_TOOBIG
+ * past limit bytes (1 at least), PCC_CLIENT_IO (errno set) when a read fails. hint, the expected
+ * size, is allocated at once. */
 static pcc_client_status source_read_fd(int fd, size_t limit, size_t hint, uint8_t **data_out,
                                         size_t *len_out)
 {
-  size_t cap = hint < limit ? hint + 1 : limit + 1, len = 0;
-  uint8_t *data = malloc(cap);
-  if (data == NULL)
-    return PCC_CLIENT_NOMEM;
-  for (;;) {
-    if (len == cap) {
-      if (cap > limit) { /* already holds limit + 1 bytes */
-        free(data);
-        return PCC_CLIENT_TOOBIG;
-      }
-      size_t next = cap > (limit + 1) / 2 ? limit + 1 : cap * 2;
-      uint8_t *grown = realloc(data, next);
-      if (grown == NULL) {
-        free(data);
-        return PCC_CLIENT_NOMEM;
-      }
-      data = grown;
-      cap = next;
-    }
-    ssize_t n = read(fd, data + len, cap - len);
+  pcc_dynbuf buf;
+  pcc_dynbuf_init(&buf, limit);
+  size_t first = hint < limit ? hint : limit;
+  pcc_proto_status prc = pcc_dynbuf_reserve(&buf, first > 0 ? first : 1);
+  pcc_client_status rc = PCC_CLIENT_OK;
+  uint8_t chunk[CLIENT_SOURCE_CHUNK];
+  while (prc == PCC_PROTO_OK) {
+    ssize_t n = read(fd, chunk, sizeof chunk);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
-      int saved = errno;
-      free(data);
-      errno = saved;
-      return PCC_CLIENT_IO;
+      rc = PCC_CLIENT_IO;
+      break;
     }
     if (n == 0)
       break;
-    len += (size_t)n;
+    prc = pcc_dynbuf_add(&buf, chunk, (size_t)n);
   }
-  if (len > limit) {
-    free(data);
-    return PCC_CLIENT_TOOBIG;
+  if (prc != PCC_PROTO_OK)
+    rc = prc == PCC_PROTO_RANGE ? PCC_CLIENT_TOOBIG : PCC_CLIENT_NOMEM;
+  if (rc != PCC_CLIENT_OK) {
+    int saved = errno;
+    pcc_dynbuf_free(&buf);
+    errno = saved;
+    return rc;
   }
-  *data_out = data;
-  *len_out = len;
+  *data_out = pcc_dynbuf_take(&buf, len_out);
   return PCC_CLIENT_OK;
 }
 

@@ -1,9 +1,12 @@
-/* ctl.h: what the files of pycachectl share (pycachectl.c: options, main and the basic
- * commands; ctl_admin.c: `admin`; ctl_warm.c: `warm`). Not installed. */
+/* ctl.h: what the files of pycachectl share. pycachectl.c holds main, the option table and the
+ * command table; the commands' handlers live in ctl_basic.c (health, stats, get, compile, exec),
+ * ctl_admin.c (admin ...) and ctl_warm.c (warm); what they all use is in ctl_common.c. Calls go
+ * one way only: pycachectl.c -> the command files -> ctl_common.c. Not installed. */
 #ifndef PCC_CTL_H
 #define PCC_CTL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <cjson/cJSON.h>
@@ -21,12 +24,8 @@ enum {
   EXIT_AUTH = 7,    /* refused by access control: 401, or 403 naming a role */
 };
 
-#define CTL_TIMEOUT_MAX_MS 3600000 /* one hour; also the download's default timeout */
-#define CTL_LIMIT_MAX 1000   /* admin ls --limit, the server's bound */
-#define CTL_WARM_DIRS_MAX 256 /* warm: DIR arguments */
-#define CTL_WARM_JOBS_MAX 64  /* warm --jobs */
-
-/* Options that apply to some commands only; each command lists the ones it takes. */
+/* Options that apply to some commands only; each command lists the ones it takes. A usage
+ * error names the lowest bit given to a command that does not take it. */
 enum {
   ARG_OUTPUT = 1 << 0,
   ARG_NO_HASH = 1 << 1,
@@ -43,6 +42,7 @@ enum {
   ARG_STRICT = 1 << 12,
 };
 
+/* The options as given (pycachectl.c's option table fills them). */
 typedef struct {
   const char *server;
   long timeout_ms;
@@ -55,7 +55,6 @@ typedef struct {
   bool json;
   bool no_hash;
   const char *token_file;
-  bool token_set; /* a token is sent (from --token-file or the environment) */
   const char *prefix;
   long limit; /* 0: the server's default */
   const char *cursor;
@@ -67,21 +66,78 @@ typedef struct {
   unsigned given; /* ARG_* of the options given */
 } ctl_args;
 
-/* Set once a token is in the client: shapes the advice printed for a 401. */
-extern bool ctl_token_sent;
+/* What a command's handler (and its check) gets from main. Nothing in it is owned by the
+ * handler; it is valid while the handler runs. */
+typedef struct {
+  ctl_args args;
+  const char *name;         /* the command's own name: "get", or "show" of `admin show` */
+  const char *const *words; /* its argument words (FILE, PATH, MAGIC or the DIRs of warm) */
+  int nwords;
+  char **rest;              /* exec: the command line to run, NULL-terminated */
+  pcc_client *client;       /* open for the handler of a command that makes requests */
+  /* What client was opened with. The token in it is kept only for a command that opens more
+   * clients from it (warm); NULL for the others. */
+  const pcc_client_config *config;
+  bool token_sent; /* a token is in the client: shapes the advice printed for a 401 */
+} ctl;
 
-/* Prints why a request failed (the server's error, or the local one) and returns the exit
- * status for it. */
-int ctl_fail(pcc_client *client, pcc_client_status rc, const char *what);
+/* ---- ctl_common.c: what every command uses --------------------------------------------- */
 
-/* Prints a JSON value as "key.sub[0].name  value" lines. */
+/* Prints "pycachectl: what[: arg]" and the hint to --help; returns EXIT_USAGE. */
+int ctl_usage_error(const char *what, const char *arg);
+
+/* Prints why a request of c->client failed (the server's error, or the local one) and returns
+ * the exit status for it. */
+int ctl_fail(const ctl *c, pcc_client_status rc, const char *what);
+
+/* What to do about a 401: depends on whether a token was sent. Static text. */
+const char *ctl_unauthorized_advice(bool token_sent);
+
+/* Prints a JSON value as "key.sub[0].name  value" lines, at most PCC_CTL_JSON_DEPTH_MAX
+ * levels deep. */
 void ctl_print_flat(const char *prefix, const cJSON *item, int depth);
 
-/* `pycachectl admin SUB [ARG]` (ctl_admin.c); returns the exit status. */
-int ctl_admin(pcc_client *client, const ctl_args *args, const char *sub, const char *arg);
+/* Writes len bytes to path atomically: a temporary file in the same directory, fsync, rename.
+ * Returns 0 or an errno value. */
+int ctl_write_atomic(const char *path, const uint8_t *data, size_t len);
 
-/* `pycachectl warm DIR...` (ctl_warm.c); returns the exit status. */
-int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_args *args,
-                 const char *const *dirs, int ndirs);
+/* The token to send: from --token-file, else from the environment (pcc_token_from_env); *out
+ * (the caller's, for ctl_token_free) NULL when there is none. Returns EXIT_HIT, or prints the
+ * problem and returns the exit code. */
+int ctl_load_token(const ctl_args *args, char **out);
+
+/* Wipes and frees a token of ctl_load_token. NULL is fine. */
+void ctl_token_free(char *token);
+
+/* ---- the commands: each returns the exit status --------------------------------------------
+ * A check runs before the token is read and any request made, and refuses arguments the
+ * command cannot use (EXIT_USAGE, printed); EXIT_HIT lets it run. */
+
+/* ctl_basic.c */
+int ctl_health(const ctl *c);
+int ctl_stats(const ctl *c);
+int ctl_get(const ctl *c);
+int ctl_compile(const ctl *c);
+/* exec: returns only on failure (127 when the command cannot be run, like env(1)). */
+int ctl_exec(const ctl *c);
+
+/* ctl_admin.c */
+int ctl_admin_stats(const ctl *c);
+int ctl_admin_magics(const ctl *c);
+int ctl_admin_ls(const ctl *c);
+int ctl_admin_show(const ctl *c);
+int ctl_admin_rm(const ctl *c);
+int ctl_admin_invalidate(const ctl *c);
+int ctl_admin_purge(const ctl *c);
+int ctl_admin_retire(const ctl *c);
+int ctl_admin_backup(const ctl *c);
+int ctl_admin_check_ls(const ctl *c);
+int ctl_admin_check_entry(const ctl *c); /* show and rm */
+int ctl_admin_check_invalidate(const ctl *c);
+int ctl_admin_check_retire(const ctl *c);
+int ctl_admin_check_backup(const ctl *c);
+
+/* ctl_warm.c: opens a client of its own for every upload thread from c->config. */
+int ctl_warm_run(const ctl *c);
 
 #endif

@@ -1,6 +1,6 @@
-/* ctl_admin.c: `pycachectl admin ...`, the admin API of docs/API.md from the command line:
- * readable tables by default, the server's JSON with --json, a confirmation before anything is
- * removed (ctl.h has what it shares with pycachectl.c). */
+/* ctl_admin.c: the handlers of `pycachectl admin ...` (ctl.h; their rows are in pycachectl.c's
+ * command table), the admin API of docs/API.md from the command line: readable tables by
+ * default, the server's JSON with --json, a confirmation before anything is removed. */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -12,15 +12,11 @@
 
 #include "ctl.h"
 
-#define CTL_QUERY_MAX 16384  /* an admin request's path and query, escaped */
-#define CTL_PAGES_MAX 1000000 /* admin ls --all: a server that never ends its listing */
-#define CTL_ANSWER_MAX 64    /* a confirmation answer */
-
 /* ---- admin: requests ------------------------------------------------------------------- */
 
-/* An admin request's path and query under construction, escaped, within CTL_QUERY_MAX. */
+/* An admin request's path and query under construction, escaped, within PCC_CTL_QUERY_MAX. */
 typedef struct {
-  char text[CTL_QUERY_MAX];
+  char text[PCC_CTL_QUERY_MAX];
   size_t len;
   bool has_query;
   bool overflow;
@@ -72,12 +68,13 @@ static void ctl_query_add(ctl_query *q, const char *key, const char *value)
 /* Makes one admin request. On EXIT_HIT *body_out is the body (free()) and *json_out, when not
  * NULL, the parsed object (cJSON_Delete); otherwise the error is printed and the exit code
  * returned (a 404 too, unless not_found_ok: then EXIT_MISS, silently). */
-static int ctl_admin_call(pcc_client *client, const char *what, const char *method,
+static int ctl_admin_call(const ctl *c, const char *what, const char *method,
                           const ctl_query *q, bool not_found_ok, char **body_out,
                           cJSON **json_out)
 {
+  pcc_client *client = c->client;
   if (q->overflow) {
-    fprintf(stderr, "pycachectl: %s: the request is over %d bytes\n", what, CTL_QUERY_MAX);
+    fprintf(stderr, "pycachectl: %s: the request is over %d bytes\n", what, PCC_CTL_QUERY_MAX);
     return EXIT_USAGE;
   }
   char *body = NULL;
@@ -88,7 +85,7 @@ static int ctl_admin_call(pcc_client *client, const char *what, const char *meth
   if (rc != PCC_CLIENT_OK) {
     if (not_found_ok && pcc_client_last_error(client)->http_status == 404)
       return EXIT_MISS;
-    return ctl_fail(client, rc, what);
+    return ctl_fail(c, rc, what);
   }
   if (json_out != NULL) {
     cJSON *obj = cJSON_ParseWithLength(body, len);
@@ -231,29 +228,29 @@ static void ctl_print_uptime(double seconds)
 }
 
 /* One row of the per-magic table of admin stats. */
-static void ctl_print_counters_row(const char *name, const cJSON *c)
+static void ctl_print_counters_row(const char *name, const cJSON *row)
 {
   char b[6][32], parts[256];
-  double misses = ctl_misses(cJSON_GetObjectItemCaseSensitive(c, "misses"), parts, sizeof parts);
-  printf("%-10s %9s %11s %9s %9.0f %9s %9s %9s\n", name, ctl_int(c, "entries", b[0], 32),
-         ctl_bytes(ctl_num(c, "bytes", -1), b[1], 32), ctl_int(c, "hits", b[2], 32), misses,
-         ctl_int(c, "compiles", b[3], 32), ctl_int(c, "compile_errors", b[4], 32),
-         ctl_int(c, "corruptions", b[5], 32));
+  double misses = ctl_misses(cJSON_GetObjectItemCaseSensitive(row, "misses"), parts,
+                             sizeof parts);
+  printf("%-10s %9s %11s %9s %9.0f %9s %9s %9s\n", name, ctl_int(row, "entries", b[0], 32),
+         ctl_bytes(ctl_num(row, "bytes", -1), b[1], 32), ctl_int(row, "hits", b[2], 32), misses,
+         ctl_int(row, "compiles", b[3], 32), ctl_int(row, "compile_errors", b[4], 32),
+         ctl_int(row, "corruptions", b[5], 32));
 }
 
 /* ---- admin: commands ------------------------------------------------------------------- */
 
-static int ctl_admin_stats(pcc_client *client, const ctl_args *args)
+int ctl_admin_stats(const ctl *c)
 {
   ctl_query q;
   ctl_query_init(&q, "/v1/admin/stats");
   char *body = NULL;
   cJSON *obj = NULL;
-  int code = ctl_admin_call(client, "admin stats", "GET", &q, false, &body,
-                            args->json ? NULL : &obj);
+  int code = ctl_admin_call(c, "admin stats", "GET", &q, false, &body, c->args.json ? NULL : &obj);
   if (code != EXIT_HIT)
     return code;
-  if (args->json) {
+  if (c->args.json) {
     printf("%s\n", body);
     free(body);
     return EXIT_HIT;
@@ -320,7 +317,7 @@ static int ctl_admin_stats(pcc_client *client, const ctl_args *args)
   const cJSON *store = cJSON_GetObjectItemCaseSensitive(obj, "store");
   if (cJSON_IsObject(store)) {
     double used = ctl_num(store, "used", -1), map = ctl_num(store, "map_size", -1);
-    printf("\nstore: %s entries, %s blobs, %s in entries; map %s used of %s", 
+    printf("\nstore: %s entries, %s blobs, %s in entries; map %s used of %s",
            ctl_int(store, "entries", b[0], 32), ctl_int(store, "blobs", b[1], 32),
            ctl_bytes(ctl_num(store, "bytes", -1), b[2], 32), ctl_bytes(used, b[3], 32),
            ctl_bytes(map, b[4], 32));
@@ -333,17 +330,17 @@ static int ctl_admin_stats(pcc_client *client, const ctl_args *args)
   return EXIT_HIT;
 }
 
-static int ctl_admin_magics(pcc_client *client, const ctl_args *args)
+int ctl_admin_magics(const ctl *c)
 {
   ctl_query q;
   ctl_query_init(&q, "/v1/admin/magics");
   char *body = NULL;
   cJSON *obj = NULL;
-  int code = ctl_admin_call(client, "admin magics", "GET", &q, false, &body,
-                            args->json ? NULL : &obj);
+  int code = ctl_admin_call(c, "admin magics", "GET", &q, false, &body,
+                            c->args.json ? NULL : &obj);
   if (code != EXIT_HIT)
     return code;
-  if (args->json) {
+  if (c->args.json) {
     printf("%s\n", body);
     free(body);
     return EXIT_HIT;
@@ -375,8 +372,9 @@ static int ctl_admin_magics(pcc_client *client, const ctl_args *args)
   return EXIT_HIT;
 }
 
-static int ctl_admin_ls(pcc_client *client, const ctl_args *args)
+int ctl_admin_ls(const ctl *c)
 {
+  const ctl_args *args = &c->args;
   char magic_hex[2 * PCC_MAGIC_LEN + 1], opt[8], limit[16];
   pcc_magic_to_hex(&args->magic, magic_hex);
   snprintf(opt, sizeof opt, "%d", args->opt);
@@ -388,7 +386,7 @@ static int ctl_admin_ls(pcc_client *client, const ctl_args *args)
   }
   int code = EXIT_HIT;
   long shown = 0;
-  for (long page = 0; page < CTL_PAGES_MAX; page++) {
+  for (long page = 0; page < PCC_CTL_PAGES_MAX; page++) {
     ctl_query q;
     ctl_query_init(&q, "/v1/admin/entries");
     ctl_query_add(&q, "magic", args->given & ARG_MAGIC ? magic_hex : NULL);
@@ -398,7 +396,7 @@ static int ctl_admin_ls(pcc_client *client, const ctl_args *args)
     ctl_query_add(&q, "cursor", cursor);
     char *body = NULL;
     cJSON *obj = NULL;
-    code = ctl_admin_call(client, "admin ls", "GET", &q, false, &body, &obj);
+    code = ctl_admin_call(c, "admin ls", "GET", &q, false, &body, &obj);
     if (code != EXIT_HIT)
       break;
     const cJSON *entries = cJSON_GetObjectItemCaseSensitive(obj, "entries");
@@ -464,13 +462,15 @@ static void ctl_entry_query(ctl_query *q, const ctl_args *args, const char *path
   ctl_query_add(q, "path", path);
 }
 
-static int ctl_admin_show(pcc_client *client, const ctl_args *args, const char *path)
+int ctl_admin_show(const ctl *c)
 {
+  const ctl_args *args = &c->args;
+  const char *path = c->words[0];
   ctl_query q;
   ctl_entry_query(&q, args, path);
   char *body = NULL;
   cJSON *obj = NULL;
-  int code = ctl_admin_call(client, "admin show", "GET", &q, true, &body, args->json ? NULL : &obj);
+  int code = ctl_admin_call(c, "admin show", "GET", &q, true, &body, args->json ? NULL : &obj);
   if (code == EXIT_MISS) {
     char magic_hex[2 * PCC_MAGIC_LEN + 1];
     pcc_magic_to_hex(&args->magic, magic_hex);
@@ -519,7 +519,7 @@ static int ctl_admin_show(pcc_client *client, const ctl_args *args, const char *
   return EXIT_HIT;
 }
 
-/* Asks question on the terminal (stdin is one: main checked) unless --yes. EXIT_HIT to go on,
+/* Asks a question on the terminal (stdin is one: main checked) unless --yes. EXIT_HIT to go on,
  * EXIT_MISS when not confirmed. */
 static int ctl_confirm(const ctl_args *args, const char *what, const char *fmt, ...)
 {
@@ -531,7 +531,7 @@ static int ctl_confirm(const ctl_args *args, const char *what, const char *fmt, 
   va_end(ap);
   fprintf(stderr, " [y/N] ");
   fflush(stderr);
-  char answer[CTL_ANSWER_MAX];
+  char answer[PCC_CTL_ANSWER_MAX];
   bool yes = false;
   if (fgets(answer, sizeof answer, stdin) != NULL) {
     answer[strcspn(answer, " \t\r\n")] = '\0';
@@ -556,27 +556,30 @@ static int ctl_print_removed(const char *body, const cJSON *obj, const ctl_args 
     fprintf(stderr, "pycachectl: the server's answer has no \"removed\" count\n");
     return EXIT_SERVER;
   }
-  printf("removed %.0f %s\n", removed->valuedouble, removed->valuedouble == 1 ? "entry" : "entries");
+  printf("removed %.0f %s\n", removed->valuedouble,
+         removed->valuedouble == 1 ? "entry" : "entries");
   return EXIT_HIT;
 }
 
 /* A destructive request: POST or DELETE, then the removed count. */
-static int ctl_admin_remove(pcc_client *client, const ctl_args *args, const char *what,
-                            const char *method, const ctl_query *q, bool not_found_ok)
+static int ctl_admin_remove(const ctl *c, const char *what, const char *method,
+                            const ctl_query *q, bool not_found_ok)
 {
   char *body = NULL;
   cJSON *obj = NULL;
-  int code = ctl_admin_call(client, what, method, q, not_found_ok, &body, &obj);
+  int code = ctl_admin_call(c, what, method, q, not_found_ok, &body, &obj);
   if (code != EXIT_HIT)
     return code;
-  code = ctl_print_removed(body, obj, args);
+  code = ctl_print_removed(body, obj, &c->args);
   cJSON_Delete(obj);
   free(body);
   return code;
 }
 
-static int ctl_admin_rm(pcc_client *client, const ctl_args *args, const char *path)
+int ctl_admin_rm(const ctl *c)
 {
+  const ctl_args *args = &c->args;
+  const char *path = c->words[0];
   char magic_hex[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(&args->magic, magic_hex);
   int code = ctl_confirm(args, "admin rm", "Remove the entry of %s (magic %s, opt %d)?", path,
@@ -585,7 +588,7 @@ static int ctl_admin_rm(pcc_client *client, const ctl_args *args, const char *pa
     return code;
   ctl_query q;
   ctl_entry_query(&q, args, path);
-  code = ctl_admin_remove(client, args, "admin rm", "DELETE", &q, true);
+  code = ctl_admin_remove(c, "admin rm", "DELETE", &q, true);
   if (code == EXIT_MISS)
     fprintf(stderr, "pycachectl: admin rm: no entry for %s (magic %s, opt %d)\n", path, magic_hex,
             args->opt);
@@ -612,8 +615,9 @@ static double ctl_magic_entries(pcc_client *client, const char *magic_hex)
   return entries;
 }
 
-static int ctl_admin_invalidate(pcc_client *client, const ctl_args *args)
+int ctl_admin_invalidate(const ctl *c)
 {
+  const ctl_args *args = &c->args;
   char magic_hex[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(&args->magic, magic_hex);
   bool by_magic = args->given & ARG_MAGIC;
@@ -626,7 +630,7 @@ static int ctl_admin_invalidate(pcc_client *client, const ctl_args *args)
     code = ctl_confirm(args, "admin invalidate", "Remove every entry whose path starts with %s?",
                        args->prefix);
   else {
-    double n = args->yes ? -1 : ctl_magic_entries(client, magic_hex);
+    double n = args->yes ? -1 : ctl_magic_entries(c->client, magic_hex);
     if (n >= 0)
       code = ctl_confirm(args, "admin invalidate", "Remove the %.0f entries of magic %s?", n,
                          magic_hex);
@@ -639,16 +643,17 @@ static int ctl_admin_invalidate(pcc_client *client, const ctl_args *args)
   ctl_query_init(&q, "/v1/admin/invalidate");
   ctl_query_add(&q, "magic", by_magic ? magic_hex : NULL);
   ctl_query_add(&q, "prefix", args->prefix);
-  return ctl_admin_remove(client, args, "admin invalidate", "POST", &q, false);
+  return ctl_admin_remove(c, "admin invalidate", "POST", &q, false);
 }
 
-static int ctl_admin_purge(pcc_client *client, const ctl_args *args)
+int ctl_admin_purge(const ctl *c)
 {
+  const ctl_args *args = &c->args;
   double n = -1;
   if (!args->yes) { /* the count makes the question concrete; without it, ask anyway */
     char *body = NULL;
     size_t len = 0;
-    if (pcc_client_request(client, "GET", "/v1/admin/stats", NULL, 0, &body, &len, NULL) ==
+    if (pcc_client_request(c->client, "GET", "/v1/admin/stats", NULL, 0, &body, &len, NULL) ==
         PCC_CLIENT_OK) {
       cJSON *obj = cJSON_ParseWithLength(body, len);
       n = ctl_num(cJSON_GetObjectItemCaseSensitive(obj, "total"), "entries", -1);
@@ -662,14 +667,17 @@ static int ctl_admin_purge(pcc_client *client, const ctl_args *args)
     return code;
   ctl_query q;
   ctl_query_init(&q, "/v1/admin/purge");
-  return ctl_admin_remove(client, args, "admin purge", "POST", &q, false);
+  return ctl_admin_remove(c, "admin purge", "POST", &q, false);
 }
 
-static int ctl_admin_retire(pcc_client *client, const ctl_args *args, const pcc_magic *magic)
+int ctl_admin_retire(const ctl *c)
 {
+  const ctl_args *args = &c->args;
+  pcc_magic magic;
+  pcc_magic_from_hex(c->words[0], &magic); /* checked by ctl_admin_check_retire */
   char magic_hex[2 * PCC_MAGIC_LEN + 1];
-  pcc_magic_to_hex(magic, magic_hex);
-  double n = args->yes ? -1 : ctl_magic_entries(client, magic_hex);
+  pcc_magic_to_hex(&magic, magic_hex);
+  double n = args->yes ? -1 : ctl_magic_entries(c->client, magic_hex);
   int code = n >= 0 ? ctl_confirm(args, "admin retire", "Remove the %.0f entries of magic %s?", n,
                                   magic_hex)
                     : ctl_confirm(args, "admin retire", "Remove every entry of magic %s?",
@@ -680,13 +688,15 @@ static int ctl_admin_retire(pcc_client *client, const ctl_args *args, const pcc_
   snprintf(path, sizeof path, "/v1/admin/magics/%s/retire", magic_hex);
   ctl_query q;
   ctl_query_init(&q, path);
-  return ctl_admin_remove(client, args, "admin retire", "POST", &q, false);
+  return ctl_admin_remove(c, "admin retire", "POST", &q, false);
 }
 
 /* GET /v1/admin/backup into a temporary file next to args->download, then fsync and rename
  * (mode 0600: the backup holds every stored code object). */
-static int ctl_admin_download(pcc_client *client, const ctl_args *args)
+static int ctl_admin_download(const ctl *c)
 {
+  pcc_client *client = c->client;
+  const ctl_args *args = &c->args;
   char tmp[PATH_MAX];
   int n = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", args->download);
   if (n < 0 || (size_t)n >= sizeof tmp) {
@@ -699,14 +709,14 @@ static int ctl_admin_download(pcc_client *client, const ctl_args *args)
     return EXIT_LOCAL;
   }
   if (args->timeout_ms == 0) /* a big store takes longer than a minute */
-    pcc_client_set_timeout(client, CTL_TIMEOUT_MAX_MS);
+    pcc_client_set_timeout(client, PCC_CTL_TIMEOUT_MAX_MS);
   uint64_t bytes = 0;
   pcc_client_status rc = pcc_client_download(client, "/v1/admin/backup", fd, &bytes, NULL);
   int code = EXIT_HIT, err = 0;
   if (rc == PCC_CLIENT_IO)
     err = errno;
   else if (rc != PCC_CLIENT_OK)
-    code = ctl_fail(client, rc, "admin backup");
+    code = ctl_fail(c, rc, "admin backup");
   if (code == EXIT_HIT && err == 0 && fsync(fd) != 0)
     err = errno;
   if (close(fd) != 0 && code == EXIT_HIT && err == 0)
@@ -727,21 +737,21 @@ static int ctl_admin_download(pcc_client *client, const ctl_args *args)
   return EXIT_HIT;
 }
 
-static int ctl_admin_backup(pcc_client *client, const ctl_args *args)
+int ctl_admin_backup(const ctl *c)
 {
-  if (args->download)
-    return ctl_admin_download(client, args);
+  if (c->args.download)
+    return ctl_admin_download(c);
   ctl_query q;
   ctl_query_init(&q, "/v1/admin/backup");
   char *body = NULL;
   cJSON *obj = NULL;
-  if (args->timeout_ms == 0)
-    pcc_client_set_timeout(client, CTL_TIMEOUT_MAX_MS);
-  int code = ctl_admin_call(client, "admin backup", "POST", &q, false, &body,
-                            args->json ? NULL : &obj);
+  if (c->args.timeout_ms == 0)
+    pcc_client_set_timeout(c->client, PCC_CTL_TIMEOUT_MAX_MS);
+  int code = ctl_admin_call(c, "admin backup", "POST", &q, false, &body,
+                            c->args.json ? NULL : &obj);
   if (code != EXIT_HIT)
     return code;
-  if (args->json) {
+  if (c->args.json) {
     printf("%s\n", body);
   } else {
     char b[32];
@@ -753,28 +763,43 @@ static int ctl_admin_backup(pcc_client *client, const ctl_args *args)
   return EXIT_HIT;
 }
 
-/* Runs `admin SUB [ARG]`; main has checked the subcommand's options and words. */
-int ctl_admin(pcc_client *client, const ctl_args *args, const char *sub, const char *arg)
+/* ---- admin: checks before any request ------------------------------------------------- */
+
+int ctl_admin_check_ls(const ctl *c)
 {
-  if (strcmp(sub, "stats") == 0)
-    return ctl_admin_stats(client, args);
-  if (strcmp(sub, "magics") == 0)
-    return ctl_admin_magics(client, args);
-  if (strcmp(sub, "ls") == 0)
-    return ctl_admin_ls(client, args);
-  if (strcmp(sub, "show") == 0)
-    return ctl_admin_show(client, args, arg);
-  if (strcmp(sub, "rm") == 0)
-    return ctl_admin_rm(client, args, arg);
-  if (strcmp(sub, "invalidate") == 0)
-    return ctl_admin_invalidate(client, args);
-  if (strcmp(sub, "purge") == 0)
-    return ctl_admin_purge(client, args);
-  if (strcmp(sub, "retire") == 0) {
-    pcc_magic magic;
-    pcc_magic_from_hex(arg, &magic); /* checked by main */
-    return ctl_admin_retire(client, args, &magic);
-  }
-  return ctl_admin_backup(client, args);
+  if (c->args.all && c->args.cursor)
+    return ctl_usage_error("--all starts at the first page: leave out --cursor", NULL);
+  return EXIT_HIT;
 }
 
+int ctl_admin_check_entry(const ctl *c)
+{
+  if (!c->args.have_magic)
+    return ctl_usage_error("--magic is required: an entry is named by magic, opt and path",
+                           c->name);
+  if (c->words[0][0] != '/')
+    return ctl_usage_error("PATH must be absolute, as clients sent it", c->words[0]);
+  return EXIT_HIT;
+}
+
+int ctl_admin_check_invalidate(const ctl *c)
+{
+  if (!c->args.have_magic && c->args.prefix == NULL)
+    return ctl_usage_error("invalidate wants --magic HEX, --prefix P or both", NULL);
+  return EXIT_HIT;
+}
+
+int ctl_admin_check_retire(const ctl *c)
+{
+  pcc_magic magic;
+  if (pcc_magic_from_hex(c->words[0], &magic) != PCC_PROTO_OK)
+    return ctl_usage_error("retire wants a magic, 8 hex digits ending in 0d0a", c->words[0]);
+  return EXIT_HIT;
+}
+
+int ctl_admin_check_backup(const ctl *c)
+{
+  if (c->args.download && c->args.json)
+    return ctl_usage_error("--json does not apply to backup --download", NULL);
+  return EXIT_HIT;
+}

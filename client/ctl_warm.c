@@ -1,6 +1,6 @@
-/* ctl_warm.c: `pycachectl warm DIR...`, compileall for the whole fleet: walks the trees,
- * uploads every source with N threads, shows progress on a terminal and a summary at the end
- * (ctl.h has what it shares with pycachectl.c). */
+/* ctl_warm.c: the handler of `pycachectl warm DIR...` (ctl.h; its row is in pycachectl.c's
+ * command table), compileall for the whole fleet: walks the trees, uploads every source with N
+ * threads, shows progress on a terminal and a summary at the end. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,13 +20,10 @@
 /* `warm DIR...` walks the trees the way compileall does (every file named *.py, every
  * directory but __pycache__, hidden ones included; symlinked files are warmed under their own
  * path, symlinked directories are not entered), then N threads, each with its own client,
- * upload every file at every level of --opt. The walk is bounded: */
-#define CTL_WARM_FILES_MAX 1000000            /* *.py files of one run, all DIRs together */
-#define CTL_WARM_TEXT_MAX ((size_t)256 << 20) /* bytes of their paths */
-#define CTL_WARM_DEPTH_MAX 64                 /* directory levels below a DIR */
-#define CTL_WARM_JOBS_DEFAULT 4               /* when /v1/stats does not say */
-#define CTL_WARM_REASON_MAX 512               /* bytes of one reported message */
-#define CTL_WARM_REDRAW_NS 100000000L         /* the progress line: at most 10 redraws a second */
+ * upload every file at every level of --opt. The walk is bounded by the PCC_CTL_WARM_* limits
+ * (proto/pcc_limits.h): files, bytes of their paths, directory levels below a DIR. */
+#define CTL_WARM_JOBS_DEFAULT 4       /* when /v1/stats does not say */
+#define CTL_WARM_REDRAW_NS 100000000L /* the progress line: at most 10 redraws a second */
 
 /* A file, a level or a directory that was not warmed. */
 typedef struct {
@@ -43,26 +40,24 @@ typedef struct {
 typedef struct {
   const char **files; /* sorted, distinct; point into text */
   size_t nfiles;
-  char *text;         /* the paths, NUL-terminated, back to back */
-  size_t text_len, text_cap;
-  size_t *offsets;    /* during the walk: where each path starts in text */
-  size_t offsets_cap;
+  pcc_dynbuf text;    /* the paths, NUL-terminated, back to back (PCC_CTL_WARM_TEXT_MAX) */
   int levels[PCC_OPT_MAX + 1];
   int nlevels;
   pcc_magic magic;
+  bool token_sent; /* the advice for a 401 depends on it */
   atomic_size_t next, done;
   atomic_size_t compiled, joined, cached;
   atomic_bool stop;
   pthread_mutex_t lock;
   pthread_cond_t changed; /* a worker ended */
   int running;
-  ctl_warm_problem *problems;
-  size_t nproblems, problems_cap;
+  pcc_dynbuf problems; /* of ctl_warm_problem */
+  size_t nproblems;
   size_t compile_errors, failures; /* counted even when recording the problem failed */
   bool unreadable; /* something in the trees could not be read: exit 5 */
   bool lost;       /* out of memory while recording a problem */
   int fatal;       /* the exit code of the error that stopped the run; 0: none */
-  char fatal_message[CTL_WARM_REASON_MAX];
+  char fatal_message[PCC_CTL_WARM_REASON_MAX];
 } ctl_warm;
 
 typedef struct {
@@ -73,11 +68,11 @@ typedef struct {
 
 static char *ctl_strndup_bounded(const char *s)
 {
-  return s ? strndup(s, CTL_WARM_REASON_MAX) : NULL;
+  return s ? strndup(s, PCC_CTL_WARM_REASON_MAX) : NULL;
 }
 
 /* Records a problem; compile_error selects the kind, type/line/offset apply to compile errors
- * only. Thread-safe. The strings are copied (each at most CTL_WARM_REASON_MAX bytes). */
+ * only. Thread-safe. The strings are copied (each at most PCC_CTL_WARM_REASON_MAX bytes). */
 static void ctl_warm_problem_add(ctl_warm *w, const char *path, int opt, bool compile_error,
                                  const char *type, const char *message, int64_t line,
                                  int64_t offset)
@@ -87,24 +82,13 @@ static void ctl_warm_problem_add(ctl_warm *w, const char *path, int opt, bool co
     w->compile_errors++;
   else
     w->failures++;
-  if (w->nproblems == w->problems_cap) {
-    size_t cap = w->problems_cap ? 2 * w->problems_cap : 64;
-    ctl_warm_problem *grown = realloc(w->problems, cap * sizeof *grown);
-    if (grown == NULL) {
-      w->lost = true;
-      pthread_mutex_unlock(&w->lock);
-      return;
-    }
-    w->problems = grown;
-    w->problems_cap = cap;
-  }
-  ctl_warm_problem *p = &w->problems[w->nproblems];
-  *p = (ctl_warm_problem){strdup(path), opt, compile_error, ctl_strndup_bounded(type),
-                          ctl_strndup_bounded(message), line, offset};
-  if (p->path == NULL || (type && p->type == NULL) || (message && p->message == NULL)) {
-    free(p->path);
-    free(p->type);
-    free(p->message);
+  ctl_warm_problem p = {strdup(path), opt, compile_error, ctl_strndup_bounded(type),
+                        ctl_strndup_bounded(message), line, offset};
+  if (p.path == NULL || (type && p.type == NULL) || (message && p.message == NULL) ||
+      pcc_dynbuf_add(&w->problems, &p, sizeof p) != PCC_PROTO_OK) {
+    free(p.path);
+    free(p.type);
+    free(p.message);
     w->lost = true;
   } else {
     w->nproblems++;
@@ -136,35 +120,15 @@ static void ctl_warm_fatal(ctl_warm *w, int code, const char *format, ...)
   atomic_store(&w->stop, true);
 }
 
-/* Appends a path found by the walk. Returns false past CTL_WARM_FILES_MAX or
- * CTL_WARM_TEXT_MAX, or without memory (the walk then stops; the caller says why). */
+/* Appends a path (len bytes and its NUL) found by the walk. Returns false past
+ * PCC_CTL_WARM_FILES_MAX or PCC_CTL_WARM_TEXT_MAX, or without memory (the walk then stops; the
+ * caller says why). */
 static bool ctl_warm_add_path(ctl_warm *w, const char *path, size_t len)
 {
-  if (w->nfiles >= CTL_WARM_FILES_MAX || w->text_len + len + 1 > CTL_WARM_TEXT_MAX)
+  if (w->nfiles >= PCC_CTL_WARM_FILES_MAX ||
+      pcc_dynbuf_add(&w->text, path, len + 1) != PCC_PROTO_OK)
     return false;
-  if (w->text_len + len + 1 > w->text_cap) {
-    size_t cap = w->text_cap ? 2 * w->text_cap : (size_t)1 << 16;
-    while (cap < w->text_len + len + 1)
-      cap *= 2;
-    if (cap > CTL_WARM_TEXT_MAX)
-      cap = CTL_WARM_TEXT_MAX;
-    char *grown = realloc(w->text, cap);
-    if (grown == NULL)
-      return false;
-    w->text = grown;
-    w->text_cap = cap;
-  }
-  if (w->nfiles == w->offsets_cap) {
-    size_t cap = w->offsets_cap ? 2 * w->offsets_cap : 1024;
-    size_t *grown = realloc(w->offsets, cap * sizeof *grown);
-    if (grown == NULL)
-      return false;
-    w->offsets = grown;
-    w->offsets_cap = cap;
-  }
-  memcpy(w->text + w->text_len, path, len + 1);
-  w->offsets[w->nfiles++] = w->text_len;
-  w->text_len += len + 1;
+  w->nfiles++;
   return true;
 }
 
@@ -174,7 +138,7 @@ static bool ctl_warm_add_path(ctl_warm *w, const char *path, size_t len)
  * skipped. Returns false when the walk must stop: over its limits or out of memory. */
 static bool ctl_warm_walk(ctl_warm *w, char *path, size_t plen, int depth)
 {
-  char reason[CTL_WARM_REASON_MAX];
+  char reason[PCC_CTL_WARM_REASON_MAX];
   DIR *dir = opendir(path);
   if (dir == NULL) {
     snprintf(reason, sizeof reason, "cannot list the directory: %s", strerror(errno));
@@ -215,9 +179,9 @@ static bool ctl_warm_walk(ctl_warm *w, char *path, size_t plen, int depth)
     memcpy(path + base + 1, name, nlen + 1);
     if (is_py) {
       ok = ctl_warm_add_path(w, path, base + 1 + nlen);
-    } else if (depth >= CTL_WARM_DEPTH_MAX) {
+    } else if (depth >= PCC_CTL_WARM_DEPTH_MAX) {
       snprintf(reason, sizeof reason, "not entered: over %d directory levels below DIR",
-               CTL_WARM_DEPTH_MAX);
+               PCC_CTL_WARM_DEPTH_MAX);
       ctl_warm_unreadable(w, path, reason);
     } else {
       ok = ctl_warm_walk(w, path, base + 1 + nlen, depth + 1);
@@ -248,8 +212,9 @@ static bool ctl_warm_index(ctl_warm *w)
   w->files = malloc(w->nfiles * sizeof *w->files);
   if (w->files == NULL)
     return false;
-  for (size_t i = 0; i < w->nfiles; i++)
-    w->files[i] = w->text + w->offsets[i];
+  const char *path = w->text.data;
+  for (size_t i = 0; i < w->nfiles; path += strlen(path) + 1)
+    w->files[i++] = path;
   qsort(w->files, w->nfiles, sizeof *w->files, ctl_warm_path_cmp);
   size_t kept = 1;
   for (size_t i = 1; i < w->nfiles; i++)
@@ -277,7 +242,7 @@ static void ctl_warm_result(ctl_warm *w, pcc_client *client, pcc_client_status r
   }
   const pcc_client_error *err = pcc_client_last_error(client);
   const char *message = err->message ? err->message : pcc_client_strerror(rc);
-  char reason[CTL_WARM_REASON_MAX];
+  char reason[PCC_CTL_WARM_REASON_MAX];
   switch (rc) {
   case PCC_CLIENT_COMPILE_ERROR:
     ctl_warm_problem_add(w, source->path, opt, true, err->type ? err->type : "SyntaxError",
@@ -288,9 +253,7 @@ static void ctl_warm_result(ctl_warm *w, pcc_client *client, pcc_client_status r
     return;
   case PCC_CLIENT_UNAUTHORIZED:
     ctl_warm_fatal(w, EXIT_AUTH, "unauthorized (401): %s",
-                   ctl_token_sent ? "the server does not accept the token"
-                                  : "the server wants a token: set PYCACHED_TOKEN or "
-                                    "PYCACHED_TOKEN_FILE, or pass --token-file");
+                   ctl_unauthorized_advice(w->token_sent));
     return;
   case PCC_CLIENT_FORBIDDEN:
     if (err->role) {
@@ -325,13 +288,16 @@ static void ctl_warm_file(ctl_warm *w, pcc_client *client, const char *path)
 {
   pcc_source *source = NULL;
   pcc_client_status rc = pcc_source_load(path, PCC_SOURCE_DEFAULT_MAX, true, &source);
+  if (rc == PCC_CLIENT_TOOBIG) { /* the user's source, like a compile error: not exit 5 */
+    char reason[64];
+    snprintf(reason, sizeof reason, "over the %zu MiB source limit", PCC_SOURCE_DEFAULT_MAX >> 20);
+    ctl_warm_problem_add(w, path, -1, false, NULL, reason, -1, -1);
+    return;
+  }
   if (rc != PCC_CLIENT_OK) {
-    if (rc == PCC_CLIENT_TOOBIG) /* the user's source, like a compile error: not exit 5 */
-      ctl_warm_problem_add(w, path, -1, false, NULL, "over the 16 MiB source limit", -1, -1);
-    else
-      ctl_warm_unreadable(w, path, rc == PCC_CLIENT_IO ? strerror(errno)
-                                   : rc == PCC_CLIENT_INVALID ? "a negative modification time"
-                                                              : pcc_client_strerror(rc));
+    ctl_warm_unreadable(w, path, rc == PCC_CLIENT_IO ? strerror(errno)
+                                 : rc == PCC_CLIENT_INVALID ? "a negative modification time"
+                                                            : pcc_client_strerror(rc));
     return;
   }
   for (int i = 0; i < w->nlevels && !atomic_load(&w->stop); i++) {
@@ -406,8 +372,9 @@ static void ctl_warm_levels_text(const ctl_warm *w, char out[16])
  * stdout. Returns false when the JSON could not be built (no memory). */
 static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double elapsed)
 {
+  ctl_warm_problem *problems = w->problems.data;
   if (w->nproblems > 0) /* qsort wants a real array even for none */
-    qsort(w->problems, w->nproblems, sizeof *w->problems, ctl_warm_problem_cmp);
+    qsort(problems, w->nproblems, sizeof *problems, ctl_warm_problem_cmp);
   char magic_hex[2 * PCC_MAGIC_LEN + 1], levels[16];
   pcc_magic_to_hex(&w->magic, magic_hex);
   ctl_warm_levels_text(w, levels);
@@ -422,7 +389,7 @@ static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double 
     for (int i = 0; ok && i < w->nlevels; i++)
       ok = cJSON_AddItemToArray(opts, cJSON_CreateNumber(w->levels[i]));
     for (size_t i = 0; ok && i < w->nproblems; i++) {
-      const ctl_warm_problem *p = &w->problems[i];
+      const ctl_warm_problem *p = &problems[i];
       cJSON *item = cJSON_CreateObject();
       ok = item && cJSON_AddStringToObject(item, "path", p->path) &&
            (p->opt >= 0 ? cJSON_AddNumberToObject(item, "opt", p->opt)
@@ -470,7 +437,7 @@ static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double 
     return text != NULL;
   }
   for (size_t i = 0; i < w->nproblems; i++) {
-    const ctl_warm_problem *p = &w->problems[i];
+    const ctl_warm_problem *p = &problems[i];
     char level[32] = "";
     if (p->opt >= 0 && w->nlevels > 1)
       snprintf(level, sizeof level, " (opt %d)", p->opt);
@@ -500,18 +467,17 @@ static bool ctl_warm_report(ctl_warm *w, const ctl_args *args, int jobs, double 
 /* How many threads: --jobs, else 2 x the workers of the compiler for magic in /v1/stats, else
  * CTL_WARM_JOBS_DEFAULT. Returns 0 (*jobs set) or the exit code of an error that stops the run
  * (the server unreachable, the token refused). */
-static int ctl_warm_jobs(pcc_client *client, const ctl_args *args, const pcc_magic *magic,
-                         int *jobs)
+static int ctl_warm_jobs(const ctl *c, const pcc_magic *magic, int *jobs)
 {
   *jobs = CTL_WARM_JOBS_DEFAULT;
-  if (args->jobs > 0) {
-    *jobs = (int)args->jobs;
+  if (c->args.jobs > 0) {
+    *jobs = (int)c->args.jobs;
     return 0;
   }
   char *body = NULL;
-  pcc_client_status rc = pcc_client_get_json(client, "/v1/stats", &body, NULL);
+  pcc_client_status rc = pcc_client_get_json(c->client, "/v1/stats", &body, NULL);
   if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT || rc == PCC_CLIENT_UNAUTHORIZED)
-    return ctl_fail(client, rc, "warm");
+    return ctl_fail(c, rc, "warm");
   if (rc != PCC_CLIENT_OK)
     return 0; /* e.g. a token without the read role: the default */
   char magic_hex[2 * PCC_MAGIC_LEN + 1];
@@ -523,8 +489,8 @@ static int ctl_warm_jobs(pcc_client *client, const ctl_args *args, const pcc_mag
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(compiler, "workers");
     if (cJSON_IsString(m) && strcasecmp(m->valuestring, magic_hex) == 0 && cJSON_IsNumber(n) &&
         n->valuedouble >= 1) {
-      *jobs = n->valuedouble >= CTL_WARM_JOBS_MAX / 2 ? CTL_WARM_JOBS_MAX
-                                                      : 2 * (int)n->valuedouble;
+      *jobs = n->valuedouble >= PCC_CTL_WARM_JOBS_MAX / 2 ? PCC_CTL_WARM_JOBS_MAX
+                                                          : 2 * (int)n->valuedouble;
       break;
     }
   }
@@ -535,28 +501,30 @@ static int ctl_warm_jobs(pcc_client *client, const ctl_args *args, const pcc_mag
 
 static void ctl_warm_free(ctl_warm *w)
 {
+  ctl_warm_problem *problems = w->problems.data;
   for (size_t i = 0; i < w->nproblems; i++) {
-    free(w->problems[i].path);
-    free(w->problems[i].type);
-    free(w->problems[i].message);
+    free(problems[i].path);
+    free(problems[i].type);
+    free(problems[i].message);
   }
-  free(w->problems);
+  pcc_dynbuf_free(&w->problems);
   free(w->files);
-  free(w->offsets);
-  free(w->text);
+  pcc_dynbuf_free(&w->text);
   pthread_cond_destroy(&w->changed);
   pthread_mutex_destroy(&w->lock);
 }
 
-/* pycachectl warm DIR...: walks the trees, then uploads every file at every level with
- * args->jobs threads, each with its own client opened from config (the caller's client makes
- * the preliminary requests). Returns the exit code: 0 when every file was handled (compile
- * errors and failures are reported, not fatal), 4 with --strict when a file did not compile or
- * failed, 5 when something in the trees could not be read, 3/6/7 when an error concerning every
- * file stopped the run. */
-int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_args *args,
-                 const char *const *dirs, int ndirs)
+/* pycachectl warm DIR...: walks the trees (c->words), then uploads every file at every level
+ * with --jobs threads, each with its own client opened from c->config (c->client makes the
+ * preliminary requests). Returns the exit code: 0 when every file was handled (compile errors
+ * and failures are reported, not fatal), 4 with --strict when a file did not compile or failed,
+ * 5 when something in the trees could not be read, 3/6/7 when an error concerning every file
+ * stopped the run. */
+int ctl_warm_run(const ctl *c)
 {
+  const ctl_args *args = &c->args;
+  const char *const *dirs = c->words;
+  int ndirs = c->nwords;
   struct timespec start;
   clock_gettime(CLOCK_MONOTONIC, &start);
   /* every DIR must be a directory: resolved now, before anything is sent */
@@ -584,6 +552,9 @@ int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_
     }
   }
   ctl_warm w = {.nlevels = 0};
+  pcc_dynbuf_init(&w.text, PCC_CTL_WARM_TEXT_MAX);
+  /* no limit of its own: at most a problem a file and level or a place of the walk */
+  pcc_dynbuf_init(&w.problems, SIZE_MAX);
   pthread_mutex_init(&w.lock, NULL);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
@@ -598,21 +569,22 @@ int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_
 
   int code = 0, jobs = 0;
   w.magic = args->magic;
+  w.token_sent = c->token_sent;
   pcc_client_status rc = PCC_CLIENT_OK;
-  if (!args->have_magic && (rc = pcc_client_default_magic(client, &w.magic)) != PCC_CLIENT_OK)
-    code = ctl_fail(client, rc, "warm: cannot learn the server's default magic");
+  if (!args->have_magic && (rc = pcc_client_default_magic(c->client, &w.magic)) != PCC_CLIENT_OK)
+    code = ctl_fail(c, rc, "warm: cannot learn the server's default magic");
   if (code == 0)
-    code = ctl_warm_jobs(client, args, &w.magic, &jobs);
+    code = ctl_warm_jobs(c, &w.magic, &jobs);
 
   char path[PCC_PATH_MAX + 1];
   for (int i = 0; code == 0 && i < ndirs; i++) {
     size_t len = strlen(roots[i]);
     memcpy(path, roots[i], len + 1);
     if (!ctl_warm_walk(&w, path, len, 0)) {
-      if (w.nfiles >= CTL_WARM_FILES_MAX || w.text_len > CTL_WARM_TEXT_MAX / 2)
+      if (w.nfiles >= PCC_CTL_WARM_FILES_MAX || w.text.len > PCC_CTL_WARM_TEXT_MAX / 2)
         fprintf(stderr, "pycachectl: warm: the trees hold over %d *.py files (or %zu MiB of "
-                        "paths): warm fewer at a time\n", CTL_WARM_FILES_MAX,
-                CTL_WARM_TEXT_MAX >> 20);
+                        "paths): warm fewer at a time\n", PCC_CTL_WARM_FILES_MAX,
+                (size_t)(PCC_CTL_WARM_TEXT_MAX >> 20));
       else
         fprintf(stderr, "pycachectl: warm: out of memory while walking %s\n", dirs[i]);
       code = EXIT_LOCAL;
@@ -632,7 +604,7 @@ int ctl_warm_run(pcc_client *client, const pcc_client_config *config, const ctl_
   if ((size_t)jobs > w.nfiles)
     jobs = w.nfiles > 0 ? (int)w.nfiles : 1;
   ctl_warm_job *pool = calloc((size_t)jobs, sizeof *pool);
-  pcc_client_config worker_config = *config;
+  pcc_client_config worker_config = *c->config;
   worker_config.raw_pyc = true;
   int started = 0;
   bool tty = isatty(STDERR_FILENO);

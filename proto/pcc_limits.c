@@ -41,6 +41,20 @@ static const pcc_limit rows[] = {
   ROW(PCC_WORKER_ERROR_TYPE_MAX, NULL, "bytes of the exception type of a compile error"),
   ROW(PCC_WORKER_ERROR_MESSAGE_MAX, NULL, "bytes of the message of a compile error"),
   ROW(PCC_WORKER_NOFILE, NULL, "file descriptors of a compiler worker"),
+  ROW(PCC_CLIENT_URL_MAX, NULL, "bytes of libpycached's base URL"),
+  ROW(PCC_CLIENT_REQUEST_URL_MAX, NULL, "bytes of a request URL libpycached builds"),
+  ROW(PCC_CTL_TIMEOUT_MAX_MS, NULL, "pycachectl --timeout in ms, at most (a download's default)"),
+  ROW(PCC_CTL_QUERY_MAX, NULL, "bytes of a pycachectl admin request's path and query"),
+  ROW(PCC_CTL_PAGES_MAX, NULL, "pages pycachectl admin ls --all follows"),
+  ROW(PCC_CTL_ANSWER_MAX, NULL, "bytes of a pycachectl confirmation answer"),
+  ROW(PCC_CTL_JSON_DEPTH_MAX, NULL, "JSON levels pycachectl prints as key lines"),
+  ROW(PCC_CTL_SOURCE_LINE_MAX, NULL, "bytes of a source line shown under a compile error"),
+  ROW(PCC_CTL_WARM_DIRS_MAX, NULL, "DIR arguments of pycachectl warm"),
+  ROW(PCC_CTL_WARM_JOBS_MAX, NULL, "pycachectl warm --jobs, at most"),
+  ROW(PCC_CTL_WARM_FILES_MAX, NULL, "*.py files of one pycachectl warm run"),
+  ROW(PCC_CTL_WARM_TEXT_MAX, NULL, "bytes of the paths of one pycachectl warm run"),
+  ROW(PCC_CTL_WARM_DEPTH_MAX, NULL, "directory levels pycachectl warm enters below a DIR"),
+  ROW(PCC_CTL_WARM_REASON_MAX, NULL, "bytes of one problem pycachectl warm reports"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

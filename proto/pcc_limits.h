@@ -69,6 +69,22 @@
 #define PCC_WORKER_ERROR_MESSAGE_MAX 4096 /* ... of its message (worker.py: MAX_MESSAGE) */
 #define PCC_WORKER_NOFILE 16              /* descriptors a worker holds once Python runs */
 
+/* ---- clients: pycachectl and libpycached ---------------------------------------------------- */
+#define PCC_CLIENT_URL_MAX 2048          /* bytes of libpycached's base URL */
+#define PCC_CLIENT_REQUEST_URL_MAX 16384 /* bytes of a request URL: base, escaped path, query */
+#define PCC_CTL_TIMEOUT_MAX_MS 3600000   /* pycachectl --timeout, at most; a download's default */
+#define PCC_CTL_QUERY_MAX 16384          /* bytes of an admin request's path and query, escaped */
+#define PCC_CTL_PAGES_MAX 1000000        /* pages admin ls --all follows */
+#define PCC_CTL_ANSWER_MAX 64            /* bytes of a confirmation answer read */
+#define PCC_CTL_JSON_DEPTH_MAX 8         /* JSON nesting levels pycachectl prints as key lines */
+#define PCC_CTL_SOURCE_LINE_MAX 240      /* bytes of a source line shown under a compile error */
+#define PCC_CTL_WARM_DIRS_MAX 256        /* DIR arguments of warm */
+#define PCC_CTL_WARM_JOBS_MAX 64         /* warm --jobs, at most */
+#define PCC_CTL_WARM_FILES_MAX 1000000   /* *.py files of one warm run, all DIRs together */
+#define PCC_CTL_WARM_TEXT_MAX (256 * PCC_MIB) /* bytes of their paths */
+#define PCC_CTL_WARM_DEPTH_MAX 64        /* directory levels warm enters below a DIR */
+#define PCC_CTL_WARM_REASON_MAX 512      /* bytes of one problem warm reports */
+
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {
   const char *name;   /* the macro's name */

@@ -43,9 +43,10 @@ _ENV_DEFAULTS = {
     "PYCACHED_TOKEN_FILE": "",
     "PYCACHED_PROFILE": "",
 }
-_MAX_SOURCE = 16 << 20  # the server's default --max-source
-_TOKEN_MAX = 512  # bytes of a token (libpycached's PCC_TOKEN_MAX)
-_TOKEN_FILE_MAX = 4096  # bytes of a token file (PCC_TOKEN_FILE_MAX)
+# limits from the one table, proto/pcc_limits.h (the extension exports them)
+_MAX_SOURCE = _native.SOURCE_MAX_DEFAULT  # the server's default --max-source
+_TOKEN_MAX = _native.TOKEN_MAX  # bytes of a token
+_TOKEN_FILE_MAX = _native.TOKEN_FILE_MAX  # bytes of a token file, white space included
 
 _lock = threading.Lock()         # counters
 _bundle_lock = threading.Lock()  # the first import fetches the bundle; others wait for it

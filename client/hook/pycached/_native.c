@@ -27,7 +27,7 @@ static struct {
   pcc_client *client;
   pid_t pid;             /* the process the client's connection belongs to */
   bool configured;
-  char url[2048];
+  char url[PCC_CLIENT_URL_MAX]; /* with its NUL */
   char token[PCC_TOKEN_MAX + 1]; /* "" when none; wiped when replaced */
   pcc_magic magic;
   long timeout_ms;         /* lookups */
@@ -620,11 +620,26 @@ static void register_fork_handler(void)
   pthread_atfork(NULL, NULL, after_fork_in_child);
 }
 
+/* The limits of proto/pcc_limits.h that _hook.py applies itself, as module constants. */
+static const struct {
+  const char *name;
+  long value;
+} native_limits[] = {
+  {"SOURCE_MAX_DEFAULT", (long)PCC_SOURCE_MAX_DEFAULT},
+  {"TOKEN_MAX", PCC_TOKEN_MAX},
+  {"TOKEN_FILE_MAX", PCC_TOKEN_FILE_MAX},
+};
+
 PyMODINIT_FUNC PyInit__native(void)
 {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, register_fork_handler);
   if (PyType_Ready(&bundle_bytes_type) < 0)
     return NULL;
-  return PyModule_Create(&native_module);
+  PyObject *module = PyModule_Create(&native_module);
+  for (size_t i = 0; module && i < sizeof native_limits / sizeof native_limits[0]; i++) {
+    if (PyModule_AddIntConstant(module, native_limits[i].name, native_limits[i].value) < 0)
+      Py_CLEAR(module);
+  }
+  return module;
 }
