@@ -3,15 +3,11 @@
  * compile however many requests ask for the same source at once, queued per backend and fed to
  * its worker pool by dispatch threads. A request that waits for a job is suspended and resumed
  * when the job is done (a PENDING answer, answer.h). */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -249,70 +245,6 @@ static void *dispatcher_main(void *arg)
 
 /* ---- compiles -------------------------------------------------------------------------- */
 
-/* Reads params->path for a compile with an empty body, confined to the source roots; the
- * caller frees *out. */
-static bool read_source_file(cache *c, const pcc_params *params, uint8_t **out, size_t *out_len,
-                             pcc_answer *answer)
-{
-  const uint64_t max_source = pcc_core_config(c->core)->max_source;
-  char resolved[PATH_MAX];
-  if (!pcc_core_has_roots(c->core)) {
-    pcc_answer_error(answer, PCC_ERR_FORBIDDEN, "empty body: this server reads no files itself "
-                     "(no --source-root); upload the source");
-    return false;
-  }
-  if (realpath(params->path, resolved) == NULL) {
-    /* do not tell what exists outside the roots */
-    pcc_answer_error(answer, PCC_ERR_FORBIDDEN,
-                     "path is not a readable file under a source root");
-    return false;
-  }
-  if (!pcc_core_under_root(c->core, resolved)) {
-    pcc_answer_error(answer, PCC_ERR_FORBIDDEN, "path resolves outside every source root");
-    return false;
-  }
-  int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  struct stat st;
-  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    if (fd >= 0)
-      close(fd);
-    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no regular file at this path");
-    return false;
-  }
-  if ((uint64_t)st.st_size > max_source) {
-    close(fd);
-    pcc_answer_error(answer, PCC_ERR_TOO_LARGE, "source is %lld bytes; the limit is %llu",
-                     (long long)st.st_size, (unsigned long long)max_source);
-    return false;
-  }
-  if (st.st_mtim.tv_sec != params->mtime) {
-    close(fd);
-    pcc_answer_error(answer, PCC_ERR_MISMATCH, "mtime: the file's mtime is %lld",
-                     (long long)st.st_mtim.tv_sec);
-    pcc_answer_extra_string(answer, "param", "mtime");
-    return false;
-  }
-  /* read what fstat promised, and no more: a file that grows meanwhile is cut at its size */
-  pcc_dynbuf bytes;
-  pcc_dynbuf_init(&bytes, (size_t)st.st_size);
-  bool ok = pcc_dynbuf_reserve(&bytes, (size_t)st.st_size) == PCC_PROTO_OK || st.st_size == 0;
-  while (ok && bytes.len < (size_t)st.st_size) {
-    ssize_t n = read(fd, (char *)bytes.data + bytes.len, (size_t)st.st_size - bytes.len);
-    if (n > 0)
-      bytes.len += (size_t)n;
-    else if (n == 0 || errno != EINTR)
-      ok = false;
-  }
-  close(fd);
-  if (!ok) {
-    pcc_dynbuf_free(&bytes);
-    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot read the source file");
-    return false;
-  }
-  *out = pcc_dynbuf_take(&bytes, out_len);
-  return true;
-}
-
 /* The body must agree with what the query claims about it. */
 static bool check_claims(const pcc_params *params, const pcc_path_record *actual,
                          pcc_answer *answer)
@@ -417,7 +349,8 @@ static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
   if (source == NULL && (params->present & PCC_PARAM_SIZE) && params->size == 0) {
     source = (const uint8_t *)""; /* an empty source file, uploaded as an empty body */
   } else if (source == NULL) {
-    if (!read_source_file(c, params, &read_bytes, &len, answer))
+    if (!pcc_sources_read(pcc_core_sources(c->core), params->path, params->mtime,
+                          config->max_source, &read_bytes, &len, answer))
       return;
     source = read_bytes ? read_bytes : (const uint8_t *)""; /* an empty file */
   }

@@ -19,8 +19,7 @@ struct pcc_core {
   pcc_config config;
   pcc_store *store;
   pcc_counters *counters;
-  char *roots[PCC_MAX_SOURCE_ROOTS]; /* realpath of each --source-root */
-  unsigned n_roots;
+  pcc_sources *sources; /* the --source-root directories */
   pcc_backend backends[PCC_MAX_COMPILERS + 1]; /* [0]: the embedded CPython, the default */
   unsigned n_backends;
   time_t started;
@@ -203,15 +202,10 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
     pcc_core_close(core);
     return PCC_CORE_NOMEM;
   }
-  for (unsigned i = 0; i < config->n_source_roots; i++) {
-    core->roots[i] = realpath(config->source_roots[i], NULL);
-    if (core->roots[i] == NULL) {
-      fprintf(stderr, "pycached: --source-root %s: %s\n", config->source_roots[i],
-              strerror(errno));
-      pcc_core_close(core);
-      return PCC_CORE_CONFIG;
-    }
-    core->n_roots++;
+  core->sources = pcc_sources_open(config->source_roots, config->n_source_roots);
+  if (core->sources == NULL) {
+    pcc_core_close(core);
+    return PCC_CORE_CONFIG;
   }
   pcc_store_status store_rc = pcc_store_open(config->store_dir, config->map_size, &core->store);
   if (store_rc != PCC_STORE_OK) {
@@ -237,8 +231,7 @@ void pcc_core_close(pcc_core *core)
   for (unsigned b = 0; b < core->n_backends; b++)
     pcc_compiler_close(core->backends[b].compiler);
   pcc_store_close(core->store);
-  for (unsigned i = 0; i < core->n_roots; i++)
-    free(core->roots[i]);
+  pcc_sources_close(core->sources);
   pcc_counters_close(core->counters);
   free(core);
 }
@@ -263,20 +256,9 @@ time_t pcc_core_started(const pcc_core *core)
   return core->started;
 }
 
-bool pcc_core_has_roots(const pcc_core *core)
+const pcc_sources *pcc_core_sources(const pcc_core *core)
 {
-  return core->n_roots > 0;
-}
-
-bool pcc_core_under_root(const pcc_core *core, const char *resolved)
-{
-  for (unsigned i = 0; i < core->n_roots; i++) {
-    size_t n = strlen(core->roots[i]);
-    if (strncmp(resolved, core->roots[i], n) == 0 &&
-        (resolved[n] == '/' || resolved[n] == '\0' || (n == 1 && resolved[0] == '/')))
-      return true;
-  }
-  return false;
+  return core->sources;
 }
 
 /* ---- lookups --------------------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /* core.h: the core of pycached that every feature (cache.c, admin.c, warm.c) builds on: the
  * configuration, the LMDB store, the compiler backends (one worker pool per interpreter), the
- * source roots and the counters, plus the validated lookup that both single lookups and batches
+ * source roots (sources.c) and the counters, plus the validated lookup that both single lookups and batches
  * use. The core never calls a feature. */
 #ifndef PCC_CORE_H
 #define PCC_CORE_H
@@ -12,6 +12,7 @@
 #include "compiler.h"
 #include "config.h"
 #include "counters.h"
+#include "sources.h"
 #include "store.h"
 
 typedef struct pcc_core pcc_core;
@@ -52,10 +53,8 @@ unsigned pcc_core_backends(const pcc_core *core, const pcc_backend **first);
 /* The index of the backend compiling for magic, or -1. */
 int pcc_core_backend_for(const pcc_core *core, const pcc_magic *magic);
 
-/* Is resolved (a realpath) equal to or below one of the --source-root directories? false when
- * there are none (see pcc_core_has_roots). */
-bool pcc_core_under_root(const pcc_core *core, const char *resolved);
-bool pcc_core_has_roots(const pcc_core *core);
+/* The --source-root directories (sources.h). */
+const pcc_sources *pcc_core_sources(const pcc_core *core);
 
 /* Reads a blob; a blob that failed its checksum (dropped by the store) is counted as a
  * corruption and reported as PCC_STORE_NOTFOUND. *out as pcc_store_get_blob. */

@@ -681,10 +681,13 @@ class Lifecycle(unittest.TestCase):
 
 
 def run_tests(module_name):
-    """Runs a suite module's tests and ends with the closing line of the Check suites, so that
-    one parser (deploy/test.sh) counts every suite. Returns the exit status."""
+    """Runs a suite module's tests (or a unittest.TestSuite) and ends with the closing line of
+    the Check suites, so that one parser (deploy/test.sh) counts every suite. Returns the exit
+    status."""
     runner = unittest.TextTestRunner(verbosity=2)
-    result = runner.run(unittest.defaultTestLoader.loadTestsFromModule(sys.modules[module_name]))
+    tests = module_name if isinstance(module_name, unittest.TestSuite) else \
+        unittest.defaultTestLoader.loadTestsFromModule(sys.modules[module_name])
+    result = runner.run(tests)
     failures, errors = len(result.failures), len(result.errors)
     print("%d%%: Checks: %d, Failures: %d, Errors: %d" % (
         100 * (result.testsRun - failures - errors) // max(result.testsRun, 1), result.testsRun,
