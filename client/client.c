@@ -292,20 +292,24 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   const char *accept_code = client->raw_pyc ? "Accept: application/x-python-pyc"
                                             : "Accept: application/json";
   /* each list: its headers, then the Authorization header when there is a token */
+  /* X-Pycached-Client on every request: the server refuses state-changing requests that a web
+   * page could make a browser send, and a page cannot add this header without asking first */
+  static const char client_header[] = "X-Pycached-Client: libpycached/" PCC_VERSION;
   struct {
     struct curl_slist **list;
-    const char *lines[3];
+    const char *lines[4];
   } lists[] = {
-    {&client->post_headers, {"Content-Type: application/octet-stream", accept_code, "Expect:"}},
-    {&client->code_headers, {accept_code, NULL, NULL}},
-    {&client->get_headers, {"Accept: application/json", NULL, NULL}},
+    {&client->post_headers,
+     {"Content-Type: application/octet-stream", accept_code, "Expect:", client_header}},
+    {&client->code_headers, {accept_code, client_header, NULL, NULL}},
+    {&client->get_headers, {"Accept: application/json", client_header, NULL, NULL}},
     {&client->request_headers,
-     {"Content-Type: application/json", "Accept: application/json", "Expect:"}},
-    {&client->download_headers, {"Accept: application/octet-stream", NULL, NULL}},
+     {"Content-Type: application/json", "Accept: application/json", "Expect:", client_header}},
+    {&client->download_headers, {"Accept: application/octet-stream", client_header, NULL, NULL}},
   };
   for (size_t i = 0; ok && i < sizeof lists / sizeof lists[0]; i++) {
-    for (size_t j = 0; ok && j < 4; j++) {
-      const char *line = j < 3 ? lists[i].lines[j] : client->auth_header;
+    for (size_t j = 0; ok && j < 5; j++) {
+      const char *line = j < 4 ? lists[i].lines[j] : client->auth_header;
       if (line == NULL)
         continue;
       struct curl_slist *list = curl_slist_append(*lists[i].list, line);

@@ -36,7 +36,7 @@ pcc_proto_status pcc_bundle_writer_open(const pcc_magic *magic, int opt, size_t 
   pcc_dynbuf_init(&writer->buf, max_bytes);
   uint8_t header[PCC_BUNDLE_HEADER_LEN];
   memcpy(header, "PCCB", 4);
-  header[4] = 1;
+  header[4] = PCC_BUNDLE_VERSION;
   header[5] = (uint8_t)opt;
   proto_put_le(header + 6, 0, 2);
   memcpy(header + 8, magic->bytes, PCC_MAGIC_LEN);
@@ -68,7 +68,7 @@ pcc_proto_status pcc_bundle_writer_add(pcc_bundle_writer *writer, const pcc_bund
   proto_put_le(fixed + 16, entry->size, 8);
   proto_put_le(fixed + 24, (uint32_t)entry->hash, 4);
   memcpy(fixed + 28, entry->digest.bytes, PCC_DIGEST_LEN);
-  proto_put_le(fixed + 44, pcc_checksum(entry->pyc, entry->pyc_len), 8);
+  proto_put_le(fixed + 28 + PCC_DIGEST_LEN, pcc_checksum(entry->pyc, entry->pyc_len), 8);
   /* reserve() made room for all three: none of these adds can fail */
   (void)pcc_dynbuf_add(&writer->buf, fixed, sizeof fixed);
   (void)pcc_dynbuf_add(&writer->buf, entry->path, entry->path_len);
@@ -119,7 +119,7 @@ pcc_proto_status pcc_bundle_parse(const uint8_t *data, size_t len, pcc_magic *ma
     return PCC_PROTO_INVALID;
   *skipped = 0;
   if (len < PCC_BUNDLE_HEADER_LEN + PCC_BUNDLE_TRAILER_LEN || memcmp(data, "PCCB", 4) != 0 ||
-      data[4] != 1 || data[5] > PCC_OPT_MAX)
+      data[4] != PCC_BUNDLE_VERSION || data[5] > PCC_OPT_MAX)
     return PCC_PROTO_INVALID;
   size_t body = len - PCC_BUNDLE_TRAILER_LEN;
   if (memcmp(data + body, "PCCE", 4) != 0 ||
@@ -143,7 +143,7 @@ pcc_proto_status pcc_bundle_parse(const uint8_t *data, size_t len, pcc_magic *ma
     entry.size = proto_get_le(r + 16, 8);
     entry.hash = (int32_t)(uint32_t)proto_get_le(r + 24, 4);
     memcpy(entry.digest.bytes, r + 28, PCC_DIGEST_LEN);
-    entry.checksum = proto_get_le(r + 44, 8);
+    entry.checksum = proto_get_le(r + 28 + PCC_DIGEST_LEN, 8);
     entry.path = (const char *)r + PCC_BUNDLE_ENTRY_FIXED;
     entry.pyc = r + PCC_BUNDLE_ENTRY_FIXED + entry.path_len;
     r += PCC_BUNDLE_ENTRY_FIXED + entry.path_len + entry.pyc_len;

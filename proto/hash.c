@@ -1,8 +1,9 @@
 /* hash.c: the three hashes of the validation scheme (see proto.h): the weak Java
- * Arrays.hashCode() source hash GraalPy uses, the XXH3-128 content digest and the XXH3-64
- * payload checksum, with their hex forms. */
+ * Arrays.hashCode() source hash GraalPy uses, the SHA-256 content digest (OpenSSL's libcrypto)
+ * that names blobs, and the XXH3-64 payload checksum, with their hex forms. */
 #include <string.h>
 
+#include <openssl/sha.h>
 #include <xxhash.h>
 
 #include "proto_internal.h"
@@ -39,9 +40,8 @@ int32_t pcc_java_hash(const void *data, size_t len)
 
 void pcc_digest_compute(const void *data, size_t len, pcc_digest *out)
 {
-  XXH128_canonical_t canonical;
-  XXH128_canonicalFromHash(&canonical, XXH3_128bits(data, len));
-  memcpy(out->bytes, canonical.digest, PCC_DIGEST_LEN);
+  /* OpenSSL's one-shot SHA-256 uses the CPU's SHA extensions where there are some */
+  SHA256(data, len, out->bytes);
 }
 
 void pcc_digest_to_hex(const pcc_digest *digest, char out[PCC_DIGEST_HEX_LEN + 1])

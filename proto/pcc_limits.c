@@ -30,6 +30,8 @@ static const pcc_limit rows[] = {
   ROW(PCC_FRAME_HELLO_MAX, NULL, "bytes of a worker's hello frame"),
   ROW(PCC_WORKERS_MAX, "--workers", "compiler worker processes per backend, at most"),
   ROW(PCC_JOB_WAITERS_MAX, NULL, "requests joined to one compile"),
+  ROW(PCC_NAMESPACE_MAX, NULL, "bytes of a namespace name"),
+  ROW(PCC_PATH_VERSIONS_MAX, NULL, "(mtime, size) versions kept per path entry"),
   ROW(PCC_TOKEN_MAX, NULL, "bytes of a token"),
   ROW(PCC_TOKEN_FILE_MAX, NULL, "bytes of a client's token file"),
   ROW(PCC_TOKENS_FILE_MAX, NULL, "bytes of the server's --tokens file"),

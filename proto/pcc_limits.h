@@ -52,6 +52,10 @@
 #define PCC_WORKERS_MAX 64           /* option --workers, at most */
 #define PCC_JOB_WAITERS_MAX 65536    /* requests joined to one compile */
 
+/* ---- trust (store, auth) ------------------------------------------------------------------- */
+#define PCC_NAMESPACE_MAX 32     /* bytes of a namespace name ([a-z0-9._-]) */
+#define PCC_PATH_VERSIONS_MAX 16 /* (mtime, size) -> digest versions kept per path */
+
 /* ---- access control ------------------------------------------------------------------------- */
 #define PCC_TOKEN_MAX 512        /* bytes of a token */
 #define PCC_TOKEN_FILE_MAX 4096  /* bytes of a client's token file, white space included */

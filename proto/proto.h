@@ -2,7 +2,7 @@
  *
  * The validation scheme (docs/DESIGN.md): an entry is valid only when the bytecode magic, the
  * source timestamp (mtime and size) and the source hash all match. This header holds the pieces
- * both sides compute the same way: the Java Arrays.hashCode() source hash, the XXH3-128 content
+ * both sides compute the same way: the Java Arrays.hashCode() source hash, the SHA-256 content
  * digest, the XXH3-64 payload checksum, the 16-byte PEP 552 pyc header, the request parameters
  * and the JSON forms of entries and errors. Nothing here allocates except where it says so.
  */
@@ -66,19 +66,21 @@ void *pcc_dynbuf_take(pcc_dynbuf *buf, size_t *len);
  * signed, with 32-bit two's-complement wrap-around. "" gives 1, {0xff} gives 30, "abc" 126145. */
 int32_t pcc_java_hash(const void *data, size_t len);
 
-#define PCC_DIGEST_LEN 16
-#define PCC_DIGEST_HEX_LEN 32
+#define PCC_DIGEST_LEN 32
+#define PCC_DIGEST_HEX_LEN 64
 
-/* XXH3-128 digest of source bytes, in xxHash's canonical (big-endian) byte order, so that its
- * hex form is the one `xxh128sum` prints. */
+/* SHA-256 of the source bytes: the name of a blob. A cryptographic digest, because anyone with
+ * the compile role could otherwise craft a source that collides with another's (the Java hash is
+ * trivially collidable, XXH3 is not collision-resistant either). Its hex form is the one
+ * `sha256sum` prints. */
 typedef struct {
   uint8_t bytes[PCC_DIGEST_LEN];
 } pcc_digest;
 
 void pcc_digest_compute(const void *data, size_t len, pcc_digest *out);
-/* Writes 32 lowercase hex digits and a NUL into out. */
+/* Writes 64 lowercase hex digits and a NUL into out. */
 void pcc_digest_to_hex(const pcc_digest *digest, char out[PCC_DIGEST_HEX_LEN + 1]);
-/* Parses exactly 32 hex digits (either case). */
+/* Parses exactly 64 hex digits (either case). */
 pcc_proto_status pcc_digest_from_hex(const char *hex, pcc_digest *out);
 bool pcc_digest_equal(const pcc_digest *a, const pcc_digest *b);
 
@@ -162,7 +164,7 @@ typedef const char *(*pcc_param_getter)(void *ctx, const char *name);
  *  magic  8 hex digits            opt    0, 1 or 2
  *  path   absolute, <= 4096 bytes  mtime  whole seconds, 0 .. 2^63-1
  *  size   bytes, 0 .. 2^63-1        hash   signed 32-bit decimal
- *  digest 32 hex digits */
+ *  digest 64 hex digits (SHA-256) */
 pcc_proto_status pcc_params_parse(pcc_param_getter get, void *ctx, unsigned required,
                                   pcc_params *out, const char **bad_param);
 
@@ -219,14 +221,15 @@ pcc_proto_status pcc_base64_decode(const char *text, size_t text_len, uint8_t **
 
 /* ---- bundles (docs/API.md, "Warm start") -----------------------------------------------------
  * Every pyc of an import profile in one response. Binary, little-endian:
- *   header   "PCCB" | version u8 (1) | opt u8 | 0 u16 | magic[4] | count u32
- *   entry    path_len u32 | pyc_len u32 | mtime i64 | size u64 | hash i32 | digest[16] |
+ *   header   "PCCB" | version u8 (2) | opt u8 | 0 u16 | magic[4] | count u32
+ *   entry    path_len u32 | pyc_len u32 | mtime i64 | size u64 | hash i32 | digest[32] |
  *            checksum u64 (XXH3-64 of the pyc) | path | pyc            (x count)
  *   trailer  "PCCE" | XXH3-64 of every byte before the trailer (u64)
  */
 
 #define PCC_BUNDLE_HEADER_LEN 16
-#define PCC_BUNDLE_ENTRY_FIXED 52
+#define PCC_BUNDLE_VERSION 2 /* 2: SHA-256 digests (1 had XXH3-128) */
+#define PCC_BUNDLE_ENTRY_FIXED (36 + PCC_DIGEST_LEN)
 #define PCC_BUNDLE_TRAILER_LEN 12
 
 typedef struct {

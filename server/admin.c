@@ -22,7 +22,8 @@
 #include "route.h"
 
 /* Route arguments (the order of each row's args) */
-enum { ARG_PREFIX, ARG_CURSOR, ARG_LIMIT };
+enum { ARG_PREFIX, ARG_CURSOR, ARG_LIMIT, ARG_NAMESPACE };
+enum { ARG_ENTRY_NAMESPACE }; /* the rows of one entry */
 
 /* ---- statistics ------------------------------------------------------------------------ */
 
@@ -361,7 +362,9 @@ static void add_entry(const pcc_store_entry *entry, void *ctx)
   pcc_digest_to_hex(&entry->record.digest, digest);
   cJSON_AddStringToObject(obj, "magic", magic);
   cJSON_AddNumberToObject(obj, "opt", entry->opt);
+  cJSON_AddStringToObject(obj, "namespace", entry->ns);
   cJSON_AddStringToObject(obj, "path", path);
+  cJSON_AddNumberToObject(obj, "versions", entry->versions);
   cJSON_AddNumberToObject(obj, "mtime", (double)entry->record.mtime);
   cJSON_AddNumberToObject(obj, "size", (double)entry->record.size);
   cJSON_AddNumberToObject(obj, "hash", entry->record.hash);
@@ -391,8 +394,14 @@ static void add_entry(const pcc_store_entry *entry, void *ctx)
 /* The store filter of a request (magic, opt, prefix); false (answer set) when malformed. */
 static bool request_filter(const pcc_request *req, pcc_store_filter *filter, pcc_answer *answer)
 {
-  const char *prefix = req->args[ARG_PREFIX];
+  const char *prefix = req->args[ARG_PREFIX], *ns = req->args[ARG_NAMESPACE];
   memset(filter, 0, sizeof *filter);
+  if (ns != NULL && ns[0] != '\0' && !pcc_namespace_ok(ns)) {
+    pcc_answer_bad_parameter(answer, "namespace", "1 to %d characters of [a-z0-9._-]",
+                             PCC_NAMESPACE_MAX);
+    return false;
+  }
+  filter->ns = ns; /* "" is the default namespace, absent any */
   filter->has_magic = req->params.present & PCC_PARAM_MAGIC;
   filter->magic = req->params.magic;
   filter->opt = (req->params.present & PCC_PARAM_OPT) ? req->params.opt : -1;
@@ -472,23 +481,30 @@ static cJSON *removed_json(uint64_t removed)
   return json;
 }
 
-/* GET and DELETE /v1/admin/entry: one entry, named by magic and path (opt defaults to 0). */
+/* GET and DELETE /v1/admin/entry: one entry, named by magic and path (opt defaults to 0) in a
+ * namespace (the default one without `namespace`). */
 static void entry_show_or_delete(pcc_core *core, const pcc_request *req, bool delete_it,
                                  pcc_answer *answer)
 {
   const pcc_params *p = &req->params;
+  const char *ns = req->args[ARG_ENTRY_NAMESPACE] ? req->args[ARG_ENTRY_NAMESPACE] : "";
   pcc_store_status rc;
+  if (ns[0] != '\0' && !pcc_namespace_ok(ns)) {
+    pcc_answer_bad_parameter(answer, "namespace", "1 to %d characters of [a-z0-9._-]",
+                             PCC_NAMESPACE_MAX);
+    return;
+  }
   if (delete_it) {
     uint64_t removed = 0;
-    rc = pcc_store_delete_one(pcc_core_store(core), &p->magic, p->opt, p->path, p->path_len,
-                              &removed);
+    rc = pcc_store_delete_one(pcc_core_store(core), ns, &p->magic, p->opt, p->path,
+                              p->path_len, &removed);
     if (rc == PCC_STORE_OK && removed == 0)
       rc = PCC_STORE_NOTFOUND;
     if (rc == PCC_STORE_OK)
       pcc_answer_json(answer, removed_json(removed));
   } else {
     entry_visit visit = {core, NULL};
-    rc = pcc_store_get_entry(pcc_core_store(core), &p->magic, p->opt, p->path, p->path_len,
+    rc = pcc_store_get_entry(pcc_core_store(core), ns, &p->magic, p->opt, p->path, p->path_len,
                              add_entry, &visit);
     if (rc == PCC_STORE_OK)
       pcc_answer_json(answer, visit.list);
@@ -526,7 +542,7 @@ static void handle_invalidate(void *state, pcc_request *req, pcc_answer *answer)
   pcc_store_filter filter;
   if (!request_filter(req, &filter, answer))
     return;
-  if (!filter.has_magic && filter.prefix_len == 0) {
+  if (!filter.has_magic && filter.prefix_len == 0 && filter.ns == NULL) {
     pcc_answer_bad_parameter(answer, "prefix",
                              "say what to invalidate, with prefix or magic (purge removes "
                              "everything)");
@@ -761,7 +777,7 @@ static void admin_close(void *state)
 
 #define ADMIN PCC_ROLE_ADMIN
 #define NO_BODY PCC_ROUTE_NO_BODY
-#define FILTER_ARGS {"prefix", "cursor", "limit", NULL} /* in the order of ARG_* */
+#define FILTER_ARGS {"prefix", "cursor", "limit", "namespace"} /* in the order of ARG_* */
 
 static const pcc_route admin_routes[] = {
   {"GET", "/admin", 0, NO_BODY, false, 0, {NULL}, handle_page, "the admin page"},
@@ -772,9 +788,9 @@ static const pcc_route admin_routes[] = {
   {"GET", "/v1/admin/entries", ADMIN, NO_BODY, true, 0, FILTER_ARGS, handle_entries,
    "list entries, a page at a time"},
   {"GET", "/v1/admin/entry", ADMIN, NO_BODY, true, PCC_PARAM_MAGIC | PCC_PARAM_PATH,
-   {NULL}, handle_entry, "one entry"},
+   {"namespace", NULL}, handle_entry, "one entry"},
   {"DELETE", "/v1/admin/entry", ADMIN, NO_BODY, true, PCC_PARAM_MAGIC | PCC_PARAM_PATH,
-   {NULL}, handle_entry_delete, "remove one entry"},
+   {"namespace", NULL}, handle_entry_delete, "remove one entry"},
   {"POST", "/v1/admin/invalidate", ADMIN, NO_BODY, true, 0, FILTER_ARGS, handle_invalidate,
    "remove the entries of a magic and/or a path prefix"},
   {"POST", "/v1/admin/purge", ADMIN, NO_BODY, false, 0, {NULL}, handle_purge,

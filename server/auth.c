@@ -22,6 +22,7 @@
 
 typedef struct {
   char name[AUTH_NAME_MAX + 1];
+  char ns[PCC_NAMESPACE_MAX + 1]; /* "" : the default namespace */
   unsigned char digest[crypto_hash_sha256_BYTES];
   unsigned roles;
 } auth_token;
@@ -126,6 +127,13 @@ static bool parse_token(const cJSON *item, auth_token *out, char *error, size_t 
     }
     out->roles |= all[i];
   }
+  const cJSON *ns = cJSON_GetObjectItemCaseSensitive(item, "namespace");
+  if (ns != NULL && !(cJSON_IsString(ns) && pcc_namespace_ok(ns->valuestring))) {
+    snprintf(error, error_len, "token \"%s\": \"namespace\" must be 1..%d characters of "
+             "[a-z0-9._-]", name->valuestring, PCC_NAMESPACE_MAX);
+    return false;
+  }
+  snprintf(out->ns, sizeof out->ns, "%s", ns ? ns->valuestring : "");
   snprintf(out->name, sizeof out->name, "%s", name->valuestring);
   crypto_hash_sha256(out->digest, (const unsigned char *)token->valuestring,
                      strlen(token->valuestring));
@@ -222,8 +230,18 @@ size_t pcc_auth_count(pcc_auth *auth)
   return count;
 }
 
+bool pcc_namespace_ok(const char *ns)
+{
+  size_t len = strlen(ns);
+  for (size_t i = 0; i < len; i++)
+    if (!((ns[i] >= 'a' && ns[i] <= 'z') || (ns[i] >= '0' && ns[i] <= '9') || ns[i] == '.' ||
+          ns[i] == '_' || ns[i] == '-'))
+      return false;
+  return len > 0 && len <= PCC_NAMESPACE_MAX;
+}
+
 pcc_auth_status pcc_auth_check(pcc_auth *auth, const char *authorization, pcc_role role,
-                               char *name, size_t name_len)
+                               pcc_auth_identity *who)
 {
   static const char scheme[] = "Bearer ";
   if (authorization == NULL || strncasecmp(authorization, scheme, sizeof scheme - 1) != 0)
@@ -245,7 +263,10 @@ pcc_auth_status pcc_auth_check(pcc_auth *auth, const char *authorization, pcc_ro
   pcc_auth_status rc = PCC_AUTH_UNKNOWN;
   if (found != NULL) {
     rc = (found->roles & role) ? PCC_AUTH_OK : PCC_AUTH_NO_ROLE;
-    snprintf(name, name_len, "%s", found->name);
+    if (who != NULL) {
+      memcpy(who->name, found->name, sizeof who->name);
+      memcpy(who->ns, found->ns, sizeof who->ns);
+    }
   }
   pthread_rwlock_unlock(&auth->lock);
   return rc;

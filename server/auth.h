@@ -4,7 +4,10 @@
 #ifndef PCC_AUTH_H
 #define PCC_AUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "pcc_limits.h"
 
 typedef struct pcc_auth pcc_auth;
 
@@ -27,7 +30,7 @@ const char *pcc_auth_strerror(pcc_auth_status rc);
 const char *pcc_role_name(pcc_role role);
 
 /* Loads the token file (at most 1 MiB, at most 1024 tokens; each token 16..512 printable
- * characters, names unique). On failure writes why into error (error_len bytes) and returns
+ * characters, names unique, an optional "namespace"). On failure writes why into error (error_len bytes) and returns
  * PCC_AUTH_BAD_FILE. *out is owned by the caller (pcc_auth_close). */
 pcc_auth_status pcc_auth_open(const char *file, pcc_auth **out, char *error, size_t error_len);
 
@@ -38,11 +41,21 @@ pcc_auth_status pcc_auth_reload(pcc_auth *auth, char *error, size_t error_len);
 /* Number of tokens in force. */
 size_t pcc_auth_count(pcc_auth *auth);
 
+/* Who a token is: its name and its namespace (the trust domain of what it writes and reads
+ * by path; "" is the default namespace). */
+typedef struct {
+  char name[65];
+  char ns[PCC_NAMESPACE_MAX + 1];
+} pcc_auth_identity;
+
 /* Checks an Authorization header value (NULL when absent) for role. On PCC_AUTH_OK and
- * PCC_AUTH_NO_ROLE, name (name_len bytes) gets the token's name. Constant time in the tokens'
+ * PCC_AUTH_NO_ROLE, *who (may be NULL) gets the token's identity. Constant time in the tokens'
  * contents. Thread-safe. */
 pcc_auth_status pcc_auth_check(pcc_auth *auth, const char *authorization, pcc_role role,
-                               char *name, size_t name_len);
+                               pcc_auth_identity *who);
+
+/* Is ns a valid namespace name: 1..PCC_NAMESPACE_MAX characters of [a-z0-9._-]? */
+bool pcc_namespace_ok(const char *ns);
 
 void pcc_auth_close(pcc_auth *auth); /* NULL is fine */
 

@@ -35,6 +35,7 @@ typedef struct job {
   pcc_magic magic;
   int opt;
   char *path;              /* the first requester's path, used as the code's filename */
+  char ns[PCC_NAMESPACE_MAX + 1]; /* ... and namespace, where its path entry goes */
   pcc_path_record record;  /* its path entry (mtime, size, hash, digest) */
   uint8_t *source;         /* freed once compiled */
   size_t len;
@@ -183,8 +184,8 @@ static void job_compile(cache *c, job *j)
     blob.payload = (const uint8_t *)(error_json ? error_json : "{}");
     blob.payload_len = strlen((const char *)blob.payload);
   }
-  pcc_store_status store_rc = pcc_store_put(pcc_core_store(c->core), &j->magic, j->opt, j->path,
-                                            strlen(j->path), &j->record, &blob);
+  pcc_store_status store_rc = pcc_store_put(pcc_core_store(c->core), j->ns, &j->magic, j->opt,
+                                            j->path, strlen(j->path), &j->record, &blob);
   if (store_rc == PCC_STORE_OK) {
     j->blob = blob_copy(&blob);
     j->result = j->blob == NULL ? JOB_INTERNAL : result->ok ? JOB_CODE : JOB_COMPILE_ERROR;
@@ -267,14 +268,14 @@ static bool check_claims(const pcc_params *params, const pcc_path_record *actual
 
 /* A stored blob of the source answers the compile at once ("stored"), recording this path's
  * entry. Returns false when there is none (answer untouched). */
-static bool answer_stored(cache *c, const pcc_params *params, const pcc_path_record *record,
-                          pcc_answer *answer)
+static bool answer_stored(cache *c, const char *ns, const pcc_params *params,
+                          const pcc_path_record *record, pcc_answer *answer)
 {
   pcc_blob *blob = NULL;
   if (pcc_core_get_blob(c->core, &params->magic, params->opt, &record->digest, &blob) !=
       PCC_STORE_OK)
     return false;
-  pcc_store_status rc = pcc_store_put(pcc_core_store(c->core), &params->magic, params->opt,
+  pcc_store_status rc = pcc_store_put(pcc_core_store(c->core), ns, &params->magic, params->opt,
                                       params->path, params->path_len, record, NULL);
   if (rc == PCC_STORE_OK) {
     pcc_answer_blob(answer, blob, &record->digest, true, "stored");
@@ -311,6 +312,7 @@ static void join_or_queue_locked(cache *c, cache_queue *queue, pcc_request *req,
       return;
     }
     j->queue = queue;
+    memcpy(j->ns, req->ns, sizeof j->ns);
     j->magic = params->magic;
     j->opt = params->opt;
     j->record = *record;
@@ -367,7 +369,7 @@ static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
   params->hash = record.hash;
   params->digest = record.digest;
   params->present |= PCC_PARAM_SIZE | PCC_PARAM_HASH | PCC_PARAM_DIGEST;
-  if (answer_stored(c, params, &record, answer))
+  if (answer_stored(c, req->ns, params, &record, answer))
     goto done;
 
   pthread_mutex_lock(&c->lock);
@@ -375,7 +377,7 @@ static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
     pcc_answer_error(answer, PCC_ERR_COMPILER_UNAVAILABLE, "the server is shutting down");
   else if (find_job(c, &c->queues[backend], &params->magic, params->opt, &record.digest) ==
              NULL &&
-           answer_stored(c, params, &record, answer))
+           answer_stored(c, req->ns, params, &record, answer))
     ; /* a job finished between the first look and the lock: its blob answers */
   else
     join_or_queue_locked(c, &c->queues[backend], req, &record, source, len, answer);
@@ -401,12 +403,13 @@ static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
   case JOB_COMPILE_ERROR: {
     bool own_path = params->path_len == strlen(j->path) &&
                     memcmp(params->path, j->path, params->path_len) == 0 &&
-                    params->mtime == j->record.mtime;
+                    params->mtime == j->record.mtime && strcmp(req->ns, j->ns) == 0;
     if (!own_path) { /* a joined request for another path: record its path entry too */
       pcc_path_record record = j->record;
       record.mtime = params->mtime;
-      pcc_store_status rc = pcc_store_put(pcc_core_store(c->core), &params->magic, params->opt,
-                                          params->path, params->path_len, &record, NULL);
+      pcc_store_status rc = pcc_store_put(pcc_core_store(c->core), req->ns, &params->magic,
+                                          params->opt, params->path, params->path_len, &record,
+                                          NULL);
       if (rc != PCC_STORE_OK)
         fprintf(stderr, "pycached: cannot store a path entry: %s\n", pcc_store_strerror(rc));
     }
@@ -449,7 +452,7 @@ static void compile_abandon(void *pending)
 static void handle_lookup(void *state, pcc_request *req, pcc_answer *answer)
 {
   cache *c = state;
-  pcc_core_lookup(c->core, &req->params, answer);
+  pcc_core_lookup(c->core, req->ns, &req->params, answer);
 }
 
 static void handle_health(void *state, pcc_request *req, pcc_answer *answer)

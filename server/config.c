@@ -63,6 +63,8 @@ static const option_spec options[] = {
    "allow a non-loopback --listen without --tokens", 0},
   {"backup-dir", OPT_STRING, "DIR", NULL, 0, 0, 0, FIELD(backup_dir),
    "directory for POST /v1/admin/backup copies", 0},
+  {"server-name", OPT_LIST, "NAME", NULL, 0, 0, PCC_MAX_SERVER_NAMES, FIELD(server_names),
+   "a host name clients reach the server by (Host checks; repeatable)", FIELD(n_server_names)},
   {"max-profile-body", OPT_BYTES, "BYTES", NULL, PCC_PROFILE_BODY_MAX_DEFAULT, 1 * KIB,
    PCC_SOURCE_MAX_CEILING, FIELD(max_profile_body), "largest POST /v1/profile body (413 beyond)",
    0},

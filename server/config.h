@@ -11,6 +11,7 @@
 
 #define PCC_MAX_SOURCE_ROOTS 16 /* --source-root options */
 #define PCC_MAX_COMPILERS 8     /* --compiler options */
+#define PCC_MAX_SERVER_NAMES 8  /* --server-name options */
 
 typedef struct {
   const char *listen;        /* address to bind */
@@ -38,6 +39,8 @@ typedef struct {
   const char *tokens;         /* token file; NULL: no access control (loopback only) */
   bool insecure;              /* allow a non-loopback address without tokens */
   const char *backup_dir;     /* where POST /v1/admin/backup writes; NULL: refused */
+  const char *server_names[PCC_MAX_SERVER_NAMES]; /* Host names the server answers to */
+  unsigned n_server_names;
   bool retire_unserved;       /* --retire-unserved-magics */
 } pcc_config;
 

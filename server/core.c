@@ -313,48 +313,44 @@ static void answer_hit(pcc_core *core, pcc_answer *answer, pcc_blob *blob,
   }
 }
 
-void pcc_core_lookup(pcc_core *core, const pcc_params *params, pcc_answer *answer)
+/* Does a version of a path entry answer the request (its mtime and size, and its hash and
+ * digest when the request gives them)? */
+static bool version_matches(const pcc_path_record *v, const pcc_params *params)
+{
+  return v->mtime == params->mtime && v->size == params->size &&
+         (!(params->present & PCC_PARAM_HASH) || v->hash == params->hash) &&
+         (!(params->present & PCC_PARAM_DIGEST) || pcc_digest_equal(&v->digest, &params->digest));
+}
+
+void pcc_core_lookup(pcc_core *core, const char *ns, const pcc_params *params,
+                     pcc_answer *answer)
 {
   struct timespec start;
   clock_gettime(CLOCK_MONOTONIC, &start);
-  bool check_hash = params->present & PCC_PARAM_HASH;
-  bool check_digest = params->present & PCC_PARAM_DIGEST;
-  pcc_path_record record;
-  pcc_blob *blob = NULL;
-  pcc_store_status rc = pcc_store_get_path(core->store, &params->magic, params->opt,
-                                           params->path, params->path_len, &record);
+  pcc_path_versions versions;
+  pcc_store_status rc = pcc_store_get_versions(core->store, ns, &params->magic, params->opt,
+                                               params->path, params->path_len, &versions);
   if (rc != PCC_STORE_OK && rc != PCC_STORE_NOTFOUND) {
     pcc_answer_store_error(answer, rc);
     return;
   }
   bool found = rc == PCC_STORE_OK;
-  if (found && record.mtime == params->mtime && record.size == params->size &&
-      (!check_hash || record.hash == params->hash) &&
-      (!check_digest || pcc_digest_equal(&record.digest, &params->digest))) {
-    rc = pcc_core_get_blob(core, &params->magic, params->opt, &record.digest, &blob);
+  /* Read-only: a lookup never changes what another client is served (docs/DESIGN.md, "Trust").
+   * The same source under another path or mtime is a miss; the client's compile (the compile
+   * role) then records its version without compiling again ("stored"). */
+  for (unsigned i = 0; found && i < versions.n; i++) {
+    if (!version_matches(&versions.v[i], params))
+      continue;
+    pcc_blob *blob = NULL;
+    rc = pcc_core_get_blob(core, &params->magic, params->opt, &versions.v[i].digest, &blob);
     if (rc == PCC_STORE_OK) {
-      answer_hit(core, answer, blob, &record.digest, params, &start);
+      answer_hit(core, answer, blob, &versions.v[i].digest, params, &start);
       return;
     }
     if (rc != PCC_STORE_NOTFOUND) {
       pcc_answer_store_error(answer, rc);
       return;
     }
-  }
-  /* The same source compiled for another path or mtime: adopt it without a recompile. */
-  if (check_hash && check_digest &&
-      pcc_core_get_blob(core, &params->magic, params->opt, &params->digest, &blob) ==
-        PCC_STORE_OK) {
-    if (blob->hash == params->hash && blob->size == params->size) {
-      pcc_path_record fresh = {params->mtime, params->size, params->hash, params->digest};
-      rc = pcc_store_put(core->store, &params->magic, params->opt, params->path,
-                         params->path_len, &fresh, NULL);
-      if (rc != PCC_STORE_OK)
-        fprintf(stderr, "pycached: cannot update a path entry: %s\n", pcc_store_strerror(rc));
-      answer_hit(core, answer, blob, &params->digest, params, &start);
-      return;
-    }
-    free(blob);
   }
   answer_miss(core, answer, &params->magic, found);
 }

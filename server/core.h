@@ -64,9 +64,11 @@ pcc_store_status pcc_core_get_blob(pcc_core *core, const pcc_magic *magic, int o
 /* unsupported-magic, listing the magics the backends compile for. */
 void pcc_core_answer_unsupported(const pcc_core *core, pcc_answer *answer);
 
-/* The lookup of GET /v1/code (magic, path, mtime and size present in params): an ENTRY answer
- * (outcome "hit"), a miss (with its reason), unsupported-magic for a magic without a backend and
- * no valid entry, or a store error. Counted and timed. */
-void pcc_core_lookup(pcc_core *core, const pcc_params *params, pcc_answer *answer);
+/* The lookup of GET /v1/code (magic, path, mtime and size present in params) in namespace ns:
+ * an ENTRY answer (outcome "hit") when a version of the path entry matches, a miss (with its
+ * reason), unsupported-magic for a magic without a backend and no valid entry, or a store error.
+ * Counted and timed. Never writes. */
+void pcc_core_lookup(pcc_core *core, const char *ns, const pcc_params *params,
+                     pcc_answer *answer);
 
 #endif

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -151,7 +152,8 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
     free(pyc);
     return queue(connection, 200, json_response(json), "application/json", answer);
   }
-  char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16], etag[64];
+  char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16];
+  char etag[PCC_DIGEST_HEX_LEN + 24];
   pcc_digest_to_hex(&view.digest, digest_hex);
   pcc_checksum_to_hex(view.checksum, checksum_hex);
   snprintf(hash_text, sizeof hash_text, "%d", (int)view.hash);
@@ -237,16 +239,18 @@ static enum MHD_Result send_error(struct MHD_Connection *connection, pcc_answer 
 
 /* ---- routes and auth ------------------------------------------------------------------- */
 
-/* Checks the bearer token of a request for role; on failure queues 401 or 403. */
+/* Checks the bearer token of a request for role; *who gets its identity (the default namespace
+ * without access control). On failure queues 401 or 403. */
 static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsigned role,
-                       enum MHD_Result *result)
+                       pcc_auth_identity *who, enum MHD_Result *result)
 {
+  memset(who, 0, sizeof *who);
   if (http->auth == NULL || role == 0)
     return true;
-  char name[80] = "";
   const char *header = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                    MHD_HTTP_HEADER_AUTHORIZATION);
-  pcc_auth_status rc = pcc_auth_check(http->auth, header, (pcc_role)role, name, sizeof name);
+  pcc_auth_status rc = pcc_auth_check(http->auth, header, (pcc_role)role, who);
+  const char *name = who->name;
   if (rc == PCC_AUTH_OK)
     return true;
   cJSON *json;
@@ -268,6 +272,101 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
   if (response != NULL && status == 401)
     MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
   *result = queue(connection, status, response, "application/json", NULL);
+  return false;
+}
+
+/* ---- browsers ------------------------------------------------------------------------- */
+
+/* Is host (a Host header's name, without the port) one this server answers to: a name given
+ * with --server-name, the --listen address, or, for a loopback server, a loopback name? A
+ * server on a wildcard address without --server-name answers to any name (tokens guard it). */
+static bool host_name_ok(const pcc_config *config, const char *host, size_t len)
+{
+  for (unsigned i = 0; i < config->n_server_names; i++)
+    if (strlen(config->server_names[i]) == len && strncasecmp(config->server_names[i], host,
+                                                              len) == 0)
+      return true;
+  char name[64];
+  if (len == 0 || len >= sizeof name)
+    return false;
+  memcpy(name, host, len);
+  name[len] = '\0';
+  if (name[0] == '[' && name[len - 1] == ']') { /* [v6] */
+    memmove(name, name + 1, len - 2);
+    name[len - 2] = '\0';
+  }
+  if (strcmp(name, config->listen) == 0)
+    return true;
+  struct in_addr v4;
+  struct in6_addr v6;
+  bool wildcard = strcmp(config->listen, "0.0.0.0") == 0 || strcmp(config->listen, "::") == 0;
+  if (wildcard && config->n_server_names == 0)
+    return true;
+  bool loopback_server = (inet_pton(AF_INET, config->listen, &v4) == 1 &&
+                          (ntohl(v4.s_addr) >> 24) == 127) || strcmp(config->listen, "::1") == 0;
+  if (!loopback_server)
+    return false;
+  if (strcasecmp(name, "localhost") == 0)
+    return true;
+  if (inet_pton(AF_INET, name, &v4) == 1)
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  return inet_pton(AF_INET6, name, &v6) == 1 && memcmp(&v6, &in6addr_loopback, sizeof v6) == 0;
+}
+
+/* The name of a Host value ("name:port", "[v6]:port", "name"), as (start, length). */
+static size_t host_name_len(const char *host)
+{
+  const char *end = host[0] == '[' ? strchr(host, ']') : strrchr(host, ':');
+  if (host[0] == '[')
+    return end ? (size_t)(end - host) + 1 : strlen(host);
+  return end ? (size_t)(end - host) : strlen(host);
+}
+
+/* Content types a browser may send across origins without asking first (CORS "simple"). */
+static bool simple_content_type(const char *type)
+{
+  static const char *const simple[] = {"application/x-www-form-urlencoded",
+                                       "multipart/form-data", "text/plain"};
+  for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
+    if (strncasecmp(type, simple[i], strlen(simple[i])) == 0)
+      return true;
+  return false;
+}
+
+/* Refuses what a web page could make a browser send (docs/DESIGN.md, "Trust"): a Host that is
+ * not this server's (DNS rebinding), an Origin other than the server's own, and a
+ * state-changing request (POST, DELETE) that is "simple" (no X-Pycached-Client header and a
+ * simple or no content type). On refusal queues 403 and returns false. */
+static bool browser_safe(pcc_http *http, struct MHD_Connection *connection, const char *method,
+                         enum MHD_Result *result)
+{
+  const char *host = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_HOST);
+  const char *origin = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Origin");
+  const char *why = NULL;
+  if (host != NULL && !host_name_ok(http->config, host, host_name_len(host))) {
+    why = "Host: not a name of this server (see --server-name)";
+  } else if (origin != NULL) {
+    const char *rest = strncmp(origin, "http://", 7) == 0    ? origin + 7
+                       : strncmp(origin, "https://", 8) == 0 ? origin + 8
+                                                              : NULL;
+    if (rest == NULL || host == NULL || strcasecmp(rest, host) != 0)
+      why = "Origin: requests from other origins are refused";
+  }
+  if (why == NULL && (strcmp(method, "POST") == 0 || strcmp(method, "DELETE") == 0) &&
+      MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "X-Pycached-Client") == NULL) {
+    const char *type = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (type == NULL || simple_content_type(type))
+      why = "send X-Pycached-Client or a non-form Content-Type (e.g. text/x-python, "
+            "application/json) with a request that changes state";
+  }
+  if (why == NULL)
+    return true;
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  pcc_answer_error(&answer, PCC_ERR_FORBIDDEN, "%s", why);
+  *result = send_error(connection, &answer);
   return false;
 }
 
@@ -431,8 +530,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
   if (req == NULL) {
     atomic_fetch_add(&pcc_counters_totals(http->counters)->requests, 1);
     enum MHD_Result result = MHD_YES;
+    if (!browser_safe(http, connection, method, &result))
+      return result;
     const http_route *route = find_route(http, connection, url, method, &result);
-    if (route == NULL || !authorized(http, connection, route->route->role, &result))
+    pcc_auth_identity who;
+    if (route == NULL || !authorized(http, connection, route->route->role, &who, &result))
       return result;
     uint64_t limit = body_limit(http, route->route);
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
@@ -449,6 +551,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     req->request.suspend = suspend_connection;
     req->request.resume = resume_connection;
     req->request.ctx = connection;
+    memcpy(req->request.ns, who.ns, sizeof who.ns);
     pcc_dynbuf_init(&req->body, (size_t)limit);
     if (declared > 0 && (uint64_t)declared <= limit)
       pcc_dynbuf_reserve(&req->body, (size_t)declared); /* one allocation for a known size */

@@ -27,6 +27,7 @@ typedef struct pcc_request {
   const uint8_t *body;      /* NULL when empty */
   size_t body_len;
   const char *path_arg;     /* the part of the URL the pattern's '*' matched, or NULL */
+  char ns[PCC_NAMESPACE_MAX + 1]; /* the caller's namespace ("" the default; auth.h) */
   const char *args[PCC_ROUTE_ARGS_MAX]; /* values of route->args, NULL when absent */
   /* For a PENDING answer: suspend(ctx) before returning, resume(ctx) from any thread when the
    * answer can be finished. */

@@ -23,6 +23,7 @@ typedef struct {
 typedef struct {
   pcc_magic magic;
   int opt;
+  char ns[PCC_NAMESPACE_MAX + 1];
   char name[PCC_PROFILE_NAME_MAX + 1];
   uint64_t generation;   /* of the store when it was built */
   uint64_t last_used;
@@ -83,8 +84,9 @@ static void handle_profile(void *state, pcc_request *req, pcc_answer *answer)
     pcc_answer_extra_string(answer, "param", "paths");
   } else {
     size_t total = 0;
-    pcc_store_status rc = pcc_store_profile_merge(pcc_core_store(w->core), &params->magic,
-                                                  params->opt, name, list, count, &total);
+    pcc_store_status rc = pcc_store_profile_merge(pcc_core_store(w->core), req->ns,
+                                                  &params->magic, params->opt, name, list, count,
+                                                  &total);
     if (rc == PCC_STORE_OK) {
       cJSON *json = cJSON_CreateObject();
       cJSON_AddNumberToObject(json, "paths", (double)total);
@@ -109,13 +111,13 @@ static void copy_path(const char *path, size_t len, void *ctx)
 }
 
 /* Adds the stored entry of one path (code only, checksum verified) to the bundle or JSON. */
-static void bundle_add(warm *w, const pcc_params *params, const char *path,
+static void bundle_add(warm *w, const char *ns, const pcc_params *params, const char *path,
                        pcc_bundle_writer *writer, cJSON *entries, unsigned *added)
 {
   pcc_path_record record;
   pcc_blob *blob = NULL;
   pcc_store *store = pcc_core_store(w->core);
-  if (pcc_store_get_path(store, &params->magic, params->opt, path, strlen(path), &record) !=
+  if (pcc_store_get_path(store, ns, &params->magic, params->opt, path, strlen(path), &record) !=
         PCC_STORE_OK ||
       pcc_store_get_blob(store, &params->magic, params->opt, &record.digest, &blob) !=
         PCC_STORE_OK)
@@ -152,12 +154,13 @@ static void bundle_add(warm *w, const pcc_params *params, const char *path,
 
 /* Builds the bundle of a profile: the binary form into *data (caller frees) or, with doc set,
  * the entries into doc's "entries". Returns false (answer set) on a store error or no profile. */
-static bool build_bundle(warm *w, const pcc_params *params, const char *name, cJSON *doc,
-                         uint8_t **data, size_t *len, unsigned *added, pcc_answer *answer)
+static bool build_bundle(warm *w, const char *ns, const pcc_params *params, const char *name,
+                         cJSON *doc, uint8_t **data, size_t *len, unsigned *added,
+                         pcc_answer *answer)
 {
   pcc_dynbuf paths;
   pcc_dynbuf_init(&paths, (size_t)PCC_PROFILE_PATHS_MAX * (PCC_PATH_MAX + 1));
-  pcc_store_status rc = pcc_store_profile_read(pcc_core_store(w->core), &params->magic,
+  pcc_store_status rc = pcc_store_profile_read(pcc_core_store(w->core), ns, &params->magic,
                                                params->opt, name, copy_path, &paths);
   pcc_bundle_writer *writer = NULL;
   bool ok = false;
@@ -175,7 +178,7 @@ static bool build_bundle(warm *w, const pcc_params *params, const char *name, cJ
     ok = true;
   cJSON *entries = doc ? cJSON_GetObjectItemCaseSensitive(doc, "entries") : NULL;
   for (size_t at = 0; ok && at < paths.len; at += strlen((char *)paths.data + at) + 1)
-    bundle_add(w, params, (char *)paths.data + at, writer, entries, added);
+    bundle_add(w, ns, params, (char *)paths.data + at, writer, entries, added);
   if (ok && writer != NULL && pcc_bundle_writer_finish(writer, data, len) != PCC_PROTO_OK) {
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot finish the bundle");
     ok = false;
@@ -195,21 +198,23 @@ static void bundle_release(void *ctx)
   }
 }
 
-static bool slot_is(const bundle_slot *slot, const pcc_params *params, const char *name)
+static bool slot_is(const bundle_slot *slot, const char *ns, const pcc_params *params,
+                    const char *name)
 {
   return slot->bytes != NULL && slot->opt == params->opt &&
-         pcc_magic_equal(&slot->magic, &params->magic) && strcmp(slot->name, name) == 0;
+         pcc_magic_equal(&slot->magic, &params->magic) && strcmp(slot->name, name) == 0 &&
+         strcmp(slot->ns, ns) == 0;
 }
 
 /* The cached bundle of (magic, opt, name) at this generation, with a reference taken, or NULL. */
-static bundle_bytes *cache_take(warm *w, const pcc_params *params, const char *name,
-                                uint64_t generation)
+static bundle_bytes *cache_take(warm *w, const char *ns, const pcc_params *params,
+                                const char *name, uint64_t generation)
 {
   bundle_bytes *found = NULL;
   pthread_mutex_lock(&w->lock);
   for (size_t i = 0; i < PCC_BUNDLE_SLOTS && found == NULL; i++) {
     bundle_slot *slot = &w->slots[i];
-    if (slot_is(slot, params, name) && slot->generation == generation) {
+    if (slot_is(slot, ns, params, name) && slot->generation == generation) {
       found = slot->bytes;
       atomic_fetch_add(&found->refs, 1);
       slot->last_used = ++w->clock;
@@ -222,8 +227,8 @@ static bundle_bytes *cache_take(warm *w, const pcc_params *params, const char *n
 /* Caches a fresh bundle (its reference for the cache is already counted in refs), replacing
  * an older one of the same profile, else a free or the least recently used slot; the cache
  * keeps at most --bundle-cache bytes. */
-static void cache_put(warm *w, const pcc_params *params, const char *name, uint64_t generation,
-                      bundle_bytes *bytes)
+static void cache_put(warm *w, const char *ns, const pcc_params *params, const char *name,
+                      uint64_t generation, bundle_bytes *bytes)
 {
   const size_t limit = (size_t)pcc_core_config(w->core)->bundle_cache;
   pthread_mutex_lock(&w->lock);
@@ -231,7 +236,7 @@ static void cache_put(warm *w, const pcc_params *params, const char *name, uint6
   size_t total = bytes->len;
   for (size_t i = 0; i < PCC_BUNDLE_SLOTS; i++) {
     bundle_slot *slot = &w->slots[i];
-    if (slot_is(slot, params, name) || slot->bytes == NULL) {
+    if (slot_is(slot, ns, params, name) || slot->bytes == NULL) {
       victim = slot;
       break;
     }
@@ -252,6 +257,7 @@ static void cache_put(warm *w, const pcc_params *params, const char *name, uint6
     victim->magic = params->magic;
     victim->opt = params->opt;
     snprintf(victim->name, sizeof victim->name, "%s", name);
+    snprintf(victim->ns, sizeof victim->ns, "%s", ns);
     victim->generation = generation;
     victim->last_used = ++w->clock;
     victim->bytes = bytes;
@@ -278,7 +284,7 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
     cJSON_AddNumberToObject(doc, "opt", params->opt);
     cJSON_AddStringToObject(doc, "profile", name);
     cJSON_AddArrayToObject(doc, "entries");
-    if (!build_bundle(w, params, name, doc, NULL, NULL, &added, answer)) {
+    if (!build_bundle(w, req->ns, params, name, doc, NULL, NULL, &added, answer)) {
       cJSON_Delete(doc);
       return;
     }
@@ -286,11 +292,12 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
     return;
   }
   uint64_t generation = pcc_store_generation(pcc_core_store(w->core));
-  bundle_bytes *bytes = cache_take(w, params, name, generation);
+  bundle_bytes *bytes = cache_take(w, req->ns, params, name, generation);
+  bool cached = bytes != NULL;
   if (bytes == NULL) {
     uint8_t *data = NULL;
     size_t len = 0;
-    if (!build_bundle(w, params, name, NULL, &data, &len, &added, answer))
+    if (!build_bundle(w, req->ns, params, name, NULL, &data, &len, &added, answer))
       return;
     bytes = malloc(sizeof *bytes);
     if (bytes == NULL) {
@@ -302,13 +309,14 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
     bytes->data = data;
     bytes->len = len;
     bytes->entries = added;
-    cache_put(w, params, name, generation, bytes);
+    cache_put(w, req->ns, params, name, generation, bytes);
   }
   char entries[16];
   snprintf(entries, sizeof entries, "%u", bytes->entries);
   pcc_answer_bytes(answer, bytes->data, bytes->len, "application/x-pycached-bundle",
                    bundle_release, bytes);
   pcc_answer_header(answer, "X-Pycached-Bundle-Entries", entries);
+  pcc_answer_header(answer, "X-Pycached-Bundle-Cache", cached ? "hit" : "built");
 }
 
 /* Reads a lookup's parameters from a JSON object (strings or numbers) for pcc_params_parse. */
@@ -335,7 +343,7 @@ static const char *json_param(void *ctx, const char *name)
 }
 
 /* One lookup of a batch, answered as the item /v1/code would send. */
-static cJSON *batch_one(warm *w, const cJSON *lookup)
+static cJSON *batch_one(warm *w, const char *ns, const cJSON *lookup)
 {
   json_getter getter = {.object = lookup};
   pcc_params params;
@@ -354,7 +362,7 @@ static cJSON *batch_one(warm *w, const cJSON *lookup)
   }
   pcc_answer answer;
   pcc_answer_init(&answer);
-  pcc_core_lookup(w->core, &params, &answer);
+  pcc_core_lookup(w->core, ns, &params, &answer);
   cJSON *item = NULL;
   if (answer.kind == PCC_ANSWER_ENTRY) {
     pcc_entry_view view;
@@ -387,7 +395,7 @@ static void handle_batch(void *state, pcc_request *req, pcc_answer *answer)
   cJSON *results = cJSON_AddArrayToObject(json, "results");
   const cJSON *lookup;
   cJSON_ArrayForEach(lookup, lookups) {
-    cJSON *item = batch_one(w, lookup);
+    cJSON *item = batch_one(w, req->ns, lookup);
     cJSON_AddItemToArray(results, item ? item : cJSON_CreateNull());
   }
   cJSON_Delete(doc);

@@ -2,19 +2,25 @@
  *
  * Record layouts (native byte order: an LMDB file is not portable across architectures anyway):
  *
- *   paths key:   magic[4] opt[1] path            (paths up to PATH_KEY_INLINE bytes)
- *                magic[4] opt[1] 0x00 xxh128[16] (longer paths; 0x00 never starts a path)
- *   paths value: mtime i64 | size u64 | hash i32 | digest[16] | path (full, to verify)
+ *   paths key:   magic[4] opt[1] ns_len[1] ns path            (paths up to PATH_KEY_INLINE bytes)
+ *                magic[4] opt[1] ns_len[1] ns 0x00 sha256[32] (longer paths; 0x00 never starts
+ *                                                              a path)
+ *   paths value: count u8 | (mtime i64 | size u64 | hash i32 | digest[32]) x count, newest
+ *                first | path (full, to verify)
  *
- *   blobs key:   magic[4] opt[1] digest[16]
+ *   blobs key:   magic[4] opt[1] digest[32] (SHA-256 of the source)
  *   blobs value: checksum u64 (XXH3-64 of every byte after it) | version u8 | kind u8 |
  *                compiler_len u8 | 0 u8 | hash i32 | size u64 | created i64 |
  *                compile_us u32 | 0 u32 | compiler | payload
  *
- *   profiles key:   magic[4] opt[1] name
+ *   profiles key:   magic[4] opt[1] ns_len[1] ns name
  *   profiles value: count u32 | (length u16 | path) x count
+ *
+ *   meta key "format": u32 STORE_FORMAT. A store of another format (1: XXH3-128 digests, one
+ *   version a path, no namespaces) is emptied at open: it is a cache, its entries come back.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +30,12 @@
 #include "store.h"
 
 #define PATH_KEY_INLINE 400 /* LMDB's default key limit is 511 bytes */
-#define PATH_KEY_MAX (PCC_MAGIC_LEN + 1 + PATH_KEY_INLINE)
+#define SCOPE_MAX (PCC_MAGIC_LEN + 2 + PCC_NAMESPACE_MAX) /* magic, opt, ns_len, ns */
+#define PATH_KEY_MAX (SCOPE_MAX + PATH_KEY_INLINE)
 #define BLOB_KEY_LEN (PCC_MAGIC_LEN + 1 + PCC_DIGEST_LEN)
+#define STORE_FORMAT 2
 
-#define PATH_VALUE_FIXED (8 + 8 + 4 + PCC_DIGEST_LEN)
+#define PATH_VERSION_LEN (8 + 8 + 4 + PCC_DIGEST_LEN)
 #define BLOB_VERSION 1
 #define BLOB_HEADER_LEN 40
 
@@ -36,7 +44,8 @@ struct pcc_store {
   atomic_uint_fast64_t generation; /* bumped by every committed write */
   MDB_dbi paths;
   MDB_dbi blobs;
-  MDB_dbi profiles; /* magic[4] opt[1] name -> u32 count, then (u16 length, path) each */
+  MDB_dbi profiles; /* magic[4] opt[1] ns name -> u32 count, then (u16 length, path) each */
+  MDB_dbi meta;     /* "format" -> u32 */
 };
 
 const char *pcc_store_strerror(pcc_store_status rc)
@@ -49,6 +58,7 @@ const char *pcc_store_strerror(pcc_store_status rc)
   case PCC_STORE_IO: return "store I/O error";
   case PCC_STORE_NOMEM: return "out of memory";
   case PCC_STORE_INVALID: return "invalid argument";
+  case PCC_STORE_FORMAT: return "the store was written by a newer pycached";
   }
   return "unknown store status";
 }
@@ -89,6 +99,43 @@ uint64_t pcc_store_generation(pcc_store *store)
   return atomic_load(&store->generation);
 }
 
+/* Checks the store's format in the open write transaction: a new store gets STORE_FORMAT, an
+ * older one is emptied (and says so on stderr), a newer one is refused. */
+static pcc_store_status check_format(pcc_store *store, MDB_txn *txn)
+{
+  static const char name[] = "format";
+  MDB_val key = {sizeof name - 1, (void *)name}, value;
+  uint32_t format = STORE_FORMAT;
+  int mdb_rc = mdb_get(txn, store->meta, &key, &value);
+  if (mdb_rc == MDB_SUCCESS && value.mv_size == sizeof format) {
+    memcpy(&format, value.mv_data, sizeof format);
+    if (format == STORE_FORMAT)
+      return PCC_STORE_OK;
+    if (format > STORE_FORMAT)
+      return PCC_STORE_FORMAT;
+  } else if (mdb_rc != MDB_NOTFOUND && mdb_rc != MDB_SUCCESS) {
+    return from_mdb(mdb_rc);
+  }
+  MDB_stat paths, blobs;
+  if (mdb_stat(txn, store->paths, &paths) == MDB_SUCCESS &&
+      mdb_stat(txn, store->blobs, &blobs) == MDB_SUCCESS &&
+      paths.ms_entries + blobs.ms_entries > 0) {
+    fprintf(stderr, "pycached: the store holds entries of an older format (%llu paths, %llu "
+            "blobs): they are dropped and will be compiled again\n",
+            (unsigned long long)paths.ms_entries, (unsigned long long)blobs.ms_entries);
+    mdb_rc = mdb_drop(txn, store->paths, 0);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_drop(txn, store->blobs, 0);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_drop(txn, store->profiles, 0);
+    if (mdb_rc != MDB_SUCCESS)
+      return from_mdb(mdb_rc);
+  }
+  format = STORE_FORMAT;
+  value = (MDB_val){sizeof format, &format};
+  return from_mdb(mdb_put(txn, store->meta, &key, &value, 0));
+}
+
 pcc_store_status pcc_store_open(const char *dir, uint64_t map_size, pcc_store **out)
 {
   if (dir == NULL || out == NULL)
@@ -99,7 +146,7 @@ pcc_store_status pcc_store_open(const char *dir, uint64_t map_size, pcc_store **
   MDB_txn *txn = NULL;
   int mdb_rc = mdb_env_create(&store->env);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_env_set_maxdbs(store->env, 4);
+    mdb_rc = mdb_env_set_maxdbs(store->env, 5);
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = mdb_env_set_maxreaders(store->env, 512);
   if (mdb_rc == MDB_SUCCESS)
@@ -119,14 +166,19 @@ pcc_store_status pcc_store_open(const char *dir, uint64_t map_size, pcc_store **
     mdb_rc = mdb_dbi_open(txn, "blobs", MDB_CREATE, &store->blobs);
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = mdb_dbi_open(txn, "profiles", MDB_CREATE, &store->profiles);
-  if (mdb_rc == MDB_SUCCESS) {
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta);
+  pcc_store_status rc = PCC_STORE_OK;
+  if (mdb_rc == MDB_SUCCESS)
+    rc = check_format(store, txn);
+  if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK) {
     mdb_rc = txn_commit(store, txn);
     txn = NULL;
   }
-  if (mdb_rc != MDB_SUCCESS) {
+  if (mdb_rc != MDB_SUCCESS || rc != PCC_STORE_OK) {
     mdb_txn_abort(txn);
     pcc_store_close(store);
-    return from_mdb(mdb_rc);
+    return rc != PCC_STORE_OK ? rc : from_mdb(mdb_rc);
   }
   *out = store;
   return PCC_STORE_OK;
@@ -143,21 +195,31 @@ void pcc_store_close(pcc_store *store)
 
 /* ---- keys ------------------------------------------------------------------------------ */
 
-static size_t path_key(uint8_t key[PATH_KEY_MAX], const pcc_magic *magic, int opt,
-                       const char *path, size_t path_len)
+/* The scope of a key: magic[4] opt[1] ns_len[1] ns. Returns its length. ns NULL is "". */
+static size_t scope_key(uint8_t *key, const pcc_magic *magic, int opt, const char *ns)
 {
+  size_t ns_len = ns ? strnlen(ns, PCC_NAMESPACE_MAX) : 0;
   memcpy(key, magic->bytes, PCC_MAGIC_LEN);
   key[PCC_MAGIC_LEN] = (uint8_t)opt;
-  uint8_t *rest = key + PCC_MAGIC_LEN + 1;
+  key[PCC_MAGIC_LEN + 1] = (uint8_t)ns_len;
+  memcpy(key + PCC_MAGIC_LEN + 2, ns ? ns : "", ns_len);
+  return PCC_MAGIC_LEN + 2 + ns_len;
+}
+
+static size_t path_key(uint8_t key[PATH_KEY_MAX], const char *ns, const pcc_magic *magic,
+                       int opt, const char *path, size_t path_len)
+{
+  size_t scope = scope_key(key, magic, opt, ns);
+  uint8_t *rest = key + scope;
   if (path_len <= PATH_KEY_INLINE) {
     memcpy(rest, path, path_len);
-    return PCC_MAGIC_LEN + 1 + path_len;
+    return scope + path_len;
   }
   pcc_digest path_digest;
   pcc_digest_compute(path, path_len, &path_digest);
   rest[0] = 0;
   memcpy(rest + 1, path_digest.bytes, PCC_DIGEST_LEN);
-  return PCC_MAGIC_LEN + 2 + PCC_DIGEST_LEN;
+  return scope + 1 + PCC_DIGEST_LEN;
 }
 
 static void blob_key(uint8_t key[BLOB_KEY_LEN], const pcc_magic *magic, int opt,
@@ -168,54 +230,103 @@ static void blob_key(uint8_t key[BLOB_KEY_LEN], const pcc_magic *magic, int opt,
   memcpy(key + PCC_MAGIC_LEN + 1, digest->bytes, PCC_DIGEST_LEN);
 }
 
-static bool valid_args(const pcc_magic *magic, int opt, const char *path, size_t path_len)
+static bool valid_args(const char *ns, const pcc_magic *magic, int opt, const char *path,
+                       size_t path_len)
 {
-  return magic != NULL && opt >= 0 && opt <= PCC_OPT_MAX && path != NULL && path_len > 0 &&
-         path_len <= PCC_PATH_MAX;
+  return (ns == NULL || strlen(ns) <= PCC_NAMESPACE_MAX) && magic != NULL && opt >= 0 &&
+         opt <= PCC_OPT_MAX && path != NULL && path_len > 0 && path_len <= PCC_PATH_MAX;
 }
 
 /* ---- paths ----------------------------------------------------------------------------- */
 
-/* Decodes a path record (key and value as stored) into an entry, without its blob. */
-static bool entry_from_path(const MDB_val *key, const MDB_val *value, pcc_store_entry *entry)
+static void version_read(const uint8_t *v, pcc_path_record *record)
+{
+  memcpy(&record->mtime, v, 8);
+  memcpy(&record->size, v + 8, 8);
+  memcpy(&record->hash, v + 16, 4);
+  memcpy(record->digest.bytes, v + 20, PCC_DIGEST_LEN);
+}
+
+static void version_write(uint8_t *v, const pcc_path_record *record)
+{
+  memcpy(v, &record->mtime, 8);
+  memcpy(v + 8, &record->size, 8);
+  memcpy(v + 16, &record->hash, 4);
+  memcpy(v + 20, record->digest.bytes, PCC_DIGEST_LEN);
+}
+
+/* Decodes a path record (key and value as stored) into an entry, without its blob; versions
+ * (may be NULL) gets every version. */
+static bool entry_from_path(const MDB_val *key, const MDB_val *value, pcc_store_entry *entry,
+                            pcc_path_versions *versions)
 {
   const uint8_t *k = key->mv_data, *v = value->mv_data;
-  if (key->mv_size < PCC_MAGIC_LEN + 2 || value->mv_size <= PATH_VALUE_FIXED)
+  if (key->mv_size < PCC_MAGIC_LEN + 3 || value->mv_size < 1)
+    return false;
+  size_t ns_len = k[PCC_MAGIC_LEN + 1], count = v[0];
+  if (ns_len > PCC_NAMESPACE_MAX || key->mv_size < PCC_MAGIC_LEN + 3 + ns_len || count == 0 ||
+      count > PCC_PATH_VERSIONS_MAX || value->mv_size <= 1 + count * PATH_VERSION_LEN)
     return false;
   memset(entry, 0, sizeof *entry);
   memcpy(entry->magic.bytes, k, PCC_MAGIC_LEN);
   entry->opt = k[PCC_MAGIC_LEN];
-  memcpy(&entry->record.mtime, v, 8);
-  memcpy(&entry->record.size, v + 8, 8);
-  memcpy(&entry->record.hash, v + 16, 4);
-  memcpy(entry->record.digest.bytes, v + 20, PCC_DIGEST_LEN);
-  entry->path = (const char *)v + PATH_VALUE_FIXED;
-  entry->path_len = value->mv_size - PATH_VALUE_FIXED;
+  memcpy(entry->ns, k + PCC_MAGIC_LEN + 2, ns_len);
+  entry->ns[ns_len] = '\0';
+  version_read(v + 1, &entry->record);
+  entry->versions = (unsigned)count;
+  if (versions != NULL) {
+    versions->n = (unsigned)count;
+    for (size_t i = 0; i < count; i++)
+      version_read(v + 1 + i * PATH_VERSION_LEN, &versions->v[i]);
+  }
+  entry->path = (const char *)v + 1 + count * PATH_VERSION_LEN;
+  entry->path_len = value->mv_size - 1 - count * PATH_VERSION_LEN;
   return true;
 }
 
-
-pcc_store_status pcc_store_get_path(pcc_store *store, const pcc_magic *magic, int opt,
-                                    const char *path, size_t path_len, pcc_path_record *out)
+/* Reads the path entry of key in txn: its versions and its path (checked against path). */
+static pcc_store_status read_path(pcc_store *store, MDB_txn *txn, MDB_val *key, const char *path,
+                                  size_t path_len, pcc_store_entry *entry,
+                                  pcc_path_versions *versions)
 {
-  if (store == NULL || out == NULL || !valid_args(magic, opt, path, path_len))
+  MDB_val value;
+  pcc_store_status rc = from_mdb(mdb_get(txn, store->paths, key, &value));
+  if (rc == PCC_STORE_OK && (!entry_from_path(key, &value, entry, versions) ||
+                             entry->path_len != path_len ||
+                             memcmp(entry->path, path, path_len) != 0))
+    rc = PCC_STORE_NOTFOUND; /* another path behind the same long-path key, or damaged */
+  return rc;
+}
+
+
+pcc_store_status pcc_store_get_versions(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                        int opt, const char *path, size_t path_len,
+                                        pcc_path_versions *out)
+{
+  if (store == NULL || out == NULL || !valid_args(ns, magic, opt, path, path_len))
     return PCC_STORE_INVALID;
   uint8_t key_bytes[PATH_KEY_MAX];
-  MDB_val key = {path_key(key_bytes, magic, opt, path, path_len), key_bytes}, value;
+  MDB_val key = {path_key(key_bytes, ns, magic, opt, path, path_len), key_bytes};
   MDB_txn *txn = NULL;
   int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
   if (mdb_rc != MDB_SUCCESS)
     return from_mdb(mdb_rc);
-  pcc_store_status rc = from_mdb(mdb_get(txn, store->paths, &key, &value));
   pcc_store_entry entry;
-  if (rc == PCC_STORE_OK) {
-    if (entry_from_path(&key, &value, &entry) && entry.path_len == path_len &&
-        memcmp(entry.path, path, path_len) == 0)
-      *out = entry.record;
-    else
-      rc = PCC_STORE_NOTFOUND; /* another path behind the same long-path key */
-  }
+  pcc_store_status rc = read_path(store, txn, &key, path, path_len, &entry, out);
   mdb_txn_abort(txn);
+  return rc;
+}
+
+pcc_store_status pcc_store_get_path(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                    int opt, const char *path, size_t path_len,
+                                    pcc_path_record *out)
+{
+  pcc_path_versions versions;
+  pcc_store_status rc = out == NULL ? PCC_STORE_INVALID
+                                    : pcc_store_get_versions(store, ns, magic, opt, path,
+                                                             path_len, &versions);
+  if (rc == PCC_STORE_OK)
+    *out = versions.v[0];
   return rc;
 }
 
@@ -318,33 +429,53 @@ static pcc_store_status put_blob(pcc_store *store, MDB_txn *txn, const uint8_t *
   return PCC_STORE_OK;
 }
 
-pcc_store_status pcc_store_put(pcc_store *store, const pcc_magic *magic, int opt,
+/* The versions of a path after adding record: it becomes the newest; a version of the same
+ * mtime and size is replaced; past PCC_PATH_VERSIONS_MAX the oldest goes. */
+static void versions_add(pcc_path_versions *versions, const pcc_path_record *record)
+{
+  pcc_path_versions merged = {1, {*record}};
+  for (unsigned i = 0; i < versions->n && merged.n < PCC_PATH_VERSIONS_MAX; i++)
+    if (versions->v[i].mtime != record->mtime || versions->v[i].size != record->size)
+      merged.v[merged.n++] = versions->v[i];
+  *versions = merged;
+}
+
+pcc_store_status pcc_store_put(pcc_store *store, const char *ns, const pcc_magic *magic, int opt,
                                const char *path, size_t path_len, const pcc_path_record *record,
                                const pcc_blob *blob)
 {
-  if (store == NULL || record == NULL || !valid_args(magic, opt, path, path_len) ||
+  if (store == NULL || record == NULL || !valid_args(ns, magic, opt, path, path_len) ||
       (blob != NULL && blob->kind != PCC_BLOB_CODE && blob->kind != PCC_BLOB_COMPILE_ERROR))
     return PCC_STORE_INVALID;
-  uint8_t *path_value = malloc(PATH_VALUE_FIXED + path_len);
+  uint8_t path_key_bytes[PATH_KEY_MAX], blob_key_bytes[BLOB_KEY_LEN];
+  MDB_val key = {path_key(path_key_bytes, ns, magic, opt, path, path_len), path_key_bytes};
+  blob_key(blob_key_bytes, magic, opt, &record->digest);
+  uint8_t *path_value = malloc(1 + PCC_PATH_VERSIONS_MAX * PATH_VERSION_LEN + path_len);
   if (path_value == NULL)
     return PCC_STORE_NOMEM;
-  memcpy(path_value, &record->mtime, 8);
-  memcpy(path_value + 8, &record->size, 8);
-  memcpy(path_value + 16, &record->hash, 4);
-  memcpy(path_value + 20, record->digest.bytes, PCC_DIGEST_LEN);
-  memcpy(path_value + PATH_VALUE_FIXED, path, path_len);
-
-  uint8_t path_key_bytes[PATH_KEY_MAX], blob_key_bytes[BLOB_KEY_LEN];
-  MDB_val key = {path_key(path_key_bytes, magic, opt, path, path_len), path_key_bytes};
-  MDB_val value = {PATH_VALUE_FIXED + path_len, path_value};
-  blob_key(blob_key_bytes, magic, opt, &record->digest);
 
   MDB_txn *txn = NULL;
+  pcc_path_versions versions = {0, {{0}}};
+  pcc_store_entry entry;
   pcc_store_status rc = from_mdb(txn_begin(store, 0, &txn));
+  if (rc == PCC_STORE_OK) {
+    rc = read_path(store, txn, &key, path, path_len, &entry, &versions);
+    if (rc == PCC_STORE_NOTFOUND) { /* new, or another path behind its long key: replaced */
+      versions.n = 0;
+      rc = PCC_STORE_OK;
+    }
+  }
   if (rc == PCC_STORE_OK && blob != NULL)
     rc = put_blob(store, txn, blob_key_bytes, blob);
-  if (rc == PCC_STORE_OK)
+  if (rc == PCC_STORE_OK) {
+    versions_add(&versions, record);
+    path_value[0] = (uint8_t)versions.n;
+    for (unsigned i = 0; i < versions.n; i++)
+      version_write(path_value + 1 + i * PATH_VERSION_LEN, &versions.v[i]);
+    memcpy(path_value + 1 + versions.n * PATH_VERSION_LEN, path, path_len);
+    MDB_val value = {1 + versions.n * PATH_VERSION_LEN + path_len, path_value};
     rc = from_mdb(mdb_put(txn, store->paths, &key, &value, 0));
+  }
   if (rc == PCC_STORE_OK)
     rc = from_mdb(txn_commit(store, txn));
   else
@@ -413,6 +544,8 @@ static bool filter_match(const pcc_store_filter *filter, const pcc_store_entry *
     return false;
   if (filter->opt >= 0 && filter->opt != entry->opt)
     return false;
+  if (filter->ns != NULL && strcmp(filter->ns, entry->ns) != 0)
+    return false;
   return filter->prefix_len == 0 || (entry->path_len >= filter->prefix_len &&
                                      memcmp(entry->path, filter->prefix, filter->prefix_len) == 0);
 }
@@ -479,7 +612,7 @@ pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter
     }
     scanned++;
     pcc_store_entry entry;
-    if (entry_from_path(&key, &value, &entry) && filter_match(filter, &entry)) {
+    if (entry_from_path(&key, &value, &entry, NULL) && filter_match(filter, &entry)) {
       entry_add_blob(store, txn, &entry);
       visit(&entry, ctx);
       found++;
@@ -495,25 +628,21 @@ pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter
   return mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND ? PCC_STORE_OK : from_mdb(mdb_rc);
 }
 
-pcc_store_status pcc_store_get_entry(pcc_store *store, const pcc_magic *magic, int opt,
-                                     const char *path, size_t path_len,
+pcc_store_status pcc_store_get_entry(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                     int opt, const char *path, size_t path_len,
                                      void (*visit)(const pcc_store_entry *entry, void *ctx),
                                      void *ctx)
 {
-  if (store == NULL || visit == NULL || !valid_args(magic, opt, path, path_len))
+  if (store == NULL || visit == NULL || !valid_args(ns, magic, opt, path, path_len))
     return PCC_STORE_INVALID;
   uint8_t key_bytes[PATH_KEY_MAX];
-  MDB_val key = {path_key(key_bytes, magic, opt, path, path_len), key_bytes}, value;
+  MDB_val key = {path_key(key_bytes, ns, magic, opt, path, path_len), key_bytes};
   MDB_txn *txn = NULL;
   int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
   if (mdb_rc != MDB_SUCCESS)
     return from_mdb(mdb_rc);
-  pcc_store_status rc = from_mdb(mdb_get(txn, store->paths, &key, &value));
   pcc_store_entry entry;
-  if (rc == PCC_STORE_OK && (!entry_from_path(&key, &value, &entry) ||
-                             entry.path_len != path_len ||
-                             memcmp(entry.path, path, path_len) != 0))
-    rc = PCC_STORE_NOTFOUND;
+  pcc_store_status rc = read_path(store, txn, &key, path, path_len, &entry, NULL);
   if (rc == PCC_STORE_OK) {
     entry_add_blob(store, txn, &entry);
     visit(&entry, ctx);
@@ -522,14 +651,20 @@ pcc_store_status pcc_store_get_entry(pcc_store *store, const pcc_magic *magic, i
   return rc;
 }
 
-/* Deletes the blob an entry names. Caller holds a write transaction. */
-static int delete_blob_of(pcc_store *store, MDB_txn *txn, const pcc_store_entry *entry)
+/* Deletes the blobs the versions of an entry name. Caller holds a write transaction. */
+static int delete_blobs_of(pcc_store *store, MDB_txn *txn, const pcc_store_entry *entry,
+                           const pcc_path_versions *versions)
 {
-  uint8_t key_bytes[BLOB_KEY_LEN];
-  blob_key(key_bytes, &entry->magic, entry->opt, &entry->record.digest);
-  MDB_val key = {BLOB_KEY_LEN, key_bytes};
-  int mdb_rc = mdb_del(txn, store->blobs, &key, NULL);
-  return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+  int mdb_rc = MDB_SUCCESS;
+  for (unsigned i = 0; i < versions->n && mdb_rc == MDB_SUCCESS; i++) {
+    uint8_t key_bytes[BLOB_KEY_LEN];
+    blob_key(key_bytes, &entry->magic, entry->opt, &versions->v[i].digest);
+    MDB_val key = {BLOB_KEY_LEN, key_bytes};
+    mdb_rc = mdb_del(txn, store->blobs, &key, NULL);
+    if (mdb_rc == MDB_NOTFOUND)
+      mdb_rc = MDB_SUCCESS;
+  }
+  return mdb_rc;
 }
 
 /* Deletes, in one write transaction, up to DELETE_BATCH matching path entries after `after`
@@ -553,10 +688,11 @@ static int delete_batch(pcc_store *store, const pcc_store_filter *filter, uint8_
       break;
     }
     pcc_store_entry entry;
+    pcc_path_versions versions;
     memcpy(after, key.mv_data, key.mv_size);
     *after_len = key.mv_size;
-    if (entry_from_path(&key, &value, &entry) && filter_match(filter, &entry)) {
-      mdb_rc = delete_blob_of(store, txn, &entry);
+    if (entry_from_path(&key, &value, &entry, &versions) && filter_match(filter, &entry)) {
+      mdb_rc = delete_blobs_of(store, txn, &entry, &versions);
       if (mdb_rc == MDB_SUCCESS)
         mdb_rc = mdb_cursor_del(cursor, 0);
       if (mdb_rc != MDB_SUCCESS)
@@ -656,23 +792,26 @@ pcc_store_status pcc_store_delete(pcc_store *store, const pcc_store_filter *filt
   return from_mdb(mdb_rc);
 }
 
-pcc_store_status pcc_store_delete_one(pcc_store *store, const pcc_magic *magic, int opt,
-                                      const char *path, size_t path_len, uint64_t *removed)
+pcc_store_status pcc_store_delete_one(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                      int opt, const char *path, size_t path_len,
+                                      uint64_t *removed)
 {
-  if (store == NULL || removed == NULL || !valid_args(magic, opt, path, path_len))
+  if (store == NULL || removed == NULL || !valid_args(ns, magic, opt, path, path_len))
     return PCC_STORE_INVALID;
   *removed = 0;
   uint8_t key_bytes[PATH_KEY_MAX];
-  MDB_val key = {path_key(key_bytes, magic, opt, path, path_len), key_bytes}, value;
+  MDB_val key = {path_key(key_bytes, ns, magic, opt, path, path_len), key_bytes};
   MDB_txn *txn = NULL;
   int mdb_rc = txn_begin(store, 0, &txn);
   if (mdb_rc != MDB_SUCCESS)
     return from_mdb(mdb_rc);
-  mdb_rc = mdb_get(txn, store->paths, &key, &value);
   pcc_store_entry entry;
-  if (mdb_rc == MDB_SUCCESS && entry_from_path(&key, &value, &entry) &&
-      entry.path_len == path_len && memcmp(entry.path, path, path_len) == 0) {
-    mdb_rc = delete_blob_of(store, txn, &entry);
+  pcc_path_versions versions;
+  pcc_store_status found = read_path(store, txn, &key, path, path_len, &entry, &versions);
+  mdb_rc = found == PCC_STORE_OK ? MDB_SUCCESS : found == PCC_STORE_NOTFOUND ? MDB_NOTFOUND
+                                                                             : EIO;
+  if (found == PCC_STORE_OK) {
+    mdb_rc = delete_blobs_of(store, txn, &entry, &versions);
     if (mdb_rc == MDB_SUCCESS)
       mdb_rc = mdb_del(txn, store->paths, &key, NULL);
     if (mdb_rc == MDB_SUCCESS)
@@ -754,13 +893,12 @@ pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd)
 
 /* ---- profiles ---------------------------------------------------------------------------- */
 
-static size_t profile_key(uint8_t *key, const pcc_magic *magic, int opt, const char *name,
-                          size_t name_len)
+static size_t profile_key(uint8_t *key, const char *ns, const pcc_magic *magic, int opt,
+                          const char *name, size_t name_len)
 {
-  memcpy(key, magic->bytes, PCC_MAGIC_LEN);
-  key[PCC_MAGIC_LEN] = (uint8_t)opt;
-  memcpy(key + PCC_MAGIC_LEN + 1, name, name_len);
-  return PCC_MAGIC_LEN + 1 + name_len;
+  size_t scope = scope_key(key, magic, opt, ns);
+  memcpy(key + scope, name, name_len);
+  return scope + name_len;
 }
 
 /* Walks a stored profile value; calls visit for each path. False when it is malformed. */
@@ -804,19 +942,20 @@ static void list_add(const char *path, size_t len, void *ctx)
   }
 }
 
-pcc_store_status pcc_store_profile_merge(pcc_store *store, const pcc_magic *magic, int opt,
-                                         const char *name, const char *const *paths, size_t n,
-                                         size_t *total)
+pcc_store_status pcc_store_profile_merge(pcc_store *store, const char *ns,
+                                         const pcc_magic *magic, int opt, const char *name,
+                                         const char *const *paths, size_t n, size_t *total)
 {
   size_t name_len = name ? strlen(name) : 0;
-  if (store == NULL || magic == NULL || opt < 0 || opt > PCC_OPT_MAX || name_len == 0 ||
+  if (store == NULL || (ns != NULL && strlen(ns) > PCC_NAMESPACE_MAX) || magic == NULL ||
+      opt < 0 || opt > PCC_OPT_MAX || name_len == 0 ||
       name_len > PCC_PROFILE_NAME_MAX || (paths == NULL && n > 0) || total == NULL)
     return PCC_STORE_INVALID;
   for (size_t i = 0; i < n; i++)
     if (paths[i] == NULL || paths[i][0] != '/' || strlen(paths[i]) > PCC_PATH_MAX)
       return PCC_STORE_INVALID;
-  uint8_t key_bytes[PCC_MAGIC_LEN + 1 + PCC_PROFILE_NAME_MAX];
-  MDB_val key = {profile_key(key_bytes, magic, opt, name, name_len), key_bytes}, old;
+  uint8_t key_bytes[SCOPE_MAX + PCC_PROFILE_NAME_MAX];
+  MDB_val key = {profile_key(key_bytes, ns, magic, opt, name, name_len), key_bytes}, old;
   size_t cap = PCC_PROFILE_PATHS_MAX + n;
   path_list list = {calloc(cap, sizeof(char *)), calloc(cap, sizeof(uint16_t)), 0, cap};
   MDB_txn *txn = NULL;
@@ -860,18 +999,19 @@ pcc_store_status pcc_store_profile_merge(pcc_store *store, const pcc_magic *magi
   return from_mdb(mdb_rc);
 }
 
-pcc_store_status pcc_store_profile_read(pcc_store *store, const pcc_magic *magic, int opt,
-                                        const char *name,
+pcc_store_status pcc_store_profile_read(pcc_store *store, const char *ns,
+                                        const pcc_magic *magic, int opt, const char *name,
                                         void (*visit)(const char *path, size_t path_len,
                                                       void *ctx),
                                         void *ctx)
 {
   size_t name_len = name ? strlen(name) : 0;
-  if (store == NULL || magic == NULL || visit == NULL || opt < 0 || opt > PCC_OPT_MAX ||
-      name_len == 0 || name_len > PCC_PROFILE_NAME_MAX)
+  if (store == NULL || (ns != NULL && strlen(ns) > PCC_NAMESPACE_MAX) || magic == NULL ||
+      visit == NULL || opt < 0 || opt > PCC_OPT_MAX || name_len == 0 ||
+      name_len > PCC_PROFILE_NAME_MAX)
     return PCC_STORE_INVALID;
-  uint8_t key_bytes[PCC_MAGIC_LEN + 1 + PCC_PROFILE_NAME_MAX];
-  MDB_val key = {profile_key(key_bytes, magic, opt, name, name_len), key_bytes}, value;
+  uint8_t key_bytes[SCOPE_MAX + PCC_PROFILE_NAME_MAX];
+  MDB_val key = {profile_key(key_bytes, ns, magic, opt, name, name_len), key_bytes}, value;
   MDB_txn *txn = NULL;
   int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
   if (mdb_rc != MDB_SUCCESS)

@@ -29,6 +29,7 @@ typedef enum {
   PCC_STORE_IO,      /* any other LMDB or file-system error */
   PCC_STORE_NOMEM,
   PCC_STORE_INVALID, /* bad arguments, e.g. a path over PCC_PATH_MAX */
+  PCC_STORE_FORMAT,  /* written by a newer pycached: not opened */
 } pcc_store_status;
 
 const char *pcc_store_strerror(pcc_store_status rc);
@@ -48,6 +49,14 @@ typedef struct {
   pcc_digest digest;
 } pcc_path_record;
 
+/* The versions of one path: the (mtime, size) -> digest records that compiles have stored for
+ * it, newest first (v[0]), at most PCC_PATH_VERSIONS_MAX: hosts that see other mtimes for the
+ * same path each find theirs, so that their hits stay read-only. */
+typedef struct {
+  unsigned n;
+  pcc_path_record v[PCC_PATH_VERSIONS_MAX];
+} pcc_path_versions;
+
 typedef enum {
   PCC_BLOB_CODE = 1,          /* payload: marshal bytes */
   PCC_BLOB_COMPILE_ERROR = 2, /* payload: the error as JSON (type, message, line, offset) */
@@ -66,9 +75,19 @@ typedef struct {
   size_t payload_len;
 } pcc_blob;
 
-/* Looks up the path entry of (magic, opt, path). PCC_STORE_NOTFOUND when absent. */
-pcc_store_status pcc_store_get_path(pcc_store *store, const pcc_magic *magic, int opt,
-                                    const char *path, size_t path_len, pcc_path_record *out);
+/* Namespaces: path entries and profiles live in a namespace (ns: at most PCC_NAMESPACE_MAX bytes;
+ * NULL or "" is the default namespace); blobs are shared by all (they are named by their
+ * source's content). */
+
+/* Looks up the versions of the path entry (ns, magic, opt, path). PCC_STORE_NOTFOUND when
+ * absent. Read-only. */
+pcc_store_status pcc_store_get_versions(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                        int opt, const char *path, size_t path_len,
+                                        pcc_path_versions *out);
+/* The newest version only. */
+pcc_store_status pcc_store_get_path(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                    int opt, const char *path, size_t path_len,
+                                    pcc_path_record *out);
 
 /* Looks up the blob of (magic, opt, digest) and verifies its checksum. On PCC_STORE_OK *out is
  * a heap copy (the payload lives in the same allocation); free it with free(). On
@@ -76,9 +95,11 @@ pcc_store_status pcc_store_get_path(pcc_store *store, const pcc_magic *magic, in
 pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, int opt,
                                     const pcc_digest *digest, pcc_blob **out);
 
-/* Stores blob (when not NULL) under (magic, opt, record->digest) and the path entry
- * (magic, opt, path) -> record, in one write transaction: both or neither. */
-pcc_store_status pcc_store_put(pcc_store *store, const pcc_magic *magic, int opt,
+/* Stores blob (when not NULL) under (magic, opt, record->digest) and adds record as the newest
+ * version of the path entry (ns, magic, opt, path), replacing a version of the same mtime and
+ * size and dropping the oldest past PCC_PATH_VERSIONS_MAX, in one write transaction: both or
+ * neither. */
+pcc_store_status pcc_store_put(pcc_store *store, const char *ns, const pcc_magic *magic, int opt,
                                const char *path, size_t path_len, const pcc_path_record *record,
                                const pcc_blob *blob);
 
@@ -102,9 +123,11 @@ uint64_t pcc_store_generation(pcc_store *store);
 typedef struct {
   pcc_magic magic;
   int opt;
+  char ns[PCC_NAMESPACE_MAX + 1];
   const char *path; /* valid during the callback only; not NUL-terminated: use path_len */
   size_t path_len;
-  pcc_path_record record;
+  pcc_path_record record; /* the newest version */
+  unsigned versions;      /* how many the entry holds */
   bool has_blob;    /* false when the blob is gone (the entry would miss) */
   pcc_blob_kind kind;
   uint64_t bytes;   /* payload bytes of the blob */
@@ -118,11 +141,12 @@ typedef struct {
   bool has_magic;
   pcc_magic magic;
   int opt;          /* -1: any */
+  const char *ns;   /* NULL: any namespace */
   const char *prefix; /* NULL or "": any path */
   size_t prefix_len;
 } pcc_store_filter;
 
-#define PCC_STORE_CURSOR_MAX (PCC_MAGIC_LEN + 2 + 400) /* the longest path key */
+#define PCC_STORE_CURSOR_MAX (PCC_MAGIC_LEN + 2 + PCC_NAMESPACE_MAX + 400) /* the longest key */
 
 /* Calls visit(entry, ctx) for up to `limit` matching entries in key order, starting after the
  * key in cursor (cursor_len 0: from the start), looking at no more than max_scan entries.
@@ -135,8 +159,8 @@ pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter
                                 uint8_t *next, size_t *next_len);
 
 /* Looks up one entry as pcc_store_scan would show it. PCC_STORE_NOTFOUND when absent. */
-pcc_store_status pcc_store_get_entry(pcc_store *store, const pcc_magic *magic, int opt,
-                                     const char *path, size_t path_len,
+pcc_store_status pcc_store_get_entry(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                     int opt, const char *path, size_t path_len,
                                      void (*visit)(const pcc_store_entry *entry, void *ctx),
                                      void *ctx);
 
@@ -146,9 +170,10 @@ pcc_store_status pcc_store_get_entry(pcc_store *store, const pcc_magic *magic, i
 pcc_store_status pcc_store_delete(pcc_store *store, const pcc_store_filter *filter,
                                   uint64_t *removed);
 
-/* Deletes one path entry and the blob it names; *removed gets 0 or 1. */
-pcc_store_status pcc_store_delete_one(pcc_store *store, const pcc_magic *magic, int opt,
-                                      const char *path, size_t path_len, uint64_t *removed);
+/* Deletes one path entry and the blobs its versions name; *removed gets 0 or 1. */
+pcc_store_status pcc_store_delete_one(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                      int opt, const char *path, size_t path_len,
+                                      uint64_t *removed);
 
 /* Calls visit(magic, entries, bytes, ctx) for each magic the store holds (entries: path
  * entries; bytes: payload bytes of its blobs), in key order. Read-only; scans the store. */
@@ -158,21 +183,21 @@ pcc_store_status pcc_store_magics(pcc_store *store,
                                   void *ctx);
 
 /* ---- import profiles (docs/API.md, "Warm start") -------------------------------------------
- * A profile is the list of source paths a program imports, kept per (magic, opt, name), merged
+ * A profile is the list of source paths a program imports, kept per (ns, magic, opt, name), merged
  * over runs and bounded: at most PCC_PROFILE_PATHS_MAX paths (the oldest go first). */
 
 /* PCC_PROFILE_NAME_MAX, PCC_PROFILE_PATHS_MAX: proto/pcc_limits.h */
 
 /* Adds paths (n of them, each NUL-terminated, absolute) to the profile, keeping the paths it
  * already had first; *total gets the number of paths it then holds. */
-pcc_store_status pcc_store_profile_merge(pcc_store *store, const pcc_magic *magic, int opt,
-                                         const char *name, const char *const *paths, size_t n,
-                                         size_t *total);
+pcc_store_status pcc_store_profile_merge(pcc_store *store, const char *ns,
+                                         const pcc_magic *magic, int opt, const char *name,
+                                         const char *const *paths, size_t n, size_t *total);
 
 /* Calls visit(path, path_len, ctx) for each path of the profile, in order, inside one read
  * transaction (the path is valid during the call only). PCC_STORE_NOTFOUND: no such profile. */
-pcc_store_status pcc_store_profile_read(pcc_store *store, const pcc_magic *magic, int opt,
-                                        const char *name,
+pcc_store_status pcc_store_profile_read(pcc_store *store, const char *ns,
+                                        const pcc_magic *magic, int opt, const char *name,
                                         void (*visit)(const char *path, size_t path_len,
                                                       void *ctx),
                                         void *ctx);

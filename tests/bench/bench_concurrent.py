@@ -168,7 +168,8 @@ def main():
         small = b"# bench_concurrent: the cached module\nVALUE = [i * i for i in range(10)]\n"
         small_path, mtime = os.path.join(tmp, "cached_mod.py"), 1700000000
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("POST", compile_query(small_path, small, mtime), body=small)
+        conn.request("POST", compile_query(small_path, small, mtime), body=small,
+                     headers={"Content-Type": "text/x-python"})
         resp = conn.getresponse()
         resp.read()
         conn.close()

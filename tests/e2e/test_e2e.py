@@ -7,6 +7,7 @@ every process started is stopped by pid.
 """
 import base64
 import concurrent.futures
+import hashlib
 import http.client
 import json
 import os
@@ -58,10 +59,15 @@ class Server:
         self.url = "http://127.0.0.1:%d" % self.port
 
     def request(self, method, path, body=None, headers=None, timeout=30):
+        """One request. Like every real client, it sends X-Pycached-Client (which the server
+        wants on state-changing requests) unless headers name it; None leaves it out."""
+        headers = dict(headers or {})
+        headers.setdefault("X-Pycached-Client", "e2e")
+        headers = {k: v for k, v in headers.items() if v is not None}
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             try:
-                conn.request(method, path, body=body, headers=headers or {})
+                conn.request(method, path, body=body, headers=headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server answered (413) before the whole body was sent: read it
             resp = conn.getresponse()
@@ -104,9 +110,7 @@ def source_params(path, opt=0, with_hash=True, with_digest=False, mtime=None):
     if with_hash:
         params["hash"] = java_hash(data)
     if with_digest:
-        params["digest"] = subprocess.run(["xxh128sum", path], capture_output=True,
-                                          text=True).stdout.split()[0] if shutil.which(
-                                              "xxh128sum") else None
+        params["digest"] = hashlib.sha256(data).hexdigest()  # an independent SHA-256
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -270,18 +274,21 @@ class E2E(SharedServerCase):
         status, body = self.lookup(self.write("val/never.py", "B = 1\n"))
         self.assertEqual((status, body["reason"]), (404, "absent"))
 
-    @unittest.skipUnless(shutil.which("xxh128sum"), "needs xxh128sum (Debian package xxhash)")
-    def test_same_source_at_another_path_is_a_hit_without_compiling(self):
+    def test_same_source_at_another_path_is_stored_without_compiling(self):
+        # A lookup never writes (issue 9: it could re-point another client's path): the other
+        # path misses, even naming the digest; its compile is answered from the stored blob.
         first = self.write("dup/a/mod.py", "V = 'shared'\n")
         self.assertEqual(self.compile(first)[0], 200)
         second = self.write("dup/b/mod.py", "V = 'shared'\n")
         before = self.server.stats()["compiles"]
-        status, body = self.lookup(second)
-        self.assertEqual(status, 404, "without a digest the other path is not adopted")
+        self.assertEqual(self.lookup(second)[0], 404)
+        status, body = self.lookup(second, with_digest=True)
+        self.assertEqual((status, body["error"]), (404, "miss"), "a lookup adopted a path")
+        status, headers, data = self.compile(second)
+        self.assertEqual((status, headers.get("X-Pycached-Outcome")), (200, "stored"), data)
         status, body = self.lookup(second, with_digest=True)
         self.assertEqual(status, 200, body)
         self.assertEqual(body["digest"], source_params(first, with_digest=True)["digest"])
-        self.assertEqual(self.lookup(second)[0], 200, "the path entry was recorded")
         self.assertEqual(self.server.stats()["compiles"], before)
 
     def test_another_magic_is_unsupported(self):
@@ -313,7 +320,7 @@ class E2E(SharedServerCase):
 
     def test_query_claims_must_match_the_body(self):
         path = self.write("claims/m.py", "C = 3\n")
-        for name, value in (("size", 99), ("hash", 1), ("digest", "0" * 32)):
+        for name, value in (("size", 99), ("hash", 1), ("digest", "0" * 64)):
             status, _, data = self.compile(path, extra={name: value})
             body = json.loads(data)
             self.assertEqual((status, body["error"], body["param"]), (409, "mismatch", name))
@@ -414,8 +421,8 @@ class E2E(SharedServerCase):
             for length, expected in ((limit + 1, 413), (limit, None)):
                 sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=3)
                 try:
-                    sock.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
-                                  % (target, length)).encode())
+                    sock.sendall(("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pycached-Client: e2e"
+                                  "\r\nContent-Length: %d\r\n\r\n" % (target, length)).encode())
                     try:
                         head = sock.recv(4096)
                     except socket.timeout:

@@ -355,7 +355,9 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
         conn = __import__("http.client").client.HTTPConnection("127.0.0.1",
                                                                self.server.upstream_port,
                                                                timeout=30)
-        conn.request(self.command, self.path, body, {"Accept": self.headers.get("Accept", "")})
+        forwarded = {k: self.headers[k] for k in ("Accept", "Content-Type", "X-Pycached-Client",
+                                                  "Authorization") if k in self.headers}
+        conn.request(self.command, self.path, body, forwarded)
         resp = conn.getresponse()
         status, data = resp.status, resp.read()
         headers = [(k, v) for k, v in resp.getheaders()

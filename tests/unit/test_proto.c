@@ -35,20 +35,20 @@ START_TEST(test_digest_hex)
 {
   pcc_digest digest, parsed;
   char hex[PCC_DIGEST_HEX_LEN + 1];
-  /* xxh128sum of the empty input */
+  /* sha256sum of the empty input, and of "abc" (FIPS 180-2) */
   pcc_digest_compute("", 0, &digest);
   pcc_digest_to_hex(&digest, hex);
-  ck_assert_str_eq(hex, "99aa06d3014798d86001c324468d497f");
+  ck_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   pcc_digest_compute("abc", 3, &digest);
   pcc_digest_to_hex(&digest, hex);
-  ck_assert_str_eq(hex, "06b05ab6733a618578af5f94892f3950");
-  ck_assert_int_eq(pcc_digest_from_hex("06B05AB6733A618578AF5F94892F3950", &parsed), PCC_PROTO_OK);
+  ck_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  ck_assert_int_eq(pcc_digest_from_hex("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD", &parsed), PCC_PROTO_OK);
   ck_assert(pcc_digest_equal(&parsed, &digest));
-  ck_assert_int_eq(pcc_digest_from_hex("06b05ab6733a618578af5f94892f395", &parsed),
+  ck_assert_int_eq(pcc_digest_from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015a", &parsed),
                    PCC_PROTO_INVALID);
-  ck_assert_int_eq(pcc_digest_from_hex("06b05ab6733a618578af5f94892f39500", &parsed),
+  ck_assert_int_eq(pcc_digest_from_hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad0", &parsed),
                    PCC_PROTO_INVALID);
-  ck_assert_int_eq(pcc_digest_from_hex("g6b05ab6733a618578af5f94892f3950", &parsed),
+  ck_assert_int_eq(pcc_digest_from_hex("ga7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &parsed),
                    PCC_PROTO_INVALID);
 }
 END_TEST
@@ -114,7 +114,7 @@ START_TEST(test_params_valid)
 {
   fake_query q = {{"magic", "opt", "path", "mtime", "size", "hash", "digest"},
                   {"a70d0d0a", "2", "/srv/m.py", "1700000000", "42", "-2147483648",
-                   "06b05ab6733a618578af5f94892f3950"}};
+                   "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}};
   pcc_params params;
   const char *bad = "unset";
   ck_assert_int_eq(pcc_params_parse(fake_get, &q, LOOKUP, &params, &bad), PCC_PROTO_OK);

@@ -51,11 +51,11 @@ START_TEST(test_round_trip)
   const char *path = "/srv/app/m.py";
   make_entry("x = 1\n", &record, &blob);
 
-  ck_assert_int_eq(pcc_store_get_path(store, &MAGIC_311, 0, path, strlen(path), &got),
+  ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 0, path, strlen(path), &got),
                    PCC_STORE_NOTFOUND);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, path, strlen(path), &record, &blob),
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, path, strlen(path), &record, &blob),
            pcc_store_strerror);
-  CHECK_RC(pcc_store_get_path(store, &MAGIC_311, 0, path, strlen(path), &got),
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, path, strlen(path), &got),
            pcc_store_strerror);
   ck_assert_int_eq(got.mtime, record.mtime);
   ck_assert_uint_eq(got.size, record.size);
@@ -88,16 +88,16 @@ START_TEST(test_keys_are_separate)
   pcc_path_record record, got;
   pcc_blob blob, *read = NULL;
   make_entry("y = 2\n", &record, &blob);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, "/a/m.py", 7, &record, &blob), pcc_store_strerror);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, "/b/m.py", 7, &record, NULL), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/a/m.py", 7, &record, &blob), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/b/m.py", 7, &record, NULL), pcc_store_strerror);
   pcc_store_stats stats;
   CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
   ck_assert_uint_eq(stats.paths, 2);
   ck_assert_uint_eq(stats.blobs, 1);
 
-  ck_assert_int_eq(pcc_store_get_path(store, &MAGIC_311, 1, "/a/m.py", 7, &got),
+  ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 1, "/a/m.py", 7, &got),
                    PCC_STORE_NOTFOUND);
-  ck_assert_int_eq(pcc_store_get_path(store, &MAGIC_PYPY, 0, "/a/m.py", 7, &got),
+  ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_PYPY, 0, "/a/m.py", 7, &got),
                    PCC_STORE_NOTFOUND);
   ck_assert_int_eq(pcc_store_get_blob(store, &MAGIC_311, 2, &record.digest, &read),
                    PCC_STORE_NOTFOUND);
@@ -112,11 +112,11 @@ START_TEST(test_persists_across_reopen)
   pcc_path_record record, got;
   pcc_blob blob, *read = NULL;
   make_entry("z = 3\n", &record, &blob);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 2, "/p/q.py", 7, &record, &blob), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 2, "/p/q.py", 7, &record, &blob), pcc_store_strerror);
   pcc_store_close(store);
   store = NULL;
   CHECK_RC(pcc_store_open(dir, 0, &store), pcc_store_strerror);
-  CHECK_RC(pcc_store_get_path(store, &MAGIC_311, 2, "/p/q.py", 7, &got), pcc_store_strerror);
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 2, "/p/q.py", 7, &got), pcc_store_strerror);
   ck_assert(pcc_digest_equal(&got.digest, &record.digest));
   CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 2, &record.digest, &read), pcc_store_strerror);
   ck_assert_mem_eq(read->payload, blob.payload, blob.payload_len);
@@ -159,7 +159,7 @@ static void check_flip_never_served(size_t offset_from_end)
   pcc_path_record record;
   pcc_blob blob, *read = NULL;
   make_entry("w = 4\n", &record, &blob);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, "/c/w.py", 7, &record, &blob), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/c/w.py", 7, &record, &blob), pcc_store_strerror);
   flip_blob_byte(offset_from_end);
   ck_assert_int_eq(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read),
                    PCC_STORE_CORRUPT);
@@ -168,7 +168,7 @@ static void check_flip_never_served(size_t offset_from_end)
   ck_assert_int_eq(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read),
                    PCC_STORE_NOTFOUND);
   pcc_path_record got;
-  CHECK_RC(pcc_store_get_path(store, &MAGIC_311, 0, "/c/w.py", 7, &got), pcc_store_strerror);
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/c/w.py", 7, &got), pcc_store_strerror);
 }
 
 START_TEST(test_flipped_payload_byte_never_served)
@@ -194,7 +194,7 @@ START_TEST(test_map_full_is_clean)
   pcc_path_record record;
   pcc_blob blob;
   make_entry("small = 1\n", &record, &blob);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, "/s.py", 5, &record, &blob), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/s.py", 5, &record, &blob), pcc_store_strerror);
 
   size_t big_len = 1024 * 1024;
   uint8_t *big = calloc(1, big_len);
@@ -203,14 +203,14 @@ START_TEST(test_map_full_is_clean)
   big_record.digest.bytes[0] ^= 0xff;
   big_blob.payload = big;
   big_blob.payload_len = big_len;
-  ck_assert_int_eq(pcc_store_put(store, &MAGIC_311, 0, "/big.py", 7, &big_record, &big_blob),
+  ck_assert_int_eq(pcc_store_put(store, NULL, &MAGIC_311, 0, "/big.py", 7, &big_record, &big_blob),
                    PCC_STORE_FULL);
   free(big);
 
   /* nothing of the failed put landed, and what was there is intact */
   pcc_path_record got;
   pcc_blob *read = NULL;
-  ck_assert_int_eq(pcc_store_get_path(store, &MAGIC_311, 0, "/big.py", 7, &got),
+  ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/big.py", 7, &got),
                    PCC_STORE_NOTFOUND);
   CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read), pcc_store_strerror);
   free(read);
@@ -227,18 +227,18 @@ START_TEST(test_long_paths)
   pcc_path_record record, got;
   pcc_blob blob;
   make_entry("long = 1\n", &record, &blob);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, a, PCC_PATH_MAX, &record, &blob),
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, a, PCC_PATH_MAX, &record, &blob),
            pcc_store_strerror);
-  CHECK_RC(pcc_store_get_path(store, &MAGIC_311, 0, a, PCC_PATH_MAX, &got), pcc_store_strerror);
-  ck_assert_int_eq(pcc_store_get_path(store, &MAGIC_311, 0, b, PCC_PATH_MAX, &got),
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, a, PCC_PATH_MAX, &got), pcc_store_strerror);
+  ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 0, b, PCC_PATH_MAX, &got),
                    PCC_STORE_NOTFOUND);
-  ck_assert_int_eq(pcc_store_put(store, &MAGIC_311, 0, a, PCC_PATH_MAX + 1, &record, &blob),
+  ck_assert_int_eq(pcc_store_put(store, NULL, &MAGIC_311, 0, a, PCC_PATH_MAX + 1, &record, &blob),
                    PCC_STORE_INVALID);
   /* the inline/hashed boundary: 400 and 401 bytes */
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, a, 400, &record, NULL), pcc_store_strerror);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, a, 401, &record, NULL), pcc_store_strerror);
-  CHECK_RC(pcc_store_get_path(store, &MAGIC_311, 0, a, 400, &got), pcc_store_strerror);
-  CHECK_RC(pcc_store_get_path(store, &MAGIC_311, 0, a, 401, &got), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, a, 400, &record, NULL), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, a, 401, &record, NULL), pcc_store_strerror);
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, a, 400, &got), pcc_store_strerror);
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, a, 401, &got), pcc_store_strerror);
 }
 END_TEST
 
@@ -252,7 +252,7 @@ START_TEST(test_compile_error_blob)
   blob.kind = PCC_BLOB_COMPILE_ERROR;
   blob.payload = (const uint8_t *)json;
   blob.payload_len = strlen(json);
-  CHECK_RC(pcc_store_put(store, &MAGIC_311, 0, "/e.py", 5, &record, &blob), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/e.py", 5, &record, &blob), pcc_store_strerror);
   CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read), pcc_store_strerror);
   ck_assert_int_eq(read->kind, PCC_BLOB_COMPILE_ERROR);
   ck_assert_str_eq((const char *)read->payload, json);
@@ -265,12 +265,12 @@ START_TEST(test_bad_arguments)
   pcc_path_record record;
   pcc_blob blob;
   make_entry("v = 5\n", &record, &blob);
-  ck_assert_int_eq(pcc_store_put(store, &MAGIC_311, 3, "/v.py", 5, &record, &blob),
+  ck_assert_int_eq(pcc_store_put(store, NULL, &MAGIC_311, 3, "/v.py", 5, &record, &blob),
                    PCC_STORE_INVALID);
-  ck_assert_int_eq(pcc_store_put(store, &MAGIC_311, 0, "/v.py", 0, &record, &blob),
+  ck_assert_int_eq(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 0, &record, &blob),
                    PCC_STORE_INVALID);
   blob.kind = 7;
-  ck_assert_int_eq(pcc_store_put(store, &MAGIC_311, 0, "/v.py", 5, &record, &blob),
+  ck_assert_int_eq(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 5, &record, &blob),
                    PCC_STORE_INVALID);
   pcc_store *none = NULL;
   ck_assert_int_ne(pcc_store_open("/nonexistent/pcc-store", 0, &none), PCC_STORE_OK);
@@ -315,7 +315,7 @@ static void fill_admin_store(void)
     pcc_path_record record;
     pcc_blob blob;
     make_entry(rows[i].source, &record, &blob);
-    CHECK_RC(pcc_store_put(store, rows[i].magic, rows[i].opt, rows[i].path, strlen(rows[i].path),
+    CHECK_RC(pcc_store_put(store, NULL, rows[i].magic, rows[i].opt, rows[i].path, strlen(rows[i].path),
                            &record, &blob),
              pcc_store_strerror);
   }
@@ -369,7 +369,7 @@ START_TEST(test_delete_by_prefix_magic_and_purge)
   CHECK_RC(pcc_store_delete(store, &prefix, &removed), pcc_store_strerror);
   ck_assert_uint_eq(removed, 5);
   pcc_path_record got;
-  CHECK_RC(pcc_store_get_path(store, &MAGIC_311, 0, "/lib/c.py", 9, &got), pcc_store_strerror);
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/lib/c.py", 9, &got), pcc_store_strerror);
 
   fill_admin_store();
   pcc_store_filter magic = {.has_magic = true, .magic = MAGIC_PYPY, .opt = -1};
@@ -379,10 +379,10 @@ START_TEST(test_delete_by_prefix_magic_and_purge)
   CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
   ck_assert_uint_eq(stats.paths, 4);
 
-  CHECK_RC(pcc_store_delete_one(store, &MAGIC_311, 1, "/app/a.py", 9, &removed),
+  CHECK_RC(pcc_store_delete_one(store, NULL, &MAGIC_311, 1, "/app/a.py", 9, &removed),
            pcc_store_strerror);
   ck_assert_uint_eq(removed, 1);
-  CHECK_RC(pcc_store_delete_one(store, &MAGIC_311, 1, "/app/a.py", 9, &removed),
+  CHECK_RC(pcc_store_delete_one(store, NULL, &MAGIC_311, 1, "/app/a.py", 9, &removed),
            pcc_store_strerror);
   ck_assert_uint_eq(removed, 0);
 
@@ -420,7 +420,7 @@ START_TEST(test_magics_and_backup)
   CHECK_RC(pcc_store_stat(copy, &stats), pcc_store_strerror);
   ck_assert_uint_eq(stats.paths, 6);
   pcc_path_record got;
-  CHECK_RC(pcc_store_get_path(copy, &MAGIC_PYPY, 0, "/app/z.py", 9, &got), pcc_store_strerror);
+  CHECK_RC(pcc_store_get_path(copy, NULL, &MAGIC_PYPY, 0, "/app/z.py", 9, &got), pcc_store_strerror);
   pcc_store_close(copy);
 }
 END_TEST
