@@ -94,7 +94,8 @@ void pcc_answer_init(pcc_answer *answer);
  * PENDING answer is not touched: its owner must call finish or abandon. */
 void pcc_answer_clear(pcc_answer *answer);
 
-/* Sets an error with a printf-style message (replacing what the answer held). */
+/* Sets an error with a printf-style message (replacing what the answer held); a message over
+ * the buffer is cut at a character boundary, never inside a UTF-8 character. */
 void pcc_answer_error(pcc_answer *answer, pcc_error_code code, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 /* Adds a string field to the error body (e.g. "param"). */

@@ -589,6 +589,38 @@ START_TEST(test_limits_table)
 }
 END_TEST
 
+/* A message longer than the answer's buffer is cut between characters, never inside one. */
+START_TEST(test_messages_cut_between_characters)
+{
+  for (size_t pad = 0; pad < 4; pad++) {
+    char path[1200];
+    size_t len = 0;
+    for (; len < pad; len++)
+      path[len] = 'x';
+    while (len + 4 < sizeof path) { /* 2-, 3- and 4-byte characters */
+      memcpy(path + len, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x90\x8d", 9);
+      len += 9;
+    }
+    path[len] = '\0';
+    pcc_answer answer;
+    pcc_answer_init(&answer);
+    pcc_answer_error(&answer, PCC_ERR_STORE_FULL, "the store is full (%s was compiled)", path);
+    size_t n = strlen(answer.message);
+    ck_assert_uint_gt(n, 400);
+    /* valid UTF-8 to the end: walk it */
+    for (size_t i = 0; i < n;) {
+      unsigned char c = (unsigned char)answer.message[i];
+      size_t want = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : 4;
+      ck_assert_msg(i + want <= n, "pad %zu: a character cut at byte %zu of %zu", pad, i, n);
+      for (size_t k = 1; k < want; k++)
+        ck_assert(((unsigned char)answer.message[i + k] & 0xc0) == 0x80);
+      i += want;
+    }
+    pcc_answer_clear(&answer);
+  }
+}
+END_TEST
+
 /* ---- the route table ---------------------------------------------------------------------- */
 
 START_TEST(test_route_table_is_sound)
@@ -706,6 +738,7 @@ static Suite *server_suite(void)
   tcase_add_test(config, test_limits_table);
   tcase_add_test(config, test_route_table_is_sound);
   tcase_add_test(config, test_roles_against_the_route_table);
+  tcase_add_test(config, test_messages_cut_between_characters);
   suite_add_tcase(suite, config);
   return suite;
 }

@@ -1,5 +1,6 @@
 /* test_store.c: Check suite of the LMDB store: round trips, persistence across a reopen, a
- * flipped byte never served, a full map answered cleanly, long paths and key separation. */
+ * flipped byte never served, a full map answered cleanly, long paths and key separation, the
+ * versions of a path, namespaces and the store format. */
 #include <lmdb.h>
 #include <sys/stat.h>
 
@@ -425,6 +426,132 @@ START_TEST(test_magics_and_backup)
 }
 END_TEST
 
+START_TEST(test_versions_of_a_path)
+{
+  pcc_path_record record;
+  pcc_blob blob;
+  pcc_path_versions versions;
+  make_entry("v = 1\n", &record, &blob);
+  /* more hosts than versions: each compile adds its (mtime, size) as the newest */
+  for (int i = 0; i < PCC_PATH_VERSIONS_MAX + 3; i++) {
+    record.mtime = 1000 + i;
+    CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 5, &record, i ? NULL : &blob),
+             pcc_store_strerror);
+  }
+  CHECK_RC(pcc_store_get_versions(store, NULL, &MAGIC_311, 0, "/v.py", 5, &versions),
+           pcc_store_strerror);
+  ck_assert_uint_eq(versions.n, PCC_PATH_VERSIONS_MAX);
+  ck_assert_int_eq(versions.v[0].mtime, 1000 + PCC_PATH_VERSIONS_MAX + 2); /* newest first */
+  ck_assert_int_eq(versions.v[PCC_PATH_VERSIONS_MAX - 1].mtime, 1003);     /* oldest dropped */
+  /* the same (mtime, size) again replaces its version (a new digest) and becomes the newest */
+  pcc_path_record changed = record;
+  changed.mtime = 1005;
+  pcc_digest_compute("other", 5, &changed.digest);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 5, &changed, NULL),
+           pcc_store_strerror);
+  CHECK_RC(pcc_store_get_versions(store, NULL, &MAGIC_311, 0, "/v.py", 5, &versions),
+           pcc_store_strerror);
+  ck_assert_uint_eq(versions.n, PCC_PATH_VERSIONS_MAX);
+  ck_assert_int_eq(versions.v[0].mtime, 1005);
+  ck_assert(pcc_digest_equal(&versions.v[0].digest, &changed.digest));
+  for (unsigned i = 1; i < versions.n; i++)
+    ck_assert_int_ne(versions.v[i].mtime, 1005);
+}
+END_TEST
+
+static void count_path(const char *path, size_t len, void *ctx)
+{
+  (void)path;
+  (void)len;
+  (*(int *)ctx)++;
+}
+
+START_TEST(test_namespaces_are_separate)
+{
+  pcc_path_record record, got;
+  pcc_blob blob, *read = NULL;
+  make_entry("n = 1\n", &record, &blob);
+  CHECK_RC(pcc_store_put(store, "team-a", &MAGIC_311, 0, "/n.py", 5, &record, &blob),
+           pcc_store_strerror);
+  CHECK_RC(pcc_store_get_path(store, "team-a", &MAGIC_311, 0, "/n.py", 5, &got),
+           pcc_store_strerror);
+  ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/n.py", 5, &got),
+                   PCC_STORE_NOTFOUND);
+  ck_assert_int_eq(pcc_store_get_path(store, "team-b", &MAGIC_311, 0, "/n.py", 5, &got),
+                   PCC_STORE_NOTFOUND);
+  /* the blob is shared */
+  CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read), pcc_store_strerror);
+  free(read);
+  const char *paths[] = {"/n.py"};
+  size_t total = 0;
+  int count = 0;
+  CHECK_RC(pcc_store_profile_merge(store, "team-a", &MAGIC_311, 0, "app", paths, 1, &total),
+           pcc_store_strerror);
+  CHECK_RC(pcc_store_profile_read(store, "team-a", &MAGIC_311, 0, "app", count_path, &count),
+           pcc_store_strerror);
+  ck_assert_int_eq(count, 1);
+  ck_assert_int_eq(pcc_store_profile_read(store, "team-b", &MAGIC_311, 0, "app", count_path,
+                                          &count), PCC_STORE_NOTFOUND);
+  ck_assert_int_eq(pcc_store_profile_merge(store, "n123456789012345678901234567890123",
+                                           &MAGIC_311, 0, "app", paths, 1, &total),
+                   PCC_STORE_INVALID); /* a namespace over PCC_NAMESPACE_MAX */
+  uint64_t removed = 0;
+  pcc_store_filter only_b = {.opt = -1, .ns = "team-b"};
+  CHECK_RC(pcc_store_delete(store, &only_b, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 0);
+  pcc_store_filter only_a = {.opt = -1, .ns = "team-a"};
+  CHECK_RC(pcc_store_delete(store, &only_a, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+}
+END_TEST
+
+/* Deletes the format record (a store of format 1 had none: 0) or sets it to format. */
+static void set_format(const char *store_dir, int format)
+{
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi meta;
+  ck_assert_int_eq(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 8);
+  ck_assert_int_eq(mdb_env_open(env, store_dir, 0, 0640), 0);
+  ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  MDB_val key = {6, (void *)"format"};
+  uint32_t value = (uint32_t)format;
+  MDB_val val = {sizeof value, &value};
+  if (format == 0)
+    ck_assert_int_eq(mdb_del(txn, meta, &key, NULL), 0);
+  else
+    ck_assert_int_eq(mdb_put(txn, meta, &key, &val, 0), 0);
+  ck_assert_int_eq(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+START_TEST(test_store_format)
+{
+  pcc_path_record record, got;
+  pcc_blob blob;
+  make_entry("f = 1\n", &record, &blob);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/f.py", 5, &record, &blob),
+           pcc_store_strerror);
+  pcc_store_close(store);
+  store = NULL;
+  /* a store written by a newer pycached is refused, and left as it was */
+  set_format(dir, 99);
+  ck_assert_int_eq(pcc_store_open(dir, 0, &store), PCC_STORE_FORMAT);
+  /* a store of the older format (no format record) is emptied, then used */
+  set_format(dir, 0);
+  CHECK_RC(pcc_store_open(dir, 0, &store), pcc_store_strerror);
+  ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/f.py", 5, &got),
+                   PCC_STORE_NOTFOUND);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/f.py", 5, &record, &blob),
+           pcc_store_strerror);
+  pcc_store_close(store);
+  CHECK_RC(pcc_store_open(dir, 0, &store), pcc_store_strerror); /* this format: kept */
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/f.py", 5, &got), pcc_store_strerror);
+}
+END_TEST
+
 int main(void)
 {
   Suite *suite = suite_create("store");
@@ -442,6 +569,9 @@ int main(void)
   tcase_add_test(tc, test_scan_filters_and_pages);
   tcase_add_test(tc, test_delete_by_prefix_magic_and_purge);
   tcase_add_test(tc, test_magics_and_backup);
+  tcase_add_test(tc, test_versions_of_a_path);
+  tcase_add_test(tc, test_namespaces_are_separate);
+  tcase_add_test(tc, test_store_format);
   suite_add_tcase(suite, tc);
   return test_run_suite(suite);
 }
