@@ -40,6 +40,7 @@ enum {
   ARG_JSON = 1 << 10,
   ARG_JOBS = 1 << 11,
   ARG_STRICT = 1 << 12,
+  ARG_NAMESPACE = 1 << 13,
 };
 
 /* The options as given (pycachectl.c's option table fills them). */
@@ -58,6 +59,7 @@ typedef struct {
   const char *prefix;
   long limit; /* 0: the server's default */
   const char *cursor;
+  const char *ns; /* admin ls, show, rm: --namespace ("" is the default one) */
   bool all;
   bool yes;
   const char *download;

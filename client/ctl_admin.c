@@ -392,6 +392,7 @@ int ctl_admin_ls(const ctl *c)
     ctl_query_add(&q, "magic", args->given & ARG_MAGIC ? magic_hex : NULL);
     ctl_query_add(&q, "opt", args->given & ARG_OPT ? opt : NULL);
     ctl_query_add(&q, "prefix", args->prefix);
+    ctl_query_add(&q, "namespace", args->ns);
     ctl_query_add(&q, "limit", args->limit ? limit : NULL);
     ctl_query_add(&q, "cursor", cursor);
     char *body = NULL;
@@ -460,6 +461,7 @@ static void ctl_entry_query(ctl_query *q, const ctl_args *args, const char *path
   ctl_query_add(q, "magic", magic_hex);
   ctl_query_add(q, "opt", opt);
   ctl_query_add(q, "path", path);
+  ctl_query_add(q, "namespace", args->ns);
 }
 
 int ctl_admin_show(const ctl *c)

@@ -570,7 +570,8 @@ static int scan_start(MDB_cursor *cursor, const pcc_store_filter *filter, const 
     MDB_val probe = {after_len, (void *)after};
     *key = probe;
     int rc = mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
-    if (rc == MDB_SUCCESS && key->mv_size == after_len && memcmp(key->mv_data, after, after_len) == 0)
+    if (rc == MDB_SUCCESS && key->mv_size == after_len &&
+        memcmp(key->mv_data, after, after_len) == 0)
       rc = mdb_cursor_get(cursor, key, value, MDB_NEXT);
     return rc;
   }

@@ -209,6 +209,15 @@ class Namespaces(Case):
         status, entry = self.lookup(self.victim, who="reader-b")
         self.assertEqual(status, 200)
         self.assertEqual(self.served_text(entry), "EVIL")  # b's own namespace: its writers' word
+        # an operator sees each namespace's entries apart
+        for ns, expected in (("b", [self.victim]), ("a", []), ("", [])):
+            run = subprocess.run([PYCACHECTL, "--server", self.server.url, "--json", "admin", "ls",
+                                  "--namespace", ns], capture_output=True, text=True, timeout=60,
+                                 env={"PATH": "/usr/bin:/bin", "PYCACHED_TOKEN": TOKENS["ops"][0]})
+            self.assertEqual(run.returncode, 0, run.stderr)
+            entries = json.loads(run.stdout.splitlines()[0])["entries"]
+            self.assertEqual([e["path"] for e in entries], expected, ns)
+            self.assertTrue(all(e["namespace"] == ns for e in entries))
         # blobs are shared: team-a's compile of the same bytes elsewhere is answered "stored"
         status, entry = self.compile(self.evil, who="team-a")
         self.assertEqual((status, entry["digest"]), (200, sha256(EVIL.encode())))
