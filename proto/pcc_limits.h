@@ -51,6 +51,9 @@
 #define PCC_FRAME_HELLO_MAX 4096     /* a worker's hello frame */
 #define PCC_WORKERS_MAX 64           /* option --workers, at most */
 #define PCC_JOB_WAITERS_MAX 65536    /* requests joined to one compile */
+#define PCC_TIMEOUT_MEMORY_DEFAULT 60 /* option --timeout-memory: seconds a timed-out source is
+                                          answered 504 at once */
+#define PCC_TIMEOUTS_REMEMBERED 256   /* timed-out sources remembered */
 
 /* ---- trust (store, auth) ------------------------------------------------------------------- */
 #define PCC_NAMESPACE_MAX 32     /* bytes of a namespace name ([a-z0-9._-]) */

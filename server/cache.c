@@ -57,8 +57,19 @@ struct cache_queue {
   unsigned n_dispatchers;
 };
 
+/* A source whose compile timed out, answered 504 at once until `until` (--timeout-memory), so
+ * that a fleet does not run a compile that cannot finish once a process. */
+typedef struct {
+  pcc_magic magic;
+  int opt;
+  pcc_digest digest;
+  time_t until;     /* 0: free */
+} timed_out;
+
 struct cache {
   pcc_core *core;
+  timed_out timeouts[PCC_TIMEOUTS_REMEMBERED]; /* a ring, guarded by lock */
+  size_t next_timeout;
   pthread_mutex_t lock;    /* guards the queues, the in-flight list and closing */
   job *inflight;           /* compiling, for joining */
   bool closing;
@@ -204,9 +215,29 @@ static void job_compile(cache *c, job *j)
   pcc_compile_result_free(result);
 }
 
+/* Seconds until a timed-out compile of (magic, opt, digest) may run again; 0 when it may now.
+ * Caller holds cache->lock. */
+static time_t timeout_left_locked(const cache *c, const pcc_magic *magic, int opt,
+                                  const pcc_digest *digest)
+{
+  time_t now = time(NULL);
+  for (size_t i = 0; i < PCC_TIMEOUTS_REMEMBERED; i++) {
+    const timed_out *t = &c->timeouts[i];
+    if (t->until > now && t->opt == opt && pcc_magic_equal(&t->magic, magic) &&
+        pcc_digest_equal(&t->digest, digest))
+      return t->until - now;
+  }
+  return 0;
+}
+
 /* Marks a job done and resumes its waiters. Caller holds cache->lock. */
 static void job_finish_locked(cache *c, job *j)
 {
+  uint64_t memory = pcc_core_config(c->core)->timeout_memory;
+  if (j->result == JOB_TIMEOUT && memory > 0) {
+    timed_out *t = &c->timeouts[c->next_timeout++ % PCC_TIMEOUTS_REMEMBERED];
+    *t = (timed_out){j->magic, j->opt, j->record.digest, time(NULL) + (time_t)memory};
+  }
   job **link = &c->inflight;
   while (*link != NULL && *link != j)
     link = &(*link)->next;
@@ -373,8 +404,13 @@ static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
     goto done;
 
   pthread_mutex_lock(&c->lock);
+  time_t left = timeout_left_locked(c, &params->magic, params->opt, &record.digest);
   if (c->closing)
     pcc_answer_error(answer, PCC_ERR_COMPILER_UNAVAILABLE, "the server is shutting down");
+  else if (left > 0)
+    pcc_answer_error(answer, PCC_ERR_COMPILE_TIMEOUT, "this source's compile ran past "
+                     "--compile-timeout; it is not tried again for %lld s (--timeout-memory)",
+                     (long long)left);
   else if (find_job(c, &c->queues[backend], &params->magic, params->opt, &record.digest) ==
              NULL &&
            answer_stored(c, req->ns, params, &record, answer))

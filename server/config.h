@@ -20,6 +20,7 @@ typedef struct {
   uint64_t map_size;
   uint64_t workers;          /* 0: one per core */
   uint64_t compile_timeout;  /* seconds */
+  uint64_t timeout_memory;   /* seconds a timed-out source is answered 504 at once; 0: never */
   uint64_t worker_memory;    /* bytes; RLIMIT_AS of each worker */
   uint64_t max_source;       /* bytes: POST /v1/compile body, and a source the server reads */
   uint64_t max_profile_body; /* bytes: POST /v1/profile body */

@@ -6,7 +6,9 @@ The tests live in modules of their own, by area, and run here together:
 - security_poison.py: poisoning through path entries (read-role and token-less lookups, batches,
   bundles), crafted digests, namespaces, cross-origin requests, the fleet of many mtimes;
 - security_sources.py: --source-root confinement (symlink swaps, the existence oracle);
-- security_workers.py: the worker sandbox, errors that are not the source's fault;
+- security_compiles.py: what is remembered of failed compiles (timeouts; errors that are not
+  the source's fault are never stored);
+- security_workers.py: the worker sandbox;
 - security_hook.py: the import hook never breaks an import (non-ASCII messages and paths, fork).
 """
 import importlib
@@ -17,7 +19,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import run_tests  # noqa: E402
 
-MODULES = ["security_poison", "security_sources", "security_workers", "security_hook"]
+MODULES = ["security_poison", "security_compiles", "security_sources", "security_workers",
+           "security_hook"]
 
 
 def load():

@@ -1,0 +1,66 @@
+"""security_compiles.py: what the server remembers of a compile that failed, run by
+test_security.py. A compile error is the source's fault and is kept; a compile that ran past
+--compile-timeout is answered 504 at once for --timeout-memory seconds (so that a fleet does not
+run it once a process); an error that is not the source's fault (MemoryError, RecursionError, a
+worker crash) is 503 and is never stored.
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+from test_e2e import MAGIC, Server, make_tree
+
+
+class Compiles(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="pcc-sec-compiles-")
+        os.chmod(self.tmp, 0o755)
+        self.servers = []
+
+    def tearDown(self):
+        for server in self.servers:
+            server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start(self, *args):
+        server = Server(self.tmp, "--workers", "1", *args)
+        self.servers.append(server)
+        return server
+
+    def compile(self, server, path):
+        query = urllib.parse.urlencode({"magic": MAGIC, "path": path,
+                                        "mtime": int(os.stat(path).st_mtime)})
+        t0 = time.monotonic()
+        status, _, body = server.request("POST", "/v1/compile?" + query, open(path, "rb").read())
+        return status, json.loads(body), time.monotonic() - t0
+
+    def huge(self):
+        return make_tree(self.tmp, {"slow/huge.py": "H = [" + ",".join(
+            str(i) for i in range(1000000)) + "]\n"}) and os.path.join(self.tmp, "slow/huge.py")
+
+    def test_a_timed_out_compile_is_not_run_again_at_once(self):
+        path = self.huge()
+        server = self.start("--compile-timeout", "1", "--timeout-memory", "30")
+        status, body, took = self.compile(server, path)
+        self.assertEqual((status, body["error"]), (504, "compile-timeout"))
+        self.assertGreaterEqual(took, 0.9)
+        restarts = server.stats()["compilers"][0]["restarts"]
+        status, body, took = self.compile(server, path)
+        self.assertEqual((status, body["error"]), (504, "compile-timeout"))
+        self.assertIn("--timeout-memory", body["message"])
+        self.assertLess(took, 0.5, "the compile ran again")
+        self.assertEqual(server.stats()["compilers"][0]["restarts"], restarts)
+        self.assertEqual(server.stats()["compile_timeouts"], 1)
+
+    def test_timeout_memory_zero_tries_again(self):
+        path = self.huge()
+        server = self.start("--compile-timeout", "1", "--timeout-memory", "0")
+        for _ in range(2):
+            status, body, took = self.compile(server, path)
+            self.assertEqual((status, body["error"]), (504, "compile-timeout"))
+            self.assertGreaterEqual(took, 0.9)
+        self.assertEqual(server.stats()["compile_timeouts"], 2)
