@@ -126,6 +126,14 @@ static void take_pyc(fetch_result *result, pcc_entry *entry, const char *outcome
   pcc_entry_free(entry);
 }
 
+/* A text that holds what a server sent (its messages can be any bytes, cut anywhere: here too,
+ * by the detail buffers), as a str: never a UnicodeDecodeError, a bad byte becomes U+FFFD.
+ * Returns a new reference, or NULL with an exception set (no memory). */
+static PyObject *server_text(const char *text)
+{
+  return PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+}
+
 static void describe(fetch_result *result, pcc_client_status rc)
 {
   const pcc_client_error *err = state.client ? pcc_client_last_error(state.client) : NULL;
@@ -257,7 +265,8 @@ PyDoc_STRVAR(fetch_doc,
 "fetch(path, opt) -> (outcome, pyc, detail)\n"
 "Asks the server for the code of the source at `path` (absolute) at optimization level opt.\n"
 "outcome is 'hit', 'compiled', 'stored' or 'joined' with pyc the verified pyc bytes (checksum,\n"
-"magic, mtime and size checked), or a fallback reason with pyc None.");
+"magic, mtime and size checked), or a fallback reason with pyc None. detail says why, with\n"
+"what the server said (any bytes it sent that are not UTF-8 become U+FFFD).");
 
 static PyObject *native_fetch(PyObject *self, PyObject *args)
 {
@@ -285,7 +294,7 @@ static PyObject *native_fetch(PyObject *self, PyObject *args)
   free(result.pyc);
   if (pyc == NULL)
     return NULL;
-  return Py_BuildValue("(sNs)", result.outcome, pyc, result.detail);
+  return Py_BuildValue("(sNN)", result.outcome, pyc, server_text(result.detail));
 }
 
 PyDoc_STRVAR(java_hash_doc, "java_hash(data) -> int: Java Arrays.hashCode(byte[]) of data.");
@@ -460,7 +469,7 @@ static PyObject *native_fetch_bundle(PyObject *self, PyObject *args)
     const char *reason = status == 404                          ? "no-profile"
                          : strcmp(detail, "breaker-open") == 0 ? "breaker-open"
                                                                 : reason_of(rc);
-    return Py_BuildValue("(Oss)", Py_None, reason, detail);
+    return Py_BuildValue("(OsN)", Py_None, reason, server_text(detail));
   }
   bundle_bytes *bytes = PyObject_New(bundle_bytes, &bundle_bytes_type);
   if (bytes == NULL) {
