@@ -16,6 +16,10 @@ Warm start: at install the hook fetches the bundle of this program's import prof
 from it only after validating it exactly as a lookup would (mtime, size and, in hash mode, the
 source's hash and digest); at exit it sends the server the paths it imported, which the server
 merges into the profile for the next start.
+
+Nothing the cache machinery raises reaches the importing program: the hook's way to a served or
+bundled code object runs under a catch-all that falls back to local compilation (counted as the
+fallback hook-error), so a source's own SyntaxError is always CPython's, raised by its loader.
 """
 import atexit
 import _imp
@@ -80,8 +84,11 @@ def stats():
 
 def _debug(outcome, fullname, path, detail=""):
     if _settings and _settings["debug"]:
-        sys.stderr.write("pycached: %-14s %s (%s)%s\n" % (
-            outcome, fullname, path, ": " + detail if detail else ""))
+        try:
+            sys.stderr.write("pycached: %-14s %s (%s)%s\n" % (
+                outcome, fullname, path, ": " + detail if detail else ""))
+        except Exception:  # no stderr, or one that cannot take the text: no debug line
+            pass
 
 
 def _positive_int(env, name):
@@ -216,7 +223,11 @@ def _local_pyc(loader, fullname, source_path, source_mtime, source_size):
         except (OSError, ImportError, EOFError):
             continue
         details["path"] = bytecode_path
-        return _bx._compile_bytecode(memoryview(data)[16:], fullname, bytecode_path, source_path)
+        try:
+            return _bx._compile_bytecode(memoryview(data)[16:], fullname, bytecode_path,
+                                         source_path)
+        except Exception:  # a right header on damaged marshal bytes: not a valid pyc either
+            continue
     return None
 
 
@@ -289,29 +300,46 @@ def _served_code(fullname, source_path, source_mtime, source_size):
     return code
 
 
+def _guarded(find, fullname, source_path, *args):
+    """find(fullname, source_path, *args), a code object or None; None too when it raised:
+    whatever goes wrong on the way to cached code is a fallback (hook-error), never an
+    exception of the importing program."""
+    try:
+        return find(fullname, source_path, *args)
+    except Exception as exc:
+        _count("fallback:hook-error")
+        _debug("hook-error", fullname, source_path, "%s: %s" % (type(exc).__name__, exc))
+        return None
+
+
 class PycachedLoader(machinery.SourceFileLoader):
     """SourceFileLoader that gets code from pycached when no valid local pyc exists."""
 
     def get_code(self, fullname):
         source_path = self.get_filename(fullname)
+        code = _guarded(self._cached_code, fullname, source_path)
+        if code is not None:
+            return code
+        _count("local_compile")
+        _no_pycache.discard(os.path.join(os.path.dirname(source_path), "__pycache__"))  # may now
+        return super().get_code(fullname)  # CPython's own compilation, and its SyntaxError
+
+    def _cached_code(self, fullname, source_path):
+        """Code from a local pyc, the bundle or the server, or None."""
         try:
             st = self.path_stats(source_path)
             mtime, size = int(st["mtime"]), int(st["size"])
         except (OSError, KeyError):
-            return super().get_code(fullname)
+            return None
         code = _local_pyc(self, fullname, source_path, mtime, size)
         if code is not None:
             _count("local_pyc")
             return code
-        if os.path.isabs(source_path):
-            _imported[source_path] = None
-            code = (_bundled_code(fullname, source_path, mtime, size)
-                    or _served_code(fullname, source_path, mtime, size))
-            if code is not None:
-                return code
-        _count("local_compile")
-        _no_pycache.discard(os.path.join(os.path.dirname(source_path), "__pycache__"))  # may now
-        return super().get_code(fullname)
+        if not os.path.isabs(source_path):
+            return None
+        _imported[source_path] = None
+        return (_guarded(_bundled_code, fullname, source_path, mtime, size)
+                or _guarded(_served_code, fullname, source_path, mtime, size))
 
 
 def install(env=None):
@@ -325,9 +353,13 @@ def install(env=None):
         return False
     if not conf["url"]:
         return False
-    _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
-                      conf["readonly"], conf["validation"] == "hash",
-                      float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
+    try:
+        _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
+                          conf["readonly"], conf["validation"] == "hash",
+                          float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
+    except ValueError as exc:  # e.g. a URL over 2048 bytes
+        sys.stderr.write("pycached: hook not installed: %s\n" % exc)
+        return False
     _settings = conf
     if _path_hook is None:
         atexit.register(_at_exit)
@@ -342,20 +374,24 @@ def install(env=None):
 
 def _load_bundle(conf):
     """Fetches the bundle of this program's profile: one request for every module it imported
-    in earlier runs. Sets _bundle last, so that no import sees it half made."""
+    in earlier runs. Sets _bundle last, so that no import sees it half made, and also when the
+    fetch raised (the exception goes on to _guarded): the bundle is asked for once."""
     global _bundle
     entries = {}
-    if conf["profile"] != "off":
-        fetched, reason, skipped = _native.fetch_bundle(conf["profile"], sys.flags.optimize)
-        if fetched is None:  # no profile yet (a program's first run) is no fallback
-            _count("bundle_missing" if reason == "no-profile" else "fallback:bundle-" + reason)
-            _debug("bundle-" + reason, conf["profile"], "-", str(skipped))
-        else:
-            entries = fetched
-            with _lock:
-                _counters["bundle_entries"] = len(entries)
-                _counters["bundle_skipped"] = skipped
-    _bundle = entries
+    try:
+        if conf["profile"] != "off":
+            fetched, reason, skipped = _native.fetch_bundle(conf["profile"], sys.flags.optimize)
+            if fetched is None:  # no profile yet (a program's first run) is no fallback
+                _count("bundle_missing" if reason == "no-profile"
+                       else "fallback:bundle-" + reason)
+                _debug("bundle-" + reason, conf["profile"], "-", str(skipped))
+            else:
+                entries = fetched
+                with _lock:
+                    _counters["bundle_entries"] = len(entries)
+                    _counters["bundle_skipped"] = skipped
+    finally:
+        _bundle = entries
 
 
 def _at_exit():
