@@ -51,6 +51,8 @@ _ENV_DEFAULTS = {
 _MAX_SOURCE = _native.SOURCE_MAX_DEFAULT  # the server's default --max-source
 _TOKEN_MAX = _native.TOKEN_MAX  # bytes of a token
 _TOKEN_FILE_MAX = _native.TOKEN_FILE_MAX  # bytes of a token file, white space included
+_PROFILE_NAME_MAX = _native.PROFILE_NAME_MAX  # bytes of a profile name
+_PROFILE_TAG_HEX = 16  # hex digits of the digest that tag a shortened or cleaned profile name
 
 _lock = threading.Lock()         # counters
 _bundle_lock = threading.Lock()  # the first import fetches the bundle; others wait for it
@@ -151,15 +153,44 @@ def read_settings(env=None):
         "local_prefix": env.get("PYCACHED_LOCAL_PREFIX", ""),
         "debug": env.get("PYCACHED_DEBUG", "0") not in ("", "0"),
         "breaker_seconds": _positive_int(env, "PYCACHED_BREAKER_SECONDS"),
-        "profile": env.get("PYCACHED_PROFILE", "") or default_profile(),
+        "profile": _profile_setting(env.get("PYCACHED_PROFILE", "")) or default_profile(),
     }
     conf["token"], conf["token_source"] = _read_token(env)
     return conf
 
 
+def _name_char(c):
+    """Whether the server takes character c in a profile name (UTF-8 bytes >= 0x20, not 0x7f;
+    a surrogate escape stands for a byte that is not UTF-8)."""
+    return c >= " " and c != "\x7f" and not "\ud800" <= c <= "\udfff"
+
+
+def _profile_setting(name):
+    """PYCACHED_PROFILE as given ("" when unset); ValueError when the server would refuse it."""
+    if name and (len(name.encode("utf-8", "surrogatepass")) > _PROFILE_NAME_MAX
+                 or not all(_name_char(c) for c in name)):
+        raise ValueError("PYCACHED_PROFILE must be 1..%d bytes of printable characters, not %r"
+                         % (_PROFILE_NAME_MAX, name))
+    return name
+
+
+def _profile_name(kind, text):
+    """The profile name "kind:text" in a form the server takes, whatever text is: as it is
+    when it fits; otherwise (over PROFILE_NAME_MAX bytes of UTF-8, or with characters a name
+    cannot hold, which become '?') as much of it as fits, cut between characters, then '#' and
+    16 hex digits of the digest of the whole text, so that two paths stay apart."""
+    clean = "".join(c if _name_char(c) else "?" for c in text)
+    encoded = ("%s:%s" % (kind, clean)).encode("utf-8")
+    if len(encoded) <= _PROFILE_NAME_MAX and clean == text:
+        return "%s:%s" % (kind, text)
+    tag = "#" + _native.digest(text.encode("utf-8", "surrogatepass"))[:_PROFILE_TAG_HEX]
+    return encoded[:_PROFILE_NAME_MAX - len(tag)].decode("utf-8", "ignore") + tag
+
+
 def default_profile():
     """The profile of the program this interpreter runs: its script's real path, its -m module,
-    or for -c a digest of the command."""
+    or for -c a digest of the command (long or unusual paths and names as _profile_name makes
+    them)."""
     argv0 = sys.argv[0] if sys.argv else ""
     orig = list(getattr(sys, "orig_argv", []))
 
@@ -168,12 +199,12 @@ def default_profile():
         return orig[i] if i < len(orig) else ""
 
     if argv0 == "-m":
-        return "module:" + after("-m")[:180]
+        return _profile_name("module", after("-m"))
     if argv0 == "-c":
         return "command:" + _native.digest(after("-c").encode("utf-8", "surrogateescape"))[:16]
     if argv0 in ("", "-"):
         return "interactive"
-    return "script:" + os.path.realpath(argv0)[:180]
+    return _profile_name("script", os.path.realpath(argv0))
 
 
 def settings():

@@ -357,7 +357,8 @@ static pcc_client_status warm_request(const char *method, const char *endpoint,
     rc = PCC_CLIENT_CONNECT;
     snprintf(detail, detail_len, "breaker-open");
   } else if ((rc = ensure_client()) == PCC_CLIENT_OK) {
-    char magic[2 * PCC_MAGIC_LEN + 1], url[512];
+    /* the endpoint and magic, and a profile name in which every byte may need %XX */
+    char magic[2 * PCC_MAGIC_LEN + 1], url[64 + 3 * PCC_PROFILE_NAME_MAX];
     char *name = profile ? curl_easy_escape(NULL, profile, 0) : NULL;
     pcc_magic_to_hex(&state.magic, magic);
     int n = name || !profile ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint,
@@ -514,12 +515,15 @@ static PyObject *native_post_profile(PyObject *self, PyObject *args)
   cJSON *doc = cJSON_CreateObject();
   cJSON *list = doc ? cJSON_AddArrayToObject(doc, "paths") : NULL;
   for (Py_ssize_t i = 0; list != NULL && i < PyList_GET_SIZE(paths); i++) {
-    const char *path = PyUnicode_AsUTF8(PyList_GET_ITEM(paths, i));
+    /* the file system's bytes, as fetch() sends them and fetch_bundle() decodes them, so a
+     * path that is not UTF-8 (surrogate escapes) comes back as the same str */
+    PyObject *path = PyUnicode_EncodeFSDefault(PyList_GET_ITEM(paths, i));
     if (path == NULL) {
       cJSON_Delete(doc);
       return NULL;
     }
-    cJSON_AddItemToArray(list, cJSON_CreateString(path));
+    cJSON_AddItemToArray(list, cJSON_CreateString(PyBytes_AS_STRING(path)));
+    Py_DECREF(path);
   }
   char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
   cJSON_Delete(doc);
@@ -637,6 +641,7 @@ static const struct {
   {"SOURCE_MAX_DEFAULT", (long)PCC_SOURCE_MAX_DEFAULT},
   {"TOKEN_MAX", PCC_TOKEN_MAX},
   {"TOKEN_FILE_MAX", PCC_TOKEN_FILE_MAX},
+  {"PROFILE_NAME_MAX", PCC_PROFILE_NAME_MAX},
 };
 
 PyMODINIT_FUNC PyInit__native(void)
