@@ -64,6 +64,19 @@ _no_pycache = set()  # directories seen without a __pycache__ (saves a failed op
 _imported = {}   # source paths this process handled (an ordered set), for the profile
 
 
+def _after_fork_in_child():
+    """A child forked while another thread held one of the locks (the bundle's is held for the
+    whole first fetch) must not wait for a thread it does not have: it gets fresh locks, and a
+    bundle its parent was still fetching is fetched again, by the child, when it needs it (the
+    C part gives the child a connection of its own)."""
+    global _lock, _bundle_lock
+    _lock = threading.Lock()
+    _bundle_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _count(name):
     with _lock:
         _counters[name] = _counters.get(name, 0) + 1
