@@ -16,6 +16,10 @@ Warm start: at install the hook fetches the bundle of this program's import prof
 from it only after validating it exactly as a lookup would (mtime, size and, in hash mode, the
 source's hash and digest); at exit it sends the server the paths it imported, which the server
 merges into the profile for the next start.
+
+Nothing the cache machinery raises reaches the importing program: the hook's way to a served or
+bundled code object runs under a catch-all that falls back to local compilation (counted as the
+fallback hook-error), so a source's own SyntaxError is always CPython's, raised by its loader.
 """
 import atexit
 import _imp
@@ -47,6 +51,8 @@ _ENV_DEFAULTS = {
 _MAX_SOURCE = _native.SOURCE_MAX_DEFAULT  # the server's default --max-source
 _TOKEN_MAX = _native.TOKEN_MAX  # bytes of a token
 _TOKEN_FILE_MAX = _native.TOKEN_FILE_MAX  # bytes of a token file, white space included
+_PROFILE_NAME_MAX = _native.PROFILE_NAME_MAX  # bytes of a profile name
+_PROFILE_TAG_HEX = 16  # hex digits of the digest that tag a shortened or cleaned profile name
 
 _lock = threading.Lock()         # counters
 _bundle_lock = threading.Lock()  # the first import fetches the bundle; others wait for it
@@ -56,6 +62,19 @@ _path_hook = None
 _bundle = None   # source path -> (mtime, size, hash, digest, pyc); fetched at the first import
 _no_pycache = set()  # directories seen without a __pycache__ (saves a failed open a module)
 _imported = {}   # source paths this process handled (an ordered set), for the profile
+
+
+def _after_fork_in_child():
+    """A child forked while another thread held one of the locks (the bundle's is held for the
+    whole first fetch) must not wait for a thread it does not have: it gets fresh locks, and a
+    bundle its parent was still fetching is fetched again, by the child, when it needs it (the
+    C part gives the child a connection of its own)."""
+    global _lock, _bundle_lock
+    _lock = threading.Lock()
+    _bundle_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _count(name):
@@ -80,8 +99,11 @@ def stats():
 
 def _debug(outcome, fullname, path, detail=""):
     if _settings and _settings["debug"]:
-        sys.stderr.write("pycached: %-14s %s (%s)%s\n" % (
-            outcome, fullname, path, ": " + detail if detail else ""))
+        try:
+            sys.stderr.write("pycached: %-14s %s (%s)%s\n" % (
+                outcome, fullname, path, ": " + detail if detail else ""))
+        except Exception:  # no stderr, or one that cannot take the text: no debug line
+            pass
 
 
 def _positive_int(env, name):
@@ -144,15 +166,44 @@ def read_settings(env=None):
         "local_prefix": env.get("PYCACHED_LOCAL_PREFIX", ""),
         "debug": env.get("PYCACHED_DEBUG", "0") not in ("", "0"),
         "breaker_seconds": _positive_int(env, "PYCACHED_BREAKER_SECONDS"),
-        "profile": env.get("PYCACHED_PROFILE", "") or default_profile(),
+        "profile": _profile_setting(env.get("PYCACHED_PROFILE", "")) or default_profile(),
     }
     conf["token"], conf["token_source"] = _read_token(env)
     return conf
 
 
+def _name_char(c):
+    """Whether the server takes character c in a profile name (UTF-8 bytes >= 0x20, not 0x7f;
+    a surrogate escape stands for a byte that is not UTF-8)."""
+    return c >= " " and c != "\x7f" and not "\ud800" <= c <= "\udfff"
+
+
+def _profile_setting(name):
+    """PYCACHED_PROFILE as given ("" when unset); ValueError when the server would refuse it."""
+    if name and (len(name.encode("utf-8", "surrogatepass")) > _PROFILE_NAME_MAX
+                 or not all(_name_char(c) for c in name)):
+        raise ValueError("PYCACHED_PROFILE must be 1..%d bytes of printable characters, not %r"
+                         % (_PROFILE_NAME_MAX, name))
+    return name
+
+
+def _profile_name(kind, text):
+    """The profile name "kind:text" in a form the server takes, whatever text is: as it is
+    when it fits; otherwise (over PROFILE_NAME_MAX bytes of UTF-8, or with characters a name
+    cannot hold, which become '?') as much of it as fits, cut between characters, then '#' and
+    16 hex digits of the digest of the whole text, so that two paths stay apart."""
+    clean = "".join(c if _name_char(c) else "?" for c in text)
+    encoded = ("%s:%s" % (kind, clean)).encode("utf-8")
+    if len(encoded) <= _PROFILE_NAME_MAX and clean == text:
+        return "%s:%s" % (kind, text)
+    tag = "#" + _native.digest(text.encode("utf-8", "surrogatepass"))[:_PROFILE_TAG_HEX]
+    return encoded[:_PROFILE_NAME_MAX - len(tag)].decode("utf-8", "ignore") + tag
+
+
 def default_profile():
     """The profile of the program this interpreter runs: its script's real path, its -m module,
-    or for -c a digest of the command."""
+    or for -c a digest of the command (long or unusual paths and names as _profile_name makes
+    them)."""
     argv0 = sys.argv[0] if sys.argv else ""
     orig = list(getattr(sys, "orig_argv", []))
 
@@ -161,12 +212,12 @@ def default_profile():
         return orig[i] if i < len(orig) else ""
 
     if argv0 == "-m":
-        return "module:" + after("-m")[:180]
+        return _profile_name("module", after("-m"))
     if argv0 == "-c":
         return "command:" + _native.digest(after("-c").encode("utf-8", "surrogateescape"))[:16]
     if argv0 in ("", "-"):
         return "interactive"
-    return "script:" + os.path.realpath(argv0)[:180]
+    return _profile_name("script", os.path.realpath(argv0))
 
 
 def settings():
@@ -216,7 +267,11 @@ def _local_pyc(loader, fullname, source_path, source_mtime, source_size):
         except (OSError, ImportError, EOFError):
             continue
         details["path"] = bytecode_path
-        return _bx._compile_bytecode(memoryview(data)[16:], fullname, bytecode_path, source_path)
+        try:
+            return _bx._compile_bytecode(memoryview(data)[16:], fullname, bytecode_path,
+                                         source_path)
+        except Exception:  # a right header on damaged marshal bytes: not a valid pyc either
+            continue
     return None
 
 
@@ -289,29 +344,46 @@ def _served_code(fullname, source_path, source_mtime, source_size):
     return code
 
 
+def _guarded(find, fullname, source_path, *args):
+    """find(fullname, source_path, *args), a code object or None; None too when it raised:
+    whatever goes wrong on the way to cached code is a fallback (hook-error), never an
+    exception of the importing program."""
+    try:
+        return find(fullname, source_path, *args)
+    except Exception as exc:
+        _count("fallback:hook-error")
+        _debug("hook-error", fullname, source_path, "%s: %s" % (type(exc).__name__, exc))
+        return None
+
+
 class PycachedLoader(machinery.SourceFileLoader):
     """SourceFileLoader that gets code from pycached when no valid local pyc exists."""
 
     def get_code(self, fullname):
         source_path = self.get_filename(fullname)
+        code = _guarded(self._cached_code, fullname, source_path)
+        if code is not None:
+            return code
+        _count("local_compile")
+        _no_pycache.discard(os.path.join(os.path.dirname(source_path), "__pycache__"))  # may now
+        return super().get_code(fullname)  # CPython's own compilation, and its SyntaxError
+
+    def _cached_code(self, fullname, source_path):
+        """Code from a local pyc, the bundle or the server, or None."""
         try:
             st = self.path_stats(source_path)
             mtime, size = int(st["mtime"]), int(st["size"])
         except (OSError, KeyError):
-            return super().get_code(fullname)
+            return None
         code = _local_pyc(self, fullname, source_path, mtime, size)
         if code is not None:
             _count("local_pyc")
             return code
-        if os.path.isabs(source_path):
-            _imported[source_path] = None
-            code = (_bundled_code(fullname, source_path, mtime, size)
-                    or _served_code(fullname, source_path, mtime, size))
-            if code is not None:
-                return code
-        _count("local_compile")
-        _no_pycache.discard(os.path.join(os.path.dirname(source_path), "__pycache__"))  # may now
-        return super().get_code(fullname)
+        if not os.path.isabs(source_path):
+            return None
+        _imported[source_path] = None
+        return (_guarded(_bundled_code, fullname, source_path, mtime, size)
+                or _guarded(_served_code, fullname, source_path, mtime, size))
 
 
 def install(env=None):
@@ -325,9 +397,13 @@ def install(env=None):
         return False
     if not conf["url"]:
         return False
-    _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
-                      conf["readonly"], conf["validation"] == "hash",
-                      float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
+    try:
+        _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
+                          conf["readonly"], conf["validation"] == "hash",
+                          float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
+    except ValueError as exc:  # e.g. a URL over 2048 bytes
+        sys.stderr.write("pycached: hook not installed: %s\n" % exc)
+        return False
     _settings = conf
     if _path_hook is None:
         atexit.register(_at_exit)
@@ -342,20 +418,24 @@ def install(env=None):
 
 def _load_bundle(conf):
     """Fetches the bundle of this program's profile: one request for every module it imported
-    in earlier runs. Sets _bundle last, so that no import sees it half made."""
+    in earlier runs. Sets _bundle last, so that no import sees it half made, and also when the
+    fetch raised (the exception goes on to _guarded): the bundle is asked for once."""
     global _bundle
     entries = {}
-    if conf["profile"] != "off":
-        fetched, reason, skipped = _native.fetch_bundle(conf["profile"], sys.flags.optimize)
-        if fetched is None:  # no profile yet (a program's first run) is no fallback
-            _count("bundle_missing" if reason == "no-profile" else "fallback:bundle-" + reason)
-            _debug("bundle-" + reason, conf["profile"], "-", str(skipped))
-        else:
-            entries = fetched
-            with _lock:
-                _counters["bundle_entries"] = len(entries)
-                _counters["bundle_skipped"] = skipped
-    _bundle = entries
+    try:
+        if conf["profile"] != "off":
+            fetched, reason, skipped = _native.fetch_bundle(conf["profile"], sys.flags.optimize)
+            if fetched is None:  # no profile yet (a program's first run) is no fallback
+                _count("bundle_missing" if reason == "no-profile"
+                       else "fallback:bundle-" + reason)
+                _debug("bundle-" + reason, conf["profile"], "-", str(skipped))
+            else:
+                entries = fetched
+                with _lock:
+                    _counters["bundle_entries"] = len(entries)
+                    _counters["bundle_skipped"] = skipped
+    finally:
+        _bundle = entries
 
 
 def _at_exit():

@@ -126,6 +126,14 @@ static void take_pyc(fetch_result *result, pcc_entry *entry, const char *outcome
   pcc_entry_free(entry);
 }
 
+/* A text that holds what a server sent (its messages can be any bytes, cut anywhere: here too,
+ * by the detail buffers), as a str: never a UnicodeDecodeError, a bad byte becomes U+FFFD.
+ * Returns a new reference, or NULL with an exception set (no memory). */
+static PyObject *server_text(const char *text)
+{
+  return PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+}
+
 static void describe(fetch_result *result, pcc_client_status rc)
 {
   const pcc_client_error *err = state.client ? pcc_client_last_error(state.client) : NULL;
@@ -257,7 +265,8 @@ PyDoc_STRVAR(fetch_doc,
 "fetch(path, opt) -> (outcome, pyc, detail)\n"
 "Asks the server for the code of the source at `path` (absolute) at optimization level opt.\n"
 "outcome is 'hit', 'compiled', 'stored' or 'joined' with pyc the verified pyc bytes (checksum,\n"
-"magic, mtime and size checked), or a fallback reason with pyc None.");
+"magic, mtime and size checked), or a fallback reason with pyc None. detail says why, with\n"
+"what the server said (any bytes it sent that are not UTF-8 become U+FFFD).");
 
 static PyObject *native_fetch(PyObject *self, PyObject *args)
 {
@@ -285,7 +294,7 @@ static PyObject *native_fetch(PyObject *self, PyObject *args)
   free(result.pyc);
   if (pyc == NULL)
     return NULL;
-  return Py_BuildValue("(sNs)", result.outcome, pyc, result.detail);
+  return Py_BuildValue("(sNN)", result.outcome, pyc, server_text(result.detail));
 }
 
 PyDoc_STRVAR(java_hash_doc, "java_hash(data) -> int: Java Arrays.hashCode(byte[]) of data.");
@@ -348,7 +357,8 @@ static pcc_client_status warm_request(const char *method, const char *endpoint,
     rc = PCC_CLIENT_CONNECT;
     snprintf(detail, detail_len, "breaker-open");
   } else if ((rc = ensure_client()) == PCC_CLIENT_OK) {
-    char magic[2 * PCC_MAGIC_LEN + 1], url[512];
+    /* the endpoint and magic, and a profile name in which every byte may need %XX */
+    char magic[2 * PCC_MAGIC_LEN + 1], url[64 + 3 * PCC_PROFILE_NAME_MAX];
     char *name = profile ? curl_easy_escape(NULL, profile, 0) : NULL;
     pcc_magic_to_hex(&state.magic, magic);
     int n = name || !profile ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint,
@@ -460,7 +470,7 @@ static PyObject *native_fetch_bundle(PyObject *self, PyObject *args)
     const char *reason = status == 404                          ? "no-profile"
                          : strcmp(detail, "breaker-open") == 0 ? "breaker-open"
                                                                 : reason_of(rc);
-    return Py_BuildValue("(Oss)", Py_None, reason, detail);
+    return Py_BuildValue("(OsN)", Py_None, reason, server_text(detail));
   }
   bundle_bytes *bytes = PyObject_New(bundle_bytes, &bundle_bytes_type);
   if (bytes == NULL) {
@@ -505,12 +515,15 @@ static PyObject *native_post_profile(PyObject *self, PyObject *args)
   cJSON *doc = cJSON_CreateObject();
   cJSON *list = doc ? cJSON_AddArrayToObject(doc, "paths") : NULL;
   for (Py_ssize_t i = 0; list != NULL && i < PyList_GET_SIZE(paths); i++) {
-    const char *path = PyUnicode_AsUTF8(PyList_GET_ITEM(paths, i));
+    /* the file system's bytes, as fetch() sends them and fetch_bundle() decodes them, so a
+     * path that is not UTF-8 (surrogate escapes) comes back as the same str */
+    PyObject *path = PyUnicode_EncodeFSDefault(PyList_GET_ITEM(paths, i));
     if (path == NULL) {
       cJSON_Delete(doc);
       return NULL;
     }
-    cJSON_AddItemToArray(list, cJSON_CreateString(path));
+    cJSON_AddItemToArray(list, cJSON_CreateString(PyBytes_AS_STRING(path)));
+    Py_DECREF(path);
   }
   char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
   cJSON_Delete(doc);
@@ -628,6 +641,7 @@ static const struct {
   {"SOURCE_MAX_DEFAULT", (long)PCC_SOURCE_MAX_DEFAULT},
   {"TOKEN_MAX", PCC_TOKEN_MAX},
   {"TOKEN_FILE_MAX", PCC_TOKEN_FILE_MAX},
+  {"PROFILE_NAME_MAX", PCC_PROFILE_NAME_MAX},
 };
 
 PyMODINIT_FUNC PyInit__native(void)
