@@ -324,7 +324,7 @@ static PyObject *native_checksum(PyObject *self, PyObject *arg)
   return PyUnicode_FromString(hex);
 }
 
-PyDoc_STRVAR(digest_doc, "digest(data) -> str: XXH3-128 of data as 32 hex digits.");
+PyDoc_STRVAR(digest_doc, "digest(data) -> str: SHA-256 of data as 64 hex digits.");
 
 static PyObject *native_digest(PyObject *self, PyObject *arg)
 {
@@ -584,7 +584,7 @@ static PyObject *native_report(PyObject *self, PyObject *args)
 
 PyDoc_STRVAR(source_ids_doc,
 "source_ids(path) -> (hash, digest)\n"
-"Reads a source and returns its Java hash and XXH3-128 digest (hex), as a lookup sends them.");
+"Reads a source and returns its Java hash and SHA-256 digest (hex), as a lookup sends them.");
 
 static PyObject *native_source_ids(PyObject *self, PyObject *arg)
 {
