@@ -48,9 +48,19 @@ typedef struct {
   bool drop_privileges;     /* run the workers as uid/gid (no supplementary groups) */
   uid_t uid;
   gid_t gid;
+  unsigned max_compiles;    /* compiles after which a worker is replaced by a fresh one, so that a
+                             * worker a hostile source may have subverted does not serve for
+                             * long; 0 = PCC_WORKER_COMPILES_DEFAULT */
 } pcc_compiler_config;
 
-/* Starts the workers and reads each one's hello. All workers of one pool must report the same
+/* Every worker process is started the same way, whatever its program: in its own process group,
+ * the socket on fds 0 and 1, stderr kept, every other descriptor closed, working directory /,
+ * RLIMIT_CORE 0, RLIMIT_NOFILE PCC_WORKER_NOFILE, RLIMIT_AS memory_limit, the uid/gid of the
+ * config without supplementary groups, and PR_SET_NO_NEW_PRIVS; then execv. The embedded-CPython
+ * worker also confines itself with a seccomp filter once its interpreter is ready (sandbox.c);
+ * other interpreters (worker.py) get the rest but no filter.
+ *
+ * Starts the workers and reads each one's hello. All workers of one pool must report the same
  * magic, else PCC_COMPILER_SPAWN. On success *out owns the processes; close with
  * pcc_compiler_close. */
 pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_compiler **out);
@@ -65,6 +75,8 @@ const char *pcc_compiler_name(const pcc_compiler *compiler);    /* e.g. "cpython
 unsigned pcc_compiler_workers(const pcc_compiler *compiler);
 /* Workers replaced since open (crash, timeout, protocol error). */
 uint64_t pcc_compiler_restarts(const pcc_compiler *compiler);
+/* Workers replaced since open because they had run max_compiles compiles (not counted above). */
+uint64_t pcc_compiler_recycles(const pcc_compiler *compiler);
 /* Process ids of the live workers (for operators and tests): writes up to max of them into out
  * (out may be NULL when max is 0) and returns how many are alive, which may exceed max. A slot
  * whose worker could not be restarted has no pid. The pids are a snapshot: a worker may be
@@ -72,7 +84,15 @@ uint64_t pcc_compiler_restarts(const pcc_compiler *compiler);
 size_t pcc_compiler_worker_pids(const pcc_compiler *compiler, pid_t *out, size_t max);
 
 /* The outcome of one compile. Either code (marshal bytes) or a compile error with the
- * exception's type, message, line and offset (0 when unknown). */
+ * exception's type, message, line and offset (0 when unknown).
+ *
+ * A compile error is the source's fault, and the same source always gets it again, when compile()
+ * raised SyntaxError (IndentationError, TabError, a bad coding declaration or undecodable bytes)
+ * or ValueError (3.11's null bytes): the caller may store it like code. Any other exception
+ * (MemoryError under the worker's memory limit, RecursionError or the parser's MemoryError on a
+ * deeply nested source, marshalled code over the frame limit) sets transient: the worker could not
+ * compile the source this time, which says nothing certain about the source; the caller must not
+ * store it and should answer as for a failed worker (the server: 503). */
 typedef struct {
   bool ok;
   uint8_t *marshal;          /* ok: marshal.dumps(code) */
@@ -81,6 +101,7 @@ typedef struct {
   char *error_message;       /* !ok: e.g. "invalid syntax" */
   int error_line;
   int error_offset;
+  bool transient;            /* !ok: not the source's fault (see above); never true when ok */
   uint32_t compile_us;       /* wall time of the compile as seen by the pool */
 } pcc_compile_result;
 

@@ -13,7 +13,12 @@
  * worker -> pool, one answer per compile:
  *   'K' code    payload: marshal.dumps(code)
  *   'E' error   payload: JSON {"type": "SyntaxError", "message": "...", "line": 3,
- *                              "offset": 7}  (line/offset 0 when unknown)
+ *                              "offset": 7, "transient": false}
+ *               line/offset 0 when unknown. "transient" (optional, false when absent) is true
+ *               when compile() raised anything but SyntaxError (and its subclasses) or ValueError
+ *               (and its subclasses: UnicodeDecodeError): MemoryError, RecursionError, or a limit
+ *               of the worker itself. Such an error is not the source's fault and must not be
+ *               stored as the source's compile error (compiler.h, pcc_compile_result).
  *
  * Anything else, or a frame over the limit, is a protocol error: the pool kills the worker.
  *

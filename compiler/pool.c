@@ -5,7 +5,9 @@
  * its worker without the lock, bounded by poll() against a deadline. A worker that times out,
  * dies or breaks the protocol is killed, reaped and replaced by the thread that saw it fail; a
  * slot whose replacement cannot start is marked dead and retried by the next compile, which then
- * fails fast with PCC_COMPILER_SPAWN instead of waiting for a worker that will never come.
+ * fails fast with PCC_COMPILER_SPAWN instead of waiting for a worker that will never come. A
+ * worker that has answered max_compiles compiles is replaced the same way (recycled), so that
+ * one a hostile source may have subverted does not keep serving.
  */
 #include "compiler.h"
 
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -28,6 +31,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "asan.h"
 #include "frame.h"
 
 /* Limits come from proto/pcc_limits.h (through frame.h); the pool's own are timeouts and sizes
@@ -37,14 +41,6 @@
 #define POOL_NAME_MAX (2 * PCC_WORKER_NAME_PART_MAX + 2) /* "implementation-version" */
 #define POOL_COMPILE_HEADER_LEN (PCC_FRAME_PREFIX_LEN + 1 + 4)
 
-#if defined(__SANITIZE_ADDRESS__)
-#define POOL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define POOL_ASAN 1
-#endif
-#endif
-
 typedef enum {
   SLOT_DEAD, /* no process; the next compile that finds no idle slot starts one */
   SLOT_IDLE, /* a live worker waiting for a request */
@@ -53,8 +49,9 @@ typedef enum {
 
 typedef struct {
   slot_state state;
-  pid_t pid; /* 0 when none */
-  int fd;    /* the pool's end of the socketpair; -1 when none */
+  pid_t pid;         /* 0 when none */
+  int fd;            /* the pool's end of the socketpair; -1 when none */
+  unsigned compiles; /* answered by this worker */
 } pool_slot;
 
 struct pcc_compiler {
@@ -71,9 +68,11 @@ struct pcc_compiler {
   bool drop_privileges;
   uid_t uid;
   gid_t gid;
+  unsigned max_compiles;
   pcc_magic magic;
   char name[POOL_NAME_MAX];
   _Atomic uint64_t restarts;
+  _Atomic uint64_t recycles;
 };
 
 const char *pcc_compiler_strerror(pcc_compiler_status rc)
@@ -209,9 +208,12 @@ static void put_u32(uint8_t *p, uint32_t v)
 
 /* ---- worker processes -------------------------------------------------------------------- */
 
-/* In the child between fork and exec: only async-signal-safe calls. Never returns. */
+/* In the child between fork and exec: only async-signal-safe calls. Confines the process as
+ * compiler.h promises for every worker, whatever its program, then execs it. Never returns. */
 static void child_exec(const pcc_compiler *c, int fd)
 {
+  struct rlimit no_core = {0, 0};
+  struct rlimit few_fds = {PCC_WORKER_NOFILE, PCC_WORKER_NOFILE};
   struct sigaction dfl;
   sigset_t none;
   int high;
@@ -243,6 +245,9 @@ static void child_exec(const pcc_compiler *c, int fd)
     for (int i = 3; i < limit; i++)
       (void)close(i);
   }
+  if (chdir("/") != 0 || setrlimit(RLIMIT_CORE, &no_core) != 0 ||
+      setrlimit(RLIMIT_NOFILE, &few_fds) != 0)
+    _exit(126);
   if (c->memory_limit != 0) {
     struct rlimit as = {(rlim_t)c->memory_limit, (rlim_t)c->memory_limit};
     if (setrlimit(RLIMIT_AS, &as) != 0)
@@ -250,6 +255,10 @@ static void child_exec(const pcc_compiler *c, int fd)
   }
   if (c->drop_privileges &&
       (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0 || getuid() != c->uid))
+    _exit(126);
+  /* Neither the program nor anything it runs can gain privileges (setuid bits, file
+   * capabilities); the embedded worker's seccomp filter needs it too. */
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
     _exit(126);
   execv(c->argv[0], c->argv);
   _exit(127);
@@ -416,13 +425,15 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
     return PCC_COMPILER_NOMEM;
   }
   atomic_init(&c->restarts, 0);
+  atomic_init(&c->recycles, 0);
   c->timeout_ms = config->timeout_ms ? config->timeout_ms : POOL_DEFAULT_TIMEOUT_MS;
   c->max_frame = config->max_frame ? config->max_frame : (size_t)PCC_FRAME_MAX;
   c->memory_limit = config->memory_limit;
   c->drop_privileges = config->drop_privileges;
   c->uid = config->uid;
   c->gid = config->gid;
-#ifdef POOL_ASAN
+  c->max_compiles = config->max_compiles ? config->max_compiles : PCC_WORKER_COMPILES_DEFAULT;
+#ifdef PCC_ASAN
   if (c->memory_limit != 0) {
     fprintf(stderr, "pycached: built with AddressSanitizer, compiler worker memory limit "
                     "(RLIMIT_AS) disabled\n");
@@ -512,6 +523,11 @@ uint64_t pcc_compiler_restarts(const pcc_compiler *c)
   return c ? atomic_load(&c->restarts) : 0;
 }
 
+uint64_t pcc_compiler_recycles(const pcc_compiler *c)
+{
+  return c ? atomic_load(&c->recycles) : 0;
+}
+
 size_t pcc_compiler_worker_pids(const pcc_compiler *c, pid_t *out, size_t max)
 {
   /* The mutex is not part of the pool's logical state; locking it does not modify the pool. */
@@ -550,13 +566,16 @@ static pcc_compiler_status parse_error(const uint8_t *payload, size_t len,
   const cJSON *message = cJSON_GetObjectItemCaseSensitive(json, "message");
   const cJSON *line = cJSON_GetObjectItemCaseSensitive(json, "line");
   const cJSON *offset = cJSON_GetObjectItemCaseSensitive(json, "offset");
+  const cJSON *transient = cJSON_GetObjectItemCaseSensitive(json, "transient");
   pcc_compiler_status rc = PCC_COMPILER_OK;
 
   if (!cJSON_IsObject(json) || !cJSON_IsString(type) || !type->valuestring ||
       !type->valuestring[0] || !cJSON_IsString(message) || !message->valuestring ||
-      (line && !cJSON_IsNumber(line)) || (offset && !cJSON_IsNumber(offset))) {
+      (line && !cJSON_IsNumber(line)) || (offset && !cJSON_IsNumber(offset)) ||
+      (transient && !cJSON_IsBool(transient))) {
     rc = PCC_COMPILER_PROTOCOL;
   } else {
+    result->transient = cJSON_IsTrue(transient);
     result->error_type = strdup(type->valuestring);
     result->error_message = strdup(message->valuestring);
     if (!result->error_type || !result->error_message)
@@ -639,6 +658,7 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
   size_t path_len;
   pid_t pid;
   int fd;
+  bool recycle, closing;
   pcc_compiler_status rc;
 
   if (!c || !path || !out || (!src && len > 0) || opt < 0 || opt > PCC_OPT_MAX)
@@ -694,21 +714,25 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
   rc = exchange(c, fd, opt, path, path_len, src, len, out);
 
   pthread_mutex_lock(&c->lock);
-  if (rc == PCC_COMPILER_OK) {
+  if (rc == PCC_COMPILER_OK && ++slot->compiles < c->max_compiles) {
     slot->state = SLOT_IDLE;
     pool_leave(c);
     return rc;
   }
-  /* The worker is in an unknown state: kill it and start a replacement outside the lock. */
+  /* Replace the worker, outside the lock: after a failure it is in an unknown state; after its
+   * last compile (a recycle) the result stands. */
+  recycle = rc == PCC_COMPILER_OK;
+  closing = c->closing;
   slot->pid = 0;
   slot->fd = -1;
-  if (c->closing)
+  slot->compiles = 0;
+  if (closing && !recycle)
     rc = PCC_COMPILER_CLOSED;
   pthread_mutex_unlock(&c->lock);
   worker_kill(pid, fd);
-  if (rc != PCC_COMPILER_CLOSED)
-    atomic_fetch_add(&c->restarts, 1);
-  if (rc != PCC_COMPILER_CLOSED && worker_start(c, &pid, &fd) == PCC_COMPILER_OK) {
+  if (!closing)
+    atomic_fetch_add(recycle ? &c->recycles : &c->restarts, 1);
+  if (!closing && worker_start(c, &pid, &fd) == PCC_COMPILER_OK) {
     pthread_mutex_lock(&c->lock);
     slot->pid = pid;
     slot->fd = fd;

@@ -1,11 +1,17 @@
 /* worker.c: pycached-cpython-worker, the compiler worker that embeds CPython through libpython.
  *
- * The server's compiler pool (compiler/pool.c) starts it with a socket on fd 0 and fd 1 and speaks
- * the frame protocol of compiler/frame.h: the worker says hello once, then answers each compile
- * frame with marshal.dumps(compile(source_bytes, path, "exec", dont_inherit=True, optimize=opt))
- * or with a structured compile error. It drops what it does not need before Python starts (fds,
- * the working directory, core dumps, most of its fd budget) and never writes anything but frames
- * to the pool: Python's own sys.stdout is pointed at stderr. compiler/compiler.h has the rest.
+ * The server's compiler pool (compiler/pool.c) starts it, already confined in what the pool
+ * applies to every worker (descriptors, working directory, limits, user; compiler.h), with a
+ * socket on fd 0 and fd 1, and speaks the frame protocol of compiler/frame.h: the worker says
+ * hello once, then answers each compile frame with marshal.dumps(compile(source_bytes, path,
+ * "exec", dont_inherit=True, optimize=opt)) or with a structured compile error. It initialises
+ * its interpreter, loads what a compile may load lazily, then installs its seccomp filter
+ * (sandbox.c) before the hello: from then on it can read frames, compute and answer, nothing
+ * else. It never writes anything but frames to the pool: Python's own sys.stdout is pointed at
+ * stderr. compiler/compiler.h has the rest.
+ *
+ * Usage: pycached-cpython-worker [--sandbox-probe open|socket|exec|fork]; the option (tests only)
+ * attempts that call at the first compile, which the filter must answer by killing the worker.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -18,23 +24,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "frame.h"
+#include "sandbox.h"
 
 /* The limits are those of proto/pcc_limits.h (through frame.h). PCC_FRAME_MAX bounds every frame
  * either way: the pool's max_frame should not exceed it, a larger request makes this worker exit.
- * PCC_WORKER_NOFILE descriptors are enough for stdio, the frame fds and a few for imports. */
+ * The pool's PCC_WORKER_NOFILE descriptors are enough for stdio, the frame fds and the imports of
+ * the preload. */
 
 /* Exit statuses; the pool treats every non-zero one as a crash. */
 enum {
   WORKER_EXIT_EOF = 0,      /* the pool closed our stdin at a frame boundary */
   WORKER_EXIT_IO = 2,       /* a read or write failed, or EOF inside a frame */
   WORKER_EXIT_PROTOCOL = 3, /* a malformed or oversized frame */
-  WORKER_EXIT_SETUP = 4,    /* privilege dropping or Python initialisation failed */
+  WORKER_EXIT_SETUP = 4,    /* bad arguments; descriptors, Python or the sandbox failed */
   WORKER_EXIT_NOMEM = 5,
 };
 
@@ -127,29 +134,15 @@ static void write_json_frame(uint8_t type, cJSON *json)
   cJSON_free(text);
 }
 
-/* ---- least privilege --------------------------------------------------------------------- */
+/* ---- descriptors ------------------------------------------------------------------------- */
 
-/* Runs before Python: closes inherited descriptors, leaves the working directory, forbids core
- * dumps and caps descriptors, then moves the frame channel off fds 0/1 so that nothing Python
- * prints can corrupt it (sys.stdout goes to stderr, sys.stdin reads /dev/null). */
-static void drop_privileges(void)
+/* Runs before Python: moves the frame channel off fds 0/1 so that nothing Python prints can
+ * corrupt it (sys.stdout goes to stderr, sys.stdin reads /dev/null). The pool has closed every
+ * other descriptor. */
+static void setup_descriptors(void)
 {
-  struct rlimit core = {0, 0};
-  struct rlimit nofile = {PCC_WORKER_NOFILE, PCC_WORKER_NOFILE};
   int devnull;
 
-  if (close_range(3, ~0u, 0) != 0) {
-    for (int fd = 3; fd < 65536; fd++)
-      (void)close(fd);
-  }
-  if (chdir("/") != 0) {
-    fprintf(stderr, "pycached-cpython-worker: chdir(/): %s\n", strerror(errno));
-    exit(WORKER_EXIT_SETUP);
-  }
-  if (setrlimit(RLIMIT_CORE, &core) != 0 || setrlimit(RLIMIT_NOFILE, &nofile) != 0) {
-    fprintf(stderr, "pycached-cpython-worker: setrlimit: %s\n", strerror(errno));
-    exit(WORKER_EXIT_SETUP);
-  }
   frame_in = fcntl(0, F_DUPFD_CLOEXEC, 3);
   frame_out = fcntl(1, F_DUPFD_CLOEXEC, 3);
   devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -190,6 +183,40 @@ static void init_python(const char *argv0)
             status.err_msg ? status.err_msg : "unknown error");
     exit(WORKER_EXIT_SETUP);
   }
+}
+
+/* What compile() may load lazily, loaded once before the sandbox closes the file system:
+ * - every codec of the encodings package, since a PEP 263 declaration may name any of them or
+ *   their aliases (the C codecs, _codecs_jp and the like, come with their modules). A module that
+ *   is no codec (aliases) or none on POSIX (mbcs, oem) fails its lookup here and gives the same
+ *   "unknown encoding" SyntaxError later as in CPython's importer;
+ * - unicodedata, whose capsule "\N{...}" escapes import at their first use (the warm-up compile
+ *   uses one, under a non-UTF-8 declaration);
+ * - warnings and linecache: compile() may warn (SyntaxWarning), and showing a warning looks its
+ *   source line up, which the sandbox then refuses quietly instead of importing. */
+static const char preload_source[] =
+  "import codecs, encodings, linecache, os, unicodedata, warnings\n"
+  "for name in os.listdir(encodings.__path__[0]):\n"
+  "    stem, ext = os.path.splitext(name)\n"
+  "    if ext in ('.py', '.pyc'):\n"
+  "        try:\n"
+  "            codecs.lookup(stem)\n"
+  "        except LookupError:\n"
+  "            pass\n"
+  "compile(b'# -*- coding: cp1252 -*-\\ns = \"\\\\N{BULLET}\\x80\"\\n', '<preload>', 'exec',\n"
+  "        dont_inherit=True)\n";
+
+static void preload(void)
+{
+  PyObject *globals = PyDict_New(); /* PyRun_String adds __builtins__ */
+  PyObject *result = globals ? PyRun_String(preload_source, Py_file_input, globals, globals) : NULL;
+  Py_XDECREF(globals);
+  if (!result) {
+    fprintf(stderr, "pycached-cpython-worker: loading the codecs failed\n");
+    PyErr_Print();
+    exit(WORKER_EXIT_SETUP);
+  }
+  Py_DECREF(result);
 }
 
 /* Reads sys.version_info as "major.minor.micro" into out; false on failure. */
@@ -285,18 +312,39 @@ static int int_attr(PyObject *obj, const char *name)
   return (int)n;
 }
 
+/* Sends an 'E' frame; type and message may be NULL (then "Exception" and ""). */
+static void send_error_frame(const char *type, const char *message, int line, int offset,
+                             bool transient)
+{
+  cJSON *json = cJSON_CreateObject();
+  if (json && (!cJSON_AddStringToObject(json, "type", type ? type : "Exception") ||
+               !cJSON_AddStringToObject(json, "message", message ? message : "") ||
+               !cJSON_AddNumberToObject(json, "line", line) ||
+               !cJSON_AddNumberToObject(json, "offset", offset) ||
+               !cJSON_AddBoolToObject(json, "transient", transient))) {
+    cJSON_Delete(json);
+    json = NULL;
+  }
+  write_json_frame(PCC_FRAME_ERROR, json);
+}
+
 /* Turns the pending exception into an 'E' frame: type name, message (SyntaxError.msg for
- * SyntaxError and its subclasses, else str(exc)), line and offset. Clears the exception. */
+ * SyntaxError and its subclasses, else str(exc)), line and offset. Only SyntaxError and ValueError
+ * (null bytes; their subclasses: IndentationError, UnicodeDecodeError) are the source's fault;
+ * any other exception (MemoryError, RecursionError) is transient (frame.h). Clears the
+ * exception. */
 static void send_error(void)
 {
   PyObject *type = NULL, *value = NULL, *tb = NULL;
   PyObject *name_obj = NULL, *msg_obj = NULL;
   char *name = NULL, *message = NULL;
   int line = 0, offset = 0;
-  cJSON *json;
+  bool transient;
 
   PyErr_Fetch(&type, &value, &tb);
   PyErr_NormalizeException(&type, &value, &tb);
+  transient = !type || !(PyErr_GivenExceptionMatches(type, PyExc_SyntaxError) ||
+                         PyErr_GivenExceptionMatches(type, PyExc_ValueError));
   if (type)
     name_obj = PyObject_GetAttrString(type, "__name__");
   PyErr_Clear();
@@ -310,15 +358,7 @@ static void send_error(void)
     offset = int_attr(value, "offset");
   }
   message = object_text(msg_obj ? msg_obj : value, PCC_WORKER_ERROR_MESSAGE_MAX);
-
-  json = cJSON_CreateObject();
-  if (json && (!cJSON_AddStringToObject(json, "type", name ? name : "Exception") ||
-               !cJSON_AddStringToObject(json, "message", message ? message : "") ||
-               !cJSON_AddNumberToObject(json, "line", line) ||
-               !cJSON_AddNumberToObject(json, "offset", offset))) {
-    cJSON_Delete(json);
-    json = NULL;
-  }
+  send_error_frame(name, message, line, offset, transient);
   free(name);
   free(message);
   Py_XDECREF(msg_obj);
@@ -326,7 +366,6 @@ static void send_error(void)
   Py_XDECREF(type);
   Py_XDECREF(value);
   Py_XDECREF(tb);
-  write_json_frame(PCC_FRAME_ERROR, json);
 }
 
 /* Compiles and answers one request. compile_fn is builtins.compile. */
@@ -349,25 +388,18 @@ static void handle_compile(PyObject *compile_fn, int opt, PyObject *path, PyObje
     return;
   }
   if ((size_t)PyBytes_GET_SIZE(marshalled) > PCC_FRAME_MAX - 1) {
-    cJSON *json = cJSON_CreateObject();
+    /* a limit of ours, not a fault of the source: transient */
     Py_DECREF(marshalled);
-    if (json &&
-        (!cJSON_AddStringToObject(json, "type", "OverflowError") ||
-         !cJSON_AddStringToObject(json, "message", "marshalled code exceeds the frame limit") ||
-         !cJSON_AddNumberToObject(json, "line", 0) ||
-         !cJSON_AddNumberToObject(json, "offset", 0))) {
-      cJSON_Delete(json);
-      json = NULL;
-    }
-    write_json_frame(PCC_FRAME_ERROR, json);
+    send_error_frame("OverflowError", "marshalled code exceeds the frame limit", 0, 0, true);
     return;
   }
   write_frame(PCC_FRAME_CODE, PyBytes_AS_STRING(marshalled), (size_t)PyBytes_GET_SIZE(marshalled));
   Py_DECREF(marshalled);
 }
 
-/* Reads compile frames until EOF. Returns the exit status. */
-static int serve(PyObject *compile_fn)
+/* Reads compile frames until EOF. probe (NULL: none) is attempted at the first compile, once the
+ * request has been read. Returns the exit status. */
+static int serve(PyObject *compile_fn, const char *probe)
 {
   for (;;) {
     uint8_t prefix[PCC_FRAME_PREFIX_LEN + 5];
@@ -416,6 +448,10 @@ static int serve(PyObject *compile_fn)
       return WORKER_EXIT_NOMEM;
     }
     read_body(PyBytes_AS_STRING(source), source_len);
+    if (probe) {
+      compiler_sandbox_probe(probe);
+      probe = NULL;
+    }
     handle_compile(compile_fn, opt, path, source);
     Py_DECREF(source);
     Py_DECREF(path);
@@ -424,12 +460,20 @@ static int serve(PyObject *compile_fn)
 
 int main(int argc, char **argv)
 {
+  const char *probe = NULL;
   PyObject *builtins, *compile_fn;
   int rc;
 
-  (void)argc;
-  drop_privileges();
+  if (argc == 3 && strcmp(argv[1], "--sandbox-probe") == 0 &&
+      compiler_sandbox_probe_known(argv[2])) {
+    probe = argv[2];
+  } else if (argc > 1) {
+    fprintf(stderr, "usage: pycached-cpython-worker (started by pycached's compiler pool)\n");
+    return WORKER_EXIT_SETUP;
+  }
+  setup_descriptors();
   init_python(argv[0] ? argv[0] : "pycached-cpython-worker");
+  preload();
   builtins = PyImport_ImportModule("builtins");
   compile_fn = builtins ? PyObject_GetAttrString(builtins, "compile") : NULL;
   Py_XDECREF(builtins);
@@ -437,8 +481,14 @@ int main(int argc, char **argv)
     PyErr_Print();
     return WORKER_EXIT_SETUP;
   }
+  rc = compiler_sandbox_install(frame_out);
+  if (rc != 0) {
+    fprintf(stderr, "pycached-cpython-worker: cannot install the seccomp filter: %s\n",
+            strerror(rc));
+    return WORKER_EXIT_SETUP;
+  }
   send_hello();
-  rc = serve(compile_fn);
+  rc = serve(compile_fn, probe);
   Py_DECREF(compile_fn);
   if (Py_FinalizeEx() != 0 && rc == WORKER_EXIT_EOF)
     rc = WORKER_EXIT_IO;

@@ -4,7 +4,9 @@
 # same as pycached-cpython-worker: a hello with this interpreter's importlib.util.MAGIC_NUMBER,
 # then one 'K' (marshal.dumps(code)) or 'E' (JSON error) answer per 'C' compile frame. Run it as
 #   <interpreter> -I -S -B /usr/share/pycached/worker.py
-# (the pool's argv). Exits 0 on EOF at a frame boundary, non-zero on anything malformed.
+# (the pool's argv). Exits 0 on EOF at a frame boundary, non-zero on anything malformed. The pool
+# confines it before exec as it does every worker (compiler/compiler.h); unlike the embedded
+# worker it has no seccomp filter (another interpreter loads what it likes when it likes).
 import importlib.util
 import json
 import marshal
@@ -36,6 +38,8 @@ def write_frame(out, kind, payload):
 
 
 def error_frame(out, exc):
+    # Only SyntaxError and ValueError (null bytes, UnicodeDecodeError) are the source's fault;
+    # anything else (MemoryError, RecursionError, our frame limit) is transient (frame.h).
     if isinstance(exc, SyntaxError):
         message = exc.msg if exc.msg is not None else str(exc)
         line, offset = exc.lineno or 0, exc.offset or 0
@@ -45,7 +49,8 @@ def error_frame(out, exc):
     doc = {"type": type(exc).__name__,
            "message": message.decode("utf-8", "ignore"),
            "line": line if isinstance(line, int) and line > 0 else 0,
-           "offset": offset if isinstance(offset, int) and offset > 0 else 0}
+           "offset": offset if isinstance(offset, int) and offset > 0 else 0,
+           "transient": not isinstance(exc, (SyntaxError, ValueError))}
     write_frame(out, "E", json.dumps(doc).encode("ascii"))
 
 

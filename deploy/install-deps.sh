@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential pkg-config meson ninja-build
-  libmicrohttpd-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev libsodium-dev libssl-dev
+  libmicrohttpd-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev libsodium-dev
+  libssl-dev libseccomp-dev
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl
   chromium nodejs pypy3 python3-sympy

@@ -167,3 +167,17 @@ pcc_proto_status pcc_entry_from_json(const char *text, size_t len, pcc_entry **o
   *out = entry;
   return PCC_PROTO_OK;
 }
+
+void pcc_utf8_trim(char *text)
+{
+  size_t len = strlen(text), start = len;
+  while (start > 0 && ((unsigned char)text[start - 1] & 0xc0) == 0x80 && len - start < 3)
+    start--;
+  if (start == 0)
+    return;
+  unsigned char lead = (unsigned char)text[start - 1];
+  size_t want = lead < 0x80 ? 1 : (lead & 0xe0) == 0xc0 ? 2 : (lead & 0xf0) == 0xe0 ? 3
+                                 : (lead & 0xf8) == 0xf0 ? 4 : 1;
+  if (len - (start - 1) < want)
+    text[start - 1] = '\0';
+}

@@ -92,6 +92,9 @@
 #define PCC_CTL_WARM_DEPTH_MAX 64        /* directory levels warm enters below a DIR */
 #define PCC_CTL_WARM_REASON_MAX 512      /* bytes of one problem warm reports */
 
+/* ---- compiler workers: confinement ---------------------------------------------------------- */
+#define PCC_WORKER_COMPILES_DEFAULT 1000  /* option --worker-recycle: compiles of one worker */
+
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {
   const char *name;   /* the macro's name */

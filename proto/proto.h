@@ -209,6 +209,10 @@ typedef struct {
 pcc_proto_status pcc_entry_from_json(const char *text, size_t len, pcc_entry **out);
 void pcc_entry_free(pcc_entry *entry);
 
+/* Cuts a NUL-terminated text that snprintf may have truncated inside a UTF-8 character back to
+ * its last whole character (clients decode server texts as UTF-8). */
+void pcc_utf8_trim(char *text);
+
 /* Builds {"error": code, "message": message}; callers add more fields. Caller owns it. */
 cJSON *pcc_error_to_json(const char *code, const char *message);
 

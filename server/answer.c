@@ -47,22 +47,6 @@ void pcc_answer_clear(pcc_answer *answer)
   pcc_answer_init(answer);
 }
 
-/* Cuts a NUL-terminated text that may have been truncated inside a UTF-8 character back to the
- * last whole character (clients decode messages as UTF-8). */
-static void utf8_trim(char *text)
-{
-  size_t len = strlen(text), start = len;
-  while (start > 0 && ((unsigned char)text[start - 1] & 0xc0) == 0x80 && len - start < 3)
-    start--;
-  if (start == 0)
-    return;
-  unsigned char lead = (unsigned char)text[start - 1];
-  size_t want = lead < 0x80 ? 1 : (lead & 0xe0) == 0xc0 ? 2 : (lead & 0xf0) == 0xe0 ? 3
-                                 : (lead & 0xf8) == 0xf0 ? 4 : 1;
-  if (len - (start - 1) < want)
-    text[start - 1] = '\0';
-}
-
 static void set_error(pcc_answer *answer, pcc_error_code code, const char *fmt, va_list ap)
 {
   pcc_answer_clear(answer);
@@ -70,7 +54,7 @@ static void set_error(pcc_answer *answer, pcc_error_code code, const char *fmt, 
   answer->error = code;
   int n = vsnprintf(answer->message, sizeof answer->message, fmt, ap);
   if (n >= (int)sizeof answer->message)
-    utf8_trim(answer->message);
+    pcc_utf8_trim(answer->message);
 }
 
 void pcc_answer_error(pcc_answer *answer, pcc_error_code code, const char *fmt, ...)
@@ -95,7 +79,7 @@ void pcc_answer_bad_parameter(pcc_answer *answer, const char *param, const char 
   va_list ap;
   va_start(ap, fmt);
   if (vsnprintf(what, sizeof what, fmt, ap) >= (int)sizeof what)
-    utf8_trim(what);
+    pcc_utf8_trim(what);
   va_end(ap);
   pcc_answer_error(answer, PCC_ERR_BAD_PARAMETER, "%s: %s", param, what);
   pcc_answer_extra_string(answer, "param", param);
@@ -139,7 +123,7 @@ void pcc_answer_header(pcc_answer *answer, const char *name, const char *value)
   answer->headers[answer->n_headers].name = name;
   if (snprintf(answer->headers[answer->n_headers].value, PCC_ANSWER_HEADER_LEN, "%s", value) >=
       PCC_ANSWER_HEADER_LEN)
-    utf8_trim(answer->headers[answer->n_headers].value);
+    pcc_utf8_trim(answer->headers[answer->n_headers].value);
   answer->n_headers++;
 }
 

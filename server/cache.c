@@ -168,6 +168,20 @@ static void job_compile(cache *c, job *j)
     fprintf(stderr, "pycached: compile of %s failed: %s\n", j->path, j->message);
     return;
   }
+  if (!result->ok && result->transient) {
+    /* MemoryError, RecursionError...: not the source's fault, so not stored; another try (more
+     * --worker-memory, a worker less busy) may compile it */
+    atomic_fetch_add(&totals->compiler_failures, 1);
+    j->result = JOB_UNAVAILABLE;
+    snprintf(j->message, sizeof j->message, "compiler: %s: %s (not the source's fault: not "
+             "stored; try again or compile locally)", result->error_type ? result->error_type
+                                                                           : "Error",
+             result->error_message ? result->error_message : "");
+    pcc_utf8_trim(j->message);
+    fprintf(stderr, "pycached: compile of %s failed: %s\n", j->path, j->message);
+    pcc_compile_result_free(result);
+    return;
+  }
   pcc_magic_counters *magic = pcc_counters_for(counters, &j->magic);
   atomic_fetch_add(&magic->compiles, 1);
   pcc_histogram_add(&totals->compile_latency, result->compile_us);
@@ -204,6 +218,7 @@ static void job_compile(cache *c, job *j)
     j->result = JOB_STORE_FULL;
     snprintf(j->message, sizeof j->message, "the store is full (%s was compiled but not "
              "stored); raise --map-size", j->path);
+    pcc_utf8_trim(j->message);
     fprintf(stderr, "pycached: %s\n", j->message);
   } else {
     j->result = JOB_INTERNAL;

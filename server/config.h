@@ -32,7 +32,8 @@ typedef struct {
   uint64_t threads;          /* HTTP threads */
   uint64_t max_connections;
   const char *worker;        /* compiler worker executable; NULL: found next to pycached */
-  const char *worker_user;   /* user the workers run as; NULL: "nobody" when started as root */
+  const char *worker_user;   /* user the workers run as; NULL: their own uid when root */
+  uint64_t worker_recycle;   /* compiles of one worker before a fresh one replaces it */
   const char *source_roots[PCC_MAX_SOURCE_ROOTS];
   unsigned n_source_roots;
   const char *compilers[PCC_MAX_COMPILERS]; /* other interpreters, each a backend */

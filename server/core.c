@@ -1,6 +1,7 @@
 /* core.c: the core of pycached (core.h): configuration, store, compiler backends, source roots,
  * counters and the validated lookup. */
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdatomic.h>
@@ -90,20 +91,56 @@ static bool find_worker_script(char *out, size_t len)
   return find_file(candidates, sizeof candidates / sizeof candidates[0], R_OK, out, len);
 }
 
-/* The user the workers run as: --worker-user, else "nobody" when the server runs as root (a
- * compiler should not run with the server's rights, least of all root's). False when a named
- * user does not exist. */
+/* Started as root without --worker-user, the workers run as the first id from WORKER_ID_BASE on
+ * (at most WORKER_ID_SCAN tried) that names neither a user nor a group. 70000 lies outside the
+ * ranges others allocate from: Debian's system and on-demand ids (up to 64999), systemd's
+ * DynamicUser= ids (61184..65519), nobody (65534) and the subordinate ids of /etc/subuid (from
+ * 100000 by default). */
+#define WORKER_ID_BASE 70000u
+#define WORKER_ID_SCAN 1000u
+
+/* Whether id names no user and no group; an error of the user database counts as a name. */
+static bool id_unnamed(unsigned id)
+{
+  struct passwd user, *user_found = NULL;
+  struct group group, *group_found = NULL;
+  char buf[4096];
+  int rc = getpwuid_r((uid_t)id, &user, buf, sizeof buf, &user_found);
+  if ((rc != 0 && rc != ENOENT && rc != ESRCH) || user_found != NULL)
+    return false;
+  rc = getgrgid_r((gid_t)id, &group, buf, sizeof buf, &group_found);
+  return (rc == 0 || rc == ENOENT || rc == ESRCH) && group_found == NULL;
+}
+
+/* The user the workers run as. A compiler should not run with the server's rights, least of all
+ * root's: started as root, the server runs them as --worker-user, else as a uid and gid of their
+ * own that no file, process or other service on the host has (nobody's are shared with every
+ * service that uses it; a subverted worker could signal or trace those). Not root, they keep the
+ * server's unprivileged user. False when the named user does not exist or no id is free. */
 static bool worker_identity(const pcc_config *config, pcc_compiler_config *out)
 {
   const char *name = config->worker_user;
   if (name == NULL && geteuid() != 0)
     return true; /* not root: the workers keep the server's (unprivileged) user */
+  if (name == NULL) {
+    for (unsigned id = WORKER_ID_BASE; id < WORKER_ID_BASE + WORKER_ID_SCAN; id++) {
+      if (id_unnamed(id)) {
+        fprintf(stderr, "pycached: compiler workers run as uid and gid %u (no user's)\n", id);
+        out->drop_privileges = true;
+        out->uid = (uid_t)id;
+        out->gid = (gid_t)id;
+        return true;
+      }
+    }
+    fprintf(stderr, "pycached: no free uid for the compiler workers in %u..%u (--worker-user)\n",
+            WORKER_ID_BASE, WORKER_ID_BASE + WORKER_ID_SCAN - 1);
+    return false;
+  }
   struct passwd entry, *found = NULL;
   char buf[4096];
-  if (getpwnam_r(name ? name : "nobody", &entry, buf, sizeof buf, &found) != 0 || found == NULL) {
-    fprintf(stderr, "pycached: no user %s for the compiler workers%s\n", name ? name : "nobody",
-            name ? "" : "; they run as root");
-    return name == NULL;
+  if (getpwnam_r(name, &entry, buf, sizeof buf, &found) != 0 || found == NULL) {
+    fprintf(stderr, "pycached: no user %s for the compiler workers\n", name);
+    return false;
   }
   out->drop_privileges = true;
   out->uid = found->pw_uid;
@@ -140,6 +177,7 @@ static pcc_core_status backend_start(pcc_core *core, const char *interpreter)
     .timeout_ms = (unsigned)(config->compile_timeout * 1000),
     .memory_limit = config->worker_memory,
     .max_frame = 0, /* the frame limit of pcc_limits.h */
+    .max_compiles = (unsigned)config->worker_recycle,
   };
   if (!worker_identity(config, &compiler_config))
     return PCC_CORE_CONFIG;

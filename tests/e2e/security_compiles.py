@@ -64,3 +64,22 @@ class Compiles(unittest.TestCase):
             self.assertEqual((status, body["error"]), (504, "compile-timeout"))
             self.assertGreaterEqual(took, 0.9)
         self.assertEqual(server.stats()["compile_timeouts"], 2)
+
+    def test_a_memory_error_is_not_the_sources_fault(self):
+        # The parser runs out of its own stack/memory on 100000 unary minus signs: MemoryError,
+        # however much memory the worker has. Before issue 9 it was stored as a compile error and
+        # answered 422 from the store for ever, even after a restart.
+        path = make_tree(self.tmp, {"deep/minus.py": "x = " + "-" * 100000 + "1\n"}) and \
+            os.path.join(self.tmp, "deep/minus.py")
+        server = self.start()
+        for _ in range(2):
+            status, body, _ = self.compile(server, path)
+            self.assertEqual((status, body["error"]), (503, "compiler-unavailable"), body)
+            self.assertIn("MemoryError", body["message"])
+        self.assertEqual(server.stats()["compile_errors"], 0)
+        self.assertEqual(server.stats()["store"]["blobs"], 0, "a transient error was stored")
+        server.stop()
+        self.servers.remove(server)
+        server = self.start()
+        status, body, _ = self.compile(server, path)
+        self.assertEqual((status, body["error"]), (503, "compiler-unavailable"))

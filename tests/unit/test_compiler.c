@@ -3,13 +3,15 @@
  * Runs the real pycached-cpython-worker (PCC_TEST_WORKER) and compiler/worker.py
  * (PCC_TEST_WORKER_PY) and checks their output against the reference interpreter
  * (PCC_TEST_PYTHON, /usr/bin/python3 by default), which executes the pycs we build from the
- * marshal bytes. Faults are injected for real: SIGKILL mid-compile, a timeout, a memory limit.
+ * marshal bytes. Faults are injected for real: SIGKILL mid-compile, a timeout, a memory limit,
+ * calls the worker's seccomp filter forbids (its hidden --sandbox-probe option).
  */
 #include <check.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,16 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "asan.h"
 #include "compiler.h"
 #include "test_helpers.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
 
 #define COMPILER_OK(expr) CHECK_RC(expr, pcc_compiler_strerror)
 
@@ -174,6 +169,79 @@ static int count_fds(void) {
   return n;
 }
 
+/* Reads /proc/<pid>/<name> into out (through cat: /proc files have no size to read up to). */
+static void read_proc(pid_t pid, const char *name, char *out, size_t size) {
+  char path[64];
+  const char *cat[] = {"/bin/cat", path, NULL};
+  snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
+  ck_assert_int_eq(run_capture(cat, out, size), 0);
+}
+
+/* What the pool applies to every worker (compiler.h): cwd /, no core dumps, a small fd budget,
+ * no new privileges; and the seccomp filter when filtered (the embedded worker's own). */
+static void check_confined(pid_t pid, bool filtered) {
+  char link[64], cwd[64], text[8192];
+  ssize_t n;
+  snprintf(link, sizeof link, "/proc/%d/cwd", (int)pid);
+  n = readlink(link, cwd, sizeof cwd - 1);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(cwd[0], '/');
+  read_proc(pid, "limits", text, sizeof text);
+  ck_assert_msg(strstr(text, "Max core file size        0                    0") != NULL, "%s",
+                text);
+  ck_assert_msg(strstr(text, "Max open files            16                   16") != NULL, "%s",
+                text);
+  read_proc(pid, "status", text, sizeof text);
+  ck_assert_msg(strstr(text, "\nNoNewPrivs:\t1\n") != NULL, "%s", text);
+  ck_assert_msg(strstr(text, filtered ? "\nSeccomp:\t2\n" : "\nSeccomp:\t0\n") != NULL, "%s",
+                text);
+}
+
+/* The reference interpreter's outcome for src: what running it prints or, when compile() raises
+ * SyntaxError or ValueError, "Type|message|line|offset\n" as the worker reports it (a line or
+ * offset that is unknown, None or negative, is 0). */
+static void reference_outcome(const char *src, size_t len, char *out, size_t size) {
+  char path[] = "/tmp/pcc_test_XXXXXX.py";
+  int fd = mkstemps(path, 3);
+  const char *argv[] = {python_path(), "-I", "-c",
+                        "import sys\n"
+                        "try:\n"
+                        "    code = compile(open(sys.argv[1], 'rb').read(), 'm.py', 'exec',"
+                        " dont_inherit=True)\n"
+                        "except (SyntaxError, ValueError) as e:\n"
+                        "    at = [max(getattr(e, a, 0) or 0, 0) for a in ('lineno', 'offset')]\n"
+                        "    print(type(e).__name__, getattr(e, 'msg', None) or e, *at,"
+                        " sep='|')\n"
+                        "else:\n"
+                        "    exec(code, {'__name__': '__main__'})\n",
+                        path, NULL};
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  write_file(path, src, len);
+  ck_assert_int_eq(run_capture(argv, out, size), 0);
+  unlink(path);
+}
+
+/* Compiles src in the pool and checks that the outcome is the reference interpreter's: the same
+ * output from the served code, or the same source error (never a transient one). */
+static void expect_like_reference(pcc_compiler *pool, const char *src, size_t len) {
+  char expected[OUTPUT_MAX], got[OUTPUT_MAX];
+  pcc_compile_result *result = NULL;
+  reference_outcome(src, len, expected, sizeof expected);
+  COMPILER_OK(pcc_compiler_compile(pool, 0, "/tmp/pcc_test_mod.py", src, len, &result));
+  if (result->ok) {
+    run_pyc(pool, result, got, sizeof got);
+  } else {
+    ck_assert_ptr_null(result->marshal);
+    ck_assert_msg(!result->transient, "%s is transient", result->error_type);
+    snprintf(got, sizeof got, "%s|%s|%d|%d\n", result->error_type, result->error_message,
+             result->error_line, result->error_offset);
+  }
+  ck_assert_msg(strcmp(got, expected) == 0, "source %.60s: got %s, expected %s", src, got,
+                expected);
+  pcc_compile_result_free(result);
+}
+
 /* ---- tests ------------------------------------------------------------------------------- */
 
 START_TEST(test_open_hello) {
@@ -190,21 +258,8 @@ START_TEST(test_open_hello) {
   ck_assert_uint_eq(pcc_compiler_worker_pids(pool, pids, 4), 2);
   ck_assert(pids[0] > 0 && pids[1] > 0 && pids[0] != pids[1]);
   ck_assert_uint_eq(pcc_compiler_worker_pids(pool, NULL, 0), 2);
-  { /* least privilege: cwd is /, core dumps off, a small fd budget */
-    char link[64], cwd[64], limits[8192];
-    const char *cat[] = {"/bin/cat", link, NULL};
-    ssize_t n;
-    snprintf(link, sizeof link, "/proc/%d/cwd", (int)pids[0]);
-    n = readlink(link, cwd, sizeof cwd - 1);
-    ck_assert_int_eq(n, 1);
-    ck_assert_int_eq(cwd[0], '/');
-    snprintf(link, sizeof link, "/proc/%d/limits", (int)pids[0]);
-    ck_assert_int_eq(run_capture(cat, limits, sizeof limits), 0);
-    ck_assert_msg(strstr(limits, "Max core file size        0                    0") != NULL,
-                  "%s", limits);
-    ck_assert_msg(strstr(limits, "Max open files            16                   16") != NULL,
-                  "%s", limits);
-  }
+  check_confined(pids[0], true);
+  check_confined(pids[1], true);
   pcc_compiler_close(pool);
   pcc_compiler_close(NULL);
   ck_assert_int_eq(count_fds(), fds); /* every socket closed */
@@ -270,43 +325,22 @@ START_TEST(test_syntax_error) {
   pcc_compiler *pool = open_default(1, 0, 0);
   const char *src = "x = 1\nif x:\n    y = (1 +\n";
   const char *bad = "x = 1\ndef f(:\n    pass\n";
-  char path[] = "/tmp/pcc_test_XXXXXX.py";
-  char expected[OUTPUT_MAX], got[OUTPUT_MAX];
-  int fd = mkstemps(path, 3);
-  const char *argv[] = {python_path(), "-I", "-c",
-                        "import sys\n"
-                        "try:\n"
-                        "    compile(open(sys.argv[1], 'rb').read(), 'm.py', 'exec',"
-                        " dont_inherit=True)\n"
-                        "except SyntaxError as e:\n"
-                        "    print(type(e).__name__, e.msg, e.lineno, e.offset, sep='|')\n",
-                        path, NULL};
   pcc_compile_result *result;
 
-  ck_assert_int_ge(fd, 0);
-  close(fd);
-  for (int i = 0; i < 2; i++) {
-    const char *text = i == 0 ? bad : src;
-    write_file(path, text, strlen(text));
-    ck_assert_int_eq(run_capture(argv, expected, sizeof expected), 0);
-    result = compile_text(pool, 0, text);
-    ck_assert(!result->ok);
-    ck_assert_ptr_null(result->marshal);
-    snprintf(got, sizeof got, "%s|%s|%d|%d\n", result->error_type, result->error_message,
-             result->error_line, result->error_offset);
-    ck_assert_str_eq(got, expected);
-    if (i == 0) {
-      ck_assert_str_eq(result->error_type, "SyntaxError");
-      ck_assert_str_eq(result->error_message, "invalid syntax");
-      ck_assert_int_eq(result->error_line, 2);
-      ck_assert_int_eq(result->error_offset, 7);
-    }
-    pcc_compile_result_free(result);
-  }
-  unlink(path);
+  expect_like_reference(pool, src, strlen(src));
+  expect_like_reference(pool, bad, strlen(bad));
+  result = compile_text(pool, 0, bad);
+  ck_assert(!result->ok);
+  ck_assert(!result->transient);
+  ck_assert_str_eq(result->error_type, "SyntaxError");
+  ck_assert_str_eq(result->error_message, "invalid syntax");
+  ck_assert_int_eq(result->error_line, 2);
+  ck_assert_int_eq(result->error_offset, 7);
+  pcc_compile_result_free(result);
 
   result = compile_text(pool, 0, "def f():\nreturn 1\n");
   ck_assert(!result->ok);
+  ck_assert(!result->transient);
   ck_assert_str_eq(result->error_type, "IndentationError");
   ck_assert_int_eq(result->error_line, 2);
   pcc_compile_result_free(result);
@@ -327,8 +361,63 @@ START_TEST(test_coding_declaration) {
   /* Without the declaration the same byte is a decoding error, as in CPython's import. */
   result = compile_text(pool, 0, nocookie);
   ck_assert(!result->ok);
+  ck_assert(!result->transient);
   ck_assert_str_eq(result->error_type, "SyntaxError");
   pcc_compile_result_free(result);
+  pcc_compiler_close(pool);
+}
+END_TEST
+
+/* Every codec is loaded before the sandbox closes the file system: declarations of all kinds,
+ * and those no codec answers, behave as in the reference interpreter (which reads its codecs
+ * from disk when it needs them). Each source prints the character it decodes to. */
+START_TEST(test_coding_declarations_in_the_sandbox) {
+  static const char *const sources[] = {
+    "# -*- coding: cp1252 -*-\nprint(ascii('\x80'))\n",
+    "# -*- coding: euc-jp -*-\nprint(ascii('\xa4\xa2'))\n",
+    "# -*- coding: shift_jis -*-\nprint(ascii('\x82\xa0'))\n",
+    "# -*- coding: gbk -*-\nprint(ascii('\xc4\xe3'))\n",
+    "# -*- coding: big5 -*-\nprint(ascii('\xa7" "A'))\n",
+    "# -*- coding: iso2022_jp -*-\nprint(ascii('\x1b$B$\"\x1b(B'))\n",
+    "# -*- coding: koi8-r -*-\nprint(ascii('\xc1'))\n",
+    "# vim: set fileencoding=iso-8859-15 :\nprint(ascii('\xa4'))\n",
+    "#!/usr/bin/python\n# coding=mac-roman\nprint(ascii('\x8e'))\n",
+    "# coding: cp437\nprint(ascii('\x82'))\n",
+    "# coding: idna\nprint(1)\n",
+    "print(ascii('\\N{BULLET}'), ascii('\\N{HIRAGANA LETTER A}'))\n", /* unicodedata */
+    "# coding: latin-1\nx = '\xe9' +\n",   /* an error's offset counts decoded characters */
+    "# coding: latin-1\nprint(1 is 1)\n",  /* a SyntaxWarning, its source line refused */
+    "print('\\d')\n",                      /* a DeprecationWarning (ignored by default) */
+    "# coding: foo\nx = 1\n",              /* no such codec: its module search is refused */
+    "# coding: foo\nx = 1\n",              /* ... and again, once the lookup is cached */
+    "# coding: mbcs\nx = 1\n",             /* Windows only */
+    "# coding: rot13\nx = 1\n",            /* not a text encoding */
+    "# coding: undefined\nx = 1\n",        /* a codec that refuses everything */
+    "# coding: utf-16\nx = 1\n",           /* decodes the rest as UTF-16 */
+  };
+  pcc_compiler *pool = open_default(1, 0, 0);
+  for (size_t i = 0; i < sizeof sources / sizeof sources[0]; i++)
+    expect_like_reference(pool, sources[i], strlen(sources[i]));
+  ck_assert_uint_eq(pcc_compiler_restarts(pool), 0);
+  pcc_compiler_close(pool);
+}
+END_TEST
+
+/* A source near the default --max-source: large buffers (mremap, mmap) are within the filter. */
+START_TEST(test_huge_source) {
+  size_t n = (size_t)12 << 20;
+  const char *head = "s = '", *tail = "'\nprint(len(s))\n";
+  size_t len = strlen(head) + n + strlen(tail);
+  char *src = malloc(len);
+  char expected[32];
+  pcc_compiler *pool = open_default(1, 0, 0);
+  ck_assert_ptr_nonnull(src);
+  memcpy(src, head, strlen(head));
+  memset(src + strlen(head), 'a', n);
+  memcpy(src + strlen(head) + n, tail, strlen(tail));
+  snprintf(expected, sizeof expected, "%zu\n", n);
+  expect_output(pool, 0, src, len, expected);
+  free(src);
   pcc_compiler_close(pool);
 }
 END_TEST
@@ -367,7 +456,61 @@ START_TEST(test_null_byte) {
                     strcmp(result->error_type, "SyntaxError") == 0,
                 "type %s", result->error_type);
   ck_assert(strstr(result->error_message, "null bytes") != NULL);
+  ck_assert(!result->transient);
   pcc_compile_result_free(result);
+  pcc_compiler_close(pool);
+}
+END_TEST
+
+/* prefix, then times copies of part, then suffix (caller frees). */
+static char *repeat(const char *prefix, const char *part, size_t times, const char *suffix) {
+  size_t a = strlen(prefix), b = strlen(part), c = strlen(suffix);
+  char *out = malloc(a + b * times + c + 1);
+  ck_assert_ptr_nonnull(out);
+  memcpy(out, prefix, a);
+  for (size_t i = 0; i < times; i++) memcpy(out + a + b * i, part, b);
+  memcpy(out + a + b * times, suffix, c + 1);
+  return out;
+}
+
+/* Compiles src and checks that it fails with a transient error of one of the two types. */
+static void expect_transient(pcc_compiler *pool, const char *src, const char *type,
+                             const char *or_type) {
+  pcc_compile_result *result = compile_text(pool, 0, src);
+  ck_assert(!result->ok);
+  ck_assert_msg(strcmp(result->error_type, type) == 0 || strcmp(result->error_type, or_type) == 0,
+                "type %s: %s", result->error_type, result->error_message);
+  ck_assert_msg(result->transient, "%s is not transient", result->error_type);
+  pcc_compile_result_free(result);
+}
+
+/* MemoryError and RecursionError from compile() are not the source's fault; SyntaxError,
+ * ValueError and their kin are (the tests above check them, each !transient). */
+static void check_transient_errors(pcc_compiler *pool) {
+  /* 100000 unary minus signs: the parser's stack overflows (3.11: MemoryError) */
+  char *deep = repeat("x = ", "-", 100000, "1\n");
+  /* a sum of 100000 terms: the compiler's recursion limit (RecursionError) */
+  char *long_sum = repeat("x = 1", " + 1", 100000, "\n");
+  /* too many nested parentheses is a SyntaxError, the source's fault */
+  char *parens = repeat("x = ", "(", 300, "\n");
+  pcc_compile_result *result;
+  expect_transient(pool, deep, "MemoryError", "RecursionError");
+  expect_transient(pool, long_sum, "RecursionError", "MemoryError");
+  result = compile_text(pool, 0, parens);
+  ck_assert(!result->ok);
+  ck_assert_str_eq(result->error_type, "SyntaxError");
+  ck_assert(!result->transient);
+  pcc_compile_result_free(result);
+  free(deep);
+  free(long_sum);
+  free(parens);
+}
+
+START_TEST(test_transient_errors) {
+  pcc_compiler *pool = open_default(1, 0, 0);
+  check_transient_errors(pool);
+  expect_output(pool, 0, "print('alive')\n", 15, "alive\n");
+  ck_assert_uint_eq(pcc_compiler_restarts(pool), 0);
   pcc_compiler_close(pool);
 }
 END_TEST
@@ -392,13 +535,22 @@ static void sleep_ms(long ms) {
   }
 }
 
+/* After the pool's one worker, before, failed: it was replaced once, and the new one compiles. */
+static void expect_replaced(pcc_compiler *pool, pid_t before) {
+  pid_t after[1];
+  ck_assert_uint_eq(pcc_compiler_restarts(pool), 1);
+  ck_assert_uint_eq(pcc_compiler_worker_pids(pool, after, 1), 1);
+  ck_assert_int_ne(before, after[0]);
+  expect_output(pool, 0, "print('alive')\n", 15, "alive\n");
+}
+
 START_TEST(test_worker_killed) {
   pcc_compiler *pool = open_default(1, 30000, 0);
   size_t len;
   char *src = slow_source(SLOW_LINES, &len);
   compile_job job = {.pool = pool, .src = src, .len = len};
   pthread_t thread;
-  pid_t before[1], after[1];
+  pid_t before[1];
 
   ck_assert_uint_eq(pcc_compiler_worker_pids(pool, before, 1), 1);
   ck_assert_int_eq(pthread_create(&thread, NULL, compile_thread, &job), 0);
@@ -407,10 +559,7 @@ START_TEST(test_worker_killed) {
   ck_assert_int_eq(pthread_join(thread, NULL), 0);
   ck_assert_int_eq(job.rc, PCC_COMPILER_CRASHED);
   ck_assert_ptr_null(job.result);
-  ck_assert_uint_eq(pcc_compiler_restarts(pool), 1);
-  ck_assert_uint_eq(pcc_compiler_worker_pids(pool, after, 1), 1);
-  ck_assert_int_ne(before[0], after[0]);
-  expect_output(pool, 0, "print('alive')\n", 15, "alive\n");
+  expect_replaced(pool, before[0]);
   free(src);
   pcc_compiler_close(pool);
 }
@@ -455,7 +604,7 @@ START_TEST(test_timeout) {
 }
 END_TEST
 
-#ifndef TEST_ASAN
+#ifndef PCC_ASAN
 START_TEST(test_memory_limit) {
   pcc_compiler *pool = open_default(1, 20000, (uint64_t)200 << 20);
   /* a list display of a million elements needs about 1 GiB to compile */
@@ -467,10 +616,13 @@ START_TEST(test_memory_limit) {
   memcpy(src, "x = [", 5);
   for (size_t i = 0; i < n; i++) memcpy(src + 5 + 2 * i, "1,", 2);
   memcpy(src + 5 + 2 * n, "]\n", 2);
+  /* The allocation fails inside the filter (mmap's ENOMEM) and compile() raises MemoryError,
+   * which is no fault of the source. */
   rc = pcc_compiler_compile(pool, 0, "/tmp/big.py", src, len, &result);
-  ck_assert_msg(rc == PCC_COMPILER_CRASHED || (rc == PCC_COMPILER_OK && !result->ok &&
-                                               strcmp(result->error_type, "MemoryError") == 0),
-                "rc %s", pcc_compiler_strerror(rc));
+  ck_assert_msg(rc == PCC_COMPILER_OK, "rc %s", pcc_compiler_strerror(rc));
+  ck_assert(!result->ok);
+  ck_assert_str_eq(result->error_type, "MemoryError");
+  ck_assert(result->transient);
   pcc_compile_result_free(result);
   expect_output(pool, 0, "print('alive')\n", 15, "alive\n");
   free(src);
@@ -487,8 +639,12 @@ START_TEST(test_python_script_worker) {
   pcc_compile_result *a, *b;
   const char *src = "def f(n):\n    return n * 2\nprint(f(21))\n";
   ck_assert(pcc_magic_equal(pcc_compiler_magic(embedded), pcc_compiler_magic(script)));
+  pid_t pids[2];
   ck_assert_msg(strncmp(pcc_compiler_name(script), "cpython-3.11", 12) == 0, "name %s",
                 pcc_compiler_name(script));
+  /* the pool confines it as it does the embedded worker, but it has no seccomp filter */
+  ck_assert_uint_eq(pcc_compiler_worker_pids(script, pids, 2), 2);
+  check_confined(pids[0], false);
   expect_output(script, 0, src, strlen(src), "42\n");
   expect_output(script, 2, "'doc'\nprint(__doc__)\n", 20, "None\n");
   /* Same compiler underneath: the same bytes. */
@@ -500,10 +656,12 @@ START_TEST(test_python_script_worker) {
   pcc_compile_result_free(b);
   b = compile_text(script, 0, "x = 1\ndef f(:\n    pass\n");
   ck_assert(!b->ok);
+  ck_assert(!b->transient);
   ck_assert_str_eq(b->error_type, "SyntaxError");
   ck_assert_int_eq(b->error_line, 2);
   ck_assert_int_eq(b->error_offset, 7);
   pcc_compile_result_free(b);
+  check_transient_errors(script);
   pcc_compiler_close(script);
   pcc_compiler_close(embedded);
 }
@@ -561,10 +719,27 @@ START_TEST(test_concurrent) {
 }
 END_TEST
 
+/* A pool of one worker that is the sh script (kept by the caller while the pool lives). */
+static pcc_compiler *open_sh(const char *script, unsigned timeout_ms) {
+  static const char *argv[4];
+  argv[0] = "/bin/sh";
+  argv[1] = "-c";
+  argv[2] = script;
+  argv[3] = NULL;
+  return open_pool(argv, 1, timeout_ms, 0);
+}
+
+/* Fills marker ("/tmp/pcc_test_XXXXXX") with the name of a file that does not exist. */
+static void fresh_marker(char *marker) {
+  int fd = mkstemp(marker);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  unlink(marker);
+}
+
 /* A fake worker (sh) that says hello, answers its first request with a frame of unknown type
  * 'Z', and refuses to start again while `marker` exists. */
 static pcc_compiler *open_fake(char *script, size_t size, const char *marker) {
-  static const char *argv[4];
   const char *hello = "{\"magic\":\"a70d0d0a\",\"implementation\":\"fake\",\"version\":\"1.0\"}";
   int n = snprintf(script, size,
                    "if [ -e %s ]; then exit 1; fi; : > %s; "
@@ -572,23 +747,16 @@ static pcc_compiler *open_fake(char *script, size_t size, const char *marker) {
                    "head -c 1 >/dev/null; printf '\\001\\000\\000\\000Z'; sleep 5",
                    marker, marker, (unsigned)(strlen(hello) + 1), hello);
   ck_assert(n > 0 && (size_t)n < size);
-  argv[0] = "/bin/sh";
-  argv[1] = "-c";
-  argv[2] = script;
-  argv[3] = NULL;
-  return open_pool(argv, 1, 5000, 0);
+  return open_sh(script, 5000);
 }
 
 START_TEST(test_protocol_and_respawn_failure) {
   char marker[] = "/tmp/pcc_test_XXXXXX";
   char script[512];
-  int fd = mkstemp(marker);
   pcc_compiler *pool;
   pcc_compile_result *result = NULL;
   pid_t pid[1];
-  ck_assert_int_ge(fd, 0);
-  close(fd);
-  unlink(marker);
+  fresh_marker(marker);
   pool = open_fake(script, sizeof script, marker);
   ck_assert_str_eq(pcc_compiler_name(pool), "fake-1.0");
   /* 'Z' is a protocol error; the replacement cannot start (the marker exists). */
@@ -609,6 +777,95 @@ START_TEST(test_protocol_and_respawn_failure) {
   ck_assert_uint_eq(pcc_compiler_restarts(pool), 2);
   pcc_compiler_close(pool);
   unlink(marker);
+}
+END_TEST
+
+/* ---- the sandbox and recycling ----------------------------------------------------------- */
+
+static const char *const probe_kinds[] = {"open", "socket", "exec", "fork"};
+
+/* A pool of one embedded worker started through sh: the first with --sandbox-probe kind, its
+ * replacements without (they find marker, which the first creates). */
+static pcc_compiler *open_probe(const char *kind, char *script, size_t size, const char *marker) {
+  int n = snprintf(script, size,
+                   "if [ -e '%s' ]; then exec '%s'; fi; : > '%s'; exec '%s' --sandbox-probe %s",
+                   marker, worker_path(), marker, worker_path(), kind);
+  ck_assert(n > 0 && (size_t)n < size);
+  return open_sh(script, 0);
+}
+
+/* The worker attempts a call its filter forbids at its first compile: the kernel kills it, the
+ * compile fails as for any crash, and a fresh worker serves the next one. Without the filter the
+ * call fails harmlessly (it names a path that does not exist) and the compile succeeds. */
+START_TEST(test_sandbox_probe) {
+  const char *kind = probe_kinds[_i];
+  char marker[] = "/tmp/pcc_test_XXXXXX";
+  char script[2 * PATH_MAX + 256];
+  pcc_compiler *pool;
+  pcc_compile_result *result = NULL;
+  pid_t before[1];
+  fresh_marker(marker);
+  pool = open_probe(kind, script, sizeof script, marker);
+  ck_assert_uint_eq(pcc_compiler_worker_pids(pool, before, 1), 1);
+  ck_assert_msg(pcc_compiler_compile(pool, 0, "/a.py", "x = 1\n", 6, &result) ==
+                    PCC_COMPILER_CRASHED,
+                "probe %s: the worker was not killed", kind);
+  ck_assert_ptr_null(result);
+  ck_assert_int_eq(kill(before[0], 0), -1); /* gone and reaped */
+  expect_replaced(pool, before[0]);
+  pcc_compiler_close(pool);
+  unlink(marker);
+}
+END_TEST
+
+/* Opens a pool of one embedded worker that is recycled after max_compiles (0: the default). */
+static pcc_compiler *open_recycling(unsigned max_compiles) {
+  const char *argv[] = {worker_path(), NULL};
+  pcc_compiler_config config = {.argv = argv, .workers = 1, .max_compiles = max_compiles};
+  pcc_compiler *pool = NULL;
+  COMPILER_OK(pcc_compiler_open(&config, &pool));
+  return pool;
+}
+
+static pid_t only_pid(const pcc_compiler *pool) {
+  pid_t pid[1];
+  ck_assert_uint_eq(pcc_compiler_worker_pids(pool, pid, 1), 1);
+  return pid[0];
+}
+
+/* With max_compiles 3 the worker that answered 3 compiles is replaced: the 4th runs in a new
+ * process. A recycle is no restart (no failure). */
+START_TEST(test_recycle) {
+  pcc_compiler *pool = open_recycling(3);
+  pid_t first = only_pid(pool), second;
+  for (int i = 1; i <= 2; i++) {
+    expect_output(pool, 0, "print('hi')\n", 12, "hi\n");
+    ck_assert_int_eq(only_pid(pool), first);
+  }
+  expect_output(pool, 0, "print('hi')\n", 12, "hi\n"); /* the 3rd */
+  second = only_pid(pool);
+  ck_assert_int_ne(second, first);
+  ck_assert_int_eq(kill(first, 0), -1);
+  ck_assert_uint_eq(pcc_compiler_recycles(pool), 1);
+  ck_assert_uint_eq(pcc_compiler_restarts(pool), 0);
+  expect_output(pool, 0, "print('new')\n", 13, "new\n"); /* the 4th, in the new worker */
+  ck_assert_int_eq(only_pid(pool), second);
+  pcc_compiler_close(pool);
+}
+END_TEST
+
+/* max_compiles 0 is PCC_WORKER_COMPILES_DEFAULT: both sides of it. */
+START_TEST(test_recycle_default) {
+  pcc_compiler *pool = open_recycling(0);
+  pid_t first = only_pid(pool);
+  for (unsigned i = 0; i < PCC_WORKER_COMPILES_DEFAULT - 1; i++)
+    pcc_compile_result_free(compile_text(pool, 0, "x = 1\n"));
+  ck_assert_int_eq(only_pid(pool), first);
+  ck_assert_uint_eq(pcc_compiler_recycles(pool), 0);
+  pcc_compile_result_free(compile_text(pool, 0, "x = 1\n"));
+  ck_assert_int_ne(only_pid(pool), first);
+  ck_assert_uint_eq(pcc_compiler_recycles(pool), 1);
+  pcc_compiler_close(pool);
 }
 END_TEST
 
@@ -799,6 +1056,9 @@ static Suite *compiler_suite(void) {
   tcase_add_test(basic, test_utf8_bom);
   tcase_add_test(basic, test_optimize);
   tcase_add_test(basic, test_null_byte);
+  tcase_add_test(basic, test_coding_declarations_in_the_sandbox);
+  tcase_add_test(basic, test_huge_source);
+  tcase_add_test(basic, test_transient_errors);
   tcase_add_test(basic, test_python_script_worker);
   tcase_add_test(basic, test_concurrent);
   tcase_add_test(basic, test_open_limits);
@@ -810,9 +1070,13 @@ static Suite *compiler_suite(void) {
   tcase_add_test(faults, test_timeout);
   tcase_add_test(faults, test_close_while_busy);
   tcase_add_test(faults, test_protocol_and_respawn_failure);
+  tcase_add_loop_test(faults, test_sandbox_probe, 0,
+                      (int)(sizeof probe_kinds / sizeof probe_kinds[0]));
+  tcase_add_test(faults, test_recycle);
+  tcase_add_test(faults, test_recycle_default);
   suite_add_tcase(s, basic);
   suite_add_tcase(s, faults);
-#ifndef TEST_ASAN
+#ifndef PCC_ASAN
   TCase *limits = tcase_create("memory_limit");
   tcase_set_timeout(limits, 60);
   tcase_add_test(limits, test_memory_limit);
