@@ -288,7 +288,7 @@ START_TEST(test_single_flight_worker_death_releases_waiters)
 {
   char dir[256], worker[300];
   test_make_tmpdir(dir, sizeof dir, "crashworker");
-  chmod(dir, 0755); /* the workers run as nobody when the tests run as root */
+  chmod(dir, 0755); /* the workers run as a uid of their own when the tests run as root */
   snprintf(worker, sizeof worker, "%s/worker.py", dir);
   FILE *f = fopen(worker, "w");
   ck_assert_ptr_nonnull(f);
