@@ -60,6 +60,7 @@ static const pcc_limit rows[] = {
   ROW(PCC_CTL_WARM_TEXT_MAX, NULL, "bytes of the paths of one pycachectl warm run"),
   ROW(PCC_CTL_WARM_DEPTH_MAX, NULL, "directory levels pycachectl warm enters below a DIR"),
   ROW(PCC_CTL_WARM_REASON_MAX, NULL, "bytes of one problem pycachectl warm reports"),
+  ROW(PCC_MAGICS_REFRESH, NULL, "seconds between two reads of the magics the store holds"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

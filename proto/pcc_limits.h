@@ -92,6 +92,10 @@
 #define PCC_CTL_WARM_DEPTH_MAX 64        /* directory levels warm enters below a DIR */
 #define PCC_CTL_WARM_REASON_MAX 512      /* bytes of one problem warm reports */
 
+/* ---- what one request may make the server spend (server) ------------------------------------ */
+#define PCC_MAGICS_REFRESH 60        /* seconds between two reads of the magics the store holds
+                                        (which magics get counters of their own) */
+
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {
   const char *name;   /* the macro's name */

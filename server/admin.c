@@ -33,6 +33,7 @@ typedef struct {
   uint64_t entries, bytes;
   uint64_t hits, absent, stale, compiles, compile_errors, corruptions;
   bool served;
+  bool other; /* the row of the magics without counters of their own (counters.h) */
 } magic_figures;
 
 typedef struct {
@@ -76,6 +77,26 @@ static void add_counters(magic_figures *f, const pcc_magic_counters *c)
   f->corruptions += atomic_load(&c->corruptions);
 }
 
+/* The name of a row: its magic in hex, or "other". */
+static const char *figures_name(const magic_figures *f, char hex[2 * PCC_MAGIC_LEN + 1])
+{
+  if (f->other)
+    return "other";
+  pcc_magic_to_hex(&f->magic, hex);
+  return hex;
+}
+
+/* Adds the row "other" when the magics without counters of their own have counted anything. */
+static void add_other(snapshot *snap, const pcc_magic_counters *other)
+{
+  magic_figures f = {.counters = other, .other = true};
+  add_counters(&f, other);
+  bool used = f.hits || f.absent || f.stale || f.compiles || f.compile_errors ||
+              f.corruptions || atomic_load(&other->n_reasons) > 0;
+  if (used && snap->n < sizeof snap->magics / sizeof snap->magics[0])
+    snap->magics[snap->n++] = f;
+}
+
 /* Everything the stats and the metrics show, read once. */
 static void take_snapshot(pcc_core *core, snapshot *snap)
 {
@@ -90,10 +111,11 @@ static void take_snapshot(pcc_core *core, snapshot *snap)
     f->counters = &magics[i];
     add_counters(f, &magics[i]);
   }
+  add_other(snap, other);
   magic_figures *t = &snap->total;
   for (size_t i = 0; i < snap->n; i++) {
     magic_figures *f = &snap->magics[i];
-    f->served = pcc_core_backend_for(core, &f->magic) >= 0;
+    f->served = !f->other && pcc_core_backend_for(core, &f->magic) >= 0;
     t->entries += f->entries;
     t->bytes += f->bytes;
     t->hits += f->hits;
@@ -103,7 +125,6 @@ static void take_snapshot(pcc_core *core, snapshot *snap)
     t->compile_errors += f->compile_errors;
     t->corruptions += f->corruptions;
   }
-  add_counters(t, other); /* magics past the counters' table */
   snap->have_store = pcc_store_stat(pcc_core_store(core), &snap->store) == PCC_STORE_OK;
 }
 
@@ -191,10 +212,9 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON *magics = cJSON_AddObjectToObject(stats, "magics");
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
     cJSON *one = figures_json(&snap->magics[i]);
     cJSON_AddItemToObject(one, "fallbacks", fallbacks_json(&snap->magics[i], 1));
-    cJSON_AddItemToObject(magics, hex, one);
+    cJSON_AddItemToObject(magics, figures_name(&snap->magics[i], hex), one);
   }
   cJSON *latency = cJSON_AddObjectToObject(stats, "latency");
   cJSON_AddItemToObject(latency, "hit", histogram_json(&totals->hit_latency));
@@ -223,10 +243,9 @@ static void emit_per_magic(pcc_dynbuf *out, const snapshot *snap, const char *na
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
     uint64_t value;
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
     memcpy(&value, (const char *)&snap->magics[i] + offset, sizeof value);
-    pcc_dynbuf_addf(out, "pycached_%s{magic=\"%s\"} %llu\n", name, hex,
-                    (unsigned long long)value);
+    pcc_dynbuf_addf(out, "pycached_%s{magic=\"%s\"} %llu\n", name,
+                    figures_name(&snap->magics[i], hex), (unsigned long long)value);
   }
 }
 
@@ -266,10 +285,10 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
                   "# TYPE pycached_misses_total counter\n");
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
+    const char *magic = figures_name(&snap->magics[i], hex);
     pcc_dynbuf_addf(out, "pycached_misses_total{magic=\"%s\",reason=\"absent\"} %llu\n"
                     "pycached_misses_total{magic=\"%s\",reason=\"stale\"} %llu\n",
-                    hex, (unsigned long long)snap->magics[i].absent, hex,
+                    magic, (unsigned long long)snap->magics[i].absent, magic,
                     (unsigned long long)snap->magics[i].stale);
   }
   emit_per_magic(out, snap, "compiles_total", "counter", "Compiles run by a worker",
@@ -289,10 +308,10 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
     const pcc_magic_counters *c = snap->magics[i].counters;
     unsigned reasons = c ? atomic_load(&c->n_reasons) : 0;
     char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
+    const char *magic = figures_name(&snap->magics[i], hex);
     for (unsigned r = 0; r < reasons; r++)
       pcc_dynbuf_addf(out, "pycached_client_fallbacks_total{magic=\"%s\",reason=\"%s\"} %llu\n",
-                      hex, c->reasons[r], (unsigned long long)atomic_load(&c->reason_counts[r]));
+                      magic, c->reasons[r], (unsigned long long)atomic_load(&c->reason_counts[r]));
   }
   emit_histogram(out, "hit_seconds", "Time to answer a lookup hit", &totals->hit_latency);
   emit_histogram(out, "compile_seconds", "Time a worker took to compile",
