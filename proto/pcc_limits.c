@@ -62,6 +62,15 @@ static const pcc_limit rows[] = {
   ROW(PCC_CTL_WARM_REASON_MAX, NULL, "bytes of one problem pycachectl warm reports"),
   ROW(PCC_WORKER_COMPILES_DEFAULT, "--worker-recycle",
       "compiles a compiler worker runs before a fresh one replaces it"),
+  ROW(PCC_BATCH_RESPONSE_MAX_DEFAULT, "--max-batch-response", "bytes of one POST /v1/batch answer"),
+  ROW(PCC_BATCH_SMALL_MAX, NULL,
+      "bytes of a batch result that is a reference or an error object, kept for each lookup"),
+  ROW(PCC_QUEUED_COMPILES_DEFAULT, "--max-queued-compiles",
+      "compiles waiting for a worker, per backend"),
+  ROW(PCC_RETRY_AFTER_MAX, NULL, "seconds a busy answer's Retry-After says, at most"),
+  ROW(PCC_BACKUPS_AT_ONCE, NULL, "backup copies made at a time"),
+  ROW(PCC_BACKUP_SHUTDOWN_WAIT, NULL, "seconds shutdown waits for a backup copy to end"),
+  ROW(PCC_MAGICS_REFRESH, NULL, "seconds between two reads of the magics the store holds"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

@@ -95,6 +95,19 @@
 /* ---- compiler workers: confinement ---------------------------------------------------------- */
 #define PCC_WORKER_COMPILES_DEFAULT 1000  /* option --worker-recycle: compiles of one worker */
 
+/* ---- what one request may make the server spend (server) ------------------------------------ */
+#define PCC_BATCH_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* option --max-batch-response: bytes of
+                                                         one POST /v1/batch answer */
+#define PCC_BATCH_SMALL_MAX 128      /* bytes of a batch result that is a reference, too-large or
+                                        bad-parameter object: kept free for each lookup to come */
+#define PCC_QUEUED_COMPILES_DEFAULT 256 /* option --max-queued-compiles: compiles waiting for a
+                                           worker, per backend (503 busy beyond) */
+#define PCC_RETRY_AFTER_MAX 60       /* seconds a busy answer's Retry-After says, at most */
+#define PCC_BACKUPS_AT_ONCE 1        /* backup copies made at a time (503 busy beyond) */
+#define PCC_BACKUP_SHUTDOWN_WAIT 30  /* seconds shutdown waits for a backup copy, then cuts it */
+#define PCC_MAGICS_REFRESH 60        /* seconds between two reads of the magics the store holds
+                                        (which magics get counters of their own) */
+
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {
   const char *name;   /* the macro's name */

@@ -1,8 +1,9 @@
 /* admin.c: the administration feature of pycached (docs/API.md, "Admin API"): statistics per
  * magic and in total with latency histograms (as JSON and as Prometheus text), entry listing
  * with cursors, deletion, invalidation, purge, the magic-number lifecycle (backends, retiring
- * magics no backend serves), compacted backups (written on the server, or streamed) and the admin
- * page. At open, with --retire-unserved-magics, it retires the magics no backend serves. */
+ * magics no backend serves), compacted backups (written on the server, or copied to a temporary
+ * file and then downloaded) and the admin page. At open, with --retire-unserved-magics, it
+ * retires the magics no backend serves. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -21,6 +22,24 @@
 #include "admin_assets.h"
 #include "route.h"
 
+/* The feature's state: the core, and the backup copy in progress (see "backups"). */
+typedef struct backup_job backup_job;
+
+typedef struct {
+  pcc_core *core;
+  pthread_mutex_t lock;  /* guards copying, closing and the jobs' holds */
+  pthread_cond_t idle;   /* signalled when a copy ends */
+  backup_job *copying;   /* at most one (PCC_BACKUPS_AT_ONCE) */
+  bool closing;
+} admin;
+
+_Static_assert(PCC_BACKUPS_AT_ONCE == 1, "admin.c makes one backup copy at a time");
+
+static pcc_core *core_of(void *state)
+{
+  return ((admin *)state)->core;
+}
+
 /* Route arguments (the order of each row's args) */
 enum { ARG_PREFIX, ARG_CURSOR, ARG_LIMIT, ARG_NAMESPACE };
 enum { ARG_ENTRY_NAMESPACE }; /* the rows of one entry */
@@ -33,6 +52,7 @@ typedef struct {
   uint64_t entries, bytes;
   uint64_t hits, absent, stale, compiles, compile_errors, corruptions;
   bool served;
+  bool other; /* the row of the magics without counters of their own (counters.h) */
 } magic_figures;
 
 typedef struct {
@@ -76,6 +96,26 @@ static void add_counters(magic_figures *f, const pcc_magic_counters *c)
   f->corruptions += atomic_load(&c->corruptions);
 }
 
+/* The name of a row: its magic in hex, or "other". */
+static const char *figures_name(const magic_figures *f, char hex[2 * PCC_MAGIC_LEN + 1])
+{
+  if (f->other)
+    return "other";
+  pcc_magic_to_hex(&f->magic, hex);
+  return hex;
+}
+
+/* Adds the row "other" when the magics without counters of their own have counted anything. */
+static void add_other(snapshot *snap, const pcc_magic_counters *other)
+{
+  magic_figures f = {.counters = other, .other = true};
+  add_counters(&f, other);
+  bool used = f.hits || f.absent || f.stale || f.compiles || f.compile_errors ||
+              f.corruptions || atomic_load(&other->n_reasons) > 0;
+  if (used && snap->n < sizeof snap->magics / sizeof snap->magics[0])
+    snap->magics[snap->n++] = f;
+}
+
 /* Everything the stats and the metrics show, read once. */
 static void take_snapshot(pcc_core *core, snapshot *snap)
 {
@@ -90,10 +130,11 @@ static void take_snapshot(pcc_core *core, snapshot *snap)
     f->counters = &magics[i];
     add_counters(f, &magics[i]);
   }
+  add_other(snap, other);
   magic_figures *t = &snap->total;
   for (size_t i = 0; i < snap->n; i++) {
     magic_figures *f = &snap->magics[i];
-    f->served = pcc_core_backend_for(core, &f->magic) >= 0;
+    f->served = !f->other && pcc_core_backend_for(core, &f->magic) >= 0;
     t->entries += f->entries;
     t->bytes += f->bytes;
     t->hits += f->hits;
@@ -103,7 +144,6 @@ static void take_snapshot(pcc_core *core, snapshot *snap)
     t->compile_errors += f->compile_errors;
     t->corruptions += f->corruptions;
   }
-  add_counters(t, other); /* magics past the counters' table */
   snap->have_store = pcc_store_stat(pcc_core_store(core), &snap->store) == PCC_STORE_OK;
 }
 
@@ -163,7 +203,7 @@ static cJSON *histogram_json(const pcc_histogram *h)
 static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
 {
   (void)req;
-  pcc_core *core = state;
+  pcc_core *core = core_of(state);
   const pcc_totals *totals = pcc_counters_totals(pcc_core_counters(core));
   snapshot *snap = malloc(sizeof *snap);
   cJSON *stats = cJSON_CreateObject();
@@ -191,10 +231,9 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON *magics = cJSON_AddObjectToObject(stats, "magics");
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
     cJSON *one = figures_json(&snap->magics[i]);
     cJSON_AddItemToObject(one, "fallbacks", fallbacks_json(&snap->magics[i], 1));
-    cJSON_AddItemToObject(magics, hex, one);
+    cJSON_AddItemToObject(magics, figures_name(&snap->magics[i], hex), one);
   }
   cJSON *latency = cJSON_AddObjectToObject(stats, "latency");
   cJSON_AddItemToObject(latency, "hit", histogram_json(&totals->hit_latency));
@@ -223,10 +262,9 @@ static void emit_per_magic(pcc_dynbuf *out, const snapshot *snap, const char *na
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
     uint64_t value;
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
     memcpy(&value, (const char *)&snap->magics[i] + offset, sizeof value);
-    pcc_dynbuf_addf(out, "pycached_%s{magic=\"%s\"} %llu\n", name, hex,
-                    (unsigned long long)value);
+    pcc_dynbuf_addf(out, "pycached_%s{magic=\"%s\"} %llu\n", name,
+                    figures_name(&snap->magics[i], hex), (unsigned long long)value);
   }
 }
 
@@ -266,10 +304,10 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
                   "# TYPE pycached_misses_total counter\n");
   for (size_t i = 0; i < snap->n; i++) {
     char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
+    const char *magic = figures_name(&snap->magics[i], hex);
     pcc_dynbuf_addf(out, "pycached_misses_total{magic=\"%s\",reason=\"absent\"} %llu\n"
                     "pycached_misses_total{magic=\"%s\",reason=\"stale\"} %llu\n",
-                    hex, (unsigned long long)snap->magics[i].absent, hex,
+                    magic, (unsigned long long)snap->magics[i].absent, magic,
                     (unsigned long long)snap->magics[i].stale);
   }
   emit_per_magic(out, snap, "compiles_total", "counter", "Compiles run by a worker",
@@ -289,10 +327,10 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
     const pcc_magic_counters *c = snap->magics[i].counters;
     unsigned reasons = c ? atomic_load(&c->n_reasons) : 0;
     char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&snap->magics[i].magic, hex);
+    const char *magic = figures_name(&snap->magics[i], hex);
     for (unsigned r = 0; r < reasons; r++)
       pcc_dynbuf_addf(out, "pycached_client_fallbacks_total{magic=\"%s\",reason=\"%s\"} %llu\n",
-                      hex, c->reasons[r], (unsigned long long)atomic_load(&c->reason_counts[r]));
+                      magic, c->reasons[r], (unsigned long long)atomic_load(&c->reason_counts[r]));
   }
   emit_histogram(out, "hit_seconds", "Time to answer a lookup hit", &totals->hit_latency);
   emit_histogram(out, "compile_seconds", "Time a worker took to compile",
@@ -314,7 +352,7 @@ static void free_text(void *text)
 static void handle_metrics(void *state, pcc_request *req, pcc_answer *answer)
 {
   (void)req;
-  pcc_core *core = state;
+  pcc_core *core = core_of(state);
   snapshot *snap = malloc(sizeof *snap);
   pcc_dynbuf out;
   pcc_dynbuf_init(&out, METRICS_MAX);
@@ -436,7 +474,7 @@ static bool cursor_decode(const char *text, uint8_t *out, size_t *len)
 
 static void handle_entries(void *state, pcc_request *req, pcc_answer *answer)
 {
-  pcc_core *core = state;
+  pcc_core *core = core_of(state);
   pcc_store_filter filter;
   if (!request_filter(req, &filter, answer))
     return;
@@ -519,12 +557,12 @@ static void entry_show_or_delete(pcc_core *core, const pcc_request *req, bool de
 
 static void handle_entry(void *state, pcc_request *req, pcc_answer *answer)
 {
-  entry_show_or_delete(state, req, false, answer);
+  entry_show_or_delete(core_of(state), req, false, answer);
 }
 
 static void handle_entry_delete(void *state, pcc_request *req, pcc_answer *answer)
 {
-  entry_show_or_delete(state, req, true, answer);
+  entry_show_or_delete(core_of(state), req, true, answer);
 }
 
 static void delete_and_answer(pcc_core *core, const pcc_store_filter *filter, pcc_answer *answer)
@@ -548,13 +586,13 @@ static void handle_invalidate(void *state, pcc_request *req, pcc_answer *answer)
                              "everything)");
     return;
   }
-  delete_and_answer(state, &filter, answer);
+  delete_and_answer(core_of(state), &filter, answer);
 }
 
 static void handle_purge(void *state, pcc_request *req, pcc_answer *answer)
 {
   (void)req;
-  delete_and_answer(state, NULL, answer);
+  delete_and_answer(core_of(state), NULL, answer);
 }
 
 /* ---- magics ------------------------------------------------------------------------------ */
@@ -580,7 +618,7 @@ static void add_magic_row(const pcc_magic *magic, uint64_t entries, uint64_t byt
 static void handle_magics(void *state, pcc_request *req, pcc_answer *answer)
 {
   (void)req;
-  pcc_core *core = state;
+  pcc_core *core = core_of(state);
   cJSON *json = cJSON_CreateObject();
   cJSON *list = cJSON_AddArrayToObject(json, "backends");
   const pcc_backend *backends;
@@ -617,7 +655,7 @@ static void handle_magics(void *state, pcc_request *req, pcc_answer *answer)
 /* POST /v1/admin/magics/MAGIC/retire */
 static void handle_retire(void *state, pcc_request *req, pcc_answer *answer)
 {
-  pcc_core *core = state;
+  pcc_core *core = core_of(state);
   pcc_store_filter filter = {.has_magic = true, .opt = -1};
   if (pcc_magic_from_hex(req->path_arg, &filter.magic) != PCC_PROTO_OK) {
     pcc_answer_bad_parameter(answer, "magic", "8 hex digits ending in 0d0a");
@@ -651,95 +689,247 @@ static void retire_if_unserved(const pcc_magic *magic, uint64_t entries, uint64_
             (unsigned long long)entries, pcc_store_strerror(rc));
 }
 
-/* ---- backups ----------------------------------------------------------------------------- */
+/* ---- backups -----------------------------------------------------------------------------
+ * A backup is a compacted copy of the store (pcc_store_backup_fd) made by a thread of its own
+ * while the request waits (PENDING), one copy at a time (PCC_BACKUPS_AT_ONCE; another is busy).
+ * POST copies into a new directory under --backup-dir (0700, data.mdb 0600). GET copies into a
+ * temporary file (0600, in --backup-dir or else the store's directory, unlinked as soon as it is
+ * open) and only once the copy is complete serves that file, with its Content-Length: a copy
+ * that failed is an error, never a 200 cut short, and no read transaction lasts longer than the
+ * copy, however slowly the client reads. Shutdown waits for a copy in progress, at most
+ * PCC_BACKUP_SHUTDOWN_WAIT seconds, then cuts it short (its writes fail from then on). */
 
-static void handle_backup(void *state, pcc_request *req, pcc_answer *answer)
+#define BACKUP_RETRY_AFTER 5 /* seconds a busy answer asks a second backup to wait */
+
+struct backup_job {
+  admin *admin;
+  int fd;                  /* the copy; -1 once a download's answer has it */
+  char dir[PATH_MAX];      /* POST: the directory made for it; "" for a download */
+  pcc_store_status rc;
+  int error;               /* errno of a step after the store's copy (0: none) */
+  uint64_t bytes;
+  unsigned refs;           /* the thread's and the request's, guarded by admin->lock */
+  bool abandoned;          /* the request went away */
+  void (*resume)(void *ctx);
+  void *ctx;
+};
+
+/* Drops a hold on a job; frees it on the last. Caller holds admin->lock. */
+static void backup_unref_locked(backup_job *job)
+{
+  if (--job->refs > 0)
+    return;
+  if (job->fd >= 0)
+    close(job->fd);
+  free(job);
+}
+
+/* The copy: writes it, checks it, removes what a failed POST wrote, resumes the request. */
+static void *backup_main(void *arg)
+{
+  backup_job *job = arg;
+  admin *a = job->admin;
+  job->rc = pcc_store_backup_fd(pcc_core_store(a->core), job->fd);
+  struct stat st;
+  if (job->rc == PCC_STORE_OK && ((job->dir[0] != '\0' && fsync(job->fd) != 0) ||
+                                  fstat(job->fd, &st) != 0))
+    job->error = errno;
+  else if (job->rc == PCC_STORE_OK)
+    job->bytes = (uint64_t)st.st_size;
+  if (job->rc != PCC_STORE_OK || job->error != 0) {
+    fprintf(stderr, "pycached: backup copy failed: %s\n",
+            job->error ? strerror(job->error) : pcc_store_strerror(job->rc));
+    if (job->dir[0] != '\0') { /* no half copy is left to look like a backup */
+      char file[PATH_MAX + 16];
+      snprintf(file, sizeof file, "%s/data.mdb", job->dir);
+      unlink(file);
+      rmdir(job->dir);
+    }
+  }
+  pthread_mutex_lock(&a->lock);
+  a->copying = NULL;
+  pthread_cond_broadcast(&a->idle);
+  if (!job->abandoned)
+    job->resume(job->ctx);
+  backup_unref_locked(job);
+  pthread_mutex_unlock(&a->lock);
+  return NULL;
+}
+
+/* Releases a request's hold on its job (after its answer, or when it went away first). */
+static void backup_abandon(void *pending)
+{
+  backup_job *job = pending;
+  admin *a = job->admin;
+  pthread_mutex_lock(&a->lock);
+  job->abandoned = true;
+  backup_unref_locked(job);
+  pthread_mutex_unlock(&a->lock);
+}
+
+/* The answer of a finished copy: the file (GET), where it is (POST), or why it failed. */
+static void backup_finish(void *pending, pcc_request *req, pcc_answer *answer)
 {
   (void)req;
-  pcc_core *core = state;
-  const char *base = pcc_core_config(core)->backup_dir;
-  if (base == NULL) {
-    pcc_answer_error(answer, PCC_ERR_FORBIDDEN, "this server has no --backup-dir; use GET to "
-                     "download a copy");
-    return;
+  backup_job *job = pending;
+  if (job->rc != PCC_STORE_OK || job->error != 0) {
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "the backup copy failed (%s); nothing was kept "
+                     "(is the disk of %s full?)",
+                     job->error ? strerror(job->error) : pcc_store_strerror(job->rc),
+                     pcc_core_config(job->admin->core)->backup_dir ? "--backup-dir"
+                                                                   : "the store");
+  } else if (job->dir[0] == '\0') {
+    pcc_answer_file(answer, job->fd, job->bytes, "application/octet-stream");
+    job->fd = -1;
+    pcc_answer_header(answer, MHD_HTTP_HEADER_CONTENT_DISPOSITION,
+                      "attachment; filename=\"pycached-data.mdb\"");
+  } else {
+    cJSON *json = cJSON_CreateObject();
+    cJSON_AddStringToObject(json, "path", job->dir);
+    cJSON_AddNumberToObject(json, "bytes", (double)job->bytes);
+    pcc_answer_json(answer, json);
   }
-  char dir[PATH_MAX], stamp[32];
+  backup_abandon(job);
+}
+
+/* POST's target: a new directory under base (0700) named by the time, and data.mdb in it
+ * (0600). The descriptor, or -1 with errno set. */
+static int backup_dir_target(const char *base, backup_job *job)
+{
+  char stamp[32];
   time_t now = time(NULL);
   struct tm tm;
   strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", gmtime_r(&now, &tm));
   int made = -1;
+  errno = ENAMETOOLONG;
   for (int attempt = 0; attempt < 100 && made != 0; attempt++) {
-    int n = attempt ? snprintf(dir, sizeof dir, "%s/%s-%d", base, stamp, attempt)
-                    : snprintf(dir, sizeof dir, "%s/%s", base, stamp);
-    if (n <= 0 || (size_t)n >= sizeof dir)
+    int n = attempt ? snprintf(job->dir, sizeof job->dir, "%s/%s-%d", base, stamp, attempt)
+                    : snprintf(job->dir, sizeof job->dir, "%s/%s", base, stamp);
+    if (n <= 0 || (size_t)n >= sizeof job->dir - 16)
       break;
-    made = mkdir(dir, 0750);
+    made = mkdir(job->dir, 0700);
     if (made != 0 && errno != EEXIST)
       break;
   }
-  if (made != 0) {
-    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot create a directory under %s: %s", base,
-                     strerror(errno));
-    return;
-  }
-  pcc_store_status rc = pcc_store_backup_dir(pcc_core_store(core), dir);
-  if (rc != PCC_STORE_OK) {
-    pcc_answer_store_error(answer, rc);
-    return;
-  }
+  if (made != 0)
+    return -1;
   char file[PATH_MAX + 16];
-  struct stat st;
-  snprintf(file, sizeof file, "%s/data.mdb", dir);
-  cJSON *json = cJSON_CreateObject();
-  cJSON_AddStringToObject(json, "path", dir);
-  cJSON_AddNumberToObject(json, "bytes", stat(file, &st) == 0 ? (double)st.st_size : 0);
-  pcc_answer_json(answer, json);
+  snprintf(file, sizeof file, "%s/data.mdb", job->dir);
+  int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int saved = errno;
+    rmdir(job->dir);
+    errno = saved;
+  }
+  return fd;
 }
 
-typedef struct {
-  pcc_core *core;
-  int fd;
-} backup_job;
-
-/* Writes the store's compacted copy into the pipe the download reads (a thread of its own, so
- * that the HTTP thread streams while LMDB writes). */
-static void *backup_writer(void *arg)
+/* GET's target: a temporary file in dir (0600), unlinked at once. The descriptor, or -1. */
+static int backup_temp_target(const char *dir)
 {
-  backup_job *job = arg;
-  pcc_store_status rc = pcc_store_backup_fd(pcc_core_store(job->core), job->fd);
-  if (rc != PCC_STORE_OK)
-    fprintf(stderr, "pycached: backup download: %s\n", pcc_store_strerror(rc));
-  close(job->fd);
-  free(job);
-  return NULL;
+  char name[PATH_MAX];
+  int n = snprintf(name, sizeof name, "%s/.pycached-download-XXXXXX", dir);
+  if (n <= 0 || (size_t)n >= sizeof name) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  int fd = mkostemp(name, O_CLOEXEC);
+  if (fd >= 0)
+    unlink(name);
+  return fd;
 }
 
+/* Starts a copy (download: GET's temporary file, else POST's directory) and suspends the
+ * request until it is done; busy while another copy runs. */
+static void backup_start(admin *a, pcc_request *req, bool download, pcc_answer *answer)
+{
+  const pcc_config *config = pcc_core_config(a->core);
+  backup_job *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+    return;
+  }
+  *job = (backup_job){.admin = a, .fd = -1, .refs = 2, .resume = req->resume, .ctx = req->ctx};
+  pthread_t thread;
+  pthread_mutex_lock(&a->lock);
+  if (a->closing) {
+    pcc_answer_error(answer, PCC_ERR_BUSY, "the server is shutting down");
+  } else if (a->copying != NULL) {
+    pcc_answer_error(answer, PCC_ERR_BUSY, "a backup is being made; one at a time");
+    pcc_answer_retry_after(answer, BACKUP_RETRY_AFTER);
+  } else if ((job->fd = download ? backup_temp_target(config->backup_dir ? config->backup_dir
+                                                                          : config->store_dir)
+                                 : backup_dir_target(config->backup_dir, job)) < 0) {
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot create the backup's file under %s: %s",
+                     config->backup_dir ? config->backup_dir : config->store_dir,
+                     strerror(errno));
+  } else if (pthread_create(&thread, NULL, backup_main, job) != 0) {
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot start the backup");
+    if (!download) {
+      char file[PATH_MAX + 16];
+      snprintf(file, sizeof file, "%s/data.mdb", job->dir);
+      unlink(file);
+      rmdir(job->dir);
+    }
+  } else {
+    pthread_detach(thread);
+    a->copying = job;
+    req->suspend(req->ctx); /* under the lock: the thread's resume cannot come first */
+    pcc_answer_clear(answer);
+    answer->kind = PCC_ANSWER_PENDING;
+    answer->pending = job;
+    answer->finish = backup_finish;
+    answer->abandon = backup_abandon;
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (answer->kind != PCC_ANSWER_PENDING) {
+    if (job->fd >= 0)
+      close(job->fd);
+    free(job);
+  }
+}
+
+/* POST /v1/admin/backup: a copy under --backup-dir. */
+static void handle_backup(void *state, pcc_request *req, pcc_answer *answer)
+{
+  admin *a = state;
+  if (pcc_core_config(a->core)->backup_dir == NULL) {
+    pcc_answer_error(answer, PCC_ERR_FORBIDDEN, "this server has no --backup-dir; use GET to "
+                     "download a copy");
+    return;
+  }
+  backup_start(a, req, false, answer);
+}
+
+/* GET /v1/admin/backup: the copy, downloaded once it is complete. */
 static void handle_backup_download(void *state, pcc_request *req, pcc_answer *answer)
 {
-  (void)req;
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot create a pipe");
-    return;
+  backup_start(state, req, true, answer);
+}
+
+/* Waits for a copy in progress (at most PCC_BACKUP_SHUTDOWN_WAIT s, then cuts it short: its
+ * descriptor becomes /dev/full, so its next write fails) and refuses new ones. */
+static void backups_shutdown(admin *a)
+{
+  pthread_mutex_lock(&a->lock);
+  a->closing = true;
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += PCC_BACKUP_SHUTDOWN_WAIT;
+  while (a->copying != NULL && pthread_cond_timedwait(&a->idle, &a->lock, &until) == 0)
+    ;
+  if (a->copying != NULL) {
+    fprintf(stderr, "pycached: a backup copy still runs after %d s; cutting it short\n",
+            PCC_BACKUP_SHUTDOWN_WAIT);
+    int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    if (full >= 0) {
+      dup3(full, a->copying->fd, O_CLOEXEC); /* the job's fd stays open until the copy ends */
+      close(full);
+    }
+    while (a->copying != NULL)
+      pthread_cond_wait(&a->idle, &a->lock);
   }
-  backup_job *job = malloc(sizeof *job);
-  pthread_t thread;
-  if (job != NULL)
-    *job = (backup_job){state, fds[1]};
-  if (job == NULL || pthread_create(&thread, NULL, backup_writer, job) != 0) {
-    free(job);
-    close(fds[0]);
-    close(fds[1]);
-    pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot start the backup");
-    return;
-  }
-  pthread_detach(thread);
-  pcc_answer_clear(answer);
-  answer->kind = PCC_ANSWER_STREAM;
-  answer->fd = fds[0];
-  answer->content_type = "application/octet-stream";
-  pcc_answer_header(answer, MHD_HTTP_HEADER_CONTENT_DISPOSITION,
-                    "attachment; filename=\"pycached-data.mdb\"");
+  pthread_mutex_unlock(&a->lock);
 }
 
 /* ---- the admin page ---------------------------------------------------------------------- */
@@ -766,13 +956,32 @@ static int admin_open(pcc_core *core, void **state)
 {
   if (pcc_core_config(core)->retire_unserved)
     pcc_store_magics(pcc_core_store(core), retire_if_unserved, core);
-  *state = core;
+  admin *a = calloc(1, sizeof *a);
+  if (a == NULL)
+    return -1;
+  a->core = core;
+  pthread_mutex_init(&a->lock, NULL);
+  pthread_cond_init(&a->idle, NULL);
+  *state = a;
   return 0;
+}
+
+/* A backup copy in progress ends before the store closes. */
+static void admin_shutdown(void *state)
+{
+  if (state != NULL)
+    backups_shutdown(state);
 }
 
 static void admin_close(void *state)
 {
-  (void)state; /* the core is not ours */
+  admin *a = state;
+  if (a == NULL)
+    return;
+  backups_shutdown(a);
+  pthread_mutex_destroy(&a->lock);
+  pthread_cond_destroy(&a->idle);
+  free(a); /* the core is not ours */
 }
 
 #define ADMIN PCC_ROLE_ADMIN
@@ -807,5 +1016,5 @@ static const pcc_route admin_routes[] = {
 
 const pcc_feature pcc_admin_feature = {
   "admin", admin_routes, sizeof admin_routes / sizeof admin_routes[0],
-  admin_open, NULL, admin_close,
+  admin_open, admin_shutdown, admin_close,
 };

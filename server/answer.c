@@ -21,6 +21,7 @@ static const char *const error_names[PCC_ERR_COUNT] = {
   [PCC_ERR_COMPILER_UNAVAILABLE] = "compiler-unavailable",
   [PCC_ERR_STORE_FULL] = "store-full",
   [PCC_ERR_INTERNAL] = "internal",
+  [PCC_ERR_BUSY] = "busy",
 };
 
 const char *pcc_error_name(pcc_error_code code)
@@ -41,8 +42,10 @@ void pcc_answer_clear(pcc_answer *answer)
   cJSON_Delete(answer->json);
   if (answer->release != NULL)
     answer->release(answer->release_ctx);
-  if (answer->kind == PCC_ANSWER_STREAM && answer->fd >= 0)
+  if (answer->kind == PCC_ANSWER_FILE && answer->fd >= 0)
     close(answer->fd);
+  if (answer->kind == PCC_ANSWER_STREAM && answer->stream_free != NULL)
+    answer->stream_free(answer->stream_ctx);
   free(answer->blob);
   pcc_answer_init(answer);
 }
@@ -104,16 +107,50 @@ void pcc_answer_json(pcc_answer *answer, cJSON *json)
   answer->json = json;
 }
 
+/* Empties answer for a body of kind with a (static) content type. */
+static void answer_body(pcc_answer *answer, pcc_answer_kind kind, const char *content_type)
+{
+  pcc_answer_clear(answer);
+  answer->kind = kind;
+  answer->content_type = content_type;
+}
+
 void pcc_answer_bytes(pcc_answer *answer, const void *bytes, size_t len, const char *content_type,
                       void (*release)(void *ctx), void *release_ctx)
 {
-  pcc_answer_clear(answer);
-  answer->kind = PCC_ANSWER_BYTES;
+  answer_body(answer, PCC_ANSWER_BYTES, content_type);
   answer->bytes = bytes;
   answer->bytes_len = len;
-  answer->content_type = content_type;
   answer->release = release;
   answer->release_ctx = release_ctx;
+}
+
+void pcc_answer_file(pcc_answer *answer, int fd, uint64_t size, const char *content_type)
+{
+  answer_body(answer, PCC_ANSWER_FILE, content_type);
+  answer->fd = fd;
+  answer->file_size = size;
+}
+
+void pcc_answer_stream(pcc_answer *answer, const char *content_type,
+                       ssize_t (*produce)(void *ctx, uint8_t *buf, size_t max),
+                       void (*stream_free)(void *ctx), void *ctx)
+{
+  answer_body(answer, PCC_ANSWER_STREAM, content_type);
+  answer->produce = produce;
+  answer->stream_free = stream_free;
+  answer->stream_ctx = ctx;
+}
+
+void pcc_answer_retry_after(pcc_answer *answer, unsigned seconds)
+{
+  char text[16];
+  snprintf(text, sizeof text, "%u", seconds);
+  pcc_answer_header(answer, "Retry-After", text);
+  if (answer->extra == NULL)
+    answer->extra = cJSON_CreateObject();
+  if (answer->extra != NULL)
+    cJSON_AddNumberToObject(answer->extra, "retry_after", seconds);
 }
 
 void pcc_answer_header(pcc_answer *answer, const char *name, const char *value)

@@ -1,13 +1,15 @@
 /* answer.h: what a handler of pycached answers, apart from HTTP: one tagged type for a served
- * entry, a JSON document, bytes (owned, static or shared with a release callback), a stream
- * from a file descriptor, a pending answer (a compile in progress) or an error. Errors carry an
- * API error code (pcc_error_code); server/http.c alone maps codes to HTTP statuses. */
+ * entry, a JSON document, bytes (owned, static or shared with a release callback), a regular
+ * file of known size, a body made piece by piece as the client takes it (a stream), a pending
+ * answer (a compile in progress) or an error. Errors carry an API error code (pcc_error_code);
+ * server/http.c alone maps codes to HTTP statuses. */
 #ifndef PCC_ANSWER_H
 #define PCC_ANSWER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <cjson/cJSON.h>
 
@@ -28,6 +30,7 @@ typedef enum {
   PCC_ERR_COMPILER_UNAVAILABLE,
   PCC_ERR_STORE_FULL,
   PCC_ERR_INTERNAL,
+  PCC_ERR_BUSY,        /* a bounded queue is full: try again later (503 with Retry-After) */
   PCC_ERR_COUNT
 } pcc_error_code;
 
@@ -39,7 +42,8 @@ typedef enum {
   PCC_ANSWER_ENTRY,    /* a served pyc: blob, digest, compiler, outcome */
   PCC_ANSWER_JSON,     /* a JSON document */
   PCC_ANSWER_BYTES,    /* bytes with a content type */
-  PCC_ANSWER_STREAM,   /* the bytes read from fd until its end */
+  PCC_ANSWER_FILE,     /* a regular file of known size, from fd */
+  PCC_ANSWER_STREAM,   /* made piece by piece by a producer: see STREAM below */
   PCC_ANSWER_PENDING,  /* finished later: see pending below */
   PCC_ANSWER_ERROR,    /* error, message, extra */
 } pcc_answer_kind;
@@ -65,8 +69,19 @@ struct pcc_answer {
   const char *content_type;
   void (*release)(void *ctx);
   void *release_ctx;
-  /* STREAM: fd is owned (closed after the last byte, or by pcc_answer_clear) */
+  /* FILE: the first file_size bytes of the regular file fd, sent with a Content-Length; fd is
+   * owned (closed once sent, or by pcc_answer_clear) */
   int fd;
+  uint64_t file_size;
+  /* STREAM: the body is made as the client takes it, so that the answer is never held whole:
+   * produce(stream_ctx, buf, max) writes 1..max bytes into buf and returns how many, 0 at the
+   * end, or -1 on an error (the response is then cut short, which an HTTP/1.1 client sees: the
+   * chunked body never ends). It runs on an HTTP thread, one call at a time, after the handler
+   * has returned. stream_free(stream_ctx) is called exactly once, when the answer has been sent
+   * or is cleared unsent. The content type is static. */
+  ssize_t (*produce)(void *stream_ctx, uint8_t *buf, size_t max);
+  void (*stream_free)(void *stream_ctx);
+  void *stream_ctx;
   /* ENTRY */
   pcc_blob *blob;          /* owned: the code */
   pcc_digest digest;       /* of the source the code was compiled from */
@@ -90,7 +105,7 @@ struct pcc_answer {
 /* An empty answer (kind NONE). memset to 0 is the same. */
 void pcc_answer_init(pcc_answer *answer);
 
-/* Frees what an answer owns (releases shared bytes, closes a stream's fd) and empties it. A
+/* Frees what an answer owns (releases shared bytes, closes a file, frees a stream) and empties it. A
  * PENDING answer is not touched: its owner must call finish or abandon. */
 void pcc_answer_clear(pcc_answer *answer);
 
@@ -111,8 +126,17 @@ void pcc_answer_json(pcc_answer *answer, cJSON *json);
 /* A bytes answer; see the BYTES fields for who owns what. */
 void pcc_answer_bytes(pcc_answer *answer, const void *bytes, size_t len, const char *content_type,
                       void (*release)(void *ctx), void *release_ctx);
+/* A FILE answer: takes fd (a regular file; closed by the answer) and sends its first size bytes. */
+void pcc_answer_file(pcc_answer *answer, int fd, uint64_t size, const char *content_type);
+/* A STREAM answer; takes ctx (see the STREAM fields: stream_free is always called once). */
+void pcc_answer_stream(pcc_answer *answer, const char *content_type,
+                       ssize_t (*produce)(void *ctx, uint8_t *buf, size_t max),
+                       void (*stream_free)(void *ctx), void *ctx);
 /* Adds a response header (at most PCC_ANSWER_HEADERS_MAX; value truncated to fit). */
 void pcc_answer_header(pcc_answer *answer, const char *name, const char *value);
+/* Adds Retry-After: seconds to an error answer, and "retry_after": seconds to its body (for a
+ * busy error: when to try again). */
+void pcc_answer_retry_after(pcc_answer *answer, unsigned seconds);
 
 /* Takes ownership of blob: a code blob becomes an ENTRY answer with outcome, a compile-error blob
  * the compile-error error with its type, line and offset. hash_checked tells whether the request

@@ -53,6 +53,7 @@ struct cache_queue {
   unsigned backend;        /* index in the core's backends */
   pthread_cond_t work;     /* signalled when a job is queued (with cache->lock) */
   job *head, *tail;
+  size_t queued;           /* jobs from head to tail, at most --max-queued-compiles */
   pthread_t *dispatchers;
   unsigned n_dispatchers;
 };
@@ -279,6 +280,7 @@ static void *dispatcher_main(void *arg)
     queue->head = j->next;
     if (queue->head == NULL)
       queue->tail = NULL;
+    queue->queued--;
     j->next = c->inflight; /* joinable while it compiles */
     c->inflight = j;
     pthread_mutex_unlock(&c->lock);
@@ -332,14 +334,37 @@ static bool answer_stored(cache *c, const char *ns, const pcc_params *params,
   return true;
 }
 
-/* Joins the job compiling the source, or queues a new one; a PENDING answer either way.
- * Caller holds cache->lock. */
+/* The seconds a client should wait before it asks again while the queue is full: the queue's
+ * share of the workers at the mean compile time so far, 1 to PCC_RETRY_AFTER_MAX. Caller holds
+ * cache->lock. */
+static unsigned retry_after_locked(const cache *c, const cache_queue *queue)
+{
+  const pcc_backend *backends;
+  pcc_core_backends(c->core, &backends);
+  const pcc_histogram *h = &pcc_counters_totals(pcc_core_counters(c->core))->compile_latency;
+  uint64_t count = atomic_load(&h->count), sum_us = atomic_load(&h->sum_us);
+  double mean = count ? (double)sum_us / 1e6 / (double)count : 1.0;
+  unsigned workers = pcc_compiler_workers(backends[queue->backend].compiler);
+  double wait = mean * ((double)queue->queued / (workers ? workers : 1) + 1);
+  return wait >= PCC_RETRY_AFTER_MAX ? PCC_RETRY_AFTER_MAX : (unsigned)wait + 1; /* rounded up */
+}
+
+/* Joins the job compiling the source, or queues a new one; a PENDING answer either way, or
+ * busy (with Retry-After) when a new job would pass --max-queued-compiles. Caller holds
+ * cache->lock. */
 static void join_or_queue_locked(cache *c, cache_queue *queue, pcc_request *req,
                                  const pcc_path_record *record, const uint8_t *source,
                                  size_t len, pcc_answer *answer)
 {
   const pcc_params *params = &req->params;
+  const uint64_t max_queued = pcc_core_config(c->core)->max_queued_compiles;
   job *j = find_job(c, queue, &params->magic, params->opt, &record->digest);
+  if (j == NULL && queue->queued >= max_queued) {
+    pcc_answer_error(answer, PCC_ERR_BUSY, "%zu compiles wait for a worker "
+                     "(--max-queued-compiles); try again later", queue->queued);
+    pcc_answer_retry_after(answer, retry_after_locked(c, queue));
+    return;
+  }
   if (j != NULL) {
     if (!job_add_waiter(j, req)) {
       pcc_answer_error(answer, PCC_ERR_INTERNAL, "too many requests wait for this compile");
@@ -370,6 +395,7 @@ static void join_or_queue_locked(cache *c, cache_queue *queue, pcc_request *req,
     else
       queue->head = j;
     queue->tail = j;
+    queue->queued++;
     pthread_cond_signal(&queue->work);
   }
   answer->kind = PCC_ANSWER_PENDING;
@@ -436,6 +462,8 @@ static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
   if (answer->kind == PCC_ANSWER_PENDING) {
     answer->finish = compile_finish;
     answer->abandon = compile_abandon;
+    if (req->release_body != NULL) /* the job has its own copy of the source */
+      req->release_body(req);
   }
 done:
   free(read_bytes);
@@ -553,6 +581,15 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON_AddNumberToObject(stats, "compiler_failures",
                           (double)atomic_load(&totals->compiler_failures));
   cJSON_AddNumberToObject(stats, "compile_timeouts", (double)atomic_load(&totals->timeouts));
+  size_t queued = 0, compiling = 0;
+  pthread_mutex_lock(&c->lock);
+  for (unsigned q = 0; q < c->n_queues; q++)
+    queued += c->queues[q].queued;
+  for (const job *j = c->inflight; j != NULL; j = j->next)
+    compiling++;
+  pthread_mutex_unlock(&c->lock);
+  cJSON_AddNumberToObject(stats, "queued", (double)queued);
+  cJSON_AddNumberToObject(stats, "compiling", (double)compiling);
 
   pcc_store_stats store;
   cJSON *store_json = cJSON_AddObjectToObject(stats, "store");
@@ -638,6 +675,7 @@ static void cache_shutdown(void *state)
     while (queue->head != NULL) {
       job *j = queue->head;
       queue->head = j->next;
+      queue->queued--;
       j->result = JOB_UNAVAILABLE;
       snprintf(j->message, sizeof j->message, "the server is shutting down");
       j->next = c->inflight;

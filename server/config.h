@@ -27,6 +27,8 @@ typedef struct {
   uint64_t max_batch_body;   /* bytes: POST /v1/batch body */
   uint64_t max_report_body;  /* bytes: POST /v1/report body (fixed: PCC_REPORT_BODY_MAX) */
   uint64_t max_batch;        /* lookups of one batch */
+  uint64_t max_batch_response; /* bytes of one batch answer */
+  uint64_t max_queued_compiles; /* compiles waiting for a worker, per backend */
   uint64_t max_bundle;       /* bytes of one bundle */
   uint64_t bundle_cache;     /* bytes of bundles kept built */
   uint64_t threads;          /* HTTP threads */

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,6 +17,17 @@
 #define WORKER_NAME "pycached-cpython-worker"
 #define WORKER_SCRIPT "worker.py"
 
+/* The magics the store holds, for the counters: read when first needed, then again when the
+ * store has changed (its generation), at most every PCC_MAGICS_REFRESH seconds. Guarded by lock. */
+typedef struct {
+  pthread_mutex_t lock;
+  bool read;
+  uint64_t generation; /* of the store when read */
+  time_t at;           /* when read */
+  pcc_magic magics[PCC_MAGICS_COUNTED];
+  unsigned n;
+} stored_magics;
+
 struct pcc_core {
   pcc_config config;
   pcc_store *store;
@@ -23,6 +35,7 @@ struct pcc_core {
   pcc_sources *sources; /* the --source-root directories */
   pcc_backend backends[PCC_MAX_COMPILERS + 1]; /* [0]: the embedded CPython, the default */
   unsigned n_backends;
+  stored_magics stored;
   time_t started;
 };
 
@@ -226,6 +239,42 @@ void pcc_core_answer_unsupported(const pcc_core *core, pcc_answer *answer)
   }
 }
 
+/* ---- counted magics --------------------------------------------------------------------- */
+
+static void add_stored_magic(const pcc_magic *magic, uint64_t entries, uint64_t bytes, void *ctx)
+{
+  (void)entries;
+  (void)bytes;
+  stored_magics *stored = ctx;
+  if (stored->n < PCC_MAGICS_COUNTED)
+    stored->magics[stored->n++] = *magic;
+}
+
+/* The counters' admit: a magic gets counters of its own when a backend serves it or the store
+ * holds it; the magics clients make up are counted together in "other" (docs/API.md). */
+static bool counted_magic(void *ctx, const pcc_magic *magic)
+{
+  pcc_core *core = ctx;
+  if (pcc_core_backend_for(core, magic) >= 0)
+    return true;
+  stored_magics *stored = &core->stored;
+  pthread_mutex_lock(&stored->lock);
+  uint64_t generation = pcc_store_generation(core->store);
+  time_t now = time(NULL);
+  if (!stored->read ||
+      (generation != stored->generation && now - stored->at >= PCC_MAGICS_REFRESH)) {
+    stored->n = 0;
+    stored->read = pcc_store_magics(core->store, add_stored_magic, stored) == PCC_STORE_OK;
+    stored->generation = generation;
+    stored->at = now;
+  }
+  bool found = false;
+  for (unsigned i = 0; i < stored->n && !found; i++)
+    found = pcc_magic_equal(&stored->magics[i], magic);
+  pthread_mutex_unlock(&stored->lock);
+  return found;
+}
+
 /* ---- life cycle ------------------------------------------------------------------------- */
 
 pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
@@ -235,6 +284,7 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
     return PCC_CORE_NOMEM;
   core->config = *config;
   core->started = time(NULL);
+  pthread_mutex_init(&core->stored.lock, NULL);
   core->counters = pcc_counters_open();
   if (core->counters == NULL) {
     pcc_core_close(core);
@@ -258,6 +308,7 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
     pcc_core_close(core);
     return rc;
   }
+  pcc_counters_set_admit(core->counters, counted_magic, core);
   *out = core;
   return PCC_CORE_OK;
 }
@@ -271,6 +322,7 @@ void pcc_core_close(pcc_core *core)
   pcc_store_close(core->store);
   pcc_sources_close(core->sources);
   pcc_counters_close(core->counters);
+  pthread_mutex_destroy(&core->stored.lock);
   free(core);
 }
 

@@ -26,6 +26,8 @@ struct pcc_counters {
   pcc_magic_counters magics[PCC_MAGICS_COUNTED];
   atomic_uint n_magics;
   pcc_magic_counters other;
+  bool (*admit)(void *ctx, const pcc_magic *magic); /* NULL: every magic */
+  void *admit_ctx;
   pthread_mutex_t hits_lock;
   hit_slot *hit_table;
 };
@@ -60,6 +62,13 @@ pcc_totals *pcc_counters_totals(pcc_counters *counters)
   return &counters->totals;
 }
 
+void pcc_counters_set_admit(pcc_counters *counters,
+                            bool (*admit)(void *ctx, const pcc_magic *magic), void *ctx)
+{
+  counters->admit = admit;
+  counters->admit_ctx = ctx;
+}
+
 pcc_magic_counters *pcc_counters_for(pcc_counters *counters, const pcc_magic *magic)
 {
   unsigned n = atomic_load(&counters->n_magics);
@@ -74,7 +83,8 @@ pcc_magic_counters *pcc_counters_for(pcc_counters *counters, const pcc_magic *ma
     i++;
   if (i < n) {
     found = &counters->magics[i];
-  } else if (n < PCC_MAGICS_COUNTED) {
+  } else if (n < PCC_MAGICS_COUNTED &&
+             (counters->admit == NULL || counters->admit(counters->admit_ctx, magic))) {
     counters->magics[n].magic = *magic; /* written before the count that publishes it */
     atomic_store(&counters->n_magics, n + 1);
     found = &counters->magics[n];

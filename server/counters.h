@@ -6,6 +6,7 @@
 #define PCC_COUNTERS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "proto.h"
@@ -45,12 +46,20 @@ void pcc_counters_close(pcc_counters *counters); /* NULL is fine */
 /* The totals; they live as long as counters. */
 pcc_totals *pcc_counters_totals(pcc_counters *counters);
 
-/* The counters of a magic, added on first use; past PCC_MAGICS_COUNTED magics, the shared
- * "other" counters. Thread-safe; the result lives as long as counters. */
+/* Which magics may get counters of their own: admit(ctx, magic) is asked, under the counters'
+ * lock, when a magic not counted yet is first counted; a magic it refuses is counted in "other"
+ * (and asked about again next time). Without it (the default) every magic is admitted. Set it
+ * before the counters are shared; ctx must outlive them. */
+void pcc_counters_set_admit(pcc_counters *counters,
+                            bool (*admit)(void *ctx, const pcc_magic *magic), void *ctx);
+
+/* The counters of a magic, added on first use when admitted; past PCC_MAGICS_COUNTED magics, or
+ * for a magic not admitted, the shared "other" counters. Thread-safe; the result lives as long as
+ * counters. */
 pcc_magic_counters *pcc_counters_for(pcc_counters *counters, const pcc_magic *magic);
 
 /* The magics counted so far: *first gets the array, the result its length. The "other" counters
- * (magics past the table) through *other. Entries are never removed. */
+ * (magics past the table, and those not admitted) through *other. Entries are never removed. */
 unsigned pcc_counters_magics(const pcc_counters *counters, const pcc_magic_counters **first,
                              const pcc_magic_counters **other);
 

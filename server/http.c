@@ -23,6 +23,7 @@
 
 #define HTTP_ROUTES_MAX 64   /* routes of every feature together */
 #define HTTP_UPLOAD_FIRST 16384 /* the first allocation of a body without a declared length */
+#define HTTP_STREAM_BLOCK 65536 /* the buffer libmicrohttpd fills from a STREAM answer's producer */
 
 /* One route of the table, with the state of its feature and its 405 answer (built once per
  * path, shared by the rows of that path). */
@@ -65,6 +66,7 @@ static const unsigned error_statuses[PCC_ERR_COUNT] = {
   [PCC_ERR_COMPILER_UNAVAILABLE] = 503,
   [PCC_ERR_STORE_FULL] = 507,
   [PCC_ERR_INTERNAL] = 500,
+  [PCC_ERR_BUSY] = 503,
 };
 
 unsigned pcc_http_status(pcc_error_code code)
@@ -179,6 +181,44 @@ static void release_bytes(void *cls)
   free(owner);
 }
 
+/* A STREAM answer's producer and its release, held by the response until it is destroyed. */
+typedef struct {
+  ssize_t (*produce)(void *ctx, uint8_t *buf, size_t max);
+  void (*stream_free)(void *ctx);
+  void *ctx;
+} http_stream;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+  (void)pos; /* a response is never reused: pos is the sum of what was produced so far */
+  http_stream *stream = cls;
+  ssize_t n = stream->produce(stream->ctx, (uint8_t *)buf, max);
+  return n > 0 ? n : n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_done(void *cls)
+{
+  http_stream *stream = cls;
+  stream->stream_free(stream->ctx);
+  free(stream);
+}
+
+/* The response of a STREAM answer (chunked, of unknown length); takes the producer from answer. */
+static struct MHD_Response *stream_response(pcc_answer *answer)
+{
+  http_stream *stream = malloc(sizeof *stream);
+  if (stream == NULL)
+    return NULL;
+  *stream = (http_stream){answer->produce, answer->stream_free, answer->stream_ctx};
+  struct MHD_Response *response = MHD_create_response_from_callback(
+    MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK, stream_read, stream, stream_done);
+  if (response == NULL)
+    free(stream);
+  else
+    answer->stream_free = NULL; /* now the response's */
+  return response;
+}
+
 /* Encodes and queues an answer; clears it. */
 static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_params *params,
                                    pcc_answer *answer)
@@ -212,10 +252,14 @@ static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_
     }
     result = queue(connection, 200, response, answer->content_type, answer);
     break;
-  case PCC_ANSWER_STREAM:
-    response = MHD_create_response_from_pipe(answer->fd); /* closes the fd */
+  case PCC_ANSWER_FILE:
+    response = MHD_create_response_from_fd64(answer->file_size, answer->fd); /* closes the fd */
     if (response != NULL)
       answer->fd = -1;
+    result = queue(connection, 200, response, answer->content_type, answer);
+    break;
+  case PCC_ANSWER_STREAM:
+    response = stream_response(answer);
     result = queue(connection, 200, response, answer->content_type, answer);
     break;
   case PCC_ANSWER_ERROR:
@@ -471,6 +515,15 @@ static bool parse_request(struct MHD_Connection *connection, const char *url, re
   return true;
 }
 
+/* pcc_request's release_body: the handler holds its own copy of what it needs of the body. */
+static void release_body(pcc_request *r)
+{
+  request *req = (request *)((char *)r - offsetof(request, request));
+  pcc_dynbuf_free(&req->body);
+  r->body = NULL;
+  r->body_len = 0;
+}
+
 static void suspend_connection(void *ctx)
 {
   MHD_suspend_connection(ctx);
@@ -551,6 +604,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     req->request.suspend = suspend_connection;
     req->request.resume = resume_connection;
     req->request.ctx = connection;
+    req->request.release_body = release_body;
     memcpy(req->request.ns, who.ns, sizeof who.ns);
     pcc_dynbuf_init(&req->body, (size_t)limit);
     if (declared > 0 && (uint64_t)declared <= limit)

@@ -20,12 +20,17 @@
 
 typedef struct pcc_route pcc_route;
 
-/* A request, as a handler sees it. Everything lives until the request completes. */
+/* A request, as a handler sees it. Everything lives until the request completes, but the body
+ * may go earlier: see release_body. */
 typedef struct pcc_request {
   const pcc_route *route;
   pcc_params params;        /* parsed when the route declares parameters (else all zero) */
   const uint8_t *body;      /* NULL when empty */
   size_t body_len;
+  /* Frees the body at once (body becomes NULL, body_len 0), for a handler that has copied what
+   * it needs of it and will wait (a PENDING answer): the upload buffer does not stay allocated
+   * while the request waits. NULL when the caller owns the body (tests). */
+  void (*release_body)(struct pcc_request *req);
   const char *path_arg;     /* the part of the URL the pattern's '*' matched, or NULL */
   char ns[PCC_NAMESPACE_MAX + 1]; /* the caller's namespace ("" the default; auth.h) */
   const char *args[PCC_ROUTE_ARGS_MAX]; /* values of route->args, NULL when absent */

@@ -1,7 +1,9 @@
 /* warm.c: the warm-start feature of pycached (docs/API.md, "Warm start"): import profiles
  * recorded by clients (POST /v1/profile), bundles that serve a whole profile's pycs in one
- * response (GET /v1/bundle; built once and kept while the store is unchanged), batched lookups
- * (POST /v1/batch) and the fallbacks clients report at exit (POST /v1/report). */
+ * response (GET /v1/bundle; the binary form built once and kept while the store is unchanged,
+ * the JSON form streamed), batched lookups (POST /v1/batch; identical lookups answered once,
+ * streamed) and the fallbacks clients report at exit (POST /v1/report). Every answer whose size
+ * a client's request decides is capped (--max-bundle, --max-batch-response). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,9 +112,195 @@ static void copy_path(const char *path, size_t len, void *ctx)
   }
 }
 
-/* Adds the stored entry of one path (code only, checksum verified) to the bundle or JSON. */
-static void bundle_add(warm *w, const char *ns, const pcc_params *params, const char *path,
-                       pcc_bundle_writer *writer, cJSON *entries, unsigned *added)
+/* ---- JSON answers made entry by entry --------------------------------------------------------
+ * A batch or a JSON bundle is sent as it is made (a STREAM answer, answer.h): the head, then one
+ * item after the other, each made when the client has taken the one before, then the tail. Only
+ * the item being sent is held, whatever the size of the whole, and the whole stays within a cap:
+ * the maker of an item is told how many bytes are left for it. */
+
+typedef enum { STREAM_HEAD, STREAM_ITEMS, STREAM_TAIL, STREAM_DONE } stream_phase;
+
+/* Makes the next item: its text into *text (malloc'd, taken by the stream) and *len, at most
+ * room bytes. Returns 1 for an item, 0 when there are no more, -1 without memory (the answer is
+ * then cut short). */
+typedef int (*stream_next)(void *ctx, uint64_t room, char **text, size_t *len);
+
+typedef struct {
+  stream_phase phase;
+  char *head;              /* owned: the document up to its array's '[' */
+  const char *tail;        /* static: what closes it */
+  uint64_t cap, written;   /* bytes of the whole document, and so far */
+  size_t items;            /* made so far */
+  const char *piece;       /* being sent: piece_len bytes, piece_at of them sent */
+  size_t piece_len, piece_at;
+  char *owned;             /* the piece, when it is an item's text */
+  char *after;             /* an item made, to be sent after its comma */
+  size_t after_len;
+  bool failed;
+  stream_next next;
+  void *ctx;
+  void (*ctx_free)(void *ctx);
+} json_stream;
+
+static void stream_piece(json_stream *s, const char *piece, size_t len, char *owned)
+{
+  s->piece = piece;
+  s->piece_len = len;
+  s->piece_at = 0;
+  s->owned = owned;
+  s->written += len;
+}
+
+/* Moves on to the next piece: 1 when there is one, 0 at the end, -1 on an error. */
+static int stream_advance(json_stream *s)
+{
+  free(s->owned);
+  s->owned = NULL;
+  if (s->after != NULL) {
+    stream_piece(s, s->after, s->after_len, s->after);
+    s->after = NULL;
+    return 1;
+  }
+  switch (s->phase) {
+  case STREAM_HEAD:
+    s->phase = STREAM_ITEMS;
+    stream_piece(s, s->head, strlen(s->head), NULL);
+    return 1;
+  case STREAM_ITEMS: {
+    uint64_t reserved = s->written + strlen(s->tail) + (s->items > 0); /* and a comma */
+    uint64_t room = s->cap > reserved ? s->cap - reserved : 0;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = s->next(s->ctx, room, &text, &len);
+    if (rc > 0 && len > room) { /* never past the cap, whatever the maker does */
+      free(text);
+      rc = -1;
+    }
+    if (rc < 0)
+      return -1;
+    if (rc > 0) {
+      if (s->items++ == 0) {
+        stream_piece(s, text, len, text);
+      } else {
+        stream_piece(s, ",", 1, NULL);
+        s->after = text; /* counted in written when it becomes the piece */
+        s->after_len = len;
+      }
+      return 1;
+    }
+    s->phase = STREAM_TAIL;
+  } /* fall through */
+  case STREAM_TAIL:
+    s->phase = STREAM_DONE;
+    stream_piece(s, s->tail, strlen(s->tail), NULL);
+    return 1;
+  case STREAM_DONE:
+    break;
+  }
+  return 0;
+}
+
+/* The producer of the STREAM answer. */
+static ssize_t stream_produce(void *ctx, uint8_t *buf, size_t max)
+{
+  json_stream *s = ctx;
+  size_t out = 0;
+  while (out < max && !s->failed) {
+    if (s->piece_at == s->piece_len) {
+      int rc = stream_advance(s);
+      s->failed = rc < 0;
+      if (rc <= 0)
+        break;
+      continue;
+    }
+    size_t n = s->piece_len - s->piece_at;
+    if (n > max - out)
+      n = max - out;
+    memcpy(buf + out, s->piece + s->piece_at, n);
+    s->piece_at += n;
+    out += n;
+  }
+  return out > 0 ? (ssize_t)out : s->failed ? -1 : 0;
+}
+
+static void stream_free(void *ctx)
+{
+  json_stream *s = ctx;
+  free(s->owned);
+  free(s->after);
+  free(s->head);
+  s->ctx_free(s->ctx);
+  free(s);
+}
+
+/* Answers a JSON document made as it is sent: head (taken), the items of next, then tail
+ * (static), at most cap bytes in all. ctx is taken too: ctx_free(ctx) runs once the answer is
+ * done with (also here, on failure). */
+static void answer_json_stream(pcc_answer *answer, char *head, const char *tail, uint64_t cap,
+                               stream_next next, void *ctx, void (*ctx_free)(void *ctx))
+{
+  json_stream *s = head ? calloc(1, sizeof *s) : NULL;
+  if (s == NULL) {
+    free(head);
+    ctx_free(ctx);
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+    return;
+  }
+  *s = (json_stream){.head = head, .tail = tail, .cap = cap, .next = next, .ctx = ctx,
+                     .ctx_free = ctx_free};
+  pcc_answer_stream(answer, "application/json", stream_produce, stream_free, s);
+}
+
+/* The head of a streamed document: doc's fields (taken), then "array": [ . NULL without memory. */
+static char *json_head(cJSON *doc, const char *array)
+{
+  char *fields = doc ? cJSON_PrintUnformatted(doc) : NULL;
+  cJSON_Delete(doc);
+  size_t len = fields ? strlen(fields) : 0;
+  char *head = len >= 2 ? malloc(len + strlen(array) + 5) : NULL;
+  if (head != NULL) /* fields without its closing '}', then the array's name */
+    snprintf(head, len + strlen(array) + 5, "%.*s%s\"%s\":[", (int)(len - 1), fields,
+             len > 2 ? "," : "", array);
+  free(fields);
+  return head;
+}
+
+/* The JSON text of an ENTRY answer for params' mtime and size (as /v1/code sends it), or NULL
+ * without memory. */
+static char *entry_text(const pcc_params *params, const pcc_answer *answer)
+{
+  pcc_entry_view view;
+  uint8_t *pyc = pcc_answer_entry_view(params, answer, &view);
+  cJSON *item = pyc ? pcc_entry_to_json(&view) : NULL;
+  free(pyc);
+  char *text = item ? cJSON_PrintUnformatted(item) : NULL;
+  cJSON_Delete(item);
+  return text;
+}
+
+/* ---- bundles ----------------------------------------------------------------------------------- */
+
+/* Reads the paths of a profile into *paths (initialised here; the caller frees it). Returns false
+ * (answer set) on a store error or when there is no such profile. */
+static bool read_profile(warm *w, const char *ns, const pcc_params *params, const char *name,
+                         pcc_dynbuf *paths, pcc_answer *answer)
+{
+  pcc_dynbuf_init(paths, (size_t)PCC_PROFILE_PATHS_MAX * (PCC_PATH_MAX + 1));
+  pcc_store_status rc = pcc_store_profile_read(pcc_core_store(w->core), ns, &params->magic,
+                                               params->opt, name, copy_path, paths);
+  if (rc == PCC_STORE_NOTFOUND)
+    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no profile of that name for this magic and opt");
+  else if (rc != PCC_STORE_OK)
+    pcc_answer_store_error(answer, rc);
+  return rc == PCC_STORE_OK;
+}
+
+/* The stored entry of one path as a bundle serves it (code only, checksum verified): *served
+ * gets the ENTRY answer (the caller clears it), *entry_params its parameters (pointing at path).
+ * False when the path has none (absent, corrupt and dropped, or a compile error): the client
+ * asks for it on its own. */
+static bool bundle_entry(warm *w, const char *ns, const pcc_params *params, const char *path,
+                         pcc_params *entry_params, pcc_answer *served)
 {
   pcc_path_record record;
   pcc_blob *blob = NULL;
@@ -121,71 +309,133 @@ static void bundle_add(warm *w, const char *ns, const pcc_params *params, const 
         PCC_STORE_OK ||
       pcc_store_get_blob(store, &params->magic, params->opt, &record.digest, &blob) !=
         PCC_STORE_OK)
-    return; /* absent, or corrupt (dropped): the client asks for it on its own */
+    return false;
   if (blob->kind != PCC_BLOB_CODE) {
     free(blob);
-    return;
+    return false;
   }
-  pcc_params entry_params = *params;
-  entry_params.path = path;
-  entry_params.path_len = strlen(path);
-  entry_params.mtime = record.mtime;
-  entry_params.size = record.size;
+  *entry_params = *params;
+  entry_params->path = path;
+  entry_params->path_len = strlen(path);
+  entry_params->mtime = record.mtime;
+  entry_params->size = record.size;
+  entry_params->hash = record.hash;
+  pcc_answer_init(served);
+  pcc_answer_blob(served, blob, &record.digest, true, "hit");
+  return true;
+}
+
+/* Adds the stored entry of one path to a binary bundle; one that does not fit is left out. */
+static void bundle_add(warm *w, const char *ns, const pcc_params *params, const char *path,
+                       pcc_bundle_writer *writer, unsigned *added)
+{
+  pcc_params entry_params;
   pcc_answer served;
-  pcc_answer_init(&served);
-  pcc_answer_blob(&served, blob, &record.digest, true, "hit");
+  if (!bundle_entry(w, ns, params, path, &entry_params, &served))
+    return;
   pcc_entry_view view;
   uint8_t *pyc = pcc_answer_entry_view(&entry_params, &served, &view);
-  if (pyc != NULL && writer != NULL) {
-    pcc_bundle_entry entry = {path, entry_params.path_len, record.mtime, record.size,
-                              record.hash, record.digest, pyc, view.pyc_len, 0};
+  if (pyc != NULL) {
+    pcc_bundle_entry entry = {path, entry_params.path_len, view.mtime, view.size, view.hash,
+                              view.digest, pyc, view.pyc_len, 0};
     if (pcc_bundle_writer_add(writer, &entry) == PCC_PROTO_OK)
       (*added)++;
-  } else if (pyc != NULL) {
-    cJSON *item = pcc_entry_to_json(&view);
-    if (item != NULL) {
-      cJSON_AddItemToArray(entries, item);
-      (*added)++;
-    }
   }
   free(pyc);
   pcc_answer_clear(&served);
 }
 
-/* Builds the bundle of a profile: the binary form into *data (caller frees) or, with doc set,
- * the entries into doc's "entries". Returns false (answer set) on a store error or no profile. */
+/* Builds the binary bundle of a profile into *data (caller frees). Returns false (answer set) on
+ * a store error or no profile. */
 static bool build_bundle(warm *w, const char *ns, const pcc_params *params, const char *name,
-                         cJSON *doc, uint8_t **data, size_t *len, unsigned *added,
-                         pcc_answer *answer)
+                         uint8_t **data, size_t *len, unsigned *added, pcc_answer *answer)
 {
   pcc_dynbuf paths;
-  pcc_dynbuf_init(&paths, (size_t)PCC_PROFILE_PATHS_MAX * (PCC_PATH_MAX + 1));
-  pcc_store_status rc = pcc_store_profile_read(pcc_core_store(w->core), ns, &params->magic,
-                                               params->opt, name, copy_path, &paths);
   pcc_bundle_writer *writer = NULL;
-  bool ok = false;
+  bool ok = read_profile(w, ns, params, name, &paths, answer);
   *added = 0;
-  if (rc == PCC_STORE_NOTFOUND)
-    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no profile of that name for this magic and opt");
-  else if (rc != PCC_STORE_OK)
-    pcc_answer_store_error(answer, rc);
-  else if (doc == NULL &&
-           pcc_bundle_writer_open(&params->magic, params->opt,
-                                  (size_t)pcc_core_config(w->core)->max_bundle,
-                                  &writer) != PCC_PROTO_OK)
+  if (ok && pcc_bundle_writer_open(&params->magic, params->opt,
+                                   (size_t)pcc_core_config(w->core)->max_bundle,
+                                   &writer) != PCC_PROTO_OK) {
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
-  else
-    ok = true;
-  cJSON *entries = doc ? cJSON_GetObjectItemCaseSensitive(doc, "entries") : NULL;
+    ok = false;
+  }
   for (size_t at = 0; ok && at < paths.len; at += strlen((char *)paths.data + at) + 1)
-    bundle_add(w, ns, params, (char *)paths.data + at, writer, entries, added);
-  if (ok && writer != NULL && pcc_bundle_writer_finish(writer, data, len) != PCC_PROTO_OK) {
+    bundle_add(w, ns, params, (char *)paths.data + at, writer, added);
+  if (ok && pcc_bundle_writer_finish(writer, data, len) != PCC_PROTO_OK) {
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot finish the bundle");
     ok = false;
   }
   pcc_bundle_writer_close(writer);
   pcc_dynbuf_free(&paths);
   return ok;
+}
+
+/* The JSON form of a bundle, made entry by entry as it is sent. */
+typedef struct {
+  warm *w;
+  char ns[PCC_NAMESPACE_MAX + 1];
+  pcc_params params;   /* magic and opt */
+  pcc_dynbuf paths;    /* the profile's, NUL-terminated */
+  size_t at;           /* where the next path starts */
+} bundle_stream;
+
+/* The next stored entry of the profile that fits in room; an entry that does not is left out,
+ * as in the binary form. */
+static int bundle_next(void *ctx, uint64_t room, char **text, size_t *len)
+{
+  bundle_stream *b = ctx;
+  while (b->at < b->paths.len) {
+    const char *path = (const char *)b->paths.data + b->at;
+    b->at += strlen(path) + 1;
+    pcc_params entry_params;
+    pcc_answer served;
+    if (!bundle_entry(b->w, b->ns, &b->params, path, &entry_params, &served))
+      continue;
+    char *item = entry_text(&entry_params, &served);
+    pcc_answer_clear(&served);
+    if (item != NULL && strlen(item) <= room) {
+      *text = item;
+      *len = strlen(item);
+      return 1;
+    }
+    free(item);
+  }
+  return 0;
+}
+
+static void bundle_stream_free(void *ctx)
+{
+  bundle_stream *b = ctx;
+  pcc_dynbuf_free(&b->paths);
+  free(b);
+}
+
+/* GET /v1/bundle?format=json: {"magic", "opt", "profile", "entries": [...]}, at most
+ * --max-bundle bytes. */
+static void bundle_json(warm *w, const pcc_request *req, const char *name, pcc_answer *answer)
+{
+  bundle_stream *b = calloc(1, sizeof *b);
+  if (b == NULL) {
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+    return;
+  }
+  b->w = w;
+  memcpy(b->ns, req->ns, sizeof b->ns);
+  b->params.magic = req->params.magic;
+  b->params.opt = req->params.opt;
+  if (!read_profile(w, req->ns, &b->params, name, &b->paths, answer)) {
+    bundle_stream_free(b);
+    return;
+  }
+  cJSON *doc = cJSON_CreateObject();
+  char hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(&b->params.magic, hex);
+  cJSON_AddStringToObject(doc, "magic", hex);
+  cJSON_AddNumberToObject(doc, "opt", b->params.opt);
+  cJSON_AddStringToObject(doc, "profile", name);
+  answer_json_stream(answer, json_head(doc, "entries"), "]}",
+                     pcc_core_config(w->core)->max_bundle, bundle_next, b, bundle_stream_free);
 }
 
 /* Drops a reference to cached bundle bytes (the release callback of a bundle answer). */
@@ -267,6 +517,7 @@ static void cache_put(warm *w, const char *ns, const pcc_params *params, const c
   pthread_mutex_unlock(&w->lock);
 }
 
+
 /* GET /v1/bundle: every valid stored pyc of a profile, binary or (format=json) as JSON. */
 static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
 {
@@ -275,29 +526,18 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
   const char *name = req->args[ARG_PROFILE], *format = req->args[ARG_FORMAT];
   if (!profile_name_ok(name, answer))
     return;
-  unsigned added = 0;
   if (format != NULL && strcmp(format, "json") == 0) {
-    cJSON *doc = cJSON_CreateObject();
-    char hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&params->magic, hex);
-    cJSON_AddStringToObject(doc, "magic", hex);
-    cJSON_AddNumberToObject(doc, "opt", params->opt);
-    cJSON_AddStringToObject(doc, "profile", name);
-    cJSON_AddArrayToObject(doc, "entries");
-    if (!build_bundle(w, req->ns, params, name, doc, NULL, NULL, &added, answer)) {
-      cJSON_Delete(doc);
-      return;
-    }
-    pcc_answer_json(answer, doc);
+    bundle_json(w, req, name, answer);
     return;
   }
+  unsigned added = 0;
   uint64_t generation = pcc_store_generation(pcc_core_store(w->core));
   bundle_bytes *bytes = cache_take(w, req->ns, params, name, generation);
   bool cached = bytes != NULL;
   if (bytes == NULL) {
     uint8_t *data = NULL;
     size_t len = 0;
-    if (!build_bundle(w, req->ns, params, name, NULL, &data, &len, &added, answer))
+    if (!build_bundle(w, req->ns, params, name, &data, &len, &added, answer))
       return;
     bytes = malloc(sizeof *bytes);
     if (bytes == NULL) {
@@ -318,6 +558,15 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
   pcc_answer_header(answer, "X-Pycached-Bundle-Entries", entries);
   pcc_answer_header(answer, "X-Pycached-Bundle-Cache", cached ? "hit" : "built");
 }
+
+/* ---- batches ----------------------------------------------------------------------------------
+ * A batch is answered lookup by lookup as it is sent (see above). A lookup identical to an
+ * earlier one of the batch is not looked up again: its result is {"same_as": INDEX} of the first
+ * one. The answer stays within --max-batch-response: PCC_BATCH_SMALL_MAX bytes (and a comma) of
+ * it are kept for every lookup not answered yet. When a result would not fit in what is left,
+ * that lookup and every later one are answered with a too-large object instead (references and
+ * bad-parameter objects stay what they are): none of the three is longer than
+ * PCC_BATCH_SMALL_MAX, so the kept bytes always suffice. */
 
 /* Reads a lookup's parameters from a JSON object (strings or numbers) for pcc_params_parse. */
 typedef struct {
@@ -342,64 +591,195 @@ static const char *json_param(void *ctx, const char *name)
   return slot;
 }
 
-/* One lookup of a batch, answered as the item /v1/code would send. */
-static cJSON *batch_one(warm *w, const char *ns, const cJSON *lookup)
+#define NOT_SAME SIZE_MAX
+
+/* One lookup of a batch, parsed. */
+typedef struct {
+  pcc_params params;   /* its path points into path */
+  char *path;          /* owned */
+  char *error;         /* owned: the result of a malformed lookup (bad-parameter), else NULL */
+  size_t same_as;      /* the index of the first identical lookup, or NOT_SAME */
+} batch_lookup;
+
+typedef struct {
+  warm *w;
+  char ns[PCC_NAMESPACE_MAX + 1];
+  batch_lookup *lookups;
+  size_t n, at;        /* lookups, and the next one to answer */
+  bool cut;            /* a result would have passed the cap: the rest are too-large */
+} batch_stream;
+
+static void batch_stream_free(void *ctx)
+{
+  batch_stream *b = ctx;
+  for (size_t i = 0; b->lookups != NULL && i < b->n; i++) {
+    free(b->lookups[i].path);
+    free(b->lookups[i].error);
+  }
+  free(b->lookups);
+  free(b);
+}
+
+/* Parses one lookup into *out: false without memory. */
+static bool batch_parse(const cJSON *lookup, batch_lookup *out)
 {
   json_getter getter = {.object = lookup};
-  pcc_params params;
   const char *bad = NULL;
   pcc_proto_status rc =
     cJSON_IsObject(lookup)
       ? pcc_params_parse(json_param, &getter,
                          PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME | PCC_PARAM_SIZE,
-                         &params, &bad)
+                         &out->params, &bad)
       : PCC_PROTO_INVALID;
-  if (rc != PCC_PROTO_OK) {
-    cJSON *item = pcc_error_to_json("bad-parameter", bad ? bad : "each lookup is an object");
-    if (item != NULL && bad != NULL)
-      cJSON_AddStringToObject(item, "param", bad);
-    return item;
+  out->same_as = NOT_SAME;
+  if (rc == PCC_PROTO_OK) {
+    out->path = strndup(out->params.path, out->params.path_len);
+    out->params.path = out->path;
+    return out->path != NULL;
   }
-  pcc_answer answer;
-  pcc_answer_init(&answer);
-  pcc_core_lookup(w->core, ns, &params, &answer);
-  cJSON *item = NULL;
-  if (answer.kind == PCC_ANSWER_ENTRY) {
-    pcc_entry_view view;
-    uint8_t *pyc = pcc_answer_entry_view(&params, &answer, &view);
-    item = pyc ? pcc_entry_to_json(&view) : NULL;
-    free(pyc);
-  } else {
-    item = pcc_answer_error_json(&answer);
-  }
-  pcc_answer_clear(&answer);
-  return item;
+  cJSON *item = pcc_error_to_json("bad-parameter", bad ? bad : "each lookup is an object");
+  if (item != NULL && bad != NULL)
+    cJSON_AddStringToObject(item, "param", bad); /* a parameter's name: short */
+  out->error = item ? cJSON_PrintUnformatted(item) : NULL;
+  cJSON_Delete(item);
+  return out->error != NULL && strlen(out->error) <= PCC_BATCH_SMALL_MAX;
 }
 
-/* POST /v1/batch: the JSON body {"lookups": [...]} answered one by one as /v1/code would. */
+static bool same_lookup(const pcc_params *a, const pcc_params *b)
+{
+  const unsigned checks = PCC_PARAM_HASH | PCC_PARAM_DIGEST;
+  return pcc_magic_equal(&a->magic, &b->magic) && a->opt == b->opt && a->mtime == b->mtime &&
+         a->size == b->size && (a->present & checks) == (b->present & checks) &&
+         (!(a->present & PCC_PARAM_HASH) || a->hash == b->hash) &&
+         (!(a->present & PCC_PARAM_DIGEST) || pcc_digest_equal(&a->digest, &b->digest)) &&
+         a->path_len == b->path_len && memcmp(a->path, b->path, a->path_len) == 0;
+}
+
+/* Points every lookup identical to an earlier one at the first (a hash table of indexes). */
+static bool batch_dedupe(batch_lookup *lookups, size_t n)
+{
+  size_t slots = 16;
+  while (slots < 2 * n)
+    slots *= 2;
+  size_t *table = calloc(slots, sizeof *table); /* index + 1; 0: free */
+  if (table == NULL)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    const pcc_params *p = &lookups[i].params;
+    if (lookups[i].error != NULL)
+      continue;
+    uint64_t h = pcc_checksum(p->path, p->path_len) ^
+                 ((uint64_t)p->mtime * 0x9e3779b97f4a7c15ull) ^ (p->size << 7);
+    for (size_t s = (size_t)h & (slots - 1);; s = (s + 1) & (slots - 1)) {
+      if (table[s] == 0) {
+        table[s] = i + 1;
+        break;
+      }
+      if (same_lookup(&lookups[table[s] - 1].params, p)) {
+        lookups[i].same_as = table[s] - 1;
+        break;
+      }
+    }
+  }
+  free(table);
+  return true;
+}
+
+/* The result of one lookup, as /v1/code would answer it: the entry or the error object. */
+static char *batch_result(warm *w, const char *ns, const pcc_params *params)
+{
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  pcc_core_lookup(w->core, ns, params, &answer);
+  char *text = NULL;
+  if (answer.kind == PCC_ANSWER_ENTRY) {
+    text = entry_text(params, &answer);
+  } else {
+    cJSON *item = pcc_answer_error_json(&answer);
+    text = item ? cJSON_PrintUnformatted(item) : NULL;
+    cJSON_Delete(item);
+  }
+  pcc_answer_clear(&answer);
+  return text;
+}
+
+static int batch_next(void *ctx, uint64_t room, char **text, size_t *len)
+{
+  static const char too_large[] = "{\"error\":\"too-large\",\"message\":\"the answer reached "
+                                  "--max-batch-response; ask for this one again\"}";
+  _Static_assert(sizeof too_large - 1 <= PCC_BATCH_SMALL_MAX, "a too-large result is small");
+  batch_stream *b = ctx;
+  if (b->at == b->n)
+    return 0;
+  const batch_lookup *lookup = &b->lookups[b->at++];
+  uint64_t kept = (uint64_t)(b->n - b->at) * (PCC_BATCH_SMALL_MAX + 1); /* for the rest */
+  char *item = NULL;
+  if (lookup->same_as != NOT_SAME) {
+    item = malloc(48);
+    if (item != NULL)
+      snprintf(item, 48, "{\"same_as\":%zu}", lookup->same_as);
+  } else if (lookup->error != NULL) {
+    item = strdup(lookup->error);
+  } else if (!b->cut) {
+    item = batch_result(b->w, b->ns, &lookup->params);
+    if (item != NULL && strlen(item) + kept > room) {
+      free(item);
+      item = NULL;
+      b->cut = true;
+    }
+  }
+  if (item == NULL && b->cut)
+    item = strdup(too_large);
+  if (item == NULL)
+    return -1;
+  *text = item;
+  *len = strlen(item);
+  return 1;
+}
+
+/* POST /v1/batch: the JSON body {"lookups": [...]}, answered lookup by lookup as /v1/code would:
+ * {"results": [...]}, at most --max-batch-response bytes. */
 static void handle_batch(void *state, pcc_request *req, pcc_answer *answer)
 {
   warm *w = state;
-  const uint64_t max = pcc_core_config(w->core)->max_batch;
+  const pcc_config *config = pcc_core_config(w->core);
   cJSON *doc = req->body ? cJSON_ParseWithLength((const char *)req->body, req->body_len) : NULL;
   const cJSON *lookups = cJSON_GetObjectItemCaseSensitive(doc, "lookups");
   int n = cJSON_GetArraySize(lookups);
-  if (!cJSON_IsArray(lookups) || (uint64_t)n > max) {
+  static const char head[] = "{\"results\":[", tail[] = "]}";
+  if (!cJSON_IsArray(lookups) || (uint64_t)n > config->max_batch) {
     cJSON_Delete(doc);
     pcc_answer_error(answer, PCC_ERR_BAD_PARAMETER, "body: want {\"lookups\": [...]} with at "
-                     "most %llu lookups", (unsigned long long)max);
+                     "most %llu lookups", (unsigned long long)config->max_batch);
     pcc_answer_extra_string(answer, "param", "lookups");
     return;
   }
-  cJSON *json = cJSON_CreateObject();
-  cJSON *results = cJSON_AddArrayToObject(json, "results");
+  if (sizeof head + sizeof tail + (uint64_t)n * (PCC_BATCH_SMALL_MAX + 1) >
+      config->max_batch_response) {
+    cJSON_Delete(doc);
+    pcc_answer_error(answer, PCC_ERR_TOO_LARGE, "%d lookups need more than "
+                     "--max-batch-response (%llu bytes; %d a lookup at least)", n,
+                     (unsigned long long)config->max_batch_response, PCC_BATCH_SMALL_MAX + 1);
+    return;
+  }
+  batch_stream *b = calloc(1, sizeof *b);
+  bool ok = b != NULL && (n == 0 || (b->lookups = calloc((size_t)n, sizeof *b->lookups)));
   const cJSON *lookup;
   cJSON_ArrayForEach(lookup, lookups) {
-    cJSON *item = batch_one(w, req->ns, lookup);
-    cJSON_AddItemToArray(results, item ? item : cJSON_CreateNull());
+    if (ok)
+      ok = batch_parse(lookup, &b->lookups[b->n++]);
   }
   cJSON_Delete(doc);
-  pcc_answer_json(answer, json);
+  if (!ok || !batch_dedupe(b->lookups, b->n)) {
+    if (b != NULL)
+      batch_stream_free(b);
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+    return;
+  }
+  b->w = w;
+  memcpy(b->ns, req->ns, sizeof b->ns);
+  answer_json_stream(answer, strdup(head), tail, config->max_batch_response, batch_next, b,
+                     batch_stream_free);
 }
 
 /* ---- client reports ------------------------------------------------------------------------ */

@@ -1,8 +1,9 @@
 /* test_server.c: the Check suite of server/, without HTTP. It opens the real core (LMDB in a
  * temporary directory, real compiler workers) and calls the features' handlers through their
  * route rows, as server/http.c does: single-flight compiles (joiners, one compile, waiters
- * released when the worker dies, requests that go away), the bundle cache, config parsing and
- * limits, and the route table against the roles of access control. */
+ * released when the worker dies, requests that go away), the bundle cache, the bounds on what one
+ * request may make the server spend (counted magics, the compile queue, batches, backups),
+ * config parsing and limits, and the route table against the roles of access control. */
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -489,6 +490,316 @@ START_TEST(test_bundle_cache_off)
 }
 END_TEST
 
+/* ---- bounds on what one request may make the server spend (issue 10) -------------------- */
+
+static bool admit_even(void *ctx, const pcc_magic *magic)
+{
+  (void)ctx;
+  return magic->bytes[0] % 2 == 0;
+}
+
+/* A magic the admit function refuses is counted in "other", and asked about again next time. */
+START_TEST(test_counters_fold_refused_magics)
+{
+  pcc_counters *counters = pcc_counters_open();
+  ck_assert_ptr_nonnull(counters);
+  pcc_counters_set_admit(counters, admit_even, NULL);
+  const pcc_magic_counters *magics, *other;
+  for (int round = 0; round < 2; round++)
+    for (int i = 0; i < 20; i++) {
+      pcc_magic magic = {{(uint8_t)i, 0x42, 0x0d, 0x0a}};
+      pcc_magic_counters *m = pcc_counters_for(counters, &magic);
+      atomic_fetch_add(&m->miss_absent, 1);
+      pcc_counters_magics(counters, &magics, &other);
+      ck_assert_msg((m == other) == (i % 2 == 1), "magic %d", i);
+    }
+  ck_assert_uint_eq(pcc_counters_magics(counters, &magics, &other), 10);
+  for (unsigned i = 0; i < 10; i++) {
+    ck_assert_uint_eq(magics[i].magic.bytes[0] % 2, 0);
+    ck_assert_uint_eq(atomic_load(&magics[i].miss_absent), 2);
+  }
+  ck_assert_uint_eq(atomic_load(&other->miss_absent), 20);
+  pcc_counters_close(counters);
+}
+END_TEST
+
+/* The parameters of a lookup of path (mtime 1700000000, size 10) for magic. */
+static pcc_params lookup_params(const pcc_magic *magic, const char *path)
+{
+  return (pcc_params){.present = PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME |
+                                 PCC_PARAM_SIZE,
+                      .magic = *magic, .path = path, .path_len = strlen(path),
+                      .mtime = 1700000000, .size = 10};
+}
+
+/* Counters of their own for the magics a backend serves or the store holds; made-up ones share
+ * "other". */
+START_TEST(test_made_up_magics_fold_into_other)
+{
+  server s;
+  server_open(&s, NULL);
+  const pcc_backend *backends;
+  pcc_core_backends(s.core, &backends);
+  const pcc_magic served = *pcc_compiler_magic(backends[0].compiler);
+  const pcc_magic stored = {{0x3b, 0x0d, 0x0d, 0x0a}}; /* CPython 3.6: no backend here */
+  pcc_path_record record = {1700000000, 10, 7, {{1}}};
+  pcc_blob blob = {.kind = PCC_BLOB_CODE, .hash = 7, .size = 10, .payload = (const uint8_t *)"c",
+                   .payload_len = 1};
+  CHECK_RC(pcc_store_put(pcc_core_store(s.core), "", &stored, 0, "/src/old.py", 11, &record,
+                         &blob), pcc_store_strerror);
+  const struct {
+    pcc_magic magic;
+    const char *path;
+    pcc_answer_kind kind;
+  } lookups[] = {
+    {served, "/src/none.py", PCC_ANSWER_ERROR},  /* a miss */
+    {stored, "/src/old.py", PCC_ANSWER_ENTRY},   /* a hit of an unserved magic */
+  };
+  for (size_t i = 0; i < 2; i++) {
+    pcc_params params = lookup_params(&lookups[i].magic, lookups[i].path);
+    pcc_answer answer;
+    pcc_answer_init(&answer);
+    pcc_core_lookup(s.core, "", &params, &answer);
+    ck_assert_int_eq(answer.kind, lookups[i].kind);
+    pcc_answer_clear(&answer);
+  }
+  for (unsigned i = 0; i < 2 * PCC_MAGICS_COUNTED; i++) { /* made up: each a new magic */
+    pcc_magic magic = {{(uint8_t)(i >> 8), (uint8_t)i, 0x0d, 0x0a}};
+    pcc_params params = lookup_params(&magic, "/src/any.py");
+    pcc_answer answer;
+    pcc_answer_init(&answer);
+    pcc_core_lookup(s.core, "", &params, &answer);
+    ck_assert_int_eq(answer.error, PCC_ERR_UNSUPPORTED_MAGIC);
+    pcc_answer_clear(&answer);
+  }
+  const pcc_magic_counters *magics, *other;
+  ck_assert_uint_eq(pcc_counters_magics(pcc_core_counters(s.core), &magics, &other), 2);
+  ck_assert(pcc_magic_equal(&magics[0].magic, &served));
+  ck_assert(pcc_magic_equal(&magics[1].magic, &stored));
+  ck_assert_uint_eq(atomic_load(&magics[1].hits), 1);
+  ck_assert_uint_eq(atomic_load(&other->miss_absent), 2 * PCC_MAGICS_COUNTED);
+  server_close(&s);
+}
+END_TEST
+
+static atomic_uint bodies_released;
+
+/* A request's release_body, as http.c has it, for a body the test owns. */
+static void release_test_body(pcc_request *req)
+{
+  atomic_fetch_add(&bodies_released, 1);
+  req->body = NULL;
+  req->body_len = 0;
+}
+
+/* Past --max-queued-compiles a new compile is busy (503) with Retry-After, at once; joining a
+ * queued compile still works; a request that waits has let its body go. */
+START_TEST(test_compile_queue_is_bounded)
+{
+  server s;
+  const char *extra[] = {"--max-queued-compiles", "2", NULL};
+  server_open(&s, extra); /* one worker */
+  void *state;
+  const pcc_route *route = find_route(&s, "POST", "/v1/compile", &state);
+  enum { N = 6 };
+  char *sources[N + 1];
+  char paths[N + 1][32];
+  pcc_request reqs[N + 1];
+  pcc_answer answers[N + 1];
+  connection *conns[N + 1];
+  unsigned pending = 0, busy = 0;
+  atomic_store(&bodies_released, 0);
+  for (int i = 0; i <= N; i++) { /* the last one: the same source as the second */
+    sources[i] = slow_source(i < N ? 200 + i : 201);
+    snprintf(paths[i], sizeof paths[i], "/src/bounded%d.py", i);
+    conns[i] = connection_new();
+    compile_request(&s, &reqs[i], route, paths[i], sources[i], conns[i]);
+    reqs[i].release_body = release_test_body;
+    pcc_answer_init(&answers[i]);
+    route->handler(state, &reqs[i], &answers[i]);
+    if (answers[i].kind == PCC_ANSWER_PENDING) {
+      pending++;
+      ck_assert_ptr_null(reqs[i].body); /* the job has its own copy */
+      continue;
+    }
+    ck_assert_msg(answers[i].kind == PCC_ANSWER_ERROR && answers[i].error == PCC_ERR_BUSY,
+                  "compile %d: kind %d (%s)", i, answers[i].kind, answers[i].message);
+    ck_assert_uint_eq(pcc_http_status(answers[i].error), 503);
+    ck_assert_uint_eq(conns[i]->suspended, 0);
+    ck_assert_str_eq(answers[i].headers[0].name, "Retry-After");
+    ck_assert_int_ge(atoi(answers[i].headers[0].value), 1);
+    ck_assert_int_le(atoi(answers[i].headers[0].value), PCC_RETRY_AFTER_MAX);
+    ck_assert(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(answers[i].extra, "retry_after")));
+    ck_assert_ptr_nonnull(reqs[i].body); /* answered at once: http.c frees it with the request */
+    busy++;
+    pcc_answer_clear(&answers[i]);
+  }
+  /* two queued and perhaps one taken by the worker already, plus the one that joined */
+  ck_assert_msg(pending == 3 || pending == 4, "%u pending", pending);
+  ck_assert_uint_eq(busy, N + 1 - pending);
+  ck_assert_int_eq(answers[N].kind, PCC_ANSWER_PENDING);
+  ck_assert_uint_eq(atomic_load(&bodies_released), pending);
+  for (int i = 0; i <= N; i++) {
+    if (answers[i].kind == PCC_ANSWER_PENDING) {
+      ck_assert(wait_resumed(conns[i]));
+      pcc_answer final;
+      pcc_answer_init(&final);
+      answers[i].finish(answers[i].pending, &reqs[i], &final);
+      ck_assert_msg(final.kind == PCC_ANSWER_ENTRY, "%d: %s", i, final.message);
+      ck_assert_str_eq(final.outcome, i == N ? "joined" : "compiled");
+      pcc_answer_clear(&final);
+    }
+    connection_free(conns[i]);
+    free(sources[i]);
+  }
+  server_close(&s);
+}
+END_TEST
+
+/* Drains a STREAM answer through its producer, in pieces of varying size (1, 7 and 4096 bytes,
+ * over and over, so that every boundary is crossed), into a NUL-terminated text. */
+static char *drain_stream(pcc_answer *answer, size_t *len)
+{
+  ck_assert_int_eq(answer->kind, PCC_ANSWER_STREAM);
+  pcc_dynbuf out;
+  pcc_dynbuf_init(&out, 64 << 20);
+  static const size_t sizes[] = {1, 7, 4096};
+  uint8_t buf[4096];
+  for (size_t call = 0;; call++) {
+    ssize_t n = answer->produce(answer->stream_ctx, buf, sizes[call % 3]);
+    ck_assert_int_ge(n, 0);
+    if (n == 0)
+      break;
+    ck_assert_uint_le((size_t)n, sizes[call % 3]);
+    ck_assert_int_eq(pcc_dynbuf_add(&out, buf, (size_t)n), PCC_PROTO_OK);
+  }
+  pcc_answer_clear(answer); /* frees the stream */
+  pcc_dynbuf_add(&out, "", 1);
+  char *text = pcc_dynbuf_take(&out, len);
+  (*len)--;
+  return text;
+}
+
+/* A batch: identical lookups answered once, the rest once a result would pass
+ * --max-batch-response answered too-large, never more than the cap. */
+START_TEST(test_batch_is_deduplicated_streamed_and_capped)
+{
+  server s;
+  const char *extra[] = {"--max-batch-response", "1M", NULL};
+  server_open(&s, extra);
+  size_t big = 300000;
+  char *source = malloc(big + 16);
+  ck_assert_ptr_nonnull(source);
+  memcpy(source, "S = '", 5);
+  memset(source + 5, 'q', big);
+  memcpy(source + 5 + big, "'\n", 3);
+  char body[4096] = "{\"lookups\": [";
+  for (int i = 0; i < 4; i++) {
+    char path[32];
+    snprintf(path, sizeof path, "/src/batched%d.py", i);
+    compile_now(&s, path, source);
+    size_t used = strlen(body);
+    snprintf(body + used, sizeof body - used,
+             "%s{\"magic\": \"a70d0d0a\", \"path\": \"%s\", \"mtime\": 1700000000, "
+             "\"size\": %zu}", i ? ", " : "", path, strlen(source));
+  }
+  size_t used = strlen(body);
+  snprintf(body + used, sizeof body - used,
+           ", {\"magic\": \"a70d0d0a\", \"path\": \"/src/batched1.py\", \"mtime\": 1700000000, "
+           "\"size\": %zu}, {\"path\": \"/src/no-magic.py\"}]}", strlen(source));
+  void *state;
+  pcc_request req;
+  memset(&req, 0, sizeof req);
+  req.route = find_route(&s, "POST", "/v1/batch", &state);
+  req.body = (const uint8_t *)body;
+  req.body_len = strlen(body);
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  req.route->handler(state, &req, &answer);
+  size_t len;
+  char *text = drain_stream(&answer, &len);
+  ck_assert_uint_le(len, 1 << 20);
+  cJSON *doc = cJSON_Parse(text);
+  const cJSON *results = cJSON_GetObjectItemCaseSensitive(doc, "results");
+  ck_assert_int_eq(cJSON_GetArraySize(results), 6);
+  static const char *const want[] = {"entry", "entry", "too-large", "too-large", "same_as",
+                                     "bad-parameter"};
+  for (int i = 0; i < 6; i++) {
+    const cJSON *r = cJSON_GetArrayItem(results, i);
+    const cJSON *error = cJSON_GetObjectItemCaseSensitive(r, "error");
+    const char *got = cJSON_IsString(error) ? error->valuestring
+                      : cJSON_GetObjectItemCaseSensitive(r, "same_as") ? "same_as"
+                      : cJSON_GetObjectItemCaseSensitive(r, "pyc")     ? "entry"
+                                                                       : "?";
+    ck_assert_msg(strcmp(got, want[i]) == 0, "result %d: %s, not %s", i, got, want[i]);
+  }
+  ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(results, 4),
+                                                    "same_as")->valueint, 1);
+  cJSON_Delete(doc);
+  free(text);
+  free(source);
+  server_close(&s);
+}
+END_TEST
+
+/* Shutdown waits for a backup copy in progress: once it returns, the copy is done and its
+ * request resumed; later backups are refused. */
+START_TEST(test_shutdown_waits_for_a_backup)
+{
+  server s;
+  server_open(&s, NULL);
+  const pcc_backend *backends;
+  pcc_core_backends(s.core, &backends);
+  enum { BLOBS = 200, BLOB = 64 << 10 }; /* 12.5 MiB: a copy that takes a while */
+  uint8_t *payload = malloc(BLOB);
+  ck_assert_ptr_nonnull(payload);
+  for (int i = 0; i < BLOBS; i++) {
+    for (size_t k = 0; k < BLOB; k++)
+      payload[k] = (uint8_t)(k * 31 + (size_t)i * 7 + k / 255);
+    char path[32];
+    snprintf(path, sizeof path, "/src/big%d.py", i);
+    pcc_path_record record = {1700000000, 10, 7, {{(uint8_t)i, (uint8_t)(i >> 8), 1}}};
+    pcc_blob blob = {.kind = PCC_BLOB_CODE, .hash = 7, .size = 10, .payload = payload,
+                     .payload_len = BLOB};
+    CHECK_RC(pcc_store_put(pcc_core_store(s.core), "", pcc_compiler_magic(backends[0].compiler),
+                           0, path, strlen(path), &record, &blob), pcc_store_strerror);
+  }
+  free(payload);
+  void *state;
+  pcc_request req;
+  memset(&req, 0, sizeof req);
+  req.route = find_route(&s, "GET", "/v1/admin/backup", &state);
+  connection *c = connection_new();
+  req.suspend = on_suspend;
+  req.resume = on_resume;
+  req.ctx = c;
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  req.route->handler(state, &req, &answer);
+  ck_assert_int_eq(answer.kind, PCC_ANSWER_PENDING);
+  ck_assert_uint_eq(c->suspended, 1);
+  pcc_admin_feature.shutdown(state);
+  ck_assert_uint_eq(c->resumed, 1); /* no waiting here: shutdown did */
+  pcc_answer final;
+  pcc_answer_init(&final);
+  answer.finish(answer.pending, &req, &final);
+  ck_assert_msg(final.kind == PCC_ANSWER_FILE, "%s", final.message);
+  struct stat st;
+  ck_assert_int_eq(fstat(final.fd, &st), 0);
+  ck_assert_uint_eq((uint64_t)st.st_size, final.file_size);
+  ck_assert_uint_gt(final.file_size, (uint64_t)BLOBS * BLOB);
+  ck_assert_uint_eq(st.st_nlink, 0); /* a temporary file, already unlinked */
+  pcc_answer_clear(&final);
+  pcc_answer_init(&answer);
+  req.route->handler(state, &req, &answer);
+  ck_assert_int_eq(answer.kind, PCC_ANSWER_ERROR);
+  ck_assert_int_eq(answer.error, PCC_ERR_BUSY);
+  pcc_answer_clear(&answer);
+  connection_free(c);
+  server_close(&s);
+}
+END_TEST
+
 /* ---- config and limits -------------------------------------------------------------------- */
 
 static pcc_config_status parse(pcc_config *config, const char *const *args)
@@ -597,7 +908,7 @@ START_TEST(test_messages_cut_between_characters)
     size_t len = 0;
     for (; len < pad; len++)
       path[len] = 'x';
-    while (len + 9 < sizeof path) { /* 2-, 3- and 4-byte characters */
+    while (len + 9 < sizeof path) { /* 2-, 3- and 4-byte characters, and room for the NUL */
       memcpy(path + len, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x90\x8d", 9);
       len += 9;
     }
@@ -732,6 +1043,14 @@ static Suite *server_suite(void)
   tcase_add_test(bundles, test_bundle_cache_keeps_and_evicts);
   tcase_add_test(bundles, test_bundle_cache_off);
   suite_add_tcase(suite, bundles);
+  TCase *bounds = tcase_create("bounds");
+  tcase_set_timeout(bounds, 120);
+  tcase_add_test(bounds, test_counters_fold_refused_magics);
+  tcase_add_test(bounds, test_made_up_magics_fold_into_other);
+  tcase_add_test(bounds, test_compile_queue_is_bounded);
+  tcase_add_test(bounds, test_batch_is_deduplicated_streamed_and_capped);
+  tcase_add_test(bounds, test_shutdown_waits_for_a_backup);
+  suite_add_tcase(suite, bounds);
   TCase *config = tcase_create("config");
   tcase_add_test(config, test_config_defaults_are_the_limits);
   tcase_add_test(config, test_config_values_and_bounds);
