@@ -137,6 +137,8 @@ class LookupsNeverWrite(Case):
                "PYCACHED_PROFILE": "off", "PYTHONDONTWRITEBYTECODE": "1"}
         if self.tokens:
             env["PYCACHED_TOKEN"] = TOKENS["reader"][0]
+        env.update({k: v for k, v in os.environ.items()  # a sanitizer build's runtimes
+                    if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))})
         program = ("import sys; sys.path.insert(0, %r); import victim, pycached; "
                    "print(pycached.stats()['hits'] + pycached.stats()['compiles_asked'])"
                    % os.path.dirname(self.victim))
