@@ -60,6 +60,17 @@ static const pcc_limit rows[] = {
   ROW(PCC_CTL_WARM_TEXT_MAX, NULL, "bytes of the paths of one pycachectl warm run"),
   ROW(PCC_CTL_WARM_DEPTH_MAX, NULL, "directory levels pycachectl warm enters below a DIR"),
   ROW(PCC_CTL_WARM_REASON_MAX, NULL, "bytes of one problem pycachectl warm reports"),
+  ROW(PCC_CONNECTIONS_DEFAULT, "--max-connections", "HTTP connections served at once"),
+  ROW(PCC_CONNECTIONS_PER_IP_DEFAULT, "--max-connections-per-ip",
+      "HTTP connections from one client address (0: no limit)"),
+  ROW(PCC_CONNECTION_RESERVE, NULL,
+      "HTTP connections past --max-connections, for /healthz and admin requests only"),
+  ROW(PCC_RESERVE_TIMEOUT, NULL, "seconds a reserve connection has for its request"),
+  ROW(PCC_HEADER_TIMEOUT_DEFAULT, "--header-timeout",
+      "seconds a request has for its request line and headers, in all"),
+  ROW(PCC_BODY_TIMEOUT_DEFAULT, "--body-timeout", "seconds a request has for its body, in all"),
+  ROW(PCC_IDLE_TIMEOUT_DEFAULT, "--idle-timeout",
+      "seconds a kept-alive connection may wait for its next request"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)
