@@ -71,6 +71,17 @@ static const pcc_limit rows[] = {
   ROW(PCC_BACKUPS_AT_ONCE, NULL, "backup copies made at a time"),
   ROW(PCC_BACKUP_SHUTDOWN_WAIT, NULL, "seconds shutdown waits for a backup copy to end"),
   ROW(PCC_MAGICS_REFRESH, NULL, "seconds between two reads of the magics the store holds"),
+  ROW(PCC_CONNECTIONS_DEFAULT, "--max-connections", "HTTP connections served at once"),
+  ROW(PCC_CONNECTIONS_PER_IP_DEFAULT, "--max-connections-per-ip",
+      "HTTP connections from one client address (0: no limit)"),
+  ROW(PCC_CONNECTION_RESERVE, NULL,
+      "HTTP connections past --max-connections, for /healthz and admin requests only"),
+  ROW(PCC_RESERVE_TIMEOUT, NULL, "seconds a reserve connection has for its request"),
+  ROW(PCC_HEADER_TIMEOUT_DEFAULT, "--header-timeout",
+      "seconds a request has for its request line and headers, in all"),
+  ROW(PCC_BODY_TIMEOUT_DEFAULT, "--body-timeout", "seconds a request has for its body, in all"),
+  ROW(PCC_IDLE_TIMEOUT_DEFAULT, "--idle-timeout",
+      "seconds a kept-alive connection may wait for its next request"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

@@ -108,6 +108,15 @@
 #define PCC_MAGICS_REFRESH 60        /* seconds between two reads of the magics the store holds
                                         (which magics get counters of their own) */
 
+/* ---- HTTP connections (server) -------------------------------------------------------------- */
+#define PCC_CONNECTIONS_DEFAULT 1024       /* option --max-connections: served at once */
+#define PCC_CONNECTIONS_PER_IP_DEFAULT 256 /* option --max-connections-per-ip: from one address */
+#define PCC_CONNECTION_RESERVE 32          /* past --max-connections, for /healthz and admin */
+#define PCC_RESERVE_TIMEOUT 2              /* seconds a reserve connection has for a request */
+#define PCC_HEADER_TIMEOUT_DEFAULT 10      /* option --header-timeout: request line and headers */
+#define PCC_BODY_TIMEOUT_DEFAULT 60        /* option --body-timeout: a request's body */
+#define PCC_IDLE_TIMEOUT_DEFAULT 60        /* option --idle-timeout: kept alive without a request */
+
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {
   const char *name;   /* the macro's name */

@@ -33,6 +33,10 @@ typedef struct {
   uint64_t bundle_cache;     /* bytes of bundles kept built */
   uint64_t threads;          /* HTTP threads */
   uint64_t max_connections;
+  uint64_t max_connections_per_ip; /* 0: no limit */
+  uint64_t header_timeout;   /* seconds for a request's request line and headers, in all */
+  uint64_t body_timeout;     /* seconds for a request's body, in all */
+  uint64_t idle_timeout;     /* seconds a kept-alive connection waits for its next request */
   const char *worker;        /* compiler worker executable; NULL: found next to pycached */
   const char *worker_user;   /* user the workers run as; NULL: their own uid when root */
   uint64_t worker_recycle;   /* compiles of one worker before a fresh one replaces it */

@@ -7,7 +7,17 @@
  * upload calls append the body to a bounded buffer (a body without a declared length that grows
  * past the limit is discarded and answered 413 once it is over); the final call parses the
  * parameters and runs the handler. A PENDING answer suspends the connection; the feature resumes
- * it and the handler's finish runs on the next call. State is freed in the completion callback. */
+ * it and the handler's finish runs on the next call. State is freed in the completion callback.
+ *
+ * Connections (conns.h): every connection is in the table from libmicrohttpd's "started" to its
+ * "closed" notification; the request line (the URI callback), the first call, the final call and
+ * the completion move it through its phases, and the table's sweeper cuts off a connection past
+ * the deadline of its phase (libmicrohttpd's own timeout is an idle timeout, which a client that
+ * sends a byte a second never reaches). libmicrohttpd's connection limit is --max-connections
+ * plus a reserve: past --max-connections a new connection takes the place of the one idle the
+ * longest, or, with none idle, is a reserve connection, answered 503 busy unless its route is a
+ * reserve route (reserve_route) and closed after its answer; past the reserve, the accept policy
+ * closes new connections at once, so that none waits in the listen backlog. */
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -16,14 +26,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "conns.h"
 #include "http.h"
 
 #define HTTP_ROUTES_MAX 64   /* routes of every feature together */
 #define HTTP_UPLOAD_FIRST 16384 /* the first allocation of a body without a declared length */
 #define HTTP_STREAM_BLOCK 65536 /* the buffer libmicrohttpd fills from a STREAM answer's producer */
+#define HTTP_SWEEP_MS 100       /* how often deadlines are checked */
+#define HTTP_BUSY_RETRY "1"     /* Retry-After of a 503 busy, in seconds */
+#define HTTP_SPARE_FDS 256      /* descriptors besides connections: store, workers, epoll, ... */
 
 /* One route of the table, with the state of its feature and its 405 answer (built once per
  * path, shared by the rows of that path). */
@@ -41,11 +57,14 @@ struct pcc_http {
   http_route routes[HTTP_ROUTES_MAX];
   size_t n_routes;
   struct MHD_Response *not_found; /* constant responses, built once */
+  struct MHD_Response *busy;      /* 503 to an ordinary request on a reserve connection */
   atomic_uint active;             /* requests between their first call and completion */
+  pcc_conns *conns;               /* every open connection, its phase and deadline */
 };
 
 typedef struct {
   const http_route *route;
+  pcc_conn *conn;     /* the connection's entry in the table (NULL: not tracked) */
   pcc_request request;
   pcc_dynbuf body;
   bool too_large;     /* the body passed the route's limit: discarded, answered 413 */
@@ -483,6 +502,65 @@ static enum MHD_Result send_too_large(const pcc_http *http, struct MHD_Connectio
   return send_error(connection, &answer);
 }
 
+/* ---- connections ----------------------------------------------------------------------- */
+
+/* The table entry of a connection (NULL when it could not be tracked). */
+static pcc_conn *conn_of(struct MHD_Connection *connection)
+{
+  const union MHD_ConnectionInfo *info =
+    MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return info != NULL ? info->socket_context : NULL;
+}
+
+/* Is a route served on a reserve connection? Those of the admin role, so that an operator gets
+ * through to a full server, and those open to all (role 0: /healthz, the admin page), which are
+ * cheap and what a health check asks. */
+static bool reserve_route(const pcc_route *route)
+{
+  return route->role == 0 || (route->role & PCC_ROLE_ADMIN) != 0;
+}
+
+/* The accept policy: past --max-connections and the reserve, a connection is closed at once
+ * (rather than left in the listen backlog, where it would wait for a free slot). */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+  (void)addr;
+  (void)addrlen;
+  const pcc_http *http = cls;
+  return pcc_conns_admit(http->conns) ? MHD_YES : MHD_NO;
+}
+
+/* Started: the connection enters the table (a connection that cannot is shut down: without a
+ * deadline it could be held forever). Closed: it leaves it, before libmicrohttpd closes the
+ * descriptor. */
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+  pcc_http *http = cls;
+  if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+    pcc_conns_remove(http->conns, *socket_context);
+    *socket_context = NULL;
+    return;
+  }
+  const union MHD_ConnectionInfo *info =
+    MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (info == NULL)
+    return;
+  *socket_context = pcc_conns_add(http->conns, info->connect_fd, pcc_conns_now_ms());
+  if (*socket_context == NULL)
+    shutdown(info->connect_fd, SHUT_RDWR);
+}
+
+/* The request line of a request is in (libmicrohttpd's URI callback): a kept-alive connection
+ * starts its header deadline. Returns NULL, the *req_cls of the request's first call. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *connection)
+{
+  (void)uri;
+  pcc_http *http = cls;
+  pcc_conns_enter(http->conns, conn_of(connection), PCC_CONN_HEADERS, pcc_conns_now_ms());
+  return NULL;
+}
+
 /* ---- requests -------------------------------------------------------------------------- */
 
 static const char *query_value(void *ctx, const char *name)
@@ -534,6 +612,16 @@ static void resume_connection(void *ctx)
   MHD_resume_connection(ctx);
 }
 
+/* Sends the final answer of a request. A reserve connection is closed after it, which frees its
+ * slot of the reserve. */
+static enum MHD_Result send_final(struct MHD_Connection *connection, const request *req,
+                                  pcc_answer *answer)
+{
+  if (pcc_conns_reserved(req->conn))
+    pcc_answer_header(answer, MHD_HTTP_HEADER_CONNECTION, "close");
+  return send_answer(connection, &req->request.params, answer);
+}
+
 /* The final call of a request: run its handler (or finish its pending answer) and answer. */
 static enum MHD_Result answer_request(struct MHD_Connection *connection, const char *url,
                                       request *req, const pcc_http *http)
@@ -545,19 +633,19 @@ static enum MHD_Result answer_request(struct MHD_Connection *connection, const c
     pcc_answer pending = req->pending;
     pcc_answer_init(&req->pending);
     pending.finish(pending.pending, &req->request, &answer);
-    return send_answer(connection, &req->request.params, &answer);
+    return send_final(connection, req, &answer);
   }
   if (req->too_large)
     return send_too_large(http, connection, req->route->route);
   if (!parse_request(connection, url, req, &answer))
-    return send_error(connection, &answer);
+    return send_final(connection, req, &answer);
   req->route->route->handler(req->route->state, &req->request, &answer);
   if (answer.kind == PCC_ANSWER_PENDING) {
     req->pending = answer; /* the handler has suspended the connection */
     req->waiting = true;
     return MHD_YES;
   }
-  return send_answer(connection, &req->request.params, &answer);
+  return send_final(connection, req, &answer);
 }
 
 /* Appends upload data to the body, up to its route's limit; past it, discards the rest. The body
@@ -580,14 +668,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
   (void)version;
   pcc_http *http = cls;
   request *req = *req_cls;
-  if (req == NULL) {
+  if (req == NULL) { /* the headers are in: the body's deadline starts */
     atomic_fetch_add(&pcc_counters_totals(http->counters)->requests, 1);
+    pcc_conn *conn = conn_of(connection);
+    pcc_conns_enter(http->conns, conn, PCC_CONN_BODY, pcc_conns_now_ms());
     enum MHD_Result result = MHD_YES;
     if (!browser_safe(http, connection, method, &result))
       return result;
     const http_route *route = find_route(http, connection, url, method, &result);
+    if (route == NULL)
+      return result;
+    if (pcc_conns_reserved(conn) && !reserve_route(route->route))
+      return MHD_queue_response(connection, 503, http->busy);
     pcc_auth_identity who;
-    if (route == NULL || !authorized(http, connection, route->route->role, &who, &result))
+    if (!authorized(http, connection, route->route->role, &who, &result))
       return result;
     uint64_t limit = body_limit(http, route->route);
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
@@ -600,6 +694,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     if (req == NULL)
       return MHD_NO;
     req->route = route;
+    req->conn = conn;
     req->request.route = route->route;
     req->request.suspend = suspend_connection;
     req->request.resume = resume_connection;
@@ -620,15 +715,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     *upload_data_size = 0;
     return MHD_YES;
   }
+  pcc_conns_enter(http->conns, req->conn, PCC_CONN_ANSWERING, pcc_conns_now_ms());
   return answer_request(connection, url, req, http);
 }
 
+/* A request is over (answered, or its connection went away); a kept-alive connection is idle
+ * until its next request line. */
 static void on_completed(void *cls, struct MHD_Connection *connection, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-  (void)connection;
   (void)toe;
   pcc_http *http = cls;
+  pcc_conns_enter(http->conns, conn_of(connection), PCC_CONN_IDLE, pcc_conns_now_ms());
   request *req = *req_cls;
   if (req == NULL)
     return;
@@ -642,6 +740,16 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
+
+/* A constant JSON response (static text). NULL without memory. */
+static struct MHD_Response *constant_json(const char *text)
+{
+  struct MHD_Response *response =
+    MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+  if (response != NULL)
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  return response;
+}
 
 /* Copies the routes of the mounts and builds the constant responses. */
 static int build_routes(pcc_http *http, const pcc_http_mount *mounts, size_t n)
@@ -663,14 +771,38 @@ static int build_routes(pcc_http *http, const pcc_http_mount *mounts, size_t n)
           NULL)
       return -1;
   }
-  const char *not_found = "{\"error\":\"not-found\",\"message\":\"no such endpoint; see "
-                          "docs/API.md\"}";
-  http->not_found = MHD_create_response_from_buffer(strlen(not_found), (void *)not_found,
-                                                    MHD_RESPMEM_PERSISTENT);
-  if (http->not_found == NULL)
+  http->not_found = constant_json("{\"error\":\"not-found\",\"message\":\"no such endpoint; "
+                                  "see docs/API.md\"}");
+  http->busy = constant_json("{\"error\":\"busy\",\"message\":\"the server is at "
+                             "--max-connections; try again after Retry-After seconds\"}");
+  if (http->not_found == NULL || http->busy == NULL)
     return -1;
-  MHD_add_response_header(http->not_found, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  MHD_add_response_header(http->busy, MHD_HTTP_HEADER_RETRY_AFTER, HTTP_BUSY_RETRY);
+  MHD_add_response_header(http->busy, MHD_HTTP_HEADER_CONNECTION, "close");
   return 0;
+}
+
+/* Raises the soft file-descriptor limit to what the connections need, up to the hard limit, and
+ * warns when that is lower: out of descriptors libmicrohttpd stops accepting until a connection
+ * closes, and new ones wait in the listen backlog. */
+static void ensure_descriptors(const pcc_config *config)
+{
+  rlim_t need = (rlim_t)(config->max_connections + PCC_CONNECTION_RESERVE + config->threads +
+                         HTTP_SPARE_FDS);
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY ||
+      nofile.rlim_cur >= need)
+    return;
+  rlim_t was = nofile.rlim_cur;
+  nofile.rlim_cur = nofile.rlim_max == RLIM_INFINITY || nofile.rlim_max >= need ? need
+                                                                                : nofile.rlim_max;
+  if (nofile.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &nofile) != 0)
+    nofile.rlim_cur = was;
+  if (nofile.rlim_cur < need)
+    fprintf(stderr, "pycached: warning: %llu file descriptors (RLIMIT_NOFILE) for "
+            "--max-connections %llu, which needs about %llu: raise the hard limit "
+            "(ulimit -Hn, systemd's LimitNOFILE=)\n", (unsigned long long)nofile.rlim_cur,
+            (unsigned long long)config->max_connections, (unsigned long long)need);
 }
 
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
@@ -704,12 +836,35 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     pcc_http_stop(http);
     return -1;
   }
+  const pcc_conns_limits limits = {
+    .max = config->max_connections,
+    .reserve = PCC_CONNECTION_RESERVE,
+    .header_ms = config->header_timeout * 1000,
+    .body_ms = config->body_timeout * 1000,
+    .idle_ms = config->idle_timeout * 1000,
+    .reserve_ms = PCC_RESERVE_TIMEOUT * 1000,
+    .tick_ms = HTTP_SWEEP_MS,
+  };
+  ensure_descriptors(config);
+  pcc_conns_status rc = pcc_conns_open(&limits, &http->conns);
+  if (rc != PCC_CONNS_OK) {
+    fprintf(stderr, "pycached: %s\n", pcc_conns_strerror(rc));
+    pcc_http_stop(http);
+    return -1;
+  }
+  /* libmicrohttpd shares its limit out among the threads and stops accepting on a thread at its
+   * share; past the accept policy's limit (max + reserve) each thread may admit one more before
+   * it counts, hence the margin. */
+  unsigned mhd_limit =
+    (unsigned)(config->max_connections + PCC_CONNECTION_RESERVE + config->threads);
   http->daemon = MHD_start_daemon(
-    flags, (uint16_t)config->port, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR, &addr,
+    flags, (uint16_t)config->port, on_accept, http, on_request, http, MHD_OPTION_SOCK_ADDR, &addr,
     MHD_OPTION_THREAD_POOL_SIZE, (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT,
-    (unsigned)config->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+    mhd_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)config->max_connections_per_ip,
+    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PCC_REQUEST_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
-    on_completed, http, MHD_OPTION_END);
+    on_completed, http, MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
+    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_END);
   if (http->daemon == NULL) {
     fprintf(stderr, "pycached: cannot listen on %s port %llu (in use, or not permitted)\n",
             config->listen, (unsigned long long)config->port);
@@ -756,5 +911,8 @@ void pcc_http_stop(pcc_http *http)
   }
   if (http->not_found != NULL)
     MHD_destroy_response(http->not_found);
+  if (http->busy != NULL)
+    MHD_destroy_response(http->busy);
+  pcc_conns_close(http->conns); /* after the daemon: its connections have left the table */
   free(http);
 }

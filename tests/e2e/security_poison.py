@@ -139,6 +139,8 @@ class LookupsNeverWrite(Case):
                     if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))})
         if self.tokens:
             env["PYCACHED_TOKEN"] = TOKENS["reader"][0]
+        env.update({k: v for k, v in os.environ.items()  # a sanitizer build's runtimes
+                    if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))})
         program = ("import sys; sys.path.insert(0, %r); import victim, pycached; "
                    "print(pycached.stats()['hits'] + pycached.stats()['compiles_asked'])"
                    % os.path.dirname(self.victim))

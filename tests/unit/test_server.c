@@ -828,6 +828,11 @@ START_TEST(test_config_defaults_are_the_limits)
   ck_assert_uint_eq(config.max_batch, PCC_BATCH_LOOKUPS_DEFAULT);
   ck_assert_uint_eq(config.max_bundle, PCC_BUNDLE_MAX_DEFAULT);
   ck_assert_uint_eq(config.bundle_cache, PCC_BUNDLE_CACHE_DEFAULT);
+  ck_assert_uint_eq(config.max_connections, PCC_CONNECTIONS_DEFAULT);
+  ck_assert_uint_eq(config.max_connections_per_ip, PCC_CONNECTIONS_PER_IP_DEFAULT);
+  ck_assert_uint_eq(config.header_timeout, PCC_HEADER_TIMEOUT_DEFAULT);
+  ck_assert_uint_eq(config.body_timeout, PCC_BODY_TIMEOUT_DEFAULT);
+  ck_assert_uint_eq(config.idle_timeout, PCC_IDLE_TIMEOUT_DEFAULT);
   ck_assert_uint_eq(config.port, 8700);
   ck_assert_str_eq(config.listen, "127.0.0.1");
   ck_assert_str_eq(config.store_dir, "./var/pycached");
@@ -864,6 +869,14 @@ START_TEST(test_config_values_and_bounds)
   const char *too_many_roots[] = {"--source-root", "/", "--source-root", "/", "--source-root",
                                   "/", NULL};
   ck_assert_int_eq(parse(&config, too_many_roots), PCC_CONFIG_OK); /* 3 of 16 */
+  const char *no_header_time[] = {"--header-timeout", "0", NULL}; /* a deadline is a must */
+  ck_assert_int_eq(parse(&config, no_header_time), PCC_CONFIG_USAGE);
+  const char *connections[] = {"--header-timeout", "1", "--body-timeout", "86400",
+                               "--max-connections-per-ip", "0", NULL};
+  ck_assert_int_eq(parse(&config, connections), PCC_CONFIG_OK);
+  ck_assert_uint_eq(config.max_connections_per_ip, 0); /* no per-address limit */
+  const char *long_body[] = {"--body-timeout", "86401", NULL};
+  ck_assert_int_eq(parse(&config, long_body), PCC_CONFIG_USAGE);
 }
 END_TEST
 
