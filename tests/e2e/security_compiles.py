@@ -6,30 +6,17 @@ worker crash) is 503 and is never stored.
 """
 import json
 import os
-import shutil
-import tempfile
 import time
-import unittest
 import urllib.parse
 
-from test_e2e import MAGIC, Server, make_tree
+from test_e2e import MAGIC, ServersCase, make_tree
 
 
-class Compiles(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="pcc-sec-compiles-")
-        os.chmod(self.tmp, 0o755)
-        self.servers = []
-
-    def tearDown(self):
-        for server in self.servers:
-            server.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+class Compiles(ServersCase):
+    prefix = "pcc-sec-compiles-"
 
     def start(self, *args):
-        server = Server(self.tmp, "--workers", "1", *args)
-        self.servers.append(server)
-        return server
+        return super().start("--workers", "1", *args)
 
     def compile(self, server, path):
         query = urllib.parse.urlencode({"magic": MAGIC, "path": path,

@@ -13,14 +13,12 @@ import grp
 import json
 import os
 import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import PYCACHED, Server, query, source_params  # noqa: E402  (shared harness)
+from test_e2e import PYCACHED, ServersCase, query, source_params  # noqa: E402  (shared harness)
 
 # The embedded-CPython worker of this build (pycached finds it there too).
 WORKER = os.path.join(os.path.dirname(os.path.abspath(PYCACHED)), "..", "compiler",
@@ -53,28 +51,21 @@ def status_fields(pid):
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-class WorkerSandbox(unittest.TestCase):
+class WorkerSandbox(ServersCase):
+    prefix = "pcc-sec-workers-"
+
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="pcc-sec-workers-")
+        super().setUp()
         # Workers may run as another uid (the server runs as root here): they must reach the
         # wrapper and create its marker.
-        os.chmod(self.tmp, 0o755)
         self.shared = os.path.join(self.tmp, "shared")
         os.makedirs(self.shared)
         os.chmod(self.shared, 0o1777)
-        self.servers = []
-
-    def tearDown(self):
-        for server in self.servers:
-            server.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def start(self, name, *args):
         workdir = os.path.join(self.tmp, name)
         os.makedirs(workdir)
-        server = Server(workdir, "--workers", "1", *args)
-        self.servers.append(server)
-        return server
+        return super().start("--workers", "1", *args, workdir=workdir)
 
     def compile(self, server, name, text):
         path = os.path.join(self.tmp, name)

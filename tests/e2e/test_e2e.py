@@ -512,11 +512,14 @@ class E2E(SharedServerCase):
         self.assertEqual(self.compile(ok)[0], 200)
 
 
-class Lifecycle(unittest.TestCase):
-    """Tests that need their own server: restarts, killed workers, shutdown."""
+class ServersCase(unittest.TestCase):
+    """Tests that start servers of their own (self.start), in one temporary directory
+    (self.tmp, readable by the workers' uid); every server is stopped at the end."""
+    prefix = "pcc-e2e-"
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="pcc-e2e-life-")
+        self.tmp = tempfile.mkdtemp(prefix=self.prefix)
+        os.chmod(self.tmp, 0o755)
         self.servers = []
 
     def tearDown(self):
@@ -524,10 +527,15 @@ class Lifecycle(unittest.TestCase):
             server.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def start(self, *args):
-        server = Server(self.tmp, *args)
+    def start(self, *args, workdir=None):
+        server = Server(workdir or self.tmp, *args)
         self.servers.append(server)
         return server
+
+
+class Lifecycle(ServersCase):
+    """Tests that need their own server: restarts, killed workers, shutdown."""
+    prefix = "pcc-e2e-life-"
 
     def test_entries_survive_a_restart(self):
         path = os.path.join(self.tmp, "keep.py")
