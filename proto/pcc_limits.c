@@ -60,6 +60,18 @@ static const pcc_limit rows[] = {
   ROW(PCC_CTL_WARM_TEXT_MAX, NULL, "bytes of the paths of one pycachectl warm run"),
   ROW(PCC_CTL_WARM_DEPTH_MAX, NULL, "directory levels pycachectl warm enters below a DIR"),
   ROW(PCC_CTL_WARM_REASON_MAX, NULL, "bytes of one problem pycachectl warm reports"),
+  ROW(PCC_STORE_MAX_SIZE_DEFAULT, "--max-size",
+      "payload bytes of the store before the least recently used blobs are evicted"),
+  ROW(PCC_STORE_RESERVE_MIN, NULL, "map pages kept free for deletions, at least"),
+  ROW(PCC_STORE_RESERVE_MAX, NULL, "map pages kept free for deletions, at most"),
+  ROW(PCC_USE_TABLE_SLOTS, NULL, "blobs whose last use is held in memory between flushes"),
+  ROW(PCC_USE_FLUSH_SECONDS, NULL, "seconds between flushes of last uses into the store"),
+  ROW(PCC_DELETE_BATCH, NULL, "path entries one deletion transaction removes, at most"),
+  ROW(PCC_EVICT_BATCH, NULL, "references one eviction transaction removes, at most"),
+  ROW(PCC_PROFILES_MAX_DEFAULT, "--max-profiles", "profiles kept (the least recently updated go)"),
+  ROW(PCC_PROFILE_DAYS_DEFAULT, "--profile-days", "days a profile that is not updated is kept"),
+  ROW(PCC_PROFILE_PATH_MAX, NULL, "bytes of a path a profile records (longer ones are left out)"),
+  ROW(PCC_PROFILE_BATCH, NULL, "paths merged into a profile per write transaction"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

@@ -18,6 +18,7 @@ typedef struct {
   uint8_t *data;
   size_t len;
   unsigned entries;
+  pcc_digest *digests; /* of its entries' blobs, whose uses each serving records */
 } bundle_bytes;
 
 typedef struct {
@@ -110,9 +111,11 @@ static void copy_path(const char *path, size_t len, void *ctx)
   }
 }
 
-/* Adds the stored entry of one path (code only, checksum verified) to the bundle or JSON. */
+/* Adds the stored entry of one path (code only, checksum verified) to the bundle (its digest to
+ * digests, which has room for every path: a path takes 2 bytes of the list at least) or JSON. */
 static void bundle_add(warm *w, const char *ns, const pcc_params *params, const char *path,
-                       pcc_bundle_writer *writer, cJSON *entries, unsigned *added)
+                       pcc_bundle_writer *writer, cJSON *entries, pcc_digest *digests,
+                       unsigned *added)
 {
   pcc_path_record record;
   pcc_blob *blob = NULL;
@@ -140,7 +143,7 @@ static void bundle_add(warm *w, const char *ns, const pcc_params *params, const 
     pcc_bundle_entry entry = {path, entry_params.path_len, record.mtime, record.size,
                               record.hash, record.digest, pyc, view.pyc_len, 0};
     if (pcc_bundle_writer_add(writer, &entry) == PCC_PROTO_OK)
-      (*added)++;
+      digests[(*added)++] = record.digest;
   } else if (pyc != NULL) {
     cJSON *item = pcc_entry_to_json(&view);
     if (item != NULL) {
@@ -152,11 +155,12 @@ static void bundle_add(warm *w, const char *ns, const pcc_params *params, const 
   pcc_answer_clear(&served);
 }
 
-/* Builds the bundle of a profile: the binary form into *data (caller frees) or, with doc set,
- * the entries into doc's "entries". Returns false (answer set) on a store error or no profile. */
+/* Builds the bundle of a profile: the binary form into *data (caller frees) with the digests of
+ * its entries into *digests (caller frees) or, with doc set, the entries into doc's "entries".
+ * Returns false (answer set) on a store error or no profile. */
 static bool build_bundle(warm *w, const char *ns, const pcc_params *params, const char *name,
-                         cJSON *doc, uint8_t **data, size_t *len, unsigned *added,
-                         pcc_answer *answer)
+                         cJSON *doc, uint8_t **data, size_t *len, pcc_digest **digests,
+                         unsigned *added, pcc_answer *answer)
 {
   pcc_dynbuf paths;
   pcc_dynbuf_init(&paths, (size_t)PCC_PROFILE_PATHS_MAX * (PCC_PATH_MAX + 1));
@@ -174,17 +178,24 @@ static bool build_bundle(warm *w, const char *ns, const pcc_params *params, cons
                                   (size_t)pcc_core_config(w->core)->max_bundle,
                                   &writer) != PCC_PROTO_OK)
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+  else if (doc == NULL && (*digests = calloc(paths.len / 2 + 1, sizeof **digests)) == NULL)
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
   else
     ok = true;
   cJSON *entries = doc ? cJSON_GetObjectItemCaseSensitive(doc, "entries") : NULL;
   for (size_t at = 0; ok && at < paths.len; at += strlen((char *)paths.data + at) + 1)
-    bundle_add(w, ns, params, (char *)paths.data + at, writer, entries, added);
+    bundle_add(w, ns, params, (char *)paths.data + at, writer, entries,
+               doc ? NULL : *digests, added);
   if (ok && writer != NULL && pcc_bundle_writer_finish(writer, data, len) != PCC_PROTO_OK) {
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot finish the bundle");
     ok = false;
   }
   pcc_bundle_writer_close(writer);
   pcc_dynbuf_free(&paths);
+  if (!ok && doc == NULL && digests != NULL) {
+    free(*digests);
+    *digests = NULL;
+  }
   return ok;
 }
 
@@ -194,6 +205,7 @@ static void bundle_release(void *ctx)
   bundle_bytes *bytes = ctx;
   if (bytes != NULL && atomic_fetch_sub(&bytes->refs, 1) == 1) {
     free(bytes->data);
+    free(bytes->digests);
     free(bytes);
   }
 }
@@ -284,7 +296,7 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
     cJSON_AddNumberToObject(doc, "opt", params->opt);
     cJSON_AddStringToObject(doc, "profile", name);
     cJSON_AddArrayToObject(doc, "entries");
-    if (!build_bundle(w, req->ns, params, name, doc, NULL, NULL, &added, answer)) {
+    if (!build_bundle(w, req->ns, params, name, doc, NULL, NULL, NULL, &added, answer)) {
       cJSON_Delete(doc);
       return;
     }
@@ -297,11 +309,13 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
   if (bytes == NULL) {
     uint8_t *data = NULL;
     size_t len = 0;
-    if (!build_bundle(w, req->ns, params, name, NULL, &data, &len, &added, answer))
+    pcc_digest *digests = NULL;
+    if (!build_bundle(w, req->ns, params, name, NULL, &data, &len, &digests, &added, answer))
       return;
     bytes = malloc(sizeof *bytes);
     if (bytes == NULL) {
       free(data);
+      free(digests);
       pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
       return;
     }
@@ -309,7 +323,11 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
     bytes->data = data;
     bytes->len = len;
     bytes->entries = added;
+    bytes->digests = digests;
     cache_put(w, req->ns, params, name, generation, bytes);
+  } else { /* served from memory: its blobs are used all the same (eviction is by last use) */
+    for (unsigned i = 0; i < bytes->entries; i++)
+      pcc_store_touch(pcc_core_store(w->core), &params->magic, params->opt, &bytes->digests[i]);
   }
   char entries[16];
   snprintf(entries, sizeof entries, "%u", bytes->entries);
