@@ -103,7 +103,7 @@
 #define PCC_EVICT_BATCH 1024          /* references one eviction transaction removes, at most */
 #define PCC_PROFILES_MAX_DEFAULT 10000 /* option --max-profiles: profiles kept (the least recently
                                           updated go first) */
-#define PCC_PROFILE_DAYS_DEFAULT 30   /* option --profile-days: days a profile not updated is kept */
+#define PCC_PROFILE_DAYS_DEFAULT 30   /* option --profile-days: days an unchanged profile is kept */
 #define PCC_PROFILE_PATH_MAX 500      /* bytes of a path a profile records (longer: left out) */
 #define PCC_PROFILE_BATCH 1024        /* paths merged into a profile per write transaction */
 

@@ -225,10 +225,9 @@ static void upkeep_round(pcc_core *core, upkeep_state *state)
     state->last_flush = now; /* eviction wrote the uses */
   state->evicted_unlogged += evicted;
   if (state->evicted_unlogged > 0 && now - state->last_log >= UPKEEP_LOG_SECONDS) {
-    printf("pycached: evicted %llu least recently used blobs (and the entries naming them) to "
-           "keep the store under --max-size %llu bytes\n",
-           (unsigned long long)state->evicted_unlogged, (unsigned long long)config->max_size);
-    fflush(stdout);
+    fprintf(stderr, "pycached: evicted %llu least recently used blobs (and the entries naming "
+            "them) to keep the store under --max-size %llu bytes\n",
+            (unsigned long long)state->evicted_unlogged, (unsigned long long)config->max_size);
     state->evicted_unlogged = 0;
     state->last_log = now;
   }
@@ -245,8 +244,8 @@ static void upkeep_round(pcc_core *core, upkeep_state *state)
                                    &removed);
     upkeep_log_failure("dropping old profiles", rc);
     if (removed > 0)
-      printf("pycached: dropped %llu profiles not updated for %llu days\n",
-             (unsigned long long)removed, (unsigned long long)config->profile_days);
+      fprintf(stderr, "pycached: dropped %llu profiles not updated for %llu days\n",
+              (unsigned long long)removed, (unsigned long long)config->profile_days);
     state->last_expiry = now;
   }
 }

@@ -24,7 +24,8 @@
  *                last_use is a logical clock: one tick per use or stored blob.
  *
  *   profiles (DUPSORT): magic[4] opt[1] ns_len[1] ns name -> path (one value per path)
- *   profile_info:       the same key -> updated i64 (unix seconds) | count u64
+ *   profile_info:       the same key -> updated i64 (unix seconds) | count u64 | tick u64
+ *                       (the clock of uses at the update: the order of updates)
  *
  *   meta "format": u32 STORE_FORMAT. A store of another format (1: XXH3-128 digests, one
  *   version a path, no namespaces; 2: no references, profiles as one value) is emptied at open:
@@ -60,7 +61,7 @@
 #define BLOB_VERSION 2
 #define BLOB_HEADER_LEN 40
 #define USE_VALUE_LEN 16
-#define INFO_VALUE_LEN 16
+#define INFO_VALUE_LEN 24
 #define FIG_KEY_LEN (3 + PCC_MAGIC_LEN)
 #define FIG_VALUE_LEN 24
 
@@ -1896,13 +1897,16 @@ static int info_read(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, int64_t *updated, 
   return mdb_rc;
 }
 
-static int info_write(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, int64_t updated, uint64_t count)
+static int info_write(pcc_store *store, MDB_txn *txn, MDB_val *key, uint64_t count)
 {
   uint8_t bytes[INFO_VALUE_LEN];
+  int64_t updated = store_now(store);
+  uint64_t tick = atomic_fetch_add(&store->clock, 1);
   memcpy(bytes, &updated, 8);
   memcpy(bytes + 8, &count, 8);
+  memcpy(bytes + 16, &tick, 8);
   MDB_val value = {INFO_VALUE_LEN, bytes};
-  return mdb_put(txn, dbi, key, &value, 0);
+  return mdb_put(txn, store->dbi[T_INFO], key, &value, 0);
 }
 
 /* Makes room for one more profile when max_profiles are kept: deletes the least recently
@@ -1917,15 +1921,15 @@ static int profiles_make_room(pcc_store *store, MDB_txn *txn)
   MDB_val key, value;
   uint8_t oldest[PROFILE_KEY_MAX];
   size_t oldest_len = 0;
-  int64_t oldest_updated = INT64_MAX;
+  uint64_t oldest_tick = UINT64_MAX;
   mdb_rc = mdb_cursor_open(txn, store->dbi[T_INFO], &cursor);
   while (mdb_rc == MDB_SUCCESS &&
          (mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
-    int64_t updated = INT64_MIN;
+    uint64_t tick = 0; /* the order of updates: the clock's tick at each */
     if (value.mv_size == INFO_VALUE_LEN)
-      memcpy(&updated, value.mv_data, 8);
-    if (updated < oldest_updated && key.mv_size <= sizeof oldest) {
-      oldest_updated = updated;
+      memcpy(&tick, (const uint8_t *)value.mv_data + 16, 8);
+    if ((tick < oldest_tick || oldest_len == 0) && key.mv_size <= sizeof oldest) {
+      oldest_tick = tick;
       oldest_len = key.mv_size;
       memcpy(oldest, key.mv_data, oldest_len);
     }
@@ -1990,7 +1994,7 @@ static int merge_batch(pcc_store *store, MDB_val *key, const char *const *paths,
     (*at)++;
   }
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = info_write(w.txn, store->dbi[T_INFO], key, store_now(store), *count);
+    mdb_rc = info_write(store, w.txn, key, *count);
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = wtxn_commit(&w, true);
   else if (w.txn != NULL)

@@ -135,6 +135,8 @@ class LookupsNeverWrite(Case):
         self.poison("reader")
         env = {"PATH": "/usr/bin:/bin", "PYCACHED_VALIDATION": "timestamp",
                "PYCACHED_PROFILE": "off", "PYTHONDONTWRITEBYTECODE": "1"}
+        env.update({k: v for k, v in os.environ.items()  # a sanitizer build's runtimes
+                    if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))})
         if self.tokens:
             env["PYCACHED_TOKEN"] = TOKENS["reader"][0]
         program = ("import sys; sys.path.insert(0, %r); import victim, pycached; "

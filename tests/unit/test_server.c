@@ -643,7 +643,7 @@ START_TEST(test_messages_cut_between_characters)
     size_t len = 0;
     for (; len < pad; len++)
       path[len] = 'x';
-    while (len + 4 < sizeof path) { /* 2-, 3- and 4-byte characters */
+    while (len + 9 < sizeof path) { /* 2-, 3- and 4-byte characters, 9 bytes a round */
       memcpy(path + len, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x90\x8d", 9);
       len += 9;
     }
