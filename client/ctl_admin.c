@@ -535,33 +535,52 @@ static void ctl_named_query(ctl_query *q, const ctl_args *args, const char *endp
   ctl_query_add(q, "namespace", args->ns);
 }
 
-static void ctl_entry_query(ctl_query *q, const ctl_args *args, const char *path)
+/* One entry (by its path) or one profile (by its name), as show, rm, profile, rm-profile name
+ * it. */
+typedef struct {
+  const char *endpoint; /* "/v1/admin/entry" */
+  const char *key;      /* its query argument: "path" */
+  const char *noun;     /* "entry" */
+  const char *missing;  /* in "no <missing> NAME": "entry for" */
+} ctl_named;
+
+static const ctl_named CTL_ENTRY = {"/v1/admin/entry", "path", "entry", "entry for"};
+static const ctl_named CTL_PROFILE = {"/v1/admin/profile", "profile", "profile", "profile"};
+
+/* Prints that the command's word names nothing of its magic and opt; returns EXIT_MISS. */
+static int ctl_no_such(const ctl *c, const char *what, const ctl_named *named)
 {
-  ctl_named_query(q, args, "/v1/admin/entry", "path", path);
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(&c->args.magic, magic_hex);
+  fprintf(stderr, "pycachectl: %s: no %s %s (magic %s, opt %d)\n", what, named->missing,
+          c->words[0], magic_hex, c->args.opt);
+  return EXIT_MISS;
+}
+
+/* GETs the thing the command's word names. EXIT_HIT with *obj and *body (the caller's) to print,
+ * or, with --json, *obj NULL and the JSON printed already; the exit code otherwise (printed). */
+static int ctl_admin_get_named(const ctl *c, const char *what, const ctl_named *named,
+                               char **body, cJSON **obj)
+{
+  ctl_query q;
+  ctl_named_query(&q, &c->args, named->endpoint, named->key, c->words[0]);
+  *obj = NULL;
+  int code = ctl_admin_call(c, what, "GET", &q, true, body, c->args.json ? NULL : obj);
+  if (code == EXIT_MISS)
+    return ctl_no_such(c, what, named);
+  if (code == EXIT_HIT && c->args.json)
+    printf("%s\n", *body);
+  return code;
 }
 
 int ctl_admin_show(const ctl *c)
 {
-  const ctl_args *args = &c->args;
-  const char *path = c->words[0];
-  ctl_query q;
-  ctl_entry_query(&q, args, path);
   char *body = NULL;
   cJSON *obj = NULL;
-  int code = ctl_admin_call(c, "admin show", "GET", &q, true, &body, args->json ? NULL : &obj);
-  if (code == EXIT_MISS) {
-    char magic_hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&args->magic, magic_hex);
-    fprintf(stderr, "pycachectl: admin show: no entry for %s (magic %s, opt %d)\n", path,
-            magic_hex, args->opt);
-    return code;
-  }
-  if (code != EXIT_HIT)
-    return code;
-  if (args->json) {
-    printf("%s\n", body);
+  int code = ctl_admin_get_named(c, "admin show", &CTL_ENTRY, &body, &obj);
+  if (code != EXIT_HIT || obj == NULL) {
     free(body);
-    return EXIT_HIT;
+    return code;
   }
   const cJSON *item = NULL;
   cJSON_ArrayForEach(item, obj) {
@@ -653,23 +672,25 @@ static int ctl_admin_remove(const ctl *c, const char *what, const char *method,
   return code;
 }
 
-int ctl_admin_rm(const ctl *c)
+/* Removes the thing the command's word names, after asking. */
+static int ctl_admin_rm_named(const ctl *c, const char *what, const ctl_named *named)
 {
   const ctl_args *args = &c->args;
-  const char *path = c->words[0];
   char magic_hex[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(&args->magic, magic_hex);
-  int code = ctl_confirm(args, "admin rm", "Remove the entry of %s (magic %s, opt %d)?", path,
-                         magic_hex, args->opt);
+  int code = ctl_confirm(args, what, "Remove the %s %s (magic %s, opt %d)?", named->missing,
+                         c->words[0], magic_hex, args->opt);
   if (code != EXIT_HIT)
     return code;
   ctl_query q;
-  ctl_entry_query(&q, args, path);
-  code = ctl_admin_remove(c, "admin rm", "DELETE", &q, true, "entry");
-  if (code == EXIT_MISS)
-    fprintf(stderr, "pycachectl: admin rm: no entry for %s (magic %s, opt %d)\n", path, magic_hex,
-            args->opt);
-  return code;
+  ctl_named_query(&q, args, named->endpoint, named->key, c->words[0]);
+  code = ctl_admin_remove(c, what, "DELETE", &q, true, named->noun);
+  return code == EXIT_MISS ? ctl_no_such(c, what, named) : code;
+}
+
+int ctl_admin_rm(const ctl *c)
+{
+  return ctl_admin_rm_named(c, "admin rm", &CTL_ENTRY);
 }
 
 /* The number of entries of a magic in the store (from /v1/admin/magics), or -1. */
@@ -770,27 +791,12 @@ int ctl_admin_retire(const ctl *c)
 
 int ctl_admin_profile(const ctl *c)
 {
-  const ctl_args *args = &c->args;
-  const char *name = c->words[0];
-  ctl_query q;
-  ctl_named_query(&q, args, "/v1/admin/profile", "profile", name);
   char *body = NULL;
   cJSON *obj = NULL;
-  int code = ctl_admin_call(c, "admin profile", "GET", &q, true, &body,
-                            args->json ? NULL : &obj);
-  if (code == EXIT_MISS) {
-    char magic_hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&args->magic, magic_hex);
-    fprintf(stderr, "pycachectl: admin profile: no profile %s (magic %s, opt %d)\n", name,
-            magic_hex, args->opt);
-    return code;
-  }
-  if (code != EXIT_HIT)
-    return code;
-  if (args->json) {
-    printf("%s\n", body);
+  int code = ctl_admin_get_named(c, "admin profile", &CTL_PROFILE, &body, &obj);
+  if (code != EXIT_HIT || obj == NULL) {
     free(body);
-    return EXIT_HIT;
+    return code;
   }
   char b[2][32], when[64];
   const char *ns = ctl_str(obj, "namespace", "");
@@ -810,21 +816,7 @@ int ctl_admin_profile(const ctl *c)
 
 int ctl_admin_rm_profile(const ctl *c)
 {
-  const ctl_args *args = &c->args;
-  const char *name = c->words[0];
-  char magic_hex[2 * PCC_MAGIC_LEN + 1];
-  pcc_magic_to_hex(&args->magic, magic_hex);
-  int code = ctl_confirm(args, "admin rm-profile", "Remove the profile %s (magic %s, opt %d)?",
-                         name, magic_hex, args->opt);
-  if (code != EXIT_HIT)
-    return code;
-  ctl_query q;
-  ctl_named_query(&q, args, "/v1/admin/profile", "profile", name);
-  code = ctl_admin_remove(c, "admin rm-profile", "DELETE", &q, true, "profile");
-  if (code == EXIT_MISS)
-    fprintf(stderr, "pycachectl: admin rm-profile: no profile %s (magic %s, opt %d)\n", name,
-            magic_hex, args->opt);
-  return code;
+  return ctl_admin_rm_named(c, "admin rm-profile", &CTL_PROFILE);
 }
 
 /* GET /v1/admin/backup into a temporary file next to args->download, then fsync and rename

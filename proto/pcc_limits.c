@@ -72,6 +72,8 @@ static const pcc_limit rows[] = {
   ROW(PCC_PROFILE_DAYS_DEFAULT, "--profile-days", "days a profile that is not updated is kept"),
   ROW(PCC_PROFILE_PATH_MAX, NULL, "bytes of a path a profile records (longer ones are left out)"),
   ROW(PCC_PROFILE_BATCH, NULL, "paths merged into a profile per write transaction"),
+  ROW(PCC_USE_UPDATE_SECONDS, NULL,
+      "seconds within which a blob's recorded use is not moved again (up to twice that)"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

@@ -106,6 +106,8 @@
 #define PCC_PROFILE_DAYS_DEFAULT 30   /* option --profile-days: days an unchanged profile is kept */
 #define PCC_PROFILE_PATH_MAX 500      /* bytes of a path a profile records (longer: left out) */
 #define PCC_PROFILE_BATCH 1024        /* paths merged into a profile per write transaction */
+#define PCC_USE_UPDATE_SECONDS 60     /* a blob whose recorded use is younger (up to twice that)
+                                         is not moved again in the order of uses */
 
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {

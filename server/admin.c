@@ -516,19 +516,39 @@ static cJSON *removed_json(uint64_t removed)
   return json;
 }
 
+/* The namespace of a request naming one entry or profile: the argument, "" (the default one)
+ * without it; NULL (answer set) when malformed. */
+static const char *named_namespace(const char *arg, pcc_answer *answer)
+{
+  const char *ns = arg ? arg : "";
+  if (ns[0] != '\0' && !pcc_namespace_ok(ns)) {
+    pcc_answer_bad_parameter(answer, "namespace", "1 to %d characters of [a-z0-9._-]",
+                             PCC_NAMESPACE_MAX);
+    return NULL;
+  }
+  return ns;
+}
+
+/* Sets the answer of a store call about one named thing that did not succeed (not found: 404
+ * with `missing` as the message); does nothing on PCC_STORE_OK. */
+static void answer_named(pcc_answer *answer, pcc_store_status rc, const char *missing)
+{
+  if (rc == PCC_STORE_NOTFOUND)
+    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "%s", missing);
+  else if (rc != PCC_STORE_OK)
+    pcc_answer_store_error(answer, rc);
+}
+
 /* GET and DELETE /v1/admin/entry: one entry, named by magic and path (opt defaults to 0) in a
  * namespace (the default one without `namespace`). */
 static void entry_show_or_delete(pcc_core *core, const pcc_request *req, bool delete_it,
                                  pcc_answer *answer)
 {
   const pcc_params *p = &req->params;
-  const char *ns = req->args[ARG_ENTRY_NAMESPACE] ? req->args[ARG_ENTRY_NAMESPACE] : "";
+  const char *ns = named_namespace(req->args[ARG_ENTRY_NAMESPACE], answer);
   pcc_store_status rc;
-  if (ns[0] != '\0' && !pcc_namespace_ok(ns)) {
-    pcc_answer_bad_parameter(answer, "namespace", "1 to %d characters of [a-z0-9._-]",
-                             PCC_NAMESPACE_MAX);
+  if (ns == NULL)
     return;
-  }
   if (delete_it) {
     uint64_t removed = 0;
     rc = pcc_store_delete_one(pcc_core_store(core), ns, &p->magic, p->opt, p->path,
@@ -546,10 +566,7 @@ static void entry_show_or_delete(pcc_core *core, const pcc_request *req, bool de
     else
       cJSON_Delete(visit.list);
   }
-  if (rc == PCC_STORE_NOTFOUND)
-    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no entry for this magic, opt and path");
-  else if (rc != PCC_STORE_OK)
-    pcc_answer_store_error(answer, rc);
+  answer_named(answer, rc, "no entry for this magic, opt and path");
 }
 
 static void handle_entry(void *state, pcc_request *req, pcc_answer *answer)
@@ -652,15 +669,12 @@ static void profile_show_or_delete(pcc_core *core, const pcc_request *req, bool 
 {
   const pcc_params *p = &req->params;
   const char *name = req->args[ARG_PROFILE_NAME];
-  const char *ns = req->args[ARG_PROFILE_NAMESPACE] ? req->args[ARG_PROFILE_NAMESPACE] : "";
+  const char *ns = named_namespace(req->args[ARG_PROFILE_NAMESPACE], answer);
   pcc_store *store = pcc_core_store(core);
   pcc_store_profile profile;
   pcc_store_status rc;
-  if (ns[0] != '\0' && !pcc_namespace_ok(ns)) {
-    pcc_answer_bad_parameter(answer, "namespace", "1 to %d characters of [a-z0-9._-]",
-                             PCC_NAMESPACE_MAX);
+  if (ns == NULL)
     return;
-  }
   if (delete_it) {
     uint64_t removed = 0;
     rc = pcc_store_profile_delete(store, ns, &p->magic, p->opt, name, &removed);
@@ -680,10 +694,8 @@ static void profile_show_or_delete(pcc_core *core, const pcc_request *req, bool 
   }
   if (rc == PCC_STORE_INVALID)
     pcc_answer_bad_parameter(answer, "profile", "1 to %d bytes", PCC_PROFILE_NAME_MAX);
-  else if (rc == PCC_STORE_NOTFOUND)
-    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no profile of that name for this magic and opt");
-  else if (rc != PCC_STORE_OK)
-    pcc_answer_store_error(answer, rc);
+  else
+    answer_named(answer, rc, "no profile of that name for this magic and opt");
 }
 
 static void handle_profile(void *state, pcc_request *req, pcc_answer *answer)

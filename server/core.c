@@ -204,12 +204,20 @@ void pcc_core_answer_unsupported(const pcc_core *core, pcc_answer *answer)
 typedef struct {
   time_t last_flush, last_expiry, last_log;
   uint64_t evicted_unlogged; /* blobs evicted since the last log line */
+  pcc_store_status failed[3]; /* the last outcome of eviction, flushes, expiry: logged on a
+                                 change only */
 } upkeep_state;
 
-static void upkeep_log_failure(const char *what, pcc_store_status rc)
+enum { UPKEEP_EVICT, UPKEEP_FLUSH, UPKEEP_EXPIRE };
+
+/* Logs a failure of one kind of upkeep when it differs from that kind's last outcome. */
+static void upkeep_log_failure(upkeep_state *state, int kind, pcc_store_status rc)
 {
-  if (rc != PCC_STORE_OK)
-    fprintf(stderr, "pycached: store upkeep: %s: %s\n", what, pcc_store_strerror(rc));
+  static const char *const what[] = {"eviction", "writing the last uses",
+                                     "dropping old profiles"};
+  if (rc != PCC_STORE_OK && rc != state->failed[kind])
+    fprintf(stderr, "pycached: store upkeep: %s: %s\n", what[kind], pcc_store_strerror(rc));
+  state->failed[kind] = rc;
 }
 
 /* One round: evict past --max-size (which writes the uses first), else write the uses when
@@ -220,7 +228,7 @@ static void upkeep_round(pcc_core *core, upkeep_state *state)
   time_t now = time(NULL);
   uint64_t evicted = 0;
   pcc_store_status rc = pcc_store_evict(core->store, &evicted);
-  upkeep_log_failure("eviction", rc);
+  upkeep_log_failure(state, UPKEEP_EVICT, rc);
   if (evicted > 0)
     state->last_flush = now; /* eviction wrote the uses */
   state->evicted_unlogged += evicted;
@@ -234,7 +242,7 @@ static void upkeep_round(pcc_core *core, upkeep_state *state)
   size_t pending = pcc_store_pending_uses(core->store);
   if (pending > 0 && (pending >= PCC_USE_TABLE_SLOTS / 4 ||
                       now - state->last_flush >= PCC_USE_FLUSH_SECONDS)) {
-    upkeep_log_failure("writing the last uses", pcc_store_flush_uses(core->store, NULL));
+    upkeep_log_failure(state, UPKEEP_FLUSH, pcc_store_flush_uses(core->store, NULL));
     state->last_flush = now;
   }
   if (config->profile_days > 0 && now - state->last_expiry >= PROFILE_EXPIRY_SECONDS) {
@@ -242,7 +250,7 @@ static void upkeep_round(pcc_core *core, upkeep_state *state)
     rc = pcc_store_profiles_expire(core->store,
                                    (int64_t)now - (int64_t)config->profile_days * 86400,
                                    &removed);
-    upkeep_log_failure("dropping old profiles", rc);
+    upkeep_log_failure(state, UPKEEP_EXPIRE, rc);
     if (removed > 0)
       fprintf(stderr, "pycached: dropped %llu profiles not updated for %llu days\n",
               (unsigned long long)removed, (unsigned long long)config->profile_days);
@@ -253,7 +261,7 @@ static void upkeep_round(pcc_core *core, upkeep_state *state)
 static void *upkeep_main(void *arg)
 {
   pcc_core *core = arg;
-  upkeep_state state = {time(NULL), 0, 0, 0};
+  upkeep_state state = {time(NULL), 0, 0, 0, {PCC_STORE_OK, PCC_STORE_OK, PCC_STORE_OK}};
   pthread_mutex_lock(&core->lock);
   while (!core->stopping) {
     struct timespec until;

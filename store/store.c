@@ -103,6 +103,10 @@ struct pcc_store {
   atomic_uint_fast64_t evictions;
   atomic_int write_state;          /* the outcome of the last write that needed room */
   use_stripe *uses;                /* USE_STRIPES of them */
+  pthread_mutex_t flush_lock;      /* one flush of uses at a time; guards the marks below */
+  uint64_t recent_tick;            /* a stored use at or after it is recent: not moved again */
+  uint64_t mark_tick;              /* the clock at mark_time: recent_tick once that is old */
+  int64_t mark_time;               /* 0: none yet */
   char *dir;
 };
 
@@ -586,6 +590,7 @@ pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
   }
   for (int s = 0; s < USE_STRIPES; s++)
     pthread_mutex_init(&store->uses[s].lock, NULL);
+  pthread_mutex_init(&store->flush_lock, NULL);
   MDB_txn *txn = NULL;
   int mdb_rc = mdb_env_create(&store->env);
   if (mdb_rc == MDB_SUCCESS)
@@ -634,9 +639,11 @@ void pcc_store_close(pcc_store *store)
     return;
   if (store->env != NULL)
     mdb_env_close(store->env);
-  if (store->uses != NULL)
+  if (store->uses != NULL) {
     for (int s = 0; s < USE_STRIPES; s++)
       pthread_mutex_destroy(&store->uses[s].lock);
+    pthread_mutex_destroy(&store->flush_lock);
+  }
   free(store->uses);
   free(store->dir);
   free(store);
@@ -700,6 +707,12 @@ static int room_for(pcc_store *store, size_t value_bytes)
 
 /* ---- blobs, references, uses ------------------------------------------------------------ */
 
+/* Unix seconds: the config's clock (tests), else time(). */
+static int64_t store_now(const pcc_store *store)
+{
+  return store->config.now ? store->config.now() : (int64_t)time(NULL);
+}
+
 /* Records a use of the blob of key in memory. */
 static void touch_key(pcc_store *store, const uint8_t key[BLOB_KEY_LEN])
 {
@@ -747,9 +760,10 @@ size_t pcc_store_pending_uses(pcc_store *store)
   return n;
 }
 
-/* Sets the last use of a stored blob to tick (when later than the one it has): its uses row and
- * its place in lru. MDB_NOTFOUND when the blob is not stored. */
-static int use_write(wtxn *w, const uint8_t *key_bytes, uint64_t tick)
+/* Sets the last use of a stored blob to tick (when later than the one it has, and the one it has
+ * is not recent: recorded at or after recent_tick): its uses row and its place in lru.
+ * MDB_NOTFOUND when the blob is not stored. */
+static int use_write(wtxn *w, const uint8_t *key_bytes, uint64_t tick, uint64_t recent_tick)
 {
   pcc_store *store = w->store;
   MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes}, value;
@@ -760,8 +774,8 @@ static int use_write(wtxn *w, const uint8_t *key_bytes, uint64_t tick)
   if (value.mv_size != USE_VALUE_LEN)
     return MDB_SUCCESS;
   memcpy(use, value.mv_data, USE_VALUE_LEN);
-  if (tick <= use[0])
-    return MDB_SUCCESS;
+  if (tick <= use[0] || (recent_tick > 0 && use[0] >= recent_tick))
+    return MDB_SUCCESS; /* a read, no write: the recorded use is recent enough */
   uint8_t old_lru[LRU_KEY_LEN], new_lru[LRU_KEY_LEN];
   lru_key(old_lru, use[0], key_bytes);
   lru_key(new_lru, tick, key_bytes);
@@ -776,6 +790,19 @@ static int use_write(wtxn *w, const uint8_t *key_bytes, uint64_t tick)
   return mdb_rc;
 }
 
+/* Moves the marks of recent uses on: a use recorded at or after recent_tick is at most between
+ * PCC_USE_UPDATE_SECONDS and twice that old (memcached's ITEM_UPDATE_INTERVAL, as a clock
+ * tick). Caller holds flush_lock. */
+static void update_marks(pcc_store *store)
+{
+  int64_t now = store_now(store);
+  if (store->mark_time == 0 || now - store->mark_time >= PCC_USE_UPDATE_SECONDS) {
+    store->recent_tick = store->mark_time == 0 ? 0 : store->mark_tick;
+    store->mark_tick = atomic_load(&store->clock);
+    store->mark_time = now;
+  }
+}
+
 pcc_store_status pcc_store_flush_uses(pcc_store *store, size_t *flushed)
 {
   if (store == NULL)
@@ -784,6 +811,8 @@ pcc_store_status pcc_store_flush_uses(pcc_store *store, size_t *flushed)
   use_slot *batch = malloc(USE_STRIPE_SLOTS * sizeof *batch);
   if (batch == NULL)
     return PCC_STORE_NOMEM;
+  pthread_mutex_lock(&store->flush_lock);
+  update_marks(store);
   int mdb_rc = MDB_SUCCESS;
   for (int s = 0; s < USE_STRIPES && mdb_rc == MDB_SUCCESS; s++) {
     use_stripe *stripe = &store->uses[s];
@@ -801,7 +830,7 @@ pcc_store_status pcc_store_flush_uses(pcc_store *store, size_t *flushed)
     wtxn w;
     mdb_rc = wtxn_begin(store, &w);
     for (size_t i = 0; i < n && mdb_rc == MDB_SUCCESS; i++) {
-      mdb_rc = use_write(&w, batch[i].key, batch[i].tick);
+      mdb_rc = use_write(&w, batch[i].key, batch[i].tick, store->recent_tick);
       if (mdb_rc == MDB_NOTFOUND) /* evicted or deleted meanwhile */
         mdb_rc = MDB_SUCCESS;
     }
@@ -814,6 +843,7 @@ pcc_store_status pcc_store_flush_uses(pcc_store *store, size_t *flushed)
     else if (too_big(mdb_rc)) /* a full map: these uses are lost, which is harmless */
       mdb_rc = MDB_SUCCESS;
   }
+  pthread_mutex_unlock(&store->flush_lock);
   free(batch);
   if (flushed != NULL)
     *flushed = written;
@@ -1404,10 +1434,11 @@ pcc_store_status pcc_store_evict(pcc_store *store, uint64_t *evicted)
     return PCC_STORE_OK;
   pcc_store_status rc = pcc_store_flush_uses(store, NULL); /* so that the order is current */
   int mdb_rc = rc == PCC_STORE_OK ? MDB_SUCCESS : EIO;
+  size_t batch = PCC_EVICT_BATCH; /* halved when a transaction does not fit in the map */
   while (mdb_rc == MDB_SUCCESS && atomic_load(&store->bytes) > low) {
     wtxn w;
     MDB_cursor *cursor = NULL;
-    size_t budget = PCC_EVICT_BATCH;
+    size_t budget = batch;
     mdb_rc = wtxn_begin(store, &w);
     if (mdb_rc == MDB_SUCCESS)
       mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_LRU], &cursor);
@@ -1433,14 +1464,19 @@ pcc_store_status pcc_store_evict(pcc_store *store, uint64_t *evicted)
     bool empty = mdb_rc == MDB_NOTFOUND; /* nothing left to evict */
     if (mdb_rc == MDB_SUCCESS || empty) {
       uint64_t committed = w.evicted;
-      bool changed = w.bytes != 0 || budget < PCC_EVICT_BATCH || committed > 0;
+      bool changed = w.bytes != 0 || budget < batch || committed > 0;
       mdb_rc = wtxn_finish(&w, changed);
       if (mdb_rc == MDB_SUCCESS)
         total += committed;
       if (mdb_rc == MDB_SUCCESS && (empty || !changed))
         break;
-    } else if (w.txn != NULL) {
-      wtxn_abort(&w);
+    } else {
+      if (w.txn != NULL)
+        wtxn_abort(&w);
+      if (too_big(mdb_rc) && batch > 1) { /* fewer references: fits in the pages kept */
+        batch /= 2;
+        mdb_rc = MDB_SUCCESS;
+      }
     }
   }
   if (evicted != NULL)
@@ -1485,38 +1521,33 @@ static bool filter_match(const pcc_store_filter *filter, const MDB_val *key,
           memcmp(entry->path, filter->prefix, filter->prefix_len) == 0);
 }
 
-pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter,
-                                const uint8_t *cursor_key, size_t cursor_len, size_t limit,
-                                size_t max_scan,
-                                void (*visit)(const pcc_store_entry *entry, void *ctx), void *ctx,
-                                uint8_t *next, size_t *next_len)
+/* Offers the records of table dbi after the key in `after` (after_len 0: from the filter's first
+ * key) to visit, which says whether it took one, until `limit` were taken or `max_scan` looked
+ * at; *next_len as pcc_store_scan. Read-only. */
+typedef bool (*record_visit)(pcc_store *store, MDB_txn *txn, const MDB_val *key,
+                             const MDB_val *value, void *ctx);
+
+static pcc_store_status scan_table(pcc_store *store, MDB_dbi dbi, const pcc_store_filter *filter,
+                                   const uint8_t *after, size_t after_len, size_t limit,
+                                   size_t max_scan, record_visit visit, void *ctx, uint8_t *next,
+                                   size_t *next_len)
 {
-  if (store == NULL || visit == NULL || next == NULL || next_len == NULL ||
-      cursor_len > PCC_STORE_CURSOR_MAX)
-    return PCC_STORE_INVALID;
   *next_len = 0;
   MDB_txn *txn = NULL;
   MDB_cursor *cursor = NULL;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, store->dbi[T_PATHS], &cursor);
-  if (mdb_rc != MDB_SUCCESS) {
-    mdb_txn_abort(txn);
-    return from_mdb(mdb_rc);
-  }
   MDB_val key, value;
   size_t found = 0, scanned = 0;
-  mdb_rc = scan_start(cursor, filter, cursor_key, cursor_len, &key, &value);
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(txn, dbi, &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = scan_start(cursor, filter, after, after_len, &key, &value);
   while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
     if (found == limit || scanned == max_scan) /* more may follow: continue after the last */
       break;
     scanned++;
-    pcc_store_entry entry;
-    if (entry_from_path(&key, &value, &entry, NULL) && filter_match(filter, &key, &entry)) {
-      entry_add_blob(store, txn, &entry);
-      visit(&entry, ctx);
+    if (visit(store, txn, &key, &value, ctx))
       found++;
-    }
     memcpy(next, key.mv_data, key.mv_size);
     *next_len = key.mv_size;
     mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
@@ -1526,6 +1557,39 @@ pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter
   mdb_cursor_close(cursor);
   mdb_txn_abort(txn);
   return mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND ? PCC_STORE_OK : from_mdb(mdb_rc);
+}
+
+typedef struct {
+  const pcc_store_filter *filter;
+  void (*entry)(const pcc_store_entry *entry, void *ctx);
+  void (*profile)(const pcc_store_profile *profile, void *ctx);
+  void *ctx;
+} scan_visit;
+
+static bool visit_entry(pcc_store *store, MDB_txn *txn, const MDB_val *key, const MDB_val *value,
+                        void *ctx)
+{
+  scan_visit *v = ctx;
+  pcc_store_entry entry;
+  if (!entry_from_path(key, value, &entry, NULL) || !filter_match(v->filter, key, &entry))
+    return false;
+  entry_add_blob(store, txn, &entry);
+  v->entry(&entry, v->ctx);
+  return true;
+}
+
+pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter,
+                                const uint8_t *cursor_key, size_t cursor_len, size_t limit,
+                                size_t max_scan,
+                                void (*visit)(const pcc_store_entry *entry, void *ctx), void *ctx,
+                                uint8_t *next, size_t *next_len)
+{
+  if (store == NULL || visit == NULL || next == NULL || next_len == NULL ||
+      cursor_len > PCC_STORE_CURSOR_MAX)
+    return PCC_STORE_INVALID;
+  scan_visit v = {filter, visit, NULL, ctx};
+  return scan_table(store, store->dbi[T_PATHS], filter, cursor_key, cursor_len, limit, max_scan,
+                    visit_entry, &v, next, next_len);
 }
 
 pcc_store_status pcc_store_get_entry(pcc_store *store, const char *ns, const pcc_magic *magic,
@@ -1570,6 +1634,26 @@ static int entry_drop(wtxn *w, MDB_cursor *cursor, const MDB_val *key, const MDB
   return mdb_rc;
 }
 
+/* Ends the transaction of a deletion batch that met mdb_rc (MDB_NOTFOUND: the end of its keys)
+ * after deleting `deleted` items, the last key it looked at being `last`: aborts on an error,
+ * commits when something went, and then moves `after` on and adds to *removed. */
+static int batch_end(wtxn *w, int mdb_rc, size_t deleted, const uint8_t *last, size_t last_len,
+                     uint8_t *after, size_t *after_len, uint64_t *removed)
+{
+  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
+    if (w->txn != NULL)
+      wtxn_abort(w);
+    return mdb_rc;
+  }
+  mdb_rc = wtxn_finish(w, deleted > 0);
+  if (mdb_rc == MDB_SUCCESS) {
+    *removed += deleted;
+    memcpy(after, last, last_len);
+    *after_len = last_len;
+  }
+  return mdb_rc;
+}
+
 /* Deletes, in one write transaction, up to `batch` matching path entries after `after` (with
  * their references). *more tells whether matching keys may follow; `after` is updated when the
  * transaction commits. */
@@ -1607,20 +1691,8 @@ static int delete_batch(pcc_store *store, const pcc_store_filter *filter, size_t
     }
     mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
   }
-  if (cursor != NULL)
-    mdb_cursor_close(cursor);
-  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
-    if (w.txn != NULL)
-      wtxn_abort(&w);
-    return mdb_rc;
-  }
-  mdb_rc = wtxn_finish(&w, deleted > 0);
-  if (mdb_rc == MDB_SUCCESS) {
-    *removed += deleted;
-    memcpy(after, last, last_len);
-    *after_len = last_len;
-  }
-  return mdb_rc;
+  mdb_cursor_close(cursor);
+  return batch_end(&w, mdb_rc, deleted, last, last_len, after, after_len, removed);
 }
 
 /* Deletes up to PROFILE_DELETE_BATCH profiles that match filter (NULL: any) and were updated
@@ -1668,18 +1740,7 @@ static int profiles_delete_batch(pcc_store *store, const pcc_store_filter *filte
     mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
   }
   mdb_cursor_close(cursor);
-  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
-    if (w.txn != NULL)
-      wtxn_abort(&w);
-    return mdb_rc;
-  }
-  mdb_rc = wtxn_finish(&w, deleted > 0);
-  if (mdb_rc == MDB_SUCCESS) {
-    *removed += deleted;
-    memcpy(after, last, last_len);
-    *after_len = last_len;
-  }
-  return mdb_rc;
+  return batch_end(&w, mdb_rc, deleted, last, last_len, after, after_len, removed);
 }
 
 /* Runs step (a delete of up to `batch` items) until it has nothing more to do, halving the
@@ -1865,11 +1926,6 @@ pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd)
 }
 
 /* ---- profiles ---------------------------------------------------------------------------- */
-
-static int64_t store_now(const pcc_store *store)
-{
-  return store->config.now ? store->config.now() : (int64_t)time(NULL);
-}
 
 /* The key of a profile, or 0 for bad arguments. */
 static size_t profile_key(uint8_t key[PROFILE_KEY_MAX], const char *ns, const pcc_magic *magic,
@@ -2078,6 +2134,20 @@ static bool profile_from_info(const MDB_val *key, const MDB_val *value, pcc_stor
   return true;
 }
 
+static bool visit_profile(pcc_store *store, MDB_txn *txn, const MDB_val *key,
+                          const MDB_val *value, void *ctx)
+{
+  (void)store;
+  (void)txn;
+  scan_visit *v = ctx;
+  pcc_store_profile profile;
+  if (!scope_match(v->filter, key->mv_data, key->mv_size) ||
+      !profile_from_info(key, value, &profile))
+    return false;
+  v->profile(&profile, v->ctx);
+  return true;
+}
+
 pcc_store_status pcc_store_profiles_scan(pcc_store *store, const pcc_store_filter *filter,
                                          const uint8_t *cursor_key, size_t cursor_len,
                                          size_t limit,
@@ -2088,34 +2158,9 @@ pcc_store_status pcc_store_profiles_scan(pcc_store *store, const pcc_store_filte
   if (store == NULL || visit == NULL || next == NULL || next_len == NULL ||
       cursor_len > PCC_STORE_PROFILE_CURSOR_MAX)
     return PCC_STORE_INVALID;
-  *next_len = 0;
-  MDB_txn *txn = NULL;
-  MDB_cursor *cursor = NULL;
-  MDB_val key, value;
-  size_t found = 0, scanned = 0;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, store->dbi[T_INFO], &cursor);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = scan_start(cursor, filter, cursor_key, cursor_len, &key, &value);
-  while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key) && found < limit &&
-         scanned < PCC_LIST_SCAN_MAX) {
-    pcc_store_profile profile;
-    scanned++;
-    if (scope_match(filter, key.mv_data, key.mv_size) &&
-        profile_from_info(&key, &value, &profile)) {
-      visit(&profile, ctx);
-      found++;
-    }
-    memcpy(next, key.mv_data, key.mv_size);
-    *next_len = key.mv_size;
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
-  }
-  if (mdb_rc != MDB_SUCCESS || filter_done(filter, &key))
-    *next_len = 0;
-  mdb_cursor_close(cursor);
-  mdb_txn_abort(txn);
-  return mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND ? PCC_STORE_OK : from_mdb(mdb_rc);
+  scan_visit v = {filter, NULL, visit, ctx};
+  return scan_table(store, store->dbi[T_INFO], filter, cursor_key, cursor_len, limit,
+                    PCC_LIST_SCAN_MAX, visit_profile, &v, next, next_len);
 }
 
 pcc_store_status pcc_store_profile_get(pcc_store *store, const char *ns, const pcc_magic *magic,

@@ -51,7 +51,8 @@ typedef struct {
   uint64_t max_size;     /* payload bytes pcc_store_evict keeps the store under; 0: no eviction */
   uint64_t max_profiles; /* profiles kept; 0: PCC_PROFILES_MAX_DEFAULT */
   bool no_sync;          /* commits are not flushed to disk (MDB_NOSYNC): benchmarks only */
-  int64_t (*now)(void);  /* unix seconds for profile ages; NULL: time(). For tests. */
+  int64_t (*now)(void);  /* unix seconds for profile ages and the age of uses; NULL: time().
+                            For tests. */
 } pcc_store_config;
 
 /* Opens (creating when needed) the store in directory dir, which must exist, with config (NULL:
@@ -160,7 +161,9 @@ void pcc_store_touch(pcc_store *store, const pcc_magic *magic, int opt, const pc
 
 /* Writes the recorded uses into the store (uses, lru) in write transactions of at most
  * PCC_USE_TABLE_SLOTS / 16 uses and empties the table; *flushed (may be NULL) gets how many were
- * written. Uses of blobs that are gone are dropped. Does not change the generation. */
+ * looked at. A blob whose recorded use is recent (PCC_USE_UPDATE_SECONDS to twice that) is not
+ * moved again, so the order is exact to about that and recently used blobs cost a read; uses of
+ * blobs that are gone are dropped. Does not change the generation. */
 pcc_store_status pcc_store_flush_uses(pcc_store *store, size_t *flushed);
 
 /* How many uses wait in the table (a hint for when to flush). */

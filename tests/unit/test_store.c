@@ -1058,6 +1058,38 @@ START_TEST(test_profiles_expire_and_go_with_their_entries)
 }
 END_TEST
 
+/* A recorded use younger than PCC_USE_UPDATE_SECONDS (to twice that) is not moved again; an
+ * older one is. Seen through what eviction takes: the least recently used as recorded. */
+START_TEST(test_recent_uses_are_not_moved_again)
+{
+  pcc_store_config config = {.max_size = 2500, .now = fake_clock};
+  reopen_fresh(&config);
+  pcc_path_record a, b, c;
+  fake_now = 10000;
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror); /* the first mark */
+  CHECK_RC(put_numbered(NULL, "/a.py", 1, 1000, &a), pcc_store_strerror);
+  CHECK_RC(put_numbered(NULL, "/b.py", 2, 1000, &b), pcc_store_strerror);
+  fake_now += PCC_USE_UPDATE_SECONDS;
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror); /* a, b: recent from now */
+  ck_assert(blob_is_stored(&a));
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror); /* a's use: not moved */
+  CHECK_RC(put_numbered(NULL, "/c.py", 3, 1000, &c), pcc_store_strerror); /* 3000 > 2500 */
+  CHECK_RC(pcc_store_evict(store, NULL), pcc_store_strerror);
+  ck_assert(!blob_is_stored(&a)); /* recorded as older than b, though used later */
+  ck_assert(blob_is_stored(&b));
+  /* once its recorded use is old, a use moves it again */
+  fake_now += 2 * PCC_USE_UPDATE_SECONDS;
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror);
+  ck_assert(blob_is_stored(&b));
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror);
+  CHECK_RC(put_numbered(NULL, "/d.py", 4, 1000, NULL), pcc_store_strerror);
+  CHECK_RC(pcc_store_evict(store, NULL), pcc_store_strerror);
+  ck_assert(blob_is_stored(&b)); /* moved: c is the least recently used now */
+  ck_assert(!blob_is_stored(&c));
+  check_figures();
+}
+END_TEST
+
 int main(void)
 {
   Suite *suite = suite_create("store");
@@ -1086,6 +1118,7 @@ int main(void)
   tcase_add_test(tc, test_full_disk_is_its_own_status);
   tcase_add_test(tc, test_profiles_are_bounded);
   tcase_add_test(tc, test_profiles_expire_and_go_with_their_entries);
+  tcase_add_test(tc, test_recent_uses_are_not_moved_again);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(suite, tc);
   return test_run_suite(suite);
