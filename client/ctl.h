@@ -127,6 +127,9 @@ int ctl_exec(const ctl *c);
 int ctl_admin_stats(const ctl *c);
 int ctl_admin_magics(const ctl *c);
 int ctl_admin_ls(const ctl *c);
+int ctl_admin_profiles(const ctl *c);
+int ctl_admin_profile(const ctl *c);
+int ctl_admin_rm_profile(const ctl *c);
 int ctl_admin_show(const ctl *c);
 int ctl_admin_rm(const ctl *c);
 int ctl_admin_invalidate(const ctl *c);
@@ -135,6 +138,7 @@ int ctl_admin_retire(const ctl *c);
 int ctl_admin_backup(const ctl *c);
 int ctl_admin_check_ls(const ctl *c);
 int ctl_admin_check_entry(const ctl *c); /* show and rm */
+int ctl_admin_check_profile(const ctl *c); /* profile and rm-profile */
 int ctl_admin_check_invalidate(const ctl *c);
 int ctl_admin_check_retire(const ctl *c);
 int ctl_admin_check_backup(const ctl *c);

@@ -1,6 +1,7 @@
 /* ctl_admin.c: the handlers of `pycachectl admin ...` (ctl.h; their rows are in pycachectl.c's
  * command table), the admin API of docs/API.md from the command line: readable tables by
- * default, the server's JSON with --json, a confirmation before anything is removed. */
+ * default, the server's JSON with --json, a confirmation before anything is removed. Entries
+ * and import profiles are listed by one pager. */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -316,14 +317,20 @@ int ctl_admin_stats(const ctl *c)
 
   const cJSON *store = cJSON_GetObjectItemCaseSensitive(obj, "store");
   if (cJSON_IsObject(store)) {
+    double bytes = ctl_num(store, "bytes", -1), max = ctl_num(store, "max_size", -1);
     double used = ctl_num(store, "used", -1), map = ctl_num(store, "map_size", -1);
-    printf("\nstore: %s entries, %s blobs, %s in entries; map %s used of %s",
+    printf("\nstore: %s entries, %s blobs, %s profiles; %s of code (--max-size %s",
            ctl_int(store, "entries", b[0], 32), ctl_int(store, "blobs", b[1], 32),
-           ctl_bytes(ctl_num(store, "bytes", -1), b[2], 32), ctl_bytes(used, b[3], 32),
-           ctl_bytes(map, b[4], 32));
+           ctl_int(store, "profiles", b[2], 32), ctl_bytes(bytes, b[3], 32),
+           ctl_bytes(max, b[4], 32));
+    if (bytes >= 0 && max > 0)
+      printf(", %.1f%%", 100.0 * bytes / max);
+    printf("), %s evictions\n", ctl_int(store, "evictions", b[5], 32));
+    printf("pages: %s used, %s free, of a map of %s (--map-size", ctl_bytes(used, b[0], 32),
+           ctl_bytes(ctl_num(store, "free", -1), b[1], 32), ctl_bytes(map, b[2], 32));
     if (used >= 0 && map > 0)
-      printf(" (%.1f%%)", 100.0 * used / map);
-    printf("\n");
+      printf(", %.1f%% used", 100.0 * used / map);
+    printf(")\n");
   }
   cJSON_Delete(obj);
   free(body);
@@ -372,7 +379,58 @@ int ctl_admin_magics(const ctl *c)
   return EXIT_HIT;
 }
 
-int ctl_admin_ls(const ctl *c)
+/* What one listing pages through: the endpoint, the name of its list in the answer, how a row
+ * is printed (the header before the first). */
+typedef struct {
+  const char *what;  /* "admin ls" */
+  const char *path;  /* "/v1/admin/entries" */
+  const char *items; /* "entries" */
+  void (*header)(void);
+  void (*row)(const cJSON *item);
+} ctl_listing;
+
+static void ctl_entry_header(void)
+{
+  printf("%-10s %3s %-13s %10s %8s  %s\n", "MAGIC", "OPT", "KIND", "BYTES", "HITS", "PATH");
+}
+
+static void ctl_entry_row(const cJSON *e)
+{
+  char b[3][32];
+  printf("%-10s %3s %-13s %10s %8s  %s\n", ctl_str(e, "magic", "?"), ctl_int(e, "opt", b[0], 32),
+         ctl_str(e, "kind", "?"), ctl_int(e, "bytes", b[1], 32), ctl_int(e, "hits", b[2], 32),
+         ctl_str(e, "path", "?"));
+}
+
+/* "2026-11-21 06:15:00 UTC" of unix seconds into text. */
+static const char *ctl_when(double seconds, char *text, size_t cap)
+{
+  time_t t = (time_t)seconds;
+  struct tm tm;
+  snprintf(text, cap, "?");
+  if (gmtime_r(&t, &tm) != NULL)
+    strftime(text, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return text;
+}
+
+static void ctl_profile_header(void)
+{
+  printf("%-10s %3s %-12s %7s  %-23s  %s\n", "MAGIC", "OPT", "NAMESPACE", "PATHS", "UPDATED",
+         "PROFILE");
+}
+
+static void ctl_profile_row(const cJSON *p)
+{
+  char b[2][32], when[64];
+  printf("%-10s %3s %-12s %7s  %-23s  %s\n", ctl_str(p, "magic", "?"), ctl_int(p, "opt", b[0], 32),
+         ctl_str(p, "namespace", "?")[0] ? ctl_str(p, "namespace", "?") : "-",
+         ctl_int(p, "paths", b[1], 32), ctl_when(ctl_num(p, "updated", 0), when, sizeof when),
+         ctl_str(p, "profile", "?"));
+}
+
+/* Lists the pages of a listing, filtered by the command's options (magic, opt, prefix,
+ * namespace, limit), from --cursor, following next_cursor with --all. */
+static int ctl_admin_list(const ctl *c, const ctl_listing *l)
 {
   const ctl_args *args = &c->args;
   char magic_hex[2 * PCC_MAGIC_LEN + 1], opt[8], limit[16];
@@ -381,14 +439,14 @@ int ctl_admin_ls(const ctl *c)
   snprintf(limit, sizeof limit, "%ld", args->limit);
   char *cursor = args->cursor ? strdup(args->cursor) : NULL;
   if (args->cursor && cursor == NULL) {
-    fprintf(stderr, "pycachectl: admin ls: out of memory\n");
+    fprintf(stderr, "pycachectl: %s: out of memory\n", l->what);
     return EXIT_LOCAL;
   }
   int code = EXIT_HIT;
   long shown = 0;
   for (long page = 0; page < PCC_CTL_PAGES_MAX; page++) {
     ctl_query q;
-    ctl_query_init(&q, "/v1/admin/entries");
+    ctl_query_init(&q, l->path);
     ctl_query_add(&q, "magic", args->given & ARG_MAGIC ? magic_hex : NULL);
     ctl_query_add(&q, "opt", args->given & ARG_OPT ? opt : NULL);
     ctl_query_add(&q, "prefix", args->prefix);
@@ -397,35 +455,32 @@ int ctl_admin_ls(const ctl *c)
     ctl_query_add(&q, "cursor", cursor);
     char *body = NULL;
     cJSON *obj = NULL;
-    code = ctl_admin_call(c, "admin ls", "GET", &q, false, &body, &obj);
+    code = ctl_admin_call(c, l->what, "GET", &q, false, &body, &obj);
     if (code != EXIT_HIT)
       break;
-    const cJSON *entries = cJSON_GetObjectItemCaseSensitive(obj, "entries");
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(obj, l->items);
     const cJSON *next = cJSON_GetObjectItemCaseSensitive(obj, "next_cursor");
-    if (!cJSON_IsArray(entries) || !(cJSON_IsNull(next) || cJSON_IsString(next))) {
-      fprintf(stderr, "pycachectl: admin ls: the answer has no entries array or next_cursor\n");
+    if (!cJSON_IsArray(items) || !(cJSON_IsNull(next) || cJSON_IsString(next))) {
+      fprintf(stderr, "pycachectl: %s: the answer has no %s array or next_cursor\n", l->what,
+              l->items);
       code = EXIT_SERVER;
     } else if (args->json) {
       printf("%s\n", body); /* one JSON document per page */
     } else {
-      const cJSON *e = NULL;
-      cJSON_ArrayForEach(e, entries) {
-        char b[3][32];
+      const cJSON *item = NULL;
+      cJSON_ArrayForEach(item, items) {
         if (shown++ == 0)
-          printf("%-10s %3s %-13s %10s %8s  %s\n", "MAGIC", "OPT", "KIND", "BYTES", "HITS", "PATH");
-        printf("%-10s %3s %-13s %10s %8s  %s\n", ctl_str(e, "magic", "?"),
-               ctl_int(e, "opt", b[0], 32), ctl_str(e, "kind", "?"),
-               ctl_int(e, "bytes", b[1], 32), ctl_int(e, "hits", b[2], 32),
-               ctl_str(e, "path", "?"));
+          l->header();
+        l->row(item);
       }
     }
     char *following = NULL;
     if (code == EXIT_HIT && cJSON_IsString(next)) {
       if (cursor != NULL && strcmp(cursor, next->valuestring) == 0) {
-        fprintf(stderr, "pycachectl: admin ls: the server gave the same cursor twice\n");
+        fprintf(stderr, "pycachectl: %s: the server gave the same cursor twice\n", l->what);
         code = EXIT_SERVER;
       } else if ((following = strdup(next->valuestring)) == NULL) {
-        fprintf(stderr, "pycachectl: admin ls: out of memory\n");
+        fprintf(stderr, "pycachectl: %s: out of memory\n", l->what);
         code = EXIT_LOCAL;
       }
     }
@@ -436,8 +491,8 @@ int ctl_admin_ls(const ctl *c)
     if (code != EXIT_HIT || cursor == NULL)
       break;
     if (!args->all) {
-      fprintf(stderr, "pycachectl: more entries: add --cursor '%s' for the next page, or --all "
-                      "for every page\n", cursor);
+      fprintf(stderr, "pycachectl: more %s: add --cursor '%s' for the next page, or --all "
+                      "for every page\n", l->items, cursor);
       break;
     }
     if (fflush(stdout) != 0) {
@@ -447,57 +502,94 @@ int ctl_admin_ls(const ctl *c)
   }
   free(cursor);
   if (code == EXIT_HIT && !args->json && shown == 0)
-    printf("no entries\n");
+    printf("no %s\n", l->items);
   return code;
 }
 
-/* "magic=..&opt=..&path=.." of one entry. */
-static void ctl_entry_query(ctl_query *q, const ctl_args *args, const char *path)
+int ctl_admin_ls(const ctl *c)
+{
+  static const ctl_listing entries = {"admin ls", "/v1/admin/entries", "entries",
+                                      ctl_entry_header, ctl_entry_row};
+  return ctl_admin_list(c, &entries);
+}
+
+int ctl_admin_profiles(const ctl *c)
+{
+  static const ctl_listing profiles = {"admin profiles", "/v1/admin/profiles", "profiles",
+                                       ctl_profile_header, ctl_profile_row};
+  return ctl_admin_list(c, &profiles);
+}
+
+/* "ENDPOINT?magic=..&opt=..&KEY=NAME[&namespace=..]" of one entry (key "path") or profile
+ * (key "profile"). */
+static void ctl_named_query(ctl_query *q, const ctl_args *args, const char *endpoint,
+                            const char *key, const char *name)
 {
   char magic_hex[2 * PCC_MAGIC_LEN + 1], opt[8];
   pcc_magic_to_hex(&args->magic, magic_hex);
   snprintf(opt, sizeof opt, "%d", args->opt);
-  ctl_query_init(q, "/v1/admin/entry");
+  ctl_query_init(q, endpoint);
   ctl_query_add(q, "magic", magic_hex);
   ctl_query_add(q, "opt", opt);
-  ctl_query_add(q, "path", path);
+  ctl_query_add(q, key, name);
   ctl_query_add(q, "namespace", args->ns);
+}
+
+/* One entry (by its path) or one profile (by its name), as show, rm, profile, rm-profile name
+ * it. */
+typedef struct {
+  const char *endpoint; /* "/v1/admin/entry" */
+  const char *key;      /* its query argument: "path" */
+  const char *noun;     /* "entry" */
+  const char *missing;  /* in "no <missing> NAME": "entry for" */
+} ctl_named;
+
+static const ctl_named CTL_ENTRY = {"/v1/admin/entry", "path", "entry", "entry for"};
+static const ctl_named CTL_PROFILE = {"/v1/admin/profile", "profile", "profile", "profile"};
+
+/* Prints that the command's word names nothing of its magic and opt; returns EXIT_MISS. */
+static int ctl_no_such(const ctl *c, const char *what, const ctl_named *named)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(&c->args.magic, magic_hex);
+  fprintf(stderr, "pycachectl: %s: no %s %s (magic %s, opt %d)\n", what, named->missing,
+          c->words[0], magic_hex, c->args.opt);
+  return EXIT_MISS;
+}
+
+/* GETs the thing the command's word names. EXIT_HIT with *obj and *body (the caller's) to print,
+ * or, with --json, *obj NULL and the JSON printed already; the exit code otherwise (printed). */
+static int ctl_admin_get_named(const ctl *c, const char *what, const ctl_named *named,
+                               char **body, cJSON **obj)
+{
+  ctl_query q;
+  ctl_named_query(&q, &c->args, named->endpoint, named->key, c->words[0]);
+  *obj = NULL;
+  int code = ctl_admin_call(c, what, "GET", &q, true, body, c->args.json ? NULL : obj);
+  if (code == EXIT_MISS)
+    return ctl_no_such(c, what, named);
+  if (code == EXIT_HIT && c->args.json)
+    printf("%s\n", *body);
+  return code;
 }
 
 int ctl_admin_show(const ctl *c)
 {
-  const ctl_args *args = &c->args;
-  const char *path = c->words[0];
-  ctl_query q;
-  ctl_entry_query(&q, args, path);
   char *body = NULL;
   cJSON *obj = NULL;
-  int code = ctl_admin_call(c, "admin show", "GET", &q, true, &body, args->json ? NULL : &obj);
-  if (code == EXIT_MISS) {
-    char magic_hex[2 * PCC_MAGIC_LEN + 1];
-    pcc_magic_to_hex(&args->magic, magic_hex);
-    fprintf(stderr, "pycachectl: admin show: no entry for %s (magic %s, opt %d)\n", path,
-            magic_hex, args->opt);
-    return code;
-  }
-  if (code != EXIT_HIT)
-    return code;
-  if (args->json) {
-    printf("%s\n", body);
+  int code = ctl_admin_get_named(c, "admin show", &CTL_ENTRY, &body, &obj);
+  if (code != EXIT_HIT || obj == NULL) {
     free(body);
-    return EXIT_HIT;
+    return code;
   }
   const cJSON *item = NULL;
   cJSON_ArrayForEach(item, obj) {
     const char *key = item->string ? item->string : "?";
     bool when = strcmp(key, "created") == 0 || strcmp(key, "last_hit") == 0;
     if (when && cJSON_IsNumber(item)) {
-      time_t t = (time_t)item->valuedouble;
-      struct tm tm;
-      char text[64] = "?";
-      if (gmtime_r(&t, &tm) != NULL)
-        strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm);
-      printf("%-12s %.0f  (%s)\n", key, item->valuedouble, text);
+      char text[64];
+      printf("%-12s %.0f  (%s)\n", key, item->valuedouble,
+             ctl_when(item->valuedouble, text, sizeof text));
     } else if (when && cJSON_IsNull(item)) {
       printf("%-12s never\n", key);
     } else if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
@@ -546,8 +638,9 @@ static int ctl_confirm(const ctl_args *args, const char *what, const char *fmt, 
   return yes ? EXIT_HIT : EXIT_MISS;
 }
 
-/* Prints the {"removed": N} of a removal (or the JSON as is). */
-static int ctl_print_removed(const char *body, const cJSON *obj, const ctl_args *args)
+/* Prints the {"removed": N} of a removal (or the JSON as is): "removed N <noun>s". */
+static int ctl_print_removed(const char *body, const cJSON *obj, const ctl_args *args,
+                             const char *noun)
 {
   if (args->json) {
     printf("%s\n", body);
@@ -558,43 +651,46 @@ static int ctl_print_removed(const char *body, const cJSON *obj, const ctl_args 
     fprintf(stderr, "pycachectl: the server's answer has no \"removed\" count\n");
     return EXIT_SERVER;
   }
-  printf("removed %.0f %s\n", removed->valuedouble,
-         removed->valuedouble == 1 ? "entry" : "entries");
+  bool entry = strcmp(noun, "entry") == 0, one = removed->valuedouble == 1;
+  printf("removed %.0f %s%s\n", removed->valuedouble, entry && !one ? "entrie" : noun,
+         one ? "" : "s");
   return EXIT_HIT;
 }
 
-/* A destructive request: POST or DELETE, then the removed count. */
+/* A destructive request: POST or DELETE, then the removed count (of <noun>s). */
 static int ctl_admin_remove(const ctl *c, const char *what, const char *method,
-                            const ctl_query *q, bool not_found_ok)
+                            const ctl_query *q, bool not_found_ok, const char *noun)
 {
   char *body = NULL;
   cJSON *obj = NULL;
   int code = ctl_admin_call(c, what, method, q, not_found_ok, &body, &obj);
   if (code != EXIT_HIT)
     return code;
-  code = ctl_print_removed(body, obj, &c->args);
+  code = ctl_print_removed(body, obj, &c->args, noun);
   cJSON_Delete(obj);
   free(body);
   return code;
 }
 
-int ctl_admin_rm(const ctl *c)
+/* Removes the thing the command's word names, after asking. */
+static int ctl_admin_rm_named(const ctl *c, const char *what, const ctl_named *named)
 {
   const ctl_args *args = &c->args;
-  const char *path = c->words[0];
   char magic_hex[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(&args->magic, magic_hex);
-  int code = ctl_confirm(args, "admin rm", "Remove the entry of %s (magic %s, opt %d)?", path,
-                         magic_hex, args->opt);
+  int code = ctl_confirm(args, what, "Remove the %s %s (magic %s, opt %d)?", named->missing,
+                         c->words[0], magic_hex, args->opt);
   if (code != EXIT_HIT)
     return code;
   ctl_query q;
-  ctl_entry_query(&q, args, path);
-  code = ctl_admin_remove(c, "admin rm", "DELETE", &q, true);
-  if (code == EXIT_MISS)
-    fprintf(stderr, "pycachectl: admin rm: no entry for %s (magic %s, opt %d)\n", path, magic_hex,
-            args->opt);
-  return code;
+  ctl_named_query(&q, args, named->endpoint, named->key, c->words[0]);
+  code = ctl_admin_remove(c, what, "DELETE", &q, true, named->noun);
+  return code == EXIT_MISS ? ctl_no_such(c, what, named) : code;
+}
+
+int ctl_admin_rm(const ctl *c)
+{
+  return ctl_admin_rm_named(c, "admin rm", &CTL_ENTRY);
 }
 
 /* The number of entries of a magic in the store (from /v1/admin/magics), or -1. */
@@ -645,7 +741,7 @@ int ctl_admin_invalidate(const ctl *c)
   ctl_query_init(&q, "/v1/admin/invalidate");
   ctl_query_add(&q, "magic", by_magic ? magic_hex : NULL);
   ctl_query_add(&q, "prefix", args->prefix);
-  return ctl_admin_remove(c, "admin invalidate", "POST", &q, false);
+  return ctl_admin_remove(c, "admin invalidate", "POST", &q, false, "entry");
 }
 
 int ctl_admin_purge(const ctl *c)
@@ -669,7 +765,7 @@ int ctl_admin_purge(const ctl *c)
     return code;
   ctl_query q;
   ctl_query_init(&q, "/v1/admin/purge");
-  return ctl_admin_remove(c, "admin purge", "POST", &q, false);
+  return ctl_admin_remove(c, "admin purge", "POST", &q, false, "entry");
 }
 
 int ctl_admin_retire(const ctl *c)
@@ -690,7 +786,37 @@ int ctl_admin_retire(const ctl *c)
   snprintf(path, sizeof path, "/v1/admin/magics/%s/retire", magic_hex);
   ctl_query q;
   ctl_query_init(&q, path);
-  return ctl_admin_remove(c, "admin retire", "POST", &q, false);
+  return ctl_admin_remove(c, "admin retire", "POST", &q, false, "entry");
+}
+
+int ctl_admin_profile(const ctl *c)
+{
+  char *body = NULL;
+  cJSON *obj = NULL;
+  int code = ctl_admin_get_named(c, "admin profile", &CTL_PROFILE, &body, &obj);
+  if (code != EXIT_HIT || obj == NULL) {
+    free(body);
+    return code;
+  }
+  char b[2][32], when[64];
+  const char *ns = ctl_str(obj, "namespace", "");
+  printf("profile    %s\nmagic      %s\nopt        %s\nnamespace  %s\nupdated    %s\n"
+         "paths      %s\n", ctl_str(obj, "profile", "?"), ctl_str(obj, "magic", "?"),
+         ctl_int(obj, "opt", b[0], 32), ns[0] ? ns : "(default)",
+         ctl_when(ctl_num(obj, "updated", 0), when, sizeof when), ctl_int(obj, "paths", b[1], 32));
+  const cJSON *path = NULL;
+  cJSON_ArrayForEach(path, cJSON_GetObjectItemCaseSensitive(obj, "list")) {
+    if (cJSON_IsString(path))
+      printf("  %s\n", path->valuestring);
+  }
+  cJSON_Delete(obj);
+  free(body);
+  return EXIT_HIT;
+}
+
+int ctl_admin_rm_profile(const ctl *c)
+{
+  return ctl_admin_rm_named(c, "admin rm-profile", &CTL_PROFILE);
 }
 
 /* GET /v1/admin/backup into a temporary file next to args->download, then fsync and rename
@@ -781,6 +907,14 @@ int ctl_admin_check_entry(const ctl *c)
                            c->name);
   if (c->words[0][0] != '/')
     return ctl_usage_error("PATH must be absolute, as clients sent it", c->words[0]);
+  return EXIT_HIT;
+}
+
+int ctl_admin_check_profile(const ctl *c)
+{
+  if (!c->args.have_magic)
+    return ctl_usage_error("--magic is required: a profile is named by magic, opt and name",
+                           c->name);
   return EXIT_HIT;
 }
 

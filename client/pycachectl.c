@@ -81,18 +81,21 @@ static const ctl_option ctl_options[] = {
    .apply = ctl_set_text, .field = FIELD(prefix), .bad = "--prefix wants a path prefix",
    .bit = ARG_PREFIX},
   {.name = "namespace", .arg = "NS",
-   .help = "admin ls, show, rm: entries of namespace NS (show, rm: default \"\", the default)",
+   .help = "admin ls, show, rm, profiles, profile, rm-profile: of namespace NS (show, rm, "
+           "profile, rm-profile: default \"\", the default)",
    .apply = ctl_set_text, .field = FIELD(ns), .bit = ARG_NAMESPACE},
-  {.name = "limit", .arg = "N", .help = "admin ls: entries per page, 1..1000 (default 100)",
+  {.name = "limit", .arg = "N",
+   .help = "admin ls, profiles: entries per page, 1..1000 (default 100)",
    .apply = ctl_set_number, .field = FIELD(limit), .min = 1, .max = PCC_LIST_LIMIT_MAX,
    .bad = "--limit wants", .bit = ARG_LIMIT},
-  {.name = "cursor", .arg = "C", .help = "admin ls: the page to start at (a next_cursor)",
+  {.name = "cursor", .arg = "C",
+   .help = "admin ls, profiles: the page to start at (a next_cursor)",
    .apply = ctl_set_text, .field = FIELD(cursor),
    .bad = "--cursor wants a next_cursor of an earlier page", .bit = ARG_CURSOR},
-  {.name = "all", .help = "admin ls: follow next_cursor through every page",
+  {.name = "all", .help = "admin ls, profiles: follow next_cursor through every page",
    .apply = ctl_set_flag, .field = FIELD(all), .bit = ARG_ALL},
   {.name = "yes", .letter = 'y',
-   .help = "admin rm, invalidate, purge, retire: do not ask to confirm",
+   .help = "admin rm, rm-profile, invalidate, purge, retire: do not ask to confirm",
    .apply = ctl_set_flag, .field = FIELD(yes), .bit = ARG_YES},
   {.name = "download", .arg = "FILE",
    .help = "admin backup: download the backup into FILE (atomically)",
@@ -117,7 +120,8 @@ enum {
 };
 
 enum {
-  CTL_DESTRUCTIVE = 1 << 0,  /* removes entries: asks first, and wants --yes off a terminal */
+  CTL_DESTRUCTIVE = 1 << 0,  /* removes entries or profiles: asks first, and wants --yes off a
+                                terminal */
   CTL_OPT_LIST = 1 << 1,     /* takes a list of levels in --opt */
   CTL_OFFLINE = 1 << 2,      /* makes no request: no client, no token read by main */
   CTL_MORE_CLIENTS = 1 << 3, /* opens clients of its own: the token stays in ctl.config */
@@ -208,6 +212,21 @@ static const ctl_command ctl_commands[] = {
    .help = "remove the entries of a magic no backend serves", .takes = ARG_JSON | ARG_YES,
    .words = 1, .word = "argument", .flags = CTL_DESTRUCTIVE, .check = ctl_admin_check_retire,
    .run = ctl_admin_retire},
+  {.group = "admin", .name = "profiles",
+   .usage = "profiles [--magic HEX] [--opt N] [--namespace NS] [--limit N] [--cursor C] [--all]",
+   .help = "list import profiles",
+   .takes = ARG_JSON | ARG_MAGIC | ARG_OPT | ARG_NAMESPACE | ARG_LIMIT | ARG_CURSOR | ARG_ALL,
+   .check = ctl_admin_check_ls, .run = ctl_admin_profiles},
+  {.group = "admin", .name = "profile",
+   .usage = "profile --magic HEX [--opt N] [--namespace NS] NAME",
+   .help = "one import profile and its paths",
+   .takes = ARG_JSON | ARG_MAGIC | ARG_OPT | ARG_NAMESPACE, .words = 1, .word = "NAME",
+   .check = ctl_admin_check_profile, .run = ctl_admin_profile},
+  {.group = "admin", .name = "rm-profile",
+   .usage = "rm-profile --magic HEX [--opt N] [--namespace NS] [--yes] NAME",
+   .help = "remove one import profile",
+   .takes = ARG_JSON | ARG_MAGIC | ARG_OPT | ARG_NAMESPACE | ARG_YES, .words = 1, .word = "NAME",
+   .flags = CTL_DESTRUCTIVE, .check = ctl_admin_check_profile, .run = ctl_admin_rm_profile},
   {.group = "admin", .name = "backup", .usage = "backup [--download FILE]",
    .help = "have the server write a backup (or download one into FILE)",
    .takes = ARG_JSON | ARG_DOWNLOAD, .check = ctl_admin_check_backup, .run = ctl_admin_backup},
@@ -469,8 +488,8 @@ static int ctl_check(const ctl_command *cmd, const ctl *c, const char *last_word
     return code;
   /* refuse before any request: a script must say --yes, a person gets asked */
   if ((cmd->flags & CTL_DESTRUCTIVE) && !c->args.yes && !isatty(STDIN_FILENO)) {
-    snprintf(text, sizeof text, "%s removes entries and stdin is not a terminal to ask on: pass "
-                                "--yes to confirm", full);
+    snprintf(text, sizeof text, "%s removes from the store and stdin is not a terminal to ask "
+                                "on: pass --yes to confirm", full);
     return ctl_usage_error(text, NULL);
   }
   return EXIT_HIT;

@@ -82,6 +82,20 @@ static const pcc_limit rows[] = {
   ROW(PCC_BODY_TIMEOUT_DEFAULT, "--body-timeout", "seconds a request has for its body, in all"),
   ROW(PCC_IDLE_TIMEOUT_DEFAULT, "--idle-timeout",
       "seconds a kept-alive connection may wait for its next request"),
+  ROW(PCC_STORE_MAX_SIZE_DEFAULT, "--max-size",
+      "payload bytes of the store before the least recently used blobs are evicted"),
+  ROW(PCC_STORE_RESERVE_MIN, NULL, "map pages kept free for deletions, at least"),
+  ROW(PCC_STORE_RESERVE_MAX, NULL, "map pages kept free for deletions, at most"),
+  ROW(PCC_USE_TABLE_SLOTS, NULL, "blobs whose last use is held in memory between flushes"),
+  ROW(PCC_USE_FLUSH_SECONDS, NULL, "seconds between flushes of last uses into the store"),
+  ROW(PCC_DELETE_BATCH, NULL, "path entries one deletion transaction removes, at most"),
+  ROW(PCC_EVICT_BATCH, NULL, "references one eviction transaction removes, at most"),
+  ROW(PCC_PROFILES_MAX_DEFAULT, "--max-profiles", "profiles kept (the least recently updated go)"),
+  ROW(PCC_PROFILE_DAYS_DEFAULT, "--profile-days", "days a profile that is not updated is kept"),
+  ROW(PCC_PROFILE_PATH_MAX, NULL, "bytes of a path a profile records (longer ones are left out)"),
+  ROW(PCC_PROFILE_BATCH, NULL, "paths merged into a profile per write transaction"),
+  ROW(PCC_USE_UPDATE_SECONDS, NULL,
+      "seconds within which a blob's recorded use is not moved again (up to twice that)"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

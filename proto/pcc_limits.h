@@ -117,6 +117,23 @@
 #define PCC_BODY_TIMEOUT_DEFAULT 60        /* option --body-timeout: a request's body */
 #define PCC_IDLE_TIMEOUT_DEFAULT 60        /* option --idle-timeout: kept alive without a request */
 
+/* ---- the store and its profiles (server) ---------------------------------------------------- */
+#define PCC_STORE_MAX_SIZE_DEFAULT (3 * PCC_GIB) /* option --max-size: payload bytes kept before
+                                                    the least recently used blobs are evicted */
+#define PCC_STORE_RESERVE_MIN 64      /* map pages kept for deletions, at least (1/32 of the map) */
+#define PCC_STORE_RESERVE_MAX 8192    /* ... at most */
+#define PCC_USE_TABLE_SLOTS 65536     /* blobs whose last use is held in memory between flushes */
+#define PCC_USE_FLUSH_SECONDS 5       /* seconds between flushes of the last uses into the store */
+#define PCC_DELETE_BATCH 4096         /* path entries one deletion transaction removes, at most */
+#define PCC_EVICT_BATCH 1024          /* references one eviction transaction removes, at most */
+#define PCC_PROFILES_MAX_DEFAULT 10000 /* option --max-profiles: profiles kept (the least recently
+                                          updated go first) */
+#define PCC_PROFILE_DAYS_DEFAULT 30   /* option --profile-days: days an unchanged profile is kept */
+#define PCC_PROFILE_PATH_MAX 500      /* bytes of a path a profile records (longer: left out) */
+#define PCC_PROFILE_BATCH 1024        /* paths merged into a profile per write transaction */
+#define PCC_USE_UPDATE_SECONDS 60     /* a blob whose recorded use is younger (up to twice that)
+                                         is not moved again in the order of uses */
+
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {
   const char *name;   /* the macro's name */

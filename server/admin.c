@@ -1,9 +1,9 @@
 /* admin.c: the administration feature of pycached (docs/API.md, "Admin API"): statistics per
  * magic and in total with latency histograms (as JSON and as Prometheus text), entry listing
- * with cursors, deletion, invalidation, purge, the magic-number lifecycle (backends, retiring
- * magics no backend serves), compacted backups (written on the server, or copied to a temporary
- * file and then downloaded) and the admin page. At open, with --retire-unserved-magics, it
- * retires the magics no backend serves. */
+ * with cursors, deletion, invalidation, purge, import profiles (listed, shown, deleted), the
+ * magic-number lifecycle (backends, retiring magics no backend serves), compacted backups
+ * (written on the server, or copied to a temporary file and then downloaded) and the admin page.
+ * At open, with --retire-unserved-magics, it retires the magics no backend serves. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -43,6 +43,8 @@ static pcc_core *core_of(void *state)
 /* Route arguments (the order of each row's args) */
 enum { ARG_PREFIX, ARG_CURSOR, ARG_LIMIT, ARG_NAMESPACE };
 enum { ARG_ENTRY_NAMESPACE }; /* the rows of one entry */
+enum { ARG_PROFILES_NAMESPACE, ARG_PROFILES_CURSOR, ARG_PROFILES_LIMIT }; /* profile listings */
+enum { ARG_PROFILE_NAME, ARG_PROFILE_NAMESPACE };                        /* one profile */
 
 /* ---- statistics ------------------------------------------------------------------------ */
 
@@ -238,14 +240,7 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON *latency = cJSON_AddObjectToObject(stats, "latency");
   cJSON_AddItemToObject(latency, "hit", histogram_json(&totals->hit_latency));
   cJSON_AddItemToObject(latency, "compile", histogram_json(&totals->compile_latency));
-  cJSON *store = cJSON_AddObjectToObject(stats, "store");
-  if (snap->have_store) {
-    cJSON_AddNumberToObject(store, "entries", (double)snap->store.paths);
-    cJSON_AddNumberToObject(store, "blobs", (double)snap->store.blobs);
-    cJSON_AddNumberToObject(store, "bytes", (double)snap->store.bytes);
-    cJSON_AddNumberToObject(store, "used", (double)snap->store.used);
-    cJSON_AddNumberToObject(store, "map_size", (double)snap->store.map_size);
-  }
+  cJSON_AddItemToObject(stats, "store", pcc_core_store_json(core));
   free(snap);
   pcc_answer_json(answer, stats);
 }
@@ -335,13 +330,28 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
   emit_histogram(out, "hit_seconds", "Time to answer a lookup hit", &totals->hit_latency);
   emit_histogram(out, "compile_seconds", "Time a worker took to compile",
                  &totals->compile_latency);
-  if (snap->have_store)
-    pcc_dynbuf_addf(out, "# HELP pycached_store_used_bytes Bytes of the LMDB map in use\n"
-                    "# TYPE pycached_store_used_bytes gauge\npycached_store_used_bytes %llu\n"
-                    "# HELP pycached_store_map_bytes Size of the LMDB map\n"
-                    "# TYPE pycached_store_map_bytes gauge\npycached_store_map_bytes %llu\n",
-                    (unsigned long long)snap->store.used,
-                    (unsigned long long)snap->store.map_size);
+  const pcc_store_stats *s = &snap->store;
+  const struct {
+    const char *name, *type, *help;
+    uint64_t value;
+  } store_figures[] = {
+    {"store_entries", "gauge", "Path entries in the store", s->entries},
+    {"store_blobs", "gauge", "Stored code objects and compile errors", s->blobs},
+    {"store_bytes", "gauge", "Payload bytes of the stored blobs (what --max-size bounds)",
+     s->bytes},
+    {"store_max_bytes", "gauge", "--max-size: payload bytes kept before eviction", s->max_size},
+    {"store_profiles", "gauge", "Import profiles in the store", s->profiles},
+    {"store_used_bytes", "gauge", "Bytes of the LMDB pages in use", s->used},
+    {"store_free_bytes", "gauge", "Bytes of free LMDB pages, reused by later writes", s->free},
+    {"store_map_bytes", "gauge", "--map-size: the most the store's file may grow to",
+     s->map_size},
+    {"store_evictions_total", "counter", "Blobs evicted as least recently used", s->evictions},
+  };
+  for (size_t i = 0; snap->have_store && i < sizeof store_figures / sizeof store_figures[0]; i++)
+    pcc_dynbuf_addf(out, "# HELP pycached_%s %s\n# TYPE pycached_%s %s\npycached_%s %llu\n",
+                    store_figures[i].name, store_figures[i].help, store_figures[i].name,
+                    store_figures[i].type, store_figures[i].name,
+                    (unsigned long long)store_figures[i].value);
 }
 
 static void free_text(void *text)
@@ -429,10 +439,11 @@ static void add_entry(const pcc_store_entry *entry, void *ctx)
     visit->list = obj;
 }
 
-/* The store filter of a request (magic, opt, prefix); false (answer set) when malformed. */
-static bool request_filter(const pcc_request *req, pcc_store_filter *filter, pcc_answer *answer)
+/* The store filter of a request (magic, opt, prefix, namespace: prefix and ns as given, may be
+ * NULL); false (answer set) when malformed. */
+static bool filter_of(const pcc_request *req, const char *prefix, const char *ns,
+                      pcc_store_filter *filter, pcc_answer *answer)
 {
-  const char *prefix = req->args[ARG_PREFIX], *ns = req->args[ARG_NAMESPACE];
   memset(filter, 0, sizeof *filter);
   if (ns != NULL && ns[0] != '\0' && !pcc_namespace_ok(ns)) {
     pcc_answer_bad_parameter(answer, "namespace", "1 to %d characters of [a-z0-9._-]",
@@ -454,11 +465,16 @@ static bool request_filter(const pcc_request *req, pcc_store_filter *filter, pcc
   return true;
 }
 
-/* Decodes a cursor (hex of a store key); false for a malformed one. */
-static bool cursor_decode(const char *text, uint8_t *out, size_t *len)
+static bool request_filter(const pcc_request *req, pcc_store_filter *filter, pcc_answer *answer)
+{
+  return filter_of(req, req->args[ARG_PREFIX], req->args[ARG_NAMESPACE], filter, answer);
+}
+
+/* Decodes a cursor (hex of a store key of at most max bytes); false for a malformed one. */
+static bool cursor_decode(const char *text, size_t max, uint8_t *out, size_t *len)
 {
   size_t n = strlen(text);
-  if (n % 2 != 0 || n / 2 > PCC_STORE_CURSOR_MAX)
+  if (n % 2 != 0 || n / 2 > max)
     return false;
   for (size_t i = 0; i < n / 2; i++) {
     char pair[3] = {text[2 * i], text[2 * i + 1], '\0'};
@@ -472,36 +488,31 @@ static bool cursor_decode(const char *text, uint8_t *out, size_t *len)
   return true;
 }
 
-static void handle_entries(void *state, pcc_request *req, pcc_answer *answer)
+/* The `limit` and `cursor` of a listing (a cursor of at most cursor_max bytes, into cursor);
+ * false (answer set) when malformed. */
+static bool page_of(const char *limit_text, const char *cursor_text, size_t cursor_max,
+                    int64_t *limit, uint8_t *cursor, size_t *cursor_len, pcc_answer *answer)
 {
-  pcc_core *core = core_of(state);
-  pcc_store_filter filter;
-  if (!request_filter(req, &filter, answer))
-    return;
-  const char *limit_text = req->args[ARG_LIMIT], *cursor_text = req->args[ARG_CURSOR];
-  int64_t limit = PCC_LIST_LIMIT_DEFAULT;
+  *limit = PCC_LIST_LIMIT_DEFAULT;
+  *cursor_len = 0;
   if (limit_text != NULL &&
-      pcc_parse_i64(limit_text, 1, PCC_LIST_LIMIT_MAX, &limit) != PCC_PROTO_OK) {
+      pcc_parse_i64(limit_text, 1, PCC_LIST_LIMIT_MAX, limit) != PCC_PROTO_OK) {
     pcc_answer_bad_parameter(answer, "limit", "a number from 1 to %d", PCC_LIST_LIMIT_MAX);
-    return;
+    return false;
   }
-  uint8_t cursor[PCC_STORE_CURSOR_MAX], next[PCC_STORE_CURSOR_MAX];
-  size_t cursor_len = 0, next_len = 0;
-  if (cursor_text != NULL && !cursor_decode(cursor_text, cursor, &cursor_len)) {
+  if (cursor_text != NULL && !cursor_decode(cursor_text, cursor_max, cursor, cursor_len)) {
     pcc_answer_bad_parameter(answer, "cursor", "not one this server gave");
-    return;
+    return false;
   }
-  entry_visit visit = {core, cJSON_CreateArray()};
-  pcc_store_status rc = pcc_store_scan(pcc_core_store(core), &filter, cursor, cursor_len,
-                                       (size_t)limit, PCC_LIST_SCAN_MAX, add_entry, &visit, next,
-                                       &next_len);
-  if (rc != PCC_STORE_OK) {
-    cJSON_Delete(visit.list);
-    pcc_answer_store_error(answer, rc);
-    return;
-  }
+  return true;
+}
+
+/* Answers {"<name>": list, "next_cursor": hex of next or null}. Takes list. */
+static void answer_page(pcc_answer *answer, const char *name, cJSON *list, const uint8_t *next,
+                        size_t next_len)
+{
   cJSON *json = cJSON_CreateObject();
-  cJSON_AddItemToObject(json, "entries", visit.list);
+  cJSON_AddItemToObject(json, name, list);
   if (next_len > 0) {
     char hex[2 * PCC_STORE_CURSOR_MAX + 1];
     pcc_hex_encode(next, next_len, hex);
@@ -512,11 +523,57 @@ static void handle_entries(void *state, pcc_request *req, pcc_answer *answer)
   pcc_answer_json(answer, json);
 }
 
+static void handle_entries(void *state, pcc_request *req, pcc_answer *answer)
+{
+  pcc_core *core = core_of(state);
+  pcc_store_filter filter;
+  int64_t limit;
+  uint8_t cursor[PCC_STORE_CURSOR_MAX], next[PCC_STORE_CURSOR_MAX];
+  size_t cursor_len = 0, next_len = 0;
+  if (!request_filter(req, &filter, answer) ||
+      !page_of(req->args[ARG_LIMIT], req->args[ARG_CURSOR], PCC_STORE_CURSOR_MAX, &limit, cursor,
+               &cursor_len, answer))
+    return;
+  entry_visit visit = {core, cJSON_CreateArray()};
+  pcc_store_status rc = pcc_store_scan(pcc_core_store(core), &filter, cursor, cursor_len,
+                                       (size_t)limit, PCC_LIST_SCAN_MAX, add_entry, &visit, next,
+                                       &next_len);
+  if (rc != PCC_STORE_OK) {
+    cJSON_Delete(visit.list);
+    pcc_answer_store_error(answer, rc);
+    return;
+  }
+  answer_page(answer, "entries", visit.list, next, next_len);
+}
+
 static cJSON *removed_json(uint64_t removed)
 {
   cJSON *json = cJSON_CreateObject();
   cJSON_AddNumberToObject(json, "removed", (double)removed);
   return json;
+}
+
+/* The namespace of a request naming one entry or profile: the argument, "" (the default one)
+ * without it; NULL (answer set) when malformed. */
+static const char *named_namespace(const char *arg, pcc_answer *answer)
+{
+  const char *ns = arg ? arg : "";
+  if (ns[0] != '\0' && !pcc_namespace_ok(ns)) {
+    pcc_answer_bad_parameter(answer, "namespace", "1 to %d characters of [a-z0-9._-]",
+                             PCC_NAMESPACE_MAX);
+    return NULL;
+  }
+  return ns;
+}
+
+/* Sets the answer of a store call about one named thing that did not succeed (not found: 404
+ * with `missing` as the message); does nothing on PCC_STORE_OK. */
+static void answer_named(pcc_answer *answer, pcc_store_status rc, const char *missing)
+{
+  if (rc == PCC_STORE_NOTFOUND)
+    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "%s", missing);
+  else if (rc != PCC_STORE_OK)
+    pcc_answer_store_error(answer, rc);
 }
 
 /* GET and DELETE /v1/admin/entry: one entry, named by magic and path (opt defaults to 0) in a
@@ -525,13 +582,10 @@ static void entry_show_or_delete(pcc_core *core, const pcc_request *req, bool de
                                  pcc_answer *answer)
 {
   const pcc_params *p = &req->params;
-  const char *ns = req->args[ARG_ENTRY_NAMESPACE] ? req->args[ARG_ENTRY_NAMESPACE] : "";
+  const char *ns = named_namespace(req->args[ARG_ENTRY_NAMESPACE], answer);
   pcc_store_status rc;
-  if (ns[0] != '\0' && !pcc_namespace_ok(ns)) {
-    pcc_answer_bad_parameter(answer, "namespace", "1 to %d characters of [a-z0-9._-]",
-                             PCC_NAMESPACE_MAX);
+  if (ns == NULL)
     return;
-  }
   if (delete_it) {
     uint64_t removed = 0;
     rc = pcc_store_delete_one(pcc_core_store(core), ns, &p->magic, p->opt, p->path,
@@ -549,10 +603,7 @@ static void entry_show_or_delete(pcc_core *core, const pcc_request *req, bool de
     else
       cJSON_Delete(visit.list);
   }
-  if (rc == PCC_STORE_NOTFOUND)
-    pcc_answer_error(answer, PCC_ERR_NOT_FOUND, "no entry for this magic, opt and path");
-  else if (rc != PCC_STORE_OK)
-    pcc_answer_store_error(answer, rc);
+  answer_named(answer, rc, "no entry for this magic, opt and path");
 }
 
 static void handle_entry(void *state, pcc_request *req, pcc_answer *answer)
@@ -593,6 +644,105 @@ static void handle_purge(void *state, pcc_request *req, pcc_answer *answer)
 {
   (void)req;
   delete_and_answer(core_of(state), NULL, answer);
+}
+
+/* ---- profiles ----------------------------------------------------------------------------- */
+
+static cJSON *profile_json(const pcc_store_profile *profile)
+{
+  char hex[2 * PCC_MAGIC_LEN + 1];
+  pcc_magic_to_hex(&profile->magic, hex);
+  cJSON *obj = cJSON_CreateObject();
+  cJSON_AddStringToObject(obj, "magic", hex);
+  cJSON_AddNumberToObject(obj, "opt", profile->opt);
+  cJSON_AddStringToObject(obj, "namespace", profile->ns);
+  cJSON_AddStringToObject(obj, "profile", profile->name);
+  cJSON_AddNumberToObject(obj, "paths", (double)profile->paths);
+  cJSON_AddNumberToObject(obj, "updated", (double)profile->updated);
+  return obj;
+}
+
+static void add_profile(const pcc_store_profile *profile, void *ctx)
+{
+  cJSON_AddItemToArray(ctx, profile_json(profile));
+}
+
+/* GET /v1/admin/profiles?[magic][&opt][&namespace][&limit][&cursor] */
+static void handle_profiles(void *state, pcc_request *req, pcc_answer *answer)
+{
+  pcc_core *core = core_of(state);
+  pcc_store_filter filter;
+  int64_t limit;
+  uint8_t cursor[PCC_STORE_PROFILE_CURSOR_MAX], next[PCC_STORE_PROFILE_CURSOR_MAX];
+  size_t cursor_len = 0, next_len = 0;
+  if (!filter_of(req, NULL, req->args[ARG_PROFILES_NAMESPACE], &filter, answer) ||
+      !page_of(req->args[ARG_PROFILES_LIMIT], req->args[ARG_PROFILES_CURSOR],
+               PCC_STORE_PROFILE_CURSOR_MAX, &limit, cursor, &cursor_len, answer))
+    return;
+  cJSON *list = cJSON_CreateArray();
+  pcc_store_status rc = pcc_store_profiles_scan(pcc_core_store(core), &filter, cursor,
+                                                cursor_len, (size_t)limit, add_profile, list,
+                                                next, &next_len);
+  if (rc != PCC_STORE_OK) {
+    cJSON_Delete(list);
+    pcc_answer_store_error(answer, rc);
+    return;
+  }
+  answer_page(answer, "profiles", list, next, next_len);
+}
+
+static void add_profile_path(const char *path, size_t len, void *ctx)
+{
+  char *copy = strndup(path, len);
+  if (copy != NULL)
+    cJSON_AddItemToArray(ctx, cJSON_CreateString(copy));
+  free(copy);
+}
+
+/* GET and DELETE /v1/admin/profile?magic&opt&profile[&namespace]: one profile of a namespace
+ * (the default one without `namespace`). */
+static void profile_show_or_delete(pcc_core *core, const pcc_request *req, bool delete_it,
+                                   pcc_answer *answer)
+{
+  const pcc_params *p = &req->params;
+  const char *name = req->args[ARG_PROFILE_NAME];
+  const char *ns = named_namespace(req->args[ARG_PROFILE_NAMESPACE], answer);
+  pcc_store *store = pcc_core_store(core);
+  pcc_store_profile profile;
+  pcc_store_status rc;
+  if (ns == NULL)
+    return;
+  if (delete_it) {
+    uint64_t removed = 0;
+    rc = pcc_store_profile_delete(store, ns, &p->magic, p->opt, name, &removed);
+    if (rc == PCC_STORE_OK && removed == 0)
+      rc = PCC_STORE_NOTFOUND;
+    if (rc == PCC_STORE_OK)
+      pcc_answer_json(answer, removed_json(removed));
+  } else if ((rc = pcc_store_profile_get(store, ns, &p->magic, p->opt, name, &profile)) ==
+             PCC_STORE_OK) {
+    cJSON *json = profile_json(&profile);
+    cJSON *list = cJSON_AddArrayToObject(json, "list");
+    rc = pcc_store_profile_read(store, ns, &p->magic, p->opt, name, add_profile_path, list);
+    if (rc == PCC_STORE_OK)
+      pcc_answer_json(answer, json);
+    else
+      cJSON_Delete(json);
+  }
+  if (rc == PCC_STORE_INVALID)
+    pcc_answer_bad_parameter(answer, "profile", "1 to %d bytes", PCC_PROFILE_NAME_MAX);
+  else
+    answer_named(answer, rc, "no profile of that name for this magic and opt");
+}
+
+static void handle_profile(void *state, pcc_request *req, pcc_answer *answer)
+{
+  profile_show_or_delete(core_of(state), req, false, answer);
+}
+
+static void handle_profile_delete(void *state, pcc_request *req, pcc_answer *answer)
+{
+  profile_show_or_delete(core_of(state), req, true, answer);
 }
 
 /* ---- magics ------------------------------------------------------------------------------ */
@@ -1001,9 +1151,16 @@ static const pcc_route admin_routes[] = {
   {"DELETE", "/v1/admin/entry", ADMIN, NO_BODY, true, PCC_PARAM_MAGIC | PCC_PARAM_PATH,
    {"namespace", NULL}, handle_entry_delete, "remove one entry"},
   {"POST", "/v1/admin/invalidate", ADMIN, NO_BODY, true, 0, FILTER_ARGS, handle_invalidate,
-   "remove the entries of a magic and/or a path prefix"},
+   "remove the entries of a magic, namespace and/or path prefix (and, without a prefix, their "
+   "profiles)"},
   {"POST", "/v1/admin/purge", ADMIN, NO_BODY, false, 0, {NULL}, handle_purge,
-   "remove every entry"},
+   "remove every entry and profile"},
+  {"GET", "/v1/admin/profiles", ADMIN, NO_BODY, true, 0, {"namespace", "cursor", "limit", NULL},
+   handle_profiles, "list import profiles, a page at a time"},
+  {"GET", "/v1/admin/profile", ADMIN, NO_BODY, true, PCC_PARAM_MAGIC, {"profile", "namespace"},
+   handle_profile, "one import profile and its paths"},
+  {"DELETE", "/v1/admin/profile", ADMIN, NO_BODY, true, PCC_PARAM_MAGIC,
+   {"profile", "namespace"}, handle_profile_delete, "remove one import profile"},
   {"GET", "/v1/admin/magics", ADMIN, NO_BODY, false, 0, {NULL}, handle_magics,
    "backends and the magics in the store"},
   {"POST", "/v1/admin/magics/*/retire", ADMIN, NO_BODY, false, 0, {NULL}, handle_retire,

@@ -90,10 +90,18 @@ void pcc_answer_bad_parameter(pcc_answer *answer, const char *param, const char 
 
 void pcc_answer_store_error(pcc_answer *answer, pcc_store_status rc)
 {
-  if (rc == PCC_STORE_FULL)
-    pcc_answer_error(answer, PCC_ERR_STORE_FULL, "the store is full; raise --map-size");
-  else
+  if (rc == PCC_STORE_FULL) {
+    pcc_answer_error(answer, PCC_ERR_STORE_FULL, "the store's map (--map-size) is full: nothing "
+                     "was stored; free space (pycachectl admin invalidate or purge, or a lower "
+                     "--max-size) or raise --map-size");
+    pcc_answer_extra_string(answer, "reason", "map-full");
+  } else if (rc == PCC_STORE_NOSPACE) {
+    pcc_answer_error(answer, PCC_ERR_STORE_FULL, "the file system holding the store is full: "
+                     "nothing was stored; free disk space (the server goes on serving)");
+    pcc_answer_extra_string(answer, "reason", "disk-full");
+  } else {
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "store: %s", pcc_store_strerror(rc));
+  }
 }
 
 void pcc_answer_json(pcc_answer *answer, cJSON *json)

@@ -118,7 +118,8 @@ void pcc_answer_extra_string(pcc_answer *answer, const char *name, const char *v
 /* A parameter error: bad-parameter naming param, with message "param: what". */
 void pcc_answer_bad_parameter(pcc_answer *answer, const char *param, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
-/* A store failure: store-full, else internal. */
+/* A store failure: store-full (with "reason" map-full or disk-full, and what to do), else
+ * internal. */
 void pcc_answer_store_error(pcc_answer *answer, pcc_store_status rc);
 
 /* A JSON answer; takes json (NULL, from a failed allocation, becomes an internal error). */

@@ -41,6 +41,7 @@ typedef struct job {
   size_t len;
   unsigned refs;           /* requests holding it + 1 while queued or compiling */
   job_result result;
+  pcc_store_status store_rc; /* JOB_STORE_FULL: why */
   pcc_blob *blob;          /* JOB_CODE / JOB_COMPILE_ERROR */
   char message[256];
   pcc_dynbuf waiters;      /* waiter[], at most PCC_JOB_WAITERS_MAX */
@@ -215,12 +216,9 @@ static void job_compile(cache *c, job *j)
   if (store_rc == PCC_STORE_OK) {
     j->blob = blob_copy(&blob);
     j->result = j->blob == NULL ? JOB_INTERNAL : result->ok ? JOB_CODE : JOB_COMPILE_ERROR;
-  } else if (store_rc == PCC_STORE_FULL) {
-    j->result = JOB_STORE_FULL;
-    snprintf(j->message, sizeof j->message, "the store is full (%s was compiled but not "
-             "stored); raise --map-size", j->path);
-    pcc_utf8_trim(j->message);
-    fprintf(stderr, "pycached: %s\n", j->message);
+  } else if (store_rc == PCC_STORE_FULL || store_rc == PCC_STORE_NOSPACE) {
+    j->result = JOB_STORE_FULL; /* the store logs the state; the answer says what to do */
+    j->store_rc = store_rc;
   } else {
     j->result = JOB_INTERNAL;
     snprintf(j->message, sizeof j->message, "store: %s", pcc_store_strerror(store_rc));
@@ -315,7 +313,8 @@ static bool check_claims(const pcc_params *params, const pcc_path_record *actual
 }
 
 /* A stored blob of the source answers the compile at once ("stored"), recording this path's
- * entry. Returns false when there is none (answer untouched). */
+ * entry. Returns false when there is none, or it was evicted before the entry was written
+ * (answer untouched). */
 static bool answer_stored(cache *c, const char *ns, const pcc_params *params,
                           const pcc_path_record *record, pcc_answer *answer)
 {
@@ -327,10 +326,12 @@ static bool answer_stored(cache *c, const char *ns, const pcc_params *params,
                                       params->path, params->path_len, record, NULL);
   if (rc == PCC_STORE_OK) {
     pcc_answer_blob(answer, blob, &record->digest, true, "stored");
-  } else {
-    free(blob);
-    pcc_answer_store_error(answer, rc);
+    return true;
   }
+  free(blob);
+  if (rc == PCC_STORE_NOTFOUND)
+    return false; /* evicted meanwhile: compile it */
+  pcc_answer_store_error(answer, rc);
   return true;
 }
 
@@ -483,12 +484,13 @@ static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
     bool own_path = params->path_len == strlen(j->path) &&
                     memcmp(params->path, j->path, params->path_len) == 0 &&
                     params->mtime == j->record.mtime && strcmp(req->ns, j->ns) == 0;
-    if (!own_path) { /* a joined request for another path: record its path entry too */
+    if (!own_path) { /* a joined request for another path: record its path entry too (with the
+                        blob, should it have been evicted since) */
       pcc_path_record record = j->record;
       record.mtime = params->mtime;
       pcc_store_status rc = pcc_store_put(pcc_core_store(c->core), req->ns, &params->magic,
                                           params->opt, params->path, params->path_len, &record,
-                                          NULL);
+                                          j->blob);
       if (rc != PCC_STORE_OK)
         fprintf(stderr, "pycached: cannot store a path entry: %s\n", pcc_store_strerror(rc));
     }
@@ -504,7 +506,7 @@ static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
     pcc_answer_error(answer, PCC_ERR_COMPILE_TIMEOUT, "%s", j->message);
     break;
   case JOB_STORE_FULL:
-    pcc_answer_error(answer, PCC_ERR_STORE_FULL, "%s", j->message);
+    pcc_answer_store_error(answer, j->store_rc);
     break;
   case JOB_UNAVAILABLE:
     pcc_answer_error(answer, PCC_ERR_COMPILER_UNAVAILABLE, "%s", j->message);
@@ -591,15 +593,7 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON_AddNumberToObject(stats, "queued", (double)queued);
   cJSON_AddNumberToObject(stats, "compiling", (double)compiling);
 
-  pcc_store_stats store;
-  cJSON *store_json = cJSON_AddObjectToObject(stats, "store");
-  if (pcc_store_stat(pcc_core_store(c->core), &store) == PCC_STORE_OK) {
-    cJSON_AddNumberToObject(store_json, "entries", (double)store.paths);
-    cJSON_AddNumberToObject(store_json, "blobs", (double)store.blobs);
-    cJSON_AddNumberToObject(store_json, "bytes", (double)store.bytes);
-    cJSON_AddNumberToObject(store_json, "used", (double)store.used);
-    cJSON_AddNumberToObject(store_json, "map_size", (double)store.map_size);
-  }
+  cJSON_AddItemToObject(stats, "store", pcc_core_store_json(c->core));
   cJSON *compilers = cJSON_AddArrayToObject(stats, "compilers");
   const pcc_backend *backends;
   unsigned n_backends = pcc_core_backends(c->core, &backends);

@@ -25,6 +25,10 @@ typedef struct {
 #define KIB 1024ull
 #define MIB (1024ull * KIB)
 #define GIB (1024ull * MIB)
+#define TIB (1024ull * GIB)
+#define MAP_SIZE_MAX TIB
+#define MAP_SIZE_FLOOR (4 * GIB) /* the least default --map-size */
+#define MAP_MARGIN (64 * MIB)    /* ... else 1.5 x --max-size and this */
 
 static const option_spec options[] = {
   {"listen", OPT_STRING, "ADDR", "127.0.0.1", 0, 0, 0, FIELD(listen),
@@ -33,8 +37,18 @@ static const option_spec options[] = {
    "TCP port (0: any free port, printed at start)", 0},
   {"store", OPT_STRING, "DIR", "./var/pycached", 0, 0, 0, FIELD(store_dir),
    "LMDB store directory (created when missing)", 0},
-  {"map-size", OPT_BYTES, "BYTES", NULL, 4 * GIB, 1 * MIB, 1ull << 40, FIELD(map_size),
-   "LMDB map size: the most the store can hold (sparse file)", 0},
+  {"map-size", OPT_BYTES, "BYTES", NULL, 0, 1 * MIB, MAP_SIZE_MAX, FIELD(map_size),
+   "LMDB map: the most the store's file may grow to (sparse) [the larger of 4G and 1.5 x "
+   "--max-size + 64M]", 0},
+  {"max-size", OPT_BYTES, "BYTES", NULL, PCC_STORE_MAX_SIZE_DEFAULT, 64 * KIB, MAP_SIZE_MAX,
+   FIELD(max_size),
+   "payload bytes kept before the least recently used code is evicted (with --map-size "
+   "alone: 2/3 of it, at most 3G)", 0},
+  {"max-profiles", OPT_NUMBER, "N", NULL, PCC_PROFILES_MAX_DEFAULT, 1, 10000000,
+   FIELD(max_profiles), "import profiles kept (a new one replaces the least recently updated)",
+   0},
+  {"profile-days", OPT_NUMBER, "DAYS", NULL, PCC_PROFILE_DAYS_DEFAULT, 0, 36500,
+   FIELD(profile_days), "a profile not updated for this long is dropped (0: never)", 0},
   {"workers", OPT_NUMBER, "N", NULL, 0, 0, PCC_WORKERS_MAX, FIELD(workers),
    "compiler worker processes (0: one per core)", 0},
   {"compile-timeout", OPT_NUMBER, "SECONDS", NULL, 10, 1, 3600, FIELD(compile_timeout),
@@ -136,7 +150,8 @@ static void print_help(const char *argv0)
     char def[32];
     if (options[i].def)
       printf(" [%s]", options[i].def);
-    else if (options[i].kind == OPT_NUMBER || options[i].kind == OPT_BYTES)
+    else if (options[i].kind == OPT_NUMBER ||
+             (options[i].kind == OPT_BYTES && options[i].number > 0)) /* 0: derived */
       printf(" [%s]", format_number(&options[i], options[i].number, def, sizeof def));
     printf("\n");
   }
@@ -156,27 +171,54 @@ static void print_limits(void)
            limits[i].option ? limits[i].option : "-", limits[i].what);
 }
 
-/* Parses a byte size: a whole number with an optional K, M or G suffix (powers of 1024). */
+/* Parses a byte size: a whole number with an optional K, M, G or T suffix, or KB, MB, GB or TB
+ * (powers of 1024 either way; any case). */
 static bool parse_bytes(const char *text, uint64_t *out)
 {
+  static const struct {
+    char letter;
+    uint64_t unit;
+  } units[] = {{'K', KIB}, {'M', MIB}, {'G', GIB}, {'T', TIB}};
   char digits[32];
   size_t len = strlen(text);
   uint64_t unit = 1;
   if (len == 0 || len >= sizeof digits)
     return false;
   memcpy(digits, text, len + 1);
-  switch (digits[len - 1]) {
-  case 'K': case 'k': unit = KIB; break;
-  case 'M': case 'm': unit = MIB; break;
-  case 'G': case 'g': unit = GIB; break;
-  default: break;
-  }
+  if (len > 1 && (digits[len - 1] == 'B' || digits[len - 1] == 'b') &&
+      !(digits[len - 2] >= '0' && digits[len - 2] <= '9'))
+    digits[--len] = '\0'; /* "512MB": the B goes, the M stays */
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+    if (digits[len - 1] == units[i].letter || digits[len - 1] == units[i].letter + ('a' - 'A'))
+      unit = units[i].unit;
   if (unit != 1)
     digits[len - 1] = '\0';
   int64_t value;
   if (pcc_parse_i64(digits, 0, INT64_MAX / (int64_t)unit, &value) != PCC_PROTO_OK)
     return false;
   *out = (uint64_t)value * unit;
+  return true;
+}
+
+/* --map-size and --max-size, each from the other when it is not given (docs/OPERATIONS.md,
+ * "Sizing"). False (printed) when --max-size is over --map-size. */
+static bool derive_sizes(pcc_config *config, bool map_given, bool max_given)
+{
+  if (!map_given) {
+    uint64_t map = config->max_size + config->max_size / 2 + MAP_MARGIN;
+    map = map < MAP_SIZE_FLOOR ? MAP_SIZE_FLOOR : map;
+    config->map_size = map > MAP_SIZE_MAX ? MAP_SIZE_MAX : map;
+  }
+  if (!max_given && map_given) {
+    uint64_t max = config->map_size / 3 * 2;
+    config->max_size = max < PCC_STORE_MAX_SIZE_DEFAULT ? max : PCC_STORE_MAX_SIZE_DEFAULT;
+  }
+  if (config->max_size > config->map_size) {
+    fprintf(stderr, "pycached: --max-size %llu is over --map-size %llu: leave the map room (the "
+            "default map is 1.5 x --max-size + 64M)\n", (unsigned long long)config->max_size,
+            (unsigned long long)config->map_size);
+    return false;
+  }
   return true;
 }
 
@@ -221,7 +263,7 @@ static bool apply(const option_spec *spec, const char *value, pcc_config *config
     return true;
   }
   fprintf(stderr, "pycached: --%s: '%s' is not a valid %s\n", spec->name, value,
-          spec->kind == OPT_BYTES ? "size (e.g. 512M)" : "number");
+          spec->kind == OPT_BYTES ? "size (e.g. 512M, 3G, 3GB)" : "number");
   return false;
 }
 
@@ -249,6 +291,7 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
 
   optind = 1;
   int c;
+  bool given[N_OPTIONS] = {false};
   while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
     if (c == 'h' || c == HELP) {
       print_help(argv[0]);
@@ -268,13 +311,19 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
     }
     if (!apply(&options[c], optarg, out))
       return PCC_CONFIG_USAGE;
+    given[c] = true;
   }
   if (optind < argc) {
     fprintf(stderr, "pycached: unexpected argument '%s'\nTry '%s --help'.\n", argv[optind],
             argv[0]);
     return PCC_CONFIG_USAGE;
   }
-  return PCC_CONFIG_OK;
+  bool map_given = false, max_given = false;
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    map_given |= given[i] && options[i].offset == FIELD(map_size);
+    max_given |= given[i] && options[i].offset == FIELD(max_size);
+  }
+  return derive_sizes(out, map_given, max_given) ? PCC_CONFIG_OK : PCC_CONFIG_USAGE;
 }
 
 const char *pcc_config_option_for(size_t offset)

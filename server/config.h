@@ -17,7 +17,10 @@ typedef struct {
   const char *listen;        /* address to bind */
   uint64_t port;
   const char *store_dir;
-  uint64_t map_size;
+  uint64_t map_size;         /* LMDB map: the most the file may grow to */
+  uint64_t max_size;         /* payload bytes kept before the least recently used are evicted */
+  uint64_t max_profiles;     /* import profiles kept */
+  uint64_t profile_days;     /* days a profile not updated is kept; 0: forever */
   uint64_t workers;          /* 0: one per core */
   uint64_t compile_timeout;  /* seconds */
   uint64_t timeout_memory;   /* seconds a timed-out source is answered 504 at once; 0: never */

@@ -1,5 +1,7 @@
 /* core.c: the core of pycached (core.h): configuration, store, compiler backends, source roots,
- * counters and the validated lookup. */
+ * counters and the validated lookup, and the store's upkeep: a thread that writes the last uses
+ * of blobs in batches, evicts the least recently used past --max-size and drops profiles older
+ * than --profile-days (docs/DESIGN.md, "Eviction"), never on the lookup path. */
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
@@ -15,6 +17,9 @@
 #include "core.h"
 
 #define WORKER_NAME "pycached-cpython-worker"
+#define UPKEEP_TICK_MS 250            /* how often the upkeep thread looks at the store */
+#define UPKEEP_LOG_SECONDS 60         /* evictions are logged at most this often, summed */
+#define PROFILE_EXPIRY_SECONDS 3600   /* how often old profiles are looked for */
 #define WORKER_SCRIPT "worker.py"
 
 /* The magics the store holds, for the counters: read when first needed, then again when the
@@ -37,6 +42,11 @@ struct pcc_core {
   unsigned n_backends;
   stored_magics stored;
   time_t started;
+  pthread_t upkeep;        /* the store's upkeep thread, when upkeep_running */
+  bool upkeep_running;
+  bool stopping;           /* guarded by lock: the upkeep thread ends */
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
 };
 
 const char *pcc_core_strerror(pcc_core_status rc)
@@ -275,6 +285,107 @@ static bool counted_magic(void *ctx, const pcc_magic *magic)
   return found;
 }
 
+/* ---- the store's upkeep ------------------------------------------------------------------ */
+
+typedef struct {
+  time_t last_flush, last_expiry, last_log;
+  uint64_t evicted_unlogged; /* blobs evicted since the last log line */
+  pcc_store_status failed[3]; /* the last outcome of eviction, flushes, expiry: logged on a
+                                 change only */
+} upkeep_state;
+
+enum { UPKEEP_EVICT, UPKEEP_FLUSH, UPKEEP_EXPIRE };
+
+/* Logs a failure of one kind of upkeep when it differs from that kind's last outcome. */
+static void upkeep_log_failure(upkeep_state *state, int kind, pcc_store_status rc)
+{
+  static const char *const what[] = {"eviction", "writing the last uses",
+                                     "dropping old profiles"};
+  if (rc != PCC_STORE_OK && rc != state->failed[kind])
+    fprintf(stderr, "pycached: store upkeep: %s: %s\n", what[kind], pcc_store_strerror(rc));
+  state->failed[kind] = rc;
+}
+
+/* One round: evict past --max-size (which writes the uses first), else write the uses when
+ * enough wait or they have waited long enough, and now and then drop old profiles. */
+static void upkeep_round(pcc_core *core, upkeep_state *state)
+{
+  const pcc_config *config = &core->config;
+  time_t now = time(NULL);
+  uint64_t evicted = 0;
+  pcc_store_status rc = pcc_store_evict(core->store, &evicted);
+  upkeep_log_failure(state, UPKEEP_EVICT, rc);
+  if (evicted > 0)
+    state->last_flush = now; /* eviction wrote the uses */
+  state->evicted_unlogged += evicted;
+  if (state->evicted_unlogged > 0 && now - state->last_log >= UPKEEP_LOG_SECONDS) {
+    fprintf(stderr, "pycached: evicted %llu least recently used blobs (and the entries naming "
+            "them) to keep the store under --max-size %llu bytes\n",
+            (unsigned long long)state->evicted_unlogged, (unsigned long long)config->max_size);
+    state->evicted_unlogged = 0;
+    state->last_log = now;
+  }
+  size_t pending = pcc_store_pending_uses(core->store);
+  if (pending > 0 && (pending >= PCC_USE_TABLE_SLOTS / 4 ||
+                      now - state->last_flush >= PCC_USE_FLUSH_SECONDS)) {
+    upkeep_log_failure(state, UPKEEP_FLUSH, pcc_store_flush_uses(core->store, NULL));
+    state->last_flush = now;
+  }
+  if (config->profile_days > 0 && now - state->last_expiry >= PROFILE_EXPIRY_SECONDS) {
+    uint64_t removed = 0;
+    rc = pcc_store_profiles_expire(core->store,
+                                   (int64_t)now - (int64_t)config->profile_days * 86400,
+                                   &removed);
+    upkeep_log_failure(state, UPKEEP_EXPIRE, rc);
+    if (removed > 0)
+      fprintf(stderr, "pycached: dropped %llu profiles not updated for %llu days\n",
+              (unsigned long long)removed, (unsigned long long)config->profile_days);
+    state->last_expiry = now;
+  }
+}
+
+static void *upkeep_main(void *arg)
+{
+  pcc_core *core = arg;
+  upkeep_state state = {time(NULL), 0, 0, 0, {PCC_STORE_OK, PCC_STORE_OK, PCC_STORE_OK}};
+  pthread_mutex_lock(&core->lock);
+  while (!core->stopping) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += UPKEEP_TICK_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&core->wake, &core->lock, &until);
+    if (core->stopping)
+      break;
+    pthread_mutex_unlock(&core->lock);
+    upkeep_round(core, &state);
+    pthread_mutex_lock(&core->lock);
+  }
+  pthread_mutex_unlock(&core->lock);
+  return NULL;
+}
+
+cJSON *pcc_core_store_json(pcc_core *core)
+{
+  pcc_store_stats stats;
+  if (pcc_store_stat(core->store, &stats) != PCC_STORE_OK)
+    return cJSON_CreateObject();
+  const struct {
+    const char *name;
+    uint64_t value;
+  } figures[] = {
+    {"entries", stats.entries},   {"blobs", stats.blobs},       {"bytes", stats.bytes},
+    {"max_size", stats.max_size}, {"profiles", stats.profiles}, {"used", stats.used},
+    {"free", stats.free},         {"map_size", stats.map_size}, {"page_size", stats.page_size},
+    {"evictions", stats.evictions},
+  };
+  cJSON *json = cJSON_CreateObject();
+  for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
+    cJSON_AddNumberToObject(json, figures[i].name, (double)figures[i].value);
+  return json;
+}
+
 /* ---- life cycle ------------------------------------------------------------------------- */
 
 pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
@@ -285,6 +396,8 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
   core->config = *config;
   core->started = time(NULL);
   pthread_mutex_init(&core->stored.lock, NULL);
+  pthread_mutex_init(&core->lock, NULL);
+  pthread_cond_init(&core->wake, NULL);
   core->counters = pcc_counters_open();
   if (core->counters == NULL) {
     pcc_core_close(core);
@@ -295,7 +408,10 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
     pcc_core_close(core);
     return PCC_CORE_CONFIG;
   }
-  pcc_store_status store_rc = pcc_store_open(config->store_dir, config->map_size, &core->store);
+  pcc_store_config store_config = {.map_size = config->map_size,
+                                   .max_size = config->max_size,
+                                   .max_profiles = config->max_profiles};
+  pcc_store_status store_rc = pcc_store_open(config->store_dir, &store_config, &core->store);
   if (store_rc != PCC_STORE_OK) {
     fprintf(stderr, "pycached: store %s: %s\n", config->store_dir, pcc_store_strerror(store_rc));
     pcc_core_close(core);
@@ -304,6 +420,11 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
   pcc_core_status rc = backend_start(core, NULL);
   for (unsigned i = 0; i < config->n_compilers && rc == PCC_CORE_OK; i++)
     rc = backend_start(core, config->compilers[i]);
+  if (rc == PCC_CORE_OK && pthread_create(&core->upkeep, NULL, upkeep_main, core) != 0) {
+    fprintf(stderr, "pycached: cannot start the store's upkeep thread\n");
+    rc = PCC_CORE_NOMEM;
+  }
+  core->upkeep_running = rc == PCC_CORE_OK;
   if (rc != PCC_CORE_OK) {
     pcc_core_close(core);
     return rc;
@@ -317,9 +438,20 @@ void pcc_core_close(pcc_core *core)
 {
   if (core == NULL)
     return;
+  if (core->upkeep_running) {
+    pthread_mutex_lock(&core->lock);
+    core->stopping = true;
+    pthread_cond_signal(&core->wake);
+    pthread_mutex_unlock(&core->lock);
+    pthread_join(core->upkeep, NULL);
+  }
   for (unsigned b = 0; b < core->n_backends; b++)
     pcc_compiler_close(core->backends[b].compiler);
+  if (core->store != NULL)
+    pcc_store_flush_uses(core->store, NULL); /* the order of uses outlives the process */
   pcc_store_close(core->store);
+  pthread_cond_destroy(&core->wake);
+  pthread_mutex_destroy(&core->lock);
   pcc_sources_close(core->sources);
   pcc_counters_close(core->counters);
   pthread_mutex_destroy(&core->stored.lock);

@@ -34,12 +34,13 @@ typedef struct {
   char interpreter[256];                /* "embedded" or the interpreter's path */
 } pcc_backend;
 
-/* Copies config, opens the store and the counters, resolves the source roots and starts a worker
- * pool per backend (the embedded CPython, then each --compiler). On failure prints why to
- * stderr. *out is the caller's (pcc_core_close). */
+/* Copies config, opens the store and the counters, resolves the source roots, starts a worker
+ * pool per backend (the embedded CPython, then each --compiler) and the store's upkeep thread
+ * (eviction past --max-size, the last uses written in batches, profiles past --profile-days
+ * dropped). On failure prints why to stderr. *out is the caller's (pcc_core_close). */
 pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out);
-/* Stops the workers and closes the store. Features using the core must be closed first. NULL is
- * fine. */
+/* Stops the upkeep thread and the workers, writes the last uses and closes the store. Features
+ * using the core must be closed first. NULL is fine. */
 void pcc_core_close(pcc_core *core);
 
 /* What the core holds; each lives as long as the core. */
@@ -60,6 +61,11 @@ const pcc_sources *pcc_core_sources(const pcc_core *core);
  * corruption and reported as PCC_STORE_NOTFOUND. *out as pcc_store_get_blob. */
 pcc_store_status pcc_core_get_blob(pcc_core *core, const pcc_magic *magic, int opt,
                                    const pcc_digest *digest, pcc_blob **out);
+
+/* The store's figures as the "store" object of GET /v1/stats and GET /v1/admin/stats (docs/API.md:
+ * entries, blobs, bytes, max_size, profiles, used, free, map_size, page_size, evictions); an empty
+ * object when the store cannot say. The caller owns it. */
+cJSON *pcc_core_store_json(pcc_core *core);
 
 /* unsupported-magic, listing the magics the backends compile for. */
 void pcc_core_answer_unsupported(const pcc_core *core, pcc_answer *answer);

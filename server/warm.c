@@ -20,6 +20,7 @@ typedef struct {
   uint8_t *data;
   size_t len;
   unsigned entries;
+  pcc_digest *digests; /* of its entries' blobs, whose uses each serving records */
 } bundle_bytes;
 
 typedef struct {
@@ -327,7 +328,7 @@ static bool bundle_entry(warm *w, const char *ns, const pcc_params *params, cons
 
 /* Adds the stored entry of one path to a binary bundle; one that does not fit is left out. */
 static void bundle_add(warm *w, const char *ns, const pcc_params *params, const char *path,
-                       pcc_bundle_writer *writer, unsigned *added)
+                       pcc_bundle_writer *writer, pcc_digest *digests, unsigned *added)
 {
   pcc_params entry_params;
   pcc_answer served;
@@ -339,16 +340,18 @@ static void bundle_add(warm *w, const char *ns, const pcc_params *params, const 
     pcc_bundle_entry entry = {path, entry_params.path_len, view.mtime, view.size, view.hash,
                               view.digest, pyc, view.pyc_len, 0};
     if (pcc_bundle_writer_add(writer, &entry) == PCC_PROTO_OK)
-      (*added)++;
+      digests[(*added)++] = view.digest;
   }
   free(pyc);
   pcc_answer_clear(&served);
 }
 
-/* Builds the binary bundle of a profile into *data (caller frees). Returns false (answer set) on
- * a store error or no profile. */
+/* Builds the binary bundle of a profile into *data (caller frees), the digests of its entries
+ * into *digests (caller frees; the store records their uses each time the bundle is served).
+ * Returns false (answer set) on a store error or no profile. */
 static bool build_bundle(warm *w, const char *ns, const pcc_params *params, const char *name,
-                         uint8_t **data, size_t *len, unsigned *added, pcc_answer *answer)
+                         uint8_t **data, size_t *len, pcc_digest **digests, unsigned *added,
+                         pcc_answer *answer)
 {
   pcc_dynbuf paths;
   pcc_bundle_writer *writer = NULL;
@@ -360,14 +363,23 @@ static bool build_bundle(warm *w, const char *ns, const pcc_params *params, cons
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
     ok = false;
   }
+  /* a path takes 2 bytes of the list at least: room for a digest for each */
+  if (ok && (*digests = calloc(paths.len / 2 + 1, sizeof **digests)) == NULL) {
+    pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
+    ok = false;
+  }
   for (size_t at = 0; ok && at < paths.len; at += strlen((char *)paths.data + at) + 1)
-    bundle_add(w, ns, params, (char *)paths.data + at, writer, added);
+    bundle_add(w, ns, params, (char *)paths.data + at, writer, *digests, added);
   if (ok && pcc_bundle_writer_finish(writer, data, len) != PCC_PROTO_OK) {
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot finish the bundle");
     ok = false;
   }
   pcc_bundle_writer_close(writer);
   pcc_dynbuf_free(&paths);
+  if (!ok) {
+    free(*digests);
+    *digests = NULL;
+  }
   return ok;
 }
 
@@ -444,6 +456,7 @@ static void bundle_release(void *ctx)
   bundle_bytes *bytes = ctx;
   if (bytes != NULL && atomic_fetch_sub(&bytes->refs, 1) == 1) {
     free(bytes->data);
+    free(bytes->digests);
     free(bytes);
   }
 }
@@ -537,11 +550,13 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
   if (bytes == NULL) {
     uint8_t *data = NULL;
     size_t len = 0;
-    if (!build_bundle(w, req->ns, params, name, &data, &len, &added, answer))
+    pcc_digest *digests = NULL;
+    if (!build_bundle(w, req->ns, params, name, &data, &len, &digests, &added, answer))
       return;
     bytes = malloc(sizeof *bytes);
     if (bytes == NULL) {
       free(data);
+      free(digests);
       pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
       return;
     }
@@ -549,7 +564,11 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
     bytes->data = data;
     bytes->len = len;
     bytes->entries = added;
+    bytes->digests = digests;
     cache_put(w, req->ns, params, name, generation, bytes);
+  } else { /* served from memory: its blobs are used all the same (eviction is by last use) */
+    for (unsigned i = 0; i < bytes->entries; i++)
+      pcc_store_touch(pcc_core_store(w->core), &params->magic, params->opt, &bytes->digests[i]);
   }
   char entries[16];
   snprintf(entries, sizeof entries, "%u", bytes->entries);

@@ -1,4 +1,5 @@
-/* store.c: the LMDB store of compiled code (see store.h for the model, docs/DESIGN.md for why).
+/* store.c: the LMDB store of compiled code (see store.h for the model, docs/DESIGN.md, "Keys and
+ * validation" and "Eviction", for why).
  *
  * Record layouts (native byte order: an LMDB file is not portable across architectures anyway):
  *
@@ -8,22 +9,38 @@
  *   paths value: count u8 | (mtime i64 | size u64 | hash i32 | digest[32]) x count, newest
  *                first | path (full, to verify)
  *
- *   blobs key:   magic[4] opt[1] digest[32] (SHA-256 of the source)
- *   blobs value: checksum u64 (XXH3-64 of every byte after it) | version u8 | kind u8 |
+ *   blobs key:   magic[4] opt[1] digest[32] (SHA-256 of the source) | chunk be16
+ *   blobs value: the record, cut into chunks 0, 1, ... of at most page size - 16 bytes each (so
+ *                that each is one LMDB overflow page: a blob never needs contiguous free pages,
+ *                and every page a deletion frees can be reused):
+ *                checksum u64 (XXH3-64 of every byte after it) | version u8 | kind u8 |
  *                compiler_len u8 | 0 u8 | hash i32 | size u64 | created i64 |
- *                compile_us u32 | 0 u32 | compiler | payload
+ *                compile_us u32 | record length u32 | compiler | payload
  *
- *   profiles key:   magic[4] opt[1] ns_len[1] ns name
- *   profiles value: count u32 | (length u16 | path) x count
+ *   refs (DUPSORT): blob key -> paths key, one value per path entry a version of which names
+ *                the blob: the blob's references. The blob goes when its last one does.
+ *   uses:        blob key -> last_use u64 | payload bytes u64 (exists exactly when the blob does)
+ *   lru:         last_use be64 | blob key -> (empty): the blobs, least recently used first.
+ *                last_use is a logical clock: one tick per use or stored blob.
  *
- *   meta key "format": u32 STORE_FORMAT. A store of another format (1: XXH3-128 digests, one
- *   version a path, no namespaces) is emptied at open: it is a cache, its entries come back.
+ *   profiles (DUPSORT): magic[4] opt[1] ns_len[1] ns name -> path (one value per path)
+ *   profile_info:       the same key -> updated i64 (unix seconds) | count u64 | tick u64
+ *                       (the clock of uses at the update: the order of updates)
+ *
+ *   meta "format": u32 STORE_FORMAT. A store of another format (1: XXH3-128 digests, one
+ *   version a path, no namespaces; 2: no references, profiles as one value) is emptied at open:
+ *   it is a cache, its entries come back.
+ *   meta "fig" magic[4]: entries u64 | blobs u64 | bytes u64, the figures of one magic, updated
+ *   in the transaction that changes them (so that stats need no scan).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
 
 #include <lmdb.h>
 
@@ -33,19 +50,64 @@
 #define SCOPE_MAX (PCC_MAGIC_LEN + 2 + PCC_NAMESPACE_MAX) /* magic, opt, ns_len, ns */
 #define PATH_KEY_MAX (SCOPE_MAX + PATH_KEY_INLINE)
 #define BLOB_KEY_LEN (PCC_MAGIC_LEN + 1 + PCC_DIGEST_LEN)
-#define STORE_FORMAT 2
+#define LRU_KEY_LEN (8 + BLOB_KEY_LEN)
+#define PROFILE_KEY_MAX (SCOPE_MAX + PCC_PROFILE_NAME_MAX)
+#define STORE_FORMAT 3
 
 #define PATH_VERSION_LEN (8 + 8 + 4 + PCC_DIGEST_LEN)
-#define BLOB_VERSION 1
+#define CHUNK_KEY_LEN (BLOB_KEY_LEN + 2)
+#define CHUNKS_MAX 65535
+#define PAGE_HEADER 16     /* LMDB's page header: an overflow page holds page size - 16 bytes */
+#define BLOB_VERSION 2
 #define BLOB_HEADER_LEN 40
+#define USE_VALUE_LEN 16
+#define INFO_VALUE_LEN 24
+#define FIG_KEY_LEN (3 + PCC_MAGIC_LEN)
+#define FIG_VALUE_LEN 24
+
+#define MAGICS_MAX 64      /* magics pcc_store_magics reports */
+#define FIG_DELTAS 16      /* magics one transaction accumulates figures for before writing them */
+#define USE_STRIPES 16     /* locks of the use table */
+#define USE_PROBES 8       /* slots a use looks at before it is lost */
+#define USE_STRIPE_SLOTS (PCC_USE_TABLE_SLOTS / USE_STRIPES)
+#define WRITE_PAGES 24     /* pages one small write may dirty, besides its value */
+#define PROFILE_DELETE_BATCH 64 /* profiles one transaction deletes */
+#define DISK_FULL_BYTES (1u << 20) /* a file system with less free is full */
+
+static const char *const TABLE_NAMES[] = {"paths", "blobs", "refs", "uses", "lru",
+                                          "profiles", "profile_info"};
+static const unsigned TABLE_FLAGS[] = {0, 0, MDB_DUPSORT, 0, 0, MDB_DUPSORT, 0};
+enum { T_PATHS, T_BLOBS, T_REFS, T_USES, T_LRU, T_PROFILES, T_INFO, N_TABLES };
+
+typedef struct {
+  uint8_t key[BLOB_KEY_LEN];
+  bool used;
+  uint64_t tick;
+} use_slot;
+
+typedef struct {
+  pthread_mutex_t lock;
+  size_t n;
+  use_slot slots[USE_STRIPE_SLOTS];
+} use_stripe;
 
 struct pcc_store {
   MDB_env *env;
-  atomic_uint_fast64_t generation; /* bumped by every committed write */
-  MDB_dbi paths;
-  MDB_dbi blobs;
-  MDB_dbi profiles; /* magic[4] opt[1] ns name -> u32 count, then (u16 length, path) each */
-  MDB_dbi meta;     /* "format" -> u32 */
+  MDB_dbi dbi[N_TABLES];
+  MDB_dbi meta;
+  pcc_store_config config;
+  uint64_t page_size;
+  atomic_uint_fast64_t generation; /* bumped by every committed write of content */
+  atomic_uint_fast64_t clock;      /* the next last-use tick */
+  atomic_uint_fast64_t bytes;      /* payload bytes, as of the last commit */
+  atomic_uint_fast64_t evictions;
+  atomic_int write_state;          /* the outcome of the last write that needed room */
+  use_stripe *uses;                /* USE_STRIPES of them */
+  pthread_mutex_t flush_lock;      /* one flush of uses at a time; guards the marks below */
+  uint64_t recent_tick;            /* a stored use at or after it is recent: not moved again */
+  uint64_t mark_tick;              /* the clock at mark_time: recent_tick once that is old */
+  int64_t mark_time;               /* 0: none yet */
+  char *dir;
 };
 
 const char *pcc_store_strerror(pcc_store_status rc)
@@ -54,11 +116,12 @@ const char *pcc_store_strerror(pcc_store_status rc)
   case PCC_STORE_OK: return "ok";
   case PCC_STORE_NOTFOUND: return "not found";
   case PCC_STORE_CORRUPT: return "corrupt record (dropped)";
-  case PCC_STORE_FULL: return "store map is full";
+  case PCC_STORE_FULL: return "the store's map is full";
   case PCC_STORE_IO: return "store I/O error";
   case PCC_STORE_NOMEM: return "out of memory";
   case PCC_STORE_INVALID: return "invalid argument";
   case PCC_STORE_FORMAT: return "the store was written by a newer pycached";
+  case PCC_STORE_NOSPACE: return "no space left on the store's file system";
   }
   return "unknown store status";
 }
@@ -68,10 +131,53 @@ static pcc_store_status from_mdb(int mdb_rc)
   switch (mdb_rc) {
   case MDB_SUCCESS: return PCC_STORE_OK;
   case MDB_NOTFOUND: return PCC_STORE_NOTFOUND;
-  case MDB_MAP_FULL: return PCC_STORE_FULL;
+  case MDB_MAP_FULL:
+  case MDB_TXN_FULL: return PCC_STORE_FULL;
+  case ENOSPC:
+  case EDQUOT: return PCC_STORE_NOSPACE;
   case ENOMEM: return PCC_STORE_NOMEM;
+  case EINVAL: return PCC_STORE_INVALID;
   default: return PCC_STORE_IO;
   }
+}
+
+/* Is mdb_rc one a smaller transaction may not meet (a deletion tries again with fewer)? */
+static bool too_big(int mdb_rc)
+{
+  return mdb_rc == MDB_MAP_FULL || mdb_rc == MDB_TXN_FULL;
+}
+
+/* Says on stderr what a write met when it differs from what the last one met (full map, full
+ * disk, an I/O error, and when writes that need room succeed again), so that the log tells what
+ * happened without a line per refused request. needs_room: a write other than a deletion.
+ * Returns the status of mdb_rc. */
+static pcc_store_status note_write(pcc_store *store, int mdb_rc, const char *what,
+                                   bool needs_room)
+{
+  struct statvfs fs; /* LMDB reports a short write as EIO: a full file system is one */
+  if (mdb_rc == EIO && statvfs(store->dir, &fs) == 0 &&
+      (uint64_t)fs.f_bavail * fs.f_frsize < DISK_FULL_BYTES)
+    mdb_rc = ENOSPC;
+  pcc_store_status rc = from_mdb(mdb_rc);
+  if (rc == PCC_STORE_NOTFOUND || rc == PCC_STORE_INVALID || rc == PCC_STORE_NOMEM ||
+      (rc == PCC_STORE_OK && !needs_room))
+    return rc;
+  int before = atomic_exchange(&store->write_state, (int)rc);
+  if (before == (int)rc && rc != PCC_STORE_IO)
+    return rc;
+  if (rc == PCC_STORE_FULL)
+    fprintf(stderr, "pycached: store: %s refused: the map (--map-size %llu) is full but for the "
+            "pages kept for deletions; writes are refused until space is freed (evict with a "
+            "lower --max-size, or invalidate, purge; or raise --map-size)\n", what,
+            (unsigned long long)store->config.map_size);
+  else if (rc == PCC_STORE_NOSPACE)
+    fprintf(stderr, "pycached: store: %s failed: no space left on the file system of the store "
+            "(%s); nothing was written, free disk space\n", what, mdb_strerror(mdb_rc));
+  else if (rc == PCC_STORE_IO)
+    fprintf(stderr, "pycached: store: %s failed: %s\n", what, mdb_strerror(mdb_rc));
+  else if (rc == PCC_STORE_OK && before != PCC_STORE_OK)
+    fprintf(stderr, "pycached: store: writes succeed again\n");
+  return rc;
 }
 
 /* Begins a transaction, adopting a map size grown by another process (MDB_MAP_RESIZED). */
@@ -85,112 +191,9 @@ static int txn_begin(pcc_store *store, unsigned flags, MDB_txn **txn)
   return mdb_rc;
 }
 
-/* Commits a write transaction; every committed write makes a new generation. */
-static int txn_commit(pcc_store *store, MDB_txn *txn)
-{
-  int mdb_rc = mdb_txn_commit(txn);
-  if (mdb_rc == MDB_SUCCESS)
-    atomic_fetch_add(&store->generation, 1);
-  return mdb_rc;
-}
-
 uint64_t pcc_store_generation(pcc_store *store)
 {
   return atomic_load(&store->generation);
-}
-
-/* Checks the store's format in the open write transaction: a new store gets STORE_FORMAT, an
- * older one is emptied (and says so on stderr), a newer one is refused. */
-static pcc_store_status check_format(pcc_store *store, MDB_txn *txn)
-{
-  static const char name[] = "format";
-  MDB_val key = {sizeof name - 1, (void *)name}, value;
-  uint32_t format = STORE_FORMAT;
-  int mdb_rc = mdb_get(txn, store->meta, &key, &value);
-  if (mdb_rc == MDB_SUCCESS && value.mv_size == sizeof format) {
-    memcpy(&format, value.mv_data, sizeof format);
-    if (format == STORE_FORMAT)
-      return PCC_STORE_OK;
-    if (format > STORE_FORMAT)
-      return PCC_STORE_FORMAT;
-  } else if (mdb_rc != MDB_NOTFOUND && mdb_rc != MDB_SUCCESS) {
-    return from_mdb(mdb_rc);
-  }
-  MDB_stat paths, blobs;
-  if (mdb_stat(txn, store->paths, &paths) == MDB_SUCCESS &&
-      mdb_stat(txn, store->blobs, &blobs) == MDB_SUCCESS &&
-      paths.ms_entries + blobs.ms_entries > 0) {
-    fprintf(stderr, "pycached: the store holds entries of an older format (%llu paths, %llu "
-            "blobs): they are dropped and will be compiled again\n",
-            (unsigned long long)paths.ms_entries, (unsigned long long)blobs.ms_entries);
-    mdb_rc = mdb_drop(txn, store->paths, 0);
-    if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_drop(txn, store->blobs, 0);
-    if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_drop(txn, store->profiles, 0);
-    if (mdb_rc != MDB_SUCCESS)
-      return from_mdb(mdb_rc);
-  }
-  format = STORE_FORMAT;
-  value = (MDB_val){sizeof format, &format};
-  return from_mdb(mdb_put(txn, store->meta, &key, &value, 0));
-}
-
-pcc_store_status pcc_store_open(const char *dir, uint64_t map_size, pcc_store **out)
-{
-  if (dir == NULL || out == NULL)
-    return PCC_STORE_INVALID;
-  pcc_store *store = calloc(1, sizeof *store);
-  if (store == NULL)
-    return PCC_STORE_NOMEM;
-  MDB_txn *txn = NULL;
-  int mdb_rc = mdb_env_create(&store->env);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_env_set_maxdbs(store->env, 5);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_env_set_maxreaders(store->env, 512);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_env_set_mapsize(store->env, map_size ? map_size : PCC_STORE_DEFAULT_MAP_SIZE);
-  /* NOTLS: read transactions are not tied to threads. NOMETASYNC: a system crash may undo the
-   * last commit but never corrupts the file. */
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_env_open(store->env, dir, MDB_NOTLS | MDB_NOMETASYNC, 0640);
-  if (mdb_rc == MDB_SUCCESS) {
-    int dead = 0;
-    mdb_reader_check(store->env, &dead);
-    mdb_rc = txn_begin(store, 0, &txn);
-  }
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_dbi_open(txn, "paths", MDB_CREATE, &store->paths);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_dbi_open(txn, "blobs", MDB_CREATE, &store->blobs);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_dbi_open(txn, "profiles", MDB_CREATE, &store->profiles);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta);
-  pcc_store_status rc = PCC_STORE_OK;
-  if (mdb_rc == MDB_SUCCESS)
-    rc = check_format(store, txn);
-  if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK) {
-    mdb_rc = txn_commit(store, txn);
-    txn = NULL;
-  }
-  if (mdb_rc != MDB_SUCCESS || rc != PCC_STORE_OK) {
-    mdb_txn_abort(txn);
-    pcc_store_close(store);
-    return rc != PCC_STORE_OK ? rc : from_mdb(mdb_rc);
-  }
-  *out = store;
-  return PCC_STORE_OK;
-}
-
-void pcc_store_close(pcc_store *store)
-{
-  if (store == NULL)
-    return;
-  if (store->env != NULL)
-    mdb_env_close(store->env);
-  free(store);
 }
 
 /* ---- keys ------------------------------------------------------------------------------ */
@@ -230,11 +233,764 @@ static void blob_key(uint8_t key[BLOB_KEY_LEN], const pcc_magic *magic, int opt,
   memcpy(key + PCC_MAGIC_LEN + 1, digest->bytes, PCC_DIGEST_LEN);
 }
 
+/* The key of chunk number `chunk` of the blob of key blob. */
+static void chunk_key(uint8_t key[CHUNK_KEY_LEN], const uint8_t *blob, unsigned chunk)
+{
+  memcpy(key, blob, BLOB_KEY_LEN);
+  key[BLOB_KEY_LEN] = (uint8_t)(chunk >> 8);
+  key[BLOB_KEY_LEN + 1] = (uint8_t)chunk;
+}
+
+static void lru_key(uint8_t key[LRU_KEY_LEN], uint64_t tick, const uint8_t *blob)
+{
+  for (int i = 0; i < 8; i++) /* big-endian: keys sort by tick */
+    key[i] = (uint8_t)(tick >> (56 - 8 * i));
+  memcpy(key + 8, blob, BLOB_KEY_LEN);
+}
+
+static uint64_t lru_tick(const uint8_t *key)
+{
+  uint64_t tick = 0;
+  for (int i = 0; i < 8; i++)
+    tick = tick << 8 | key[i];
+  return tick;
+}
+
+static bool valid_scope(const char *ns, const pcc_magic *magic, int opt)
+{
+  return (ns == NULL || strlen(ns) <= PCC_NAMESPACE_MAX) && magic != NULL && opt >= 0 &&
+         opt <= PCC_OPT_MAX;
+}
+
 static bool valid_args(const char *ns, const pcc_magic *magic, int opt, const char *path,
                        size_t path_len)
 {
-  return (ns == NULL || strlen(ns) <= PCC_NAMESPACE_MAX) && magic != NULL && opt >= 0 &&
-         opt <= PCC_OPT_MAX && path != NULL && path_len > 0 && path_len <= PCC_PATH_MAX;
+  return valid_scope(ns, magic, opt) && path != NULL && path_len > 0 && path_len <= PCC_PATH_MAX;
+}
+
+/* Does the scope at the start of key (magic, opt, ns) match the filter's? */
+static bool scope_match(const pcc_store_filter *filter, const uint8_t *key, size_t len)
+{
+  if (filter == NULL)
+    return true;
+  if (len < PCC_MAGIC_LEN + 2 || len < PCC_MAGIC_LEN + 2u + key[PCC_MAGIC_LEN + 1])
+    return false;
+  if (filter->has_magic && memcmp(filter->magic.bytes, key, PCC_MAGIC_LEN) != 0)
+    return false;
+  if (filter->opt >= 0 && filter->opt != key[PCC_MAGIC_LEN])
+    return false;
+  size_t ns_len = key[PCC_MAGIC_LEN + 1];
+  return filter->ns == NULL ||
+         (strlen(filter->ns) == ns_len && memcmp(filter->ns, key + PCC_MAGIC_LEN + 2, ns_len) == 0);
+}
+
+/* Is the key past every key the filter can match (keys sort by magic, then opt)? */
+static bool filter_done(const pcc_store_filter *filter, const MDB_val *key)
+{
+  if (filter == NULL || !filter->has_magic)
+    return false;
+  int order = memcmp(key->mv_data, filter->magic.bytes, PCC_MAGIC_LEN);
+  if (order != 0 || filter->opt < 0)
+    return order > 0;
+  return ((const uint8_t *)key->mv_data)[PCC_MAGIC_LEN] > filter->opt;
+}
+
+/* Positions cursor on the first key after `after` (or at the filter's first possible key). */
+static int scan_start(MDB_cursor *cursor, const pcc_store_filter *filter, const uint8_t *after,
+                      size_t after_len, MDB_val *key, MDB_val *value)
+{
+  uint8_t start[PCC_MAGIC_LEN + 1];
+  if (after_len > 0) {
+    *key = (MDB_val){after_len, (void *)after};
+    int rc = mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
+    if (rc == MDB_SUCCESS && key->mv_size == after_len &&
+        memcmp(key->mv_data, after, after_len) == 0)
+      rc = mdb_cursor_get(cursor, key, value, MDB_NEXT_NODUP);
+    return rc;
+  }
+  if (filter != NULL && filter->has_magic) {
+    memcpy(start, filter->magic.bytes, PCC_MAGIC_LEN);
+    start[PCC_MAGIC_LEN] = (uint8_t)(filter->opt > 0 ? filter->opt : 0);
+    key->mv_data = start;
+    key->mv_size = filter->opt >= 0 ? PCC_MAGIC_LEN + 1 : PCC_MAGIC_LEN;
+    return mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
+  }
+  return mdb_cursor_get(cursor, key, value, MDB_FIRST);
+}
+
+/* ---- write transactions and the figures they change ------------------------------------- */
+
+typedef struct {
+  pcc_magic magic;
+  int64_t entries, blobs, bytes;
+} fig_delta;
+
+/* A write transaction with the changes to the per-magic figures it has made so far. */
+typedef struct {
+  pcc_store *store;
+  MDB_txn *txn;
+  fig_delta deltas[FIG_DELTAS];
+  unsigned n;
+  int64_t bytes;     /* the change of the payload bytes of the whole store */
+  uint64_t evicted;  /* blobs evicted */
+} wtxn;
+
+static int wtxn_begin(pcc_store *store, wtxn *w)
+{
+  memset(w, 0, sizeof *w);
+  w->store = store;
+  return txn_begin(store, 0, &w->txn);
+}
+
+static void wtxn_abort(wtxn *w)
+{
+  mdb_txn_abort(w->txn);
+  w->txn = NULL;
+}
+
+static void fig_key(uint8_t key[FIG_KEY_LEN], const uint8_t *magic)
+{
+  memcpy(key, "fig", 3);
+  memcpy(key + 3, magic, PCC_MAGIC_LEN);
+}
+
+/* Writes the accumulated figures into meta. */
+static int fig_apply(wtxn *w)
+{
+  for (unsigned i = 0; i < w->n; i++) {
+    fig_delta *d = &w->deltas[i];
+    uint8_t key_bytes[FIG_KEY_LEN];
+    fig_key(key_bytes, d->magic.bytes);
+    MDB_val key = {FIG_KEY_LEN, key_bytes}, value;
+    uint64_t fig[3] = {0, 0, 0};
+    int mdb_rc = mdb_get(w->txn, w->store->meta, &key, &value);
+    if (mdb_rc == MDB_SUCCESS && value.mv_size == FIG_VALUE_LEN)
+      memcpy(fig, value.mv_data, FIG_VALUE_LEN);
+    else if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND)
+      return mdb_rc;
+    int64_t change[3] = {d->entries, d->blobs, d->bytes};
+    for (int f = 0; f < 3; f++)
+      fig[f] = change[f] < 0 && (uint64_t)-change[f] > fig[f] ? 0 : fig[f] + (uint64_t)change[f];
+    if (fig[0] == 0 && fig[1] == 0 && fig[2] == 0) {
+      mdb_rc = mdb_del(w->txn, w->store->meta, &key, NULL);
+      mdb_rc = mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+    } else {
+      value = (MDB_val){FIG_VALUE_LEN, fig};
+      mdb_rc = mdb_put(w->txn, w->store->meta, &key, &value, 0);
+    }
+    if (mdb_rc != MDB_SUCCESS)
+      return mdb_rc;
+  }
+  w->n = 0;
+  return MDB_SUCCESS;
+}
+
+/* Adds to the figures of magic (its first PCC_MAGIC_LEN bytes). */
+static int fig_add(wtxn *w, const uint8_t *magic, int64_t entries, int64_t blobs, int64_t bytes)
+{
+  unsigned i = 0;
+  while (i < w->n && memcmp(w->deltas[i].magic.bytes, magic, PCC_MAGIC_LEN) != 0)
+    i++;
+  if (i == FIG_DELTAS) {
+    int mdb_rc = fig_apply(w);
+    if (mdb_rc != MDB_SUCCESS)
+      return mdb_rc;
+    i = 0;
+  }
+  if (i == w->n) {
+    memset(&w->deltas[i], 0, sizeof w->deltas[i]);
+    memcpy(w->deltas[i].magic.bytes, magic, PCC_MAGIC_LEN);
+    w->n++;
+  }
+  w->deltas[i].entries += entries;
+  w->deltas[i].blobs += blobs;
+  w->deltas[i].bytes += bytes;
+  w->bytes += bytes;
+  return MDB_SUCCESS;
+}
+
+/* Writes the figures and commits. content: the write changes what is served (a new generation);
+ * the flushes of uses do not. */
+static int wtxn_commit(wtxn *w, bool content)
+{
+  int mdb_rc = fig_apply(w);
+  if (mdb_rc != MDB_SUCCESS) {
+    wtxn_abort(w);
+    return mdb_rc;
+  }
+  mdb_rc = mdb_txn_commit(w->txn);
+  w->txn = NULL;
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  if (w->bytes >= 0)
+    atomic_fetch_add(&w->store->bytes, (uint64_t)w->bytes);
+  else
+    atomic_fetch_sub(&w->store->bytes, (uint64_t)-w->bytes);
+  if (content)
+    atomic_fetch_add(&w->store->generation, 1);
+  atomic_fetch_add(&w->store->evictions, w->evicted);
+  return MDB_SUCCESS;
+}
+
+/* Deletes every magic's figures (a write transaction). */
+static int figures_clear(pcc_store *store, MDB_txn *txn)
+{
+  MDB_cursor *cursor = NULL;
+  MDB_val key = {3, (void *)"fig"}, value;
+  int mdb_rc = mdb_cursor_open(txn, store->meta, &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  while (mdb_rc == MDB_SUCCESS && key.mv_size == FIG_KEY_LEN &&
+         memcmp(key.mv_data, "fig", 3) == 0) {
+    mdb_rc = mdb_cursor_del(cursor, 0);
+    key = (MDB_val){3, (void *)"fig"};
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  }
+  mdb_cursor_close(cursor);
+  return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+}
+
+/* Commits w when it changed something, else ends it without a commit (no new generation). */
+static int wtxn_finish(wtxn *w, bool changed)
+{
+  if (changed)
+    return wtxn_commit(w, true);
+  wtxn_abort(w);
+  return MDB_SUCCESS;
+}
+
+/* Sums every magic's figures (txn: any transaction): sums[0] entries, [1] blobs, [2] bytes. */
+static int figures_sum(pcc_store *store, MDB_txn *txn, uint64_t sums[3])
+{
+  MDB_cursor *cursor = NULL;
+  MDB_val key = {3, (void *)"fig"}, value;
+  sums[0] = sums[1] = sums[2] = 0;
+  int mdb_rc = mdb_cursor_open(txn, store->meta, &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  while (mdb_rc == MDB_SUCCESS && key.mv_size == FIG_KEY_LEN &&
+         memcmp(key.mv_data, "fig", 3) == 0) {
+    uint64_t fig[3];
+    if (value.mv_size == FIG_VALUE_LEN) {
+      memcpy(fig, value.mv_data, FIG_VALUE_LEN);
+      for (int f = 0; f < 3; f++)
+        sums[f] += fig[f];
+    }
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+  }
+  mdb_cursor_close(cursor);
+  return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+}
+
+/* ---- open, close, format ---------------------------------------------------------------- */
+
+/* Drops the tables of a store of another format (deleting them, since their flags may differ
+ * from this format's), saying on stderr how many entries went. Caller holds a write
+ * transaction with meta open. */
+static int drop_old_tables(pcc_store *store, MDB_txn *txn)
+{
+  static const char *const old_names[] = {"paths", "blobs", "refs", "uses", "lru", "profiles",
+                                          "profile_info"};
+  uint64_t counts[2] = {0, 0};
+  for (size_t i = 0; i < sizeof old_names / sizeof old_names[0]; i++) {
+    MDB_dbi dbi;
+    MDB_stat st;
+    int mdb_rc = mdb_dbi_open(txn, old_names[i], 0, &dbi);
+    if (mdb_rc == MDB_NOTFOUND)
+      continue;
+    if (mdb_rc == MDB_INCOMPATIBLE) /* opened with other flags: try the DUPSORT ones */
+      mdb_rc = mdb_dbi_open(txn, old_names[i], MDB_DUPSORT, &dbi);
+    if (mdb_rc == MDB_SUCCESS && i < 2 && mdb_stat(txn, dbi, &st) == MDB_SUCCESS)
+      counts[i] = st.ms_entries;
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_drop(txn, dbi, 1);
+    if (mdb_rc != MDB_SUCCESS)
+      return mdb_rc;
+  }
+  int mdb_rc = figures_clear(store, txn); /* and the figures of that format, if any */
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  if (counts[0] + counts[1] > 0)
+    fprintf(stderr, "pycached: the store holds entries of an older format (%llu paths, %llu "
+            "blobs): they are dropped and will be compiled again\n",
+            (unsigned long long)counts[0], (unsigned long long)counts[1]);
+  return MDB_SUCCESS;
+}
+
+/* Checks the format in the open write transaction (meta open, no other table yet): a new store
+ * gets STORE_FORMAT, an older one is emptied, a newer one refused. Then opens the tables. */
+static pcc_store_status check_format_and_open(pcc_store *store, MDB_txn *txn)
+{
+  static const char name[] = "format";
+  MDB_val key = {sizeof name - 1, (void *)name}, value;
+  uint32_t format = 0;
+  int mdb_rc = mdb_get(txn, store->meta, &key, &value);
+  if (mdb_rc == MDB_SUCCESS && value.mv_size == sizeof format)
+    memcpy(&format, value.mv_data, sizeof format);
+  else if (mdb_rc != MDB_NOTFOUND && mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  if (format > STORE_FORMAT)
+    return PCC_STORE_FORMAT;
+  mdb_rc = format == STORE_FORMAT ? MDB_SUCCESS : drop_old_tables(store, txn);
+  for (int t = 0; t < N_TABLES && mdb_rc == MDB_SUCCESS; t++)
+    mdb_rc = mdb_dbi_open(txn, TABLE_NAMES[t], MDB_CREATE | TABLE_FLAGS[t], &store->dbi[t]);
+  if (mdb_rc == MDB_SUCCESS && format != STORE_FORMAT) {
+    format = STORE_FORMAT;
+    value = (MDB_val){sizeof format, &format};
+    mdb_rc = mdb_put(txn, store->meta, &key, &value, 0);
+  }
+  return from_mdb(mdb_rc);
+}
+
+/* Reads what the store keeps in memory from the file: the clock (after the last use), the bytes. */
+static int load_state(pcc_store *store)
+{
+  MDB_txn *txn = NULL;
+  MDB_cursor *cursor = NULL;
+  MDB_val key, value;
+  uint64_t sums[3] = {0, 0, 0};
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(txn, store->dbi[T_LRU], &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_LAST);
+  atomic_store(&store->clock, mdb_rc == MDB_SUCCESS && key.mv_size == LRU_KEY_LEN
+                                ? lru_tick(key.mv_data) + 1 : 1);
+  if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
+    mdb_rc = figures_sum(store, txn, sums);
+  atomic_store(&store->bytes, sums[2]);
+  mdb_cursor_close(cursor);
+  mdb_txn_abort(txn);
+  return mdb_rc;
+}
+
+pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
+                                pcc_store **out)
+{
+  if (dir == NULL || out == NULL)
+    return PCC_STORE_INVALID;
+  *out = NULL;
+  pcc_store *store = calloc(1, sizeof *store);
+  if (store == NULL)
+    return PCC_STORE_NOMEM;
+  if (config != NULL)
+    store->config = *config;
+  if (store->config.map_size == 0)
+    store->config.map_size = PCC_STORE_DEFAULT_MAP_SIZE;
+  if (store->config.max_profiles == 0)
+    store->config.max_profiles = PCC_PROFILES_MAX_DEFAULT;
+  store->uses = calloc(USE_STRIPES, sizeof *store->uses);
+  store->dir = strdup(dir);
+  if (store->uses == NULL || store->dir == NULL) {
+    free(store->uses);
+    free(store->dir);
+    free(store);
+    return PCC_STORE_NOMEM;
+  }
+  for (int s = 0; s < USE_STRIPES; s++)
+    pthread_mutex_init(&store->uses[s].lock, NULL);
+  pthread_mutex_init(&store->flush_lock, NULL);
+  MDB_txn *txn = NULL;
+  int mdb_rc = mdb_env_create(&store->env);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_set_maxdbs(store->env, N_TABLES + 2);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_set_maxreaders(store->env, 512);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_set_mapsize(store->env, store->config.map_size);
+  /* NOTLS: read transactions are not tied to threads. NOMETASYNC: a system crash may undo the
+   * last commit but never corrupts the file. */
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_open(store->env, dir,
+                          MDB_NOTLS | MDB_NOMETASYNC | (store->config.no_sync ? MDB_NOSYNC : 0),
+                          0640);
+  MDB_stat env_stat;
+  if (mdb_rc == MDB_SUCCESS && (mdb_rc = mdb_env_stat(store->env, &env_stat)) == MDB_SUCCESS)
+    store->page_size = env_stat.ms_psize;
+  if (mdb_rc == MDB_SUCCESS) {
+    int dead = 0;
+    mdb_reader_check(store->env, &dead);
+    mdb_rc = txn_begin(store, 0, &txn);
+  }
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta);
+  pcc_store_status rc = PCC_STORE_OK;
+  if (mdb_rc == MDB_SUCCESS)
+    rc = check_format_and_open(store, txn);
+  if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK) {
+    mdb_rc = mdb_txn_commit(txn);
+    txn = NULL;
+  }
+  if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK)
+    mdb_rc = load_state(store);
+  if (mdb_rc != MDB_SUCCESS || rc != PCC_STORE_OK) {
+    mdb_txn_abort(txn);
+    pcc_store_close(store);
+    return rc != PCC_STORE_OK ? rc : from_mdb(mdb_rc);
+  }
+  *out = store;
+  return PCC_STORE_OK;
+}
+
+void pcc_store_close(pcc_store *store)
+{
+  if (store == NULL)
+    return;
+  if (store->env != NULL)
+    mdb_env_close(store->env);
+  if (store->uses != NULL) {
+    for (int s = 0; s < USE_STRIPES; s++)
+      pthread_mutex_destroy(&store->uses[s].lock);
+    pthread_mutex_destroy(&store->flush_lock);
+  }
+  free(store->uses);
+  free(store->dir);
+  free(store);
+}
+
+/* ---- room: the pages kept for deletions -------------------------------------------------- */
+
+/* Pages LMDB's free list holds (freed by earlier transactions, reused by later ones), counted in
+ * a read transaction (LMDB opens no cursor on its free list in a write transaction). */
+static int count_free_pages(MDB_txn *txn, uint64_t *pages)
+{
+  MDB_cursor *cursor = NULL;
+  MDB_val key, value;
+  *pages = 0;
+  int mdb_rc = mdb_cursor_open(txn, 0, &cursor); /* 0: LMDB's FREE_DBI */
+  while (mdb_rc == MDB_SUCCESS &&
+         (mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
+    size_t count; /* an MDB_IDL: its count, then the page numbers */
+    if (value.mv_size >= sizeof count) {
+      memcpy(&count, value.mv_data, sizeof count);
+      *pages += count;
+    }
+  }
+  mdb_cursor_close(cursor);
+  return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+}
+
+static uint64_t reserve_pages(uint64_t map_pages)
+{
+  uint64_t reserve = map_pages / 32;
+  reserve = reserve < PCC_STORE_RESERVE_MIN ? PCC_STORE_RESERVE_MIN : reserve;
+  reserve = reserve > PCC_STORE_RESERVE_MAX ? PCC_STORE_RESERVE_MAX : reserve;
+  return reserve > map_pages / 4 ? map_pages / 4 : reserve;
+}
+
+/* MDB_SUCCESS when a write of about value_bytes leaves the pages kept for deletions free,
+ * MDB_MAP_FULL when it would not (nothing to write then). Looks at the free list only when the
+ * file is near the map's end. */
+static int room_for(pcc_store *store, size_t value_bytes)
+{
+  MDB_envinfo info;
+  int mdb_rc = mdb_env_info(store->env, &info);
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  uint64_t map_pages = info.me_mapsize / store->page_size, high = info.me_last_pgno + 1;
+  uint64_t need = WRITE_PAGES + (value_bytes + store->page_size - 1) / store->page_size +
+                  reserve_pages(map_pages);
+  if (high + need <= map_pages)
+    return MDB_SUCCESS;
+  MDB_txn *txn = NULL;
+  uint64_t free_pages = 0;
+  mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = count_free_pages(txn, &free_pages);
+  mdb_txn_abort(txn);
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  return high - (free_pages < high ? free_pages : high) + need <= map_pages ? MDB_SUCCESS
+                                                                            : MDB_MAP_FULL;
+}
+
+/* ---- blobs, references, uses ------------------------------------------------------------ */
+
+/* Unix seconds: the config's clock (tests), else time(). */
+static int64_t store_now(const pcc_store *store)
+{
+  return store->config.now ? store->config.now() : (int64_t)time(NULL);
+}
+
+/* Records a use of the blob of key in memory. */
+static void touch_key(pcc_store *store, const uint8_t key[BLOB_KEY_LEN])
+{
+  uint64_t hash;
+  memcpy(&hash, key + PCC_MAGIC_LEN + 1, sizeof hash); /* SHA-256 bytes: already uniform */
+  hash ^= (uint64_t)key[PCC_MAGIC_LEN] << 56 ^ (uint64_t)key[0] << 48;
+  use_stripe *stripe = &store->uses[hash % USE_STRIPES];
+  uint64_t tick = atomic_fetch_add(&store->clock, 1);
+  size_t at = (size_t)(hash / USE_STRIPES) % USE_STRIPE_SLOTS;
+  pthread_mutex_lock(&stripe->lock);
+  for (int probe = 0; probe < USE_PROBES; probe++, at = (at + 1) % USE_STRIPE_SLOTS) {
+    use_slot *slot = &stripe->slots[at];
+    if (slot->used && memcmp(slot->key, key, BLOB_KEY_LEN) != 0)
+      continue;
+    if (!slot->used) {
+      memcpy(slot->key, key, BLOB_KEY_LEN);
+      slot->used = true;
+      slot->tick = 0;
+      stripe->n++;
+    }
+    if (tick > slot->tick)
+      slot->tick = tick;
+    break;
+  }
+  pthread_mutex_unlock(&stripe->lock);
+}
+
+void pcc_store_touch(pcc_store *store, const pcc_magic *magic, int opt, const pcc_digest *digest)
+{
+  if (store == NULL || magic == NULL || digest == NULL || opt < 0 || opt > PCC_OPT_MAX)
+    return;
+  uint8_t key[BLOB_KEY_LEN];
+  blob_key(key, magic, opt, digest);
+  touch_key(store, key);
+}
+
+size_t pcc_store_pending_uses(pcc_store *store)
+{
+  size_t n = 0;
+  for (int s = 0; s < USE_STRIPES; s++) {
+    pthread_mutex_lock(&store->uses[s].lock);
+    n += store->uses[s].n;
+    pthread_mutex_unlock(&store->uses[s].lock);
+  }
+  return n;
+}
+
+/* Sets the last use of a stored blob to tick (when later than the one it has, and the one it has
+ * is not recent: recorded at or after recent_tick): its uses row and its place in lru.
+ * MDB_NOTFOUND when the blob is not stored. */
+static int use_write(wtxn *w, const uint8_t *key_bytes, uint64_t tick, uint64_t recent_tick)
+{
+  pcc_store *store = w->store;
+  MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes}, value;
+  int mdb_rc = mdb_get(w->txn, store->dbi[T_USES], &key, &value);
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  uint64_t use[2];
+  if (value.mv_size != USE_VALUE_LEN)
+    return MDB_SUCCESS;
+  memcpy(use, value.mv_data, USE_VALUE_LEN);
+  if (tick <= use[0] || (recent_tick > 0 && use[0] >= recent_tick))
+    return MDB_SUCCESS; /* a read, no write: the recorded use is recent enough */
+  uint8_t old_lru[LRU_KEY_LEN], new_lru[LRU_KEY_LEN];
+  lru_key(old_lru, use[0], key_bytes);
+  lru_key(new_lru, tick, key_bytes);
+  MDB_val old_key = {LRU_KEY_LEN, old_lru}, new_key = {LRU_KEY_LEN, new_lru}, empty = {0, NULL};
+  mdb_rc = mdb_del(w->txn, store->dbi[T_LRU], &old_key, NULL);
+  if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
+    mdb_rc = mdb_put(w->txn, store->dbi[T_LRU], &new_key, &empty, 0);
+  use[0] = tick;
+  value = (MDB_val){USE_VALUE_LEN, use};
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_put(w->txn, store->dbi[T_USES], &key, &value, 0);
+  return mdb_rc;
+}
+
+/* Moves the marks of recent uses on: a use recorded at or after recent_tick is at most between
+ * PCC_USE_UPDATE_SECONDS and twice that old (memcached's ITEM_UPDATE_INTERVAL, as a clock
+ * tick). Caller holds flush_lock. */
+static void update_marks(pcc_store *store)
+{
+  int64_t now = store_now(store);
+  if (store->mark_time == 0 || now - store->mark_time >= PCC_USE_UPDATE_SECONDS) {
+    store->recent_tick = store->mark_time == 0 ? 0 : store->mark_tick;
+    store->mark_tick = atomic_load(&store->clock);
+    store->mark_time = now;
+  }
+}
+
+pcc_store_status pcc_store_flush_uses(pcc_store *store, size_t *flushed)
+{
+  if (store == NULL)
+    return PCC_STORE_INVALID;
+  size_t written = 0;
+  use_slot *batch = malloc(USE_STRIPE_SLOTS * sizeof *batch);
+  if (batch == NULL)
+    return PCC_STORE_NOMEM;
+  pthread_mutex_lock(&store->flush_lock);
+  update_marks(store);
+  int mdb_rc = MDB_SUCCESS;
+  for (int s = 0; s < USE_STRIPES && mdb_rc == MDB_SUCCESS; s++) {
+    use_stripe *stripe = &store->uses[s];
+    size_t n = 0;
+    pthread_mutex_lock(&stripe->lock);
+    for (size_t i = 0; i < USE_STRIPE_SLOTS && stripe->n > 0; i++)
+      if (stripe->slots[i].used) {
+        batch[n++] = stripe->slots[i];
+        stripe->slots[i].used = false;
+        stripe->n--;
+      }
+    pthread_mutex_unlock(&stripe->lock);
+    if (n == 0)
+      continue;
+    wtxn w;
+    mdb_rc = wtxn_begin(store, &w);
+    for (size_t i = 0; i < n && mdb_rc == MDB_SUCCESS; i++) {
+      mdb_rc = use_write(&w, batch[i].key, batch[i].tick, store->recent_tick);
+      if (mdb_rc == MDB_NOTFOUND) /* evicted or deleted meanwhile */
+        mdb_rc = MDB_SUCCESS;
+    }
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = wtxn_commit(&w, false);
+    else if (w.txn != NULL)
+      wtxn_abort(&w);
+    if (mdb_rc == MDB_SUCCESS)
+      written += n;
+    else if (too_big(mdb_rc)) /* a full map: these uses are lost, which is harmless */
+      mdb_rc = MDB_SUCCESS;
+  }
+  pthread_mutex_unlock(&store->flush_lock);
+  free(batch);
+  if (flushed != NULL)
+    *flushed = written;
+  return from_mdb(mdb_rc);
+}
+
+/* Deletes every chunk of the blob of key_bytes; *had tells whether there was one. */
+static int chunks_delete(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key_bytes, bool *had)
+{
+  MDB_cursor *cursor = NULL;
+  uint8_t first[CHUNK_KEY_LEN];
+  chunk_key(first, key_bytes, 0);
+  MDB_val key = {CHUNK_KEY_LEN, first}, value;
+  *had = false;
+  int mdb_rc = mdb_cursor_open(txn, dbi, &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  while (mdb_rc == MDB_SUCCESS && key.mv_size == CHUNK_KEY_LEN &&
+         memcmp(key.mv_data, key_bytes, BLOB_KEY_LEN) == 0) {
+    mdb_rc = mdb_cursor_del(cursor, 0);
+    *had = true;
+    key = (MDB_val){CHUNK_KEY_LEN, first};
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  }
+  mdb_cursor_close(cursor);
+  return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+}
+
+/* Deletes a blob that no path entry names any more: its record, its uses row and its place in
+ * lru, and takes it out of the figures. Nothing there (dropped after a failed checksum): fine. */
+static int blob_forget(wtxn *w, const uint8_t *key_bytes)
+{
+  pcc_store *store = w->store;
+  MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes}, value;
+  int mdb_rc = mdb_get(w->txn, store->dbi[T_USES], &key, &value);
+  uint64_t use[2] = {0, 0};
+  bool had_use = mdb_rc == MDB_SUCCESS && value.mv_size == USE_VALUE_LEN;
+  if (had_use)
+    memcpy(use, value.mv_data, USE_VALUE_LEN);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_del(w->txn, store->dbi[T_USES], &key, NULL);
+  if (had_use && mdb_rc == MDB_SUCCESS) {
+    uint8_t lru[LRU_KEY_LEN];
+    lru_key(lru, use[0], key_bytes);
+    MDB_val lru_val = {LRU_KEY_LEN, lru};
+    mdb_rc = mdb_del(w->txn, store->dbi[T_LRU], &lru_val, NULL);
+  }
+  if (mdb_rc == MDB_NOTFOUND)
+    mdb_rc = MDB_SUCCESS;
+  bool had_blob = false;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = chunks_delete(w->txn, store->dbi[T_BLOBS], key_bytes, &had_blob);
+  if (mdb_rc == MDB_SUCCESS && had_blob)
+    mdb_rc = fig_add(w, key_bytes, 0, -1, -(int64_t)use[1]);
+  return mdb_rc;
+}
+
+/* Adds the path entry of path_key to the references of the blob of blob_bytes. */
+static int ref_add(wtxn *w, const uint8_t *blob_bytes, const uint8_t *path_key, size_t len)
+{
+  MDB_val key = {BLOB_KEY_LEN, (void *)blob_bytes}, value = {len, (void *)path_key};
+  int mdb_rc = mdb_put(w->txn, w->store->dbi[T_REFS], &key, &value, MDB_NODUPDATA);
+  return mdb_rc == MDB_KEYEXIST ? MDB_SUCCESS : mdb_rc;
+}
+
+/* Removes the path entry of path_key from the references of the blob; the blob goes with its
+ * last reference. */
+static int ref_remove(wtxn *w, const uint8_t *blob_bytes, const uint8_t *path_key, size_t len)
+{
+  MDB_val key = {BLOB_KEY_LEN, (void *)blob_bytes}, value = {len, (void *)path_key};
+  int mdb_rc = mdb_del(w->txn, w->store->dbi[T_REFS], &key, &value);
+  if (mdb_rc == MDB_NOTFOUND)
+    return MDB_SUCCESS;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_get(w->txn, w->store->dbi[T_REFS], &key, &value);
+  return mdb_rc == MDB_NOTFOUND ? blob_forget(w, blob_bytes) : mdb_rc;
+}
+
+/* Writes the blob's record under key_bytes, in chunks of one page each. */
+static int put_blob(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes,
+                    const pcc_blob *blob)
+{
+  size_t compiler_len = strnlen(blob->compiler, PCC_COMPILER_NAME_MAX);
+  size_t total = BLOB_HEADER_LEN + compiler_len + blob->payload_len;
+  size_t chunk = (size_t)store->page_size - PAGE_HEADER;
+  if (total > UINT32_MAX || (total + chunk - 1) / chunk > CHUNKS_MAX)
+    return EINVAL;
+  uint8_t *v = malloc(total);
+  if (v == NULL)
+    return ENOMEM;
+  uint32_t length = (uint32_t)total;
+  v[8] = BLOB_VERSION;
+  v[9] = (uint8_t)blob->kind;
+  v[10] = (uint8_t)compiler_len;
+  v[11] = 0;
+  memcpy(v + 12, &blob->hash, 4);
+  memcpy(v + 16, &blob->size, 8);
+  memcpy(v + 24, &blob->created, 8);
+  memcpy(v + 32, &blob->compile_us, 4);
+  memcpy(v + 36, &length, 4);
+  memcpy(v + BLOB_HEADER_LEN, blob->compiler, compiler_len);
+  if (blob->payload_len > 0)
+    memcpy(v + BLOB_HEADER_LEN + compiler_len, blob->payload, blob->payload_len);
+  uint64_t checksum = pcc_checksum(v + 8, total - 8);
+  memcpy(v, &checksum, 8);
+  int mdb_rc = MDB_SUCCESS;
+  for (size_t at = 0, n = 0; at < total && mdb_rc == MDB_SUCCESS; at += chunk, n++) {
+    uint8_t key_chunk[CHUNK_KEY_LEN];
+    chunk_key(key_chunk, key_bytes, (unsigned)n);
+    MDB_val key = {CHUNK_KEY_LEN, key_chunk}, value = {total - at < chunk ? total - at : chunk,
+                                                         v + at};
+    mdb_rc = mdb_put(txn, store->dbi[T_BLOBS], &key, &value, 0);
+  }
+  free(v);
+  return mdb_rc;
+}
+
+/* Is the blob of key_bytes stored (its first chunk)? MDB_SUCCESS, MDB_NOTFOUND or an error. */
+static int blob_exists(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes)
+{
+  uint8_t first[CHUNK_KEY_LEN];
+  chunk_key(first, key_bytes, 0);
+  MDB_val key = {CHUNK_KEY_LEN, first}, value;
+  return mdb_get(txn, store->dbi[T_BLOBS], &key, &value);
+}
+
+/* Stores a blob unless it is stored already: its record, uses row (used now), lru, figures. */
+static int blob_store(wtxn *w, const uint8_t *key_bytes, const pcc_blob *blob)
+{
+  pcc_store *store = w->store;
+  MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes};
+  int mdb_rc = blob_exists(store, w->txn, key_bytes);
+  if (mdb_rc != MDB_NOTFOUND)
+    return mdb_rc; /* stored (or an error) */
+  uint64_t use[2] = {atomic_fetch_add(&store->clock, 1), blob->payload_len};
+  uint8_t lru[LRU_KEY_LEN];
+  lru_key(lru, use[0], key_bytes);
+  MDB_val lru_val = {LRU_KEY_LEN, lru}, empty = {0, NULL}, use_val = {USE_VALUE_LEN, use};
+  mdb_rc = put_blob(store, w->txn, key_bytes, blob);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_put(w->txn, store->dbi[T_USES], &key, &use_val, 0);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_put(w->txn, store->dbi[T_LRU], &lru_val, &empty, 0);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = fig_add(w, key_bytes, 0, 1, (int64_t)blob->payload_len);
+  return mdb_rc;
 }
 
 /* ---- paths ----------------------------------------------------------------------------- */
@@ -284,20 +1040,36 @@ static bool entry_from_path(const MDB_val *key, const MDB_val *value, pcc_store_
   return true;
 }
 
+/* Writes the path entry of key: versions (at least one), then the path. */
+static int path_write(wtxn *w, const MDB_val *key, const pcc_path_versions *versions,
+                      const char *path, size_t path_len)
+{
+  uint8_t *bytes = malloc(1 + PCC_PATH_VERSIONS_MAX * PATH_VERSION_LEN + path_len);
+  if (bytes == NULL)
+    return ENOMEM;
+  bytes[0] = (uint8_t)versions->n;
+  for (unsigned i = 0; i < versions->n; i++)
+    version_write(bytes + 1 + i * PATH_VERSION_LEN, &versions->v[i]);
+  memcpy(bytes + 1 + versions->n * PATH_VERSION_LEN, path, path_len);
+  MDB_val value = {1 + versions->n * PATH_VERSION_LEN + path_len, bytes};
+  int mdb_rc = mdb_put(w->txn, w->store->dbi[T_PATHS], (MDB_val *)key, &value, 0);
+  free(bytes);
+  return mdb_rc;
+}
+
 /* Reads the path entry of key in txn: its versions and its path (checked against path). */
 static pcc_store_status read_path(pcc_store *store, MDB_txn *txn, MDB_val *key, const char *path,
                                   size_t path_len, pcc_store_entry *entry,
                                   pcc_path_versions *versions)
 {
   MDB_val value;
-  pcc_store_status rc = from_mdb(mdb_get(txn, store->paths, key, &value));
+  pcc_store_status rc = from_mdb(mdb_get(txn, store->dbi[T_PATHS], key, &value));
   if (rc == PCC_STORE_OK && (!entry_from_path(key, &value, entry, versions) ||
                              entry->path_len != path_len ||
                              memcmp(entry->path, path, path_len) != 0))
     rc = PCC_STORE_NOTFOUND; /* another path behind the same long-path key, or damaged */
   return rc;
 }
-
 
 pcc_store_status pcc_store_get_versions(pcc_store *store, const char *ns, const pcc_magic *magic,
                                         int opt, const char *path, size_t path_len,
@@ -330,37 +1102,120 @@ pcc_store_status pcc_store_get_path(pcc_store *store, const char *ns, const pcc_
   return rc;
 }
 
-/* ---- blobs ----------------------------------------------------------------------------- */
-
-/* Deletes one blob in its own write transaction (after a failed checksum). */
-static void drop_blob(pcc_store *store, MDB_val *key)
+/* The distinct digests of versions, into out (at most PCC_PATH_VERSIONS_MAX); returns how many. */
+static unsigned distinct_digests(const pcc_path_versions *versions, pcc_digest *out)
 {
-  MDB_txn *txn = NULL;
-  if (txn_begin(store, 0, &txn) != MDB_SUCCESS)
-    return;
-  if (mdb_del(txn, store->blobs, key, NULL) == MDB_SUCCESS)
-    txn_commit(store, txn);
-  else
-    mdb_txn_abort(txn);
+  unsigned n = 0;
+  for (unsigned i = 0; i < versions->n; i++) {
+    unsigned j = 0;
+    while (j < n && !pcc_digest_equal(&out[j], &versions->v[i].digest))
+      j++;
+    if (j == n)
+      out[n++] = versions->v[i].digest;
+  }
+  return n;
 }
 
-/* Verifies and copies a blob record into one heap allocation. */
-static pcc_store_status blob_decode(const MDB_val *value, pcc_blob **out)
+static bool digest_in(const pcc_digest *digest, const pcc_digest *set, unsigned n)
 {
-  const uint8_t *v = value->mv_data;
-  if (value->mv_size < BLOB_HEADER_LEN)
-    return PCC_STORE_CORRUPT;
-  uint64_t checksum;
-  memcpy(&checksum, v, 8);
-  if (pcc_checksum(v + 8, value->mv_size - 8) != checksum || v[8] != BLOB_VERSION ||
-      (v[9] != PCC_BLOB_CODE && v[9] != PCC_BLOB_COMPILE_ERROR) ||
-      (size_t)BLOB_HEADER_LEN + v[10] > value->mv_size || v[10] > PCC_COMPILER_NAME_MAX)
-    return PCC_STORE_CORRUPT;
+  for (unsigned i = 0; i < n; i++)
+    if (pcc_digest_equal(digest, &set[i]))
+      return true;
+  return false;
+}
+
+/* Moves the references of the path entry at key from the digests of `before` to those of
+ * `after` (either may be empty): new ones are added, dropped ones removed (a blob goes with its
+ * last reference). magic and opt are the key's. */
+static int refs_update(wtxn *w, const MDB_val *key, const pcc_path_versions *before,
+                       const pcc_path_versions *after)
+{
+  pcc_digest old_set[PCC_PATH_VERSIONS_MAX], new_set[PCC_PATH_VERSIONS_MAX];
+  unsigned n_old = distinct_digests(before, old_set), n_new = distinct_digests(after, new_set);
+  const uint8_t *k = key->mv_data;
+  pcc_magic magic;
+  memcpy(magic.bytes, k, PCC_MAGIC_LEN);
+  int mdb_rc = MDB_SUCCESS;
+  uint8_t blob[BLOB_KEY_LEN];
+  for (unsigned i = 0; i < n_new && mdb_rc == MDB_SUCCESS; i++)
+    if (!digest_in(&new_set[i], old_set, n_old)) {
+      blob_key(blob, &magic, k[PCC_MAGIC_LEN], &new_set[i]);
+      mdb_rc = ref_add(w, blob, k, key->mv_size);
+    }
+  for (unsigned i = 0; i < n_old && mdb_rc == MDB_SUCCESS; i++)
+    if (!digest_in(&old_set[i], new_set, n_new)) {
+      blob_key(blob, &magic, k[PCC_MAGIC_LEN], &old_set[i]);
+      mdb_rc = ref_remove(w, blob, k, key->mv_size);
+    }
+  return mdb_rc;
+}
+
+/* ---- blobs: reads ------------------------------------------------------------------------ */
+
+/* Deletes one blob after a failed checksum, in its own write transaction: its record, uses row
+ * and lru place; its references stay (the entries naming it miss until it is stored again). */
+static void drop_blob(pcc_store *store, const uint8_t *key_bytes)
+{
+  wtxn w;
+  if (wtxn_begin(store, &w) != MDB_SUCCESS)
+    return;
+  if (blob_forget(&w, key_bytes) == MDB_SUCCESS)
+    wtxn_commit(&w, true);
+  else
+    wtxn_abort(&w);
+}
+
+/* Reads the chunks of a blob record into one heap allocation (*out, the payload inside it) and
+ * verifies it. MDB_NOTFOUND when absent; CORRUPT as *corrupt (a return of MDB_SUCCESS). */
+static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, pcc_blob **out,
+                     bool *corrupt)
+{
+  uint8_t want[CHUNK_KEY_LEN];
+  chunk_key(want, key_bytes, 0);
+  MDB_val key = {CHUNK_KEY_LEN, want}, value;
+  MDB_cursor *cursor = NULL;
+  pcc_blob *blob = NULL;
+  uint32_t total = 0;
+  *corrupt = false;
+  int mdb_rc = mdb_cursor_open(txn, store->dbi[T_BLOBS], &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_KEY);
+  if (mdb_rc == MDB_SUCCESS && value.mv_size >= BLOB_HEADER_LEN)
+    memcpy(&total, (const uint8_t *)value.mv_data + 36, 4);
+  if (mdb_rc == MDB_SUCCESS && (total < BLOB_HEADER_LEN || value.mv_size > total))
+    *corrupt = true;
+  if (mdb_rc == MDB_SUCCESS && !*corrupt && (blob = malloc(sizeof *blob + total + 1)) == NULL)
+    mdb_rc = ENOMEM;
+  uint8_t *v = blob ? (uint8_t *)(blob + 1) : NULL;
+  size_t at = 0;
+  for (unsigned n = 1; mdb_rc == MDB_SUCCESS && !*corrupt; n++) {
+    memcpy(v + at, value.mv_data, value.mv_size);
+    at += value.mv_size;
+    if (at == total)
+      break;
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    chunk_key(want, key_bytes, n);
+    if (mdb_rc == MDB_NOTFOUND || (mdb_rc == MDB_SUCCESS &&
+                                   (key.mv_size != CHUNK_KEY_LEN ||
+                                    memcmp(key.mv_data, want, CHUNK_KEY_LEN) != 0 ||
+                                    value.mv_size > total - at))) {
+      mdb_rc = MDB_SUCCESS; /* a chunk missing or too long */
+      *corrupt = true;
+    }
+  }
+  mdb_cursor_close(cursor);
+  uint64_t checksum = 0;
+  if (mdb_rc == MDB_SUCCESS && !*corrupt) {
+    memcpy(&checksum, v, 8);
+    *corrupt = pcc_checksum(v + 8, total - 8) != checksum || v[8] != BLOB_VERSION ||
+               (v[9] != PCC_BLOB_CODE && v[9] != PCC_BLOB_COMPILE_ERROR) ||
+               v[10] > PCC_COMPILER_NAME_MAX || (size_t)BLOB_HEADER_LEN + v[10] > total;
+  }
+  if (mdb_rc != MDB_SUCCESS || *corrupt) {
+    free(blob);
+    return mdb_rc;
+  }
   size_t compiler_len = v[10];
-  size_t payload_len = value->mv_size - BLOB_HEADER_LEN - compiler_len;
-  pcc_blob *blob = malloc(sizeof *blob + payload_len + 1);
-  if (blob == NULL)
-    return PCC_STORE_NOMEM;
   blob->kind = (pcc_blob_kind)v[9];
   memcpy(&blob->hash, v + 12, 4);
   memcpy(&blob->size, v + 16, 8);
@@ -368,13 +1223,11 @@ static pcc_store_status blob_decode(const MDB_val *value, pcc_blob **out)
   memcpy(&blob->compile_us, v + 32, 4);
   memcpy(blob->compiler, v + BLOB_HEADER_LEN, compiler_len);
   blob->compiler[compiler_len] = '\0';
-  uint8_t *payload = (uint8_t *)(blob + 1);
-  memcpy(payload, v + BLOB_HEADER_LEN + compiler_len, payload_len);
-  payload[payload_len] = '\0'; /* convenient for error JSON; not counted in payload_len */
-  blob->payload = payload;
-  blob->payload_len = payload_len;
+  v[total] = '\0'; /* convenient for error JSON; not counted in payload_len */
+  blob->payload = v + BLOB_HEADER_LEN + compiler_len;
+  blob->payload_len = total - BLOB_HEADER_LEN - compiler_len;
   *out = blob;
-  return PCC_STORE_OK;
+  return MDB_SUCCESS;
 }
 
 pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, int opt,
@@ -385,49 +1238,23 @@ pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, in
     return PCC_STORE_INVALID;
   uint8_t key_bytes[BLOB_KEY_LEN];
   blob_key(key_bytes, magic, opt, digest);
-  MDB_val key = {BLOB_KEY_LEN, key_bytes}, value;
   MDB_txn *txn = NULL;
+  bool corrupt = false;
   int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
   if (mdb_rc != MDB_SUCCESS)
     return from_mdb(mdb_rc);
-  pcc_store_status rc = from_mdb(mdb_get(txn, store->blobs, &key, &value));
-  if (rc == PCC_STORE_OK)
-    rc = blob_decode(&value, out);
+  mdb_rc = blob_read(store, txn, key_bytes, out, &corrupt);
   mdb_txn_abort(txn);
-  if (rc == PCC_STORE_CORRUPT)
-    drop_blob(store, &key);
-  return rc;
+  if (corrupt) {
+    drop_blob(store, key_bytes);
+    return PCC_STORE_CORRUPT;
+  }
+  if (mdb_rc == MDB_SUCCESS)
+    touch_key(store, key_bytes);
+  return from_mdb(mdb_rc);
 }
 
-static pcc_store_status put_blob(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes,
-                                 const pcc_blob *blob)
-{
-  size_t compiler_len = strnlen(blob->compiler, PCC_COMPILER_NAME_MAX);
-  if (blob->payload_len > SIZE_MAX - BLOB_HEADER_LEN - compiler_len)
-    return PCC_STORE_INVALID;
-  MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes};
-  MDB_val value = {BLOB_HEADER_LEN + compiler_len + blob->payload_len, NULL};
-  int mdb_rc = mdb_put(txn, store->blobs, &key, &value, MDB_RESERVE);
-  if (mdb_rc != MDB_SUCCESS)
-    return from_mdb(mdb_rc);
-  uint8_t *v = value.mv_data;
-  uint32_t zero = 0;
-  v[8] = BLOB_VERSION;
-  v[9] = (uint8_t)blob->kind;
-  v[10] = (uint8_t)compiler_len;
-  v[11] = 0;
-  memcpy(v + 12, &blob->hash, 4);
-  memcpy(v + 16, &blob->size, 8);
-  memcpy(v + 24, &blob->created, 8);
-  memcpy(v + 32, &blob->compile_us, 4);
-  memcpy(v + 36, &zero, 4);
-  memcpy(v + BLOB_HEADER_LEN, blob->compiler, compiler_len);
-  if (blob->payload_len > 0)
-    memcpy(v + BLOB_HEADER_LEN + compiler_len, blob->payload, blob->payload_len);
-  uint64_t checksum = pcc_checksum(v + 8, value.mv_size - 8);
-  memcpy(v, &checksum, 8);
-  return PCC_STORE_OK;
-}
+/* ---- puts -------------------------------------------------------------------------------- */
 
 /* The versions of a path after adding record: it becomes the newest; a version of the same
  * mtime and size is replaced; past PCC_PATH_VERSIONS_MAX the oldest goes. */
@@ -440,92 +1267,240 @@ static void versions_add(pcc_path_versions *versions, const pcc_path_record *rec
   *versions = merged;
 }
 
+/* The put inside w: see pcc_store_put. */
+static int put_in(wtxn *w, const char *ns, const pcc_magic *magic, int opt, const char *path,
+                  size_t path_len, const pcc_path_record *record, const pcc_blob *blob)
+{
+  pcc_store *store = w->store;
+  uint8_t key_bytes[PATH_KEY_MAX], blob_bytes[BLOB_KEY_LEN];
+  MDB_val key = {path_key(key_bytes, ns, magic, opt, path, path_len), key_bytes}, value;
+  blob_key(blob_bytes, magic, opt, &record->digest);
+  pcc_path_versions before = {0, {{0}}}, versions = {0, {{0}}};
+  pcc_store_entry entry;
+  int mdb_rc = mdb_get(w->txn, store->dbi[T_PATHS], &key, &value);
+  bool existed = mdb_rc == MDB_SUCCESS;
+  if (existed && entry_from_path(&key, &value, &entry, &before) && entry.path_len == path_len &&
+      memcmp(entry.path, path, path_len) == 0)
+    versions = before; /* else: new, or another path behind its long key, replaced */
+  else if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND)
+    return mdb_rc;
+  mdb_rc = blob != NULL ? blob_store(w, blob_bytes, blob)
+                       : blob_exists(store, w->txn, blob_bytes);
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  versions_add(&versions, record);
+  mdb_rc = refs_update(w, &key, &before, &versions);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = path_write(w, &key, &versions, path, path_len);
+  if (mdb_rc == MDB_SUCCESS && !existed)
+    mdb_rc = fig_add(w, magic->bytes, 1, 0, 0);
+  return mdb_rc;
+}
+
 pcc_store_status pcc_store_put(pcc_store *store, const char *ns, const pcc_magic *magic, int opt,
                                const char *path, size_t path_len, const pcc_path_record *record,
                                const pcc_blob *blob)
 {
   if (store == NULL || record == NULL || !valid_args(ns, magic, opt, path, path_len) ||
-      (blob != NULL && blob->kind != PCC_BLOB_CODE && blob->kind != PCC_BLOB_COMPILE_ERROR))
+      (blob != NULL && blob->kind != PCC_BLOB_CODE && blob->kind != PCC_BLOB_COMPILE_ERROR) ||
+      (blob != NULL && blob->payload_len > SIZE_MAX / 2))
     return PCC_STORE_INVALID;
-  uint8_t path_key_bytes[PATH_KEY_MAX], blob_key_bytes[BLOB_KEY_LEN];
-  MDB_val key = {path_key(path_key_bytes, ns, magic, opt, path, path_len), path_key_bytes};
-  blob_key(blob_key_bytes, magic, opt, &record->digest);
-  uint8_t *path_value = malloc(1 + PCC_PATH_VERSIONS_MAX * PATH_VERSION_LEN + path_len);
-  if (path_value == NULL)
-    return PCC_STORE_NOMEM;
-
-  MDB_txn *txn = NULL;
-  pcc_path_versions versions = {0, {{0}}};
-  pcc_store_entry entry;
-  pcc_store_status rc = from_mdb(txn_begin(store, 0, &txn));
-  if (rc == PCC_STORE_OK) {
-    rc = read_path(store, txn, &key, path, path_len, &entry, &versions);
-    if (rc == PCC_STORE_NOTFOUND) { /* new, or another path behind its long key: replaced */
-      versions.n = 0;
-      rc = PCC_STORE_OK;
-    }
-  }
-  if (rc == PCC_STORE_OK && blob != NULL)
-    rc = put_blob(store, txn, blob_key_bytes, blob);
-  if (rc == PCC_STORE_OK) {
-    versions_add(&versions, record);
-    path_value[0] = (uint8_t)versions.n;
-    for (unsigned i = 0; i < versions.n; i++)
-      version_write(path_value + 1 + i * PATH_VERSION_LEN, &versions.v[i]);
-    memcpy(path_value + 1 + versions.n * PATH_VERSION_LEN, path, path_len);
-    MDB_val value = {1 + versions.n * PATH_VERSION_LEN + path_len, path_value};
-    rc = from_mdb(mdb_put(txn, store->paths, &key, &value, 0));
-  }
-  if (rc == PCC_STORE_OK)
-    rc = from_mdb(txn_commit(store, txn));
+  int mdb_rc = room_for(store, (blob ? blob->payload_len + BLOB_HEADER_LEN : 0) + path_len);
+  wtxn w;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = wtxn_begin(store, &w);
   else
-    mdb_txn_abort(txn);
-  free(path_value);
-  return rc;
+    w.txn = NULL;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = put_in(&w, ns, magic, opt, path, path_len, record, blob);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = wtxn_commit(&w, true);
+  else if (w.txn != NULL)
+    wtxn_abort(&w);
+  return note_write(store, mdb_rc, "a compile's write", true);
 }
+
+/* ---- figures ------------------------------------------------------------------------------ */
 
 pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out)
 {
   if (store == NULL || out == NULL)
     return PCC_STORE_INVALID;
   MDB_txn *txn = NULL;
-  MDB_stat paths, blobs;
+  MDB_stat paths, info_stat;
   MDB_envinfo info;
+  uint64_t free_pages = 0, sums[3] = {0, 0, 0};
   int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_stat(txn, store->paths, &paths);
+    mdb_rc = mdb_stat(txn, store->dbi[T_PATHS], &paths);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_stat(txn, store->blobs, &blobs);
-  mdb_txn_abort(txn);
+    mdb_rc = mdb_stat(txn, store->dbi[T_INFO], &info_stat);
   if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = figures_sum(store, txn, sums);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = count_free_pages(txn, &free_pages);
+  if (mdb_rc == MDB_SUCCESS) /* the transaction's snapshot is the last committed one */
     mdb_rc = mdb_env_info(store->env, &info);
+  mdb_txn_abort(txn);
   if (mdb_rc != MDB_SUCCESS)
     return from_mdb(mdb_rc);
-  out->paths = paths.ms_entries;
-  out->blobs = blobs.ms_entries;
-  out->bytes = (uint64_t)(blobs.ms_leaf_pages + blobs.ms_overflow_pages + blobs.ms_branch_pages) *
-               blobs.ms_psize;
-  out->used = (uint64_t)(info.me_last_pgno + 1) * paths.ms_psize;
-  out->map_size = info.me_mapsize;
+  uint64_t pages = info.me_last_pgno + 1;
+  free_pages = free_pages < pages ? free_pages : pages;
+  *out = (pcc_store_stats){
+    .entries = paths.ms_entries,
+    .blobs = sums[1],
+    .bytes = sums[2],
+    .profiles = info_stat.ms_entries,
+    .page_size = store->page_size,
+    .used = (pages - free_pages) * store->page_size,
+    .free = free_pages * store->page_size,
+    .map_size = info.me_mapsize,
+    .max_size = store->config.max_size,
+    .evictions = atomic_load(&store->evictions),
+  };
   return PCC_STORE_OK;
+}
+
+/* ---- eviction ----------------------------------------------------------------------------- */
+
+/* Takes the versions naming the blob of blob_bytes out of the path entry at path_key (the entry
+ * goes when none is left). Its reference is the caller's to remove. */
+static int path_drop_blob(wtxn *w, const uint8_t *path_key, size_t len, const uint8_t *blob_bytes)
+{
+  MDB_val key = {len, (void *)path_key}, value;
+  int mdb_rc = mdb_get(w->txn, w->store->dbi[T_PATHS], &key, &value);
+  if (mdb_rc == MDB_NOTFOUND)
+    return MDB_SUCCESS;
+  pcc_store_entry entry;
+  pcc_path_versions versions, kept = {0, {{0}}};
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  if (!entry_from_path(&key, &value, &entry, &versions)) /* damaged: it goes */
+    versions.n = 0;
+  for (unsigned i = 0; i < versions.n; i++)
+    if (memcmp(versions.v[i].digest.bytes, blob_bytes + PCC_MAGIC_LEN + 1, PCC_DIGEST_LEN) != 0)
+      kept.v[kept.n++] = versions.v[i];
+  if (kept.n > 0) {
+    char *path = malloc(entry.path_len ? entry.path_len : 1);
+    if (path == NULL)
+      return ENOMEM;
+    memcpy(path, entry.path, entry.path_len); /* value is the map's: copy before the put */
+    mdb_rc = path_write(w, &key, &kept, path, entry.path_len);
+    free(path);
+    return mdb_rc;
+  }
+  mdb_rc = mdb_del(w->txn, w->store->dbi[T_PATHS], &key, NULL);
+  return mdb_rc == MDB_SUCCESS ? fig_add(w, path_key, -1, 0, 0) : mdb_rc;
+}
+
+/* Removes up to *budget references of the blob of blob_bytes (their versions first), and the
+ * blob with its last one. *gone tells whether the blob went. */
+static int evict_blob(wtxn *w, const uint8_t *blob_bytes, size_t *budget, bool *gone)
+{
+  uint8_t path[PATH_KEY_MAX];
+  *gone = false;
+  while (*budget > 0) {
+    MDB_val key = {BLOB_KEY_LEN, (void *)blob_bytes}, value;
+    int mdb_rc = mdb_get(w->txn, w->store->dbi[T_REFS], &key, &value); /* its first reference */
+    if (mdb_rc == MDB_NOTFOUND) {
+      *gone = true;
+      mdb_rc = blob_forget(w, blob_bytes);
+      w->evicted++;
+      return mdb_rc;
+    }
+    if (mdb_rc != MDB_SUCCESS)
+      return mdb_rc;
+    size_t len = value.mv_size <= sizeof path ? value.mv_size : sizeof path;
+    memcpy(path, value.mv_data, len);
+    mdb_rc = path_drop_blob(w, path, len, blob_bytes);
+    value = (MDB_val){value.mv_size, path};
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_del(w->txn, w->store->dbi[T_REFS], &key, &value);
+    if (mdb_rc != MDB_SUCCESS)
+      return mdb_rc;
+    (*budget)--;
+  }
+  return MDB_SUCCESS;
+}
+
+pcc_store_status pcc_store_evict(pcc_store *store, uint64_t *evicted)
+{
+  if (store == NULL)
+    return PCC_STORE_INVALID;
+  uint64_t max = store->config.max_size, low = max - max / 20, total = 0;
+  if (evicted != NULL)
+    *evicted = 0;
+  if (max == 0 || atomic_load(&store->bytes) <= max)
+    return PCC_STORE_OK;
+  pcc_store_status rc = pcc_store_flush_uses(store, NULL); /* so that the order is current */
+  int mdb_rc = rc == PCC_STORE_OK ? MDB_SUCCESS : EIO;
+  size_t batch = PCC_EVICT_BATCH; /* halved when a transaction does not fit in the map */
+  while (mdb_rc == MDB_SUCCESS && atomic_load(&store->bytes) > low) {
+    wtxn w;
+    MDB_cursor *cursor = NULL;
+    size_t budget = batch;
+    mdb_rc = wtxn_begin(store, &w);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_LRU], &cursor);
+    while (mdb_rc == MDB_SUCCESS && budget > 0 &&
+           (int64_t)atomic_load(&store->bytes) + w.bytes > (int64_t)low) {
+      MDB_val key, value;
+      uint8_t lru[LRU_KEY_LEN];
+      bool gone = false;
+      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST); /* the least recently used */
+      if (mdb_rc == MDB_SUCCESS && key.mv_size != LRU_KEY_LEN)
+        mdb_rc = MDB_CORRUPTED;
+      if (mdb_rc != MDB_SUCCESS)
+        break;
+      memcpy(lru, key.mv_data, LRU_KEY_LEN); /* the map's bytes change as we delete */
+      mdb_rc = evict_blob(&w, lru + 8, &budget, &gone);
+      if (mdb_rc == MDB_SUCCESS && gone) { /* its lru row went with it; a stale one goes too */
+        MDB_val stale = {LRU_KEY_LEN, lru};
+        int del_rc = mdb_del(w.txn, store->dbi[T_LRU], &stale, NULL);
+        mdb_rc = del_rc == MDB_NOTFOUND ? MDB_SUCCESS : del_rc;
+      }
+    }
+    mdb_cursor_close(cursor);
+    bool empty = mdb_rc == MDB_NOTFOUND; /* nothing left to evict */
+    if (mdb_rc == MDB_SUCCESS || empty) {
+      uint64_t committed = w.evicted;
+      bool changed = w.bytes != 0 || budget < batch || committed > 0;
+      mdb_rc = wtxn_finish(&w, changed);
+      if (mdb_rc == MDB_SUCCESS)
+        total += committed;
+      if (mdb_rc == MDB_SUCCESS && (empty || !changed))
+        break;
+    } else {
+      if (w.txn != NULL)
+        wtxn_abort(&w);
+      if (too_big(mdb_rc) && batch > 1) { /* fewer references: fits in the pages kept */
+        batch /= 2;
+        mdb_rc = MDB_SUCCESS;
+      }
+    }
+  }
+  if (evicted != NULL)
+    *evicted = total;
+  return from_mdb(mdb_rc);
 }
 
 /* ---- administration -------------------------------------------------------------------- */
 
-#define DELETE_BATCH 4096 /* path entries deleted per write transaction */
-#define MAGICS_MAX 64
-
 /* Fills the blob fields of an entry from its blob's header (not checksummed: listings only). */
 static void entry_add_blob(pcc_store *store, MDB_txn *txn, pcc_store_entry *entry)
 {
-  uint8_t key_bytes[BLOB_KEY_LEN];
+  uint8_t key_bytes[BLOB_KEY_LEN], first[CHUNK_KEY_LEN];
   blob_key(key_bytes, &entry->magic, entry->opt, &entry->record.digest);
-  MDB_val key = {BLOB_KEY_LEN, key_bytes}, value;
-  if (mdb_get(txn, store->blobs, &key, &value) != MDB_SUCCESS || value.mv_size < BLOB_HEADER_LEN)
+  chunk_key(first, key_bytes, 0);
+  MDB_val key = {CHUNK_KEY_LEN, first}, value;
+  if (mdb_get(txn, store->dbi[T_BLOBS], &key, &value) != MDB_SUCCESS ||
+      value.mv_size < BLOB_HEADER_LEN)
     return;
   const uint8_t *v = value.mv_data;
   size_t compiler_len = v[10] <= PCC_COMPILER_NAME_MAX ? v[10] : 0;
-  if (BLOB_HEADER_LEN + compiler_len > value.mv_size)
+  uint32_t total;
+  memcpy(&total, v + 36, 4);
+  if (BLOB_HEADER_LEN + compiler_len > value.mv_size || total < BLOB_HEADER_LEN + compiler_len)
     return;
   entry->has_blob = true;
   entry->kind = (pcc_blob_kind)v[9];
@@ -533,56 +1508,74 @@ static void entry_add_blob(pcc_store *store, MDB_txn *txn, pcc_store_entry *entr
   memcpy(&entry->compile_us, v + 32, 4);
   memcpy(entry->compiler, v + BLOB_HEADER_LEN, compiler_len);
   entry->compiler[compiler_len] = '\0';
-  entry->bytes = value.mv_size - BLOB_HEADER_LEN - compiler_len;
+  entry->bytes = total - BLOB_HEADER_LEN - compiler_len;
 }
 
-static bool filter_match(const pcc_store_filter *filter, const pcc_store_entry *entry)
+static bool filter_match(const pcc_store_filter *filter, const MDB_val *key,
+                         const pcc_store_entry *entry)
 {
-  if (filter == NULL)
-    return true;
-  if (filter->has_magic && !pcc_magic_equal(&filter->magic, &entry->magic))
+  if (!scope_match(filter, key->mv_data, key->mv_size))
     return false;
-  if (filter->opt >= 0 && filter->opt != entry->opt)
-    return false;
-  if (filter->ns != NULL && strcmp(filter->ns, entry->ns) != 0)
-    return false;
-  return filter->prefix_len == 0 || (entry->path_len >= filter->prefix_len &&
-                                     memcmp(entry->path, filter->prefix, filter->prefix_len) == 0);
+  return filter == NULL || filter->prefix_len == 0 ||
+         (entry->path_len >= filter->prefix_len &&
+          memcmp(entry->path, filter->prefix, filter->prefix_len) == 0);
 }
 
-/* Is the key past every key the filter can match (keys sort by magic, then opt)? */
-static bool filter_done(const pcc_store_filter *filter, const MDB_val *key)
-{
-  if (filter == NULL || !filter->has_magic)
-    return false;
-  int order = memcmp(key->mv_data, filter->magic.bytes, PCC_MAGIC_LEN);
-  if (order != 0 || filter->opt < 0)
-    return order > 0;
-  return ((const uint8_t *)key->mv_data)[PCC_MAGIC_LEN] > filter->opt;
-}
+/* Offers the records of table dbi after the key in `after` (after_len 0: from the filter's first
+ * key) to visit, which says whether it took one, until `limit` were taken or `max_scan` looked
+ * at; *next_len as pcc_store_scan. Read-only. */
+typedef bool (*record_visit)(pcc_store *store, MDB_txn *txn, const MDB_val *key,
+                             const MDB_val *value, void *ctx);
 
-/* Positions cursor on the first key after `after` (or at the filter's first possible key). */
-static int scan_start(MDB_cursor *cursor, const pcc_store_filter *filter, const uint8_t *after,
-                      size_t after_len, MDB_val *key, MDB_val *value)
+static pcc_store_status scan_table(pcc_store *store, MDB_dbi dbi, const pcc_store_filter *filter,
+                                   const uint8_t *after, size_t after_len, size_t limit,
+                                   size_t max_scan, record_visit visit, void *ctx, uint8_t *next,
+                                   size_t *next_len)
 {
-  uint8_t start[PCC_MAGIC_LEN + 1];
-  if (after_len > 0) {
-    MDB_val probe = {after_len, (void *)after};
-    *key = probe;
-    int rc = mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
-    if (rc == MDB_SUCCESS && key->mv_size == after_len &&
-        memcmp(key->mv_data, after, after_len) == 0)
-      rc = mdb_cursor_get(cursor, key, value, MDB_NEXT);
-    return rc;
+  *next_len = 0;
+  MDB_txn *txn = NULL;
+  MDB_cursor *cursor = NULL;
+  MDB_val key, value;
+  size_t found = 0, scanned = 0;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(txn, dbi, &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = scan_start(cursor, filter, after, after_len, &key, &value);
+  while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
+    if (found == limit || scanned == max_scan) /* more may follow: continue after the last */
+      break;
+    scanned++;
+    if (visit(store, txn, &key, &value, ctx))
+      found++;
+    memcpy(next, key.mv_data, key.mv_size);
+    *next_len = key.mv_size;
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
   }
-  if (filter != NULL && filter->has_magic) {
-    memcpy(start, filter->magic.bytes, PCC_MAGIC_LEN);
-    start[PCC_MAGIC_LEN] = (uint8_t)(filter->opt > 0 ? filter->opt : 0);
-    key->mv_data = start;
-    key->mv_size = filter->opt >= 0 ? PCC_MAGIC_LEN + 1 : PCC_MAGIC_LEN;
-    return mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
-  }
-  return mdb_cursor_get(cursor, key, value, MDB_FIRST);
+  if (mdb_rc != MDB_SUCCESS || filter_done(filter, &key))
+    *next_len = 0; /* the end: nothing after this page */
+  mdb_cursor_close(cursor);
+  mdb_txn_abort(txn);
+  return mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND ? PCC_STORE_OK : from_mdb(mdb_rc);
+}
+
+typedef struct {
+  const pcc_store_filter *filter;
+  void (*entry)(const pcc_store_entry *entry, void *ctx);
+  void (*profile)(const pcc_store_profile *profile, void *ctx);
+  void *ctx;
+} scan_visit;
+
+static bool visit_entry(pcc_store *store, MDB_txn *txn, const MDB_val *key, const MDB_val *value,
+                        void *ctx)
+{
+  scan_visit *v = ctx;
+  pcc_store_entry entry;
+  if (!entry_from_path(key, value, &entry, NULL) || !filter_match(v->filter, key, &entry))
+    return false;
+  entry_add_blob(store, txn, &entry);
+  v->entry(&entry, v->ctx);
+  return true;
 }
 
 pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter,
@@ -594,39 +1587,9 @@ pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter
   if (store == NULL || visit == NULL || next == NULL || next_len == NULL ||
       cursor_len > PCC_STORE_CURSOR_MAX)
     return PCC_STORE_INVALID;
-  *next_len = 0;
-  MDB_txn *txn = NULL;
-  MDB_cursor *cursor = NULL;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, store->paths, &cursor);
-  if (mdb_rc != MDB_SUCCESS) {
-    mdb_txn_abort(txn);
-    return from_mdb(mdb_rc);
-  }
-  MDB_val key, value;
-  size_t found = 0, scanned = 0;
-  mdb_rc = scan_start(cursor, filter, cursor_key, cursor_len, &key, &value);
-  while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
-    if (found == limit || scanned == max_scan) { /* more may follow: continue after the last */
-      break;
-    }
-    scanned++;
-    pcc_store_entry entry;
-    if (entry_from_path(&key, &value, &entry, NULL) && filter_match(filter, &entry)) {
-      entry_add_blob(store, txn, &entry);
-      visit(&entry, ctx);
-      found++;
-    }
-    memcpy(next, key.mv_data, key.mv_size);
-    *next_len = key.mv_size;
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
-  }
-  if (mdb_rc != MDB_SUCCESS || filter_done(filter, &key))
-    *next_len = 0; /* the end: nothing after this page */
-  mdb_cursor_close(cursor);
-  mdb_txn_abort(txn);
-  return mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND ? PCC_STORE_OK : from_mdb(mdb_rc);
+  scan_visit v = {filter, visit, NULL, ctx};
+  return scan_table(store, store->dbi[T_PATHS], filter, cursor_key, cursor_len, limit, max_scan,
+                    visit_entry, &v, next, next_len);
 }
 
 pcc_store_status pcc_store_get_entry(pcc_store *store, const char *ns, const pcc_magic *magic,
@@ -652,108 +1615,204 @@ pcc_store_status pcc_store_get_entry(pcc_store *store, const char *ns, const pcc
   return rc;
 }
 
-/* Deletes the blobs the versions of an entry name. Caller holds a write transaction. */
-static int delete_blobs_of(pcc_store *store, MDB_txn *txn, const pcc_store_entry *entry,
-                           const pcc_path_versions *versions)
+/* Deletes the path entry the cursor is on (key, value as read) with its references. */
+static int entry_drop(wtxn *w, MDB_cursor *cursor, const MDB_val *key, const MDB_val *value)
 {
-  int mdb_rc = MDB_SUCCESS;
-  for (unsigned i = 0; i < versions->n && mdb_rc == MDB_SUCCESS; i++) {
-    uint8_t key_bytes[BLOB_KEY_LEN];
-    blob_key(key_bytes, &entry->magic, entry->opt, &versions->v[i].digest);
-    MDB_val key = {BLOB_KEY_LEN, key_bytes};
-    mdb_rc = mdb_del(txn, store->blobs, &key, NULL);
-    if (mdb_rc == MDB_NOTFOUND)
-      mdb_rc = MDB_SUCCESS;
+  pcc_store_entry entry;
+  pcc_path_versions versions = {0, {{0}}}, none = {0, {{0}}};
+  uint8_t key_copy[PATH_KEY_MAX];
+  size_t len = key->mv_size <= sizeof key_copy ? key->mv_size : sizeof key_copy;
+  memcpy(key_copy, key->mv_data, len);
+  MDB_val copy = {len, key_copy};
+  if (!entry_from_path(key, value, &entry, &versions))
+    versions.n = 0;
+  int mdb_rc = mdb_cursor_del(cursor, 0);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = refs_update(w, &copy, &versions, &none);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = fig_add(w, key_copy, -1, 0, 0);
+  return mdb_rc;
+}
+
+/* Ends the transaction of a deletion batch that met mdb_rc (MDB_NOTFOUND: the end of its keys)
+ * after deleting `deleted` items, the last key it looked at being `last`: aborts on an error,
+ * commits when something went, and then moves `after` on and adds to *removed. */
+static int batch_end(wtxn *w, int mdb_rc, size_t deleted, const uint8_t *last, size_t last_len,
+                     uint8_t *after, size_t *after_len, uint64_t *removed)
+{
+  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
+    if (w->txn != NULL)
+      wtxn_abort(w);
+    return mdb_rc;
+  }
+  mdb_rc = wtxn_finish(w, deleted > 0);
+  if (mdb_rc == MDB_SUCCESS) {
+    *removed += deleted;
+    memcpy(after, last, last_len);
+    *after_len = last_len;
   }
   return mdb_rc;
 }
 
-/* Deletes, in one write transaction, up to DELETE_BATCH matching path entries after `after`
- * (and their blobs). *more tells whether matching keys may follow; `after` is updated. */
-static int delete_batch(pcc_store *store, const pcc_store_filter *filter, uint8_t *after,
-                        size_t *after_len, uint64_t *removed, bool *more)
+/* Deletes, in one write transaction, up to `batch` matching path entries after `after` (with
+ * their references). *more tells whether matching keys may follow; `after` is updated when the
+ * transaction commits. */
+static int delete_batch(pcc_store *store, const pcc_store_filter *filter, size_t batch,
+                        uint8_t *after, size_t *after_len, uint64_t *removed, bool *more)
 {
-  MDB_txn *txn = NULL;
+  wtxn w;
   MDB_cursor *cursor = NULL;
-  int mdb_rc = txn_begin(store, 0, &txn);
+  uint8_t last[PCC_STORE_CURSOR_MAX];
+  size_t last_len = *after_len, deleted = 0;
+  memcpy(last, after, *after_len);
+  int mdb_rc = wtxn_begin(store, &w);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, store->paths, &cursor);
+    mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_PATHS], &cursor);
   MDB_val key, value;
-  size_t deleted = 0;
   *more = false;
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = scan_start(cursor, filter, after, *after_len, &key, &value);
+    mdb_rc = scan_start(cursor, filter, last, last_len, &key, &value);
   while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
-    if (deleted == DELETE_BATCH) {
+    if (deleted == batch) {
       *more = true;
       break;
     }
     pcc_store_entry entry;
-    pcc_path_versions versions;
-    memcpy(after, key.mv_data, key.mv_size);
-    *after_len = key.mv_size;
-    if (entry_from_path(&key, &value, &entry, &versions) && filter_match(filter, &entry)) {
-      mdb_rc = delete_blobs_of(store, txn, &entry, &versions);
-      if (mdb_rc == MDB_SUCCESS)
-        mdb_rc = mdb_cursor_del(cursor, 0);
+    last_len = key.mv_size <= sizeof last ? key.mv_size : sizeof last;
+    memcpy(last, key.mv_data, last_len);
+    if (entry_from_path(&key, &value, &entry, NULL) && filter_match(filter, &key, &entry)) {
+      mdb_rc = entry_drop(&w, cursor, &key, &value);
       if (mdb_rc != MDB_SUCCESS)
         break;
       deleted++;
-      key.mv_data = after; /* the deleted key: the next one is the first at or after it */
-      key.mv_size = *after_len;
+      key = (MDB_val){last_len, last}; /* the next key is the first at or after the deleted one */
       mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
       continue;
     }
     mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
   }
-  if (cursor != NULL)
-    mdb_cursor_close(cursor);
-  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
-    mdb_txn_abort(txn);
-    return mdb_rc;
-  }
-  mdb_rc = txn_commit(store, txn);
-  if (mdb_rc == MDB_SUCCESS)
-    *removed += deleted;
-  return mdb_rc;
+  mdb_cursor_close(cursor);
+  return batch_end(&w, mdb_rc, deleted, last, last_len, after, after_len, removed);
 }
 
-/* Deletes up to DELETE_BATCH blobs of a magic (and opt, when >= 0), referenced or not, in one
- * write transaction; *more tells whether some may be left. */
-static int delete_blobs_batch(pcc_store *store, const pcc_magic *magic, int opt, bool *more)
+/* Deletes up to PROFILE_DELETE_BATCH profiles that match filter (NULL: any) and were updated
+ * before older_than (INT64_MAX: any), in one write transaction; *more tells whether more may be
+ * left, *removed is added to. */
+static int profiles_delete_batch(pcc_store *store, const pcc_store_filter *filter,
+                                 int64_t older_than, size_t batch, uint8_t *after,
+                                 size_t *after_len, uint64_t *removed, bool *more)
 {
-  MDB_txn *txn = NULL;
+  wtxn w;
   MDB_cursor *cursor = NULL;
+  MDB_val key, value;
+  size_t deleted = 0;
+  uint8_t last[PROFILE_KEY_MAX];
+  size_t last_len = *after_len;
+  memcpy(last, after, last_len);
   *more = false;
-  int mdb_rc = txn_begin(store, 0, &txn);
+  int mdb_rc = wtxn_begin(store, &w);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, store->blobs, &cursor);
-  uint8_t start[PCC_MAGIC_LEN + 1];
-  memcpy(start, magic->bytes, PCC_MAGIC_LEN);
-  start[PCC_MAGIC_LEN] = (uint8_t)(opt > 0 ? opt : 0);
-  size_t start_len = opt >= 0 ? PCC_MAGIC_LEN + 1 : PCC_MAGIC_LEN, deleted = 0;
-  MDB_val key = {start_len, start}, value;
+    mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_INFO], &cursor);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
-  while (mdb_rc == MDB_SUCCESS && memcmp(key.mv_data, start, start_len) == 0) {
-    if (deleted == DELETE_BATCH) {
+    mdb_rc = scan_start(cursor, filter, last, last_len, &key, &value);
+  while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
+    if (deleted == batch) {
       *more = true;
       break;
     }
-    mdb_rc = mdb_cursor_del(cursor, 0);
-    deleted++;
-    key.mv_data = start; /* what is left of the range starts at or after its beginning */
-    key.mv_size = start_len;
-    if (mdb_rc == MDB_SUCCESS)
+    int64_t updated = INT64_MIN;
+    if (value.mv_size == INFO_VALUE_LEN)
+      memcpy(&updated, value.mv_data, 8);
+    last_len = key.mv_size <= sizeof last ? key.mv_size : sizeof last;
+    memcpy(last, key.mv_data, last_len);
+    if (scope_match(filter, key.mv_data, key.mv_size) && updated < older_than) {
+      MDB_val name = {last_len, last};
+      mdb_rc = mdb_del(w.txn, store->dbi[T_PROFILES], &name, NULL);
+      if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
+        mdb_rc = mdb_cursor_del(cursor, 0);
+      if (mdb_rc != MDB_SUCCESS)
+        break;
+      deleted++;
+      key = name;
       mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+      continue;
+    }
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
   }
-  if (cursor != NULL)
-    mdb_cursor_close(cursor);
-  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
-    mdb_txn_abort(txn);
+  mdb_cursor_close(cursor);
+  return batch_end(&w, mdb_rc, deleted, last, last_len, after, after_len, removed);
+}
+
+/* Runs step (a delete of up to `batch` items) until it has nothing more to do, halving the
+ * batch whenever a transaction does not fit in the map or LMDB's dirty-page limit (down to one
+ * item: deleting one fits in the pages kept for deletions). */
+typedef int (*delete_step)(pcc_store *store, const void *arg, size_t batch, uint8_t *after,
+                           size_t *after_len, uint64_t *removed, bool *more);
+
+static int delete_all(pcc_store *store, delete_step step, const void *arg, size_t batch,
+                      uint64_t *removed)
+{
+  uint8_t after[PCC_STORE_CURSOR_MAX > PROFILE_KEY_MAX ? PCC_STORE_CURSOR_MAX : PROFILE_KEY_MAX];
+  size_t after_len = 0;
+  bool more = true;
+  int mdb_rc = MDB_SUCCESS;
+  while (more) {
+    mdb_rc = step(store, arg, batch, after, &after_len, removed, &more);
+    if (too_big(mdb_rc) && batch > 1) {
+      batch /= 2;
+      more = true;
+      continue;
+    }
+    if (mdb_rc != MDB_SUCCESS)
+      break;
+  }
+  return mdb_rc;
+}
+
+static int entries_step(pcc_store *store, const void *filter, size_t batch, uint8_t *after,
+                        size_t *after_len, uint64_t *removed, bool *more)
+{
+  return delete_batch(store, filter, batch, after, after_len, removed, more);
+}
+
+typedef struct {
+  const pcc_store_filter *filter;
+  int64_t older_than;
+} profile_selection;
+
+static int profiles_step(pcc_store *store, const void *arg, size_t batch, uint8_t *after,
+                         size_t *after_len, uint64_t *removed, bool *more)
+{
+  const profile_selection *s = arg;
+  return profiles_delete_batch(store, s->filter, s->older_than, batch, after, after_len, removed,
+                               more);
+}
+
+/* Empties every table in one transaction (mdb_drop) and resets the figures. */
+static int purge_at_once(pcc_store *store, uint64_t *removed)
+{
+  wtxn w;
+  MDB_stat paths;
+  int mdb_rc = wtxn_begin(store, &w);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_stat(w.txn, store->dbi[T_PATHS], &paths);
+  for (int t = 0; t < N_TABLES && mdb_rc == MDB_SUCCESS; t++)
+    mdb_rc = mdb_drop(w.txn, store->dbi[t], 0);
+  uint64_t sums[3] = {0, 0, 0};
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = figures_sum(store, w.txn, sums);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = figures_clear(store, w.txn);
+  if (mdb_rc != MDB_SUCCESS) {
+    if (w.txn != NULL)
+      wtxn_abort(&w);
     return mdb_rc;
   }
-  return txn_commit(store, txn);
+  w.bytes = -(int64_t)sums[2];
+  mdb_rc = wtxn_commit(&w, true);
+  if (mdb_rc == MDB_SUCCESS)
+    *removed = paths.ms_entries;
+  return mdb_rc;
 }
 
 pcc_store_status pcc_store_delete(pcc_store *store, const pcc_store_filter *filter,
@@ -762,35 +1821,21 @@ pcc_store_status pcc_store_delete(pcc_store *store, const pcc_store_filter *filt
   if (store == NULL || removed == NULL)
     return PCC_STORE_INVALID;
   *removed = 0;
-  if (filter == NULL) { /* purge: drop both tables in one transaction */
-    MDB_txn *txn = NULL;
-    MDB_stat paths;
-    int mdb_rc = txn_begin(store, 0, &txn);
-    if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_stat(txn, store->paths, &paths);
-    if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_drop(txn, store->paths, 0);
-    if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_drop(txn, store->blobs, 0);
-    if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = txn_commit(store, txn);
-    else
-      mdb_txn_abort(txn);
-    if (mdb_rc == MDB_SUCCESS)
-      *removed = paths.ms_entries;
-    return from_mdb(mdb_rc);
+  int mdb_rc;
+  if (filter == NULL) { /* purge: at once, or in steps when the map is too full for that */
+    mdb_rc = purge_at_once(store, removed);
+    if (!too_big(mdb_rc))
+      return note_write(store, mdb_rc, "a purge", false);
   }
-  uint8_t after[PCC_STORE_CURSOR_MAX];
-  size_t after_len = 0;
-  bool more = true;
-  int mdb_rc = MDB_SUCCESS;
-  while (more && mdb_rc == MDB_SUCCESS)
-    mdb_rc = delete_batch(store, filter, after, &after_len, removed, &more);
-  /* blobs no path names any more (replaced by newer compiles) go with their magic too */
-  more = filter->has_magic && filter->prefix_len == 0;
-  while (more && mdb_rc == MDB_SUCCESS)
-    mdb_rc = delete_blobs_batch(store, &filter->magic, filter->opt, &more);
-  return from_mdb(mdb_rc);
+  mdb_rc = delete_all(store, entries_step, filter, PCC_DELETE_BATCH, removed);
+  if (mdb_rc == MDB_SUCCESS && (filter == NULL || filter->prefix_len == 0)) {
+    uint64_t profiles = 0;
+    profile_selection all = {filter, INT64_MAX};
+    mdb_rc = delete_all(store, profiles_step, &all, PROFILE_DELETE_BATCH, &profiles);
+  }
+  if (mdb_rc != MDB_SUCCESS)
+    return note_write(store, mdb_rc, "a deletion", false);
+  return PCC_STORE_OK;
 }
 
 pcc_store_status pcc_store_delete_one(pcc_store *store, const char *ns, const pcc_magic *magic,
@@ -801,30 +1846,29 @@ pcc_store_status pcc_store_delete_one(pcc_store *store, const char *ns, const pc
     return PCC_STORE_INVALID;
   *removed = 0;
   uint8_t key_bytes[PATH_KEY_MAX];
-  MDB_val key = {path_key(key_bytes, ns, magic, opt, path, path_len), key_bytes};
-  MDB_txn *txn = NULL;
-  int mdb_rc = txn_begin(store, 0, &txn);
-  if (mdb_rc != MDB_SUCCESS)
-    return from_mdb(mdb_rc);
+  MDB_val key = {path_key(key_bytes, ns, magic, opt, path, path_len), key_bytes}, value;
+  wtxn w;
+  MDB_cursor *cursor = NULL;
+  int mdb_rc = wtxn_begin(store, &w);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_PATHS], &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_KEY);
   pcc_store_entry entry;
-  pcc_path_versions versions;
-  pcc_store_status found = read_path(store, txn, &key, path, path_len, &entry, &versions);
-  mdb_rc = found == PCC_STORE_OK ? MDB_SUCCESS : found == PCC_STORE_NOTFOUND ? MDB_NOTFOUND
-                                                                             : EIO;
-  if (found == PCC_STORE_OK) {
-    mdb_rc = delete_blobs_of(store, txn, &entry, &versions);
-    if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_del(txn, store->paths, &key, NULL);
-    if (mdb_rc == MDB_SUCCESS)
-      *removed = 1;
-  }
+  if (mdb_rc == MDB_SUCCESS && (!entry_from_path(&key, &value, &entry, NULL) ||
+                                entry.path_len != path_len ||
+                                memcmp(entry.path, path, path_len) != 0))
+    mdb_rc = MDB_NOTFOUND; /* another path behind the same long-path key */
+  if (mdb_rc == MDB_SUCCESS && (mdb_rc = entry_drop(&w, cursor, &key, &value)) == MDB_SUCCESS)
+    *removed = 1;
+  mdb_cursor_close(cursor);
   if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
-    mdb_rc = txn_commit(store, txn);
-  else
-    mdb_txn_abort(txn);
+    mdb_rc = wtxn_finish(&w, *removed > 0);
+  else if (w.txn != NULL)
+    wtxn_abort(&w);
   if (mdb_rc != MDB_SUCCESS)
     *removed = 0;
-  return from_mdb(mdb_rc);
+  return note_write(store, mdb_rc, "a deletion", false);
 }
 
 pcc_store_status pcc_store_magics(pcc_store *store,
@@ -840,38 +1884,27 @@ pcc_store_status pcc_store_magics(pcc_store *store,
   } seen[MAGICS_MAX];
   size_t n = 0;
   MDB_txn *txn = NULL;
+  MDB_cursor *cursor = NULL;
+  MDB_val key = {3, (void *)"fig"}, value;
   int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  MDB_dbi tables[2] = {store->paths, store->blobs};
-  for (int t = 0; t < 2 && mdb_rc == MDB_SUCCESS; t++) {
-    MDB_cursor *cursor = NULL;
-    MDB_val key, value;
-    mdb_rc = mdb_cursor_open(txn, tables[t], &cursor);
-    if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
-    while (mdb_rc == MDB_SUCCESS) {
-      size_t i = 0;
-      while (i < n && memcmp(seen[i].magic.bytes, key.mv_data, PCC_MAGIC_LEN) != 0)
-        i++;
-      if (i == n && n < MAGICS_MAX) {
-        memcpy(seen[n].magic.bytes, key.mv_data, PCC_MAGIC_LEN);
-        seen[n].entries = seen[n].bytes = 0;
-        n++;
-      }
-      if (i < n && t == 0)
-        seen[i].entries++;
-      else if (i < n && value.mv_size >= BLOB_HEADER_LEN) { /* payload: less header and name */
-        size_t overhead = (size_t)BLOB_HEADER_LEN + ((const uint8_t *)value.mv_data)[10];
-        seen[i].bytes += value.mv_size >= overhead ? value.mv_size - overhead : 0;
-      }
-      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(txn, store->meta, &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+  while (mdb_rc == MDB_SUCCESS && n < MAGICS_MAX && key.mv_size == FIG_KEY_LEN &&
+         memcmp(key.mv_data, "fig", 3) == 0) {
+    uint64_t fig[3];
+    if (value.mv_size == FIG_VALUE_LEN) {
+      memcpy(fig, value.mv_data, FIG_VALUE_LEN);
+      memcpy(seen[n].magic.bytes, (const uint8_t *)key.mv_data + 3, PCC_MAGIC_LEN);
+      seen[n].entries = fig[0];
+      seen[n++].bytes = fig[2];
     }
-    if (cursor != NULL)
-      mdb_cursor_close(cursor);
-    if (mdb_rc == MDB_NOTFOUND)
-      mdb_rc = MDB_SUCCESS;
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
   }
+  mdb_cursor_close(cursor);
   mdb_txn_abort(txn);
-  if (mdb_rc != MDB_SUCCESS)
+  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND)
     return from_mdb(mdb_rc);
   for (size_t i = 0; i < n; i++)
     visit(&seen[i].magic, seen[i].entries, seen[i].bytes, ctx);
@@ -894,110 +1927,160 @@ pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd)
 
 /* ---- profiles ---------------------------------------------------------------------------- */
 
-static size_t profile_key(uint8_t *key, const char *ns, const pcc_magic *magic, int opt,
-                          const char *name, size_t name_len)
+/* The key of a profile, or 0 for bad arguments. */
+static size_t profile_key(uint8_t key[PROFILE_KEY_MAX], const char *ns, const pcc_magic *magic,
+                          int opt, const char *name)
 {
+  size_t name_len = name ? strlen(name) : 0;
+  if (!valid_scope(ns, magic, opt) || name_len == 0 || name_len > PCC_PROFILE_NAME_MAX)
+    return 0;
   size_t scope = scope_key(key, magic, opt, ns);
   memcpy(key + scope, name, name_len);
   return scope + name_len;
 }
 
-/* Walks a stored profile value; calls visit for each path. False when it is malformed. */
-static bool profile_walk(const MDB_val *value,
-                         void (*visit)(const char *path, size_t len, void *ctx), void *ctx)
+/* Reads a profile's info: updated and count (both 0 when absent: MDB_NOTFOUND). */
+static int info_read(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, int64_t *updated, uint64_t *count)
 {
-  const uint8_t *v = value->mv_data, *end = v + value->mv_size;
-  uint32_t count;
-  if (value->mv_size < 4)
-    return false;
-  memcpy(&count, v, 4);
-  v += 4;
-  for (uint32_t i = 0; i < count; i++) {
-    uint16_t len;
-    if (end - v < 2)
-      return false;
-    memcpy(&len, v, 2);
-    if (end - v - 2 < len)
-      return false;
-    visit((const char *)v + 2, len, ctx);
-    v += 2 + len;
+  MDB_val value;
+  *updated = 0;
+  *count = 0;
+  int mdb_rc = mdb_get(txn, dbi, key, &value);
+  if (mdb_rc == MDB_SUCCESS && value.mv_size == INFO_VALUE_LEN) {
+    memcpy(updated, value.mv_data, 8);
+    memcpy(count, (const uint8_t *)value.mv_data + 8, 8);
   }
-  return true;
+  return mdb_rc;
 }
 
-typedef struct {
-  const char **paths; /* borrowed: into the old value or the caller's array */
-  uint16_t *lens;
-  size_t n, cap;
-} path_list;
-
-static void list_add(const char *path, size_t len, void *ctx)
+static int info_write(pcc_store *store, MDB_txn *txn, MDB_val *key, uint64_t count)
 {
-  path_list *list = ctx;
-  for (size_t i = 0; i < list->n; i++) /* a profile holds each path once */
-    if (list->lens[i] == len && memcmp(list->paths[i], path, len) == 0)
-      return;
-  if (list->n < list->cap) {
-    list->paths[list->n] = path;
-    list->lens[list->n++] = (uint16_t)len;
+  uint8_t bytes[INFO_VALUE_LEN];
+  int64_t updated = store_now(store);
+  uint64_t tick = atomic_fetch_add(&store->clock, 1);
+  memcpy(bytes, &updated, 8);
+  memcpy(bytes + 8, &count, 8);
+  memcpy(bytes + 16, &tick, 8);
+  MDB_val value = {INFO_VALUE_LEN, bytes};
+  return mdb_put(txn, store->dbi[T_INFO], key, &value, 0);
+}
+
+/* Makes room for one more profile when max_profiles are kept: deletes the least recently
+ * updated one. Caller holds a write transaction. */
+static int profiles_make_room(pcc_store *store, MDB_txn *txn)
+{
+  MDB_stat st;
+  int mdb_rc = mdb_stat(txn, store->dbi[T_INFO], &st);
+  if (mdb_rc != MDB_SUCCESS || st.ms_entries < store->config.max_profiles)
+    return mdb_rc;
+  MDB_cursor *cursor = NULL;
+  MDB_val key, value;
+  uint8_t oldest[PROFILE_KEY_MAX];
+  size_t oldest_len = 0;
+  uint64_t oldest_tick = UINT64_MAX;
+  mdb_rc = mdb_cursor_open(txn, store->dbi[T_INFO], &cursor);
+  while (mdb_rc == MDB_SUCCESS &&
+         (mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
+    uint64_t tick = 0; /* the order of updates: the clock's tick at each */
+    if (value.mv_size == INFO_VALUE_LEN)
+      memcpy(&tick, (const uint8_t *)value.mv_data + 16, 8);
+    if ((tick < oldest_tick || oldest_len == 0) && key.mv_size <= sizeof oldest) {
+      oldest_tick = tick;
+      oldest_len = key.mv_size;
+      memcpy(oldest, key.mv_data, oldest_len);
+    }
   }
+  mdb_cursor_close(cursor);
+  if (mdb_rc != MDB_NOTFOUND)
+    return mdb_rc;
+  MDB_val victim = {oldest_len, oldest};
+  mdb_rc = mdb_del(txn, store->dbi[T_PROFILES], &victim, NULL);
+  if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
+    mdb_rc = mdb_del(txn, store->dbi[T_INFO], &victim, NULL);
+  return mdb_rc;
+}
+
+/* Does the DUPSORT table hold the pair (key, value)? */
+static bool dup_exists(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *value)
+{
+  MDB_cursor *cursor = NULL;
+  MDB_val k = *key, v = *value;
+  bool found = mdb_cursor_open(txn, dbi, &cursor) == MDB_SUCCESS &&
+               mdb_cursor_get(cursor, &k, &v, MDB_GET_BOTH) == MDB_SUCCESS;
+  mdb_cursor_close(cursor);
+  return found;
+}
+
+/* One transaction of a merge: adds paths[*at..] to the profile of key, at most PCC_PROFILE_BATCH
+ * of them. Past PCC_PROFILE_PATHS_MAX (once per merge: *restarted), the profile starts again
+ * from paths[0]. *count is the profile's count before and after. */
+static int merge_batch(pcc_store *store, MDB_val *key, const char *const *paths, size_t n,
+                       size_t *at, bool *restarted, uint64_t *count)
+{
+  wtxn w;
+  int64_t updated;
+  int mdb_rc = wtxn_begin(store, &w);
+  if (mdb_rc == MDB_SUCCESS) {
+    mdb_rc = info_read(w.txn, store->dbi[T_INFO], key, &updated, count);
+    if (mdb_rc == MDB_NOTFOUND)
+      mdb_rc = profiles_make_room(store, w.txn);
+  }
+  for (size_t done = 0; mdb_rc == MDB_SUCCESS && done < PCC_PROFILE_BATCH && *at < n; done++) {
+    size_t len = strlen(paths[*at]);
+    MDB_val path = {len, (void *)paths[*at]};
+    if (len > PCC_PROFILE_PATH_MAX) { /* left out: not a value LMDB sorts */
+      (*at)++;
+      continue;
+    }
+    if (*count >= PCC_PROFILE_PATHS_MAX && !*restarted &&
+        !dup_exists(w.txn, store->dbi[T_PROFILES], key, &path)) {
+      /* full: start again from what this merge brings (at most PCC_PROFILE_PATHS_MAX) */
+      mdb_rc = mdb_del(w.txn, store->dbi[T_PROFILES], key, NULL);
+      mdb_rc = mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+      *count = 0;
+      *at = 0;
+      *restarted = true;
+      continue;
+    }
+    mdb_rc = mdb_put(w.txn, store->dbi[T_PROFILES], key, &path, MDB_NODUPDATA);
+    if (mdb_rc == MDB_SUCCESS)
+      (*count)++;
+    else if (mdb_rc == MDB_KEYEXIST)
+      mdb_rc = MDB_SUCCESS;
+    (*at)++;
+  }
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = info_write(store, w.txn, key, *count);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = wtxn_commit(&w, true);
+  else if (w.txn != NULL)
+    wtxn_abort(&w);
+  return mdb_rc;
 }
 
 pcc_store_status pcc_store_profile_merge(pcc_store *store, const char *ns,
                                          const pcc_magic *magic, int opt, const char *name,
                                          const char *const *paths, size_t n, size_t *total)
 {
-  size_t name_len = name ? strlen(name) : 0;
-  if (store == NULL || (ns != NULL && strlen(ns) > PCC_NAMESPACE_MAX) || magic == NULL ||
-      opt < 0 || opt > PCC_OPT_MAX || name_len == 0 ||
-      name_len > PCC_PROFILE_NAME_MAX || (paths == NULL && n > 0) || total == NULL)
+  uint8_t key_bytes[PROFILE_KEY_MAX];
+  size_t key_len = store ? profile_key(key_bytes, ns, magic, opt, name) : 0;
+  if (key_len == 0 || (paths == NULL && n > 0) || n > PCC_PROFILE_PATHS_MAX || total == NULL)
     return PCC_STORE_INVALID;
   for (size_t i = 0; i < n; i++)
     if (paths[i] == NULL || paths[i][0] != '/' || strlen(paths[i]) > PCC_PATH_MAX)
       return PCC_STORE_INVALID;
-  uint8_t key_bytes[SCOPE_MAX + PCC_PROFILE_NAME_MAX];
-  MDB_val key = {profile_key(key_bytes, ns, magic, opt, name, name_len), key_bytes}, old;
-  size_t cap = PCC_PROFILE_PATHS_MAX + n;
-  path_list list = {calloc(cap, sizeof(char *)), calloc(cap, sizeof(uint16_t)), 0, cap};
-  MDB_txn *txn = NULL;
-  int mdb_rc = list.paths && list.lens ? txn_begin(store, 0, &txn) : ENOMEM;
-  if (mdb_rc == MDB_SUCCESS) {
-    mdb_rc = mdb_get(txn, store->profiles, &key, &old);
-    if (mdb_rc == MDB_SUCCESS && !profile_walk(&old, list_add, &list))
-      list.n = 0; /* a damaged profile is replaced */
-    if (mdb_rc == MDB_NOTFOUND)
-      mdb_rc = MDB_SUCCESS;
-  }
-  for (size_t i = 0; i < n && mdb_rc == MDB_SUCCESS; i++)
-    list_add(paths[i], strlen(paths[i]), &list);
-  size_t first = list.n > PCC_PROFILE_PATHS_MAX ? list.n - PCC_PROFILE_PATHS_MAX : 0;
-  size_t bytes = 4;
-  for (size_t i = first; i < list.n; i++)
-    bytes += 2 + list.lens[i];
-  uint8_t *value = mdb_rc == MDB_SUCCESS ? malloc(bytes) : NULL;
-  if (mdb_rc == MDB_SUCCESS && value == NULL)
-    mdb_rc = ENOMEM;
-  if (mdb_rc == MDB_SUCCESS) {
-    uint32_t count = (uint32_t)(list.n - first);
-    uint8_t *w = value + 4;
-    memcpy(value, &count, 4);
-    for (size_t i = first; i < list.n; i++) {
-      memcpy(w, &list.lens[i], 2);
-      memcpy(w + 2, list.paths[i], list.lens[i]);
-      w += 2 + list.lens[i];
-    }
-    MDB_val fresh = {bytes, value};
-    mdb_rc = mdb_put(txn, store->profiles, &key, &fresh, 0); /* copies: old may go now */
-    *total = count;
-  }
+  MDB_val key = {key_len, key_bytes};
+  size_t at = 0;
+  bool restarted = false;
+  uint64_t count = 0;
+  int mdb_rc = room_for(store, PCC_PROFILE_BATCH * 64);
+  do {
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = merge_batch(store, &key, paths, n, &at, &restarted, &count);
+  } while (mdb_rc == MDB_SUCCESS && at < n && (mdb_rc = room_for(store, 0)) == MDB_SUCCESS);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = txn_commit(store, txn);
-  else
-    mdb_txn_abort(txn);
-  free(value);
-  free(list.paths);
-  free(list.lens);
-  return from_mdb(mdb_rc);
+    *total = (size_t)count;
+  return note_write(store, mdb_rc, "a profile's write", true);
 }
 
 pcc_store_status pcc_store_profile_read(pcc_store *store, const char *ns,
@@ -1006,20 +2089,134 @@ pcc_store_status pcc_store_profile_read(pcc_store *store, const char *ns,
                                                       void *ctx),
                                         void *ctx)
 {
-  size_t name_len = name ? strlen(name) : 0;
-  if (store == NULL || (ns != NULL && strlen(ns) > PCC_NAMESPACE_MAX) || magic == NULL ||
-      visit == NULL || opt < 0 || opt > PCC_OPT_MAX || name_len == 0 ||
-      name_len > PCC_PROFILE_NAME_MAX)
+  uint8_t key_bytes[PROFILE_KEY_MAX];
+  size_t key_len = store ? profile_key(key_bytes, ns, magic, opt, name) : 0;
+  if (key_len == 0 || visit == NULL)
     return PCC_STORE_INVALID;
-  uint8_t key_bytes[SCOPE_MAX + PCC_PROFILE_NAME_MAX];
-  MDB_val key = {profile_key(key_bytes, ns, magic, opt, name, name_len), key_bytes}, value;
+  MDB_val key = {key_len, key_bytes}, value;
+  MDB_txn *txn = NULL;
+  MDB_cursor *cursor = NULL;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_get(txn, store->dbi[T_INFO], &key, &value); /* a profile may be empty */
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_cursor_open(txn, store->dbi[T_PROFILES], &cursor);
+  if (mdb_rc == MDB_SUCCESS) {
+    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_KEY);
+    while (mdb_rc == MDB_SUCCESS) {
+      visit(value.mv_data, value.mv_size, ctx);
+      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT_DUP);
+    }
+    mdb_rc = mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+  }
+  mdb_cursor_close(cursor);
+  mdb_txn_abort(txn);
+  return from_mdb(mdb_rc);
+}
+
+/* A profile's figures from its info record (key and value as stored). */
+static bool profile_from_info(const MDB_val *key, const MDB_val *value, pcc_store_profile *out)
+{
+  const uint8_t *k = key->mv_data;
+  if (key->mv_size < PCC_MAGIC_LEN + 2 || value->mv_size != INFO_VALUE_LEN)
+    return false;
+  size_t ns_len = k[PCC_MAGIC_LEN + 1], scope = PCC_MAGIC_LEN + 2 + ns_len;
+  if (ns_len > PCC_NAMESPACE_MAX || key->mv_size <= scope ||
+      key->mv_size - scope > PCC_PROFILE_NAME_MAX)
+    return false;
+  memset(out, 0, sizeof *out);
+  memcpy(out->magic.bytes, k, PCC_MAGIC_LEN);
+  out->opt = k[PCC_MAGIC_LEN];
+  memcpy(out->ns, k + PCC_MAGIC_LEN + 2, ns_len);
+  memcpy(out->name, k + scope, key->mv_size - scope);
+  memcpy(&out->updated, value->mv_data, 8);
+  memcpy(&out->paths, (const uint8_t *)value->mv_data + 8, 8);
+  return true;
+}
+
+static bool visit_profile(pcc_store *store, MDB_txn *txn, const MDB_val *key,
+                          const MDB_val *value, void *ctx)
+{
+  (void)store;
+  (void)txn;
+  scan_visit *v = ctx;
+  pcc_store_profile profile;
+  if (!scope_match(v->filter, key->mv_data, key->mv_size) ||
+      !profile_from_info(key, value, &profile))
+    return false;
+  v->profile(&profile, v->ctx);
+  return true;
+}
+
+pcc_store_status pcc_store_profiles_scan(pcc_store *store, const pcc_store_filter *filter,
+                                         const uint8_t *cursor_key, size_t cursor_len,
+                                         size_t limit,
+                                         void (*visit)(const pcc_store_profile *profile,
+                                                       void *ctx),
+                                         void *ctx, uint8_t *next, size_t *next_len)
+{
+  if (store == NULL || visit == NULL || next == NULL || next_len == NULL ||
+      cursor_len > PCC_STORE_PROFILE_CURSOR_MAX)
+    return PCC_STORE_INVALID;
+  scan_visit v = {filter, NULL, visit, ctx};
+  return scan_table(store, store->dbi[T_INFO], filter, cursor_key, cursor_len, limit,
+                    PCC_LIST_SCAN_MAX, visit_profile, &v, next, next_len);
+}
+
+pcc_store_status pcc_store_profile_get(pcc_store *store, const char *ns, const pcc_magic *magic,
+                                       int opt, const char *name, pcc_store_profile *out)
+{
+  uint8_t key_bytes[PROFILE_KEY_MAX];
+  size_t key_len = store ? profile_key(key_bytes, ns, magic, opt, name) : 0;
+  if (key_len == 0 || out == NULL)
+    return PCC_STORE_INVALID;
+  MDB_val key = {key_len, key_bytes}, value;
   MDB_txn *txn = NULL;
   int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc != MDB_SUCCESS)
-    return from_mdb(mdb_rc);
-  pcc_store_status rc = from_mdb(mdb_get(txn, store->profiles, &key, &value));
-  if (rc == PCC_STORE_OK && !profile_walk(&value, visit, ctx))
-    rc = PCC_STORE_CORRUPT;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_get(txn, store->dbi[T_INFO], &key, &value);
+  if (mdb_rc == MDB_SUCCESS && !profile_from_info(&key, &value, out))
+    mdb_rc = MDB_CORRUPTED;
   mdb_txn_abort(txn);
-  return rc;
+  return from_mdb(mdb_rc);
+}
+
+pcc_store_status pcc_store_profile_delete(pcc_store *store, const char *ns,
+                                          const pcc_magic *magic, int opt, const char *name,
+                                          uint64_t *removed)
+{
+  uint8_t key_bytes[PROFILE_KEY_MAX];
+  size_t key_len = store ? profile_key(key_bytes, ns, magic, opt, name) : 0;
+  if (key_len == 0 || removed == NULL)
+    return PCC_STORE_INVALID;
+  *removed = 0;
+  MDB_val key = {key_len, key_bytes};
+  wtxn w;
+  int mdb_rc = wtxn_begin(store, &w);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_del(w.txn, store->dbi[T_INFO], &key, NULL);
+  if (mdb_rc == MDB_SUCCESS) {
+    mdb_rc = mdb_del(w.txn, store->dbi[T_PROFILES], &key, NULL);
+    mdb_rc = mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+    *removed = mdb_rc == MDB_SUCCESS;
+  }
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = wtxn_commit(&w, true);
+  else if (w.txn != NULL)
+    wtxn_abort(&w);
+  if (mdb_rc != MDB_SUCCESS)
+    *removed = 0;
+  return mdb_rc == MDB_NOTFOUND ? PCC_STORE_OK
+                                : note_write(store, mdb_rc, "a deletion", false);
+}
+
+pcc_store_status pcc_store_profiles_expire(pcc_store *store, int64_t older_than,
+                                           uint64_t *removed)
+{
+  if (store == NULL || removed == NULL)
+    return PCC_STORE_INVALID;
+  *removed = 0;
+  profile_selection old = {NULL, older_than};
+  int mdb_rc = delete_all(store, profiles_step, &old, PROFILE_DELETE_BATCH, removed);
+  return note_write(store, mdb_rc, "the expiry of profiles", false);
 }

@@ -836,6 +836,52 @@ START_TEST(test_config_defaults_are_the_limits)
   ck_assert_uint_eq(config.port, 8700);
   ck_assert_str_eq(config.listen, "127.0.0.1");
   ck_assert_str_eq(config.store_dir, "./var/pycached");
+  ck_assert_uint_eq(config.max_size, PCC_STORE_MAX_SIZE_DEFAULT);
+  ck_assert_uint_eq(config.map_size, PCC_STORE_MAX_SIZE_DEFAULT / 2 * 3 + (64u << 20));
+  ck_assert_uint_eq(config.max_profiles, PCC_PROFILES_MAX_DEFAULT);
+  ck_assert_uint_eq(config.profile_days, PCC_PROFILE_DAYS_DEFAULT);
+}
+END_TEST
+
+/* --max-size and --map-size: suffixes, each derived from the other, and the one rule between
+ * them. */
+START_TEST(test_config_store_sizes)
+{
+  pcc_config config;
+  const struct {
+    const char *args[5];
+    pcc_config_status rc;
+    uint64_t max, map;
+  } cases[] = {
+    {{"--max-size", "1GB", NULL}, PCC_CONFIG_OK, 1ull << 30, 4ull << 30},   /* the 4G floor */
+    {{"--max-size", "4g", NULL}, PCC_CONFIG_OK, 4ull << 30, (6ull << 30) + (64ull << 20)},
+    {{"--max-size", "512Kb", NULL}, PCC_CONFIG_OK, 512ull << 10, 4ull << 30},
+    {{"--max-size", "1T", NULL}, PCC_CONFIG_OK, 1ull << 40, 1ull << 40},    /* the map's cap */
+    {{"--map-size", "8M", NULL}, PCC_CONFIG_OK, (8ull << 20) / 3 * 2, 8ull << 20},
+    {{"--map-size", "100G", NULL}, PCC_CONFIG_OK, 3ull << 30, 100ull << 30},
+    {{"--map-size", "8MB", "--max-size", "2M", NULL}, PCC_CONFIG_OK, 2ull << 20, 8ull << 20},
+    {{"--map-size", "8M", "--max-size", "8M", NULL}, PCC_CONFIG_OK, 8ull << 20, 8ull << 20},
+    {{"--map-size", "8M", "--max-size", "9M", NULL}, PCC_CONFIG_USAGE, 0, 0},
+    {{"--max-size", "2T", NULL}, PCC_CONFIG_USAGE, 0, 0},
+    {{"--max-size", "63K", NULL}, PCC_CONFIG_USAGE, 0, 0},
+    {{"--max-size", "3GiB", NULL}, PCC_CONFIG_USAGE, 0, 0},
+    {{"--max-size", "B", NULL}, PCC_CONFIG_USAGE, 0, 0},
+    {{"--max-profiles", "0", NULL}, PCC_CONFIG_USAGE, 0, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    pcc_config_status rc = parse(&config, cases[i].args);
+    ck_assert_msg(rc == cases[i].rc, "case %zu: %d", i, (int)rc);
+    if (rc == PCC_CONFIG_OK) {
+      ck_assert_msg(config.max_size == cases[i].max, "case %zu: max %llu", i,
+                    (unsigned long long)config.max_size);
+      ck_assert_msg(config.map_size == cases[i].map, "case %zu: map %llu", i,
+                    (unsigned long long)config.map_size);
+    }
+  }
+  const char *days[] = {"--profile-days", "0", "--max-profiles", "5", NULL};
+  ck_assert_int_eq(parse(&config, days), PCC_CONFIG_OK);
+  ck_assert_uint_eq(config.profile_days, 0);
+  ck_assert_uint_eq(config.max_profiles, 5);
 }
 END_TEST
 
@@ -1067,6 +1113,7 @@ static Suite *server_suite(void)
   TCase *config = tcase_create("config");
   tcase_add_test(config, test_config_defaults_are_the_limits);
   tcase_add_test(config, test_config_values_and_bounds);
+  tcase_add_test(config, test_config_store_sizes);
   tcase_add_test(config, test_limits_table);
   tcase_add_test(config, test_route_table_is_sound);
   tcase_add_test(config, test_roles_against_the_route_table);

@@ -3,6 +3,8 @@
  * versions of a path, namespaces and the store format. */
 #include <lmdb.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "store.h"
 #include "test_helpers.h"
@@ -15,7 +17,7 @@ static const pcc_magic MAGIC_PYPY = {{0x50, 0x01, 0x0d, 0x0a}};
 static void setup(void)
 {
   test_make_tmpdir(dir, sizeof dir, "store");
-  CHECK_RC(pcc_store_open(dir, 0, &store), pcc_store_strerror);
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
 }
 
 static void teardown(void)
@@ -76,7 +78,7 @@ START_TEST(test_round_trip)
 
   pcc_store_stats stats;
   CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
-  ck_assert_uint_eq(stats.paths, 1);
+  ck_assert_uint_eq(stats.entries, 1);
   ck_assert_uint_eq(stats.blobs, 1);
   ck_assert_uint_gt(stats.bytes, 0);
   ck_assert_uint_eq(stats.map_size, PCC_STORE_DEFAULT_MAP_SIZE);
@@ -93,7 +95,7 @@ START_TEST(test_keys_are_separate)
   CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/b/m.py", 7, &record, NULL), pcc_store_strerror);
   pcc_store_stats stats;
   CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
-  ck_assert_uint_eq(stats.paths, 2);
+  ck_assert_uint_eq(stats.entries, 2);
   ck_assert_uint_eq(stats.blobs, 1);
 
   ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 1, "/a/m.py", 7, &got),
@@ -116,7 +118,7 @@ START_TEST(test_persists_across_reopen)
   CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 2, "/p/q.py", 7, &record, &blob), pcc_store_strerror);
   pcc_store_close(store);
   store = NULL;
-  CHECK_RC(pcc_store_open(dir, 0, &store), pcc_store_strerror);
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
   CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 2, "/p/q.py", 7, &got), pcc_store_strerror);
   ck_assert(pcc_digest_equal(&got.digest, &record.digest));
   CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 2, &record.digest, &read), pcc_store_strerror);
@@ -136,7 +138,7 @@ static void flip_blob_byte(size_t offset_from_end)
   MDB_cursor *cursor;
   MDB_val key, value;
   ck_assert_int_eq(mdb_env_create(&env), 0);
-  ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
+  ck_assert_int_eq(mdb_env_set_maxdbs(env, 16), 0);
   ck_assert_int_eq(mdb_env_set_mapsize(env, PCC_STORE_DEFAULT_MAP_SIZE), 0);
   ck_assert_int_eq(mdb_env_open(env, dir, 0, 0640), 0);
   ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
@@ -152,7 +154,7 @@ static void flip_blob_byte(size_t offset_from_end)
   ck_assert_int_eq(mdb_txn_commit(txn), 0);
   mdb_env_close(env);
   free(copy);
-  CHECK_RC(pcc_store_open(dir, 0, &store), pcc_store_strerror);
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
 }
 
 static void check_flip_never_served(size_t offset_from_end)
@@ -190,7 +192,8 @@ START_TEST(test_map_full_is_clean)
   store = NULL;
   test_remove_tree(dir);
   test_make_tmpdir(dir, sizeof dir, "store-full");
-  CHECK_RC(pcc_store_open(dir, 256 * 1024, &store), pcc_store_strerror);
+  pcc_store_config small = {.map_size = 256 * 1024};
+  CHECK_RC(pcc_store_open(dir, &small, &store), pcc_store_strerror);
 
   pcc_path_record record;
   pcc_blob blob;
@@ -274,7 +277,7 @@ START_TEST(test_bad_arguments)
   ck_assert_int_eq(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 5, &record, &blob),
                    PCC_STORE_INVALID);
   pcc_store *none = NULL;
-  ck_assert_int_ne(pcc_store_open("/nonexistent/pcc-store", 0, &none), PCC_STORE_OK);
+  ck_assert_int_ne(pcc_store_open("/nonexistent/pcc-store", NULL, &none), PCC_STORE_OK);
   ck_assert_ptr_null(none);
   pcc_store_close(NULL);
 }
@@ -378,7 +381,7 @@ START_TEST(test_delete_by_prefix_magic_and_purge)
   ck_assert_uint_eq(removed, 2);
   pcc_store_stats stats;
   CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
-  ck_assert_uint_eq(stats.paths, 4);
+  ck_assert_uint_eq(stats.entries, 4);
 
   CHECK_RC(pcc_store_delete_one(store, NULL, &MAGIC_311, 1, "/app/a.py", 9, &removed),
            pcc_store_strerror);
@@ -390,7 +393,7 @@ START_TEST(test_delete_by_prefix_magic_and_purge)
   CHECK_RC(pcc_store_delete(store, NULL, &removed), pcc_store_strerror);
   ck_assert_uint_eq(removed, 3);
   CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
-  ck_assert_uint_eq(stats.paths + stats.blobs, 0);
+  ck_assert_uint_eq(stats.entries + stats.blobs, 0);
 }
 END_TEST
 
@@ -416,10 +419,10 @@ START_TEST(test_magics_and_backup)
   ck_assert_int_eq(mkdir(backup, 0750), 0);
   CHECK_RC(pcc_store_backup_dir(store, backup), pcc_store_strerror);
   pcc_store *copy = NULL;
-  CHECK_RC(pcc_store_open(backup, 0, &copy), pcc_store_strerror);
+  CHECK_RC(pcc_store_open(backup, NULL, &copy), pcc_store_strerror);
   pcc_store_stats stats;
   CHECK_RC(pcc_store_stat(copy, &stats), pcc_store_strerror);
-  ck_assert_uint_eq(stats.paths, 6);
+  ck_assert_uint_eq(stats.entries, 6);
   pcc_path_record got;
   CHECK_RC(pcc_store_get_path(copy, NULL, &MAGIC_PYPY, 0, "/app/z.py", 9, &got), pcc_store_strerror);
   pcc_store_close(copy);
@@ -447,7 +450,9 @@ START_TEST(test_versions_of_a_path)
   pcc_path_record changed = record;
   changed.mtime = 1005;
   pcc_digest_compute("other", 5, &changed.digest);
-  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 5, &changed, NULL),
+  ck_assert_int_eq(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 5, &changed, NULL),
+                   PCC_STORE_NOTFOUND); /* a version names a stored blob, or is not written */
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 5, &changed, &blob),
            pcc_store_strerror);
   CHECK_RC(pcc_store_get_versions(store, NULL, &MAGIC_311, 0, "/v.py", 5, &versions),
            pcc_store_strerror);
@@ -512,7 +517,7 @@ static void set_format(const char *store_dir, int format)
   MDB_txn *txn;
   MDB_dbi meta;
   ck_assert_int_eq(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 8);
+  mdb_env_set_maxdbs(env, 16);
   ck_assert_int_eq(mdb_env_open(env, store_dir, 0, 0640), 0);
   ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
   ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &meta), 0);
@@ -538,17 +543,550 @@ START_TEST(test_store_format)
   store = NULL;
   /* a store written by a newer pycached is refused, and left as it was */
   set_format(dir, 99);
-  ck_assert_int_eq(pcc_store_open(dir, 0, &store), PCC_STORE_FORMAT);
+  ck_assert_int_eq(pcc_store_open(dir, NULL, &store), PCC_STORE_FORMAT);
   /* a store of the older format (no format record) is emptied, then used */
   set_format(dir, 0);
-  CHECK_RC(pcc_store_open(dir, 0, &store), pcc_store_strerror);
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
   ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/f.py", 5, &got),
                    PCC_STORE_NOTFOUND);
   CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/f.py", 5, &record, &blob),
            pcc_store_strerror);
   pcc_store_close(store);
-  CHECK_RC(pcc_store_open(dir, 0, &store), pcc_store_strerror); /* this format: kept */
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror); /* this format: kept */
   CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/f.py", 5, &got), pcc_store_strerror);
+}
+END_TEST
+
+/* ---- a store that runs for months: eviction, references, space, profiles ---- */
+
+static uint8_t payload_bytes[64 * 1024];
+
+/* Closes the fixture's store and opens a fresh one with config. */
+static void reopen_fresh(const pcc_store_config *config)
+{
+  pcc_store_close(store);
+  store = NULL;
+  test_remove_tree(dir);
+  test_make_tmpdir(dir, sizeof dir, "store-limits");
+  CHECK_RC(pcc_store_open(dir, config, &store), pcc_store_strerror);
+}
+
+/* Puts source number i (its own digest) at path with a payload of len bytes. */
+static pcc_store_status put_numbered(const char *ns, const char *path, int i, size_t len,
+                                     pcc_path_record *record_out)
+{
+  char source[32];
+  pcc_path_record record;
+  pcc_blob blob;
+  snprintf(source, sizeof source, "s = %d\n", i);
+  make_entry(source, &record, &blob);
+  memset(payload_bytes, 'a' + i % 26, len);
+  blob.payload = payload_bytes;
+  blob.payload_len = len;
+  if (record_out != NULL)
+    *record_out = record;
+  return pcc_store_put(store, ns, &MAGIC_311, 0, path, strlen(path), &record, &blob);
+}
+
+static bool blob_is_stored(const pcc_path_record *record)
+{
+  pcc_blob *read = NULL;
+  pcc_store_status rc = pcc_store_get_blob(store, &MAGIC_311, 0, &record->digest, &read);
+  free(read);
+  ck_assert_msg(rc == PCC_STORE_OK || rc == PCC_STORE_NOTFOUND, "%s", pcc_store_strerror(rc));
+  return rc == PCC_STORE_OK;
+}
+
+static void sum_magic(const pcc_magic *magic, uint64_t entries, uint64_t bytes, void *ctx)
+{
+  (void)magic;
+  uint64_t *sums = ctx;
+  sums[0] += entries;
+  sums[1] += bytes;
+}
+
+static void check_listed(const pcc_store_entry *entry, void *ctx)
+{
+  ck_assert_msg(entry->has_blob, "%.*s names a blob that is gone", (int)entry->path_len,
+                entry->path);
+  (*(uint64_t *)ctx)++;
+}
+
+/* The figures agree with each other and with what is stored: every entry names a stored blob,
+ * the per-magic figures add up to the totals. Returns the stats. */
+static pcc_store_stats check_figures(void)
+{
+  pcc_store_stats stats;
+  uint64_t sums[2] = {0, 0}, listed = 0;
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  CHECK_RC(pcc_store_magics(store, sum_magic, sums), pcc_store_strerror);
+  ck_assert_uint_eq(sums[0], stats.entries);
+  ck_assert_uint_eq(sums[1], stats.bytes);
+  uint8_t cursor[PCC_STORE_CURSOR_MAX], next[PCC_STORE_CURSOR_MAX];
+  size_t cursor_len = 0, next_len = 0;
+  do {
+    CHECK_RC(pcc_store_scan(store, NULL, cursor, cursor_len, PCC_LIST_LIMIT_MAX,
+                            PCC_LIST_SCAN_MAX, check_listed, &listed, next, &next_len),
+             pcc_store_strerror);
+    memcpy(cursor, next, next_len);
+    cursor_len = next_len;
+  } while (next_len > 0);
+  ck_assert_uint_eq(listed, stats.entries);
+  ck_assert_uint_le(stats.used + stats.free, stats.map_size);
+  return stats;
+}
+
+START_TEST(test_eviction_keeps_bytes_under_max)
+{
+  const uint64_t max = 64 * 1024;
+  const size_t len = 1000;
+  pcc_store_config config = {.max_size = max};
+  reopen_fresh(&config);
+  enum { HOT = 5, N = 3 * 64 + 10 }; /* 3 x max-size put through */
+  pcc_path_record records[N];
+  uint64_t evicted_total = 0;
+  char path[64];
+  for (int i = 0; i < N; i++) {
+    snprintf(path, sizeof path, "/e/%d.py", i);
+    CHECK_RC(put_numbered(NULL, path, i, len, &records[i]), pcc_store_strerror);
+    for (int h = 0; h < HOT && h < i; h++) /* lookups of the hot entries: no write */
+      ck_assert(blob_is_stored(&records[h]));
+    uint64_t evicted = 0;
+    CHECK_RC(pcc_store_evict(store, &evicted), pcc_store_strerror);
+    evicted_total += evicted;
+    pcc_store_stats stats;
+    CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+    ck_assert_uint_le(stats.bytes, max);
+  }
+  pcc_store_stats stats = check_figures();
+  ck_assert_uint_gt(evicted_total, N - 70);
+  ck_assert_uint_eq(stats.evictions, evicted_total);
+  ck_assert_uint_eq(stats.max_size, max);
+  ck_assert_uint_eq(stats.entries, stats.blobs);
+  /* the most recently used survive: the hot ones and the newest */
+  for (int h = 0; h < HOT; h++)
+    ck_assert_msg(blob_is_stored(&records[h]), "hot entry %d was evicted", h);
+  ck_assert(blob_is_stored(&records[N - 1]));
+  /* the least recently used went, path entry and all: a lookup is a miss, never an error */
+  pcc_path_versions versions;
+  for (int i = HOT; i < HOT + 20; i++) {
+    snprintf(path, sizeof path, "/e/%d.py", i);
+    ck_assert(!blob_is_stored(&records[i]));
+    ck_assert_int_eq(pcc_store_get_versions(store, NULL, &MAGIC_311, 0, path, strlen(path),
+                                            &versions), PCC_STORE_NOTFOUND);
+  }
+  /* uses are written in batches, without a new generation (cached bundles stay valid) */
+  uint64_t generation = pcc_store_generation(store);
+  ck_assert(blob_is_stored(&records[0]));
+  ck_assert_uint_gt(pcc_store_pending_uses(store), 0);
+  size_t flushed = 0;
+  CHECK_RC(pcc_store_flush_uses(store, &flushed), pcc_store_strerror);
+  ck_assert_uint_ge(flushed, 1);
+  ck_assert_uint_eq(pcc_store_pending_uses(store), 0);
+  ck_assert_uint_eq(pcc_store_generation(store), generation);
+  /* the order of uses survives a reopen */
+  pcc_store_close(store);
+  CHECK_RC(pcc_store_open(dir, &config, &store), pcc_store_strerror);
+  for (int i = N; i < N + 64; i++) {
+    snprintf(path, sizeof path, "/e/%d.py", i);
+    CHECK_RC(put_numbered(NULL, path, i, len, NULL), pcc_store_strerror);
+    ck_assert(blob_is_stored(&records[0]));
+    CHECK_RC(pcc_store_evict(store, NULL), pcc_store_strerror);
+  }
+  ck_assert(blob_is_stored(&records[0]));
+  check_figures();
+}
+END_TEST
+
+/* Evicting a blob takes out the versions naming it, and every path entry naming it. */
+START_TEST(test_eviction_takes_versions_and_shared_paths)
+{
+  pcc_store_config config = {.max_size = 8 * 1024};
+  reopen_fresh(&config);
+  pcc_path_record old_version, new_version;
+  CHECK_RC(put_numbered(NULL, "/x.py", 1, 3000, &old_version), pcc_store_strerror);
+  for (int i = 0; i < 3; i++) { /* the same source at more paths: one blob */
+    char path[32];
+    snprintf(path, sizeof path, "/copy%d.py", i);
+    CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, path, strlen(path), &old_version, NULL),
+             pcc_store_strerror);
+  }
+  char source[] = "s = 2\n";
+  pcc_blob blob;
+  make_entry(source, &new_version, &blob);
+  new_version.mtime = old_version.mtime + 60; /* another host's mtime, another source */
+  memset(payload_bytes, 'n', 3000);
+  blob.payload = payload_bytes;
+  blob.payload_len = 3000;
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/x.py", 5, &new_version, &blob),
+           pcc_store_strerror);
+  ck_assert(blob_is_stored(&new_version));
+  CHECK_RC(put_numbered(NULL, "/y.py", 3, 3000, NULL), pcc_store_strerror); /* 9000 > 8192 */
+  uint64_t evicted = 0;
+  CHECK_RC(pcc_store_evict(store, &evicted), pcc_store_strerror);
+  ck_assert_uint_eq(evicted, 1);
+  ck_assert(!blob_is_stored(&old_version));
+  pcc_path_versions versions;
+  CHECK_RC(pcc_store_get_versions(store, NULL, &MAGIC_311, 0, "/x.py", 5, &versions),
+           pcc_store_strerror);
+  ck_assert_uint_eq(versions.n, 1);
+  ck_assert(pcc_digest_equal(&versions.v[0].digest, &new_version.digest));
+  ck_assert_int_eq(pcc_store_get_versions(store, NULL, &MAGIC_311, 0, "/copy1.py", 9, &versions),
+                   PCC_STORE_NOTFOUND);
+  pcc_store_stats stats = check_figures();
+  ck_assert_uint_eq(stats.entries, 2);
+  ck_assert_uint_eq(stats.blobs, 2);
+  ck_assert_uint_eq(stats.bytes, 6000);
+}
+END_TEST
+
+START_TEST(test_shared_blobs_are_reference_counted)
+{
+  pcc_path_record shared, got;
+  CHECK_RC(put_numbered(NULL, "/a/s.py", 1, 100, &shared), pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/b/s.py", 7, &shared, NULL),
+           pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, "team-x", &MAGIC_311, 0, "/a/s.py", 7, &shared, NULL),
+           pcc_store_strerror);
+  pcc_store_stats stats = check_figures();
+  ck_assert_uint_eq(stats.entries, 3);
+  ck_assert_uint_eq(stats.blobs, 1);
+  ck_assert_uint_eq(stats.bytes, 100);
+  /* deleting one path keeps the blob the others name */
+  uint64_t removed = 0;
+  CHECK_RC(pcc_store_delete_one(store, NULL, &MAGIC_311, 0, "/a/s.py", 7, &removed),
+           pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  ck_assert(blob_is_stored(&shared));
+  /* ... and so does invalidating a prefix */
+  pcc_store_filter prefix = {.opt = -1, .prefix = "/b/", .prefix_len = 3};
+  CHECK_RC(pcc_store_delete(store, &prefix, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  ck_assert(blob_is_stored(&shared));
+  CHECK_RC(pcc_store_get_path(store, "team-x", &MAGIC_311, 0, "/a/s.py", 7, &got),
+           pcc_store_strerror);
+  check_figures();
+  /* the last reference takes it */
+  pcc_store_filter team = {.opt = -1, .ns = "team-x"};
+  CHECK_RC(pcc_store_delete(store, &team, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  ck_assert(!blob_is_stored(&shared));
+  stats = check_figures();
+  ck_assert_uint_eq(stats.entries + stats.blobs + stats.bytes, 0);
+
+  /* a version replaced by a new compile takes its blob unless another path names it */
+  pcc_path_record first, second, third;
+  CHECK_RC(put_numbered(NULL, "/v.py", 10, 50, &first), pcc_store_strerror);
+  CHECK_RC(put_numbered(NULL, "/v.py", 11, 50, &second), pcc_store_strerror); /* same mtime */
+  ck_assert(!blob_is_stored(&first));
+  CHECK_RC(put_numbered(NULL, "/w.py", 12, 50, &third), pcc_store_strerror);
+  third.mtime += 100;
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/v.py", 5, &third, NULL),
+           pcc_store_strerror); /* /v.py: second and third */
+  CHECK_RC(pcc_store_delete_one(store, NULL, &MAGIC_311, 0, "/w.py", 5, &removed),
+           pcc_store_strerror);
+  ck_assert(blob_is_stored(&third));
+  ck_assert(blob_is_stored(&second));
+  stats = check_figures();
+  ck_assert_uint_eq(stats.entries, 1);
+  ck_assert_uint_eq(stats.blobs, 2);
+  /* a retired magic takes its own blobs only */
+  pcc_path_record pypy_record;
+  pcc_blob pypy_blob;
+  make_entry("s = 11\n", &pypy_record, &pypy_blob); /* the same source as `second` */
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_PYPY, 0, "/v.py", 5, &pypy_record, &pypy_blob),
+           pcc_store_strerror);
+  pcc_store_filter retire = {.has_magic = true, .magic = MAGIC_PYPY, .opt = -1};
+  CHECK_RC(pcc_store_delete(store, &retire, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  ck_assert(blob_is_stored(&second));
+  stats = check_figures();
+  ck_assert_uint_eq(stats.blobs, 2);
+}
+END_TEST
+
+/* Puts entries of len bytes at /fill/<base + i>.py until the map is full; returns how many. */
+static int fill_until_full(int base, size_t len)
+{
+  for (int i = 0; i < 100000; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/fill/%d.py", base + i);
+    pcc_store_status rc = put_numbered(NULL, path, base + i, len, NULL);
+    if (rc == PCC_STORE_FULL)
+      return i;
+    CHECK_RC(rc, pcc_store_strerror);
+  }
+  ck_abort_msg("the map never filled");
+  return -1;
+}
+
+START_TEST(test_fill_purge_fill_with_a_small_map)
+{
+  pcc_store_config config = {.map_size = 8 * 1024 * 1024, .no_sync = true};
+  reopen_fresh(&config);
+  int first = fill_until_full(0, 16 * 1024);
+  pcc_store_stats full = check_figures();
+  ck_assert_int_gt(first, 300);
+  uint64_t removed = 0;
+  CHECK_RC(pcc_store_delete(store, NULL, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, (uint64_t)first);
+  pcc_store_stats empty = check_figures();
+  ck_assert_uint_eq(empty.entries + empty.blobs + empty.bytes, 0);
+  ck_assert_uint_lt(empty.used, full.used / 10); /* the space is reported free ... */
+  ck_assert_uint_gt(empty.free, full.used / 2);
+  /* ... and reused: the same count again, but for the pages the last transactions freed (LMDB
+   * reuses a page two transactions after the one that freed it) */
+  int second = fill_until_full(1000000, 16 * 1024);
+  ck_assert_int_ge(second, first - first / 100);
+  pcc_store_filter all = {.opt = -1, .prefix = "/fill/", .prefix_len = 6};
+  CHECK_RC(pcc_store_delete(store, &all, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, (uint64_t)second);
+  int third = fill_until_full(2000000, 16 * 1024);
+  ck_assert_int_ge(third, first - first / 100);
+  check_figures();
+}
+END_TEST
+
+START_TEST(test_deletions_work_at_a_full_map)
+{
+  pcc_store_config config = {.map_size = 2 * 1024 * 1024, .no_sync = true};
+  reopen_fresh(&config);
+  int n = fill_until_full(0, 200); /* small records: many entries a page */
+  ck_assert_int_gt(n, 1000);
+  pcc_store_stats full = check_figures();
+  /* invalidating thousands of entries at a full map works, in steps that fit */
+  uint64_t removed = 0;
+  pcc_store_filter prefix = {.opt = -1, .prefix = "/fill/", .prefix_len = 6};
+  CHECK_RC(pcc_store_delete(store, &prefix, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, (uint64_t)n);
+  pcc_store_stats after = check_figures();
+  ck_assert_uint_lt(after.used, full.used / 4);
+  ck_assert_uint_eq(after.entries, 0);
+  /* and so do a single deletion, a purge, and writes again */
+  n = fill_until_full(100000, 200);
+  CHECK_RC(pcc_store_delete_one(store, NULL, &MAGIC_311, 0, "/fill/100000.py", 15, &removed),
+           pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  CHECK_RC(pcc_store_delete(store, NULL, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, (uint64_t)n - 1);
+  CHECK_RC(put_numbered(NULL, "/again.py", 7, 200, NULL), pcc_store_strerror);
+  check_figures();
+}
+END_TEST
+
+/* A full file system (a 1 MiB tmpfs under a 64 MiB map) is PCC_STORE_NOSPACE, not an I/O error.
+ * Needs root for the mount; skipped without. */
+START_TEST(test_full_disk_is_its_own_status)
+{
+  pcc_store_close(store);
+  store = NULL;
+  char cmd[4300];
+  snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=1m pcc-test '%s' 2>/dev/null", dir);
+  if (geteuid() != 0 || system(cmd) != 0) {
+    fprintf(stderr, "test_full_disk_is_its_own_status: skipped (no tmpfs mount)\n");
+    return;
+  }
+  pcc_store_config config = {.map_size = 64 * 1024 * 1024};
+  pcc_store_status rc = pcc_store_open(dir, &config, &store);
+  int puts = 0;
+  for (; rc == PCC_STORE_OK && puts < 1000; puts++) {
+    char path[32];
+    snprintf(path, sizeof path, "/disk/%d.py", puts);
+    rc = put_numbered(NULL, path, puts, 32 * 1024, NULL);
+  }
+  pcc_store_close(store);
+  store = NULL;
+  snprintf(cmd, sizeof cmd, "umount '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+  ck_assert_msg(rc == PCC_STORE_NOSPACE, "gave %s after %d puts", pcc_store_strerror(rc), puts);
+  ck_assert_int_gt(puts, 3);
+  ck_assert_str_eq(pcc_store_strerror(rc), "no space left on the store's file system");
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror); /* for the teardown */
+}
+END_TEST
+
+static int64_t fake_now = 1000;
+
+static int64_t fake_clock(void)
+{
+  return fake_now;
+}
+
+static void merge_at(int64_t when, const pcc_magic *magic, const char *ns, const char *name,
+                     const char *const *paths, size_t n, size_t *total)
+{
+  fake_now = when;
+  CHECK_RC(pcc_store_profile_merge(store, ns, magic, 0, name, paths, n, total),
+           pcc_store_strerror);
+}
+
+static bool has_profile(const pcc_magic *magic, const char *ns, const char *name)
+{
+  pcc_store_profile profile;
+  pcc_store_status rc = pcc_store_profile_get(store, ns, magic, 0, name, &profile);
+  ck_assert(rc == PCC_STORE_OK || rc == PCC_STORE_NOTFOUND);
+  return rc == PCC_STORE_OK;
+}
+
+static void list_profile(const pcc_store_profile *profile, void *ctx)
+{
+  seen_entries *seen = ctx;
+  if (seen->count < 16) {
+    snprintf(seen->paths[seen->count], sizeof seen->paths[0], "%.63s", profile->name);
+    seen->bytes[seen->count] = profile->paths;
+  }
+  seen->count++;
+}
+
+START_TEST(test_profiles_are_bounded)
+{
+  pcc_store_config config = {.max_profiles = 3, .now = fake_clock};
+  reopen_fresh(&config);
+  const char *two[] = {"/p/a.py", "/p/b.py"};
+  size_t total = 0;
+  /* the count: a fourth profile replaces the least recently updated */
+  merge_at(1000, &MAGIC_311, NULL, "one", two, 2, &total);
+  merge_at(1001, &MAGIC_311, NULL, "two", two, 2, &total);
+  merge_at(1002, &MAGIC_311, NULL, "three", two, 1, &total);
+  merge_at(1003, &MAGIC_311, NULL, "one", two + 1, 1, &total); /* updated: now the newest */
+  ck_assert_uint_eq(total, 2);
+  merge_at(1004, &MAGIC_311, NULL, "four", two, 2, &total);
+  ck_assert(!has_profile(&MAGIC_311, NULL, "two"));
+  ck_assert(has_profile(&MAGIC_311, NULL, "one"));
+  pcc_store_stats stats;
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  ck_assert_uint_eq(stats.profiles, 3);
+  seen_entries seen = {0};
+  uint8_t next[PCC_STORE_PROFILE_CURSOR_MAX];
+  size_t next_len = 0;
+  CHECK_RC(pcc_store_profiles_scan(store, NULL, NULL, 0, 10, list_profile, &seen, next,
+                                   &next_len), pcc_store_strerror);
+  ck_assert_int_eq(seen.count, 3);
+  ck_assert_str_eq(seen.paths[0], "four"); /* key order */
+  ck_assert_uint_eq(seen.bytes[1], 2);     /* "one": two paths, each once */
+  ck_assert_uint_eq(next_len, 0);
+
+  /* the paths: PCC_PROFILE_PATHS_MAX in one merge, quickly (one sorted table, batches) */
+  char (*many)[24] = malloc(PCC_PROFILE_PATHS_MAX * sizeof *many);
+  const char **list = malloc(PCC_PROFILE_PATHS_MAX * sizeof *list);
+  for (int i = 0; i < PCC_PROFILE_PATHS_MAX; i++) {
+    snprintf(many[i], sizeof many[i], "/big/%05d.py", i);
+    list[i] = many[i];
+  }
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  merge_at(1005, &MAGIC_311, NULL, "big", list, PCC_PROFILE_PATHS_MAX, &total);
+  merge_at(1005, &MAGIC_311, NULL, "big", list, PCC_PROFILE_PATHS_MAX, &total); /* no change */
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  ck_assert_uint_eq(total, PCC_PROFILE_PATHS_MAX);
+  double seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+  ck_assert_msg(seconds < 10, "two merges of %d paths took %.2f s", PCC_PROFILE_PATHS_MAX,
+                seconds);
+  merge_at(1006, &MAGIC_311, NULL, "big", list + 7, 3, &total); /* known paths: kept */
+  ck_assert_uint_eq(total, PCC_PROFILE_PATHS_MAX);
+  const char *fresh[] = {"/big/00007.py", "/big/new.py"};
+  merge_at(1007, &MAGIC_311, NULL, "big", fresh, 2, &total); /* past the cap: starts again */
+  ck_assert_uint_eq(total, 2);
+  int count = 0;
+  CHECK_RC(pcc_store_profile_read(store, NULL, &MAGIC_311, 0, "big", count_path, &count),
+           pcc_store_strerror);
+  ck_assert_int_eq(count, 2);
+  free(list);
+  free(many);
+  /* a path over PCC_PROFILE_PATH_MAX is left out */
+  static char long_path[PCC_PROFILE_PATH_MAX + 2];
+  memset(long_path, 'l', sizeof long_path - 1);
+  long_path[0] = '/';
+  const char *with_long[] = {long_path, "/short.py"};
+  merge_at(1008, &MAGIC_311, NULL, "four", with_long, 2, &total);
+  ck_assert_uint_eq(total, 3);
+
+  /* the age: profiles not updated since a time go */
+  uint64_t removed = 0;
+  ck_assert(!has_profile(&MAGIC_311, NULL, "three")); /* replaced by "big" */
+  CHECK_RC(pcc_store_profiles_expire(store, 1003, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 0); /* one: 1003, big: 1007, four: 1008 */
+  CHECK_RC(pcc_store_profiles_expire(store, 1004, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  ck_assert(!has_profile(&MAGIC_311, NULL, "one"));
+  ck_assert(has_profile(&MAGIC_311, NULL, "four"));
+}
+END_TEST
+
+START_TEST(test_profiles_expire_and_go_with_their_entries)
+{
+  pcc_store_config config = {.now = fake_clock};
+  reopen_fresh(&config);
+  const char *paths[] = {"/app/a.py"};
+  size_t total = 0;
+  merge_at(100, &MAGIC_311, NULL, "old", paths, 1, &total);
+  merge_at(200, &MAGIC_311, NULL, "new", paths, 1, &total);
+  uint64_t removed = 0;
+  CHECK_RC(pcc_store_profiles_expire(store, 150, &removed), pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  ck_assert(!has_profile(&MAGIC_311, NULL, "old"));
+  ck_assert(has_profile(&MAGIC_311, NULL, "new"));
+  /* one deleted by name */
+  CHECK_RC(pcc_store_profile_delete(store, NULL, &MAGIC_311, 0, "new", &removed),
+           pcc_store_strerror);
+  ck_assert_uint_eq(removed, 1);
+  CHECK_RC(pcc_store_profile_delete(store, NULL, &MAGIC_311, 0, "new", &removed),
+           pcc_store_strerror);
+  ck_assert_uint_eq(removed, 0);
+  /* invalidating a magic or a namespace takes its profiles; a prefix leaves them */
+  merge_at(300, &MAGIC_311, NULL, "keep", paths, 1, &total);
+  merge_at(300, &MAGIC_PYPY, NULL, "pypy", paths, 1, &total);
+  merge_at(300, &MAGIC_311, "team-a", "team", paths, 1, &total);
+  pcc_store_filter prefix = {.opt = -1, .prefix = "/app/", .prefix_len = 5};
+  CHECK_RC(pcc_store_delete(store, &prefix, &removed), pcc_store_strerror);
+  ck_assert(has_profile(&MAGIC_PYPY, NULL, "pypy"));
+  pcc_store_filter pypy = {.has_magic = true, .magic = MAGIC_PYPY, .opt = -1};
+  CHECK_RC(pcc_store_delete(store, &pypy, &removed), pcc_store_strerror);
+  ck_assert(!has_profile(&MAGIC_PYPY, NULL, "pypy"));
+  ck_assert(has_profile(&MAGIC_311, NULL, "keep"));
+  pcc_store_filter team = {.opt = -1, .ns = "team-a"};
+  CHECK_RC(pcc_store_delete(store, &team, &removed), pcc_store_strerror);
+  ck_assert(!has_profile(&MAGIC_311, "team-a", "team"));
+  ck_assert(has_profile(&MAGIC_311, NULL, "keep"));
+  /* a purge takes every profile */
+  CHECK_RC(pcc_store_delete(store, NULL, &removed), pcc_store_strerror);
+  pcc_store_stats stats;
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  ck_assert_uint_eq(stats.profiles, 0);
+  ck_assert_int_eq(pcc_store_profile_read(store, NULL, &MAGIC_311, 0, "keep", count_path,
+                                          &total), PCC_STORE_NOTFOUND);
+}
+END_TEST
+
+/* A recorded use younger than PCC_USE_UPDATE_SECONDS (to twice that) is not moved again; an
+ * older one is. Seen through what eviction takes: the least recently used as recorded. */
+START_TEST(test_recent_uses_are_not_moved_again)
+{
+  pcc_store_config config = {.max_size = 2500, .now = fake_clock};
+  reopen_fresh(&config);
+  pcc_path_record a, b, c;
+  fake_now = 10000;
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror); /* the first mark */
+  CHECK_RC(put_numbered(NULL, "/a.py", 1, 1000, &a), pcc_store_strerror);
+  CHECK_RC(put_numbered(NULL, "/b.py", 2, 1000, &b), pcc_store_strerror);
+  fake_now += PCC_USE_UPDATE_SECONDS;
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror); /* a, b: recent from now */
+  ck_assert(blob_is_stored(&a));
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror); /* a's use: not moved */
+  CHECK_RC(put_numbered(NULL, "/c.py", 3, 1000, &c), pcc_store_strerror); /* 3000 > 2500 */
+  CHECK_RC(pcc_store_evict(store, NULL), pcc_store_strerror);
+  ck_assert(!blob_is_stored(&a)); /* recorded as older than b, though used later */
+  ck_assert(blob_is_stored(&b));
+  /* once its recorded use is old, a use moves it again */
+  fake_now += 2 * PCC_USE_UPDATE_SECONDS;
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror);
+  ck_assert(blob_is_stored(&b));
+  CHECK_RC(pcc_store_flush_uses(store, NULL), pcc_store_strerror);
+  CHECK_RC(put_numbered(NULL, "/d.py", 4, 1000, NULL), pcc_store_strerror);
+  CHECK_RC(pcc_store_evict(store, NULL), pcc_store_strerror);
+  ck_assert(blob_is_stored(&b)); /* moved: c is the least recently used now */
+  ck_assert(!blob_is_stored(&c));
+  check_figures();
 }
 END_TEST
 
@@ -572,6 +1110,16 @@ int main(void)
   tcase_add_test(tc, test_versions_of_a_path);
   tcase_add_test(tc, test_namespaces_are_separate);
   tcase_add_test(tc, test_store_format);
+  tcase_add_test(tc, test_eviction_keeps_bytes_under_max);
+  tcase_add_test(tc, test_eviction_takes_versions_and_shared_paths);
+  tcase_add_test(tc, test_shared_blobs_are_reference_counted);
+  tcase_add_test(tc, test_fill_purge_fill_with_a_small_map);
+  tcase_add_test(tc, test_deletions_work_at_a_full_map);
+  tcase_add_test(tc, test_full_disk_is_its_own_status);
+  tcase_add_test(tc, test_profiles_are_bounded);
+  tcase_add_test(tc, test_profiles_expire_and_go_with_their_entries);
+  tcase_add_test(tc, test_recent_uses_are_not_moved_again);
+  tcase_set_timeout(tc, 60);
   suite_add_tcase(suite, tc);
   return test_run_suite(suite);
 }

@@ -125,6 +125,15 @@ try {
   check(await text("#stat-entries") === String(before),
         `#stat-entries shows ${await text("#stat-entries")}, /v1/admin/stats says ${before}`);
   check(await text("#stat-hits") === String(stats.total.hits), "#stat-hits differs from the API");
+  // one figure, one meaning: the stored code is the store's payload bytes, the sum of the magics'
+  check(await page.getAttribute("#stat-bytes", "data-value") === String(stats.store.bytes) &&
+        stats.store.bytes === stats.total.bytes,
+        `#stat-bytes shows ${await page.getAttribute("#stat-bytes", "data-value")}, the store has ` +
+        `${stats.store.bytes}, the magics ${stats.total.bytes}`);
+  check(await page.getAttribute("#stat-store", "data-value") === String(stats.store.used),
+        "#stat-store differs from the store's used pages");
+  check(await text("#stat-evictions") === String(stats.store.evictions), "#stat-evictions differs");
+  check(await text("#stat-profiles") === String(stats.store.profiles), "#stat-profiles differs");
   check(/\//.test(await text("#stat-hit-latency")) || (await text("#stat-hit-latency")) === "no samples",
         "no hit latency shown");
   check(await page.$$eval("#backends tbody tr", (r) => r.length) >= 1, "no backend rows");
