@@ -113,12 +113,14 @@ class Eviction(StoreCase):
         cold = [self.write("cold/m%d.py" % i, big_source(i, 16 * KIB)) for i in range(1, 50)]
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             looker = pool.submit(hits)
-            for path in cold:  # 49 x 16 KiB: over 3 x --max-size
-                status, body = self.compile(server, path)
-                self.assertEqual(status, 200, body)
-            store = self.wait_for(server, lambda s: s["evictions"] > 0 and
-                                  s["bytes"] <= max_size, "evicted under --max-size")
-            stop.set()
+            try:
+                for path in cold:  # 49 x 16 KiB: over 3 x --max-size
+                    status, body = self.compile(server, path)
+                    self.assertEqual(status, 200, body)
+                store = self.wait_for(server, lambda s: s["evictions"] > 0 and
+                                      s["bytes"] <= max_size, "evicted under --max-size")
+            finally:
+                stop.set()  # also when the test fails: the pool waits for its thread
             looker.result(timeout=60)
         self.assertGreater(len(seen), 20)
         self.assertEqual(set(seen), {(200, None)}, "a hit failed during eviction")
