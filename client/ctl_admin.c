@@ -492,10 +492,13 @@ int ctl_admin_show(const ctl *c)
     const char *key = item->string ? item->string : "?";
     bool when = strcmp(key, "created") == 0 || strcmp(key, "last_hit") == 0;
     if (when && cJSON_IsNumber(item)) {
-      time_t t = (time_t)item->valuedouble;
+      int64_t seconds;
+      time_t t;
       struct tm tm;
       char text[64] = "?";
-      if (gmtime_r(&t, &tm) != NULL)
+      /* a time the server sent: converted only when whole and within time_t (64 bits here) */
+      if (pcc_double_to_i64(item->valuedouble, &seconds) && (t = (time_t)seconds) == seconds &&
+          gmtime_r(&t, &tm) != NULL)
         strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm);
       printf("%-12s %.0f  (%s)\n", key, item->valuedouble, text);
     } else if (when && cJSON_IsNull(item)) {

@@ -82,6 +82,8 @@ static const pcc_limit rows[] = {
   ROW(PCC_BODY_TIMEOUT_DEFAULT, "--body-timeout", "seconds a request has for its body, in all"),
   ROW(PCC_IDLE_TIMEOUT_DEFAULT, "--idle-timeout",
       "seconds a kept-alive connection may wait for its next request"),
+  ROW(PCC_JSON_INT_MAX, NULL,
+      "largest mtime or size of an entry, line or offset of an error, read from JSON"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

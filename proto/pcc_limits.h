@@ -117,6 +117,11 @@
 #define PCC_BODY_TIMEOUT_DEFAULT 60        /* option --body-timeout: a request's body */
 #define PCC_IDLE_TIMEOUT_DEFAULT 60        /* option --idle-timeout: kept alive without a request */
 
+/* ---- numbers in JSON (every side) ----------------------------------------------------------- */
+#define PCC_JSON_INT_MAX ((int64_t)1 << 53) /* 2^53: the largest magnitude up to which a JSON
+                                               number (a double) holds every integer; an entry's
+                                               mtime and size, an error's line and offset */
+
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {
   const char *name;   /* the macro's name */
