@@ -421,13 +421,15 @@ static void client_error_field(const cJSON *obj, const char *name,
     client_error_set(slot, field, item->valuestring);
 }
 
+/* A whole number of obj's field within +-2^53, else -1 (absent, a fraction, out of range). */
 static int64_t client_json_int(const cJSON *obj, const char *name)
 {
   const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
-  if (!cJSON_IsNumber(item) || item->valuedouble < -9007199254740992.0 ||
-      item->valuedouble > 9007199254740992.0)
+  int64_t value;
+  if (!cJSON_IsNumber(item) || !pcc_double_to_i64(item->valuedouble, &value) ||
+      value < -PCC_JSON_INT_MAX || value > PCC_JSON_INT_MAX)
     return -1;
-  return (int64_t)item->valuedouble;
+  return value;
 }
 
 /* Decodes a non-2xx response into the last error and maps its "error" code. */
@@ -496,6 +498,29 @@ static size_t client_sink_cb(char *ptr, size_t size, size_t nmemb, void *userdat
   return n;
 }
 
+/* Forgets the last response: its body, curl's error text and the X-Pycached-* headers. */
+static void client_response_reset(pcc_client *client)
+{
+  client_buf_reset(&client->body);
+  client->curl_errbuf[0] = '\0';
+  client->outcome[0] = client->digest[0] = client->checksum[0] = client->hash[0] = '\0';
+  client->validation[0] = client->compiler[0] = '\0';
+}
+
+/* A response has arrived whole with this status: PCC_CLIENT_OK for a 2xx, else the error it
+ * maps to (the details in the last error). *status_out (may be NULL) gets the status. */
+static pcc_client_status client_response_status(pcc_client *client, long status,
+                                                long *status_out)
+{
+  if (client->body.nomem)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  if (status_out)
+    *status_out = status;
+  if (status < 200 || status > 299)
+    return client_map_http_error(client, status);
+  return PCC_CLIENT_OK;
+}
+
 /* Performs one request to url: method "GET", "DELETE", or "POST" of body_len bytes of body
  * (NULL: an empty body), with these headers. On PCC_CLIENT_OK the response was 2xx and
  * client->body holds it (possibly empty, data may be NULL), or client->sink.fd got it when
@@ -505,10 +530,7 @@ static pcc_client_status client_perform(pcc_client *client, const char *url, con
                                         struct curl_slist *headers, long *status_out)
 {
   CURL *c = client->curl;
-  client_buf_reset(&client->body);
-  client->curl_errbuf[0] = '\0';
-  client->outcome[0] = client->digest[0] = client->checksum[0] = client->hash[0] = '\0';
-  client->validation[0] = client->compiler[0] = '\0';
+  client_response_reset(client);
   bool post = strcmp(method, "POST") == 0;
   CURLcode code = curl_easy_setopt(c, CURLOPT_URL, url);
   if (code == CURLE_OK && !post) {
@@ -545,15 +567,9 @@ static pcc_client_status client_perform(pcc_client *client, const char *url, con
   }
   if (code != CURLE_OK)
     return client_map_curl(client, code);
-  if (client->body.nomem)
-    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  if (status_out)
-    *status_out = status;
-  if (status < 200 || status > 299)
-    return client_map_http_error(client, status);
-  return PCC_CLIENT_OK;
+  return client_response_status(client, status, status_out);
 }
 
 /* ---- URLs ------------------------------------------------------------------------------ */
@@ -696,6 +712,37 @@ pcc_client_status pcc_client_lookup(pcc_client *client, const pcc_magic *magic, 
   if (rc == PCC_CLIENT_OK)
     rc = client_perform(client, url, "GET", NULL, 0, client->code_headers, NULL);
   free(url);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_take_entry(client, magic, opt, source, send_hash, out);
+  return rc;
+}
+
+pcc_client_status pcc_client_replay_lookup(pcc_client *client, const pcc_magic *magic, int opt,
+                                           const pcc_source *source, bool send_hash, long status,
+                                           const char *headers, size_t headers_len,
+                                           const void *body, size_t body_len, pcc_entry **out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (out == NULL || magic == NULL || source == NULL || source->path == NULL ||
+      (headers == NULL && headers_len > 0) || (body == NULL && body_len > 0))
+    return client_fail(client, PCC_CLIENT_INVALID, "invalid replay argument");
+  client_response_reset(client);
+  /* what curl does with a response: each header line to the header callback, the body to the
+   * write callback (a short count there is curl's CURLE_WRITE_ERROR), then the status */
+  for (size_t at = 0; at < headers_len;) {
+    const char *nl = memchr(headers + at, '\n', headers_len - at);
+    size_t line = nl ? (size_t)(nl - (headers + at)) + 1 : headers_len - at;
+    client_header_cb((char *)(uintptr_t)(headers + at), 1, line, client);
+    at += line;
+  }
+  pcc_client_status rc = PCC_CLIENT_OK;
+  if (body_len > 0 &&
+      client_write_cb((char *)(uintptr_t)body, 1, body_len, &client->body) != body_len)
+    rc = client_map_curl(client, CURLE_WRITE_ERROR);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_response_status(client, status, NULL);
   if (rc == PCC_CLIENT_OK)
     rc = client_take_entry(client, magic, opt, source, send_hash, out);
   return rc;

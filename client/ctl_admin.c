@@ -403,12 +403,15 @@ static void ctl_entry_row(const cJSON *e)
 }
 
 /* "2026-11-21 06:15:00 UTC" of unix seconds into text. */
+/* A time the server sent, as text in text (cap bytes): "?" unless whole and within time_t. */
 static const char *ctl_when(double seconds, char *text, size_t cap)
 {
-  time_t t = (time_t)seconds;
+  int64_t whole;
+  time_t t;
   struct tm tm;
   snprintf(text, cap, "?");
-  if (gmtime_r(&t, &tm) != NULL)
+  if (pcc_double_to_i64(seconds, &whole) && (t = (time_t)whole) == whole &&
+      gmtime_r(&t, &tm) != NULL)
     strftime(text, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
   return text;
 }

@@ -99,10 +99,11 @@ void ctl_print_flat(const char *prefix, const cJSON *item, int depth)
     }
     return;
   }
+  int64_t whole;
   if (cJSON_IsString(item))
     printf("%-32s %s\n", prefix, item->valuestring);
-  else if (cJSON_IsNumber(item) && item->valuedouble == (double)(int64_t)item->valuedouble)
-    printf("%-32s %" PRId64 "\n", prefix, (int64_t)item->valuedouble);
+  else if (cJSON_IsNumber(item) && pcc_double_to_i64(item->valuedouble, &whole))
+    printf("%-32s %" PRId64 "\n", prefix, whole);
   else if (cJSON_IsNumber(item))
     printf("%-32s %g\n", prefix, item->valuedouble);
   else if (cJSON_IsBool(item))

@@ -487,10 +487,10 @@ static int ctl_warm_jobs(const ctl *c, const pcc_magic *magic, int *jobs)
   cJSON_ArrayForEach(compiler, cJSON_GetObjectItemCaseSensitive(stats, "compilers")) {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(compiler, "magic");
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(compiler, "workers");
+    int64_t workers;
     if (cJSON_IsString(m) && strcasecmp(m->valuestring, magic_hex) == 0 && cJSON_IsNumber(n) &&
-        n->valuedouble >= 1) {
-      *jobs = n->valuedouble >= PCC_CTL_WARM_JOBS_MAX / 2 ? PCC_CTL_WARM_JOBS_MAX
-                                                          : 2 * (int)n->valuedouble;
+        pcc_double_to_i64(n->valuedouble, &workers) && workers >= 1) {
+      *jobs = workers >= PCC_CTL_WARM_JOBS_MAX / 2 ? PCC_CTL_WARM_JOBS_MAX : 2 * (int)workers;
       break;
     }
   }

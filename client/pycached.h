@@ -153,6 +153,16 @@ void pcc_source_free(pcc_source *source);
 pcc_client_status pcc_client_lookup(pcc_client *client, const pcc_magic *magic, int opt,
                                     const pcc_source *source, bool send_hash, pcc_entry **out);
 
+/* For tests and tests/fuzz/fuzz_hook_response.c: handles a response to the lookup of source
+ * exactly as pcc_client_lookup handles the one it receives, without the network: status, the
+ * header lines (as curl hands them over, each ending in "\r\n"; headers may be NULL) and the
+ * body, within the client's max_response. Same results, ownership and errors as
+ * pcc_client_lookup. */
+pcc_client_status pcc_client_replay_lookup(pcc_client *client, const pcc_magic *magic, int opt,
+                                           const pcc_source *source, bool send_hash, long status,
+                                           const char *headers, size_t headers_len,
+                                           const void *body, size_t body_len, pcc_entry **out);
+
 /* POST /v1/compile: uploads source->data (Content-Type application/octet-stream) with path,
  * mtime, size, hash and digest in the query; the server compiles and stores it (or finds it
  * stored). Same verification, ownership and errors as pcc_client_lookup (hash and digest are

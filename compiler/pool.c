@@ -7,7 +7,8 @@
  * slot whose replacement cannot start is marked dead and retried by the next compile, which then
  * fails fast with PCC_COMPILER_SPAWN instead of waiting for a worker that will never come. A
  * worker that has answered max_compiles compiles is replaced the same way (recycled), so that
- * one a hostile source may have subverted does not keep serving.
+ * one a hostile source may have subverted does not keep serving. What a worker sends is decoded
+ * by reply.c.
  */
 #include "compiler.h"
 
@@ -29,10 +30,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 
 #include "asan.h"
 #include "frame.h"
+#include "reply.h"
 
 /* Limits come from proto/pcc_limits.h (through frame.h); the pool's own are timeouts and sizes
  * derived from those limits. */
@@ -175,26 +176,23 @@ static pcc_compiler_status read_frame(int fd, size_t max, int64_t deadline, uint
 {
   uint8_t prefix[PCC_FRAME_PREFIX_LEN];
   pcc_compiler_status rc = recv_full(fd, prefix, sizeof prefix, deadline);
-  uint32_t total;
+  size_t payload_len = 0;
   uint8_t *buf;
+  if (rc == PCC_COMPILER_OK)
+    rc = pcc_reply_prefix(prefix, max, type, &payload_len);
   if (rc != PCC_COMPILER_OK)
     return rc;
-  total = (uint32_t)prefix[0] | (uint32_t)prefix[1] << 8 | (uint32_t)prefix[2] << 16 |
-          (uint32_t)prefix[3] << 24;
-  if (total == 0 || total > max)
-    return PCC_COMPILER_PROTOCOL;
-  buf = malloc(total); /* payload is total - 1 bytes, plus the NUL */
+  buf = malloc(payload_len + 1); /* the payload, plus the NUL */
   if (!buf)
     return PCC_COMPILER_NOMEM;
-  rc = recv_full(fd, buf, total - 1, deadline);
+  rc = recv_full(fd, buf, payload_len, deadline);
   if (rc != PCC_COMPILER_OK) {
     free(buf);
     return rc;
   }
-  buf[total - 1] = '\0';
-  *type = prefix[4];
+  buf[payload_len] = '\0';
   *payload = buf;
-  *len = total - 1;
+  *len = payload_len;
   return PCC_COMPILER_OK;
 }
 
@@ -299,52 +297,17 @@ static void worker_kill(pid_t pid, int fd)
   }
 }
 
-/* Copies a hello string field into out when it is 1..PCC_WORKER_NAME_PART_MAX printable, unspaced
- * ASCII characters. */
-static bool hello_field(const cJSON *json, const char *key, char *out, size_t size)
-{
-  const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
-  size_t len;
-  if (!cJSON_IsString(item) || !item->valuestring)
-    return false;
-  len = strlen(item->valuestring);
-  if (len == 0 || len > PCC_WORKER_NAME_PART_MAX || len >= size)
-    return false;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)item->valuestring[i];
-    if (ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
-      return false;
-  }
-  memcpy(out, item->valuestring, len + 1);
-  return true;
-}
-
-/* Reads and validates a worker's hello. */
+/* Reads and validates a worker's hello (reply.h). */
 static pcc_compiler_status worker_hello(int fd, int64_t deadline, pcc_magic *magic, char *name,
                                         size_t name_size)
 {
   uint8_t type = 0, *payload = NULL;
   size_t len = 0;
-  cJSON *json;
-  char impl[PCC_WORKER_NAME_PART_MAX + 1], version[PCC_WORKER_NAME_PART_MAX + 1];
-  const cJSON *magic_item;
-  bool ok;
-  int n;
-
   if (read_frame(fd, PCC_FRAME_HELLO_MAX, deadline, &type, &payload, &len) != PCC_COMPILER_OK)
     return PCC_COMPILER_SPAWN;
-  json = type == PCC_FRAME_HELLO ? cJSON_ParseWithLength((const char *)payload, len) : NULL;
+  pcc_compiler_status rc = pcc_reply_hello(type, payload, len, magic, name, name_size);
   free(payload);
-  magic_item = cJSON_GetObjectItemCaseSensitive(json, "magic");
-  ok = cJSON_IsObject(json) && cJSON_IsString(magic_item) &&
-       pcc_magic_from_hex(magic_item->valuestring, magic) == PCC_PROTO_OK &&
-       hello_field(json, "implementation", impl, sizeof impl) &&
-       hello_field(json, "version", version, sizeof version);
-  cJSON_Delete(json);
-  if (!ok)
-    return PCC_COMPILER_SPAWN;
-  n = snprintf(name, name_size, "%s-%s", impl, version);
-  return n > 0 && (size_t)n < name_size ? PCC_COMPILER_OK : PCC_COMPILER_SPAWN;
+  return rc;
 }
 
 /* Starts a replacement worker and checks that it speaks for the pool's magic. On success the
@@ -547,48 +510,6 @@ size_t pcc_compiler_worker_pids(const pcc_compiler *c, pid_t *out, size_t max)
   return n;
 }
 
-void pcc_compile_result_free(pcc_compile_result *result)
-{
-  if (!result)
-    return;
-  free(result->marshal);
-  free(result->error_type);
-  free(result->error_message);
-  free(result);
-}
-
-/* Parses an 'E' payload into result. */
-static pcc_compiler_status parse_error(const uint8_t *payload, size_t len,
-                                       pcc_compile_result *result)
-{
-  cJSON *json = cJSON_ParseWithLength((const char *)payload, len);
-  const cJSON *type = cJSON_GetObjectItemCaseSensitive(json, "type");
-  const cJSON *message = cJSON_GetObjectItemCaseSensitive(json, "message");
-  const cJSON *line = cJSON_GetObjectItemCaseSensitive(json, "line");
-  const cJSON *offset = cJSON_GetObjectItemCaseSensitive(json, "offset");
-  const cJSON *transient = cJSON_GetObjectItemCaseSensitive(json, "transient");
-  pcc_compiler_status rc = PCC_COMPILER_OK;
-
-  if (!cJSON_IsObject(json) || !cJSON_IsString(type) || !type->valuestring ||
-      !type->valuestring[0] || !cJSON_IsString(message) || !message->valuestring ||
-      (line && !cJSON_IsNumber(line)) || (offset && !cJSON_IsNumber(offset)) ||
-      (transient && !cJSON_IsBool(transient))) {
-    rc = PCC_COMPILER_PROTOCOL;
-  } else {
-    result->transient = cJSON_IsTrue(transient);
-    result->error_type = strdup(type->valuestring);
-    result->error_message = strdup(message->valuestring);
-    if (!result->error_type || !result->error_message)
-      rc = PCC_COMPILER_NOMEM;
-    if (line && line->valuedouble >= 0 && line->valuedouble <= INT_MAX)
-      result->error_line = (int)line->valuedouble;
-    if (offset && offset->valuedouble >= 0 && offset->valuedouble <= INT_MAX)
-      result->error_offset = (int)offset->valuedouble;
-  }
-  cJSON_Delete(json);
-  return rc;
-}
-
 /* One request/answer exchange with the worker on fd. On OK, *out is set. Any other status leaves
  * the worker in an unknown state: the caller must kill it. */
 static pcc_compiler_status exchange(const pcc_compiler *c, int fd, int opt, const char *path,
@@ -600,7 +521,7 @@ static pcc_compiler_status exchange(const pcc_compiler *c, int fd, int opt, cons
   int64_t deadline = now_ms() + c->timeout_ms;
   uint8_t type = 0, *payload = NULL;
   size_t payload_len = 0;
-  pcc_compile_result *result;
+  pcc_compile_result *result = NULL;
   pcc_compiler_status rc;
 
   /* Frame length = type + opt + path length + path + source; checked against max_frame. */
@@ -614,29 +535,10 @@ static pcc_compiler_status exchange(const pcc_compiler *c, int fd, int opt, cons
     rc = send_full(fd, src, len, deadline);
   if (rc == PCC_COMPILER_OK)
     rc = read_frame(fd, c->max_frame, deadline, &type, &payload, &payload_len);
+  if (rc == PCC_COMPILER_OK)
+    rc = pcc_reply_answer(type, payload, payload_len, &result);
   if (rc != PCC_COMPILER_OK)
     return rc;
-
-  result = calloc(1, sizeof *result);
-  if (!result) {
-    free(payload);
-    return PCC_COMPILER_NOMEM;
-  }
-  if (type == PCC_FRAME_CODE && payload_len > 0) {
-    result->ok = true;
-    result->marshal = payload;
-    result->marshal_len = payload_len;
-    payload = NULL;
-  } else if (type == PCC_FRAME_ERROR) {
-    rc = parse_error(payload, payload_len, result);
-  } else {
-    rc = PCC_COMPILER_PROTOCOL;
-  }
-  free(payload);
-  if (rc != PCC_COMPILER_OK) {
-    pcc_compile_result_free(result);
-    return rc;
-  }
   elapsed = now_us() - start;
   result->compile_us = elapsed > UINT32_MAX ? UINT32_MAX : (uint32_t)elapsed;
   *out = result;

@@ -10,6 +10,7 @@ packages=(
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl
   chromium nodejs pypy3 python3-sympy
+  clang libclang-rt-dev
 )
 # The admin page's browser test needs npm; a nodejs from NodeSource bundles it (and conflicts with
 # Debian's npm package), Debian's own nodejs does not.

@@ -89,13 +89,15 @@ void pcc_entry_free(pcc_entry *entry)
 }
 
 /* Reads a JSON number that must be a whole number in [min, max]. */
-static bool json_whole(const cJSON *obj, const char *name, double min, double max, int64_t *out)
+static bool json_whole(const cJSON *obj, const char *name, int64_t min, int64_t max,
+                       int64_t *out)
 {
   const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
-  if (!cJSON_IsNumber(item) || item->valuedouble < min || item->valuedouble > max ||
-      item->valuedouble != (double)(int64_t)item->valuedouble)
+  int64_t value;
+  if (!cJSON_IsNumber(item) || !pcc_double_to_i64(item->valuedouble, &value) || value < min ||
+      value > max)
     return false;
-  *out = (int64_t)item->valuedouble;
+  *out = value;
   return true;
 }
 
@@ -112,8 +114,8 @@ static pcc_proto_status entry_fill(const cJSON *obj, pcc_entry *entry)
   const char *path = json_string(obj, "path"), *compiler = json_string(obj, "compiler");
   const char *pyc = json_string(obj, "pyc"), *validation = json_string(obj, "validation");
   if (!json_whole(obj, "opt", 0, PCC_OPT_MAX, &opt) ||
-      !json_whole(obj, "mtime", 0, 9007199254740992.0, &mtime) ||
-      !json_whole(obj, "size", 0, 9007199254740992.0, &size) ||
+      !json_whole(obj, "mtime", 0, PCC_JSON_INT_MAX, &mtime) ||
+      !json_whole(obj, "size", 0, PCC_JSON_INT_MAX, &size) ||
       !json_whole(obj, "hash", INT32_MIN, INT32_MAX, &hash) || path == NULL || pyc == NULL ||
       pcc_magic_from_hex(json_string(obj, "magic"), &view->magic) != PCC_PROTO_OK ||
       pcc_digest_from_hex(json_string(obj, "digest"), &view->digest) != PCC_PROTO_OK ||

@@ -1,5 +1,6 @@
 /* params.c: the request parameters of /v1/code and /v1/compile, parsed and validated in one
- * place so that server, CLI and tests agree on what is valid (see proto.h for the rules). */
+ * place so that server, CLI and tests agree on what is valid (see proto.h for the rules), and
+ * the integer readers (decimal text, JSON numbers) they and the JSON forms use. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,19 @@ pcc_proto_status pcc_parse_i64(const char *text, int64_t min, int64_t max, int64
     return PCC_PROTO_RANGE;
   *out = (int64_t)value;
   return PCC_PROTO_OK;
+}
+
+bool pcc_double_to_i64(double value, int64_t *out)
+{
+  /* -2^63 and 2^63 are exact doubles; every double in [-2^63, 2^63) converts without UB.
+   * Written as a negation so that NaN (every comparison false) fails too. */
+  if (!(value >= -9223372036854775808.0 && value < 9223372036854775808.0))
+    return false;
+  int64_t whole = (int64_t)value;
+  if ((double)whole != value)
+    return false; /* a fraction */
+  *out = whole;
+  return true;
 }
 
 static pcc_proto_status parse_path(const char *text, pcc_params *out)

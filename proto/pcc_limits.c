@@ -96,6 +96,8 @@ static const pcc_limit rows[] = {
   ROW(PCC_PROFILE_BATCH, NULL, "paths merged into a profile per write transaction"),
   ROW(PCC_USE_UPDATE_SECONDS, NULL,
       "seconds within which a blob's recorded use is not moved again (up to twice that)"),
+  ROW(PCC_JSON_INT_MAX, NULL,
+      "largest mtime or size of an entry, line or offset of an error, read from JSON"),
 };
 
 const pcc_limit *pcc_limits(size_t *n)

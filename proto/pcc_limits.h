@@ -133,6 +133,10 @@
 #define PCC_PROFILE_BATCH 1024        /* paths merged into a profile per write transaction */
 #define PCC_USE_UPDATE_SECONDS 60     /* a blob whose recorded use is younger (up to twice that)
                                          is not moved again in the order of uses */
+/* ---- numbers in JSON (every side) ----------------------------------------------------------- */
+#define PCC_JSON_INT_MAX ((int64_t)1 << 53) /* 2^53: the largest magnitude up to which a JSON
+                                               number (a double) holds every integer; an entry's
+                                               mtime and size, an error's line and offset */
 
 /* One row of the table, for `pycached --limits` and the docs check. */
 typedef struct {

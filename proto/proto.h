@@ -172,6 +172,13 @@ pcc_proto_status pcc_params_parse(pcc_param_getter get, void *ctx, unsigned requ
  * number in [min, max]; no spaces, no leading '+'. */
 pcc_proto_status pcc_parse_i64(const char *text, int64_t min, int64_t max, int64_t *out);
 
+/* A JSON number (cJSON keeps every number as a double) as an integer: true and *out set when
+ * value is a whole number that int64_t holds (-2^63 .. 2^63-1); false for a fraction, NaN, an
+ * infinity or anything out of range (1e300), which a plain (int64_t) cast would turn into
+ * undefined behaviour. Check the range the caller wants on *out afterwards. */
+bool pcc_double_to_i64(double value, int64_t *out);
+/* PCC_JSON_INT_MAX (pcc_limits.h): the JSON forms read mtime, size, line and offset within it. */
+
 /* ---- JSON forms ---------------------------------------------------------------------------- */
 
 /* A served entry: what a hit or a compile answers. pyc is the full pyc (16-byte header built

@@ -140,14 +140,11 @@ static bool parse_token(const cJSON *item, auth_token *out, char *error, size_t 
   return true;
 }
 
-static pcc_auth_status load_table(const char *file, auth_table *out, char *error,
-                                  size_t error_len)
+/* Parses the text of a token file (NUL-terminated; `file` names it in errors) into *out. */
+static pcc_auth_status parse_table(const char *text, const char *file, auth_table *out,
+                                   char *error, size_t error_len)
 {
-  char *text = read_file(file, error, error_len);
-  if (text == NULL)
-    return PCC_AUTH_BAD_FILE;
   cJSON *doc = cJSON_Parse(text);
-  free(text);
   const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(doc, "tokens");
   int count = cJSON_GetArraySize(tokens);
   if (!cJSON_IsArray(tokens) || count < 1 || count > AUTH_TOKENS_MAX) {
@@ -178,7 +175,8 @@ static pcc_auth_status load_table(const char *file, auth_table *out, char *error
   }
   cJSON_Delete(doc);
   if (rc != PCC_AUTH_OK) {
-    sodium_memzero(table.tokens, (size_t)count * sizeof(auth_token));
+    if (table.tokens != NULL) /* NULL when the calloc failed */
+      sodium_memzero(table.tokens, (size_t)count * sizeof(auth_token));
     free(table.tokens);
     return rc;
   }
@@ -186,19 +184,36 @@ static pcc_auth_status load_table(const char *file, auth_table *out, char *error
   return PCC_AUTH_OK;
 }
 
-pcc_auth_status pcc_auth_open(const char *file, pcc_auth **out, char *error, size_t error_len)
+static pcc_auth_status load_table(const char *file, auth_table *out, char *error,
+                                  size_t error_len)
 {
+  char *text = read_file(file, error, error_len);
+  if (text == NULL)
+    return PCC_AUTH_BAD_FILE;
+  pcc_auth_status rc = parse_table(text, file, out, error, error_len);
+  free(text);
+  return rc;
+}
+
+/* An auth for file (NULL: none; it cannot be reloaded) whose table is parsed from text (the
+ * file's bytes, NUL-terminated; NULL when they could not be read: error says why), which `what`
+ * names in errors. */
+static pcc_auth_status auth_new(const char *file, const char *text, const char *what,
+                                pcc_auth **out, char *error, size_t error_len)
+{
+  if (text == NULL)
+    return PCC_AUTH_BAD_FILE;
   if (sodium_init() < 0) {
     snprintf(error, error_len, "libsodium cannot initialise");
     return PCC_AUTH_NOMEM;
   }
   pcc_auth *auth = calloc(1, sizeof *auth);
-  if (auth == NULL || (auth->file = strdup(file)) == NULL) {
+  if (auth == NULL || (file != NULL && (auth->file = strdup(file)) == NULL)) {
     free(auth);
     return PCC_AUTH_NOMEM;
   }
   pthread_rwlock_init(&auth->lock, NULL);
-  pcc_auth_status rc = load_table(file, &auth->table, error, error_len);
+  pcc_auth_status rc = parse_table(text, what, &auth->table, error, error_len);
   if (rc != PCC_AUTH_OK) {
     pcc_auth_close(auth);
     return rc;
@@ -207,9 +222,36 @@ pcc_auth_status pcc_auth_open(const char *file, pcc_auth **out, char *error, siz
   return PCC_AUTH_OK;
 }
 
+pcc_auth_status pcc_auth_open(const char *file, pcc_auth **out, char *error, size_t error_len)
+{
+  char *text = read_file(file, error, error_len);
+  pcc_auth_status rc = auth_new(file, text, file, out, error, error_len);
+  free(text);
+  return rc;
+}
+
+pcc_auth_status pcc_auth_parse(const char *text, size_t len, pcc_auth **out, char *error,
+                               size_t error_len)
+{
+  if (len > AUTH_FILE_MAX) {
+    snprintf(error, error_len, "the token file: over %u bytes", (unsigned)AUTH_FILE_MAX);
+    return PCC_AUTH_BAD_FILE;
+  }
+  char *copy = strndup(text, len); /* NUL-terminated, as read_file makes it */
+  if (copy == NULL)
+    return PCC_AUTH_NOMEM;
+  pcc_auth_status rc = auth_new(NULL, copy, "the token file", out, error, error_len);
+  free(copy);
+  return rc;
+}
+
 pcc_auth_status pcc_auth_reload(pcc_auth *auth, char *error, size_t error_len)
 {
   auth_table fresh;
+  if (auth->file == NULL) {
+    snprintf(error, error_len, "no token file to reload");
+    return PCC_AUTH_BAD_FILE;
+  }
   pcc_auth_status rc = load_table(auth->file, &fresh, error, error_len);
   if (rc != PCC_AUTH_OK)
     return rc;

@@ -34,6 +34,12 @@ const char *pcc_role_name(pcc_role role);
  * PCC_AUTH_BAD_FILE. *out is owned by the caller (pcc_auth_close). */
 pcc_auth_status pcc_auth_open(const char *file, pcc_auth **out, char *error, size_t error_len);
 
+/* As pcc_auth_open, from the bytes of a token file (text, len bytes, read as the file would be:
+ * up to a NUL) instead of the file: for tests and tests/fuzz/fuzz_token_file.c. Such an auth has
+ * no file: pcc_auth_reload answers PCC_AUTH_BAD_FILE. */
+pcc_auth_status pcc_auth_parse(const char *text, size_t len, pcc_auth **out, char *error,
+                               size_t error_len);
+
 /* Reloads the file given to pcc_auth_open; on failure the tokens in force stay and error says
  * why. Thread-safe against pcc_auth_check. */
 pcc_auth_status pcc_auth_reload(pcc_auth *auth, char *error, size_t error_len);

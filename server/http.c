@@ -433,6 +433,117 @@ static bool browser_safe(pcc_http *http, struct MHD_Connection *connection, cons
   return false;
 }
 
+/* ---- header and query values ------------------------------------------------------------- */
+
+/* A request with a NUL byte in a header or a query argument (%00), name or value, is refused:
+ * every reader takes a value as a C string and would see it cut at the NUL (`Authorization:
+ * Bearer TOKEN\0junk` read as the token, a Host or Content-Length other than what a proxy in
+ * front saw). A query argument's value_size counts the bytes after a %00. A header's does not in
+ * libmicrohttpd before 0.9.77 (it is the value's strlen), so there the header lines are checked
+ * where that version keeps them: in place in the connection's read buffer, from the request line
+ * (`method` points at its start) over MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE bytes, the key and
+ * the value of each line NUL-terminated and the line's CR and LF overwritten with NULs. Between
+ * the end of one value and the next key there are then one or two NULs (its line end), and
+ * between the last value and the end of the headers two to four (its line end and the empty
+ * line); anything else, a byte that is not a NUL above all, is a line that went on after a NUL.
+ * A header that is not in that place (a folded line, which RFC 9112 lets a server refuse) is
+ * refused too. What this cannot see: a NUL right before a line end, which is where a CR would
+ * be (the value is then read whole, without that NUL). */
+
+typedef struct {
+  const char *start, *end; /* the request's header bytes in the read buffer (old versions) */
+  const char *value_end;   /* the end of the previous header's value, NULL before the first */
+  const char *last_key;    /* the previous header's name */
+  const char *bad;         /* the name of the first header or argument refused */
+} values_scan;
+
+/* Are the bytes [from, to) n_min..n_max NULs? */
+static bool only_line_ends(const char *from, const char *to, size_t n_min, size_t n_max)
+{
+  if (to < from || (size_t)(to - from) < n_min || (size_t)(to - from) > n_max)
+    return false;
+  for (const char *p = from; p < to; p++)
+    if (*p != '\0')
+      return false;
+  return true;
+}
+
+/* Every header and query argument: a NUL within its sizes. */
+static enum MHD_Result scan_sizes(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
+{
+  (void)kind;
+  values_scan *scan = cls;
+  if ((key != NULL && memchr(key, '\0', key_size) != NULL) ||
+      (value != NULL && memchr(value, '\0', value_size) != NULL)) {
+    scan->bad = key != NULL ? key : "";
+    return MHD_NO;
+  }
+  return MHD_YES;
+}
+
+#if MHD_VERSION < 0x00097700
+/* Every header, in the order received: its line in place, nothing but line ends between it and
+ * the line before. */
+static enum MHD_Result scan_lines(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
+{
+  (void)kind;
+  values_scan *scan = cls;
+  const char *low = scan->value_end ? scan->value_end : scan->start;
+  bool in_place = key != NULL && value != NULL && key > low && value > key + key_size &&
+                  value + value_size < scan->end;
+  if (!in_place) {
+    scan->bad = key != NULL ? key : "";
+    return MHD_NO;
+  }
+  if (scan->value_end != NULL && !only_line_ends(scan->value_end, key, 1, 2)) {
+    scan->bad = scan->last_key; /* its line went on after its value */
+    return MHD_NO;
+  }
+  scan->value_end = value + value_size;
+  scan->last_key = key;
+  return MHD_YES;
+}
+#endif
+
+/* Refuses a request with a NUL byte in a header or query argument (see above): queues 400
+ * bad-parameter naming it and returns false. method is the one libmicrohttpd passed. */
+static bool values_clean(struct MHD_Connection *connection, const char *method,
+                         enum MHD_Result *result)
+{
+  values_scan scan = {NULL, NULL, NULL, NULL, NULL};
+  MHD_get_connection_values_n(connection, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, scan_sizes,
+                              &scan);
+#if MHD_VERSION < 0x00097700
+  const union MHD_ConnectionInfo *info =
+    MHD_get_connection_info(connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+  if (scan.bad == NULL && info != NULL) {
+    scan.start = method;
+    scan.end = method + info->header_size;
+    MHD_get_connection_values_n(connection, MHD_HEADER_KIND, scan_lines, &scan);
+    if (scan.bad == NULL && scan.value_end != NULL &&
+        !only_line_ends(scan.value_end, scan.end, 2, 4))
+      scan.bad = scan.last_key;
+  }
+#else
+  (void)method;
+#endif
+  if (scan.bad == NULL)
+    return true;
+  char name[65]; /* the name as far as it goes, printable ASCII only: it is sent back as JSON */
+  size_t len = 0;
+  for (; scan.bad[len] != '\0' && len < sizeof name - 1; len++)
+    name[len] = scan.bad[len] > 0x20 && scan.bad[len] < 0x7f ? scan.bad[len] : '?';
+  name[len] = '\0';
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  pcc_answer_error(&answer, PCC_ERR_BAD_PARAMETER, "a NUL byte in a header or query argument");
+  pcc_answer_extra_string(&answer, "param", name);
+  *result = send_error(connection, &answer);
+  return false;
+}
+
 /* The route of path and method, or NULL after queueing 404 or 405. */
 static const http_route *find_route(pcc_http *http, struct MHD_Connection *connection,
                                     const char *path, const char *method,
@@ -673,7 +784,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     pcc_conn *conn = conn_of(connection);
     pcc_conns_enter(http->conns, conn, PCC_CONN_BODY, pcc_conns_now_ms());
     enum MHD_Result result = MHD_YES;
-    if (!browser_safe(http, connection, method, &result))
+    if (!values_clean(connection, method, &result) || !browser_safe(http, connection, method, &result))
       return result;
     const http_route *route = find_route(http, connection, url, method, &result);
     if (route == NULL)

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "bodies.h"
 #include "route.h"
 
 /* A bundle built once and served to every start of the program while the store is unchanged.
@@ -66,40 +67,25 @@ static void handle_profile(void *state, pcc_request *req, pcc_answer *answer)
   size_t len = req->body_len;
   if (!profile_name_ok(name, answer))
     return;
-  cJSON *doc = body ? cJSON_ParseWithLength((const char *)body, len) : NULL;
-  const cJSON *paths = cJSON_GetObjectItemCaseSensitive(doc, "paths");
-  int n = cJSON_GetArraySize(paths);
-  const char **list = n > 0 ? calloc((size_t)n, sizeof *list) : NULL;
-  size_t count = 0;
-  bool ok = cJSON_IsArray(paths) && n <= PCC_PROFILE_PATHS_MAX && (n == 0 || list != NULL);
-  const cJSON *item;
-  cJSON_ArrayForEach(item, paths) {
-    if (!ok)
-      break;
-    ok = cJSON_IsString(item) && item->valuestring[0] == '/' &&
-         strlen(item->valuestring) <= PCC_PATH_MAX;
-    if (ok)
-      list[count++] = item->valuestring;
-  }
-  if (!ok) {
+  pcc_body_profile profile;
+  if (!pcc_body_profile_parse(body, len, &profile)) {
     pcc_answer_error(answer, PCC_ERR_BAD_PARAMETER, "body: want {\"paths\": [absolute paths]}, "
                      "at most %d", PCC_PROFILE_PATHS_MAX);
     pcc_answer_extra_string(answer, "param", "paths");
-  } else {
-    size_t total = 0;
-    pcc_store_status rc = pcc_store_profile_merge(pcc_core_store(w->core), req->ns,
-                                                  &params->magic, params->opt, name, list, count,
-                                                  &total);
-    if (rc == PCC_STORE_OK) {
-      cJSON *json = cJSON_CreateObject();
-      cJSON_AddNumberToObject(json, "paths", (double)total);
-      pcc_answer_json(answer, json);
-    } else {
-      pcc_answer_store_error(answer, rc);
-    }
+    return;
   }
-  free(list);
-  cJSON_Delete(doc);
+  size_t total = 0;
+  pcc_store_status rc = pcc_store_profile_merge(pcc_core_store(w->core), req->ns,
+                                                &params->magic, params->opt, name, profile.paths,
+                                                profile.count, &total);
+  if (rc == PCC_STORE_OK) {
+    cJSON *json = cJSON_CreateObject();
+    cJSON_AddNumberToObject(json, "paths", (double)total);
+    pcc_answer_json(answer, json);
+  } else {
+    pcc_answer_store_error(answer, rc);
+  }
+  pcc_body_profile_free(&profile);
 }
 
 /* The paths of a profile, copied out of the store's read transaction: one dynbuf of
@@ -587,43 +573,10 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
  * bad-parameter objects stay what they are): none of the three is longer than
  * PCC_BATCH_SMALL_MAX, so the kept bytes always suffice. */
 
-/* Reads a lookup's parameters from a JSON object (strings or numbers) for pcc_params_parse. */
-typedef struct {
-  const cJSON *object;
-  char numbers[7][32]; /* numbers printed, one slot a parameter */
-  int used;
-} json_getter;
-
-static const char *json_param(void *ctx, const char *name)
-{
-  json_getter *getter = ctx;
-  const cJSON *item = cJSON_GetObjectItemCaseSensitive(getter->object, name);
-  if (cJSON_IsString(item))
-    return item->valuestring;
-  if (!cJSON_IsNumber(item) || getter->used == 7)
-    return NULL;
-  char *slot = getter->numbers[getter->used++];
-  if (item->valuedouble != (double)(int64_t)item->valuedouble)
-    snprintf(slot, 32, "%.17g", item->valuedouble); /* not whole: parse rejects it */
-  else
-    snprintf(slot, 32, "%lld", (long long)item->valuedouble);
-  return slot;
-}
-
-#define NOT_SAME SIZE_MAX
-
-/* One lookup of a batch, parsed. */
-typedef struct {
-  pcc_params params;   /* its path points into path */
-  char *path;          /* owned */
-  char *error;         /* owned: the result of a malformed lookup (bad-parameter), else NULL */
-  size_t same_as;      /* the index of the first identical lookup, or NOT_SAME */
-} batch_lookup;
-
 typedef struct {
   warm *w;
   char ns[PCC_NAMESPACE_MAX + 1];
-  batch_lookup *lookups;
+  pcc_body_lookup *lookups; /* parsed and deduplicated (bodies.h) */
   size_t n, at;        /* lookups, and the next one to answer */
   bool cut;            /* a result would have passed the cap: the rest are too-large */
 } batch_stream;
@@ -631,77 +584,8 @@ typedef struct {
 static void batch_stream_free(void *ctx)
 {
   batch_stream *b = ctx;
-  for (size_t i = 0; b->lookups != NULL && i < b->n; i++) {
-    free(b->lookups[i].path);
-    free(b->lookups[i].error);
-  }
-  free(b->lookups);
+  pcc_body_lookups_free(b->lookups, b->n);
   free(b);
-}
-
-/* Parses one lookup into *out: false without memory. */
-static bool batch_parse(const cJSON *lookup, batch_lookup *out)
-{
-  json_getter getter = {.object = lookup};
-  const char *bad = NULL;
-  pcc_proto_status rc =
-    cJSON_IsObject(lookup)
-      ? pcc_params_parse(json_param, &getter,
-                         PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME | PCC_PARAM_SIZE,
-                         &out->params, &bad)
-      : PCC_PROTO_INVALID;
-  out->same_as = NOT_SAME;
-  if (rc == PCC_PROTO_OK) {
-    out->path = strndup(out->params.path, out->params.path_len);
-    out->params.path = out->path;
-    return out->path != NULL;
-  }
-  cJSON *item = pcc_error_to_json("bad-parameter", bad ? bad : "each lookup is an object");
-  if (item != NULL && bad != NULL)
-    cJSON_AddStringToObject(item, "param", bad); /* a parameter's name: short */
-  out->error = item ? cJSON_PrintUnformatted(item) : NULL;
-  cJSON_Delete(item);
-  return out->error != NULL && strlen(out->error) <= PCC_BATCH_SMALL_MAX;
-}
-
-static bool same_lookup(const pcc_params *a, const pcc_params *b)
-{
-  const unsigned checks = PCC_PARAM_HASH | PCC_PARAM_DIGEST;
-  return pcc_magic_equal(&a->magic, &b->magic) && a->opt == b->opt && a->mtime == b->mtime &&
-         a->size == b->size && (a->present & checks) == (b->present & checks) &&
-         (!(a->present & PCC_PARAM_HASH) || a->hash == b->hash) &&
-         (!(a->present & PCC_PARAM_DIGEST) || pcc_digest_equal(&a->digest, &b->digest)) &&
-         a->path_len == b->path_len && memcmp(a->path, b->path, a->path_len) == 0;
-}
-
-/* Points every lookup identical to an earlier one at the first (a hash table of indexes). */
-static bool batch_dedupe(batch_lookup *lookups, size_t n)
-{
-  size_t slots = 16;
-  while (slots < 2 * n)
-    slots *= 2;
-  size_t *table = calloc(slots, sizeof *table); /* index + 1; 0: free */
-  if (table == NULL)
-    return false;
-  for (size_t i = 0; i < n; i++) {
-    const pcc_params *p = &lookups[i].params;
-    if (lookups[i].error != NULL)
-      continue;
-    uint64_t h = pcc_checksum(p->path, p->path_len) ^
-                 ((uint64_t)p->mtime * 0x9e3779b97f4a7c15ull) ^ (p->size << 7);
-    for (size_t s = (size_t)h & (slots - 1);; s = (s + 1) & (slots - 1)) {
-      if (table[s] == 0) {
-        table[s] = i + 1;
-        break;
-      }
-      if (same_lookup(&lookups[table[s] - 1].params, p)) {
-        lookups[i].same_as = table[s] - 1;
-        break;
-      }
-    }
-  }
-  free(table);
-  return true;
 }
 
 /* The result of one lookup, as /v1/code would answer it: the entry or the error object. */
@@ -730,10 +614,10 @@ static int batch_next(void *ctx, uint64_t room, char **text, size_t *len)
   batch_stream *b = ctx;
   if (b->at == b->n)
     return 0;
-  const batch_lookup *lookup = &b->lookups[b->at++];
+  const pcc_body_lookup *lookup = &b->lookups[b->at++];
   uint64_t kept = (uint64_t)(b->n - b->at) * (PCC_BATCH_SMALL_MAX + 1); /* for the rest */
   char *item = NULL;
-  if (lookup->same_as != NOT_SAME) {
+  if (lookup->same_as != PCC_BODY_NOT_SAME) {
     item = malloc(48);
     if (item != NULL)
       snprintf(item, 48, "{\"same_as\":%zu}", lookup->same_as);
@@ -762,40 +646,31 @@ static void handle_batch(void *state, pcc_request *req, pcc_answer *answer)
 {
   warm *w = state;
   const pcc_config *config = pcc_core_config(w->core);
-  cJSON *doc = req->body ? cJSON_ParseWithLength((const char *)req->body, req->body_len) : NULL;
-  const cJSON *lookups = cJSON_GetObjectItemCaseSensitive(doc, "lookups");
-  int n = cJSON_GetArraySize(lookups);
   static const char head[] = "{\"results\":[", tail[] = "]}";
-  if (!cJSON_IsArray(lookups) || (uint64_t)n > config->max_batch) {
-    cJSON_Delete(doc);
+  pcc_body_lookup *lookups = NULL;
+  size_t n = 0;
+  pcc_proto_status rc = pcc_body_batch_parse(req->body, req->body_len, config->max_batch,
+                                             sizeof head + sizeof tail,
+                                             config->max_batch_response, &lookups, &n);
+  if (rc == PCC_PROTO_INVALID) {
     pcc_answer_error(answer, PCC_ERR_BAD_PARAMETER, "body: want {\"lookups\": [...]} with at "
                      "most %llu lookups", (unsigned long long)config->max_batch);
     pcc_answer_extra_string(answer, "param", "lookups");
     return;
   }
-  if (sizeof head + sizeof tail + (uint64_t)n * (PCC_BATCH_SMALL_MAX + 1) >
-      config->max_batch_response) {
-    cJSON_Delete(doc);
-    pcc_answer_error(answer, PCC_ERR_TOO_LARGE, "%d lookups need more than "
+  if (rc == PCC_PROTO_RANGE) {
+    pcc_answer_error(answer, PCC_ERR_TOO_LARGE, "%zu lookups need more than "
                      "--max-batch-response (%llu bytes; %d a lookup at least)", n,
                      (unsigned long long)config->max_batch_response, PCC_BATCH_SMALL_MAX + 1);
     return;
   }
-  batch_stream *b = calloc(1, sizeof *b);
-  bool ok = b != NULL && (n == 0 || (b->lookups = calloc((size_t)n, sizeof *b->lookups)));
-  const cJSON *lookup;
-  cJSON_ArrayForEach(lookup, lookups) {
-    if (ok)
-      ok = batch_parse(lookup, &b->lookups[b->n++]);
-  }
-  cJSON_Delete(doc);
-  if (!ok || !batch_dedupe(b->lookups, b->n)) {
-    if (b != NULL)
-      batch_stream_free(b);
+  batch_stream *b = rc == PCC_PROTO_OK ? calloc(1, sizeof *b) : NULL;
+  if (b == NULL) {
+    pcc_body_lookups_free(lookups, n);
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
     return;
   }
-  b->w = w;
+  *b = (batch_stream){.w = w, .lookups = lookups, .n = n};
   memcpy(b->ns, req->ns, sizeof b->ns);
   answer_json_stream(answer, strdup(head), tail, config->max_batch_response, batch_next, b,
                      batch_stream_free);
@@ -803,32 +678,13 @@ static void handle_batch(void *state, pcc_request *req, pcc_answer *answer)
 
 /* ---- client reports ------------------------------------------------------------------------ */
 
-/* A reason is 1..PCC_REASON_LEN characters of [a-z0-9-]. */
-static bool reason_ok(const char *reason)
-{
-  size_t len = strlen(reason);
-  for (size_t i = 0; i < len; i++)
-    if (!((reason[i] >= 'a' && reason[i] <= 'z') || (reason[i] >= '0' && reason[i] <= '9') ||
-          reason[i] == '-'))
-      return false;
-  return len > 0 && len <= PCC_REASON_LEN;
-}
-
 /* POST /v1/report: the JSON body {"fallbacks": {"reason": count, ...}} a client sends at exit,
  * added to the counters of its magic. */
 static void handle_report(void *state, pcc_request *req, pcc_answer *answer)
 {
   warm *w = state;
-  cJSON *doc = req->body ? cJSON_ParseWithLength((const char *)req->body, req->body_len) : NULL;
-  const cJSON *fallbacks = cJSON_GetObjectItemCaseSensitive(doc, "fallbacks");
-  bool ok = cJSON_IsObject(fallbacks) && cJSON_GetArraySize(fallbacks) <= PCC_REASONS_MAX;
-  const cJSON *item;
-  cJSON_ArrayForEach(item, fallbacks) {
-    ok = ok && reason_ok(item->string) && cJSON_IsNumber(item) && item->valuedouble >= 0 &&
-         item->valuedouble <= 1e9 && item->valuedouble == (double)(int64_t)item->valuedouble;
-  }
-  if (!ok) {
-    cJSON_Delete(doc);
+  pcc_body_report report;
+  if (!pcc_body_report_parse(req->body, req->body_len, &report)) {
     pcc_answer_error(answer, PCC_ERR_BAD_PARAMETER, "body: want {\"fallbacks\": {reason: "
                      "count}} with at most %d reasons of [a-z0-9-]", PCC_REASONS_MAX);
     pcc_answer_extra_string(answer, "param", "fallbacks");
@@ -836,10 +692,9 @@ static void handle_report(void *state, pcc_request *req, pcc_answer *answer)
   }
   pcc_counters *counters = pcc_core_counters(w->core);
   pcc_magic_counters *magic = pcc_counters_for(counters, &req->params.magic);
-  cJSON_ArrayForEach(item, fallbacks) {
-    pcc_counters_add_reason(counters, magic, item->string, (uint64_t)item->valuedouble);
-  }
-  cJSON_Delete(doc);
+  for (size_t i = 0; i < report.n; i++)
+    pcc_counters_add_reason(counters, magic, report.items[i].reason, report.items[i].count);
+  pcc_body_report_free(&report);
   cJSON *json = cJSON_CreateObject();
   cJSON_AddBoolToObject(json, "recorded", true);
   pcc_answer_json(answer, json);

@@ -6,6 +6,7 @@
 - Blob names are SHA-256 of the source: a digest that is not the source's is refused.
 - Namespaces: writers of one namespace cannot change what another namespace is served.
 - Browsers: foreign Origin, foreign Host, simple content types on state-changing requests.
+- HeaderBytes: a NUL byte after a token in the Authorization header (the token was accepted).
 - A fleet whose hosts see different mtimes: hits stay read-only (LMDB's last transaction id does
   not move) and a built bundle stays cached.
 """
@@ -18,7 +19,7 @@ import tempfile
 import unittest
 import urllib.parse
 
-from test_e2e import MAGIC, PYCACHECTL, PYTHON, Server, java_hash, make_tree
+from test_e2e import MAGIC, PYCACHECTL, PYTHON, Server, java_hash, make_tree, raw_json
 
 GOOD = 'print("GOOD")\n'
 EVIL = 'print("EVIL")\n'  # the same size as GOOD: a timestamp check cannot tell them apart
@@ -278,6 +279,27 @@ class Browsers(Case):
         for host in ("127.0.0.1:%d" % self.server.port, "localhost:%d" % self.server.port):
             self.assertEqual(self.server.request("GET", "/v1/stats",
                                                  headers={"Host": host})[0], 200, host)
+
+
+class HeaderBytes(Case):
+    """A token followed by a NUL byte and more in the Authorization header was accepted as the
+    token (issue 11): the server read the value cut at the NUL, a proxy in front of it reads the
+    whole line. Now any NUL in a header is a 400."""
+    tokens = True
+
+    def send(self, authorization):
+        return raw_json(self.server.port, b"GET /v1/stats HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Authorization: " + authorization + b"\r\nConnection: close\r\n\r\n")
+
+    def test_nul_after_a_token_is_refused(self):
+        token = TOKENS["ops"][0].encode()
+        self.assertEqual(self.send(b"Bearer " + token)[0], 200)
+        for value in (b"Bearer " + token + b"\0junk", b"Bearer " + token + b"\0\0",
+                      b"Bearer " + token[:8] + b"\0" + token[8:]):
+            status, body = self.send(value)
+            self.assertEqual((status, body["error"], body.get("param")),
+                             (400, "bad-parameter", "Authorization"), value)
+        self.assertEqual(self.send(b"Bearer wrong-token-0123456789")[0], 401)
 
 
 class Fleet(Case):

@@ -118,6 +118,28 @@ def query(params):
     return urllib.parse.urlencode(params)
 
 
+def raw_exchange(port, request, timeout=5):
+    """Sends request (bytes, as they are: NULs, bare LFs) on a connection of its own and returns
+    all the server sends until it closes the connection."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(request)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        sock.close()
+
+
+def raw_json(port, request):
+    """raw_exchange for one request answered with JSON (or nothing): (status, decoded body)."""
+    head, _, body = raw_exchange(port, request).partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body) if body.startswith(b"{") else body
+
+
 def make_tree(root, files):
     """Writes files ({relative path: text}) under root, making directories; returns root."""
     for name, text in files.items():
@@ -435,6 +457,60 @@ class E2E(SharedServerCase):
                     self.assertIsNotNone(head, "no answer before the body: %s" % target)
                     self.assertTrue(head.startswith(b"HTTP/1.1 413"), head[:80])
                     self.assertIn(b'"too-large"', head)
+        self.assertEqual(self.server.json("GET", "/healthz")[0], 200)
+
+    def test_numbers_out_of_range_in_a_batch_are_bad_parameters(self):
+        # issue 11: "mtime": 1e300 was converted to int64_t unchecked (undefined behaviour; the
+        # sanitizer build ended the server). Each such lookup is its own bad-parameter result.
+        path = self.write("batch_numbers.py", "N = 1\n")
+        self.assertEqual(self.compile(path)[0], 200)
+        good = source_params(path, with_hash=False)
+        bad = [("mtime", 1e300), ("mtime", -1e300), ("mtime", 1.5), ("mtime", 2.0 ** 63),
+               ("size", 1e300), ("hash", 1e300), ("opt", 1e300)]
+        lookups = [dict(good, **{field: value}) for field, value in bad] + [good]
+        status, _, data = self.server.request("POST", "/v1/batch",
+                                              json.dumps({"lookups": lookups}).encode(),
+                                              {"Content-Type": "application/json"})
+        self.assertEqual(status, 200, data[:200])
+        results = json.loads(data)["results"]
+        self.assertEqual(len(results), len(lookups))
+        for (field, value), result in zip(bad, results):
+            self.assertEqual((result.get("error"), result.get("param")),
+                             ("bad-parameter", field), (field, value, result))
+        self.assertIn("pyc", results[-1])  # the good lookup is still a hit
+        # a report's count and a body's number alike; the server goes on serving
+        status, _, data = self.server.request(
+            "POST", "/v1/report?" + query({"magic": MAGIC}),
+            json.dumps({"fallbacks": {"miss": 1e300}}).encode(),
+            {"Content-Type": "application/json"})
+        self.assertEqual((status, json.loads(data)["param"]), (400, "fallbacks"))
+        self.assertEqual(self.server.json("GET", "/healthz")[0], 200)
+        self.assertEqual(self.lookup(path, with_hash=False)[0], 200)
+
+    def test_nul_bytes_in_headers_and_query_are_refused(self):
+        # issue 11: a value was read cut at a NUL byte (libmicrohttpd keeps the rest), so the
+        # server and a proxy before it could read two different values. Refused: 400.
+        path = self.write("nul.py", "N = 1\n")
+        self.assertEqual(self.compile(path)[0], 200)
+        target = "/v1/code?" + query(source_params(path, with_hash=False))
+        line = ("GET %s HTTP/1.1\r\n" % target).encode()
+        host = b"Host: 127.0.0.1\r\n"
+        end = b"Connection: close\r\n\r\n"
+        self.assertEqual(raw_json(self.server.port, line + host + end)[0], 200)
+        for request, param in (
+                (line + b"Host: 127.0.0.1\0.evil.example\r\n" + end, "Host"),
+                (line + host + b"Accept: application/json\0junk\r\n" + end, "Accept"),
+                (line + host + b"X-Pycached-Client: e2e\0\r\n" + end, "X-Pycached-Client"),
+                (line + host + b"Connection: close\0x\r\n\r\n", "Connection"),
+                (line.replace(b"&mtime=", b"%00&mtime=") + host + end, "path"),
+                (b"GET /healthz HTTP/1.0\nHost: 127.0.0.1\nX-A: b\0c\n\n", "X-A")):
+            status, body = raw_json(self.server.port, request)
+            self.assertEqual((status, body["error"], body["param"]),
+                             (400, "bad-parameter", param), request)
+        # kept-alive and pipelined requests without NULs are still served
+        data = raw_exchange(self.server.port, line + host + b"\r\n" + line + host + b"X-Pad: " +
+                            b"p" * 20000 + b"\r\n\r\n" + line + host + end)
+        self.assertEqual(data.count(b"HTTP/1.1 200 OK"), 3, data[:300])
         self.assertEqual(self.server.json("GET", "/healthz")[0], 200)
 
     def test_limits_are_listed_and_documented(self):

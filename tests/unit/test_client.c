@@ -615,6 +615,64 @@ START_TEST(lookup_raw_pyc)
 }
 END_TEST
 
+/* Replays response (status line, header lines, body) through pcc_client_replay_lookup. */
+static pcc_client_status replay(bool raw, const pcc_source *source, const char *response,
+                                size_t len, pcc_entry **entry, int64_t *line)
+{
+  pcc_client_config config = {.raw_pyc = raw};
+  pcc_client *client = NULL;
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  const char *headers = strstr(response, "\r\n") + 2, *end = strstr(response, "\r\n\r\n");
+  long status = strtol(response + 9, NULL, 10);
+  size_t headers_len = (size_t)(end - headers) + 2;
+  const char *body = end + 4;
+  pcc_client_status rc = pcc_client_replay_lookup(client, &magic311, 0, source, true, status,
+                                                  headers, headers_len, body,
+                                                  len - (size_t)(body - response), entry);
+  *line = pcc_client_last_error(client)->line;
+  pcc_client_close(client);
+  return rc;
+}
+
+/* pcc_client_replay_lookup (the fuzz target's way in) answers as a lookup over HTTP does. */
+START_TEST(replay_is_lookup)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char response[1024];
+  const struct {
+    bool flip, drop_checksum;
+    int64_t mtime_delta;
+    pcc_client_status want;
+  } cases[] = {{false, false, 0, PCC_CLIENT_OK}, {true, false, 0, PCC_CLIENT_PROTOCOL},
+               {false, true, 0, PCC_CLIENT_PROTOCOL}, {false, false, 1, PCC_CLIENT_PROTOCOL}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    size_t len = raw_response(response, sizeof response, source, cases[i].flip,
+                              cases[i].drop_checksum, cases[i].mtime_delta);
+    pcc_entry *over_http = NULL, *replayed = NULL;
+    int64_t line = 0;
+    CLIENT_RC(raw_lookup(source, response, len, &over_http), cases[i].want);
+    CLIENT_RC(replay(true, source, response, len, &replayed, &line), cases[i].want);
+    if (cases[i].want == PCC_CLIENT_OK) {
+      ck_assert_uint_eq(replayed->view.pyc_len, over_http->view.pyc_len);
+      ck_assert_mem_eq(replayed->view.pyc, over_http->view.pyc, over_http->view.pyc_len);
+      ck_assert_str_eq(replayed->view.compiler, over_http->view.compiler);
+    }
+    pcc_entry_free(over_http);
+    pcc_entry_free(replayed);
+  }
+  /* an error's line out of range (a number the server sends) is -1, not undefined behaviour */
+  char *error = http_response(422, "Unprocessable Entity",
+                              "{\"error\":\"compile-error\",\"message\":\"m\",\"line\":1e300}");
+  pcc_entry *entry = NULL;
+  int64_t line = 0;
+  CLIENT_RC(replay(false, source, error, strlen(error), &entry, &line),
+            PCC_CLIENT_COMPILE_ERROR);
+  ck_assert_int_eq(line, -1);
+  free(error);
+  pcc_source_free(source);
+}
+END_TEST
+
 START_TEST(garbage_reply)
 {
   fake_server *fs = fake_start("this is not HTTP\r\n\r\n", 1);
@@ -1307,6 +1365,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, stats_default_magic);
   tcase_add_test(tc, keep_alive);
   tcase_add_test(tc, lookup_raw_pyc);
+  tcase_add_test(tc, replay_is_lookup);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("access");

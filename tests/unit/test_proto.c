@@ -1,5 +1,8 @@
 /* test_proto.c: Check suite of proto/: the Java hash (known values, signed bytes, wrap-around),
- * the digest and checksum forms, the pyc header, parameter validation and the JSON forms. */
+ * the digest and checksum forms, the pyc header, parameter validation, JSON numbers as integers
+ * and the JSON forms. */
+#include <math.h>
+
 #include "proto.h"
 #include "test_helpers.h"
 
@@ -251,6 +254,69 @@ START_TEST(test_entry_json_header_mismatch)
 }
 END_TEST
 
+/* pcc_double_to_i64 on both sides of every edge: whole or not, in int64_t or not, NaN. */
+START_TEST(test_double_to_i64)
+{
+  static const struct {
+    double value;
+    bool ok;
+    int64_t out;
+  } cases[] = {
+    {0.0, true, 0},
+    {-0.0, true, 0},
+    {1.0, true, 1},
+    {-1.0, true, -1},
+    {0.5, false, 0},
+    {-0.5, false, 0},
+    {4.9e-324, false, 0},                             /* the least subnormal */
+    {1e300, false, 0},                                /* the batch's "mtime" of issue 11 */
+    {-1e300, false, 0},
+    {9007199254740992.0, true, 9007199254740992},     /* 2^53 */
+    {9223372036854774784.0, true, INT64_MAX - 1023},  /* the last double below 2^63 */
+    {9223372036854775808.0, false, 0},                /* 2^63: one past INT64_MAX */
+    {-9223372036854775808.0, true, INT64_MIN},        /* -2^63 fits */
+    {-9223372036854777856.0, false, 0},               /* the next double below it does not */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int64_t out = 42;
+    ck_assert_msg(pcc_double_to_i64(cases[i].value, &out) == cases[i].ok, "case %zu", i);
+    ck_assert_int_eq(out, cases[i].ok ? cases[i].out : 42); /* untouched when refused */
+  }
+  int64_t out = 42;
+  ck_assert(!pcc_double_to_i64(NAN, &out));
+  ck_assert(!pcc_double_to_i64(INFINITY, &out));
+  ck_assert(!pcc_double_to_i64(-INFINITY, &out));
+  ck_assert_int_eq(out, 42);
+}
+END_TEST
+
+/* Numbers of an entry a server sends, out of range or not whole: refused (and, in the sanitizer
+ * build, without undefined behaviour on the way). */
+START_TEST(test_entry_json_numbers_out_of_range)
+{
+  static const char *const fields[] = {"opt", "mtime", "size", "hash"};
+  static const char *const numbers[] = {"1e300", "-1e300", "9223372036854775808", "1.5",
+                                        "9007199254740994", "-1"};
+  uint8_t pyc[24];
+  pcc_entry_view view = sample_entry(pyc, sizeof pyc);
+  for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++)
+    for (size_t n = 0; n < sizeof numbers / sizeof numbers[0]; n++) {
+      if (strcmp(fields[f], "hash") == 0 && strcmp(numbers[n], "-1") == 0)
+        continue; /* a valid hash */
+      cJSON *json = pcc_entry_to_json(&view);
+      cJSON_ReplaceItemInObjectCaseSensitive(json, fields[f],
+                                             cJSON_Parse(numbers[n]));
+      char *text = cJSON_PrintUnformatted(json);
+      cJSON_Delete(json);
+      pcc_entry *entry = NULL;
+      ck_assert_msg(pcc_entry_from_json(text, strlen(text), &entry) == PCC_PROTO_INVALID,
+                    "%s: %s", fields[f], numbers[n]);
+      ck_assert_ptr_null(entry);
+      free(text);
+    }
+}
+END_TEST
+
 START_TEST(test_base64)
 {
   char *text = pcc_base64_encode((const uint8_t *)"\x00\xff\x10", 3);
@@ -419,6 +485,8 @@ int main(void)
   tcase_add_test(tc, test_params_invalid);
   tcase_add_test(tc, test_entry_json_round_trip);
   tcase_add_test(tc, test_entry_json_header_mismatch);
+  tcase_add_test(tc, test_entry_json_numbers_out_of_range);
+  tcase_add_test(tc, test_double_to_i64);
   tcase_add_test(tc, test_base64);
   tcase_add_test(tc, test_bundle_round_trip_and_damage);
   tcase_add_test(tc, test_bundle_writer_bounds);

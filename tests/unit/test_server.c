@@ -3,7 +3,8 @@
  * route rows, as server/http.c does: single-flight compiles (joiners, one compile, waiters
  * released when the worker dies, requests that go away), the bundle cache, the bounds on what one
  * request may make the server spend (counted magics, the compile queue, batches, backups),
- * config parsing and limits, and the route table against the roles of access control. */
+ * config parsing and limits, the route table against the roles of access control, and the
+ * parsing of warm-start bodies and token files (numbers out of range, a NUL, the size limit). */
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "bodies.h"
 #include "config.h"
 #include "core.h"
 #include "feature_list.h"
@@ -1087,6 +1089,97 @@ START_TEST(test_roles_against_the_route_table)
 }
 END_TEST
 
+/* The numbers of a batch body: each lookup with one out of range or not whole is its own
+ * bad-parameter result naming it (with float-cast-overflow in the sanitizer build, 1e300 once
+ * converted to int64_t without a check ended the server: issue 11). */
+START_TEST(test_batch_body_numbers)
+{
+  static const struct {
+    const char *field, *number;
+  } bad[] = {{"mtime", "1e300"}, {"mtime", "-1e300"}, {"mtime", "1.5"},
+             {"mtime", "9223372036854775808"}, {"size", "1e300"}, {"size", "-1"},
+             {"hash", "1e300"}, {"hash", "2147483648"}, {"opt", "1e300"}, {"opt", "3"}};
+  char body[4096];
+  size_t len = (size_t)snprintf(body, sizeof body, "{\"lookups\": [");
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) /* the first of two keys counts */
+    len += (size_t)snprintf(body + len, sizeof body - len,
+                            "{\"%s\": %s, \"magic\": \"a70d0d0a\", \"path\": \"/a.py\", "
+                            "\"mtime\": 1, \"size\": 2}, ", bad[i].field, bad[i].number);
+  len += (size_t)snprintf(body + len, sizeof body - len,
+                          "{\"magic\": \"a70d0d0a\", \"path\": \"/a.py\", \"mtime\": 1e3, "
+                          "\"size\": 2}, {\"magic\": \"a70d0d0a\", \"path\": \"/a.py\", "
+                          "\"mtime\": \"1000\", \"size\": 2.0}]}");
+  pcc_body_lookup *lookups = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(pcc_body_batch_parse((const uint8_t *)body, len, 1000, 14, 1u << 20, &lookups,
+                                        &n), PCC_PROTO_OK);
+  const size_t n_bad = sizeof bad / sizeof bad[0];
+  ck_assert_uint_eq(n, n_bad + 2);
+  for (size_t i = 0; i < n_bad; i++) {
+    ck_assert_msg(lookups[i].error != NULL, "%s: %s", bad[i].field, bad[i].number);
+    cJSON *error = cJSON_Parse(lookups[i].error);
+    ck_assert_str_eq(cJSON_GetObjectItem(error, "error")->valuestring, "bad-parameter");
+    ck_assert_str_eq(cJSON_GetObjectItem(error, "param")->valuestring, bad[i].field);
+    cJSON_Delete(error);
+  }
+  /* 1e3 is the whole number 1000: valid, and the same lookup as "1000" with size 2.0 */
+  ck_assert_ptr_null(lookups[n_bad].error);
+  ck_assert_int_eq(lookups[n_bad].params.mtime, 1000);
+  ck_assert_ptr_null(lookups[n_bad + 1].error);
+  ck_assert_uint_eq(lookups[n_bad + 1].same_as, n_bad);
+  pcc_body_lookups_free(lookups, n);
+
+  /* a report's counts: whole, 0..1e9 */
+  pcc_body_report report;
+  static const char ok_report[] = "{\"fallbacks\": {\"miss\": 1000000000, \"timeout\": 0}}";
+  ck_assert(pcc_body_report_parse((const uint8_t *)ok_report, strlen(ok_report), &report));
+  ck_assert_uint_eq(report.n, 2);
+  ck_assert_uint_eq(report.items[0].count, 1000000000);
+  pcc_body_report_free(&report);
+  static const char *const bad_reports[] = {
+    "{\"fallbacks\": {\"miss\": 1e300}}", "{\"fallbacks\": {\"miss\": 1000000001}}",
+    "{\"fallbacks\": {\"miss\": -1}}", "{\"fallbacks\": {\"miss\": 0.5}}",
+    "{\"fallbacks\": {\"Miss\": 1}}"};
+  for (size_t i = 0; i < sizeof bad_reports / sizeof bad_reports[0]; i++)
+    ck_assert_msg(!pcc_body_report_parse((const uint8_t *)bad_reports[i], strlen(bad_reports[i]),
+                                         &report), "%s", bad_reports[i]);
+}
+END_TEST
+
+/* pcc_auth_parse reads a token file's bytes as pcc_auth_open reads the file. */
+START_TEST(test_auth_parse_is_open_without_the_file)
+{
+  static const char text[] = "{\"tokens\": [{\"name\": \"ops\", \"token\": "
+                             "\"ops-2c8e4a6f0b1d9e37\", \"roles\": [\"admin\"]}]}";
+  char error[256] = "";
+  pcc_auth *auth = NULL;
+  CHECK_RC(pcc_auth_parse(text, strlen(text), &auth, error, sizeof error), pcc_auth_strerror);
+  ck_assert_uint_eq(pcc_auth_count(auth), 1);
+  ck_assert_int_eq(pcc_auth_check(auth, "Bearer ops-2c8e4a6f0b1d9e37", PCC_ROLE_ADMIN, NULL),
+                   PCC_AUTH_OK);
+  ck_assert_int_eq(pcc_auth_reload(auth, error, sizeof error), PCC_AUTH_BAD_FILE);
+  pcc_auth_close(auth);
+  auth = NULL;
+  /* read up to a NUL, as the file is; a text over the file limit is refused */
+  char cut[sizeof text + 8];
+  memcpy(cut, text, sizeof text);
+  memcpy(cut + 20, "\0", 1);
+  ck_assert_int_eq(pcc_auth_parse(cut, sizeof text, &auth, error, sizeof error),
+                   PCC_AUTH_BAD_FILE);
+  ck_assert_ptr_null(auth);
+  char *big = calloc(PCC_TOKENS_FILE_MAX + 2, 1);
+  ck_assert_ptr_nonnull(big);
+  memset(big, ' ', PCC_TOKENS_FILE_MAX + 1);
+  memcpy(big, text, strlen(text));
+  ck_assert_int_eq(pcc_auth_parse(big, PCC_TOKENS_FILE_MAX + 1, &auth, error, sizeof error),
+                   PCC_AUTH_BAD_FILE);
+  ck_assert_int_eq(pcc_auth_parse(big, PCC_TOKENS_FILE_MAX, &auth, error, sizeof error),
+                   PCC_AUTH_OK);
+  pcc_auth_close(auth);
+  free(big);
+}
+END_TEST
+
 static Suite *server_suite(void)
 {
   Suite *suite = suite_create("server");
@@ -1119,6 +1212,10 @@ static Suite *server_suite(void)
   tcase_add_test(config, test_roles_against_the_route_table);
   tcase_add_test(config, test_messages_cut_between_characters);
   suite_add_tcase(suite, config);
+  TCase *bodies = tcase_create("bodies");
+  tcase_add_test(bodies, test_batch_body_numbers);
+  tcase_add_test(bodies, test_auth_parse_is_open_without_the_file);
+  suite_add_tcase(suite, bodies);
   return suite;
 }
 
