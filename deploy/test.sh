@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # test.sh: the second command of the README. Installs what is missing, then builds twice and runs
 # every test in both builds: a release build with warnings as errors, and a build with
-# AddressSanitizer and UndefinedBehaviorSanitizer. Then builds the fuzz targets with clang and
-# runs each for PCC_FUZZ_SECONDS (default 30; 0 skips them; tests/fuzz/README.md). Ends with one
-# line `N passed, N failed`, counting the individual checks of every suite (Check suites, the
-# end-to-end suite, one check a fuzz target).
+# AddressSanitizer and UndefinedBehaviorSanitizer, whose tests include the fuzz targets built with
+# clang, PCC_FUZZ_SECONDS each (default 30; 0 leaves them out; tests/fuzz/README.md). Ends with
+# one line `N passed, N failed`, counting the individual checks of every suite (Check suites, the
+# end-to-end suites, one check a fuzz target).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,8 @@ run_build() {
   echo "== $dir: meson setup $*"
   if [ ! -d "$dir" ]; then
     meson setup "$dir" "$@" >/dev/null || { failed=$((failed + 1)); status=1; return; }
+  else
+    meson configure "$dir" "$@" >/dev/null || { failed=$((failed + 1)); status=1; return; }
   fi
   if ! ninja -C "$dir"; then
     echo "build failed: $dir"
@@ -54,31 +56,11 @@ run_build() {
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 
-# The fuzz targets (tests/fuzz/): built with clang from the sources, each run for
-# PCC_FUZZ_SECONDS; any finding fails the run. Their corpora grow in build-fuzz/corpus/ from one
-# run to the next.
-run_fuzz() {
-  local seconds=${PCC_FUZZ_SECONDS:-30} failed_before=$failed rc=0
-  [ "$seconds" = 0 ] && { echo "== fuzz: skipped (PCC_FUZZ_SECONDS=0)"; return; }
-  echo "== build-fuzz: tests/fuzz/build.sh, then ${seconds}s a target"
-  if ! tests/fuzz/build.sh build-fuzz; then
-    echo "build failed: build-fuzz"
-    failed=$((failed + 1)); status=1; return
-  fi
-  mkdir -p build-fuzz/logs
-  PCC_FUZZ_OUT=build-fuzz tests/fuzz/run.sh "$seconds" | tee build-fuzz/logs/run.txt
-  rc=${PIPESTATUS[0]}
-  count_checks build-fuzz/logs/run.txt
-  if [ "$rc" -ne 0 ]; then
-    status=1
-    [ "$failed" -eq "$failed_before" ] && failed=$((failed + 1))
-  fi
-}
-
 run_build build-release --buildtype=release -Dwerror=true
+# The sanitizer build also runs the fuzz targets (tests/fuzz/), PCC_FUZZ_SECONDS each (default
+# 30; 0 leaves them out): the meson option fuzz_seconds, off in the release build.
 run_build build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
-  -Dwerror=true
-run_fuzz
+  -Dwerror=true -Dfuzz_seconds="${PCC_FUZZ_SECONDS:-30}"
 
 echo "$passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
