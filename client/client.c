@@ -300,11 +300,11 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
     const char *lines[4];
   } lists[] = {
     {&client->post_headers,
-     {"Content-Type: application/octet-stream", accept_code, "Expect:", client_header}},
+     {"Content-Type: application/octet-stream", accept_code, client_header, NULL}},
     {&client->code_headers, {accept_code, client_header, NULL, NULL}},
     {&client->get_headers, {"Accept: application/json", client_header, NULL, NULL}},
     {&client->request_headers,
-     {"Content-Type: application/json", "Accept: application/json", "Expect:", client_header}},
+     {"Content-Type: application/json", "Accept: application/json", client_header, NULL}},
     {&client->download_headers, {"Accept: application/octet-stream", client_header, NULL, NULL}},
   };
   for (size_t i = 0; ok && i < sizeof lists / sizeof lists[0]; i++) {
@@ -532,6 +532,14 @@ static pcc_client_status client_perform(pcc_client *client, const char *url, con
   CURL *c = client->curl;
   client_response_reset(client);
   bool post = strcmp(method, "POST") == 0;
+  /* A POST says whether it waits for 100 Continue: a small body goes at once (no round trip), a
+   * large one waits, so that a server refusing it early (413) is heard instead of resetting the
+   * upload. The node lives on this frame, which outlives the transfer. */
+  char expect_none[] = "Expect:", expect_continue[] = "Expect: 100-continue";
+  struct curl_slist expect = {body_len >= PCC_EXPECT_CONTINUE_MIN ? expect_continue : expect_none,
+                              headers};
+  if (post)
+    headers = &expect;
   CURLcode code = curl_easy_setopt(c, CURLOPT_URL, url);
   if (code == CURLE_OK && !post) {
     code = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
@@ -559,6 +567,7 @@ static pcc_client_status client_perform(pcc_client *client, const char *url, con
   /* POSTFIELDS is not copied: never leave a pointer to the caller's bytes in the handle */
   if (post)
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL); /* nor a pointer to this frame's node */
   curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
   if (client->sink.fd >= 0) { /* back to collecting bodies within max_response */
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_write_cb);

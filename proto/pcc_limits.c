@@ -40,6 +40,8 @@ static const pcc_limit rows[] = {
   ROW(PCC_TOKENS_FILE_MAX, NULL, "bytes of the server's --tokens file"),
   ROW(PCC_RESPONSE_MAX_DEFAULT, NULL, "bytes of a response body libpycached accepts"),
   ROW(PCC_DOWNLOAD_MAX, NULL, "bytes of a backup download"),
+  ROW(PCC_EXPECT_CONTINUE_MIN, NULL,
+      "bytes of a request body from which libpycached waits for 100 Continue"),
   ROW(PCC_WORKERS_AUTO_MAX, NULL, "compiler workers for --workers 0 (one per core), at most"),
   ROW(PCC_WORKER_ARGS_MAX, NULL, "arguments of the compiler worker command"),
   ROW(PCC_WORKER_NAME_PART_MAX, NULL, "bytes of a worker's implementation name and of its version"),

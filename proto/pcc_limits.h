@@ -67,6 +67,9 @@
 /* ---- clients -------------------------------------------------------------------------------- */
 #define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */
 #define PCC_DOWNLOAD_MAX ((uint64_t)1 << 40)    /* a backup download: 1 TiB, the largest map */
+#define PCC_EXPECT_CONTINUE_MIN (64 * PCC_KIB)  /* a request body from this size on waits for the
+                                                   server's 100 Continue: a refusal (413, 401) is
+                                                   read, not lost to a reset in mid-upload */
 
 /* ---- compiler: pool and workers (more) ------------------------------------------------------ */
 #define PCC_WORKERS_AUTO_MAX 256          /* --workers 0 (one per online core): workers, at most */

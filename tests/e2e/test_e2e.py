@@ -433,6 +433,19 @@ class E2E(SharedServerCase):
         path = self.write("after413.py", "OK = 1\n")
         self.assertEqual(self.compile(path)[0], 200)
 
+    def test_cli_hears_the_413_of_a_large_upload(self):
+        # The server answers 413 from the headers and closes; libpycached sent its bodies without
+        # waiting (Expect: off), so the upload met a reset and the CLI said "Send failure: Broken
+        # pipe" instead of the refusal. A large body now waits for 100 Continue.
+        path = self.write("huge_upload.py", "x = 1\n" * (2 * 1024 * 1024))  # 12 MiB: > 8M, < 16M
+        env = dict(os.environ, PYCACHED_URL=self.server.url)
+        for attempt in range(4):
+            out = subprocess.run([PYCACHECTL, "compile", path], capture_output=True, text=True,
+                                 env=env, timeout=60)
+            self.assertNotEqual(out.returncode, 0)
+            self.assertIn("too-large", out.stderr, "attempt %d: %s" % (attempt, out.stderr))
+        self.assertEqual(self.server.json("GET", "/healthz")[0], 200)
+
     def test_declared_oversize_body_is_413_before_the_body_is_sent(self):
         # Only the headers go out: the answer must come without waiting for a byte of the body.
         limits = {"/v1/compile?" + query({"magic": MAGIC, "path": "/big/m.py", "mtime": 1}):
