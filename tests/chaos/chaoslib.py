@@ -77,7 +77,7 @@ def format_value(v):
     if isinstance(v, float):
         return "%.4g" % v
     if isinstance(v, dict):
-        return ",".join("%s:%s" % (k, format_value(x)) for k, x in sorted(v.items())) or "-"
+        return ",".join("%s:%s" % (k, format_value(x)) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))) or "-"
     return str(v)
 
 
