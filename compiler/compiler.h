@@ -107,12 +107,22 @@ typedef struct {
 
 /* Compiles src (len bytes, exactly the source file's bytes) as module `path` at optimization
  * level opt (0..2). Blocks until a worker is free and has answered, at most timeout_ms once the
- * worker has the request. Thread-safe. On PCC_COMPILER_OK *out is set (a compile error is still
+ * worker has the request. An idle worker that died or was stopped is replaced before a request
+ * is sent to it; a worker that fails a compile (or is recycled) is killed and its slot left for
+ * pcc_compiler_repair. Thread-safe. On PCC_COMPILER_OK *out is set (a compile error is still
  * PCC_COMPILER_OK with result->ok false); the caller frees it with pcc_compile_result_free. */
 pcc_compiler_status pcc_compiler_compile(pcc_compiler *compiler, int opt, const char *path,
                                          const void *src, size_t len,
                                          pcc_compile_result **out);
 
 void pcc_compile_result_free(pcc_compile_result *result);
+
+/* Starts a worker in each slot that has none: its worker failed, was found dead or stopped while
+ * idle, or was recycled (pcc_compiler_compile leaves the replacement to this function, so that
+ * no answer waits for a worker's start), or could not be started before. Blocks for the starts
+ * (each at most the 10 s a hello may take); stops at the first that fails. Without it, the next
+ * compile that finds no idle worker starts one itself. Thread-safe; the server's dispatch
+ * threads call it after each compile they answered. */
+void pcc_compiler_repair(pcc_compiler *compiler);
 
 #endif /* PCC_COMPILER_H */

@@ -3,12 +3,15 @@
  * Each slot holds one worker process reached through a socketpair on its fds 0 and 1 (the frame
  * protocol of compiler/frame.h). A compile takes an idle slot under the pool mutex, then talks to
  * its worker without the lock, bounded by poll() against a deadline. A worker that times out,
- * dies or breaks the protocol is killed, reaped and replaced by the thread that saw it fail; a
- * slot whose replacement cannot start is marked dead and retried by the next compile, which then
- * fails fast with PCC_COMPILER_SPAWN instead of waiting for a worker that will never come. A
- * worker that has answered max_compiles compiles is replaced the same way (recycled), so that
- * one a hostile source may have subverted does not keep serving. What a worker sends is decoded
- * by reply.c.
+ * dies or breaks the protocol is killed and reaped by the thread that saw it fail, and its slot
+ * marked dead; pcc_compiler_repair starts the replacement once the failure has been answered
+ * (the server's dispatch threads call it), or the next compile that finds no idle worker does,
+ * and fails fast with PCC_COMPILER_SPAWN when it cannot start instead of waiting for a worker
+ * that will never come. Before taking an idle worker, a compile checks every idle one: one that
+ * died or was stopped while idle, or that says something unasked, is killed and marked dead
+ * too, so that no request is sent to it. A worker that has answered max_compiles compiles is
+ * replaced the same way (recycled), so that one a hostile source may have subverted does not
+ * keep serving. What a worker sends is decoded by reply.c.
  */
 #include "compiler.h"
 
@@ -330,6 +333,31 @@ static pcc_compiler_status worker_start(const pcc_compiler *c, pid_t *pid, int *
   return rc;
 }
 
+/* Is the idle worker of slot fit to be sent a request? Not when it has died or been stopped
+ * (waitid with WNOWAIT: a dead one stays to be reaped by worker_kill), nor when its socket is
+ * readable or hung up: an idle worker has nothing to say. Non-blocking. */
+static bool idle_worker_fit(const pool_slot *slot)
+{
+  siginfo_t info;
+  struct pollfd p = {.fd = slot->fd, .events = POLLIN, .revents = 0};
+  memset(&info, 0, sizeof info);
+  if (waitid(P_PID, (id_t)slot->pid, &info, WEXITED | WSTOPPED | WNOHANG | WNOWAIT) != 0 ||
+      info.si_pid != 0)
+    return false;
+  return poll(&p, 1, 0) == 0;
+}
+
+/* Kills and reaps the worker of slot and marks the slot dead (for pcc_compiler_repair or the next
+ * compile that finds no idle worker). Caller holds the lock and has the slot to itself. */
+static void slot_retire_locked(pool_slot *slot)
+{
+  worker_kill(slot->pid, slot->fd);
+  slot->pid = 0;
+  slot->fd = -1;
+  slot->compiles = 0;
+  slot->state = SLOT_DEAD;
+}
+
 /* ---- the pool ---------------------------------------------------------------------------- */
 
 static void pool_free(pcc_compiler *c)
@@ -583,6 +611,12 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
       pool_leave(c);
       return PCC_COMPILER_CLOSED;
     }
+    for (unsigned i = 0; i < c->nslots; i++) {
+      if (c->slots[i].state == SLOT_IDLE && !idle_worker_fit(&c->slots[i])) {
+        slot_retire_locked(&c->slots[i]);
+        atomic_fetch_add(&c->restarts, 1);
+      }
+    }
     for (unsigned i = 0; i < c->nslots && !slot; i++) {
       if (c->slots[i].state == SLOT_IDLE)
         slot = &c->slots[i];
@@ -621,28 +655,53 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
     pool_leave(c);
     return rc;
   }
-  /* Replace the worker, outside the lock: after a failure it is in an unknown state; after its
-   * last compile (a recycle) the result stands. */
+  /* Retire the worker: after a failure it is in an unknown state; after its last compile (a
+   * recycle) the result stands. Its replacement is pcc_compiler_repair's, after the answer. */
   recycle = rc == PCC_COMPILER_OK;
   closing = c->closing;
+  if (closing && !recycle)
+    rc = PCC_COMPILER_CLOSED;
   slot->pid = 0;
   slot->fd = -1;
   slot->compiles = 0;
-  if (closing && !recycle)
-    rc = PCC_COMPILER_CLOSED;
   pthread_mutex_unlock(&c->lock);
   worker_kill(pid, fd);
   if (!closing)
     atomic_fetch_add(recycle ? &c->recycles : &c->restarts, 1);
-  if (!closing && worker_start(c, &pid, &fd) == PCC_COMPILER_OK) {
-    pthread_mutex_lock(&c->lock);
-    slot->pid = pid;
-    slot->fd = fd;
-    slot->state = SLOT_IDLE;
-  } else {
-    pthread_mutex_lock(&c->lock);
-    slot->state = SLOT_DEAD;
-  }
+  pthread_mutex_lock(&c->lock);
+  slot->state = SLOT_DEAD;
   pool_leave(c);
   return rc;
+}
+
+void pcc_compiler_repair(pcc_compiler *c)
+{
+  if (!c)
+    return;
+  pthread_mutex_lock(&c->lock);
+  for (unsigned i = 0; i < c->nslots && !c->closing; i++) {
+    pool_slot *slot = &c->slots[i];
+    pcc_compiler_status rc;
+    pid_t pid;
+    int fd;
+    if (slot->state != SLOT_DEAD)
+      continue;
+    slot->state = SLOT_BUSY;
+    c->active++;
+    pthread_mutex_unlock(&c->lock);
+    rc = worker_start(c, &pid, &fd);
+    pthread_mutex_lock(&c->lock);
+    if (rc == PCC_COMPILER_OK) {
+      slot->pid = pid;
+      slot->fd = fd;
+      slot->state = SLOT_IDLE;
+    } else {
+      slot->state = SLOT_DEAD;
+    }
+    c->active--;
+    pthread_cond_broadcast(&c->changed);
+    if (rc != PCC_COMPILER_OK)
+      break;
+  }
+  pthread_mutex_unlock(&c->lock);
 }

@@ -9,7 +9,7 @@ packages=(
   libssl-dev libseccomp-dev
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl
-  chromium nodejs pypy3 python3-sympy
+  chromium nodejs pypy3 python3-sympy libpython3.11-testsuite
   clang libclang-rt-dev
 )
 # The admin page's browser test needs npm; a nodejs from NodeSource bundles it (and conflicts with

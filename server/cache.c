@@ -264,6 +264,13 @@ static void job_finish_locked(cache *c, job *j)
   job_unref_locked(j); /* the dispatcher's hold */
 }
 
+static pcc_compiler *backend_compiler(const cache *c, const cache_queue *queue)
+{
+  const pcc_backend *backends;
+  pcc_core_backends(c->core, &backends);
+  return backends[queue->backend].compiler;
+}
+
 static void *dispatcher_main(void *arg)
 {
   cache_queue *queue = arg;
@@ -285,6 +292,10 @@ static void *dispatcher_main(void *arg)
     job_compile(c, j);
     pthread_mutex_lock(&c->lock);
     job_finish_locked(c, j);
+    /* answered: now replace a worker that failed or was recycled (pcc_compiler_repair) */
+    pthread_mutex_unlock(&c->lock);
+    pcc_compiler_repair(backend_compiler(c, queue));
+    pthread_mutex_lock(&c->lock);
   }
   pthread_mutex_unlock(&c->lock);
   return NULL;
