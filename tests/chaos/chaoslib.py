@@ -50,7 +50,8 @@ def parse_args(doc, full, short, extra=None):
 
 class Goals:
     """The figures of a drill and its goals: `check(name, ok, detail)` for each, `finish()`
-    prints them and returns the exit status."""
+    prints them, and a "Checks: N, Failures: F" line (one check a goal), and returns the exit
+    status."""
 
     def __init__(self, drill):
         self.drill = drill
@@ -70,6 +71,8 @@ class Goals:
         for name, ok, detail in self.goals:
             print("goal %s: %s" % (name, "ok" if ok else "MISSED (%s)" % detail), flush=True)
             missed += not ok
+        # one check a goal, in the form deploy/test.sh counts
+        print("Checks: %d, Failures: %d, Errors: 0" % (len(self.goals), missed), flush=True)
         return 1 if missed else 0
 
 
