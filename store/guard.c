@@ -4,10 +4,13 @@
  * The approach (the one SQLite's mmap users and LMDB users take for a file truncated under
  * them): a thread-local pointer to a sigjmp_buf, set only around a read section of the store;
  * one handler for SIGBUS and SIGSEGV, installed with SA_SIGINFO | SA_ONSTACK | SA_NODEFER.
- *   - armed on this thread, and the fault address lies inside a registered LMDB map: the frame is
+ *   - armed on this thread, and the fault address lies inside a registered LMDB map, or the
+ *     faulting instruction lies in LMDB's own code (a damaged node flag can make LMDB 0.9.24
+ *     follow a NULL sub-cursor: a write to address 0x190 inside mdb_cursor_get): the frame is
  *     disarmed and the handler siglongjmps back into the read section, which ends its read-only
  *     transaction and reports the store damaged. SA_NODEFER leaves the signal unblocked after
- *     the jump, so sigsetjmp need not save the mask (no system call per read).
+ *     the jump, so sigsetjmp need not save the mask (no system call per read). A fault of our
+ *     own code (store.c, a caller's callback) outside the map is never contained.
  *   - otherwise (a real bug, or a fault outside the map): the handler that was installed before
  *     ours is called (AddressSanitizer's, which reports and aborts), or, when that was the
  *     default action, the default is restored and the handler returns: the faulting instruction
@@ -15,8 +18,14 @@
  *     A signal sent by kill() (not a fault) is raised again under the default action.
  * Everything the handler touches is async-signal-safe: thread-local and atomic loads,
  * sigaction, raise, siglongjmp. */
+#include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <ucontext.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -28,6 +37,7 @@
 static _Thread_local store_guard_frame *armed;
 static _Atomic(uintptr_t) map_base[MAPS_MAX];
 static _Atomic(size_t) map_len[MAPS_MAX];
+static _Atomic(uintptr_t) code_start, code_end; /* LMDB's text, when it is a library of its own */
 static struct sigaction previous_bus, previous_segv;
 static pthread_once_t installed = PTHREAD_ONCE_INIT;
 static bool install_ok;
@@ -43,10 +53,31 @@ static bool in_a_map(const void *addr)
   return false;
 }
 
+/* The instruction that faulted, from the signal's context (0 where we do not know how). */
+static uintptr_t fault_pc(const void *context)
+{
+  const ucontext_t *uc = context;
+  if (uc == NULL)
+    return 0;
+#if defined(__x86_64__)
+  return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+  return (uintptr_t)uc->uc_mcontext.pc;
+#else
+  return 0;
+#endif
+}
+
+static bool in_code(uintptr_t pc)
+{
+  return pc != 0 && pc >= atomic_load(&code_start) && pc < atomic_load(&code_end);
+}
+
 static void on_fault(int sig, siginfo_t *info, void *context)
 {
   store_guard_frame *frame = armed;
-  if (frame != NULL && info != NULL && info->si_code > 0 && in_a_map(info->si_addr)) {
+  if (frame != NULL && info != NULL && info->si_code > 0 &&
+      (in_a_map(info->si_addr) || in_code(fault_pc(context)))) {
     armed = frame->prev;
     frame->sig = sig;
     frame->addr = info->si_addr;
@@ -86,6 +117,34 @@ bool store_guard_install(void)
 {
   pthread_once(&installed, install);
   return install_ok;
+}
+
+void store_guard_code(const void *function)
+{
+  Dl_info where;
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (dladdr(function, &where) == 0 || where.dli_fname == NULL || n <= 0)
+    return;
+  self[n] = '\0';
+  if (strcmp(where.dli_fname, self) == 0)
+    return; /* linked into the program: its text is ours too */
+  FILE *maps = fopen("/proc/self/maps", "re");
+  char line[PATH_MAX + 256];
+  uintptr_t at = (uintptr_t)function;
+  while (maps != NULL && fgets(line, sizeof line, maps) != NULL) {
+    char *end;
+    uintptr_t start = (uintptr_t)strtoull(line, &end, 16), stop;
+    if (*end != '-')
+      continue;
+    stop = (uintptr_t)strtoull(end + 1, &end, 16);
+    if (at >= start && at < stop && strncmp(end, " r-x", 4) == 0) {
+      atomic_store(&code_start, start);
+      atomic_store(&code_end, stop);
+    }
+  }
+  if (maps != NULL)
+    fclose(maps);
 }
 
 bool store_guard_map(const void *base, size_t len)

@@ -35,6 +35,10 @@ typedef struct store_guard_frame {
  * before, e.g. AddressSanitizer's, are chained to). False when sigaction fails. */
 bool store_guard_install(void);
 
+/* Declares the executable mapping that holds function (LMDB's: mdb_cursor_get) code whose faults
+ * may be contained too, when it is a shared library (not the program itself). */
+void store_guard_code(const void *function);
+
 /* Declares [base, base + len) a map whose faults may be contained (at most 16 maps at once);
  * store_guard_forget takes it back. False when the table is full. */
 bool store_guard_map(const void *base, size_t len);

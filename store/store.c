@@ -918,6 +918,8 @@ pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
                           0640);
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = mdb_env_set_userctx(store->env, store);
+  if (mdb_rc == MDB_SUCCESS)
+    store_guard_code((const void *)(uintptr_t)mdb_cursor_get);
   if (mdb_rc == MDB_SUCCESS && !store_guard_install())
     fprintf(stderr, "pycached: store %s: cannot install the fault handlers: reads of a damaged "
             "file are not contained\n", dir);
