@@ -1,5 +1,7 @@
 /* store.c: the LMDB store of compiled code (see store.h for the model, docs/DESIGN.md, "Keys and
- * validation" and "Eviction", for why).
+ * validation" and "Eviction", for why). How a damaged file is kept from crashing the server is
+ * the section "bounds and fault containment" below (with guard.c); pcc_store_verify is at the
+ * end.
  *
  * Record layouts (native byte order: an LMDB file is not portable across architectures anyway):
  *
@@ -1302,7 +1304,9 @@ static int blob_exists(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes)
   return checked_get(txn, store->dbi[T_BLOBS], &key, &value);
 }
 
-/* Stores a blob unless it is stored already: its record, uses row (used now), lru, figures. */
+/* Stores a blob unless it is stored already (a stored record that fails its checksum is
+ * replaced: lookups never write, so this is where damaged records are mended): its record, uses
+ * row (used now), lru, figures. */
 static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, pcc_blob **out,
                      bool *corrupt);
 
