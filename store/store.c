@@ -2328,6 +2328,8 @@ pcc_store_status pcc_store_backup_dir(pcc_store *store, const char *dir)
 {
   if (store == NULL || dir == NULL)
     return PCC_STORE_INVALID;
+  if (atomic_load(&store->damaged)) /* a copy walks every tree, unguarded: not of a damaged one */
+    return PCC_STORE_DAMAGED;
   return from_mdb(mdb_env_copy2(store->env, dir, MDB_CP_COMPACT));
 }
 
@@ -2335,6 +2337,8 @@ pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd)
 {
   if (store == NULL || fd < 0)
     return PCC_STORE_INVALID;
+  if (atomic_load(&store->damaged))
+    return PCC_STORE_DAMAGED;
   return from_mdb(mdb_env_copyfd2(store->env, fd, MDB_CP_COMPACT));
 }
 

@@ -326,7 +326,8 @@ pcc_store_status pcc_store_profiles_expire(pcc_store *store, int64_t older_than,
 
 /* A compacted copy of the environment (mdb_env_copy2 / mdb_env_copyfd2 with MDB_CP_COMPACT):
  * into directory dir (which must exist and be empty), or written to fd (which the caller
- * closes). Readers and writers go on meanwhile. */
+ * closes). Readers and writers go on meanwhile. A damaged store is not copied
+ * (PCC_STORE_DAMAGED): the copy's walk of the trees is not guarded. */
 pcc_store_status pcc_store_backup_dir(pcc_store *store, const char *dir);
 pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd);
 
