@@ -76,6 +76,13 @@ const pcc_sources *pcc_core_sources(const pcc_core *core);
 pcc_store_status pcc_core_get_blob(pcc_core *core, const pcc_magic *magic, int opt,
                                    const pcc_digest *digest, pcc_blob **out);
 
+/* Does the blob (of the version's digest) hold the compile of the version's source: the same
+ * size and Java hash? A path entry has no checksum of its own; this is what keeps a damaged one
+ * (a digest changed into another stored blob's) from being served. False: counted as a
+ * corruption and logged; the caller answers a miss. */
+bool pcc_core_blob_matches(pcc_core *core, const pcc_magic *magic, const pcc_blob *blob,
+                           const pcc_path_record *version);
+
 /* The store's figures as the "store" object of GET /v1/stats and GET /v1/admin/stats (docs/API.md:
  * entries, blobs, bytes, max_size, profiles, used, free, map_size, page_size, evictions); an empty
  * object when the store cannot say. The caller owns it. */

@@ -11,6 +11,9 @@
  *     transaction and reports the store damaged. SA_NODEFER leaves the signal unblocked after
  *     the jump, so sigsetjmp need not save the mask (no system call per read). A fault of our
  *     own code (store.c, a caller's callback) outside the map is never contained.
+ *   - LMDB's own assertions (built into Debian's liblmdb: "Assertion 'IS_LEAF(mp)' failed in
+ *     mdb_cursor_next()" on a damaged branch page) call store_guard_escape through
+ *     mdb_env_set_assert: armed, it jumps back the same way; not armed, LMDB aborts.
  *   - otherwise (a real bug, or a fault outside the map): the handler that was installed before
  *     ours is called (AddressSanitizer's, which reports and aborts), or, when that was the
  *     default action, the default is restored and the handler returns: the faulting instruction
@@ -167,6 +170,17 @@ void store_guard_forget(const void *base)
       atomic_store(&map_len[i], 0);
       atomic_store(&map_base[i], 0);
     }
+}
+
+void store_guard_escape(void)
+{
+  store_guard_frame *frame = armed;
+  if (frame == NULL)
+    return;
+  armed = frame->prev;
+  frame->sig = SIGABRT;
+  frame->addr = NULL;
+  siglongjmp(frame->jmp, 1);
 }
 
 void store_guard_arm(store_guard_frame *frame)

@@ -44,6 +44,11 @@ void store_guard_code(const void *function);
 bool store_guard_map(const void *base, size_t len);
 void store_guard_forget(const void *base);
 
+/* Called outside a signal handler when LMDB's own assertion fails (mdb_env_set_assert): with a
+ * frame armed on this thread, jumps back to it (frame.sig SIGABRT, frame.addr NULL) and does not
+ * return; returns when none is (LMDB then aborts). */
+void store_guard_escape(void);
+
 /* Arms frame on this thread (frames nest); store_guard_disarm takes it off again. */
 void store_guard_arm(store_guard_frame *frame);
 void store_guard_disarm(store_guard_frame *frame);

@@ -347,8 +347,9 @@ static int run_guarded(reader *r, read_fn fn, void *arg)
   if (sigsetjmp(r->frame.jmp, 0) != 0) {
     current_reader = r->prev;
     r->faulted = true;
-    store_damage(r->store, r->frame.sig == SIGBUS ? "SIGBUS reading it" : "SIGSEGV reading it",
-                 r->frame.addr);
+    if (r->frame.sig != SIGABRT) /* an assertion of LMDB's was reported by on_lmdb_assert */
+      store_damage(r->store, r->frame.sig == SIGBUS ? "SIGBUS reading it" : "SIGSEGV reading it",
+                   r->frame.addr);
     return MDB_CORRUPTED;
   }
   r->prev = current_reader;
@@ -387,6 +388,18 @@ static int guarded_read_in(pcc_store *store, read_fn fn, void *arg, bool even_da
 static int guarded_read(pcc_store *store, read_fn fn, void *arg)
 {
   return guarded_read_in(store, fn, arg, false);
+}
+
+/* LMDB's assertion callback: a failed assertion in a guarded read is damage, contained like a
+ * fault (guard.c); anywhere else LMDB aborts after this returns. */
+static void on_lmdb_assert(MDB_env *env, const char *msg)
+{
+  pcc_store *store = mdb_env_get_userctx(env);
+  if (store != NULL && current_reader != NULL && current_reader->store == store) {
+    store_damage(store, msg, NULL);
+    store_guard_escape();
+  }
+  fprintf(stderr, "pycached: store: LMDB: %s\n", msg);
 }
 
 /* Finds LMDB's map of data.mdb in /proc/self/maps (mdb_env_info gives the map's address only
@@ -920,6 +933,8 @@ pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
                           0640);
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = mdb_env_set_userctx(store->env, store);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_env_set_assert(store->env, on_lmdb_assert); /* fails only where LMDB has no asserts */
   if (mdb_rc == MDB_SUCCESS)
     store_guard_code((const void *)(uintptr_t)mdb_cursor_get);
   if (mdb_rc == MDB_SUCCESS && !store_guard_install())
@@ -1565,6 +1580,8 @@ static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, p
     }
   }
   close_cursor(cursor);
+  if (current_reader != NULL && current_reader->txn == txn)
+    current_reader->owned = NULL; /* no more reads of the map: ours to free or hand out */
   uint64_t checksum = 0;
   if (mdb_rc == MDB_SUCCESS && !*corrupt) {
     memcpy(&checksum, v, 8);
@@ -2672,6 +2689,8 @@ typedef struct {
   unsigned next_chunk;
   uint64_t blob_total, blob_at;
   bool in_blob;
+  uint8_t last_key[512], last_value[512]; /* the record before, for the order */
+  size_t last_key_len, last_value_len, last_id;
 } verify;
 
 /* Reports one problem: "table: key: what". structural: of the file, not of one record. */
@@ -2840,6 +2859,58 @@ static void check_record(verify *v, MDB_txn *txn, const MDB_val *key, const MDB_
   }
 }
 
+/* Does v (in the file) lie within one page, or start an overflow run (a page's header before
+ * it)? A node whose size was damaged reaches into the next page: LMDB would read, and a write
+ * would move, bytes that are not the record's. */
+static bool in_its_page(pcc_store *store, const MDB_val *v)
+{
+  if (v->mv_size == 0 || store->map == NULL)
+    return true;
+  uint64_t offset = (uint64_t)((const uint8_t *)v->mv_data - store->map), psize = store->page_size;
+  if (offset % psize == PAGE_HEADER)
+    return true; /* an overflow value: its pages are in the file (in_file) */
+  return offset / psize == (offset + v->mv_size - 1) / psize;
+}
+
+/* Do the records come in LMDB's order (keys by memcmp, then length; the free list by txnid;
+ * the values of one key in a DUPSORT table likewise)? A damaged page breaks the order, and
+ * LMDB's searches and writes then go astray. Remembers the record in v. */
+static bool in_order(verify *v, const MDB_val *key, const MDB_val *value, bool dupsort)
+{
+  int order;
+  if (v->table == V_FREE) {
+    size_t id = 0;
+    if (key->mv_size == sizeof id)
+      memcpy(&id, key->mv_data, sizeof id);
+    order = v->walked == 1 ? 1 : id > v->last_id ? 1 : -1;
+    v->last_id = id;
+    return order > 0;
+  }
+  if (v->walked == 1) {
+    order = 1;
+  } else {
+    size_t n = key->mv_size < v->last_key_len ? key->mv_size : v->last_key_len;
+    order = memcmp(key->mv_data, v->last_key, n);
+    if (order == 0)
+      order = key->mv_size > v->last_key_len ? 1 : key->mv_size < v->last_key_len ? -1 : 0;
+    if (order == 0 && dupsort) {
+      n = value->mv_size < v->last_value_len ? value->mv_size : v->last_value_len;
+      order = memcmp(value->mv_data, v->last_value, n);
+      if (order == 0)
+        order = value->mv_size > v->last_value_len ? 1 : -1;
+    }
+  }
+  v->last_key_len = key->mv_size < sizeof v->last_key ? key->mv_size : sizeof v->last_key;
+  memcpy(v->last_key, key->mv_data, v->last_key_len);
+  v->last_value_len = 0;
+  if (dupsort) {
+    v->last_value_len = value->mv_size < sizeof v->last_value ? value->mv_size
+                                                              : sizeof v->last_value;
+    memcpy(v->last_value, value->mv_data, v->last_value_len);
+  }
+  return order > 0;
+}
+
 /* Walks one table (v->dbi), checking each record; a fault ends the walk (guarded_read_in). */
 static int verify_table_in(reader *r, void *arg)
 {
@@ -2850,14 +2921,20 @@ static int verify_table_in(reader *r, void *arg)
   int mdb_rc = mdb_stat(r->txn, v->dbi, &st);
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = open_cursor(r->txn, v->dbi, &cursor);
+  bool dupsort = v->table == V_TABLE0 + T_REFS || v->table == V_TABLE0 + T_PROFILES;
   while (mdb_rc == MDB_SUCCESS &&
          (mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
     v->walked++;
     v->out->records++;
-    if (!in_file(r->store, &key) || !in_file(r->store, &value))
+    if (!in_file(r->store, &key) || !in_file(r->store, &value)) {
       problem(v, true, NULL, "a record reaches past the end of the file");
-    else
+    } else if (!in_its_page(r->store, &key) || !in_its_page(r->store, &value)) {
+      problem(v, true, &key, "a record crosses the end of its page");
+    } else {
+      if (!in_order(v, &key, &value, dupsort))
+        problem(v, true, &key, "out of order (a damaged page)");
       check_record(v, r->txn, &key, &value);
+    }
     if (v->walked % 256 == 0 && past_deadline(v)) {
       v->out->complete = false;
       break;

@@ -217,6 +217,8 @@ def main():
     parser.add_argument("--sources", type=int, default=300)
     parser.add_argument("--flips", type=int, default=64)
     parser.add_argument("--keep", action="store_true", help="leave the stores (printed)")
+    parser.add_argument("--only", type=int, default=None, help="run this trial only (its seed "
+                        "is the same as in a full run)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     print("drill_corruption: %d trials, %d flips each, %d sources, seed %d (rerun with --seed %d)"
@@ -236,6 +238,8 @@ def main():
         if code != VERIFY_SOUND:
             failures.append("--verify-store of the clean store: %d\n%s" % (code, report))
         for trial in range(args.trials):
+            if args.only is not None and trial != args.only:
+                continue
             rng = random.Random(seed * 1000003 + trial)
             trial_dir = os.path.join(tmp, "trial%d" % trial)
             damaged = os.path.join(trial_dir, "damaged")
