@@ -91,6 +91,7 @@ static const pcc_limit rows[] = {
   ROW(PCC_USE_TABLE_SLOTS, NULL, "blobs whose last use is held in memory between flushes"),
   ROW(PCC_USE_FLUSH_SECONDS, NULL, "seconds between flushes of last uses into the store"),
   ROW(PCC_DELETE_BATCH, NULL, "path entries one deletion transaction removes, at most"),
+  ROW(PCC_STORE_CHECK_SECONDS, NULL, "seconds the check of the store at start walks it, at most"),
   ROW(PCC_EVICT_BATCH, NULL, "references one eviction transaction removes, at most"),
   ROW(PCC_PROFILES_MAX_DEFAULT, "--max-profiles", "profiles kept (the least recently updated go)"),
   ROW(PCC_PROFILE_DAYS_DEFAULT, "--profile-days", "days a profile that is not updated is kept"),

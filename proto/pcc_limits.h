@@ -128,6 +128,7 @@
 #define PCC_USE_TABLE_SLOTS 65536     /* blobs whose last use is held in memory between flushes */
 #define PCC_USE_FLUSH_SECONDS 5       /* seconds between flushes of the last uses into the store */
 #define PCC_DELETE_BATCH 4096         /* path entries one deletion transaction removes, at most */
+#define PCC_STORE_CHECK_SECONDS 2     /* seconds the check of the store at start walks it, at most */
 #define PCC_EVICT_BATCH 1024          /* references one eviction transaction removes, at most */
 #define PCC_PROFILES_MAX_DEFAULT 10000 /* option --max-profiles: profiles kept (the least recently
                                           updated go first) */

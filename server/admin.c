@@ -346,6 +346,10 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
     {"store_map_bytes", "gauge", "--map-size: the most the store's file may grow to",
      s->map_size},
     {"store_evictions_total", "counter", "Blobs evicted as least recently used", s->evictions},
+    {"store_damaged", "gauge", "1: the store's file is damaged (run pycached --verify-store)",
+     s->damaged},
+    {"store_corruptions_total", "counter", "Damaged records and faults the store met",
+     s->corruptions},
   };
   for (size_t i = 0; snap->have_store && i < sizeof store_figures / sizeof store_figures[0]; i++)
     pcc_dynbuf_addf(out, "# HELP pycached_%s %s\n# TYPE pycached_%s %s\npycached_%s %llu\n",

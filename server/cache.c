@@ -213,7 +213,8 @@ static void job_compile(cache *c, job *j)
   }
   pcc_store_status store_rc = pcc_store_put(pcc_core_store(c->core), j->ns, &j->magic, j->opt,
                                             j->path, strlen(j->path), &j->record, &blob);
-  if (store_rc == PCC_STORE_OK) {
+  if (store_rc == PCC_STORE_OK || store_rc == PCC_STORE_DAMAGED) {
+    /* damaged: answered, not stored (the store logged what the operator should do) */
     j->blob = blob_copy(&blob);
     j->result = j->blob == NULL ? JOB_INTERNAL : result->ok ? JOB_CODE : JOB_COMPILE_ERROR;
   } else if (store_rc == PCC_STORE_FULL || store_rc == PCC_STORE_NOSPACE) {
@@ -502,7 +503,7 @@ static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
       pcc_store_status rc = pcc_store_put(pcc_core_store(c->core), req->ns, &params->magic,
                                           params->opt, params->path, params->path_len, &record,
                                           j->blob);
-      if (rc != PCC_STORE_OK)
+      if (rc != PCC_STORE_OK && rc != PCC_STORE_DAMAGED)
         fprintf(stderr, "pycached: cannot store a path entry: %s\n", pcc_store_strerror(rc));
     }
     pcc_blob *blob = blob_copy(j->blob);

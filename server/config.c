@@ -117,6 +117,13 @@ static const option_spec options[] = {
    FIELD(bundle_cache), "memory for bundles kept built between requests", 0},
   {"retire-unserved-magics", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(retire_unserved),
    "at start, delete entries of magics no compiler serves", 0},
+  {"on-damaged-store", OPT_STRING, "refuse|quarantine", "refuse", 0, 0, 0,
+   FIELD(on_damaged_store),
+   "a store found damaged at start: refuse to start, or move its files aside (*.damaged-TIME) "
+   "and start empty", 0},
+  {"verify-store", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(verify_store),
+   "check every record of the store (read-only), print the problems and exit (0: sound, 3: "
+   "damaged, 4: cannot be opened)", 0},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -322,6 +329,12 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
   for (size_t i = 0; i < N_OPTIONS; i++) {
     map_given |= given[i] && options[i].offset == FIELD(map_size);
     max_given |= given[i] && options[i].offset == FIELD(max_size);
+  }
+  if (strcmp(out->on_damaged_store, "refuse") != 0 &&
+      strcmp(out->on_damaged_store, "quarantine") != 0) {
+    fprintf(stderr, "pycached: --on-damaged-store %s: refuse or quarantine\n",
+            out->on_damaged_store);
+    return PCC_CONFIG_USAGE;
   }
   return derive_sizes(out, map_given, max_given) ? PCC_CONFIG_OK : PCC_CONFIG_USAGE;
 }

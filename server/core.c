@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +58,7 @@ const char *pcc_core_strerror(pcc_core_status rc)
   case PCC_CORE_COMPILER: return "cannot start the compiler workers";
   case PCC_CORE_CONFIG: return "bad configuration";
   case PCC_CORE_NOMEM: return "out of memory";
+  case PCC_CORE_DAMAGED: return "the store is damaged";
   }
   return "unknown core status";
 }
@@ -383,7 +385,146 @@ cJSON *pcc_core_store_json(pcc_core *core)
   cJSON *json = cJSON_CreateObject();
   for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
     cJSON_AddNumberToObject(json, figures[i].name, (double)figures[i].value);
+  cJSON_AddBoolToObject(json, "damaged", stats.damaged);
+  cJSON_AddNumberToObject(json, "corruptions", (double)stats.corruptions);
   return json;
+}
+
+/* ---- a damaged store (docs/OPERATIONS.md, "A damaged store") ----------------------------- */
+
+#define CHECK_LINES_MAX 20 /* problems the check at start prints */
+
+static void print_problem(const char *line, void *ctx)
+{
+  unsigned *printed = ctx;
+  if ((*printed)++ < CHECK_LINES_MAX)
+    fprintf(stderr, "pycached: store check: %s\n", line);
+}
+
+/* Moves data.mdb and lock.mdb of dir aside, as NAME.damaged-YYYYmmddTHHMMSSZ in dir. False
+ * (printed) when data.mdb cannot be moved. */
+static bool quarantine(const char *dir)
+{
+  char stamp[32], from[PATH_MAX], to[PATH_MAX];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+  static const char *const names[] = {"data.mdb", "lock.mdb"};
+  for (size_t i = 0; i < 2; i++) {
+    int a = snprintf(from, sizeof from, "%s/%s", dir, names[i]);
+    int b = snprintf(to, sizeof to, "%s/%s.damaged-%s", dir, names[i], stamp);
+    if (a <= 0 || (size_t)a >= sizeof from || b <= 0 || (size_t)b >= sizeof to)
+      return false;
+    if (rename(from, to) != 0 && (i == 0 || errno != ENOENT)) {
+      fprintf(stderr, "pycached: cannot move %s to %s: %s\n", from, to, strerror(errno));
+      return false;
+    }
+    if (i == 0)
+      fprintf(stderr, "pycached: --on-damaged-store=quarantine: the damaged store was moved to "
+              "%s; starting on an empty store (it fills again as clients compile)\n", to);
+  }
+  return true;
+}
+
+/* Opens the store and checks it (every table walked, every record's bounds, order and shape, for
+ * at most PCC_STORE_CHECK_SECONDS: a full check of a large store, blobs' checksums included,
+ * is --verify-store's), then applies --on-damaged-store to a damaged one. */
+static pcc_core_status open_store(pcc_core *core)
+{
+  const pcc_config *config = &core->config;
+  pcc_store_config store_config = {.map_size = config->map_size,
+                                   .max_size = config->max_size,
+                                   .max_profiles = config->max_profiles};
+  pcc_store_status rc = pcc_store_open(config->store_dir, &store_config, &core->store);
+  bool damaged = rc == PCC_STORE_DAMAGED;
+  if (rc == PCC_STORE_OK) {
+    pcc_store_report report;
+    unsigned printed = 0;
+    rc = pcc_store_verify(core->store, false, PCC_STORE_CHECK_SECONDS, print_problem, &printed,
+                          &report);
+    if (rc == PCC_STORE_OK && !report.complete)
+      fprintf(stderr, "pycached: store check: stopped after %u s (%llu records looked at): run "
+              "pycached --verify-store for a full check\n", PCC_STORE_CHECK_SECONDS,
+              (unsigned long long)report.records);
+    /* The check reads no payloads: what it finds is damage to LMDB's pages or to the shape of
+     * records, which a later write could spread (LMDB edits a page by its nodes' sizes), so any
+     * of it is a damaged store. Blobs whose bytes changed are found by their checksums when
+     * read, missed, and replaced by the next compile. */
+    damaged = rc == PCC_STORE_OK && (report.structural > 0 || report.damaged > 0);
+    if (damaged) {
+      pcc_store_close(core->store);
+      core->store = NULL;
+    }
+  }
+  if (!damaged && rc != PCC_STORE_OK) {
+    fprintf(stderr, "pycached: store %s: %s\n", config->store_dir, pcc_store_strerror(rc));
+    return PCC_CORE_STORE;
+  }
+  if (!damaged)
+    return PCC_CORE_OK;
+  if (strcmp(config->on_damaged_store, "quarantine") != 0) {
+    fprintf(stderr, "pycached: store %s/data.mdb is damaged: refusing to start. See the "
+            "problems with `pycached --verify-store --store %s`; then start with "
+            "--on-damaged-store=quarantine (moves the file aside and starts on an empty store: "
+            "a cache fills again), or restore a backup into %s (docs/OPERATIONS.md, \"A damaged "
+            "store\")\n", config->store_dir, config->store_dir, config->store_dir);
+    return PCC_CORE_DAMAGED;
+  }
+  if (!quarantine(config->store_dir))
+    return PCC_CORE_DAMAGED;
+  rc = pcc_store_open(config->store_dir, &store_config, &core->store);
+  if (rc != PCC_STORE_OK) {
+    fprintf(stderr, "pycached: store %s: %s\n", config->store_dir, pcc_store_strerror(rc));
+    return PCC_CORE_STORE;
+  }
+  return PCC_CORE_OK;
+}
+
+static void print_line(const char *line, void *ctx)
+{
+  (void)ctx;
+  printf("%s\n", line);
+}
+
+int pcc_core_verify_store(const pcc_config *config)
+{
+  char file[PATH_MAX];
+  struct stat st;
+  int n = snprintf(file, sizeof file, "%s/data.mdb", config->store_dir);
+  if (n <= 0 || (size_t)n >= sizeof file || stat(file, &st) != 0) {
+    fprintf(stderr, "pycached: no store at %s (no data.mdb)\n", config->store_dir);
+    return PCC_VERIFY_UNOPENED;
+  }
+  pcc_store_config store_config = {.map_size = config->map_size, .read_only = true};
+  pcc_store *store = NULL;
+  pcc_store_status rc = pcc_store_open(config->store_dir, &store_config, &store);
+  if (rc == PCC_STORE_NOTFOUND) {
+    printf("store %s: empty, or of an older format (emptied when the server starts): nothing "
+           "to check\n", config->store_dir);
+    return PCC_VERIFY_SOUND;
+  }
+  if (rc != PCC_STORE_OK) {
+    printf("store %s: cannot be opened: %s\n", file, pcc_store_strerror(rc));
+    return rc == PCC_STORE_DAMAGED ? PCC_VERIFY_DAMAGED : PCC_VERIFY_UNOPENED;
+  }
+  pcc_store_report report;
+  rc = pcc_store_verify(store, true, 0, print_line, NULL, &report);
+  pcc_store_close(store);
+  if (rc != PCC_STORE_OK) {
+    printf("store %s: cannot be checked: %s\n", file, pcc_store_strerror(rc));
+    return PCC_VERIFY_UNOPENED;
+  }
+  bool sound = report.damaged == 0 && report.structural == 0;
+  printf("store %s: %llu entries, %llu blobs, %llu records, %llu damaged records, %llu problems "
+         "of the file: %s\n", file, (unsigned long long)report.entries,
+         (unsigned long long)report.blobs, (unsigned long long)report.records,
+         (unsigned long long)report.damaged, (unsigned long long)report.structural,
+         sound ? "sound" : report.structural > 0 ? "DAMAGED (docs/OPERATIONS.md, \"A damaged "
+                                                    "store\")"
+                                                  : "damaged records (they miss until compiled "
+                                                    "again)");
+  return sound ? PCC_VERIFY_SOUND : PCC_VERIFY_DAMAGED;
 }
 
 /* ---- life cycle ------------------------------------------------------------------------- */
@@ -408,16 +549,12 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
     pcc_core_close(core);
     return PCC_CORE_CONFIG;
   }
-  pcc_store_config store_config = {.map_size = config->map_size,
-                                   .max_size = config->max_size,
-                                   .max_profiles = config->max_profiles};
-  pcc_store_status store_rc = pcc_store_open(config->store_dir, &store_config, &core->store);
-  if (store_rc != PCC_STORE_OK) {
-    fprintf(stderr, "pycached: store %s: %s\n", config->store_dir, pcc_store_strerror(store_rc));
+  pcc_core_status rc = open_store(core);
+  if (rc != PCC_CORE_OK) {
     pcc_core_close(core);
-    return PCC_CORE_STORE;
+    return rc;
   }
-  pcc_core_status rc = backend_start(core, NULL);
+  rc = backend_start(core, NULL);
   for (unsigned i = 0; i < config->n_compilers && rc == PCC_CORE_OK; i++)
     rc = backend_start(core, config->compilers[i]);
   if (rc == PCC_CORE_OK && pthread_create(&core->upkeep, NULL, upkeep_main, core) != 0) {
@@ -489,12 +626,25 @@ pcc_store_status pcc_core_get_blob(pcc_core *core, const pcc_magic *magic, int o
                                    const pcc_digest *digest, pcc_blob **out)
 {
   pcc_store_status rc = pcc_store_get_blob(core->store, magic, opt, digest, out);
-  if (rc == PCC_STORE_CORRUPT) {
+  if (rc == PCC_STORE_CORRUPT)
+    fprintf(stderr, "pycached: a stored blob failed its checksum: missed until its source is "
+            "compiled again\n");
+  if (rc == PCC_STORE_CORRUPT || rc == PCC_STORE_DAMAGED) { /* the store logged the damage */
     atomic_fetch_add(&pcc_counters_for(core->counters, magic)->corruptions, 1);
-    fprintf(stderr, "pycached: a stored blob failed its checksum and was dropped\n");
     rc = PCC_STORE_NOTFOUND;
   }
   return rc;
+}
+
+bool pcc_core_blob_matches(pcc_core *core, const pcc_magic *magic, const pcc_blob *blob,
+                           const pcc_path_record *version)
+{
+  if (blob->size == version->size && blob->hash == version->hash)
+    return true;
+  atomic_fetch_add(&pcc_counters_for(core->counters, magic)->corruptions, 1);
+  fprintf(stderr, "pycached: a path entry names a blob of another source (a damaged entry): "
+          "missed until its source is compiled again\n");
+  return false;
 }
 
 static uint64_t micros_since(const struct timespec *start)
@@ -552,6 +702,10 @@ void pcc_core_lookup(pcc_core *core, const char *ns, const pcc_params *params,
   pcc_path_versions versions;
   pcc_store_status rc = pcc_store_get_versions(core->store, ns, &params->magic, params->opt,
                                                params->path, params->path_len, &versions);
+  if (rc == PCC_STORE_CORRUPT || rc == PCC_STORE_DAMAGED) { /* a miss: the client compiles */
+    atomic_fetch_add(&pcc_counters_for(core->counters, &params->magic)->corruptions, 1);
+    rc = PCC_STORE_NOTFOUND;
+  }
   if (rc != PCC_STORE_OK && rc != PCC_STORE_NOTFOUND) {
     pcc_answer_store_error(answer, rc);
     return;
@@ -565,6 +719,11 @@ void pcc_core_lookup(pcc_core *core, const char *ns, const pcc_params *params,
       continue;
     pcc_blob *blob = NULL;
     rc = pcc_core_get_blob(core, &params->magic, params->opt, &versions.v[i].digest, &blob);
+    if (rc == PCC_STORE_OK && !pcc_core_blob_matches(core, &params->magic, blob,
+                                                     &versions.v[i])) {
+      free(blob);
+      rc = PCC_STORE_NOTFOUND;
+    }
     if (rc == PCC_STORE_OK) {
       answer_hit(core, answer, blob, &versions.v[i].digest, params, &start);
       return;

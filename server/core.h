@@ -23,6 +23,8 @@ typedef enum {
   PCC_CORE_COMPILER, /* a compiler pool could not be started */
   PCC_CORE_CONFIG,   /* a bad configuration value (source root, worker path, user) */
   PCC_CORE_NOMEM,
+  PCC_CORE_DAMAGED,  /* the store is damaged and --on-damaged-store=refuse (the message says
+                        what to do) */
 } pcc_core_status;
 
 const char *pcc_core_strerror(pcc_core_status rc);
@@ -34,10 +36,22 @@ typedef struct {
   char interpreter[256];                /* "embedded" or the interpreter's path */
 } pcc_backend;
 
+/* Exit statuses of pycached --verify-store. */
+enum { PCC_VERIFY_SOUND = 0, PCC_VERIFY_DAMAGED = 3, PCC_VERIFY_UNOPENED = 4 };
+
+/* pycached --verify-store: opens the store of config read-only, checks every record
+ * (pcc_store_verify, blobs' checksums included), prints one line per problem and a summary on
+ * stdout. Returns the exit status: PCC_VERIFY_SOUND, PCC_VERIFY_DAMAGED (damaged records or a
+ * damaged file, also one LMDB cannot open), PCC_VERIFY_UNOPENED (no store, no access). */
+int pcc_core_verify_store(const pcc_config *config);
+
 /* Copies config, opens the store and the counters, resolves the source roots, starts a worker
  * pool per backend (the embedded CPython, then each --compiler) and the store's upkeep thread
  * (eviction past --max-size, the last uses written in batches, profiles past --profile-days
- * dropped). On failure prints why to stderr. *out is the caller's (pcc_core_close). */
+ * dropped). The store is checked first (a walk of its tables bounded by
+ * PCC_STORE_CHECK_SECONDS); a damaged one is refused (PCC_CORE_DAMAGED) or, with
+ * --on-damaged-store=quarantine, moved aside for an empty one. On failure prints why to stderr.
+ * *out is the caller's (pcc_core_close). */
 pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out);
 /* Stops the upkeep thread and the workers, writes the last uses and closes the store. Features
  * using the core must be closed first. NULL is fine. */
@@ -61,6 +75,13 @@ const pcc_sources *pcc_core_sources(const pcc_core *core);
  * corruption and reported as PCC_STORE_NOTFOUND. *out as pcc_store_get_blob. */
 pcc_store_status pcc_core_get_blob(pcc_core *core, const pcc_magic *magic, int opt,
                                    const pcc_digest *digest, pcc_blob **out);
+
+/* Does the blob (of the version's digest) hold the compile of the version's source: the same
+ * size and Java hash? A path entry has no checksum of its own; this is what keeps a damaged one
+ * (a digest changed into another stored blob's) from being served. False: counted as a
+ * corruption and logged; the caller answers a miss. */
+bool pcc_core_blob_matches(pcc_core *core, const pcc_magic *magic, const pcc_blob *blob,
+                           const pcc_path_record *version);
 
 /* The store's figures as the "store" object of GET /v1/stats and GET /v1/admin/stats (docs/API.md:
  * entries, blobs, bytes, max_size, profiles, used, free, map_size, page_size, evictions); an empty

@@ -100,6 +100,8 @@ int main(int argc, char **argv)
   case PCC_CONFIG_LIMITS: return 0;
   case PCC_CONFIG_USAGE: return 2;
   }
+  if (config.verify_store)
+    return pcc_core_verify_store(&config);
   if (make_dirs(config.store_dir) != 0) {
     fprintf(stderr, "pycached: cannot create %s: %s\n", config.store_dir, strerror(errno));
     return 1;
@@ -126,7 +128,7 @@ int main(int argc, char **argv)
   if (rc != PCC_CORE_OK) {
     fprintf(stderr, "pycached: %s\n", pcc_core_strerror(rc));
     pcc_auth_close(auth);
-    return 1;
+    return rc == PCC_CORE_DAMAGED ? 3 : 1; /* 3: as --verify-store says of a damaged store */
   }
   void *states[N_FEATURES] = {NULL};
   pcc_http_mount mounts[N_FEATURES];

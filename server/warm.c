@@ -297,6 +297,10 @@ static bool bundle_entry(warm *w, const char *ns, const pcc_params *params, cons
       pcc_store_get_blob(store, &params->magic, params->opt, &record.digest, &blob) !=
         PCC_STORE_OK)
     return false;
+  if (!pcc_core_blob_matches(w->core, &params->magic, blob, &record)) {
+    free(blob);
+    return false;
+  }
   if (blob->kind != PCC_BLOB_CODE) {
     free(blob);
     return false;

@@ -1,5 +1,7 @@
 /* store.c: the LMDB store of compiled code (see store.h for the model, docs/DESIGN.md, "Keys and
- * validation" and "Eviction", for why).
+ * validation" and "Eviction", for why). How a damaged file is kept from crashing the server is
+ * the section "bounds and fault containment" below (with guard.c); pcc_store_verify is at the
+ * end.
  *
  * Record layouts (native byte order: an LMDB file is not portable across architectures anyway):
  *
@@ -34,16 +36,22 @@
  *   in the transaction that changes them (so that stats need no scan).
  */
 #include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 #include <lmdb.h>
 
+#include "guard.h"
 #include "store.h"
 
 #define PATH_KEY_INLINE 400 /* LMDB's default key limit is 511 bytes */
@@ -108,6 +116,16 @@ struct pcc_store {
   uint64_t mark_tick;              /* the clock at mark_time: recent_tick once that is old */
   int64_t mark_time;               /* 0: none yet */
   char *dir;
+  /* bounds and damage (see "bounds and fault containment" below) */
+  const uint8_t *map;              /* LMDB's map of data.mdb, map_len bytes; NULL: not found */
+  size_t map_len;
+  int fd;                          /* data.mdb (LMDB's descriptor) */
+  atomic_uint_fast64_t file_size;  /* of data.mdb, as last seen */
+  atomic_bool damaged;             /* the file is damaged: no more reads or writes */
+  atomic_uint_fast64_t corruptions; /* damaged records and faults met since open */
+  bool verifying;                  /* pcc_store_verify reports damage itself: no log line */
+  pthread_mutex_t stats_lock;      /* guards last_stats */
+  pcc_store_stats last_stats;      /* the last figures read, for a damaged store */
 };
 
 const char *pcc_store_strerror(pcc_store_status rc)
@@ -122,6 +140,7 @@ const char *pcc_store_strerror(pcc_store_status rc)
   case PCC_STORE_INVALID: return "invalid argument";
   case PCC_STORE_FORMAT: return "the store was written by a newer pycached";
   case PCC_STORE_NOSPACE: return "no space left on the store's file system";
+  case PCC_STORE_DAMAGED: return "the store's file is damaged (run pycached --verify-store)";
   }
   return "unknown store status";
 }
@@ -137,6 +156,10 @@ static pcc_store_status from_mdb(int mdb_rc)
   case EDQUOT: return PCC_STORE_NOSPACE;
   case ENOMEM: return PCC_STORE_NOMEM;
   case EINVAL: return PCC_STORE_INVALID;
+  case MDB_CORRUPTED:
+  case MDB_PAGE_NOTFOUND:
+  case MDB_INVALID:
+  case MDB_VERSION_MISMATCH: return PCC_STORE_DAMAGED;
   default: return PCC_STORE_IO;
   }
 }
@@ -189,6 +212,235 @@ static int txn_begin(pcc_store *store, unsigned flags, MDB_txn **txn)
     mdb_rc = mdb_txn_begin(store->env, NULL, flags, txn);
   }
   return mdb_rc;
+}
+
+/* ---- bounds and fault containment (docs/OPERATIONS.md, "A damaged store") ----------------
+ * A damaged data.mdb can hand back a value whose size reaches past the end of the file (a read
+ * of it is a SIGBUS) or make LMDB follow a wild offset (SIGSEGV). Three defences:
+ *   - every key and value LMDB returns (checked_get, checked_cget) is checked to lie inside the
+ *     file (the map's address from /proc/self/maps, the file's size from fstat) before anyone
+ *     reads it; one that does not, or an MDB_CORRUPTED / MDB_PAGE_NOTFOUND, marks the store
+ *     damaged (MDB_CORRUPTED in here, PCC_STORE_DAMAGED outside) and is never read;
+ *   - every read-only transaction runs through guarded_read, which arms guard.c's handler: a
+ *     SIGBUS or SIGSEGV inside the map jumps back, the transaction ends, the store is damaged;
+ *   - a damaged store answers every read and write at once with PCC_STORE_DAMAGED, without
+ *     touching the file again (lookups miss, compiles are answered without being stored), so
+ *     nothing is written into a damaged tree, and logs once what the operator should do.
+ * Write transactions are not guarded (LMDB links stack cursors into them; no jump out of one is
+ * safe): they run only on a store that pcc_store_open and the reads before them found sound. */
+
+#define READER_CURSORS 8
+
+/* A guarded read-only transaction and the cursors opened in it (closed by guarded_read, also
+ * after a fault). */
+typedef struct reader {
+  pcc_store *store;
+  MDB_txn *txn;
+  MDB_cursor *cursors[READER_CURSORS];
+  unsigned n;
+  bool commit; /* end with mdb_txn_commit (keeps the table handles opened in it) */
+  bool faulted;
+  void *owned; /* an allocation in progress, freed after a fault (blob_read) */
+  struct reader *prev;
+  store_guard_frame frame;
+} reader;
+
+static _Thread_local reader *current_reader;
+
+typedef int (*read_fn)(reader *r, void *arg);
+
+/* Marks the store damaged (what: why; addr: a faulting address or NULL) and counts it; logs the
+ * first time. */
+static void store_damage(pcc_store *store, const char *what, const void *addr)
+{
+  atomic_fetch_add(&store->corruptions, 1);
+  if (atomic_exchange(&store->damaged, true) || store->verifying)
+    return;
+  char where[64] = "";
+  if (addr != NULL && store->map != NULL)
+    snprintf(where, sizeof where, " at offset %llu of data.mdb",
+             (unsigned long long)((const uint8_t *)addr - store->map));
+  fprintf(stderr, "pycached: store %s: the file is damaged (%s%s). Lookups now answer misses "
+          "and nothing more is written to the store. Stop the server and run `pycached "
+          "--verify-store --store %s`, then start it with --on-damaged-store=quarantine or "
+          "restore a backup (docs/OPERATIONS.md, \"A damaged store\")\n",
+          store->dir, what, where, store->dir);
+}
+
+/* Does v (a key or value LMDB returned) lie inside the file? A value outside the map is in a
+ * page of this process's write transaction (in memory): fine. */
+static bool in_file(pcc_store *store, const MDB_val *v)
+{
+  if (v->mv_size == 0 || store->map == NULL)
+    return true;
+  uintptr_t at = (uintptr_t)v->mv_data, base = (uintptr_t)store->map;
+  if (at < base || at - base >= store->map_len)
+    return true;
+  uint64_t offset = at - base;
+  if (v->mv_size <= store->map_len && offset + v->mv_size <= atomic_load(&store->file_size))
+    return true;
+  struct stat st; /* the file may have grown since: our own commits */
+  if (fstat(store->fd, &st) != 0)
+    return false;
+  atomic_store(&store->file_size, (uint64_t)st.st_size);
+  return v->mv_size <= store->map_len && offset + v->mv_size <= (uint64_t)st.st_size;
+}
+
+static pcc_store *store_of(MDB_txn *txn)
+{
+  return mdb_env_get_userctx(mdb_txn_env(txn));
+}
+
+/* The outcome of a read that returned mdb_rc with key and value (either may be NULL). */
+static int checked(pcc_store *store, int mdb_rc, const MDB_val *key, const MDB_val *value)
+{
+  if (mdb_rc == MDB_CORRUPTED || mdb_rc == MDB_PAGE_NOTFOUND) {
+    store_damage(store, mdb_strerror(mdb_rc), NULL);
+    return MDB_CORRUPTED;
+  }
+  if (mdb_rc == MDB_SUCCESS && ((key != NULL && !in_file(store, key)) ||
+                                (value != NULL && !in_file(store, value)))) {
+    store_damage(store, "a record reaches past the end of the file", NULL);
+    return MDB_CORRUPTED;
+  }
+  return mdb_rc;
+}
+
+/* mdb_get and mdb_cursor_get, with what they return checked (see above). */
+static int checked_get(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *value)
+{
+  return checked(store_of(txn), mdb_get(txn, dbi, key, value), NULL, value);
+}
+
+static int checked_cget(MDB_cursor *cursor, MDB_val *key, MDB_val *value, MDB_cursor_op op)
+{
+  return checked(store_of(mdb_cursor_txn(cursor)), mdb_cursor_get(cursor, key, value, op), key,
+                 value);
+}
+
+/* mdb_cursor_open and mdb_cursor_close, keeping the cursors of a guarded read in its reader so
+ * that a fault does not leak them. */
+static int open_cursor(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **out)
+{
+  int mdb_rc = mdb_cursor_open(txn, dbi, out);
+  reader *r = current_reader;
+  if (mdb_rc == MDB_SUCCESS && r != NULL && r->txn == txn && r->n < READER_CURSORS)
+    r->cursors[r->n++] = *out;
+  return mdb_rc;
+}
+
+static void close_cursor(MDB_cursor *cursor)
+{
+  reader *r = current_reader;
+  for (unsigned i = 0; cursor != NULL && r != NULL && i < r->n; i++)
+    if (r->cursors[i] == cursor) {
+      r->cursors[i] = r->cursors[--r->n];
+      break;
+    }
+  mdb_cursor_close(cursor);
+}
+
+/* Runs fn armed; a contained fault marks the store damaged and answers MDB_CORRUPTED. Nothing
+ * here is changed between sigsetjmp and a jump back but through r (in memory). */
+static int run_guarded(reader *r, read_fn fn, void *arg)
+{
+  if (sigsetjmp(r->frame.jmp, 0) != 0) {
+    current_reader = r->prev;
+    r->faulted = true;
+    if (r->frame.sig != SIGABRT) /* an assertion of LMDB's was reported by on_lmdb_assert */
+      store_damage(r->store, r->frame.sig == SIGBUS ? "SIGBUS reading it" : "SIGSEGV reading it",
+                   r->frame.addr);
+    return MDB_CORRUPTED;
+  }
+  r->prev = current_reader;
+  current_reader = r;
+  store_guard_arm(&r->frame);
+  int mdb_rc = fn(r, arg);
+  store_guard_disarm(&r->frame);
+  current_reader = r->prev;
+  return mdb_rc;
+}
+
+/* Runs fn(r, arg) in a read-only transaction with faults contained (see above). A damaged store
+ * answers MDB_CORRUPTED without a transaction, unless even_damaged (pcc_store_verify). */
+static int guarded_read_in(pcc_store *store, read_fn fn, void *arg, bool even_damaged)
+{
+  if (atomic_load(&store->damaged) && !even_damaged)
+    return MDB_CORRUPTED;
+  reader r;
+  memset(&r, 0, sizeof r);
+  r.store = store;
+  int mdb_rc = txn_begin(store, MDB_RDONLY, &r.txn);
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  mdb_rc = run_guarded(&r, fn, arg);
+  while (r.n > 0)
+    mdb_cursor_close(r.cursors[--r.n]);
+  if (r.faulted)
+    free(r.owned);
+  if (r.commit && mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_txn_commit(r.txn);
+  else
+    mdb_txn_abort(r.txn);
+  return mdb_rc;
+}
+
+static int guarded_read(pcc_store *store, read_fn fn, void *arg)
+{
+  return guarded_read_in(store, fn, arg, false);
+}
+
+/* LMDB's assertion callback: a failed assertion in a guarded read is damage, contained like a
+ * fault (guard.c); anywhere else LMDB aborts after this returns. */
+static void on_lmdb_assert(MDB_env *env, const char *msg)
+{
+  pcc_store *store = mdb_env_get_userctx(env);
+  if (store != NULL && current_reader != NULL && current_reader->store == store) {
+    store_damage(store, msg, NULL);
+    store_guard_escape();
+  }
+  fprintf(stderr, "pycached: store: LMDB: %s\n", msg);
+}
+
+/* Finds LMDB's map of data.mdb in /proc/self/maps (mdb_env_info gives the map's address only
+ * with MDB_FIXEDMAP) and registers it with guard.c. */
+static void find_map(pcc_store *store)
+{
+  struct stat st;
+  if (mdb_env_get_fd(store->env, &store->fd) != MDB_SUCCESS || fstat(store->fd, &st) != 0)
+    return;
+  atomic_store(&store->file_size, (uint64_t)st.st_size);
+  FILE *maps = fopen("/proc/self/maps", "re");
+  char line[PATH_MAX + 256];
+  while (maps != NULL && fgets(line, sizeof line, maps) != NULL) {
+    /* start-end perms offset major:minor inode path */
+    char *at = line, *end;
+    uint64_t start = strtoull(at, &end, 16), stop;
+    if (*end != '-')
+      continue;
+    stop = strtoull(end + 1, &end, 16);
+    at = strchr(end + 1, ' '); /* past the permissions */
+    if (at == NULL)
+      continue;
+    uint64_t offset = strtoull(at + 1, &end, 16);
+    unsigned long dev_major = strtoul(end + 1, &end, 16);
+    if (*end != ':')
+      continue;
+    unsigned long dev_minor = strtoul(end + 1, &end, 16);
+    uint64_t inode = strtoull(end + 1, &end, 10);
+    if (offset == 0 && inode == (uint64_t)st.st_ino && dev_major == major(st.st_dev) &&
+        dev_minor == minor(st.st_dev) && stop > start && stop - start > store->map_len) {
+      store->map = (const uint8_t *)(uintptr_t)start;
+      store->map_len = (size_t)(stop - start);
+    }
+  }
+  if (maps != NULL)
+    fclose(maps);
+  if (store->map != NULL && !store_guard_map(store->map, store->map_len))
+    store->map = NULL;
+  if (store->map == NULL)
+    fprintf(stderr, "pycached: store %s: LMDB's map not found in /proc/self/maps: reads of a "
+            "damaged file are not contained\n", store->dir);
 }
 
 uint64_t pcc_store_generation(pcc_store *store)
@@ -302,10 +554,10 @@ static int scan_start(MDB_cursor *cursor, const pcc_store_filter *filter, const 
   uint8_t start[PCC_MAGIC_LEN + 1];
   if (after_len > 0) {
     *key = (MDB_val){after_len, (void *)after};
-    int rc = mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
+    int rc = checked_cget(cursor, key, value, MDB_SET_RANGE);
     if (rc == MDB_SUCCESS && key->mv_size == after_len &&
         memcmp(key->mv_data, after, after_len) == 0)
-      rc = mdb_cursor_get(cursor, key, value, MDB_NEXT_NODUP);
+      rc = checked_cget(cursor, key, value, MDB_NEXT_NODUP);
     return rc;
   }
   if (filter != NULL && filter->has_magic) {
@@ -313,9 +565,9 @@ static int scan_start(MDB_cursor *cursor, const pcc_store_filter *filter, const 
     start[PCC_MAGIC_LEN] = (uint8_t)(filter->opt > 0 ? filter->opt : 0);
     key->mv_data = start;
     key->mv_size = filter->opt >= 0 ? PCC_MAGIC_LEN + 1 : PCC_MAGIC_LEN;
-    return mdb_cursor_get(cursor, key, value, MDB_SET_RANGE);
+    return checked_cget(cursor, key, value, MDB_SET_RANGE);
   }
-  return mdb_cursor_get(cursor, key, value, MDB_FIRST);
+  return checked_cget(cursor, key, value, MDB_FIRST);
 }
 
 /* ---- write transactions and the figures they change ------------------------------------- */
@@ -339,6 +591,8 @@ static int wtxn_begin(pcc_store *store, wtxn *w)
 {
   memset(w, 0, sizeof *w);
   w->store = store;
+  if (atomic_load(&store->damaged))
+    return MDB_CORRUPTED; /* nothing is written into a damaged tree */
   return txn_begin(store, 0, &w->txn);
 }
 
@@ -363,7 +617,7 @@ static int fig_apply(wtxn *w)
     fig_key(key_bytes, d->magic.bytes);
     MDB_val key = {FIG_KEY_LEN, key_bytes}, value;
     uint64_t fig[3] = {0, 0, 0};
-    int mdb_rc = mdb_get(w->txn, w->store->meta, &key, &value);
+    int mdb_rc = checked_get(w->txn, w->store->meta, &key, &value);
     if (mdb_rc == MDB_SUCCESS && value.mv_size == FIG_VALUE_LEN)
       memcpy(fig, value.mv_data, FIG_VALUE_LEN);
     else if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND)
@@ -437,17 +691,17 @@ static int figures_clear(pcc_store *store, MDB_txn *txn)
 {
   MDB_cursor *cursor = NULL;
   MDB_val key = {3, (void *)"fig"}, value;
-  int mdb_rc = mdb_cursor_open(txn, store->meta, &cursor);
+  int mdb_rc = open_cursor(txn, store->meta, &cursor);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_RANGE);
   while (mdb_rc == MDB_SUCCESS && key.mv_size == FIG_KEY_LEN &&
          memcmp(key.mv_data, "fig", 3) == 0) {
     mdb_rc = mdb_cursor_del(cursor, 0);
     key = (MDB_val){3, (void *)"fig"};
     if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+      mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_RANGE);
   }
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
   return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
 }
 
@@ -466,9 +720,9 @@ static int figures_sum(pcc_store *store, MDB_txn *txn, uint64_t sums[3])
   MDB_cursor *cursor = NULL;
   MDB_val key = {3, (void *)"fig"}, value;
   sums[0] = sums[1] = sums[2] = 0;
-  int mdb_rc = mdb_cursor_open(txn, store->meta, &cursor);
+  int mdb_rc = open_cursor(txn, store->meta, &cursor);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_RANGE);
   while (mdb_rc == MDB_SUCCESS && key.mv_size == FIG_KEY_LEN &&
          memcmp(key.mv_data, "fig", 3) == 0) {
     uint64_t fig[3];
@@ -477,9 +731,9 @@ static int figures_sum(pcc_store *store, MDB_txn *txn, uint64_t sums[3])
       for (int f = 0; f < 3; f++)
         sums[f] += fig[f];
     }
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT);
   }
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
   return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
 }
 
@@ -525,7 +779,7 @@ static pcc_store_status check_format_and_open(pcc_store *store, MDB_txn *txn)
   static const char name[] = "format";
   MDB_val key = {sizeof name - 1, (void *)name}, value;
   uint32_t format = 0;
-  int mdb_rc = mdb_get(txn, store->meta, &key, &value);
+  int mdb_rc = checked_get(txn, store->meta, &key, &value);
   if (mdb_rc == MDB_SUCCESS && value.mv_size == sizeof format)
     memcpy(&format, value.mv_data, sizeof format);
   else if (mdb_rc != MDB_NOTFOUND && mdb_rc != MDB_SUCCESS)
@@ -544,25 +798,93 @@ static pcc_store_status check_format_and_open(pcc_store *store, MDB_txn *txn)
 }
 
 /* Reads what the store keeps in memory from the file: the clock (after the last use), the bytes. */
-static int load_state(pcc_store *store)
+static int load_state_in(reader *r, void *arg)
 {
-  MDB_txn *txn = NULL;
+  (void)arg;
+  pcc_store *store = r->store;
+  MDB_txn *txn = r->txn;
   MDB_cursor *cursor = NULL;
   MDB_val key, value;
   uint64_t sums[3] = {0, 0, 0};
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  int mdb_rc = open_cursor(txn, store->dbi[T_LRU], &cursor);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, store->dbi[T_LRU], &cursor);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_LAST);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_LAST);
   atomic_store(&store->clock, mdb_rc == MDB_SUCCESS && key.mv_size == LRU_KEY_LEN
                                 ? lru_tick(key.mv_data) + 1 : 1);
   if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
     mdb_rc = figures_sum(store, txn, sums);
   atomic_store(&store->bytes, sums[2]);
-  mdb_cursor_close(cursor);
-  mdb_txn_abort(txn);
+  close_cursor(cursor);
   return mdb_rc;
+}
+
+static int load_state(pcc_store *store)
+{
+  return guarded_read(store, load_state_in, NULL);
+}
+
+/* LMDB's own figures, checked before any tree is read: a page size LMDB could have written, and
+ * no page past the end of the file (a damaged meta page would make LMDB read them). */
+static int check_meta(pcc_store *store)
+{
+  MDB_stat env_stat;
+  MDB_envinfo info;
+  int mdb_rc = mdb_env_stat(store->env, &env_stat);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_info(store->env, &info);
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc;
+  store->page_size = env_stat.ms_psize;
+  uint64_t psize = env_stat.ms_psize, file = atomic_load(&store->file_size);
+  if (psize < 512 || psize > 65536 || (psize & (psize - 1)) != 0 ||
+      (store->map != NULL && (info.me_last_pgno + 1) > file / psize && file > 0)) {
+    store_damage(store, "LMDB's meta page names pages past the end of the file", NULL);
+    return MDB_CORRUPTED;
+  }
+  return MDB_SUCCESS;
+}
+
+/* What pcc_store_open finds before it writes anything. */
+typedef struct {
+  bool ready;      /* the store is of this format with every table: opened read-only */
+  uint32_t format; /* 0: none recorded */
+} open_probe;
+
+/* Walks LMDB's table of tables (every record in bounds), reads the format and, for a store of
+ * this format whose tables all exist, opens them (the transaction commits: the handles stay),
+ * so that opening an existing store writes nothing. */
+static int open_in(reader *r, void *arg)
+{
+  open_probe *o = arg;
+  pcc_store *store = r->store;
+  MDB_cursor *cursor = NULL;
+  MDB_val key, value;
+  int mdb_rc = open_cursor(r->txn, 1, &cursor); /* 1: LMDB's MAIN_DBI */
+  while (mdb_rc == MDB_SUCCESS)
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT);
+  close_cursor(cursor);
+  if (mdb_rc != MDB_NOTFOUND)
+    return mdb_rc;
+  mdb_rc = mdb_dbi_open(r->txn, "meta", 0, &store->meta);
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc; /* a new store */
+  static const char name[] = "format";
+  key = (MDB_val){sizeof name - 1, (void *)name};
+  mdb_rc = checked_get(r->txn, store->meta, &key, &value);
+  if (mdb_rc == MDB_SUCCESS && value.mv_size == sizeof o->format)
+    memcpy(&o->format, value.mv_data, sizeof o->format);
+  else if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND)
+    return mdb_rc;
+  if (o->format != STORE_FORMAT)
+    return MDB_SUCCESS;
+  for (int t = 0; t < N_TABLES; t++) {
+    mdb_rc = mdb_dbi_open(r->txn, TABLE_NAMES[t], TABLE_FLAGS[t], &store->dbi[t]);
+    if (mdb_rc != MDB_SUCCESS)
+      return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+  }
+  o->ready = true;
+  r->commit = true;
+  return MDB_SUCCESS;
 }
 
 pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
@@ -591,6 +913,9 @@ pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
   for (int s = 0; s < USE_STRIPES; s++)
     pthread_mutex_init(&store->uses[s].lock, NULL);
   pthread_mutex_init(&store->flush_lock, NULL);
+  pthread_mutex_init(&store->stats_lock, NULL);
+  store->fd = -1;
+  store->verifying = store->config.read_only; /* pcc_store_verify reports for itself */
   MDB_txn *txn = NULL;
   int mdb_rc = mdb_env_create(&store->env);
   if (mdb_rc == MDB_SUCCESS)
@@ -603,24 +928,43 @@ pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
    * last commit but never corrupts the file. */
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = mdb_env_open(store->env, dir,
-                          MDB_NOTLS | MDB_NOMETASYNC | (store->config.no_sync ? MDB_NOSYNC : 0),
+                          MDB_NOTLS | MDB_NOMETASYNC | (store->config.no_sync ? MDB_NOSYNC : 0) |
+                          (store->config.read_only ? MDB_RDONLY : 0),
                           0640);
-  MDB_stat env_stat;
-  if (mdb_rc == MDB_SUCCESS && (mdb_rc = mdb_env_stat(store->env, &env_stat)) == MDB_SUCCESS)
-    store->page_size = env_stat.ms_psize;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_env_set_userctx(store->env, store);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_env_set_assert(store->env, on_lmdb_assert); /* fails only where LMDB has no asserts */
+  if (mdb_rc == MDB_SUCCESS)
+    store_guard_code((const void *)(uintptr_t)mdb_cursor_get);
+  if (mdb_rc == MDB_SUCCESS && !store_guard_install())
+    fprintf(stderr, "pycached: store %s: cannot install the fault handlers: reads of a damaged "
+            "file are not contained\n", dir);
+  if (mdb_rc == MDB_SUCCESS) {
+    find_map(store);
+    mdb_rc = check_meta(store);
+  }
+  open_probe probe = {false, 0};
   if (mdb_rc == MDB_SUCCESS) {
     int dead = 0;
-    mdb_reader_check(store->env, &dead);
-    mdb_rc = txn_begin(store, 0, &txn);
+    if (!store->config.read_only)
+      mdb_reader_check(store->env, &dead);
+    mdb_rc = guarded_read(store, open_in, &probe);
   }
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta);
   pcc_store_status rc = PCC_STORE_OK;
-  if (mdb_rc == MDB_SUCCESS)
-    rc = check_format_and_open(store, txn);
-  if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK) {
-    mdb_rc = mdb_txn_commit(txn);
-    txn = NULL;
+  if (mdb_rc == MDB_SUCCESS && !probe.ready && store->config.read_only)
+    rc = probe.format > STORE_FORMAT ? PCC_STORE_FORMAT : PCC_STORE_NOTFOUND;
+  if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK && !probe.ready) {
+    /* a new store, or one of another format: created or emptied in a write transaction */
+    mdb_rc = txn_begin(store, 0, &txn);
+    if (mdb_rc == MDB_SUCCESS)
+      mdb_rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta);
+    if (mdb_rc == MDB_SUCCESS)
+      rc = check_format_and_open(store, txn);
+    if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK) {
+      mdb_rc = mdb_txn_commit(txn);
+      txn = NULL;
+    }
   }
   if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK)
     mdb_rc = load_state(store);
@@ -637,12 +981,15 @@ void pcc_store_close(pcc_store *store)
 {
   if (store == NULL)
     return;
+  if (store->map != NULL)
+    store_guard_forget(store->map);
   if (store->env != NULL)
     mdb_env_close(store->env);
   if (store->uses != NULL) {
     for (int s = 0; s < USE_STRIPES; s++)
       pthread_mutex_destroy(&store->uses[s].lock);
     pthread_mutex_destroy(&store->flush_lock);
+    pthread_mutex_destroy(&store->stats_lock);
   }
   free(store->uses);
   free(store->dir);
@@ -658,17 +1005,22 @@ static int count_free_pages(MDB_txn *txn, uint64_t *pages)
   MDB_cursor *cursor = NULL;
   MDB_val key, value;
   *pages = 0;
-  int mdb_rc = mdb_cursor_open(txn, 0, &cursor); /* 0: LMDB's FREE_DBI */
+  int mdb_rc = open_cursor(txn, 0, &cursor); /* 0: LMDB's FREE_DBI */
   while (mdb_rc == MDB_SUCCESS &&
-         (mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
+         (mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
     size_t count; /* an MDB_IDL: its count, then the page numbers */
     if (value.mv_size >= sizeof count) {
       memcpy(&count, value.mv_data, sizeof count);
       *pages += count;
     }
   }
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
   return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+}
+
+static int count_free_in(reader *r, void *pages)
+{
+  return count_free_pages(r->txn, pages);
 }
 
 static uint64_t reserve_pages(uint64_t map_pages)
@@ -693,12 +1045,8 @@ static int room_for(pcc_store *store, size_t value_bytes)
                   reserve_pages(map_pages);
   if (high + need <= map_pages)
     return MDB_SUCCESS;
-  MDB_txn *txn = NULL;
   uint64_t free_pages = 0;
-  mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = count_free_pages(txn, &free_pages);
-  mdb_txn_abort(txn);
+  mdb_rc = guarded_read(store, count_free_in, &free_pages);
   if (mdb_rc != MDB_SUCCESS)
     return mdb_rc;
   return high - (free_pages < high ? free_pages : high) + need <= map_pages ? MDB_SUCCESS
@@ -767,7 +1115,7 @@ static int use_write(wtxn *w, const uint8_t *key_bytes, uint64_t tick, uint64_t 
 {
   pcc_store *store = w->store;
   MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes}, value;
-  int mdb_rc = mdb_get(w->txn, store->dbi[T_USES], &key, &value);
+  int mdb_rc = checked_get(w->txn, store->dbi[T_USES], &key, &value);
   if (mdb_rc != MDB_SUCCESS)
     return mdb_rc;
   uint64_t use[2];
@@ -858,18 +1206,18 @@ static int chunks_delete(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key_bytes, bo
   chunk_key(first, key_bytes, 0);
   MDB_val key = {CHUNK_KEY_LEN, first}, value;
   *had = false;
-  int mdb_rc = mdb_cursor_open(txn, dbi, &cursor);
+  int mdb_rc = open_cursor(txn, dbi, &cursor);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_RANGE);
   while (mdb_rc == MDB_SUCCESS && key.mv_size == CHUNK_KEY_LEN &&
          memcmp(key.mv_data, key_bytes, BLOB_KEY_LEN) == 0) {
     mdb_rc = mdb_cursor_del(cursor, 0);
     *had = true;
     key = (MDB_val){CHUNK_KEY_LEN, first};
     if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+      mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_RANGE);
   }
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
   return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
 }
 
@@ -879,7 +1227,7 @@ static int blob_forget(wtxn *w, const uint8_t *key_bytes)
 {
   pcc_store *store = w->store;
   MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes}, value;
-  int mdb_rc = mdb_get(w->txn, store->dbi[T_USES], &key, &value);
+  int mdb_rc = checked_get(w->txn, store->dbi[T_USES], &key, &value);
   uint64_t use[2] = {0, 0};
   bool had_use = mdb_rc == MDB_SUCCESS && value.mv_size == USE_VALUE_LEN;
   if (had_use)
@@ -919,7 +1267,7 @@ static int ref_remove(wtxn *w, const uint8_t *blob_bytes, const uint8_t *path_ke
   if (mdb_rc == MDB_NOTFOUND)
     return MDB_SUCCESS;
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_get(w->txn, w->store->dbi[T_REFS], &key, &value);
+    mdb_rc = checked_get(w->txn, w->store->dbi[T_REFS], &key, &value);
   return mdb_rc == MDB_NOTFOUND ? blob_forget(w, blob_bytes) : mdb_rc;
 }
 
@@ -968,17 +1316,33 @@ static int blob_exists(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes)
   uint8_t first[CHUNK_KEY_LEN];
   chunk_key(first, key_bytes, 0);
   MDB_val key = {CHUNK_KEY_LEN, first}, value;
-  return mdb_get(txn, store->dbi[T_BLOBS], &key, &value);
+  return checked_get(txn, store->dbi[T_BLOBS], &key, &value);
 }
 
-/* Stores a blob unless it is stored already: its record, uses row (used now), lru, figures. */
+/* Stores a blob unless it is stored already (a stored record that fails its checksum is
+ * replaced: lookups never write, so this is where damaged records are mended): its record, uses
+ * row (used now), lru, figures. */
+static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, pcc_blob **out,
+                     bool *corrupt);
+
 static int blob_store(wtxn *w, const uint8_t *key_bytes, const pcc_blob *blob)
 {
   pcc_store *store = w->store;
   MDB_val key = {BLOB_KEY_LEN, (void *)key_bytes};
   int mdb_rc = blob_exists(store, w->txn, key_bytes);
-  if (mdb_rc != MDB_NOTFOUND)
-    return mdb_rc; /* stored (or an error) */
+  if (mdb_rc == MDB_SUCCESS) { /* stored: sound? A record a lookup found damaged is replaced */
+    pcc_blob *stored = NULL;
+    bool corrupt = false;
+    mdb_rc = blob_read(store, w->txn, key_bytes, &stored, &corrupt);
+    free(stored);
+    if (mdb_rc != MDB_SUCCESS || !corrupt)
+      return mdb_rc;
+    mdb_rc = blob_forget(w, key_bytes);
+    if (mdb_rc != MDB_SUCCESS)
+      return mdb_rc;
+  } else if (mdb_rc != MDB_NOTFOUND) {
+    return mdb_rc;
+  }
   uint64_t use[2] = {atomic_fetch_add(&store->clock, 1), blob->payload_len};
   uint8_t lru[LRU_KEY_LEN];
   lru_key(lru, use[0], key_bytes);
@@ -1063,12 +1427,40 @@ static pcc_store_status read_path(pcc_store *store, MDB_txn *txn, MDB_val *key, 
                                   pcc_path_versions *versions)
 {
   MDB_val value;
-  pcc_store_status rc = from_mdb(mdb_get(txn, store->dbi[T_PATHS], key, &value));
-  if (rc == PCC_STORE_OK && (!entry_from_path(key, &value, entry, versions) ||
-                             entry->path_len != path_len ||
-                             memcmp(entry->path, path, path_len) != 0))
-    rc = PCC_STORE_NOTFOUND; /* another path behind the same long-path key, or damaged */
+  pcc_store_status rc = from_mdb(checked_get(txn, store->dbi[T_PATHS], key, &value));
+  if (rc == PCC_STORE_OK && !entry_from_path(key, &value, entry, versions)) {
+    atomic_fetch_add(&store->corruptions, 1);
+    rc = PCC_STORE_CORRUPT; /* damaged: missed until a compile writes the entry again */
+  } else if (rc == PCC_STORE_OK && (entry->path_len != path_len ||
+                                    memcmp(entry->path, path, path_len) != 0)) {
+    rc = PCC_STORE_NOTFOUND; /* another path behind the same long-path key */
+  }
   return rc;
+}
+
+static void entry_add_blob(pcc_store *store, MDB_txn *txn, pcc_store_entry *entry);
+
+/* One path entry read in a guarded transaction (pcc_store_get_versions, pcc_store_get_entry). */
+typedef struct {
+  MDB_val *key;
+  const char *path;
+  size_t path_len;
+  pcc_path_versions *versions;
+  void (*visit)(const pcc_store_entry *entry, void *ctx);
+  void *ctx;
+  pcc_store_status rc;
+} path_read;
+
+static int path_read_in(reader *r, void *arg)
+{
+  path_read *p = arg;
+  pcc_store_entry entry;
+  p->rc = read_path(r->store, r->txn, p->key, p->path, p->path_len, &entry, p->versions);
+  if (p->rc == PCC_STORE_OK && p->visit != NULL) {
+    entry_add_blob(r->store, r->txn, &entry);
+    p->visit(&entry, p->ctx);
+  }
+  return MDB_SUCCESS;
 }
 
 pcc_store_status pcc_store_get_versions(pcc_store *store, const char *ns, const pcc_magic *magic,
@@ -1079,14 +1471,9 @@ pcc_store_status pcc_store_get_versions(pcc_store *store, const char *ns, const 
     return PCC_STORE_INVALID;
   uint8_t key_bytes[PATH_KEY_MAX];
   MDB_val key = {path_key(key_bytes, ns, magic, opt, path, path_len), key_bytes};
-  MDB_txn *txn = NULL;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc != MDB_SUCCESS)
-    return from_mdb(mdb_rc);
-  pcc_store_entry entry;
-  pcc_store_status rc = read_path(store, txn, &key, path, path_len, &entry, out);
-  mdb_txn_abort(txn);
-  return rc;
+  path_read p = {&key, path, path_len, out, NULL, NULL, PCC_STORE_OK};
+  int mdb_rc = guarded_read(store, path_read_in, &p);
+  return mdb_rc != MDB_SUCCESS ? from_mdb(mdb_rc) : p.rc;
 }
 
 pcc_store_status pcc_store_get_path(pcc_store *store, const char *ns, const pcc_magic *magic,
@@ -1152,19 +1539,6 @@ static int refs_update(wtxn *w, const MDB_val *key, const pcc_path_versions *bef
 
 /* ---- blobs: reads ------------------------------------------------------------------------ */
 
-/* Deletes one blob after a failed checksum, in its own write transaction: its record, uses row
- * and lru place; its references stay (the entries naming it miss until it is stored again). */
-static void drop_blob(pcc_store *store, const uint8_t *key_bytes)
-{
-  wtxn w;
-  if (wtxn_begin(store, &w) != MDB_SUCCESS)
-    return;
-  if (blob_forget(&w, key_bytes) == MDB_SUCCESS)
-    wtxn_commit(&w, true);
-  else
-    wtxn_abort(&w);
-}
-
 /* Reads the chunks of a blob record into one heap allocation (*out, the payload inside it) and
  * verifies it. MDB_NOTFOUND when absent; CORRUPT as *corrupt (a return of MDB_SUCCESS). */
 static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, pcc_blob **out,
@@ -1177,15 +1551,17 @@ static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, p
   pcc_blob *blob = NULL;
   uint32_t total = 0;
   *corrupt = false;
-  int mdb_rc = mdb_cursor_open(txn, store->dbi[T_BLOBS], &cursor);
+  int mdb_rc = open_cursor(txn, store->dbi[T_BLOBS], &cursor);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_KEY);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_KEY);
   if (mdb_rc == MDB_SUCCESS && value.mv_size >= BLOB_HEADER_LEN)
     memcpy(&total, (const uint8_t *)value.mv_data + 36, 4);
   if (mdb_rc == MDB_SUCCESS && (total < BLOB_HEADER_LEN || value.mv_size > total))
     *corrupt = true;
   if (mdb_rc == MDB_SUCCESS && !*corrupt && (blob = malloc(sizeof *blob + total + 1)) == NULL)
     mdb_rc = ENOMEM;
+  if (current_reader != NULL && current_reader->txn == txn)
+    current_reader->owned = blob; /* freed by guarded_read after a fault */
   uint8_t *v = blob ? (uint8_t *)(blob + 1) : NULL;
   size_t at = 0;
   for (unsigned n = 1; mdb_rc == MDB_SUCCESS && !*corrupt; n++) {
@@ -1193,7 +1569,7 @@ static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, p
     at += value.mv_size;
     if (at == total)
       break;
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT);
     chunk_key(want, key_bytes, n);
     if (mdb_rc == MDB_NOTFOUND || (mdb_rc == MDB_SUCCESS &&
                                    (key.mv_size != CHUNK_KEY_LEN ||
@@ -1203,7 +1579,9 @@ static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, p
       *corrupt = true;
     }
   }
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
+  if (current_reader != NULL && current_reader->txn == txn)
+    current_reader->owned = NULL; /* no more reads of the map: ours to free or hand out */
   uint64_t checksum = 0;
   if (mdb_rc == MDB_SUCCESS && !*corrupt) {
     memcpy(&checksum, v, 8);
@@ -1230,6 +1608,18 @@ static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, p
   return MDB_SUCCESS;
 }
 
+typedef struct {
+  const uint8_t *key;
+  pcc_blob *blob;
+  bool corrupt;
+} blob_get;
+
+static int blob_get_in(reader *r, void *arg)
+{
+  blob_get *g = arg;
+  return blob_read(r->store, r->txn, g->key, &g->blob, &g->corrupt);
+}
+
 pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, int opt,
                                     const pcc_digest *digest, pcc_blob **out)
 {
@@ -1238,19 +1628,16 @@ pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, in
     return PCC_STORE_INVALID;
   uint8_t key_bytes[BLOB_KEY_LEN];
   blob_key(key_bytes, magic, opt, digest);
-  MDB_txn *txn = NULL;
-  bool corrupt = false;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc != MDB_SUCCESS)
-    return from_mdb(mdb_rc);
-  mdb_rc = blob_read(store, txn, key_bytes, out, &corrupt);
-  mdb_txn_abort(txn);
-  if (corrupt) {
-    drop_blob(store, key_bytes);
+  blob_get g = {key_bytes, NULL, false};
+  int mdb_rc = guarded_read(store, blob_get_in, &g);
+  if (mdb_rc == MDB_SUCCESS && g.corrupt) { /* counted; nothing is written on a lookup */
+    atomic_fetch_add(&store->corruptions, 1);
     return PCC_STORE_CORRUPT;
   }
-  if (mdb_rc == MDB_SUCCESS)
+  if (mdb_rc == MDB_SUCCESS) {
+    *out = g.blob;
     touch_key(store, key_bytes);
+  }
   return from_mdb(mdb_rc);
 }
 
@@ -1277,7 +1664,7 @@ static int put_in(wtxn *w, const char *ns, const pcc_magic *magic, int opt, cons
   blob_key(blob_bytes, magic, opt, &record->digest);
   pcc_path_versions before = {0, {{0}}}, versions = {0, {{0}}};
   pcc_store_entry entry;
-  int mdb_rc = mdb_get(w->txn, store->dbi[T_PATHS], &key, &value);
+  int mdb_rc = checked_get(w->txn, store->dbi[T_PATHS], &key, &value);
   bool existed = mdb_rc == MDB_SUCCESS;
   if (existed && entry_from_path(&key, &value, &entry, &before) && entry.path_len == path_len &&
       memcmp(entry.path, path, path_len) == 0)
@@ -1322,42 +1709,63 @@ pcc_store_status pcc_store_put(pcc_store *store, const char *ns, const pcc_magic
 
 /* ---- figures ------------------------------------------------------------------------------ */
 
+typedef struct {
+  MDB_stat paths, info;
+  uint64_t free_pages, sums[3];
+} stat_read;
+
+static int stat_in(reader *r, void *arg)
+{
+  stat_read *st = arg;
+  int mdb_rc = mdb_stat(r->txn, r->store->dbi[T_PATHS], &st->paths);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = mdb_stat(r->txn, r->store->dbi[T_INFO], &st->info);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = figures_sum(r->store, r->txn, st->sums);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = count_free_pages(r->txn, &st->free_pages);
+  return mdb_rc;
+}
+
 pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out)
 {
   if (store == NULL || out == NULL)
     return PCC_STORE_INVALID;
-  MDB_txn *txn = NULL;
-  MDB_stat paths, info_stat;
+  stat_read st;
   MDB_envinfo info;
-  uint64_t free_pages = 0, sums[3] = {0, 0, 0};
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_stat(txn, store->dbi[T_PATHS], &paths);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_stat(txn, store->dbi[T_INFO], &info_stat);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = figures_sum(store, txn, sums);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = count_free_pages(txn, &free_pages);
+  memset(&st, 0, sizeof st);
+  int mdb_rc = guarded_read(store, stat_in, &st);
   if (mdb_rc == MDB_SUCCESS) /* the transaction's snapshot is the last committed one */
     mdb_rc = mdb_env_info(store->env, &info);
-  mdb_txn_abort(txn);
+  if (mdb_rc != MDB_SUCCESS && atomic_load(&store->damaged)) {
+    pthread_mutex_lock(&store->stats_lock); /* damaged: the figures last read, not the file */
+    *out = store->last_stats;
+    pthread_mutex_unlock(&store->stats_lock);
+    out->damaged = true;
+    out->corruptions = atomic_load(&store->corruptions);
+    return PCC_STORE_OK;
+  }
   if (mdb_rc != MDB_SUCCESS)
     return from_mdb(mdb_rc);
   uint64_t pages = info.me_last_pgno + 1;
-  free_pages = free_pages < pages ? free_pages : pages;
+  uint64_t free_pages = st.free_pages < pages ? st.free_pages : pages;
   *out = (pcc_store_stats){
-    .entries = paths.ms_entries,
-    .blobs = sums[1],
-    .bytes = sums[2],
-    .profiles = info_stat.ms_entries,
+    .entries = st.paths.ms_entries,
+    .blobs = st.sums[1],
+    .bytes = st.sums[2],
+    .profiles = st.info.ms_entries,
     .page_size = store->page_size,
     .used = (pages - free_pages) * store->page_size,
     .free = free_pages * store->page_size,
     .map_size = info.me_mapsize,
     .max_size = store->config.max_size,
     .evictions = atomic_load(&store->evictions),
+    .damaged = atomic_load(&store->damaged),
+    .corruptions = atomic_load(&store->corruptions),
   };
+  pthread_mutex_lock(&store->stats_lock);
+  store->last_stats = *out;
+  pthread_mutex_unlock(&store->stats_lock);
   return PCC_STORE_OK;
 }
 
@@ -1368,7 +1776,7 @@ pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out)
 static int path_drop_blob(wtxn *w, const uint8_t *path_key, size_t len, const uint8_t *blob_bytes)
 {
   MDB_val key = {len, (void *)path_key}, value;
-  int mdb_rc = mdb_get(w->txn, w->store->dbi[T_PATHS], &key, &value);
+  int mdb_rc = checked_get(w->txn, w->store->dbi[T_PATHS], &key, &value);
   if (mdb_rc == MDB_NOTFOUND)
     return MDB_SUCCESS;
   pcc_store_entry entry;
@@ -1401,7 +1809,7 @@ static int evict_blob(wtxn *w, const uint8_t *blob_bytes, size_t *budget, bool *
   *gone = false;
   while (*budget > 0) {
     MDB_val key = {BLOB_KEY_LEN, (void *)blob_bytes}, value;
-    int mdb_rc = mdb_get(w->txn, w->store->dbi[T_REFS], &key, &value); /* its first reference */
+    int mdb_rc = checked_get(w->txn, w->store->dbi[T_REFS], &key, &value); /* its first reference */
     if (mdb_rc == MDB_NOTFOUND) {
       *gone = true;
       mdb_rc = blob_forget(w, blob_bytes);
@@ -1441,13 +1849,13 @@ pcc_store_status pcc_store_evict(pcc_store *store, uint64_t *evicted)
     size_t budget = batch;
     mdb_rc = wtxn_begin(store, &w);
     if (mdb_rc == MDB_SUCCESS)
-      mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_LRU], &cursor);
+      mdb_rc = open_cursor(w.txn, store->dbi[T_LRU], &cursor);
     while (mdb_rc == MDB_SUCCESS && budget > 0 &&
            (int64_t)atomic_load(&store->bytes) + w.bytes > (int64_t)low) {
       MDB_val key, value;
       uint8_t lru[LRU_KEY_LEN];
       bool gone = false;
-      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST); /* the least recently used */
+      mdb_rc = checked_cget(cursor, &key, &value, MDB_FIRST); /* the least recently used */
       if (mdb_rc == MDB_SUCCESS && key.mv_size != LRU_KEY_LEN)
         mdb_rc = MDB_CORRUPTED;
       if (mdb_rc != MDB_SUCCESS)
@@ -1460,7 +1868,7 @@ pcc_store_status pcc_store_evict(pcc_store *store, uint64_t *evicted)
         mdb_rc = del_rc == MDB_NOTFOUND ? MDB_SUCCESS : del_rc;
       }
     }
-    mdb_cursor_close(cursor);
+    close_cursor(cursor);
     bool empty = mdb_rc == MDB_NOTFOUND; /* nothing left to evict */
     if (mdb_rc == MDB_SUCCESS || empty) {
       uint64_t committed = w.evicted;
@@ -1493,7 +1901,7 @@ static void entry_add_blob(pcc_store *store, MDB_txn *txn, pcc_store_entry *entr
   blob_key(key_bytes, &entry->magic, entry->opt, &entry->record.digest);
   chunk_key(first, key_bytes, 0);
   MDB_val key = {CHUNK_KEY_LEN, first}, value;
-  if (mdb_get(txn, store->dbi[T_BLOBS], &key, &value) != MDB_SUCCESS ||
+  if (checked_get(txn, store->dbi[T_BLOBS], &key, &value) != MDB_SUCCESS ||
       value.mv_size < BLOB_HEADER_LEN)
     return;
   const uint8_t *v = value.mv_data;
@@ -1527,36 +1935,59 @@ static bool filter_match(const pcc_store_filter *filter, const MDB_val *key,
 typedef bool (*record_visit)(pcc_store *store, MDB_txn *txn, const MDB_val *key,
                              const MDB_val *value, void *ctx);
 
-static pcc_store_status scan_table(pcc_store *store, MDB_dbi dbi, const pcc_store_filter *filter,
-                                   const uint8_t *after, size_t after_len, size_t limit,
-                                   size_t max_scan, record_visit visit, void *ctx, uint8_t *next,
-                                   size_t *next_len)
+typedef struct {
+  MDB_dbi dbi;
+  const pcc_store_filter *filter;
+  const uint8_t *after;
+  size_t after_len, limit, max_scan;
+  record_visit visit;
+  void *ctx;
+  uint8_t *next;
+  size_t next_cap, *next_len;
+} table_scan;
+
+static int scan_table_in(reader *r, void *arg)
 {
-  *next_len = 0;
-  MDB_txn *txn = NULL;
+  table_scan *t = arg;
   MDB_cursor *cursor = NULL;
   MDB_val key, value;
   size_t found = 0, scanned = 0;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
+  int mdb_rc = open_cursor(r->txn, t->dbi, &cursor);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, dbi, &cursor);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = scan_start(cursor, filter, after, after_len, &key, &value);
-  while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
-    if (found == limit || scanned == max_scan) /* more may follow: continue after the last */
+    mdb_rc = scan_start(cursor, t->filter, t->after, t->after_len, &key, &value);
+  while (mdb_rc == MDB_SUCCESS && !filter_done(t->filter, &key)) {
+    if (found == t->limit || scanned == t->max_scan) /* more may follow: continue after the last */
       break;
+    if (key.mv_size > t->next_cap) { /* no key of this table is that long */
+      store_damage(r->store, "a key longer than any the store writes", NULL);
+      mdb_rc = MDB_CORRUPTED;
+      break;
+    }
     scanned++;
-    if (visit(store, txn, &key, &value, ctx))
+    if (t->visit(r->store, r->txn, &key, &value, t->ctx))
       found++;
-    memcpy(next, key.mv_data, key.mv_size);
-    *next_len = key.mv_size;
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    memcpy(t->next, key.mv_data, key.mv_size);
+    *t->next_len = key.mv_size;
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT);
   }
-  if (mdb_rc != MDB_SUCCESS || filter_done(filter, &key))
-    *next_len = 0; /* the end: nothing after this page */
-  mdb_cursor_close(cursor);
-  mdb_txn_abort(txn);
-  return mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND ? PCC_STORE_OK : from_mdb(mdb_rc);
+  if (mdb_rc != MDB_SUCCESS || filter_done(t->filter, &key))
+    *t->next_len = 0; /* the end: nothing after this page */
+  close_cursor(cursor);
+  return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+}
+
+static pcc_store_status scan_table(pcc_store *store, MDB_dbi dbi, const pcc_store_filter *filter,
+                                   const uint8_t *after, size_t after_len, size_t limit,
+                                   size_t max_scan, record_visit visit, void *ctx, uint8_t *next,
+                                   size_t next_cap, size_t *next_len)
+{
+  *next_len = 0;
+  table_scan t = {dbi, filter, after, after_len, limit, max_scan, visit, ctx, next, next_cap,
+                  next_len};
+  int mdb_rc = guarded_read(store, scan_table_in, &t);
+  if (mdb_rc != MDB_SUCCESS)
+    *next_len = 0;
+  return from_mdb(mdb_rc);
 }
 
 typedef struct {
@@ -1589,7 +2020,7 @@ pcc_store_status pcc_store_scan(pcc_store *store, const pcc_store_filter *filter
     return PCC_STORE_INVALID;
   scan_visit v = {filter, visit, NULL, ctx};
   return scan_table(store, store->dbi[T_PATHS], filter, cursor_key, cursor_len, limit, max_scan,
-                    visit_entry, &v, next, next_len);
+                    visit_entry, &v, next, PCC_STORE_CURSOR_MAX, next_len);
 }
 
 pcc_store_status pcc_store_get_entry(pcc_store *store, const char *ns, const pcc_magic *magic,
@@ -1601,18 +2032,9 @@ pcc_store_status pcc_store_get_entry(pcc_store *store, const char *ns, const pcc
     return PCC_STORE_INVALID;
   uint8_t key_bytes[PATH_KEY_MAX];
   MDB_val key = {path_key(key_bytes, ns, magic, opt, path, path_len), key_bytes};
-  MDB_txn *txn = NULL;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc != MDB_SUCCESS)
-    return from_mdb(mdb_rc);
-  pcc_store_entry entry;
-  pcc_store_status rc = read_path(store, txn, &key, path, path_len, &entry, NULL);
-  if (rc == PCC_STORE_OK) {
-    entry_add_blob(store, txn, &entry);
-    visit(&entry, ctx);
-  }
-  mdb_txn_abort(txn);
-  return rc;
+  path_read p = {&key, path, path_len, NULL, visit, ctx, PCC_STORE_OK};
+  int mdb_rc = guarded_read(store, path_read_in, &p);
+  return mdb_rc != MDB_SUCCESS ? from_mdb(mdb_rc) : p.rc;
 }
 
 /* Deletes the path entry the cursor is on (key, value as read) with its references. */
@@ -1667,7 +2089,7 @@ static int delete_batch(pcc_store *store, const pcc_store_filter *filter, size_t
   memcpy(last, after, *after_len);
   int mdb_rc = wtxn_begin(store, &w);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_PATHS], &cursor);
+    mdb_rc = open_cursor(w.txn, store->dbi[T_PATHS], &cursor);
   MDB_val key, value;
   *more = false;
   if (mdb_rc == MDB_SUCCESS)
@@ -1686,12 +2108,12 @@ static int delete_batch(pcc_store *store, const pcc_store_filter *filter, size_t
         break;
       deleted++;
       key = (MDB_val){last_len, last}; /* the next key is the first at or after the deleted one */
-      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+      mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_RANGE);
       continue;
     }
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT);
   }
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
   return batch_end(&w, mdb_rc, deleted, last, last_len, after, after_len, removed);
 }
 
@@ -1712,7 +2134,7 @@ static int profiles_delete_batch(pcc_store *store, const pcc_store_filter *filte
   *more = false;
   int mdb_rc = wtxn_begin(store, &w);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_INFO], &cursor);
+    mdb_rc = open_cursor(w.txn, store->dbi[T_INFO], &cursor);
   if (mdb_rc == MDB_SUCCESS)
     mdb_rc = scan_start(cursor, filter, last, last_len, &key, &value);
   while (mdb_rc == MDB_SUCCESS && !filter_done(filter, &key)) {
@@ -1734,12 +2156,12 @@ static int profiles_delete_batch(pcc_store *store, const pcc_store_filter *filte
         break;
       deleted++;
       key = name;
-      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+      mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_RANGE);
       continue;
     }
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT);
   }
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
   return batch_end(&w, mdb_rc, deleted, last, last_len, after, after_len, removed);
 }
 
@@ -1851,9 +2273,9 @@ pcc_store_status pcc_store_delete_one(pcc_store *store, const char *ns, const pc
   MDB_cursor *cursor = NULL;
   int mdb_rc = wtxn_begin(store, &w);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(w.txn, store->dbi[T_PATHS], &cursor);
+    mdb_rc = open_cursor(w.txn, store->dbi[T_PATHS], &cursor);
   if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_KEY);
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_KEY);
   pcc_store_entry entry;
   if (mdb_rc == MDB_SUCCESS && (!entry_from_path(&key, &value, &entry, NULL) ||
                                 entry.path_len != path_len ||
@@ -1861,7 +2283,7 @@ pcc_store_status pcc_store_delete_one(pcc_store *store, const char *ns, const pc
     mdb_rc = MDB_NOTFOUND; /* another path behind the same long-path key */
   if (mdb_rc == MDB_SUCCESS && (mdb_rc = entry_drop(&w, cursor, &key, &value)) == MDB_SUCCESS)
     *removed = 1;
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
   if (mdb_rc == MDB_SUCCESS || mdb_rc == MDB_NOTFOUND)
     mdb_rc = wtxn_finish(&w, *removed > 0);
   else if (w.txn != NULL)
@@ -1871,6 +2293,37 @@ pcc_store_status pcc_store_delete_one(pcc_store *store, const char *ns, const pc
   return note_write(store, mdb_rc, "a deletion", false);
 }
 
+typedef struct {
+  struct {
+    pcc_magic magic;
+    uint64_t entries, bytes;
+  } seen[MAGICS_MAX];
+  size_t n;
+} magics_read;
+
+static int magics_in(reader *r, void *arg)
+{
+  magics_read *m = arg;
+  MDB_cursor *cursor = NULL;
+  MDB_val key = {3, (void *)"fig"}, value;
+  int mdb_rc = open_cursor(r->txn, r->store->meta, &cursor);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_RANGE);
+  while (mdb_rc == MDB_SUCCESS && m->n < MAGICS_MAX && key.mv_size == FIG_KEY_LEN &&
+         memcmp(key.mv_data, "fig", 3) == 0) {
+    uint64_t fig[3];
+    if (value.mv_size == FIG_VALUE_LEN) {
+      memcpy(fig, value.mv_data, FIG_VALUE_LEN);
+      memcpy(m->seen[m->n].magic.bytes, (const uint8_t *)key.mv_data + 3, PCC_MAGIC_LEN);
+      m->seen[m->n].entries = fig[0];
+      m->seen[m->n++].bytes = fig[2];
+    }
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT);
+  }
+  close_cursor(cursor);
+  return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+}
+
 pcc_store_status pcc_store_magics(pcc_store *store,
                                   void (*visit)(const pcc_magic *magic, uint64_t entries,
                                                 uint64_t bytes, void *ctx),
@@ -1878,36 +2331,13 @@ pcc_store_status pcc_store_magics(pcc_store *store,
 {
   if (store == NULL || visit == NULL)
     return PCC_STORE_INVALID;
-  struct {
-    pcc_magic magic;
-    uint64_t entries, bytes;
-  } seen[MAGICS_MAX];
-  size_t n = 0;
-  MDB_txn *txn = NULL;
-  MDB_cursor *cursor = NULL;
-  MDB_val key = {3, (void *)"fig"}, value;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, store->meta, &cursor);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
-  while (mdb_rc == MDB_SUCCESS && n < MAGICS_MAX && key.mv_size == FIG_KEY_LEN &&
-         memcmp(key.mv_data, "fig", 3) == 0) {
-    uint64_t fig[3];
-    if (value.mv_size == FIG_VALUE_LEN) {
-      memcpy(fig, value.mv_data, FIG_VALUE_LEN);
-      memcpy(seen[n].magic.bytes, (const uint8_t *)key.mv_data + 3, PCC_MAGIC_LEN);
-      seen[n].entries = fig[0];
-      seen[n++].bytes = fig[2];
-    }
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
-  }
-  mdb_cursor_close(cursor);
-  mdb_txn_abort(txn);
-  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND)
+  magics_read m;
+  m.n = 0;
+  int mdb_rc = guarded_read(store, magics_in, &m);
+  if (mdb_rc != MDB_SUCCESS)
     return from_mdb(mdb_rc);
-  for (size_t i = 0; i < n; i++)
-    visit(&seen[i].magic, seen[i].entries, seen[i].bytes, ctx);
+  for (size_t i = 0; i < m.n; i++)
+    visit(&m.seen[i].magic, m.seen[i].entries, m.seen[i].bytes, ctx);
   return PCC_STORE_OK;
 }
 
@@ -1915,6 +2345,8 @@ pcc_store_status pcc_store_backup_dir(pcc_store *store, const char *dir)
 {
   if (store == NULL || dir == NULL)
     return PCC_STORE_INVALID;
+  if (atomic_load(&store->damaged)) /* a copy walks every tree, unguarded: not of a damaged one */
+    return PCC_STORE_DAMAGED;
   return from_mdb(mdb_env_copy2(store->env, dir, MDB_CP_COMPACT));
 }
 
@@ -1922,6 +2354,8 @@ pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd)
 {
   if (store == NULL || fd < 0)
     return PCC_STORE_INVALID;
+  if (atomic_load(&store->damaged))
+    return PCC_STORE_DAMAGED;
   return from_mdb(mdb_env_copyfd2(store->env, fd, MDB_CP_COMPACT));
 }
 
@@ -1945,7 +2379,7 @@ static int info_read(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, int64_t *updated, 
   MDB_val value;
   *updated = 0;
   *count = 0;
-  int mdb_rc = mdb_get(txn, dbi, key, &value);
+  int mdb_rc = checked_get(txn, dbi, key, &value);
   if (mdb_rc == MDB_SUCCESS && value.mv_size == INFO_VALUE_LEN) {
     memcpy(updated, value.mv_data, 8);
     memcpy(count, (const uint8_t *)value.mv_data + 8, 8);
@@ -1978,9 +2412,9 @@ static int profiles_make_room(pcc_store *store, MDB_txn *txn)
   uint8_t oldest[PROFILE_KEY_MAX];
   size_t oldest_len = 0;
   uint64_t oldest_tick = UINT64_MAX;
-  mdb_rc = mdb_cursor_open(txn, store->dbi[T_INFO], &cursor);
+  mdb_rc = open_cursor(txn, store->dbi[T_INFO], &cursor);
   while (mdb_rc == MDB_SUCCESS &&
-         (mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
+         (mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
     uint64_t tick = 0; /* the order of updates: the clock's tick at each */
     if (value.mv_size == INFO_VALUE_LEN)
       memcpy(&tick, (const uint8_t *)value.mv_data + 16, 8);
@@ -1990,7 +2424,7 @@ static int profiles_make_room(pcc_store *store, MDB_txn *txn)
       memcpy(oldest, key.mv_data, oldest_len);
     }
   }
-  mdb_cursor_close(cursor);
+  close_cursor(cursor);
   if (mdb_rc != MDB_NOTFOUND)
     return mdb_rc;
   MDB_val victim = {oldest_len, oldest};
@@ -2005,9 +2439,9 @@ static bool dup_exists(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *value)
 {
   MDB_cursor *cursor = NULL;
   MDB_val k = *key, v = *value;
-  bool found = mdb_cursor_open(txn, dbi, &cursor) == MDB_SUCCESS &&
-               mdb_cursor_get(cursor, &k, &v, MDB_GET_BOTH) == MDB_SUCCESS;
-  mdb_cursor_close(cursor);
+  bool found = open_cursor(txn, dbi, &cursor) == MDB_SUCCESS &&
+               checked_cget(cursor, &k, &v, MDB_GET_BOTH) == MDB_SUCCESS;
+  close_cursor(cursor);
   return found;
 }
 
@@ -2083,6 +2517,38 @@ pcc_store_status pcc_store_profile_merge(pcc_store *store, const char *ns,
   return note_write(store, mdb_rc, "a profile's write", true);
 }
 
+static bool profile_from_info(const MDB_val *key, const MDB_val *value, pcc_store_profile *out);
+
+typedef struct {
+  MDB_val key;
+  void (*visit)(const char *path, size_t path_len, void *ctx);
+  void *ctx;
+  pcc_store_profile *profile; /* pcc_store_profile_get: the figures, not the paths */
+} profile_read;
+
+static int profile_read_in(reader *r, void *arg)
+{
+  profile_read *p = arg;
+  MDB_cursor *cursor = NULL;
+  MDB_val key = p->key, value;
+  int mdb_rc = checked_get(r->txn, r->store->dbi[T_INFO], &key, &value); /* may be empty */
+  if (p->profile != NULL)
+    return mdb_rc == MDB_SUCCESS && !profile_from_info(&key, &value, p->profile) ? EILSEQ
+                                                                                   : mdb_rc;
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = open_cursor(r->txn, r->store->dbi[T_PROFILES], &cursor);
+  if (mdb_rc == MDB_SUCCESS) {
+    mdb_rc = checked_cget(cursor, &key, &value, MDB_SET_KEY);
+    while (mdb_rc == MDB_SUCCESS) {
+      p->visit(value.mv_data, value.mv_size, p->ctx);
+      mdb_rc = checked_cget(cursor, &key, &value, MDB_NEXT_DUP);
+    }
+    mdb_rc = mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+  }
+  close_cursor(cursor);
+  return mdb_rc;
+}
+
 pcc_store_status pcc_store_profile_read(pcc_store *store, const char *ns,
                                         const pcc_magic *magic, int opt, const char *name,
                                         void (*visit)(const char *path, size_t path_len,
@@ -2093,25 +2559,8 @@ pcc_store_status pcc_store_profile_read(pcc_store *store, const char *ns,
   size_t key_len = store ? profile_key(key_bytes, ns, magic, opt, name) : 0;
   if (key_len == 0 || visit == NULL)
     return PCC_STORE_INVALID;
-  MDB_val key = {key_len, key_bytes}, value;
-  MDB_txn *txn = NULL;
-  MDB_cursor *cursor = NULL;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_get(txn, store->dbi[T_INFO], &key, &value); /* a profile may be empty */
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_cursor_open(txn, store->dbi[T_PROFILES], &cursor);
-  if (mdb_rc == MDB_SUCCESS) {
-    mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_KEY);
-    while (mdb_rc == MDB_SUCCESS) {
-      visit(value.mv_data, value.mv_size, ctx);
-      mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT_DUP);
-    }
-    mdb_rc = mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
-  }
-  mdb_cursor_close(cursor);
-  mdb_txn_abort(txn);
-  return from_mdb(mdb_rc);
+  profile_read p = {{key_len, key_bytes}, visit, ctx, NULL};
+  return from_mdb(guarded_read(store, profile_read_in, &p));
 }
 
 /* A profile's figures from its info record (key and value as stored). */
@@ -2160,7 +2609,8 @@ pcc_store_status pcc_store_profiles_scan(pcc_store *store, const pcc_store_filte
     return PCC_STORE_INVALID;
   scan_visit v = {filter, NULL, visit, ctx};
   return scan_table(store, store->dbi[T_INFO], filter, cursor_key, cursor_len, limit,
-                    PCC_LIST_SCAN_MAX, visit_profile, &v, next, next_len);
+                    PCC_LIST_SCAN_MAX, visit_profile, &v, next, PCC_STORE_PROFILE_CURSOR_MAX,
+                    next_len);
 }
 
 pcc_store_status pcc_store_profile_get(pcc_store *store, const char *ns, const pcc_magic *magic,
@@ -2170,14 +2620,12 @@ pcc_store_status pcc_store_profile_get(pcc_store *store, const char *ns, const p
   size_t key_len = store ? profile_key(key_bytes, ns, magic, opt, name) : 0;
   if (key_len == 0 || out == NULL)
     return PCC_STORE_INVALID;
-  MDB_val key = {key_len, key_bytes}, value;
-  MDB_txn *txn = NULL;
-  int mdb_rc = txn_begin(store, MDB_RDONLY, &txn);
-  if (mdb_rc == MDB_SUCCESS)
-    mdb_rc = mdb_get(txn, store->dbi[T_INFO], &key, &value);
-  if (mdb_rc == MDB_SUCCESS && !profile_from_info(&key, &value, out))
-    mdb_rc = MDB_CORRUPTED;
-  mdb_txn_abort(txn);
+  profile_read p = {{key_len, key_bytes}, NULL, NULL, out};
+  int mdb_rc = guarded_read(store, profile_read_in, &p);
+  if (mdb_rc == EILSEQ) {
+    atomic_fetch_add(&store->corruptions, 1);
+    return PCC_STORE_CORRUPT;
+  }
   return from_mdb(mdb_rc);
 }
 
@@ -2219,4 +2667,343 @@ pcc_store_status pcc_store_profiles_expire(pcc_store *store, int64_t older_than,
   profile_selection old = {NULL, older_than};
   int mdb_rc = delete_all(store, profiles_step, &old, PROFILE_DELETE_BATCH, removed);
   return note_write(store, mdb_rc, "the expiry of profiles", false);
+}
+
+/* ---- verification (pycached --verify-store, and the check at start) ---------------------- */
+
+enum { V_FREE, V_MAIN, V_META, V_TABLE0 }; /* then the tables of TABLE_NAMES */
+
+typedef struct {
+  pcc_store *store;
+  bool full;
+  struct timespec deadline; /* tv_sec 0: none */
+  void (*report)(const char *line, void *ctx);
+  void *ctx;
+  pcc_store_report *out;
+  uint64_t last_pgno;
+  int table;               /* V_* or V_TABLE0 + T_* */
+  const char *name;
+  MDB_dbi dbi;
+  uint64_t walked;         /* records of this table walked */
+  uint8_t blob[BLOB_KEY_LEN]; /* blobs: the blob whose chunks come, its next chunk, length */
+  unsigned next_chunk;
+  uint64_t blob_total, blob_at;
+  bool in_blob;
+  uint8_t last_key[512], last_value[512]; /* the record before, for the order */
+  size_t last_key_len, last_value_len, last_id;
+} verify;
+
+/* Reports one problem: "table: key: what". structural: of the file, not of one record. */
+static void problem(verify *v, bool structural, const MDB_val *key, const char *what)
+{
+  if (structural)
+    v->out->structural++;
+  else
+    v->out->damaged++;
+  if (v->report == NULL)
+    return;
+  char line[256], hex[41] = "";
+  size_t n = key && key->mv_size > 0 && in_file(v->store, key) ? key->mv_size : 0;
+  for (size_t i = 0; i < n && i < 20; i++)
+    snprintf(hex + 2 * i, 3, "%02x", ((const uint8_t *)key->mv_data)[i]);
+  snprintf(line, sizeof line, "%s: %s%s%s%s", v->name, hex, n > 20 ? "..." : "", n > 0 ? ": " : "",
+           what);
+  v->report(line, v->ctx);
+}
+
+static bool past_deadline(const verify *v)
+{
+  struct timespec now;
+  if (v->deadline.tv_sec == 0)
+    return false;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > v->deadline.tv_sec ||
+         (now.tv_sec == v->deadline.tv_sec && now.tv_nsec >= v->deadline.tv_nsec);
+}
+
+/* Ends the blob whose chunks were coming: all of them there? */
+static void blob_end(verify *v)
+{
+  if (v->in_blob && v->blob_at != v->blob_total) {
+    MDB_val key = {BLOB_KEY_LEN, v->blob};
+    problem(v, false, &key, "chunks missing");
+  }
+  v->in_blob = false;
+}
+
+static void check_blob_chunk(verify *v, MDB_txn *txn, const MDB_val *key, const MDB_val *value)
+{
+  const uint8_t *k = key->mv_data;
+  if (key->mv_size != CHUNK_KEY_LEN) {
+    problem(v, false, key, "not a chunk key");
+    return;
+  }
+  unsigned chunk = (unsigned)k[BLOB_KEY_LEN] << 8 | k[BLOB_KEY_LEN + 1];
+  if (!v->in_blob || memcmp(v->blob, k, BLOB_KEY_LEN) != 0) {
+    blob_end(v);
+    if (chunk != 0) {
+      problem(v, false, key, "a chunk without its first");
+      return;
+    }
+    uint32_t total = 0;
+    if (value->mv_size >= BLOB_HEADER_LEN)
+      memcpy(&total, (const uint8_t *)value->mv_data + 36, 4);
+    if (total < BLOB_HEADER_LEN || value->mv_size > total) {
+      problem(v, false, key, "bad record length");
+      return;
+    }
+    memcpy(v->blob, k, BLOB_KEY_LEN);
+    v->in_blob = true;
+    v->next_chunk = 0;
+    v->blob_total = total;
+    v->blob_at = 0;
+    v->out->blobs++;
+    if (v->full) { /* the whole record: its chunks, checksum and header, as a lookup reads it */
+      pcc_blob *blob = NULL;
+      bool corrupt = false;
+      int mdb_rc = blob_read(v->store, txn, k, &blob, &corrupt);
+      free(blob);
+      if (mdb_rc != MDB_SUCCESS || corrupt)
+        problem(v, mdb_rc != MDB_SUCCESS, key,
+                mdb_rc != MDB_SUCCESS ? mdb_strerror(mdb_rc) : "checksum or header mismatch");
+    }
+  }
+  if (chunk != v->next_chunk || value->mv_size > v->blob_total - v->blob_at ||
+      value->mv_size > v->store->page_size - PAGE_HEADER) {
+    problem(v, false, key, "chunk out of order or too long");
+    v->in_blob = false;
+    return;
+  }
+  v->next_chunk++;
+  v->blob_at += value->mv_size;
+}
+
+/* Checks one record of the table being walked (its bounds are checked already). */
+static void check_record(verify *v, MDB_txn *txn, const MDB_val *key, const MDB_val *value)
+{
+  const uint8_t *k = key->mv_data;
+  pcc_store_entry entry;
+  pcc_store_profile profile;
+  switch (v->table) {
+  case V_FREE: { /* txnid -> an IDL: count, then page numbers */
+    size_t count = 0;
+    if (key->mv_size != sizeof(size_t) || value->mv_size < sizeof count) {
+      problem(v, true, key, "bad free list record");
+      return;
+    }
+    memcpy(&count, value->mv_data, sizeof count);
+    if (value->mv_size != (count + 1) * sizeof count) {
+      problem(v, true, key, "bad free list length");
+      return;
+    }
+    for (size_t i = 1; i <= count; i++) {
+      size_t page;
+      memcpy(&page, (const uint8_t *)value->mv_data + i * sizeof page, sizeof page);
+      if (page < 2 || page > v->last_pgno) {
+        problem(v, true, key, "a free page past the last page");
+        return;
+      }
+    }
+    return;
+  }
+  case V_MAIN:
+    if (value->mv_size != 48) /* sizeof(MDB_db): a named table's record */
+      problem(v, true, key, "bad table record");
+    return;
+  case V_META:
+    if (!((key->mv_size == 6 && memcmp(k, "format", 6) == 0 && value->mv_size == 4) ||
+          (key->mv_size == FIG_KEY_LEN && memcmp(k, "fig", 3) == 0 &&
+           value->mv_size == FIG_VALUE_LEN)))
+      problem(v, false, key, "unknown meta record");
+    return;
+  case V_TABLE0 + T_PATHS: {
+    uint8_t again[PATH_KEY_MAX];
+    v->out->entries++;
+    if (!entry_from_path(key, value, &entry, NULL) || entry.path_len > PCC_PATH_MAX ||
+        entry.opt > PCC_OPT_MAX) {
+      problem(v, false, key, "does not decode");
+      return;
+    }
+    size_t len = path_key(again, entry.ns, &entry.magic, entry.opt, entry.path, entry.path_len);
+    if (len != key->mv_size || memcmp(again, k, len) != 0)
+      problem(v, false, key, "its path does not match its key");
+    return;
+  }
+  case V_TABLE0 + T_BLOBS:
+    check_blob_chunk(v, txn, key, value);
+    return;
+  case V_TABLE0 + T_REFS:
+    if (key->mv_size != BLOB_KEY_LEN || value->mv_size < PCC_MAGIC_LEN + 3 ||
+        value->mv_size > PATH_KEY_MAX)
+      problem(v, false, key, "bad reference");
+    return;
+  case V_TABLE0 + T_USES:
+    if (key->mv_size != BLOB_KEY_LEN || value->mv_size != USE_VALUE_LEN)
+      problem(v, false, key, "bad use record");
+    return;
+  case V_TABLE0 + T_LRU:
+    if (key->mv_size != LRU_KEY_LEN || value->mv_size != 0)
+      problem(v, false, key, "bad lru record");
+    return;
+  case V_TABLE0 + T_PROFILES:
+    if (key->mv_size < PCC_MAGIC_LEN + 3 || key->mv_size > PROFILE_KEY_MAX ||
+        value->mv_size == 0 || value->mv_size > PCC_PROFILE_PATH_MAX)
+      problem(v, false, key, "bad profile path");
+    return;
+  case V_TABLE0 + T_INFO:
+    if (!profile_from_info(key, value, &profile))
+      problem(v, false, key, "bad profile record");
+    return;
+  default:
+    return;
+  }
+}
+
+/* Does v (in the file) lie within one page, or start an overflow run (a page's header before
+ * it)? A node whose size was damaged reaches into the next page: LMDB would read, and a write
+ * would move, bytes that are not the record's. */
+static bool in_its_page(pcc_store *store, const MDB_val *v)
+{
+  if (v->mv_size == 0 || store->map == NULL)
+    return true;
+  uint64_t offset = (uint64_t)((const uint8_t *)v->mv_data - store->map), psize = store->page_size;
+  if (offset % psize == PAGE_HEADER)
+    return true; /* an overflow value: its pages are in the file (in_file) */
+  return offset / psize == (offset + v->mv_size - 1) / psize;
+}
+
+/* Do the records come in LMDB's order (keys by memcmp, then length; the free list by txnid;
+ * the values of one key in a DUPSORT table likewise)? A damaged page breaks the order, and
+ * LMDB's searches and writes then go astray. Remembers the record in v. */
+static bool in_order(verify *v, const MDB_val *key, const MDB_val *value, bool dupsort)
+{
+  int order;
+  if (v->table == V_FREE) {
+    size_t id = 0;
+    if (key->mv_size == sizeof id)
+      memcpy(&id, key->mv_data, sizeof id);
+    order = v->walked == 1 ? 1 : id > v->last_id ? 1 : -1;
+    v->last_id = id;
+    return order > 0;
+  }
+  if (v->walked == 1) {
+    order = 1;
+  } else {
+    size_t n = key->mv_size < v->last_key_len ? key->mv_size : v->last_key_len;
+    order = memcmp(key->mv_data, v->last_key, n);
+    if (order == 0)
+      order = key->mv_size > v->last_key_len ? 1 : key->mv_size < v->last_key_len ? -1 : 0;
+    if (order == 0 && dupsort) {
+      n = value->mv_size < v->last_value_len ? value->mv_size : v->last_value_len;
+      order = memcmp(value->mv_data, v->last_value, n);
+      if (order == 0)
+        order = value->mv_size > v->last_value_len ? 1 : -1;
+    }
+  }
+  v->last_key_len = key->mv_size < sizeof v->last_key ? key->mv_size : sizeof v->last_key;
+  memcpy(v->last_key, key->mv_data, v->last_key_len);
+  v->last_value_len = 0;
+  if (dupsort) {
+    v->last_value_len = value->mv_size < sizeof v->last_value ? value->mv_size
+                                                              : sizeof v->last_value;
+    memcpy(v->last_value, value->mv_data, v->last_value_len);
+  }
+  return order > 0;
+}
+
+/* Walks one table (v->dbi), checking each record; a fault ends the walk (guarded_read_in). */
+static int verify_table_in(reader *r, void *arg)
+{
+  verify *v = arg;
+  MDB_cursor *cursor = NULL;
+  MDB_stat st;
+  MDB_val key, value;
+  int mdb_rc = mdb_stat(r->txn, v->dbi, &st);
+  if (mdb_rc == MDB_SUCCESS)
+    mdb_rc = open_cursor(r->txn, v->dbi, &cursor);
+  bool dupsort = v->table == V_TABLE0 + T_REFS || v->table == V_TABLE0 + T_PROFILES;
+  while (mdb_rc == MDB_SUCCESS &&
+         (mdb_rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT)) == MDB_SUCCESS) {
+    v->walked++;
+    v->out->records++;
+    if (!in_file(r->store, &key) || !in_file(r->store, &value)) {
+      problem(v, true, NULL, "a record reaches past the end of the file");
+    } else if (!in_its_page(r->store, &key) || !in_its_page(r->store, &value)) {
+      problem(v, true, &key, "a record crosses the end of its page");
+    } else {
+      if (!in_order(v, &key, &value, dupsort))
+        problem(v, true, &key, "out of order (a damaged page)");
+      check_record(v, r->txn, &key, &value);
+    }
+    if (v->walked % 256 == 0 && past_deadline(v)) {
+      v->out->complete = false;
+      break;
+    }
+  }
+  if (v->table == V_TABLE0 + T_BLOBS && mdb_rc == MDB_NOTFOUND)
+    blob_end(v);
+  close_cursor(cursor);
+  if (mdb_rc == MDB_NOTFOUND && v->walked != st.ms_entries) {
+    char what[96];
+    snprintf(what, sizeof what, "%llu records walked, LMDB counts %llu",
+             (unsigned long long)v->walked, (unsigned long long)st.ms_entries);
+    problem(v, true, NULL, what);
+  }
+  if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND) {
+    char what[128];
+    snprintf(what, sizeof what, "%s after %llu records", mdb_strerror(mdb_rc),
+             (unsigned long long)v->walked);
+    problem(v, true, NULL, what);
+  }
+  return MDB_SUCCESS;
+}
+
+pcc_store_status pcc_store_verify(pcc_store *store, bool full, unsigned seconds,
+                                  void (*report)(const char *line, void *ctx), void *ctx,
+                                  pcc_store_report *out)
+{
+  if (store == NULL || out == NULL)
+    return PCC_STORE_INVALID;
+  memset(out, 0, sizeof *out);
+  out->complete = true;
+  MDB_envinfo info;
+  int mdb_rc = mdb_env_info(store->env, &info);
+  if (mdb_rc != MDB_SUCCESS)
+    return from_mdb(mdb_rc);
+  verify v;
+  memset(&v, 0, sizeof v);
+  v.store = store;
+  v.full = full;
+  v.report = report;
+  v.ctx = ctx;
+  v.out = out;
+  v.last_pgno = info.me_last_pgno;
+  if (seconds > 0) {
+    clock_gettime(CLOCK_MONOTONIC, &v.deadline);
+    v.deadline.tv_sec += seconds;
+  }
+  bool was_verifying = store->verifying;
+  store->verifying = true; /* problems are reported here, not logged by store_damage */
+  static const char *const special[] = {"free list", "tables", "meta"};
+  for (int t = 0; t < V_TABLE0 + N_TABLES && out->complete; t++) {
+    v.table = t;
+    v.name = t < V_TABLE0 ? special[t] : TABLE_NAMES[t - V_TABLE0];
+    v.dbi = t == V_FREE ? 0 : t == V_MAIN ? 1 : t == V_META ? store->meta
+                                                             : store->dbi[t - V_TABLE0];
+    v.walked = 0;
+    v.in_blob = false;
+    mdb_rc = guarded_read_in(store, verify_table_in, &v, true);
+    if (mdb_rc == MDB_CORRUPTED) { /* a contained fault */
+      char what[96];
+      snprintf(what, sizeof what, "a fault reading the table (after %llu records)",
+               (unsigned long long)v.walked);
+      problem(&v, true, NULL, what);
+    } else if (mdb_rc != MDB_SUCCESS) {
+      problem(&v, true, NULL, mdb_strerror(mdb_rc));
+    }
+  }
+  store->verifying = was_verifying;
+  if (out->structural > 0)
+    atomic_store(&store->damaged, true);
+  return PCC_STORE_OK;
 }

@@ -12,10 +12,17 @@
  * once, and a blob goes when the last path entry naming it goes (deletion, invalidation,
  * eviction). A blob's payload is marshal bytes, or for a source that does not compile, the error
  * as JSON, so a broken source is not recompiled on every request. Every blob read verifies an
- * XXH3-64 checksum over the whole record; a mismatch drops the blob and answers
- * PCC_STORE_CORRUPT, never the bytes. Reads use read-only transactions only; a blob read records
- * its use in memory, and pcc_store_flush_uses writes the uses in batches (docs/DESIGN.md,
- * "Eviction").
+ * XXH3-64 checksum over the whole record; a mismatch answers PCC_STORE_CORRUPT, never the bytes
+ * (and writes nothing: the next compile of the source replaces the record). Reads use read-only
+ * transactions only; a blob read records its use in memory, and pcc_store_flush_uses writes the
+ * uses in batches (docs/DESIGN.md, "Eviction").
+ *
+ * A damaged file (docs/OPERATIONS.md, "A damaged store"): every key and value LMDB hands back is
+ * checked to lie inside the file before it is read, and a SIGBUS or SIGSEGV inside the map during
+ * a read is contained (store/guard.c). Either marks the store damaged: from then on every call
+ * answers PCC_STORE_DAMAGED at once without touching the file (lookups miss, nothing is written),
+ * pcc_store_stat says so, and one line on stderr tells the operator to run
+ * `pycached --verify-store` (pcc_store_verify).
  */
 #ifndef PCC_STORE_H
 #define PCC_STORE_H
@@ -40,6 +47,9 @@ typedef enum {
   PCC_STORE_FORMAT,  /* written by a newer pycached: not opened */
   PCC_STORE_NOSPACE, /* the file system holding the store is full (ENOSPC, EDQUOT): nothing was
                         written */
+  PCC_STORE_DAMAGED, /* the file is damaged (a record past its end, a page LMDB cannot read, a
+                        contained fault; at open: not a sound LMDB file): nothing was read or
+                        written, and nothing will be until the store is opened again */
 } pcc_store_status;
 
 const char *pcc_store_strerror(pcc_store_status rc);
@@ -53,12 +63,18 @@ typedef struct {
   bool no_sync;          /* commits are not flushed to disk (MDB_NOSYNC): benchmarks only */
   int64_t (*now)(void);  /* unix seconds for profile ages and the age of uses; NULL: time().
                             For tests. */
+  bool read_only;        /* open read-only (MDB_RDONLY): pcc_store_verify of a stopped or running
+                            server's store; writes fail. A store that is new or of another format
+                            is not opened (PCC_STORE_NOTFOUND, PCC_STORE_FORMAT). */
 } pcc_store_config;
 
 /* Opens (creating when needed) the store in directory dir, which must exist, with config (NULL:
  * every default). A store of an older format is emptied (saying so on stderr), a newer one is
- * refused (PCC_STORE_FORMAT). On success *out owns the environment; close it with
- * pcc_store_close. One process at a time should open a directory for writing. */
+ * refused (PCC_STORE_FORMAT); a file LMDB cannot open, or whose meta page or table of tables is
+ * damaged, is PCC_STORE_DAMAGED (nothing written). Opening an existing store of this format
+ * writes nothing. On success *out owns the environment; close it with pcc_store_close. One
+ * process at a time should open a directory for writing. Installs the fault handlers of
+ * store/guard.c (once per process). */
 pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
                                 pcc_store **out);
 void pcc_store_close(pcc_store *store); /* NULL is fine */
@@ -112,8 +128,9 @@ pcc_store_status pcc_store_get_path(pcc_store *store, const char *ns, const pcc_
 
 /* Looks up the blob of (magic, opt, digest) and verifies its checksum. On PCC_STORE_OK *out is
  * a heap copy (the payload lives in the same allocation); free it with free(), and the use is
- * recorded (pcc_store_touch). On PCC_STORE_CORRUPT the blob and nothing else has been deleted
- * (the path entries naming it miss until the source is stored again). */
+ * recorded (pcc_store_touch). PCC_STORE_CORRUPT: the record fails its checksum or does not
+ * parse; it is counted and nothing is written (a lookup never writes): every read of it answers
+ * PCC_STORE_CORRUPT until a pcc_store_put with the blob replaces it. */
 pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, int opt,
                                     const pcc_digest *digest, pcc_blob **out);
 
@@ -141,9 +158,12 @@ typedef struct {
   uint64_t map_size;  /* the most the file may grow to */
   uint64_t max_size;  /* the payload bytes eviction keeps the store under; 0: none */
   uint64_t evictions; /* blobs evicted since the store was opened */
+  bool damaged;        /* the file is damaged: every call answers PCC_STORE_DAMAGED */
+  uint64_t corruptions; /* damaged records and faults met since the store was opened */
 } pcc_store_stats;
 
-/* The figures. Read-only; counts the free pages (a scan of LMDB's free list). */
+/* The figures. Read-only; counts the free pages (a scan of LMDB's free list). A damaged store
+ * answers the figures last read (with damaged set) without reading the file. */
 pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out);
 
 /* A number that changes whenever a write of content commits (compiles, deletions, evictions,
@@ -306,8 +326,34 @@ pcc_store_status pcc_store_profiles_expire(pcc_store *store, int64_t older_than,
 
 /* A compacted copy of the environment (mdb_env_copy2 / mdb_env_copyfd2 with MDB_CP_COMPACT):
  * into directory dir (which must exist and be empty), or written to fd (which the caller
- * closes). Readers and writers go on meanwhile. */
+ * closes). Readers and writers go on meanwhile. A damaged store is not copied
+ * (PCC_STORE_DAMAGED): the copy's walk of the trees is not guarded. */
 pcc_store_status pcc_store_backup_dir(pcc_store *store, const char *dir);
 pcc_store_status pcc_store_backup_fd(pcc_store *store, int fd);
+
+/* ---- verification (pycached --verify-store; docs/OPERATIONS.md, "A damaged store") -------- */
+
+typedef struct {
+  uint64_t records;    /* records of every table looked at (LMDB's free list and tables too) */
+  uint64_t entries;    /* path entries */
+  uint64_t blobs;      /* blobs (their first chunks) */
+  uint64_t damaged;    /* records that fail their checks: a lookup misses them, a compile of the
+                          source replaces them */
+  uint64_t structural; /* problems of the file: a record past its end, a page LMDB cannot read, a
+                          contained fault, counts LMDB keeps that disagree with the records, a
+                          free page past the last one. The store is then damaged. */
+  bool complete;       /* every table was walked to its end (false: out of time) */
+} pcc_store_report;
+
+/* Walks every table (LMDB's free list and table of tables, meta, paths, blobs, refs, uses, lru,
+ * profiles, profile_info) in read-only transactions with faults contained, and checks every
+ * record: inside the file, of the right size, path entries decode and match their keys, the
+ * chunks of each blob come in order and complete it, and, with full, each blob's checksum and
+ * header. report(line, ctx) (may be NULL) gets one line per problem ("table: key: what"); *out
+ * the counts. seconds > 0: stops after about that long (out->complete false). Structural
+ * problems mark the store damaged. PCC_STORE_OK whenever the walk ran, damaged or not. */
+pcc_store_status pcc_store_verify(pcc_store *store, bool full, unsigned seconds,
+                                  void (*report)(const char *line, void *ctx), void *ctx,
+                                  pcc_store_report *out);
 
 #endif /* PCC_STORE_H */

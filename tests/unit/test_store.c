@@ -1,11 +1,17 @@
 /* test_store.c: Check suite of the LMDB store: round trips, persistence across a reopen, a
  * flipped byte never served, a full map answered cleanly, long paths and key separation, the
- * versions of a path, namespaces and the store format. */
+ * versions of a path, namespaces and the store format; a damaged file (a value past its end, a
+ * truncated file) answered as damaged without a crash, faults in the map contained, verification. */
+#include <fcntl.h>
 #include <lmdb.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "store.h"
 #include "test_helpers.h"
 
@@ -167,11 +173,28 @@ static void check_flip_never_served(size_t offset_from_end)
   ck_assert_int_eq(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read),
                    PCC_STORE_CORRUPT);
   ck_assert_ptr_null(read);
-  /* dropped: the next read is a plain miss, and the path entry is untouched */
+  /* a lookup writes nothing: the next read fails the same way, the path entry is untouched */
   ck_assert_int_eq(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read),
-                   PCC_STORE_NOTFOUND);
+                   PCC_STORE_CORRUPT);
   pcc_path_record got;
   CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/c/w.py", 7, &got), pcc_store_strerror);
+  pcc_store_stats stats;
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  ck_assert_uint_eq(stats.corruptions, 2);
+  ck_assert(!stats.damaged); /* one damaged record: the file itself is sound */
+  pcc_store_report report;
+  CHECK_RC(pcc_store_verify(store, true, 0, NULL, NULL, &report), pcc_store_strerror);
+  ck_assert_uint_eq(report.damaged, 1);
+  ck_assert_uint_eq(report.structural, 0);
+  /* the next compile of the source replaces the record */
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/c/w.py", 7, &record, &blob),
+           pcc_store_strerror);
+  CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read), pcc_store_strerror);
+  ck_assert_mem_eq(read->payload, blob.payload, blob.payload_len);
+  free(read);
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  ck_assert_uint_eq(stats.blobs, 1);
+  ck_assert_uint_eq(stats.bytes, blob.payload_len);
 }
 
 START_TEST(test_flipped_payload_byte_never_served)
@@ -183,6 +206,190 @@ END_TEST
 START_TEST(test_flipped_header_byte_never_served)
 {
   check_flip_never_served(14 + 14 + 20); /* byte 19: inside the fixed header (size) */
+}
+END_TEST
+
+/* The offset in data.mdb of the only occurrence of pattern (len bytes); fails unless unique. */
+static long find_in_file(const char *file, const uint8_t *pattern, size_t len, uint8_t **bytes,
+                         size_t *size)
+{
+  FILE *f = fopen(file, "rb");
+  ck_assert_ptr_nonnull(f);
+  fseek(f, 0, SEEK_END);
+  *size = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  *bytes = malloc(*size);
+  ck_assert_uint_eq(fread(*bytes, 1, *size, f), *size);
+  fclose(f);
+  long found = -1;
+  int count = 0;
+  for (size_t at = 0; at + len <= *size; at++)
+    if (memcmp(*bytes + at, pattern, len) == 0) {
+      found = (long)at;
+      count++;
+    }
+  ck_assert_int_eq(count, 1);
+  return found;
+}
+
+/* A blob's leaf node says its value is 16 MiB long, far past the end of the file: the lookup
+ * must answer that the store is damaged, not read it (the old code took a SIGBUS in the
+ * checksum). The store then answers everything damaged, and verification says why. */
+START_TEST(test_value_past_the_end_of_the_file)
+{
+  pcc_path_record record;
+  pcc_blob blob, *read = NULL;
+  make_entry("v = 5\n", &record, &blob);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/e/v.py", 7, &record, &blob),
+           pcc_store_strerror);
+  pcc_store_close(store);
+  store = NULL;
+  /* the chunk key: magic, opt, digest, chunk 0; LMDB's leaf node before it: lo, hi, flags,
+   * ksize (u16 each, the value's size is lo | hi << 16) */
+  uint8_t key[4 + 1 + 32 + 2] = {0};
+  memcpy(key, MAGIC_311.bytes, 4);
+  memcpy(key + 5, record.digest.bytes, 32);
+  char file[4200];
+  snprintf(file, sizeof file, "%s/data.mdb", dir);
+  uint8_t *bytes;
+  size_t size;
+  long at = find_in_file(file, key, sizeof key, &bytes, &size);
+  ck_assert_int_ge(at, 8);
+  uint16_t ksize;
+  memcpy(&ksize, bytes + at - 2, 2);
+  ck_assert_uint_eq(ksize, sizeof key);
+  uint16_t lo = 0, hi = 0x100; /* 16 MiB */
+  FILE *f = fopen(file, "r+b");
+  ck_assert_ptr_nonnull(f);
+  fseek(f, at - 8, SEEK_SET);
+  fwrite(&lo, 2, 1, f);
+  fwrite(&hi, 2, 1, f);
+  uint32_t total = 1u << 24; /* and the record's own length agrees: the old code copied it */
+  fseek(f, at + (long)sizeof key + 36, SEEK_SET);
+  fwrite(&total, 4, 1, f);
+  fclose(f);
+  free(bytes);
+
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
+  pcc_path_record got;
+  CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/e/v.py", 7, &got), pcc_store_strerror);
+  CHECK_STATUS(pcc_store_get_blob(store, &MAGIC_311, 0, &record.digest, &read),
+               PCC_STORE_DAMAGED, pcc_store_strerror);
+  ck_assert_ptr_null(read);
+  /* damaged: nothing more is read or written */
+  CHECK_STATUS(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/e/v.py", 7, &got),
+               PCC_STORE_DAMAGED, pcc_store_strerror);
+  CHECK_STATUS(pcc_store_put(store, NULL, &MAGIC_311, 0, "/e/w.py", 7, &record, &blob),
+               PCC_STORE_DAMAGED, pcc_store_strerror);
+  pcc_store_stats stats;
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  ck_assert(stats.damaged);
+  ck_assert_uint_ge(stats.corruptions, 1);
+  pcc_store_close(store);
+
+  /* read-only verification finds it; a verification of the same store before was clean */
+  pcc_store_config config = {.read_only = true};
+  CHECK_RC(pcc_store_open(dir, &config, &store), pcc_store_strerror);
+  pcc_store_report report;
+  CHECK_RC(pcc_store_verify(store, true, 0, NULL, NULL, &report), pcc_store_strerror);
+  ck_assert_uint_ge(report.structural, 1);
+  ck_assert(report.complete);
+  ck_assert_uint_eq(report.entries, 1);
+}
+END_TEST
+
+/* A truncated file: LMDB's meta page names pages past its end, refused at open. */
+START_TEST(test_truncated_file_is_refused_at_open)
+{
+  pcc_path_record record;
+  pcc_blob blob;
+  make_entry("t = 6\n", &record, &blob);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/f/t.py", 7, &record, &blob),
+           pcc_store_strerror);
+  pcc_store_close(store);
+  store = NULL;
+  char file[4200];
+  snprintf(file, sizeof file, "%s/data.mdb", dir);
+  struct stat st;
+  ck_assert_int_eq(stat(file, &st), 0);
+  ck_assert_int_eq(truncate(file, st.st_size - 4096), 0);
+  CHECK_STATUS(pcc_store_open(dir, NULL, &store), PCC_STORE_DAMAGED, pcc_store_strerror);
+  ck_assert_ptr_null(store);
+}
+END_TEST
+
+/* A clean store verifies clean, and its counts are right. */
+START_TEST(test_verify_clean_store)
+{
+  pcc_path_record record;
+  pcc_blob blob;
+  make_entry("u = 7\n", &record, &blob);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/g/u.py", 7, &record, &blob),
+           pcc_store_strerror);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/g/v.py", 7, &record, NULL),
+           pcc_store_strerror);
+  const char *paths[] = {"/g/u.py"};
+  size_t total;
+  CHECK_RC(pcc_store_profile_merge(store, NULL, &MAGIC_311, 0, "app", paths, 1, &total),
+           pcc_store_strerror);
+  pcc_store_report report;
+  CHECK_RC(pcc_store_verify(store, true, 0, NULL, NULL, &report), pcc_store_strerror);
+  ck_assert_uint_eq(report.entries, 2);
+  ck_assert_uint_eq(report.blobs, 1);
+  ck_assert_uint_eq(report.damaged, 0);
+  ck_assert_uint_eq(report.structural, 0);
+  ck_assert(report.complete);
+}
+END_TEST
+
+/* guard.c: a SIGBUS inside a registered map, armed, comes back as a jump; a store's map is
+ * registered by pcc_store_open. */
+START_TEST(test_fault_in_a_map_is_contained)
+{
+  char file[4200];
+  snprintf(file, sizeof file, "%s/mapped", dir);
+  int fd = open(file, O_RDWR | O_CREAT, 0600);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(ftruncate(fd, 8192), 0);
+  volatile uint8_t *map = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd, 0);
+  ck_assert(map != MAP_FAILED);
+  ck_assert(store_guard_install());
+  ck_assert(store_guard_map((const void *)map, 8192));
+  ck_assert_int_eq(ftruncate(fd, 4096), 0); /* the second page is past the end now */
+  store_guard_frame frame;
+  volatile int faults = 0;
+  if (sigsetjmp(frame.jmp, 0) == 0) {
+    store_guard_arm(&frame);
+    (void)map[4096];
+    store_guard_disarm(&frame);
+  } else {
+    faults++;
+  }
+  ck_assert_int_eq(faults, 1);
+  ck_assert_int_eq(frame.sig, SIGBUS);
+  ck_assert_ptr_eq(frame.addr, (const void *)(map + 4096));
+  store_guard_forget((const void *)map);
+  munmap((void *)map, 8192);
+  close(fd);
+}
+END_TEST
+
+/* Not armed, the same fault is not ours: the process dies of it as it would without the
+ * handler (under AddressSanitizer, its report and exit code 1). */
+START_TEST(test_fault_not_armed_still_kills)
+{
+  char file[4200];
+  snprintf(file, sizeof file, "%s/mapped", dir);
+  int fd = open(file, O_RDWR | O_CREAT, 0600);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(ftruncate(fd, 8192), 0);
+  volatile uint8_t *map = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd, 0);
+  ck_assert(map != MAP_FAILED);
+  ck_assert(store_guard_install());
+  ck_assert(store_guard_map((const void *)map, 8192));
+  ck_assert_int_eq(ftruncate(fd, 4096), 0);
+  (void)map[4096];
+  ck_abort_msg("read past the end of the file without a fault");
 }
 END_TEST
 
@@ -1100,6 +1307,15 @@ int main(void)
   tcase_add_test(tc, test_persists_across_reopen);
   tcase_add_test(tc, test_flipped_payload_byte_never_served);
   tcase_add_test(tc, test_flipped_header_byte_never_served);
+  tcase_add_test(tc, test_value_past_the_end_of_the_file);
+  tcase_add_test(tc, test_truncated_file_is_refused_at_open);
+  tcase_add_test(tc, test_verify_clean_store);
+  tcase_add_test(tc, test_fault_in_a_map_is_contained);
+#ifdef __SANITIZE_ADDRESS__
+  tcase_add_exit_test(tc, test_fault_not_armed_still_kills, 1);
+#else
+  tcase_add_test_raise_signal(tc, test_fault_not_armed_still_kills, SIGBUS);
+#endif
   tcase_add_test(tc, test_map_full_is_clean);
   tcase_add_test(tc, test_long_paths);
   tcase_add_test(tc, test_compile_error_blob);
