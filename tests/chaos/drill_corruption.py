@@ -134,7 +134,12 @@ def fill(tmp, paths):
             clean[path] = pyc
         client.close()
     finally:
-        assert server.stop() == 0, "the filling server did not exit 0"
+        code = server.stop()
+        if code != 0:
+            with open(os.path.join(tmp, "server.log"), errors="replace") as f:
+                tail = f.read()[-4000:]
+            raise AssertionError("the filling server exited %r on SIGTERM; its log ends:\n%s"
+                                 % (code, tail))
     same = sum(marshal.loads(pyc[16:]) == compile(open(p, "rb").read(), p, "exec",
                                                    dont_inherit=True)
                for p, pyc in clean.items())
