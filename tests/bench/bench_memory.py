@@ -107,7 +107,7 @@ def main():
             rows.append((rnd + 1, files, compiles, wall, after, settled))
             print("run %d/%d: %d files, %.1f s" % (rnd + 1, args.runs, files, wall),
                   file=sys.stderr)
-        recycles = stats(url).get("workers", {})
+        compiler = stats(url)["compilers"][0]
     except RunFailed as exc:
         print("bench_memory: run failed: %s" % exc, file=sys.stderr)
         return 1
@@ -139,8 +139,8 @@ def main():
     print("\ngrowth from run 1 to run %d (settled): server %+.1f MB, largest worker %+.1f MB: %s"
           % (len(rows), server_growth, worker_growth,
              "flat" if max(server_growth, worker_growth) <= args.flat else "GROWING"))
-    if recycles:
-        print("workers: %s" % json.dumps(recycles))
+    print("workers replaced: %d recycled (--worker-recycle, --worker-rss), %d restarted"
+          % (compiler.get("recycles", 0), compiler["restarts"]))
     return 0
 
 
