@@ -51,6 +51,9 @@ typedef struct {
   unsigned max_compiles;    /* compiles after which a worker is replaced by a fresh one, so that a
                              * worker a hostile source may have subverted does not serve for
                              * long; 0 = PCC_WORKER_COMPILES_DEFAULT */
+  uint64_t max_rss;         /* bytes of anonymous resident memory (RssAnon) of a worker after a
+                             * compile past which it is replaced by a fresh one: an interpreter's
+                             * heap keeps what its largest compile needed; 0 = no limit */
 } pcc_compiler_config;
 
 /* Every worker process is started the same way, whatever its program: in its own process group,
@@ -75,7 +78,8 @@ const char *pcc_compiler_name(const pcc_compiler *compiler);    /* e.g. "cpython
 unsigned pcc_compiler_workers(const pcc_compiler *compiler);
 /* Workers replaced since open (crash, timeout, protocol error). */
 uint64_t pcc_compiler_restarts(const pcc_compiler *compiler);
-/* Workers replaced since open because they had run max_compiles compiles (not counted above). */
+/* Workers replaced since open because they had run max_compiles compiles or passed max_rss (not
+ * counted above). */
 uint64_t pcc_compiler_recycles(const pcc_compiler *compiler);
 /* Process ids of the live workers (for operators and tests): writes up to max of them into out
  * (out may be NULL when max is 0) and returns how many are alive, which may exceed max. A slot

@@ -11,7 +11,10 @@
  * died or was stopped while idle, or that says something unasked, is killed and marked dead
  * too, so that no request is sent to it. A worker that has answered max_compiles compiles is
  * replaced the same way (recycled), so that one a hostile source may have subverted does not
- * keep serving. What a worker sends is decoded by reply.c.
+ * keep serving, and so is one whose anonymous resident memory has passed max_rss after a
+ * compile: an interpreter's heap keeps the peak of its largest compile (CPython's arenas and
+ * glibc's heap give little back), so without this two workers stayed at 75 to 125 MB after a
+ * prewarm of sympy. What a worker sends is decoded by reply.c.
  */
 #include "compiler.h"
 
@@ -73,6 +76,7 @@ struct pcc_compiler {
   uid_t uid;
   gid_t gid;
   unsigned max_compiles;
+  uint64_t max_rss; /* bytes of RssAnon; 0: no limit */
   pcc_magic magic;
   char name[POOL_NAME_MAX];
   _Atomic uint64_t restarts;
@@ -424,6 +428,7 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
   c->uid = config->uid;
   c->gid = config->gid;
   c->max_compiles = config->max_compiles ? config->max_compiles : PCC_WORKER_COMPILES_DEFAULT;
+  c->max_rss = config->max_rss;
 #ifdef PCC_ASAN
   if (c->memory_limit != 0) {
     fprintf(stderr, "pycached: built with AddressSanitizer, compiler worker memory limit "
@@ -573,6 +578,29 @@ static pcc_compiler_status exchange(const pcc_compiler *c, int fd, int opt, cons
   return PCC_COMPILER_OK;
 }
 
+/* The anonymous resident memory of process pid in bytes (RssAnon: /proc/PID/statm's resident
+ * less its shared pages, which are the file-backed and shared-memory ones); 0 when it cannot be
+ * read. One small read of procfs, a few microseconds. */
+static uint64_t worker_rss_anon(pid_t pid)
+{
+  char path[64], text[128];
+  unsigned long long size = 0, resident = 0, shared = 0;
+  ssize_t n;
+  int fd;
+  snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  n = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  text[n] = '\0';
+  if (sscanf(text, "%llu %llu %llu", &size, &resident, &shared) != 3 || shared > resident)
+    return 0;
+  return (uint64_t)(resident - shared) * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
 /* Leaves the pool: the caller holds the lock. */
 static void pool_leave(pcc_compiler *c)
 {
@@ -588,7 +616,7 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
   size_t path_len;
   pid_t pid;
   int fd;
-  bool recycle, closing;
+  bool recycle, closing, too_big;
   pcc_compiler_status rc;
 
   if (!c || !path || !out || (!src && len > 0) || opt < 0 || opt > PCC_OPT_MAX)
@@ -648,15 +676,17 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *c, int opt, const char *p
   pthread_mutex_unlock(&c->lock);
 
   rc = exchange(c, fd, opt, path, path_len, src, len, out);
+  too_big = rc == PCC_COMPILER_OK && c->max_rss != 0 && worker_rss_anon(pid) > c->max_rss;
 
   pthread_mutex_lock(&c->lock);
-  if (rc == PCC_COMPILER_OK && ++slot->compiles < c->max_compiles) {
+  if (rc == PCC_COMPILER_OK && ++slot->compiles < c->max_compiles && !too_big) {
     slot->state = SLOT_IDLE;
     pool_leave(c);
     return rc;
   }
-  /* Retire the worker: after a failure it is in an unknown state; after its last compile (a
-   * recycle) the result stands. Its replacement is pcc_compiler_repair's, after the answer. */
+  /* Retire the worker: after a failure it is in an unknown state; after its last compile or one
+   * that left it over max_rss (a recycle) the result stands. Its replacement is
+   * pcc_compiler_repair's, after the answer. */
   recycle = rc == PCC_COMPILER_OK;
   closing = c->closing;
   if (closing && !recycle)

@@ -64,6 +64,15 @@ static const pcc_limit rows[] = {
   ROW(PCC_CTL_WARM_REASON_MAX, NULL, "bytes of one problem pycachectl warm reports"),
   ROW(PCC_WORKER_COMPILES_DEFAULT, "--worker-recycle",
       "compiles a compiler worker runs before a fresh one replaces it"),
+  ROW(PCC_WORKER_RSS_DEFAULT, "--worker-rss",
+      "bytes of anonymous resident memory of a compiler worker after a compile before a fresh "
+      "one replaces it"),
+  ROW(PCC_MALLOC_MMAP_THRESHOLD, NULL,
+      "bytes from which a server allocation is a mapping of its own, returned when freed"),
+  ROW(PCC_MALLOC_TRIM_THRESHOLD, NULL, "free bytes at the top of a server heap returned at once"),
+  ROW(PCC_TRIM_SECONDS, NULL,
+      "seconds between two returns of the server's free memory to the kernel while the store "
+      "changes"),
   ROW(PCC_BATCH_RESPONSE_MAX_DEFAULT, "--max-batch-response", "bytes of one POST /v1/batch answer"),
   ROW(PCC_BATCH_SMALL_MAX, NULL,
       "bytes of a batch result that is a reference or an error object, kept for each lookup"),

@@ -97,6 +97,19 @@
 
 /* ---- compiler workers: confinement ---------------------------------------------------------- */
 #define PCC_WORKER_COMPILES_DEFAULT 1000  /* option --worker-recycle: compiles of one worker */
+#define PCC_WORKER_RSS_DEFAULT (64 * PCC_MIB) /* option --worker-rss: anonymous resident memory
+                                                 of a worker after a compile before a fresh
+                                                 one replaces it (its heap only grows) */
+
+/* ---- the server's own memory (server/core.c) ------------------------------------------------ */
+#define PCC_MALLOC_MMAP_THRESHOLD (128 * PCC_KIB) /* bytes from which an allocation is a mapping
+                                                     of its own, returned to the kernel when
+                                                     freed (fixed: glibc's sliding one kept
+                                                     100 MB of freed buffers in its arenas) */
+#define PCC_MALLOC_TRIM_THRESHOLD (1 * PCC_MIB) /* free bytes at the top of a heap returned at
+                                                   once (fixed, like the mapping threshold) */
+#define PCC_TRIM_SECONDS 5          /* seconds between two returns of the free memory of every
+                                       heap to the kernel (malloc_trim), while the store changes */
 
 /* ---- what one request may make the server spend (server) ------------------------------------ */
 #define PCC_BATCH_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* option --max-batch-response: bytes of

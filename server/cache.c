@@ -618,6 +618,8 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
     cJSON_AddNumberToObject(compiler, "workers", pcc_compiler_workers(backends[b].compiler));
     cJSON_AddNumberToObject(compiler, "restarts",
                             (double)pcc_compiler_restarts(backends[b].compiler));
+    cJSON_AddNumberToObject(compiler, "recycles",
+                            (double)pcc_compiler_recycles(backends[b].compiler));
     cJSON_AddBoolToObject(compiler, "default", b == 0);
     cJSON_AddItemToArray(compilers, compiler);
   }

@@ -84,6 +84,10 @@ static const option_spec options[] = {
    "user the compiler workers run as (default when started as root: a uid of their own)", 0},
   {"worker-recycle", OPT_NUMBER, "N", NULL, PCC_WORKER_COMPILES_DEFAULT, 1, 1000000000,
    FIELD(worker_recycle), "compiles after which a compiler worker is replaced by a fresh one", 0},
+  {"worker-rss", OPT_BYTES, "BYTES", NULL, PCC_WORKER_RSS_DEFAULT, 0, 1ull << 40,
+   FIELD(worker_rss),
+   "a compiler worker whose anonymous resident memory passes this after a compile is replaced "
+   "by a fresh one (0: never)", 0},
   {"source-root", OPT_LIST, "DIR", NULL, 0, 0, PCC_MAX_SOURCE_ROOTS, FIELD(source_roots),
    "directory whose files the server may read itself (repeatable)", FIELD(n_source_roots)},
   {"compiler", OPT_LIST, "PATH", NULL, 0, 0, PCC_MAX_COMPILERS, FIELD(compilers),

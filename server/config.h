@@ -43,6 +43,8 @@ typedef struct {
   const char *worker;        /* compiler worker executable; NULL: found next to pycached */
   const char *worker_user;   /* user the workers run as; NULL: their own uid when root */
   uint64_t worker_recycle;   /* compiles of one worker before a fresh one replaces it */
+  uint64_t worker_rss;       /* bytes of RssAnon of a worker after a compile before a fresh one
+                              * replaces it; 0: no limit */
   const char *source_roots[PCC_MAX_SOURCE_ROOTS];
   unsigned n_source_roots;
   const char *compilers[PCC_MAX_COMPILERS]; /* other interpreters, each a backend */

@@ -42,3 +42,35 @@ def stats(url):
     """The server's /v1/stats."""
     with urllib.request.urlopen(url + "/v1/stats", timeout=10) as response:
         return json.load(response)
+
+
+def rss_anon_kib(pid):
+    """RssAnon of pid in KiB (/proc/PID/status); 0 when the process is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def open_fds(pid):
+    """How many descriptors pid holds (ls /proc/PID/fd | wc -l); 0 when it is gone."""
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return 0
+
+
+def worker_pids(pid):
+    """The pids of pid's children (a pycached's compiler workers), from /proc."""
+    children = []
+    try:
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                children.extend(int(p) for p in f.read().split())
+    except OSError:
+        pass
+    return sorted(set(children))

@@ -11,6 +11,9 @@ the code before the fix:
   Retry-After;
 - every made-up magic of a lookup got counters (stats and metrics rows) of its own: now only the
   magics a backend serves or the store holds do, the others are counted in "other";
+- a compiler worker kept the heap of its largest compile for up to --worker-recycle compiles
+  (75 to 125 MB each after a prewarm of sympy): now one whose anonymous resident memory passes
+  --worker-rss after a compile is replaced by a fresh one (issue 11);
 - a backup download streamed from a pipe, so a copy failing halfway ended a 200 early: now the
   copy is made into a temporary file first and served with its Content-Length (a failed copy is
   a 500), and server-side copies are private (0600).
@@ -249,6 +252,53 @@ class CompileQueue(Case):
                 return
             self.assertLess(time.monotonic(), deadline, (figures, stats))
             time.sleep(0.02)
+
+
+def rss_anon(pid):
+    """The anonymous resident memory of a process, in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon for %d" % pid)
+
+
+class WorkerMemory(Case):
+    def big_module(self, name):
+        """About 1 MB of functions (named after name: the servers of a test share a store, so
+        each big module is new to it): compiling it leaves a worker's heap some 20 MB larger."""
+        return self.write(name, "# %s\n" % name + "".join(
+            "def f%d(a, b=%d):\n    x = [a * k + b for k in range(%d) if k %% 3]\n"
+            "    return {'k%d': x, 'n': len(x), 's': sum(x) - %d}\n\n" % (i, i, i % 50, i, i)
+            for i in range(8000)))
+
+    def test_a_worker_past_worker_rss_is_replaced(self):
+        small = [self.write("small%d.py" % i, "S = %d\n" % i) for i in range(3)]
+        big = [self.big_module("big%d.py" % i) for i in range(2)]
+        # without a limit: a small compile leaves the worker at `base`, the big one far above
+        server = self.start("--worker-rss", "0")
+        self.assertEqual(self.compile(server, small[0])[0], 200)
+        (pid,) = server.worker_pids()
+        base = rss_anon(pid)
+        self.assertEqual(self.compile(server, big[0])[0], 200)
+        self.assertEqual(server.worker_pids(), [pid], "no limit: the same worker")
+        grown = rss_anon(pid)
+        self.assertGreater(grown - base, 8 * MIB, "the big compile must grow the heap")
+        # a limit half-way: small compiles keep the worker, the big one replaces it
+        limit = base + (grown - base) // 2
+        server = self.start("--worker-rss", str(limit))
+        self.assertEqual(self.compile(server, small[1])[0], 200)
+        self.assertEqual(self.compile(server, small[2])[0], 200)
+        (pid,) = server.worker_pids()
+        status, headers, _ = self.compile(server, big[1])
+        self.assertEqual((status, headers["X-Pycached-Outcome"]), (200, "compiled"))
+        (fresh,) = server.worker_pids()
+        self.assertNotEqual(fresh, pid, "replaced past --worker-rss")
+        self.assertLess(rss_anon(fresh), limit)
+        compiler = server.stats()["compilers"][0]
+        self.assertEqual((compiler["recycles"], compiler["restarts"]), (1, 0), "not a failure")
+        self.assertEqual(self.compile(server, small[0])[0], 200, "the fresh worker compiles")
+        self.assertEqual(server.worker_pids(), [fresh])
 
 
 class Magics(Case):
