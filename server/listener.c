@@ -14,7 +14,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +31,6 @@ struct pcc_listener {
   uint16_t port;
   pthread_t thread;
   bool running; /* the thread was started and not yet joined */
-  _Atomic uint64_t refused;
 };
 
 const char *pcc_listener_strerror(pcc_listener_status rc)
@@ -70,10 +68,8 @@ static bool refuse_one(pcc_listener *l)
     return false;
   close(l->spare);
   int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-  if (fd >= 0) {
+  if (fd >= 0)
     close(fd);
-    atomic_fetch_add(&l->refused, 1);
-  }
   l->spare = spare_open();
   return fd >= 0;
 }
@@ -150,11 +146,6 @@ pcc_listener_status pcc_listener_open(const struct sockaddr *addr, socklen_t add
 uint16_t pcc_listener_port(const pcc_listener *listener)
 {
   return listener->port;
-}
-
-uint64_t pcc_listener_refused(const pcc_listener *listener)
-{
-  return atomic_load(&((pcc_listener *)listener)->refused);
 }
 
 void pcc_listener_stop(pcc_listener *l)

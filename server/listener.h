@@ -18,7 +18,7 @@ typedef struct pcc_listener pcc_listener;
 typedef enum {
   PCC_LISTENER_OK = 0,
   PCC_LISTENER_NOMEM,
-  PCC_LISTENER_SOCKET, /* no socket, or bind()/listen() refused: errno kept in the message */
+  PCC_LISTENER_SOCKET, /* no socket, or bind()/listen() refused (address in use, not permitted) */
   PCC_LISTENER_THREAD, /* the accept thread could not start */
 } pcc_listener_status;
 
@@ -38,9 +38,6 @@ pcc_listener_status pcc_listener_open(const struct sockaddr *addr, socklen_t add
 
 /* The port bound (the one the kernel chose for port 0). */
 uint16_t pcc_listener_port(const pcc_listener *listener);
-
-/* Connections accepted and closed at once for want of a descriptor, since the start. */
-uint64_t pcc_listener_refused(const pcc_listener *listener);
 
 /* Stops accepting and closes the socket (new connections are refused by the kernel); returns
  * when the accept thread has ended, so no take call runs after it. Idempotent; accepts NULL. */
