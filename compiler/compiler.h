@@ -124,7 +124,8 @@ pcc_compiler_status pcc_compiler_compile(pcc_compiler *compiler, int opt, const 
 
 void pcc_compile_result_free(pcc_compile_result *result);
 
-/* Starts a worker in each slot that has none: its worker failed, was found dead or stopped while
+/* Retires an idle worker that died or was stopped, then starts a worker in each slot that has
+ * none: its worker failed, was found dead or stopped while
  * idle, or was recycled (pcc_compiler_compile leaves the replacement to this function, so that
  * no answer waits for a worker's start), or could not be started before. Blocks for the starts
  * (each at most the 10 s a hello may take); stops at the first that fails. Without it, the next

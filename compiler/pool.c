@@ -718,6 +718,14 @@ void pcc_compiler_repair(pcc_compiler *c)
   if (!c)
     return;
   pthread_mutex_lock(&c->lock);
+  /* an idle worker that died or was stopped is found here too, not only by the next compile
+   * that looks at the idle ones: with another worker idle first, it could wait for long */
+  for (unsigned i = 0; i < c->nslots && !c->closing; i++) {
+    if (c->slots[i].state == SLOT_IDLE && !idle_worker_fit(&c->slots[i])) {
+      slot_retire_locked(&c->slots[i]);
+      atomic_fetch_add(&c->restarts, 1);
+    }
+  }
   for (unsigned i = 0; i < c->nslots && !c->closing; i++) {
     pool_slot *slot = &c->slots[i];
     pcc_compiler_status rc;

@@ -132,6 +132,11 @@
 #define PCC_HEADER_TIMEOUT_DEFAULT 10      /* option --header-timeout: request line and headers */
 #define PCC_BODY_TIMEOUT_DEFAULT 60        /* option --body-timeout: a request's body */
 #define PCC_IDLE_TIMEOUT_DEFAULT 60        /* option --idle-timeout: kept alive without a request */
+#define PCC_CONN_START_MS 5000            /* ms an accepted connection may take to reach
+                                              libmicrohttpd's "started" before its slot is freed */
+#define PCC_ACCEPT_BATCH 64                /* connections accepted before a look at the stop */
+#define PCC_ACCEPT_BACKOFF_MS 100          /* pause of the accept thread when it cannot accept
+                                              (out of descriptors and spare, out of memory) */
 
 /* ---- the store and its profiles (server) ---------------------------------------------------- */
 #define PCC_STORE_MAX_SIZE_DEFAULT (3 * PCC_GIB) /* option --max-size: payload bytes kept before

@@ -8,8 +8,12 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <time.h>
+
+#include "pcc_limits.h"
 
 #include "conns.h"
 
@@ -30,7 +34,11 @@ struct pcc_conn {
   bool reserve;      /* accepted past max: set once, at add */
   bool cut;          /* shut down; libmicrohttpd has yet to close it */
   bool idle_listed;
+  bool started;      /* libmicrohttpd has it (pcc_conns_start); until then: taken_ms */
   uint64_t deadline; /* CLOCK_MONOTONIC ms; 0: none */
+  uint64_t taken_ms; /* when pcc_conns_take took it */
+  unsigned char peer[16]; /* the peer's address (IPv4 in the first 4 bytes), for per_ip */
+  unsigned char peer_len; /* 0: unknown (pcc_conns_add) */
 };
 
 /* The connection a link of the list `member` belongs to. */
@@ -129,8 +137,17 @@ size_t pcc_conns_sweep(pcc_conns *conns, uint64_t now_ms)
 {
   size_t n = 0;
   pthread_mutex_lock(&conns->lock);
-  for (conn_link *link = conns->all.head; link != NULL; link = link->next) {
+  for (conn_link *link = conns->all.head, *next; link != NULL; link = next) {
     pcc_conn *conn = CONN_OF(link, all);
+    next = link->next;
+    if (!conn->started) { /* taken, never started: libmicrohttpd dropped it (its fd is gone) */
+      if (now_ms >= conn->taken_ms + PCC_CONN_START_MS) {
+        list_unlink(&conns->all, &conn->all);
+        atomic_fetch_sub(&conns->open, 1);
+        free(conn);
+      }
+      continue;
+    }
     if (!conn->cut && conn->deadline != 0 && now_ms >= conn->deadline) {
       cut(conns, conn);
       n++;
@@ -215,14 +232,43 @@ bool pcc_conns_admit(const pcc_conns *conns)
   return atomic_load(&conns->open) < conns->limits.max + conns->limits.reserve;
 }
 
-pcc_conn *pcc_conns_add(pcc_conns *conns, int fd, uint64_t now_ms)
+/* The address bytes of a peer (IPv4, or IPv6 with a v4-mapped one as IPv4), into peer[16];
+ * returns their length, 0 for another family. */
+static unsigned char peer_bytes(const struct sockaddr *addr, socklen_t len, unsigned char *peer)
 {
-  pcc_conn *conn = calloc(1, sizeof *conn);
-  if (conn == NULL)
-    return NULL;
-  conn->fd = fd;
-  conn->phase = PCC_CONN_HEADERS;
-  pthread_mutex_lock(&conns->lock);
+  static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (addr != NULL && addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+    memcpy(peer, &((const struct sockaddr_in *)addr)->sin_addr, 4);
+    return 4;
+  }
+  if (addr != NULL && addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+    const unsigned char *a = ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr;
+    if (memcmp(a, v4_mapped, sizeof v4_mapped) == 0) {
+      memcpy(peer, a + 12, 4);
+      return 4;
+    }
+    memcpy(peer, a, 16);
+    return 16;
+  }
+  return 0;
+}
+
+/* Adds conn (fd and peer set) unless the table or the peer's share is full; caller holds the
+ * lock. Past max, the connection idle the longest makes room, or the new one is a reserve. */
+static bool add_locked(pcc_conns *conns, pcc_conn *conn, bool check, uint64_t now_ms)
+{
+  if (check && atomic_load(&conns->open) >= conns->limits.max + conns->limits.reserve)
+    return false;
+  if (check && conns->limits.per_ip != 0 && conn->peer_len != 0) {
+    uint64_t same = 0;
+    for (conn_link *link = conns->all.head; link != NULL; link = link->next) {
+      const pcc_conn *other = CONN_OF(link, all);
+      same += other->peer_len == conn->peer_len &&
+              memcmp(other->peer, conn->peer, conn->peer_len) == 0;
+    }
+    if (same >= conns->limits.per_ip)
+      return false;
+  }
   uint64_t live = atomic_load(&conns->open) - conns->cut_pending;
   if (live >= conns->limits.max) {
     if (conns->idle.head != NULL) { /* make room: the longest idle goes */
@@ -236,8 +282,56 @@ pcc_conn *pcc_conns_add(pcc_conns *conns, int fd, uint64_t now_ms)
   conn->deadline = deadline_of(conns, conn, PCC_CONN_HEADERS, now_ms);
   list_append(&conns->all, &conn->all);
   atomic_fetch_add(&conns->open, 1);
+  return true;
+}
+
+pcc_conn *pcc_conns_add(pcc_conns *conns, int fd, uint64_t now_ms)
+{
+  pcc_conn *conn = calloc(1, sizeof *conn);
+  if (conn == NULL)
+    return NULL;
+  conn->fd = fd;
+  conn->phase = PCC_CONN_HEADERS;
+  conn->started = true;
+  pthread_mutex_lock(&conns->lock);
+  add_locked(conns, conn, false, now_ms);
   pthread_mutex_unlock(&conns->lock);
   return conn;
+}
+
+pcc_conn *pcc_conns_take(pcc_conns *conns, int fd, const struct sockaddr *addr,
+                         socklen_t addrlen, uint64_t now_ms)
+{
+  pcc_conn *conn = calloc(1, sizeof *conn);
+  if (conn == NULL)
+    return NULL;
+  conn->fd = fd;
+  conn->phase = PCC_CONN_HEADERS;
+  conn->taken_ms = now_ms;
+  conn->peer_len = peer_bytes(addr, addrlen, conn->peer);
+  pthread_mutex_lock(&conns->lock);
+  bool added = add_locked(conns, conn, true, now_ms);
+  pthread_mutex_unlock(&conns->lock);
+  if (!added) {
+    free(conn);
+    return NULL;
+  }
+  return conn;
+}
+
+pcc_conn *pcc_conns_start(pcc_conns *conns, int fd)
+{
+  pcc_conn *found = NULL;
+  pthread_mutex_lock(&conns->lock);
+  for (conn_link *link = conns->all.head; link != NULL && found == NULL; link = link->next) {
+    pcc_conn *conn = CONN_OF(link, all);
+    if (!conn->started && conn->fd == fd)
+      found = conn;
+  }
+  if (found != NULL)
+    found->started = true;
+  pthread_mutex_unlock(&conns->lock);
+  return found;
 }
 
 void pcc_conns_remove(pcc_conns *conns, pcc_conn *conn)

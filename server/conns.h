@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 typedef struct pcc_conns pcc_conns;
 typedef struct pcc_conn pcc_conn;
@@ -42,6 +43,7 @@ typedef struct {
   uint64_t idle_ms;    /* the IDLE deadline (--idle-timeout) */
   uint64_t reserve_ms; /* every deadline of a reserve connection, at most */
   uint64_t tick_ms;    /* the sweeper runs this often; 0: no thread (call pcc_conns_sweep) */
+  uint64_t per_ip;     /* connections from one address (pcc_conns_take); 0: no limit */
 } pcc_conns_limits;
 
 /* What the table has done, since it was opened. */
@@ -71,6 +73,17 @@ bool pcc_conns_admit(const pcc_conns *conns);
  * reserve connection. Returns the entry (owned by the table until pcc_conns_remove), or NULL
  * without memory. fd must stay open until pcc_conns_remove: the sweeper may shut it down. */
 pcc_conn *pcc_conns_add(pcc_conns *conns, int fd, uint64_t now_ms);
+
+/* As pcc_conns_add, for a connection just accepted on fd from addr, before libmicrohttpd has
+ * it: NULL (the caller closes fd) when max + reserve are open, or per_ip from that address, or
+ * without memory. The entry counts from now; pcc_conns_start marks it libmicrohttpd's, and one
+ * not started within PCC_CONN_START_MS is dropped by the sweeper (its descriptor untouched, and
+ * never shut down before it starts). */
+pcc_conn *pcc_conns_take(pcc_conns *conns, int fd, const struct sockaddr *addr,
+                         socklen_t addrlen, uint64_t now_ms);
+
+/* The taken entry of fd, now started (libmicrohttpd's "started" notification), or NULL. */
+pcc_conn *pcc_conns_start(pcc_conns *conns, int fd);
 
 /* Removes and frees a connection's entry; call it before its descriptor is closed. NULL is
  * fine. */

@@ -17,7 +17,9 @@
  * plus a reserve: past --max-connections a new connection takes the place of the one idle the
  * longest, or, with none idle, is a reserve connection, answered 503 busy unless its route is a
  * reserve route (reserve_route) and closed after its answer; past the reserve, the accept policy
- * closes new connections at once, so that none waits in the listen backlog. */
+ * closes new connections at once, so that none waits in the listen backlog. The listening
+ * socket is listener.c's, whose thread hands each connection to libmicrohttpd
+ * (MHD_add_connection). */
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -33,6 +35,7 @@
 
 #include "conns.h"
 #include "http.h"
+#include "listener.h"
 
 #define HTTP_ROUTES_MAX 64   /* routes of every feature together */
 #define HTTP_UPLOAD_FIRST 16384 /* the first allocation of a body without a declared length */
@@ -51,6 +54,7 @@ typedef struct {
 
 struct pcc_http {
   struct MHD_Daemon *daemon;
+  pcc_listener *listener;         /* accepts, and hands each connection to the daemon */
   pcc_counters *counters;
   pcc_auth *auth;                 /* NULL: every endpoint open (loopback only) */
   const pcc_config *config;
@@ -631,19 +635,9 @@ static bool reserve_route(const pcc_route *route)
   return route->role == 0 || (route->role & PCC_ROLE_ADMIN) != 0;
 }
 
-/* The accept policy: past --max-connections and the reserve, a connection is closed at once
- * (rather than left in the listen backlog, where it would wait for a free slot). */
-static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
-{
-  (void)addr;
-  (void)addrlen;
-  const pcc_http *http = cls;
-  return pcc_conns_admit(http->conns) ? MHD_YES : MHD_NO;
-}
-
-/* Started: the connection enters the table (a connection that cannot is shut down: without a
- * deadline it could be held forever). Closed: it leaves it, before libmicrohttpd closes the
- * descriptor. */
+/* Started: the connection's entry, taken at accept (take_connection), is libmicrohttpd's now (a
+ * connection without one is shut down: without a deadline it could be held forever). Closed: it
+ * leaves the table, before libmicrohttpd closes the descriptor. */
 static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
@@ -657,8 +651,8 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
     MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
   if (info == NULL)
     return;
-  *socket_context = pcc_conns_add(http->conns, info->connect_fd, pcc_conns_now_ms());
-  if (*socket_context == NULL)
+  *socket_context = pcc_conns_start(http->conns, info->connect_fd);
+  if (*socket_context == NULL) /* its slot was given up (PCC_CONN_START_MS): no deadline */
     shutdown(info->connect_fd, SHUT_RDWR);
 }
 
@@ -894,8 +888,8 @@ static int build_routes(pcc_http *http, const pcc_http_mount *mounts, size_t n)
 }
 
 /* Raises the soft file-descriptor limit to what the connections need, up to the hard limit, and
- * warns when that is lower: out of descriptors libmicrohttpd stops accepting until a connection
- * closes, and new ones wait in the listen backlog. */
+ * warns when that is lower: out of descriptors, new connections are closed at once (listener.c)
+ * until one closes. */
 static void ensure_descriptors(const pcc_config *config)
 {
   rlim_t need = (rlim_t)(config->max_connections + PCC_CONNECTION_RESERVE + config->threads +
@@ -916,13 +910,32 @@ static void ensure_descriptors(const pcc_config *config)
             (unsigned long long)config->max_connections, (unsigned long long)need);
 }
 
+/* The listener's callback, the accept policy: the connection takes its entry in the table,
+ * which applies --max-connections, the reserve and --max-connections-per-ip (a connection past
+ * them is closed at once, rather than left in the listen backlog), then goes to libmicrohttpd.
+ * libmicrohttpd's own limits are set past ours: in 0.9.75 a connection added from outside that
+ * meets them in its worker thread leaves that thread waiting for a mutex it holds. */
+static void take_connection(void *ctx, int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+  pcc_http *http = ctx;
+  pcc_conn *conn = pcc_conns_take(http->conns, fd, addr, addrlen, pcc_conns_now_ms());
+  if (conn == NULL) { /* past the reserve, or the address's share: closed at once */
+    close(fd);
+    return;
+  }
+  if (MHD_add_connection(http->daemon, fd, addr, addrlen) != MHD_YES)
+    pcc_conns_remove(http->conns, conn); /* libmicrohttpd has closed fd */
+}
+
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
                    pcc_counters *counters, pcc_auth *auth, pcc_http **out)
 {
   struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);
+  /* no listening socket of its own: listener.c accepts (libmicrohttpd's accept loop spins when
+   * out of descriptors); MHD_USE_ITC wakes a thread of the pool for each added connection */
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                   MHD_USE_ITC | MHD_USE_ERROR_LOG;
+                   MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
   struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
   if (inet_pton(AF_INET, config->listen, &v4->sin_addr) == 1) {
@@ -950,6 +963,7 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
   const pcc_conns_limits limits = {
     .max = config->max_connections,
     .reserve = PCC_CONNECTION_RESERVE,
+    .per_ip = config->max_connections_per_ip,
     .header_ms = config->header_timeout * 1000,
     .body_ms = config->body_timeout * 1000,
     .idle_ms = config->idle_timeout * 1000,
@@ -963,22 +977,28 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     pcc_http_stop(http);
     return -1;
   }
-  /* libmicrohttpd shares its limit out among the threads and stops accepting on a thread at its
-   * share; past the accept policy's limit (max + reserve) each thread may admit one more before
-   * it counts, hence the margin. */
-  unsigned mhd_limit =
-    (unsigned)(config->max_connections + PCC_CONNECTION_RESERVE + config->threads);
+  /* never reached: each thread of the pool may get every connection the table admits */
+  unsigned mhd_limit = (unsigned)((config->max_connections + PCC_CONNECTION_RESERVE) *
+                                  (config->threads + 1));
   http->daemon = MHD_start_daemon(
-    flags, (uint16_t)config->port, on_accept, http, on_request, http, MHD_OPTION_SOCK_ADDR, &addr,
-    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT,
-    mhd_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)config->max_connections_per_ip,
+    flags, 0, NULL, NULL, on_request, http, MHD_OPTION_THREAD_POOL_SIZE,
+    (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PCC_REQUEST_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
     on_completed, http, MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
     MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_END);
   if (http->daemon == NULL) {
-    fprintf(stderr, "pycached: cannot listen on %s port %llu (in use, or not permitted)\n",
-            config->listen, (unsigned long long)config->port);
+    fprintf(stderr, "pycached: cannot start libmicrohttpd\n");
+    pcc_http_stop(http);
+    return -1;
+  }
+  pcc_listener_status listening =
+    pcc_listener_open((const struct sockaddr *)&addr,
+                      v4->sin_family == AF_INET ? sizeof *v4 : sizeof *v6, take_connection, http,
+                      &http->listener);
+  if (listening != PCC_LISTENER_OK) {
+    fprintf(stderr, "pycached: cannot listen on %s port %llu: %s\n", config->listen,
+            (unsigned long long)config->port, pcc_listener_strerror(listening));
     pcc_http_stop(http);
     return -1;
   }
@@ -988,15 +1008,13 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
 
 uint16_t pcc_http_port(const pcc_http *http)
 {
-  const union MHD_DaemonInfo *info = MHD_get_daemon_info(http->daemon,
-                                                         MHD_DAEMON_INFO_BIND_PORT);
-  return info ? info->port : 0;
+  return pcc_listener_port(http->listener);
 }
 
 void pcc_http_quiesce(pcc_http *http)
 {
-  if (http != NULL && http->daemon != NULL)
-    MHD_quiesce_daemon(http->daemon);
+  if (http != NULL)
+    pcc_listener_stop(http->listener);
 }
 
 unsigned pcc_http_drain(pcc_http *http, unsigned timeout_ms)
@@ -1011,6 +1029,7 @@ void pcc_http_stop(pcc_http *http)
 {
   if (http == NULL)
     return;
+  pcc_listener_close(http->listener); /* first: nothing is added to a stopped daemon */
   if (http->daemon != NULL)
     MHD_stop_daemon(http->daemon);
   for (size_t i = 0; i < http->n_routes; i++) {

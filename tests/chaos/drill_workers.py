@@ -222,6 +222,12 @@ class Phase:
             self.compile_one(client, 2 * 10 ** 6 + k)
             sizes.append(len(self.live_workers()))
         client.close()
+        # a worker retired by the last answer is replaced just after it (pcc_compiler_repair):
+        # the pool must be whole again within a worker's start, bounded
+        deadline = time.monotonic() + 10
+        while sizes[-1] != args.workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            sizes.append(len(self.live_workers()))
         return sizes
 
     def close(self):

@@ -7,7 +7,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "conns.h"
+#include "pcc_limits.h"
 #include "test_helpers.h"
 
 #define HEADER_MS 100
@@ -45,7 +49,7 @@ static bool is_cut(pair p, int wait_ms)
 static pcc_conns *open_table(uint64_t max, uint64_t reserve, uint64_t tick_ms)
 {
   const pcc_conns_limits limits = {max, reserve, HEADER_MS, BODY_MS, IDLE_MS, RESERVE_MS,
-                                   tick_ms};
+                                   tick_ms, 2};
   pcc_conns *conns = NULL;
   CHECK_RC(pcc_conns_open(&limits, &conns), pcc_conns_strerror);
   return conns;
@@ -157,6 +161,43 @@ START_TEST(test_admit_up_to_max_and_reserve)
 }
 END_TEST
 
+/* A connection takes its slot at accept, before libmicrohttpd has it (the listener's accept
+ * policy): max + reserve and the per-address share count taken slots at once; a slot never
+ * started is given up after PCC_CONN_START_MS without its descriptor being touched. */
+START_TEST(test_take_counts_at_accept_and_per_address)
+{
+  pcc_conns *conns = open_table(2, 1, 0); /* per_ip 2 */
+  struct sockaddr_in a = {.sin_family = AF_INET}, b = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(0x7f000001);
+  b.sin_addr.s_addr = htonl(0x7f000002);
+  pair p[4] = {make_pair(), make_pair(), make_pair(), make_pair()};
+  pcc_conn *c0 = pcc_conns_take(conns, p[0].ours, (struct sockaddr *)&a, sizeof a, 0);
+  pcc_conn *c1 = pcc_conns_take(conns, p[1].ours, (struct sockaddr *)&a, sizeof a, 0);
+  ck_assert_ptr_nonnull(c0);
+  ck_assert_ptr_nonnull(c1);
+  /* a third from the same address: refused, though the table has room */
+  ck_assert_ptr_null(pcc_conns_take(conns, p[2].ours, (struct sockaddr *)&a, sizeof a, 0));
+  pcc_conn *c2 = pcc_conns_take(conns, p[2].ours, (struct sockaddr *)&b, sizeof b, 0);
+  ck_assert_ptr_nonnull(c2); /* the reserve */
+  ck_assert(pcc_conns_reserved(c2));
+  /* max + reserve taken, none started yet: full */
+  ck_assert_ptr_null(pcc_conns_take(conns, p[3].ours, (struct sockaddr *)&b, sizeof b, 0));
+  ck_assert_ptr_eq(pcc_conns_start(conns, p[0].ours), c0);
+  ck_assert_ptr_null(pcc_conns_start(conns, p[0].ours)); /* started once */
+  /* never started: not cut at its header deadline, given up at PCC_CONN_START_MS */
+  ck_assert_uint_eq(pcc_conns_sweep(conns, HEADER_MS + 1), 1); /* c0 only */
+  ck_assert(!is_cut(p[1], 0));
+  ck_assert_uint_eq(pcc_conns_counts_now(conns).open, 3);
+  pcc_conns_sweep(conns, PCC_CONN_START_MS);
+  ck_assert_uint_eq(pcc_conns_counts_now(conns).open, 1);
+  ck_assert(!is_cut(p[1], 0));
+  pcc_conns_remove(conns, c0);
+  pcc_conns_close(conns);
+  for (int i = 0; i < 4; i++)
+    close_pair(p[i]);
+}
+END_TEST
+
 START_TEST(test_sweeper_thread_cuts_on_its_own)
 {
   pcc_conns *conns = open_table(8, 2, 10);
@@ -183,6 +224,7 @@ static Suite *conns_suite(void)
   tcase_add_test(table, test_phases_set_their_deadlines);
   tcase_add_test(table, test_full_table_evicts_the_longest_idle);
   tcase_add_test(table, test_admit_up_to_max_and_reserve);
+  tcase_add_test(table, test_take_counts_at_accept_and_per_address);
   tcase_add_test(table, test_sweeper_thread_cuts_on_its_own);
   suite_add_tcase(suite, table);
   return suite;
