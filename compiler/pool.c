@@ -46,6 +46,7 @@
  * derived from those limits. */
 #define POOL_DEFAULT_TIMEOUT_MS 10000u
 #define POOL_HELLO_TIMEOUT_MS 10000
+#define POOL_START_TICK_MS 100 /* how often a start that has not said hello checks its worker */
 #define POOL_NAME_MAX (2 * PCC_WORKER_NAME_PART_MAX + 2) /* "implementation-version" */
 #define POOL_COMPILE_HEADER_LEN (PCC_FRAME_PREFIX_LEN + 1 + 4)
 
@@ -308,12 +309,32 @@ static void worker_kill(pid_t pid, int fd)
   }
 }
 
-/* Reads and validates a worker's hello (reply.h). */
-static pcc_compiler_status worker_hello(int fd, int64_t deadline, pcc_magic *magic, char *name,
-                                        size_t name_size)
+/* Has worker pid neither exited nor been stopped (SIGSTOP, SIGTSTP...)? waitid with WNOWAIT: a
+ * dead one stays to be reaped by worker_kill. Non-blocking. */
+static bool worker_running(pid_t pid)
+{
+  siginfo_t info;
+  memset(&info, 0, sizeof info);
+  return waitid(P_PID, (id_t)pid, &info, WEXITED | WSTOPPED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == 0;
+}
+
+/* Reads and validates the hello (reply.h) of worker pid, which is given up as soon as the worker
+ * has exited or been stopped: one that will not speak is not waited for until the deadline
+ * (POOL_HELLO_TIMEOUT_MS is long, for slow starts), which blocked its slot and whoever started it. */
+static pcc_compiler_status worker_hello(pid_t pid, int fd, int64_t deadline, pcc_magic *magic,
+                                        char *name, size_t name_size)
 {
   uint8_t type = 0, *payload = NULL;
   size_t len = 0;
+  for (;;) {
+    int64_t tick = now_ms() + POOL_START_TICK_MS;
+    pcc_compiler_status rc = wait_fd(fd, POLLIN, tick < deadline ? tick : deadline);
+    if (rc == PCC_COMPILER_OK)
+      break;
+    if (rc != PCC_COMPILER_TIMEOUT || now_ms() >= deadline || !worker_running(pid))
+      return PCC_COMPILER_SPAWN;
+  }
   if (read_frame(fd, PCC_FRAME_HELLO_MAX, deadline, &type, &payload, &len) != PCC_COMPILER_OK)
     return PCC_COMPILER_SPAWN;
   pcc_compiler_status rc = pcc_reply_hello(type, payload, len, magic, name, name_size);
@@ -330,7 +351,7 @@ static pcc_compiler_status worker_start(const pcc_compiler *c, pid_t *pid, int *
   pcc_compiler_status rc = worker_fork(c, pid, fd);
   if (rc != PCC_COMPILER_OK)
     return rc;
-  rc = worker_hello(*fd, now_ms() + POOL_HELLO_TIMEOUT_MS, &magic, name, sizeof name);
+  rc = worker_hello(*pid, *fd, now_ms() + POOL_HELLO_TIMEOUT_MS, &magic, name, sizeof name);
   if (rc == PCC_COMPILER_OK && !pcc_magic_equal(&magic, &c->magic))
     rc = PCC_COMPILER_SPAWN;
   if (rc != PCC_COMPILER_OK) {
@@ -341,18 +362,12 @@ static pcc_compiler_status worker_start(const pcc_compiler *c, pid_t *pid, int *
   return rc;
 }
 
-/* Is the idle worker of slot fit to be sent a request? Not when it has died or been stopped
- * (waitid with WNOWAIT: a dead one stays to be reaped by worker_kill), nor when its socket is
- * readable or hung up: an idle worker has nothing to say. Non-blocking. */
+/* Is the idle worker of slot fit to be sent a request? Not when it has died or been stopped,
+ * nor when its socket is readable or hung up: an idle worker has nothing to say. Non-blocking. */
 static bool idle_worker_fit(const pool_slot *slot)
 {
-  siginfo_t info;
   struct pollfd p = {.fd = slot->fd, .events = POLLIN, .revents = 0};
-  memset(&info, 0, sizeof info);
-  if (waitid(P_PID, (id_t)slot->pid, &info, WEXITED | WSTOPPED | WNOHANG | WNOWAIT) != 0 ||
-      info.si_pid != 0)
-    return false;
-  return poll(&p, 1, 0) == 0;
+  return worker_running(slot->pid) && poll(&p, 1, 0) == 0;
 }
 
 /* Kills and reaps the worker of slot and marks the slot dead (for pcc_compiler_repair or the next
@@ -475,7 +490,8 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
   for (unsigned i = 0; i < workers; i++) {
     pcc_magic magic;
     char name[POOL_NAME_MAX];
-    if (worker_hello(c->slots[i].fd, deadline, &magic, name, sizeof name) != PCC_COMPILER_OK ||
+    if (worker_hello(c->slots[i].pid, c->slots[i].fd, deadline, &magic, name, sizeof name) !=
+            PCC_COMPILER_OK ||
         (i > 0 && !pcc_magic_equal(&magic, &c->magic))) {
       pool_free(c);
       return PCC_COMPILER_SPAWN;

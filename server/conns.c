@@ -285,38 +285,38 @@ static bool add_locked(pcc_conns *conns, pcc_conn *conn, bool check, uint64_t no
   return true;
 }
 
-pcc_conn *pcc_conns_add(pcc_conns *conns, int fd, uint64_t now_ms)
+/* A new entry for fd from addr (NULL: unknown) in the table: checked against the limits or not,
+ * started already or waiting for pcc_conns_start. NULL when refused or without memory. */
+static pcc_conn *conn_insert(pcc_conns *conns, int fd, const struct sockaddr *addr,
+                             socklen_t addrlen, bool check, bool started, uint64_t now_ms)
 {
   pcc_conn *conn = calloc(1, sizeof *conn);
   if (conn == NULL)
     return NULL;
   conn->fd = fd;
   conn->phase = PCC_CONN_HEADERS;
-  conn->started = true;
-  pthread_mutex_lock(&conns->lock);
-  add_locked(conns, conn, false, now_ms);
-  pthread_mutex_unlock(&conns->lock);
-  return conn;
-}
-
-pcc_conn *pcc_conns_take(pcc_conns *conns, int fd, const struct sockaddr *addr,
-                         socklen_t addrlen, uint64_t now_ms)
-{
-  pcc_conn *conn = calloc(1, sizeof *conn);
-  if (conn == NULL)
-    return NULL;
-  conn->fd = fd;
-  conn->phase = PCC_CONN_HEADERS;
+  conn->started = started;
   conn->taken_ms = now_ms;
   conn->peer_len = peer_bytes(addr, addrlen, conn->peer);
   pthread_mutex_lock(&conns->lock);
-  bool added = add_locked(conns, conn, true, now_ms);
+  bool added = add_locked(conns, conn, check, now_ms);
   pthread_mutex_unlock(&conns->lock);
   if (!added) {
     free(conn);
     return NULL;
   }
   return conn;
+}
+
+pcc_conn *pcc_conns_add(pcc_conns *conns, int fd, uint64_t now_ms)
+{
+  return conn_insert(conns, fd, NULL, 0, false, true, now_ms);
+}
+
+pcc_conn *pcc_conns_take(pcc_conns *conns, int fd, const struct sockaddr *addr,
+                         socklen_t addrlen, uint64_t now_ms)
+{
+  return conn_insert(conns, fd, addr, addrlen, true, false, now_ms);
 }
 
 pcc_conn *pcc_conns_start(pcc_conns *conns, int fd)

@@ -840,6 +840,45 @@ START_TEST(test_failure_does_not_wait_for_the_replacement) {
 }
 END_TEST
 
+/* A replacement stopped (SIGSTOP) before its hello is given up at once, not after the 10 s hello
+ * timeout: before, pcc_compiler_repair blocked that long with its slot busy, and a pool that got
+ * no compile after it stayed a worker short (drill_workers.py: one live worker of two for 10 s
+ * after the storm; a compile that started the replacement itself took 9.8 s). Here every
+ * replacement stops itself; the first worker answers with a protocol error. */
+START_TEST(test_replacement_stopped_before_hello) {
+  char marker[] = "/tmp/pcc_test_XXXXXX";
+  char script[1024];
+  const char *hello = "{\"magic\":\"a70d0d0a\",\"implementation\":\"fake\",\"version\":\"1.0\"}";
+  struct timespec t0;
+  pcc_compile_result *result = NULL;
+  fresh_marker(marker);
+  int n = snprintf(script, sizeof script,
+                   "if [ -e %s ]; then kill -STOP $$; fi; : > %s; "
+                   "printf '\\%03o\\000\\000\\000H%%s' '%s'; "
+                   "head -c 1 >/dev/null; printf '\\001\\000\\000\\000Z'; sleep 5",
+                   marker, marker, (unsigned)(strlen(hello) + 1), hello);
+  ck_assert(n > 0 && (size_t)n < sizeof script);
+  pcc_compiler *pool = open_sh(script, 5000);
+  ck_assert_int_eq(pcc_compiler_compile(pool, 0, "/a.py", "x=1\n", 4, &result),
+                   PCC_COMPILER_PROTOCOL);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  pcc_compiler_repair(pool); /* the replacement stops itself */
+  ck_assert_int_lt(ms_since(&t0), 3000);
+  ck_assert_uint_eq(pcc_compiler_worker_pids(pool, NULL, 0), 0);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  /* a compile that must start one itself fails fast too */
+  ck_assert_int_eq(pcc_compiler_compile(pool, 0, "/a.py", "x=1\n", 4, &result),
+                   PCC_COMPILER_SPAWN);
+  ck_assert_int_lt(ms_since(&t0), 3000);
+  /* once replacements start again, the next repair makes the pool whole */
+  ck_assert_int_eq(unlink(marker), 0);
+  pcc_compiler_repair(pool);
+  ck_assert_uint_eq(pcc_compiler_worker_pids(pool, NULL, 0), 1);
+  pcc_compiler_close(pool);
+  unlink(marker);
+}
+END_TEST
+
 /* ---- the sandbox and recycling ----------------------------------------------------------- */
 
 static const char *const probe_kinds[] = {"open", "socket", "exec", "fork"};
@@ -1131,6 +1170,7 @@ static Suite *compiler_suite(void) {
   tcase_add_test(faults, test_worker_killed_idle);
   tcase_add_test(faults, test_worker_stopped_idle);
   tcase_add_test(faults, test_failure_does_not_wait_for_the_replacement);
+  tcase_add_test(faults, test_replacement_stopped_before_hello);
   tcase_add_test(faults, test_timeout);
   tcase_add_test(faults, test_close_while_busy);
   tcase_add_test(faults, test_protocol_and_respawn_failure);
