@@ -176,7 +176,6 @@ static bool worker_identity(const pcc_config *config, pcc_compiler_config *out)
   return true;
 }
 
-/* Starts one backend's worker pool. interpreter NULL: the embedded CPython. */
 /* After a failed start: when the workers' uid cannot search a directory on the way to the
  * interpreter or the worker script, says which, and what to do. The pool exposes an interpreter
  * behind such a directory in a private mount namespace (compiler.h); this is what is left when
@@ -206,6 +205,7 @@ static void unreachable_hint(const pcc_compiler_config *compiler_config)
   }
 }
 
+/* Starts one backend's worker pool. interpreter NULL: the embedded CPython. */
 static pcc_core_status backend_start(pcc_core *core, const char *interpreter)
 {
   const pcc_config *config = &core->config;

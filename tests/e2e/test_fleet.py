@@ -230,8 +230,10 @@ class Fleet(unittest.TestCase):
         self.assertGreater(before.get(magic311, 0), 0)
         # the fleet has moved: the server restarts without a 3.11 backend
         self.server.stop()
-        server = self.server = Server(self.tmp, "--workers", "1", "--no-embedded",
-                                      "--compiler", py312)
+        # on the class: tearDownClass stops what cls.server holds (an instance attribute left
+        # this server running after every run)
+        server = type(self).server = Server(self.tmp, "--workers", "1", "--no-embedded",
+                                            "--compiler", py312)
         status, doc = server.json("GET", "/v1/admin/magics")
         served = {row["magic"]: row["served"] for row in doc["store"]}
         self.assertEqual((served[magic311], served[magic312]), (False, True))
