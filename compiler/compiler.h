@@ -59,7 +59,10 @@ typedef struct {
 /* Every worker process is started the same way, whatever its program: in its own process group,
  * the socket on fds 0 and 1, stderr kept, every other descriptor closed, working directory /,
  * RLIMIT_CORE 0, RLIMIT_NOFILE PCC_WORKER_NOFILE, RLIMIT_AS memory_limit, the uid/gid of the
- * config without supplementary groups, and PR_SET_NO_NEW_PRIVS; then execv. The embedded-CPython
+ * config without supplementary groups, and PR_SET_NO_NEW_PRIVS; then execv. When that uid cannot
+ * reach argv[0] (pcc_compiler_unreachable), the worker first gets a private mount namespace that
+ * exposes the interpreter's prefix (expose.h); when it cannot be exposed, _open fails with
+ * PCC_COMPILER_SPAWN. The embedded-CPython
  * worker also confines itself with a seccomp filter once its interpreter is ready (sandbox.c);
  * other interpreters (worker.py) get the rest but no filter.
  *
@@ -129,5 +132,15 @@ void pcc_compile_result_free(pcc_compile_result *result);
  * compile that finds no idle worker starts one itself. Thread-safe; the server's dispatch
  * threads call it after each compile they answered. */
 void pcc_compiler_repair(pcc_compiler *compiler);
+
+/* Whether uid/gid (without supplementary groups, as the workers run) cannot search one of the
+ * directories on the way to path (symbolic links resolved): true with the first such directory
+ * in dir (len bytes) and its permission bits in *mode (mode may be NULL). The pool exposes an
+ * interpreter behind such a directory in a private mount namespace of each worker (the
+ * directory above its bin/ at the same path, read-only; the rest of the covered directory is
+ * hidden), so the caller uses this to say why a start failed: no namespace could be made (no
+ * CAP_SYS_ADMIN), or the blocking directory lies inside the prefix. */
+bool pcc_compiler_unreachable(const char *path, uid_t uid, gid_t gid, char *dir, size_t len,
+                              unsigned *mode);
 
 #endif /* PCC_COMPILER_H */

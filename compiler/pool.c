@@ -38,6 +38,7 @@
 
 
 #include "asan.h"
+#include "expose.h"
 #include "frame.h"
 #include "reply.h"
 
@@ -78,6 +79,7 @@ struct pcc_compiler {
   gid_t gid;
   unsigned max_compiles;
   uint64_t max_rss; /* bytes of RssAnon; 0: no limit */
+  compiler_expose expose; /* argv[0] behind a directory the uid cannot search (expose.h) */
   pcc_magic magic;
   char name[POOL_NAME_MAX];
   _Atomic uint64_t restarts;
@@ -259,6 +261,8 @@ static void child_exec(const pcc_compiler *c, int fd)
     if (setrlimit(RLIMIT_AS, &as) != 0)
       _exit(126);
   }
+  if (c->expose.active && compiler_expose_apply(&c->expose) != 0)
+    _exit(125);
   if (c->drop_privileges &&
       (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0 || getuid() != c->uid))
     _exit(126);
@@ -451,6 +455,11 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
     c->memory_limit = 0;
   }
 #endif
+  if (c->drop_privileges &&
+      !compiler_expose_plan(config->argv[0], c->uid, c->gid, &c->expose)) {
+    pool_free(c);
+    return PCC_COMPILER_SPAWN;
+  }
   c->nslots = workers;
   c->slots = calloc(workers, sizeof *c->slots);
   c->argv = calloc(argc + 1, sizeof *c->argv);

@@ -10,7 +10,7 @@ packages=(
   libssl-dev libseccomp-dev
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl
-  chromium nodejs pypy3 python3-sympy libpython3.11-testsuite
+  chromium nodejs pypy3 pypy3-dev python3-sympy libpython3.11-testsuite
   clang libclang-rt-dev
   wrk nginx
 )

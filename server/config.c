@@ -92,6 +92,10 @@ static const option_spec options[] = {
    "directory whose files the server may read itself (repeatable)", FIELD(n_source_roots)},
   {"compiler", OPT_LIST, "PATH", NULL, 0, 0, PCC_MAX_COMPILERS, FIELD(compilers),
    "another interpreter to compile for (e.g. /usr/bin/pypy3; repeatable)", FIELD(n_compilers)},
+  {"no-embedded", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(no_embedded),
+   "no backend for the embedded CPython: only the --compiler interpreters (at least one), the "
+   "first being the default (retires the embedded one's magic, e.g. 3.11 after a move to 3.12)",
+   0},
   {"tokens", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(tokens),
    "JSON token file: require bearer tokens with roles (reloaded on SIGHUP)", 0},
   {"insecure", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(insecure),

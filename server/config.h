@@ -55,6 +55,7 @@ typedef struct {
   const char *server_names[PCC_MAX_SERVER_NAMES]; /* Host names the server answers to */
   unsigned n_server_names;
   bool retire_unserved;       /* --retire-unserved-magics */
+  bool no_embedded;           /* --no-embedded: only the --compiler backends */
   const char *on_damaged_store; /* "refuse" or "quarantine" (docs/OPERATIONS.md) */
   bool verify_store;          /* --verify-store: check the store and exit */
 } pcc_config;

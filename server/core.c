@@ -41,7 +41,8 @@ struct pcc_core {
   pcc_store *store;
   pcc_counters *counters;
   pcc_sources *sources; /* the --source-root directories */
-  pcc_backend backends[PCC_MAX_COMPILERS + 1]; /* [0]: the embedded CPython, the default */
+  pcc_backend backends[PCC_MAX_COMPILERS + 1]; /* [0]: the default: the embedded CPython, or
+                                                * with --no-embedded the first --compiler */
   unsigned n_backends;
   stored_magics stored;
   time_t started;
@@ -175,6 +176,35 @@ static bool worker_identity(const pcc_config *config, pcc_compiler_config *out)
   return true;
 }
 
+/* After a failed start: when the workers' uid cannot search a directory on the way to the
+ * interpreter or the worker script, says which, and what to do. The pool exposes an interpreter
+ * behind such a directory in a private mount namespace (compiler.h); this is what is left when
+ * it could not (no CAP_SYS_ADMIN, as in some containers; the directory inside the prefix; the
+ * worker script behind it). */
+static void unreachable_hint(const pcc_compiler_config *compiler_config)
+{
+  if (!compiler_config->drop_privileges)
+    return;
+  for (const char *const *arg = compiler_config->argv; *arg; arg++) {
+    char dir[PATH_MAX];
+    unsigned mode = 0;
+    if ((*arg)[0] != '/' ||
+        !pcc_compiler_unreachable(*arg, compiler_config->uid, compiler_config->gid, dir,
+                                  sizeof dir, &mode))
+      continue;
+    fprintf(stderr, "pycached: the compiler workers' uid %u cannot search %s (mode %04o) on the "
+            "way to %s%s; fix: install the interpreter where uid %u can reach it, grant it "
+            "(chmod o+x %s, or setfacl -m u:%u:x %s), or choose the workers' user "
+            "(--worker-user)\n", (unsigned)compiler_config->uid, dir, mode, *arg,
+            arg == compiler_config->argv
+              ? ", and its prefix could not be exposed to them in a private mount namespace "
+                "(needs CAP_SYS_ADMIN; the closed directory must lie above PREFIX/bin)"
+              : "",
+            (unsigned)compiler_config->uid, dir, (unsigned)compiler_config->uid, dir);
+    return;
+  }
+}
+
 /* Starts one backend's worker pool. interpreter NULL: the embedded CPython. */
 static pcc_core_status backend_start(pcc_core *core, const char *interpreter)
 {
@@ -212,6 +242,7 @@ static pcc_core_status backend_start(pcc_core *core, const char *interpreter)
   pcc_compiler_status rc = pcc_compiler_open(&compiler_config, &backend->compiler);
   if (rc != PCC_COMPILER_OK) {
     fprintf(stderr, "pycached: %s: %s\n", argv[0], pcc_compiler_strerror(rc));
+    unreachable_hint(&compiler_config);
     return PCC_CORE_COMPILER;
   }
   if (pcc_core_backend_for(core, pcc_compiler_magic(backend->compiler)) >= 0) {
@@ -579,7 +610,12 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
     pcc_core_close(core);
     return rc;
   }
-  rc = backend_start(core, NULL);
+  if (config->no_embedded && config->n_compilers == 0) {
+    fprintf(stderr, "pycached: --no-embedded needs at least one --compiler\n");
+    rc = PCC_CORE_CONFIG;
+  } else if (!config->no_embedded) {
+    rc = backend_start(core, NULL);
+  }
   for (unsigned i = 0; i < config->n_compilers && rc == PCC_CORE_OK; i++)
     rc = backend_start(core, config->compilers[i]);
   if (rc == PCC_CORE_OK && pthread_create(&core->upkeep, NULL, upkeep_main, core) != 0) {

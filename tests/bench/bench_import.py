@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """Benchmark: `import sympy` in fresh interpreters, with and without pycached.
 
-Usage: /usr/bin/python3 tests/bench/bench_import.py [--runs N] [--build DIR]
+Usage: /usr/bin/python3 tests/bench/bench_import.py [--runs N] [--build DIR] [--python PATH]
+
+--python PATH measures another interpreter (pyenv's 3.12, /usr/bin/pypy3): the children, tree B's
+compileall and, when its magic is not the embedded CPython's, a --compiler PATH backend of the
+server are that interpreter's (the hook must be built for it: meson option hook_pythons).
 
 What it measures. Each run is one fresh `/usr/bin/python3 -s` process that puts a copy of Debian's
 sympy and mpmath first on sys.path, imports sympy, computes sympy.factor(x**2 - 1) and prints the
@@ -71,6 +75,22 @@ print(json.dumps({"import": elapsed, "answer": answer, "file": sympy.__file__,
                   "modules": len(modules),
                   "stats": hook.stats() if hook and hook.is_active() else None}))
 """
+
+
+def magic_of(python):
+    return subprocess.run([python, "-I", "-S", "-c", "import importlib.util as u; "
+                           "print(u.MAGIC_NUMBER.hex())"], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()
+
+
+def set_python(python):
+    global PYTHON
+    PYTHON = python
+
+
+def backend_args(python):
+    """--compiler python unless the embedded CPython (the one of /usr/bin/python3) has its magic."""
+    return [] if magic_of(python) == magic_of("/usr/bin/python3") else ["--compiler", python]
 
 
 class RunFailed(Exception):
@@ -145,7 +165,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="measured runs per condition")
     parser.add_argument("--build", default=os.path.join(root, "build"), help="build directory")
+    parser.add_argument("--python", default=PYTHON, help="interpreter measured (default %s)"
+                        % PYTHON)
     args = parser.parse_args()
+    set_python(args.python)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     build = os.path.abspath(args.build)
@@ -157,7 +180,8 @@ def main():
     server = None
     try:
         tree_a, tree_b = setup_trees(tmp)
-        server, url = start_server(build, os.path.join(tmp, "store"), os.path.join(tmp, "server"))
+        server, url = start_server(build, os.path.join(tmp, "store"), os.path.join(tmp, "server"),
+                                   *backend_args(args.python))
         down = closed_port_url()
         child = [PYTHON, "-s", "-c", CHILD]
         plans = {  # condition: (argv, env, tree)
@@ -212,8 +236,8 @@ def main():
 def report(results, runs):
     med = {c: (statistics.median(i for i, _ in r), statistics.median(w for _, w in r))
            for c, r in results.items()}
-    print("import sympy, %d measured runs per condition (after 1 warm-up), %s, %d CPUs"
-          % (runs, time.strftime("%Y-%m-%d %H:%M %Z"), os.cpu_count()))
+    print("import sympy with %s, %d measured runs per condition (after 1 warm-up), %s, %d CPUs"
+          % (PYTHON, runs, time.strftime("%Y-%m-%d %H:%M %Z"), os.cpu_count()))
     print("%-32s %11s %11s %11s %11s" % ("condition", "import med", "process med",
                                           "import min", "import max"))
     for c in CONDITIONS:

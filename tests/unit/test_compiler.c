@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -879,6 +880,80 @@ START_TEST(test_replacement_stopped_before_hello) {
 }
 END_TEST
 
+/* ---- an interpreter the workers' uid cannot reach (expose.h) ---------------------------- */
+
+/* A fake interpreter at DIR/prefix/bin/worker where DIR is 0700 (as pyenv's tree under /root)
+ * and the workers run as nobody: the pool exposes the prefix in a private mount namespace. The
+ * worker reports in its hello's version what it sees: DIR/secret (hidden or leaked) and whether
+ * it can write to the prefix (ro or rw; the prefix is 0777, so only the read-only bind stops
+ * it). Nothing is mounted in the test's own namespace. Then the closed directory is moved inside
+ * the prefix (its bin/ 0700), which is not ours to open: the pool refuses to start. */
+START_TEST(test_unreachable_interpreter_exposed) {
+  char dir[] = "/tmp/pcc_test_XXXXXX", path[PATH_MAX], blocked[PATH_MAX], script[1024];
+  const char *hello_fmt = "{\"magic\":\"a70d0d0a\",\"implementation\":\"fake\","
+                          "\"version\":\"%s.%s\"}";
+  const char *argv[2] = {path, NULL};
+  pcc_compiler_config config = {.argv = argv, .workers = 1, .drop_privileges = true,
+                                .uid = 65534, .gid = 65534};
+  pcc_compiler *pool = NULL;
+  unsigned mode = 0;
+  char mounts[1 << 16];
+  if (geteuid() != 0)
+    return; /* needs root: the namespace and the uid drop (the suite runs as root in CI) */
+  ck_assert_ptr_nonnull(mkdtemp(dir)); /* 0700 */
+  snprintf(path, sizeof path, "%s/secret", dir);
+  write_file(path, "x", 1);
+  snprintf(path, sizeof path, "%s/prefix", dir);
+  ck_assert_int_eq(mkdir(path, 0777), 0);
+  ck_assert_int_eq(chmod(path, 0777), 0);
+  snprintf(path, sizeof path, "%s/prefix/bin", dir);
+  ck_assert_int_eq(mkdir(path, 0755), 0);
+  int n = snprintf(script, sizeof script,
+                   "#!/bin/sh\n"
+                   "if [ -e %s/secret ]; then a=leaked; else a=hidden; fi\n"
+                   "if touch %s/prefix/probe 2>/dev/null; then b=rw; else b=ro; fi\n"
+                   "printf '\\%03o\\000\\000\\000H%s' $a $b\n"
+                   "head -c 1 >/dev/null; sleep 5\n",
+                   dir, dir, (unsigned)(strlen(hello_fmt) - 4 + 8 + 1), hello_fmt);
+  ck_assert(n > 0 && (size_t)n < sizeof script);
+  snprintf(path, sizeof path, "%s/prefix/bin/worker", dir);
+  write_file(path, script, (size_t)n);
+  ck_assert_int_eq(chmod(path, 0755), 0);
+
+  ck_assert(pcc_compiler_unreachable(path, 65534, 65534, blocked, sizeof blocked, &mode));
+  ck_assert_str_eq(blocked, dir);
+  ck_assert_uint_eq(mode, 0700);
+  ck_assert(!pcc_compiler_unreachable(path, 0, 0, blocked, sizeof blocked, NULL));
+  COMPILER_OK(pcc_compiler_open(&config, &pool));
+  ck_assert_str_eq(pcc_compiler_name(pool), "fake-hidden.ro");
+  pcc_compiler_close(pool);
+  pool = NULL;
+  int fd = open("/proc/self/mountinfo", O_RDONLY);
+  ck_assert_int_ge(fd, 0);
+  ssize_t got = read(fd, mounts, sizeof mounts - 1);
+  close(fd);
+  ck_assert_int_gt(got, 0);
+  mounts[got] = '\0';
+  ck_assert_ptr_null(strstr(mounts, dir));
+
+  /* the closed directory inside the prefix: refused, and said by pcc_compiler_unreachable */
+  snprintf(path, sizeof path, "%s", dir);
+  ck_assert_int_eq(chmod(path, 0755), 0);
+  snprintf(path, sizeof path, "%s/prefix/bin", dir);
+  ck_assert_int_eq(chmod(path, 0700), 0);
+  snprintf(path, sizeof path, "%s/prefix/bin/worker", dir);
+  ck_assert(pcc_compiler_unreachable(path, 65534, 65534, blocked, sizeof blocked, NULL));
+  snprintf(script, sizeof script, "%s/prefix/bin", dir);
+  ck_assert_str_eq(blocked, script);
+  ck_assert_int_eq(pcc_compiler_open(&config, &pool), PCC_COMPILER_SPAWN);
+  ck_assert_ptr_null(pool);
+
+  const char *rm[] = {"/bin/rm", "-rf", dir, NULL};
+  char ignored[16];
+  ck_assert_int_eq(run_capture(rm, ignored, sizeof ignored), 0);
+}
+END_TEST
+
 /* ---- the sandbox and recycling ----------------------------------------------------------- */
 
 static const char *const probe_kinds[] = {"open", "socket", "exec", "fork"};
@@ -1171,6 +1246,7 @@ static Suite *compiler_suite(void) {
   tcase_add_test(faults, test_worker_stopped_idle);
   tcase_add_test(faults, test_failure_does_not_wait_for_the_replacement);
   tcase_add_test(faults, test_replacement_stopped_before_hello);
+  tcase_add_test(faults, test_unreachable_interpreter_exposed);
   tcase_add_test(faults, test_timeout);
   tcase_add_test(faults, test_close_while_busy);
   tcase_add_test(faults, test_protocol_and_respawn_failure);

@@ -4,10 +4,14 @@ import json
 import sys
 import urllib.request
 
-from . import _hook
+import pycached
 
 
 def status():
+    if pycached.unavailable:
+        print("hook:        unavailable on this interpreter: %s" % pycached.unavailable)
+        return 2
+    from . import _hook
     try:
         conf = _hook.read_settings()
     except ValueError as exc:

@@ -31,7 +31,33 @@ import threading
 from importlib import machinery
 from importlib import _bootstrap_external as _bx
 
-from . import _native
+
+
+def _import_native():
+    """pycached._native as built for this interpreter, or an ImportError that says why not in
+    one line (pycached_unavailable set): `from . import _native` would hide a missing build or a
+    failed load behind "cannot import name '_native' from partially initialized module"."""
+    package = __name__.rpartition(".")[0]
+    try:
+        return importlib.import_module(package + "._native")
+    except ImportError as exc:
+        here = os.path.dirname(os.path.abspath(__file__))
+        if isinstance(exc, ModuleNotFoundError) and exc.name == package + "._native":
+            impl = sys.implementation
+            built = sorted(f[len("_native"):] for f in os.listdir(here)
+                           if f.startswith("_native.") and not f.endswith(".p"))
+            why = ("%s._native is not built for %s %d.%d (%s): %s has no _native%s (built: %s; "
+                   "rebuild with meson -Dhook_pythons=...)" % (
+                       package, impl.name, sys.version_info[0], sys.version_info[1], sys.executable,
+                       here, machinery.EXTENSION_SUFFIXES[0], ", ".join(built) or "none"))
+        else:
+            why = "%s._native cannot be loaded by %s: %s" % (package, sys.executable, exc)
+        error = ImportError(why)
+        error.pycached_unavailable = True
+        raise error from None
+
+
+_native = _import_native()
 
 MAGIC = importlib.util.MAGIC_NUMBER
 _ENV_DEFAULTS = {

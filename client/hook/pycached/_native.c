@@ -20,6 +20,16 @@
 
 #include "pycached.h"
 
+/* The one API newer than the oldest interpreter built for (CPython 3.8, PyPy 3.9's cpyext). */
+#if !defined(Py_NewRef) && (PY_VERSION_HEX < 0x030a0000 || defined(PYPY_VERSION))
+static PyObject *pcc_py_new_ref(PyObject *object)
+{
+  Py_INCREF(object);
+  return object;
+}
+#define Py_NewRef(object) pcc_py_new_ref((PyObject *)(object))
+#endif
+
 /* The one client of this process, its settings, and the breaker. Guarded by lock; never held
  * together with the GIL (the lock is taken with the GIL released). */
 static struct {
