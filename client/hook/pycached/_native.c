@@ -16,8 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "pycached.h"
 
 /* The one API newer than the oldest interpreter built for (CPython 3.8, PyPy 3.9's cpyext). */
@@ -369,12 +367,17 @@ static pcc_client_status warm_request(const char *method, const char *endpoint,
   } else if ((rc = ensure_client()) == PCC_CLIENT_OK) {
     /* the endpoint and magic, and a profile name in which every byte may need %XX */
     char magic[2 * PCC_MAGIC_LEN + 1], url[64 + 3 * PCC_PROFILE_NAME_MAX];
-    char *name = profile ? curl_easy_escape(NULL, profile, 0) : NULL;
+    pcc_dynbuf name;
+    pcc_dynbuf_init(&name, 3 * PCC_PROFILE_NAME_MAX + 1);
+    if (profile)
+      pcc_dynbuf_add_escaped(&name, profile, strlen(profile));
+    pcc_dynbuf_add(&name, "", 1);
     pcc_magic_to_hex(&state.magic, magic);
-    int n = name || !profile ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint,
-                                        magic, opt, name ? "&profile=" : "", name ? name : "")
-                             : -1;
-    curl_free(name);
+    int n = name.error == PCC_PROTO_OK
+              ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint, magic, opt,
+                         profile ? "&profile=" : "", (const char *)name.data)
+              : -1;
+    pcc_dynbuf_free(&name);
     if (n < 0 || (size_t)n >= sizeof url) {
       rc = PCC_CLIENT_INVALID;
     } else {
