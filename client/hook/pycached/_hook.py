@@ -23,11 +23,10 @@ fallback hook-error), so a source's own SyntaxError is always CPython's, raised 
 """
 import atexit
 import _imp
-import importlib.util
+import _thread  # not threading, nor importlib.util: each costs a process 1-3 ms at start
 import marshal
 import os
 import sys
-import threading
 from importlib import machinery
 from importlib import _bootstrap_external as _bx
 
@@ -39,7 +38,8 @@ def _import_native():
     failed load behind "cannot import name '_native' from partially initialized module"."""
     package = __name__.rpartition(".")[0]
     try:
-        return importlib.import_module(package + "._native")
+        __import__(package + "._native")
+        return sys.modules[package + "._native"]
     except ImportError as exc:
         here = os.path.dirname(os.path.abspath(__file__))
         if isinstance(exc, ModuleNotFoundError) and exc.name == package + "._native":
@@ -59,7 +59,7 @@ def _import_native():
 
 _native = _import_native()
 
-MAGIC = importlib.util.MAGIC_NUMBER
+MAGIC = _bx.MAGIC_NUMBER
 _ENV_DEFAULTS = {
     "PYCACHED_URL": "",
     "PYCACHED_TIMEOUT_MS": "500",
@@ -80,8 +80,8 @@ _TOKEN_FILE_MAX = _native.TOKEN_FILE_MAX  # bytes of a token file, white space i
 _PROFILE_NAME_MAX = _native.PROFILE_NAME_MAX  # bytes of a profile name
 _PROFILE_TAG_HEX = 16  # hex digits of the digest that tag a shortened or cleaned profile name
 
-_lock = threading.Lock()         # counters
-_bundle_lock = threading.Lock()  # the first import fetches the bundle; others wait for it
+_lock = _thread.allocate_lock()         # counters
+_bundle_lock = _thread.allocate_lock()  # the first import fetches the bundle; others wait for it
 _counters = {}
 _settings = None
 _path_hook = None
@@ -96,8 +96,8 @@ def _after_fork_in_child():
     bundle its parent was still fetching is fetched again, by the child, when it needs it (the
     C part gives the child a connection of its own)."""
     global _lock, _bundle_lock
-    _lock = threading.Lock()
-    _bundle_lock = threading.Lock()
+    _lock = _thread.allocate_lock()
+    _bundle_lock = _thread.allocate_lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
