@@ -376,6 +376,24 @@ static pcc_client_status client_response_status(pcc_client *client, long status,
   return PCC_CLIENT_OK;
 }
 
+/* Takes what a transport returned: the X-Pycached-* headers, a NUL after the body, the error
+ * (response->message) or the status's. Frees response->headers. */
+static pcc_client_status client_finish(pcc_client *client, pcc_client_status rc,
+                                       client_response *response, long *status_out)
+{
+  if (rc == PCC_CLIENT_OK)
+    client_header_lines(client, response->headers.data, response->headers.len);
+  pcc_dynbuf_free(&response->headers);
+  client_body_terminate(client);
+  if (rc != PCC_CLIENT_OK) {
+    rc = client_fail(client, rc, response->message);
+    if (rc == PCC_CLIENT_IO)
+      errno = response->fd_errno;
+    return rc;
+  }
+  return client_response_status(client, response->status, status_out);
+}
+
 /* Performs one request to url: method "GET", "DELETE", or "POST" of body_len bytes of body
  * (NULL: an empty body), with the headers of kind. On PCC_CLIENT_OK the response was 2xx and
  * client->body holds it (possibly empty, data may be NULL), or fd got it when fd >= 0 (at most
@@ -403,17 +421,7 @@ static pcc_client_status client_perform(pcc_client *client, const char *url, con
   pcc_client_status rc = client->transport->perform(client->conn, &request, &response);
   if (written_out)
     *written_out = response.written;
-  if (rc == PCC_CLIENT_OK)
-    client_header_lines(client, response.headers.data, response.headers.len);
-  pcc_dynbuf_free(&response.headers);
-  client_body_terminate(client);
-  if (rc != PCC_CLIENT_OK) {
-    rc = client_fail(client, rc, response.message);
-    if (rc == PCC_CLIENT_IO)
-      errno = response.fd_errno;
-    return rc;
-  }
-  return client_response_status(client, response.status, status_out);
+  return client_finish(client, rc, &response, status_out);
 }
 
 /* ---- URLs ------------------------------------------------------------------------------ */
@@ -592,6 +600,37 @@ pcc_client_status pcc_client_replay_lookup(pcc_client *client, const pcc_magic *
   client_body_terminate(client);
   if (rc == PCC_CLIENT_OK)
     rc = client_response_status(client, status, NULL);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_take_entry(client, magic, opt, source, send_hash, out);
+  return rc;
+}
+
+pcc_client_status pcc_client_replay_response(pcc_client *client, const pcc_magic *magic, int opt,
+                                             const pcc_source *source, bool send_hash,
+                                             const void *bytes, size_t len, pcc_entry **out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (out == NULL || magic == NULL || source == NULL || source->path == NULL ||
+      (bytes == NULL && len > 0))
+    return client_fail(client, PCC_CLIENT_INVALID, "invalid replay argument");
+  if (client->transport->replay == NULL)
+    return client_fail(client, PCC_CLIENT_INVALID, "this client's transport cannot replay");
+  client_response_reset(client);
+  client_request request = {
+    .method = "GET",
+    .url = client->base_url,
+    .headers = client->headers[CLIENT_CODE],
+    .connect_timeout_ms = client->connect_timeout_ms,
+    .timeout_ms = client->timeout_ms,
+    .body_out = &client->body,
+    .fd = -1,
+  };
+  client_response response = {0};
+  pcc_dynbuf_init(&response.headers, PCC_CLIENT_HEADERS_MAX);
+  pcc_client_status rc = client->transport->replay(client->conn, &request, bytes, len, &response);
+  rc = client_finish(client, rc, &response, NULL);
   if (rc == PCC_CLIENT_OK)
     rc = client_take_entry(client, magic, opt, source, send_hash, out);
   return rc;

@@ -263,6 +263,7 @@ const client_transport client_curl_transport = {
   .scheme = "https://",
   .open = curl_open,
   .perform = curl_perform,
+  .replay = NULL,
   .close = curl_close,
 };
 

@@ -582,6 +582,46 @@ static pcc_client_status http_build_head(const client_conn *conn, const client_r
   return PCC_CLIENT_OK;
 }
 
+/* The rest of a response whose head h has been read: its body, and whether the connection
+ * ends with it. */
+static pcc_client_status http_read_rest(client_conn *conn, const client_request *request,
+                                        const http_head *h, int64_t deadline,
+                                        client_response *response)
+{
+  response->status = h->status;
+  conn->close_after = conn->close_after || h->close;
+  if (h->status == 204 || h->status == 304)
+    return PCC_CLIENT_OK;
+  if (h->chunked)
+    return http_read_chunked(conn, request, h->status, deadline, response);
+  if (!h->has_length)
+    conn->close_after = true;
+  return http_read_body(conn, request, h->status, h->has_length ? h->length : UINT64_MAX,
+                        deadline, response);
+}
+
+/* Reads responses up to the final one (at most PCC_CLIENT_INTERIM_MAX 1xx before it) and its
+ * body. *retry is set when a reused connection ended before a byte of the response came. */
+static pcc_client_status http_read_final(client_conn *conn, const client_request *request,
+                                         bool reused, int64_t deadline, bool *retry,
+                                         client_response *response)
+{
+  http_head h = {0};
+  for (int interim = 0;; interim++) {
+    if (interim > PCC_CLIENT_INTERIM_MAX)
+      return http_fail(response, PCC_CLIENT_PROTOCOL, "too many 1xx responses");
+    bool eof = false;
+    pcc_client_status rc = http_read_head(conn, deadline, &eof, &h, response);
+    if (rc != PCC_CLIENT_OK) {
+      *retry = eof && reused && interim == 0 && conn->in_end == 0;
+      return rc;
+    }
+    if (h.status >= 200)
+      break;
+  }
+  return http_read_rest(conn, request, &h, deadline, response);
+}
+
 /* One attempt on the current (or a fresh) connection. *retry is set when a kept-alive
  * connection turned out closed before any byte of a response came back: the caller tries once
  * more on a new one. */
@@ -596,53 +636,72 @@ static pcc_client_status http_attempt(client_conn *conn, const client_request *r
   if (rc != PCC_CLIENT_OK)
     return rc;
   const char *body = request->body ? request->body : "";
-  bool eof = false;
   rc = http_send(conn, head, head_len, body, expect ? 0 : request->body_len, deadline, response);
-  if (rc == PCC_CLIENT_PROTOCOL && reused) {
-    *retry = true;
+  if (rc != PCC_CLIENT_OK) {
+    *retry = rc == PCC_CLIENT_PROTOCOL && reused;
     return rc;
   }
-  http_head h = {0};
-  bool body_sent = !expect;
-  for (int interim = 0; rc == PCC_CLIENT_OK; interim++) {
-    if (!body_sent) { /* wait a while for 100 Continue or an early final answer */
-      int64_t wait_until = http_now_ms() + PCC_CLIENT_CONTINUE_WAIT_MS;
-      client_response scratch = {0};
-      bool ready = conn->in_end > conn->in_start ||
-                   http_wait(conn->fd, POLLIN, wait_until < deadline ? wait_until : deadline,
-                             &scratch) == PCC_CLIENT_OK;
-      if (!ready) {
-        rc = http_send(conn, NULL, 0, body, request->body_len, deadline, response);
-        body_sent = true;
-        continue;
+  if (expect) {
+    /* wait a while for 100 Continue, or for an early final answer (413, 401) */
+    int64_t wait_until = http_now_ms() + PCC_CLIENT_CONTINUE_WAIT_MS;
+    client_response scratch = {0};
+    if (http_wait(conn->fd, POLLIN, wait_until < deadline ? wait_until : deadline, &scratch) ==
+        PCC_CLIENT_OK) {
+      http_head h = {0};
+      bool eof = false;
+      rc = http_read_head(conn, deadline, &eof, &h, response);
+      if (rc != PCC_CLIENT_OK) {
+        *retry = eof && reused && conn->in_end == 0;
+        return rc;
+      }
+      if (h.status >= 200) {
+        conn->close_after = true; /* the body was not sent: the server may still wait for it */
+        return http_read_rest(conn, request, &h, deadline, response);
       }
     }
-    if (interim > PCC_CLIENT_INTERIM_MAX)
-      return http_fail(response, PCC_CLIENT_PROTOCOL, "too many 1xx responses");
-    rc = http_read_head(conn, deadline, &eof, &h, response);
-    if (rc != PCC_CLIENT_OK && eof && reused && interim == 0 && conn->in_end == 0) {
-      *retry = true;
+    rc = http_send(conn, NULL, 0, body, request->body_len, deadline, response);
+    if (rc != PCC_CLIENT_OK)
       return rc;
-    }
-    if (rc != PCC_CLIENT_OK || h.status >= 200)
-      break;
-    if (h.status == 100 && !body_sent) {
-      rc = http_send(conn, NULL, 0, body, request->body_len, deadline, response);
-      body_sent = true;
-    }
+    reused = false; /* bytes of the response may have come: never sent twice */
   }
-  if (rc != PCC_CLIENT_OK)
-    return rc;
-  response->status = h.status;
-  conn->close_after = h.close || !body_sent; /* an unsent body: the server may still wait */
-  if (h.status == 204 || h.status == 304)
-    return PCC_CLIENT_OK;
-  if (h.chunked)
-    return http_read_chunked(conn, request, h.status, deadline, response);
-  if (!h.has_length)
-    conn->close_after = true;
-  return http_read_body(conn, request, h.status, h.has_length ? h.length : UINT64_MAX, deadline,
-                        response);
+  return http_read_final(conn, request, reused, deadline, retry, response);
+}
+
+/* For pcc_client_replay_response: reads `bytes` as the response to request, through a
+ * socketpair, as a response from the server is read. */
+static pcc_client_status http_replay(client_conn *conn, const client_request *request,
+                                     const void *bytes, size_t len, client_response *response)
+{
+  int pair[2];
+  if (len > PCC_CLIENT_REPLAY_MAX)
+    return http_fail(response, PCC_CLIENT_INVALID, "a replayed response is over its limit");
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+    return http_fail_errno(response, PCC_CLIENT_NOMEM, "socketpair", errno);
+  int size = (int)PCC_CLIENT_REPLAY_MAX * 2;
+  setsockopt(pair[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  setsockopt(pair[0], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = send(pair[1], (const char *)bytes + done, len - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    done += (size_t)n;
+  }
+  close(pair[1]); /* the end of the bytes is the server's close */
+  http_disconnect(conn);
+  pcc_client_status rc = PCC_CLIENT_OK;
+  if (done < len)
+    rc = http_fail(response, PCC_CLIENT_NOMEM, "the replayed response does not fit");
+  fcntl(pair[0], F_SETFL, O_NONBLOCK);
+  conn->fd = pair[0];
+  bool retry = false;
+  if (rc == PCC_CLIENT_OK)
+    rc = http_read_final(conn, request, false, http_now_ms() + request->timeout_ms, &retry,
+                         response);
+  http_disconnect(conn);
+  return rc;
 }
 
 static pcc_client_status http_perform(client_conn *conn, const client_request *request,
@@ -686,5 +745,6 @@ const client_transport client_http1_transport = {
   .scheme = "http://",
   .open = http_open,
   .perform = http_perform,
+  .replay = http_replay,
   .close = http_close,
 };

@@ -51,6 +51,10 @@ typedef struct {
   pcc_client_status (*open)(const char *base_url, client_conn **out);
   pcc_client_status (*perform)(client_conn *conn, const client_request *request,
                                client_response *response);
+  /* for tests and fuzzing (may be NULL): reads len bytes (at most PCC_CLIENT_REPLAY_MAX) as
+   * the response to request, the way perform reads one from the server */
+  pcc_client_status (*replay)(client_conn *conn, const client_request *request,
+                              const void *bytes, size_t len, client_response *response);
   void (*close)(client_conn *conn);
 } client_transport;
 

@@ -54,6 +54,7 @@ static const pcc_limit rows[] = {
       "bytes of the status line and headers of a response libpycached reads"),
   ROW(PCC_CLIENT_CHUNK_LINE_MAX, NULL, "bytes of a chunk-size line libpycached reads"),
   ROW(PCC_CLIENT_INTERIM_MAX, NULL, "1xx responses libpycached reads before the final one"),
+  ROW(PCC_CLIENT_REPLAY_MAX, NULL, "bytes of a response pcc_client_replay_response reads"),
   ROW(PCC_CLIENT_CONTINUE_WAIT_MS, NULL,
       "ms libpycached waits for 100 Continue before it sends the body anyway"),
   ROW(PCC_CTL_TIMEOUT_MAX_MS, NULL, "pycachectl --timeout in ms, at most (a download's default)"),
