@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <zstd.h>
 
 #include "pycached.h"
 #include "transport.h"
@@ -29,7 +30,7 @@
 #define CLIENT_SOURCE_RETRIES 3
 #define CLIENT_SOURCE_CHUNK 16384 /* bytes of a source file read at a time */
 #define CLIENT_AUTH_PREFIX "Authorization: Bearer "
-#define CLIENT_HEADER_LINES 5 /* the most header lines of one kind of request, with its NULL */
+#define CLIENT_HEADER_LINES 6 /* the most header lines of one kind of request, with its NULL */
 
 /* The transports, by scheme (transport.h). */
 static const client_transport *const client_transports[] = {
@@ -62,6 +63,7 @@ struct pcc_client {
   /* X-Pycached-* headers of the last response, "" when absent */
   char outcome[16], digest[PCC_DIGEST_HEX_LEN + 1], checksum[17], hash[16], validation[16];
   char compiler[64];
+  char encoding[16]; /* its Content-Encoding, "" when absent */
   /* last error; the strings are owned copies */
   pcc_client_error err;
   char *err_error, *err_message, *err_reason, *err_param, *err_type, *err_role;
@@ -161,6 +163,7 @@ static void client_header_line(pcc_client *client, const char *line, size_t len)
     {"x-pycached-hash:", client->hash, sizeof client->hash},
     {"x-pycached-validation:", client->validation, sizeof client->validation},
     {"x-pycached-compiler:", client->compiler, sizeof client->compiler},
+    {"content-encoding:", client->encoding, sizeof client->encoding},
   };
   for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
     size_t n = strlen(wanted[i].name);
@@ -190,6 +193,34 @@ static void client_header_lines(pcc_client *client, const char *headers, size_t 
     client_header_line(client, headers + at, line);
     at += line;
   }
+}
+
+/* Replaces a body that came with Content-Encoding: zstd by what it decompresses to: one frame
+ * that states its size, at most max_response bytes (checked before anything is allocated). */
+static pcc_client_status client_decode_zstd(pcc_client *client)
+{
+  pcc_dynbuf *body = &client->body;
+  unsigned long long size = body->data ? ZSTD_getFrameContentSize(body->data, body->len)
+                                       : ZSTD_CONTENTSIZE_ERROR;
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
+      ZSTD_findFrameCompressedSize(body->data, body->len) != body->len)
+    return client_fail(client, PCC_CLIENT_PROTOCOL, "a zstd body that is not one sized frame");
+  if (size > client->max_response)
+    return client_fail(client, PCC_CLIENT_TOOBIG,
+                       "the decompressed response is over the client's max_response limit");
+  pcc_dynbuf out;
+  pcc_dynbuf_init(&out, client->max_response + 1);
+  if (pcc_dynbuf_reserve(&out, (size_t)size + 1) != PCC_PROTO_OK)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  size_t n = ZSTD_decompress(out.data, (size_t)size, body->data, body->len);
+  if (ZSTD_isError(n) || n != size) {
+    pcc_dynbuf_free(&out);
+    return client_fail(client, PCC_CLIENT_PROTOCOL, "a damaged zstd body");
+  }
+  pcc_dynbuf_commit(&out, n);
+  pcc_dynbuf_free(body);
+  *body = out;
+  return PCC_CLIENT_OK;
 }
 
 /* Keeps the body NUL-terminated (the NUL is not counted; max_response + 1 leaves room). */
@@ -239,6 +270,7 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   pcc_dynbuf_init(&client->body, client->max_response + 1); /* + 1: the NUL */
   client->raw_pyc = config->raw_pyc;
   client->base_url = strndup(url, url_len);
+  const char *accept_zstd = config->accept_zstd ? "Accept-Encoding: zstd" : NULL;
   if (client->base_url == NULL) {
     pcc_client_close(client);
     return PCC_CLIENT_NOMEM;
@@ -266,7 +298,7 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
     [CLIENT_CODE] = {accept_code, client_header},
     [CLIENT_GET] = {"Accept: application/json", client_header},
     [CLIENT_REQUEST] = {"Content-Type: application/json", "Accept: application/json",
-                        client_header},
+                        client_header, accept_zstd},
     [CLIENT_DOWNLOAD] = {"Accept: application/octet-stream", client_header},
   };
   for (size_t kind = 0; kind < CLIENT_KINDS; kind++) {
@@ -361,7 +393,7 @@ static void client_response_reset(pcc_client *client)
 {
   pcc_dynbuf_free(&client->body);
   client->outcome[0] = client->digest[0] = client->checksum[0] = client->hash[0] = '\0';
-  client->validation[0] = client->compiler[0] = '\0';
+  client->validation[0] = client->compiler[0] = client->encoding[0] = '\0';
 }
 
 /* A response has arrived whole with this status: PCC_CLIENT_OK for a 2xx, else the error it
@@ -384,6 +416,16 @@ static pcc_client_status client_finish(pcc_client *client, pcc_client_status rc,
   if (rc == PCC_CLIENT_OK)
     client_header_lines(client, response->headers.data, response->headers.len);
   pcc_dynbuf_free(&response->headers);
+  if (rc == PCC_CLIENT_OK && client->encoding[0] != '\0') {
+    if (strcasecmp(client->encoding, "zstd") == 0)
+      rc = client_decode_zstd(client);
+    else if (strcasecmp(client->encoding, "identity") != 0)
+      rc = client_fail(client, PCC_CLIENT_PROTOCOL, "a content encoding other than zstd");
+    if (rc != PCC_CLIENT_OK) {
+      client_body_terminate(client);
+      return rc;
+    }
+  }
   client_body_terminate(client);
   if (rc != PCC_CLIENT_OK) {
     rc = client_fail(client, rc, response->message);

@@ -67,6 +67,10 @@ typedef struct {
   bool raw_pyc;            /* lookups and compiles ask for application/x-python-pyc: the body is
                               the pyc itself, metadata in headers (no base64, no JSON to parse);
                               pcc_client_last_body is then the pyc bytes after a hit */
+  bool accept_zstd;        /* pcc_client_request asks for zstd bodies (Accept-Encoding: zstd;
+                              the server compresses bundles); any body that comes with
+                              Content-Encoding: zstd is decompressed, within max_response,
+                              before it is handed out */
 } pcc_client_config;
 
 typedef struct pcc_client pcc_client;

@@ -23,6 +23,7 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <zstd.h>
 
 #include "pycached.h"
 #include "test_helpers.h"
@@ -1031,6 +1032,71 @@ START_TEST(replay_response_is_lookup)
 }
 END_TEST
 
+/* A response whose body is `text` compressed with zstd, with this Content-Encoding. */
+static char *zstd_response(const char *text, const char *encoding, size_t *len)
+{
+  size_t bound = ZSTD_compressBound(strlen(text));
+  char *frame = malloc(bound);
+  ck_assert_ptr_nonnull(frame);
+  size_t n = ZSTD_compress(frame, bound, text, strlen(text), 3);
+  ck_assert(!ZSTD_isError(n));
+  char *out = malloc(n + 256);
+  ck_assert_ptr_nonnull(out);
+  int head = snprintf(out, 256, "HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\n"
+                      "Content-Length: %zu\r\n\r\n", encoding, n);
+  memcpy(out + head, frame, n);
+  free(frame);
+  *len = (size_t)head + n;
+  return out;
+}
+
+/* A zstd body is decompressed within max_response; one over it, a damaged or cut one and an
+ * unknown encoding are refused; accept_zstd asks for it on pcc_client_request only. */
+START_TEST(zstd_bodies)
+{
+  const char *text = "{\"paths\":[\"/srv/app/a.py\",\"/srv/app/b.py\",\"/srv/app/c.py\"]}";
+  size_t len = 0;
+  char *response = zstd_response(text, "zstd", &len);
+  char *body = NULL;
+  CLIENT_RC(get_over(response, len, 0, &body), PCC_CLIENT_OK);
+  ck_assert_str_eq(body, text);
+  free(body);
+  CLIENT_RC(get_over(response, len, strlen(text) - 1, &body), PCC_CLIENT_TOOBIG);
+  response[len - 2] ^= 0x55; /* damaged */
+  CLIENT_RC(get_over(response, len, 0, &body), PCC_CLIENT_PROTOCOL);
+  free(response);
+  response = zstd_response(text, "gzip", &len);
+  CLIENT_RC(get_over(response, len, 0, &body), PCC_CLIENT_PROTOCOL);
+  free(response);
+  const char *not_zstd = "HTTP/1.1 200 OK\r\nContent-Encoding: zstd\r\nContent-Length: 2\r\n\r\nok";
+  CLIENT_RC(get_over(not_zstd, strlen(not_zstd), 0, &body), PCC_CLIENT_PROTOCOL);
+
+  /* the header goes with pcc_client_request of a client with accept_zstd, not without it; a
+   * zstd body is decompressed whatever asked for it */
+  response = zstd_response(text, "zstd", &len);
+  for (int accept = 0; accept < 2; accept++) {
+    fake_server *fs = fake_start_bytes(response, len, 2, 1);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", fs->port);
+    pcc_client_config config = {.base_url = url, .timeout_ms = 5000, .accept_zstd = accept};
+    pcc_client *client = NULL;
+    CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+    size_t body_len = 0;
+    CLIENT_RC(pcc_client_request(client, "GET", "/v1/bundle", NULL, 0, &body, &body_len, NULL),
+              PCC_CLIENT_OK);
+    ck_assert_str_eq(body, text);
+    free(body);
+    CLIENT_RC(pcc_client_get_json(client, "/v1/stats", &body, NULL), PCC_CLIENT_OK);
+    free(body);
+    pcc_client_close(client);
+    fake_stop(fs);
+    ck_assert_msg((strstr(last_request, "Accept-Encoding: zstd\r\n") != NULL) == accept, "%s",
+                  last_request);
+  }
+  free(response);
+}
+END_TEST
+
 static bool libcurl_mapped(void)
 {
   FILE *maps = fopen("/proc/self/maps", "r");
@@ -1535,6 +1601,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, http_reconnects_after_close);
   tcase_add_test(tc, replay_response_is_lookup);
   tcase_add_test(tc, libcurl_only_for_https);
+  tcase_add_test(tc, zstd_bodies);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("access");

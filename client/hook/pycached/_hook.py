@@ -72,6 +72,7 @@ _ENV_DEFAULTS = {
     "PYCACHED_TOKEN": "",
     "PYCACHED_TOKEN_FILE": "",
     "PYCACHED_PROFILE": "",
+    "PYCACHED_BUNDLE_ZSTD": "0",
 }
 # limits from the one table, proto/pcc_limits.h (the extension exports them)
 _MAX_SOURCE = _native.SOURCE_MAX_DEFAULT  # the server's default --max-source
@@ -193,6 +194,7 @@ def read_settings(env=None):
         "debug": env.get("PYCACHED_DEBUG", "0") not in ("", "0"),
         "breaker_seconds": _positive_int(env, "PYCACHED_BREAKER_SECONDS"),
         "profile": _profile_setting(env.get("PYCACHED_PROFILE", "")) or default_profile(),
+        "bundle_zstd": env.get("PYCACHED_BUNDLE_ZSTD", "0") not in ("", "0"),
     }
     conf["token"], conf["token_source"] = _read_token(env)
     return conf
@@ -426,7 +428,8 @@ def install(env=None):
     try:
         _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
                           conf["readonly"], conf["validation"] == "hash",
-                          float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
+                          float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"],
+                          bundle_zstd=conf["bundle_zstd"])
     except ValueError as exc:  # e.g. a URL over 2048 bytes
         sys.stderr.write("pycached: hook not installed: %s\n" % exc)
         return False
