@@ -31,8 +31,8 @@ sanitize=(-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover
 cflags=(-std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -DPCC_VERSION='"fuzz"'
         -Wall -Wextra -Werror "${sanitize[@]}"
         -I"$root/proto" -I"$root/compiler" -I"$root/server" -I"$root/client"
-        $(pkg-config --cflags libcjson libxxhash libsodium libcrypto libcurl))
-libs=($(pkg-config --libs libcjson libxxhash libsodium libcrypto) -ldl -pthread -lm)  # libcurl: dlopen
+        $(pkg-config --cflags libcjson libxxhash libsodium libcrypto libcurl libzstd))
+libs=($(pkg-config --libs libcjson libxxhash libsodium libzstd) -ldl -pthread -lm)  # libcurl, libcrypto: dlopen
 
 # The sources under test, one object each, instrumented for coverage.
 sources=("$root"/proto/*.c "$root/compiler/reply.c" "$root/server/bodies.c"

@@ -182,6 +182,13 @@ def seeds():
                                    b'{"error":"miss","message":"nothing cached","reason":"absent"}',
         "http_two_lengths": b"\x0e" + b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
                             b"Content-Length: 4\r\n\r\nabcd",
+        # a zstd body (`zstd -3 --no-check` of the miss error above, as a file: the frame states
+        # its size), decompressed by client.c
+        "http_zstd_miss": b"\x0c" + b"HTTP/1.1 404 Not Found\r\nContent-Encoding: zstd\r\n"
+                          b"Content-Length: 70\r\n\r\n" + bytes.fromhex(
+                              "28b52ffd203de901007b226572726f72223a226d697373222c226d657373616765"
+                              "223a226e6f7468696e6720636163686564222c22726561736f6e223a2261627365"
+                              "6e74227d"),
     }
     return out
 
