@@ -15,6 +15,12 @@
 
 #include "proto_internal.h"
 
+/* Inputs shorter than this are hashed by libsodium (portable C, already loaded), longer ones by
+ * libcrypto: SHA-256 both, the same bytes; a short digest (the hook's profile name of a
+ * `python3 -c` program, a small module) never loads libcrypto, and a long one gets the CPU's SHA
+ * extensions. */
+#define HASH_SMALL 4096
+
 #define HASH_STR(x) #x
 #define HASH_SONAME(major) "libcrypto.so." HASH_STR(major)
 
@@ -77,8 +83,9 @@ void pcc_digest_compute(const void *data, size_t len, pcc_digest *out)
    * 3's one-shot SHA256() goes through EVP and initialises its providers at the first call,
    * 1.0 ms of every process (the hook's first digest names the profile of a `python3 -c`
    * program), for the same speed on sympy's sources (issue 12). */
-  pthread_once(&hash_crypto_once, hash_crypto_load);
-  if (hash_crypto.init == NULL) { /* no libcrypto: libsodium's portable SHA-256, the same bytes */
+  if (len >= HASH_SMALL)
+    pthread_once(&hash_crypto_once, hash_crypto_load);
+  if (len < HASH_SMALL || hash_crypto.init == NULL) { /* libsodium's SHA-256: the same bytes */
     crypto_hash_sha256(out->bytes, data, len);
     return;
   }

@@ -18,7 +18,9 @@ is a link simulated by a proxy on loopback that sends the server's bytes no fast
 Also printed: the sizes of both forms, zstd's decompression speed on this machine (`zstd -b`
 at the server's level, 3), and the link rate below which zstd pays, from the figures of this run:
 B* = D * (1 - Sz/S) (D decompression speed, Sz and S the compressed and plain sizes): zstd saves
-(S - Sz)/B of transfer and costs S/D of decompression.
+(S - Sz)/B of transfer and costs S/D of decompression; and the same from what zstd costs the
+client on loopback (the difference of the medians, decompression and its buffer included):
+B* = (S - Sz) / cost.
 
 Exit status: 0 (whatever the figures), 1 when a run failed, 2 on a setup error.
 """
@@ -227,6 +229,12 @@ def main():
     crossover = speed * (1 - zstd_len / plain_len)
     print("zstd -b3 decompression on this machine: %.0f MB/s; zstd pays on links slower than "
           "B* = %.0f MB/s (%.1f Gbit/s)" % (speed, crossover, crossover * 8 / 1000))
+    loop = results["loopback"]
+    cost = statistics.median(loop[True]) - statistics.median(loop[False])
+    if cost > 0:
+        print("from the loopback medians: zstd costs the client %.1f ms more; it saves that on "
+              "links slower than %.0f MB/s ((S - Sz) / cost)" % (
+                  cost, (plain_len - zstd_len) / 1e6 / (cost / 1000)))
     return 0
 
 

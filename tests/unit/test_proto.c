@@ -48,9 +48,10 @@ static bool mapped(const char *name)
   return found;
 }
 
-/* libcrypto is loaded by the first digest, not before (a process that never hashes, like an
- * interpreter that imports nothing through the hook, never pays for it), and its SHA-256 is
- * libsodium's, the fallback without libcrypto, at every length around the block boundaries. */
+/* libcrypto is loaded by the first digest of 4 KiB or more, not before (a process that never
+ * hashes a source, like an interpreter that imports nothing through the hook, never pays for
+ * it), and every length gives libsodium's SHA-256 (shorter inputs, and the fallback without
+ * libcrypto), around the block boundaries and the switch between the two. */
 START_TEST(test_digest_loads_libcrypto_late)
 {
   ck_assert(!mapped("libcrypto"));
@@ -58,9 +59,12 @@ START_TEST(test_digest_loads_libcrypto_late)
   for (size_t i = 0; i < sizeof data; i++)
     data[i] = (uint8_t)(i * 131 + (i >> 9));
   pcc_digest digest;
-  pcc_digest_compute(data, 1, &digest);
+  pcc_digest_compute(data, 4095, &digest);
+  ck_assert(!mapped("libcrypto"));
+  pcc_digest_compute(data, 4096, &digest);
   ck_assert(mapped("libcrypto"));
-  const size_t lengths[] = {0, 1, 55, 56, 63, 64, 65, 127, 128, 4095, 65536, sizeof data};
+  const size_t lengths[] = {0, 1, 55, 56, 63, 64, 65, 127, 128, 4095, 4096, 4097, 65536,
+                            sizeof data};
   for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
     uint8_t expected[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(expected, data, lengths[i]);
