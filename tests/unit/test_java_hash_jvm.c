@@ -55,7 +55,7 @@ START_TEST(test_java_hash_equals_the_jvm)
   if (java == NULL || *java == '\0')
     java = "/usr/bin/java";
   ck_assert_msg(access(java, X_OK) == 0,
-                "%s is missing (deploy/install-deps.sh installs a JDK: default-jdk-headless)",
+                "%s is missing (deploy/install-deps.sh installs a JDK: openjdk-17-jdk-headless)",
                 java);
   char dir[PATH_CAP], source[PATH_CAP + 16];
   static char paths[FILES][PATH_CAP + 16];
