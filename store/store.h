@@ -140,7 +140,9 @@ pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, in
  * transaction: both or neither. With blob NULL the blob must be stored already:
  * PCC_STORE_NOTFOUND (nothing written) when it is not (e.g. evicted meanwhile). A blob no version
  * names any more (the dropped or replaced ones) is deleted in the same transaction.
- * PCC_STORE_FULL when the write would use the pages kept for deletions. */
+ * PCC_STORE_FULL when the write would use the pages kept for deletions. Safe to call from many
+ * threads: concurrent puts share one commit (store.c, "puts"), each durable when it answers OK
+ * and each with its own status (one that fails is undone alone). Blocks until its commit. */
 pcc_store_status pcc_store_put(pcc_store *store, const char *ns, const pcc_magic *magic, int opt,
                                const char *path, size_t path_len, const pcc_path_record *record,
                                const pcc_blob *blob);
@@ -158,6 +160,9 @@ typedef struct {
   uint64_t map_size;  /* the most the file may grow to */
   uint64_t max_size;  /* the payload bytes eviction keeps the store under; 0: none */
   uint64_t evictions; /* blobs evicted since the store was opened */
+  uint64_t puts;      /* pcc_store_put calls that committed since the store was opened */
+  uint64_t put_commits; /* the write transactions they took: fewer when concurrent puts shared
+                           one (group commits, store.c "puts") */
   bool damaged;        /* the file is damaged: every call answers PCC_STORE_DAMAGED */
   uint64_t corruptions; /* damaged records and faults met since the store was opened */
 } pcc_store_stats;

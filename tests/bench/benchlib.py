@@ -56,6 +56,18 @@ def rss_anon_kib(pid):
     return 0
 
 
+def write_bytes(pid):
+    """write_bytes of /proc/PID/io: the bytes pid has sent to the storage layer; 0 when gone."""
+    try:
+        with open("/proc/%d/io" % pid) as io:
+            for line in io:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def open_fds(pid):
     """How many descriptors pid holds (ls /proc/PID/fd | wc -l); 0 when it is gone."""
     try:
