@@ -30,8 +30,9 @@
  *                       (the clock of uses at the update: the order of updates)
  *
  *   meta "format": u32 STORE_FORMAT. A store of another format (1: XXH3-128 digests, one
- *   version a path, no namespaces; 2: no references, profiles as one value) is emptied at open:
- *   it is a cache, its entries come back.
+ *   version a path, no namespaces, no meta table; 2: no references, profiles as one value) is
+ *   emptied at open: it is a cache, its entries come back. A meta without a well-formed format
+ *   record, or a store of this format with a table missing, is damaged (open_in).
  *   meta "fig" magic[4]: entries u64 | blobs u64 | bytes u64, the figures of one magic, updated
  *   in the transaction that changes them (so that stats need no scan).
  */
@@ -874,21 +875,28 @@ static int open_in(reader *r, void *arg)
   if (mdb_rc != MDB_NOTFOUND)
     return mdb_rc;
   mdb_rc = mdb_dbi_open(r->txn, "meta", 0, &store->meta);
-  if (mdb_rc != MDB_SUCCESS)
-    return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc; /* a new store */
+  if (mdb_rc != MDB_SUCCESS) /* a new store, or one of format 1 (it had no meta) */
+    return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+  /* Every format since 2 writes meta, its format record (a u32, never 0) and all its tables in
+   * one transaction: a meta without a well-formed record, or a table of this format missing,
+   * is damage (a flipped byte in a key or a table's name), not a store to empty or to create
+   * anew (which the drill saw: `profiles` renamed by a flip, and the store called empty). */
   static const char name[] = "format";
   key = (MDB_val){sizeof name - 1, (void *)name};
   mdb_rc = checked_get(r->txn, store->meta, &key, &value);
-  if (mdb_rc == MDB_SUCCESS && value.mv_size == sizeof o->format)
-    memcpy(&o->format, value.mv_data, sizeof o->format);
-  else if (mdb_rc != MDB_SUCCESS && mdb_rc != MDB_NOTFOUND)
-    return mdb_rc;
+  if (mdb_rc != MDB_SUCCESS)
+    return mdb_rc == MDB_NOTFOUND ? MDB_CORRUPTED : mdb_rc;
+  if (value.mv_size != sizeof o->format)
+    return MDB_CORRUPTED;
+  memcpy(&o->format, value.mv_data, sizeof o->format);
+  if (o->format == 0)
+    return MDB_CORRUPTED;
   if (o->format != STORE_FORMAT)
     return MDB_SUCCESS;
   for (int t = 0; t < N_TABLES; t++) {
     mdb_rc = mdb_dbi_open(r->txn, TABLE_NAMES[t], TABLE_FLAGS[t], &store->dbi[t]);
     if (mdb_rc != MDB_SUCCESS)
-      return mdb_rc == MDB_NOTFOUND ? MDB_SUCCESS : mdb_rc;
+      return mdb_rc == MDB_NOTFOUND ? MDB_CORRUPTED : mdb_rc;
   }
   o->ready = true;
   r->commit = true;

@@ -719,42 +719,76 @@ START_TEST(test_namespaces_are_separate)
 }
 END_TEST
 
-/* Deletes the format record (a store of format 1 had none: 0) or sets it to format. */
-static void set_format(const char *store_dir, int format)
+/* What edit_store does to a closed store, directly through LMDB. */
+typedef enum {
+  EDIT_FORMAT,        /* sets the format record to `value` (a u32) */
+  EDIT_FORMAT_SHORT,  /* sets it to 2 bytes */
+  EDIT_NO_FORMAT,     /* deletes the format record, keeps meta */
+  EDIT_NO_META,       /* drops the meta table: a store of format 1 had none */
+  EDIT_NO_PROFILES,   /* drops the profiles table */
+} store_edit;
+
+static void edit_store(const char *store_dir, store_edit edit, uint32_t value)
 {
   MDB_env *env;
   MDB_txn *txn;
-  MDB_dbi meta;
+  MDB_dbi dbi;
   ck_assert_int_eq(mdb_env_create(&env), 0);
   mdb_env_set_maxdbs(env, 16);
   ck_assert_int_eq(mdb_env_open(env, store_dir, 0, 0640), 0);
   ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  ck_assert_int_eq(mdb_dbi_open(txn, edit == EDIT_NO_PROFILES ? "profiles" : "meta",
+                                edit == EDIT_NO_PROFILES ? MDB_DUPSORT : 0, &dbi), 0);
   MDB_val key = {6, (void *)"format"};
-  uint32_t value = (uint32_t)format;
-  MDB_val val = {sizeof value, &value};
-  if (format == 0)
-    ck_assert_int_eq(mdb_del(txn, meta, &key, NULL), 0);
+  MDB_val val = {edit == EDIT_FORMAT_SHORT ? 2 : sizeof value, &value};
+  if (edit == EDIT_NO_FORMAT)
+    ck_assert_int_eq(mdb_del(txn, dbi, &key, NULL), 0);
+  else if (edit == EDIT_NO_META || edit == EDIT_NO_PROFILES)
+    ck_assert_int_eq(mdb_drop(txn, dbi, 1), 0);
   else
-    ck_assert_int_eq(mdb_put(txn, meta, &key, &val, 0), 0);
+    ck_assert_int_eq(mdb_put(txn, dbi, &key, &val, 0), 0);
   ck_assert_int_eq(mdb_txn_commit(txn), 0);
   mdb_env_close(env);
+}
+
+/* Entries in the paths table of a closed store, read directly through LMDB. */
+static size_t count_paths(const char *store_dir)
+{
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  MDB_stat st;
+  ck_assert_int_eq(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 16);
+  ck_assert_int_eq(mdb_env_open(env, store_dir, MDB_RDONLY, 0640), 0);
+  ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+  ck_assert_int_eq(mdb_dbi_open(txn, "paths", 0, &dbi), 0);
+  ck_assert_int_eq(mdb_stat(txn, dbi, &st), 0);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return st.ms_entries;
+}
+
+/* The fixture's store with one entry, closed. */
+static void one_entry_closed(pcc_path_record *record, pcc_blob *blob)
+{
+  make_entry("f = 1\n", record, blob);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/f.py", 5, record, blob),
+           pcc_store_strerror);
+  pcc_store_close(store);
+  store = NULL;
 }
 
 START_TEST(test_store_format)
 {
   pcc_path_record record, got;
   pcc_blob blob;
-  make_entry("f = 1\n", &record, &blob);
-  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/f.py", 5, &record, &blob),
-           pcc_store_strerror);
-  pcc_store_close(store);
-  store = NULL;
+  one_entry_closed(&record, &blob);
   /* a store written by a newer pycached is refused, and left as it was */
-  set_format(dir, 99);
+  edit_store(dir, EDIT_FORMAT, 99);
   ck_assert_int_eq(pcc_store_open(dir, NULL, &store), PCC_STORE_FORMAT);
-  /* a store of the older format (no format record) is emptied, then used */
-  set_format(dir, 0);
+  /* a store of an older format (2) is emptied, then used */
+  edit_store(dir, EDIT_FORMAT, 2);
   CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
   ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/f.py", 5, &got),
                    PCC_STORE_NOTFOUND);
@@ -763,6 +797,41 @@ START_TEST(test_store_format)
   pcc_store_close(store);
   CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror); /* this format: kept */
   CHECK_RC(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/f.py", 5, &got), pcc_store_strerror);
+  pcc_store_close(store);
+  store = NULL;
+  /* a store of format 1 (no meta table) is emptied too */
+  edit_store(dir, EDIT_NO_META, 0);
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
+  ck_assert_int_eq(pcc_store_get_path(store, NULL, &MAGIC_311, 0, "/f.py", 5, &got),
+                   PCC_STORE_NOTFOUND);
+}
+END_TEST
+
+/* A damaged format record or table list is damage: the store is neither emptied as if it were
+ * of an older format nor given new tables, read-only (--verify-store) or not. Before, all three
+ * opened: the store was emptied (no format record, a short one) or a fresh `profiles` made,
+ * and --verify-store called it "empty, or of an older format" (drill_corruption.py, a flip in
+ * the name `profiles`). */
+START_TEST(test_store_format_damage)
+{
+  static const store_edit edits[] = {EDIT_NO_FORMAT, EDIT_FORMAT_SHORT, EDIT_NO_PROFILES};
+  pcc_store_config read_only = {.read_only = true};
+  pcc_path_record record;
+  pcc_blob blob;
+  for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+    if (i > 0) { /* a fresh store with one entry */
+      test_remove_tree(dir);
+      test_make_tmpdir(dir, sizeof dir, "store-format");
+      CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
+    }
+    one_entry_closed(&record, &blob);
+    edit_store(dir, edits[i], 3);
+    ck_assert_int_eq(pcc_store_open(dir, &read_only, &store), PCC_STORE_DAMAGED);
+    ck_assert_ptr_null(store);
+    ck_assert_int_eq(pcc_store_open(dir, NULL, &store), PCC_STORE_DAMAGED);
+    ck_assert_ptr_null(store);
+    ck_assert_uint_eq(count_paths(dir), 1); /* nothing was dropped */
+  }
 }
 END_TEST
 
@@ -1436,6 +1505,7 @@ int main(void)
   tcase_add_test(tc, test_versions_of_a_path);
   tcase_add_test(tc, test_namespaces_are_separate);
   tcase_add_test(tc, test_store_format);
+  tcase_add_test(tc, test_store_format_damage);
   tcase_add_test(tc, test_eviction_keeps_bytes_under_max);
   tcase_add_test(tc, test_eviction_takes_versions_and_shared_paths);
   tcase_add_test(tc, test_shared_blobs_are_reference_counted);
