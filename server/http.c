@@ -42,7 +42,7 @@
 #define HTTP_STREAM_BLOCK 65536 /* the buffer libmicrohttpd fills from a STREAM answer's producer */
 #define HTTP_SWEEP_MS 100       /* how often deadlines are checked */
 #define HTTP_BUSY_RETRY "1"     /* Retry-After of a 503 busy, in seconds */
-#define HTTP_SPARE_FDS 256      /* descriptors besides connections: store, workers, epoll, ... */
+#define HTTP_SPARE_FDS 256      /* descriptors besides connections: store, workers, eventfds, ... */
 
 /* One route of the table, with the state of its feature and its 405 answer (built once per
  * path, shared by the rows of that path). */
@@ -933,8 +933,13 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
   struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);
   /* no listening socket of its own: listener.c accepts (libmicrohttpd's accept loop spins when
-   * out of descriptors); MHD_USE_ITC wakes a thread of the pool for each added connection */
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+   * out of descriptors); MHD_USE_ITC wakes a thread of the pool for each added connection.
+   * poll, not epoll: 0.9.75's epoll loop takes 128 events a call and, after a full batch, calls
+   * again with the blocking timeout (the idle timeout) before it serves the events it has, so
+   * a thread with 128 or 256 connections ready at once served none of them until another event
+   * came (40 requests/s at 256 connections on one thread; test_connections.py, (f)). Under load
+   * poll's scan of every connection was not measurable against epoll (docs/BENCHMARKS.md). */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
                    MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
   struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
