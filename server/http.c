@@ -168,14 +168,12 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
                                   pcc_answer *answer)
 {
   pcc_entry_view view;
-  uint8_t *pyc = pcc_answer_entry_view(params, answer, &view);
-  if (pyc == NULL)
-    return MHD_NO;
+  const uint8_t *pyc = pcc_answer_entry_view(params, answer, &view);
   pcc_answer_header(answer, "X-Pycached-Outcome", answer->outcome);
   if (!wants_raw_pyc(connection)) {
-    cJSON *json = pcc_entry_to_json(&view);
-    free(pyc);
-    return queue(connection, 200, json_response(json), "application/json", answer);
+    size_t len = 0;
+    char *text = pcc_entry_to_json_text(&view, &len);
+    return queue(connection, 200, owned_response(text, len), "application/json", answer);
   }
   char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16];
   char etag[PCC_DIGEST_HEX_LEN + 24];
@@ -183,8 +181,14 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
   pcc_checksum_to_hex(view.checksum, checksum_hex);
   snprintf(hash_text, sizeof hash_text, "%d", (int)view.hash);
   snprintf(etag, sizeof etag, "\"%s-%s\"", digest_hex, checksum_hex);
-  struct MHD_Response *response = owned_response((char *)pyc, view.pyc_len);
-  if (response != NULL) {
+  /* the pyc is sent from the blob it was built in, which the response frees once sent */
+  pcc_blob *blob = answer->blob;
+  answer->blob = NULL;
+  struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
+    view.pyc_len, (void *)pyc, free, blob);
+  if (response == NULL)
+    free(blob);
+  else {
     MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
     MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
     MHD_add_response_header(response, "X-Pycached-Hash", hash_text);
