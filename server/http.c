@@ -186,17 +186,17 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
   answer->blob = NULL;
   struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
     view.pyc_len, (void *)pyc, free, blob);
-  if (response == NULL)
+  if (response == NULL) {
     free(blob);
-  else {
-    MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
-    MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
-    MHD_add_response_header(response, "X-Pycached-Hash", hash_text);
-    MHD_add_response_header(response, "X-Pycached-Validation",
-                            view.hash_checked ? "hash" : "timestamp");
-    MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
+    return MHD_NO;
   }
+  MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
+  MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
+  MHD_add_response_header(response, "X-Pycached-Hash", hash_text);
+  MHD_add_response_header(response, "X-Pycached-Validation",
+                          view.hash_checked ? "hash" : "timestamp");
+  MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
+  MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
   return queue(connection, 200, response, "application/x-python-pyc", answer);
 }
 
