@@ -69,6 +69,7 @@
 #define PAGE_HEADER 16     /* LMDB's page header: an overflow page holds page size - 16 bytes */
 #define BLOB_VERSION 2
 #define BLOB_HEADER_LEN 40
+_Static_assert(BLOB_HEADER_LEN >= PCC_BLOB_HEADROOM, "a blob's headroom is its parsed header");
 #define USE_VALUE_LEN 16
 #define INFO_VALUE_LEN 24
 #define FIG_KEY_LEN (3 + PCC_MAGIC_LEN)
@@ -1630,6 +1631,7 @@ static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, p
   memcpy(blob->compiler, v + BLOB_HEADER_LEN, compiler_len);
   blob->compiler[compiler_len] = '\0';
   v[total] = '\0'; /* convenient for error JSON; not counted in payload_len */
+  /* the header before the payload has been read: it is the headroom (PCC_BLOB_HEADROOM) */
   blob->payload = v + BLOB_HEADER_LEN + compiler_len;
   blob->payload_len = total - BLOB_HEADER_LEN - compiler_len;
   *out = blob;

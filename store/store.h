@@ -100,6 +100,9 @@ typedef enum {
 } pcc_blob_kind;
 
 #define PCC_COMPILER_NAME_MAX 63
+/* Bytes of a blob's allocation right before its payload that its holder may overwrite: room for
+ * a pyc header, so that a served pyc is built in place (server/answer.c), without a copy. */
+#define PCC_BLOB_HEADROOM PCC_PYC_HEADER_LEN
 
 typedef struct {
   pcc_blob_kind kind;
@@ -127,7 +130,8 @@ pcc_store_status pcc_store_get_path(pcc_store *store, const char *ns, const pcc_
                                     pcc_path_record *out);
 
 /* Looks up the blob of (magic, opt, digest) and verifies its checksum. On PCC_STORE_OK *out is
- * a heap copy (the payload lives in the same allocation); free it with free(), and the use is
+ * a heap copy (the payload lives in the same allocation, after PCC_BLOB_HEADROOM bytes the caller
+ * may overwrite); free it with free(), and the use is
  * recorded (pcc_store_touch). PCC_STORE_CORRUPT: the record fails its checksum or does not
  * parse; it is counted and nothing is written (a lookup never writes): every read of it answers
  * PCC_STORE_CORRUPT until a pcc_store_put with the blob replaces it. */

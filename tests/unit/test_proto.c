@@ -3,6 +3,8 @@
  * and the JSON forms. */
 #include <math.h>
 
+#include <sodium.h>
+
 #include "proto.h"
 #include "proto_internal.h"
 #include "test_helpers.h"
@@ -291,6 +293,31 @@ START_TEST(test_entry_json_round_trip)
 }
 END_TEST
 
+/* The text written with the base64 in place is the object cJSON prints, byte for byte, for every
+ * length of a pyc's last base64 group (and an empty pyc). */
+START_TEST(test_entry_json_text_is_the_printed_object)
+{
+  uint8_t pyc[64];
+  for (size_t len = 0; len <= 40; len++) {
+    pcc_entry_view view = sample_entry(pyc, sizeof pyc);
+    for (size_t i = 16; i < sizeof pyc; i++)
+      pyc[i] = (uint8_t)(i * 37 + len);
+    view.pyc_len = len;
+    view.checksum = pcc_checksum(pyc, len);
+    cJSON *json = pcc_entry_to_json(&view);
+    char *printed = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    size_t text_len = 0;
+    char *text = pcc_entry_to_json_text(&view, &text_len);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_str_eq(text, printed);
+    ck_assert_uint_eq(text_len, strlen(printed));
+    free(text);
+    free(printed);
+  }
+}
+END_TEST
+
 /* A consistent checksum over a header that does not match the entry's mtime is rejected. */
 START_TEST(test_entry_json_header_mismatch)
 {
@@ -381,6 +408,21 @@ START_TEST(test_base64)
   free(bytes);
   free(text);
   ck_assert_int_eq(pcc_base64_decode("AP8*", 4, &bytes, &len), PCC_PROTO_INVALID);
+  /* the table encoder writes what libsodium's does, for every length of the last group */
+  uint8_t data[100];
+  char reference[sizeof data / 3 * 4 + 8];
+  for (size_t n = 0; n <= sizeof data; n++) {
+    for (size_t i = 0; i < n; i++)
+      data[i] = (uint8_t)(i * 151 + n * 7);
+    sodium_bin2base64(reference, sizeof reference, data, n, sodium_base64_VARIANT_ORIGINAL);
+    text = pcc_base64_encode(data, n);
+    ck_assert_str_eq(text, reference);
+    ck_assert_int_eq(pcc_base64_decode(text, strlen(text), &bytes, &len), PCC_PROTO_OK);
+    ck_assert_uint_eq(len, n);
+    ck_assert(n == 0 || memcmp(bytes, data, n) == 0);
+    free(bytes);
+    free(text);
+  }
 }
 END_TEST
 
@@ -538,6 +580,7 @@ int main(void)
   tcase_add_test(tc, test_params_invalid);
   tcase_add_test(tc, test_entry_json_round_trip);
   tcase_add_test(tc, test_entry_json_header_mismatch);
+  tcase_add_test(tc, test_entry_json_text_is_the_printed_object);
   tcase_add_test(tc, test_entry_json_numbers_out_of_range);
   tcase_add_test(tc, test_double_to_i64);
   tcase_add_test(tc, test_base64);
