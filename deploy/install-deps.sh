@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs, with apt-get, the Debian packages pycached needs to build, run and
-# test (wrk and nginx: tests/bench/bench_load.py), skipping the ones already installed. Runs as
-# root (or through sudo when available).
+# test (wrk and nginx: tests/bench/bench_load.py; a JDK, bookworm's default: the proto-jvm test),
+# skipping the ones already installed. Runs as root (or through sudo when available).
 set -euo pipefail
 
 packages=(
@@ -13,6 +13,7 @@ packages=(
   chromium nodejs pypy3 pypy3-dev python3-sympy libpython3.11-testsuite
   clang libclang-rt-dev
   wrk nginx
+  openjdk-17-jdk-headless
 )
 # The admin page's browser test needs npm; a nodejs from NodeSource bundles it (and conflicts with
 # Debian's npm package), Debian's own nodejs does not.

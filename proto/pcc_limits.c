@@ -109,6 +109,9 @@ static const pcc_limit rows[] = {
   ROW(PCC_DELETE_BATCH, NULL, "path entries one deletion transaction removes, at most"),
   ROW(PCC_STORE_CHECK_SECONDS, NULL, "seconds the check of the store at start walks it, at most"),
   ROW(PCC_EVICT_BATCH, NULL, "references one eviction transaction removes, at most"),
+  ROW(PCC_STORE_GROUP_MAX, NULL, "concurrent puts one group commit of the store writes, at most"),
+  ROW(PCC_STORE_GROUP_BYTES, NULL, "bytes of values one group commit writes, at most (a larger "
+      "put is a group of its own)"),
   ROW(PCC_PROFILES_MAX_DEFAULT, "--max-profiles", "profiles kept (the least recently updated go)"),
   ROW(PCC_PROFILE_DAYS_DEFAULT, "--profile-days", "days a profile that is not updated is kept"),
   ROW(PCC_PROFILE_PATH_MAX, NULL, "bytes of a path a profile records (longer ones are left out)"),

@@ -154,6 +154,9 @@
 #define PCC_DELETE_BATCH 4096         /* path entries one deletion transaction removes, at most */
 #define PCC_STORE_CHECK_SECONDS 2     /* seconds the check of the store at start walks it, at most */
 #define PCC_EVICT_BATCH 1024          /* references one eviction transaction removes, at most */
+#define PCC_STORE_GROUP_MAX 64        /* concurrent puts one group commit writes, at most */
+#define PCC_STORE_GROUP_BYTES (64 * PCC_MIB) /* bytes of values one group commit writes, at most
+                                                (a larger put is a group of its own) */
 #define PCC_PROFILES_MAX_DEFAULT 10000 /* option --max-profiles: profiles kept (the least recently
                                           updated go first) */
 #define PCC_PROFILE_DAYS_DEFAULT 30   /* option --profile-days: days an unchanged profile is kept */

@@ -84,7 +84,7 @@ static const option_spec options[] = {
   {"max-source", OPT_BYTES, "BYTES", NULL, PCC_SOURCE_MAX_DEFAULT, 1, PCC_SOURCE_MAX_CEILING,
    FIELD(max_source),
    "largest source accepted (413 beyond)", 0, 0},
-  {"threads", OPT_NUMBER, "N", NULL, 4, 1, 256, FIELD(threads), "HTTP threads (epoll thread pool)",
+  {"threads", OPT_NUMBER, "N", NULL, 4, 1, 256, FIELD(threads), "HTTP threads (poll thread pool)",
    0, 0},
   {"max-connections", OPT_NUMBER, "N", NULL, PCC_CONNECTIONS_DEFAULT, 1, 65536,
    FIELD(max_connections),
