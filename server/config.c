@@ -105,7 +105,8 @@ static const option_spec options[] = {
   {"worker-user", OPT_STRING, "USER", NULL, 0, 0, 0, FIELD(worker_user),
    "user the compiler workers run as (default when started as root: a uid of their own)", 0, 0},
   {"worker-recycle", OPT_NUMBER, "N", NULL, PCC_WORKER_COMPILES_DEFAULT, 1, 1000000000,
-   FIELD(worker_recycle), "compiles after which a compiler worker is replaced by a fresh one", 0, 0},
+   FIELD(worker_recycle), "compiles after which a compiler worker is replaced by a fresh one", 0,
+   0},
   {"worker-rss", OPT_BYTES, "BYTES", NULL, PCC_WORKER_RSS_DEFAULT, 0, 1ull << 40,
    FIELD(worker_rss),
    "a compiler worker whose anonymous resident memory passes this after a compile is replaced "
@@ -272,7 +273,7 @@ static void print_limits(void)
            limits[i].option ? limits[i].option : "-", limits[i].what);
 }
 
-/* ---- values ----------------------------------------------------------------------------------- */
+/* ---- values ------------------------------------------------------------------------------- */
 
 /* Parses a byte size: a whole number with an optional K, M, G or T suffix, or KB, MB, GB or TB
  * (powers of 1024 either way; any case). False when it is none, or past UINT64's range. */
@@ -661,10 +662,10 @@ static bool listen_host(const char *text, listen_spec *out, char *why, size_t wh
     return false;
   }
   const struct addrinfo *pick = NULL;
-  for (const struct addrinfo *a = found; a != NULL; a = a->ai_next)
-    if (a->ai_family == AF_INET || (pick == NULL && a->ai_family == AF_INET6))
-      if (pick == NULL || pick->ai_family != AF_INET)
-        pick = a;
+  for (const struct addrinfo *a = found; a != NULL && (pick == NULL || pick->ai_family != AF_INET);
+       a = a->ai_next)
+    if (a->ai_family == AF_INET || (a->ai_family == AF_INET6 && pick == NULL))
+      pick = a; /* the first IPv4 one ends the walk */
   if (pick != NULL && pick->ai_family == AF_INET)
     inet_ntop(AF_INET, &((const struct sockaddr_in *)pick->ai_addr)->sin_addr, out->address,
               sizeof out->address);
