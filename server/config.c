@@ -273,7 +273,7 @@ static void print_limits(void)
            limits[i].option ? limits[i].option : "-", limits[i].what);
 }
 
-/* ---- values ------------------------------------------------------------------------------- */
+/* ---- values --------------------------------------------------------------------------------- */
 
 /* Parses a byte size: a whole number with an optional K, M, G or T suffix, or KB, MB, GB or TB
  * (powers of 1024 either way; any case). False when it is none, or past UINT64's range. */
@@ -408,7 +408,7 @@ static size_t option_at(size_t offset)
   return i; /* the table has every field asked for (a unit test walks them) */
 }
 
-/* ---- the file and the environment --------------------------------------------------------- */
+/* ---- the file and the environment ----------------------------------------------------------- */
 
 /* Strips white space from both ends of s, in place. */
 static char *trim(char *s)
@@ -563,7 +563,7 @@ static bool env_option(parse_state *st, size_t i)
   }
 }
 
-/* ---- --listen ------------------------------------------------------------------------------ */
+/* ---- --listen ------------------------------------------------------------------------------- */
 
 /* What --listen names: the numeric address, the host as given when it is not that text (a
  * name), and the port when it names one. */
@@ -749,7 +749,7 @@ static bool derive_sizes(pcc_config *config, bool map_given, bool max_given)
   return true;
 }
 
-/* ---- the whole ---------------------------------------------------------------------------- */
+/* ---- the whole ------------------------------------------------------------------------------ */
 
 enum { HELP = N_OPTIONS, VERSION, LIMITS };
 
