@@ -64,6 +64,12 @@
 #define PCC_TOKEN_FILE_MAX 4096  /* bytes of a client's token file, white space included */
 #define PCC_TOKENS_FILE_MAX (1 * PCC_MIB) /* bytes of the server's --tokens file */
 
+/* ---- the server's configuration (server/config.c) ------------------------------------------ */
+#define PCC_CONFIG_FILE_MAX (64 * PCC_KIB) /* bytes of a --config file */
+#define PCC_CONFIG_LINE_MAX 8192           /* bytes of one line of it, and of the value of one
+                                              PYCACHED_* variable */
+#define PCC_HOST_NAME_MAX 253              /* bytes of the host name of --listen (DNS's limit) */
+
 /* ---- clients -------------------------------------------------------------------------------- */
 #define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */
 #define PCC_DOWNLOAD_MAX ((uint64_t)1 << 40)    /* a backup download: 1 TiB, the largest map */

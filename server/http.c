@@ -349,14 +349,18 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
 /* ---- browsers ------------------------------------------------------------------------- */
 
 /* Is host (a Host header's name, without the port) one this server answers to: a name given
- * with --server-name, the --listen address, or, for a loopback server, a loopback name? A
- * server on a wildcard address without --server-name answers to any name (tokens guard it). */
+ * with --server-name, the --listen address or host name, or, for a loopback server, a loopback
+ * name? A server on a wildcard address without --server-name answers to any name (tokens guard
+ * it). */
 static bool host_name_ok(const pcc_config *config, const char *host, size_t len)
 {
   for (unsigned i = 0; i < config->n_server_names; i++)
     if (strlen(config->server_names[i]) == len && strncasecmp(config->server_names[i], host,
                                                               len) == 0)
       return true;
+  if (config->listen_name[0] != '\0' && strlen(config->listen_name) == len &&
+      strncasecmp(config->listen_name, host, len) == 0)
+    return true;
   char name[64];
   if (len == 0 || len >= sizeof name)
     return false;
