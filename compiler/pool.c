@@ -32,9 +32,12 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/capability.h>
 
 
 #include "asan.h"
@@ -265,6 +268,15 @@ static void child_exec(const pcc_compiler *c, int fd)
     _exit(125);
   if (c->drop_privileges &&
       (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0 || getuid() != c->uid))
+    _exit(126);
+  /* No capability survives into the worker: a server that is not root changes the user with
+   * CAP_SETUID and CAP_SETGID (deploy/systemd/pycached.service gives them as ambient ones,
+   * which an exec would pass on), and a change of user from root keeps the inheritable set.
+   * Empty permitted and inheritable sets empty the ambient one too. */
+  struct __user_cap_header_struct cap_header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct no_caps[2];
+  memset(no_caps, 0, sizeof no_caps);
+  if (syscall(SYS_capset, &cap_header, no_caps) != 0)
     _exit(126);
   /* Neither the program nor anything it runs can gain privileges (setuid bits, file
    * capabilities); the embedded worker's seccomp filter needs it too. */

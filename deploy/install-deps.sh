@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs, with apt-get, the Debian packages pycached needs to build, run and
-# test (wrk and nginx: tests/bench/bench_load.py), skipping the ones already installed. Runs as
-# root (or through sudo when available).
+# test (wrk and nginx: tests/bench/bench_load.py; a JDK, bookworm's default: the proto-jvm test;
+# debhelper, debootstrap, yamllint, strace: the package and the deploy suite, tests/deploy/),
+# skipping the ones already installed. Runs as root (or through sudo when available).
 set -euo pipefail
 
 packages=(
   build-essential pkg-config meson ninja-build
   libmicrohttpd-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev libsodium-dev
-  libssl-dev libseccomp-dev libzstd-dev zstd
+  libssl-dev libseccomp-dev libsystemd-dev libzstd-dev zstd
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl
   chromium nodejs pypy3 pypy3-dev python3-sympy libpython3.11-testsuite
   clang libclang-rt-dev
   wrk nginx
+  openjdk-17-jdk-headless
+  debhelper dpkg-dev debootstrap yamllint python3-yaml strace
 )
 # The admin page's browser test needs npm; a nodejs from NodeSource bundles it (and conflicts with
 # Debian's npm package), Debian's own nodejs does not.

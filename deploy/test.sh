@@ -4,7 +4,8 @@
 # AddressSanitizer and UndefinedBehaviorSanitizer, whose tests include the fuzz targets built with
 # clang, PCC_FUZZ_SECONDS each (default 30; 0 leaves them out; tests/fuzz/README.md). Ends with
 # one line `N passed, N failed`, counting the individual checks of every suite (Check suites, the
-# end-to-end suites, one check a fuzz target).
+# end-to-end suites, one check a fuzz target) and of deploy/test-package.sh (the Debian package
+# installed on a fresh debootstrap root; PCC_PACKAGE_TEST=0 leaves it out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,10 @@ deploy/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 # downloads no browser); its node_modules come from package-lock.json.
 if [ ! -d tests/e2e/admin_page/node_modules ]; then
   (cd tests/e2e/admin_page && npm ci --no-audit --no-fund) || { echo "0 passed, 1 failed"; exit 1; }
+fi
+# The deploy suite's linters (tests/deploy/package.json): dockerfile-utils, kubernetes-models.
+if [ ! -d tests/deploy/node_modules ]; then
+  (cd tests/deploy && npm ci --no-audit --no-fund) || { echo "0 passed, 1 failed"; exit 1; }
 fi
 
 passed=0
@@ -61,6 +66,24 @@ run_build build-release --buildtype=release -Dwerror=true
 # 30; 0 leaves them out): the meson option fuzz_seconds, off in the release build.
 run_build build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
   -Dwerror=true -Dfuzz_seconds="${PCC_FUZZ_SECONDS:-30}"
+
+# The Debian package on a fresh root (debootstrap; about 3 minutes, 1 once the root is kept in
+# build-deb/): built, installed with apt-get, its service's server and the hook run there.
+# PCC_PACKAGE_TEST=0 leaves it out.
+if [ "${PCC_PACKAGE_TEST:-1}" != 0 ]; then
+  echo "== deploy/test-package.sh"
+  mkdir -p build-deb
+  deploy/test-package.sh build-deb >build-deb/test.log 2>&1
+  rc=$?
+  cat build-deb/test.log
+  line=$(tail -1 build-deb/test.log)
+  if [[ "$line" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+  else
+    failed=$((failed + 1))
+  fi
+  [ "$rc" -eq 0 ] || status=1
+fi
 
 echo "$passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -1,7 +1,7 @@
-/* hash.c: the three hashes of the validation scheme (see proto.h): the weak Java
- * Arrays.hashCode() source hash GraalPy uses, the SHA-256 content digest (OpenSSL's libcrypto,
- * loaded at the first digest) that names blobs, and the XXH3-64 payload checksum, with their hex
- * forms. */
+/* hash.c: two of the three hashes of the validation scheme (see proto.h), the SHA-256 content
+ * digest (OpenSSL's libcrypto, loaded at the first digest of 4 KiB or more) that names blobs and
+ * the XXH3-64 payload checksum, with their hex forms, and the module's strerror. The third, the
+ * weak Java Arrays.hashCode() source hash GraalPy uses, is vectorised in java_hash.c. */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
@@ -59,22 +59,6 @@ const char *pcc_proto_strerror(pcc_proto_status rc)
   case PCC_PROTO_NOMEM: return "out of memory";
   }
   return "unknown proto status";
-}
-
-int32_t pcc_java_hash(const void *data, size_t len)
-{
-  const int8_t *bytes = data;
-  uint32_t h = 1; /* unsigned arithmetic wraps by definition: no signed-overflow UB */
-  size_t i = 0;
-  /* Four bytes a step: h*31^4 + b0*31^3 + b1*31^2 + b2*31 + b3 is the same sum with a chain of
-   * dependent multiplies four times shorter (sources are hashed on every hook lookup). */
-  for (; i + 4 <= len; i += 4)
-    h = 923521u * h + 29791u * (uint32_t)(int32_t)bytes[i] +
-        961u * (uint32_t)(int32_t)bytes[i + 1] + 31u * (uint32_t)(int32_t)bytes[i + 2] +
-        (uint32_t)(int32_t)bytes[i + 3];
-  for (; i < len; i++)
-    h = 31u * h + (uint32_t)(int32_t)bytes[i];
-  return (int32_t)h; /* two's complement on every platform we build for */
 }
 
 void pcc_digest_compute(const void *data, size_t len, pcc_digest *out)

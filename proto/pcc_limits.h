@@ -64,6 +64,12 @@
 #define PCC_TOKEN_FILE_MAX 4096  /* bytes of a client's token file, white space included */
 #define PCC_TOKENS_FILE_MAX (1 * PCC_MIB) /* bytes of the server's --tokens file */
 
+/* ---- the server's configuration (server/config.c) ------------------------------------------ */
+#define PCC_CONFIG_FILE_MAX (64 * PCC_KIB) /* bytes of a --config file */
+#define PCC_CONFIG_LINE_MAX 8192           /* bytes of one line of it, and of the value of one
+                                              PYCACHED_* variable */
+#define PCC_HOST_NAME_MAX 253              /* bytes of the host name of --listen (DNS's limit) */
+
 /* ---- clients -------------------------------------------------------------------------------- */
 #define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */
 #define PCC_DOWNLOAD_MAX ((uint64_t)1 << 40)    /* a backup download: 1 TiB, the largest map */
@@ -156,6 +162,9 @@
 #define PCC_DELETE_BATCH 4096         /* path entries one deletion transaction removes, at most */
 #define PCC_STORE_CHECK_SECONDS 2     /* seconds the check of the store at start walks it, at most */
 #define PCC_EVICT_BATCH 1024          /* references one eviction transaction removes, at most */
+#define PCC_STORE_GROUP_MAX 64        /* concurrent puts one group commit writes, at most */
+#define PCC_STORE_GROUP_BYTES (64 * PCC_MIB) /* bytes of values one group commit writes, at most
+                                                (a larger put is a group of its own) */
 #define PCC_PROFILES_MAX_DEFAULT 10000 /* option --max-profiles: profiles kept (the least recently
                                           updated go first) */
 #define PCC_PROFILE_DAYS_DEFAULT 30   /* option --profile-days: days an unchanged profile is kept */

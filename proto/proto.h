@@ -207,6 +207,10 @@ typedef struct {
 /* Builds the JSON object of an entry (pyc in standard base64). Caller owns the result
  * (cJSON_Delete); NULL when out of memory. */
 cJSON *pcc_entry_to_json(const pcc_entry_view *entry);
+/* The same object printed unformatted, as cJSON_PrintUnformatted(pcc_entry_to_json(entry))
+ * would, but with the base64 written straight into the text (no copy of it through cJSON).
+ * Returns the NUL-terminated text (caller frees) with its length in *len; NULL without memory. */
+char *pcc_entry_to_json_text(const pcc_entry_view *entry, size_t *len);
 
 /* A parsed entry, owning its strings and bytes: free with pcc_entry_free (NULL is fine). */
 typedef struct {
@@ -229,9 +233,10 @@ void pcc_utf8_trim(char *text);
 /* Builds {"error": code, "message": message}; callers add more fields. Caller owns it. */
 cJSON *pcc_error_to_json(const char *code, const char *message);
 
-/* Standard base64 (with padding) through libsodium. pcc_base64_encode returns a NUL-terminated
- * string the caller frees, or NULL when out of memory or len is absurd. pcc_base64_decode sets
- * *out (caller frees) and *out_len; PCC_PROTO_INVALID on malformed input. */
+/* Standard base64 (with padding), decoded through libsodium. pcc_base64_encode returns a
+ * NUL-terminated string the caller frees, or NULL when out of memory or len is absurd.
+ * pcc_base64_decode sets *out (caller frees) and *out_len; PCC_PROTO_INVALID on malformed
+ * input. */
 char *pcc_base64_encode(const uint8_t *data, size_t len);
 pcc_proto_status pcc_base64_decode(const char *text, size_t text_len, uint8_t **out,
                                    size_t *out_len);

@@ -206,18 +206,15 @@ void pcc_answer_blob(pcc_answer *answer, pcc_blob *blob, const pcc_digest *diges
   answer->hash_checked = hash_checked;
 }
 
-uint8_t *pcc_answer_entry_view(const pcc_params *params, const pcc_answer *answer,
-                               pcc_entry_view *view)
+const uint8_t *pcc_answer_entry_view(const pcc_params *params, pcc_answer *answer,
+                                     pcc_entry_view *view)
 {
-  const pcc_blob *blob = answer->blob;
+  pcc_blob *blob = answer->blob;
   size_t pyc_len = PCC_PYC_HEADER_LEN + blob->payload_len;
-  uint8_t *pyc = malloc(pyc_len);
-  if (pyc == NULL)
-    return NULL;
+  uint8_t *pyc = (uint8_t *)blob->payload - PCC_PYC_HEADER_LEN; /* the headroom: ours */
   pcc_pyc_header header;
   pcc_pyc_header_init(&header, &params->magic, params->mtime, params->size);
   pcc_pyc_header_write(&header, pyc);
-  memcpy(pyc + PCC_PYC_HEADER_LEN, blob->payload, blob->payload_len);
   *view = (pcc_entry_view){
     .magic = params->magic,
     .opt = params->opt,

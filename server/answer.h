@@ -145,10 +145,13 @@ void pcc_answer_retry_after(pcc_answer *answer, unsigned seconds);
 void pcc_answer_blob(pcc_answer *answer, pcc_blob *blob, const pcc_digest *digest,
                      bool hash_checked, const char *outcome);
 
-/* The pyc of an ENTRY answer for params' mtime and size (16-byte header, then the code): returned
- * (the caller frees it), with view pointing into it, params and answer. NULL without memory. */
-uint8_t *pcc_answer_entry_view(const pcc_params *params, const pcc_answer *answer,
-                               pcc_entry_view *view);
+/* The pyc of an ENTRY answer for params' mtime and size (16-byte header, then the code), built in
+ * place in the answer's blob (the header in its PCC_BLOB_HEADROOM, the code its payload: no
+ * copy), with view pointing into it, params and answer. The pyc and the view belong to the blob:
+ * valid until the answer is cleared, or, once the caller has taken answer->blob, until it frees
+ * that. Precondition: the blob is pcc_store_get_blob's or has its headroom. */
+const uint8_t *pcc_answer_entry_view(const pcc_params *params, pcc_answer *answer,
+                                     pcc_entry_view *view);
 
 /* The JSON body of an error answer: {"error", "message", extra fields...}. Caller owns it. */
 cJSON *pcc_answer_error_json(const pcc_answer *answer);

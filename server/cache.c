@@ -136,13 +136,15 @@ static bool job_add_waiter(job *j, const pcc_request *req)
   return true;
 }
 
+/* A heap copy of blob in one allocation (free() it), with PCC_BLOB_HEADROOM bytes before the
+ * payload, as pcc_store_get_blob's. */
 static pcc_blob *blob_copy(const pcc_blob *blob)
 {
-  pcc_blob *copy = malloc(sizeof *copy + blob->payload_len + 1);
+  pcc_blob *copy = malloc(sizeof *copy + PCC_BLOB_HEADROOM + blob->payload_len + 1);
   if (copy == NULL)
     return NULL;
   *copy = *blob;
-  uint8_t *payload = (uint8_t *)(copy + 1);
+  uint8_t *payload = (uint8_t *)(copy + 1) + PCC_BLOB_HEADROOM;
   memcpy(payload, blob->payload, blob->payload_len);
   payload[blob->payload_len] = '\0';
   copy->payload = payload;

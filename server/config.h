@@ -1,11 +1,14 @@
-/* config.h: pycached's command-line options, held in one table (config.c) so that --help,
- * parsing, validation and docs/DESIGN.md's limits cannot drift apart. */
+/* config.h: pycached's options, held in one table (config.c) so that --help, the command line,
+ * the --config file, the PYCACHED_* environment variables, validation and docs/DESIGN.md's
+ * limits cannot drift apart. docs/OPERATIONS.md, "Configuration", is the user's side. */
 #ifndef PCC_CONFIG_H
 #define PCC_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <netinet/in.h>
 
 #include "pcc_limits.h"
 
@@ -14,8 +17,12 @@
 #define PCC_MAX_SERVER_NAMES 8  /* --server-name options */
 
 typedef struct {
-  const char *listen;        /* address to bind */
-  uint64_t port;
+  const char *listen_arg;    /* --listen as given: HOST, HOST:PORT, [IPV6], [IPV6]:PORT */
+  char listen[INET6_ADDRSTRLEN]; /* the address to bind, numeric and canonical ("::1") */
+  char listen_name[PCC_HOST_NAME_MAX + 1]; /* the host of --listen when it is not that text (a
+                                            * name: "localhost"; "[::0001]"); "" when it is */
+  uint64_t port;             /* --port, or the port of --listen (docs/OPERATIONS.md) */
+  const char *config_file;   /* --config or PYCACHED_CONFIG; NULL: none */
   const char *store_dir;
   uint64_t map_size;         /* LMDB map: the most the file may grow to */
   uint64_t max_size;         /* payload bytes kept before the least recently used are evicted */
@@ -68,8 +75,12 @@ typedef enum {
   PCC_CONFIG_USAGE,   /* a bad option; the message is on stderr: exit 2 */
 } pcc_config_status;
 
-/* Fills *out with the defaults, then applies argv. Strings in *out point into argv or static
- * storage and live as long as they do. */
+/* Fills *out: the defaults, then the --config file (or PYCACHED_CONFIG's), then the PYCACHED_*
+ * environment variables, then argv, each over the one before; then resolves --listen (a host
+ * name through getaddrinfo). On a bad option prints one line naming it and where it came from
+ * (FILE:LINE, the variable, or the flag) and returns PCC_CONFIG_USAGE. Strings in *out point
+ * into argv, the environment, or storage of config.c that holds the file's values until the
+ * next call (one configuration at a time: not thread-safe). */
 pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out);
 
 /* The name of the option that sets the pcc_config field at offset ("max-source"), or NULL when

@@ -42,7 +42,7 @@
 #define HTTP_STREAM_BLOCK 65536 /* the buffer libmicrohttpd fills from a STREAM answer's producer */
 #define HTTP_SWEEP_MS 100       /* how often deadlines are checked */
 #define HTTP_BUSY_RETRY "1"     /* Retry-After of a 503 busy, in seconds */
-#define HTTP_SPARE_FDS 256      /* descriptors besides connections: store, workers, epoll, ... */
+#define HTTP_SPARE_FDS 256      /* descriptors besides connections: store, workers, eventfds, ... */
 
 /* One route of the table, with the state of its feature and its 405 answer (built once per
  * path, shared by the rows of that path). */
@@ -188,14 +188,12 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
                                   pcc_answer *answer)
 {
   pcc_entry_view view;
-  uint8_t *pyc = pcc_answer_entry_view(params, answer, &view);
-  if (pyc == NULL)
-    return MHD_NO;
+  const uint8_t *pyc = pcc_answer_entry_view(params, answer, &view);
   pcc_answer_header(answer, "X-Pycached-Outcome", answer->outcome);
   if (!wants_raw_pyc(connection)) {
-    cJSON *json = pcc_entry_to_json(&view);
-    free(pyc);
-    return queue(connection, 200, json_response(json), "application/json", answer);
+    size_t len = 0;
+    char *text = pcc_entry_to_json_text(&view, &len);
+    return queue(connection, 200, owned_response(text, len), "application/json", answer);
   }
   char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16];
   char etag[PCC_DIGEST_HEX_LEN + 24];
@@ -203,16 +201,22 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
   pcc_checksum_to_hex(view.checksum, checksum_hex);
   snprintf(hash_text, sizeof hash_text, "%d", (int)view.hash);
   snprintf(etag, sizeof etag, "\"%s-%s\"", digest_hex, checksum_hex);
-  struct MHD_Response *response = owned_response((char *)pyc, view.pyc_len);
-  if (response != NULL) {
-    MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
-    MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
-    MHD_add_response_header(response, "X-Pycached-Hash", hash_text);
-    MHD_add_response_header(response, "X-Pycached-Validation",
-                            view.hash_checked ? "hash" : "timestamp");
-    MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
+  /* the pyc is sent from the blob it was built in, which the response frees once sent */
+  pcc_blob *blob = answer->blob;
+  answer->blob = NULL;
+  struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
+    view.pyc_len, (void *)pyc, free, blob);
+  if (response == NULL) {
+    free(blob);
+    return MHD_NO;
   }
+  MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
+  MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
+  MHD_add_response_header(response, "X-Pycached-Hash", hash_text);
+  MHD_add_response_header(response, "X-Pycached-Validation",
+                          view.hash_checked ? "hash" : "timestamp");
+  MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
+  MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
   return queue(connection, 200, response, "application/x-python-pyc", answer);
 }
 
@@ -365,14 +369,18 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
 /* ---- browsers ------------------------------------------------------------------------- */
 
 /* Is host (a Host header's name, without the port) one this server answers to: a name given
- * with --server-name, the --listen address, or, for a loopback server, a loopback name? A
- * server on a wildcard address without --server-name answers to any name (tokens guard it). */
+ * with --server-name, the --listen address or host name, or, for a loopback server, a loopback
+ * name? A server on a wildcard address without --server-name answers to any name (tokens guard
+ * it). */
 static bool host_name_ok(const pcc_config *config, const char *host, size_t len)
 {
   for (unsigned i = 0; i < config->n_server_names; i++)
     if (strlen(config->server_names[i]) == len && strncasecmp(config->server_names[i], host,
                                                               len) == 0)
       return true;
+  if (config->listen_name[0] != '\0' && strlen(config->listen_name) == len &&
+      strncasecmp(config->listen_name, host, len) == 0)
+    return true;
   char name[64];
   if (len == 0 || len >= sizeof name)
     return false;
@@ -955,8 +963,13 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
   struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);
   /* no listening socket of its own: listener.c accepts (libmicrohttpd's accept loop spins when
-   * out of descriptors); MHD_USE_ITC wakes a thread of the pool for each added connection */
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+   * out of descriptors); MHD_USE_ITC wakes a thread of the pool for each added connection.
+   * poll, not epoll: 0.9.75's epoll loop takes 128 events a call and, after a full batch, calls
+   * again with the blocking timeout (the idle timeout) before it serves the events it has, so
+   * a thread with 128 or 256 connections ready at once served none of them until another event
+   * came (40 requests/s at 256 connections on one thread; test_connections.py, (f)). Under load
+   * poll's scan of every connection was not measurable against epoll (docs/BENCHMARKS.md). */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
                    MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
   struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;

@@ -1,4 +1,4 @@
-/* http.h: the HTTP front of pycached on libmicrohttpd (epoll thread pool). It knows no feature
+/* http.h: the HTTP front of pycached on libmicrohttpd (poll thread pool). It knows no feature
  * by name: it serves the routes it is given (route.h), checks each row's role, enforces its body
  * limit, parses its parameters, suspends and resumes pending answers and encodes answers. */
 #ifndef PCC_HTTP_H

@@ -17,6 +17,7 @@
 #include "core.h"
 #include "feature_list.h"
 #include "http.h"
+#include "notify.h"
 
 /* mkdir -p with mode 0750 for each created component. */
 static int make_dirs(const char *dir)
@@ -118,16 +119,27 @@ int main(int argc, char **argv)
   sigaddset(&stop, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
+  /* systemd (Type=notify): READY=1 below, the watchdog from now on; a no-op otherwise. */
+  pcc_notify *notify = NULL;
+  pcc_notify_status notify_rc = pcc_notify_open(&notify);
+  if (notify_rc != PCC_NOTIFY_OK) {
+    fprintf(stderr, "pycached: systemd notification: %s\n", pcc_notify_strerror(notify_rc));
+    return 1;
+  }
+
   pcc_auth *auth = NULL;
   char access_note[PATH_MAX + 128];
-  if (access_control(&config, &auth, access_note, sizeof access_note) != 0)
+  if (access_control(&config, &auth, access_note, sizeof access_note) != 0) {
+    pcc_notify_close(notify);
     return 1;
+  }
 
   pcc_core *core = NULL;
   pcc_core_status rc = pcc_core_open(&config, &core);
   if (rc != PCC_CORE_OK) {
     fprintf(stderr, "pycached: %s\n", pcc_core_strerror(rc));
     pcc_auth_close(auth);
+    pcc_notify_close(notify);
     return rc == PCC_CORE_DAMAGED ? 3 : 1; /* 3: as --verify-store says of a damaged store */
   }
   void *states[N_FEATURES] = {NULL};
@@ -137,6 +149,7 @@ int main(int argc, char **argv)
       fprintf(stderr, "pycached: cannot start the %s feature\n", features[i]->name);
       close_all(core, states);
       pcc_auth_close(auth);
+      pcc_notify_close(notify);
       return 1;
     }
     mounts[i] = (pcc_http_mount){features[i]->routes, features[i]->n_routes, states[i]};
@@ -145,6 +158,7 @@ int main(int argc, char **argv)
   if (pcc_http_start(&config, mounts, N_FEATURES, pcc_core_counters(core), auth, &http) != 0) {
     close_all(core, states);
     pcc_auth_close(auth);
+    pcc_notify_close(notify);
     return 1;
   }
   const pcc_backend *backends;
@@ -158,10 +172,14 @@ int main(int argc, char **argv)
          backends[0].name, magic, (int)pcc_compiler_workers(backends[0].compiler));
   printf("%s\n", access_note);
   fflush(stdout);
+  char status[128];
+  snprintf(status, sizeof status, "listening on port %u", (unsigned)pcc_http_port(http));
+  pcc_notify_ready(notify, status);
 
   int sig = 0;
   while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {
     char error[256] = "";
+    pcc_notify_reloading(notify);
     if (auth == NULL)
       printf("pycached: SIGHUP: no --tokens to reload\n");
     else if (pcc_auth_reload(auth, error, sizeof error) == PCC_AUTH_OK)
@@ -170,9 +188,11 @@ int main(int argc, char **argv)
     else
       fprintf(stderr, "pycached: SIGHUP: %s; the previous tokens stay in force\n", error);
     fflush(stdout);
+    pcc_notify_ready(notify, status);
   }
   printf("pycached: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   fflush(stdout);
+  pcc_notify_stopping(notify);
   pcc_http_quiesce(http); /* no new connections */
   for (size_t i = 0; i < N_FEATURES; i++) /* work in progress ends; waiters are resumed */
     if (features[i]->shutdown != NULL)
@@ -183,5 +203,6 @@ int main(int argc, char **argv)
   pcc_http_stop(http);
   close_all(core, states);
   pcc_auth_close(auth);
+  pcc_notify_close(notify);
   return 0;
 }

@@ -265,15 +265,12 @@ static char *json_head(cJSON *doc, const char *array)
 
 /* The JSON text of an ENTRY answer for params' mtime and size (as /v1/code sends it), or NULL
  * without memory. */
-static char *entry_text(const pcc_params *params, const pcc_answer *answer)
+static char *entry_text(const pcc_params *params, pcc_answer *answer)
 {
   pcc_entry_view view;
-  uint8_t *pyc = pcc_answer_entry_view(params, answer, &view);
-  cJSON *item = pyc ? pcc_entry_to_json(&view) : NULL;
-  free(pyc);
-  char *text = item ? cJSON_PrintUnformatted(item) : NULL;
-  cJSON_Delete(item);
-  return text;
+  pcc_answer_entry_view(params, answer, &view);
+  size_t len;
+  return pcc_entry_to_json_text(&view, &len);
 }
 
 /* ---- bundles ----------------------------------------------------------------------------------- */
@@ -336,14 +333,11 @@ static void bundle_add(warm *w, const char *ns, const pcc_params *params, const 
   if (!bundle_entry(w, ns, params, path, &entry_params, &served))
     return;
   pcc_entry_view view;
-  uint8_t *pyc = pcc_answer_entry_view(&entry_params, &served, &view);
-  if (pyc != NULL) {
-    pcc_bundle_entry entry = {path, entry_params.path_len, view.mtime, view.size, view.hash,
-                              view.digest, pyc, view.pyc_len, 0};
-    if (pcc_bundle_writer_add(writer, &entry) == PCC_PROTO_OK)
-      digests[(*added)++] = view.digest;
-  }
-  free(pyc);
+  const uint8_t *pyc = pcc_answer_entry_view(&entry_params, &served, &view);
+  pcc_bundle_entry entry = {path, entry_params.path_len, view.mtime, view.size, view.hash,
+                            view.digest, pyc, view.pyc_len, 0};
+  if (pcc_bundle_writer_add(writer, &entry) == PCC_PROTO_OK)
+    digests[(*added)++] = view.digest;
   pcc_answer_clear(&served);
 }
 

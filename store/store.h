@@ -100,6 +100,9 @@ typedef enum {
 } pcc_blob_kind;
 
 #define PCC_COMPILER_NAME_MAX 63
+/* Bytes of a blob's allocation right before its payload that its holder may overwrite: room for
+ * a pyc header, so that a served pyc is built in place (server/answer.c), without a copy. */
+#define PCC_BLOB_HEADROOM PCC_PYC_HEADER_LEN
 
 typedef struct {
   pcc_blob_kind kind;
@@ -127,7 +130,8 @@ pcc_store_status pcc_store_get_path(pcc_store *store, const char *ns, const pcc_
                                     pcc_path_record *out);
 
 /* Looks up the blob of (magic, opt, digest) and verifies its checksum. On PCC_STORE_OK *out is
- * a heap copy (the payload lives in the same allocation); free it with free(), and the use is
+ * a heap copy (the payload lives in the same allocation, after PCC_BLOB_HEADROOM bytes the caller
+ * may overwrite); free it with free(), and the use is
  * recorded (pcc_store_touch). PCC_STORE_CORRUPT: the record fails its checksum or does not
  * parse; it is counted and nothing is written (a lookup never writes): every read of it answers
  * PCC_STORE_CORRUPT until a pcc_store_put with the blob replaces it. */
@@ -140,7 +144,9 @@ pcc_store_status pcc_store_get_blob(pcc_store *store, const pcc_magic *magic, in
  * transaction: both or neither. With blob NULL the blob must be stored already:
  * PCC_STORE_NOTFOUND (nothing written) when it is not (e.g. evicted meanwhile). A blob no version
  * names any more (the dropped or replaced ones) is deleted in the same transaction.
- * PCC_STORE_FULL when the write would use the pages kept for deletions. */
+ * PCC_STORE_FULL when the write would use the pages kept for deletions. Safe to call from many
+ * threads: concurrent puts share one commit (store.c, "puts"), each durable when it answers OK
+ * and each with its own status (one that fails is undone alone). Blocks until its commit. */
 pcc_store_status pcc_store_put(pcc_store *store, const char *ns, const pcc_magic *magic, int opt,
                                const char *path, size_t path_len, const pcc_path_record *record,
                                const pcc_blob *blob);
@@ -158,6 +164,9 @@ typedef struct {
   uint64_t map_size;  /* the most the file may grow to */
   uint64_t max_size;  /* the payload bytes eviction keeps the store under; 0: none */
   uint64_t evictions; /* blobs evicted since the store was opened */
+  uint64_t puts;      /* pcc_store_put calls that committed since the store was opened */
+  uint64_t put_commits; /* the write transactions they took: fewer when concurrent puts shared
+                           one (group commits, store.c "puts") */
   bool damaged;        /* the file is damaged: every call answers PCC_STORE_DAMAGED */
   uint64_t corruptions; /* damaged records and faults met since the store was opened */
 } pcc_store_stats;

@@ -23,6 +23,13 @@
  *                                                  read whole (the raw form, as the hook asks);
  *                                                  SEED 0: every entry once, in order (a
  *                                                  warm-up), COUNT ignored
+ *   bench_store_helper puts DIR THREADS COUNT PAYLOAD
+ *                                                  a fresh store in DIR, synced as the
+ *                                                  server's (a commit flushes its pages), and
+ *                                                  THREADS threads each putting COUNT entries
+ *                                                  of their own with a PAYLOAD-byte blob at
+ *                                                  once: puts a second and the bytes the
+ *                                                  process wrote (/proc/self/io write_bytes)
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -388,8 +395,101 @@ static int http(int port, uint64_t n, unsigned threads, uint64_t count, uint64_t
   return misses == 0 ? 0 : 1;
 }
 
+typedef struct {
+  pcc_store *store;
+  unsigned thread;
+  uint64_t count;
+  size_t payload_len;
+  pcc_store_status rc;
+} putter;
+
+static void *putter_main(void *arg)
+{
+  putter *p = arg;
+  uint8_t *payload = malloc(p->payload_len);
+  if (payload == NULL) {
+    p->rc = PCC_STORE_NOMEM;
+    return NULL;
+  }
+  for (size_t b = 0; b < p->payload_len; b++)
+    payload[b] = (uint8_t)(b * 131 + 7);
+  for (uint64_t k = 0; k < p->count && p->rc == PCC_STORE_OK; k++) {
+    uint64_t i = (uint64_t)p->thread << 32 | k;
+    char path[96];
+    pcc_path_record record;
+    entry_path(i, path, sizeof path);
+    entry_record(i, p->payload_len, &record);
+    memcpy(payload, &i, p->payload_len < 8 ? p->payload_len : 8); /* each payload its own */
+    pcc_blob blob = {.kind = PCC_BLOB_CODE, .hash = record.hash, .size = p->payload_len,
+                     .created = 1700000001, .compile_us = 1000, .payload = payload,
+                     .payload_len = p->payload_len};
+    snprintf(blob.compiler, sizeof blob.compiler, "cpython-3.11.2");
+    p->rc = pcc_store_put(p->store, NULL, &MAGIC, 0, path, strlen(path), &record, &blob);
+  }
+  free(payload);
+  return NULL;
+}
+
+/* write_bytes of /proc/self/io: what this process has sent to the storage layer */
+static uint64_t written_bytes(void)
+{
+  uint64_t bytes = 0;
+  char line[128];
+  FILE *f = fopen("/proc/self/io", "r");
+  while (f != NULL && fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "write_bytes:", 12) == 0)
+      bytes = strtoull(line + 12, NULL, 10);
+  if (f != NULL)
+    fclose(f);
+  return bytes;
+}
+
+static int puts_concurrent(const char *dir, unsigned threads, uint64_t count, size_t payload_len)
+{
+  pcc_store_config config = {.map_size = 1ull << 30};
+  pcc_store *store = NULL;
+  pcc_store_status rc = pcc_store_open(dir, &config, &store);
+  if (rc != PCC_STORE_OK)
+    return fail("open", rc);
+  putter putters[THREADS_MAX];
+  pthread_t ids[THREADS_MAX];
+  uint64_t written = written_bytes();
+  double start = now_seconds();
+  for (unsigned t = 0; t < threads; t++) {
+    putters[t] = (putter){store, t, count, payload_len, PCC_STORE_OK};
+    pthread_create(&ids[t], NULL, putter_main, &putters[t]);
+  }
+  for (unsigned t = 0; t < threads; t++) {
+    pthread_join(ids[t], NULL);
+    if (putters[t].rc != PCC_STORE_OK)
+      rc = putters[t].rc;
+  }
+  double seconds = now_seconds() - start;
+  written = written_bytes() - written;
+  pcc_store_stats stats;
+  if (rc == PCC_STORE_OK)
+    rc = pcc_store_stat(store, &stats);
+  pcc_store_close(store);
+  if (rc != PCC_STORE_OK)
+    return fail("put", rc);
+  if (stats.entries != threads * count)
+    return fail("entries", PCC_STORE_NOTFOUND);
+  printf("{\"threads\": %u, \"puts\": %" PRIu64 ", \"seconds\": %.3f, \"per_second\": %.1f, "
+         "\"write_bytes\": %" PRIu64 ", \"bytes_per_put\": %.1f}\n",
+         threads, threads * count, seconds, (double)(threads * count) / seconds, written,
+         (double)written / (double)(threads * count));
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
+  if (argc == 6 && strcmp(argv[1], "puts") == 0) {
+    unsigned threads = (unsigned)strtoul(argv[3], NULL, 10);
+    if (threads < 1 || threads > THREADS_MAX)
+      threads = 1;
+    return puts_concurrent(argv[2], threads, strtoull(argv[4], NULL, 10),
+                           (size_t)strtoull(argv[5], NULL, 10));
+  }
   if (argc == 6 && strcmp(argv[1], "fill") == 0)
     return fill(argv[2], strtoull(argv[3], NULL, 10), argv[4], strtoull(argv[5], NULL, 10));
   if ((argc == 7 || argc == 8) && strcmp(argv[1], "lookup") == 0)
@@ -403,6 +503,7 @@ int main(int argc, char **argv)
                 strtoull(argv[5], NULL, 10), strtoull(argv[6], NULL, 10), argv[7]);
   }
   fprintf(stderr, "usage: %s fill DIR N SIZES MAP_SIZE | lookup DIR N THREADS COUNT SEED "
-          "[server|off] | http PORT N THREADS COUNT SEED SIZES\n", argv[0]);
+          "[server|off] | http PORT N THREADS COUNT SEED SIZES | puts DIR THREADS COUNT "
+          "PAYLOAD\n", argv[0]);
   return 2;
 }

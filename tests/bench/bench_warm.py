@@ -31,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import start_server, stats, stop  # noqa: E402  (shared with the other benchmarks)
+from benchlib import start_server, stats, stop, write_bytes  # noqa: E402  (shared with the other benchmarks)
 
 PYTHON = "/usr/bin/python3"
 DIST = "/usr/lib/python3/dist-packages"
@@ -65,7 +65,8 @@ def sources(tree):
 
 
 def run_warm(ctl, build, tmp, tree, jobs, rnd, expect):
-    """One warm into an empty store; returns (seconds, warm's JSON summary, server compiles)."""
+    """One warm into an empty store; returns (seconds, warm's JSON summary, server compiles,
+    bytes the server wrote)."""
     store = os.path.join(tmp, "store-%d" % rnd)
     server, url = start_server(build, store, os.path.join(tmp, "server-%d" % rnd))
     try:
@@ -80,6 +81,7 @@ def run_warm(ctl, build, tmp, tree, jobs, rnd, expect):
             raise RunFailed("warm: exit %d\n%s" % (proc.returncode, proc.stderr[-3000:]))
         out = json.loads(proc.stdout)
         compiles = stats(url)["compiles"]
+        written = write_bytes(server.pid)
     finally:
         stop(server)
         shutil.rmtree(store, ignore_errors=True)
@@ -91,7 +93,7 @@ def run_warm(ctl, build, tmp, tree, jobs, rnd, expect):
     if compiles != distinct:
         raise RunFailed("warm: the server ran %d compiles for %d distinct sources"
                         % (compiles, distinct))
-    return wall, out, compiles
+    return wall, out, compiles, written
 
 
 def run_compileall(tmp, source, rnd, files):
@@ -132,14 +134,15 @@ def main():
         source = os.path.join(tmp, "tree")
         copy_tree(source)
         files, distinct, size = sources(source)
-        compiles = []
+        compiles, written = [], []
         for rnd in range(args.runs):
             order = ("warm", "compileall") if rnd % 2 == 0 else ("compileall", "warm")
             for what in order:
                 if what == "warm":
-                    wall, out, n = run_warm(ctl, build, tmp, source, args.jobs, rnd,
-                                            (files, distinct))
+                    wall, out, n, w = run_warm(ctl, build, tmp, source, args.jobs, rnd,
+                                               (files, distinct))
                     compiles.append(n)
+                    written.append(w)
                 else:
                     wall = run_compileall(tmp, source, rnd, files)
                 results[what].append(wall)
@@ -168,6 +171,9 @@ def main():
     print("\nwarm/compileall %.2f   aim <= 1.00: %s" % (ratio, "met" if ratio <= 1.0 else "MISSED"))
     print("server compiles per warm run: %s (= distinct sources: each compiled once)"
           % ", ".join(map(str, compiles)))
+    print("bytes the server wrote per warm run (/proc/PID/io write_bytes): median %.1f MB, "
+          "min %.1f, max %.1f" % (statistics.median(written) / 1e6, min(written) / 1e6,
+                                  max(written) / 1e6))
     return 0
 
 

@@ -150,13 +150,23 @@ for name in ("fetch", "fetch_bundle", "source_ids"):
 class CatchAll(SecurityHookCase):
     """Whatever the cache machinery raises is a fallback (hook-error), never the program's."""
 
+    def inject_at_start(self):
+        """The environment of a process that runs INJECT before the hook is installed (the
+        bundle is fetched from install on): a .pth of a user site, which site.py processes
+        before the hook's sitecustomize."""
+        site = os.path.join(self.tmp, "userbase", "lib", "python%d.%d" % sys.version_info[:2],
+                            "site-packages")
+        make_tree(site, {"pycached_inject.py": INJECT, "inject.pth": "import pycached_inject\n"})
+        return {"PYCACHED_PROFILE": "boom", "PYTHONUSERBASE": os.path.join(self.tmp, "userbase")}
+
     def test_exceptions_of_the_native_part_are_fallbacks(self):
         server = self.start_server()
         root = self.small_package("pkg_boom", 4)
-        code = (INJECT + "import sys, json; sys.path.insert(0, %r); import pkg_boom, pycached\n"
+        env = self.inject_at_start()
+        code = ("import sys, json; sys.path.insert(0, %r); import pkg_boom, pycached\n"
                 "print(json.dumps({'value': pkg_boom.alpha.VALUE, 'stats': pycached.stats()}))"
                 % root)
-        run = self.hook_run(server.url, code, env={"PYCACHED_PROFILE": "boom"})
+        run = self.hook_run(server.url, code, env=env)
         self.assertEqual(run.returncode, 0, run.stderr[-3000:])
         out = json.loads(run.stdout)
         self.assertEqual(out["value"], 4)
@@ -167,8 +177,7 @@ class CatchAll(SecurityHookCase):
         self.assertEqual((status, stats["total"]["fallbacks"]), (200, {"hook-error": 4}))
         # a real SyntaxError still surfaces as CPython raises it
         bad = make_tree(os.path.join(self.tmp, "bad"), {"broken.py": "x = (1,\n"})
-        self.assert_syntax_error_as_cpython(server.url, bad, "broken", INJECT,
-                                            {"PYCACHED_PROFILE": "boom"})
+        self.assert_syntax_error_as_cpython(server.url, bad, "broken", "", env)
 
     def test_a_damaged_pyc_in_the_local_prefix_is_not_used(self):
         server = self.start_server()

@@ -11,7 +11,10 @@ timeout, and a connection past --max-connections waited in the listen backlog):
   reserve a connection is closed at once instead of waiting;
 - one address gets at most --max-connections-per-ip connections;
 - a soft file-descriptor limit below what --max-connections needs is raised (out of descriptors,
-  libmicrohttpd stops accepting and new connections wait in the backlog again).
+  libmicrohttpd stops accepting and new connections wait in the backlog again);
+- 256 kept-alive connections whose requests arrive at once on one HTTP thread are all answered
+  at once (issue 12: libmicrohttpd 0.9.75's epoll loop takes 128 events a call and, after a
+  full batch, waited for more with the idle timeout before serving the ones it had).
 
 Every server runs on loopback with small limits, so that the suite takes seconds; every loop is
 bounded and every socket and server is closed by the test that opened it.
@@ -21,6 +24,7 @@ import os
 import resource
 import select
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -276,6 +280,48 @@ class Connections(unittest.TestCase):
             line = next(l for l in f if l.startswith("Max open files"))
         self.assertGreaterEqual(int(line.split()[3]), 1000 + 32, line)
         self.assert_quick("/healthz", (200,))
+
+    # ---- (f) many requests at once -----------------------------------------------------------
+
+    def answers(self, socks, seconds):
+        """Reads one answer from each of socks (bounded: seconds in all); returns the statuses
+        (None: no complete answer in time) and the seconds the last one took."""
+        t0 = time.monotonic()
+        data = {sock: b"" for sock in socks}
+        waiting = set(socks)
+        while waiting and time.monotonic() - t0 < seconds:
+            for sock in select.select(list(waiting), [], [], 0.1)[0]:
+                chunk = sock.recv(65536)
+                data[sock] += chunk
+                done = b"\r\n\r\n" in data[sock] and len(data[sock]) >= body_end(data[sock])
+                if done or not chunk:
+                    waiting.discard(sock)
+        statuses = [int(data[s].split()[1]) if s not in waiting and data[s] else None
+                    for s in socks]
+        return statuses, time.monotonic() - t0
+
+    def test_requests_arriving_at_once_on_one_thread_are_all_answered(self):
+        count = 256
+        self.start("--threads", "1", "--max-connections-per-ip", "0", "--idle-timeout", "30")
+        socks = [self.connect() for _ in range(count)]
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        for sock in socks:  # one request each: all kept alive
+            sock.sendall(request)
+        statuses, took = self.answers(socks, 10.0)
+        self.assertEqual(statuses, [200] * count, "the first requests (%.1f s)" % took)
+        for rnd in range(3):  # every request in while the server cannot run: all ready at once
+            self.server.proc.send_signal(signal.SIGSTOP)
+            try:
+                for sock in socks:
+                    sock.sendall(request)
+                time.sleep(0.1)
+            finally:
+                self.server.proc.send_signal(signal.SIGCONT)
+            statuses, took = self.answers(socks, 5.0)
+            self.assertEqual(statuses.count(200), count,
+                             "round %d: %d of %d answered within 5 s" % (
+                                 rnd, statuses.count(200), count))
+            self.assertLess(took, 2.0, "round %d: answered after %.1f s" % (rnd, took))
 
 
 if __name__ == "__main__":

@@ -37,26 +37,30 @@ def java_hash(data: bytes) -> int:
 
 
 class Server:
-    """A pycached process on 127.0.0.1 with an ephemeral port."""
+    """A pycached process, on 127.0.0.1 with an ephemeral port unless args say otherwise
+    (port_args come first; env: the server's environment, by default this one's). host and port
+    are the ones the server says it listens on."""
 
-    def __init__(self, workdir, *args):
+    def __init__(self, workdir, *args, env=None, port_args=("--port", "0")):
         self.store = os.path.join(workdir, "store")
         self.log = open(os.path.join(workdir, "server.log"), "ab")
         self.proc = subprocess.Popen(
-            [PYCACHED, "--port", "0", "--store", self.store, *args],
+            [PYCACHED, *port_args, "--store", self.store, *args], env=env,
             stdout=subprocess.PIPE, stderr=self.log, bufsize=0)  # unbuffered: select sees all
         line, deadline = "", time.monotonic() + 30
         for _ in range(20):  # start-up notes may come first (e.g. retired magics)
             ready, _, _ = select.select([self.proc.stdout], [], [],
                                         max(0, deadline - time.monotonic()))
             line = self.proc.stdout.readline().decode() if ready else ""
-            if not line or "listening on http://127.0.0.1:" in line:
+            if not line or " listening on http://" in line:
                 break
-        if "listening on http://127.0.0.1:" not in line:
+        if " listening on http://" not in line:
             self.stop()
             raise RuntimeError("pycached did not start: %r" % line)
-        self.port = int(line.split("127.0.0.1:")[1].split()[0])
-        self.url = "http://127.0.0.1:%d" % self.port
+        address = line.split(" listening on http://")[1].split()[0]  # 127.0.0.1:N, [::1]:N
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.url = "http://%s" % address
 
     def request(self, method, path, body=None, headers=None, timeout=30):
         """One request. Like every real client, it sends X-Pycached-Client (which the server
@@ -64,7 +68,7 @@ class Server:
         headers = dict(headers or {})
         headers.setdefault("X-Pycached-Client", "e2e")
         headers = {k: v for k, v in headers.items() if v is not None}
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             try:
                 conn.request(method, path, body=body, headers=headers)
@@ -118,10 +122,10 @@ def query(params):
     return urllib.parse.urlencode(params)
 
 
-def raw_exchange(port, request, timeout=5):
+def raw_exchange(port, request, timeout=5, host="127.0.0.1"):
     """Sends request (bytes, as they are: NULs, bare LFs) on a connection of its own and returns
     all the server sends until it closes the connection."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock = socket.create_connection((host, port), timeout=timeout)
     try:
         sock.sendall(request)
         data = b""
@@ -134,9 +138,9 @@ def raw_exchange(port, request, timeout=5):
         sock.close()
 
 
-def raw_json(port, request):
+def raw_json(port, request, host="127.0.0.1"):
     """raw_exchange for one request answered with JSON (or nothing): (status, decoded body)."""
-    head, _, body = raw_exchange(port, request).partition(b"\r\n\r\n")
+    head, _, body = raw_exchange(port, request, host=host).partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body) if body.startswith(b"{") else body
 
 
@@ -618,8 +622,8 @@ class ServersCase(unittest.TestCase):
             server.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def start(self, *args, workdir=None):
-        server = Server(workdir or self.tmp, *args)
+    def start(self, *args, workdir=None, **kwargs):
+        server = Server(workdir or self.tmp, *args, **kwargs)
         self.servers.append(server)
         return server
 
@@ -785,6 +789,172 @@ class Lifecycle(ServersCase):
         run = subprocess.run([PYCACHED, "--help"], capture_output=True, text=True, timeout=30)
         self.assertEqual(run.returncode, 0)
         self.assertIn("--compile-timeout", run.stdout)
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1"):
+    """A port nothing listens on now (the kernel's pick for port 0)."""
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class Configure(ServersCase):
+    """The configuration (docs/OPERATIONS.md, "Configuration"): the forms of --listen, the
+    --config file and the PYCACHED_* variables with their precedence, on real servers."""
+    prefix = "pcc-e2e-config-"
+
+    def workdir(self, name):
+        path = os.path.join(self.tmp, name)
+        os.makedirs(path)
+        return path
+
+    def config_file(self, text, name="pycached.conf", mode=0o600):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def refused(self, *args, env=None):
+        """Runs pycached, which must refuse to start (exit 2); returns its stderr."""
+        run = subprocess.run([PYCACHED, "--store", os.path.join(self.tmp, "refused"), *args],
+                             capture_output=True, text=True, timeout=30, env=env)
+        self.assertEqual(run.returncode, 2, (args, run.stderr))
+        return run.stderr
+
+    def compile_size(self, server, size):
+        """The status of a compile of a source of size bytes."""
+        params = {"magic": MAGIC, "path": "/config/m%d.py" % size, "mtime": 1}
+        return server.request("POST", "/v1/compile?" + query(params), b"#" * size)[0]
+
+    def get(self, server, host_header, address=None):
+        request = b"GET /healthz HTTP/1.1\r\nHost: " + host_header.encode() + \
+            b"\r\nConnection: close\r\n\r\n"
+        return raw_json(server.port, request, host=address or server.host)[0]
+
+    def test_listen_takes_a_port(self):
+        # issue 14: the whole of "127.0.0.1:PORT" was taken as an address, which is not a
+        # loopback one, and refused "without --tokens"
+        port = free_port()
+        server = self.start("--workers", "1", "--listen", "127.0.0.1:%d" % port, port_args=())
+        self.assertEqual((server.host, server.port), ("127.0.0.1", port))
+        self.assertEqual(self.get(server, "127.0.0.1:%d" % port), 200)
+        for bad in ("127.0.0.1:99999", "127.0.0.1:http", "not an address", "[::1"):
+            stderr = self.refused("--listen", bad)
+            self.assertIn("--listen %s: " % bad, stderr)
+            self.assertIn("--port", stderr)
+            self.assertNotIn("--tokens", stderr)
+
+    def test_ipv6_loopback(self):
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+                sock.bind(("::1", 0))
+        except OSError as e:
+            self.skipTest("no IPv6 on lo (%s): --listen [::1] cannot be checked here" % e)
+        server = self.start("--workers", "1", "--listen", "[::1]")
+        self.assertEqual(server.host, "::1")
+        self.assertTrue(server.url.startswith("http://[::1]:"), server.url)
+        status, stats = server.json("GET", "/v1/stats")  # over ::1, Host: [::1]:PORT
+        self.assertEqual(status, 200, stats)
+        self.assertEqual(self.compile_size(server, 10), 200)
+        self.assertEqual(self.get(server, "[::1]:%d" % server.port), 200)
+        self.assertEqual(self.get(server, "localhost:%d" % server.port), 200)
+        self.assertEqual(self.get(server, "rebound.example:%d" % server.port), 403)
+        with self.assertRaises(ConnectionRefusedError):  # ::1 only, not 127.0.0.1 too
+            raw_exchange(server.port, b"GET /healthz HTTP/1.0\r\n\r\n", host="127.0.0.1")
+
+    def test_listen_takes_host_names(self):
+        server = self.start("--workers", "1", "--listen", "localhost")
+        self.assertEqual(server.host, "127.0.0.1")  # a name's first IPv4 address
+        self.assertEqual(self.get(server, "localhost:%d" % server.port), 200)
+        self.assertEqual(self.get(server, "rebound.example:%d" % server.port), 403)
+        # another name of a loopback address: the server answers to it because --listen names
+        # it (a loopback server answers to "localhost" and loopback addresses of itself)
+        names = {}
+        with open("/etc/hosts") as f:
+            for line in f:
+                fields = line.split("#")[0].split()
+                if fields and fields[0].startswith("127."):
+                    for name in fields[1:]:
+                        if not name.startswith("localhost"):
+                            names.setdefault(name, fields[0])
+        name = next((n for n in sorted(names) if socket.gethostbyname(n) == names[n]), None)
+        if name is None:
+            self.skipTest("no name of a loopback address but localhost in /etc/hosts")
+        named = self.start("--workers", "1", "--listen", name,
+                           workdir=self.workdir("named"))
+        self.assertEqual(self.get(named, "%s:%d" % (name, named.port)), 200)
+        self.assertEqual(self.get(server, "%s:%d" % (name, server.port)), 403)  # not its name
+
+    def test_file_environment_and_flags(self):
+        p_file, p_env, p_flag = free_port(), free_port(), free_port()
+        conf = self.config_file("# pycached.conf of the e2e suite\n"
+                                "listen = 127.0.0.1:%d\n"
+                                "max-source = 1K\n"
+                                "workers = 1\n" % p_file)
+        env = dict(os.environ)
+        for name in [n for n in env if n.startswith("PYCACHED_")]:
+            del env[name]
+        # the file over the defaults
+        server = self.start("--config", conf, port_args=(), env=env,
+                            workdir=self.workdir("file"))
+        self.assertEqual(server.port, p_file)
+        self.assertEqual(self.compile_size(server, 1024), 200)
+        self.assertEqual(self.compile_size(server, 1025), 413)
+        server.stop()
+        # the environment over the file, and the file named by PYCACHED_CONFIG
+        env.update(PYCACHED_CONFIG=conf, PYCACHED_PORT=str(p_env), PYCACHED_MAX_SOURCE="2K")
+        server = self.start(port_args=(), env=env, workdir=self.workdir("env"))
+        self.assertEqual(server.port, p_env)
+        self.assertEqual(self.compile_size(server, 2048), 200)
+        self.assertEqual(self.compile_size(server, 2049), 413)
+        server.stop()
+        # the command line over the environment
+        server = self.start("--port", str(p_flag), "--max-source", "1500", port_args=(),
+                            env=env, workdir=self.workdir("flag"))
+        self.assertEqual(server.port, p_flag)
+        self.assertEqual(self.compile_size(server, 1500), 200)
+        self.assertEqual(self.compile_size(server, 1501), 413)
+
+    def test_every_option_reaches_the_file_and_the_environment(self):
+        # from the table through --help: each option with a value that can be wrong is set to
+        # a wrong one in a file, then in its variable, and the refusal names where it was
+        help_text = subprocess.run([PYCACHED, "--help"], capture_output=True, text=True,
+                                   timeout=30, check=True).stdout
+        self.assertIn("command line > environment > file > default", help_text)
+        options = []
+        for line in help_text.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0].startswith("--") and fields[0] not in (
+                    "--help", "--version", "--limits", "--config"):
+                options.append((fields[0][2:], fields[1], "(command line only)" in line))
+        self.assertGreater(len(options), 30)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYCACHED_")}
+        checked = 0
+        for name, arg, cli_only in options:
+            metavar = arg if arg.upper() == arg or "|" in arg else None  # else a flag's help
+            bad = {"N": "x1", "SECONDS": "x1", "DAYS": "x1", "BYTES": "12Q",
+                   "refuse|quarantine": "sometimes", "HOST[:PORT]": "not an address"}.get(
+                       metavar, "maybe" if metavar is None else None)
+            if bad is None:  # a path or a name: any text is one
+                continue
+            variable = "PYCACHED_" + name.upper().replace("-", "_")
+            conf = self.config_file("# line 1\n%s = %s\n" % (name, bad), name="bad.conf")
+            stderr = self.refused("--config", conf, env=env)
+            if cli_only:
+                self.assertIn("%s:2: %s is not set in a config file" % (conf, name), stderr)
+                continue
+            self.assertIn("%s:2: %s" % (conf, name), stderr)
+            stderr = self.refused(env=dict(env, **{variable: bad}))
+            self.assertIn(variable, stderr)
+            checked += 1
+        self.assertGreater(checked, 25)
+
+    def test_a_file_others_may_write_is_refused(self):
+        conf = self.config_file("port = 0\n", mode=0o602)
+        self.assertIn("writable by its group or others", self.refused("--config", conf))
+        conf = self.config_file("port = 0\nbogus = 1\n", mode=0o600)
+        self.assertIn("%s:2: unknown key 'bogus'" % conf, self.refused("--config", conf))
 
 
 def run_tests(module_name):

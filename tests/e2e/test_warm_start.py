@@ -10,11 +10,12 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import MAGIC, make_tree, run_tests  # noqa: E402
-from test_hook import FaultProxy, HookCase  # noqa: E402
+from test_hook import FaultHandler, FaultProxy, HookCase  # noqa: E402
 
 MODULES = 5
 
@@ -188,6 +189,90 @@ class WarmStart(HookCase):
         status, _, data = server.request("POST", "/v1/batch", json.dumps(
             {"lookups": [{}] * 1001}).encode())
         self.assertEqual((status, json.loads(data)["param"]), (400, "lookups"))
+
+
+class SlowBundles(FaultHandler):
+    """Forwards to the server, holding every bundle request for the proxy's `delay` seconds."""
+
+    def forward(self):
+        if self.path.startswith("/v1/bundle"):
+            time.sleep(self.server.delay)
+        super().forward()
+
+
+# Waits until the fetch thread has hashed every bundled source, then rewrites m1 in place (same
+# size, same mtime), then imports the package.
+AHEAD_PROGRAM = """
+import json, os, sys, time
+sys.path.insert(0, %(root)r)
+import pycached
+from pycached import _hook
+deadline = time.monotonic() + 30
+while len(_hook._source_ids) < %(modules)d and time.monotonic() < deadline:
+    time.sleep(0.01)
+ahead = len(_hook._source_ids)
+m1 = os.path.join(%(root)r, "app", "m1.py")
+st = os.stat(m1)
+with open(m1, "w") as f:
+    f.write("VALUE = 99\\n")
+os.utime(m1, ns=(st.st_atime_ns, st.st_mtime_ns))
+import app
+print(json.dumps({"ahead": ahead, "values": [m.VALUE for m in (app.m0, app.m1, app.m2, app.m3)],
+                  "stats": pycached.stats()}))
+"""
+
+
+class BackgroundBundle(HookCase):
+    """The bundle is fetched from install on, by a thread; in hash mode that thread also hashes
+    the bundled sources ahead of their imports."""
+    package = WarmStart.package
+    run_app = WarmStart.run_app
+
+    def test_the_bundle_arrives_while_the_program_starts(self):
+        server = self.start_server()
+        root = self.package()
+        self.run_app(server.url, root, env={"PYCACHED_PROFILE": "background"})
+        proxy = FaultProxy(server.port, "pass")
+        proxy.RequestHandlerClass = SlowBundles
+        proxy.delay = 1.5
+        thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        code = ("import json, sys, time; sys.path.insert(0, %r); time.sleep(2.5)\n"
+                "t = time.monotonic(); import app; elapsed = time.monotonic() - t\n"
+                "import pycached; print(json.dumps({'elapsed': elapsed, "
+                "'stats': pycached.stats()}))" % root)
+        try:
+            run = self.hook_run("http://127.0.0.1:%d" % proxy.server_address[1], code,
+                                env={"PYCACHED_PROFILE": "background"})
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+            thread.join(10)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        out = json.loads(run.stdout)
+        self.assertEqual(out["stats"]["bundle_hits"], MODULES)
+        self.assertLess(out["elapsed"], 1.0, "the import waited for a bundle fetched meanwhile")
+
+    def test_sources_hashed_ahead_are_checked_again_at_their_import(self):
+        server = self.start_server()
+        root = self.package()
+        self.run_app(server.url, root, env={"PYCACHED_PROFILE": "ahead"})
+        time.sleep(2.2)  # the sources' ctimes are now older than the hook's racy window
+        run = self.hook_run(server.url, AHEAD_PROGRAM % {"root": root, "modules": MODULES},
+                            env={"PYCACHED_PROFILE": "ahead"})
+        self.assertEqual(run.returncode, 0, run.stderr)
+        out = json.loads(run.stdout)
+        self.assertEqual(out["ahead"], MODULES, "every bundled source was hashed ahead")
+        self.assertEqual(out["values"][1], 99, "m1 changed after it was hashed: the new code runs")
+        stats = out["stats"]
+        self.assertEqual((stats["bundle_ids_ahead"], stats["bundle_stale"],
+                          stats["bundle_hits"], stats["compiles_asked"]),
+                         (MODULES - 1, 1, MODULES - 1, 1))
+        # timestamp mode hashes nothing
+        out = self.run_app(server.url, root, env={"PYCACHED_PROFILE": "ahead",
+                                                  "PYCACHED_VALIDATION": "timestamp"})
+        self.assertEqual(out["values"][1], 99)
+        self.assertNotIn("bundle_ids_ahead", out["stats"])
 
 
 if __name__ == "__main__":

@@ -766,15 +766,17 @@ static void fresh_marker(char *marker) {
   unlink(marker);
 }
 
-/* A fake worker (sh) that says hello, answers its first request with a frame of unknown type
- * 'Z', and refuses to start again while `marker` exists. */
-static pcc_compiler *open_fake(char *script, size_t size, const char *marker) {
+/* A fake worker (sh) that says hello and answers its first request with a frame of unknown
+ * type 'Z'; its replacements (they find `marker`, which the first creates) run `again` first
+ * ("exit 1": they cannot start; "sleep 2": a slow hello; "kill -STOP $$": they stop). Opens a
+ * pool of one with a 5 s compile timeout. */
+static pcc_compiler *open_fake(char *script, size_t size, const char *marker, const char *again) {
   const char *hello = "{\"magic\":\"a70d0d0a\",\"implementation\":\"fake\",\"version\":\"1.0\"}";
   int n = snprintf(script, size,
-                   "if [ -e %s ]; then exit 1; fi; : > %s; "
+                   "if [ -e %s ]; then %s; fi; : > %s; "
                    "printf '\\%03o\\000\\000\\000H%%s' '%s'; "
                    "head -c 1 >/dev/null; printf '\\001\\000\\000\\000Z'; sleep 5",
-                   marker, marker, (unsigned)(strlen(hello) + 1), hello);
+                   marker, again, marker, (unsigned)(strlen(hello) + 1), hello);
   ck_assert(n > 0 && (size_t)n < size);
   return open_sh(script, 5000);
 }
@@ -786,7 +788,7 @@ START_TEST(test_protocol_and_respawn_failure) {
   pcc_compile_result *result = NULL;
   pid_t pid[1];
   fresh_marker(marker);
-  pool = open_fake(script, sizeof script, marker);
+  pool = open_fake(script, sizeof script, marker, "exit 1");
   ck_assert_str_eq(pcc_compiler_name(pool), "fake-1.0");
   /* 'Z' is a protocol error; the replacement cannot start (the marker exists). */
   ck_assert_int_eq(pcc_compiler_compile(pool, 0, "/a.py", "x=1\n", 4, &result),
@@ -816,17 +818,10 @@ END_TEST
 START_TEST(test_failure_does_not_wait_for_the_replacement) {
   char marker[] = "/tmp/pcc_test_XXXXXX";
   char script[1024];
-  const char *hello = "{\"magic\":\"a70d0d0a\",\"implementation\":\"fake\",\"version\":\"1.0\"}";
   struct timespec t0;
   pcc_compile_result *result = NULL;
   fresh_marker(marker);
-  int n = snprintf(script, sizeof script,
-                   "if [ -e %s ]; then sleep 2; fi; : > %s; "
-                   "printf '\\%03o\\000\\000\\000H%%s' '%s'; "
-                   "head -c 1 >/dev/null; printf '\\001\\000\\000\\000Z'; sleep 5",
-                   marker, marker, (unsigned)(strlen(hello) + 1), hello);
-  ck_assert(n > 0 && (size_t)n < sizeof script);
-  pcc_compiler *pool = open_sh(script, 5000);
+  pcc_compiler *pool = open_fake(script, sizeof script, marker, "sleep 2");
   clock_gettime(CLOCK_MONOTONIC, &t0);
   ck_assert_int_eq(pcc_compiler_compile(pool, 0, "/a.py", "x=1\n", 4, &result),
                    PCC_COMPILER_PROTOCOL);
@@ -849,17 +844,10 @@ END_TEST
 START_TEST(test_replacement_stopped_before_hello) {
   char marker[] = "/tmp/pcc_test_XXXXXX";
   char script[1024];
-  const char *hello = "{\"magic\":\"a70d0d0a\",\"implementation\":\"fake\",\"version\":\"1.0\"}";
   struct timespec t0;
   pcc_compile_result *result = NULL;
   fresh_marker(marker);
-  int n = snprintf(script, sizeof script,
-                   "if [ -e %s ]; then kill -STOP $$; fi; : > %s; "
-                   "printf '\\%03o\\000\\000\\000H%%s' '%s'; "
-                   "head -c 1 >/dev/null; printf '\\001\\000\\000\\000Z'; sleep 5",
-                   marker, marker, (unsigned)(strlen(hello) + 1), hello);
-  ck_assert(n > 0 && (size_t)n < sizeof script);
-  pcc_compiler *pool = open_sh(script, 5000);
+  pcc_compiler *pool = open_fake(script, sizeof script, marker, "kill -STOP $$");
   ck_assert_int_eq(pcc_compiler_compile(pool, 0, "/a.py", "x=1\n", 4, &result),
                    PCC_COMPILER_PROTOCOL);
   clock_gettime(CLOCK_MONOTONIC, &t0);

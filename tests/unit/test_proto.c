@@ -2,10 +2,12 @@
  * the digest and checksum forms, the pyc header, parameter validation, JSON numbers as integers
  * and the JSON forms. */
 #include <math.h>
-#include <sodium.h>
 #include <stdio.h>
 
+#include <sodium.h>
+
 #include "proto.h"
+#include "proto_internal.h"
 #include "test_helpers.h"
 
 START_TEST(test_java_hash_known_values)
@@ -70,6 +72,57 @@ START_TEST(test_digest_loads_libcrypto_late)
     crypto_hash_sha256(expected, data, lengths[i]);
     pcc_digest_compute(data, lengths[i], &digest);
     ck_assert_mem_eq(digest.bytes, expected, sizeof expected);
+  }
+}
+END_TEST
+
+/* The reference of the reference: one byte a step, in 64-bit arithmetic reduced every step. */
+static int32_t java_hash_bytewise(const uint8_t *bytes, size_t len)
+{
+  uint64_t h = 1;
+  for (size_t i = 0; i < len; i++)
+    h = (h * 31u + (uint64_t)(int64_t)(int8_t)bytes[i]) & 0xffffffffu;
+  return (int32_t)(uint32_t)h;
+}
+
+/* Every implementation this CPU runs (and pcc_java_hash, which picks one) equals the bytewise
+ * sum: every length 0..300 (each path of the block loops and their tails), 2000 random lengths
+ * up to 4096, at every alignment 0..63 of the start, on random bytes (both signs) and on runs
+ * of 0x80 and 0x7f (the extremes of the multiply-adds). */
+START_TEST(test_java_hash_implementations_match_bytewise)
+{
+  enum { MAX = 4096, ALIGN = 64 };
+  static uint8_t buf[MAX + ALIGN] __attribute__((aligned(64)));
+  uint64_t seed = 0x9e3779b97f4a7c15u;
+  size_t tested = 0;
+  for (size_t i = 0; i < proto_java_hash_impl_count; i++)
+    tested += proto_java_hash_impls[i].usable();
+  ck_assert_uint_ge(tested, 1);
+  ck_assert_str_eq(proto_java_hash_impls[proto_java_hash_impl_count - 1].name, "scalar");
+  for (int pattern = 0; pattern < 3; pattern++) {
+    for (size_t i = 0; i < sizeof buf; i++) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      buf[i] = pattern == 0 ? (uint8_t)(seed >> 56) : pattern == 1 ? 0x80 : 0x7f;
+    }
+    for (int round = 0; round < 2300; round++) {
+      seed = seed * 6364136223846793005u + 1442695040888963407u;
+      size_t len = round <= 300 ? (size_t)round : (size_t)(seed >> 33) % (MAX + 1);
+      size_t align = (size_t)round % ALIGN;
+      const uint8_t *p = buf + align;
+      int32_t expected = java_hash_bytewise(p, len);
+      for (size_t i = 0; i < proto_java_hash_impl_count; i++) {
+        if (!proto_java_hash_impls[i].usable())
+          continue;
+        int32_t got = (int32_t)proto_java_hash_impls[i].fn(1, p, len);
+        ck_assert_msg(got == expected, "%s: length %zu at alignment %zu: %d, expected %d",
+                      proto_java_hash_impls[i].name, len, align, got, expected);
+      }
+      ck_assert_int_eq(pcc_java_hash(p, len), expected);
+      /* continued in two pieces, cut anywhere, gives the same */
+      size_t cut = len == 0 ? 0 : (size_t)(seed >> 13) % (len + 1);
+      ck_assert_int_eq((int32_t)proto_java_hash_update(proto_java_hash_update(1, p, cut), p + cut,
+                                                         len - cut), expected);
+    }
   }
 }
 END_TEST
@@ -279,6 +332,31 @@ START_TEST(test_entry_json_round_trip)
 }
 END_TEST
 
+/* The text written with the base64 in place is the object cJSON prints, byte for byte, for every
+ * length of a pyc's last base64 group (and an empty pyc). */
+START_TEST(test_entry_json_text_is_the_printed_object)
+{
+  uint8_t pyc[64];
+  for (size_t len = 0; len <= 40; len++) {
+    pcc_entry_view view = sample_entry(pyc, sizeof pyc);
+    for (size_t i = 16; i < sizeof pyc; i++)
+      pyc[i] = (uint8_t)(i * 37 + len);
+    view.pyc_len = len;
+    view.checksum = pcc_checksum(pyc, len);
+    cJSON *json = pcc_entry_to_json(&view);
+    char *printed = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    size_t text_len = 0;
+    char *text = pcc_entry_to_json_text(&view, &text_len);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_str_eq(text, printed);
+    ck_assert_uint_eq(text_len, strlen(printed));
+    free(text);
+    free(printed);
+  }
+}
+END_TEST
+
 /* A consistent checksum over a header that does not match the entry's mtime is rejected. */
 START_TEST(test_entry_json_header_mismatch)
 {
@@ -369,6 +447,21 @@ START_TEST(test_base64)
   free(bytes);
   free(text);
   ck_assert_int_eq(pcc_base64_decode("AP8*", 4, &bytes, &len), PCC_PROTO_INVALID);
+  /* the table encoder writes what libsodium's does, for every length of the last group */
+  uint8_t data[100];
+  char reference[sizeof data / 3 * 4 + 8];
+  for (size_t n = 0; n <= sizeof data; n++) {
+    for (size_t i = 0; i < n; i++)
+      data[i] = (uint8_t)(i * 151 + n * 7);
+    sodium_bin2base64(reference, sizeof reference, data, n, sodium_base64_VARIANT_ORIGINAL);
+    text = pcc_base64_encode(data, n);
+    ck_assert_str_eq(text, reference);
+    ck_assert_int_eq(pcc_base64_decode(text, strlen(text), &bytes, &len), PCC_PROTO_OK);
+    ck_assert_uint_eq(len, n);
+    ck_assert(n == 0 || memcmp(bytes, data, n) == 0);
+    free(bytes);
+    free(text);
+  }
 }
 END_TEST
 
@@ -518,6 +611,7 @@ int main(void)
   TCase *tc = tcase_create("proto");
   tcase_add_test(tc, test_java_hash_known_values);
   tcase_add_test(tc, test_java_hash_matches_reference_on_all_bytes);
+  tcase_add_test(tc, test_java_hash_implementations_match_bytewise);
   tcase_add_test(tc, test_digest_hex);
   tcase_add_test(tc, test_digest_loads_libcrypto_late);
   tcase_add_test(tc, test_checksum_hex);
@@ -526,6 +620,7 @@ int main(void)
   tcase_add_test(tc, test_params_invalid);
   tcase_add_test(tc, test_entry_json_round_trip);
   tcase_add_test(tc, test_entry_json_header_mismatch);
+  tcase_add_test(tc, test_entry_json_text_is_the_printed_object);
   tcase_add_test(tc, test_entry_json_numbers_out_of_range);
   tcase_add_test(tc, test_double_to_i64);
   tcase_add_test(tc, test_base64);

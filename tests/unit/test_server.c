@@ -3,7 +3,8 @@
  * route rows, as server/http.c does: single-flight compiles (joiners, one compile, waiters
  * released when the worker dies, requests that go away), the bundle cache, the bounds on what one
  * request may make the server spend (counted magics, the compile queue, batches, backups),
- * config parsing and limits, the route table against the roles of access control, and the
+ * config parsing (the command line, the --config file, the PYCACHED_* variables, --listen) and
+ * limits, the route table against the roles of access control, and the
  * parsing of warm-start bodies and token files (numbers out of range, a NUL, the size limit). */
 #include <check.h>
 #include <pthread.h>
@@ -928,6 +929,342 @@ START_TEST(test_config_values_and_bounds)
 }
 END_TEST
 
+/* pcc_config_parse of args, with what it prints on stderr in err. */
+static pcc_config_status parse_err(pcc_config *config, const char *const *args, char *err,
+                                   size_t len)
+{
+  char *argv[16] = {(char *)"pycached"};
+  int argc = 1;
+  for (; args[argc - 1] != NULL; argc++)
+    argv[argc] = (char *)args[argc - 1];
+  FILE *saved = stderr, *tmp = tmpfile();
+  ck_assert_ptr_nonnull(tmp);
+  stderr = tmp;
+  pcc_config_status rc = pcc_config_parse(argc, argv, config);
+  stderr = saved;
+  rewind(tmp);
+  size_t n = fread(err, 1, len - 1, tmp);
+  err[n] = '\0';
+  fclose(tmp);
+  return rc;
+}
+
+/* Writes len bytes of text into dir/name with mode; the path goes to path. */
+static void write_config(char *path, size_t path_len, const char *dir, const char *name,
+                         const char *text, size_t len, mode_t mode)
+{
+  ck_assert_int_lt(snprintf(path, path_len, "%s/%s", dir, name), (int)path_len);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+  fclose(f);
+  ck_assert_int_eq(chmod(path, mode), 0);
+}
+
+/* --listen: every form, the port in it against --port, and what a bad one says. The first case
+ * is issue 14's: `--listen 127.0.0.1:9000` was taken as the address "127.0.0.1:9000", which is
+ * not a loopback one, and refused "without --tokens". */
+START_TEST(test_config_listen_forms)
+{
+  static const struct {
+    const char *args[5];
+    const char *address, *name; /* NULL: refused */
+    uint64_t port;
+  } cases[] = {
+    {{"--listen", "127.0.0.1:9000", NULL}, "127.0.0.1", "", 9000},
+    {{"--listen", "127.0.0.1", NULL}, "127.0.0.1", "", 8700},
+    {{"--listen", "10.1.2.3:0", NULL}, "10.1.2.3", "", 0},
+    {{"--listen", "0.0.0.0:80", NULL}, "0.0.0.0", "", 80},
+    {{"--listen", "[::1]:9001", NULL}, "::1", "", 9001},
+    {{"--listen", "[::1]", NULL}, "::1", "", 8700},
+    {{"--listen", "::1", NULL}, "::1", "", 8700},
+    {{"--listen", "::", "--port", "5", NULL}, "::", "", 5},
+    {{"--listen", "[0:0::1]:65535", NULL}, "::1", "0:0::1", 65535}, /* canonical, and as given */
+    {{"--listen", "localhost:9002", NULL}, "127.0.0.1", "localhost", 9002}, /* its IPv4 one */
+    {{"--listen", "127.0.0.1:9000", "--port", "9000", NULL}, "127.0.0.1", "", 9000},
+    {{"--listen", "127.0.0.1:9000", "--port", "9001", NULL}, NULL, NULL, 0}, /* two ports */
+    {{"--listen", "127.0.0.1:65536", NULL}, NULL, NULL, 0},
+    {{"--listen", "127.0.0.1:", NULL}, NULL, NULL, 0},
+    {{"--listen", "127.0.0.1:http", NULL}, NULL, NULL, 0},
+    {{"--listen", "127.0.0.1:-1", NULL}, NULL, NULL, 0},
+    {{"--listen", "1.2.3", NULL}, NULL, NULL, 0},
+    {{"--listen", "1.2.3.4.5", NULL}, NULL, NULL, 0},
+    {{"--listen", "not an address", NULL}, NULL, NULL, 0},
+    {{"--listen", "", NULL}, NULL, NULL, 0},
+    {{"--listen", "-x", NULL}, NULL, NULL, 0},
+    {{"--listen", "[::1", NULL}, NULL, NULL, 0},
+    {{"--listen", "[::1]9000", NULL}, NULL, NULL, 0},
+    {{"--listen", "[127.0.0.1]", NULL}, NULL, NULL, 0},
+    {{"--listen", "[]:80", NULL}, NULL, NULL, 0},
+    {{"--listen", "::1:9000:x", NULL}, NULL, NULL, 0},
+    {{"--listen", "host:1:2", NULL}, NULL, NULL, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    pcc_config config;
+    char err[1024];
+    pcc_config_status rc = parse_err(&config, cases[i].args, err, sizeof err);
+    if (cases[i].address == NULL) {
+      ck_assert_msg(rc == PCC_CONFIG_USAGE, "case %zu (%s): %d", i, cases[i].args[1], (int)rc);
+      ck_assert_msg(strstr(err, "--listen") != NULL && strstr(err, "--port") != NULL,
+                    "case %zu: %s", i, err);
+      continue;
+    }
+    ck_assert_msg(rc == PCC_CONFIG_OK, "case %zu (%s): %s", i, cases[i].args[1], err);
+    ck_assert_str_eq(config.listen, cases[i].address);
+    ck_assert_str_eq(config.listen_name, cases[i].name);
+    ck_assert_uint_eq(config.port, cases[i].port);
+    ck_assert_str_eq(config.listen_arg, cases[i].args[1]);
+  }
+}
+END_TEST
+
+/* --worker-rss takes 0, so a size that wrapped round to 0 would pass: 2^64 must not. */
+START_TEST(test_config_size_overflow)
+{
+  pcc_config config;
+  static const struct {
+    const char *value;
+    pcc_config_status rc;
+    uint64_t bytes;
+  } cases[] = {
+    {"0T", PCC_CONFIG_OK, 0},
+    {"1T", PCC_CONFIG_OK, 1ull << 40},
+    {"1tb", PCC_CONFIG_OK, 1ull << 40},
+    {"1KB", PCC_CONFIG_OK, 1024}, /* KB is 1024, like K (docs/OPERATIONS.md) */
+    {"1025G", PCC_CONFIG_USAGE, 0},
+    {"16777216T", PCC_CONFIG_USAGE, 0},  /* 2^64 */
+    {"18446744073709551616", PCC_CONFIG_USAGE, 0},
+    {"17179869184G", PCC_CONFIG_USAGE, 0}, /* 2^64 */
+    {"8388608T", PCC_CONFIG_USAGE, 0},     /* 2^63: past INT64 */
+    {"1KiB", PCC_CONFIG_USAGE, 0},
+    {"1.5G", PCC_CONFIG_USAGE, 0},
+    {" 1G", PCC_CONFIG_USAGE, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *args[] = {"--worker-rss", cases[i].value, NULL};
+    pcc_config_status rc = parse(&config, args);
+    ck_assert_msg(rc == cases[i].rc, "%s: %d", cases[i].value, (int)rc);
+    if (rc == PCC_CONFIG_OK)
+      ck_assert_uint_eq(config.worker_rss, cases[i].bytes);
+  }
+}
+END_TEST
+
+/* The --config file: its syntax, its values under the command line's, and every refusal naming
+ * FILE:LINE. */
+START_TEST(test_config_file)
+{
+  char dir[256], path[320], other[320], err[1024];
+  test_make_tmpdir(dir, sizeof dir, "config");
+  static const char good[] = "# pycached.conf\n"
+                             "listen = 127.0.0.1:9100\n"
+                             "\n"
+                             "max-source=2M\r\n"
+                             "  source-root = /tmp  \n"
+                             "source-root = /usr\n"
+                             "insecure = true\n"
+                             "on-damaged-store = quarantine\n"
+                             "store = /var/lib/pycached store\n"
+                             "   # indented comment";
+  write_config(path, sizeof path, dir, "pycached.conf", good, strlen(good), 0600);
+  pcc_config config;
+  const char *plain[] = {"--config", path, NULL};
+  ck_assert_msg(parse_err(&config, plain, err, sizeof err) == PCC_CONFIG_OK, "%s", err);
+  ck_assert_str_eq(config.listen, "127.0.0.1");
+  ck_assert_uint_eq(config.port, 9100);
+  ck_assert_uint_eq(config.max_source, 2u << 20);
+  ck_assert_uint_eq(config.n_source_roots, 2);
+  ck_assert_str_eq(config.source_roots[0], "/tmp");
+  ck_assert_str_eq(config.source_roots[1], "/usr");
+  ck_assert(config.insecure);
+  ck_assert_str_eq(config.on_damaged_store, "quarantine");
+  ck_assert_str_eq(config.store_dir, "/var/lib/pycached store");
+  ck_assert_str_eq(config.config_file, path);
+  /* the command line over the file: --port over the file's listen port, a list replaced */
+  const char *over[] = {"--config", path, "--port", "9200", "--source-root", "/srv", NULL};
+  ck_assert_msg(parse_err(&config, over, err, sizeof err) == PCC_CONFIG_OK, "%s", err);
+  ck_assert_uint_eq(config.port, 9200);
+  ck_assert_uint_eq(config.n_source_roots, 1);
+  ck_assert_str_eq(config.source_roots[0], "/srv");
+  ck_assert_uint_eq(config.max_source, 2u << 20);
+  const char *over_listen[] = {"--config", path, "--listen", "[::1]", NULL};
+  ck_assert_int_eq(parse_err(&config, over_listen, err, sizeof err), PCC_CONFIG_OK);
+  ck_assert_str_eq(config.listen, "::1");
+  ck_assert_uint_eq(config.port, 8700); /* the file's port went with its listen */
+  const char *open_only[] = {"--config", path, "--port", "0", NULL}; /* group-readable is fine */
+  ck_assert_int_eq(chmod(path, 0644), 0);
+  ck_assert_int_eq(parse_err(&config, open_only, err, sizeof err), PCC_CONFIG_OK);
+
+  /* what is refused, and the words that must be in the message */
+  static const struct {
+    const char *text;
+    const char *says;
+  } bad[] = {
+    {"port = 1\n\nbogus = 1\n", ":3: unknown key 'bogus'"},
+    {"port = 1\nmax-source = 12Q\n", ":2: max-source: '12Q' is not a valid size"},
+    {"port = 70000\n", ":1: port: 70000 is out of range"},
+    {"port = 1\nport = 2\n", ":2: port given twice (first on line 1)"},
+    {"listen 127.0.0.1\n", ":1: not a KEY = VALUE line"},
+    {"port =\n", ":1: port: no value"},
+    {"insecure = maybe\n", ":1: insecure: 'maybe' is not true or false"},
+    {"on-damaged-store = delete\n", ":1: on-damaged-store: 'delete' is not one of"},
+    {"config = /etc/other.conf\n", ":1: config is not set in a config file"},
+    {"verify-store = true\n", ":1: verify-store is not set in a config file (command line"},
+    {"listen = 127.0.0.1:99999\n", ":1: listen 127.0.0.1:99999: the port is not a number"},
+    {"--port = 1\n", ":1: unknown key '--port'"},
+    {"Port = 1\n", ":1: unknown key 'Port'"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    write_config(path, sizeof path, dir, "bad.conf", bad[i].text, strlen(bad[i].text), 0600);
+    const char *args[] = {"--config", path, NULL};
+    ck_assert_msg(parse_err(&config, args, err, sizeof err) == PCC_CONFIG_USAGE, "%s",
+                  bad[i].text);
+    ck_assert_msg(strstr(err, path) != NULL && strstr(err, bad[i].says) != NULL,
+                  "%s: said %s", bad[i].text, err);
+  }
+  /* a NUL, and the line limit on both sides */
+  write_config(path, sizeof path, dir, "nul.conf", "port = 1\0\n", 10, 0600);
+  const char *nul[] = {"--config", path, NULL};
+  ck_assert_int_eq(parse_err(&config, nul, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, ":1: a NUL byte") != NULL, "%s", err);
+  static char line[PCC_CONFIG_LINE_MAX + 3];
+  memset(line, ' ', sizeof line);
+  memcpy(line, "port = 5", 8);
+  line[PCC_CONFIG_LINE_MAX] = '\n'; /* PCC_CONFIG_LINE_MAX bytes before the newline */
+  write_config(path, sizeof path, dir, "line.conf", line, PCC_CONFIG_LINE_MAX + 1, 0600);
+  const char *at_line_max[] = {"--config", path, NULL};
+  ck_assert_msg(parse_err(&config, at_line_max, err, sizeof err) == PCC_CONFIG_OK, "%s", err);
+  ck_assert_uint_eq(config.port, 5);
+  line[PCC_CONFIG_LINE_MAX] = ' ';
+  line[PCC_CONFIG_LINE_MAX + 1] = '\n';
+  write_config(path, sizeof path, dir, "line.conf", line, PCC_CONFIG_LINE_MAX + 2, 0600);
+  ck_assert_int_eq(parse_err(&config, at_line_max, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, ":1: longer than the line limit") != NULL, "%s", err);
+  /* the file limit on both sides: comment lines of 64 bytes */
+  static char big[PCC_CONFIG_FILE_MAX + 64];
+  for (size_t i = 0; i < sizeof big; i += 64) {
+    memset(big + i, '#', 63);
+    big[i + 63] = '\n';
+  }
+  write_config(path, sizeof path, dir, "big.conf", big, PCC_CONFIG_FILE_MAX, 0600);
+  const char *big_args[] = {"--config", path, NULL};
+  ck_assert_msg(parse_err(&config, big_args, err, sizeof err) == PCC_CONFIG_OK, "%s", err);
+  write_config(path, sizeof path, dir, "big.conf", big, PCC_CONFIG_FILE_MAX + 1, 0600);
+  ck_assert_int_eq(parse_err(&config, big_args, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "larger than the limit") != NULL, "%s", err);
+  /* who may write it: it may name the --tokens */
+  write_config(path, sizeof path, dir, "mode.conf", "port = 1\n", 9, 0600);
+  const char *mode_args[] = {"--config", path, NULL};
+  static const mode_t refused_modes[] = {0666, 0602, 0620, 0660};
+  for (size_t i = 0; i < sizeof refused_modes / sizeof refused_modes[0]; i++) {
+    ck_assert_int_eq(chmod(path, refused_modes[i]), 0);
+    ck_assert_int_eq(parse_err(&config, mode_args, err, sizeof err), PCC_CONFIG_USAGE);
+    ck_assert_msg(strstr(err, "writable by its group or others") != NULL, "%s", err);
+  }
+  ck_assert_int_eq(chmod(path, 0600), 0);
+  if (geteuid() == 0) { /* a file of another user (root may make one) */
+    ck_assert_int_eq(chown(path, 4242, 4242), 0);
+    ck_assert_int_eq(parse_err(&config, mode_args, err, sizeof err), PCC_CONFIG_USAGE);
+    ck_assert_msg(strstr(err, "owned by another user") != NULL, "%s", err);
+  }
+  snprintf(other, sizeof other, "%s/missing.conf", dir);
+  const char *missing[] = {"--config", other, NULL};
+  ck_assert_int_eq(parse_err(&config, missing, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "--config") && strstr(err, "No such file"), "%s", err);
+  const char *directory[] = {"--config", dir, NULL};
+  ck_assert_int_eq(parse_err(&config, directory, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "not a regular file") != NULL, "%s", err);
+  test_remove_tree(dir);
+}
+END_TEST
+
+/* The PYCACHED_* variables: over the file, under the command line, lists split at commas and
+ * replacing the file's, and a bad value naming its variable. */
+START_TEST(test_config_environment)
+{
+  char dir[256], path[320], unreadable[320], err[1024];
+  test_make_tmpdir(dir, sizeof dir, "config-env");
+  static const char file[] = "listen = 127.0.0.1:9100\nmax-source = 2M\nsource-root = /f\n"
+                             "insecure = true\nmax-batch = 7\n";
+  write_config(path, sizeof path, dir, "pycached.conf", file, strlen(file), 0600);
+  pcc_config config;
+  const char *none[] = {NULL};
+  ck_assert_int_eq(setenv("PYCACHED_MAX_SOURCE", "3M", 1), 0);
+  ck_assert_int_eq(setenv("PYCACHED_SOURCE_ROOT", "/a,/b", 1), 0);
+  ck_assert_int_eq(setenv("PYCACHED_INSECURE", "0", 1), 0);
+  ck_assert_int_eq(setenv("PYCACHED_PORT", "9400", 1), 0);
+  ck_assert_int_eq(setenv("PYCACHED_MAX_CONNECTIONS_PER_IP", "", 1), 0); /* empty: unset */
+  ck_assert_int_eq(setenv("PYCACHED_VERIFY_STORE", "1", 1), 0); /* command line only */
+  ck_assert_int_eq(setenv("PYCACHED_CONFIG", path, 1), 0);
+  ck_assert_msg(parse_err(&config, none, err, sizeof err) == PCC_CONFIG_OK, "%s", err);
+  ck_assert_str_eq(config.config_file, path);
+  ck_assert_uint_eq(config.max_source, 3u << 20);   /* environment over file */
+  ck_assert_uint_eq(config.max_batch, 7);           /* the file's */
+  ck_assert_uint_eq(config.n_source_roots, 2);      /* replaced, not added to */
+  ck_assert_str_eq(config.source_roots[0], "/a");
+  ck_assert_str_eq(config.source_roots[1], "/b");
+  ck_assert(!config.insecure);
+  ck_assert_uint_eq(config.port, 9400);             /* over the file's listen port */
+  ck_assert_str_eq(config.listen, "127.0.0.1");
+  ck_assert_uint_eq(config.max_connections_per_ip, PCC_CONNECTIONS_PER_IP_DEFAULT);
+  ck_assert(!config.verify_store);
+  const char *flags[] = {"--max-source", "1M", "--source-root", "/c", "--insecure", NULL};
+  ck_assert_msg(parse_err(&config, flags, err, sizeof err) == PCC_CONFIG_OK, "%s", err);
+  ck_assert_uint_eq(config.max_source, 1u << 20);   /* command line over environment */
+  ck_assert_uint_eq(config.n_source_roots, 1);
+  ck_assert_str_eq(config.source_roots[0], "/c");
+  ck_assert(config.insecure);
+  /* --config over PYCACHED_CONFIG: the variable's file is not read */
+  snprintf(unreadable, sizeof unreadable, "%s/missing.conf", dir);
+  ck_assert_int_eq(setenv("PYCACHED_CONFIG", unreadable, 1), 0);
+  const char *file_flag[] = {"--config", path, NULL};
+  ck_assert_msg(parse_err(&config, file_flag, err, sizeof err) == PCC_CONFIG_OK, "%s", err);
+  ck_assert_int_eq(parse_err(&config, none, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "PYCACHED_CONFIG") != NULL, "%s", err);
+  ck_assert_int_eq(unsetenv("PYCACHED_CONFIG"), 0);
+  /* two ports in one layer */
+  ck_assert_int_eq(setenv("PYCACHED_LISTEN", "[::1]:9300", 1), 0);
+  ck_assert_int_eq(parse_err(&config, none, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "PYCACHED_LISTEN [::1]:9300 and PYCACHED_PORT 9400") != NULL, "%s",
+                err);
+  ck_assert_int_eq(unsetenv("PYCACHED_PORT"), 0);
+  ck_assert_int_eq(parse_err(&config, none, err, sizeof err), PCC_CONFIG_OK);
+  ck_assert_str_eq(config.listen, "::1");
+  ck_assert_uint_eq(config.port, 9300);
+  /* bad values name their variable */
+  static const struct {
+    const char *name, *value, *says;
+  } bad[] = {
+    {"PYCACHED_MAX_SOURCE", "12Q", "PYCACHED_MAX_SOURCE: '12Q' is not a valid size"},
+    {"PYCACHED_WORKERS", "65", "PYCACHED_WORKERS: 65 is out of range [0, 64]"},
+    {"PYCACHED_SOURCE_ROOT", "/a,,/b", "PYCACHED_SOURCE_ROOT: an empty value"},
+    {"PYCACHED_SOURCE_ROOT", "/a,", "PYCACHED_SOURCE_ROOT: an empty value"},
+    {"PYCACHED_SERVER_NAME", "a,b,c,d,e,f,g,h,i", "PYCACHED_SERVER_NAME: at most 8 values"},
+    {"PYCACHED_RETIRE_UNSERVED_MAGICS", "2", "PYCACHED_RETIRE_UNSERVED_MAGICS: '2' is not"},
+    {"PYCACHED_LISTEN", "127.0.0.1:x", "PYCACHED_LISTEN 127.0.0.1:x: the port"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char saved[64] = "";
+    const char *was = getenv(bad[i].name);
+    snprintf(saved, sizeof saved, "%s", was ? was : "");
+    ck_assert_int_eq(setenv(bad[i].name, bad[i].value, 1), 0);
+    ck_assert_int_eq(parse_err(&config, none, err, sizeof err), PCC_CONFIG_USAGE);
+    ck_assert_msg(strstr(err, bad[i].says) != NULL, "%s=%s: said %s", bad[i].name,
+                  bad[i].value, err);
+    ck_assert_int_eq(was ? setenv(bad[i].name, saved, 1) : unsetenv(bad[i].name), 0);
+  }
+  static char long_value[PCC_CONFIG_LINE_MAX + 2];
+  memset(long_value, '1', sizeof long_value - 1);
+  ck_assert_int_eq(setenv("PYCACHED_STORE", long_value, 1), 0);
+  ck_assert_int_eq(parse_err(&config, none, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "PYCACHED_STORE: longer than") != NULL, "%s", err);
+  long_value[PCC_CONFIG_LINE_MAX] = '\0';
+  ck_assert_int_eq(setenv("PYCACHED_STORE", long_value, 1), 0);
+  ck_assert_int_eq(parse_err(&config, none, err, sizeof err), PCC_CONFIG_OK);
+  test_remove_tree(dir);
+}
+END_TEST
+
 START_TEST(test_limits_table)
 {
   size_t n;
@@ -1207,6 +1544,10 @@ static Suite *server_suite(void)
   tcase_add_test(config, test_config_defaults_are_the_limits);
   tcase_add_test(config, test_config_values_and_bounds);
   tcase_add_test(config, test_config_store_sizes);
+  tcase_add_test(config, test_config_listen_forms);
+  tcase_add_test(config, test_config_size_overflow);
+  tcase_add_test(config, test_config_file);
+  tcase_add_test(config, test_config_environment);
   tcase_add_test(config, test_limits_table);
   tcase_add_test(config, test_route_table_is_sound);
   tcase_add_test(config, test_roles_against_the_route_table);

@@ -11,11 +11,13 @@ Extension modules and sourceless pycs keep their usual loaders.
 With access control on the server, the token comes from PYCACHED_TOKEN, else from the file named
 by PYCACHED_TOKEN_FILE; a refused token (401/403) is a fallback that stops the requests.
 
-Warm start: at install the hook fetches the bundle of this program's import profile
-(PYCACHED_PROFILE, derived from the command line by default) in one request, and serves a module
-from it only after validating it exactly as a lookup would (mtime, size and, in hash mode, the
-source's hash and digest); at exit it sends the server the paths it imported, which the server
-merges into the profile for the next start.
+Warm start: at install a thread of the hook starts fetching the bundle of this program's import
+profile (PYCACHED_PROFILE, derived from the command line by default) in one request, so that the
+transfer overlaps the rest of the start-up; an import that needs it waits for it (bounded). A
+module is served from it only after validating it exactly as a lookup would (mtime, size and, in
+hash mode, the source's hash and digest, which the same thread computes ahead of the imports for
+sources that did not change recently); at exit the hook sends the server the paths it imported,
+which the server merges into the profile for the next start.
 
 Nothing the cache machinery raises reaches the importing program: the hook's way to a served or
 bundled code object runs under a catch-all that falls back to local compilation (counted as the
@@ -23,10 +25,11 @@ fallback hook-error), so a source's own SyntaxError is always CPython's, raised 
 """
 import atexit
 import _imp
-import _thread  # not threading, nor importlib.util: each costs a process 1-3 ms at start
 import marshal
 import os
 import sys
+import threading
+import time
 from importlib import machinery
 from importlib import _bootstrap_external as _bx
 
@@ -81,24 +84,34 @@ _TOKEN_FILE_MAX = _native.TOKEN_FILE_MAX  # bytes of a token file, white space i
 _PROFILE_NAME_MAX = _native.PROFILE_NAME_MAX  # bytes of a profile name
 _PROFILE_TAG_HEX = 16  # hex digits of the digest that tag a shortened or cleaned profile name
 
-_lock = _thread.allocate_lock()         # counters
-_bundle_lock = _thread.allocate_lock()  # the first import fetches the bundle; others wait for it
+# A source whose ctime is this recent when the fetch thread hashes it may still change within one
+# tick of the file system's clock without its stat changing: it is hashed at its import instead.
+_RACY_SECONDS = 2.0
+
+_lock = threading.Lock()         # counters
+_bundle_lock = threading.Lock()  # a process without a fetch thread fetches at its first import
+_bundle_ready = threading.Event()  # set once the fetch thread has set _bundle
+_bundle_thread = None  # the thread fetching the bundle (started by install), or None
+_bundle_waited_out = False  # an import waited its bound for the bundle: later ones do not wait
 _counters = {}
 _settings = None
 _path_hook = None
-_bundle = None   # source path -> (mtime, size, hash, digest, pyc); fetched at the first import
+_bundle = None   # source path -> (mtime, size, hash, digest, pyc); None until fetched
+_source_ids = {}  # source path -> (stat key, (hash, digest)) hashed ahead by the fetch thread
 _no_pycache = set()  # directories seen without a __pycache__ (saves a failed open a module)
 _imported = {}   # source paths this process handled (an ordered set), for the profile
 
 
 def _after_fork_in_child():
-    """A child forked while another thread held one of the locks (the bundle's is held for the
-    whole first fetch) must not wait for a thread it does not have: it gets fresh locks, and a
-    bundle its parent was still fetching is fetched again, by the child, when it needs it (the
-    C part gives the child a connection of its own)."""
-    global _lock, _bundle_lock
-    _lock = _thread.allocate_lock()
-    _bundle_lock = _thread.allocate_lock()
+    """A child forked while another thread held one of the locks, or while the fetch thread was
+    fetching the bundle, must not wait for a thread it does not have: it gets fresh locks and no
+    fetch thread, and a bundle its parent was still fetching is fetched again, by the child, at
+    its first import that needs it (the C part gives the child a connection of its own)."""
+    global _lock, _bundle_lock, _bundle_ready, _bundle_thread
+    _lock = threading.Lock()
+    _bundle_lock = threading.Lock()
+    _bundle_ready = threading.Event()
+    _bundle_thread = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -333,20 +346,72 @@ def _code_from_pyc(fullname, source_path, source_mtime, source_size, pyc, outcom
     return code
 
 
-def _bundled_code(fullname, source_path, source_mtime, source_size):
-    """A code object from the profile's bundle, validated as a lookup would be, or None."""
-    if _bundle is None:
+def _wait_bundle():
+    """The bundle once its fetch has ended, or None when this import waited as long as the fetch
+    may take (its connect and transfer timeouts) and it is still not there (the fallback
+    bundle-wait, once; later imports do not wait). A process without a fetch thread (a child
+    forked during the fetch) fetches it here, once."""
+    global _bundle_waited_out
+    if _bundle_thread is None:
         with _bundle_lock:
             if _bundle is None:
                 _load_bundle(_settings)
-    entry = _bundle.get(source_path)
+        return _bundle
+    bound = (_settings["timeout_ms"] + _settings["compile_timeout_ms"]) / 1000.0
+    if _bundle_ready.wait(0 if _bundle_waited_out else bound):
+        return _bundle
+    if not _bundle_waited_out:
+        _bundle_waited_out = True
+        _count("fallback:bundle-wait")
+        _debug("bundle-wait", _settings["profile"], "-", "not there after %.1f s" % bound)
+    return None
+
+
+def _stat_key(st):
+    """What changes whenever a file is written or replaced (ctime: even after os.utime)."""
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
+
+
+def _prefetch_source_ids(bundle):
+    """In the fetch thread, in hash mode: the hash and digest of each bundled source, in the
+    profile's order, kept with the source's stat key. Only sources whose ctime is over
+    _RACY_SECONDS old and whose stat did not change while they were read: a later write would
+    change the ctime, so an import that finds the same stat key finds the same bytes."""
+    for path in list(bundle):
+        if path in _imported:  # its import came first and hashed it
+            continue
+        try:
+            before = os.stat(path)
+            if time.time() - before.st_ctime < _RACY_SECONDS:
+                continue
+            ids = _native.source_ids(path)
+            if _stat_key(os.stat(path)) == _stat_key(before):
+                _source_ids[path] = (_stat_key(before), ids)
+        except Exception:  # unreadable, gone, too large: its import reads it itself
+            continue
+
+
+def _source_ids_now(source_path):
+    """(hash, digest) of the source as it is now: the fetch thread's, if the source's stat key
+    is still the one it saw, else read and hashed here."""
+    ahead = _source_ids.pop(source_path, None)
+    if ahead is not None and _stat_key(os.stat(source_path)) == ahead[0]:
+        _count("bundle_ids_ahead")
+        return ahead[1]
+    return _native.source_ids(source_path)
+
+
+def _bundled_code(fullname, source_path, source_mtime, source_size):
+    """A code object from the profile's bundle, validated as a lookup would be, or None."""
+    bundle = _bundle if _bundle is not None else _wait_bundle()
+    entry = bundle.get(source_path) if bundle is not None else None
     if entry is None:
         return None
     mtime, size, hash_, digest, pyc = entry
     fresh = mtime == source_mtime and size == source_size
     if fresh and _settings["validation"] == "hash":
         try:
-            fresh = _native.source_ids(source_path) == (hash_, digest)
+            fresh = _source_ids_now(source_path) == (hash_, digest)
         except OSError:
             fresh = False
     if not fresh:  # the source changed since the bundle was made: ask for this one alone
@@ -442,13 +507,45 @@ def install(env=None):
             (machinery.SourcelessFileLoader, machinery.BYTECODE_SUFFIXES))
         sys.path_hooks.insert(0, _path_hook)
         sys.path_importer_cache.clear()
+    _start_bundle_fetch(conf)
     return True
+
+
+def _start_bundle_fetch(conf):
+    """Starts the fetch thread, once a process (none with profiles off: no bundle)."""
+    global _bundle, _bundle_thread
+    if _bundle is not None or _bundle_thread is not None:
+        return
+    if conf["profile"] == "off":
+        _bundle = {}
+        return
+    _bundle_thread = threading.Thread(target=_fetch_thread, args=(conf,), daemon=True,
+                                      name="pycached-bundle")
+    _bundle_thread.start()
+
+
+def _fetch_thread(conf):
+    """The bundle, then (hash mode) its sources' ids ahead of their imports. Nothing it meets
+    escapes: an exception is the fallback hook-error, and the imports go on without it."""
+    ready = _bundle_ready
+    try:
+        _load_bundle(conf)
+    except Exception as exc:
+        _count("fallback:hook-error")
+        _debug("hook-error", "(bundle)", conf["profile"], "%s: %s" % (type(exc).__name__, exc))
+    finally:
+        ready.set()
+    try:
+        if conf["validation"] == "hash" and _bundle:
+            _prefetch_source_ids(_bundle)
+    except Exception:  # e.g. the interpreter shutting down under it
+        pass
 
 
 def _load_bundle(conf):
     """Fetches the bundle of this program's profile: one request for every module it imported
     in earlier runs. Sets _bundle last, so that no import sees it half made, and also when the
-    fetch raised (the exception goes on to _guarded): the bundle is asked for once."""
+    fetch raised (the exception goes on to the caller): the bundle is asked for once."""
     global _bundle
     entries = {}
     try:
