@@ -28,7 +28,7 @@ import _imp
 import marshal
 import os
 import sys
-import threading
+import _thread  # not threading: importing it costs every process 1-3 ms (BENCHMARKS.md, issue 12)
 import time
 from importlib import machinery
 from importlib import _bootstrap_external as _bx
@@ -88,10 +88,32 @@ _PROFILE_TAG_HEX = 16  # hex digits of the digest that tag a shortened or cleane
 # tick of the file system's clock without its stat changing: it is hashed at its import instead.
 _RACY_SECONDS = 2.0
 
-_lock = threading.Lock()         # counters
-_bundle_lock = threading.Lock()  # a process without a fetch thread fetches at its first import
-_bundle_ready = threading.Event()  # set once the fetch thread has set _bundle
-_bundle_thread = None  # the thread fetching the bundle (started by install), or None
+class _Ready:
+    """threading.Event's set() and wait(timeout) on a _thread lock, held until set()."""
+
+    def __init__(self):
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self):  # called once, by the fetch thread
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self, timeout):
+        if self._set:
+            return True
+        if self._lock.acquire(timeout > 0, timeout if timeout > 0 else -1):
+            self._lock.release()  # the next waiter passes too
+            return True
+        return self._set
+
+
+_lock = _thread.allocate_lock()         # counters
+_bundle_lock = _thread.allocate_lock()  # a process without a fetch thread fetches at its first import
+_bundle_ready = _Ready()  # set once the fetch thread has set _bundle
+_bundle_thread = None  # the ident of the thread fetching the bundle (started by install), or None
 _bundle_waited_out = False  # an import waited its bound for the bundle: later ones do not wait
 _counters = {}
 _settings = None
@@ -108,9 +130,9 @@ def _after_fork_in_child():
     fetch thread, and a bundle its parent was still fetching is fetched again, by the child, at
     its first import that needs it (the C part gives the child a connection of its own)."""
     global _lock, _bundle_lock, _bundle_ready, _bundle_thread
-    _lock = threading.Lock()
-    _bundle_lock = threading.Lock()
-    _bundle_ready = threading.Event()
+    _lock = _thread.allocate_lock()
+    _bundle_lock = _thread.allocate_lock()
+    _bundle_ready = _Ready()
     _bundle_thread = None
 
 
@@ -519,9 +541,8 @@ def _start_bundle_fetch(conf):
     if conf["profile"] == "off":
         _bundle = {}
         return
-    _bundle_thread = threading.Thread(target=_fetch_thread, args=(conf,), daemon=True,
-                                      name="pycached-bundle")
-    _bundle_thread.start()
+    # a bare thread (no threading.Thread): like a daemon one, never waited for at exit
+    _bundle_thread = _thread.start_new_thread(_fetch_thread, (conf,))
 
 
 def _fetch_thread(conf):
