@@ -30,8 +30,10 @@ import os
 import sys
 import _thread  # not threading: importing it costs every process 1-3 ms (BENCHMARKS.md, issue 12)
 import time
-from importlib import machinery
-from importlib import _bootstrap_external as _bx
+# importlib.machinery's classes without importing the importlib package (and the warnings it
+# imports: 0.4 ms of every start): the frozen module both re-export, there in every interpreter
+_bx = sys.modules["_frozen_importlib_external"]
+machinery = _bx
 
 
 

@@ -2,7 +2,9 @@
 sitecustomize this one shadows (Debian ships one)."""
 import os
 import sys
-from importlib import machinery, _bootstrap  # not importlib.util: 3 ms of every start
+# importlib's machinery without the importlib package (importlib.util: 3 ms of every start)
+machinery = sys.modules["_frozen_importlib_external"]
+_bootstrap = sys.modules["_frozen_importlib"]
 
 _here = os.path.dirname(os.path.abspath(__file__))
 try:
