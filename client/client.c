@@ -1,18 +1,19 @@
-/* client.c: libpycached, the libcurl client of the pycached HTTP API (docs/API.md).
+/* client.c: libpycached, the client of the pycached HTTP API (docs/API.md).
  *
- * One CURL easy handle per pcc_client, reused for every request so the connection stays open.
- * Response bodies are collected into a buffer with a hard limit; error bodies are decoded into
- * the client's last error; hit bodies are decoded and verified by proto's pcc_entry_from_json
- * and then compared against the request. Downloads (pcc_client_download) stream a 2xx body to
- * a file descriptor instead. Tokens (pcc_token_*) are read and checked here too, and sent as an
- * Authorization header that is part of every header list of the client. See pycached.h for the
- * contract.
+ * Requests are built here and carried by a transport chosen by the base URL's scheme
+ * (transport.h): http1.c, libpycached's own HTTP/1.1 client on one kept-alive socket, for
+ * http://, and libcurl, loaded at the first https:// client, for https:// (curl.c). Response
+ * bodies are collected into a buffer with a hard limit; error bodies are decoded into the
+ * client's last error; hit bodies are decoded and verified by proto's pcc_entry_from_json (or
+ * taken raw with their X-Pycached-* headers) and then compared against the request. Downloads
+ * (pcc_client_download) stream a 2xx body to a file descriptor instead. Tokens (pcc_token_*) are
+ * read and checked here too, and sent as an Authorization header on every request. See
+ * pycached.h for the contract.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,50 +22,48 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
+#include <zstd.h>
 
 #include "pycached.h"
+#include "transport.h"
 
 #define CLIENT_SOURCE_RETRIES 3
 #define CLIENT_SOURCE_CHUNK 16384 /* bytes of a source file read at a time */
 #define CLIENT_AUTH_PREFIX "Authorization: Bearer "
+#define CLIENT_HEADER_LINES 6 /* the most header lines of one kind of request, with its NULL */
 
-/* A response body: grows up to the client's max_response bytes (buf.max holds one more, for a
- * NUL that is not counted), always NUL-terminated once allocated. */
-typedef struct {
-  pcc_dynbuf buf;
-  size_t expected; /* the response's Content-Length (capped at max_response), 0 when not given */
-  bool toobig;
-  bool nomem;
-} client_buf;
+/* The transports, by scheme (transport.h). */
+static const client_transport *const client_transports[] = {
+  &client_http1_transport,
+  &client_curl_transport,
+};
 
-/* Where pcc_client_download puts a 2xx body; fd is -1 outside a download. */
-typedef struct {
-  int fd;
-  uint64_t written;
-  int error;   /* errno of a failed write, 0 when none */
-  bool toobig; /* over PCC_DOWNLOAD_MAX */
-} client_sink;
+/* The headers of each kind of request: NULL-terminated lists of lines, the Authorization line
+ * (when there is a token) last. */
+typedef enum {
+  CLIENT_POST,     /* compiles */
+  CLIENT_CODE,     /* lookups */
+  CLIENT_GET,      /* stats, health */
+  CLIENT_REQUEST,  /* pcc_client_request */
+  CLIENT_DOWNLOAD, /* pcc_client_download */
+  CLIENT_KINDS
+} client_kind;
 
 struct pcc_client {
-  CURL *curl;
+  const client_transport *transport;
+  client_conn *conn;
   char *base_url; /* without a trailing '/' */
   long connect_timeout_ms;
   long timeout_ms;
   size_t max_response;
-  struct curl_slist *post_headers; /* compiles */
-  struct curl_slist *code_headers; /* lookups */
-  struct curl_slist *get_headers;  /* stats, health */
-  struct curl_slist *request_headers;  /* pcc_client_request */
-  struct curl_slist *download_headers; /* pcc_client_download */
-  char *auth_header;                   /* "Authorization: Bearer TOKEN", or NULL; wiped on close */
+  const char *headers[CLIENT_KINDS][CLIENT_HEADER_LINES];
+  char *auth_header; /* "Authorization: Bearer TOKEN", or NULL; wiped on close */
   bool raw_pyc;
-  client_buf body;
-  client_sink sink;
-  char curl_errbuf[CURL_ERROR_SIZE];
+  pcc_dynbuf body; /* the last response's body; max is max_response + 1, for a NUL */
   /* X-Pycached-* headers of the last response, "" when absent */
   char outcome[16], digest[PCC_DIGEST_HEX_LEN + 1], checksum[17], hash[16], validation[16];
   char compiler[64];
+  char encoding[16]; /* its Content-Encoding, "" when absent */
   /* last error; the strings are owned copies */
   pcc_client_error err;
   char *err_error, *err_message, *err_reason, *err_param, *err_type, *err_role;
@@ -89,16 +88,6 @@ const char *pcc_client_strerror(pcc_client_status rc)
   case PCC_CLIENT_FORBIDDEN: return "forbidden: the server refused the request";
   }
   return "unknown status";
-}
-
-/* ---- global init ----------------------------------------------------------------------- */
-
-static pthread_once_t client_global_once = PTHREAD_ONCE_INIT;
-static CURLcode client_global_rc = CURLE_OK;
-
-static void client_global_init(void)
-{
-  client_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 /* ---- last error -------------------------------------------------------------------------- */
@@ -141,9 +130,7 @@ pcc_client_status pcc_client_set_timeout(pcc_client *client, long timeout_ms)
   if (client == NULL || timeout_ms < 0)
     return PCC_CLIENT_INVALID;
   client->timeout_ms = timeout_ms ? timeout_ms : PCC_CLIENT_DEFAULT_TIMEOUT_MS;
-  return curl_easy_setopt(client->curl, CURLOPT_TIMEOUT_MS, client->timeout_ms) == CURLE_OK
-             ? PCC_CLIENT_OK
-             : PCC_CLIENT_INVALID;
+  return PCC_CLIENT_OK;
 }
 
 const char *pcc_client_last_outcome(const pcc_client *client)
@@ -153,19 +140,18 @@ const char *pcc_client_last_outcome(const pcc_client *client)
 
 const char *pcc_client_last_body(const pcc_client *client, size_t *len_out)
 {
-  const pcc_dynbuf *buf = &client->body.buf;
+  const pcc_dynbuf *buf = &client->body;
   if (len_out)
     *len_out = buf->data ? buf->len : 0;
   return buf->data ? buf->data : "";
 }
 
-/* ---- response buffer ------------------------------------------------------------------- */
+/* ---- responses ------------------------------------------------------------------------- */
 
-/* Keeps the X-Pycached-* headers of a response (curl passes one header line a call). A value
+/* Keeps an X-Pycached-* header of a response (one line, with or without its CRLF). A value
  * longer than its buffer is dropped, which the checks of a hit then report. */
-static size_t client_header_cb(char *line, size_t size, size_t nitems, void *userdata)
+static void client_header_line(pcc_client *client, const char *line, size_t len)
 {
-  pcc_client *client = userdata;
   const struct {
     const char *name;
     char *buf;
@@ -177,8 +163,8 @@ static size_t client_header_cb(char *line, size_t size, size_t nitems, void *use
     {"x-pycached-hash:", client->hash, sizeof client->hash},
     {"x-pycached-validation:", client->validation, sizeof client->validation},
     {"x-pycached-compiler:", client->compiler, sizeof client->compiler},
+    {"content-encoding:", client->encoding, sizeof client->encoding},
   };
-  size_t len = size * nitems;
   for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
     size_t n = strlen(wanted[i].name);
     if (len <= n || strncasecmp(line, wanted[i].name, n) != 0)
@@ -195,49 +181,53 @@ static size_t client_header_cb(char *line, size_t size, size_t nitems, void *use
       wanted[i].buf[value_len] = '\0';
     }
   }
-  static const char length_name[] = "content-length:";
-  if (len > sizeof length_name - 1 && strncasecmp(line, length_name, sizeof length_name - 1) == 0) {
-    char digits[24];
-    size_t n = 0;
-    for (size_t i = sizeof length_name - 1; i < len && n < sizeof digits - 1; i++)
-      if (line[i] >= '0' && line[i] <= '9')
-        digits[n++] = line[i];
-    digits[n] = '\0';
-    int64_t value = 0;
-    if (n > 0 && pcc_parse_i64(digits, 0, INT64_MAX, &value) == PCC_PROTO_OK)
-      client->body.expected = (uint64_t)value < client->max_response ? (size_t)value
-                                                                       : client->max_response;
-  }
-  return len;
 }
 
-/* Appends a piece of the body; returning less than it was given aborts the transfer with
- * CURLE_WRITE_ERROR, the flags say why. */
-static size_t client_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+/* Hands each line of a header block (lines ending in "\n"; a last one may lack it) to
+ * client_header_line. */
+static void client_header_lines(pcc_client *client, const char *headers, size_t len)
 {
-  client_buf *body = userdata;
-  size_t n = size * nmemb;
-  /* one allocation of the announced size: big bodies (bundles) are not copied as they grow */
-  pcc_proto_status rc = PCC_PROTO_OK;
-  if (body->buf.cap == 0 && body->expected > n)
-    rc = pcc_dynbuf_reserve(&body->buf, body->expected + 1);
-  if (rc == PCC_PROTO_OK)
-    rc = pcc_dynbuf_reserve(&body->buf, n + 1); /* the bytes and the NUL */
-  if (rc != PCC_PROTO_OK) {
-    body->toobig = rc == PCC_PROTO_RANGE;
-    body->nomem = rc == PCC_PROTO_NOMEM;
-    return 0;
+  for (size_t at = 0; at < len;) {
+    const char *nl = memchr(headers + at, '\n', len - at);
+    size_t line = nl ? (size_t)(nl - (headers + at)) + 1 : len - at;
+    client_header_line(client, headers + at, line);
+    at += line;
   }
-  pcc_dynbuf_add(&body->buf, ptr, n); /* cannot fail: the room is reserved */
-  ((char *)body->buf.data)[body->buf.len] = '\0';
-  return n;
 }
 
-static void client_buf_reset(client_buf *body)
+/* Replaces a body that came with Content-Encoding: zstd by what it decompresses to: one frame
+ * that states its size, at most max_response bytes (checked before anything is allocated). */
+static pcc_client_status client_decode_zstd(pcc_client *client)
 {
-  pcc_dynbuf_free(&body->buf);
-  body->expected = 0;
-  body->toobig = body->nomem = false;
+  pcc_dynbuf *body = &client->body;
+  unsigned long long size = body->data ? ZSTD_getFrameContentSize(body->data, body->len)
+                                       : ZSTD_CONTENTSIZE_ERROR;
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
+      ZSTD_findFrameCompressedSize(body->data, body->len) != body->len)
+    return client_fail(client, PCC_CLIENT_PROTOCOL, "a zstd body that is not one sized frame");
+  if (size > client->max_response)
+    return client_fail(client, PCC_CLIENT_TOOBIG,
+                       "the decompressed response is over the client's max_response limit");
+  pcc_dynbuf out;
+  pcc_dynbuf_init(&out, client->max_response + 1);
+  if (pcc_dynbuf_reserve(&out, (size_t)size + 1) != PCC_PROTO_OK)
+    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  size_t n = ZSTD_decompress(out.data, (size_t)size, body->data, body->len);
+  if (ZSTD_isError(n) || n != size) {
+    pcc_dynbuf_free(&out);
+    return client_fail(client, PCC_CLIENT_PROTOCOL, "a damaged zstd body");
+  }
+  pcc_dynbuf_commit(&out, n);
+  pcc_dynbuf_free(body);
+  *body = out;
+  return PCC_CLIENT_OK;
+}
+
+/* Keeps the body NUL-terminated (the NUL is not counted; max_response + 1 leaves room). */
+static void client_body_terminate(pcc_client *client)
+{
+  if (client->body.data != NULL && pcc_dynbuf_reserve(&client->body, 1) == PCC_PROTO_OK)
+    ((char *)client->body.data)[client->body.len] = '\0';
 }
 
 /* ---- open/close --------------------------------------------------------------------------- */
@@ -251,8 +241,11 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
     return PCC_CLIENT_INVALID;
   const char *url = config->base_url ? config->base_url : PCC_CLIENT_DEFAULT_URL;
   size_t url_len = strnlen(url, PCC_CLIENT_URL_MAX + 1);
-  if (url_len == 0 || url_len > PCC_CLIENT_URL_MAX ||
-      (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
+  const client_transport *transport = NULL;
+  for (size_t i = 0; i < sizeof client_transports / sizeof client_transports[0]; i++)
+    if (strncmp(url, client_transports[i]->scheme, strlen(client_transports[i]->scheme)) == 0)
+      transport = client_transports[i];
+  if (url_len == 0 || url_len > PCC_CLIENT_URL_MAX || transport == NULL)
     return PCC_CLIENT_INVALID;
   for (size_t i = 0; i < url_len; i++)
     if ((unsigned char)url[i] <= 0x20 || url[i] == 0x7f || url[i] == '?' || url[i] == '#')
@@ -262,13 +255,10 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   if (config->token != NULL && pcc_token_check(config->token) != PCC_CLIENT_OK)
     return PCC_CLIENT_INVALID;
 
-  pthread_once(&client_global_once, client_global_init);
-  if (client_global_rc != CURLE_OK)
-    return client_global_rc == CURLE_OUT_OF_MEMORY ? PCC_CLIENT_NOMEM : PCC_CLIENT_INVALID;
-
   pcc_client *client = calloc(1, sizeof *client);
   if (client == NULL)
     return PCC_CLIENT_NOMEM;
+  client->transport = transport;
   client->err = (pcc_client_error){.http_status = 0, .line = -1, .offset = -1};
   client->connect_timeout_ms = config->connect_timeout_ms ? config->connect_timeout_ms
                                                           : PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
@@ -277,73 +267,47 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
                                               : PCC_CLIENT_DEFAULT_MAX_RESPONSE;
   if (client->max_response > SIZE_MAX / 2)
     client->max_response = SIZE_MAX / 2;
-  pcc_dynbuf_init(&client->body.buf, client->max_response + 1); /* + 1: the NUL */
-  client->sink.fd = -1;
+  pcc_dynbuf_init(&client->body, client->max_response + 1); /* + 1: the NUL */
   client->raw_pyc = config->raw_pyc;
   client->base_url = strndup(url, url_len);
-  client->curl = curl_easy_init();
-  bool ok = client->base_url != NULL && client->curl != NULL;
-  if (ok && config->token != NULL) {
-    size_t n = sizeof CLIENT_AUTH_PREFIX + strlen(config->token);
-    ok = (client->auth_header = malloc(n)) != NULL;
-    if (ok)
-      snprintf(client->auth_header, n, "%s%s", CLIENT_AUTH_PREFIX, config->token);
-  }
-  const char *accept_code = client->raw_pyc ? "Accept: application/x-python-pyc"
-                                            : "Accept: application/json";
-  /* each list: its headers, then the Authorization header when there is a token */
-  /* X-Pycached-Client on every request: the server refuses state-changing requests that a web
-   * page could make a browser send, and a page cannot add this header without asking first */
-  static const char client_header[] = "X-Pycached-Client: libpycached/" PCC_VERSION;
-  struct {
-    struct curl_slist **list;
-    const char *lines[4];
-  } lists[] = {
-    {&client->post_headers,
-     {"Content-Type: application/octet-stream", accept_code, client_header, NULL}},
-    {&client->code_headers, {accept_code, client_header, NULL, NULL}},
-    {&client->get_headers, {"Accept: application/json", client_header, NULL, NULL}},
-    {&client->request_headers,
-     {"Content-Type: application/json", "Accept: application/json", client_header, NULL}},
-    {&client->download_headers, {"Accept: application/octet-stream", client_header, NULL, NULL}},
-  };
-  for (size_t i = 0; ok && i < sizeof lists / sizeof lists[0]; i++) {
-    for (size_t j = 0; ok && j < 5; j++) {
-      const char *line = j < 4 ? lists[i].lines[j] : client->auth_header;
-      if (line == NULL)
-        continue;
-      struct curl_slist *list = curl_slist_append(*lists[i].list, line);
-      ok = list != NULL;
-      if (ok)
-        *lists[i].list = list;
-    }
-  }
-  if (!ok) {
+  const char *accept_zstd = config->accept_zstd ? "Accept-Encoding: zstd" : NULL;
+  if (client->base_url == NULL) {
     pcc_client_close(client);
     return PCC_CLIENT_NOMEM;
   }
-
-  CURL *c = client->curl;
-  bool set = curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_ERRORBUFFER, client->curl_errbuf) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_write_cb) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_WRITEDATA, &client->body) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, client_header_cb) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_HEADERDATA, client) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms) ==
-                 CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, client->timeout_ms) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response) ==
-                 CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
-             /* big reads: a bundle of 15 MB in 30 reads, not 900 */
-             curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024) == CURLE_OK &&
-             curl_easy_setopt(c, CURLOPT_USERAGENT, "libpycached/" PCC_VERSION) == CURLE_OK;
-  if (!set) {
+  pcc_client_status rc = transport->open(client->base_url, &client->conn);
+  if (rc != PCC_CLIENT_OK) {
     pcc_client_close(client);
-    return PCC_CLIENT_INVALID;
+    return rc;
+  }
+  if (config->token != NULL) {
+    size_t n = sizeof CLIENT_AUTH_PREFIX + strlen(config->token);
+    if ((client->auth_header = malloc(n)) == NULL) {
+      pcc_client_close(client);
+      return PCC_CLIENT_NOMEM;
+    }
+    snprintf(client->auth_header, n, "%s%s", CLIENT_AUTH_PREFIX, config->token);
+  }
+  const char *accept_code = client->raw_pyc ? "Accept: application/x-python-pyc"
+                                            : "Accept: application/json";
+  /* X-Pycached-Client on every request: the server refuses state-changing requests that a web
+   * page could make a browser send, and a page cannot add this header without asking first */
+  static const char client_header[] = "X-Pycached-Client: libpycached/" PCC_VERSION;
+  const char *lines[CLIENT_KINDS][CLIENT_HEADER_LINES - 1] = {
+    [CLIENT_POST] = {"Content-Type: application/octet-stream", accept_code, client_header},
+    [CLIENT_CODE] = {accept_code, client_header},
+    [CLIENT_GET] = {"Accept: application/json", client_header},
+    [CLIENT_REQUEST] = {"Content-Type: application/json", "Accept: application/json",
+                        client_header, accept_zstd},
+    [CLIENT_DOWNLOAD] = {"Accept: application/octet-stream", client_header},
+  };
+  for (size_t kind = 0; kind < CLIENT_KINDS; kind++) {
+    size_t n = 0;
+    for (size_t j = 0; j < CLIENT_HEADER_LINES - 1 && lines[kind][j] != NULL; j++)
+      client->headers[kind][n++] = lines[kind][j];
+    if (client->auth_header != NULL)
+      client->headers[kind][n++] = client->auth_header;
+    client->headers[kind][n] = NULL;
   }
   *out = client;
   return PCC_CLIENT_OK;
@@ -353,65 +317,19 @@ void pcc_client_close(pcc_client *client)
 {
   if (client == NULL)
     return;
-  if (client->curl)
-    curl_easy_cleanup(client->curl);
-  curl_slist_free_all(client->post_headers);
-  curl_slist_free_all(client->code_headers);
-  curl_slist_free_all(client->get_headers);
-  curl_slist_free_all(client->request_headers);
-  curl_slist_free_all(client->download_headers);
+  if (client->conn != NULL)
+    client->transport->close(client->conn);
   if (client->auth_header != NULL) {
     explicit_bzero(client->auth_header, strlen(client->auth_header));
     free(client->auth_header);
   }
-  client_buf_reset(&client->body);
+  pcc_dynbuf_free(&client->body);
   client_error_reset(client);
   free(client->base_url);
   free(client);
 }
 
 /* ---- one request ------------------------------------------------------------------------ */
-
-static pcc_client_status client_map_curl(pcc_client *client, CURLcode code)
-{
-  const char *detail = client->curl_errbuf[0] ? client->curl_errbuf : curl_easy_strerror(code);
-  pcc_client_status rc;
-  switch (code) {
-  case CURLE_COULDNT_CONNECT:
-  case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_RESOLVE_PROXY:
-    rc = PCC_CLIENT_CONNECT;
-    break;
-  case CURLE_OPERATION_TIMEDOUT:
-    rc = PCC_CLIENT_TIMEOUT;
-    break;
-  case CURLE_FILESIZE_EXCEEDED:
-    rc = PCC_CLIENT_TOOBIG;
-    break;
-  case CURLE_WRITE_ERROR:
-    rc = client->body.toobig || client->sink.toobig ? PCC_CLIENT_TOOBIG
-         : client->body.nomem                       ? PCC_CLIENT_NOMEM
-         : client->sink.error != 0                  ? PCC_CLIENT_IO
-                                                    : PCC_CLIENT_PROTOCOL;
-    if (client->body.toobig)
-      detail = "the response is over the client's max_response limit";
-    else if (client->sink.toobig)
-      detail = "the download is over the 1 TiB limit";
-    else if (client->sink.error != 0)
-      detail = strerror(client->sink.error);
-    break;
-  case CURLE_OUT_OF_MEMORY:
-    rc = PCC_CLIENT_NOMEM;
-    break;
-  case CURLE_URL_MALFORMAT:
-    rc = PCC_CLIENT_INVALID;
-    break;
-  default: /* empty reply, reset connection, garbage (curl: "HTTP/0.9" = unsupported protocol) */
-    rc = PCC_CLIENT_PROTOCOL;
-    break;
-  }
-  return client_fail(client, rc, detail);
-}
 
 static void client_error_field(const cJSON *obj, const char *name,
                                char **slot, const char **field)
@@ -436,7 +354,7 @@ static int64_t client_json_int(const cJSON *obj, const char *name)
 static pcc_client_status client_map_http_error(pcc_client *client, long status)
 {
   client->err.http_status = status;
-  const pcc_dynbuf *body = &client->body.buf;
+  const pcc_dynbuf *body = &client->body;
   cJSON *obj = body->data ? cJSON_ParseWithLength(body->data, body->len) : NULL;
   pcc_client_status rc = PCC_CLIENT_HTTP;
   if (cJSON_IsObject(obj)) {
@@ -470,41 +388,12 @@ static pcc_client_status client_map_http_error(pcc_client *client, long status)
   return rc;
 }
 
-/* Writes a download's 2xx body to client->sink.fd; any other body goes to client->body (the
- * status line and headers have arrived when curl first calls this). */
-static size_t client_sink_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-  pcc_client *client = userdata;
-  long status = 0;
-  curl_easy_getinfo(client->curl, CURLINFO_RESPONSE_CODE, &status);
-  if (status < 200 || status > 299)
-    return client_write_cb(ptr, size, nmemb, &client->body);
-  size_t n = size * nmemb;
-  if ((uint64_t)n > PCC_DOWNLOAD_MAX - client->sink.written) {
-    client->sink.toobig = true;
-    return 0;
-  }
-  for (size_t done = 0; done < n;) {
-    ssize_t w = write(client->sink.fd, ptr + done, n - done);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0) {
-      client->sink.error = w < 0 ? errno : EIO;
-      return 0;
-    }
-    done += (size_t)w;
-    client->sink.written += (uint64_t)w;
-  }
-  return n;
-}
-
-/* Forgets the last response: its body, curl's error text and the X-Pycached-* headers. */
+/* Forgets the last response: its body and the X-Pycached-* headers. */
 static void client_response_reset(pcc_client *client)
 {
-  client_buf_reset(&client->body);
-  client->curl_errbuf[0] = '\0';
+  pcc_dynbuf_free(&client->body);
   client->outcome[0] = client->digest[0] = client->checksum[0] = client->hash[0] = '\0';
-  client->validation[0] = client->compiler[0] = '\0';
+  client->validation[0] = client->compiler[0] = client->encoding[0] = '\0';
 }
 
 /* A response has arrived whole with this status: PCC_CLIENT_OK for a 2xx, else the error it
@@ -512,8 +401,6 @@ static void client_response_reset(pcc_client *client)
 static pcc_client_status client_response_status(pcc_client *client, long status,
                                                 long *status_out)
 {
-  if (client->body.nomem)
-    return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
   if (status_out)
     *status_out = status;
   if (status < 200 || status > 299)
@@ -521,64 +408,62 @@ static pcc_client_status client_response_status(pcc_client *client, long status,
   return PCC_CLIENT_OK;
 }
 
-/* Performs one request to url: method "GET", "DELETE", or "POST" of body_len bytes of body
- * (NULL: an empty body), with these headers. On PCC_CLIENT_OK the response was 2xx and
- * client->body holds it (possibly empty, data may be NULL), or client->sink.fd got it when
- * client->sink.fd >= 0. *status_out gets the HTTP status whenever a response arrived. */
-static pcc_client_status client_perform(pcc_client *client, const char *url, const char *method,
-                                        const void *body, size_t body_len,
-                                        struct curl_slist *headers, long *status_out)
+/* Takes what a transport returned: the X-Pycached-* headers, a NUL after the body, the error
+ * (response->message) or the status's. Frees response->headers. */
+static pcc_client_status client_finish(pcc_client *client, pcc_client_status rc,
+                                       client_response *response, long *status_out)
 {
-  CURL *c = client->curl;
+  if (rc == PCC_CLIENT_OK)
+    client_header_lines(client, response->headers.data, response->headers.len);
+  pcc_dynbuf_free(&response->headers);
+  if (rc == PCC_CLIENT_OK && client->encoding[0] != '\0') {
+    if (strcasecmp(client->encoding, "zstd") == 0)
+      rc = client_decode_zstd(client);
+    else if (strcasecmp(client->encoding, "identity") != 0)
+      rc = client_fail(client, PCC_CLIENT_PROTOCOL, "a content encoding other than zstd");
+    if (rc != PCC_CLIENT_OK) {
+      client_body_terminate(client);
+      return rc;
+    }
+  }
+  client_body_terminate(client);
+  if (rc != PCC_CLIENT_OK) {
+    rc = client_fail(client, rc, response->message);
+    if (rc == PCC_CLIENT_IO)
+      errno = response->fd_errno;
+    return rc;
+  }
+  return client_response_status(client, response->status, status_out);
+}
+
+/* Performs one request to url: method "GET", "DELETE", or "POST" of body_len bytes of body
+ * (NULL: an empty body), with the headers of kind. On PCC_CLIENT_OK the response was 2xx and
+ * client->body holds it (possibly empty, data may be NULL), or fd got it when fd >= 0 (at most
+ * PCC_DOWNLOAD_MAX bytes; *written_out, when not NULL, gets their count, also on failure).
+ * *status_out gets the HTTP status whenever a response arrived. */
+static pcc_client_status client_perform(pcc_client *client, const char *url, const char *method,
+                                        const void *body, size_t body_len, client_kind kind,
+                                        int fd, uint64_t *written_out, long *status_out)
+{
   client_response_reset(client);
-  bool post = strcmp(method, "POST") == 0;
-  /* A POST says whether it waits for 100 Continue: a small body goes at once (no round trip), a
-   * large one waits, so that a server refusing it early (413) is heard instead of resetting the
-   * upload. The node lives on this frame, which outlives the transfer. */
-  char expect_none[] = "Expect:", expect_continue[] = "Expect: 100-continue";
-  struct curl_slist expect = {body_len >= PCC_EXPECT_CONTINUE_MIN ? expect_continue : expect_none,
-                              headers};
-  if (post)
-    headers = &expect;
-  CURLcode code = curl_easy_setopt(c, CURLOPT_URL, url);
-  if (code == CURLE_OK && !post) {
-    code = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-  } else if (code == CURLE_OK) {
-    code = curl_easy_setopt(c, CURLOPT_POST, 1L);
-    if (code == CURLE_OK)
-      code = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    if (code == CURLE_OK)
-      code = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_len ? body : "");
-  }
-  if (code == CURLE_OK)
-    code = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST,
-                            strcmp(method, "DELETE") == 0 ? method : NULL);
-  if (code == CURLE_OK)
-    code = curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-  if (code == CURLE_OK && client->sink.fd >= 0) {
-    code = curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_sink_cb);
-    if (code == CURLE_OK)
-      code = curl_easy_setopt(c, CURLOPT_WRITEDATA, client);
-    if (code == CURLE_OK)
-      code = curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)PCC_DOWNLOAD_MAX);
-  }
-  if (code == CURLE_OK)
-    code = curl_easy_perform(c);
-  /* POSTFIELDS is not copied: never leave a pointer to the caller's bytes in the handle */
-  if (post)
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL); /* nor a pointer to this frame's node */
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
-  if (client->sink.fd >= 0) { /* back to collecting bodies within max_response */
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_write_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &client->body);
-    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)client->max_response);
-  }
-  if (code != CURLE_OK)
-    return client_map_curl(client, code);
-  long status = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  return client_response_status(client, status, status_out);
+  client_request request = {
+    .method = method,
+    .url = url,
+    .headers = client->headers[kind],
+    .body = body,
+    .body_len = body_len,
+    .connect_timeout_ms = client->connect_timeout_ms,
+    .timeout_ms = client->timeout_ms,
+    .body_out = &client->body,
+    .fd = fd,
+    .fd_max = PCC_DOWNLOAD_MAX,
+  };
+  client_response response = {0};
+  pcc_dynbuf_init(&response.headers, PCC_CLIENT_HEADERS_MAX);
+  pcc_client_status rc = client->transport->perform(client->conn, &request, &response);
+  if (written_out)
+    *written_out = response.written;
+  return client_finish(client, rc, &response, status_out);
 }
 
 /* ---- URLs ------------------------------------------------------------------------------ */
@@ -599,9 +484,14 @@ static pcc_client_status client_code_url(pcc_client *client, const char *endpoin
     pcc_digest_to_hex(&source->digest, digest_hex);
     snprintf(extra, sizeof extra, "&hash=%" PRId32 "&digest=%s", source->hash, digest_hex);
   }
-  char *path = curl_easy_escape(client->curl, source->path, 0);
-  if (path == NULL)
+  pcc_dynbuf escaped;
+  pcc_dynbuf_init(&escaped, 3 * PCC_PATH_MAX + 1);
+  if (pcc_dynbuf_add_escaped(&escaped, source->path, strlen(source->path)) != PCC_PROTO_OK ||
+      pcc_dynbuf_add(&escaped, "", 1) != PCC_PROTO_OK) {
+    pcc_dynbuf_free(&escaped);
     return client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  }
+  const char *path = escaped.data;
   const char *fmt = "%s%s?magic=%s&opt=%d&path=%s&mtime=%" PRId64 "&size=%" PRIu64 "%s";
   int n = snprintf(NULL, 0, fmt, client->base_url, endpoint, magic_hex, opt, path, source->mtime,
                    source->size, extra);
@@ -609,7 +499,7 @@ static pcc_client_status client_code_url(pcc_client *client, const char *endpoin
   if (n > 0 && n < PCC_CLIENT_REQUEST_URL_MAX && (url = malloc((size_t)n + 1)) != NULL)
     snprintf(url, (size_t)n + 1, fmt, client->base_url, endpoint, magic_hex, opt, path,
              source->mtime, source->size, extra);
-  curl_free(path);
+  pcc_dynbuf_free(&escaped);
   if (url == NULL)
     return client_fail(client, n > 0 && n < PCC_CLIENT_REQUEST_URL_MAX ? PCC_CLIENT_NOMEM
                                                                        : PCC_CLIENT_INVALID,
@@ -629,7 +519,7 @@ static pcc_proto_status client_entry_from_raw(pcc_client *client, int opt,
   if (entry == NULL)
     return PCC_PROTO_NOMEM;
   pcc_entry_view *v = &entry->view;
-  const pcc_dynbuf *body = &client->body.buf;
+  const pcc_dynbuf *body = &client->body;
   int64_t hash = 0;
   pcc_pyc_header header, expected;
   pcc_proto_status rc = PCC_PROTO_INVALID;
@@ -676,7 +566,7 @@ static pcc_client_status client_take_entry(pcc_client *client, const pcc_magic *
                                            const pcc_source *source, bool hash_sent,
                                            pcc_entry **out)
 {
-  const pcc_dynbuf *body = &client->body.buf;
+  const pcc_dynbuf *body = &client->body;
   if (body->data == NULL)
     return client_fail(client, PCC_CLIENT_PROTOCOL, "empty response body");
   pcc_entry *entry = NULL;
@@ -719,7 +609,7 @@ pcc_client_status pcc_client_lookup(pcc_client *client, const pcc_magic *magic, 
   char *url = NULL;
   pcc_client_status rc = client_code_url(client, "/v1/code", magic, opt, source, send_hash, &url);
   if (rc == PCC_CLIENT_OK)
-    rc = client_perform(client, url, "GET", NULL, 0, client->code_headers, NULL);
+    rc = client_perform(client, url, "GET", NULL, 0, CLIENT_CODE, -1, NULL, NULL);
   free(url);
   if (rc == PCC_CLIENT_OK)
     rc = client_take_entry(client, magic, opt, source, send_hash, out);
@@ -738,20 +628,51 @@ pcc_client_status pcc_client_replay_lookup(pcc_client *client, const pcc_magic *
       (headers == NULL && headers_len > 0) || (body == NULL && body_len > 0))
     return client_fail(client, PCC_CLIENT_INVALID, "invalid replay argument");
   client_response_reset(client);
-  /* what curl does with a response: each header line to the header callback, the body to the
-   * write callback (a short count there is curl's CURLE_WRITE_ERROR), then the status */
-  for (size_t at = 0; at < headers_len;) {
-    const char *nl = memchr(headers + at, '\n', headers_len - at);
-    size_t line = nl ? (size_t)(nl - (headers + at)) + 1 : headers_len - at;
-    client_header_cb((char *)(uintptr_t)(headers + at), 1, line, client);
-    at += line;
-  }
+  /* what a transport hands over: the header lines, the body within max_response, the status */
+  client_header_lines(client, headers, headers_len);
   pcc_client_status rc = PCC_CLIENT_OK;
-  if (body_len > 0 &&
-      client_write_cb((char *)(uintptr_t)body, 1, body_len, &client->body) != body_len)
-    rc = client_map_curl(client, CURLE_WRITE_ERROR);
+  pcc_proto_status prc = body_len > client->body.max - 1 ? PCC_PROTO_RANGE
+                                                         : pcc_dynbuf_add(&client->body, body,
+                                                                          body_len);
+  if (prc == PCC_PROTO_RANGE)
+    rc = client_fail(client, PCC_CLIENT_TOOBIG,
+                     "the response is over the client's max_response limit");
+  else if (prc != PCC_PROTO_OK)
+    rc = client_fail(client, PCC_CLIENT_NOMEM, "out of memory");
+  client_body_terminate(client);
   if (rc == PCC_CLIENT_OK)
     rc = client_response_status(client, status, NULL);
+  if (rc == PCC_CLIENT_OK)
+    rc = client_take_entry(client, magic, opt, source, send_hash, out);
+  return rc;
+}
+
+pcc_client_status pcc_client_replay_response(pcc_client *client, const pcc_magic *magic, int opt,
+                                             const pcc_source *source, bool send_hash,
+                                             const void *bytes, size_t len, pcc_entry **out)
+{
+  if (client == NULL)
+    return PCC_CLIENT_INVALID;
+  client_error_reset(client);
+  if (out == NULL || magic == NULL || source == NULL || source->path == NULL ||
+      (bytes == NULL && len > 0))
+    return client_fail(client, PCC_CLIENT_INVALID, "invalid replay argument");
+  if (client->transport->replay == NULL)
+    return client_fail(client, PCC_CLIENT_INVALID, "this client's transport cannot replay");
+  client_response_reset(client);
+  client_request request = {
+    .method = "GET",
+    .url = client->base_url,
+    .headers = client->headers[CLIENT_CODE],
+    .connect_timeout_ms = client->connect_timeout_ms,
+    .timeout_ms = client->timeout_ms,
+    .body_out = &client->body,
+    .fd = -1,
+  };
+  client_response response = {0};
+  pcc_dynbuf_init(&response.headers, PCC_CLIENT_HEADERS_MAX);
+  pcc_client_status rc = client->transport->replay(client->conn, &request, bytes, len, &response);
+  rc = client_finish(client, rc, &response, NULL);
   if (rc == PCC_CLIENT_OK)
     rc = client_take_entry(client, magic, opt, source, send_hash, out);
   return rc;
@@ -769,7 +690,7 @@ pcc_client_status pcc_client_compile(pcc_client *client, const pcc_magic *magic,
   char *url = NULL;
   pcc_client_status rc = client_code_url(client, "/v1/compile", magic, opt, source, true, &url);
   if (rc == PCC_CLIENT_OK)
-    rc = client_perform(client, url, "POST", source->data, source->len, client->post_headers,
+    rc = client_perform(client, url, "POST", source->data, source->len, CLIENT_POST, -1, NULL,
                         NULL);
   free(url);
   if (rc == PCC_CLIENT_OK)
@@ -804,7 +725,7 @@ static pcc_client_status client_plain_url(pcc_client *client, const char *path_a
 /* Hands the collected body to the caller: a NUL-terminated copy. */
 static pcc_client_status client_take_body(pcc_client *client, char **body_out, size_t *len_out)
 {
-  const pcc_dynbuf *buf = &client->body.buf;
+  const pcc_dynbuf *buf = &client->body;
   size_t len = buf->data ? buf->len : 0;
   char *body = malloc(len + 1);
   if (body == NULL)
@@ -829,7 +750,7 @@ pcc_client_status pcc_client_get_json(pcc_client *client, const char *path_and_q
   char *url = NULL;
   pcc_client_status rc = client_plain_url(client, path_and_query, &url);
   if (rc == PCC_CLIENT_OK)
-    rc = client_perform(client, url, "GET", NULL, 0, client->get_headers, status_out);
+    rc = client_perform(client, url, "GET", NULL, 0, CLIENT_GET, -1, NULL, status_out);
   free(url);
   if (rc != PCC_CLIENT_OK)
     return rc;
@@ -853,7 +774,7 @@ pcc_client_status pcc_client_request(pcc_client *client, const char *method,
   char *url = NULL;
   pcc_client_status rc = client_plain_url(client, path_and_query, &url);
   if (rc == PCC_CLIENT_OK)
-    rc = client_perform(client, url, method, body, body_len, client->request_headers,
+    rc = client_perform(client, url, method, body, body_len, CLIENT_REQUEST, -1, NULL,
                         status_out);
   free(url);
   if (rc != PCC_CLIENT_OK)
@@ -875,15 +796,12 @@ pcc_client_status pcc_client_download(pcc_client *client, const char *path_and_q
   pcc_client_status rc = client_plain_url(client, path_and_query, &url);
   if (rc != PCC_CLIENT_OK)
     return rc;
-  client->sink = (client_sink){.fd = fd};
-  rc = client_perform(client, url, "GET", NULL, 0, client->download_headers, status_out);
+  uint64_t written = 0;
+  rc = client_perform(client, url, "GET", NULL, 0, CLIENT_DOWNLOAD, fd, &written, status_out);
+  int saved = errno;
   free(url);
-  if (rc == PCC_CLIENT_OK && client->sink.error != 0) /* cannot happen: a failed write aborts */
-    rc = client_fail(client, PCC_CLIENT_IO, strerror(client->sink.error));
   if (bytes_out)
-    *bytes_out = client->sink.written;
-  int saved = client->sink.error;
-  client->sink = (client_sink){.fd = -1};
+    *bytes_out = written;
   if (rc == PCC_CLIENT_IO)
     errno = saved;
   return rc;

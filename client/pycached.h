@@ -1,4 +1,5 @@
-/* pycached.h: libpycached, the C client of the pycached compile cache (built on libcurl).
+/* pycached.h: libpycached, the C client of the pycached compile cache (its own HTTP/1.1
+ * client for http:// servers; libcurl, loaded when needed, for https://).
  *
  * A pcc_client talks to one server over one reused HTTP connection (keep-alive) and speaks the
  * API of docs/API.md: look up the code of a source (GET /v1/code), have it compiled
@@ -11,9 +12,10 @@
  * `Authorization: Bearer TOKEN`; pcc_token_from_env finds the token the way every pycached
  * client does (PYCACHED_TOKEN, else the file named by PYCACHED_TOKEN_FILE).
  *
- * Threads: a pcc_client owns one CURL easy handle and must be used by one thread at a time
- * (distinct clients may be used concurrently). curl_global_init() is called once, thread-safely,
- * by the first pcc_client_open(); callers need not call it themselves.
+ * Threads: a pcc_client owns one connection and must be used by one thread at a time (distinct
+ * clients may be used concurrently). The first https:// client loads libcurl.so.4 and calls
+ * curl_global_init() once, thread-safely; callers need not call it themselves. No client loads
+ * it for http://.
  */
 #ifndef PYCACHED_H
 #define PYCACHED_H
@@ -65,6 +67,10 @@ typedef struct {
   bool raw_pyc;            /* lookups and compiles ask for application/x-python-pyc: the body is
                               the pyc itself, metadata in headers (no base64, no JSON to parse);
                               pcc_client_last_body is then the pyc bytes after a hit */
+  bool accept_zstd;        /* pcc_client_request asks for zstd bodies (Accept-Encoding: zstd;
+                              the server compresses bundles); any body that comes with
+                              Content-Encoding: zstd is decompressed, within max_response,
+                              before it is handed out */
 } pcc_client_config;
 
 typedef struct pcc_client pcc_client;
@@ -85,7 +91,7 @@ pcc_client_status pcc_client_set_timeout(pcc_client *client, long timeout_ms);
 typedef struct {
   long http_status;    /* 0 when no HTTP response arrived */
   const char *error;   /* the server's "error" code, e.g. "miss", "compile-error" */
-  const char *message; /* the server's "message", or a local/libcurl description */
+  const char *message; /* the server's "message", or a local description */
   const char *reason;  /* "miss": "absent" or "stale" */
   const char *param;   /* "bad-parameter"/"mismatch": the parameter named */
   const char *type;    /* "compile-error": the exception type, e.g. "SyntaxError" */
@@ -155,13 +161,22 @@ pcc_client_status pcc_client_lookup(pcc_client *client, const pcc_magic *magic, 
 
 /* For tests and tests/fuzz/fuzz_hook_response.c: handles a response to the lookup of source
  * exactly as pcc_client_lookup handles the one it receives, without the network: status, the
- * header lines (as curl hands them over, each ending in "\r\n"; headers may be NULL) and the
+ * header lines (each ending in "\r\n", as a transport hands them over; headers may be NULL) and the
  * body, within the client's max_response. Same results, ownership and errors as
  * pcc_client_lookup. */
 pcc_client_status pcc_client_replay_lookup(pcc_client *client, const pcc_magic *magic, int opt,
                                            const pcc_source *source, bool send_hash, long status,
                                            const char *headers, size_t headers_len,
                                            const void *body, size_t body_len, pcc_entry **out);
+
+/* For tests and tests/fuzz/fuzz_hook_response.c: reads len bytes (at most
+ * PCC_CLIENT_REPLAY_MAX) as the whole HTTP response to the lookup of source, status line and
+ * headers included, through the parser of the client's transport (http:// clients only: else
+ * PCC_CLIENT_INVALID), then handles it as pcc_client_lookup does. Same results, ownership and
+ * errors; the bytes' end is the server's close. */
+pcc_client_status pcc_client_replay_response(pcc_client *client, const pcc_magic *magic, int opt,
+                                             const pcc_source *source, bool send_hash,
+                                             const void *bytes, size_t len, pcc_entry **out);
 
 /* POST /v1/compile: uploads source->data (Content-Type application/octet-stream) with path,
  * mtime, size, hash and digest in the query; the server compiles and stores it (or finds it

@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   build-essential pkg-config meson ninja-build
   libmicrohttpd-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev libsodium-dev
-  libssl-dev libseccomp-dev libsystemd-dev
+  libssl-dev libseccomp-dev libsystemd-dev libzstd-dev zstd
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl
   chromium nodejs pypy3 pypy3-dev python3-sympy libpython3.11-testsuite

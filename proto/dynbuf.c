@@ -2,6 +2,7 @@
  * spirit of curl's dynbuf: every body, response, list and text that grows goes through it, so
  * that no growth loop is written twice and none grows past its limit. */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,4 +97,42 @@ void *pcc_dynbuf_take(pcc_dynbuf *buf, size_t *len)
   buf->data = NULL;
   buf->len = buf->cap = 0;
   return data;
+}
+
+void pcc_dynbuf_commit(pcc_dynbuf *buf, size_t n)
+{
+  buf->len += n;
+}
+
+/* Whether a query keeps byte c as it is (RFC 3986's unreserved characters). */
+static bool dynbuf_unreserved(unsigned char c)
+{
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
+}
+
+pcc_proto_status pcc_dynbuf_add_escaped(pcc_dynbuf *buf, const char *text, size_t len)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  size_t out_len = 0;
+  for (size_t i = 0; i < len; i++)
+    out_len += dynbuf_unreserved((unsigned char)text[i]) ? 1 : 3;
+  pcc_proto_status rc = pcc_dynbuf_reserve(buf, out_len);
+  if (rc != PCC_PROTO_OK)
+    return failed(buf, rc);
+  if (out_len == 0)
+    return PCC_PROTO_OK;
+  char *out = (char *)buf->data + buf->len;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)text[i];
+    if (dynbuf_unreserved(c)) {
+      *out++ = (char)c;
+    } else {
+      *out++ = '%';
+      *out++ = hex[c >> 4];
+      *out++ = hex[c & 15];
+    }
+  }
+  buf->len += out_len;
+  return PCC_PROTO_OK;
 }

@@ -1,13 +1,51 @@
 /* hash.c: two of the three hashes of the validation scheme (see proto.h), the SHA-256 content
- * digest (OpenSSL's libcrypto) that names blobs and the XXH3-64 payload checksum, with their hex
- * forms, and the module's strerror. The third, the weak Java Arrays.hashCode() source hash
- * GraalPy uses, is vectorised in java_hash.c. */
+ * digest (OpenSSL's libcrypto, loaded at the first digest of 4 KiB or more) that names blobs and
+ * the XXH3-64 payload checksum, with their hex forms, and the module's strerror. The third, the
+ * weak Java Arrays.hashCode() source hash GraalPy uses, is vectorised in java_hash.c. */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <string.h>
 
+/* SHA256_Init/Update/Final are deprecated in OpenSSL 3, and kept: see pcc_digest_compute */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/opensslv.h>
 #include <openssl/sha.h>
+#include <sodium.h>
 #include <xxhash.h>
 
 #include "proto_internal.h"
+
+/* Inputs shorter than this are hashed by libsodium (portable C, already loaded), longer ones by
+ * libcrypto: SHA-256 both, the same bytes; a short digest (the hook's profile name of a
+ * `python3 -c` program, a small module) never loads libcrypto, and a long one gets the CPU's SHA
+ * extensions. */
+#define HASH_SMALL 4096
+
+#define HASH_STR(x) #x
+#define HASH_SONAME(major) "libcrypto.so." HASH_STR(major)
+
+/* libcrypto's low-level SHA-256, resolved at the first digest: every process of pycached links
+ * proto, and the import hook starts in every interpreter, where loading libcrypto cost 1-1.6 ms
+ * whether or not it imports anything from the cache (docs/BENCHMARKS.md, issue 12). */
+static struct {
+  __typeof__(SHA256_Init) *init;
+  __typeof__(SHA256_Update) *update;
+  __typeof__(SHA256_Final) *final;
+} hash_crypto;
+static pthread_once_t hash_crypto_once = PTHREAD_ONCE_INIT;
+
+static void hash_crypto_load(void)
+{
+  void *lib = dlopen(HASH_SONAME(OPENSSL_VERSION_MAJOR), RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL)
+    return;
+  /* POSIX's way to a function from dlsym (ISO C has no object-to-function pointer cast) */
+  *(void **)&hash_crypto.init = dlsym(lib, "SHA256_Init");
+  *(void **)&hash_crypto.update = dlsym(lib, "SHA256_Update");
+  *(void **)&hash_crypto.final = dlsym(lib, "SHA256_Final");
+  if (!hash_crypto.init || !hash_crypto.update || !hash_crypto.final)
+    hash_crypto.init = NULL; /* the library stays loaded, unused */
+}
 
 const char *pcc_proto_strerror(pcc_proto_status rc)
 {
@@ -25,8 +63,20 @@ const char *pcc_proto_strerror(pcc_proto_status rc)
 
 void pcc_digest_compute(const void *data, size_t len, pcc_digest *out)
 {
-  /* OpenSSL's one-shot SHA-256 uses the CPU's SHA extensions where there are some */
-  SHA256(data, len, out->bytes);
+  /* The low-level SHA-256 of OpenSSL (the CPU's SHA extensions where there are some): OpenSSL
+   * 3's one-shot SHA256() goes through EVP and initialises its providers at the first call,
+   * 1.0 ms of every process (the hook's first digest names the profile of a `python3 -c`
+   * program), for the same speed on sympy's sources (issue 12). */
+  if (len >= HASH_SMALL)
+    pthread_once(&hash_crypto_once, hash_crypto_load);
+  if (len < HASH_SMALL || hash_crypto.init == NULL) { /* libsodium's SHA-256: the same bytes */
+    crypto_hash_sha256(out->bytes, data, len);
+    return;
+  }
+  SHA256_CTX ctx;
+  hash_crypto.init(&ctx);
+  hash_crypto.update(&ctx, data, len);
+  hash_crypto.final(out->bytes, &ctx);
 }
 
 void pcc_digest_to_hex(const pcc_digest *digest, char out[PCC_DIGEST_HEX_LEN + 1])

@@ -88,6 +88,14 @@
 /* ---- clients: pycachectl and libpycached ---------------------------------------------------- */
 #define PCC_CLIENT_URL_MAX 2048          /* bytes of libpycached's base URL */
 #define PCC_CLIENT_REQUEST_URL_MAX 16384 /* bytes of a request URL: base, escaped path, query */
+#define PCC_CLIENT_HEADERS_MAX 16384     /* bytes of a response's status line and header lines
+                                            libpycached reads (a chunked body's trailers too) */
+#define PCC_CLIENT_CHUNK_LINE_MAX 256    /* bytes of a chunk-size line of a chunked response */
+#define PCC_CLIENT_INTERIM_MAX 8         /* 1xx responses read before the final one */
+#define PCC_CLIENT_REPLAY_MAX (64 * PCC_KIB) /* bytes of a response pcc_client_replay_response
+                                                reads (tests and fuzzing) */
+#define PCC_CLIENT_CONTINUE_WAIT_MS 1000 /* ms a POST waits for 100 Continue before it sends its
+                                            body anyway (as curl does) */
 #define PCC_CTL_TIMEOUT_MAX_MS 3600000   /* pycachectl --timeout, at most; a download's default */
 #define PCC_CTL_QUERY_MAX 16384          /* bytes of an admin request's path and query, escaped */
 #define PCC_CTL_PAGES_MAX 1000000        /* pages admin ls --all follows */

@@ -59,6 +59,12 @@ pcc_proto_status pcc_dynbuf_addf(pcc_dynbuf *buf, const char *fmt, ...)
 /* Hands the bytes to the caller (who frees them) and leaves the buffer empty; *len (may be
  * NULL) gets their count. NULL when nothing was ever added. */
 void *pcc_dynbuf_take(pcc_dynbuf *buf, size_t *len);
+/* Counts n bytes the caller wrote into the room a pcc_dynbuf_reserve made (at data + len) as
+ * added, without a copy (a socket read straight into the buffer). Precondition: n <= cap - len. */
+void pcc_dynbuf_commit(pcc_dynbuf *buf, size_t n);
+/* Appends text[0..len) percent-encoded for a URL query (every byte but A-Z a-z 0-9 - . _ ~ as
+ * %XX, as curl_easy_escape does). Same errors as pcc_dynbuf_add; nothing is NUL-terminated. */
+pcc_proto_status pcc_dynbuf_add_escaped(pcc_dynbuf *buf, const char *text, size_t len);
 
 /* ---- hashes ---------------------------------------------------------------------------- */
 

@@ -155,6 +155,26 @@ static struct MHD_Response *json_response(cJSON *json)
   return owned_response(text, text ? strlen(text) : 0);
 }
 
+/* Whether an Accept-Encoding value (NULL: none) lists zstd, without q=0: a comma-separated list
+ * of codings, each maybe with ";q=VALUE" (RFC 9110, 12.5.3). */
+static bool accepts_zstd(const char *value)
+{
+  for (const char *at = value; at != NULL && *at != '\0';) {
+    at += strspn(at, " \t,");
+    size_t name = strcspn(at, " \t,;"), item = strcspn(at, ",");
+    if (name == 4 && strncasecmp(at, "zstd", 4) == 0) {
+      const char *params = at + name;
+      for (size_t i = 0; i + 1 < item - name; i++)
+        if ((params[i] == 'q' || params[i] == 'Q') && params[i + 1] == '=')
+          /* a weight of only zeros and dots ("0", "0.000") refuses zstd */
+          return strspn(params + i + 2, "0.") < strspn(params + i + 2, "0123456789.");
+      return true;
+    }
+    at += item;
+  }
+  return false;
+}
+
 static bool wants_raw_pyc(struct MHD_Connection *connection)
 {
   const char *accept = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
@@ -814,6 +834,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     req->request.ctx = connection;
     req->request.release_body = release_body;
     memcpy(req->request.ns, who.ns, sizeof who.ns);
+    req->request.accept_zstd = accepts_zstd(MHD_lookup_connection_value(
+      connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
     pcc_dynbuf_init(&req->body, (size_t)limit);
     if (declared > 0 && (uint64_t)declared <= limit)
       pcc_dynbuf_reserve(&req->body, (size_t)declared); /* one allocation for a known size */

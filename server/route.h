@@ -33,6 +33,7 @@ typedef struct pcc_request {
   void (*release_body)(struct pcc_request *req);
   const char *path_arg;     /* the part of the URL the pattern's '*' matched, or NULL */
   char ns[PCC_NAMESPACE_MAX + 1]; /* the caller's namespace ("" the default; auth.h) */
+  bool accept_zstd;         /* the request's Accept-Encoding names zstd (not with q=0) */
   const char *args[PCC_ROUTE_ARGS_MAX]; /* values of route->args, NULL when absent */
   /* For a PENDING answer: suspend(ctx) before returning, resume(ctx) from any thread when the
    * answer can be finished. */

@@ -7,6 +7,7 @@ PCC_REFERENCE_PYTHON in the environment.
 """
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -136,6 +137,37 @@ class WarmStart(HookCase):
         out = self.run_app(server.url, root)  # no fallback: nothing reported
         self.assertEqual(server.json("GET", "/v1/admin/stats")[1]["total"]["fallbacks"],
                          {"miss": MODULES})
+
+    def test_zstd_bundles_when_asked_for(self):
+        """PYCACHED_BUNDLE_ZSTD=1: the bundle comes compressed (Content-Encoding: zstd) and
+        decompresses to the very bytes of the plain one; without it, or with zstd;q=0, it is
+        sent plain."""
+        server = self.start_server()
+        root = self.package()
+        env = {"PYCACHED_PROFILE": "zstd-test"}
+        self.run_app(server.url, root, env)
+        out = self.run_app(server.url, root, dict(env, PYCACHED_BUNDLE_ZSTD="1"))
+        self.assertEqual(out["values"], [10, 11, 12, 13])
+        stats = out["stats"]
+        self.assertEqual((stats["bundle_entries"], stats["bundle_hits"], stats["fallbacks"]),
+                         (MODULES, MODULES, {}))
+        path = "/v1/bundle?" + urllib.parse.urlencode(
+            {"magic": MAGIC, "opt": 0, "profile": "zstd-test"})
+        status, headers, plain = server.request("GET", path)
+        self.assertEqual((status, headers.get("Content-Encoding")), (200, None))
+        self.assertEqual(headers["Vary"], "Accept-Encoding")
+        status, headers, packed = server.request("GET", path, headers={
+            "Accept-Encoding": "gzip, zstd"})
+        self.assertEqual((status, headers["Content-Encoding"]), (200, "zstd"))
+        self.assertLess(len(packed), len(plain))
+        unpacked = subprocess.run(["zstd", "-dc"], input=packed, capture_output=True,
+                                  check=True, timeout=30).stdout
+        self.assertEqual(unpacked, plain)
+        for refusal in ("zstd;q=0", "zstd; q=0.000, gzip", "gzip"):
+            status, headers, body = server.request("GET", path, headers={
+                "Accept-Encoding": refusal})
+            self.assertEqual((status, headers.get("Content-Encoding"), body),
+                             (200, None, plain), refusal)
 
     def test_batch_lookups(self):
         server = self.start_server()

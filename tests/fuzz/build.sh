@@ -31,12 +31,13 @@ sanitize=(-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover
 cflags=(-std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -DPCC_VERSION='"fuzz"'
         -Wall -Wextra -Werror "${sanitize[@]}"
         -I"$root/proto" -I"$root/compiler" -I"$root/server" -I"$root/client"
-        $(pkg-config --cflags libcjson libxxhash libsodium libcrypto libcurl))
-libs=($(pkg-config --libs libcjson libxxhash libsodium libcrypto libcurl) -pthread -lm)
+        $(pkg-config --cflags libcjson libxxhash libsodium libcrypto libcurl libzstd))
+libs=($(pkg-config --libs libcjson libxxhash libsodium libzstd) -ldl -pthread -lm)  # libcurl, libcrypto: dlopen
 
 # The sources under test, one object each, instrumented for coverage.
 sources=("$root"/proto/*.c "$root/compiler/reply.c" "$root/server/bodies.c"
-         "$root/server/auth.c" "$root/client/client.c")
+         "$root/server/auth.c" "$root/client/client.c" "$root/client/http1.c"
+         "$root/client/curl.c")
 for src in "${sources[@]}"; do
   obj="$out/obj/$(basename "$(dirname "$src")")_$(basename "${src%.c}").o"
   "$cc" "${cflags[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
@@ -52,7 +53,7 @@ declare -A extra=(
   [worker_frames]="compiler_reply.o"
   [warm_bodies]="server_bodies.o"
   [token_file]="server_auth.o"
-  [hook_response]="client_client.o"
+  [hook_response]="client_client.o client_http1.o client_curl.o"
 )
 for target in params pyc_header bundle entry_json worker_frames warm_bodies token_file \
               hook_response; do

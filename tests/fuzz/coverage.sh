@@ -18,8 +18,8 @@ mkdir -p "$dir"
 cflags=(-std=c11 -g -O0 -D_GNU_SOURCE -DPCC_VERSION='"fuzz"' -fprofile-instr-generate
         -fcoverage-mapping -fsanitize=fuzzer
         -I"$root/proto" -I"$root/compiler" -I"$root/server" -I"$root/client"
-        $(pkg-config --cflags libcjson libxxhash libsodium libcrypto libcurl))
-libs=($(pkg-config --libs libcjson libxxhash libsodium libcrypto libcurl) -pthread -lm)
+        $(pkg-config --cflags libcjson libxxhash libsodium libcrypto libcurl libzstd))
+libs=($(pkg-config --libs libcjson libxxhash libsodium libzstd) -ldl -pthread -lm)  # libcurl, libcrypto: dlopen
 
 # target: the files it tests, and the one it links besides proto/
 declare -A tested=(
@@ -30,16 +30,17 @@ declare -A tested=(
   [worker_frames]="compiler/reply.c"
   [warm_bodies]="server/bodies.c"
   [token_file]="server/auth.c"
-  [hook_response]="client/client.c"
+  [hook_response]="client/client.c client/http1.c"
 )
 declare -A extra=([worker_frames]="compiler/reply.c" [warm_bodies]="server/bodies.c"
-                  [token_file]="server/auth.c" [hook_response]="client/client.c")
+                  [token_file]="server/auth.c"
+                  [hook_response]="client/client.c client/http1.c client/curl.c")
 targets=${PCC_FUZZ_TARGETS:-params pyc_header bundle entry_json worker_frames warm_bodies \
 token_file hook_response}
 for target in $targets; do
   binary=$dir/cov_$target
   sources=("$root/tests/fuzz/fuzz_$target.c" "$root"/proto/*.c)
-  [ -n "${extra[$target]:-}" ] && sources+=("$root/${extra[$target]}")
+  for f in ${extra[$target]:-}; do sources+=("$root/$f"); done
   "$cc" "${cflags[@]}" "${sources[@]}" "${libs[@]}" -o "$binary"
   corpora=("$root/tests/fuzz/corpus/$target")
   [ -d "$out/corpus/$target" ] && corpora=("$out/corpus/$target" "${corpora[@]}")

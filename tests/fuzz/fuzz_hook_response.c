@@ -6,8 +6,11 @@
  *
  * Input: byte 0: bit 0 the JSON form instead of the raw pyc, bit 1 a fix-up of the checksum
  * (raw: a last X-Pycached-Checksum line with the body's; JSON: fuzz_common.h), bit 2 the lookup
- * sends hash and digest; byte 1 picks the status; then the header lines up to an empty line, then
- * the body. Checked: a hit is exactly the entry asked for (magic, opt, mtime, size, and hash and
+ * sends hash and digest, bit 3 the rest is a whole HTTP response read by libpycached's HTTP/1.1
+ * parser (client/http1.c: status line, headers, Content-Length, chunked or close-delimited
+ * body, through pcc_client_replay_response; bit 1 then puts an X-Pycached-Checksum line of the
+ * bytes after the first empty line below the status line); else byte 1 picks the status;
+ * then the header lines up to an empty line, then the body. Checked: a hit is exactly the entry asked for (magic, opt, mtime, size, and hash and
  * digest when sent) with a pyc that matches its checksum and header; anything else is an error
  * status, and the last error's line and offset are -1 or within 2^53. */
 #include "fuzz_common.h"
@@ -47,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   if (size < 2)
     return 0;
-  bool json = data[0] & 1, fix = data[0] & 2, send_hash = data[0] & 4;
+  bool json = data[0] & 1, fix = data[0] & 2, send_hash = data[0] & 4, http = data[0] & 8;
   long status = statuses[data[1] % (sizeof statuses / sizeof statuses[0])];
   const char *rest = (const char *)data + 2;
   size_t rest_len = size - 2;
@@ -72,13 +75,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     body_len = strlen(fixed_body);
   }
 
+  const uint8_t *response = data + 1;
+  size_t response_len = size - 1;
+  char *fixed_response = NULL;
+  const uint8_t *status_end = memmem(response, response_len, "\r\n", 2);
+  if (http && fix && status_end != NULL && blank != NULL) {
+    size_t head = (size_t)(status_end - response) + 2;
+    char line[64];
+    char hex[17];
+    pcc_checksum_to_hex(pcc_checksum(body, body_len), hex);
+    size_t n = (size_t)snprintf(line, sizeof line, "X-Pycached-Checksum: %s\r\n", hex);
+    fixed_response = malloc(response_len + n);
+    FUZZ_CHECK(fixed_response != NULL);
+    memcpy(fixed_response, response, head);
+    memcpy(fixed_response + head, line, n);
+    memcpy(fixed_response + head + n, response + head, response_len - head);
+    response = (const uint8_t *)fixed_response;
+    response_len += n;
+  }
   pcc_client *client = json ? json_client : raw_client;
   pcc_entry *entry = NULL;
-  pcc_client_status rc = pcc_client_replay_lookup(client, &magic, 0, &source, send_hash, status,
-                                                  headers, headers_len, body, body_len, &entry);
+  pcc_client_status rc =
+    http ? pcc_client_replay_response(client, &magic, 0, &source, send_hash, response,
+                                      response_len, &entry)
+         : pcc_client_replay_lookup(client, &magic, 0, &source, send_hash, status, headers,
+                                    headers_len, body, body_len, &entry);
   if (rc == PCC_CLIENT_OK) {
     const pcc_entry_view *v = &entry->view;
-    FUZZ_CHECK(status >= 200 && status <= 299);
+    FUZZ_CHECK(http || (status >= 200 && status <= 299));
     FUZZ_CHECK(pcc_magic_equal(&v->magic, &magic) && v->opt == 0 && v->mtime == source.mtime &&
                v->size == source.size);
     FUZZ_CHECK(!send_hash || (v->hash == source.hash &&
@@ -98,6 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(err->message != NULL);
   }
   free(fixed_body);
+  free(fixed_response);
   free(headers);
   return 0;
 }

@@ -165,6 +165,30 @@ def seeds():
             "line": 1e300, "offset": -3}).encode(),
         "unauthorized": b"\x04\x0b\r\n\r\n" + b'{"error":"unauthorized"}',
         "busy": b"\x04\x12Retry-After: 1\r\n\r\n" + b'{"error":"busy"}',
+        # bit 3: whole HTTP responses through client/http1.c's parser (bit 1: the checksum)
+        "http_hit": b"\x0e" + b"HTTP/1.1 200 OK\r\n" + raw_headers + b"\r\n" + pyc(),
+        "http_chunked_hit": b"\x0e" + b"HTTP/1.1 200 OK\r\n" +
+                            raw_headers.replace(b"Content-Length: %d" % len(pyc()),
+                                                b"Transfer-Encoding: chunked") +
+                            b"\r\n%x;ext=1\r\n" % 10 + pyc()[:10] + b"\r\n" +
+                            b"%X\r\n" % (len(pyc()) - 10) + pyc()[10:] +
+                            b"\r\n0\r\nX-Trailer: t\r\n\r\n",
+        "http_close_delimited": b"\x0e" + b"HTTP/1.0 200 OK\r\n" +
+                                raw_headers.replace(b"Content-Length: %d\r\n" % len(pyc()),
+                                                    b"") + b"\r\n" + pyc(),
+        "http_continue_then_miss": b"\x0c" + b"HTTP/1.1 100 Continue\r\n\r\n" +
+                                   b"HTTP/1.1 404 Not Found\r\nContent-Length: 61\r\n"
+                                   b"Connection: close\r\n\r\n" +
+                                   b'{"error":"miss","message":"nothing cached","reason":"absent"}',
+        "http_two_lengths": b"\x0e" + b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+                            b"Content-Length: 4\r\n\r\nabcd",
+        # a zstd body (`zstd -3 --no-check` of the miss error above, as a file: the frame states
+        # its size), decompressed by client.c
+        "http_zstd_miss": b"\x0c" + b"HTTP/1.1 404 Not Found\r\nContent-Encoding: zstd\r\n"
+                          b"Content-Length: 70\r\n\r\n" + bytes.fromhex(
+                              "28b52ffd203de901007b226572726f72223a226d697373222c226d657373616765"
+                              "223a226e6f7468696e6720636163686564222c22726561736f6e223a2261627365"
+                              "6e74227d"),
     }
     return out
 

@@ -23,6 +23,7 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <zstd.h>
 
 #include "pycached.h"
 #include "test_helpers.h"
@@ -901,6 +902,236 @@ START_TEST(keep_alive)
 }
 END_TEST
 
+/* ---- the HTTP/1.1 transport (client/http1.c) ------------------------------------------------ */
+
+/* GET /healthz answered by `response` (one connection): the status, and the body in *body. */
+static pcc_client_status get_over(const char *response, size_t len, size_t max_response,
+                                  char **body)
+{
+  fake_server *fs = fake_start_bytes(response, len, 1, 1);
+  pcc_client *client = client_for(fs, 5000, max_response);
+  *body = NULL;
+  pcc_client_status rc = pcc_client_get_json(client, "/healthz", body, NULL);
+  pcc_client_close(client);
+  fake_stop(fs);
+  return rc;
+}
+
+/* Every framing the server may use is read; every malformed or oversize one is refused. */
+START_TEST(http_framing)
+{
+  static char big_headers[PCC_CLIENT_HEADERS_MAX + 200], many_interim[2048];
+  int n = snprintf(big_headers, sizeof big_headers, "HTTP/1.1 200 OK\r\nX-Big: ");
+  memset(big_headers + n, 'a', PCC_CLIENT_HEADERS_MAX);
+  snprintf(big_headers + n + PCC_CLIENT_HEADERS_MAX, 64, "\r\nContent-Length: 2\r\n\r\nok");
+  size_t at = 0;
+  for (int i = 0; i <= PCC_CLIENT_INTERIM_MAX + 1; i++)
+    at += (size_t)snprintf(many_interim + at, sizeof many_interim - at,
+                           "HTTP/1.1 103 Early Hints\r\n\r\n");
+  snprintf(many_interim + at, sizeof many_interim - at, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  const struct {
+    const char *response;
+    size_t max_response;
+    pcc_client_status want;
+    const char *body;
+  } cases[] = {
+    {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0, PCC_CLIENT_OK, "ok"},
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n"
+     "0\r\nX-Trailer: t\r\n\r\n", 0, PCC_CLIENT_OK, "abc0123456789"},
+    {"HTTP/1.0 200 OK\r\n\r\nto the close", 0, PCC_CLIENT_OK, "to the close"},
+    {"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0,
+     PCC_CLIENT_OK, "ok"},
+    {"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", 0, PCC_CLIENT_OK, ""},
+    {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", 0,
+     PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+     0, PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", 0, PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n", 0,
+     PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nok\r\n0\r\n\r\n", 0,
+     PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n", 0, PCC_CLIENT_PROTOCOL,
+     NULL}, /* no last chunk before the close */
+    {"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nshort", 0, PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok", 0,
+     PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 0, PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/2 200 OK\r\nContent-Length: 2\r\n\r\nok", 0, PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok", 0, PCC_CLIENT_PROTOCOL, NULL},
+    {big_headers, 0, PCC_CLIENT_PROTOCOL, NULL},
+    {many_interim, 0, PCC_CLIENT_PROTOCOL, NULL},
+    {"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n0123456789a", 10, PCC_CLIENT_TOOBIG, NULL},
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n6\r\n6789ab\r\n0\r\n\r\n",
+     10, PCC_CLIENT_TOOBIG, NULL},
+    {"HTTP/1.0 200 OK\r\n\r\n0123456789a", 10, PCC_CLIENT_TOOBIG, NULL},
+    {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789", 10, PCC_CLIENT_OK, "0123456789"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *body = NULL;
+    pcc_client_status rc = get_over(cases[i].response, strlen(cases[i].response),
+                                    cases[i].max_response, &body);
+    ck_assert_msg(rc == cases[i].want, "case %zu: %s, not %s", i, pcc_client_strerror(rc),
+                  pcc_client_strerror(cases[i].want));
+    if (cases[i].body != NULL)
+      ck_assert_str_eq(body, cases[i].body);
+    free(body);
+  }
+}
+END_TEST
+
+/* A server that closes each connection after one answer (without saying so) costs the next
+ * request a new connection, not an error. */
+START_TEST(http_reconnects_after_close)
+{
+  const char *response = "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}";
+  fake_server *fs = fake_start_n(response, 3, 1);
+  pcc_client *client = client_for(fs, 5000, 0);
+  for (int i = 0; i < 3; i++) {
+    char *body = NULL;
+    CLIENT_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_OK);
+    ck_assert_str_eq(body, "{\"status\":\"ok\"}");
+    free(body);
+  }
+  pcc_client_close(client);
+  fake_stop(fs);
+  ck_assert_int_eq(last_requests_served, 3);
+}
+END_TEST
+
+/* pcc_client_replay_response (the fuzz target's way into http1.c) answers as a lookup over
+ * HTTP does. */
+START_TEST(replay_response_is_lookup)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char response[1024];
+  size_t len = raw_response(response, sizeof response, source, false, false, 0);
+  pcc_client_config config = {.raw_pyc = true};
+  pcc_client *client = NULL;
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  pcc_entry *over_http = NULL, *replayed = NULL;
+  CLIENT_RC(raw_lookup(source, response, len, &over_http), PCC_CLIENT_OK);
+  CLIENT_RC(pcc_client_replay_response(client, &magic311, 0, source, true, response, len,
+                                       &replayed),
+            PCC_CLIENT_OK);
+  ck_assert_uint_eq(replayed->view.pyc_len, over_http->view.pyc_len);
+  ck_assert_mem_eq(replayed->view.pyc, over_http->view.pyc, over_http->view.pyc_len);
+  pcc_entry_free(over_http);
+  pcc_entry_free(replayed);
+  replayed = NULL;
+  CLIENT_RC(pcc_client_replay_response(client, &magic311, 0, source, true, response, len - 3,
+                                       &replayed),
+            PCC_CLIENT_PROTOCOL); /* cut short */
+  ck_assert_ptr_null(replayed);
+  static char huge[PCC_CLIENT_REPLAY_MAX + 1];
+  CLIENT_RC(pcc_client_replay_response(client, &magic311, 0, source, true, huge, sizeof huge,
+                                       &replayed),
+            PCC_CLIENT_INVALID);
+  pcc_client_close(client);
+  pcc_source_free(source);
+}
+END_TEST
+
+/* A response whose body is `text` compressed with zstd, with this Content-Encoding. */
+static char *zstd_response(const char *text, const char *encoding, size_t *len)
+{
+  size_t bound = ZSTD_compressBound(strlen(text));
+  char *frame = malloc(bound);
+  ck_assert_ptr_nonnull(frame);
+  size_t n = ZSTD_compress(frame, bound, text, strlen(text), 3);
+  ck_assert(!ZSTD_isError(n));
+  char *out = malloc(n + 256);
+  ck_assert_ptr_nonnull(out);
+  int head = snprintf(out, 256, "HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\n"
+                      "Content-Length: %zu\r\n\r\n", encoding, n);
+  memcpy(out + head, frame, n);
+  free(frame);
+  *len = (size_t)head + n;
+  return out;
+}
+
+/* A zstd body is decompressed within max_response; one over it, a damaged or cut one and an
+ * unknown encoding are refused; accept_zstd asks for it on pcc_client_request only. */
+START_TEST(zstd_bodies)
+{
+  const char *text = "{\"paths\":[\"/srv/app/a.py\",\"/srv/app/b.py\",\"/srv/app/c.py\"]}";
+  size_t len = 0;
+  char *response = zstd_response(text, "zstd", &len);
+  char *body = NULL;
+  CLIENT_RC(get_over(response, len, 0, &body), PCC_CLIENT_OK);
+  ck_assert_str_eq(body, text);
+  free(body);
+  CLIENT_RC(get_over(response, len, strlen(text) - 1, &body), PCC_CLIENT_TOOBIG);
+  response[len - 2] ^= 0x55; /* damaged */
+  CLIENT_RC(get_over(response, len, 0, &body), PCC_CLIENT_PROTOCOL);
+  free(response);
+  response = zstd_response(text, "gzip", &len);
+  CLIENT_RC(get_over(response, len, 0, &body), PCC_CLIENT_PROTOCOL);
+  free(response);
+  const char *not_zstd = "HTTP/1.1 200 OK\r\nContent-Encoding: zstd\r\nContent-Length: 2\r\n\r\nok";
+  CLIENT_RC(get_over(not_zstd, strlen(not_zstd), 0, &body), PCC_CLIENT_PROTOCOL);
+
+  /* the header goes with pcc_client_request of a client with accept_zstd, not without it; a
+   * zstd body is decompressed whatever asked for it */
+  response = zstd_response(text, "zstd", &len);
+  for (int accept = 0; accept < 2; accept++) {
+    fake_server *fs = fake_start_bytes(response, len, 2, 1);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", fs->port);
+    pcc_client_config config = {.base_url = url, .timeout_ms = 5000, .accept_zstd = accept};
+    pcc_client *client = NULL;
+    CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+    size_t body_len = 0;
+    CLIENT_RC(pcc_client_request(client, "GET", "/v1/bundle", NULL, 0, &body, &body_len, NULL),
+              PCC_CLIENT_OK);
+    ck_assert_str_eq(body, text);
+    free(body);
+    CLIENT_RC(pcc_client_get_json(client, "/v1/stats", &body, NULL), PCC_CLIENT_OK);
+    free(body);
+    pcc_client_close(client);
+    fake_stop(fs);
+    ck_assert_msg((strstr(last_request, "Accept-Encoding: zstd\r\n") != NULL) == accept, "%s",
+                  last_request);
+  }
+  free(response);
+}
+END_TEST
+
+static bool libcurl_mapped(void)
+{
+  FILE *maps = fopen("/proc/self/maps", "r");
+  ck_assert_ptr_nonnull(maps);
+  char line[4096];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, maps))
+    found = strstr(line, "libcurl") != NULL;
+  fclose(maps);
+  return found;
+}
+
+/* http:// never loads libcurl (the hook's start-up cost, issue 12); https:// loads it then. */
+START_TEST(libcurl_only_for_https)
+{
+  const char *response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  char *body = NULL;
+  CLIENT_RC(get_over(response, strlen(response), 0, &body), PCC_CLIENT_OK);
+  free(body);
+  ck_assert(!libcurl_mapped());
+  int port = 0;
+  int fd = fake_listen(&port); /* bound, never listening: connections are refused */
+  char url[64];
+  snprintf(url, sizeof url, "https://127.0.0.1:%d", port);
+  pcc_client_config config = {.base_url = url, .timeout_ms = 5000};
+  pcc_client *client = NULL;
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  ck_assert(libcurl_mapped());
+  CLIENT_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_CONNECT);
+  ck_assert_ptr_nonnull(pcc_client_last_error(client)->message);
+  pcc_client_close(client);
+  close(fd);
+}
+END_TEST
+
 /* ---- tokens and access control ------------------------------------------------------------ */
 
 #define TEST_TOKEN "ci-7b3f9a1e5c2d8f40"
@@ -1366,6 +1597,11 @@ static Suite *client_suite(void)
   tcase_add_test(tc, keep_alive);
   tcase_add_test(tc, lookup_raw_pyc);
   tcase_add_test(tc, replay_is_lookup);
+  tcase_add_test(tc, http_framing);
+  tcase_add_test(tc, http_reconnects_after_close);
+  tcase_add_test(tc, replay_response_is_lookup);
+  tcase_add_test(tc, libcurl_only_for_https);
+  tcase_add_test(tc, zstd_bodies);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("access");

@@ -2,6 +2,7 @@
  * the digest and checksum forms, the pyc header, parameter validation, JSON numbers as integers
  * and the JSON forms. */
 #include <math.h>
+#include <stdio.h>
 
 #include <sodium.h>
 
@@ -34,6 +35,44 @@ START_TEST(test_java_hash_matches_reference_on_all_bytes)
     h = (int64_t)(((uint64_t)h * 31u + (uint64_t)(int64_t)(signed char)bytes[i]) & 0xffffffffu);
   int32_t expected = (int32_t)(uint32_t)h;
   ck_assert_int_eq(pcc_java_hash(bytes, sizeof bytes), expected);
+}
+END_TEST
+
+static bool mapped(const char *name)
+{
+  FILE *maps = fopen("/proc/self/maps", "r");
+  ck_assert_ptr_nonnull(maps);
+  char line[4096];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, maps))
+    found = strstr(line, name) != NULL;
+  fclose(maps);
+  return found;
+}
+
+/* libcrypto is loaded by the first digest of 4 KiB or more, not before (a process that never
+ * hashes a source, like an interpreter that imports nothing through the hook, never pays for
+ * it), and every length gives libsodium's SHA-256 (shorter inputs, and the fallback without
+ * libcrypto), around the block boundaries and the switch between the two. */
+START_TEST(test_digest_loads_libcrypto_late)
+{
+  ck_assert(!mapped("libcrypto"));
+  static uint8_t data[3 * 65536 + 3];
+  for (size_t i = 0; i < sizeof data; i++)
+    data[i] = (uint8_t)(i * 131 + (i >> 9));
+  pcc_digest digest;
+  pcc_digest_compute(data, 4095, &digest);
+  ck_assert(!mapped("libcrypto"));
+  pcc_digest_compute(data, 4096, &digest);
+  ck_assert(mapped("libcrypto"));
+  const size_t lengths[] = {0, 1, 55, 56, 63, 64, 65, 127, 128, 4095, 4096, 4097, 65536,
+                            sizeof data};
+  for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
+    uint8_t expected[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(expected, data, lengths[i]);
+    pcc_digest_compute(data, lengths[i], &digest);
+    ck_assert_mem_eq(digest.bytes, expected, sizeof expected);
+  }
 }
 END_TEST
 
@@ -574,6 +613,7 @@ int main(void)
   tcase_add_test(tc, test_java_hash_matches_reference_on_all_bytes);
   tcase_add_test(tc, test_java_hash_implementations_match_bytewise);
   tcase_add_test(tc, test_digest_hex);
+  tcase_add_test(tc, test_digest_loads_libcrypto_late);
   tcase_add_test(tc, test_checksum_hex);
   tcase_add_test(tc, test_pyc_header_round_trip);
   tcase_add_test(tc, test_params_valid);

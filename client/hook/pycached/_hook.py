@@ -25,14 +25,15 @@ fallback hook-error), so a source's own SyntaxError is always CPython's, raised 
 """
 import atexit
 import _imp
-import importlib.util
 import marshal
 import os
 import sys
-import threading
+import _thread  # not threading: importing it costs every process 1-3 ms (BENCHMARKS.md, issue 12)
 import time
-from importlib import machinery
-from importlib import _bootstrap_external as _bx
+# importlib.machinery's classes without importing the importlib package (and the warnings it
+# imports: 0.4 ms of every start): the frozen module both re-export, there in every interpreter
+_bx = sys.modules["_frozen_importlib_external"]
+machinery = _bx
 
 
 
@@ -42,7 +43,8 @@ def _import_native():
     failed load behind "cannot import name '_native' from partially initialized module"."""
     package = __name__.rpartition(".")[0]
     try:
-        return importlib.import_module(package + "._native")
+        __import__(package + "._native")
+        return sys.modules[package + "._native"]
     except ImportError as exc:
         here = os.path.dirname(os.path.abspath(__file__))
         if isinstance(exc, ModuleNotFoundError) and exc.name == package + "._native":
@@ -62,7 +64,7 @@ def _import_native():
 
 _native = _import_native()
 
-MAGIC = importlib.util.MAGIC_NUMBER
+MAGIC = _bx.MAGIC_NUMBER
 _ENV_DEFAULTS = {
     "PYCACHED_URL": "",
     "PYCACHED_TIMEOUT_MS": "500",
@@ -75,6 +77,7 @@ _ENV_DEFAULTS = {
     "PYCACHED_TOKEN": "",
     "PYCACHED_TOKEN_FILE": "",
     "PYCACHED_PROFILE": "",
+    "PYCACHED_BUNDLE_ZSTD": "0",
 }
 # limits from the one table, proto/pcc_limits.h (the extension exports them)
 _MAX_SOURCE = _native.SOURCE_MAX_DEFAULT  # the server's default --max-source
@@ -87,10 +90,32 @@ _PROFILE_TAG_HEX = 16  # hex digits of the digest that tag a shortened or cleane
 # tick of the file system's clock without its stat changing: it is hashed at its import instead.
 _RACY_SECONDS = 2.0
 
-_lock = threading.Lock()         # counters
-_bundle_lock = threading.Lock()  # a process without a fetch thread fetches at its first import
-_bundle_ready = threading.Event()  # set once the fetch thread has set _bundle
-_bundle_thread = None  # the thread fetching the bundle (started by install), or None
+class _Ready:
+    """threading.Event's set() and wait(timeout) on a _thread lock, held until set()."""
+
+    def __init__(self):
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self):  # called once, by the fetch thread
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self, timeout):
+        if self._set:
+            return True
+        if self._lock.acquire(timeout > 0, timeout if timeout > 0 else -1):
+            self._lock.release()  # the next waiter passes too
+            return True
+        return self._set
+
+
+_lock = _thread.allocate_lock()         # counters
+_bundle_lock = _thread.allocate_lock()  # a process without a fetch thread fetches at its first import
+_bundle_ready = _Ready()  # set once the fetch thread has set _bundle
+_bundle_thread = None  # the ident of the thread fetching the bundle (started by install), or None
 _bundle_waited_out = False  # an import waited its bound for the bundle: later ones do not wait
 _counters = {}
 _settings = None
@@ -107,9 +132,9 @@ def _after_fork_in_child():
     fetch thread, and a bundle its parent was still fetching is fetched again, by the child, at
     its first import that needs it (the C part gives the child a connection of its own)."""
     global _lock, _bundle_lock, _bundle_ready, _bundle_thread
-    _lock = threading.Lock()
-    _bundle_lock = threading.Lock()
-    _bundle_ready = threading.Event()
+    _lock = _thread.allocate_lock()
+    _bundle_lock = _thread.allocate_lock()
+    _bundle_ready = _Ready()
     _bundle_thread = None
 
 
@@ -206,6 +231,7 @@ def read_settings(env=None):
         "debug": env.get("PYCACHED_DEBUG", "0") not in ("", "0"),
         "breaker_seconds": _positive_int(env, "PYCACHED_BREAKER_SECONDS"),
         "profile": _profile_setting(env.get("PYCACHED_PROFILE", "")) or default_profile(),
+        "bundle_zstd": env.get("PYCACHED_BUNDLE_ZSTD", "0") not in ("", "0"),
     }
     conf["token"], conf["token_source"] = _read_token(env)
     return conf
@@ -491,7 +517,8 @@ def install(env=None):
     try:
         _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
                           conf["readonly"], conf["validation"] == "hash",
-                          float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"])
+                          float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"],
+                          bundle_zstd=conf["bundle_zstd"])
     except ValueError as exc:  # e.g. a URL over 2048 bytes
         sys.stderr.write("pycached: hook not installed: %s\n" % exc)
         return False
@@ -516,9 +543,8 @@ def _start_bundle_fetch(conf):
     if conf["profile"] == "off":
         _bundle = {}
         return
-    _bundle_thread = threading.Thread(target=_fetch_thread, args=(conf,), daemon=True,
-                                      name="pycached-bundle")
-    _bundle_thread.start()
+    # a bare thread (no threading.Thread): like a daemon one, never waited for at exit
+    _bundle_thread = _thread.start_new_thread(_fetch_thread, (conf,))
 
 
 def _fetch_thread(conf):

@@ -16,8 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "pycached.h"
 
 /* The one API newer than the oldest interpreter built for (CPython 3.8, PyPy 3.9's cpyext). */
@@ -45,6 +43,7 @@ static struct {
   bool readonly;
   bool compile_forbidden; /* the token lacks the compile role: only look up from now on */
   bool hash_validation;
+  bool bundle_zstd;        /* bundles asked for compressed with zstd */
   double breaker_seconds;
   double breaker_until;    /* monotonic seconds; no request before then */
   size_t max_source;
@@ -77,6 +76,7 @@ static pcc_client_status ensure_client(void)
     .connect_timeout_ms = state.timeout_ms,
     .timeout_ms = state.timeout_ms,
     .raw_pyc = true, /* the pyc as the body: no base64 or JSON on either side */
+    .accept_zstd = state.bundle_zstd,
   };
   pcc_client_status rc = pcc_client_open(&config, &state.client);
   if (rc == PCC_CLIENT_OK)
@@ -218,16 +218,17 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
 
 PyDoc_STRVAR(configure_doc,
 "configure(url, magic, timeout_ms, compile_timeout_ms, readonly, hash_validation,\n"
-"          breaker_seconds, max_source, token=None)\n"
+"          breaker_seconds, max_source, token=None, bundle_zstd=False)\n"
 "Sets the server and behaviour of fetch(); resets the circuit breaker. token (str or None)\n"
 "is sent as 'Authorization: Bearer TOKEN'; ValueError unless printable ASCII without spaces,\n"
-"1..512 bytes.");
+"1..512 bytes. bundle_zstd: fetch_bundle() asks for the bundle compressed with zstd.");
 
 static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
   (void)self;
   static char *keywords[] = {"url", "magic", "timeout_ms", "compile_timeout_ms", "readonly",
-                             "hash_validation", "breaker_seconds", "max_source", "token", NULL};
+                             "hash_validation", "breaker_seconds", "max_source", "token",
+                             "bundle_zstd", NULL};
   const char *url;
   Py_buffer magic;
   long timeout_ms, compile_timeout_ms;
@@ -235,9 +236,10 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   double breaker_seconds;
   Py_ssize_t max_source;
   const char *token = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|z", keywords, &url, &magic,
+  int bundle_zstd = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|zp", keywords, &url, &magic,
                                    &timeout_ms, &compile_timeout_ms, &readonly, &hash_validation,
-                                   &breaker_seconds, &max_source, &token))
+                                   &breaker_seconds, &max_source, &token, &bundle_zstd))
     return NULL;
   bool bad = magic.len != PCC_MAGIC_LEN || strlen(url) >= sizeof state.url || timeout_ms <= 0 ||
              compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0 ||
@@ -261,6 +263,7 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   state.compile_timeout_ms = compile_timeout_ms;
   state.readonly = readonly;
   state.hash_validation = hash_validation;
+  state.bundle_zstd = bundle_zstd;
   state.breaker_seconds = breaker_seconds;
   state.breaker_until = 0;
   state.max_source = (size_t)max_source;
@@ -369,12 +372,17 @@ static pcc_client_status warm_request(const char *method, const char *endpoint,
   } else if ((rc = ensure_client()) == PCC_CLIENT_OK) {
     /* the endpoint and magic, and a profile name in which every byte may need %XX */
     char magic[2 * PCC_MAGIC_LEN + 1], url[64 + 3 * PCC_PROFILE_NAME_MAX];
-    char *name = profile ? curl_easy_escape(NULL, profile, 0) : NULL;
+    pcc_dynbuf name;
+    pcc_dynbuf_init(&name, 3 * PCC_PROFILE_NAME_MAX + 1);
+    if (profile)
+      pcc_dynbuf_add_escaped(&name, profile, strlen(profile));
+    pcc_dynbuf_add(&name, "", 1);
     pcc_magic_to_hex(&state.magic, magic);
-    int n = name || !profile ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint,
-                                        magic, opt, name ? "&profile=" : "", name ? name : "")
-                             : -1;
-    curl_free(name);
+    int n = name.error == PCC_PROTO_OK
+              ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint, magic, opt,
+                         profile ? "&profile=" : "", (const char *)name.data)
+              : -1;
+    pcc_dynbuf_free(&name);
     if (n < 0 || (size_t)n >= sizeof url) {
       rc = PCC_CLIENT_INVALID;
     } else {
