@@ -291,6 +291,24 @@ class Fallbacks(HookCase):
         self.assertEqual(run.stdout.strip(), "False")
         self.assertIn("PYCACHED_VALIDATION", run.stderr)
 
+    def test_a_url_without_a_scheme_is_refused_in_one_line(self):
+        """PYCACHED_URL=127.0.0.1:PORT left the hook active, falling back at every import."""
+        server = self.start_server()
+        root = self.small_package()
+        bare = server.url.split("://", 1)[1]
+        env = dict(os.environ, PYTHONPATH=HOOK_ROOT, PYCACHED_URL=bare, PYCACHED_PROFILE="off",
+                   PYTHONDONTWRITEBYTECODE="1")
+        code = ("import sys, json; sys.path.insert(0, %r); import pycached; "
+                "active = pycached.install(); import pkg; "
+                "print(json.dumps([active, pycached.is_active(), pkg.alpha.VALUE]))" % root)
+        run = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60,
+                             env=env)
+        self.assertEqual(json.loads(run.stdout), [False, False, 1], run.stderr)
+        lines = run.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, run.stderr)
+        self.assertIn("PYCACHED_URL must begin with http:// or https://", lines[0])
+        self.assertIn("http://" + bare, lines[0])
+
     def test_pth_file_activates_the_hook_at_startup(self):
         server = self.start_server()
         userbase = os.path.join(self.tmp, "userbase")

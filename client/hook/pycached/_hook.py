@@ -221,8 +221,13 @@ def read_settings(env=None):
     validation = env.get("PYCACHED_VALIDATION", "hash") or "hash"
     if validation not in ("hash", "timestamp"):
         raise ValueError("PYCACHED_VALIDATION must be 'hash' or 'timestamp', not %r" % validation)
+    url = env.get("PYCACHED_URL", "").rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        # "127.0.0.1:8700" would leave the hook on, falling back at every import
+        raise ValueError("PYCACHED_URL must begin with http:// or https://, not %r (e.g. "
+                         "http://%s)" % (url, url.split("://", 1)[-1]))
     conf = {
-        "url": env.get("PYCACHED_URL", "").rstrip("/"),
+        "url": url,
         "timeout_ms": _positive_int(env, "PYCACHED_TIMEOUT_MS"),
         "compile_timeout_ms": _positive_int(env, "PYCACHED_COMPILE_TIMEOUT_MS"),
         "readonly": env.get("PYCACHED_READONLY", "0") not in ("", "0"),
