@@ -1145,7 +1145,9 @@ static void admin_close(void *state)
 static const pcc_route admin_routes[] = {
   {"GET", "/admin", 0, NO_BODY, false, 0, {NULL}, handle_page, "the admin page"},
   {"GET", "/admin/", 0, NO_BODY, false, 0, {NULL}, handle_page, "the admin page"},
-  {"GET", "/metrics", ADMIN, NO_BODY, false, 0, {NULL}, handle_metrics, "Prometheus metrics"},
+  /* a scraper needs no token that can purge: read (or admin, which keeps it on the reserve) */
+  {"GET", "/metrics", PCC_ROLE_READ | ADMIN, NO_BODY, false, 0, {NULL}, handle_metrics,
+   "Prometheus metrics"},
   {"GET", "/v1/admin/stats", ADMIN, NO_BODY, false, 0, {NULL}, handle_stats,
    "totals, per-magic counters, latency, store usage"},
   {"GET", "/v1/admin/entries", ADMIN, NO_BODY, true, 0, FILTER_ARGS, handle_entries,

@@ -348,10 +348,11 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
   unsigned status;
   if (rc == PCC_AUTH_NO_ROLE) {
     char message[160];
-    snprintf(message, sizeof message, "token \"%s\" lacks the %s role", name,
-             pcc_role_name((pcc_role)role));
+    /* a route open to several roles (/metrics: read or admin) names the first */
+    const char *needed = pcc_role_name((pcc_role)(role & -role));
+    snprintf(message, sizeof message, "token \"%s\" lacks the %s role", name, needed);
     json = pcc_error_to_json("forbidden", message);
-    cJSON_AddStringToObject(json, "role", pcc_role_name((pcc_role)role));
+    cJSON_AddStringToObject(json, "role", needed);
     status = 403;
   } else {
     json = pcc_error_to_json("unauthorized", rc == PCC_AUTH_MISSING

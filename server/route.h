@@ -53,9 +53,10 @@ typedef void (*pcc_handler)(void *state, pcc_request *req, pcc_answer *answer);
 struct pcc_route {
   const char *method;       /* "GET", "POST", "DELETE" */
   const char *path;         /* exact, or with one "*" standing for a non-empty segment */
-  unsigned role;            /* pcc_role needed; 0: open to all. Routes open to all and admin
-                               routes are also served when the server is at --max-connections
-                               (from its reserve; http.c, reserve_route) */
+  unsigned role;            /* the pcc_roles that may (any one of them); 0: open to all.
+                               Routes open to all and those admin may are also served when
+                               the server is at --max-connections (from its reserve; http.c,
+                               reserve_route) */
   size_t body;              /* PCC_ROUTE_BODY(field) or PCC_ROUTE_NO_BODY */
   bool params;              /* parse the pcc_params of the query (400 when malformed) */
   unsigned required;        /* PCC_PARAM_* bits that must be present */

@@ -99,7 +99,7 @@ class AccessControl(AdminCase):
             ("GET", code_query, "read"),
             ("GET", "/v1/stats", "read"),
             ("POST", "/v1/compile?" + q(magic=MAGIC, path=path, mtime=1), "compile"),
-            ("GET", "/metrics", "admin"),
+            ("GET", "/metrics", "read"),  # a scraper's token need not be able to purge
             ("GET", "/v1/admin/stats", "admin"),
             ("GET", "/v1/admin/magics", "admin"),
             ("GET", "/v1/admin/entries", "admin"),
@@ -129,6 +129,16 @@ class AccessControl(AdminCase):
             self.assertIn(status, (200, 404), (url, body[:200]))  # 404: the entry named is absent
         self.assertEqual(server.request("GET", "/healthz")[0], 200)
         self.assertEqual(server.request("GET", "/admin")[0], 200)
+
+    def test_a_reader_token_scrapes_metrics_and_nothing_of_admin(self):
+        """/metrics took the admin token, which can also purge the store (issue 14)."""
+        server = self.start()
+        reader = {"Authorization": "Bearer " + TOKENS["reader"][0]}
+        status, _, text = server.request("GET", "/metrics", headers=reader)
+        self.assertEqual(status, 200)
+        self.assertIn(b"pycached_", text)
+        status, _, body = server.request("POST", "/v1/admin/purge", headers=reader)
+        self.assertEqual((status, json.loads(body)["role"]), (403, "admin"))
 
     def test_sighup_reloads_the_tokens(self):
         server = self.start()

@@ -1352,9 +1352,12 @@ START_TEST(test_route_table_is_sound)
         ck_assert_msg(limit > 0 && limit <= PCC_SOURCE_MAX_CEILING, "%s: limit %llu",
                       route->path, (unsigned long long)limit);
       }
-      /* admin endpoints need the admin role; nothing but health and the page is open */
-      if (strncmp(route->path, "/v1/admin/", 10) == 0 || strcmp(route->path, "/metrics") == 0)
+      /* admin endpoints need the admin role (/metrics: read or admin, a scraper's token need
+       * not be able to purge); nothing but health and the page is open */
+      if (strncmp(route->path, "/v1/admin/", 10) == 0)
         ck_assert_msg(route->role == PCC_ROLE_ADMIN, "%s", route->path);
+      if (strcmp(route->path, "/metrics") == 0)
+        ck_assert_msg(route->role == (PCC_ROLE_READ | PCC_ROLE_ADMIN), "%s", route->path);
       if (route->role == 0)
         ck_assert_msg(strcmp(route->path, "/healthz") == 0 ||
                         strncmp(route->path, "/admin", 6) == 0, "%s is open", route->path);
