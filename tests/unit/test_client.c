@@ -243,15 +243,22 @@ static char *http_response(int status, const char *reason, const char *body)
   return out;
 }
 
-static pcc_client *client_for(const fake_server *fs, long timeout_ms, size_t max_response)
+/* A client of fs with config (its base_url is fs's, set here, with a trailing slash, which
+ * the client drops). */
+static pcc_client *client_with(const fake_server *fs, pcc_client_config config)
 {
   char url[64];
   snprintf(url, sizeof url, "http://127.0.0.1:%d/", fs->port);
-  pcc_client_config config = {.base_url = url, .timeout_ms = timeout_ms,
-                              .max_response = max_response};
+  config.base_url = url;
   pcc_client *client = NULL;
   CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
   return client;
+}
+
+static pcc_client *client_for(const fake_server *fs, long timeout_ms, size_t max_response)
+{
+  return client_with(fs, (pcc_client_config){.timeout_ms = timeout_ms,
+                                             .max_response = max_response});
 }
 
 static const pcc_magic magic311 = {{0xa7, 0x0d, 0x0d, 0x0a}};
@@ -576,11 +583,7 @@ static pcc_client_status raw_lookup(const pcc_source *source, const char *respon
                                     pcc_entry **entry)
 {
   fake_server *fs = fake_start_bytes(response, len, 1, 1);
-  char url[64];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d", fs->port);
-  pcc_client_config config = {.base_url = url, .timeout_ms = 5000, .raw_pyc = true};
-  pcc_client *client = NULL;
-  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  pcc_client *client = client_with(fs, (pcc_client_config){.timeout_ms = 5000, .raw_pyc = true});
   pcc_client_status rc = pcc_client_lookup(client, &magic311, 0, source, true, entry);
   pcc_client_close(client);
   fake_stop(fs);
@@ -1074,11 +1077,8 @@ START_TEST(zstd_bodies)
   response = zstd_response(text, "zstd", &len);
   for (int accept = 0; accept < 2; accept++) {
     fake_server *fs = fake_start_bytes(response, len, 2, 1);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", fs->port);
-    pcc_client_config config = {.base_url = url, .timeout_ms = 5000, .accept_zstd = accept};
-    pcc_client *client = NULL;
-    CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+    pcc_client *client =
+        client_with(fs, (pcc_client_config){.timeout_ms = 5000, .accept_zstd = accept});
     size_t body_len = 0;
     CLIENT_RC(pcc_client_request(client, "GET", "/v1/bundle", NULL, 0, &body, &body_len, NULL),
               PCC_CLIENT_OK);
@@ -1136,13 +1136,8 @@ END_TEST
 
 static pcc_client *client_with_token(const fake_server *fs, const char *token, bool raw_pyc)
 {
-  char url[64];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d", fs->port);
-  pcc_client_config config = {.base_url = url, .timeout_ms = 5000, .token = token,
-                              .raw_pyc = raw_pyc};
-  pcc_client *client = NULL;
-  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
-  return client;
+  return client_with(fs, (pcc_client_config){.timeout_ms = 5000, .token = token,
+                                             .raw_pyc = raw_pyc});
 }
 
 START_TEST(token_check)
