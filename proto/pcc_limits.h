@@ -70,6 +70,10 @@
                                               PYCACHED_* variable */
 #define PCC_HOST_NAME_MAX 253              /* bytes of the host name of --listen (DNS's limit) */
 
+/* ---- the server's logs (proto/log.c) -------------------------------------------------------- */
+#define PCC_LOG_LINE_MAX 8192 /* bytes of one log or access-log line, its newline included
+                                 (longer: cut and marked) */
+
 /* ---- clients -------------------------------------------------------------------------------- */
 #define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */
 #define PCC_DOWNLOAD_MAX ((uint64_t)1 << 40)    /* a backup download: 1 TiB, the largest map */
