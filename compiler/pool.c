@@ -44,6 +44,7 @@
 #include "expose.h"
 #include "frame.h"
 #include "reply.h"
+#include "pcc_log.h"
 
 /* Limits come from proto/pcc_limits.h (through frame.h); the pool's own are timeouts and sizes
  * derived from those limits. */
@@ -462,8 +463,8 @@ pcc_compiler_status pcc_compiler_open(const pcc_compiler_config *config, pcc_com
   c->max_rss = config->max_rss;
 #ifdef PCC_ASAN
   if (c->memory_limit != 0) {
-    fprintf(stderr, "pycached: built with AddressSanitizer, compiler worker memory limit "
-                    "(RLIMIT_AS) disabled\n");
+    pcc_logf(PCC_LOG_WARN, "built with AddressSanitizer, compiler worker memory limit "
+                     "(RLIMIT_AS) disabled");
     c->memory_limit = 0;
   }
 #endif

@@ -17,6 +17,7 @@
 #include "proto.h"
 
 #define LOG_CUT_MARK " ...[cut]\n"
+#define PCC_LOG_AUDIT_FIELDS_MAX 16 /* fields of an audit line besides audit= */
 #define LOG_MSG_MAX 4096 /* bytes of a pcc_logf message before it is cut (inside the line max) */
 
 struct pcc_log {
@@ -277,11 +278,10 @@ bool pcc_log_enabled(const pcc_log *log, pcc_log_level level)
   return level <= log->level;
 }
 
-void pcc_log_write(pcc_log *log, pcc_log_level level, const char *msg,
-                   const pcc_log_field *fields, size_t n)
+/* Formats and writes one line, whatever the destination's level. */
+static void write_line(pcc_log *log, pcc_log_level level, const char *msg,
+                       const pcc_log_field *fields, size_t n)
 {
-  if (log == NULL || !pcc_log_enabled(log, level))
-    return;
   char ts[32];
   timestamp(ts);
   line *l = malloc(sizeof *l); /* 8 KiB: not on the stacks of the HTTP threads */
@@ -295,6 +295,13 @@ void pcc_log_write(pcc_log *log, pcc_log_level level, const char *msg,
     format_text(l, ts, level, msg ? msg : "", fields, n);
   emit(log, l);
   free(l);
+}
+
+void pcc_log_write(pcc_log *log, pcc_log_level level, const char *msg,
+                   const pcc_log_field *fields, size_t n)
+{
+  if (log != NULL && pcc_log_enabled(log, level))
+    write_line(log, level, msg, fields, n);
 }
 
 static int open_file(const char *path)
@@ -393,4 +400,14 @@ void pcc_logf(pcc_log_level level, const char *fmt, ...)
 void pcc_log_event(pcc_log_level level, const char *msg, const pcc_log_field *fields, size_t n)
 {
   pcc_log_write(atomic_load(&main_log), level, msg, fields, n);
+}
+
+void pcc_log_audit(const char *action, const char *msg, const pcc_log_field *fields, size_t n)
+{
+  pcc_log_field all[PCC_LOG_AUDIT_FIELDS_MAX + 1];
+  all[0] = PCC_LOG_STR("audit", action);
+  if (n > PCC_LOG_AUDIT_FIELDS_MAX)
+    n = PCC_LOG_AUDIT_FIELDS_MAX;
+  memcpy(all + 1, fields, n * sizeof *fields);
+  write_line(atomic_load(&main_log), PCC_LOG_INFO, msg, all, n + 1);
 }

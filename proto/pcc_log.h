@@ -45,7 +45,11 @@ typedef struct {
   int64_t num;
   bool is_bool;
 } pcc_log_field;
-#define PCC_LOG_STR(k, v) ((pcc_log_field){.key = (k), .str = (v) ? (v) : ""})
+static inline pcc_log_field pcc_log_str(const char *key, const char *value)
+{
+  return (pcc_log_field){.key = key, .str = value != NULL ? value : ""};
+}
+#define PCC_LOG_STR(k, v) pcc_log_str((k), (v)) /* NULL: "" */
 #define PCC_LOG_INT(k, v) ((pcc_log_field){.key = (k), .num = (int64_t)(v)})
 #define PCC_LOG_BOOL(k, v) ((pcc_log_field){.key = (k), .num = (v) ? 1 : 0, .is_bool = true})
 
@@ -82,6 +86,13 @@ void pcc_log_set_main(pcc_log *log);
 /* To the main log: a line of level with the printf-formatted message, and a line with fields. */
 void pcc_logf(pcc_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pcc_log_event(pcc_log_level level, const char *msg, const pcc_log_field *fields, size_t n);
+
+/* An audit line (docs/OPERATIONS.md, "Audit"): to the main log at level info whatever its level,
+ * with the field audit=action first, then the n fields. */
+void pcc_log_audit(const char *action, const char *msg, const pcc_log_field *fields, size_t n);
+#define PCC_LOG_AUDIT(action, msg, ...)                                                        \
+  pcc_log_audit((action), (msg), (const pcc_log_field[]){__VA_ARGS__},                         \
+                sizeof((const pcc_log_field[]){__VA_ARGS__}) / sizeof(pcc_log_field))
 
 /* pcc_log_event with its fields listed in place: PCC_LOG_EVENT(PCC_LOG_INFO, "purge",
  * PCC_LOG_STR("audit", "purge"), PCC_LOG_INT("removed", n)). */

@@ -21,6 +21,7 @@
 
 #include "admin_assets.h"
 #include "route.h"
+#include "pcc_log.h"
 
 /* The feature's state: the core, and the backup copy in progress (see "backups"). */
 typedef struct backup_job backup_job;
@@ -839,8 +840,8 @@ static void retire_if_unserved(const pcc_magic *magic, uint64_t entries, uint64_
     printf("pycached: retired magic %s: %llu entries removed\n", hex,
            (unsigned long long)removed);
   else
-    fprintf(stderr, "pycached: cannot retire magic %s (%llu entries): %s\n", hex,
-            (unsigned long long)entries, pcc_store_strerror(rc));
+    pcc_logf(PCC_LOG_ERROR, "cannot retire magic %s (%llu entries): %s", hex,
+             (unsigned long long)entries, pcc_store_strerror(rc));
 }
 
 /* ---- backups -----------------------------------------------------------------------------
@@ -891,8 +892,8 @@ static void *backup_main(void *arg)
   else if (job->rc == PCC_STORE_OK)
     job->bytes = (uint64_t)st.st_size;
   if (job->rc != PCC_STORE_OK || job->error != 0) {
-    fprintf(stderr, "pycached: backup copy failed: %s\n",
-            job->error ? strerror(job->error) : pcc_store_strerror(job->rc));
+    pcc_logf(PCC_LOG_ERROR, "backup copy failed: %s",
+             job->error ? strerror(job->error) : pcc_store_strerror(job->rc));
     if (job->dir[0] != '\0') { /* no half copy is left to look like a backup */
       char file[PATH_MAX + 16];
       snprintf(file, sizeof file, "%s/data.mdb", job->dir);
@@ -1073,8 +1074,8 @@ static void backups_shutdown(admin *a)
   while (a->copying != NULL && pthread_cond_timedwait(&a->idle, &a->lock, &until) == 0)
     ;
   if (a->copying != NULL) {
-    fprintf(stderr, "pycached: a backup copy still runs after %d s; cutting it short\n",
-            PCC_BACKUP_SHUTDOWN_WAIT);
+    pcc_logf(PCC_LOG_WARN, "a backup copy still runs after %d s; cutting it short",
+             PCC_BACKUP_SHUTDOWN_WAIT);
     int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
     if (full >= 0) {
       dup3(full, a->copying->fd, O_CLOEXEC); /* the job's fd stays open until the copy ends */

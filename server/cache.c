@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "route.h"
+#include "pcc_log.h"
 
 typedef enum {
   JOB_CODE,
@@ -169,7 +170,7 @@ static void job_compile(cache *c, job *j)
     snprintf(j->message, sizeof j->message, "compiler: %s (%s)", pcc_compiler_strerror(rc),
              rc == PCC_COMPILER_TIMEOUT ? "the worker was killed and replaced"
                                         : "the worker has been replaced");
-    fprintf(stderr, "pycached: compile of %s failed: %s\n", j->path, j->message);
+    pcc_logf(PCC_LOG_WARN, "compile of %s failed: %s", j->path, j->message);
     return;
   }
   if (!result->ok && result->transient) {
@@ -182,7 +183,7 @@ static void job_compile(cache *c, job *j)
                                                                            : "Error",
              result->error_message ? result->error_message : "");
     pcc_utf8_trim(j->message);
-    fprintf(stderr, "pycached: compile of %s failed: %s\n", j->path, j->message);
+    pcc_logf(PCC_LOG_WARN, "compile of %s failed: %s", j->path, j->message);
     pcc_compile_result_free(result);
     return;
   }
@@ -506,7 +507,7 @@ static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
                                           params->opt, params->path, params->path_len, &record,
                                           j->blob);
       if (rc != PCC_STORE_OK && rc != PCC_STORE_DAMAGED)
-        fprintf(stderr, "pycached: cannot store a path entry: %s\n", pcc_store_strerror(rc));
+        pcc_logf(PCC_LOG_ERROR, "cannot store a path entry: %s", pcc_store_strerror(rc));
     }
     pcc_blob *blob = blob_copy(j->blob);
     if (blob == NULL)
@@ -657,7 +658,7 @@ static int cache_open(pcc_core *core, void **state)
                          queue) != 0)
         break;
     if (queue->n_dispatchers == 0) {
-      fprintf(stderr, "pycached: cannot start the dispatch threads\n");
+      pcc_logf(PCC_LOG_ERROR, "cannot start the dispatch threads");
       return -1;
     }
   }

@@ -152,6 +152,12 @@ static const option_spec options[] = {
    FIELD(on_damaged_store),
    "a store found damaged at start: refuse to start, or move its files aside (*.damaged-TIME) "
    "and start empty", 0, 0},
+  {"log-level", OPT_CHOICE, "error|warn|info|debug", "info", 0, 0, 0, FIELD(log_level),
+   "lines of the log (stderr) up to this level are written", 0, 0},
+  {"log-format", OPT_CHOICE, "text|json", "text", 0, 0, 0, FIELD(log_format),
+   "log and access-log lines: TIME LEVEL MESSAGE key=value..., or one JSON object a line", 0, 0},
+  {"access-log", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(access_log),
+   "write one line per request to FILE (- : stderr), appended, reopened on SIGHUP [off]", 0, 0},
   {"verify-store", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(verify_store),
    "check every record of the store (read-only), print the problems and exit (0: sound, 3: "
    "damaged, 4: cannot be opened)", 0, NOT_IN_FILE | NOT_IN_ENV},

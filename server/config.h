@@ -65,6 +65,9 @@ typedef struct {
   bool no_embedded;           /* --no-embedded: only the --compiler backends */
   const char *on_damaged_store; /* "refuse" or "quarantine" (docs/OPERATIONS.md) */
   bool verify_store;          /* --verify-store: check the store and exit */
+  const char *log_level;      /* "error", "warn", "info" or "debug" (proto/pcc_log.h) */
+  const char *log_format;     /* "text" or "json" */
+  const char *access_log;     /* FILE, or "-" for stderr; NULL: no access log */
 } pcc_config;
 
 typedef enum {

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "pcc_log.h"
 
 #define WORKER_NAME "pycached-cpython-worker"
 #define UPKEEP_TICK_MS 250            /* how often the upkeep thread looks at the store */
@@ -153,21 +154,21 @@ static bool worker_identity(const pcc_config *config, pcc_compiler_config *out)
   if (name == NULL) {
     for (unsigned id = WORKER_ID_BASE; id < WORKER_ID_BASE + WORKER_ID_SCAN; id++) {
       if (id_unnamed(id)) {
-        fprintf(stderr, "pycached: compiler workers run as uid and gid %u (no user's)\n", id);
+        pcc_logf(PCC_LOG_INFO, "compiler workers run as uid and gid %u (no user's)", id);
         out->drop_privileges = true;
         out->uid = (uid_t)id;
         out->gid = (gid_t)id;
         return true;
       }
     }
-    fprintf(stderr, "pycached: no free uid for the compiler workers in %u..%u (--worker-user)\n",
-            WORKER_ID_BASE, WORKER_ID_BASE + WORKER_ID_SCAN - 1);
+    pcc_logf(PCC_LOG_ERROR, "no free uid for the compiler workers in %u..%u (--worker-user)",
+      WORKER_ID_BASE, WORKER_ID_BASE + WORKER_ID_SCAN - 1);
     return false;
   }
   struct passwd entry, *found = NULL;
   char buf[4096];
   if (getpwnam_r(name, &entry, buf, sizeof buf, &found) != 0 || found == NULL) {
-    fprintf(stderr, "pycached: no user %s for the compiler workers\n", name);
+    pcc_logf(PCC_LOG_ERROR, "no user %s for the compiler workers", name);
     return false;
   }
   out->drop_privileges = true;
@@ -192,15 +193,15 @@ static void unreachable_hint(const pcc_compiler_config *compiler_config)
         !pcc_compiler_unreachable(*arg, compiler_config->uid, compiler_config->gid, dir,
                                   sizeof dir, &mode))
       continue;
-    fprintf(stderr, "pycached: the compiler workers' uid %u cannot search %s (mode %04o) on the "
-            "way to %s%s; fix: install the interpreter where uid %u can reach it, grant it "
-            "(chmod o+x %s, or setfacl -m u:%u:x %s), or choose the workers' user "
-            "(--worker-user)\n", (unsigned)compiler_config->uid, dir, mode, *arg,
-            arg == compiler_config->argv
-              ? ", and its prefix could not be exposed to them in a private mount namespace "
-                "(needs CAP_SYS_ADMIN; the closed directory must lie above PREFIX/bin)"
-              : "",
-            (unsigned)compiler_config->uid, dir, (unsigned)compiler_config->uid, dir);
+    pcc_logf(PCC_LOG_ERROR, "the compiler workers' uid %u cannot search %s (mode %04o) on the "
+      "way to %s%s; fix: install the interpreter where uid %u can reach it, grant it "
+      "(chmod o+x %s, or setfacl -m u:%u:x %s), or choose the workers' user "
+      "(--worker-user)", (unsigned)compiler_config->uid, dir, mode, *arg,
+      arg == compiler_config->argv
+        ? ", and its prefix could not be exposed to them in a private mount namespace "
+          "(needs CAP_SYS_ADMIN; the closed directory must lie above PREFIX/bin)"
+        : "",
+      (unsigned)compiler_config->uid, dir, (unsigned)compiler_config->uid, dir);
     return;
   }
 }
@@ -214,14 +215,14 @@ static pcc_core_status backend_start(pcc_core *core, const char *interpreter)
   const char *argv[6] = {NULL};
   if (interpreter == NULL) {
     if (!find_worker(config, program, sizeof program)) {
-      fprintf(stderr, "pycached: compiler worker %s is not executable (see --worker)\n", program);
+      pcc_logf(PCC_LOG_ERROR, "compiler worker %s is not executable (see --worker)", program);
       return PCC_CORE_CONFIG;
     }
     argv[0] = program;
   } else {
     if (access(interpreter, X_OK) != 0 || !find_worker_script(program, sizeof program)) {
-      fprintf(stderr, "pycached: --compiler %s: not executable, or %s missing\n", interpreter,
-              WORKER_SCRIPT);
+      pcc_logf(PCC_LOG_ERROR, "--compiler %s: not executable, or %s missing", interpreter,
+        WORKER_SCRIPT);
       return PCC_CORE_CONFIG;
     }
     /* isolated (no environment, no user site), no site, no bytecode writing */
@@ -241,13 +242,13 @@ static pcc_core_status backend_start(pcc_core *core, const char *interpreter)
     return PCC_CORE_CONFIG;
   pcc_compiler_status rc = pcc_compiler_open(&compiler_config, &backend->compiler);
   if (rc != PCC_COMPILER_OK) {
-    fprintf(stderr, "pycached: %s: %s\n", argv[0], pcc_compiler_strerror(rc));
+    pcc_logf(PCC_LOG_ERROR, "%s: %s", argv[0], pcc_compiler_strerror(rc));
     unreachable_hint(&compiler_config);
     return PCC_CORE_COMPILER;
   }
   if (pcc_core_backend_for(core, pcc_compiler_magic(backend->compiler)) >= 0) {
-    fprintf(stderr, "pycached: --compiler %s: another backend already compiles its magic\n",
-            interpreter);
+    pcc_logf(PCC_LOG_ERROR, "--compiler %s: another backend already compiles its magic",
+      interpreter);
     pcc_compiler_close(backend->compiler);
     backend->compiler = NULL;
     return PCC_CORE_CONFIG;
@@ -339,7 +340,7 @@ static void upkeep_log_failure(upkeep_state *state, int kind, pcc_store_status r
   static const char *const what[] = {"eviction", "writing the last uses",
                                      "dropping old profiles"};
   if (rc != PCC_STORE_OK && rc != state->failed[kind])
-    fprintf(stderr, "pycached: store upkeep: %s: %s\n", what[kind], pcc_store_strerror(rc));
+    pcc_logf(PCC_LOG_ERROR, "store upkeep: %s: %s", what[kind], pcc_store_strerror(rc));
   state->failed[kind] = rc;
 }
 
@@ -356,9 +357,9 @@ static void upkeep_round(pcc_core *core, upkeep_state *state)
     state->last_flush = now; /* eviction wrote the uses */
   state->evicted_unlogged += evicted;
   if (state->evicted_unlogged > 0 && now - state->last_log >= UPKEEP_LOG_SECONDS) {
-    fprintf(stderr, "pycached: evicted %llu least recently used blobs (and the entries naming "
-            "them) to keep the store under --max-size %llu bytes\n",
-            (unsigned long long)state->evicted_unlogged, (unsigned long long)config->max_size);
+    pcc_logf(PCC_LOG_INFO, "evicted %llu least recently used blobs (and the entries naming "
+       "them) to keep the store under --max-size %llu bytes",
+       (unsigned long long)state->evicted_unlogged, (unsigned long long)config->max_size);
     state->evicted_unlogged = 0;
     state->last_log = now;
   }
@@ -375,8 +376,8 @@ static void upkeep_round(pcc_core *core, upkeep_state *state)
                                    &removed);
     upkeep_log_failure(state, UPKEEP_EXPIRE, rc);
     if (removed > 0)
-      fprintf(stderr, "pycached: dropped %llu profiles not updated for %llu days\n",
-              (unsigned long long)removed, (unsigned long long)config->profile_days);
+      pcc_logf(PCC_LOG_INFO, "dropped %llu profiles not updated for %llu days",
+         (unsigned long long)removed, (unsigned long long)config->profile_days);
     state->last_expiry = now;
   }
   /* Compiles free source, frame and marshal buffers in every HTTP and dispatch thread's arena;
@@ -453,7 +454,7 @@ static void print_problem(const char *line, void *ctx)
 {
   unsigned *printed = ctx;
   if ((*printed)++ < CHECK_LINES_MAX)
-    fprintf(stderr, "pycached: store check: %s\n", line);
+    pcc_logf(PCC_LOG_WARN, "store check: %s", line);
 }
 
 /* Moves data.mdb and lock.mdb of dir aside, as NAME.damaged-YYYYmmddTHHMMSSZ in dir. False
@@ -472,12 +473,12 @@ static bool quarantine(const char *dir)
     if (a <= 0 || (size_t)a >= sizeof from || b <= 0 || (size_t)b >= sizeof to)
       return false;
     if (rename(from, to) != 0 && (i == 0 || errno != ENOENT)) {
-      fprintf(stderr, "pycached: cannot move %s to %s: %s\n", from, to, strerror(errno));
+      pcc_logf(PCC_LOG_ERROR, "cannot move %s to %s: %s", from, to, strerror(errno));
       return false;
     }
     if (i == 0)
-      fprintf(stderr, "pycached: --on-damaged-store=quarantine: the damaged store was moved to "
-              "%s; starting on an empty store (it fills again as clients compile)\n", to);
+      pcc_logf(PCC_LOG_WARN, "--on-damaged-store=quarantine: the damaged store was moved to "
+         "%s; starting on an empty store (it fills again as clients compile)", to);
   }
   return true;
 }
@@ -499,9 +500,9 @@ static pcc_core_status open_store(pcc_core *core)
     rc = pcc_store_verify(core->store, false, PCC_STORE_CHECK_SECONDS, print_problem, &printed,
                           &report);
     if (rc == PCC_STORE_OK && !report.complete)
-      fprintf(stderr, "pycached: store check: stopped after %u s (%llu records looked at): run "
-              "pycached --verify-store for a full check\n", PCC_STORE_CHECK_SECONDS,
-              (unsigned long long)report.records);
+      pcc_logf(PCC_LOG_WARN, "store check: stopped after %u s (%llu records looked at): run "
+         "pycached --verify-store for a full check", PCC_STORE_CHECK_SECONDS,
+         (unsigned long long)report.records);
     /* The check reads no payloads: what it finds is damage to LMDB's pages or to the shape of
      * records, which a later write could spread (LMDB edits a page by its nodes' sizes), so any
      * of it is a damaged store. Blobs whose bytes changed are found by their checksums when
@@ -513,24 +514,24 @@ static pcc_core_status open_store(pcc_core *core)
     }
   }
   if (!damaged && rc != PCC_STORE_OK) {
-    fprintf(stderr, "pycached: store %s: %s\n", config->store_dir, pcc_store_strerror(rc));
+    pcc_logf(PCC_LOG_ERROR, "store %s: %s", config->store_dir, pcc_store_strerror(rc));
     return PCC_CORE_STORE;
   }
   if (!damaged)
     return PCC_CORE_OK;
   if (strcmp(config->on_damaged_store, "quarantine") != 0) {
-    fprintf(stderr, "pycached: store %s/data.mdb is damaged: refusing to start. See the "
-            "problems with `pycached --verify-store --store %s`; then start with "
-            "--on-damaged-store=quarantine (moves the file aside and starts on an empty store: "
-            "a cache fills again), or restore a backup into %s (docs/OPERATIONS.md, \"A damaged "
-            "store\")\n", config->store_dir, config->store_dir, config->store_dir);
+    pcc_logf(PCC_LOG_ERROR, "store %s/data.mdb is damaged: refusing to start. See the "
+      "problems with `pycached --verify-store --store %s`; then start with "
+      "--on-damaged-store=quarantine (moves the file aside and starts on an empty store: "
+      "a cache fills again), or restore a backup into %s (docs/OPERATIONS.md, \"A damaged "
+      "store\")", config->store_dir, config->store_dir, config->store_dir);
     return PCC_CORE_DAMAGED;
   }
   if (!quarantine(config->store_dir))
     return PCC_CORE_DAMAGED;
   rc = pcc_store_open(config->store_dir, &store_config, &core->store);
   if (rc != PCC_STORE_OK) {
-    fprintf(stderr, "pycached: store %s: %s\n", config->store_dir, pcc_store_strerror(rc));
+    pcc_logf(PCC_LOG_ERROR, "store %s: %s", config->store_dir, pcc_store_strerror(rc));
     return PCC_CORE_STORE;
   }
   return PCC_CORE_OK;
@@ -548,7 +549,7 @@ int pcc_core_verify_store(const pcc_config *config)
   struct stat st;
   int n = snprintf(file, sizeof file, "%s/data.mdb", config->store_dir);
   if (n <= 0 || (size_t)n >= sizeof file || stat(file, &st) != 0) {
-    fprintf(stderr, "pycached: no store at %s (no data.mdb)\n", config->store_dir);
+    pcc_logf(PCC_LOG_ERROR, "no store at %s (no data.mdb)", config->store_dir);
     return PCC_VERIFY_UNOPENED;
   }
   pcc_store_config store_config = {.map_size = config->map_size, .read_only = true};
@@ -611,7 +612,7 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
     return rc;
   }
   if (config->no_embedded && config->n_compilers == 0) {
-    fprintf(stderr, "pycached: --no-embedded needs at least one --compiler\n");
+    pcc_logf(PCC_LOG_ERROR, "--no-embedded needs at least one --compiler");
     rc = PCC_CORE_CONFIG;
   } else if (!config->no_embedded) {
     rc = backend_start(core, NULL);
@@ -619,7 +620,7 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
   for (unsigned i = 0; i < config->n_compilers && rc == PCC_CORE_OK; i++)
     rc = backend_start(core, config->compilers[i]);
   if (rc == PCC_CORE_OK && pthread_create(&core->upkeep, NULL, upkeep_main, core) != 0) {
-    fprintf(stderr, "pycached: cannot start the store's upkeep thread\n");
+    pcc_logf(PCC_LOG_ERROR, "cannot start the store's upkeep thread");
     rc = PCC_CORE_NOMEM;
   }
   core->upkeep_running = rc == PCC_CORE_OK;
@@ -688,8 +689,8 @@ pcc_store_status pcc_core_get_blob(pcc_core *core, const pcc_magic *magic, int o
 {
   pcc_store_status rc = pcc_store_get_blob(core->store, magic, opt, digest, out);
   if (rc == PCC_STORE_CORRUPT)
-    fprintf(stderr, "pycached: a stored blob failed its checksum: missed until its source is "
-            "compiled again\n");
+    pcc_logf(PCC_LOG_ERROR, "a stored blob failed its checksum: missed until its source is "
+             "compiled again");
   if (rc == PCC_STORE_CORRUPT || rc == PCC_STORE_DAMAGED) { /* the store logged the damage */
     atomic_fetch_add(&pcc_counters_for(core->counters, magic)->corruptions, 1);
     rc = PCC_STORE_NOTFOUND;
@@ -703,8 +704,8 @@ bool pcc_core_blob_matches(pcc_core *core, const pcc_magic *magic, const pcc_blo
   if (blob->size == version->size && blob->hash == version->hash)
     return true;
   atomic_fetch_add(&pcc_counters_for(core->counters, magic)->corruptions, 1);
-  fprintf(stderr, "pycached: a path entry names a blob of another source (a damaged entry): "
-          "missed until its source is compiled again\n");
+  pcc_logf(PCC_LOG_ERROR, "a path entry names a blob of another source (a damaged entry): "
+           "missed until its source is compiled again");
   return false;
 }
 

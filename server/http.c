@@ -36,6 +36,7 @@
 #include "conns.h"
 #include "http.h"
 #include "listener.h"
+#include "pcc_log.h"
 
 #define HTTP_ROUTES_MAX 64   /* routes of every feature together */
 #define HTTP_UPLOAD_FIRST 16384 /* the first allocation of a body without a declared length */
@@ -50,6 +51,7 @@ typedef struct {
   const pcc_route *route;
   void *state;
   struct MHD_Response *not_allowed;
+  size_t not_allowed_len; /* bytes of its body, for the access log */
 } http_route;
 
 struct pcc_http {
@@ -62,11 +64,31 @@ struct pcc_http {
   size_t n_routes;
   struct MHD_Response *not_found; /* constant responses, built once */
   struct MHD_Response *busy;      /* 503 to an ordinary request on a reserve connection */
+  size_t not_found_len, busy_len; /* bytes of their bodies */
+  pcc_log *access_log;            /* NULL: none */
   atomic_uint active;             /* requests between their first call and completion */
   pcc_conns *conns;               /* every open connection, its phase and deadline */
 };
 
+/* What the access log says of a request (docs/OPERATIONS.md, "Logs"). */
 typedef struct {
+  uint64_t start_ns;  /* CLOCK_MONOTONIC at its request line */
+  unsigned status;    /* the status queued; 0: none (the connection went away first) */
+  _Atomic uint64_t bytes; /* body bytes queued, or produced so far by a STREAM answer */
+  char method[16];
+  char *path;         /* the URL's path, without the query; NULL before the first call */
+  const char *token;  /* the token's name (points into who), NULL: no token checked */
+  const char *role;   /* the role it was checked for (static) */
+  pcc_auth_identity who;
+} access_note;
+
+/* A request: allocated at its request line (on_request_line; else at its first call), freed at
+ * its completion. A request answered at its first call (401, 403, 404, 405, 413, 503) has no
+ * route. */
+typedef struct {
+  access_note note;
+  bool begun;         /* its first call has run */
+  bool counted;       /* counted in http->active (it has a route) */
   const http_route *route;
   pcc_conn *conn;     /* the connection's entry in the table (NULL: not tracked) */
   pcc_request request;
@@ -119,14 +141,28 @@ bool pcc_http_path_matches(const char *pattern, const char *path, size_t *arg_st
 
 /* ---- responses ------------------------------------------------------------------------- */
 
+/* The request this HTTP thread is handling in on_request (every answer is queued from there),
+ * whose access note the responses fill; NULL outside of it. */
+static _Thread_local access_note *current_note;
+
+/* Notes the status and body size of the response being queued. */
+static void note_response(unsigned status, uint64_t bytes)
+{
+  if (current_note != NULL) {
+    current_note->status = status;
+    atomic_store(&current_note->bytes, bytes);
+  }
+}
+
 /* Queues a response with a content type, the extra headers of answer (may be NULL) and status,
  * and drops our reference to it. NULL response: the connection is closed. */
 static enum MHD_Result queue(struct MHD_Connection *connection, unsigned status,
-                             struct MHD_Response *response, const char *content_type,
-                             const pcc_answer *answer)
+                             struct MHD_Response *response, uint64_t bytes,
+                             const char *content_type, const pcc_answer *answer)
 {
   if (response == NULL)
     return MHD_NO;
+  note_response(status, bytes);
   if (content_type != NULL)
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
   for (unsigned i = 0; answer != NULL && i < answer->n_headers; i++)
@@ -148,11 +184,13 @@ static struct MHD_Response *owned_response(char *text, size_t len)
   return response;
 }
 
-static struct MHD_Response *json_response(cJSON *json)
+/* The response of json (taken); *len gets the bytes of its body. */
+static struct MHD_Response *json_response(cJSON *json, uint64_t *len)
 {
   char *text = json ? cJSON_PrintUnformatted(json) : NULL;
   cJSON_Delete(json);
-  return owned_response(text, text ? strlen(text) : 0);
+  *len = text ? strlen(text) : 0;
+  return owned_response(text, (size_t)*len);
 }
 
 /* Whether an Accept-Encoding value (NULL: none) lists zstd, without q=0: a comma-separated list
@@ -193,7 +231,7 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
   if (!wants_raw_pyc(connection)) {
     size_t len = 0;
     char *text = pcc_entry_to_json_text(&view, &len);
-    return queue(connection, 200, owned_response(text, len), "application/json", answer);
+    return queue(connection, 200, owned_response(text, len), len, "application/json", answer);
   }
   char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16];
   char etag[PCC_DIGEST_HEX_LEN + 24];
@@ -217,7 +255,7 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
                           view.hash_checked ? "hash" : "timestamp");
   MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
   MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
-  return queue(connection, 200, response, "application/x-python-pyc", answer);
+  return queue(connection, 200, response, view.pyc_len, "application/x-python-pyc", answer);
 }
 
 /* Releases shared bytes once libmicrohttpd is done with them. */
@@ -233,6 +271,8 @@ typedef struct {
   ssize_t (*produce)(void *ctx, uint8_t *buf, size_t max);
   void (*stream_free)(void *ctx);
   void *ctx;
+  _Atomic uint64_t *sent; /* the request's access-note bytes (read only until it completes,
+                           * which is after the last read), or NULL */
 } http_stream;
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -240,6 +280,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
   (void)pos; /* a response is never reused: pos is the sum of what was produced so far */
   http_stream *stream = cls;
   ssize_t n = stream->produce(stream->ctx, (uint8_t *)buf, max);
+  if (n > 0 && stream->sent != NULL)
+    atomic_fetch_add(stream->sent, (uint64_t)n);
   return n > 0 ? n : n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
 }
 
@@ -256,7 +298,8 @@ static struct MHD_Response *stream_response(pcc_answer *answer)
   http_stream *stream = malloc(sizeof *stream);
   if (stream == NULL)
     return NULL;
-  *stream = (http_stream){answer->produce, answer->stream_free, answer->stream_ctx};
+  *stream = (http_stream){answer->produce, answer->stream_free, answer->stream_ctx,
+                          current_note ? &current_note->bytes : NULL};
   struct MHD_Response *response = MHD_create_response_from_callback(
     MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK, stream_read, stream, stream_done);
   if (response == NULL)
@@ -271,13 +314,15 @@ static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_
                                    pcc_answer *answer)
 {
   struct MHD_Response *response = NULL;
+  uint64_t len = 0;
   enum MHD_Result result;
   switch (answer->kind) {
   case PCC_ANSWER_ENTRY:
     result = send_entry(connection, params, answer);
     break;
   case PCC_ANSWER_JSON:
-    result = queue(connection, 200, json_response(answer->json), "application/json", answer);
+    response = json_response(answer->json, &len);
+    result = queue(connection, 200, response, len, "application/json", answer);
     answer->json = NULL; /* json_response took it */
     break;
   case PCC_ANSWER_BYTES:
@@ -297,21 +342,22 @@ static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_
           answer->release = NULL; /* now the response's */
       }
     }
-    result = queue(connection, 200, response, answer->content_type, answer);
+    result = queue(connection, 200, response, answer->bytes_len, answer->content_type, answer);
     break;
   case PCC_ANSWER_FILE:
     response = MHD_create_response_from_fd64(answer->file_size, answer->fd); /* closes the fd */
     if (response != NULL)
       answer->fd = -1;
-    result = queue(connection, 200, response, answer->content_type, answer);
+    result = queue(connection, 200, response, answer->file_size, answer->content_type, answer);
     break;
   case PCC_ANSWER_STREAM:
     response = stream_response(answer);
-    result = queue(connection, 200, response, answer->content_type, answer);
+    result = queue(connection, 200, response, 0, answer->content_type, answer); /* counted */
     break;
   case PCC_ANSWER_ERROR:
-    result = queue(connection, pcc_http_status(answer->error),
-                   json_response(pcc_answer_error_json(answer)), "application/json", answer);
+    response = json_response(pcc_answer_error_json(answer), &len);
+    result = queue(connection, pcc_http_status(answer->error), response, len, "application/json",
+                   answer);
     break;
   default: /* NONE or a PENDING answer where none may be: a handler's bug */
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "the handler gave no answer");
@@ -330,6 +376,46 @@ static enum MHD_Result send_error(struct MHD_Connection *connection, pcc_answer 
 
 /* ---- routes and auth ------------------------------------------------------------------- */
 
+/* The client's address, numeric ("127.0.0.1", "::1"), or "-" when unknown. */
+static const char *remote_address(struct MHD_Connection *connection, char *out, size_t len)
+{
+  const union MHD_ConnectionInfo *info =
+    MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  const struct sockaddr *addr = info ? info->client_addr : NULL;
+  const void *where = NULL;
+  if (addr != NULL && addr->sa_family == AF_INET)
+    where = &((const struct sockaddr_in *)(const void *)addr)->sin_addr;
+  else if (addr != NULL && addr->sa_family == AF_INET6)
+    where = &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
+  if (where == NULL || inet_ntop(addr->sa_family, where, out, (socklen_t)len) == NULL)
+    snprintf(out, len, "-");
+  return out;
+}
+
+/* The audit line of a refused token: which refusal, with the address and the route; the token
+ * is never in it (nor anything derived from it), only, on a 403, the name the file gives it. */
+static void audit_refusal(struct MHD_Connection *connection, pcc_auth_status rc, unsigned status,
+                          const char *name, const char *needed)
+{
+  char remote[INET6_ADDRSTRLEN];
+  remote_address(connection, remote, sizeof remote);
+  const access_note *note = current_note;
+  const char *method = note ? note->method : "-", *path = note && note->path ? note->path : "-";
+  if (rc == PCC_AUTH_NO_ROLE)
+    PCC_LOG_AUDIT("token-refused", "a token lacking the route's role was refused",
+                  PCC_LOG_INT("status", status), PCC_LOG_STR("reason", "lacks-role"),
+                  PCC_LOG_STR("token", name), PCC_LOG_STR("role", needed),
+                  PCC_LOG_STR("remote", remote), PCC_LOG_STR("method", method),
+                  PCC_LOG_STR("path", path));
+  else
+    PCC_LOG_AUDIT("token-refused", rc == PCC_AUTH_MISSING ? "a request without a token was refused"
+                                                          : "an unknown token was refused",
+                  PCC_LOG_INT("status", status),
+                  PCC_LOG_STR("reason", rc == PCC_AUTH_MISSING ? "missing" : "unknown"),
+                  PCC_LOG_STR("role", needed), PCC_LOG_STR("remote", remote),
+                  PCC_LOG_STR("method", method), PCC_LOG_STR("path", path));
+}
+
 /* Checks the bearer token of a request for role; *who gets its identity (the default namespace
  * without access control). On failure queues 401 or 403. */
 static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsigned role,
@@ -342,14 +428,20 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
                                                    MHD_HTTP_HEADER_AUTHORIZATION);
   pcc_auth_status rc = pcc_auth_check(http->auth, header, (pcc_role)role, who);
   const char *name = who->name;
-  if (rc == PCC_AUTH_OK)
+  /* a route open to several roles (/metrics: read or admin) names the first */
+  const char *needed = pcc_role_name((pcc_role)(role & -role));
+  if (rc == PCC_AUTH_OK) {
+    if (current_note != NULL) {
+      current_note->who = *who;
+      current_note->token = current_note->who.name;
+      current_note->role = needed;
+    }
     return true;
+  }
   cJSON *json;
   unsigned status;
   if (rc == PCC_AUTH_NO_ROLE) {
     char message[160];
-    /* a route open to several roles (/metrics: read or admin) names the first */
-    const char *needed = pcc_role_name((pcc_role)(role & -role));
     snprintf(message, sizeof message, "token \"%s\" lacks the %s role", name, needed);
     json = pcc_error_to_json("forbidden", message);
     cJSON_AddStringToObject(json, "role", needed);
@@ -360,10 +452,12 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
                                                : "unknown token");
     status = 401;
   }
-  struct MHD_Response *response = json_response(json);
+  audit_refusal(connection, rc, status, name, needed);
+  uint64_t len;
+  struct MHD_Response *response = json_response(json, &len);
   if (response != NULL && status == 401)
     MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-  *result = queue(connection, status, response, "application/json", NULL);
+  *result = queue(connection, status, response, len, "application/json", NULL);
   return false;
 }
 
@@ -590,13 +684,16 @@ static const http_route *find_route(pcc_http *http, struct MHD_Connection *conne
       return &http->routes[i];
     same_path = &http->routes[i];
   }
+  note_response(same_path ? 405 : 404,
+                same_path ? same_path->not_allowed_len : http->not_found_len);
   *result = MHD_queue_response(connection, same_path ? 405 : 404,
                                same_path ? same_path->not_allowed : http->not_found);
   return NULL;
 }
 
-/* The 405 of a path: built once, with the methods its rows allow. */
-static struct MHD_Response *build_not_allowed(const pcc_http *http, const char *path)
+/* The 405 of a path: built once, with the methods its rows allow; *len gets its body's bytes. */
+static struct MHD_Response *build_not_allowed(const pcc_http *http, const char *path,
+                                              size_t *len)
 {
   char allow[64] = "";
   size_t used = 0;
@@ -615,7 +712,8 @@ static struct MHD_Response *build_not_allowed(const pcc_http *http, const char *
     cJSON_AddStringToObject(json, "allow", allow);
   char *text = json ? cJSON_PrintUnformatted(json) : NULL;
   cJSON_Delete(json);
-  struct MHD_Response *response = owned_response(text, text ? strlen(text) : 0);
+  *len = text ? strlen(text) : 0;
+  struct MHD_Response *response = owned_response(text, *len);
   if (response != NULL) {
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
@@ -685,14 +783,32 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
     shutdown(info->connect_fd, SHUT_RDWR);
 }
 
+static uint64_t monotonic_ns(void)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/* A new request, its clock started (NULL without memory). */
+static request *request_new(void)
+{
+  request *req = calloc(1, sizeof *req);
+  if (req != NULL)
+    req->note.start_ns = monotonic_ns();
+  return req;
+}
+
 /* The request line of a request is in (libmicrohttpd's URI callback): a kept-alive connection
- * starts its header deadline. Returns NULL, the *req_cls of the request's first call. */
+ * starts its header deadline. Returns the request, the *req_cls of its first call (NULL without
+ * memory: the first call tries again). libmicrohttpd calls on_completed for every request this
+ * has seen, answered or not. */
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *connection)
 {
   (void)uri;
   pcc_http *http = cls;
   pcc_conns_enter(http->conns, conn_of(connection), PCC_CONN_HEADERS, pcc_conns_now_ms());
-  return NULL;
+  return request_new();
 }
 
 /* ---- requests -------------------------------------------------------------------------- */
@@ -794,6 +910,11 @@ static void consume_upload(request *req, const char *data, size_t size)
   }
 }
 
+static enum MHD_Result serve_request(pcc_http *http, struct MHD_Connection *connection,
+                                     const char *url, const char *method,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     request *req);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -802,7 +923,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
   (void)version;
   pcc_http *http = cls;
   request *req = *req_cls;
-  if (req == NULL) { /* the headers are in: the body's deadline starts */
+  if (req == NULL && (req = *req_cls = request_new()) == NULL)
+    return MHD_NO;
+  current_note = &req->note; /* the answers queued below fill it */
+  enum MHD_Result result = serve_request(http, connection, url, method, upload_data,
+                                         upload_data_size, req);
+  current_note = NULL;
+  return result;
+}
+
+/* on_request, for its request (never NULL). */
+static enum MHD_Result serve_request(pcc_http *http, struct MHD_Connection *connection,
+                                     const char *url, const char *method,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     request *req)
+{
+  if (!req->begun) { /* the headers are in: the body's deadline starts */
+    req->begun = true;
+    snprintf(req->note.method, sizeof req->note.method, "%s", method);
+    req->note.path = strndup(url, PCC_LOG_LINE_MAX);
     atomic_fetch_add(&pcc_counters_totals(http->counters)->requests, 1);
     pcc_conn *conn = conn_of(connection);
     pcc_conns_enter(http->conns, conn, PCC_CONN_BODY, pcc_conns_now_ms());
@@ -812,8 +951,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     const http_route *route = find_route(http, connection, url, method, &result);
     if (route == NULL)
       return result;
-    if (pcc_conns_reserved(conn) && !reserve_route(route->route))
+    if (pcc_conns_reserved(conn) && !reserve_route(route->route)) {
+      note_response(503, http->busy_len);
       return MHD_queue_response(connection, 503, http->busy);
+    }
     pcc_auth_identity who;
     if (!authorized(http, connection, route->route->role, &who, &result))
       return result;
@@ -824,9 +965,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     if (length != NULL && pcc_parse_i64(length, 0, INT64_MAX, &declared) == PCC_PROTO_OK &&
         (uint64_t)declared > limit && route->route->body != PCC_ROUTE_NO_BODY)
       return send_too_large(http, connection, route->route); /* before any body byte */
-    req = calloc(1, sizeof *req);
-    if (req == NULL)
-      return MHD_NO;
     req->route = route;
     req->conn = conn;
     req->request.route = route->route;
@@ -842,8 +980,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
       pcc_dynbuf_reserve(&req->body, (size_t)declared); /* one allocation for a known size */
     else if (limit > 0)
       pcc_dynbuf_reserve(&req->body, limit < HTTP_UPLOAD_FIRST ? limit : HTTP_UPLOAD_FIRST);
-    *req_cls = req;
+    req->counted = true;
     atomic_fetch_add(&http->active, 1);
+    return MHD_YES;
+  }
+  if (req->route == NULL) { /* answered at its first call: the rest of its body is dropped */
+    *upload_data_size = 0;
     return MHD_YES;
   }
   if (*upload_data_size != 0) {
@@ -855,12 +997,52 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
   return answer_request(connection, url, req, http);
 }
 
+/* How a request ended other than answered in full, for its access line (NULL: answered). */
+static const char *ended(enum MHD_RequestTerminationCode toe)
+{
+  switch (toe) {
+  case MHD_REQUEST_TERMINATED_COMPLETED_OK: return NULL;
+  case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: return "timeout";
+  case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: return "shutdown";
+  case MHD_REQUEST_TERMINATED_READ_ERROR: return "read-error";
+  case MHD_REQUEST_TERMINATED_CLIENT_ABORT: return "client-abort";
+  default: return "error";
+  }
+}
+
+/* The access line of a request: who asked what, the answer and how long it took. The token is
+ * never in it: only its name from the token file. */
+static void access_line(pcc_log *log, struct MHD_Connection *connection, const access_note *note,
+                        enum MHD_RequestTerminationCode toe)
+{
+  char remote[INET6_ADDRSTRLEN];
+  pcc_log_field fields[10];
+  size_t n = 0;
+  fields[n++] = PCC_LOG_STR("remote", remote_address(connection, remote, sizeof remote));
+  fields[n++] = PCC_LOG_STR("method", note->method[0] ? note->method : "-");
+  fields[n++] = PCC_LOG_STR("path", note->path ? note->path : "-");
+  unsigned status = note->status;
+  const union MHD_ConnectionInfo *info =
+    status == 0 ? MHD_get_connection_info(connection, MHD_CONNECTION_INFO_HTTP_STATUS) : NULL;
+  if (info != NULL) /* answered by libmicrohttpd itself (a request line or header too long) */
+    status = info->http_status;
+  fields[n++] = PCC_LOG_INT("status", status);
+  fields[n++] = PCC_LOG_INT("bytes", atomic_load(&note->bytes));
+  fields[n++] = PCC_LOG_INT("us", (monotonic_ns() - note->start_ns) / 1000);
+  if (note->token != NULL) {
+    fields[n++] = PCC_LOG_STR("token", note->token);
+    fields[n++] = PCC_LOG_STR("role", note->role);
+  }
+  if (ended(toe) != NULL)
+    fields[n++] = PCC_LOG_STR("ended", ended(toe));
+  pcc_log_write(log, PCC_LOG_INFO, "request", fields, n);
+}
+
 /* A request is over (answered, or its connection went away); a kept-alive connection is idle
  * until its next request line. */
 static void on_completed(void *cls, struct MHD_Connection *connection, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-  (void)toe;
   pcc_http *http = cls;
   pcc_conns_enter(http->conns, conn_of(connection), PCC_CONN_IDLE, pcc_conns_now_ms());
   request *req = *req_cls;
@@ -868,18 +1050,24 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
     return;
   if (req->waiting) /* went away before it was answered */
     req->pending.abandon(req->pending.pending);
+  if (http->access_log != NULL)
+    access_line(http->access_log, connection, &req->note, toe);
+  free(req->note.path);
   free((char *)req->request.path_arg);
   pcc_dynbuf_free(&req->body);
+  bool counted = req->counted;
   free(req);
   *req_cls = NULL;
-  atomic_fetch_sub(&http->active, 1);
+  if (counted)
+    atomic_fetch_sub(&http->active, 1);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-/* A constant JSON response (static text). NULL without memory. */
-static struct MHD_Response *constant_json(const char *text)
+/* A constant JSON response (static text); *len gets its bytes. NULL without memory. */
+static struct MHD_Response *constant_json(const char *text, size_t *len)
 {
+  *len = strlen(text);
   struct MHD_Response *response =
     MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
   if (response != NULL)
@@ -893,24 +1081,29 @@ static int build_routes(pcc_http *http, const pcc_http_mount *mounts, size_t n)
   for (size_t m = 0; m < n; m++)
     for (size_t r = 0; r < mounts[m].n_routes; r++) {
       if (http->n_routes == HTTP_ROUTES_MAX) {
-        fprintf(stderr, "pycached: more than %d routes\n", HTTP_ROUTES_MAX);
+        pcc_logf(PCC_LOG_ERROR, "more than %d routes", HTTP_ROUTES_MAX);
         return -1;
       }
-      http->routes[http->n_routes++] = (http_route){&mounts[m].routes[r], mounts[m].state, NULL};
+      http->routes[http->n_routes++] = (http_route){&mounts[m].routes[r], mounts[m].state, NULL, 0};
     }
   for (size_t i = 0; i < http->n_routes; i++) {
     for (size_t j = 0; j < i && http->routes[i].not_allowed == NULL; j++)
-      if (strcmp(http->routes[j].route->path, http->routes[i].route->path) == 0)
+      if (strcmp(http->routes[j].route->path, http->routes[i].route->path) == 0) {
         http->routes[i].not_allowed = http->routes[j].not_allowed; /* shared, not owned */
+        http->routes[i].not_allowed_len = http->routes[j].not_allowed_len;
+      }
     if (http->routes[i].not_allowed == NULL &&
-        (http->routes[i].not_allowed = build_not_allowed(http, http->routes[i].route->path)) ==
+        (http->routes[i].not_allowed = build_not_allowed(http, http->routes[i].route->path,
+                                                         &http->routes[i].not_allowed_len)) ==
           NULL)
       return -1;
   }
   http->not_found = constant_json("{\"error\":\"not-found\",\"message\":\"no such endpoint; "
-                                  "see docs/API.md\"}");
+                                  "see docs/API.md\"}",
+                                  &http->not_found_len);
   http->busy = constant_json("{\"error\":\"busy\",\"message\":\"the server is at "
-                             "--max-connections; try again after Retry-After seconds\"}");
+                             "--max-connections; try again after Retry-After seconds\"}",
+                             &http->busy_len);
   if (http->not_found == NULL || http->busy == NULL)
     return -1;
   MHD_add_response_header(http->busy, MHD_HTTP_HEADER_RETRY_AFTER, HTTP_BUSY_RETRY);
@@ -935,10 +1128,10 @@ static void ensure_descriptors(const pcc_config *config)
   if (nofile.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &nofile) != 0)
     nofile.rlim_cur = was;
   if (nofile.rlim_cur < need)
-    fprintf(stderr, "pycached: warning: %llu file descriptors (RLIMIT_NOFILE) for "
-            "--max-connections %llu, which needs about %llu: raise the hard limit "
-            "(ulimit -Hn, systemd's LimitNOFILE=)\n", (unsigned long long)nofile.rlim_cur,
-            (unsigned long long)config->max_connections, (unsigned long long)need);
+    pcc_logf(PCC_LOG_WARN, "%llu file descriptors (RLIMIT_NOFILE) for "
+             "--max-connections %llu, which needs about %llu: raise the hard limit "
+             "(ulimit -Hn, systemd's LimitNOFILE=)", (unsigned long long)nofile.rlim_cur,
+             (unsigned long long)config->max_connections, (unsigned long long)need);
 }
 
 /* The listener's callback, the accept policy: the connection takes its entry in the table,
@@ -959,7 +1152,7 @@ static void take_connection(void *ctx, int fd, const struct sockaddr *addr, sock
 }
 
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
-                   pcc_counters *counters, pcc_auth *auth, pcc_http **out)
+                   pcc_counters *counters, pcc_auth *auth, pcc_log *access_log, pcc_http **out)
 {
   struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);
@@ -982,7 +1175,7 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     v6->sin6_port = htons((uint16_t)config->port);
     flags |= MHD_USE_IPv6;
   } else {
-    fprintf(stderr, "pycached: --listen %s: not an IPv4 or IPv6 address\n", config->listen);
+    pcc_logf(PCC_LOG_ERROR, "--listen %s: not an IPv4 or IPv6 address", config->listen);
     return -1;
   }
   pcc_http *http = calloc(1, sizeof *http);
@@ -990,9 +1183,10 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     return -1;
   http->counters = counters;
   http->auth = auth;
+  http->access_log = access_log;
   http->config = config;
   if (build_routes(http, mounts, n) != 0) {
-    fprintf(stderr, "pycached: cannot build the route table\n");
+    pcc_logf(PCC_LOG_ERROR, "cannot build the route table");
     pcc_http_stop(http);
     return -1;
   }
@@ -1009,7 +1203,7 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
   ensure_descriptors(config);
   pcc_conns_status rc = pcc_conns_open(&limits, &http->conns);
   if (rc != PCC_CONNS_OK) {
-    fprintf(stderr, "pycached: %s\n", pcc_conns_strerror(rc));
+    pcc_logf(PCC_LOG_ERROR, "%s", pcc_conns_strerror(rc));
     pcc_http_stop(http);
     return -1;
   }
@@ -1024,7 +1218,7 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     on_completed, http, MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
     MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_END);
   if (http->daemon == NULL) {
-    fprintf(stderr, "pycached: cannot start libmicrohttpd\n");
+    pcc_logf(PCC_LOG_ERROR, "cannot start libmicrohttpd");
     pcc_http_stop(http);
     return -1;
   }
@@ -1033,8 +1227,8 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
                       v4->sin_family == AF_INET ? sizeof *v4 : sizeof *v6, take_connection, http,
                       &http->listener);
   if (listening != PCC_LISTENER_OK) {
-    fprintf(stderr, "pycached: cannot listen on %s port %llu: %s\n", config->listen,
-            (unsigned long long)config->port, pcc_listener_strerror(listening));
+    pcc_logf(PCC_LOG_ERROR, "cannot listen on %s port %llu: %s", config->listen,
+             (unsigned long long)config->port, pcc_listener_strerror(listening));
     pcc_http_stop(http);
     return -1;
   }

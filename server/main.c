@@ -18,6 +18,7 @@
 #include "feature_list.h"
 #include "http.h"
 #include "notify.h"
+#include "pcc_log.h"
 
 /* mkdir -p with mode 0750 for each created component. */
 static int make_dirs(const char *dir)
@@ -53,9 +54,9 @@ static int access_control(const pcc_config *config, pcc_auth **auth, char *note,
 {
   if (config->tokens == NULL) {
     if (!loopback(config->listen) && !config->insecure) {
-      fprintf(stderr, "pycached: refusing to serve %s without --tokens: anyone on the network "
-              "could read and fill the cache (pass --insecure to do it anyway)\n",
-              config->listen);
+      pcc_logf(PCC_LOG_ERROR, "refusing to serve %s without --tokens: anyone on the network "
+               "could read and fill the cache (pass --insecure to do it anyway)",
+               config->listen);
       return -1;
     }
     snprintf(note, len, "pycached: no --tokens: every endpoint is open%s",
@@ -66,7 +67,7 @@ static int access_control(const pcc_config *config, pcc_auth **auth, char *note,
   char error[256] = "";
   pcc_auth_status rc = pcc_auth_open(config->tokens, auth, error, sizeof error);
   if (rc != PCC_AUTH_OK) {
-    fprintf(stderr, "pycached: --tokens: %s\n", error[0] ? error : pcc_auth_strerror(rc));
+    pcc_logf(PCC_LOG_ERROR, "--tokens: %s", error[0] ? error : pcc_auth_strerror(rc));
     return -1;
   }
   snprintf(note, len, "pycached: %zu tokens from %s (reloaded on SIGHUP)", pcc_auth_count(*auth),
@@ -91,20 +92,40 @@ static void close_all(pcc_core *core, void **states)
   pcc_core_close(core);
 }
 
-int main(int argc, char **argv)
+/* Opens the main log (stderr) and the access log (NULL without --access-log) as the options
+ * say; makes the first the main log. -1 after saying why (plainly on stderr, as config errors). */
+static int open_logs(const pcc_config *config, pcc_log **main_log, pcc_log **access_log)
 {
-  pcc_config config;
-  switch (pcc_config_parse(argc, argv, &config)) {
-  case PCC_CONFIG_OK: break;
-  case PCC_CONFIG_HELP:
-  case PCC_CONFIG_VERSION:
-  case PCC_CONFIG_LIMITS: return 0;
-  case PCC_CONFIG_USAGE: return 2;
+  pcc_log_level level = PCC_LOG_INFO;
+  pcc_log_format format = PCC_LOG_TEXT;
+  /* config.c has checked both against their choices */
+  if (pcc_log_level_parse(config->log_level, &level) != PCC_LOG_OK ||
+      pcc_log_format_parse(config->log_format, &format) != PCC_LOG_OK ||
+      pcc_log_open("-", format, level, main_log) != PCC_LOG_OK) {
+    fprintf(stderr, "pycached: cannot set up the log\n");
+    return -1;
   }
-  if (config.verify_store)
-    return pcc_core_verify_store(&config);
-  if (make_dirs(config.store_dir) != 0) {
-    fprintf(stderr, "pycached: cannot create %s: %s\n", config.store_dir, strerror(errno));
+  pcc_log_set_main(*main_log);
+  *access_log = NULL;
+  if (config->access_log == NULL)
+    return 0;
+  /* every request's line is written, whatever --log-level says */
+  pcc_log_status rc = pcc_log_open(config->access_log, format, PCC_LOG_DEBUG, access_log);
+  if (rc != PCC_LOG_OK) {
+    pcc_logf(PCC_LOG_ERROR, "--access-log %s: %s", config->access_log,
+             rc == PCC_LOG_OPEN ? strerror(errno) : pcc_log_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+/* Serves until SIGINT or SIGTERM; the exit status. */
+static int serve(const pcc_config *config, pcc_log *access_log)
+{
+  if (config->verify_store)
+    return pcc_core_verify_store(config);
+  if (make_dirs(config->store_dir) != 0) {
+    pcc_logf(PCC_LOG_ERROR, "cannot create %s: %s", config->store_dir, strerror(errno));
     return 1;
   }
 
@@ -123,21 +144,21 @@ int main(int argc, char **argv)
   pcc_notify *notify = NULL;
   pcc_notify_status notify_rc = pcc_notify_open(&notify);
   if (notify_rc != PCC_NOTIFY_OK) {
-    fprintf(stderr, "pycached: systemd notification: %s\n", pcc_notify_strerror(notify_rc));
+    pcc_logf(PCC_LOG_ERROR, "systemd notification: %s", pcc_notify_strerror(notify_rc));
     return 1;
   }
 
   pcc_auth *auth = NULL;
   char access_note[PATH_MAX + 128];
-  if (access_control(&config, &auth, access_note, sizeof access_note) != 0) {
+  if (access_control(config, &auth, access_note, sizeof access_note) != 0) {
     pcc_notify_close(notify);
     return 1;
   }
 
   pcc_core *core = NULL;
-  pcc_core_status rc = pcc_core_open(&config, &core);
+  pcc_core_status rc = pcc_core_open(config, &core);
   if (rc != PCC_CORE_OK) {
-    fprintf(stderr, "pycached: %s\n", pcc_core_strerror(rc));
+    pcc_logf(PCC_LOG_ERROR, "%s", pcc_core_strerror(rc));
     pcc_auth_close(auth);
     pcc_notify_close(notify);
     return rc == PCC_CORE_DAMAGED ? 3 : 1; /* 3: as --verify-store says of a damaged store */
@@ -146,7 +167,7 @@ int main(int argc, char **argv)
   pcc_http_mount mounts[N_FEATURES];
   for (size_t i = 0; i < N_FEATURES; i++) {
     if (features[i]->open(core, &states[i]) != 0) {
-      fprintf(stderr, "pycached: cannot start the %s feature\n", features[i]->name);
+      pcc_logf(PCC_LOG_ERROR, "cannot start the %s feature", features[i]->name);
       close_all(core, states);
       pcc_auth_close(auth);
       pcc_notify_close(notify);
@@ -155,7 +176,8 @@ int main(int argc, char **argv)
     mounts[i] = (pcc_http_mount){features[i]->routes, features[i]->n_routes, states[i]};
   }
   pcc_http *http = NULL;
-  if (pcc_http_start(&config, mounts, N_FEATURES, pcc_core_counters(core), auth, &http) != 0) {
+  if (pcc_http_start(config, mounts, N_FEATURES, pcc_core_counters(core), auth, access_log,
+                     &http) != 0) {
     close_all(core, states);
     pcc_auth_close(auth);
     pcc_notify_close(notify);
@@ -167,8 +189,8 @@ int main(int argc, char **argv)
   pcc_magic_to_hex(pcc_compiler_magic(backends[0].compiler), magic);
   printf("pycached %s listening on http://%s%s%s:%u (store %s, compiler %s magic %s, %d "
          "workers)\n",
-         PCC_VERSION, strchr(config.listen, ':') ? "[" : "", config.listen,
-         strchr(config.listen, ':') ? "]" : "", (unsigned)pcc_http_port(http), config.store_dir,
+         PCC_VERSION, strchr(config->listen, ':') ? "[" : "", config->listen,
+         strchr(config->listen, ':') ? "]" : "", (unsigned)pcc_http_port(http), config->store_dir,
          backends[0].name, magic, (int)pcc_compiler_workers(backends[0].compiler));
   printf("%s\n", access_note);
   fflush(stdout);
@@ -180,14 +202,24 @@ int main(int argc, char **argv)
   while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {
     char error[256] = "";
     pcc_notify_reloading(notify);
-    if (auth == NULL)
+    if (auth == NULL) {
       printf("pycached: SIGHUP: no --tokens to reload\n");
-    else if (pcc_auth_reload(auth, error, sizeof error) == PCC_AUTH_OK)
+    } else if (pcc_auth_reload(auth, error, sizeof error) == PCC_AUTH_OK) {
       printf("pycached: SIGHUP: %zu tokens reloaded from %s\n", pcc_auth_count(auth),
-             config.tokens);
-    else
-      fprintf(stderr, "pycached: SIGHUP: %s; the previous tokens stay in force\n", error);
+             config->tokens);
+      PCC_LOG_AUDIT("token-reload", "tokens reloaded", PCC_LOG_STR("result", "ok"),
+                    PCC_LOG_INT("tokens", pcc_auth_count(auth)),
+                    PCC_LOG_STR("file", config->tokens));
+    } else {
+      PCC_LOG_AUDIT("token-reload", "SIGHUP: the previous tokens stay in force",
+                    PCC_LOG_STR("result", "failed"), PCC_LOG_STR("error", error),
+                    PCC_LOG_INT("tokens", pcc_auth_count(auth)),
+                    PCC_LOG_STR("file", config->tokens));
+    }
     fflush(stdout);
+    if (pcc_log_reopen(access_log) != PCC_LOG_OK) /* logrotate has renamed it */
+      pcc_logf(PCC_LOG_ERROR, "SIGHUP: cannot reopen --access-log %s: %s; lines go on to the "
+               "old file", config->access_log, strerror(errno));
     pcc_notify_ready(notify, status);
   }
   printf("pycached: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -199,10 +231,31 @@ int main(int argc, char **argv)
       features[i]->shutdown(states[i]);
   unsigned unfinished = pcc_http_drain(http, 5000);
   if (unfinished > 0)
-    fprintf(stderr, "pycached: %u requests unfinished at exit\n", unfinished);
+    pcc_logf(PCC_LOG_WARN, "%u requests unfinished at exit", unfinished);
   pcc_http_stop(http);
+  if (pcc_log_dropped(access_log) > 0)
+    pcc_logf(PCC_LOG_WARN, "--access-log %s: %llu lines could not be written", config->access_log,
+             (unsigned long long)pcc_log_dropped(access_log));
   close_all(core, states);
   pcc_auth_close(auth);
   pcc_notify_close(notify);
   return 0;
+}
+
+int main(int argc, char **argv)
+{
+  pcc_config config;
+  switch (pcc_config_parse(argc, argv, &config)) {
+  case PCC_CONFIG_OK: break;
+  case PCC_CONFIG_HELP:
+  case PCC_CONFIG_VERSION:
+  case PCC_CONFIG_LIMITS: return 0;
+  case PCC_CONFIG_USAGE: return 2;
+  }
+  pcc_log *main_log = NULL, *access_log = NULL;
+  int rc = open_logs(&config, &main_log, &access_log) == 0 ? serve(&config, access_log) : 1;
+  pcc_log_set_main(NULL);
+  pcc_log_close(access_log);
+  pcc_log_close(main_log);
+  return rc;
 }

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "sources.h"
+#include "pcc_log.h"
 
 /* The one answer to every refusal about a path: it must not tell absent from outside. */
 static const char refused[] = "path is not a readable regular file beneath a source root";
@@ -72,7 +73,7 @@ pcc_sources *pcc_sources_open(const char *const *roots, unsigned n)
     r->fd = open(roots[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
     r->names[0] = r->fd >= 0 ? realpath(roots[i], NULL) : NULL;
     if (r->names[0] == NULL) {
-      fprintf(stderr, "pycached: --source-root %s: %s\n", roots[i], strerror(errno));
+      pcc_logf(PCC_LOG_ERROR, "--source-root %s: %s", roots[i], strerror(errno));
       if (r->fd >= 0)
         close(r->fd);
       pcc_sources_close(sources);
@@ -88,8 +89,8 @@ pcc_sources *pcc_sources_open(const char *const *roots, unsigned n)
     why = strerror(errno);
   sources->walk = why != NULL;
   if (sources->walk)
-    fprintf(stderr, "pycached: openat2: %s; --source-root paths are resolved one component at "
-            "a time\n", why);
+    pcc_logf(PCC_LOG_WARN, "openat2: %s; --source-root paths are resolved one component at "
+             "a time", why);
   return sources;
 }
 

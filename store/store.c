@@ -54,6 +54,7 @@
 
 #include "guard.h"
 #include "store.h"
+#include "pcc_log.h"
 
 #define PATH_KEY_INLINE 400 /* LMDB's default key limit is 511 bytes */
 #define SCOPE_MAX (PCC_MAGIC_LEN + 2 + PCC_NAMESPACE_MAX) /* magic, opt, ns_len, ns */
@@ -199,17 +200,17 @@ static pcc_store_status note_write(pcc_store *store, int mdb_rc, const char *wha
   if (before == (int)rc && rc != PCC_STORE_IO)
     return rc;
   if (rc == PCC_STORE_FULL)
-    fprintf(stderr, "pycached: store: %s refused: the map (--map-size %llu) is full but for the "
-            "pages kept for deletions; writes are refused until space is freed (evict with a "
-            "lower --max-size, or invalidate, purge; or raise --map-size)\n", what,
-            (unsigned long long)store->config.map_size);
+    pcc_logf(PCC_LOG_ERROR, "store: %s refused: the map (--map-size %llu) is full but for the "
+             "pages kept for deletions; writes are refused until space is freed (evict with a "
+             "lower --max-size, or invalidate, purge; or raise --map-size)", what,
+             (unsigned long long)store->config.map_size);
   else if (rc == PCC_STORE_NOSPACE)
-    fprintf(stderr, "pycached: store: %s failed: no space left on the file system of the store "
-            "(%s); nothing was written, free disk space\n", what, mdb_strerror(mdb_rc));
+    pcc_logf(PCC_LOG_ERROR, "store: %s failed: no space left on the file system of the store "
+             "(%s); nothing was written, free disk space", what, mdb_strerror(mdb_rc));
   else if (rc == PCC_STORE_IO)
-    fprintf(stderr, "pycached: store: %s failed: %s\n", what, mdb_strerror(mdb_rc));
+    pcc_logf(PCC_LOG_ERROR, "store: %s failed: %s", what, mdb_strerror(mdb_rc));
   else if (rc == PCC_STORE_OK && before != PCC_STORE_OK)
-    fprintf(stderr, "pycached: store: writes succeed again\n");
+    pcc_logf(PCC_LOG_INFO, "store: writes succeed again");
   return rc;
 }
 
@@ -270,11 +271,11 @@ static void store_damage(pcc_store *store, const char *what, const void *addr)
   if (addr != NULL && store->map != NULL)
     snprintf(where, sizeof where, " at offset %llu of data.mdb",
              (unsigned long long)((const uint8_t *)addr - store->map));
-  fprintf(stderr, "pycached: store %s: the file is damaged (%s%s). Lookups now answer misses "
-          "and nothing more is written to the store. Stop the server and run `pycached "
-          "--verify-store --store %s`, then start it with --on-damaged-store=quarantine or "
-          "restore a backup (docs/OPERATIONS.md, \"A damaged store\")\n",
-          store->dir, what, where, store->dir);
+  pcc_logf(PCC_LOG_ERROR, "store %s: the file is damaged (%s%s). Lookups now answer misses "
+           "and nothing more is written to the store. Stop the server and run `pycached "
+           "--verify-store --store %s`, then start it with --on-damaged-store=quarantine or "
+           "restore a backup (docs/OPERATIONS.md, \"A damaged store\")",
+           store->dir, what, where, store->dir);
 }
 
 /* Does v (a key or value LMDB returned) lie inside the file? A value outside the map is in a
@@ -409,7 +410,7 @@ static void on_lmdb_assert(MDB_env *env, const char *msg)
     store_damage(store, msg, NULL);
     store_guard_escape();
   }
-  fprintf(stderr, "pycached: store: LMDB: %s\n", msg);
+  pcc_logf(PCC_LOG_ERROR, "store: LMDB: %s", msg);
 }
 
 /* Finds LMDB's map of data.mdb in /proc/self/maps (mdb_env_info gives the map's address only
@@ -449,8 +450,8 @@ static void find_map(pcc_store *store)
   if (store->map != NULL && !store_guard_map(store->map, store->map_len))
     store->map = NULL;
   if (store->map == NULL)
-    fprintf(stderr, "pycached: store %s: LMDB's map not found in /proc/self/maps: reads of a "
-            "damaged file are not contained\n", store->dir);
+    pcc_logf(PCC_LOG_WARN, "store %s: LMDB's map not found in /proc/self/maps: reads of a "
+             "damaged file are not contained", store->dir);
 }
 
 uint64_t pcc_store_generation(pcc_store *store)
@@ -776,9 +777,9 @@ static int drop_old_tables(pcc_store *store, MDB_txn *txn)
   if (mdb_rc != MDB_SUCCESS)
     return mdb_rc;
   if (counts[0] + counts[1] > 0)
-    fprintf(stderr, "pycached: the store holds entries of an older format (%llu paths, %llu "
-            "blobs): they are dropped and will be compiled again\n",
-            (unsigned long long)counts[0], (unsigned long long)counts[1]);
+    pcc_logf(PCC_LOG_WARN, "the store holds entries of an older format (%llu paths, %llu "
+             "blobs): they are dropped and will be compiled again",
+             (unsigned long long)counts[0], (unsigned long long)counts[1]);
   return MDB_SUCCESS;
 }
 
@@ -958,8 +959,8 @@ pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
   if (mdb_rc == MDB_SUCCESS)
     store_guard_code((const void *)(uintptr_t)mdb_cursor_get);
   if (mdb_rc == MDB_SUCCESS && !store_guard_install())
-    fprintf(stderr, "pycached: store %s: cannot install the fault handlers: reads of a damaged "
-            "file are not contained\n", dir);
+    pcc_logf(PCC_LOG_WARN, "store %s: cannot install the fault handlers: reads of a damaged "
+             "file are not contained", dir);
   if (mdb_rc == MDB_SUCCESS) {
     find_map(store);
     mdb_rc = check_meta(store);
