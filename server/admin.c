@@ -558,6 +558,37 @@ static cJSON *removed_json(uint64_t removed)
   return json;
 }
 
+/* The audit line of a deletion (docs/OPERATIONS.md, "Audit"): the action, what it applied to
+ * (filter, NULL: everything; path: one entry's path, else the filter's prefix; profile: a
+ * profile's name), how it went and how many went, who asked (req NULL: the server itself). */
+static void audit_delete(const pcc_request *req, const char *action,
+                         const pcc_store_filter *filter, const char *path, const char *profile,
+                         pcc_store_status rc, uint64_t removed)
+{
+  char magic[2 * PCC_MAGIC_LEN + 1];
+  pcc_log_field f[12];
+  size_t n = 0;
+  f[n++] = PCC_LOG_STR("result", rc == PCC_STORE_OK ? "ok" : pcc_store_strerror(rc));
+  f[n++] = PCC_LOG_INT("removed", removed);
+  if (filter != NULL && filter->has_magic) {
+    pcc_magic_to_hex(&filter->magic, magic);
+    f[n++] = PCC_LOG_STR("magic", magic);
+  }
+  if (filter != NULL && filter->opt >= 0)
+    f[n++] = PCC_LOG_INT("opt", filter->opt);
+  if (filter != NULL && filter->ns != NULL)
+    f[n++] = PCC_LOG_STR("namespace", filter->ns);
+  if (path != NULL)
+    f[n++] = PCC_LOG_STR("path", path);
+  else if (filter != NULL && filter->prefix != NULL && filter->prefix_len > 0)
+    f[n++] = PCC_LOG_STR("prefix", filter->prefix);
+  if (profile != NULL)
+    f[n++] = PCC_LOG_STR("profile", profile);
+  f[n++] = PCC_LOG_STR("token", req ? req->token : "");
+  f[n++] = PCC_LOG_STR("remote", req ? req->remote : "-");
+  pcc_log_audit(action, rc == PCC_STORE_OK ? "admin action" : "admin action failed", f, n);
+}
+
 /* The namespace of a request naming one entry or profile: the argument, "" (the default one)
  * without it; NULL (answer set) when malformed. */
 static const char *named_namespace(const char *arg, pcc_answer *answer)
@@ -595,6 +626,8 @@ static void entry_show_or_delete(pcc_core *core, const pcc_request *req, bool de
     uint64_t removed = 0;
     rc = pcc_store_delete_one(pcc_core_store(core), ns, &p->magic, p->opt, p->path,
                               p->path_len, &removed);
+    pcc_store_filter what = {.has_magic = true, .magic = p->magic, .opt = p->opt, .ns = ns};
+    audit_delete(req, "entry-delete", &what, p->path, NULL, rc, removed);
     if (rc == PCC_STORE_OK && removed == 0)
       rc = PCC_STORE_NOTFOUND;
     if (rc == PCC_STORE_OK)
@@ -621,10 +654,14 @@ static void handle_entry_delete(void *state, pcc_request *req, pcc_answer *answe
   entry_show_or_delete(core_of(state), req, true, answer);
 }
 
-static void delete_and_answer(pcc_core *core, const pcc_store_filter *filter, pcc_answer *answer)
+/* Deletes what filter matches (NULL: everything), answers how many went and writes the audit
+ * line of action. */
+static void delete_and_answer(pcc_core *core, const pcc_request *req, const char *action,
+                              const pcc_store_filter *filter, pcc_answer *answer)
 {
   uint64_t removed = 0;
   pcc_store_status rc = pcc_store_delete(pcc_core_store(core), filter, &removed);
+  audit_delete(req, action, filter, NULL, NULL, rc, removed);
   if (rc != PCC_STORE_OK)
     pcc_answer_store_error(answer, rc);
   else
@@ -642,13 +679,12 @@ static void handle_invalidate(void *state, pcc_request *req, pcc_answer *answer)
                              "everything)");
     return;
   }
-  delete_and_answer(core_of(state), &filter, answer);
+  delete_and_answer(core_of(state), req, "invalidate", &filter, answer);
 }
 
 static void handle_purge(void *state, pcc_request *req, pcc_answer *answer)
 {
-  (void)req;
-  delete_and_answer(core_of(state), NULL, answer);
+  delete_and_answer(core_of(state), req, "purge", NULL, answer);
 }
 
 /* ---- profiles ----------------------------------------------------------------------------- */
@@ -720,6 +756,8 @@ static void profile_show_or_delete(pcc_core *core, const pcc_request *req, bool 
   if (delete_it) {
     uint64_t removed = 0;
     rc = pcc_store_profile_delete(store, ns, &p->magic, p->opt, name, &removed);
+    pcc_store_filter what = {.has_magic = true, .magic = p->magic, .opt = p->opt, .ns = ns};
+    audit_delete(req, "profile-delete", &what, NULL, name, rc, removed);
     if (rc == PCC_STORE_OK && removed == 0)
       rc = PCC_STORE_NOTFOUND;
     if (rc == PCC_STORE_OK)
@@ -821,7 +859,7 @@ static void handle_retire(void *state, pcc_request *req, pcc_answer *answer)
     pcc_answer_extra_string(answer, "param", "magic");
     return;
   }
-  delete_and_answer(core, &filter, answer);
+  delete_and_answer(core, req, "retire", &filter, answer);
 }
 
 static void retire_if_unserved(const pcc_magic *magic, uint64_t entries, uint64_t bytes,
@@ -836,6 +874,7 @@ static void retire_if_unserved(const pcc_magic *magic, uint64_t entries, uint64_
   char hex[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(magic, hex);
   pcc_store_status rc = pcc_store_delete(pcc_core_store(core), &filter, &removed);
+  audit_delete(NULL, "retire", &filter, NULL, NULL, rc, removed);
   if (rc == PCC_STORE_OK)
     printf("pycached: retired magic %s: %llu entries removed\n", hex,
            (unsigned long long)removed);
@@ -863,6 +902,8 @@ struct backup_job {
   pcc_store_status rc;
   int error;               /* errno of a step after the store's copy (0: none) */
   uint64_t bytes;
+  char token[sizeof ((pcc_auth_identity *)0)->name]; /* who asked, for the audit line */
+  char remote[64];
   unsigned refs;           /* the thread's and the request's, guarded by admin->lock */
   bool abandoned;          /* the request went away */
   void (*resume)(void *ctx);
@@ -901,6 +942,14 @@ static void *backup_main(void *arg)
       rmdir(job->dir);
     }
   }
+  bool ok = job->rc == PCC_STORE_OK && job->error == 0;
+  char target[PATH_MAX + 16];
+  snprintf(target, sizeof target, "%s%s", job->dir, job->dir[0] ? "/data.mdb" : "");
+  PCC_LOG_AUDIT("backup", ok ? "admin action" : "admin action failed",
+                PCC_LOG_STR("result", ok ? "ok" : "failed"),
+                PCC_LOG_STR("target", job->dir[0] ? target : "download"),
+                PCC_LOG_INT("bytes", ok ? job->bytes : 0), PCC_LOG_STR("token", job->token),
+                PCC_LOG_STR("remote", job->remote));
   pthread_mutex_lock(&a->lock);
   a->copying = NULL;
   pthread_cond_broadcast(&a->idle);
@@ -1005,6 +1054,8 @@ static void backup_start(admin *a, pcc_request *req, bool download, pcc_answer *
     return;
   }
   *job = (backup_job){.admin = a, .fd = -1, .refs = 2, .resume = req->resume, .ctx = req->ctx};
+  snprintf(job->token, sizeof job->token, "%s", req->token ? req->token : "");
+  snprintf(job->remote, sizeof job->remote, "%s", req->remote ? req->remote : "-");
   pthread_t thread;
   pthread_mutex_lock(&a->lock);
   if (a->closing) {

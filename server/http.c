@@ -80,6 +80,7 @@ typedef struct {
   const char *token;  /* the token's name (points into who), NULL: no token checked */
   const char *role;   /* the role it was checked for (static) */
   pcc_auth_identity who;
+  char remote[INET6_ADDRSTRLEN]; /* the client's address, from the first call on */
 } access_note;
 
 /* A request: allocated at its request line (on_request_line; else at its first call), freed at
@@ -398,8 +399,11 @@ static void audit_refusal(struct MHD_Connection *connection, pcc_auth_status rc,
                           const char *name, const char *needed)
 {
   char remote[INET6_ADDRSTRLEN];
-  remote_address(connection, remote, sizeof remote);
   const access_note *note = current_note;
+  if (note != NULL)
+    memcpy(remote, note->remote, sizeof remote);
+  else
+    remote_address(connection, remote, sizeof remote);
   const char *method = note ? note->method : "-", *path = note && note->path ? note->path : "-";
   if (rc == PCC_AUTH_NO_ROLE)
     PCC_LOG_AUDIT("token-refused", "a token lacking the route's role was refused",
@@ -941,6 +945,7 @@ static enum MHD_Result serve_request(pcc_http *http, struct MHD_Connection *conn
   if (!req->begun) { /* the headers are in: the body's deadline starts */
     req->begun = true;
     snprintf(req->note.method, sizeof req->note.method, "%s", method);
+    remote_address(connection, req->note.remote, sizeof req->note.remote);
     req->note.path = strndup(url, PCC_LOG_LINE_MAX);
     atomic_fetch_add(&pcc_counters_totals(http->counters)->requests, 1);
     pcc_conn *conn = conn_of(connection);
@@ -973,6 +978,8 @@ static enum MHD_Result serve_request(pcc_http *http, struct MHD_Connection *conn
     req->request.ctx = connection;
     req->request.release_body = release_body;
     memcpy(req->request.ns, who.ns, sizeof who.ns);
+    req->request.token = req->note.who.name; /* "" without a token */
+    req->request.remote = req->note.remote;
     req->request.accept_zstd = accepts_zstd(MHD_lookup_connection_value(
       connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
     pcc_dynbuf_init(&req->body, (size_t)limit);

@@ -33,6 +33,8 @@ typedef struct pcc_request {
   void (*release_body)(struct pcc_request *req);
   const char *path_arg;     /* the part of the URL the pattern's '*' matched, or NULL */
   char ns[PCC_NAMESPACE_MAX + 1]; /* the caller's namespace ("" the default; auth.h) */
+  const char *token;        /* the name of the caller's token ("" without one), for audit lines */
+  const char *remote;       /* the caller's address ("127.0.0.1", "::1"; "-" when unknown) */
   bool accept_zstd;         /* the request's Accept-Encoding names zstd (not with q=0) */
   const char *args[PCC_ROUTE_ARGS_MAX]; /* values of route->args, NULL when absent */
   /* For a PENDING answer: suspend(ctx) before returning, resume(ctx) from any thread when the
