@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1141,6 +1142,15 @@ static void ensure_descriptors(const pcc_config *config)
              (unsigned long long)config->max_connections, (unsigned long long)need);
 }
 
+/* libmicrohttpd's own messages (refused and cut connections), as warn lines of the log. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+  (void)cls;
+  char msg[1024];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  pcc_logf(PCC_LOG_WARN, "libmicrohttpd: %s", msg);
+}
+
 /* The listener's callback, the accept policy: the connection takes its entry in the table,
  * which applies --max-connections, the reserve and --max-connections-per-ip (a connection past
  * them is closed at once, rather than left in the listen backlog), then goes to libmicrohttpd.
@@ -1223,7 +1233,8 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PCC_REQUEST_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
     on_completed, http, MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
-    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_END);
+    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+    NULL, MHD_OPTION_END);
   if (http->daemon == NULL) {
     pcc_logf(PCC_LOG_ERROR, "cannot start libmicrohttpd");
     pcc_http_stop(http);
