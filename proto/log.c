@@ -185,8 +185,8 @@ static void format_text(line *l, const char *ts, pcc_log_level level, const char
   }
 }
 
-/* s, at most max bytes of it (cut at a UTF-8 character boundary), in a cJSON string; adds
- * "truncated" to obj when it cut. */
+/* s, at most max bytes of it (cut at a UTF-8 character boundary), in a cJSON string; sets *cut
+ * when it cut. */
 static cJSON *json_text(const char *s, size_t max, bool *cut)
 {
   size_t n = strlen(s);

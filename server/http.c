@@ -71,13 +71,14 @@ struct pcc_http {
   pcc_conns *conns;               /* every open connection, its phase and deadline */
 };
 
-/* What the access log says of a request (docs/OPERATIONS.md, "Logs"). */
+/* What the access log says of a request (docs/OPERATIONS.md, "The access log"). */
 typedef struct {
   uint64_t start_ns;  /* CLOCK_MONOTONIC at its request line */
   unsigned status;    /* the status queued; 0: none (the connection went away first) */
   _Atomic uint64_t bytes; /* body bytes queued, or produced so far by a STREAM answer */
   char method[16];
-  char *path;         /* the URL's path, without the query; NULL before the first call */
+  char *path;         /* the URL's path, without the query: as sent until the first call, then
+                       * decoded; NULL without memory */
   const char *token;  /* the token's name (points into who), NULL: no token checked */
   const char *role;   /* the role it was checked for (static) */
   pcc_auth_identity who;
@@ -810,10 +811,13 @@ static request *request_new(void)
  * has seen, answered or not. */
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *connection)
 {
-  (void)uri;
   pcc_http *http = cls;
   pcc_conns_enter(http->conns, conn_of(connection), PCC_CONN_HEADERS, pcc_conns_now_ms());
-  return request_new();
+  request *req = request_new();
+  if (req != NULL) /* as sent, for a request libmicrohttpd answers itself (431); no query */
+    req->note.path = strndup(uri, strcspn(uri, "?") < PCC_LOG_LINE_MAX ? strcspn(uri, "?")
+                                                                      : PCC_LOG_LINE_MAX);
+  return req;
 }
 
 /* ---- requests -------------------------------------------------------------------------- */
@@ -947,6 +951,7 @@ static enum MHD_Result serve_request(pcc_http *http, struct MHD_Connection *conn
     req->begun = true;
     snprintf(req->note.method, sizeof req->note.method, "%s", method);
     remote_address(connection, req->note.remote, sizeof req->note.remote);
+    free(req->note.path); /* the path decoded */
     req->note.path = strndup(url, PCC_LOG_LINE_MAX);
     atomic_fetch_add(&pcc_counters_totals(http->counters)->requests, 1);
     pcc_conn *conn = conn_of(connection);
@@ -1228,13 +1233,12 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
   unsigned mhd_limit = (unsigned)((config->max_connections + PCC_CONNECTION_RESERVE) *
                                   (config->threads + 1));
   http->daemon = MHD_start_daemon(
-    flags, 0, NULL, NULL, on_request, http, MHD_OPTION_THREAD_POOL_SIZE,
-    (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
-    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
+    flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first */
+    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT,
+    mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PCC_REQUEST_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
     on_completed, http, MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
-    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-    NULL, MHD_OPTION_END);
+    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_END);
   if (http->daemon == NULL) {
     pcc_logf(PCC_LOG_ERROR, "cannot start libmicrohttpd");
     pcc_http_stop(http);

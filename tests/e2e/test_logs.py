@@ -317,6 +317,21 @@ class AccessLog(LogsCase):
         self.assertEqual(len(read_lines(access)), 1)
         self.assertIn("path=/v1/stats", read_lines(access)[0])
 
+    def test_requests_that_never_reach_a_handler_have_their_line_too(self):
+        access = os.path.join(self.tmp, "access.log")
+        server = self.server("--access-log", access, "--header-timeout", "1", tokens=False)
+        # too large for libmicrohttpd's memory: it answers 431 itself
+        big = b"GET /healthz?x=1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+        self.assertIn(b" 431 ", test_e2e.raw_exchange(server.port, big).split(b"\r\n")[0])
+        # a request line, then silence: cut at --header-timeout
+        self.assertEqual(test_e2e.raw_exchange(server.port, b"GET /v1/stats HTTP/1.1\r\n"), b"")
+        lines = wait_for(lambda: len(read_lines(access)) >= 2 and read_lines(access), "2 lines")
+        server.stop()
+        fields = [text_fields(TEXT_LINE.match(line).group(3))[1] for line in read_lines(access)]
+        self.assertEqual([(f["path"], f["status"]) for f in fields],
+                         [("/healthz", "431"), ("/v1/stats", "0")], lines)
+        self.assertIn("ended", fields[1])
+
     def test_stderr_access_log_with_dash(self):
         server = self.server("--access-log", "-", tokens=False)
         self.assertEqual(server.request("GET", "/healthz")[0], 200)
