@@ -9,6 +9,7 @@ Run by meson (`meson test logs`) with PCC_PYCACHED and PCC_REFERENCE_PYTHON in t
 """
 import collections
 import datetime
+import http.client
 import json
 import os
 import re
@@ -331,6 +332,26 @@ class AccessLog(LogsCase):
         self.assertEqual([(f["path"], f["status"]) for f in fields],
                          [("/healthz", "431"), ("/v1/stats", "0")], lines)
         self.assertIn("ended", fields[1])
+
+    def test_a_fifo_nobody_reads_drops_lines_instead_of_stalling_requests(self):
+        fifo = os.path.join(self.tmp, "access.fifo")
+        os.mkfifo(fifo, 0o600)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open, and never read
+        try:
+            server = self.server("--access-log", fifo, tokens=False)
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            started = time.monotonic()
+            for _ in range(1500):  # ~130 bytes a line: twice a 64 KiB pipe
+                conn.request("GET", "/healthz")
+                self.assertEqual(conn.getresponse().read()[:13], b'{"status":"ok')
+            conn.close()
+            self.assertLess(time.monotonic() - started, 60)
+            self.assertEqual(server.stop(), 0)
+        finally:
+            os.close(reader)
+        dropped = [m for _, level, m, _ in self.text_log(server) if "could not be written" in m]
+        self.assertEqual(len(dropped), 1, self.text_log(server))
+        self.assertGreater(int(dropped[0].split(": ")[1].split()[0]), 0)
 
     def test_stderr_access_log_with_dash(self):
         server = self.server("--access-log", "-", tokens=False)
