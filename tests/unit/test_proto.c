@@ -1,11 +1,16 @@
 /* test_proto.c: Check suite of proto/: the Java hash (known values, signed bytes, wrap-around),
- * the digest and checksum forms, the pyc header, parameter validation, JSON numbers as integers
- * and the JSON forms. */
+ * the digest and checksum forms, the pyc header, parameter validation, JSON numbers as integers,
+ * the JSON forms and the log lines (log.c). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
+#include "pcc_log.h"
 #include "proto.h"
 #include "proto_internal.h"
 #include "test_helpers.h"
@@ -605,6 +610,156 @@ START_TEST(test_bundle_writer_bounds)
 }
 END_TEST
 
+/* ---- log lines ---------------------------------------------------------------------------- */
+
+/* The bytes of a file (malloc'd, NUL-terminated). */
+static char *slurp(const char *path)
+{
+  FILE *f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  char *data = calloc(1, 4 * PCC_LOG_LINE_MAX);
+  size_t n = fread(data, 1, 4 * PCC_LOG_LINE_MAX - 1, f);
+  data[n] = '\0';
+  fclose(f);
+  return data;
+}
+
+/* A log of format at level writing to DIR/log (path gets its name). */
+static pcc_log *log_in(const char *dir, pcc_log_format format, pcc_log_level level, char *path)
+{
+  snprintf(path, 4096, "%s/log", dir);
+  pcc_log *log = NULL;
+  CHECK_RC(pcc_log_open(path, format, level, &log), pcc_log_strerror);
+  return log;
+}
+
+START_TEST(test_log_text_line)
+{
+  char dir[256], path[4096];
+  test_make_tmpdir(dir, sizeof dir, "log");
+  pcc_log *log = log_in(dir, PCC_LOG_TEXT, PCC_LOG_INFO, path);
+  const pcc_log_field fields[] = {PCC_LOG_STR("path", "/a b\"c"), PCC_LOG_INT("n", -3),
+                                  PCC_LOG_BOOL("ok", true), PCC_LOG_STR("plain", "x/y")};
+  pcc_log_write(log, PCC_LOG_WARN, "two\nlines", fields, 4);
+  pcc_log_write(log, PCC_LOG_DEBUG, "below the level", NULL, 0);
+  pcc_log_close(log);
+  char *text = slurp(path);
+  /* 2026-12-02T01:02:03.456Z warn  two\x0alines path="/a b\"c" n=-3 ok=true plain=x/y */
+  ck_assert(text[4] == '-' && text[10] == 'T' && text[19] == '.' && text[23] == 'Z');
+  ck_assert_str_eq(text + 24, " warn  two\\x0alines path=\"/a b\\\"c\" n=-3 ok=true plain=x/y\n");
+  free(text);
+  test_remove_tree(dir);
+}
+END_TEST
+
+START_TEST(test_log_json_line)
+{
+  char dir[256], path[4096];
+  test_make_tmpdir(dir, sizeof dir, "log");
+  pcc_log *log = log_in(dir, PCC_LOG_JSON, PCC_LOG_DEBUG, path);
+  const pcc_log_field fields[] = {PCC_LOG_STR("path", "/a\"\\\n"), PCC_LOG_INT("n", 7),
+                                  PCC_LOG_BOOL("ok", false)};
+  pcc_log_write(log, PCC_LOG_DEBUG, "m\te", fields, 3);
+  pcc_log_close(log);
+  char *text = slurp(path);
+  ck_assert_ptr_eq(strchr(text, '\n'), text + strlen(text) - 1); /* one line */
+  cJSON *obj = cJSON_Parse(text);
+  ck_assert_ptr_nonnull(obj);
+  ck_assert_str_eq(cJSON_GetObjectItem(obj, "level")->valuestring, "debug");
+  ck_assert_str_eq(cJSON_GetObjectItem(obj, "msg")->valuestring, "m\te");
+  ck_assert_str_eq(cJSON_GetObjectItem(obj, "path")->valuestring, "/a\"\\\n");
+  ck_assert_int_eq((int)cJSON_GetObjectItem(obj, "n")->valuedouble, 7);
+  ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(obj, "ok")));
+  ck_assert_int_eq((int)strlen(cJSON_GetObjectItem(obj, "ts")->valuestring), 24);
+  cJSON_Delete(obj);
+  free(text);
+  test_remove_tree(dir);
+}
+END_TEST
+
+/* A line past PCC_LOG_LINE_MAX: text cut to the limit with the mark; JSON still valid, its
+ * strings shortened (escapes make each control character six bytes). */
+START_TEST(test_log_line_limit)
+{
+  char *big = malloc(3 * PCC_LOG_LINE_MAX);
+  memset(big, '\x01', 3 * PCC_LOG_LINE_MAX - 1);
+  big[3 * PCC_LOG_LINE_MAX - 1] = '\0';
+  for (int format = PCC_LOG_TEXT; format <= PCC_LOG_JSON; format++) {
+    char dir[256], path[4096];
+    test_make_tmpdir(dir, sizeof dir, "log");
+    pcc_log *log = log_in(dir, (pcc_log_format)format, PCC_LOG_INFO, path);
+    const pcc_log_field fields[] = {PCC_LOG_STR("a", big), PCC_LOG_STR("b", big)};
+    pcc_log_write(log, PCC_LOG_INFO, big, fields, 2);
+    pcc_log_close(log);
+    char *text = slurp(path);
+    size_t len = strlen(text);
+    ck_assert_uint_le(len, PCC_LOG_LINE_MAX);
+    ck_assert_ptr_eq(strchr(text, '\n'), text + len - 1);
+    if (format == PCC_LOG_TEXT) {
+      ck_assert_uint_eq(len, PCC_LOG_LINE_MAX);
+      ck_assert_str_eq(text + len - 10, " ...[cut]\n");
+    } else {
+      cJSON *obj = cJSON_Parse(text);
+      ck_assert_ptr_nonnull(obj);
+      ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(obj, "truncated")));
+      ck_assert_ptr_nonnull(cJSON_GetObjectItem(obj, "b"));
+      cJSON_Delete(obj);
+    }
+    free(text);
+    test_remove_tree(dir);
+  }
+  free(big);
+}
+END_TEST
+
+/* logrotate: after a rename, lines go to the renamed file until the reopen, then to a new one. */
+START_TEST(test_log_reopen)
+{
+  char dir[256], path[4096], moved[4200];
+  test_make_tmpdir(dir, sizeof dir, "log");
+  pcc_log *log = log_in(dir, PCC_LOG_TEXT, PCC_LOG_INFO, path);
+  snprintf(moved, sizeof moved, "%s.1", path);
+  pcc_log_write(log, PCC_LOG_INFO, "one", NULL, 0);
+  ck_assert_int_eq(rename(path, moved), 0);
+  pcc_log_write(log, PCC_LOG_INFO, "two", NULL, 0);
+  CHECK_RC(pcc_log_reopen(log), pcc_log_strerror);
+  pcc_log_write(log, PCC_LOG_ERROR, "three", NULL, 0);
+  struct stat st;
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_int_eq(st.st_mode & 0007, 0);
+  ck_assert_uint_eq(pcc_log_dropped(log), 0);
+  pcc_log_close(log);
+  char *old = slurp(moved), *now = slurp(path);
+  ck_assert_ptr_nonnull(strstr(old, " info  one\n"));
+  ck_assert_ptr_nonnull(strstr(old, " info  two\n"));
+  ck_assert_ptr_null(strstr(old, "three"));
+  ck_assert_ptr_nonnull(strstr(now, " error three\n"));
+  ck_assert_uint_eq(strlen(now), 24 + strlen(" error three\n"));
+  free(old);
+  free(now);
+  test_remove_tree(dir);
+}
+END_TEST
+
+START_TEST(test_log_names)
+{
+  pcc_log_level level;
+  pcc_log_format format;
+  ck_assert_int_eq(pcc_log_level_parse("warn", &level), PCC_LOG_OK);
+  ck_assert_int_eq(level, PCC_LOG_WARN);
+  ck_assert_int_eq(pcc_log_level_parse("WARN", &level), PCC_LOG_BAD_LEVEL);
+  ck_assert_int_eq(pcc_log_format_parse("json", &format), PCC_LOG_OK);
+  ck_assert_int_eq(format, PCC_LOG_JSON);
+  ck_assert_int_eq(pcc_log_format_parse("xml", &format), PCC_LOG_BAD_FORMAT);
+  ck_assert_str_eq(pcc_log_level_name(PCC_LOG_DEBUG), "debug");
+  pcc_log *log = NULL;
+  ck_assert_int_eq(pcc_log_open("/nonexistent-dir/x/log", PCC_LOG_TEXT, PCC_LOG_INFO, &log),
+                   PCC_LOG_OPEN);
+  ck_assert_ptr_null(log);
+  pcc_log_close(NULL);
+}
+END_TEST
+
 int main(void)
 {
   Suite *suite = suite_create("proto");
@@ -626,6 +781,11 @@ int main(void)
   tcase_add_test(tc, test_base64);
   tcase_add_test(tc, test_bundle_round_trip_and_damage);
   tcase_add_test(tc, test_bundle_writer_bounds);
+  tcase_add_test(tc, test_log_text_line);
+  tcase_add_test(tc, test_log_json_line);
+  tcase_add_test(tc, test_log_line_limit);
+  tcase_add_test(tc, test_log_reopen);
+  tcase_add_test(tc, test_log_names);
   suite_add_tcase(suite, tc);
   return test_run_suite(suite);
 }
