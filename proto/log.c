@@ -202,30 +202,36 @@ static cJSON *json_text(const char *s, size_t max, bool *cut)
   return str;
 }
 
-/* The JSON object of a line, every string at most max bytes; NULL without memory. */
-static char *json_line(const char *ts, pcc_log_level level, const char *msg,
-                       const pcc_log_field *fields, size_t n, size_t max)
+/* Prints the JSON object of a line, every string at most max bytes, into out (room bytes, its
+ * NUL included). False when it does not fit, or, *nomem set, without memory. */
+static bool json_line(const char *ts, pcc_log_level level, const char *msg,
+                      const pcc_log_field *fields, size_t n, size_t max, char *out, size_t room,
+                      bool *nomem)
 {
   bool cut = false;
   cJSON *obj = cJSON_CreateObject();
-  if (obj == NULL)
-    return NULL;
-  cJSON_AddStringToObject(obj, "ts", ts);
-  cJSON_AddStringToObject(obj, "level", pcc_log_level_name(level));
-  cJSON_AddItemToObject(obj, "msg", json_text(msg, max, &cut));
-  for (size_t i = 0; i < n; i++) {
-    if (fields[i].str != NULL)
-      cJSON_AddItemToObject(obj, fields[i].key, json_text(fields[i].str, max, &cut));
-    else if (fields[i].is_bool)
-      cJSON_AddBoolToObject(obj, fields[i].key, fields[i].num != 0);
-    else
-      cJSON_AddNumberToObject(obj, fields[i].key, (double)fields[i].num);
+  if (obj == NULL) {
+    *nomem = true;
+    return false;
   }
-  if (cut)
-    cJSON_AddTrueToObject(obj, "truncated");
-  char *text = cJSON_PrintUnformatted(obj);
+  bool built = cJSON_AddStringToObject(obj, "ts", ts) &&
+               cJSON_AddStringToObject(obj, "level", pcc_log_level_name(level)) &&
+               cJSON_AddItemToObject(obj, "msg", json_text(msg, max, &cut));
+  for (size_t i = 0; built && i < n; i++) {
+    if (fields[i].str != NULL)
+      built = cJSON_AddItemToObject(obj, fields[i].key, json_text(fields[i].str, max, &cut));
+    else if (fields[i].is_bool)
+      built = cJSON_AddBoolToObject(obj, fields[i].key, fields[i].num != 0) != NULL;
+    else
+      built = cJSON_AddNumberToObject(obj, fields[i].key, (double)fields[i].num) != NULL;
+  }
+  if (built && cut)
+    built = cJSON_AddTrueToObject(obj, "truncated") != NULL;
+  /* printed straight into the line: no copy; false when it would not fit */
+  bool printed = built && cJSON_PrintPreallocated(obj, out, (int)room, false);
   cJSON_Delete(obj);
-  return text;
+  *nomem = !built;
+  return printed;
 }
 
 /* One JSON object a line; a line over the limit is built again with shorter strings (escaping
@@ -234,16 +240,14 @@ static void format_json(line *l, const char *ts, pcc_log_level level, const char
                         const pcc_log_field *fields, size_t n)
 {
   for (size_t max = PCC_LOG_LINE_MAX;; max /= 4) {
-    char *text = json_line(ts, level, msg, fields, n, max);
-    size_t len = text ? strlen(text) : 0;
-    if (text != NULL && len + 1 <= sizeof l->data) {
-      put(l, text, len);
+    bool nomem = false;
+    if (json_line(ts, level, msg, fields, n, max, l->data, sizeof l->data - 1, &nomem)) {
+      l->len = strlen(l->data);
       put_str(l, "\n");
-      free(text);
       return;
     }
-    free(text);
-    if (text == NULL || max == 0) { /* out of memory, or keys alone too long: say so */
+    if (nomem || max == 0) { /* out of memory, or keys alone too long: say so */
+      l->len = 0;
       put_str(l, "{\"ts\":\"");
       put_str(l, ts);
       put_str(l, "\",\"level\":\"error\",\"msg\":\"a log line could not be written\"}\n");
@@ -282,11 +286,12 @@ bool pcc_log_enabled(const pcc_log *log, pcc_log_level level)
 static void write_line(pcc_log *log, pcc_log_level level, const char *msg,
                        const pcc_log_field *fields, size_t n)
 {
+  /* one line a thread (8 KiB, not on the stacks of the HTTP threads); a line is written before
+   * the next one is made, and nothing called here logs */
+  static _Thread_local line buffer;
+  line *l = &buffer;
   char ts[32];
   timestamp(ts);
-  line *l = malloc(sizeof *l); /* 8 KiB: not on the stacks of the HTTP threads */
-  if (l == NULL)
-    return;
   l->len = 0;
   l->cut = false;
   if (log->format == PCC_LOG_JSON)
@@ -294,7 +299,6 @@ static void write_line(pcc_log *log, pcc_log_level level, const char *msg,
   else
     format_text(l, ts, level, msg ? msg : "", fields, n);
   emit(log, l);
-  free(l);
 }
 
 void pcc_log_write(pcc_log *log, pcc_log_level level, const char *msg,

@@ -153,7 +153,7 @@ static const option_spec options[] = {
    "a store found damaged at start: refuse to start, or move its files aside (*.damaged-TIME) "
    "and start empty", 0, 0},
   {"log-level", OPT_CHOICE, "error|warn|info|debug", "info", 0, 0, 0, FIELD(log_level),
-   "lines of the log (stderr) up to this level are written", 0, 0},
+   "write the log lines (stderr) of this level and the more severe ones", 0, 0},
   {"log-format", OPT_CHOICE, "text|json", "text", 0, 0, 0, FIELD(log_format),
    "log and access-log lines: TIME LEVEL MESSAGE key=value..., or one JSON object a line", 0, 0},
   {"access-log", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(access_log),
