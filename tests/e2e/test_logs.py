@@ -261,6 +261,9 @@ class AccessLog(LogsCase):
             ("GET", "/v1/no-such-thing", None, {}, 404),
             ("DELETE", "/healthz", None, {}, 405),
             ("GET", "/v1/admin/stats", None, OPS, 200),
+            ("POST", "/v1/batch", json.dumps({"lookups": [  # a streamed (chunked) answer
+                {"magic": MAGIC, "path": "/no/such%d.py" % i, "mtime": 1, "size": 1}
+                for i in range(50)]}).encode(), CI, 200),
         ]
         bodies = []
         for method, target, body, headers, status in requests:
@@ -296,7 +299,8 @@ class AccessLog(LogsCase):
             self.assertIn(str(size), [f["bytes"] for f in row], (method, target))
         named = {(f["path"], f.get("token"), f.get("role")) for f in parsed if "token" in f}
         self.assertEqual(named, {("/v1/stats", "ci", "read"), ("/v1/admin/stats", "ops", "admin"),
-                                 ("/v1/compile", "ci", "compile"), ("/v1/code", "ci", "read")})
+                                 ("/v1/compile", "ci", "compile"), ("/v1/code", "ci", "read"),
+                                 ("/v1/batch", "ci", "read")})
         self.assertNotIn("?", "".join(f["path"] for f in parsed), "no query string")
         self.assert_no_secret(access, server.log_path)
 
