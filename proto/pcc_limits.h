@@ -69,6 +69,8 @@
 #define PCC_CONFIG_LINE_MAX 8192           /* bytes of one line of it, and of the value of one
                                               PYCACHED_* variable */
 #define PCC_HOST_NAME_MAX 253              /* bytes of the host name of --listen (DNS's limit) */
+#define PCC_TLS_FILE_MAX (1 * PCC_MIB)     /* bytes of a --tls-cert, --tls-key or --tls-client-ca
+                                              file (PEM; a CA bundle fits) */
 
 /* ---- clients -------------------------------------------------------------------------------- */
 #define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */
