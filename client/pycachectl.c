@@ -187,7 +187,9 @@ static const ctl_command ctl_commands[] = {
    .takes = ARG_JSON | ARG_MAGIC | ARG_OPT | ARG_JOBS | ARG_STRICT, .words = CTL_LIST,
    .word = "DIR", .flags = CTL_OPT_LIST | CTL_MORE_CLIENTS, .run = ctl_warm_run},
   {.name = "exec", .usage = "exec COMMAND",
-   .synopsis = "[--server URL] [--timeout MS] [--token-file FILE] exec [--] COMMAND [ARG]...",
+   .synopsis = "[--server URL] [--timeout MS] [--token-file FILE] [--ca-file FILE]\n"
+               "                  [--client-cert FILE] [--client-key FILE] exec [--] COMMAND "
+               "[ARG]...",
    .help = "run COMMAND with the import hook active in every CPython it starts",
    .words = CTL_REST, .word = "command", .flags = CTL_OFFLINE,
    .misuse = "exec takes --server, --timeout, --token-file, --ca-file, --client-cert and "
