@@ -372,13 +372,19 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
 /* ---- mutual TLS ----------------------------------------------------------------------- */
 
 /* With --tls-client-ca, a request whose connection has no client certificate that verifies is
- * refused 403, whatever its route (tls.c: libmicrohttpd only asks for one). */
+ * refused 403, whatever its route (tls.c: libmicrohttpd only asks for one). A connection whose
+ * certificate verified is not verified again (conn: its table entry, NULL when untracked). */
 static bool client_certified(const pcc_http *http, struct MHD_Connection *connection,
-                             enum MHD_Result *result)
+                             pcc_conn *conn, enum MHD_Result *result)
 {
   const char *why = NULL;
-  if (pcc_tls_client_ok(http->tls, connection, &why))
+  if (pcc_conns_certified(conn))
     return true;
+  if (pcc_tls_client_ok(http->tls, connection, &why)) {
+    if (pcc_tls_mutual(http->tls))
+      pcc_conns_set_certified(conn);
+    return true;
+  }
   pcc_answer answer;
   pcc_answer_init(&answer);
   pcc_answer_error(&answer, PCC_ERR_FORBIDDEN, "%s", why);
@@ -827,7 +833,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     pcc_conn *conn = conn_of(connection);
     pcc_conns_enter(http->conns, conn, PCC_CONN_BODY, pcc_conns_now_ms());
     enum MHD_Result result = MHD_YES;
-    if (!client_certified(http, connection, &result) || !values_clean(connection, method, &result) ||
+    if (!client_certified(http, connection, conn, &result) || !values_clean(connection, method, &result) ||
         !browser_safe(http, connection, method, &result))
       return result;
     const http_route *route = find_route(http, connection, url, method, &result);

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -171,6 +172,17 @@ class Serving(TLSCase):
         self.assertEqual((code, status), (0, 200), err)
         self.assertIsNone(server.proc.poll())
 
+    def test_a_stalled_handshake_is_cut_at_the_header_timeout(self):
+        server = self.tls_server("--header-timeout", "1")
+        for opening in (b"", b"\x16\x03\x01\x02\x00"):  # nothing; a record header, then nothing
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(opening)
+                start = time.monotonic()
+                self.assertEqual(sock.recv(100), b"")  # closed by the server, not a timeout
+                self.assertLess(time.monotonic() - start, 5)
+        code, status, _, err = self.curl(server.url + "/healthz", "--cacert", cert("ca.pem"))
+        self.assertEqual((code, status), (0, 200), err)
+
     def test_pycachectl_compile_and_get_with_PYCACHED_CA_FILE(self):
         server = self.tls_server()
         path = self.source()
@@ -287,6 +299,22 @@ class Mutual(TLSCase):
                     got += chunk
         self.assertTrue(got.startswith(b"HTTP/1.1 403"), got)
         self.assertNotIn(b'"ok"', got)
+
+    def test_a_certified_connection_is_served_request_after_request(self):
+        # the first request's verification holds for the connection's later ones (conns.c)
+        server = self.tls_server(mutual=True)
+        import http.client
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10,
+                                           context=server.context)
+        try:
+            for _ in range(5):
+                conn.request("GET", "/healthz")
+                response = conn.getresponse()
+                self.assertEqual((response.status, json.loads(response.read())["status"]),
+                                 (200, "ok"))
+            self.assertEqual(server.stats()["requests"], 5 + 1)  # and the stats request
+        finally:
+            conn.close()
 
     def test_pycachectl(self):
         server = self.tls_server(mutual=True)
