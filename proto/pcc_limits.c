@@ -42,6 +42,8 @@ static const pcc_limit rows[] = {
   ROW(PCC_CONFIG_LINE_MAX, NULL, "bytes of a --config line, and of a PYCACHED_* value"),
   ROW(PCC_HOST_NAME_MAX, NULL, "bytes of the host name of --listen"),
   ROW(PCC_TLS_FILE_MAX, NULL, "bytes of a --tls-cert, --tls-key or --tls-client-ca file"),
+  ROW(PCC_TLS_CHAIN_MAX, NULL, "certificates of the --tls-cert chain"),
+  ROW(PCC_TLS_RELOADS_MAX, NULL, "SIGHUP reloads of --tls-cert and --tls-key a process"),
   ROW(PCC_RESPONSE_MAX_DEFAULT, NULL, "bytes of a response body libpycached accepts"),
   ROW(PCC_DOWNLOAD_MAX, NULL, "bytes of a backup download"),
   ROW(PCC_EXPECT_CONTINUE_MIN, NULL,

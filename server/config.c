@@ -124,7 +124,8 @@ static const option_spec options[] = {
   {"insecure", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(insecure),
    "allow a non-loopback --listen without --tokens", 0, 0},
   {"tls-cert", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(tls_cert),
-   "serve HTTPS with this PEM certificate (chain, the server's first); needs --tls-key", 0, 0},
+   "serve HTTPS with this PEM certificate (chain, the server's first); needs --tls-key "
+   "(both reloaded on SIGHUP)", 0, 0},
   {"tls-key", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(tls_key),
    "the PEM private key (unencrypted) of --tls-cert", 0, 0},
   {"tls-client-ca", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(tls_client_ca),

@@ -187,7 +187,7 @@ int main(int argc, char **argv)
          backends[0].name, magic, (int)pcc_compiler_workers(backends[0].compiler));
   printf("%s\n", access_note);
   if (tls != NULL)
-    printf("pycached: TLS: --tls-cert %s%s%s (read at start only: restart to change them)\n",
+    printf("pycached: TLS: --tls-cert %s%s%s (the certificate and key reloaded on SIGHUP)\n",
            config.tls_cert, pcc_tls_mutual(tls) ? "; mutual TLS: --tls-client-ca " : "",
            pcc_tls_mutual(tls) ? config.tls_client_ca : "");
   fflush(stdout);
@@ -206,6 +206,15 @@ int main(int argc, char **argv)
              config.tokens);
     else
       fprintf(stderr, "pycached: SIGHUP: %s; the previous tokens stay in force\n", error);
+    if (tls != NULL) {
+      char tls_reload_error[PATH_MAX + 256] = "";
+      if (pcc_tls_reload(tls, tls_reload_error, sizeof tls_reload_error) == PCC_TLS_OK)
+        printf("pycached: SIGHUP: --tls-cert %s and --tls-key reloaded (new connections)\n",
+               config.tls_cert);
+      else
+        fprintf(stderr, "pycached: SIGHUP: %s; the previous certificate stays in force\n",
+                tls_reload_error);
+    }
     fflush(stdout);
     pcc_notify_ready(notify, status);
   }

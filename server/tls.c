@@ -3,13 +3,24 @@
  * The files are read whole at start (PCC_TLS_FILE_MAX each) and parsed with GnuTLS before the
  * daemon sees them, so that a bad one is named in one line rather than as libmicrohttpd's
  * "cannot start". libmicrohttpd takes them as NUL-terminated PEM text
- * (MHD_OPTION_HTTPS_MEM_CERT, _KEY, _TRUST) and keeps the pointers: they live as long as the
- * pcc_tls. With _TRUST libmicrohttpd asks each client for a certificate (GNUTLS_CERT_REQUEST)
+ * (MHD_OPTION_HTTPS_MEM_TRUST) and keeps the pointer: it lives as long as the pcc_tls.
+ *
+ * The certificate and key are not given to libmicrohttpd as text but handed out at each
+ * handshake by a GnuTLS callback (MHD_OPTION_HTTPS_CERT_CALLBACK) from the current key set, so
+ * that pcc_tls_reload (SIGHUP) can put a renewed pair in force without a restart. A session
+ * keeps pointing at the set its handshake got, so a replaced set is kept until pcc_tls_close
+ * (at most PCC_TLS_RELOADS_MAX of them). The callback takes no context: one pcc_tls a process
+ * serves (`served`).
+ *
+ * With _TRUST libmicrohttpd asks each client for a certificate (GNUTLS_CERT_REQUEST)
  * and checks nothing: a client that sends none, or one of another CA, completes the handshake.
- * pcc_tls_client_ok is the check, done on every request (a TLS 1.2 renegotiation may bring
- * another certificate); the HTTP front answers 403 when it fails. */
+ * pcc_tls_client_ok is the check, made at the first request of a connection (its peer
+ * certificate cannot change: libmicrohttpd never renegotiates); the HTTP front answers 403
+ * when it fails. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
@@ -27,9 +39,23 @@ typedef struct {
   size_t len;
 } tls_file;
 
+/* A certificate chain and its key, as handed to each handshake. */
+typedef struct tls_keys {
+  gnutls_pcert_st chain[PCC_TLS_CHAIN_MAX];
+  unsigned n_chain;
+  gnutls_privkey_t key;
+  struct tls_keys *older; /* the set this one replaced (kept: sessions may point at it) */
+} tls_keys;
+
 struct pcc_tls {
-  tls_file cert, key, client_ca;
+  const pcc_config *config;
+  tls_file client_ca;            /* --tls-client-ca's PEM, libmicrohttpd's (read at start only) */
+  _Atomic(tls_keys *) keys;      /* the set new handshakes get */
+  unsigned reloads;              /* sets that replaced the first one */
+  pthread_mutex_t reload_lock;
 };
+
+static _Atomic(pcc_tls *) served; /* the pcc_tls whose keys the callback hands out */
 
 const char *pcc_tls_strerror(pcc_tls_status rc)
 {
@@ -42,6 +68,7 @@ const char *pcc_tls_strerror(pcc_tls_status rc)
     [PCC_TLS_MISMATCH] = "the key does not match the certificate",
     [PCC_TLS_BAD_CA] = "no PEM CA certificate",
     [PCC_TLS_NOMEM] = "out of memory",
+    [PCC_TLS_RELOADS] = "reloaded PCC_TLS_RELOADS_MAX times: restart the server",
   };
   return (size_t)rc < sizeof text / sizeof text[0] ? text[rc] : "unknown TLS status";
 }
@@ -115,18 +142,25 @@ static void warn_validity(const pcc_config *config, gnutls_x509_crt_t crt)
             config->tls_cert, (long long)(from - now));
 }
 
-/* Parses the certificate chain, the key and the client CAs, and matches the key to the
- * certificate, the way libmicrohttpd will load them. */
-static pcc_tls_status check_files(const pcc_config *config, const pcc_tls *tls, char *error,
-                                  size_t error_len)
+/* Parses the certificate chain and the key, matches the key to the certificate and, when
+ * client_ca is given, parses the client CAs, as GnuTLS will use them. */
+static pcc_tls_status check_files(const pcc_config *config, const tls_file *cert_file,
+                                  const tls_file *key_file, const tls_file *client_ca,
+                                  char *error, size_t error_len)
 {
-  gnutls_datum_t cert = datum_of(&tls->cert), key = datum_of(&tls->key);
+  gnutls_datum_t cert = datum_of(cert_file), key = datum_of(key_file);
   gnutls_x509_crt_t *chain = NULL;
   unsigned n_chain = 0;
   int rc = gnutls_x509_crt_list_import2(&chain, &n_chain, &cert, GNUTLS_X509_FMT_PEM, 0);
-  if (rc < 0 || n_chain == 0) {
+  if (rc < 0 || n_chain == 0 || n_chain > PCC_TLS_CHAIN_MAX) {
     snprintf(error, error_len, "--tls-cert %s: %s (%s)", config->tls_cert,
-             pcc_tls_strerror(PCC_TLS_BAD_CERT), rc < 0 ? gnutls_strerror(rc) : "none in it");
+             pcc_tls_strerror(PCC_TLS_BAD_CERT), rc < 0 ? gnutls_strerror(rc)
+                                                 : n_chain == 0 ? "none in it"
+                                                                : "over PCC_TLS_CHAIN_MAX");
+    for (unsigned i = 0; rc >= 0 && i < n_chain; i++)
+      gnutls_x509_crt_deinit(chain[i]);
+    if (rc >= 0)
+      gnutls_free(chain);
     return PCC_TLS_BAD_CERT;
   }
   warn_validity(config, chain[0]);
@@ -156,8 +190,8 @@ static pcc_tls_status check_files(const pcc_config *config, const pcc_tls *tls, 
              status == PCC_TLS_MISMATCH ? "not the key" : "cannot be used as the key",
              config->tls_cert, gnutls_strerror(rc));
   }
-  if (status == PCC_TLS_OK && tls->client_ca.text != NULL) {
-    gnutls_datum_t ca = datum_of(&tls->client_ca);
+  if (status == PCC_TLS_OK && client_ca != NULL) {
+    gnutls_datum_t ca = datum_of(client_ca);
     rc = gnutls_certificate_set_x509_trust_mem(cred, &ca, GNUTLS_X509_FMT_PEM);
     if (rc <= 0) {
       status = PCC_TLS_BAD_CA;
@@ -167,6 +201,59 @@ static pcc_tls_status check_files(const pcc_config *config, const pcc_tls *tls, 
   }
   gnutls_certificate_free_credentials(cred);
   return status;
+}
+
+/* Frees a key set and the ones it replaced. NULL is fine. */
+static void keys_free(tls_keys *keys)
+{
+  while (keys != NULL) {
+    tls_keys *older = keys->older;
+    for (unsigned i = 0; i < keys->n_chain; i++)
+      gnutls_pcert_deinit(&keys->chain[i]);
+    gnutls_privkey_deinit(keys->key);
+    free(keys);
+    keys = older;
+  }
+}
+
+/* Reads --tls-cert and --tls-key (and, with client_ca, checks those CAs) into a new key set
+ * *out (the caller's). The key's text is wiped once imported. */
+static pcc_tls_status keys_load(const pcc_config *config, const tls_file *client_ca,
+                                tls_keys **out, char *error, size_t error_len)
+{
+  tls_file cert = {NULL, 0}, key = {NULL, 0};
+  pcc_tls_status rc = read_pem("tls-cert", config->tls_cert, &cert, error, error_len);
+  if (rc == PCC_TLS_OK)
+    rc = read_pem("tls-key", config->tls_key, &key, error, error_len);
+  if (rc == PCC_TLS_OK)
+    rc = check_files(config, &cert, &key, client_ca, error, error_len);
+  tls_keys *keys = rc == PCC_TLS_OK ? calloc(1, sizeof *keys) : NULL;
+  if (rc == PCC_TLS_OK && keys == NULL)
+    rc = PCC_TLS_NOMEM;
+  if (rc == PCC_TLS_OK) {
+    gnutls_datum_t cert_datum = datum_of(&cert), key_datum = datum_of(&key);
+    keys->n_chain = PCC_TLS_CHAIN_MAX;
+    int grc = gnutls_pcert_list_import_x509_raw(keys->chain, &keys->n_chain, &cert_datum,
+                                                GNUTLS_X509_FMT_PEM, 0);
+    if (grc < 0)
+      keys->n_chain = 0;
+    if (grc >= 0 && (grc = gnutls_privkey_init(&keys->key)) >= 0)
+      grc = gnutls_privkey_import_x509_raw(keys->key, &key_datum, GNUTLS_X509_FMT_PEM, NULL, 0);
+    if (grc < 0) { /* parsed by check_files already: only memory can be missing here */
+      snprintf(error, error_len, "--tls-cert %s: %s", config->tls_cert, gnutls_strerror(grc));
+      rc = PCC_TLS_NOMEM;
+    }
+  }
+  if (key.text != NULL)
+    explicit_bzero(key.text, key.len);
+  free(key.text);
+  free(cert.text);
+  if (rc != PCC_TLS_OK) {
+    keys_free(keys);
+    return rc;
+  }
+  *out = keys;
+  return PCC_TLS_OK;
 }
 
 pcc_tls_status pcc_tls_open(const pcc_config *config, pcc_tls **out, char *error,
@@ -183,13 +270,16 @@ pcc_tls_status pcc_tls_open(const pcc_config *config, pcc_tls **out, char *error
   pcc_tls *tls = calloc(1, sizeof *tls);
   if (tls == NULL)
     return PCC_TLS_NOMEM;
-  pcc_tls_status rc = read_pem("tls-cert", config->tls_cert, &tls->cert, error, error_len);
-  if (rc == PCC_TLS_OK)
-    rc = read_pem("tls-key", config->tls_key, &tls->key, error, error_len);
-  if (rc == PCC_TLS_OK && config->tls_client_ca != NULL)
+  tls->config = config;
+  pthread_mutex_init(&tls->reload_lock, NULL);
+  pcc_tls_status rc = PCC_TLS_OK;
+  if (config->tls_client_ca != NULL)
     rc = read_pem("tls-client-ca", config->tls_client_ca, &tls->client_ca, error, error_len);
+  tls_keys *keys = NULL;
   if (rc == PCC_TLS_OK)
-    rc = check_files(config, tls, error, error_len);
+    rc = keys_load(config, tls->client_ca.text ? &tls->client_ca : NULL, &keys, error,
+                   error_len);
+  atomic_store(&tls->keys, keys);
   if (rc != PCC_TLS_OK) {
     if (rc == PCC_TLS_NOMEM)
       snprintf(error, error_len, "TLS files: %s", pcc_tls_strerror(rc));
@@ -200,24 +290,64 @@ pcc_tls_status pcc_tls_open(const pcc_config *config, pcc_tls **out, char *error
   return PCC_TLS_OK;
 }
 
+pcc_tls_status pcc_tls_reload(pcc_tls *tls, char *error, size_t error_len)
+{
+  pthread_mutex_lock(&tls->reload_lock);
+  tls_keys *keys = NULL;
+  pcc_tls_status rc = tls->reloads >= PCC_TLS_RELOADS_MAX ? PCC_TLS_RELOADS : PCC_TLS_OK;
+  if (rc == PCC_TLS_OK)
+    rc = keys_load(tls->config, NULL, &keys, error, error_len);
+  if (rc == PCC_TLS_OK) {
+    keys->older = atomic_load(&tls->keys);
+    atomic_store(&tls->keys, keys); /* the next handshake gets it */
+    tls->reloads++;
+  } else if (rc == PCC_TLS_RELOADS || rc == PCC_TLS_NOMEM) {
+    snprintf(error, error_len, "%s", pcc_tls_strerror(rc));
+  }
+  pthread_mutex_unlock(&tls->reload_lock);
+  return rc;
+}
+
 void pcc_tls_close(pcc_tls *tls)
 {
   if (tls == NULL)
     return;
-  if (tls->key.text != NULL)
-    explicit_bzero(tls->key.text, tls->key.len);
-  free(tls->key.text);
-  free(tls->cert.text);
+  pcc_tls *self = tls;
+  atomic_compare_exchange_strong(&served, &self, NULL);
+  keys_free(atomic_load(&tls->keys));
   free(tls->client_ca.text);
+  pthread_mutex_destroy(&tls->reload_lock);
   free(tls);
+}
+
+/* GnuTLS's question at each handshake: the current key set of the served pcc_tls. The set
+ * stays valid until pcc_tls_close (replaced sets are kept). */
+static int retrieve_keys(gnutls_session_t session, const gnutls_datum_t *req_ca_rdn, int nreqs,
+                         const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                         gnutls_pcert_st **chain, unsigned int *n_chain, gnutls_privkey_t *key)
+{
+  (void)session, (void)req_ca_rdn, (void)nreqs, (void)pk_algos, (void)pk_algos_length;
+  pcc_tls *tls = atomic_load(&served);
+  tls_keys *keys = tls != NULL ? atomic_load(&tls->keys) : NULL;
+  if (keys == NULL)
+    return -1;
+  *chain = keys->chain;
+  *n_chain = keys->n_chain;
+  *key = keys->key;
+  return 0;
 }
 
 unsigned pcc_tls_daemon_options(const pcc_tls *tls, struct MHD_OptionItem *items)
 {
   size_t n = 0;
   if (tls != NULL) {
-    items[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, tls->cert.text};
-    items[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, tls->key.text};
+    atomic_store(&served, (pcc_tls *)tls);
+    /* the option array carries the callback as a void * (POSIX: same size and form) */
+    gnutls_certificate_retrieve_function2 *callback = retrieve_keys;
+    void *as_pointer;
+    _Static_assert(sizeof callback == sizeof as_pointer, "function pointers fit a void *");
+    memcpy(&as_pointer, &callback, sizeof as_pointer);
+    items[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0, as_pointer};
     if (tls->client_ca.text != NULL)
       items[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, tls->client_ca.text};
   }

@@ -9,6 +9,7 @@ PCC_REFERENCE_PYTHON. Every process started is stopped by pid; loops are bounded
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -29,7 +30,8 @@ def openssl(*args):
 
 
 def make_certificates(d):
-    """ca (signs server, client, wrongname), otherca (signs stranger); EC P-256, 2 days."""
+    """ca (signs server, client, wrongname), otherca (signs renewed, stranger); EC P-256, 2
+    days."""
     with open(os.path.join(d, "ext.cnf"), "w") as f:
         f.write("[server]\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
                 "extendedKeyUsage=serverAuth\n"
@@ -41,6 +43,7 @@ def make_certificates(d):
                 "-keyout", p(ca + ".key"), "-out", p(ca + ".pem"), "-days", "2", "-subj",
                 "/CN=" + cn)
     for name, ca, ext in (("server", "ca", "server"), ("wrongname", "ca", "wrongname"),
+                          ("renewed", "otherca", "server"),
                           ("client", "ca", "client"), ("stranger", "otherca", "client")):
         openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                 "-keyout", p(name + ".key"), "-out", p(name + ".csr"), "-subj", "/CN=" + name)
@@ -248,6 +251,45 @@ class Serving(TLSCase):
                                            PYCACHED_CA_FILE=cert("ca.pem")))
         self.assertEqual(run.stdout.strip(), "False", run.stderr)
         self.assertIn("PYCACHED_CA_FILE is for an https:// PYCACHED_URL", run.stderr)
+
+    def test_sighup_reloads_the_certificate_and_key(self):
+        live_cert, live_key = os.path.join(self.tmp, "live.pem"), os.path.join(self.tmp, "live.key")
+        shutil.copy(cert("server.pem"), live_cert)
+        shutil.copy(cert("server.key"), live_key)
+        server = self.start("--workers", "1", "--tls-cert", live_cert, "--tls-key", live_key)
+        server.context = ssl.create_default_context(cafile=cert("ca.pem"))
+        import http.client
+        kept = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10,
+                                           context=server.context)
+        kept.request("GET", "/healthz")
+        self.assertEqual(kept.getresponse().read(), b'{"status":"ok","version":"0.1.0"}')
+        # renewed, by another CA so that the change shows: new connections get it
+        shutil.copy(cert("renewed.pem"), live_cert)
+        shutil.copy(cert("renewed.key"), live_key)
+        server.proc.send_signal(signal.SIGHUP)
+        for _ in range(50):
+            code, status, _, _ = self.curl(server.url + "/healthz", "--cacert", cert("otherca.pem"))
+            if code == 0:
+                break
+            time.sleep(0.1)
+        self.assertEqual((code, status), (0, 200))
+        code, _, _, err = self.curl(server.url + "/healthz", "--cacert", cert("ca.pem"))
+        self.assertEqual(code, 60, err)
+        kept.request("GET", "/healthz")  # an open connection keeps its session
+        self.assertEqual(kept.getresponse().status, 200)
+        kept.close()
+        # a key that is not the certificate's: refused, the renewed pair stays
+        shutil.copy(cert("server.key"), live_key)
+        server.proc.send_signal(signal.SIGHUP)
+        log = os.path.join(self.tmp, "server.log")
+        for _ in range(50):
+            if "the previous certificate stays in force" in open(log).read():
+                break
+            time.sleep(0.1)
+        self.assertIn("--tls-key %s: not the key of --tls-cert %s" % (live_key, live_cert),
+                      open(log).read())
+        code, status, _, err = self.curl(server.url + "/healthz", "--cacert", cert("otherca.pem"))
+        self.assertEqual((code, status), (0, 200), err)
 
     def test_tls_from_the_environment(self):
         # every option has its PYCACHED_* variable (config.c's table)
