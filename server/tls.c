@@ -1,9 +1,9 @@
 /* tls.c: the TLS files of pycached and the client-certificate check of mutual TLS (tls.h).
  *
- * The files are read whole at start (PCC_TLS_FILE_MAX each) and parsed with GnuTLS before the
- * daemon sees them, so that a bad one is named in one line rather than as libmicrohttpd's
- * "cannot start". libmicrohttpd takes them as NUL-terminated PEM text
- * (MHD_OPTION_HTTPS_MEM_TRUST) and keeps the pointer: it lives as long as the pcc_tls.
+ * The files are read whole at start and at each reload (PCC_TLS_FILE_MAX each) and parsed
+ * with GnuTLS before any handshake uses them, so that a bad one is named in one line rather than
+ * as libmicrohttpd's "cannot start". libmicrohttpd takes the client CAs as NUL-terminated PEM
+ * text (MHD_OPTION_HTTPS_MEM_TRUST) and keeps the pointer: it lives as long as the pcc_tls.
  *
  * The certificate and key are not given to libmicrohttpd as text but handed out at each
  * handshake by a GnuTLS callback (MHD_OPTION_HTTPS_CERT_CALLBACK) from the current key set, so
