@@ -833,7 +833,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     pcc_conn *conn = conn_of(connection);
     pcc_conns_enter(http->conns, conn, PCC_CONN_BODY, pcc_conns_now_ms());
     enum MHD_Result result = MHD_YES;
-    if (!client_certified(http, connection, conn, &result) || !values_clean(connection, method, &result) ||
+    if (!client_certified(http, connection, conn, &result) ||
+        !values_clean(connection, method, &result) ||
         !browser_safe(http, connection, method, &result))
       return result;
     const http_route *route = find_route(http, connection, url, method, &result);

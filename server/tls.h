@@ -29,9 +29,9 @@ typedef enum {
 const char *pcc_tls_strerror(pcc_tls_status rc);
 
 /* Reads and checks config's --tls-cert, --tls-key and --tls-client-ca (each at most
- * PCC_TLS_FILE_MAX bytes; a chain of at most PCC_TLS_CHAIN_MAX certificates). On PCC_TLS_OK *out is the caller's (pcc_tls_close), or NULL when
- * TLS is off (no --tls-cert); otherwise error (error_len bytes) names the file and the problem
- * and *out is unchanged. Prints a warning when the certificate has expired or is not yet valid.
+ * PCC_TLS_FILE_MAX bytes; a chain of at most PCC_TLS_CHAIN_MAX certificates). On PCC_TLS_OK
+ * *out is the caller's (pcc_tls_close), or NULL when TLS is off (no --tls-cert); otherwise
+ * error (error_len bytes) names the file and the problem and *out is unchanged. Prints a warning when the certificate has expired or is not yet valid.
  * config must outlive *out. */
 pcc_tls_status pcc_tls_open(const pcc_config *config, pcc_tls **out, char *error,
                             size_t error_len);
