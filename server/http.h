@@ -11,6 +11,7 @@
 #include "counters.h"
 #include "pcc_log.h"
 #include "route.h"
+#include "tls.h"
 
 typedef struct pcc_http pcc_http;
 
@@ -23,10 +24,12 @@ typedef struct {
 
 /* Starts serving config->listen:config->port with the routes of mounts (n of them; copied).
  * Each request is counted in counters' totals and, with an access_log (NULL: none), written
- * there as one line when it completes. The states, counters, auth (NULL: no access control) and
- * access_log must outlive the daemon. Returns 0 and sets *out, or -1 after logging why. */
+ * there as one line when it completes. The states, counters, auth (NULL: no access control),
+ * tls (NULL: plain HTTP; tls.h) and access_log must outlive the daemon. Returns 0 and sets *out,
+ * or -1 after logging why. */
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
-                   pcc_counters *counters, pcc_auth *auth, pcc_log *access_log, pcc_http **out);
+                   pcc_counters *counters, pcc_auth *auth, const pcc_tls *tls,
+                   pcc_log *access_log, pcc_http **out);
 
 /* The port actually bound (useful with --port 0). */
 uint16_t pcc_http_port(const pcc_http *http);

@@ -19,6 +19,7 @@
 #include "http.h"
 #include "notify.h"
 #include "pcc_log.h"
+#include "tls.h"
 
 /* mkdir -p with mode 0750 for each created component. */
 static int make_dirs(const char *dir)
@@ -155,10 +156,20 @@ static int serve(const pcc_config *config, pcc_log *access_log)
     return 1;
   }
 
+  pcc_tls *tls = NULL; /* the TLS files, read and checked before the store is opened */
+  char tls_error[PATH_MAX + 256] = "";
+  if (pcc_tls_open(config, &tls, tls_error, sizeof tls_error) != PCC_TLS_OK) {
+    pcc_logf(PCC_LOG_ERROR, "%s", tls_error);
+    pcc_auth_close(auth);
+    pcc_notify_close(notify);
+    return 1;
+  }
+
   pcc_core *core = NULL;
   pcc_core_status rc = pcc_core_open(config, &core);
   if (rc != PCC_CORE_OK) {
     pcc_logf(PCC_LOG_ERROR, "%s", pcc_core_strerror(rc));
+    pcc_tls_close(tls);
     pcc_auth_close(auth);
     pcc_notify_close(notify);
     return rc == PCC_CORE_DAMAGED ? 3 : 1; /* 3: as --verify-store says of a damaged store */
@@ -169,6 +180,7 @@ static int serve(const pcc_config *config, pcc_log *access_log)
     if (features[i]->open(core, &states[i]) != 0) {
       pcc_logf(PCC_LOG_ERROR, "cannot start the %s feature", features[i]->name);
       close_all(core, states);
+      pcc_tls_close(tls);
       pcc_auth_close(auth);
       pcc_notify_close(notify);
       return 1;
@@ -176,9 +188,10 @@ static int serve(const pcc_config *config, pcc_log *access_log)
     mounts[i] = (pcc_http_mount){features[i]->routes, features[i]->n_routes, states[i]};
   }
   pcc_http *http = NULL;
-  if (pcc_http_start(config, mounts, N_FEATURES, pcc_core_counters(core), auth, access_log,
+  if (pcc_http_start(config, mounts, N_FEATURES, pcc_core_counters(core), auth, tls, access_log,
                      &http) != 0) {
     close_all(core, states);
+    pcc_tls_close(tls);
     pcc_auth_close(auth);
     pcc_notify_close(notify);
     return 1;
@@ -187,12 +200,17 @@ static int serve(const pcc_config *config, pcc_log *access_log)
   pcc_core_backends(core, &backends);
   char magic[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(pcc_compiler_magic(backends[0].compiler), magic);
-  printf("pycached %s listening on http://%s%s%s:%u (store %s, compiler %s magic %s, %d "
+  printf("pycached %s listening on %s://%s%s%s:%u (store %s, compiler %s magic %s, %d "
          "workers)\n",
-         PCC_VERSION, strchr(config->listen, ':') ? "[" : "", config->listen,
-         strchr(config->listen, ':') ? "]" : "", (unsigned)pcc_http_port(http), config->store_dir,
+         PCC_VERSION, tls != NULL ? "https" : "http", strchr(config->listen, ':') ? "[" : "",
+         config->listen, strchr(config->listen, ':') ? "]" : "", (unsigned)pcc_http_port(http),
+         config->store_dir,
          backends[0].name, magic, (int)pcc_compiler_workers(backends[0].compiler));
   printf("%s\n", access_note);
+  if (tls != NULL)
+    printf("pycached: TLS: --tls-cert %s%s%s (the certificate and key reloaded on SIGHUP)\n",
+           config->tls_cert, pcc_tls_mutual(tls) ? "; mutual TLS: --tls-client-ca " : "",
+           pcc_tls_mutual(tls) ? config->tls_client_ca : "");
   fflush(stdout);
   char status[128];
   snprintf(status, sizeof status, "listening on port %u", (unsigned)pcc_http_port(http));
@@ -216,6 +234,19 @@ static int serve(const pcc_config *config, pcc_log *access_log)
                     PCC_LOG_INT("tokens", pcc_auth_count(auth)),
                     PCC_LOG_STR("file", config->tokens));
     }
+    if (tls != NULL) {
+      char tls_reload_error[PATH_MAX + 256] = "";
+      if (pcc_tls_reload(tls, tls_reload_error, sizeof tls_reload_error) == PCC_TLS_OK) {
+        printf("pycached: SIGHUP: --tls-cert %s and --tls-key reloaded (new connections)\n",
+               config->tls_cert);
+        PCC_LOG_AUDIT("tls-reload", "TLS certificate and key reloaded",
+                      PCC_LOG_STR("result", "ok"), PCC_LOG_STR("file", config->tls_cert));
+      } else {
+        PCC_LOG_AUDIT("tls-reload", "SIGHUP: the previous certificate stays in force",
+                      PCC_LOG_STR("result", "failed"), PCC_LOG_STR("error", tls_reload_error),
+                      PCC_LOG_STR("file", config->tls_cert));
+      }
+    }
     fflush(stdout);
     if (pcc_log_reopen(access_log) != PCC_LOG_OK) /* logrotate has renamed it */
       pcc_logf(PCC_LOG_ERROR, "SIGHUP: cannot reopen --access-log %s: %s; lines go on to the "
@@ -237,6 +268,7 @@ static int serve(const pcc_config *config, pcc_log *access_log)
     pcc_logf(PCC_LOG_WARN, "--access-log %s: %llu lines could not be written", config->access_log,
              (unsigned long long)pcc_log_dropped(access_log));
   close_all(core, states);
+  pcc_tls_close(tls);
   pcc_auth_close(auth);
   pcc_notify_close(notify);
   return 0;
