@@ -288,6 +288,9 @@ class Serving(TLSCase):
             time.sleep(0.1)
         self.assertIn("--tls-key %s: not the key of --tls-cert %s" % (live_key, live_cert),
                       open(log).read())
+        # both reloads have their audit line (docs/OPERATIONS.md, "Audit lines")
+        self.assertIn("audit=tls-reload result=ok", open(log).read())
+        self.assertIn("audit=tls-reload result=failed", open(log).read())
         code, status, _, err = self.curl(server.url + "/healthz", "--cacert", cert("otherca.pem"))
         self.assertEqual((code, status), (0, 200), err)
 
