@@ -717,15 +717,17 @@ static uint64_t micros_since(const struct timespec *start)
   return us > 0 ? (uint64_t)us : 0;
 }
 
-/* A miss; for a magic no backend compiles, unsupported-magic (its stored entries still hit). */
+/* A miss; for a magic no backend compiles, unsupported-magic, counted as such and not as a
+ * miss (its stored entries still hit). */
 static void answer_miss(pcc_core *core, pcc_answer *answer, const pcc_magic *magic, bool stale)
 {
   pcc_magic_counters *counters = pcc_counters_for(core->counters, magic);
-  atomic_fetch_add(stale ? &counters->miss_stale : &counters->miss_absent, 1);
   if (pcc_core_backend_for(core, magic) < 0) {
+    atomic_fetch_add(&counters->unsupported, 1);
     pcc_core_answer_unsupported(core, answer);
     return;
   }
+  atomic_fetch_add(stale ? &counters->miss_stale : &counters->miss_absent, 1);
   pcc_answer_error(answer, PCC_ERR_MISS, stale ? "the cached entry does not match this source"
                                                : "nothing cached for this path");
   pcc_answer_extra_string(answer, "reason", stale ? "stale" : "absent");

@@ -9,8 +9,9 @@
 #define HIT_PROBES 16
 
 const double pcc_latency_bounds[PCC_LATENCY_BUCKETS] = {
-  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,
+  0.000005, 0.00001, 0.00002, 0.000035, 0.00005, 0.000075, 0.0001, 0.00015,
+  0.00025,  0.0005,  0.001,   0.0025,   0.005,   0.01,     0.025,  0.05,
+  0.1,      0.25,    1,       2.5,      5,       10,
 };
 
 /* Hits of one entry since start (key 0: free slot). */
@@ -102,6 +103,47 @@ unsigned pcc_counters_magics(const pcc_counters *counters, const pcc_magic_count
   return atomic_load(&counters->n_magics);
 }
 
+static void zero_magic(pcc_magic_counters *m)
+{
+  atomic_uint_fast64_t *fields[] = {&m->hits,        &m->bundle_hits, &m->miss_absent,
+                                    &m->miss_stale,  &m->unsupported, &m->compiles,
+                                    &m->compile_errors, &m->corruptions};
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    atomic_store(fields[i], 0);
+  for (unsigned r = 0; r < PCC_REASONS_MAX; r++)
+    atomic_store(&m->reason_counts[r], 0);
+}
+
+static void zero_histogram(pcc_histogram *h)
+{
+  for (size_t i = 0; i <= PCC_LATENCY_BUCKETS; i++)
+    atomic_store(&h->buckets[i], 0);
+  atomic_store(&h->count, 0);
+  atomic_store(&h->sum_us, 0);
+}
+
+void pcc_counters_zero(pcc_counters *counters)
+{
+  unsigned n = atomic_load(&counters->n_magics);
+  for (unsigned i = 0; i < n; i++)
+    zero_magic(&counters->magics[i]);
+  zero_magic(&counters->other);
+  pcc_totals *t = &counters->totals;
+  atomic_uint_fast64_t *fields[] = {&t->requests, &t->joined, &t->compiler_failures,
+                                    &t->timeouts, &t->bundles, &t->bundle_bytes,
+                                    &t->profiles_received};
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    atomic_store(fields[i], 0);
+  zero_histogram(&t->hit_latency);
+  zero_histogram(&t->compile_latency);
+}
+
+void pcc_counters_add_bundle_hits(pcc_magic_counters *magic, uint64_t n)
+{
+  atomic_fetch_add(&magic->hits, n);
+  atomic_fetch_add(&magic->bundle_hits, n);
+}
+
 void pcc_counters_add_reason(pcc_counters *counters, pcc_magic_counters *magic,
                              const char *reason, uint64_t n)
 {
@@ -125,6 +167,14 @@ void pcc_counters_add_reason(pcc_counters *counters, pcc_magic_counters *magic,
   if (i < PCC_REASONS_MAX && i <= count)
     atomic_fetch_add(&magic->reason_counts[i], n);
   pthread_mutex_unlock(&counters->lock);
+}
+
+void pcc_counters_add_ratio(cJSON *obj, uint64_t hits, uint64_t misses)
+{
+  if (hits + misses == 0)
+    cJSON_AddNullToObject(obj, "hit_ratio");
+  else
+    cJSON_AddNumberToObject(obj, "hit_ratio", (double)hits / (double)(hits + misses));
 }
 
 void pcc_histogram_add(pcc_histogram *histogram, uint64_t micros)
