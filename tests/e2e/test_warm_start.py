@@ -55,6 +55,31 @@ class WarmStart(HookCase):
         # profile was not sent again since the bundle held every module
         self.assertEqual(server.stats()["requests"] - before, 1 + 1)
 
+    def test_entries_served_by_a_bundle_count_as_hits(self):
+        server = self.start_server()
+        root = self.package()
+        self.run_app(server.url, root)  # compiles each module and records the profile
+        before = server.stats()
+        second = self.run_app(server.url, root)
+        self.assertEqual(second["stats"]["bundle_hits"], MODULES)
+        after = server.stats()
+        self.assertEqual(after["hits"] - before["hits"], MODULES)
+        self.assertEqual(after["bundle_hits"] - before["bundle_hits"], MODULES)
+        self.assertEqual(after["bundles"] - before["bundles"], 1)
+        self.assertEqual(after["misses"], before["misses"])
+        # the first run looked up MODULES and missed them all: MODULES hits of 2 * MODULES
+        self.assertAlmostEqual(after["hit_ratio"], 0.5)
+        for _ in range(8):  # a warm fleet: nearly every import served
+            self.run_app(server.url, root)
+        self.assertGreater(server.stats()["hit_ratio"], 0.85)
+        status, _, data = server.request("GET", "/v1/admin/entries?limit=100")
+        self.assertEqual(status, 200, data)
+        entries = [e for e in json.loads(data)["entries"] if e["path"].startswith(root)]
+        self.assertEqual(len(entries), MODULES)
+        for entry in entries:  # what admin ls shows: each module was served, by the bundles
+            self.assertEqual(entry["hits"], 9, entry["path"])
+            self.assertIsNotNone(entry["last_hit"])
+
     def test_an_edited_source_in_a_bundle_is_recompiled(self):
         server = self.start_server()
         root = self.package()
