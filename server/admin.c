@@ -194,7 +194,7 @@ static cJSON *histogram_json(const pcc_histogram *h)
 {
   cJSON *obj = cJSON_CreateObject();
   cJSON_AddNumberToObject(obj, "count", (double)atomic_load(&h->count));
-  cJSON_AddNumberToObject(obj, "sum", (double)atomic_load(&h->sum_us) / 1e6);
+  cJSON_AddNumberToObject(obj, "sum", (double)atomic_load(&h->sum_ns) / 1e9);
   cJSON *buckets = cJSON_AddArrayToObject(obj, "buckets");
   uint64_t cumulative = 0;
   for (size_t i = 0; i <= PCC_LATENCY_BUCKETS; i++) {
@@ -296,9 +296,9 @@ static void emit_histogram(pcc_dynbuf *out, const char *name, const char *help,
                     (unsigned long long)cumulative);
   }
   cumulative += atomic_load(&h->buckets[PCC_LATENCY_BUCKETS]);
-  pcc_dynbuf_addf(out, "pycached_%s_bucket{le=\"+Inf\"} %llu\npycached_%s_sum %.6f\n"
+  pcc_dynbuf_addf(out, "pycached_%s_bucket{le=\"+Inf\"} %llu\npycached_%s_sum %.9f\n"
                   "pycached_%s_count %llu\n", name, (unsigned long long)cumulative, name,
-                  (double)atomic_load(&h->sum_us) / 1e6, name,
+                  (double)atomic_load(&h->sum_ns) / 1e9, name,
                   (unsigned long long)atomic_load(&h->count));
 }
 

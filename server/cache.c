@@ -188,7 +188,7 @@ static void job_compile(cache *c, job *j)
   }
   pcc_magic_counters *magic = pcc_counters_for(counters, &j->magic);
   atomic_fetch_add(&magic->compiles, 1);
-  pcc_histogram_add(&totals->compile_latency, result->compile_us);
+  pcc_histogram_add(&totals->compile_latency, result->compile_us * 1000);
   pcc_blob blob = {.hash = j->record.hash,
                    .size = j->record.size,
                    .created = time(NULL),
@@ -357,8 +357,8 @@ static unsigned retry_after_locked(const cache *c, const cache_queue *queue)
   const pcc_backend *backends;
   pcc_core_backends(c->core, &backends);
   const pcc_histogram *h = &pcc_counters_totals(pcc_core_counters(c->core))->compile_latency;
-  uint64_t count = atomic_load(&h->count), sum_us = atomic_load(&h->sum_us);
-  double mean = count ? (double)sum_us / 1e6 / (double)count : 1.0;
+  uint64_t count = atomic_load(&h->count), sum_ns = atomic_load(&h->sum_ns);
+  double mean = count ? (double)sum_ns / 1e9 / (double)count : 1.0;
   unsigned workers = pcc_compiler_workers(backends[queue->backend].compiler);
   double wait = mean * ((double)queue->queued / (workers ? workers : 1) + 1);
   return wait >= PCC_RETRY_AFTER_MAX ? PCC_RETRY_AFTER_MAX : (unsigned)wait + 1; /* rounded up */

@@ -708,13 +708,13 @@ bool pcc_core_blob_matches(pcc_core *core, const pcc_magic *magic, const pcc_blo
   return false;
 }
 
-static uint64_t micros_since(const struct timespec *start)
+static uint64_t nanos_since(const struct timespec *start)
 {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
-  int64_t us = (int64_t)(now.tv_sec - start->tv_sec) * 1000000 +
-               (now.tv_nsec - start->tv_nsec) / 1000;
-  return us > 0 ? (uint64_t)us : 0;
+  int64_t ns = (int64_t)(now.tv_sec - start->tv_sec) * 1000000000 +
+               (now.tv_nsec - start->tv_nsec);
+  return ns > 0 ? (uint64_t)ns : 0;
 }
 
 /* A miss; for a magic no backend compiles, unsupported-magic, counted as such and not as a
@@ -744,7 +744,7 @@ static void answer_hit(pcc_core *core, pcc_answer *answer, pcc_blob *blob,
     atomic_fetch_add(&pcc_counters_for(core->counters, &params->magic)->hits, 1);
     pcc_counters_record_hit(core->counters, &params->magic, params->opt, params->path,
                             params->path_len);
-    pcc_histogram_add(&pcc_counters_totals(core->counters)->hit_latency, micros_since(start));
+    pcc_histogram_add(&pcc_counters_totals(core->counters)->hit_latency, nanos_since(start));
   }
 }
 

@@ -9,9 +9,9 @@
 #define HIT_PROBES 16
 
 const double pcc_latency_bounds[PCC_LATENCY_BUCKETS] = {
-  0.000005, 0.00001, 0.00002, 0.000035, 0.00005, 0.000075, 0.0001, 0.00015,
-  0.00025,  0.0005,  0.001,   0.0025,   0.005,   0.01,     0.025,  0.05,
-  0.1,      0.25,    1,       2.5,      5,       10,
+  0.000001, 0.000002, 0.0000035, 0.000005, 0.0000075, 0.00001, 0.00002, 0.000035, 0.00005,
+  0.000075, 0.0001,   0.00015,   0.00025,  0.0005,    0.001,   0.0025,  0.005,    0.01,
+  0.025,    0.05,     0.1,       0.25,     1,         2.5,     5,       10,
 };
 
 /* Hits of one entry since start (key 0: free slot). */
@@ -119,7 +119,7 @@ static void zero_histogram(pcc_histogram *h)
   for (size_t i = 0; i <= PCC_LATENCY_BUCKETS; i++)
     atomic_store(&h->buckets[i], 0);
   atomic_store(&h->count, 0);
-  atomic_store(&h->sum_us, 0);
+  atomic_store(&h->sum_ns, 0);
 }
 
 void pcc_counters_zero(pcc_counters *counters)
@@ -177,14 +177,14 @@ void pcc_counters_add_ratio(cJSON *obj, uint64_t hits, uint64_t misses)
     cJSON_AddNumberToObject(obj, "hit_ratio", (double)hits / (double)(hits + misses));
 }
 
-void pcc_histogram_add(pcc_histogram *histogram, uint64_t micros)
+void pcc_histogram_add(pcc_histogram *histogram, uint64_t nanos)
 {
   size_t bucket = 0;
-  while (bucket < PCC_LATENCY_BUCKETS && (double)micros > pcc_latency_bounds[bucket] * 1e6)
+  while (bucket < PCC_LATENCY_BUCKETS && (double)nanos > pcc_latency_bounds[bucket] * 1e9)
     bucket++;
   atomic_fetch_add(&histogram->buckets[bucket], 1);
   atomic_fetch_add(&histogram->count, 1);
-  atomic_fetch_add(&histogram->sum_us, micros);
+  atomic_fetch_add(&histogram->sum_ns, nanos);
 }
 
 static uint64_t hit_key(const pcc_magic *magic, int opt, const char *path, size_t path_len)

@@ -13,7 +13,7 @@
 
 #include "proto.h"
 
-#define PCC_LATENCY_BUCKETS 22
+#define PCC_LATENCY_BUCKETS 26
 
 /* The counters of one magic. hits counts every entry served (by /v1/code, a batch or a bundle),
  * bundle_hits those of them a bundle served; unsupported the lookups and compiles of a magic no
@@ -28,14 +28,14 @@ typedef struct {
   atomic_uint n_reasons;
 } pcc_magic_counters;
 
-/* A latency histogram: counts per bucket (not cumulative), total count and sum. */
+/* A latency histogram: counts per bucket (not cumulative), total count and sum (ns). */
 typedef struct {
   atomic_uint_fast64_t buckets[PCC_LATENCY_BUCKETS + 1];
-  atomic_uint_fast64_t count, sum_us;
+  atomic_uint_fast64_t count, sum_ns;
 } pcc_histogram;
 
-/* Upper bounds of the buckets, in seconds (the last bucket is +Inf): a log scale from 5 µs, so
- * that a hit of tens of µs falls in a bucket of its own, to 10 s for compiles. */
+/* Upper bounds of the buckets, in seconds (the last bucket is +Inf): a log scale from 1 µs, so
+ * that a hit of a few µs falls in a bucket of its own, to 10 s for compiles. */
 extern const double pcc_latency_bounds[PCC_LATENCY_BUCKETS];
 
 /* Server-wide counters: bundles served (their entries are in each magic's bundle_hits), their
@@ -89,7 +89,8 @@ void pcc_counters_add_reason(pcc_counters *counters, pcc_magic_counters *magic,
  * unsupported magic); null before any lookup. */
 void pcc_counters_add_ratio(cJSON *obj, uint64_t hits, uint64_t misses);
 
-void pcc_histogram_add(pcc_histogram *histogram, uint64_t micros);
+/* Counts one observation of nanos ns (ns: a hit takes a few µs). */
+void pcc_histogram_add(pcc_histogram *histogram, uint64_t nanos);
 
 /* Counts a hit of the entry (magic, opt, path); its count and last time are kept in a bounded
  * table (PCC_HIT_TABLE_SLOTS), entries past it go uncounted. */
