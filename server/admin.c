@@ -209,6 +209,34 @@ static cJSON *histogram_json(const pcc_histogram *h)
   return obj;
 }
 
+/* The compilers' health: {"failures", "timeouts", "joined", "backends": [{"name", "magic",
+ * "workers", "alive", "busy", "restarts", "recycles"}]}. */
+static cJSON *compilers_json(pcc_core *core, const pcc_totals *totals)
+{
+  cJSON *obj = cJSON_CreateObject();
+  cJSON_AddNumberToObject(obj, "failures", (double)atomic_load(&totals->compiler_failures));
+  cJSON_AddNumberToObject(obj, "timeouts", (double)atomic_load(&totals->timeouts));
+  cJSON_AddNumberToObject(obj, "joined", (double)atomic_load(&totals->joined));
+  cJSON *list = cJSON_AddArrayToObject(obj, "backends");
+  const pcc_backend *backends;
+  unsigned n = pcc_core_backends(core, &backends);
+  for (unsigned b = 0; b < n; b++) {
+    const pcc_compiler *compiler = backends[b].compiler;
+    char hex[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(pcc_compiler_magic(compiler), hex);
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddStringToObject(row, "name", backends[b].name);
+    cJSON_AddStringToObject(row, "magic", hex);
+    cJSON_AddNumberToObject(row, "workers", pcc_compiler_workers(compiler));
+    cJSON_AddNumberToObject(row, "alive", pcc_compiler_alive(compiler));
+    cJSON_AddNumberToObject(row, "busy", pcc_compiler_busy(compiler));
+    cJSON_AddNumberToObject(row, "restarts", (double)pcc_compiler_restarts(compiler));
+    cJSON_AddNumberToObject(row, "recycles", (double)pcc_compiler_recycles(compiler));
+    cJSON_AddItemToArray(list, row);
+  }
+  return obj;
+}
+
 static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
 {
   (void)req;
@@ -244,6 +272,13 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
     cJSON_AddItemToObject(one, "fallbacks", fallbacks_json(&snap->magics[i], 1));
     cJSON_AddItemToObject(magics, figures_name(&snap->magics[i], hex), one);
   }
+  cJSON_AddItemToObject(stats, "compilers", compilers_json(core, totals));
+  cJSON *warm = cJSON_AddObjectToObject(stats, "warm");
+  cJSON_AddNumberToObject(warm, "bundles", (double)atomic_load(&totals->bundles));
+  cJSON_AddNumberToObject(warm, "bundle_entries", (double)snap->total.bundle_hits);
+  cJSON_AddNumberToObject(warm, "bundle_bytes", (double)atomic_load(&totals->bundle_bytes));
+  cJSON_AddNumberToObject(warm, "profiles_received",
+                          (double)atomic_load(&totals->profiles_received));
   cJSON *latency = cJSON_AddObjectToObject(stats, "latency");
   cJSON_AddItemToObject(latency, "hit", histogram_json(&totals->hit_latency));
   cJSON_AddItemToObject(latency, "compile", histogram_json(&totals->compile_latency));
