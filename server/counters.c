@@ -196,20 +196,39 @@ static uint64_t hit_key(const pcc_magic *magic, int opt, const char *path, size_
   return key ? key : 1; /* 0 marks a free slot */
 }
 
-void pcc_counters_record_hit(pcc_counters *counters, const pcc_magic *magic, int opt,
-                             const char *path, size_t path_len)
+/* Counts a hit of key at now. Caller holds hits_lock. */
+static void record_hit_locked(pcc_counters *counters, uint64_t key, int64_t now)
 {
-  uint64_t key = hit_key(magic, opt, path, path_len);
-  pthread_mutex_lock(&counters->hits_lock);
   for (unsigned i = 0; i < HIT_PROBES; i++) {
     hit_slot *slot = &counters->hit_table[(key + i) & (PCC_HIT_TABLE_SLOTS - 1)];
     if (slot->key == 0 || slot->key == key) {
       slot->key = key;
       slot->hits++;
-      slot->last = time(NULL);
+      slot->last = now;
       break;
     }
   } /* a full neighbourhood: this entry's hits go uncounted */
+}
+
+void pcc_counters_record_hit(pcc_counters *counters, const pcc_magic *magic, int opt,
+                             const char *path, size_t path_len)
+{
+  uint64_t key = hit_key(magic, opt, path, path_len);
+  pthread_mutex_lock(&counters->hits_lock);
+  record_hit_locked(counters, key, time(NULL));
+  pthread_mutex_unlock(&counters->hits_lock);
+}
+
+void pcc_counters_record_hits(pcc_counters *counters, const pcc_magic *magic, int opt,
+                              const char *paths, size_t len)
+{
+  int64_t now = time(NULL);
+  pthread_mutex_lock(&counters->hits_lock);
+  for (size_t at = 0; at < len;) {
+    size_t path_len = strnlen(paths + at, len - at);
+    record_hit_locked(counters, hit_key(magic, opt, paths + at, path_len), now);
+    at += path_len + 1;
+  }
   pthread_mutex_unlock(&counters->hits_lock);
 }
 

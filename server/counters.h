@@ -96,6 +96,10 @@ void pcc_histogram_add(pcc_histogram *histogram, uint64_t nanos);
  * table (PCC_HIT_TABLE_SLOTS), entries past it go uncounted. */
 void pcc_counters_record_hit(pcc_counters *counters, const pcc_magic *magic, int opt,
                              const char *path, size_t path_len);
+/* Counts a hit of each of the entries (magic, opt, path) whose paths are the NUL-terminated
+ * strings one after the other in len bytes of paths (a bundle's), under one lock. */
+void pcc_counters_record_hits(pcc_counters *counters, const pcc_magic *magic, int opt,
+                              const char *paths, size_t len);
 /* The hits of an entry since start; *hits and *last 0 when never hit. */
 void pcc_counters_entry_hits(pcc_counters *counters, const pcc_magic *magic, int opt,
                              const char *path, size_t path_len, uint64_t *hits, int64_t *last);

@@ -336,9 +336,7 @@ static void count_bundle_hits(warm *w, const pcc_params *params, unsigned n, con
   pcc_counters *counters = pcc_core_counters(w->core);
   pcc_totals *totals = pcc_counters_totals(counters);
   pcc_counters_add_bundle_hits(pcc_counters_for(counters, &params->magic), n);
-  for (size_t at = 0; at < len; at += strlen(paths + at) + 1)
-    pcc_counters_record_hit(counters, &params->magic, params->opt, paths + at,
-                            strlen(paths + at));
+  pcc_counters_record_hits(counters, &params->magic, params->opt, paths, len);
   atomic_fetch_add(&totals->bundle_bytes, bytes);
 }
 
