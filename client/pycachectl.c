@@ -333,8 +333,8 @@ static void ctl_usage(FILE *out)
   fprintf(out, "\nCommands:\n");
   for (size_t i = 0; i < CTL_NELEMS(ctl_commands); i++) {
     if (ctl_commands[i].group == NULL) {
-      fprintf(out, "  %-13s ", ctl_commands[i].usage);
-      ctl_print_indented(out, ctl_commands[i].help, 16);
+      fprintf(out, "  %-15s ", ctl_commands[i].usage);
+      ctl_print_indented(out, ctl_commands[i].help, 18);
     }
   }
   for (size_t g = 0; g < CTL_NELEMS(ctl_groups); g++) {
