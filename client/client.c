@@ -232,6 +232,35 @@ static void client_body_terminate(pcc_client *client)
 
 /* ---- open/close --------------------------------------------------------------------------- */
 
+/* The TLS files of a configuration: none for http:// (PCC_CLIENT_INVALID: they would protect
+ * nothing), a key only with a certificate, each path at most PCC_PATH_MAX bytes and readable now
+ * (PCC_CLIENT_IO, errno set, rather than a handshake that fails at the first request). */
+static pcc_client_status client_tls_check(const client_tls *tls, bool https)
+{
+  const char *const files[] = {tls->ca_file, tls->client_cert, tls->client_key};
+  bool any = false;
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    if (files[i] == NULL)
+      continue;
+    any = true;
+    if (files[i][0] == '\0' || strnlen(files[i], PCC_PATH_MAX + 1) > PCC_PATH_MAX)
+      return PCC_CLIENT_INVALID;
+  }
+  if (any && !https)
+    return PCC_CLIENT_INVALID;
+  if (tls->client_key != NULL && tls->client_cert == NULL)
+    return PCC_CLIENT_INVALID;
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    if (files[i] == NULL)
+      continue;
+    int fd = open(files[i], O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+      return PCC_CLIENT_IO;
+    close(fd);
+  }
+  return PCC_CLIENT_OK;
+}
+
 pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **out)
 {
   pcc_client_config defaults = {0};
@@ -254,6 +283,10 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
     url_len--;
   if (config->token != NULL && pcc_token_check(config->token) != PCC_CLIENT_OK)
     return PCC_CLIENT_INVALID;
+  const client_tls tls = {config->ca_file, config->client_cert, config->client_key};
+  pcc_client_status tls_rc = client_tls_check(&tls, transport == &client_curl_transport);
+  if (tls_rc != PCC_CLIENT_OK)
+    return tls_rc;
 
   pcc_client *client = calloc(1, sizeof *client);
   if (client == NULL)
@@ -275,7 +308,7 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
     pcc_client_close(client);
     return PCC_CLIENT_NOMEM;
   }
-  pcc_client_status rc = transport->open(client->base_url, &client->conn);
+  pcc_client_status rc = transport->open(client->base_url, &tls, &client->conn);
   if (rc != PCC_CLIENT_OK) {
     pcc_client_close(client);
     return rc;

@@ -57,6 +57,9 @@ typedef struct {
   bool json;
   bool no_hash;
   const char *token_file;
+  const char *ca_file;     /* --ca-file, else $PYCACHED_CA_FILE (main fills it in) */
+  const char *client_cert; /* --client-cert, else $PYCACHED_CLIENT_CERT */
+  const char *client_key;  /* --client-key, else $PYCACHED_CLIENT_KEY */
   const char *prefix;
   long limit; /* 0: the server's default */
   const char *cursor;

@@ -250,6 +250,25 @@ int ctl_exec(const ctl *c)
     perror("pycachectl: exec");
     return EXIT_LOCAL;
   }
+  /* --ca-file, --client-cert and --client-key as the hook's variables, absolute */
+  const struct {
+    const char *given, *variable;
+  } tls_files[] = {{args->ca_file, "PYCACHED_CA_FILE"},
+                   {args->client_cert, "PYCACHED_CLIENT_CERT"},
+                   {args->client_key, "PYCACHED_CLIENT_KEY"}};
+  for (size_t i = 0; i < sizeof tls_files / sizeof tls_files[0]; i++) {
+    char file[PATH_MAX];
+    if (tls_files[i].given == NULL)
+      continue;
+    if (realpath(tls_files[i].given, file) == NULL) {
+      fprintf(stderr, "pycachectl: exec: %s: %s\n", tls_files[i].given, strerror(errno));
+      return EXIT_LOCAL;
+    }
+    if (setenv(tls_files[i].variable, file, 1) != 0) {
+      perror("pycachectl: exec");
+      return EXIT_LOCAL;
+    }
+  }
   if (setenv("PYTHONPATH", path, 1) != 0 ||
       (args->server && setenv("PYCACHED_URL", args->server, 1) != 0) ||
       (!getenv("PYCACHED_URL") && setenv("PYCACHED_URL", PCC_CLIENT_DEFAULT_URL, 1) != 0) ||

@@ -79,7 +79,26 @@ struct client_conn {
   bool toobig, nomem;
 };
 
-static pcc_client_status curl_open(const char *base_url, client_conn **out)
+/* Sets the TLS options: peer and host verified always (libcurl's defaults, set again so that
+ * nothing in the environment can have turned them off), the CA file and the client's
+ * certificate and key when given (libcurl copies the strings). */
+static bool curl_set_tls(CURL *c, const client_tls *tls)
+{
+  bool set = lib.easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
+             lib.easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK;
+  if (set && tls->ca_file != NULL)
+    set = lib.easy_setopt(c, CURLOPT_CAINFO, tls->ca_file) == CURLE_OK;
+  if (set && tls->client_cert != NULL)
+    set = lib.easy_setopt(c, CURLOPT_SSLCERT, tls->client_cert) == CURLE_OK &&
+          lib.easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM") == CURLE_OK;
+  if (set && tls->client_key != NULL)
+    set = lib.easy_setopt(c, CURLOPT_SSLKEY, tls->client_key) == CURLE_OK &&
+          lib.easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM") == CURLE_OK;
+  return set;
+}
+
+static pcc_client_status curl_open(const char *base_url, const client_tls *tls,
+                                   client_conn **out)
 {
   (void)base_url;
   pthread_once(&curl_once, curl_load);
@@ -96,7 +115,8 @@ static pcc_client_status curl_open(const char *base_url, client_conn **out)
              lib.easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
              lib.easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
              lib.easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024) == CURLE_OK &&
-             lib.easy_setopt(c, CURLOPT_USERAGENT, "libpycached/" PCC_VERSION) == CURLE_OK;
+             lib.easy_setopt(c, CURLOPT_USERAGENT, "libpycached/" PCC_VERSION) == CURLE_OK &&
+             curl_set_tls(c, tls);
   if (!set) {
     if (c != NULL)
       lib.easy_cleanup(c);
@@ -171,7 +191,15 @@ static pcc_client_status curl_map(client_conn *conn, CURLcode code, client_respo
   switch (code) {
   case CURLE_COULDNT_CONNECT:
   case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_RESOLVE_PROXY: rc = PCC_CLIENT_CONNECT; break;
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  /* no TLS session: the server's certificate or name did not verify, the client's certificate
+   * or the CA file could not be used, or the handshake failed (errbuf says which) */
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ISSUER_ERROR: rc = PCC_CLIENT_CONNECT; break;
   case CURLE_OPERATION_TIMEDOUT: rc = PCC_CLIENT_TIMEOUT; break;
   case CURLE_FILESIZE_EXCEEDED: rc = PCC_CLIENT_TOOBIG; break;
   case CURLE_OUT_OF_MEMORY: rc = PCC_CLIENT_NOMEM; break;

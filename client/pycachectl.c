@@ -4,6 +4,7 @@
  * command shares, and the call of the command's handler (ctl.h says where each lives). Usage,
  * options and exit codes are documented in docs/CLI.md and in --help.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -76,6 +77,18 @@ static const ctl_option ctl_options[] = {
    .help = "read the access token from FILE (default: $PYCACHED_TOKEN, else "
            "$PYCACHED_TOKEN_FILE)",
    .apply = ctl_set_text, .field = FIELD(token_file), .bad = "--token-file wants a file name"},
+  {.name = "ca-file", .arg = "FILE",
+   .help = "https: verify the server against the PEM CAs in FILE (default: $PYCACHED_CA_FILE, "
+           "else the system's CAs)",
+   .apply = ctl_set_text, .field = FIELD(ca_file), .bad = "--ca-file wants a file name"},
+  {.name = "client-cert", .arg = "FILE",
+   .help = "https, mutual TLS: present the PEM client certificate in FILE (default: "
+           "$PYCACHED_CLIENT_CERT)",
+   .apply = ctl_set_text, .field = FIELD(client_cert), .bad = "--client-cert wants a file name"},
+  {.name = "client-key", .arg = "FILE",
+   .help = "the PEM private key of --client-cert (default: $PYCACHED_CLIENT_KEY; none: in the "
+           "certificate's file)",
+   .apply = ctl_set_text, .field = FIELD(client_key), .bad = "--client-key wants a file name"},
   {.name = "prefix", .arg = "P", .help = "admin ls, invalidate: paths starting with P",
    .apply = ctl_set_text, .field = FIELD(prefix), .bad = "--prefix wants a path prefix",
    .bit = ARG_PREFIX},
@@ -183,10 +196,13 @@ static const ctl_command ctl_commands[] = {
    .takes = ARG_JSON | ARG_MAGIC | ARG_OPT | ARG_JOBS | ARG_STRICT, .words = CTL_LIST,
    .word = "DIR", .flags = CTL_OPT_LIST | CTL_MORE_CLIENTS, .run = ctl_warm_run},
   {.name = "exec", .usage = "exec COMMAND",
-   .synopsis = "[--server URL] [--timeout MS] [--token-file FILE] exec [--] COMMAND [ARG]...",
+   .synopsis = "[--server URL] [--timeout MS] [--token-file FILE] [--ca-file FILE]\n"
+               "                  [--client-cert FILE] [--client-key FILE] exec [--] COMMAND "
+               "[ARG]...",
    .help = "run COMMAND with the import hook active in every CPython it starts",
    .words = CTL_REST, .word = "command", .flags = CTL_OFFLINE,
-   .misuse = "exec takes --server, --timeout and --token-file only", .run = ctl_exec},
+   .misuse = "exec takes --server, --timeout, --token-file, --ca-file, --client-cert and "
+             "--client-key only", .run = ctl_exec},
   {.name = "help", .usage = "help [COMMAND]",
    .help = "show a command's usage and options (as COMMAND --help), or all",
    .words = CTL_LIST, .word = "COMMAND", .flags = CTL_OFFLINE | CTL_NO_WORDS_OK,
@@ -351,6 +367,9 @@ static void ctl_usage(FILE *out)
           "  PYCACHED_URL         server base URL when --server is not given\n"
           "  PYCACHED_TOKEN       the access token, when --token-file is not given\n"
           "  PYCACHED_TOKEN_FILE  a file holding the token, when neither of the above is set\n"
+          "  PYCACHED_CA_FILE, PYCACHED_CLIENT_CERT, PYCACHED_CLIENT_KEY\n"
+          "                       the TLS files when --ca-file, --client-cert, --client-key are\n"
+          "                       not given (https only)\n"
           "\n"
           "Exit status:\n"
           "  0  success (get: a hit; warm: every file done, compile errors and failures listed)\n"
@@ -570,6 +589,19 @@ static int ctl_help(const ctl *c)
 
 /* ---- main ------------------------------------------------------------------------------ */
 
+/* Is a TLS file set (by option or environment)? */
+static bool ctl_tls_given(const ctl_args *args)
+{
+  return args->ca_file != NULL || args->client_cert != NULL || args->client_key != NULL;
+}
+
+/* An option's value, else its environment variable's when that is set and not empty. */
+static const char *ctl_or_env(const char *given, const char *variable)
+{
+  const char *value = given != NULL ? given : getenv(variable);
+  return value != NULL && value[0] != '\0' ? value : NULL;
+}
+
 /* Opens the client, runs the command's handler and closes the client; returns the exit status. */
 static int ctl_run(const ctl_command *cmd, ctl *c)
 {
@@ -577,16 +609,23 @@ static int ctl_run(const ctl_command *cmd, ctl *c)
     c->args.server = getenv("PYCACHED_URL");
   if (c->args.server == NULL || c->args.server[0] == '\0')
     c->args.server = PCC_CLIENT_DEFAULT_URL;
+  c->args.ca_file = ctl_or_env(c->args.ca_file, "PYCACHED_CA_FILE");
+  c->args.client_cert = ctl_or_env(c->args.client_cert, "PYCACHED_CLIENT_CERT");
+  c->args.client_key = ctl_or_env(c->args.client_key, "PYCACHED_CLIENT_KEY");
   char *token = NULL;
   int code = ctl_load_token(&c->args, &token);
   if (code != EXIT_HIT)
     return code;
   long timeout = c->args.timeout_ms;
+  bool https = strncmp(c->args.server, "https://", 8) == 0;
   pcc_client_config config = {
     .base_url = c->args.server,
     .token = token,
     .timeout_ms = timeout,
     .connect_timeout_ms = timeout && timeout < PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS ? timeout : 0,
+    .ca_file = c->args.ca_file,
+    .client_cert = c->args.client_cert,
+    .client_key = c->args.client_key,
   };
   pcc_client_status rc = pcc_client_open(&config, &c->client);
   c->token_sent = token != NULL;
@@ -596,8 +635,24 @@ static int ctl_run(const ctl_command *cmd, ctl *c)
     token = NULL;
     config.token = NULL;
   }
+  if (rc == PCC_CLIENT_INVALID && ctl_tls_given(&c->args) && !https)
+    return ctl_usage_error("--ca-file, --client-cert and --client-key (or their PYCACHED_* "
+                           "variables) are for an https:// server, not", c->args.server);
+  if (rc == PCC_CLIENT_INVALID && c->args.client_key && !c->args.client_cert)
+    return ctl_usage_error("--client-key (or PYCACHED_CLIENT_KEY) needs --client-cert", NULL);
   if (rc == PCC_CLIENT_INVALID)
     return ctl_usage_error("invalid server URL (http://HOST:PORT or https://...)", c->args.server);
+  if (rc == PCC_CLIENT_IO) {
+    int why = errno;
+    const char *files[] = {c->args.ca_file, c->args.client_cert, c->args.client_key};
+    for (size_t i = 0; i < CTL_NELEMS(files); i++)
+      if (files[i] != NULL && access(files[i], R_OK) != 0) {
+        fprintf(stderr, "pycachectl: TLS file %s: %s\n", files[i], strerror(errno));
+        return EXIT_LOCAL;
+      }
+    fprintf(stderr, "pycachectl: a TLS file: %s\n", strerror(why));
+    return EXIT_LOCAL;
+  }
   if (rc != PCC_CLIENT_OK) {
     fprintf(stderr, "pycachectl: %s\n", pcc_client_strerror(rc));
     return EXIT_LOCAL;

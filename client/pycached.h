@@ -71,13 +71,23 @@ typedef struct {
                               the server compresses bundles); any body that comes with
                               Content-Encoding: zstd is decompressed, within max_response,
                               before it is handed out */
+  /* TLS, for an https:// base_url only (an http:// one with any of them set is
+   * PCC_CLIENT_INVALID: no request would be protected by them). Paths of PEM files, each
+   * copied and checked readable by pcc_client_open (PCC_CLIENT_IO otherwise); NULL: none. The
+   * server's certificate and name are always verified: against ca_file when it is set, else
+   * against the system's CAs (libcurl's default). */
+  const char *ca_file;     /* CAs that sign the server's certificate (curl's --cacert) */
+  const char *client_cert; /* mutual TLS: the client's certificate (it may hold the key too) */
+  const char *client_key;  /* its private key, unencrypted; needs client_cert */
 } pcc_client_config;
 
 typedef struct pcc_client pcc_client;
 
 /* Creates a client. config may be NULL (all defaults). Nothing is sent yet. On PCC_CLIENT_OK
  * *out is a client the caller owns and frees with pcc_client_close; otherwise *out is unchanged.
- * Returns PCC_CLIENT_INVALID for a negative timeout, an unusable base_url or an invalid token. */
+ * Returns PCC_CLIENT_INVALID for a negative timeout, an unusable base_url, an invalid token, TLS
+ * files with an http:// base_url or a client_key without client_cert; PCC_CLIENT_IO (errno set)
+ * for a TLS file that cannot be opened. */
 pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **out);
 /* Closes the connection and frees the client (its copy of the token is wiped). NULL is fine. */
 void pcc_client_close(pcc_client *client);

@@ -40,15 +40,24 @@ typedef struct {
 
 typedef struct client_conn client_conn;
 
+/* The TLS files of an https:// client (pcc_client_config's, checked readable); NULL: not set.
+ * A transport copies what it keeps. */
+typedef struct {
+  const char *ca_file;
+  const char *client_cert;
+  const char *client_key;
+} client_tls;
+
 /* A transport: open for a base URL (already checked by pcc_client_open: scheme, length, no
- * spaces, no query), perform requests, close (NULL is fine). perform returns PCC_CLIENT_OK when
+ * spaces, no query) and the TLS files (all NULL for http://), perform requests, close (NULL is
+ * fine). perform returns PCC_CLIENT_OK when
  * a whole response arrived, whatever its status, else PCC_CLIENT_CONNECT, PCC_CLIENT_TIMEOUT,
  * PCC_CLIENT_PROTOCOL (a malformed or cut response), PCC_CLIENT_TOOBIG (a body over body_out's
  * max or fd_max), PCC_CLIENT_IO (writing to fd failed, fd_errno set), PCC_CLIENT_NOMEM or
  * PCC_CLIENT_INVALID, with response->message saying why. */
 typedef struct {
   const char *scheme; /* "http://" */
-  pcc_client_status (*open)(const char *base_url, client_conn **out);
+  pcc_client_status (*open)(const char *base_url, const client_tls *tls, client_conn **out);
   pcc_client_status (*perform)(client_conn *conn, const client_request *request,
                                client_response *response);
   /* for tests and fuzzing (may be NULL): reads len bytes (at most PCC_CLIENT_REPLAY_MAX) as

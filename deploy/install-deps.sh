@@ -8,7 +8,8 @@ set -euo pipefail
 
 packages=(
   build-essential pkg-config meson ninja-build
-  libmicrohttpd-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev libsodium-dev
+  libmicrohttpd-dev libgnutls28-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev
+  libsodium-dev
   libssl-dev libseccomp-dev libsystemd-dev libzstd-dev zstd
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl

@@ -69,6 +69,11 @@
 #define PCC_CONFIG_LINE_MAX 8192           /* bytes of one line of it, and of the value of one
                                               PYCACHED_* variable */
 #define PCC_HOST_NAME_MAX 253              /* bytes of the host name of --listen (DNS's limit) */
+#define PCC_TLS_FILE_MAX (1 * PCC_MIB)     /* bytes of a --tls-cert, --tls-key or --tls-client-ca
+                                              file (PEM; a CA bundle fits) */
+#define PCC_TLS_CHAIN_MAX 16               /* certificates of the --tls-cert chain */
+#define PCC_TLS_RELOADS_MAX 1024           /* SIGHUP reloads of --tls-cert and --tls-key a
+                                              process (each replaced pair is kept) */
 
 /* ---- clients -------------------------------------------------------------------------------- */
 #define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */

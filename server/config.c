@@ -123,6 +123,14 @@ static const option_spec options[] = {
    "JSON token file: require bearer tokens with roles (reloaded on SIGHUP)", 0, 0},
   {"insecure", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(insecure),
    "allow a non-loopback --listen without --tokens", 0, 0},
+  {"tls-cert", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(tls_cert),
+   "serve HTTPS with this PEM certificate (chain, the server's first); needs --tls-key "
+   "(both reloaded on SIGHUP)", 0, 0},
+  {"tls-key", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(tls_key),
+   "the PEM private key (unencrypted) of --tls-cert", 0, 0},
+  {"tls-client-ca", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(tls_client_ca),
+   "mutual TLS: every connection must present a client certificate that verifies against "
+   "these PEM CAs (403 otherwise); needs --tls-cert", 0, 0},
   {"backup-dir", OPT_STRING, "DIR", NULL, 0, 0, 0, FIELD(backup_dir),
    "directory for POST /v1/admin/backup copies and for downloads' temporary copies (default "
    "for those: the store's directory)", 0, 0},
@@ -749,6 +757,29 @@ static bool derive_sizes(pcc_config *config, bool map_given, bool max_given)
   return true;
 }
 
+/* --tls-cert and --tls-key come together, and --tls-client-ca only with them (the files are read
+ * and checked by server/tls.c). False (printed) otherwise. */
+static bool check_tls(parse_state *st)
+{
+  const pcc_config *config = st->config;
+  char place[WHERE_MAX];
+  size_t cert = option_at(FIELD(tls_cert)), key = option_at(FIELD(tls_key)),
+         ca = option_at(FIELD(tls_client_ca));
+  if ((config->tls_cert == NULL) != (config->tls_key == NULL)) {
+    size_t given = config->tls_cert != NULL ? cert : key;
+    fprintf(stderr, "pycached: %s given without --%s: TLS needs both the certificate and its "
+            "key\n", where(st, given, st->given[given], place, sizeof place),
+            options[given == cert ? key : cert].name);
+    return false;
+  }
+  if (config->tls_client_ca != NULL && config->tls_cert == NULL) {
+    fprintf(stderr, "pycached: %s needs --tls-cert and --tls-key: mutual TLS is TLS\n",
+            where(st, ca, st->given[ca], place, sizeof place));
+    return false;
+  }
+  return true;
+}
+
 /* ---- the whole ------------------------------------------------------------------------------ */
 
 enum { HELP = N_OPTIONS, VERSION, LIMITS };
@@ -837,7 +868,7 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
     if (c >= 0 && (size_t)c < N_OPTIONS && !apply(&st, (size_t)c, optarg, (origin){FROM_FLAG, 0}))
       return PCC_CONFIG_USAGE;
 
-  if (!resolve_listen(&st))
+  if (!resolve_listen(&st) || !check_tls(&st))
     return PCC_CONFIG_USAGE;
   return derive_sizes(out, st.given[option_at(FIELD(map_size))].layer != FROM_DEFAULT,
                       st.given[option_at(FIELD(max_size))].layer != FROM_DEFAULT)

@@ -59,6 +59,10 @@ typedef struct {
   const char *tokens;         /* token file; NULL: no access control (loopback only) */
   bool insecure;              /* allow a non-loopback address without tokens */
   const char *backup_dir;     /* where POST /v1/admin/backup writes; NULL: refused */
+  const char *tls_cert;       /* --tls-cert: PEM certificate (chain) of the server; NULL: no TLS */
+  const char *tls_key;        /* --tls-key: PEM private key of --tls-cert (both or neither) */
+  const char *tls_client_ca;  /* --tls-client-ca: PEM CAs a client certificate must verify
+                               * against (mutual TLS); NULL: none asked for */
   const char *server_names[PCC_MAX_SERVER_NAMES]; /* Host names the server answers to */
   unsigned n_server_names;
   bool retire_unserved;       /* --retire-unserved-magics */

@@ -35,6 +35,7 @@ struct pcc_conn {
   bool cut;          /* shut down; libmicrohttpd has yet to close it */
   bool idle_listed;
   bool started;      /* libmicrohttpd has it (pcc_conns_start); until then: taken_ms */
+  bool certified;    /* mutual TLS: its client certificate verified (pcc_conns_set_certified) */
   uint64_t deadline; /* CLOCK_MONOTONIC ms; 0: none */
   uint64_t taken_ms; /* when pcc_conns_take took it */
   unsigned char peer[16]; /* the peer's address (IPv4 in the first 4 bytes), for per_ip */
@@ -368,6 +369,17 @@ void pcc_conns_enter(pcc_conns *conns, pcc_conn *conn, pcc_conn_phase phase, uin
 bool pcc_conns_reserved(const pcc_conn *conn)
 {
   return conn != NULL && conn->reserve;
+}
+
+bool pcc_conns_certified(const pcc_conn *conn)
+{
+  return conn != NULL && conn->certified;
+}
+
+void pcc_conns_set_certified(pcc_conn *conn)
+{
+  if (conn != NULL)
+    conn->certified = true;
 }
 
 pcc_conns_counts pcc_conns_counts_now(pcc_conns *conns)

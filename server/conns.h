@@ -97,6 +97,13 @@ void pcc_conns_enter(pcc_conns *conns, pcc_conn *conn, pcc_conn_phase phase, uin
 /* Was the connection accepted into the reserve? NULL: false. */
 bool pcc_conns_reserved(const pcc_conn *conn);
 
+/* Mutual TLS (http.c): has the connection's client certificate been verified? Set once the
+ * first request's has, so that a kept-alive connection's later requests are not verified again
+ * (its peer certificate cannot change: libmicrohttpd never renegotiates). Only the thread that
+ * serves the connection calls them. NULL: false, and ignored. */
+bool pcc_conns_certified(const pcc_conn *conn);
+void pcc_conns_set_certified(pcc_conn *conn);
+
 /* Shuts down every connection past its deadline; returns how many. The sweeper thread calls
  * it every tick_ms. */
 size_t pcc_conns_sweep(pcc_conns *conns, uint64_t now_ms);

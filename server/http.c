@@ -36,6 +36,7 @@
 #include "conns.h"
 #include "http.h"
 #include "listener.h"
+#include "tls.h"
 
 #define HTTP_ROUTES_MAX 64   /* routes of every feature together */
 #define HTTP_UPLOAD_FIRST 16384 /* the first allocation of a body without a declared length */
@@ -57,6 +58,7 @@ struct pcc_http {
   pcc_listener *listener;         /* accepts, and hands each connection to the daemon */
   pcc_counters *counters;
   pcc_auth *auth;                 /* NULL: every endpoint open (loopback only) */
+  const pcc_tls *tls;             /* NULL: plain HTTP */
   const pcc_config *config;
   http_route routes[HTTP_ROUTES_MAX];
   size_t n_routes;
@@ -364,6 +366,30 @@ static bool authorized(pcc_http *http, struct MHD_Connection *connection, unsign
   if (response != NULL && status == 401)
     MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
   *result = queue(connection, status, response, "application/json", NULL);
+  return false;
+}
+
+/* ---- mutual TLS ----------------------------------------------------------------------- */
+
+/* With --tls-client-ca, a request whose connection has no client certificate that verifies is
+ * refused 403, whatever its route (tls.c: libmicrohttpd only asks for one). A connection whose
+ * certificate verified is not verified again (conn: its table entry, NULL when untracked). */
+static bool client_certified(const pcc_http *http, struct MHD_Connection *connection,
+                             pcc_conn *conn, enum MHD_Result *result)
+{
+  const char *why = NULL;
+  if (pcc_conns_certified(conn))
+    return true;
+  if (pcc_tls_client_ok(http->tls, connection, &why)) {
+    if (pcc_tls_mutual(http->tls))
+      pcc_conns_set_certified(conn);
+    return true;
+  }
+  pcc_answer answer;
+  pcc_answer_init(&answer);
+  pcc_answer_error(&answer, PCC_ERR_FORBIDDEN, "%s", why);
+  pcc_answer_header(&answer, MHD_HTTP_HEADER_CONNECTION, "close");
+  *result = send_error(connection, &answer);
   return false;
 }
 
@@ -807,7 +833,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     pcc_conn *conn = conn_of(connection);
     pcc_conns_enter(http->conns, conn, PCC_CONN_BODY, pcc_conns_now_ms());
     enum MHD_Result result = MHD_YES;
-    if (!values_clean(connection, method, &result) || !browser_safe(http, connection, method, &result))
+    if (!client_certified(http, connection, conn, &result) ||
+        !values_clean(connection, method, &result) ||
+        !browser_safe(http, connection, method, &result))
       return result;
     const http_route *route = find_route(http, connection, url, method, &result);
     if (route == NULL)
@@ -959,7 +987,7 @@ static void take_connection(void *ctx, int fd, const struct sockaddr *addr, sock
 }
 
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
-                   pcc_counters *counters, pcc_auth *auth, pcc_http **out)
+                   pcc_counters *counters, pcc_auth *auth, const pcc_tls *tls, pcc_http **out)
 {
   struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);
@@ -990,6 +1018,7 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     return -1;
   http->counters = counters;
   http->auth = auth;
+  http->tls = tls;
   http->config = config;
   if (build_routes(http, mounts, n) != 0) {
     fprintf(stderr, "pycached: cannot build the route table\n");
@@ -1016,13 +1045,16 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
   /* never reached: each thread of the pool may get every connection the table admits */
   unsigned mhd_limit = (unsigned)((config->max_connections + PCC_CONNECTION_RESERVE) *
                                   (config->threads + 1));
+  struct MHD_OptionItem tls_options[PCC_TLS_OPTIONS_MAX];
+  flags |= pcc_tls_daemon_options(tls, tls_options);
   http->daemon = MHD_start_daemon(
     flags, 0, NULL, NULL, on_request, http, MHD_OPTION_THREAD_POOL_SIZE,
     (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PCC_REQUEST_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
     on_completed, http, MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
-    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_END);
+    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, http, MHD_OPTION_ARRAY, tls_options,
+    MHD_OPTION_END);
   if (http->daemon == NULL) {
     fprintf(stderr, "pycached: cannot start libmicrohttpd\n");
     pcc_http_stop(http);

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "counters.h"
 #include "route.h"
+#include "tls.h"
 
 typedef struct pcc_http pcc_http;
 
@@ -21,10 +22,11 @@ typedef struct {
 } pcc_http_mount;
 
 /* Starts serving config->listen:config->port with the routes of mounts (n of them; copied).
- * Each request is counted in counters' totals. The states, counters and auth (NULL: no access
- * control) must outlive the daemon. Returns 0 and sets *out, or -1 after printing why. */
+ * Each request is counted in counters' totals. The states, counters, auth (NULL: no access
+ * control) and tls (NULL: plain HTTP; tls.h) must outlive the daemon. Returns 0 and sets *out,
+ * or -1 after printing why. */
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
-                   pcc_counters *counters, pcc_auth *auth, pcc_http **out);
+                   pcc_counters *counters, pcc_auth *auth, const pcc_tls *tls, pcc_http **out);
 
 /* The port actually bound (useful with --port 0). */
 uint16_t pcc_http_port(const pcc_http *http);

@@ -18,6 +18,7 @@
 #include "feature_list.h"
 #include "http.h"
 #include "notify.h"
+#include "tls.h"
 
 /* mkdir -p with mode 0750 for each created component. */
 static int make_dirs(const char *dir)
@@ -134,10 +135,20 @@ int main(int argc, char **argv)
     return 1;
   }
 
+  pcc_tls *tls = NULL; /* the TLS files, read and checked before the store is opened */
+  char tls_error[PATH_MAX + 256] = "";
+  if (pcc_tls_open(&config, &tls, tls_error, sizeof tls_error) != PCC_TLS_OK) {
+    fprintf(stderr, "pycached: %s\n", tls_error);
+    pcc_auth_close(auth);
+    pcc_notify_close(notify);
+    return 1;
+  }
+
   pcc_core *core = NULL;
   pcc_core_status rc = pcc_core_open(&config, &core);
   if (rc != PCC_CORE_OK) {
     fprintf(stderr, "pycached: %s\n", pcc_core_strerror(rc));
+    pcc_tls_close(tls);
     pcc_auth_close(auth);
     pcc_notify_close(notify);
     return rc == PCC_CORE_DAMAGED ? 3 : 1; /* 3: as --verify-store says of a damaged store */
@@ -148,6 +159,7 @@ int main(int argc, char **argv)
     if (features[i]->open(core, &states[i]) != 0) {
       fprintf(stderr, "pycached: cannot start the %s feature\n", features[i]->name);
       close_all(core, states);
+      pcc_tls_close(tls);
       pcc_auth_close(auth);
       pcc_notify_close(notify);
       return 1;
@@ -155,8 +167,10 @@ int main(int argc, char **argv)
     mounts[i] = (pcc_http_mount){features[i]->routes, features[i]->n_routes, states[i]};
   }
   pcc_http *http = NULL;
-  if (pcc_http_start(&config, mounts, N_FEATURES, pcc_core_counters(core), auth, &http) != 0) {
+  if (pcc_http_start(&config, mounts, N_FEATURES, pcc_core_counters(core), auth, tls, &http) !=
+      0) {
     close_all(core, states);
+    pcc_tls_close(tls);
     pcc_auth_close(auth);
     pcc_notify_close(notify);
     return 1;
@@ -165,12 +179,17 @@ int main(int argc, char **argv)
   pcc_core_backends(core, &backends);
   char magic[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(pcc_compiler_magic(backends[0].compiler), magic);
-  printf("pycached %s listening on http://%s%s%s:%u (store %s, compiler %s magic %s, %d "
+  printf("pycached %s listening on %s://%s%s%s:%u (store %s, compiler %s magic %s, %d "
          "workers)\n",
-         PCC_VERSION, strchr(config.listen, ':') ? "[" : "", config.listen,
+         PCC_VERSION, tls != NULL ? "https" : "http", strchr(config.listen, ':') ? "[" : "",
+         config.listen,
          strchr(config.listen, ':') ? "]" : "", (unsigned)pcc_http_port(http), config.store_dir,
          backends[0].name, magic, (int)pcc_compiler_workers(backends[0].compiler));
   printf("%s\n", access_note);
+  if (tls != NULL)
+    printf("pycached: TLS: --tls-cert %s%s%s (the certificate and key reloaded on SIGHUP)\n",
+           config.tls_cert, pcc_tls_mutual(tls) ? "; mutual TLS: --tls-client-ca " : "",
+           pcc_tls_mutual(tls) ? config.tls_client_ca : "");
   fflush(stdout);
   char status[128];
   snprintf(status, sizeof status, "listening on port %u", (unsigned)pcc_http_port(http));
@@ -187,6 +206,15 @@ int main(int argc, char **argv)
              config.tokens);
     else
       fprintf(stderr, "pycached: SIGHUP: %s; the previous tokens stay in force\n", error);
+    if (tls != NULL) {
+      char tls_reload_error[PATH_MAX + 256] = "";
+      if (pcc_tls_reload(tls, tls_reload_error, sizeof tls_reload_error) == PCC_TLS_OK)
+        printf("pycached: SIGHUP: --tls-cert %s and --tls-key reloaded (new connections)\n",
+               config.tls_cert);
+      else
+        fprintf(stderr, "pycached: SIGHUP: %s; the previous certificate stays in force\n",
+                tls_reload_error);
+    }
     fflush(stdout);
     pcc_notify_ready(notify, status);
   }
@@ -202,6 +230,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "pycached: %u requests unfinished at exit\n", unfinished);
   pcc_http_stop(http);
   close_all(core, states);
+  pcc_tls_close(tls);
   pcc_auth_close(auth);
   pcc_notify_close(notify);
   return 0;

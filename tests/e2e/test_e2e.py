@@ -38,8 +38,9 @@ def java_hash(data: bytes) -> int:
 
 class Server:
     """A pycached process, on 127.0.0.1 with an ephemeral port unless args say otherwise
-    (port_args come first; env: the server's environment, by default this one's). host and port
-    are the ones the server says it listens on."""
+    (port_args come first; env: the server's environment, by default this one's). host, port
+    and url (http:// or, with --tls-cert, https://) are the ones the server says it listens on;
+    request() speaks TLS to an https:// one with the ssl.SSLContext in `context`."""
 
     def __init__(self, workdir, *args, env=None, port_args=("--port", "0")):
         self.store = os.path.join(workdir, "store")
@@ -52,15 +53,17 @@ class Server:
             ready, _, _ = select.select([self.proc.stdout], [], [],
                                         max(0, deadline - time.monotonic()))
             line = self.proc.stdout.readline().decode() if ready else ""
-            if not line or " listening on http://" in line:
+            if not line or " listening on http" in line:
                 break
-        if " listening on http://" not in line:
+        if " listening on http" not in line:
             self.stop()
             raise RuntimeError("pycached did not start: %r" % line)
-        address = line.split(" listening on http://")[1].split()[0]  # 127.0.0.1:N, [::1]:N
+        # http://127.0.0.1:N, https://[::1]:N
+        scheme, _, address = line.split(" listening on ")[1].split()[0].partition("://")
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
-        self.url = "http://%s" % address
+        self.url = "%s://%s" % (scheme, address)
+        self.context = None
 
     def request(self, method, path, body=None, headers=None, timeout=30):
         """One request. Like every real client, it sends X-Pycached-Client (which the server
@@ -68,7 +71,11 @@ class Server:
         headers = dict(headers or {})
         headers.setdefault("X-Pycached-Client", "e2e")
         headers = {k: v for k, v in headers.items() if v is not None}
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        if self.url.startswith("https://"):
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                               context=self.context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             try:
                 conn.request(method, path, body=body, headers=headers)

@@ -412,6 +412,28 @@ START_TEST(open_invalid)
 }
 END_TEST
 
+/* TLS files: refused with http:// (they would protect nothing), a key needs a certificate, and a
+ * file that cannot be opened is named at open, not at the first handshake. */
+START_TEST(open_tls_files)
+{
+  pcc_client *client = NULL;
+  pcc_client_config config = {.base_url = "http://127.0.0.1:1", .ca_file = "/dev/null"};
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  config = (pcc_client_config){.base_url = "https://127.0.0.1:1", .client_key = "/dev/null"};
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  config = (pcc_client_config){.base_url = "https://127.0.0.1:1", .ca_file = ""};
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  config.ca_file = "/nonexistent/ca.pem";
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_IO);
+  ck_assert_int_eq(errno, ENOENT);
+  ck_assert_ptr_null(client);
+  config = (pcc_client_config){.base_url = "https://127.0.0.1:1", .ca_file = "/dev/null",
+                               .client_cert = "/dev/null", .client_key = "/dev/null"};
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  pcc_client_close(client);
+}
+END_TEST
+
 START_TEST(timeout_silent_server)
 {
   fake_server *fs = fake_start(NULL, 1);
@@ -1576,6 +1598,7 @@ static Suite *client_suite(void)
   tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
   tcase_add_test(tc, connect_refused);
   tcase_add_test(tc, open_invalid);
+  tcase_add_test(tc, open_tls_files);
   tcase_add_test(tc, timeout_silent_server);
   tcase_add_test(tc, lookup_hit);
   tcase_add_test(tc, lookup_no_hash);

@@ -78,6 +78,28 @@ START_TEST(test_header_deadline_runs_from_accept)
 }
 END_TEST
 
+/* Mutual TLS's mark: an entry starts unverified, keeps the mark once set, and a new entry on the
+ * same descriptor (a new connection) starts without it. */
+START_TEST(test_certified_is_per_connection)
+{
+  pcc_conns *conns = open_table(8, 2, 0);
+  pair p = make_pair();
+  pcc_conn *conn = pcc_conns_add(conns, p.ours, 1000);
+  ck_assert(!pcc_conns_certified(conn));
+  pcc_conns_set_certified(conn);
+  pcc_conns_enter(conns, conn, PCC_CONN_IDLE, 1001);
+  ck_assert(pcc_conns_certified(conn));
+  pcc_conns_remove(conns, conn);
+  conn = pcc_conns_add(conns, p.ours, 1002);
+  ck_assert(!pcc_conns_certified(conn));
+  ck_assert(!pcc_conns_certified(NULL));
+  pcc_conns_set_certified(NULL);
+  pcc_conns_remove(conns, conn);
+  close_pair(p);
+  pcc_conns_close(conns);
+}
+END_TEST
+
 START_TEST(test_phases_set_their_deadlines)
 {
   pcc_conns *conns = open_table(8, 2, 0);
@@ -222,6 +244,7 @@ static Suite *conns_suite(void)
   TCase *table = tcase_create("table");
   tcase_add_test(table, test_header_deadline_runs_from_accept);
   tcase_add_test(table, test_phases_set_their_deadlines);
+  tcase_add_test(table, test_certified_is_per_connection);
   tcase_add_test(table, test_full_table_evicts_the_longest_idle);
   tcase_add_test(table, test_admit_up_to_max_and_reserve);
   tcase_add_test(table, test_take_counts_at_accept_and_per_address);

@@ -78,7 +78,11 @@ _ENV_DEFAULTS = {
     "PYCACHED_TOKEN_FILE": "",
     "PYCACHED_PROFILE": "",
     "PYCACHED_BUNDLE_ZSTD": "0",
+    "PYCACHED_CA_FILE": "",
+    "PYCACHED_CLIENT_CERT": "",
+    "PYCACHED_CLIENT_KEY": "",
 }
+_TLS_FILES = ("PYCACHED_CA_FILE", "PYCACHED_CLIENT_CERT", "PYCACHED_CLIENT_KEY")
 # limits from the one table, proto/pcc_limits.h (the extension exports them)
 _MAX_SOURCE = _native.SOURCE_MAX_DEFAULT  # the server's default --max-source
 _TOKEN_MAX = _native.TOKEN_MAX  # bytes of a token
@@ -239,7 +243,26 @@ def read_settings(env=None):
         "bundle_zstd": env.get("PYCACHED_BUNDLE_ZSTD", "0") not in ("", "0"),
     }
     conf["token"], conf["token_source"] = _read_token(env)
+    conf.update(_tls_files(env, url))
     return conf
+
+
+def _tls_files(env, url):
+    """{"ca_file", "client_cert", "client_key"}: the paths of PYCACHED_CA_FILE,
+    PYCACHED_CLIENT_CERT and PYCACHED_CLIENT_KEY, None when unset. ValueError for one set with an
+    http:// URL (it would protect nothing), a key without a certificate, or a file that cannot be
+    read (the hook stays off rather than falling back at every import)."""
+    files = {}
+    for name in _TLS_FILES:
+        path = env.get(name, "")
+        if path and url and not url.startswith("https://"):
+            raise ValueError("%s is for an https:// PYCACHED_URL, not %r" % (name, url))
+        if path and not os.access(path, os.R_OK):
+            raise ValueError("%s %s cannot be read" % (name, path))
+        files[name[len("PYCACHED_"):].lower()] = path or None
+    if files["client_key"] and not files["client_cert"]:
+        raise ValueError("PYCACHED_CLIENT_KEY needs PYCACHED_CLIENT_CERT")
+    return files
 
 
 def _name_char(c):
@@ -523,7 +546,8 @@ def install(env=None):
         _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
                           conf["readonly"], conf["validation"] == "hash",
                           float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"],
-                          bundle_zstd=conf["bundle_zstd"])
+                          bundle_zstd=conf["bundle_zstd"], ca_file=conf["ca_file"],
+                          client_cert=conf["client_cert"], client_key=conf["client_key"])
     except ValueError as exc:  # e.g. a URL over 2048 bytes
         sys.stderr.write("pycached: hook not installed: %s\n" % exc)
         return False

@@ -44,6 +44,9 @@ static struct {
   bool compile_forbidden; /* the token lacks the compile role: only look up from now on */
   bool hash_validation;
   bool bundle_zstd;        /* bundles asked for compressed with zstd */
+  char ca_file[PCC_PATH_MAX + 1];     /* TLS files of an https:// server; "" when not set */
+  char client_cert[PCC_PATH_MAX + 1];
+  char client_key[PCC_PATH_MAX + 1];
   double breaker_seconds;
   double breaker_until;    /* monotonic seconds; no request before then */
   size_t max_source;
@@ -77,6 +80,9 @@ static pcc_client_status ensure_client(void)
     .timeout_ms = state.timeout_ms,
     .raw_pyc = true, /* the pyc as the body: no base64 or JSON on either side */
     .accept_zstd = state.bundle_zstd,
+    .ca_file = state.ca_file[0] ? state.ca_file : NULL,
+    .client_cert = state.client_cert[0] ? state.client_cert : NULL,
+    .client_key = state.client_key[0] ? state.client_key : NULL,
   };
   pcc_client_status rc = pcc_client_open(&config, &state.client);
   if (rc == PCC_CLIENT_OK)
@@ -218,17 +224,20 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
 
 PyDoc_STRVAR(configure_doc,
 "configure(url, magic, timeout_ms, compile_timeout_ms, readonly, hash_validation,\n"
-"          breaker_seconds, max_source, token=None, bundle_zstd=False)\n"
+"          breaker_seconds, max_source, token=None, bundle_zstd=False, ca_file=None,\n"
+"          client_cert=None, client_key=None)\n"
 "Sets the server and behaviour of fetch(); resets the circuit breaker. token (str or None)\n"
 "is sent as 'Authorization: Bearer TOKEN'; ValueError unless printable ASCII without spaces,\n"
-"1..512 bytes. bundle_zstd: fetch_bundle() asks for the bundle compressed with zstd.");
+"1..512 bytes. bundle_zstd: fetch_bundle() asks for the bundle compressed with zstd.\n"
+"ca_file, client_cert, client_key (str or None): the TLS files of an https:// url (libcurl's\n"
+"CAINFO, SSLCERT, SSLKEY).");
 
 static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
   (void)self;
   static char *keywords[] = {"url", "magic", "timeout_ms", "compile_timeout_ms", "readonly",
                              "hash_validation", "breaker_seconds", "max_source", "token",
-                             "bundle_zstd", NULL};
+                             "bundle_zstd", "ca_file", "client_cert", "client_key", NULL};
   const char *url;
   Py_buffer magic;
   long timeout_ms, compile_timeout_ms;
@@ -237,13 +246,18 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   Py_ssize_t max_source;
   const char *token = NULL;
   int bundle_zstd = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|zp", keywords, &url, &magic,
+  const char *ca_file = NULL, *client_cert = NULL, *client_key = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|zpzzz", keywords, &url, &magic,
                                    &timeout_ms, &compile_timeout_ms, &readonly, &hash_validation,
-                                   &breaker_seconds, &max_source, &token, &bundle_zstd))
+                                   &breaker_seconds, &max_source, &token, &bundle_zstd,
+                                   &ca_file, &client_cert, &client_key))
     return NULL;
   bool bad = magic.len != PCC_MAGIC_LEN || strlen(url) >= sizeof state.url || timeout_ms <= 0 ||
              compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0 ||
-             (token != NULL && pcc_token_check(token) != PCC_CLIENT_OK);
+             (token != NULL && pcc_token_check(token) != PCC_CLIENT_OK) ||
+             (ca_file != NULL && strlen(ca_file) >= sizeof state.ca_file) ||
+             (client_cert != NULL && strlen(client_cert) >= sizeof state.client_cert) ||
+             (client_key != NULL && strlen(client_key) >= sizeof state.client_key);
   if (bad) {
     PyBuffer_Release(&magic);
     PyErr_SetString(PyExc_ValueError, "pycached: bad configuration value");
@@ -264,6 +278,9 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   state.readonly = readonly;
   state.hash_validation = hash_validation;
   state.bundle_zstd = bundle_zstd;
+  snprintf(state.ca_file, sizeof state.ca_file, "%s", ca_file ? ca_file : "");
+  snprintf(state.client_cert, sizeof state.client_cert, "%s", client_cert ? client_cert : "");
+  snprintf(state.client_key, sizeof state.client_key, "%s", client_key ? client_key : "");
   state.breaker_seconds = breaker_seconds;
   state.breaker_until = 0;
   state.max_source = (size_t)max_source;
