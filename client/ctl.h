@@ -41,6 +41,7 @@ enum {
   ARG_JOBS = 1 << 11,
   ARG_STRICT = 1 << 12,
   ARG_NAMESPACE = 1 << 13,
+  ARG_ZERO = 1 << 14,
 };
 
 /* The options as given (pycachectl.c's option table fills them). */
@@ -68,6 +69,8 @@ typedef struct {
   const char *download;
   long jobs; /* warm --jobs; 0: the default */
   bool strict;
+  bool zero;      /* stats --zero */
+  bool help;      /* --help: the command's help (or all of it) instead of running it */
   unsigned given; /* ARG_* of the options given */
 } ctl_args;
 

@@ -281,6 +281,12 @@ int ctl_admin_stats(const ctl *c)
          ctl_int(total, "hits", b[2], 32), misses, parts[0] ? " (" : "", parts,
          parts[0] ? ")" : "", ctl_int(total, "compiles", b[3], 32),
          ctl_int(total, "compile_errors", b[4], 32), ctl_int(total, "corruptions", b[5], 32));
+  double ratio = ctl_num(total, "hit_ratio", -1);
+  if (ratio >= 0)
+    printf("hit ratio: %.1f%% (%s of the hits served in bundles)\n", 100 * ratio,
+           ctl_int(total, "bundle_hits", b[6], 32));
+  else
+    printf("hit ratio: - (no lookups yet)\n");
   const cJSON *fallbacks = cJSON_GetObjectItemCaseSensitive(total, "fallbacks");
   if (cJSON_GetArraySize(fallbacks) > 0) {
     printf("fallbacks clients reported:");

@@ -85,9 +85,21 @@ int ctl_health(const ctl *c)
 int ctl_stats(const ctl *c)
 {
   char *body = NULL;
-  pcc_client_status rc = pcc_client_get_json(c->client, "/v1/stats", &body, NULL);
-  if (rc != PCC_CLIENT_OK)
-    return ctl_fail(c, rc, "stats");
+  pcc_client_status rc;
+  if (c->args.zero) { /* zeroed, then answered with the counters as they are then */
+    size_t len = 0;
+    long status = 0;
+    rc = pcc_client_request(c->client, "POST", "/v1/admin/stats/zero", NULL, 0, &body, &len,
+                            &status);
+    if (rc != PCC_CLIENT_OK)
+      return ctl_fail(c, rc, "stats --zero");
+    if (!c->args.json)
+      printf("counters zeroed\n");
+  } else {
+    rc = pcc_client_get_json(c->client, "/v1/stats", &body, NULL);
+    if (rc != PCC_CLIENT_OK)
+      return ctl_fail(c, rc, "stats");
+  }
   int code = EXIT_HIT;
   if (c->args.json) {
     printf("%s\n", body);

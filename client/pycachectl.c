@@ -44,7 +44,6 @@ static int ctl_set_flag(const ctl_option *o, const char *value, ctl_args *args);
 static int ctl_set_number(const ctl_option *o, const char *value, ctl_args *args);
 static int ctl_set_levels(const ctl_option *o, const char *value, ctl_args *args);
 static int ctl_set_magic(const ctl_option *o, const char *value, ctl_args *args);
-static int ctl_show_help(const ctl_option *o, const char *value, ctl_args *args);
 static int ctl_show_version(const ctl_option *o, const char *value, ctl_args *args);
 
 #define FIELD(member) offsetof(ctl_args, member)
@@ -120,7 +119,12 @@ static const ctl_option ctl_options[] = {
    .bad = "--jobs wants", .bit = ARG_JOBS},
   {.name = "strict", .help = "warm: exit 4 when a file does not compile or cannot be warmed",
    .apply = ctl_set_flag, .field = FIELD(strict), .bit = ARG_STRICT},
-  {.name = "help", .letter = 'h', .help = "show this help and exit", .apply = ctl_show_help},
+  {.name = "zero", .help = "stats: zero the server's counters first, like ccache -z (a token "
+                           "with the admin role)",
+   .apply = ctl_set_flag, .field = FIELD(zero), .bit = ARG_ZERO},
+  {.name = "help", .letter = 'h',
+   .help = "show the help (after a command: that command's) and exit",
+   .apply = ctl_set_flag, .field = FIELD(help)},
   {.name = "version", .letter = 'V', .help = "show the version and exit",
    .apply = ctl_show_version},
 };
@@ -138,6 +142,7 @@ enum {
   CTL_OPT_LIST = 1 << 1,     /* takes a list of levels in --opt */
   CTL_OFFLINE = 1 << 2,      /* makes no request: no client, no token read by main */
   CTL_MORE_CLIENTS = 1 << 3, /* opens clients of its own: the token stays in ctl.config */
+  CTL_NO_WORDS_OK = 1 << 4,  /* a CTL_LIST command that may also be given no word */
 };
 
 /* A family of commands named by two words, such as `admin stats`. */
@@ -169,11 +174,15 @@ typedef struct {
   int (*run)(const ctl *c);
 } ctl_command;
 
+static int ctl_help(const ctl *c);
+
 static const ctl_command ctl_commands[] = {
   {.name = "health", .usage = "health", .help = "check that the server answers (GET /healthz)",
    .takes = ARG_JSON, .run = ctl_health},
-  {.name = "stats", .usage = "stats", .help = "show the server's counters (GET /v1/stats)",
-   .takes = ARG_JSON, .run = ctl_stats},
+  {.name = "stats", .usage = "stats [--zero]",
+   .help = "show the server's counters (GET /v1/stats; --zero: POST\n"
+           "/v1/admin/stats/zero first)",
+   .takes = ARG_JSON | ARG_ZERO, .run = ctl_stats},
   {.name = "get", .usage = "get FILE", .help = "look up the cached code of FILE (GET /v1/code)",
    .takes = ARG_JSON | ARG_OUTPUT | ARG_NO_HASH | ARG_MAGIC | ARG_OPT, .words = 1,
    .word = "FILE", .run = ctl_get},
@@ -194,6 +203,10 @@ static const ctl_command ctl_commands[] = {
    .words = CTL_REST, .word = "command", .flags = CTL_OFFLINE,
    .misuse = "exec takes --server, --timeout, --token-file, --ca-file, --client-cert and "
              "--client-key only", .run = ctl_exec},
+  {.name = "help", .usage = "help [COMMAND]",
+   .help = "show a command's usage and options (as COMMAND --help), or all",
+   .words = CTL_LIST, .word = "COMMAND", .flags = CTL_OFFLINE | CTL_NO_WORDS_OK,
+   .run = ctl_help},
   {.group = "admin", .name = "stats", .usage = "stats",
    .help = "totals, per-magic counters, latency percentiles, store usage", .takes = ARG_JSON,
    .run = ctl_admin_stats},
@@ -267,6 +280,55 @@ static void ctl_print_indented(FILE *out, const char *text, int indent)
   }
 }
 
+/* One option's line of --help. */
+static void ctl_print_option(FILE *out, const ctl_option *o)
+{
+  char left[64];
+  if (o->letter)
+    snprintf(left, sizeof left, "-%c, --%s%s%s", o->letter, o->name, o->arg ? " " : "",
+             o->arg ? o->arg : "");
+  else
+    snprintf(left, sizeof left, "    --%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+  fprintf(out, "  %-26s %s\n", left, o->help);
+}
+
+/* The commands of a group, as --help lists them. */
+static void ctl_print_group(FILE *out, const ctl_group *group)
+{
+  fprintf(out, "%s\n", group->heading);
+  for (size_t i = 0; i < CTL_NELEMS(ctl_commands); i++) {
+    const ctl_command *cmd = &ctl_commands[i];
+    if (cmd->group != NULL && strcmp(cmd->group, group->name) == 0)
+      fprintf(out, "  %s %s\n      %s%s\n", cmd->group, cmd->usage, cmd->help,
+              cmd->flags & CTL_DESTRUCTIVE ? " (asks first; --yes off a terminal)" : "");
+  }
+}
+
+/* One command's help, from its row and the option table: its usage, what it does, the options
+ * it takes (the rows whose bit it lists) and those every command takes. */
+static void ctl_command_usage(FILE *out, const ctl_command *cmd)
+{
+  fprintf(out, "usage: pycachectl [OPTIONS] %s%s%s\n", cmd->group ? cmd->group : "",
+          cmd->group ? " " : "", cmd->usage);
+  if (cmd->synopsis != NULL)
+    fprintf(out, "       pycachectl %s\n", cmd->synopsis);
+  fprintf(out, "\n");
+  ctl_print_indented(out, cmd->help, 0);
+  if (cmd->flags & CTL_DESTRUCTIVE)
+    fprintf(out, "It asks to confirm first; off a terminal it wants --yes.\n");
+  if (cmd->takes != 0) {
+    fprintf(out, "\nOptions:\n");
+    for (size_t i = 0; i < CTL_NELEMS(ctl_options); i++)
+      if (ctl_options[i].bit & cmd->takes)
+        ctl_print_option(out, &ctl_options[i]);
+  }
+  fprintf(out, "\nOptions of every command:\n");
+  for (size_t i = 0; i < CTL_NELEMS(ctl_options); i++)
+    if (ctl_options[i].bit == 0)
+      ctl_print_option(out, &ctl_options[i]);
+  fprintf(out, "\nExit status and the environment: pycachectl --help; docs/CLI.md.\n");
+}
+
 static void ctl_usage(FILE *out)
 {
   const char *sep = "";
@@ -287,32 +349,18 @@ static void ctl_usage(FILE *out)
   fprintf(out, "\nCommands:\n");
   for (size_t i = 0; i < CTL_NELEMS(ctl_commands); i++) {
     if (ctl_commands[i].group == NULL) {
-      fprintf(out, "  %-13s ", ctl_commands[i].usage);
-      ctl_print_indented(out, ctl_commands[i].help, 16);
+      fprintf(out, "  %-15s ", ctl_commands[i].usage);
+      ctl_print_indented(out, ctl_commands[i].help, 18);
     }
   }
   for (size_t g = 0; g < CTL_NELEMS(ctl_groups); g++) {
-    fprintf(out, "\n%s\n", ctl_groups[g].heading);
-    for (size_t i = 0; i < CTL_NELEMS(ctl_commands); i++) {
-      const ctl_command *cmd = &ctl_commands[i];
-      if (cmd->group != NULL && strcmp(cmd->group, ctl_groups[g].name) == 0)
-        fprintf(out, "  %s %s\n      %s%s\n", cmd->group, cmd->usage, cmd->help,
-                cmd->flags & CTL_DESTRUCTIVE ? " (asks first; --yes off a terminal)" : "");
-    }
+    fprintf(out, "\n");
+    ctl_print_group(out, &ctl_groups[g]);
   }
 
-  fprintf(out, "\nOptions:\n");
-  for (size_t i = 0; i < CTL_NELEMS(ctl_options); i++) {
-    const ctl_option *o = &ctl_options[i];
-    char left[64];
-    if (o->letter)
-      snprintf(left, sizeof left, "-%c, --%s%s%s", o->letter, o->name, o->arg ? " " : "",
-               o->arg ? o->arg : "");
-    else
-      snprintf(left, sizeof left, "    --%s%s%s", o->name, o->arg ? " " : "",
-               o->arg ? o->arg : "");
-    fprintf(out, "  %-26s %s\n", left, o->help);
-  }
+  fprintf(out, "\nOptions (COMMAND --help: those of COMMAND):\n");
+  for (size_t i = 0; i < CTL_NELEMS(ctl_options); i++)
+    ctl_print_option(out, &ctl_options[i]);
   fprintf(out,
           "\n"
           "Environment:\n"
@@ -407,12 +455,6 @@ static int ctl_set_magic(const ctl_option *o, const char *value, ctl_args *args)
   return CTL_NEXT;
 }
 
-static int ctl_show_help(const ctl_option *o, const char *value, ctl_args *args)
-{
-  (void)o, (void)value, (void)args;
-  ctl_usage(stdout);
-  return EXIT_HIT;
-}
 
 static int ctl_show_version(const ctl_option *o, const char *value, ctl_args *args)
 {
@@ -477,7 +519,7 @@ static int ctl_check(const ctl_command *cmd, const ctl *c, const char *last_word
   char full[64], text[192]; /* full: "get", "admin show" */
   snprintf(full, sizeof full, "%s%s%s", cmd->group ? cmd->group : "", cmd->group ? " " : "",
            cmd->name);
-  if (cmd->words == CTL_LIST && c->nwords == 0) {
+  if (cmd->words == CTL_LIST && c->nwords == 0 && !(cmd->flags & CTL_NO_WORDS_OK)) {
     snprintf(text, sizeof text, "%s wants at least one %s", cmd->name, cmd->word);
     return ctl_usage_error(text, NULL);
   }
@@ -512,6 +554,37 @@ static int ctl_check(const ctl_command *cmd, const ctl *c, const char *last_word
     return ctl_usage_error(text, NULL);
   }
   return EXIT_HIT;
+}
+
+/* ---- help ------------------------------------------------------------------------------ */
+
+/* The help the words ask for: a command's, a group's, or (no word) all of it. EXIT_HIT, or the
+ * usage error of words that name nothing. */
+static int ctl_help_for(const char *const *words, int nwords)
+{
+  if (nwords == 0) {
+    ctl_usage(stdout);
+    return EXIT_HIT;
+  }
+  const ctl_command *cmd = ctl_command_named(words, nwords);
+  if (cmd != NULL) {
+    ctl_command_usage(stdout, cmd);
+    return EXIT_HIT;
+  }
+  const ctl_group *group = ctl_group_named(words[0]);
+  if (group != NULL && nwords == 1) {
+    printf("usage: pycachectl %s\n\n", group->synopsis);
+    ctl_print_group(stdout, group);
+    printf("\npycachectl %s SUBCOMMAND --help: that subcommand's options.\n", group->name);
+    return EXIT_HIT;
+  }
+  return ctl_unknown_command(words, nwords);
+}
+
+/* help [COMMAND...]: as COMMAND --help. */
+static int ctl_help(const ctl *c)
+{
+  return ctl_help_for(c->words, c->nwords);
 }
 
 /* ---- main ------------------------------------------------------------------------------ */
@@ -661,6 +734,11 @@ int main(int argc, char **argv)
       return ctl_usage_error("unknown option", argv[optind - 1]);
     }
   }
+  if (cmd != NULL && cmd->words == CTL_REST && optind < argc &&
+      (strcmp(argv[optind], "--help") == 0 || strcmp(argv[optind], "-h") == 0))
+    c.args.help = true; /* exec --help; exec -- --help runs a command named --help */
+  if (c.args.help) /* the help of what the words name, whatever else is given */
+    return ctl_help_for(words, cmd != NULL ? (cmd->group ? 2 : 1) : nwords);
   if (nwords == 0)
     return ctl_usage_error("no command given (health, stats, get FILE, compile FILE, admin ...)",
                            NULL);

@@ -84,6 +84,9 @@ uint64_t pcc_compiler_restarts(const pcc_compiler *compiler);
 /* Workers replaced since open because they had run max_compiles compiles or passed max_rss (not
  * counted above). */
 uint64_t pcc_compiler_recycles(const pcc_compiler *compiler);
+/* Workers compiling (or being replaced) now, and workers alive (a process started). */
+unsigned pcc_compiler_busy(const pcc_compiler *compiler);
+unsigned pcc_compiler_alive(const pcc_compiler *compiler);
 /* Process ids of the live workers (for operators and tests): writes up to max of them into out
  * (out may be NULL when max is 0) and returns how many are alive, which may exceed max. A slot
  * whose worker could not be restarted has no pid. The pids are a snapshot: a worker may be

@@ -562,6 +562,24 @@ uint64_t pcc_compiler_recycles(const pcc_compiler *c)
   return c ? atomic_load(&c->recycles) : 0;
 }
 
+unsigned pcc_compiler_busy(const pcc_compiler *c)
+{
+  pcc_compiler *pool = (pcc_compiler *)(uintptr_t)c; /* the lock only, as worker_pids */
+  unsigned n = 0;
+  if (!pool)
+    return 0;
+  pthread_mutex_lock(&pool->lock);
+  for (unsigned i = 0; i < pool->nslots; i++)
+    n += pool->slots[i].state == SLOT_BUSY;
+  pthread_mutex_unlock(&pool->lock);
+  return n;
+}
+
+unsigned pcc_compiler_alive(const pcc_compiler *c)
+{
+  return (unsigned)pcc_compiler_worker_pids(c, NULL, 0);
+}
+
 size_t pcc_compiler_worker_pids(const pcc_compiler *c, pid_t *out, size_t max)
 {
   /* The mutex is not part of the pool's logical state; locking it does not modify the pool. */

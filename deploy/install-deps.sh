@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs, with apt-get, the Debian packages pycached needs to build, run and
 # test (wrk and nginx: tests/bench/bench_load.py; a JDK, bookworm's default: the proto-jvm test;
-# debhelper, debootstrap, yamllint, strace: the package and the deploy suite, tests/deploy/),
+# debhelper, debootstrap, yamllint, strace: the package and the deploy suite, tests/deploy/;
+# prometheus: promtool, which lints /metrics in the admin suite),
 # skipping the ones already installed. Runs as root (or through sudo when available).
 set -euo pipefail
 
@@ -17,6 +18,7 @@ packages=(
   wrk nginx
   openjdk-17-jdk-headless
   debhelper dpkg-dev debootstrap yamllint python3-yaml strace
+  prometheus
 )
 # The admin page's browser test needs npm; a nodejs from NodeSource bundles it (and conflicts with
 # Debian's npm package), Debian's own nodejs does not.

@@ -53,7 +53,7 @@ typedef struct {
   pcc_magic magic;
   const pcc_magic_counters *counters; /* for the fallbacks clients reported; NULL when none */
   uint64_t entries, bytes;
-  uint64_t hits, absent, stale, compiles, compile_errors, corruptions;
+  uint64_t hits, bundle_hits, absent, stale, unsupported, compiles, compile_errors, corruptions;
   bool served;
   bool other; /* the row of the magics without counters of their own (counters.h) */
 } magic_figures;
@@ -92,8 +92,10 @@ static void add_store_magic(const pcc_magic *magic, uint64_t entries, uint64_t b
 static void add_counters(magic_figures *f, const pcc_magic_counters *c)
 {
   f->hits += atomic_load(&c->hits);
+  f->bundle_hits += atomic_load(&c->bundle_hits);
   f->absent += atomic_load(&c->miss_absent);
   f->stale += atomic_load(&c->miss_stale);
+  f->unsupported += atomic_load(&c->unsupported);
   f->compiles += atomic_load(&c->compiles);
   f->compile_errors += atomic_load(&c->compile_errors);
   f->corruptions += atomic_load(&c->corruptions);
@@ -113,7 +115,7 @@ static void add_other(snapshot *snap, const pcc_magic_counters *other)
 {
   magic_figures f = {.counters = other, .other = true};
   add_counters(&f, other);
-  bool used = f.hits || f.absent || f.stale || f.compiles || f.compile_errors ||
+  bool used = f.hits || f.absent || f.stale || f.unsupported || f.compiles || f.compile_errors ||
               f.corruptions || atomic_load(&other->n_reasons) > 0;
   if (used && snap->n < sizeof snap->magics / sizeof snap->magics[0])
     snap->magics[snap->n++] = f;
@@ -141,8 +143,10 @@ static void take_snapshot(pcc_core *core, snapshot *snap)
     t->entries += f->entries;
     t->bytes += f->bytes;
     t->hits += f->hits;
+    t->bundle_hits += f->bundle_hits;
     t->absent += f->absent;
     t->stale += f->stale;
+    t->unsupported += f->unsupported;
     t->compiles += f->compiles;
     t->compile_errors += f->compile_errors;
     t->corruptions += f->corruptions;
@@ -175,9 +179,12 @@ static cJSON *figures_json(const magic_figures *f)
   cJSON_AddNumberToObject(obj, "entries", (double)f->entries);
   cJSON_AddNumberToObject(obj, "bytes", (double)f->bytes);
   cJSON_AddNumberToObject(obj, "hits", (double)f->hits);
+  cJSON_AddNumberToObject(obj, "bundle_hits", (double)f->bundle_hits);
   cJSON *misses = cJSON_AddObjectToObject(obj, "misses");
   cJSON_AddNumberToObject(misses, "absent", (double)f->absent);
   cJSON_AddNumberToObject(misses, "stale", (double)f->stale);
+  cJSON_AddNumberToObject(misses, "unsupported_magic", (double)f->unsupported);
+  pcc_counters_add_ratio(obj, f->hits, f->absent + f->stale + f->unsupported);
   cJSON_AddNumberToObject(obj, "compiles", (double)f->compiles);
   cJSON_AddNumberToObject(obj, "compile_errors", (double)f->compile_errors);
   cJSON_AddNumberToObject(obj, "corruptions", (double)f->corruptions);
@@ -188,7 +195,7 @@ static cJSON *histogram_json(const pcc_histogram *h)
 {
   cJSON *obj = cJSON_CreateObject();
   cJSON_AddNumberToObject(obj, "count", (double)atomic_load(&h->count));
-  cJSON_AddNumberToObject(obj, "sum", (double)atomic_load(&h->sum_us) / 1e6);
+  cJSON_AddNumberToObject(obj, "sum", (double)atomic_load(&h->sum_ns) / 1e9);
   cJSON *buckets = cJSON_AddArrayToObject(obj, "buckets");
   uint64_t cumulative = 0;
   for (size_t i = 0; i <= PCC_LATENCY_BUCKETS; i++) {
@@ -199,6 +206,34 @@ static cJSON *histogram_json(const pcc_histogram *h)
                                  : cJSON_CreateString("+Inf"));
     cJSON_AddItemToArray(pair, cJSON_CreateNumber((double)cumulative));
     cJSON_AddItemToArray(buckets, pair);
+  }
+  return obj;
+}
+
+/* The compilers' health: {"failures", "timeouts", "joined", "backends": [{"name", "magic",
+ * "workers", "alive", "busy", "restarts", "recycles"}]}. */
+static cJSON *compilers_json(pcc_core *core, const pcc_totals *totals)
+{
+  cJSON *obj = cJSON_CreateObject();
+  cJSON_AddNumberToObject(obj, "failures", (double)atomic_load(&totals->compiler_failures));
+  cJSON_AddNumberToObject(obj, "timeouts", (double)atomic_load(&totals->timeouts));
+  cJSON_AddNumberToObject(obj, "joined", (double)atomic_load(&totals->joined));
+  cJSON *list = cJSON_AddArrayToObject(obj, "backends");
+  const pcc_backend *backends;
+  unsigned n = pcc_core_backends(core, &backends);
+  for (unsigned b = 0; b < n; b++) {
+    const pcc_compiler *compiler = backends[b].compiler;
+    char hex[2 * PCC_MAGIC_LEN + 1];
+    pcc_magic_to_hex(pcc_compiler_magic(compiler), hex);
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddStringToObject(row, "name", backends[b].name);
+    cJSON_AddStringToObject(row, "magic", hex);
+    cJSON_AddNumberToObject(row, "workers", pcc_compiler_workers(compiler));
+    cJSON_AddNumberToObject(row, "alive", pcc_compiler_alive(compiler));
+    cJSON_AddNumberToObject(row, "busy", pcc_compiler_busy(compiler));
+    cJSON_AddNumberToObject(row, "restarts", (double)pcc_compiler_restarts(compiler));
+    cJSON_AddNumberToObject(row, "recycles", (double)pcc_compiler_recycles(compiler));
+    cJSON_AddItemToArray(list, row);
   }
   return obj;
 }
@@ -238,6 +273,13 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
     cJSON_AddItemToObject(one, "fallbacks", fallbacks_json(&snap->magics[i], 1));
     cJSON_AddItemToObject(magics, figures_name(&snap->magics[i], hex), one);
   }
+  cJSON_AddItemToObject(stats, "compilers", compilers_json(core, totals));
+  cJSON *warm = cJSON_AddObjectToObject(stats, "warm");
+  cJSON_AddNumberToObject(warm, "bundles", (double)atomic_load(&totals->bundles));
+  cJSON_AddNumberToObject(warm, "bundle_entries", (double)snap->total.bundle_hits);
+  cJSON_AddNumberToObject(warm, "bundle_bytes", (double)atomic_load(&totals->bundle_bytes));
+  cJSON_AddNumberToObject(warm, "profiles_received",
+                          (double)atomic_load(&totals->profiles_received));
   cJSON *latency = cJSON_AddObjectToObject(stats, "latency");
   cJSON_AddItemToObject(latency, "hit", histogram_json(&totals->hit_latency));
   cJSON_AddItemToObject(latency, "compile", histogram_json(&totals->compile_latency));
@@ -249,6 +291,21 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
 /* ---- metrics (Prometheus text format 0.0.4) -------------------------------------------- */
 
 #define METRICS_MAX (4 * PCC_MIB) /* the text of /metrics: a few hundred lines per magic */
+
+static uint64_t pool_workers(const pcc_compiler *compiler)
+{
+  return pcc_compiler_workers(compiler);
+}
+
+static uint64_t pool_alive(const pcc_compiler *compiler)
+{
+  return pcc_compiler_alive(compiler);
+}
+
+static uint64_t pool_busy(const pcc_compiler *compiler)
+{
+  return pcc_compiler_busy(compiler);
+}
 
 /* One sample per magic of the magic_figures field at offset; type is "counter" or "gauge". */
 static void emit_per_magic(pcc_dynbuf *out, const snapshot *snap, const char *name,
@@ -275,10 +332,40 @@ static void emit_histogram(pcc_dynbuf *out, const char *name, const char *help,
                     (unsigned long long)cumulative);
   }
   cumulative += atomic_load(&h->buckets[PCC_LATENCY_BUCKETS]);
-  pcc_dynbuf_addf(out, "pycached_%s_bucket{le=\"+Inf\"} %llu\npycached_%s_sum %.6f\n"
+  pcc_dynbuf_addf(out, "pycached_%s_bucket{le=\"+Inf\"} %llu\npycached_%s_sum %.9f\n"
                   "pycached_%s_count %llu\n", name, (unsigned long long)cumulative, name,
-                  (double)atomic_load(&h->sum_us) / 1e6, name,
+                  (double)atomic_load(&h->sum_ns) / 1e9, name,
                   (unsigned long long)atomic_load(&h->count));
+}
+
+/* The health of each backend's worker pool, labelled by backend and magic. */
+static void emit_compilers(pcc_core *core, pcc_dynbuf *out)
+{
+  const pcc_backend *backends;
+  unsigned n = pcc_core_backends(core, &backends);
+  const struct {
+    const char *name, *type, *help;
+    uint64_t (*value)(const pcc_compiler *compiler);
+  } figures[] = {
+    {"compiler_workers", "gauge", "Worker processes a backend runs (--workers)", pool_workers},
+    {"compiler_workers_alive", "gauge", "Workers whose process is running", pool_alive},
+    {"compiler_workers_busy", "gauge", "Workers compiling now (or being replaced)", pool_busy},
+    {"compiler_restarts_total", "counter", "Workers replaced after a crash, timeout or protocol "
+     "error", pcc_compiler_restarts},
+    {"compiler_recycles_total", "counter", "Workers replaced after --worker-max-compiles or "
+     "--worker-max-rss", pcc_compiler_recycles},
+  };
+  for (size_t f = 0; f < sizeof figures / sizeof figures[0]; f++) {
+    pcc_dynbuf_addf(out, "# HELP pycached_%s %s\n# TYPE pycached_%s %s\n", figures[f].name,
+                    figures[f].help, figures[f].name, figures[f].type);
+    for (unsigned b = 0; b < n; b++) {
+      char hex[2 * PCC_MAGIC_LEN + 1];
+      pcc_magic_to_hex(pcc_compiler_magic(backends[b].compiler), hex);
+      pcc_dynbuf_addf(out, "pycached_%s{backend=\"%s\",magic=\"%s\"} %llu\n", figures[f].name,
+                      backends[b].name, hex,
+                      (unsigned long long)figures[f].value(backends[b].compiler));
+    }
+  }
 }
 
 /* The Prometheus text into out (bounded by its maximum: a text cut short is an error). */
@@ -302,10 +389,15 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
     char hex[2 * PCC_MAGIC_LEN + 1];
     const char *magic = figures_name(&snap->magics[i], hex);
     pcc_dynbuf_addf(out, "pycached_misses_total{magic=\"%s\",reason=\"absent\"} %llu\n"
-                    "pycached_misses_total{magic=\"%s\",reason=\"stale\"} %llu\n",
+                    "pycached_misses_total{magic=\"%s\",reason=\"stale\"} %llu\n"
+                    "pycached_misses_total{magic=\"%s\",reason=\"unsupported_magic\"} %llu\n",
                     magic, (unsigned long long)snap->magics[i].absent, magic,
-                    (unsigned long long)snap->magics[i].stale);
+                    (unsigned long long)snap->magics[i].stale, magic,
+                    (unsigned long long)snap->magics[i].unsupported);
   }
+  emit_per_magic(out, snap, "bundle_hits_total", "counter",
+                 "Entries served in bundles (counted in pycached_hits_total too)",
+                 offsetof(magic_figures, bundle_hits));
   emit_per_magic(out, snap, "compiles_total", "counter", "Compiles run by a worker",
                  offsetof(magic_figures, compiles));
   emit_per_magic(out, snap, "compile_errors_total", "counter", "Compiles that raised",
@@ -328,6 +420,25 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
       pcc_dynbuf_addf(out, "pycached_client_fallbacks_total{magic=\"%s\",reason=\"%s\"} %llu\n",
                       magic, c->reasons[r], (unsigned long long)atomic_load(&c->reason_counts[r]));
   }
+  emit_compilers(core, out);
+  const struct {
+    const char *name, *help;
+    const atomic_uint_fast64_t *value;
+  } totals_figures[] = {
+    {"compile_failures_total", "Compiles a worker failed (crashed, broke the protocol, or "
+     "raised MemoryError or the like); answered 503", &totals->compiler_failures},
+    {"compile_timeouts_total", "Compiles killed past --compile-timeout", &totals->timeouts},
+    {"compiles_joined_total", "Compile requests that joined one in progress", &totals->joined},
+    {"bundles_served_total", "Bundles served (GET /v1/bundle)", &totals->bundles},
+    {"bundle_bytes_total", "Bytes of the bundles served, as sent", &totals->bundle_bytes},
+    {"profiles_received_total", "Import profiles clients sent (POST /v1/profile)",
+     &totals->profiles_received},
+  };
+  for (size_t i = 0; i < sizeof totals_figures / sizeof totals_figures[0]; i++)
+    pcc_dynbuf_addf(out, "# HELP pycached_%s %s\n# TYPE pycached_%s counter\npycached_%s %llu\n",
+                    totals_figures[i].name, totals_figures[i].help, totals_figures[i].name,
+                    totals_figures[i].name,
+                    (unsigned long long)atomic_load(totals_figures[i].value));
   emit_histogram(out, "hit_seconds", "Time to answer a lookup hit", &totals->hit_latency);
   emit_histogram(out, "compile_seconds", "Time a worker took to compile",
                  &totals->compile_latency);
@@ -347,6 +458,8 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
     {"store_map_bytes", "gauge", "--map-size: the most the store's file may grow to",
      s->map_size},
     {"store_evictions_total", "counter", "Blobs evicted as least recently used", s->evictions},
+    {"store_evicted_bytes_total", "counter", "Payload bytes of the blobs evicted",
+     s->evicted_bytes},
     {"store_damaged", "gauge", "1: the store's file is damaged (run pycached --verify-store)",
      s->damaged},
     {"store_corruptions_total", "counter", "Damaged records and faults the store met",

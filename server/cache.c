@@ -189,7 +189,7 @@ static void job_compile(cache *c, job *j)
   }
   pcc_magic_counters *magic = pcc_counters_for(counters, &j->magic);
   atomic_fetch_add(&magic->compiles, 1);
-  pcc_histogram_add(&totals->compile_latency, result->compile_us);
+  pcc_histogram_add(&totals->compile_latency, result->compile_us * 1000);
   pcc_blob blob = {.hash = j->record.hash,
                    .size = j->record.size,
                    .created = time(NULL),
@@ -358,8 +358,8 @@ static unsigned retry_after_locked(const cache *c, const cache_queue *queue)
   const pcc_backend *backends;
   pcc_core_backends(c->core, &backends);
   const pcc_histogram *h = &pcc_counters_totals(pcc_core_counters(c->core))->compile_latency;
-  uint64_t count = atomic_load(&h->count), sum_us = atomic_load(&h->sum_us);
-  double mean = count ? (double)sum_us / 1e6 / (double)count : 1.0;
+  uint64_t count = atomic_load(&h->count), sum_ns = atomic_load(&h->sum_ns);
+  double mean = count ? (double)sum_ns / 1e9 / (double)count : 1.0;
   unsigned workers = pcc_compiler_workers(backends[queue->backend].compiler);
   double wait = mean * ((double)queue->queued / (workers ? workers : 1) + 1);
   return wait >= PCC_RETRY_AFTER_MAX ? PCC_RETRY_AFTER_MAX : (unsigned)wait + 1; /* rounded up */
@@ -433,6 +433,8 @@ static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
   uint8_t *read_bytes = NULL;
   int backend = pcc_core_backend_for(c->core, &params->magic);
   if (backend < 0) {
+    atomic_fetch_add(&pcc_counters_for(pcc_core_counters(c->core), &params->magic)->unsupported,
+                     1);
     pcc_core_answer_unsupported(c->core, answer);
     return;
   }
@@ -572,14 +574,17 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
     pcc_answer_json(answer, NULL);
     return;
   }
-  uint64_t hits = 0, absent = 0, stale = 0, compiles = 0, errors = 0, corruptions = 0;
+  uint64_t hits = 0, bundle_hits = 0, absent = 0, stale = 0, unsupported = 0, compiles = 0;
+  uint64_t errors = 0, corruptions = 0;
   const pcc_magic_counters *magics, *other;
   unsigned n = pcc_counters_magics(counters, &magics, &other);
   for (unsigned i = 0; i <= n; i++) {
     const pcc_magic_counters *m = i < n ? &magics[i] : other;
     hits += atomic_load(&m->hits);
+    bundle_hits += atomic_load(&m->bundle_hits);
     absent += atomic_load(&m->miss_absent);
     stale += atomic_load(&m->miss_stale);
+    unsupported += atomic_load(&m->unsupported);
     compiles += atomic_load(&m->compiles);
     errors += atomic_load(&m->compile_errors);
     corruptions += atomic_load(&m->corruptions);
@@ -588,9 +593,12 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON_AddNumberToObject(stats, "uptime", (double)(time(NULL) - pcc_core_started(c->core)));
   cJSON_AddNumberToObject(stats, "requests", (double)atomic_load(&totals->requests));
   cJSON_AddNumberToObject(stats, "hits", (double)hits);
+  cJSON_AddNumberToObject(stats, "bundle_hits", (double)bundle_hits);
   cJSON *misses = cJSON_AddObjectToObject(stats, "misses");
   cJSON_AddNumberToObject(misses, "absent", (double)absent);
   cJSON_AddNumberToObject(misses, "stale", (double)stale);
+  cJSON_AddNumberToObject(misses, "unsupported_magic", (double)unsupported);
+  pcc_counters_add_ratio(stats, hits, absent + stale + unsupported);
   cJSON_AddNumberToObject(stats, "compiles", (double)compiles);
   cJSON_AddNumberToObject(stats, "compile_errors", (double)errors);
   cJSON_AddNumberToObject(stats, "joined", (double)atomic_load(&totals->joined));
@@ -598,6 +606,10 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON_AddNumberToObject(stats, "compiler_failures",
                           (double)atomic_load(&totals->compiler_failures));
   cJSON_AddNumberToObject(stats, "compile_timeouts", (double)atomic_load(&totals->timeouts));
+  cJSON_AddNumberToObject(stats, "bundles", (double)atomic_load(&totals->bundles));
+  cJSON_AddNumberToObject(stats, "bundle_bytes", (double)atomic_load(&totals->bundle_bytes));
+  cJSON_AddNumberToObject(stats, "profiles_received",
+                          (double)atomic_load(&totals->profiles_received));
   size_t queued = 0, compiling = 0;
   pthread_mutex_lock(&c->lock);
   for (unsigned q = 0; q < c->n_queues; q++)
@@ -619,6 +631,8 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
     cJSON_AddStringToObject(compiler, "name", backends[b].name);
     cJSON_AddStringToObject(compiler, "magic", magic);
     cJSON_AddNumberToObject(compiler, "workers", pcc_compiler_workers(backends[b].compiler));
+    cJSON_AddNumberToObject(compiler, "alive", pcc_compiler_alive(backends[b].compiler));
+    cJSON_AddNumberToObject(compiler, "busy", pcc_compiler_busy(backends[b].compiler));
     cJSON_AddNumberToObject(compiler, "restarts",
                             (double)pcc_compiler_restarts(backends[b].compiler));
     cJSON_AddNumberToObject(compiler, "recycles",
@@ -627,6 +641,15 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
     cJSON_AddItemToArray(compilers, compiler);
   }
   pcc_answer_json(answer, stats);
+}
+
+/* POST /v1/admin/stats/zero: zeroes the counters (pcc_counters_zero: not the store, not the
+ * per-entry hits, not the workers' restarts) and answers the stats as they are then. */
+static void handle_stats_zero(void *state, pcc_request *req, pcc_answer *answer)
+{
+  cache *c = state;
+  pcc_counters_zero(pcc_core_counters(c->core));
+  handle_stats(state, req, answer);
 }
 
 /* ---- the feature ------------------------------------------------------------------------ */
@@ -717,6 +740,8 @@ static const pcc_route cache_routes[] = {
    "liveness and version"},
   {"GET", "/v1/stats", PCC_ROLE_READ, PCC_ROUTE_NO_BODY, false, 0, {NULL}, handle_stats,
    "the counters"},
+  {"POST", "/v1/admin/stats/zero", PCC_ROLE_ADMIN, PCC_ROUTE_NO_BODY, false, 0, {NULL},
+   handle_stats_zero, "zero the counters (not the store) and answer them"},
   {"GET", "/v1/code", PCC_ROLE_READ, PCC_ROUTE_NO_BODY, true,
    PCC_PARAM_MAGIC | PCC_PARAM_PATH | PCC_PARAM_MTIME | PCC_PARAM_SIZE, {NULL}, handle_lookup,
    "look up the code of a source"},

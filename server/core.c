@@ -709,24 +709,26 @@ bool pcc_core_blob_matches(pcc_core *core, const pcc_magic *magic, const pcc_blo
   return false;
 }
 
-static uint64_t micros_since(const struct timespec *start)
+static uint64_t nanos_since(const struct timespec *start)
 {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
-  int64_t us = (int64_t)(now.tv_sec - start->tv_sec) * 1000000 +
-               (now.tv_nsec - start->tv_nsec) / 1000;
-  return us > 0 ? (uint64_t)us : 0;
+  int64_t ns = (int64_t)(now.tv_sec - start->tv_sec) * 1000000000 +
+               (now.tv_nsec - start->tv_nsec);
+  return ns > 0 ? (uint64_t)ns : 0;
 }
 
-/* A miss; for a magic no backend compiles, unsupported-magic (its stored entries still hit). */
+/* A miss; for a magic no backend compiles, unsupported-magic, counted as such and not as a
+ * miss (its stored entries still hit). */
 static void answer_miss(pcc_core *core, pcc_answer *answer, const pcc_magic *magic, bool stale)
 {
   pcc_magic_counters *counters = pcc_counters_for(core->counters, magic);
-  atomic_fetch_add(stale ? &counters->miss_stale : &counters->miss_absent, 1);
   if (pcc_core_backend_for(core, magic) < 0) {
+    atomic_fetch_add(&counters->unsupported, 1);
     pcc_core_answer_unsupported(core, answer);
     return;
   }
+  atomic_fetch_add(stale ? &counters->miss_stale : &counters->miss_absent, 1);
   pcc_answer_error(answer, PCC_ERR_MISS, stale ? "the cached entry does not match this source"
                                                : "nothing cached for this path");
   pcc_answer_extra_string(answer, "reason", stale ? "stale" : "absent");
@@ -743,7 +745,7 @@ static void answer_hit(pcc_core *core, pcc_answer *answer, pcc_blob *blob,
     atomic_fetch_add(&pcc_counters_for(core->counters, &params->magic)->hits, 1);
     pcc_counters_record_hit(core->counters, &params->magic, params->opt, params->path,
                             params->path_len);
-    pcc_histogram_add(&pcc_counters_totals(core->counters)->hit_latency, micros_since(start));
+    pcc_histogram_add(&pcc_counters_totals(core->counters)->hit_latency, nanos_since(start));
   }
 }
 

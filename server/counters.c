@@ -9,8 +9,9 @@
 #define HIT_PROBES 16
 
 const double pcc_latency_bounds[PCC_LATENCY_BUCKETS] = {
-  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,
+  0.000001, 0.000002, 0.0000035, 0.000005, 0.0000075, 0.00001, 0.00002, 0.000035, 0.00005,
+  0.000075, 0.0001,   0.00015,   0.00025,  0.0005,    0.001,   0.0025,  0.005,    0.01,
+  0.025,    0.05,     0.1,       0.25,     1,         2.5,     5,       10,
 };
 
 /* Hits of one entry since start (key 0: free slot). */
@@ -102,6 +103,47 @@ unsigned pcc_counters_magics(const pcc_counters *counters, const pcc_magic_count
   return atomic_load(&counters->n_magics);
 }
 
+static void zero_magic(pcc_magic_counters *m)
+{
+  atomic_uint_fast64_t *fields[] = {&m->hits,        &m->bundle_hits, &m->miss_absent,
+                                    &m->miss_stale,  &m->unsupported, &m->compiles,
+                                    &m->compile_errors, &m->corruptions};
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    atomic_store(fields[i], 0);
+  for (unsigned r = 0; r < PCC_REASONS_MAX; r++)
+    atomic_store(&m->reason_counts[r], 0);
+}
+
+static void zero_histogram(pcc_histogram *h)
+{
+  for (size_t i = 0; i <= PCC_LATENCY_BUCKETS; i++)
+    atomic_store(&h->buckets[i], 0);
+  atomic_store(&h->count, 0);
+  atomic_store(&h->sum_ns, 0);
+}
+
+void pcc_counters_zero(pcc_counters *counters)
+{
+  unsigned n = atomic_load(&counters->n_magics);
+  for (unsigned i = 0; i < n; i++)
+    zero_magic(&counters->magics[i]);
+  zero_magic(&counters->other);
+  pcc_totals *t = &counters->totals;
+  atomic_uint_fast64_t *fields[] = {&t->requests, &t->joined, &t->compiler_failures,
+                                    &t->timeouts, &t->bundles, &t->bundle_bytes,
+                                    &t->profiles_received};
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    atomic_store(fields[i], 0);
+  zero_histogram(&t->hit_latency);
+  zero_histogram(&t->compile_latency);
+}
+
+void pcc_counters_add_bundle_hits(pcc_magic_counters *magic, uint64_t n)
+{
+  atomic_fetch_add(&magic->hits, n);
+  atomic_fetch_add(&magic->bundle_hits, n);
+}
+
 void pcc_counters_add_reason(pcc_counters *counters, pcc_magic_counters *magic,
                              const char *reason, uint64_t n)
 {
@@ -127,14 +169,22 @@ void pcc_counters_add_reason(pcc_counters *counters, pcc_magic_counters *magic,
   pthread_mutex_unlock(&counters->lock);
 }
 
-void pcc_histogram_add(pcc_histogram *histogram, uint64_t micros)
+void pcc_counters_add_ratio(cJSON *obj, uint64_t hits, uint64_t misses)
+{
+  if (hits + misses == 0)
+    cJSON_AddNullToObject(obj, "hit_ratio");
+  else
+    cJSON_AddNumberToObject(obj, "hit_ratio", (double)hits / (double)(hits + misses));
+}
+
+void pcc_histogram_add(pcc_histogram *histogram, uint64_t nanos)
 {
   size_t bucket = 0;
-  while (bucket < PCC_LATENCY_BUCKETS && (double)micros > pcc_latency_bounds[bucket] * 1e6)
+  while (bucket < PCC_LATENCY_BUCKETS && (double)nanos > pcc_latency_bounds[bucket] * 1e9)
     bucket++;
   atomic_fetch_add(&histogram->buckets[bucket], 1);
   atomic_fetch_add(&histogram->count, 1);
-  atomic_fetch_add(&histogram->sum_us, micros);
+  atomic_fetch_add(&histogram->sum_ns, nanos);
 }
 
 static uint64_t hit_key(const pcc_magic *magic, int opt, const char *path, size_t path_len)
@@ -146,20 +196,39 @@ static uint64_t hit_key(const pcc_magic *magic, int opt, const char *path, size_
   return key ? key : 1; /* 0 marks a free slot */
 }
 
-void pcc_counters_record_hit(pcc_counters *counters, const pcc_magic *magic, int opt,
-                             const char *path, size_t path_len)
+/* Counts a hit of key at now. Caller holds hits_lock. */
+static void record_hit_locked(pcc_counters *counters, uint64_t key, int64_t now)
 {
-  uint64_t key = hit_key(magic, opt, path, path_len);
-  pthread_mutex_lock(&counters->hits_lock);
   for (unsigned i = 0; i < HIT_PROBES; i++) {
     hit_slot *slot = &counters->hit_table[(key + i) & (PCC_HIT_TABLE_SLOTS - 1)];
     if (slot->key == 0 || slot->key == key) {
       slot->key = key;
       slot->hits++;
-      slot->last = time(NULL);
+      slot->last = now;
       break;
     }
   } /* a full neighbourhood: this entry's hits go uncounted */
+}
+
+void pcc_counters_record_hit(pcc_counters *counters, const pcc_magic *magic, int opt,
+                             const char *path, size_t path_len)
+{
+  uint64_t key = hit_key(magic, opt, path, path_len);
+  pthread_mutex_lock(&counters->hits_lock);
+  record_hit_locked(counters, key, time(NULL));
+  pthread_mutex_unlock(&counters->hits_lock);
+}
+
+void pcc_counters_record_hits(pcc_counters *counters, const pcc_magic *magic, int opt,
+                              const char *paths, size_t len)
+{
+  int64_t now = time(NULL);
+  pthread_mutex_lock(&counters->hits_lock);
+  for (size_t at = 0; at < len;) {
+    size_t path_len = strnlen(paths + at, len - at);
+    record_hit_locked(counters, hit_key(magic, opt, paths + at, path_len), now);
+    at += path_len + 1;
+  }
   pthread_mutex_unlock(&counters->hits_lock);
 }
 

@@ -29,6 +29,9 @@ typedef struct {
   size_t len;
   unsigned entries;
   pcc_digest *digests; /* of its entries' blobs, whose uses each serving records */
+  char *paths;         /* its entries' paths, NUL-terminated one after the other: each serving
+                          counts a hit of each entry */
+  size_t paths_len;
   pthread_mutex_t zstd_lock; /* guards the three below */
   bool zstd_tried;           /* compressed (or found not worth it) once already */
   uint8_t *zstd;             /* the zstd frame of data (its size in the frame), or NULL */
@@ -90,6 +93,7 @@ static void handle_profile(void *state, pcc_request *req, pcc_answer *answer)
                                                 &params->magic, params->opt, name, profile.paths,
                                                 profile.count, &total);
   if (rc == PCC_STORE_OK) {
+    atomic_fetch_add(&pcc_counters_totals(pcc_core_counters(w->core))->profiles_received, 1);
     cJSON *json = cJSON_CreateObject();
     cJSON_AddNumberToObject(json, "paths", (double)total);
     pcc_answer_json(answer, json);
@@ -324,9 +328,23 @@ static bool bundle_entry(warm *w, const char *ns, const pcc_params *params, cons
   return true;
 }
 
-/* Adds the stored entry of one path to a binary bundle; one that does not fit is left out. */
+/* Counts the entries a bundle served as hits: n of them in all, for the magic, and each entry
+ * of paths (len bytes of NUL-terminated paths) for admin ls; bytes to the bundles' bytes. */
+static void count_bundle_hits(warm *w, const pcc_params *params, unsigned n, const char *paths,
+                              size_t len, uint64_t bytes)
+{
+  pcc_counters *counters = pcc_core_counters(w->core);
+  pcc_totals *totals = pcc_counters_totals(counters);
+  pcc_counters_add_bundle_hits(pcc_counters_for(counters, &params->magic), n);
+  pcc_counters_record_hits(counters, &params->magic, params->opt, paths, len);
+  atomic_fetch_add(&totals->bundle_bytes, bytes);
+}
+
+/* Adds the stored entry of one path to a binary bundle, and its path to added_paths; one that
+ * does not fit is left out. */
 static void bundle_add(warm *w, const char *ns, const pcc_params *params, const char *path,
-                       pcc_bundle_writer *writer, pcc_digest *digests, unsigned *added)
+                       pcc_bundle_writer *writer, pcc_digest *digests, unsigned *added,
+                       pcc_dynbuf *added_paths)
 {
   pcc_params entry_params;
   pcc_answer served;
@@ -336,17 +354,20 @@ static void bundle_add(warm *w, const char *ns, const pcc_params *params, const 
   const uint8_t *pyc = pcc_answer_entry_view(&entry_params, &served, &view);
   pcc_bundle_entry entry = {path, entry_params.path_len, view.mtime, view.size, view.hash,
                             view.digest, pyc, view.pyc_len, 0};
-  if (pcc_bundle_writer_add(writer, &entry) == PCC_PROTO_OK)
+  if (pcc_bundle_writer_add(writer, &entry) == PCC_PROTO_OK) {
     digests[(*added)++] = view.digest;
+    copy_path(path, entry_params.path_len, added_paths);
+  }
   pcc_answer_clear(&served);
 }
 
 /* Builds the binary bundle of a profile into *data (caller frees), the digests of its entries
- * into *digests (caller frees; the store records their uses each time the bundle is served).
+ * into *digests (caller frees; the store records their uses each time the bundle is served),
+ * their paths into added_paths (initialized by the caller, who frees it).
  * Returns false (answer set) on a store error or no profile. */
 static bool build_bundle(warm *w, const char *ns, const pcc_params *params, const char *name,
                          uint8_t **data, size_t *len, pcc_digest **digests, unsigned *added,
-                         pcc_answer *answer)
+                         pcc_dynbuf *added_paths, pcc_answer *answer)
 {
   pcc_dynbuf paths;
   pcc_bundle_writer *writer = NULL;
@@ -364,7 +385,7 @@ static bool build_bundle(warm *w, const char *ns, const pcc_params *params, cons
     ok = false;
   }
   for (size_t at = 0; ok && at < paths.len; at += strlen((char *)paths.data + at) + 1)
-    bundle_add(w, ns, params, (char *)paths.data + at, writer, *digests, added);
+    bundle_add(w, ns, params, (char *)paths.data + at, writer, *digests, added, added_paths);
   if (ok && pcc_bundle_writer_finish(writer, data, len) != PCC_PROTO_OK) {
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "cannot finish the bundle");
     ok = false;
@@ -404,6 +425,7 @@ static int bundle_next(void *ctx, uint64_t room, char **text, size_t *len)
     if (item != NULL && strlen(item) <= room) {
       *text = item;
       *len = strlen(item);
+      count_bundle_hits(b->w, &b->params, 1, path, strlen(path) + 1, *len);
       return 1;
     }
     free(item);
@@ -435,6 +457,7 @@ static void bundle_json(warm *w, const pcc_request *req, const char *name, pcc_a
     bundle_stream_free(b);
     return;
   }
+  atomic_fetch_add(&pcc_counters_totals(pcc_core_counters(w->core))->bundles, 1);
   cJSON *doc = cJSON_CreateObject();
   char hex[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(&b->params.magic, hex);
@@ -454,6 +477,7 @@ static void bundle_release(void *ctx)
     free(bytes->zstd);
     free(bytes->data);
     free(bytes->digests);
+    free(bytes->paths);
     free(bytes);
   }
 }
@@ -572,12 +596,18 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
     uint8_t *data = NULL;
     size_t len = 0;
     pcc_digest *digests = NULL;
-    if (!build_bundle(w, req->ns, params, name, &data, &len, &digests, &added, answer))
+    pcc_dynbuf added_paths;
+    pcc_dynbuf_init(&added_paths, (size_t)PCC_PROFILE_PATHS_MAX * (PCC_PATH_MAX + 1));
+    if (!build_bundle(w, req->ns, params, name, &data, &len, &digests, &added, &added_paths,
+                      answer)) {
+      pcc_dynbuf_free(&added_paths);
       return;
+    }
     bytes = malloc(sizeof *bytes);
     if (bytes == NULL) {
       free(data);
       free(digests);
+      pcc_dynbuf_free(&added_paths);
       pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
       return;
     }
@@ -586,6 +616,7 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
     bytes->len = len;
     bytes->entries = added;
     bytes->digests = digests;
+    bytes->paths = pcc_dynbuf_take(&added_paths, &bytes->paths_len);
     pthread_mutex_init(&bytes->zstd_lock, NULL);
     bytes->zstd_tried = false;
     bytes->zstd = NULL;
@@ -599,6 +630,9 @@ static void handle_bundle(void *state, pcc_request *req, pcc_answer *answer)
   snprintf(entries, sizeof entries, "%u", bytes->entries);
   size_t zstd_len = 0;
   const uint8_t *zstd = req->accept_zstd ? bundle_zstd(bytes, &zstd_len) : NULL;
+  atomic_fetch_add(&pcc_counters_totals(pcc_core_counters(w->core))->bundles, 1);
+  count_bundle_hits(w, params, bytes->entries, bytes->paths, bytes->paths_len,
+                    zstd ? zstd_len : bytes->len);
   pcc_answer_bytes(answer, zstd ? zstd : bytes->data, zstd ? zstd_len : bytes->len,
                    "application/x-pycached-bundle", bundle_release, bytes);
   pcc_answer_header(answer, "X-Pycached-Bundle-Entries", entries);

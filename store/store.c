@@ -112,6 +112,7 @@ struct pcc_store {
   atomic_uint_fast64_t clock;      /* the next last-use tick */
   atomic_uint_fast64_t bytes;      /* payload bytes, as of the last commit */
   atomic_uint_fast64_t evictions;
+  atomic_uint_fast64_t evicted_bytes;
   atomic_uint_fast64_t puts;        /* puts committed since open */
   atomic_uint_fast64_t put_commits; /* the commits they took (fewer: group commits) */
   atomic_int write_state;          /* the outcome of the last write that needed room */
@@ -596,6 +597,7 @@ typedef struct {
   unsigned n;
   int64_t bytes;     /* the change of the payload bytes of the whole store */
   uint64_t evicted;  /* blobs evicted */
+  uint64_t evicted_bytes; /* their payload bytes */
 } wtxn;
 
 static int wtxn_begin(pcc_store *store, wtxn *w)
@@ -694,6 +696,7 @@ static int wtxn_commit(wtxn *w, bool content)
   if (content)
     atomic_fetch_add(&w->store->generation, 1);
   atomic_fetch_add(&w->store->evictions, w->evicted);
+  atomic_fetch_add(&w->store->evicted_bytes, w->evicted_bytes);
   return MDB_SUCCESS;
 }
 
@@ -1909,6 +1912,7 @@ pcc_store_status pcc_store_stat(pcc_store *store, pcc_store_stats *out)
     .map_size = info.me_mapsize,
     .max_size = store->config.max_size,
     .evictions = atomic_load(&store->evictions),
+    .evicted_bytes = atomic_load(&store->evicted_bytes),
     .puts = atomic_load(&store->puts),
     .put_commits = atomic_load(&store->put_commits),
     .damaged = atomic_load(&store->damaged),
@@ -1963,8 +1967,10 @@ static int evict_blob(wtxn *w, const uint8_t *blob_bytes, size_t *budget, bool *
     int mdb_rc = checked_get(w->txn, w->store->dbi[T_REFS], &key, &value); /* its first reference */
     if (mdb_rc == MDB_NOTFOUND) {
       *gone = true;
+      int64_t before = w->bytes;
       mdb_rc = blob_forget(w, blob_bytes);
       w->evicted++;
+      w->evicted_bytes += before > w->bytes ? (uint64_t)(before - w->bytes) : 0;
       return mdb_rc;
     }
     if (mdb_rc != MDB_SUCCESS)

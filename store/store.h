@@ -164,6 +164,7 @@ typedef struct {
   uint64_t map_size;  /* the most the file may grow to */
   uint64_t max_size;  /* the payload bytes eviction keeps the store under; 0: none */
   uint64_t evictions; /* blobs evicted since the store was opened */
+  uint64_t evicted_bytes; /* their payload bytes */
   uint64_t puts;      /* pcc_store_put calls that committed since the store was opened */
   uint64_t put_commits; /* the write transactions they took: fewer when concurrent puts shared
                            one (group commits, store.c "puts") */

@@ -9,6 +9,7 @@ PCC_REFERENCE_PYTHON in the environment.
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,51 @@ def write_tokens(path, tokens):
     with open(path, "w") as f:
         json.dump({"tokens": [{"name": n, "token": t, "roles": r}
                               for n, (t, r) in tokens.items()]}, f)
+
+
+PROMTOOL = shutil.which("promtool")
+METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'
+                         r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*)?\})? (\S+)$')
+
+
+def check_prometheus_text(case, text):
+    """Prometheus' own linter (promtool check metrics, Debian's prometheus package) when it is
+    installed; and always a strict parse: every family has HELP and TYPE before its samples,
+    each sample is NAME{labels} VALUE of the family declared last, no family twice, no line
+    twice, counters end in _total."""
+    if PROMTOOL:
+        run = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                             text=True, timeout=60)
+        case.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+    case.assertTrue(text.endswith("\n"))
+    types, helps, lines = {}, set(), set()
+    current = None
+    for line in text.splitlines():
+        case.assertNotIn(line, lines, "a line twice")
+        lines.add(line)
+        if line.startswith("# HELP "):
+            name = line.split()[2]
+            case.assertNotIn(name, helps, "HELP twice: " + line)
+            helps.add(name)
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            case.assertIn(kind, ("counter", "gauge", "histogram"), line)
+            case.assertIn(name, helps, "TYPE without HELP: " + line)
+            case.assertNotIn(name, types, "TYPE twice: " + line)
+            types[name] = kind
+            current = name
+            continue
+        match = METRIC_LINE.match(line)
+        case.assertIsNotNone(match, "not a sample: %r" % line)
+        name, value = match.group(1), match.group(5)
+        float(value)
+        family = name
+        if types.get(current) == "histogram":
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+        case.assertEqual(family, current, "a sample outside its family: " + line)
+        if types[current] == "counter":
+            case.assertTrue(name.endswith("_total"), line)
 
 
 def q(**params):
@@ -109,6 +155,7 @@ class AccessControl(AdminCase):
             ("POST", "/v1/admin/magics/3b0d0d0a/retire", "admin"),
             ("POST", "/v1/admin/backup", "admin"),
             ("GET", "/v1/admin/backup", "admin"),
+            ("POST", "/v1/admin/stats/zero", "admin"),
             ("POST", "/v1/admin/purge", "admin"),  # last: it empties the store
         ]
         for method, url, role in endpoints:
@@ -251,6 +298,85 @@ class Admin(AdminCase):
                 name, value = line.rsplit(" ", 1)
                 float(value)
                 self.assertTrue(name.startswith("pycached_"), line)
+
+    def test_hit_latency_resolves_below_100_us(self):
+        """The first bucket was 100 µs: every hit fell in it and p50/p90/p99 read 50/90/99 µs,
+        artefacts of interpolating inside [0, 100 µs] (issue 14)."""
+        server = self.start()
+        path = self.source("fast.py", "F = 1\n")
+        self.compile(server, path)
+        for _ in range(200):
+            self.assertEqual(self.lookup(server, path)[0], 200)
+        hist = self.admin(server, "GET", "/v1/admin/stats")[1]["latency"]["hit"]
+        bounds = [b for b, _ in hist["buckets"][:-1]]
+        self.assertEqual(bounds, sorted(bounds))
+        self.assertGreaterEqual(len([b for b in bounds if b <= 100e-6]), 5, bounds)
+        counts = [c for _, c in hist["buckets"]]
+        self.assertEqual(counts, sorted(counts), "cumulative")
+        self.assertEqual((hist["count"], counts[-1]), (200, 200))
+        first = counts[0]
+        self.assertLess(first, 200, "not every hit in the first bucket: %s" % hist["buckets"])
+        # the median lies in a bucket of its own, not [0, first bound]
+        rank, lower, below = 100, 0.0, 0
+        for bound, count in hist["buckets"]:
+            if count >= rank:
+                break
+            lower, below = bound, count
+        self.assertGreater(lower, 0, hist["buckets"])
+        status, _, text = server.request("GET", "/metrics", headers=ADMIN)
+        self.assertIn('pycached_hit_seconds_bucket{le="1e-05"}', text.decode())
+
+    def test_stats_zero(self):
+        server = self.start()
+        path = self.source("z.py", "Z = 1\n")
+        self.compile(server, path)
+        for _ in range(3):
+            self.lookup(server, path)
+        self.lookup(server, self.source("nothing.py", "N = 1\n"))
+        self.assertEqual(self.admin(server, "GET", "/v1/admin/stats")[1]["total"]["hits"], 3)
+        status, body = server.json("POST", "/v1/admin/stats/zero",
+                                   headers={"Authorization": "Bearer " + TOKENS["reader"][0]})
+        self.assertEqual((status, body["error"], body["role"]), (403, "forbidden", "admin"))
+        self.assertEqual(self.admin(server, "GET", "/v1/admin/stats")[1]["total"]["hits"], 3)
+        status, zeroed = self.admin(server, "POST", "/v1/admin/stats/zero")
+        self.assertEqual(status, 200, zeroed)
+        self.assertEqual((zeroed["hits"], zeroed["compiles"], zeroed["misses"]["absent"],
+                          zeroed["hit_ratio"]), (0, 0, 0, None))
+        self.assertLessEqual(zeroed["requests"], 1)  # at most the zeroing request itself
+        stats = self.admin(server, "GET", "/v1/admin/stats")[1]
+        self.assertEqual((stats["total"]["hits"], stats["latency"]["hit"]["count"],
+                          stats["latency"]["compile"]["count"]), (0, 0, 0))
+        self.assertEqual(stats["store"]["entries"], 1, "the store keeps its entries")
+        self.assertEqual(self.lookup(server, path)[0], 200)
+        self.assertEqual(server.json("GET", "/v1/stats", headers=CI)[1]["hits"], 1)
+        entry = self.admin(server, "GET", "/v1/admin/entry?" + q(magic=MAGIC, path=path))[1]
+        self.assertEqual(entry["hits"], 4, "per-entry hits are not zeroed")
+
+    def test_metrics_text_format_and_health(self):
+        server = self.start()
+        path = self.source("h.py", "H = 1\n")
+        self.compile(server, path)
+        self.lookup(server, path)
+        status, _, text = server.request("GET", "/metrics", headers=ADMIN)
+        self.assertEqual(status, 200)
+        text = text.decode()
+        check_prometheus_text(self, text)
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                       if line and not line.startswith("#"))
+        backend = '{backend="%s",magic="%s"}' % (
+            server.json("GET", "/v1/stats", headers=CI)[1]["compilers"][0]["name"], MAGIC)
+        for name in ("compiler_workers", "compiler_workers_alive", "compiler_workers_busy",
+                     "compiler_restarts_total", "compiler_recycles_total"):
+            self.assertIn("pycached_" + name + backend, samples)
+        self.assertEqual(samples["pycached_compiler_workers" + backend], "1")
+        self.assertEqual(samples["pycached_compiler_workers_busy" + backend], "0")
+        for name in ("compile_failures_total", "compile_timeouts_total", "bundles_served_total",
+                     "bundle_bytes_total", "profiles_received_total", "store_evictions_total",
+                     "store_evicted_bytes_total", "store_profiles"):
+            self.assertIn("pycached_" + name, samples)
+        self.assertEqual(samples['pycached_misses_total{magic="%s",reason="unsupported_magic"}'
+                                 % MAGIC], "0")
+        self.assertEqual(samples['pycached_bundle_hits_total{magic="%s"}' % MAGIC], "0")
 
     def test_backup_then_restore_into_a_new_server(self):
         server = self.start()

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import (MAGIC, PYCACHECTL, PYTHON, Server, SharedServerCase,  # noqa: E402
@@ -275,6 +276,101 @@ class Admin(AdminCase):
                      ["admin", "retire", "--yes", "zz"], ["get", "--all", "x.py"]):
             run = self.ctl(*args)
             self.assertEqual(run.returncode, EXIT_USAGE, (args, run.stderr))
+
+
+class StatsZero(AdminCase):
+    """Zeroes its own server's counters."""
+
+    def test_stats_zero_zeroes_the_counters_and_keeps_the_store(self):
+        _, paths = self.sources("zero", 2)
+        for path in paths:
+            self.ok("get", path, token=CI)
+        stats = json.loads(self.ok("stats", "--json", token=CI).stdout)
+        self.assertEqual((stats["hits"], stats["compiles"], stats["hit_ratio"]), (2, 2, 1))
+        run = self.ctl("stats", "--zero", token=READER)
+        self.assertEqual(run.returncode, EXIT_AUTH, run.stderr)
+        self.assertIn("admin", run.stderr)
+        run = self.ok("stats", "--zero")
+        self.assertIn("counters zeroed", run.stdout)
+        flat = dict(line.split(None, 1) for line in run.stdout.splitlines()[1:])
+        self.assertEqual((flat["hits"], flat["compiles"], flat["misses.absent"],
+                          flat["hit_ratio"]), ("0", "0", "0", "null"))
+        stats = json.loads(self.ok("stats", "--json", token=CI).stdout)
+        self.assertEqual((stats["hits"], stats["compiles"]), (0, 0))
+        self.assertEqual(len(self.ls_paths()[0]), 2, "the store keeps its entries")
+        self.ok("get", paths[0], token=CI)  # still a hit
+        self.assertIn("hit ratio: 100.0%", self.ok("admin", "stats").stdout)
+
+
+class Help(unittest.TestCase):
+    """pycachectl CMD --help and pycachectl help CMD, for every command --help lists."""
+
+    VALUES = {"opt": "0", "magic": MAGIC, "limit": "5", "jobs": "2", "timeout": "1000"}
+
+    def run_ctl(self, *args):
+        return subprocess.run([PYCACHECTL, *args], capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL)
+
+    def commands_and_options(self):
+        text = self.run_ctl("--help").stdout
+        commands, options, section = [], {}, None
+        for line in text.splitlines():
+            if line and not line.startswith(" "):
+                section = line
+            elif section == "Commands:" and line.startswith("  ") and line[2] != " ":
+                commands.append([line.split()[0]])
+            elif section.startswith("Admin commands") and line.startswith("  admin "):
+                commands.append(line.split()[:2])
+            elif section.startswith("Options") and "--" in line:
+                words = line.split("--", 1)[1].split()
+                options[words[0]] = words[1] if len(words) > 1 and words[1][0].isupper() else None
+        return commands, options
+
+    def test_every_command_has_its_own_help(self):
+        commands, options = self.commands_and_options()
+        self.assertGreaterEqual(len(commands), 18, commands)
+        self.assertIn(["stats"], commands)
+        self.assertIn(["admin", "ls"], commands)
+        for words in commands:
+            run = self.run_ctl(*words, "--help")
+            self.assertEqual(run.returncode, 0, (words, run.stderr))
+            self.assertTrue(run.stdout.startswith("usage: pycachectl [OPTIONS] " +
+                                                  " ".join(words)), (words, run.stdout))
+            self.assertEqual(self.run_ctl("help", *words).stdout, run.stdout, words)
+            self.assertEqual(self.run_ctl("-h", *words).stdout, run.stdout, words)
+            listed = {line.split("--", 1)[1].split()[0] for line in run.stdout.splitlines()
+                      if line.startswith("  ") and "--" in line}
+            self.assertTrue({"server", "timeout", "token-file", "help"} <= listed, words)
+            for option, arg in options.items():
+                if option in listed:
+                    continue
+                # an option the help leaves out is one the command refuses
+                refused = self.refused(words, option, arg)
+                self.assertTrue(refused, (words, option))
+
+    def refused(self, words, option, arg):
+        given = ["--" + option] + ([self.VALUES.get(option, "/x.py")] if arg else [])
+        extra = []
+        for _ in range(3):  # the words the command wants first, so that the option is judged
+            run = self.run_ctl(*given, *words, *extra)
+            if "does not apply" in run.stderr or " takes --server" in run.stderr:
+                return run.returncode == EXIT_USAGE
+            if run.returncode != EXIT_USAGE or not ("missing" in run.stderr or
+                                                    "wants" in run.stderr):
+                return False
+            extra.append("/x.py")
+        return False
+
+    def test_stats_help_names_zero_and_the_admin_group_lists_its_commands(self):
+        run = self.run_ctl("stats", "--help")
+        self.assertIn("--zero", run.stdout)
+        self.assertNotIn("--prefix", run.stdout)
+        run = self.run_ctl("admin", "--help")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn("admin purge", run.stdout)
+        self.assertEqual(self.run_ctl("help", "nonsense").returncode, EXIT_USAGE)
+        self.assertIn("usage: pycachectl [OPTIONS] exec",
+                      self.run_ctl("exec", "--help").stdout)
 
 
 class Purge(AdminCase):

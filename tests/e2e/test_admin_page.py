@@ -1,7 +1,9 @@
 """End-to-end test of the admin page (GET /admin, server/admin/index.html) in a real browser:
 a real pycached with a token file, sources compiled into it under two prefixes, and
 tests/e2e/admin_page/test_admin_page.mjs (node + playwright-core driving /usr/bin/chromium)
-filtering the entry list and invalidating one prefix through the page.
+refusing a wrong token, showing the hit ratio after known lookups, updating itself as lookups
+come, showing the compilers' health, filtering the entry list and invalidating one prefix
+through the page; and the page on a server without tokens, which must not ask for one.
 
 Run by meson (`meson test admin-page`) with PCC_PYCACHED in the environment. node, chromium and
 the node_modules of tests/e2e/admin_page (`npm ci` there, done by deploy/test.sh) must exist;
@@ -59,6 +61,18 @@ class AdminPage(SharedServerCase):
                 if status != 200:
                     cls.tearDownClass()
                     raise AssertionError("compiling %s: %d %r" % (path, status, body))
+        cls.lookups = lookup_urls(cls.keep + "a.py", os.path.join(src, "never-compiled.py"))
+
+    def browser_env(self):
+        if os.environ.get("PCC_SKIP_BROWSER") == "1":
+            self.skipTest("PCC_SKIP_BROWSER=1")
+        node = shutil.which("node")
+        self.assertIsNotNone(node, "node is not installed (deploy/install-deps.sh installs nodejs)")
+        self.assertTrue(os.access(CHROMIUM, os.X_OK),
+                        "%s is missing (deploy/install-deps.sh installs chromium)" % CHROMIUM)
+        self.assertTrue(os.path.isdir(os.path.join(PAGE_TEST, "node_modules", "playwright-core")),
+                        "run `npm ci --no-audit --no-fund` in %s (deploy/test.sh does)" % PAGE_TEST)
+        return node
 
 
     @staticmethod
@@ -98,21 +112,15 @@ class AdminPage(SharedServerCase):
         self.assertEqual((status, body["error"]), (403, "forbidden"))
 
     def test_browser_filters_and_invalidates_a_prefix(self):
-        if os.environ.get("PCC_SKIP_BROWSER") == "1":
-            self.skipTest("PCC_SKIP_BROWSER=1")
-        node = shutil.which("node")
-        self.assertIsNotNone(node, "node is not installed (deploy/install-deps.sh installs nodejs)")
-        self.assertTrue(os.access(CHROMIUM, os.X_OK),
-                        "%s is missing (deploy/install-deps.sh installs chromium)" % CHROMIUM)
-        self.assertTrue(os.path.isdir(os.path.join(PAGE_TEST, "node_modules", "playwright-core")),
-                        "run `npm ci --no-audit --no-fund` in %s (deploy/test.sh does)" % PAGE_TEST)
+        node = self.browser_env()
         keep, drop = sorted(self.paths_under(self.keep)), self.paths_under(self.drop)
         self.assertEqual(len(keep), 3, keep)
         self.assertEqual(len(drop), 4, drop)
         others = sorted(set(self.paths_under("/")) - set(drop))
         screenshot = os.path.join(self.tmp, "admin-page.png")
         env = dict(os.environ, PCC_ADMIN_URL=self.server.url, PCC_ADMIN_TOKEN=self.admin_token,
-                   PCC_ADMIN_PREFIX=self.drop, PCC_SCREENSHOT=screenshot, PCC_CHROMIUM=CHROMIUM)
+                   PCC_ADMIN_PREFIX=self.drop, PCC_SCREENSHOT=screenshot, PCC_CHROMIUM=CHROMIUM,
+                   **self.lookups)
         run = subprocess.run([node, "test_admin_page.mjs"], cwd=PAGE_TEST, env=env,
                              capture_output=True, text=True, timeout=200)
         sys.stderr.write(run.stdout + run.stderr)
@@ -127,6 +135,49 @@ class AdminPage(SharedServerCase):
         self.assertEqual(sorted(self.paths_under(self.keep)), keep)
         self.assertEqual(sorted(self.paths_under("/")), others)
         self.assertEqual(self.admin("GET", "/v1/admin/stats")["total"]["entries"], len(others))
+
+
+def lookup_urls(hit_path, miss_path):
+    """The /v1/code URLs of a stored source (a hit) and of one never compiled (a miss)."""
+    with open(miss_path, "w") as f:
+        f.write("NEVER = 1\n")
+    return {"PCC_LOOKUP_HIT": "/v1/code?" + query(source_params(hit_path, with_hash=False)),
+            "PCC_LOOKUP_MISS": "/v1/code?" + query(source_params(miss_path, with_hash=False))}
+
+
+class OpenServerPage(SharedServerCase):
+    """The page on a server without tokens: it must not ask for one (it did, and any string
+    then "unlocked" it)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="pcc-admin-page-open-")
+        cls.server = Server(cls.tmp, "--workers", "1")
+        path = os.path.join(cls.tmp, "open.py")
+        with open(path, "w") as f:
+            f.write("OPEN = 1\n")
+        params = source_params(path, with_hash=False)
+        del params["size"]
+        status, _, body = cls.server.request("POST", "/v1/compile?" + query(params), b"OPEN = 1\n")
+        if status != 200:
+            cls.tearDownClass()
+            raise AssertionError("compiling %s: %d %r" % (path, status, body))
+        cls.lookups = lookup_urls(path, os.path.join(cls.tmp, "never-compiled.py"))
+
+    def test_browser_shows_the_figures_without_a_token(self):
+        node = AdminPage.browser_env(self)
+        screenshot = os.path.join(self.tmp, "admin-page-open.png")
+        env = dict(os.environ, PCC_ADMIN_URL=self.server.url, PCC_ADMIN_MODE="open",
+                   PCC_SCREENSHOT=screenshot, PCC_CHROMIUM=CHROMIUM, **self.lookups)
+        run = subprocess.run([node, "test_admin_page.mjs"], cwd=PAGE_TEST, env=env,
+                             capture_output=True, text=True, timeout=200)
+        sys.stderr.write(run.stdout + run.stderr)
+        self.assertEqual(run.returncode, 0, "the browser test failed:\n" + run.stdout + run.stderr)
+        with open(screenshot, "rb") as f:
+            self.assertEqual(f.read(8), PNG_SIGNATURE, "the screenshot is not a PNG")
+        keep_dir = os.environ.get("PCC_KEEP_SCREENSHOT")
+        if keep_dir:
+            shutil.copy(screenshot, keep_dir)
 
 
 if __name__ == "__main__":

@@ -328,11 +328,17 @@ class E2E(SharedServerCase):
         path = self.write("magic/m.py", "X = 1\n")
         params = source_params(path)
         params["magic"] = "50010d0a"  # Debian's pypy3
+        before = self.server.stats()
         status, body = self.server.json("GET", "/v1/code?" + query(params))
         self.assertEqual((status, body["error"]), (422, "unsupported-magic"))
         self.assertEqual(body["magics"], [MAGIC])
         status, _, data = self.server.request("POST", "/v1/compile?" + query(params), b"X = 1\n")
         self.assertEqual((status, json.loads(data)["error"]), (422, "unsupported-magic"))
+        # counted as what it is, not as an absent miss (that would read as a cold cache)
+        after = self.server.stats()
+        self.assertEqual(after["misses"]["unsupported_magic"] -
+                         before["misses"]["unsupported_magic"], 2)
+        self.assertEqual(after["misses"]["absent"], before["misses"]["absent"])
 
     def test_bad_parameters_are_named(self):
         good = {"magic": MAGIC, "path": "/x/m.py", "mtime": "1", "size": "1"}
@@ -576,7 +582,13 @@ class E2E(SharedServerCase):
         stats = self.server.stats()
         for key in ("requests", "hits", "compiles", "compile_errors", "corruptions", "uptime"):
             self.assertIsInstance(stats[key], (int, float), key)
-        self.assertEqual(set(stats["misses"]), {"absent", "stale"})
+        self.assertEqual(set(stats["misses"]), {"absent", "stale", "unsupported_magic"})
+        lookups = stats["hits"] + sum(stats["misses"].values())
+        if lookups:
+            self.assertAlmostEqual(stats["hit_ratio"], stats["hits"] / lookups)
+        for compiler in stats["compilers"]:
+            self.assertLessEqual(compiler["busy"], compiler["workers"])
+            self.assertLessEqual(compiler["alive"], compiler["workers"])
         self.assertEqual(stats["compilers"][0]["magic"], MAGIC)
         self.assertTrue(stats["compilers"][0]["name"].startswith("cpython-3.11"))
         self.assertGreaterEqual(stats["store"]["map_size"], 1 << 30)

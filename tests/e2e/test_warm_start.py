@@ -14,7 +14,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import MAGIC, make_tree, run_tests  # noqa: E402
+from test_e2e import MAGIC, make_tree, query, run_tests, source_params  # noqa: E402
 from test_hook import FaultHandler, FaultProxy, HookCase  # noqa: E402
 
 MODULES = 5
@@ -54,6 +54,72 @@ class WarmStart(HookCase):
         # one round trip for the whole program (+1 for the stats call of this test); the
         # profile was not sent again since the bundle held every module
         self.assertEqual(server.stats()["requests"] - before, 1 + 1)
+
+    def test_entries_served_by_a_bundle_count_as_hits(self):
+        server = self.start_server()
+        root = self.package()
+        self.run_app(server.url, root)  # compiles each module and records the profile
+        before = server.stats()
+        second = self.run_app(server.url, root)
+        self.assertEqual(second["stats"]["bundle_hits"], MODULES)
+        after = server.stats()
+        self.assertEqual(after["hits"] - before["hits"], MODULES)
+        self.assertEqual(after["bundle_hits"] - before["bundle_hits"], MODULES)
+        self.assertEqual(after["bundles"] - before["bundles"], 1)
+        self.assertEqual(after["misses"], before["misses"])
+        # the first run looked up MODULES and missed them all: MODULES hits of 2 * MODULES
+        self.assertAlmostEqual(after["hit_ratio"], 0.5)
+        for _ in range(8):  # a warm fleet: nearly every import served
+            self.run_app(server.url, root)
+        self.assertGreater(server.stats()["hit_ratio"], 0.85)
+        status, _, data = server.request("GET", "/v1/admin/entries?limit=100")
+        self.assertEqual(status, 200, data)
+        entries = [e for e in json.loads(data)["entries"] if e["path"].startswith(root)]
+        self.assertEqual(len(entries), MODULES)
+        for entry in entries:  # what admin ls shows: each module was served, by the bundles
+            self.assertEqual(entry["hits"], 9, entry["path"])
+            self.assertIsNotNone(entry["last_hit"])
+
+    def test_bundles_and_batches_served_directly_count_each_entry(self):
+        """Both forms of a bundle (built, then from memory; JSON) and a batch, by hand."""
+        server = self.start_server()
+        root = self.package()
+        paths = sorted(os.path.join(root, "app", "m%d.py" % i) for i in range(3))
+        for path in paths:
+            params = source_params(path, with_hash=False)
+            status, _, body = server.request("POST", "/v1/compile?" + query(params),
+                                             open(path, "rb").read())
+            self.assertEqual(status, 200, body)
+        profile = urllib.parse.urlencode({"magic": MAGIC, "profile": "by-hand"})
+        status, _, body = server.request("POST", "/v1/profile?" + profile,
+                                         json.dumps({"paths": paths}).encode(),
+                                         {"Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        before = server.stats()
+        for form, cache in (("", "built"), ("", "hit"), ("&format=json", None)):
+            status, headers, body = server.request("GET", "/v1/bundle?" + profile + form)
+            self.assertEqual(status, 200, body)
+            if cache:
+                self.assertEqual((headers["X-Pycached-Bundle-Cache"],
+                                  headers["X-Pycached-Bundle-Entries"]), (cache, "3"))
+            else:
+                self.assertEqual(len(json.loads(body)["entries"]), 3)
+        lookups = [source_params(paths[0]), source_params(os.path.join(root, "app", "m3.py"))]
+        lookups[1]["mtime"] += 1  # a version never stored: a miss
+        status, _, body = server.request("POST", "/v1/batch",
+                                         json.dumps({"lookups": lookups}).encode(),
+                                         {"Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        after = server.stats()
+        self.assertEqual(after["hits"] - before["hits"], 3 * 3 + 1)
+        self.assertEqual(after["bundle_hits"] - before["bundle_hits"], 3 * 3)
+        self.assertEqual(after["bundles"] - before["bundles"], 3)
+        self.assertGreater(after["bundle_bytes"], before["bundle_bytes"])
+        self.assertEqual(after["misses"]["absent"] - before["misses"]["absent"], 1)
+        self.assertEqual(after["profiles_received"], 1)
+        status, _, data = server.request("GET", "/v1/admin/entries?limit=100")
+        hits = {e["path"]: e["hits"] for e in json.loads(data)["entries"]}
+        self.assertEqual([hits[p] for p in paths], [4, 3, 3])
 
     def test_an_edited_source_in_a_bundle_is_recompiled(self):
         server = self.start_server()

@@ -580,8 +580,51 @@ START_TEST(test_made_up_magics_fold_into_other)
   ck_assert(pcc_magic_equal(&magics[0].magic, &served));
   ck_assert(pcc_magic_equal(&magics[1].magic, &stored));
   ck_assert_uint_eq(atomic_load(&magics[1].hits), 1);
-  ck_assert_uint_eq(atomic_load(&other->miss_absent), 2 * PCC_MAGICS_COUNTED);
+  /* no backend compiles them: unsupported, not absent (issue 14) */
+  ck_assert_uint_eq(atomic_load(&other->unsupported), 2 * PCC_MAGICS_COUNTED);
+  ck_assert_uint_eq(atomic_load(&other->miss_absent), 0);
   server_close(&s);
+}
+END_TEST
+
+/* stats --zero: every counter and histogram back to 0, the magics and per-entry hits kept. */
+START_TEST(test_counters_zero_keeps_magics_and_entry_hits)
+{
+  pcc_counters *counters = pcc_counters_open();
+  ck_assert_ptr_nonnull(counters);
+  pcc_magic magic = {{0xa7, 0x0d, 0x0d, 0x0a}};
+  pcc_magic_counters *m = pcc_counters_for(counters, &magic);
+  atomic_fetch_add(&m->hits, 3);
+  atomic_fetch_add(&m->miss_absent, 2);
+  atomic_fetch_add(&m->unsupported, 1);
+  pcc_counters_add_bundle_hits(m, 4);
+  pcc_counters_add_reason(counters, m, "miss", 5);
+  pcc_counters_record_hit(counters, &magic, 0, "/a.py", 5);
+  pcc_totals *t = pcc_counters_totals(counters);
+  atomic_fetch_add(&t->requests, 9);
+  atomic_fetch_add(&t->bundles, 1);
+  pcc_histogram_add(&t->hit_latency, 3000); /* 3 µs */
+  pcc_histogram_add(&t->hit_latency, 40000);
+  ck_assert_uint_eq(atomic_load(&m->hits), 7);
+  ck_assert_uint_eq(atomic_load(&m->bundle_hits), 4);
+  ck_assert_uint_eq(atomic_load(&t->hit_latency.buckets[2]), 1); /* 2 < 3 <= 3.5 µs */
+  pcc_counters_zero(counters);
+  const pcc_magic_counters *magics;
+  ck_assert_uint_eq(pcc_counters_magics(counters, &magics, NULL), 1);
+  ck_assert_ptr_eq(pcc_counters_for(counters, &magic), m);
+  ck_assert_uint_eq(atomic_load(&m->hits) + atomic_load(&m->bundle_hits) +
+                      atomic_load(&m->miss_absent) + atomic_load(&m->unsupported) +
+                      atomic_load(&m->reason_counts[0]), 0);
+  ck_assert_str_eq(m->reasons[0], "miss");
+  ck_assert_uint_eq(atomic_load(&t->requests) + atomic_load(&t->bundles) +
+                      atomic_load(&t->hit_latency.count) + atomic_load(&t->hit_latency.sum_ns), 0);
+  for (size_t i = 0; i <= PCC_LATENCY_BUCKETS; i++)
+    ck_assert_uint_eq(atomic_load(&t->hit_latency.buckets[i]), 0);
+  uint64_t hits;
+  int64_t last;
+  pcc_counters_entry_hits(counters, &magic, 0, "/a.py", 5, &hits, &last);
+  ck_assert_uint_eq(hits, 1);
+  pcc_counters_close(counters);
 }
 END_TEST
 
@@ -1539,6 +1582,7 @@ static Suite *server_suite(void)
   tcase_set_timeout(bounds, 120);
   tcase_add_test(bounds, test_counters_fold_refused_magics);
   tcase_add_test(bounds, test_made_up_magics_fold_into_other);
+  tcase_add_test(bounds, test_counters_zero_keeps_magics_and_entry_hits);
   tcase_add_test(bounds, test_compile_queue_is_bounded);
   tcase_add_test(bounds, test_batch_is_deduplicated_streamed_and_capped);
   tcase_add_test(bounds, test_shutdown_waits_for_a_backup);
