@@ -649,6 +649,8 @@ static void handle_stats_zero(void *state, pcc_request *req, pcc_answer *answer)
 {
   cache *c = state;
   pcc_counters_zero(pcc_core_counters(c->core));
+  PCC_LOG_AUDIT("stats-zero", "admin action", PCC_LOG_STR("result", "ok"),
+                PCC_LOG_STR("token", req->token), PCC_LOG_STR("remote", req->remote));
   handle_stats(state, req, answer);
 }
 

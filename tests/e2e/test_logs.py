@@ -413,6 +413,11 @@ class Audit(LogsCase):
         self.assertEqual((line["result"], line["target"], line["bytes"], line["token"]),
                          ("ok", os.path.join(body["path"], "data.mdb"), str(body["bytes"]), "ops"))
 
+        self.assertEqual(server.json("POST", "/v1/admin/stats/zero", headers=OPS)[0], 200)
+        line = self.audit(server, "stats-zero")[0]
+        self.assertEqual((line["result"], line["token"], line["remote"]),
+                         ("ok", "ops", "127.0.0.1"))
+
         os.kill(server.proc.pid, signal.SIGHUP)
         line = self.audit(server, "token-reload")[0]
         self.assertEqual((line["result"], line["tokens"]), ("ok", "2"))
