@@ -87,7 +87,7 @@ void pcc_log_set_main(pcc_log *log);
 void pcc_logf(pcc_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pcc_log_event(pcc_log_level level, const char *msg, const pcc_log_field *fields, size_t n);
 
-/* An audit line (docs/OPERATIONS.md, "Audit"): to the main log at level info whatever its level,
+/* An audit line (docs/OPERATIONS.md, "Audit lines"): to the main log at level info whatever its level,
  * with the field audit=action first, then the n fields (the first 16 of them). */
 void pcc_log_audit(const char *action, const char *msg, const pcc_log_field *fields, size_t n);
 #define PCC_LOG_AUDIT(action, msg, ...)                                                        \

@@ -671,7 +671,7 @@ static cJSON *removed_json(uint64_t removed)
   return json;
 }
 
-/* The audit line of a deletion (docs/OPERATIONS.md, "Audit"): the action, what it applied to
+/* The audit line of a deletion (docs/OPERATIONS.md, "Audit lines"): the action, what it applied to
  * (filter, NULL: everything; path: one entry's path, else the filter's prefix; profile: a
  * profile's name), how it went and how many went, who asked (req NULL: the server itself). */
 static void audit_delete(const pcc_request *req, const char *action,
