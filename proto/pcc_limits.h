@@ -69,6 +69,8 @@
 #define PCC_CONFIG_LINE_MAX 8192           /* bytes of one line of it, and of the value of one
                                               PYCACHED_* variable */
 #define PCC_HOST_NAME_MAX 253              /* bytes of the host name of --listen (DNS's limit) */
+#define PCC_UNIX_PATH_MAX 107              /* bytes of a unix socket's path, of --listen unix:PATH
+                                              and of a client's unix: URL (sun_path less its NUL) */
 
 /* ---- clients -------------------------------------------------------------------------------- */
 #define PCC_RESPONSE_MAX_DEFAULT (64 * PCC_MIB) /* a response body libpycached accepts */
@@ -87,6 +89,7 @@
 
 /* ---- clients: pycachectl and libpycached ---------------------------------------------------- */
 #define PCC_CLIENT_URL_MAX 2048          /* bytes of libpycached's base URL */
+#define PCC_HOOK_URLS_MAX 8              /* servers the import hook's PYCACHED_URL may list */
 #define PCC_CLIENT_REQUEST_URL_MAX 16384 /* bytes of a request URL: base, escaped path, query */
 #define PCC_CLIENT_HEADERS_MAX 16384     /* bytes of a response's status line and header lines
                                             libpycached reads (a chunked body's trailers too) */
