@@ -524,7 +524,7 @@ static int ctl_run(const ctl_command *cmd, ctl *c)
     config.token = NULL;
   }
   if (rc == PCC_CLIENT_INVALID)
-    return ctl_usage_error("invalid server URL (http://HOST:PORT or https://...)", c->args.server);
+    return ctl_usage_error("invalid server URL (http://HOST:PORT, https://... or unix:/PATH)", c->args.server);
   if (rc != PCC_CLIENT_OK) {
     fprintf(stderr, "pycachectl: %s\n", pcc_client_strerror(rc));
     return EXIT_LOCAL;
