@@ -306,7 +306,7 @@ class Fallbacks(HookCase):
         self.assertEqual(json.loads(run.stdout), [False, False, 1], run.stderr)
         lines = run.stderr.strip().splitlines()
         self.assertEqual(len(lines), 1, run.stderr)
-        self.assertIn("PYCACHED_URL must begin with http:// or https://", lines[0])
+        self.assertIn("PYCACHED_URL must begin with http://, https:// or unix:/", lines[0])
         self.assertIn("http://" + bare, lines[0])
 
     def test_pth_file_activates_the_hook_at_startup(self):

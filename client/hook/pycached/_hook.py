@@ -84,6 +84,8 @@ _MAX_SOURCE = _native.SOURCE_MAX_DEFAULT  # the server's default --max-source
 _TOKEN_MAX = _native.TOKEN_MAX  # bytes of a token
 _TOKEN_FILE_MAX = _native.TOKEN_FILE_MAX  # bytes of a token file, white space included
 _PROFILE_NAME_MAX = _native.PROFILE_NAME_MAX  # bytes of a profile name
+_URLS_MAX = _native.URLS_MAX  # servers PYCACHED_URL may list
+_UNIX_PATH_MAX = _native.UNIX_PATH_MAX  # bytes of a unix: URL's socket path
 _PROFILE_TAG_HEX = 16  # hex digits of the digest that tag a shortened or cleaned profile name
 
 # A source whose ctime is this recent when the fetch thread hashes it may still change within one
@@ -221,13 +223,10 @@ def read_settings(env=None):
     validation = env.get("PYCACHED_VALIDATION", "hash") or "hash"
     if validation not in ("hash", "timestamp"):
         raise ValueError("PYCACHED_VALIDATION must be 'hash' or 'timestamp', not %r" % validation)
-    url = env.get("PYCACHED_URL", "").rstrip("/")
-    if url and not url.startswith(("http://", "https://")):
-        # "127.0.0.1:8700" would leave the hook on, falling back at every import
-        raise ValueError("PYCACHED_URL must begin with http:// or https://, not %r (e.g. "
-                         "http://%s)" % (url, url.split("://", 1)[-1]))
+    urls = _server_urls(env.get("PYCACHED_URL", ""))
     conf = {
-        "url": url,
+        "url": ",".join(urls),  # what _native.configure takes: the servers in order
+        "urls": urls,
         "timeout_ms": _positive_int(env, "PYCACHED_TIMEOUT_MS"),
         "compile_timeout_ms": _positive_int(env, "PYCACHED_COMPILE_TIMEOUT_MS"),
         "readonly": env.get("PYCACHED_READONLY", "0") not in ("", "0"),
@@ -240,6 +239,28 @@ def read_settings(env=None):
     }
     conf["token"], conf["token_source"] = _read_token(env)
     return conf
+
+
+def _server_urls(text):
+    """The servers of PYCACHED_URL, in order: one base URL or several separated by commas or
+    white space (at most URLS_MAX), each http://, https:// or unix:/PATH (a unix socket at an
+    absolute PATH), its trailing '/' dropped. ValueError names the first bad one."""
+    urls = [u.rstrip("/") for u in text.replace(",", " ").split()]
+    if len(urls) > _URLS_MAX:
+        raise ValueError("PYCACHED_URL lists %d servers, at most %d" % (len(urls), _URLS_MAX))
+    for url in urls:
+        if url.startswith("unix:"):
+            path = url[len("unix:"):]
+            if not path.startswith("/") or len(path.encode("utf-8", "surrogateescape")) > \
+                    _UNIX_PATH_MAX:
+                raise ValueError("PYCACHED_URL: %r: a unix socket's path is absolute and at "
+                                 "most %d bytes (e.g. unix:/run/pycached/pycached.sock)"
+                                 % (url, _UNIX_PATH_MAX))
+        elif not url.startswith(("http://", "https://")):
+            # "127.0.0.1:8700" would leave the hook on, falling back at every import
+            raise ValueError("PYCACHED_URL must begin with http://, https:// or unix:/, not %r "
+                             "(e.g. http://%s)" % (url, url.split("://", 1)[-1]))
+    return urls
 
 
 def _name_char(c):
