@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -960,6 +961,21 @@ static void take_connection(void *ctx, int fd, const struct sockaddr *addr, sock
     pcc_conns_remove(http->conns, conn); /* libmicrohttpd has closed fd */
 }
 
+/* libmicrohttpd's log, to stderr as its own logger writes it. On a unix socket, 0.9.75 sets
+ * TCP_NODELAY and TCP_CORK on every connection and logs each refusal (EOPNOTSUPP on AF_UNIX),
+ * then a "Client may experience some delay" that cannot happen there (a unix socket has neither
+ * Nagle nor corking): three lines a connection, dropped. cls is the pcc_http. */
+static void mhd_log(void *cls, const char *format, va_list ap)
+{
+  const pcc_http *http = cls;
+  static const char *const unix_noise[] = {"Setting %s option to %s state failed",
+                                           "Failed to push the data from buffers to the network"};
+  for (size_t i = 0; http->config->listen_path[0] != '\0' && i < 2; i++)
+    if (strncmp(format, unix_noise[i], strlen(unix_noise[i])) == 0)
+      return;
+  vfprintf(stderr, format, ap);
+}
+
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
                    pcc_counters *counters, pcc_auth *auth, pcc_http **out)
 {
@@ -1021,7 +1037,8 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
   unsigned mhd_limit = (unsigned)((config->max_connections + PCC_CONNECTION_RESERVE) *
                                   (config->threads + 1));
   http->daemon = MHD_start_daemon(
-    flags, 0, NULL, NULL, on_request, http, MHD_OPTION_THREAD_POOL_SIZE,
+    flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, http,
+    MHD_OPTION_THREAD_POOL_SIZE,
     (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PCC_REQUEST_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,

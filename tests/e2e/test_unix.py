@@ -92,6 +92,11 @@ class Listener(UnixCase):
                             "run_name='__main__')")
         self.assertIn("server:      reachable", run.stdout)
         self.assertIn("(unix:%s)" % path, run.stdout)
+        # libmicrohttpd's TCP_NODELAY/TCP_CORK complaints (three a connection) are not logged
+        with open(os.path.join(self.tmp, "server.log")) as f:
+            log = f.read()
+        for noise in ("TCP_NODELAY", "TCP_CORK", "Client may experience some delay"):
+            self.assertNotIn(noise, log)
 
     def test_browser_checks_still_apply_on_a_unix_socket(self):
         path = self.sock_path()
