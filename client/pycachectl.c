@@ -50,7 +50,8 @@ static int ctl_show_version(const ctl_option *o, const char *value, ctl_args *ar
 
 static const ctl_option ctl_options[] = {
   {.name = "server", .letter = 's', .arg = "URL",
-   .help = "server base URL (default: $PYCACHED_URL, else " PCC_CLIENT_DEFAULT_URL ")",
+   .help = "server base URL: http://HOST:PORT, https://..., or unix:/PATH for a unix socket "
+           "(default: $PYCACHED_URL, else " PCC_CLIENT_DEFAULT_URL ")",
    .apply = ctl_set_text, .field = FIELD(server)},
   {.name = "timeout", .letter = 't', .arg = "MS",
    .help = "total timeout per request in ms (default 60000)",

@@ -777,6 +777,17 @@ static bool resolve_socket(parse_state *st)
   }
   config->socket_mode = value;
   config->socket_gid = -1;
+  size_t group_at = option_at(FIELD(socket_group));
+  if (config->listen_path[0] == '\0') { /* a TCP --listen: a mode or group set is a mistake */
+    size_t set = st->given[at].layer != FROM_DEFAULT ? at
+                 : st->given[group_at].layer != FROM_DEFAULT ? group_at
+                                                             : N_OPTIONS;
+    if (set == N_OPTIONS)
+      return true;
+    fprintf(stderr, "pycached: %s: only for a unix socket (--listen unix:PATH), not --listen "
+            "%s\n", where(st, set, st->given[set], place, sizeof place), config->listen_arg);
+    return false;
+  }
   const char *group = config->socket_group;
   if (group == NULL || *group == '\0')
     return true;

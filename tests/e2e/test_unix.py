@@ -126,12 +126,14 @@ class Listener(UnixCase):
                             workdir=os.path.join(self.tmp, "g-" + group))
             st = os.stat(path)
             self.assertEqual((stat.S_IMODE(st.st_mode), st.st_gid), (0o600, other.gr_gid))
-        for args, message in ((["--socket-mode", "0999"], "--socket-mode 0999: not an octal"),
-                              (["--socket-mode", "1777"], "not an octal mode from 0 to 0777"),
-                              (["--socket-group", "no-such-group-x"], "no such group"),
-                              ([], "absolute")):
-            listen = "unix:relative.sock" if not args else "unix:" + self.sock_path("bad.sock")
-            code, err = refused_start(self.tmp, "--listen", listen, *args)
+        bad = "unix:" + self.sock_path("bad.sock")
+        for args, message in (([bad, "--socket-mode", "0999"], "--socket-mode 0999: not an octal"),
+                              ([bad, "--socket-mode", "1777"], "not an octal mode from 0 to 0777"),
+                              ([bad, "--socket-group", "no-such-group-x"], "no such group"),
+                              (["unix:relative.sock"], "absolute"),
+                              (["127.0.0.1", "--socket-mode", "0600"],
+                               "--socket-mode: only for a unix socket (--listen unix:PATH)")):
+            code, err = refused_start(self.tmp, "--port", "0", "--listen", *args)
             self.assertEqual(code, 2, err)
             self.assertIn(message, err)
             self.assertFalse(os.path.exists(self.sock_path("bad.sock")))
