@@ -190,7 +190,7 @@ static pcc_listener_status unix_path_free(const struct sockaddr_un *addr)
     return errno == ENOENT ? PCC_LISTENER_OK : PCC_LISTENER_SOCKET;
   if (!S_ISSOCK(st.st_mode))
     return PCC_LISTENER_NOT_SOCKET;
-  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); /* never waits */
   if (probe < 0)
     return PCC_LISTENER_SOCKET;
   int rc = connect(probe, (const struct sockaddr *)addr, sizeof *addr);
