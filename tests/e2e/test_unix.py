@@ -231,25 +231,19 @@ class SeveralServers(UnixCase):
                 "print('ready', flush=True); sys.stdin.readline(); time.sleep(1.5); "
                 "import pkgb; print(json.dumps({'values': [pkga.alpha.VALUE, pkgb.alpha.VALUE],"
                 " 'stats': pycached.stats()}))" % (pkg_a, pkg_b))
-        env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "PYCACHED_PROFILE": "off",
-               "PYCACHED_BREAKER_SECONDS": "1"}
-        env.update({k: v for k, v in os.environ.items()
-                    if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))})
-        proc = subprocess.Popen([PYCACHECTL, "--server", urls, "exec", "--", PYTHON, "-c", code],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            self.assertEqual(proc.stdout.readline().strip(), "ready")
+        started = []
+
+        def start_first():  # on the port the list names first, which was closed so far
             os.makedirs(os.path.join(self.tmp, "a"))
-            first = Server(os.path.join(self.tmp, "a"), "--workers", "2",
-                           port_args=("--port", str(port)))
-            self.servers.append(first)
-            out, err = proc.communicate("go\n", timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        self.assertEqual(proc.returncode, 0, err)
+            started.append(Server(os.path.join(self.tmp, "a"), "--workers", "2",
+                                  port_args=("--port", str(port))))
+            self.servers.append(started[0])
+
+        status, out, err = self.hook_run_paused(
+            urls, code, start_first, {"PYCACHED_PROFILE": "off", "PYCACHED_BREAKER_SECONDS": "1"},
+            timeout=120)
+        self.assertEqual(status, 0, err)
+        first = started[0]
         result = json.loads(out.strip().splitlines()[-1])
         self.assertEqual(result["values"], [1, 2])
         self.assertEqual((result["stats"]["compiles_asked"], result["stats"]["fallbacks"]),
