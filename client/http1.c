@@ -41,14 +41,14 @@
 struct client_conn {
   char host[HTTP_HOST_MAX]; /* as getaddrinfo takes it: brackets of an IPv6 literal removed */
   char port[8];
-  char authority[HTTP_HOST_MAX + 8]; /* the Host header */
+  char authority[HTTP_HOST_MAX + 8];     /* the Host header */
   char unix_path[PCC_UNIX_PATH_MAX + 1]; /* a unix: URL's socket; "" for http:// */
-  char origin[PCC_CLIENT_URL_MAX + 1];   /* what every request URL starts with: "http://authority",
-                                          * or the whole unix: base URL */
+  char origin[PCC_CLIENT_URL_MAX + 1];   /* what every request URL starts with: "http://" and
+                                          * the authority, or the whole unix: base URL */
   size_t origin_len;
-  int fd;                            /* -1 when not connected */
-  bool close_after;                  /* the last response asked for the connection's end */
-  char *in;                          /* HTTP_READ_SIZE bytes read, not yet consumed */
+  int fd;           /* -1 when not connected */
+  bool close_after; /* the last response asked for the connection's end */
+  char *in;         /* HTTP_READ_SIZE bytes read, not yet consumed */
   size_t in_start, in_end;
 };
 
