@@ -202,6 +202,18 @@ class SeveralServers(UnixCase):
         self.assertIn("server 1:    unreachable", run.stdout)
         self.assertIn("server 2:    reachable", run.stdout)
 
+    def test_warm_start_uses_the_first_server_whose_breaker_is_closed(self):
+        server = self.start_unix(self.sock_path())
+        root = self.small_package()
+        urls = "http://127.0.0.1:%d,%s" % (free_port(), server.url)
+        env = {"PYCACHED_PROFILE": "several"}
+        first = self.import_small(urls, root, env=env)  # records the profile on the second
+        self.assertEqual((first["stats"]["bundle_missing"], first["stats"]["fallbacks"]), (1, {}))
+        second = self.import_small(urls, root, env=env)
+        self.assertEqual((second["stats"]["bundle_hits"], second["stats"]["fallbacks"]),
+                         (3, {}))
+        self.assertEqual(server.stats()["store"]["profiles"], 1)
+
     def test_a_5xx_server_is_passed_over_until_its_breaker_closes(self):
         Always500.requests = 0
         broken = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Always500)

@@ -415,49 +415,57 @@ static PyObject *native_digest(PyObject *self, PyObject *arg)
 
 /* ---- warm start: bundles and profiles ----------------------------------------------------- */
 
+/* The URL of a warm-start request into url (url_len bytes): the endpoint and magic, and a
+ * profile name (NULL: none) in which every byte may need %XX. False when it does not fit.
+ * Caller holds the lock. */
+static bool warm_url(const char *endpoint, const char *profile, int opt, char *url,
+                     size_t url_len)
+{
+  char magic[2 * PCC_MAGIC_LEN + 1];
+  pcc_dynbuf name;
+  pcc_dynbuf_init(&name, 3 * PCC_PROFILE_NAME_MAX + 1);
+  if (profile)
+    pcc_dynbuf_add_escaped(&name, profile, strlen(profile));
+  pcc_dynbuf_add(&name, "", 1);
+  pcc_magic_to_hex(&state.magic, magic);
+  int n = name.error == PCC_PROTO_OK
+            ? snprintf(url, url_len, "%s?magic=%s&opt=%d%s%s", endpoint, magic, opt,
+                       profile ? "&profile=" : "", (const char *)name.data)
+            : -1;
+  pcc_dynbuf_free(&name);
+  return n >= 0 && (size_t)n < url_len;
+}
+
 /* GET or POST one warm-start request (profile NULL: none in the query) without the GIL, to the
- * first server whose breaker is closed; the body (caller frees) on success. */
+ * servers in order as fetch does: the first whose breaker is closed, then, when that one's
+ * breaker opens on the way, the next. The body (caller frees) on success. */
 static pcc_client_status warm_request(const char *method, const char *endpoint,
                                       const char *profile, int opt, const char *body,
                                       size_t body_len, char **out, size_t *out_len,
                                       long *status, char *detail, size_t detail_len)
 {
-  pcc_client_status rc;
+  char url[64 + 3 * PCC_PROFILE_NAME_MAX];
   pthread_mutex_lock(&state.lock);
+  pcc_client_status rc = !state.configured                                    ? PCC_CLIENT_INVALID
+                         : !warm_url(endpoint, profile, opt, url, sizeof url) ? PCC_CLIENT_INVALID
+                                                                               : PCC_CLIENT_CONNECT;
+  if (rc == PCC_CLIENT_CONNECT)
+    snprintf(detail, detail_len, "breaker-open"); /* unless a server is asked */
+  bool ask = rc == PCC_CLIENT_CONNECT;
   size_t from = 0;
-  hook_server *s = state.configured ? next_server(&from, now_seconds()) : NULL;
-  if (!state.configured) {
-    rc = PCC_CLIENT_INVALID;
-  } else if (s == NULL) {
-    rc = PCC_CLIENT_CONNECT;
-    snprintf(detail, detail_len, "breaker-open");
-  } else if ((rc = ensure_client(s)) == PCC_CLIENT_OK) {
-    /* the endpoint and magic, and a profile name in which every byte may need %XX */
-    char magic[2 * PCC_MAGIC_LEN + 1], url[64 + 3 * PCC_PROFILE_NAME_MAX];
-    pcc_dynbuf name;
-    pcc_dynbuf_init(&name, 3 * PCC_PROFILE_NAME_MAX + 1);
-    if (profile)
-      pcc_dynbuf_add_escaped(&name, profile, strlen(profile));
-    pcc_dynbuf_add(&name, "", 1);
-    pcc_magic_to_hex(&state.magic, magic);
-    int n = name.error == PCC_PROTO_OK
-              ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint, magic, opt,
-                         profile ? "&profile=" : "", (const char *)name.data)
-              : -1;
-    pcc_dynbuf_free(&name);
-    if (n < 0 || (size_t)n >= sizeof url) {
-      rc = PCC_CLIENT_INVALID;
-    } else {
+  for (hook_server *s; ask && (s = next_server(&from, now_seconds())) != NULL;) {
+    *status = 0;
+    if ((rc = ensure_client(s)) == PCC_CLIENT_OK) {
       pcc_client_set_timeout(s->client, state.compile_timeout_ms); /* a bundle is big */
       rc = pcc_client_request(s->client, method, url, body, body_len, out, out_len, status);
       pcc_client_set_timeout(s->client, state.timeout_ms);
-      const pcc_client_error *err = pcc_client_last_error(s->client);
-      if (rc != PCC_CLIENT_OK)
-        snprintf(detail, detail_len, "%s%s%s", pcc_client_strerror(rc),
-                 err && err->message ? ": " : "", err && err->message ? err->message : "");
-      if (rc != PCC_CLIENT_OK && *status != 404) /* no profile yet is no reason to stop */
-        trip_breaker(s, rc);
     }
+    const pcc_client_error *err = s->client ? pcc_client_last_error(s->client) : NULL;
+    if (rc != PCC_CLIENT_OK)
+      snprintf(detail, detail_len, "%s%s%s", pcc_client_strerror(rc),
+               err && err->message ? ": " : "", err && err->message ? err->message : "");
+    /* a server whose breaker opens: the next one is asked (no profile yet, 404, opens none) */
+    ask = rc != PCC_CLIENT_OK && *status != 404 && trip_breaker(s, rc);
   }
   pthread_mutex_unlock(&state.lock);
   return rc;
