@@ -152,8 +152,10 @@ static pcc_client_status http_open(const char *base_url, const client_tls *tls,
 }
 
 /* "unix:/PATH": the socket at the absolute PATH (at most PCC_UNIX_PATH_MAX bytes). */
-static pcc_client_status unix_open(const char *base_url, client_conn **out)
+static pcc_client_status unix_open(const char *base_url, const client_tls *tls,
+                                   client_conn **out)
 {
+  (void)tls; /* all NULL: pcc_client_open refuses TLS files for unix: */
   const char *path = base_url + strlen("unix:");
   size_t len = strlen(path);
   if (path[0] != '/' || len > PCC_UNIX_PATH_MAX || len + 5 > PCC_CLIENT_URL_MAX)
