@@ -2,7 +2,8 @@
  *
  * Requests are built here and carried by a transport chosen by the base URL's scheme
  * (transport.h): http1.c, libpycached's own HTTP/1.1 client on one kept-alive socket, for
- * http://, and libcurl, loaded at the first https:// client, for https:// (curl.c). Response
+ * http:// and, on a unix socket, unix:/PATH, and libcurl, loaded at the first https:// client,
+ * for https:// (curl.c). Response
  * bodies are collected into a buffer with a hard limit; error bodies are decoded into the
  * client's last error; hit bodies are decoded and verified by proto's pcc_entry_from_json (or
  * taken raw with their X-Pycached-* headers) and then compared against the request. Downloads
@@ -35,6 +36,7 @@
 /* The transports, by scheme (transport.h). */
 static const client_transport *const client_transports[] = {
   &client_http1_transport,
+  &client_unix_transport,
   &client_curl_transport,
 };
 

@@ -10,6 +10,11 @@
  * deadline. Written for the import hook: libcurl, loaded with the ~30 libraries it links, cost
  * 7-8 ms at every interpreter start, more than a whole `python3 -c pass` (docs/BENCHMARKS.md,
  * "The hook's fixed cost"); this needs nothing but libc.
+ *
+ * The same client is the transport of unix:/PATH URLs (a node-local server on a unix socket,
+ * docs/OPERATIONS.md): it connects to the socket at PATH instead of a TCP address, sends
+ * "Host: localhost", and takes the request path after the base URL, since a socket path has
+ * slashes of its own.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +28,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,11 +41,14 @@
 struct client_conn {
   char host[HTTP_HOST_MAX]; /* as getaddrinfo takes it: brackets of an IPv6 literal removed */
   char port[8];
-  char authority[HTTP_HOST_MAX + 8]; /* the Host header */
-  size_t origin_len;                 /* bytes of "http://authority" at the start of a URL */
-  int fd;                            /* -1 when not connected */
-  bool close_after;                  /* the last response asked for the connection's end */
-  char *in;                          /* HTTP_READ_SIZE bytes read, not yet consumed */
+  char authority[HTTP_HOST_MAX + 8];     /* the Host header */
+  char unix_path[PCC_UNIX_PATH_MAX + 1]; /* a unix: URL's socket; "" for http:// */
+  char origin[PCC_CLIENT_URL_MAX + 1];   /* what every request URL starts with: "http://" and
+                                          * the authority, or the whole unix: base URL */
+  size_t origin_len;
+  int fd;           /* -1 when not connected */
+  bool close_after; /* the last response asked for the connection's end */
+  char *in;         /* HTTP_READ_SIZE bytes read, not yet consumed */
   size_t in_start, in_end;
 };
 
@@ -111,6 +120,7 @@ static pcc_client_status http_open(const char *base_url, const client_tls *tls,
   conn->fd = -1;
   memcpy(conn->authority, authority, len);
   conn->origin_len = strlen("http://") + len;
+  memcpy(conn->origin, base_url, conn->origin_len);
   const char *host = conn->authority, *port = NULL;
   size_t host_len;
   if (host[0] == '[') { /* an IPv6 literal */
@@ -141,6 +151,29 @@ static pcc_client_status http_open(const char *base_url, const client_tls *tls,
   return PCC_CLIENT_OK;
 }
 
+/* "unix:/PATH": the socket at the absolute PATH (at most PCC_UNIX_PATH_MAX bytes). */
+static pcc_client_status unix_open(const char *base_url, const client_tls *tls,
+                                   client_conn **out)
+{
+  (void)tls; /* all NULL: pcc_client_open refuses TLS files for unix: */
+  const char *path = base_url + strlen("unix:");
+  size_t len = strlen(path);
+  if (path[0] != '/' || len > PCC_UNIX_PATH_MAX || len + 5 > PCC_CLIENT_URL_MAX)
+    return PCC_CLIENT_INVALID;
+  client_conn *conn = calloc(1, sizeof *conn);
+  if (conn == NULL || (conn->in = malloc(HTTP_READ_SIZE)) == NULL) {
+    free(conn);
+    return PCC_CLIENT_NOMEM;
+  }
+  conn->fd = -1;
+  memcpy(conn->unix_path, path, len + 1);
+  snprintf(conn->authority, sizeof conn->authority, "localhost");
+  conn->origin_len = strlen(base_url);
+  memcpy(conn->origin, base_url, conn->origin_len + 1);
+  *out = conn;
+  return PCC_CLIENT_OK;
+}
+
 static void http_close(client_conn *conn)
 {
   if (conn == NULL)
@@ -158,8 +191,10 @@ static int http_connect_one(const struct addrinfo *ai, int64_t deadline)
   if (fd < 0)
     return -1;
   int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  if (ai->ai_family != AF_UNIX) {
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  }
   if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
     return fd;
   int err = errno;
@@ -190,12 +225,34 @@ static int http_connect_one(const struct addrinfo *ai, int64_t deadline)
   return -1;
 }
 
+/* Connects the unix socket of conn. A full backlog (EAGAIN) is a server that cannot take the
+ * connection now: PCC_CLIENT_CONNECT, like a refusal, rather than a wait. */
+static pcc_client_status unix_connect(client_conn *conn, int64_t deadline,
+                                      client_response *response)
+{
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, conn->unix_path, strlen(conn->unix_path) + 1);
+  struct addrinfo ai = {.ai_family = AF_UNIX, .ai_socktype = SOCK_STREAM,
+                        .ai_addr = (struct sockaddr *)&addr, .ai_addrlen = sizeof addr};
+  conn->fd = http_connect_one(&ai, deadline);
+  if (conn->fd >= 0)
+    return PCC_CLIENT_OK;
+  int err = errno;
+  snprintf(response->message, sizeof response->message, "cannot connect to unix:%.150s: %s",
+           conn->unix_path, strerror(err));
+  return err == ETIMEDOUT ? PCC_CLIENT_TIMEOUT : PCC_CLIENT_CONNECT;
+}
+
 static pcc_client_status http_connect(client_conn *conn, long connect_timeout_ms,
                                       int64_t deadline, client_response *response)
 {
   int64_t connect_deadline = http_now_ms() + connect_timeout_ms;
   if (connect_deadline > deadline)
     connect_deadline = deadline;
+  if (conn->unix_path[0] != '\0')
+    return unix_connect(conn, connect_deadline, response);
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_NUMERICSERV};
   struct addrinfo *list = NULL;
@@ -710,7 +767,7 @@ static pcc_client_status http_perform(client_conn *conn, const client_request *r
                                       client_response *response)
 {
   int64_t deadline = http_now_ms() + request->timeout_ms;
-  if (strncmp(request->url, "http://", 7) != 0 || strlen(request->url) < conn->origin_len ||
+  if (strncmp(request->url, conn->origin, conn->origin_len) != 0 ||
       (request->url[conn->origin_len] != '/' && request->url[conn->origin_len] != '\0'))
     return http_fail(response, PCC_CLIENT_INVALID, "the URL is not the client's server");
   bool expect = strcmp(request->method, "POST") == 0 &&
@@ -746,6 +803,14 @@ static pcc_client_status http_perform(client_conn *conn, const client_request *r
 const client_transport client_http1_transport = {
   .scheme = "http://",
   .open = http_open,
+  .perform = http_perform,
+  .replay = http_replay,
+  .close = http_close,
+};
+
+const client_transport client_unix_transport = {
+  .scheme = "unix:",
+  .open = unix_open,
   .perform = http_perform,
   .replay = http_replay,
   .close = http_close,

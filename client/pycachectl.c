@@ -50,7 +50,8 @@ static int ctl_show_version(const ctl_option *o, const char *value, ctl_args *ar
 
 static const ctl_option ctl_options[] = {
   {.name = "server", .letter = 's', .arg = "URL",
-   .help = "server base URL (default: $PYCACHED_URL, else " PCC_CLIENT_DEFAULT_URL ")",
+   .help = "server base URL: http://HOST:PORT, https://..., or unix:/PATH for a unix socket "
+           "(default: $PYCACHED_URL, else " PCC_CLIENT_DEFAULT_URL ")",
    .apply = ctl_set_text, .field = FIELD(server)},
   {.name = "timeout", .letter = 't', .arg = "MS",
    .help = "total timeout per request in ms (default 60000)",
@@ -641,7 +642,7 @@ static int ctl_run(const ctl_command *cmd, ctl *c)
   if (rc == PCC_CLIENT_INVALID && c->args.client_key && !c->args.client_cert)
     return ctl_usage_error("--client-key (or PYCACHED_CLIENT_KEY) needs --client-cert", NULL);
   if (rc == PCC_CLIENT_INVALID)
-    return ctl_usage_error("invalid server URL (http://HOST:PORT or https://...)", c->args.server);
+    return ctl_usage_error("invalid server URL (http://HOST:PORT, https://... or unix:/PATH)", c->args.server);
   if (rc == PCC_CLIENT_IO) {
     int why = errno;
     const char *files[] = {c->args.ca_file, c->args.client_cert, c->args.client_key};

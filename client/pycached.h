@@ -55,8 +55,9 @@ const char *pcc_client_strerror(pcc_client_status rc);
 #define PCC_SOURCE_DEFAULT_MAX ((size_t)PCC_SOURCE_MAX_DEFAULT)
 
 /* Client configuration. A zero field selects the default above; base_url NULL selects
- * PCC_CLIENT_DEFAULT_URL. base_url is copied by pcc_client_open (at most 2048 bytes, http or
- * https, a trailing '/' is ignored). token, when not NULL, is copied too and must pass
+ * PCC_CLIENT_DEFAULT_URL. base_url is copied by pcc_client_open (at most 2048 bytes, http://,
+ * https://, or unix:/PATH for a unix socket at the absolute PATH of at most PCC_UNIX_PATH_MAX
+ * bytes; a trailing '/' is ignored). token, when not NULL, is copied too and must pass
  * pcc_token_check. */
 typedef struct {
   const char *base_url;

@@ -2,8 +2,9 @@
  * each request and reads each response; a transport only carries them, chosen by the base URL's
  * scheme from client.c's table: http1.c, libpycached's own HTTP/1.1 client on one kept-alive
  * socket, for http:// (it loads no library: the import hook starts in every interpreter, and
- * libcurl with what it links cost it 7-8 ms a start, docs/BENCHMARKS.md, issue 12), and curl.c,
- * libcurl loaded with dlopen at the first https:// client. */
+ * libcurl with what it links cost it 7-8 ms a start, docs/BENCHMARKS.md, issue 12), the same
+ * client on a unix socket for unix:/PATH, and curl.c, libcurl loaded with dlopen at the first
+ * https:// client. */
 #ifndef PCC_CLIENT_TRANSPORT_H
 #define PCC_CLIENT_TRANSPORT_H
 
@@ -16,7 +17,8 @@
 /* One request. Every pointer belongs to the caller and must stay valid during the call. */
 typedef struct {
   const char *method;         /* "GET", "POST" or "DELETE" */
-  const char *url;            /* the whole URL; it starts with the base URL the transport has */
+  const char *url;            /* the whole URL; it starts with the base URL the transport has
+                                 (the path of the request is what follows it) */
   const char *const *headers; /* "Name: value" lines without CRLF, NULL-terminated */
   const void *body;           /* a POST's body_len bytes (NULL when body_len is 0) */
   size_t body_len;
@@ -68,6 +70,7 @@ typedef struct {
 } client_transport;
 
 extern const client_transport client_http1_transport; /* http1.c */
+extern const client_transport client_unix_transport;  /* http1.c: unix:/PATH, a unix socket */
 extern const client_transport client_curl_transport;  /* curl.c */
 
 #endif /* PCC_CLIENT_TRANSPORT_H */

@@ -74,6 +74,8 @@
 #define PCC_TLS_CHAIN_MAX 16               /* certificates of the --tls-cert chain */
 #define PCC_TLS_RELOADS_MAX 1024           /* SIGHUP reloads of --tls-cert and --tls-key a
                                               process (each replaced pair is kept) */
+#define PCC_UNIX_PATH_MAX 107              /* bytes of a unix socket's path, of --listen unix:PATH
+                                              and of a client's unix: URL (sun_path less its NUL) */
 
 /* ---- the server's logs (proto/log.c) -------------------------------------------------------- */
 #define PCC_LOG_LINE_MAX 8192 /* bytes of one log or access-log line, its newline included
@@ -96,6 +98,7 @@
 
 /* ---- clients: pycachectl and libpycached ---------------------------------------------------- */
 #define PCC_CLIENT_URL_MAX 2048          /* bytes of libpycached's base URL */
+#define PCC_HOOK_URLS_MAX 8              /* servers the import hook's PYCACHED_URL may list */
 #define PCC_CLIENT_REQUEST_URL_MAX 16384 /* bytes of a request URL: base, escaped path, query */
 #define PCC_CLIENT_HEADERS_MAX 16384     /* bytes of a response's status line and header lines
                                             libpycached reads (a chunked body's trailers too) */

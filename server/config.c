@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -54,7 +55,14 @@ static const option_spec options[] = {
    "read options from FILE (KEY = VALUE lines; see below)", 0, NOT_IN_FILE},
   {"listen", OPT_STRING, "HOST[:PORT]", "127.0.0.1", 0, 0, 0, FIELD(listen_arg),
    "address to listen on: IPv4, host name (its first IPv4 address, else its first IPv6 one) "
-   "or [IPv6], each with an optional :PORT", 0, 0},
+   "or [IPv6], each with an optional :PORT; or unix:PATH, a unix socket at the absolute PATH",
+   0, 0},
+  {"socket-mode", OPT_STRING, "MODE", "0660", 0, 0, 0, FIELD(socket_mode_arg),
+   "permissions of the --listen unix:PATH socket, octal (connecting takes write permission)",
+   0, 0},
+  {"socket-group", OPT_STRING, "GROUP", NULL, 0, 0, 0, FIELD(socket_group),
+   "group (name or number) of the --listen unix:PATH socket; its owner is the server's user",
+   0, 0},
   {"port", OPT_NUMBER, "N", NULL, 8700, 0, 65535, FIELD(port),
    "TCP port (0: any free port, printed at start), unless --listen names one", 0, 0},
   {"store", OPT_STRING, "DIR", "./var/pycached", 0, 0, 0, FIELD(store_dir),
@@ -584,6 +592,7 @@ static bool env_option(parse_state *st, size_t i)
 typedef struct {
   char address[INET6_ADDRSTRLEN];
   char name[PCC_HOST_NAME_MAX + 1];
+  char path[PCC_UNIX_PATH_MAX + 1]; /* unix:PATH; "" for an address */
   bool has_port;
   uint64_t port;
 } listen_spec;
@@ -695,12 +704,27 @@ static bool listen_host(const char *text, listen_spec *out, char *why, size_t wh
   return true;
 }
 
+/* "unix:PATH": a unix socket at the absolute PATH, which fits sun_path. */
+static bool listen_unix(const char *text, listen_spec *out, char *why, size_t why_len)
+{
+  const char *path = text + strlen("unix:");
+  size_t len = strlen(path);
+  if (path[0] != '/' || len > PCC_UNIX_PATH_MAX) {
+    snprintf(why, why_len, "a unix socket's path is absolute and at most %d bytes",
+             PCC_UNIX_PATH_MAX);
+    return false;
+  }
+  memcpy(out->path, path, len + 1);
+  return true;
+}
+
 /* The forms of --listen, tried in order: the first whose prefix the text starts with parses
- * it. (A "unix:PATH" form is a row before the last.) */
+ * it. */
 static const struct {
   const char *prefix;
   bool (*parse)(const char *text, listen_spec *out, char *why, size_t why_len);
 } listen_forms[] = {
+  {"unix:", listen_unix},
   {"[", listen_bracketed},
   {"", listen_host},
 };
@@ -721,12 +745,14 @@ static bool resolve_listen(parse_state *st)
   char place[WHERE_MAX];
   if (!listen_forms[form].parse(config->listen_arg, &spec, why, sizeof why)) {
     fprintf(stderr, "pycached: %s %s: %s (give HOST, HOST:PORT, [IPV6] or [IPV6]:PORT, HOST "
-            "being an IPv4 address or a host name; or the port alone with --port)\n",
+            "being an IPv4 address or a host name, or unix:/PATH; or the port alone with "
+            "--port)\n",
             where(st, at, st->given[at], place, sizeof place), config->listen_arg, why);
     return false;
   }
   memcpy(config->listen, spec.address, sizeof config->listen);
   memcpy(config->listen_name, spec.name, sizeof config->listen_name);
+  memcpy(config->listen_path, spec.path, sizeof config->listen_path);
   if (!spec.has_port || st->given[port_at].layer > st->given[at].layer)
     return true;
   if (st->given[port_at].layer == st->given[at].layer && config->port != spec.port) {
@@ -738,6 +764,61 @@ static bool resolve_listen(parse_state *st)
     return false;
   }
   config->port = spec.port;
+  return true;
+}
+
+/* --socket-mode (octal, at most 0777) and --socket-group (a group's name or number) into
+ * config->socket_mode and socket_gid (-1: not given). */
+static bool resolve_socket(parse_state *st)
+{
+  pcc_config *config = st->config;
+  char place[WHERE_MAX];
+  const char *mode = config->socket_mode_arg;
+  size_t at = option_at(FIELD(socket_mode_arg));
+  unsigned value = 0;
+  size_t len = strlen(mode);
+  if (len == 0 || len > 4 || strspn(mode, "01234567") != len) {
+    fprintf(stderr, "pycached: %s %s: not an octal mode from 0 to 0777 (e.g. 0660)\n",
+            where(st, at, st->given[at], place, sizeof place), mode);
+    return false;
+  }
+  for (size_t i = 0; i < len; i++)
+    value = value * 8 + (unsigned)(mode[i] - '0');
+  if (value > 0777) {
+    fprintf(stderr, "pycached: %s %s: not an octal mode from 0 to 0777 (e.g. 0660)\n",
+            where(st, at, st->given[at], place, sizeof place), mode);
+    return false;
+  }
+  config->socket_mode = value;
+  config->socket_gid = -1;
+  size_t group_at = option_at(FIELD(socket_group));
+  if (config->listen_path[0] == '\0') { /* a TCP --listen: a mode or group set is a mistake */
+    size_t set = st->given[at].layer != FROM_DEFAULT ? at
+                 : st->given[group_at].layer != FROM_DEFAULT ? group_at
+                                                             : N_OPTIONS;
+    if (set == N_OPTIONS)
+      return true;
+    fprintf(stderr, "pycached: %s: only for a unix socket (--listen unix:PATH), not --listen "
+            "%s\n", where(st, set, st->given[set], place, sizeof place), config->listen_arg);
+    return false;
+  }
+  const char *group = config->socket_group;
+  if (group == NULL || *group == '\0')
+    return true;
+  at = option_at(FIELD(socket_group));
+  int64_t gid;
+  if (strspn(group, "0123456789") == strlen(group) &&
+      pcc_parse_i64(group, 0, INT32_MAX, &gid) == PCC_PROTO_OK) {
+    config->socket_gid = (long)gid;
+    return true;
+  }
+  struct group *found = getgrnam(group);
+  if (found == NULL) {
+    fprintf(stderr, "pycached: %s %s: no such group\n",
+            where(st, at, st->given[at], place, sizeof place), group);
+    return false;
+  }
+  config->socket_gid = (long)found->gr_gid;
   return true;
 }
 
@@ -874,7 +955,7 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
     if (c >= 0 && (size_t)c < N_OPTIONS && !apply(&st, (size_t)c, optarg, (origin){FROM_FLAG, 0}))
       return PCC_CONFIG_USAGE;
 
-  if (!resolve_listen(&st) || !check_tls(&st))
+  if (!resolve_listen(&st) || !resolve_socket(&st) || !check_tls(&st))
     return PCC_CONFIG_USAGE;
   return derive_sizes(out, st.given[option_at(FIELD(map_size))].layer != FROM_DEFAULT,
                       st.given[option_at(FIELD(max_size))].layer != FROM_DEFAULT)

@@ -21,6 +21,12 @@ typedef struct {
   char listen[INET6_ADDRSTRLEN]; /* the address to bind, numeric and canonical ("::1") */
   char listen_name[PCC_HOST_NAME_MAX + 1]; /* the host of --listen when it is not that text (a
                                             * name: "localhost"; "[::0001]"); "" when it is */
+  char listen_path[PCC_UNIX_PATH_MAX + 1]; /* --listen unix:PATH's PATH; "" for an address
+                                            * (then listen is "" and port unused) */
+  const char *socket_mode_arg; /* --socket-mode as given (octal) */
+  unsigned socket_mode;        /* ... as a number */
+  const char *socket_group;    /* --socket-group as given; NULL: none */
+  long socket_gid;             /* ... resolved; -1: none (the socket keeps the server's group) */
   uint64_t port;             /* --port, or the port of --listen (docs/OPERATIONS.md) */
   const char *config_file;   /* --config or PYCACHED_CONFIG; NULL: none */
   const char *store_dir;

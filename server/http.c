@@ -381,7 +381,8 @@ static enum MHD_Result send_error(struct MHD_Connection *connection, pcc_answer 
 
 /* ---- routes and auth ------------------------------------------------------------------- */
 
-/* The client's address, numeric ("127.0.0.1", "::1"), or "-" when unknown. */
+/* The client's address, numeric ("127.0.0.1", "::1"), "unix" on a unix socket, or "-" when
+ * unknown. */
 static const char *remote_address(struct MHD_Connection *connection, char *out, size_t len)
 {
   const union MHD_ConnectionInfo *info =
@@ -393,7 +394,7 @@ static const char *remote_address(struct MHD_Connection *connection, char *out, 
   else if (addr != NULL && addr->sa_family == AF_INET6)
     where = &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
   if (where == NULL || inet_ntop(addr->sa_family, where, out, (socklen_t)len) == NULL)
-    snprintf(out, len, "-");
+    snprintf(out, len, "%s", addr != NULL && addr->sa_family == AF_UNIX ? "unix" : "-");
   return out;
 }
 
@@ -496,8 +497,8 @@ static bool client_certified(const pcc_http *http, struct MHD_Connection *connec
 /* ---- browsers ------------------------------------------------------------------------- */
 
 /* Is host (a Host header's name, without the port) one this server answers to: a name given
- * with --server-name, the --listen address or host name, or, for a loopback server, a loopback
- * name? A server on a wildcard address without --server-name answers to any name (tokens guard
+ * with --server-name, the --listen address or host name, or, for a loopback server or a unix
+ * socket, a loopback name? A server on a wildcard address without --server-name answers to any name (tokens guard
  * it). */
 static bool host_name_ok(const pcc_config *config, const char *host, size_t len)
 {
@@ -517,14 +518,16 @@ static bool host_name_ok(const pcc_config *config, const char *host, size_t len)
     memmove(name, name + 1, len - 2);
     name[len - 2] = '\0';
   }
-  if (strcmp(name, config->listen) == 0)
+  if (config->listen_path[0] == '\0' && strcmp(name, config->listen) == 0)
     return true;
   struct in_addr v4;
   struct in6_addr v6;
   bool wildcard = strcmp(config->listen, "0.0.0.0") == 0 || strcmp(config->listen, "::") == 0;
   if (wildcard && config->n_server_names == 0)
     return true;
-  bool loopback_server = (inet_pton(AF_INET, config->listen, &v4) == 1 &&
+  /* a unix socket: no browser reaches it (curl --unix-socket sends "Host: localhost") */
+  bool loopback_server = config->listen_path[0] != '\0' ||
+                         (inet_pton(AF_INET, config->listen, &v4) == 1 &&
                           (ntohl(v4.s_addr) >> 24) == 127) || strcmp(config->listen, "::1") == 0;
   if (!loopback_server)
     return false;
@@ -1175,15 +1178,6 @@ static void ensure_descriptors(const pcc_config *config)
              (unsigned long long)config->max_connections, (unsigned long long)need);
 }
 
-/* libmicrohttpd's own messages (refused and cut connections), as warn lines of the log. */
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-  (void)cls;
-  char msg[1024];
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  pcc_logf(PCC_LOG_WARN, "libmicrohttpd: %s", msg);
-}
-
 /* The listener's callback, the accept policy: the connection takes its entry in the table,
  * which applies --max-connections, the reserve and --max-connections-per-ip (a connection past
  * them is closed at once, rather than left in the listen backlog), then goes to libmicrohttpd.
@@ -1199,6 +1193,24 @@ static void take_connection(void *ctx, int fd, const struct sockaddr *addr, sock
   }
   if (MHD_add_connection(http->daemon, fd, addr, addrlen) != MHD_YES)
     pcc_conns_remove(http->conns, conn); /* libmicrohttpd has closed fd */
+}
+
+/* libmicrohttpd's own messages (refused and cut connections), as warn lines of the log
+ * ("libmicrohttpd: ..."). On a unix socket, 0.9.75 sets
+ * TCP_NODELAY and TCP_CORK on every connection and logs each refusal (EOPNOTSUPP on AF_UNIX),
+ * then a "Client may experience some delay" that cannot happen there (a unix socket has neither
+ * Nagle nor corking): three lines a connection, dropped. cls is the pcc_http. */
+static void mhd_log(void *cls, const char *format, va_list ap)
+{
+  const pcc_http *http = cls;
+  static const char *const unix_noise[] = {"Setting %s option to %s state failed",
+                                           "Failed to push the data from buffers to the network"};
+  for (size_t i = 0; http->config->listen_path[0] != '\0' && i < 2; i++)
+    if (strncmp(format, unix_noise[i], strlen(unix_noise[i])) == 0)
+      return;
+  char msg[1024];
+  vsnprintf(msg, sizeof msg, format, ap);
+  pcc_logf(PCC_LOG_WARN, "libmicrohttpd: %s", msg);
 }
 
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
@@ -1218,7 +1230,9 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
                    MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
   struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
-  if (inet_pton(AF_INET, config->listen, &v4->sin_addr) == 1) {
+  if (config->listen_path[0] != '\0') {
+    /* a unix socket: opened by listener.c below; libmicrohttpd takes its AF_UNIX peers */
+  } else if (inet_pton(AF_INET, config->listen, &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons((uint16_t)config->port);
   } else if (inet_pton(AF_INET6, config->listen, &v6->sin6_addr) == 1) {
@@ -1265,7 +1279,7 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
   struct MHD_OptionItem tls_options[PCC_TLS_OPTIONS_MAX];
   flags |= pcc_tls_daemon_options(tls, tls_options);
   http->daemon = MHD_start_daemon(
-    flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first */
+    flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, http, /* first */
     MHD_OPTION_THREAD_POOL_SIZE, (unsigned)config->threads, MHD_OPTION_CONNECTION_LIMIT,
     mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PCC_REQUEST_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
@@ -1278,9 +1292,19 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     return -1;
   }
   pcc_listener_status listening =
-    pcc_listener_open((const struct sockaddr *)&addr,
-                      v4->sin_family == AF_INET ? sizeof *v4 : sizeof *v6, take_connection, http,
-                      &http->listener);
+    config->listen_path[0] != '\0'
+      ? pcc_listener_open_unix(config->listen_path, config->socket_mode, config->socket_gid,
+                               take_connection, http, &http->listener)
+      : pcc_listener_open((const struct sockaddr *)&addr,
+                          v4->sin_family == AF_INET ? sizeof *v4 : sizeof *v6, take_connection,
+                          http, &http->listener);
+  if (listening != PCC_LISTENER_OK && config->listen_path[0] != '\0') {
+    pcc_logf(PCC_LOG_ERROR, "cannot listen on unix:%s: %s%s", config->listen_path,
+             pcc_listener_strerror(listening),
+             listening == PCC_LISTENER_IN_USE ? " (stop it, or give another path)" : "");
+    pcc_http_stop(http);
+    return -1;
+  }
   if (listening != PCC_LISTENER_OK) {
     pcc_logf(PCC_LOG_ERROR, "cannot listen on %s port %llu: %s", config->listen,
              (unsigned long long)config->port, pcc_listener_strerror(listening));

@@ -6,7 +6,14 @@
  * closes it at once, then opens the spare again: the backlog drains and every client hears a
  * close, the way nginx and libuv handle the same condition. When the spare is gone (another
  * thread took the freed slot) or the kernel is short of memory (ENOBUFS, ENOMEM), the thread
- * waits PCC_ACCEPT_BACKOFF_MS, on the eventfd only, before it tries again. */
+ * waits PCC_ACCEPT_BACKOFF_MS, on the eventfd only, before it tries again.
+ *
+ * A unix socket (pcc_listener_open_unix) is bound at a path checked first: a file there that is
+ * not a socket is refused, a socket nobody accepts on (connect() is refused) is a stale one and
+ * removed, a socket a process answers on is refused. Its group and mode are set between bind()
+ * and listen(): until listen() every connect() is refused, so there is no moment at which the
+ * socket takes connections with the mode bind() left it. The path is removed at stop when it is
+ * still the socket bound (same device and inode). */
 #include "listener.h"
 
 #include <errno.h>
@@ -18,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "pcc_limits.h"
@@ -29,6 +38,9 @@ struct pcc_listener {
   pcc_listener_take_fn take;
   void *ctx;
   uint16_t port;
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* a unix socket's; "" for TCP */
+  dev_t path_dev;                                         /* ... and the socket file bound */
+  ino_t path_ino;
   pthread_t thread;
   bool running; /* the thread was started and not yet joined */
 };
@@ -44,6 +56,16 @@ const char *pcc_listener_strerror(pcc_listener_status rc)
     return "cannot listen (address in use, or not permitted)";
   case PCC_LISTENER_THREAD:
     return "cannot start the accept thread";
+  case PCC_LISTENER_PATH:
+    return "not an absolute path that fits a unix socket address";
+  case PCC_LISTENER_NOT_SOCKET:
+    return "a file that is not a socket is there (left as it is)";
+  case PCC_LISTENER_IN_USE:
+    return "another server answers on this socket";
+  case PCC_LISTENER_STALE:
+    return "cannot remove the stale socket there";
+  case PCC_LISTENER_PERMISSIONS:
+    return "cannot set the socket's group or mode";
   }
   return "unknown listener status";
 }
@@ -107,17 +129,39 @@ static void *accept_main(void *arg)
   return NULL;
 }
 
+/* A listener with its eventfd and spare, no socket yet; NULL when out of memory. */
+static pcc_listener *listener_new(pcc_listener_take_fn take, void *ctx)
+{
+  pcc_listener *l = calloc(1, sizeof *l);
+  if (l == NULL)
+    return NULL;
+  l->take = take;
+  l->ctx = ctx;
+  l->fd = -1;
+  l->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  l->spare = spare_open();
+  return l;
+}
+
+/* Starts the accept thread of l, whose socket listens; on failure closes l. */
+static pcc_listener_status listener_start(pcc_listener *l, pcc_listener **out)
+{
+  if (pthread_create(&l->thread, NULL, accept_main, l) != 0) {
+    pcc_listener_close(l);
+    return PCC_LISTENER_THREAD;
+  }
+  l->running = true;
+  *out = l;
+  return PCC_LISTENER_OK;
+}
+
 pcc_listener_status pcc_listener_open(const struct sockaddr *addr, socklen_t addrlen,
                                       pcc_listener_take_fn take, void *ctx,
                                       pcc_listener **out)
 {
-  pcc_listener *l = calloc(1, sizeof *l);
+  pcc_listener *l = listener_new(take, ctx);
   if (l == NULL)
     return PCC_LISTENER_NOMEM;
-  l->take = take;
-  l->ctx = ctx;
-  l->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  l->spare = spare_open();
   l->fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int on = 1;
   bool ok = l->wake >= 0 && l->fd >= 0 &&
@@ -134,13 +178,71 @@ pcc_listener_status pcc_listener_open(const struct sockaddr *addr, socklen_t add
     pcc_listener_close(l);
     return PCC_LISTENER_SOCKET;
   }
-  if (pthread_create(&l->thread, NULL, accept_main, l) != 0) {
+  return listener_start(l, out);
+}
+
+/* What is at a unix socket's path before bind: nothing (or a stale socket, removed), or the
+ * reason not to go on. */
+static pcc_listener_status unix_path_free(const struct sockaddr_un *addr)
+{
+  struct stat st;
+  if (lstat(addr->sun_path, &st) != 0)
+    return errno == ENOENT ? PCC_LISTENER_OK : PCC_LISTENER_SOCKET;
+  if (!S_ISSOCK(st.st_mode))
+    return PCC_LISTENER_NOT_SOCKET;
+  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); /* never waits */
+  if (probe < 0)
+    return PCC_LISTENER_SOCKET;
+  int rc = connect(probe, (const struct sockaddr *)addr, sizeof *addr);
+  int err = errno;
+  close(probe);
+  if (rc == 0 || err == EAGAIN) /* EAGAIN: a full backlog, which someone listens behind */
+    return PCC_LISTENER_IN_USE;
+  if (err != ECONNREFUSED)
+    return PCC_LISTENER_SOCKET;
+  return unlink(addr->sun_path) == 0 || errno == ENOENT ? PCC_LISTENER_OK : PCC_LISTENER_STALE;
+}
+
+pcc_listener_status pcc_listener_open_unix(const char *path, unsigned mode, long gid,
+                                           pcc_listener_take_fn take, void *ctx,
+                                           pcc_listener **out)
+{
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  size_t len = strlen(path);
+  if (path[0] != '/' || len >= sizeof addr.sun_path)
+    return PCC_LISTENER_PATH;
+  memcpy(addr.sun_path, path, len + 1);
+  pcc_listener_status rc = unix_path_free(&addr);
+  if (rc != PCC_LISTENER_OK)
+    return rc;
+  pcc_listener *l = listener_new(take, ctx);
+  if (l == NULL)
+    return PCC_LISTENER_NOMEM;
+  l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (l->wake < 0 || l->fd < 0 ||
+      bind(l->fd, (const struct sockaddr *)&addr, sizeof addr) != 0) {
     pcc_listener_close(l);
-    return PCC_LISTENER_THREAD;
+    return PCC_LISTENER_SOCKET;
   }
-  l->running = true;
-  *out = l;
-  return PCC_LISTENER_OK;
+  struct stat st;
+  if (lstat(path, &st) == 0) { /* from here on removed at stop */
+    memcpy(l->path, addr.sun_path, len + 1);
+    l->path_dev = st.st_dev;
+    l->path_ino = st.st_ino;
+  }
+  /* before listen(): nobody can connect yet, so nobody connects under bind's mode */
+  if (l->path[0] == '\0' || (gid >= 0 && chown(path, (uid_t)-1, (gid_t)gid) != 0) ||
+      chmod(path, mode) != 0) {
+    pcc_listener_close(l);
+    return PCC_LISTENER_PERMISSIONS;
+  }
+  if (listen(l->fd, SOMAXCONN) != 0) {
+    pcc_listener_close(l);
+    return PCC_LISTENER_SOCKET;
+  }
+  return listener_start(l, out);
 }
 
 uint16_t pcc_listener_port(const pcc_listener *listener)
@@ -162,6 +264,11 @@ void pcc_listener_stop(pcc_listener *l)
   if (l->fd >= 0)
     close(l->fd);
   l->fd = -1;
+  struct stat st; /* the socket file, unless another has taken its place since */
+  if (l->path[0] != '\0' && lstat(l->path, &st) == 0 && st.st_dev == l->path_dev &&
+      st.st_ino == l->path_ino)
+    unlink(l->path);
+  l->path[0] = '\0';
 }
 
 void pcc_listener_close(pcc_listener *l)

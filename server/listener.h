@@ -20,6 +20,11 @@ typedef enum {
   PCC_LISTENER_NOMEM,
   PCC_LISTENER_SOCKET, /* no socket, or bind()/listen() refused (address in use, not permitted) */
   PCC_LISTENER_THREAD, /* the accept thread could not start */
+  PCC_LISTENER_PATH,        /* a unix socket's path: not absolute, or too long for sun_path */
+  PCC_LISTENER_NOT_SOCKET,  /* a file that is not a socket is at the path (left alone) */
+  PCC_LISTENER_IN_USE,      /* a process accepts on the socket at the path */
+  PCC_LISTENER_STALE,       /* the stale socket at the path could not be removed */
+  PCC_LISTENER_PERMISSIONS, /* chown or chmod of the socket failed */
 } pcc_listener_status;
 
 const char *pcc_listener_strerror(pcc_listener_status rc);
@@ -36,10 +41,20 @@ pcc_listener_status pcc_listener_open(const struct sockaddr *addr, socklen_t add
                                       pcc_listener_take_fn take, void *ctx,
                                       pcc_listener **out);
 
-/* The port bound (the one the kernel chose for port 0). */
+/* Listens on a unix socket at path (absolute, shorter than sun_path): refuses a file there that
+ * is not a socket and a socket a process accepts on, removes a stale one (connect() refused),
+ * binds, gives the socket group gid (< 0: left as created, the process's group) and mode (e.g.
+ * 0660) before it listens, and starts the accept thread. path is copied. Stop and close remove
+ * the socket file unless another file has replaced it. */
+pcc_listener_status pcc_listener_open_unix(const char *path, unsigned mode, long gid,
+                                           pcc_listener_take_fn take, void *ctx,
+                                           pcc_listener **out);
+
+/* The port bound (the one the kernel chose for port 0); 0 for a unix socket. */
 uint16_t pcc_listener_port(const pcc_listener *listener);
 
-/* Stops accepting and closes the socket (new connections are refused by the kernel); returns
+/* Stops accepting and closes the socket (new connections are refused by the kernel; a unix
+ * socket's file is removed); returns
  * when the accept thread has ended, so no take call runs after it. Idempotent; accepts NULL. */
 void pcc_listener_stop(pcc_listener *listener);
 

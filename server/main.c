@@ -54,15 +54,18 @@ static bool loopback(const char *address)
 static int access_control(const pcc_config *config, pcc_auth **auth, char *note, size_t len)
 {
   if (config->tokens == NULL) {
-    if (!loopback(config->listen) && !config->insecure) {
+    bool local = config->listen_path[0] != '\0' || loopback(config->listen);
+    if (!local && !config->insecure) {
       pcc_logf(PCC_LOG_ERROR, "refusing to serve %s without --tokens: anyone on the network "
                "could read and fill the cache (pass --insecure to do it anyway)",
                config->listen);
       return -1;
     }
     snprintf(note, len, "pycached: no --tokens: every endpoint is open%s",
-             loopback(config->listen) ? " (loopback only)"
-                                      : ", on a non-loopback address (--insecure)");
+             config->listen_path[0] != '\0' ? " (a unix socket: its mode and group decide who "
+                                               "may connect)"
+             : local ? " (loopback only)"
+                     : ", on a non-loopback address (--insecure)");
     return 0;
   }
   char error[256] = "";
@@ -200,20 +203,27 @@ static int serve(const pcc_config *config, pcc_log *access_log)
   pcc_core_backends(core, &backends);
   char magic[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(pcc_compiler_magic(backends[0].compiler), magic);
-  printf("pycached %s listening on %s://%s%s%s:%u (store %s, compiler %s magic %s, %d "
-         "workers)\n",
-         PCC_VERSION, tls != NULL ? "https" : "http", strchr(config->listen, ':') ? "[" : "",
-         config->listen, strchr(config->listen, ':') ? "]" : "", (unsigned)pcc_http_port(http),
-         config->store_dir,
-         backends[0].name, magic, (int)pcc_compiler_workers(backends[0].compiler));
+  char where[PCC_UNIX_PATH_MAX + INET6_ADDRSTRLEN + 32];
+  if (config->listen_path[0] != '\0')
+    snprintf(where, sizeof where, "unix:%s", config->listen_path);
+  else
+    snprintf(where, sizeof where, "%s://%s%s%s:%u", tls != NULL ? "https" : "http",
+             strchr(config->listen, ':') ? "[" : "", config->listen,
+             strchr(config->listen, ':') ? "]" : "", (unsigned)pcc_http_port(http));
+  printf("pycached %s listening on %s (store %s, compiler %s magic %s, %d workers)\n",
+         PCC_VERSION, where, config->store_dir, backends[0].name, magic,
+         (int)pcc_compiler_workers(backends[0].compiler));
   printf("%s\n", access_note);
   if (tls != NULL)
     printf("pycached: TLS: --tls-cert %s%s%s (the certificate and key reloaded on SIGHUP)\n",
            config->tls_cert, pcc_tls_mutual(tls) ? "; mutual TLS: --tls-client-ca " : "",
            pcc_tls_mutual(tls) ? config->tls_client_ca : "");
   fflush(stdout);
-  char status[128];
-  snprintf(status, sizeof status, "listening on port %u", (unsigned)pcc_http_port(http));
+  char status[sizeof where + 16];
+  if (config->listen_path[0] != '\0')
+    snprintf(status, sizeof status, "listening on %s", where);
+  else
+    snprintf(status, sizeof status, "listening on port %u", (unsigned)pcc_http_port(http));
   pcc_notify_ready(notify, status);
 
   int sig = 0;

@@ -20,6 +20,9 @@ Conditions, all in one temporary directory and one run of this script:
   c1  the hook, warm server, one request a module (PYCACHED_PROFILE=off),
       PYCACHED_VALIDATION=hash: tree A under `pycachectl exec`
   c2  the same with PYCACHED_VALIDATION=timestamp
+  u1  c1 over a unix socket: a second server, the same options and its own store, on
+      --listen unix:TMP/pycached.sock, PYCACHED_URL=unix:TMP/pycached.sock (issue 14); warmed by
+      one unmeasured run of its own
   e1  the hook, warm server, the program's profile served as one bundle, hash validation
   e2  the same with timestamp validation
   d   the hook with the server down: PYCACHED_URL names a closed loopback port
@@ -40,7 +43,8 @@ printed by the child). Conditions are interleaved run by run, in
 a rotating order, so drift affects all of them alike; the first round is a discarded warm-up.
 
 Prints a table (median/min/max import time, median process time), the ratios against the aims
-c/b <= 1.10, e/b <= 0.95 and d/a <= 1.02, and the server's HTTP requests per warm hook run (/v1/stats). Exit status: 0 whether or not the aims are met, 1 when any run
+c/b <= 1.10, e/b <= 0.95 and d/a <= 1.02, the ratio u1/c1 (unix socket against TCP loopback,
+no aim), and the server's HTTP requests per warm hook run (/v1/stats). Exit status: 0 whether or not the aims are met, 1 when any run
 failed or gave a wrong answer, 2 on a setup error.
 """
 import argparse
@@ -61,9 +65,10 @@ PYTHON = "/usr/bin/python3"
 DIST = "/usr/lib/python3/dist-packages"
 ANSWER = "(x - 1)*(x + 1)"
 RUN_TIMEOUT = 120  # seconds for one child process
-CONDITIONS = ("a", "b", "c1", "c2", "e1", "e2", "d")
+CONDITIONS = ("a", "b", "c1", "u1", "c2", "e1", "e2", "d")
 LABELS = {"a": "a  no pycs (tree A)", "b": "b  local __pycache__ (tree B)",
           "c1": "c1 hook, warm server, hash", "c2": "c2 hook, warm server, timestamp",
+          "u1": "u1 c1 over a unix socket",
           "e1": "e1 hook, warm bundle, hash", "e2": "e2 hook, warm bundle, timestamp",
           "d": "d  hook, server down"}
 
@@ -269,7 +274,7 @@ def main():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PYCACHED_"))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     tmp = tempfile.mkdtemp(prefix="pycached-bench-")
-    server = None
+    server = unix_server = None
     fixed = None
     try:
         server, url = start_server(build, os.path.join(tmp, "store"), os.path.join(tmp, "server"),
@@ -279,12 +284,17 @@ def main():
             report_fixed(fixed, args.fixed_runs)
             return 0
         tree_a, tree_b = setup_trees(tmp)
+        unix_server, unix_url = start_server(
+            build, os.path.join(tmp, "store-unix"), os.path.join(tmp, "server-unix"),
+            "--listen", "unix:" + os.path.join(tmp, "pycached.sock"), *backend_args(args.python))
         down = closed_port_url()
         child = [PYTHON, "-s", "-c", CHILD]
         plans = {  # condition: (argv, env, tree)
             "a": (child + [tree_a], env, tree_a),
             "b": (child + [tree_b], env, tree_b),
             "c1": ([ctl, "--server", url, "exec", "--"] + child + [tree_a],
+                   dict(env, PYCACHED_VALIDATION="hash", PYCACHED_PROFILE="off"), tree_a),
+            "u1": ([ctl, "--server", unix_url, "exec", "--"] + child + [tree_a],
                    dict(env, PYCACHED_VALIDATION="hash", PYCACHED_PROFILE="off"), tree_a),
             "c2": ([ctl, "--server", url, "exec", "--"] + child + [tree_a],
                    dict(env, PYCACHED_VALIDATION="timestamp", PYCACHED_PROFILE="off"), tree_a),
@@ -296,6 +306,8 @@ def main():
         }
         _, _, out = run_child("warm", *plans["e1"])  # fills the store, records the profile
         check_hook("warm", out, warm=False)
+        _, _, out = run_child("warm-unix", *plans["u1"])  # fills the unix server's store
+        check_hook("warm-unix", out, warm=False)
         modules = out["modules"]  # every run must import the same tree modules
         results = {c: [] for c in CONDITIONS}
         before = server_requests(url)
@@ -319,8 +331,9 @@ def main():
         print("bench_import: setup failed: %s" % exc, file=sys.stderr)
         return 2
     finally:
-        if server is not None:
-            stop(server)
+        for proc in (server, unix_server):
+            if proc is not None:
+                stop(proc)
         subprocess.run(["chmod", "-R", "u+w", tmp], timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -346,7 +359,7 @@ def report(results, runs):
     print("\n%-8s %8s %8s   %s" % ("ratio", "import", "process", "aim (on import time)"))
     for num, den, aim in (("c1", "b", 1.10), ("c2", "b", 1.10), ("e1", "b", 0.95),
                           ("e2", "b", 0.95), ("a", "c1", None), ("a", "e1", None),
-                          ("d", "a", 1.02)):
+                          ("d", "a", 1.02), ("u1", "c1", None)):
         r_imp, r_wall = med[num][0] / med[den][0], med[num][1] / med[den][1]
         verdict = ("<= %.2f: %s" % (aim, "met" if r_imp <= aim else "MISSED")) if aim else "-"
         print("%-8s %8.2f %8.2f   %s" % (num + "/" + den, r_imp, r_wall, verdict))

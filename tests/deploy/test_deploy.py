@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -333,6 +334,49 @@ class Installed(unittest.TestCase):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+
+    def test_unit_syscall_filter_allows_a_unix_socket_listener(self):
+        """--listen unix:PATH under the unit's filter: a stale socket probed (connect) and
+        removed (unlink), bind, chown and chmod, a connection, the socket removed at stop."""
+        if SANITIZED:
+            self.skipTest("a sanitizer build's calls are not the shipped program's")
+        if not shutil.which("strace") or os.geteuid() != 0:
+            self.skipTest("needs strace and root")
+        allowed = syscall_filter(open(self.destdir + self.unitdir + "/pycached.service").read())
+        tmp = tempfile.mkdtemp(prefix="pcc-deploy-strace-unix-")
+        sock, trace = os.path.join(tmp, "pycached.sock"), os.path.join(tmp, "trace")
+        try:
+            stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            stale.bind(sock)  # what a killed server leaves: probed, then removed
+            stale.close()
+            proc = subprocess.Popen(
+                ["strace", "-f", "-qq", "-o", trace, PYCACHED, "--listen", "unix:" + sock,
+                 "--socket-group", str(os.getgid()), "--store", os.path.join(tmp, "store"),
+                 "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                line = proc.stdout.readline()
+                self.assertIn("listening on unix:" + sock, line)
+                health = run(["curl", "-sS", "--max-time", "30", "--unix-socket", sock,
+                              "http://localhost/healthz"])
+                self.assertIn('"status":"ok"', health.stdout, health.stderr)
+                for pid in children(proc.pid):
+                    os.kill(pid, signal.SIGTERM)
+                proc.wait(60)
+            finally:
+                stop(proc)
+            self.assertFalse(os.path.exists(sock))
+            calls = set()
+            with open(trace) as f:
+                for line in f:
+                    m = re.match(r"^\d+\s+(?:<\.\.\. )?([a-z_0-9]+)[( ]", line)
+                    if m:
+                        calls.add(m.group(1))
+            for names in ({"connect"}, {"bind"}, {"unlink", "unlinkat"},
+                          {"chown", "fchownat"}, {"chmod", "fchmodat"}):
+                self.assertTrue(names & calls, "none of %s made: %s" % (names, sorted(calls)))
+            self.assertEqual(sorted(calls - allowed), [])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def npm_tool(*parts):

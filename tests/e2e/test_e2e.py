@@ -36,11 +36,26 @@ def java_hash(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client on the unix socket at path; Host: localhost, as curl --unix-socket sends."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
 class Server:
     """A pycached process, on 127.0.0.1 with an ephemeral port unless args say otherwise
     (port_args come first; env: the server's environment, by default this one's). host, port
     and url (http:// or, with --tls-cert, https://) are the ones the server says it listens on;
-    request() speaks TLS to an https:// one with the ssl.SSLContext in `context`."""
+    request() speaks TLS to an https:// one with the ssl.SSLContext in `context`. On a unix
+    socket (--listen unix:PATH) unix_path is its PATH, url "unix:PATH", and requests go over the
+    socket."""
 
     def __init__(self, workdir, *args, env=None, port_args=("--port", "0")):
         self.store = os.path.join(workdir, "store")
@@ -53,8 +68,13 @@ class Server:
             ready, _, _ = select.select([self.proc.stdout], [], [],
                                         max(0, deadline - time.monotonic()))
             line = self.proc.stdout.readline().decode() if ready else ""
-            if not line or " listening on http" in line:
+            if not line or " listening on http" in line or " listening on unix:" in line:
                 break
+        self.unix_path = None
+        if " listening on unix:" in line:
+            self.unix_path = line.split(" listening on unix:")[1].split()[0]
+            self.host, self.port, self.url = "localhost", None, "unix:" + self.unix_path
+            return
         if " listening on http" not in line:
             self.stop()
             raise RuntimeError("pycached did not start: %r" % line)
@@ -71,7 +91,9 @@ class Server:
         headers = dict(headers or {})
         headers.setdefault("X-Pycached-Client", "e2e")
         headers = {k: v for k, v in headers.items() if v is not None}
-        if self.url.startswith("https://"):
+        if self.unix_path:
+            conn = UnixHTTPConnection(self.unix_path, timeout)
+        elif self.url.startswith("https://"):
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
                                                context=self.context)
         else:

@@ -74,6 +74,27 @@ class HookCase(unittest.TestCase):
                                "-c", code], capture_output=True, text=True, env=run_env,
                               cwd=cwd, timeout=timeout, input=stdin)
 
+    def hook_run_paused(self, url, code, between, env=None, timeout=60):
+        """Runs code like hook_run (profiles on unless env turns them off); code prints 'ready'
+        and reads a line from stdin: between() runs then, and the process goes on. Returns
+        (exit status, stdout, stderr)."""
+        run_env = {k: v for k, v in os.environ.items()
+                   if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))}
+        run_env.update(PATH="/usr/bin:/bin", PYTHONDONTWRITEBYTECODE="1")
+        run_env.update(env or {})
+        proc = subprocess.Popen([PYCACHECTL, "--server", url, "exec", "--", PYTHON, "-c", code],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=run_env)
+        try:
+            self.assertEqual(proc.stdout.readline().strip(), "ready")
+            between()
+            out, err = proc.communicate("go\n", timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        return proc.returncode, out, err
+
     def small_package(self, name="pkg", value=1):
         root = os.path.join(self.tmp, "src-" + name)
         make_tree(root, {
@@ -160,21 +181,9 @@ class Fallbacks(HookCase):
                 "print('ready', flush=True); sys.stdin.readline(); import second; "
                 "print(json.dumps({'v': second.alpha.VALUE, 'stats': pycached.stats()}))"
                 % (first, second))
-        env = {k: v for k, v in os.environ.items()
-               if k.startswith(("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD"))}
-        env.update(PATH="/usr/bin:/bin", PYTHONDONTWRITEBYTECODE="1")
-        proc = subprocess.Popen([PYCACHECTL, "--server", server.url, "exec", "--", PYTHON, "-c",
-                                 code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            self.assertEqual(proc.stdout.readline().strip(), "ready")
-            self.assertEqual(server.stop(), 0)
-            out, err = proc.communicate("go\n", timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        self.assertEqual(proc.returncode, 0, err)
+        status, out, err = self.hook_run_paused(
+            server.url, code, lambda: self.assertEqual(server.stop(), 0))
+        self.assertEqual(status, 0, err)
         result = json.loads(out)
         self.assertEqual(result["v"], 2)
         self.assertEqual(result["stats"]["compiles_asked"], 3, "the first package came from the server")
@@ -306,7 +315,7 @@ class Fallbacks(HookCase):
         self.assertEqual(json.loads(run.stdout), [False, False, 1], run.stderr)
         lines = run.stderr.strip().splitlines()
         self.assertEqual(len(lines), 1, run.stderr)
-        self.assertIn("PYCACHED_URL must begin with http:// or https://", lines[0])
+        self.assertIn("PYCACHED_URL must begin with http://, https:// or unix:/", lines[0])
         self.assertIn("http://" + bare, lines[0])
 
     def test_pth_file_activates_the_hook_at_startup(self):

@@ -19,8 +19,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import (PYCACHECTL, PYCACHED, PYTHON, ServersCase, make_tree, query,  # noqa: E402
-                      run_tests, source_params)
+from test_e2e import (PYCACHECTL, PYCACHED, PYTHON, ServersCase, free_port,  # noqa: E402
+                      make_tree, query, run_tests, source_params)
 
 CERTS = None  # the directory setUpModule fills
 
@@ -238,6 +238,19 @@ class Serving(TLSCase):
                          (3, 0, {}), second)
         stats = server.stats()
         self.assertEqual((stats["compiles"], stats["hits"]), (3, 3))
+
+    def test_several_servers_the_https_one_gets_the_tls_files(self):
+        """PYCACHED_URL listing a dead http:// server, then the https:// one: the TLS files are
+        the https:// server's, the http:// one is opened without them (libpycached would refuse
+        it), and every module is served by the second."""
+        server = self.tls_server()
+        root = self.package()
+        urls = "http://127.0.0.1:%d,%s" % (free_port(), server.url)
+        first, _ = self.hook_run(urls, root, PYCACHED_CA_FILE=cert("ca.pem"))
+        self.assertEqual(first["compiles_asked"], 3, first)
+        second, _ = self.hook_run(urls, root, PYCACHED_CA_FILE=cert("ca.pem"))
+        self.assertEqual((second["hits"], second["local_compile"]), (3, 0), second)
+        self.assertEqual(server.stats()["hits"], 3)
 
     def test_tls_files_with_an_http_url_are_refused(self):
         server = self.start("--workers", "1")  # plain http

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +87,7 @@ static pcc_source *tmp_source(const char *text)
 typedef struct {
   int listen_fd;
   int port;
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* a unix socket's; "" for TCP */
   const char *response; /* NULL: accept and stay silent for silent_ms */
   size_t response_len;
   int silent_ms;
@@ -203,6 +205,36 @@ static fake_server *fake_start_bytes(const char *response, size_t len, int max_c
   return fs;
 }
 
+/* A unix socket at a fresh path under /tmp, listening; its path into path. */
+static int fake_listen_unix(char *path, size_t path_len)
+{
+  static int serial;
+  snprintf(path, path_len, "/tmp/pcc-test-client-%d-%d.sock", (int)getpid(), serial++);
+  unlink(path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ck_assert_int_ge(fd, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+  return fd;
+}
+
+/* As fake_start_bytes, on a unix socket (fake_stop removes it). */
+static fake_server *fake_start_unix(const char *response, int max_conns, int requests_per_conn)
+{
+  fake_server *fs = calloc(1, sizeof *fs);
+  ck_assert_ptr_nonnull(fs);
+  fs->listen_fd = fake_listen_unix(fs->path, sizeof fs->path);
+  ck_assert_int_eq(listen(fs->listen_fd, 8), 0);
+  fs->response = response;
+  fs->response_len = strlen(response);
+  fs->silent_ms = 2000;
+  fs->max_conns = max_conns;
+  fs->requests_per_conn = requests_per_conn;
+  ck_assert_int_eq(pthread_create(&fs->thread, NULL, fake_main, fs), 0);
+  return fs;
+}
+
 static fake_server *fake_start_n(const char *response, int max_conns, int requests_per_conn)
 {
   return fake_start_bytes(response, response ? strlen(response) : 0, max_conns,
@@ -227,6 +259,8 @@ static void fake_stop(fake_server *fs)
   last_request_len = fs->request_len;
   last_requests_served = fs->requests_served;
   close(fs->listen_fd);
+  if (fs->path[0] != '\0')
+    unlink(fs->path);
   free(fs);
 }
 
@@ -247,8 +281,11 @@ static char *http_response(int status, const char *reason, const char *body)
  * the client drops). */
 static pcc_client *client_with(const fake_server *fs, pcc_client_config config)
 {
-  char url[64];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/", fs->port);
+  char url[160];
+  if (fs->path[0] != '\0')
+    snprintf(url, sizeof url, "unix:%s/", fs->path);
+  else
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", fs->port);
   config.base_url = url;
   pcc_client *client = NULL;
   CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
@@ -934,6 +971,56 @@ START_TEST(keep_alive)
 }
 END_TEST
 
+/* A unix: base URL: one kept-alive connection to the socket for three requests, each asking
+ * for the path after the socket's, with Host: localhost. */
+START_TEST(unix_keep_alive)
+{
+  const char *response = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 15\r\n\r\n{\"status\":\"ok\"}";
+  fake_server *fs = fake_start_unix(response, 1, 3);
+  healthz_three_times(fs);
+  const char *line = "GET /healthz HTTP/1.1\r\n";
+  ck_assert_msg(strncmp(last_request, line, strlen(line)) == 0, "%s", last_request);
+  ck_assert_ptr_nonnull(strstr(last_request, "\r\nHost: localhost\r\n"));
+}
+END_TEST
+
+/* unix: URLs: a relative or too long path is refused at open; a socket path with nobody behind
+ * it, or no file at all, is PCC_CLIENT_CONNECT at once, naming the socket. */
+START_TEST(unix_invalid_and_refused)
+{
+  pcc_client *client = NULL;
+  pcc_client_config config = {.base_url = "unix:relative.sock", .timeout_ms = 3000};
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  char url[PCC_UNIX_PATH_MAX + 16] = "unix:/";
+  memset(url + 6, 'a', PCC_UNIX_PATH_MAX); /* one byte over: 108 with the leading '/' */
+  url[6 + PCC_UNIX_PATH_MAX] = '\0';
+  config.base_url = url;
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_INVALID);
+  url[5 + PCC_UNIX_PATH_MAX] = '\0'; /* exactly the limit: opens */
+  CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+  pcc_client_close(client);
+  char path[108];
+  for (int bound = 0; bound < 2; bound++) {
+    int fd = fake_listen_unix(path, sizeof path); /* bound, never listening: refused */
+    if (!bound) {
+      close(fd);
+      unlink(path); /* no file at all */
+    }
+    snprintf(url, sizeof url, "unix:%s", path);
+    CLIENT_RC(pcc_client_open(&config, &client), PCC_CLIENT_OK);
+    char *body = NULL;
+    CLIENT_RC(pcc_client_get_json(client, "/healthz", &body, NULL), PCC_CLIENT_CONNECT);
+    ck_assert_ptr_nonnull(strstr(pcc_client_last_error(client)->message, path));
+    pcc_client_close(client);
+    if (bound) {
+      close(fd);
+      unlink(path);
+    }
+  }
+}
+END_TEST
+
 /* ---- the HTTP/1.1 transport (client/http1.c) ------------------------------------------------ */
 
 /* GET /healthz answered by `response` (one connection): the status, and the body in *body. */
@@ -1611,6 +1698,8 @@ static Suite *client_suite(void)
   tcase_add_test(tc, response_too_big);
   tcase_add_test(tc, stats_default_magic);
   tcase_add_test(tc, keep_alive);
+  tcase_add_test(tc, unix_keep_alive);
+  tcase_add_test(tc, unix_invalid_and_refused);
   tcase_add_test(tc, lookup_raw_pyc);
   tcase_add_test(tc, replay_is_lookup);
   tcase_add_test(tc, http_framing);

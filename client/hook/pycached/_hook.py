@@ -88,6 +88,8 @@ _MAX_SOURCE = _native.SOURCE_MAX_DEFAULT  # the server's default --max-source
 _TOKEN_MAX = _native.TOKEN_MAX  # bytes of a token
 _TOKEN_FILE_MAX = _native.TOKEN_FILE_MAX  # bytes of a token file, white space included
 _PROFILE_NAME_MAX = _native.PROFILE_NAME_MAX  # bytes of a profile name
+_URLS_MAX = _native.URLS_MAX  # servers PYCACHED_URL may list
+_UNIX_PATH_MAX = _native.UNIX_PATH_MAX  # bytes of a unix: URL's socket path
 _PROFILE_TAG_HEX = 16  # hex digits of the digest that tag a shortened or cleaned profile name
 
 # A source whose ctime is this recent when the fetch thread hashes it may still change within one
@@ -225,13 +227,10 @@ def read_settings(env=None):
     validation = env.get("PYCACHED_VALIDATION", "hash") or "hash"
     if validation not in ("hash", "timestamp"):
         raise ValueError("PYCACHED_VALIDATION must be 'hash' or 'timestamp', not %r" % validation)
-    url = env.get("PYCACHED_URL", "").rstrip("/")
-    if url and not url.startswith(("http://", "https://")):
-        # "127.0.0.1:8700" would leave the hook on, falling back at every import
-        raise ValueError("PYCACHED_URL must begin with http:// or https://, not %r (e.g. "
-                         "http://%s)" % (url, url.split("://", 1)[-1]))
+    urls = _server_urls(env.get("PYCACHED_URL", ""))
     conf = {
-        "url": url,
+        "url": ",".join(urls),  # what _native.configure takes: the servers in order
+        "urls": urls,
         "timeout_ms": _positive_int(env, "PYCACHED_TIMEOUT_MS"),
         "compile_timeout_ms": _positive_int(env, "PYCACHED_COMPILE_TIMEOUT_MS"),
         "readonly": env.get("PYCACHED_READONLY", "0") not in ("", "0"),
@@ -243,26 +242,49 @@ def read_settings(env=None):
         "bundle_zstd": env.get("PYCACHED_BUNDLE_ZSTD", "0") not in ("", "0"),
     }
     conf["token"], conf["token_source"] = _read_token(env)
-    conf.update(_tls_files(env, url))
+    conf.update(_tls_files(env, urls))
     return conf
 
 
-def _tls_files(env, url):
+def _tls_files(env, urls):
     """{"ca_file", "client_cert", "client_key"}: the paths of PYCACHED_CA_FILE,
     PYCACHED_CLIENT_CERT and PYCACHED_CLIENT_KEY, None when unset. ValueError for one set with an
-    http:// URL (it would protect nothing), a key without a certificate, or a file that cannot be
+    PYCACHED_URL that lists no https:// server (it would protect nothing; with several servers
+    they are the https:// ones'), a key without a certificate, or a file that cannot be
     read (the hook stays off rather than falling back at every import)."""
     files = {}
     for name in _TLS_FILES:
         path = env.get(name, "")
-        if path and url and not url.startswith("https://"):
-            raise ValueError("%s is for an https:// PYCACHED_URL, not %r" % (name, url))
+        if path and urls and not any(u.startswith("https://") for u in urls):
+            raise ValueError("%s is for an https:// PYCACHED_URL, not %r" % (name, ",".join(urls)))
         if path and not os.access(path, os.R_OK):
             raise ValueError("%s %s cannot be read" % (name, path))
         files[name[len("PYCACHED_"):].lower()] = path or None
     if files["client_key"] and not files["client_cert"]:
         raise ValueError("PYCACHED_CLIENT_KEY needs PYCACHED_CLIENT_CERT")
     return files
+
+
+def _server_urls(text):
+    """The servers of PYCACHED_URL, in order: one base URL or several separated by commas or
+    white space (at most URLS_MAX), each http://, https:// or unix:/PATH (a unix socket at an
+    absolute PATH), its trailing '/' dropped. ValueError names the first bad one."""
+    urls = [u.rstrip("/") for u in text.replace(",", " ").split()]
+    if len(urls) > _URLS_MAX:
+        raise ValueError("PYCACHED_URL lists %d servers, at most %d" % (len(urls), _URLS_MAX))
+    for url in urls:
+        if url.startswith("unix:"):
+            path = url[len("unix:"):]
+            if not path.startswith("/") or len(path.encode("utf-8", "surrogateescape")) > \
+                    _UNIX_PATH_MAX:
+                raise ValueError("PYCACHED_URL: %r: a unix socket's path is absolute and at "
+                                 "most %d bytes (e.g. unix:/run/pycached/pycached.sock)"
+                                 % (url, _UNIX_PATH_MAX))
+        elif not url.startswith(("http://", "https://")):
+            # "127.0.0.1:8700" would leave the hook on, falling back at every import
+            raise ValueError("PYCACHED_URL must begin with http://, https:// or unix:/, not %r "
+                             "(e.g. http://%s)" % (url, url.split("://", 1)[-1]))
+    return urls
 
 
 def _name_char(c):

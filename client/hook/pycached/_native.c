@@ -3,9 +3,12 @@
  * the file, computes hash and digest, asks the server over a kept-alive connection, has the
  * source compiled on a miss (unless read-only), and returns the verified pyc bytes, or the reason
  * why not. Python (pycached/_hook.py) unmarshals the code and falls back to local compilation on
- * anything but a verified pyc. All I/O runs without the GIL; a circuit breaker stops asking a
- * server that did not answer or refused the token. The package's README section and
- * docs/HOOK.md have the settings.
+ * anything but a verified pyc. All I/O runs without the GIL. PYCACHED_URL may list several
+ * servers (at most PCC_HOOK_URLS_MAX), asked in order: each has its own client and its own
+ * circuit breaker, which stops asking a server that did not answer or refused the token (and,
+ * with several servers, one that answered 5xx); a fetch whose server trips its breaker goes on
+ * to the next server, and a server whose breaker has closed again is asked first again. The
+ * package's README section and docs/HOOK.md have the settings.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,14 +31,22 @@ static PyObject *pcc_py_new_ref(PyObject *object)
 #define Py_NewRef(object) pcc_py_new_ref((PyObject *)(object))
 #endif
 
-/* The one client of this process, its settings, and the breaker. Guarded by lock; never held
- * together with the GIL (the lock is taken with the GIL released). */
+/* One server of PYCACHED_URL: its client and its breaker. */
+typedef struct {
+  pcc_client *client;
+  pid_t pid;                    /* the process the client's connection belongs to */
+  char url[PCC_CLIENT_URL_MAX]; /* with its NUL */
+  double breaker_until;         /* monotonic seconds; no request before then */
+} hook_server;
+
+/* The servers of this process, in the order they are asked, the settings, and the breakers.
+ * Guarded by lock; never held together with the GIL (the lock is taken with the GIL
+ * released). */
 static struct {
   pthread_mutex_t lock;
-  pcc_client *client;
-  pid_t pid;             /* the process the client's connection belongs to */
+  hook_server servers[PCC_HOOK_URLS_MAX];
+  size_t n_servers;
   bool configured;
-  char url[PCC_CLIENT_URL_MAX]; /* with its NUL */
   char token[PCC_TOKEN_MAX + 1]; /* "" when none; wiped when replaced */
   pcc_magic magic;
   long timeout_ms;         /* lookups */
@@ -48,7 +59,6 @@ static struct {
   char client_cert[PCC_PATH_MAX + 1];
   char client_key[PCC_PATH_MAX + 1];
   double breaker_seconds;
-  double breaker_until;    /* monotonic seconds; no request before then */
   size_t max_source;
 } state = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -63,31 +73,44 @@ static double now_seconds(void)
 static void after_fork_in_child(void)
 {
   pthread_mutex_init(&state.lock, NULL);
-  state.client = NULL; /* the parent's handle is leaked on purpose: its socket is the parent's */
-  state.pid = 0;
+  for (size_t i = 0; i < state.n_servers; i++) {
+    state.servers[i].client = NULL; /* the parent's handles are leaked on purpose: their */
+    state.servers[i].pid = 0;       /* sockets are the parent's */
+  }
 }
 
-/* Opens the client when needed. Caller holds the lock. */
-static pcc_client_status ensure_client(void)
+/* Opens the client of server s when needed. Caller holds the lock. */
+static pcc_client_status ensure_client(hook_server *s)
 {
-  if (state.client != NULL && state.pid == getpid())
+  if (s->client != NULL && s->pid == getpid())
     return PCC_CLIENT_OK;
-  state.client = NULL;
+  s->client = NULL;
   pcc_client_config config = {
-    .base_url = state.url,
+    .base_url = s->url,
     .token = state.token[0] ? state.token : NULL,
     .connect_timeout_ms = state.timeout_ms,
     .timeout_ms = state.timeout_ms,
     .raw_pyc = true, /* the pyc as the body: no base64 or JSON on either side */
     .accept_zstd = state.bundle_zstd,
-    .ca_file = state.ca_file[0] ? state.ca_file : NULL,
-    .client_cert = state.client_cert[0] ? state.client_cert : NULL,
-    .client_key = state.client_key[0] ? state.client_key : NULL,
   };
-  pcc_client_status rc = pcc_client_open(&config, &state.client);
+  if (strncmp(s->url, "https://", 8) == 0) { /* libpycached refuses TLS files for the others */
+    config.ca_file = state.ca_file[0] ? state.ca_file : NULL;
+    config.client_cert = state.client_cert[0] ? state.client_cert : NULL;
+    config.client_key = state.client_key[0] ? state.client_key : NULL;
+  }
+  pcc_client_status rc = pcc_client_open(&config, &s->client);
   if (rc == PCC_CLIENT_OK)
-    state.pid = getpid();
+    s->pid = getpid();
   return rc;
+}
+
+/* The first server whose breaker is closed at now, from index from on; NULL when none. */
+static hook_server *next_server(size_t *from, double now)
+{
+  for (; *from < state.n_servers; (*from)++)
+    if (now >= state.servers[*from].breaker_until)
+      return &state.servers[(*from)++];
+  return NULL;
 }
 
 /* The reason a fallback is taken, as Python sees it (stats and debug lines). */
@@ -119,13 +142,21 @@ typedef struct {
   char detail[256];
 } fetch_result;
 
-static void trip_breaker(pcc_client_status rc)
+/* Opens s's breaker for what rc says of the server; returns whether it did (the request may go
+ * on to the next server). A 5xx opens it only when there is another server to ask: a lone
+ * server's 500 or 507 is one request's fallback. */
+static bool trip_breaker(hook_server *s, pcc_client_status rc)
 {
-  if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT)
-    state.breaker_until = now_seconds() + state.breaker_seconds;
+  const pcc_client_error *err = s->client ? pcc_client_last_error(s->client) : NULL;
+  if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT ||
+      (rc == PCC_CLIENT_HTTP && state.n_servers > 1 && err && err->http_status >= 500))
+    s->breaker_until = now_seconds() + state.breaker_seconds;
   else if (rc == PCC_CLIENT_UNSUPPORTED_MAGIC || rc == PCC_CLIENT_UNAUTHORIZED ||
            rc == PCC_CLIENT_FORBIDDEN)
-    state.breaker_until = 1e300; /* will not change within this process: never ask again */
+    s->breaker_until = 1e300; /* will not change within this process: never ask again */
+  else
+    return false;
+  return true;
 }
 
 /* Takes a verified entry's pyc. */
@@ -150,43 +181,36 @@ static PyObject *server_text(const char *text)
   return PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
 }
 
-static void describe(fetch_result *result, pcc_client_status rc)
+/* Fills result with rc's reason and what the server said; returns whether s's breaker opened. */
+static bool describe(hook_server *s, fetch_result *result, pcc_client_status rc)
 {
-  const pcc_client_error *err = state.client ? pcc_client_last_error(state.client) : NULL;
+  const pcc_client_error *err = s->client ? pcc_client_last_error(s->client) : NULL;
   snprintf(result->detail, sizeof result->detail, "%s%s%s", pcc_client_strerror(rc),
            err && err->message ? ": " : "", err && err->message ? err->message : "");
   result->outcome = reason_of(rc);
-  trip_breaker(rc);
+  return trip_breaker(s, rc);
 }
 
-/* The whole request path, without the GIL. Caller holds the lock. */
-static void fetch_locked(const char *path, int opt, fetch_result *result)
+/* The request path on server s, without the GIL. Caller holds the lock. Returns whether s's
+ * breaker opened on the way (result is then that failure, and another server may be asked). */
+static bool fetch_from(hook_server *s, const char *path, int opt, fetch_result *result)
 {
-  if (!state.configured) {
-    result->outcome = "disabled";
-    return;
-  }
-  if (now_seconds() < state.breaker_until) {
-    result->outcome = "breaker-open";
-    return;
-  }
-  pcc_client_status rc = ensure_client();
-  if (rc != PCC_CLIENT_OK) {
-    describe(result, rc);
-    return;
-  }
+  pcc_client_status rc = ensure_client(s);
+  if (rc != PCC_CLIENT_OK)
+    return describe(s, result, rc);
   pcc_source *source = NULL;
   rc = pcc_source_load(path, state.max_source, state.hash_validation, &source);
   if (rc != PCC_CLIENT_OK) {
     result->outcome = reason_of(rc);
-    return;
+    return false;
   }
+  bool tripped = false;
   pcc_entry *entry = NULL;
-  rc = pcc_client_lookup(state.client, &state.magic, opt, source, state.hash_validation, &entry);
+  rc = pcc_client_lookup(s->client, &state.magic, opt, source, state.hash_validation, &entry);
   if (rc == PCC_CLIENT_OK) {
     take_pyc(result, entry, "hit");
   } else if (rc != PCC_CLIENT_MISS || state.readonly || state.compile_forbidden) {
-    describe(result, rc);
+    tripped = describe(s, result, rc);
   } else {
     rc = PCC_CLIENT_OK;
     if (!source->has_data) { /* timestamp mode read nothing so far: the upload needs the bytes */
@@ -195,12 +219,12 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
       rc = pcc_source_load(path, state.max_source, true, &source);
     }
     if (rc == PCC_CLIENT_OK) {
-      pcc_client_set_timeout(state.client, state.compile_timeout_ms);
-      rc = pcc_client_compile(state.client, &state.magic, opt, source, &entry);
-      pcc_client_set_timeout(state.client, state.timeout_ms);
+      pcc_client_set_timeout(s->client, state.compile_timeout_ms);
+      rc = pcc_client_compile(s->client, &state.magic, opt, source, &entry);
+      pcc_client_set_timeout(s->client, state.timeout_ms);
     }
     if (rc == PCC_CLIENT_OK) {
-      const char *outcome = pcc_client_last_outcome(state.client);
+      const char *outcome = pcc_client_last_outcome(s->client);
       take_pyc(result, entry,
                strcmp(outcome, "stored") == 0   ? "stored"
                : strcmp(outcome, "joined") == 0 ? "joined"
@@ -216,21 +240,41 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
       result->outcome = "forbidden";
       state.compile_forbidden = true;
     } else {
-      describe(result, rc);
+      tripped = describe(s, result, rc);
     }
   }
   pcc_source_free(source);
+  return tripped;
+}
+
+/* The whole request path, without the GIL: the servers in order, skipping those whose breaker
+ * is open, until one serves or falls back without opening its breaker. Caller holds the lock. */
+static void fetch_locked(const char *path, int opt, fetch_result *result)
+{
+  if (!state.configured) {
+    result->outcome = "disabled";
+    return;
+  }
+  result->outcome = "breaker-open"; /* unless a server is asked */
+  size_t from = 0;
+  for (hook_server *s; (s = next_server(&from, now_seconds())) != NULL;) {
+    free(result->pyc);
+    *result = (fetch_result){.outcome = "error"};
+    if (!fetch_from(s, path, opt, result))
+      return;
+  }
 }
 
 PyDoc_STRVAR(configure_doc,
 "configure(url, magic, timeout_ms, compile_timeout_ms, readonly, hash_validation,\n"
 "          breaker_seconds, max_source, token=None, bundle_zstd=False, ca_file=None,\n"
 "          client_cert=None, client_key=None)\n"
-"Sets the server and behaviour of fetch(); resets the circuit breaker. token (str or None)\n"
+"Sets the servers and behaviour of fetch(); resets the circuit breakers. url is one base URL\n"
+"or several separated by commas (at most URLS_MAX), asked in that order. token (str or None)\n"
 "is sent as 'Authorization: Bearer TOKEN'; ValueError unless printable ASCII without spaces,\n"
 "1..512 bytes. bundle_zstd: fetch_bundle() asks for the bundle compressed with zstd.\n"
-"ca_file, client_cert, client_key (str or None): the TLS files of an https:// url (libcurl's\n"
-"CAINFO, SSLCERT, SSLKEY).");
+"ca_file, client_cert, client_key (str or None): the TLS files of the https:// servers among\n"
+"url (libcurl's CAINFO, SSLCERT, SSLKEY); the others are opened without them.");
 
 static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
@@ -252,7 +296,21 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
                                    &breaker_seconds, &max_source, &token, &bundle_zstd,
                                    &ca_file, &client_cert, &client_key))
     return NULL;
-  bool bad = magic.len != PCC_MAGIC_LEN || strlen(url) >= sizeof state.url || timeout_ms <= 0 ||
+  const char *urls[PCC_HOOK_URLS_MAX];
+  size_t lens[PCC_HOOK_URLS_MAX], n_urls = 0;
+  bool bad_urls = false;
+  for (const char *p = url; !bad_urls; p++) {
+    size_t len = strcspn(p, ",");
+    bad_urls = len == 0 || len >= PCC_CLIENT_URL_MAX || n_urls == PCC_HOOK_URLS_MAX;
+    if (!bad_urls) {
+      urls[n_urls] = p;
+      lens[n_urls++] = len;
+    }
+    p += len;
+    if (*p == '\0')
+      break;
+  }
+  bool bad = magic.len != PCC_MAGIC_LEN || bad_urls || timeout_ms <= 0 ||
              compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0 ||
              (token != NULL && pcc_token_check(token) != PCC_CLIENT_OK) ||
              (ca_file != NULL && strlen(ca_file) >= sizeof state.ca_file) ||
@@ -265,9 +323,14 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   }
   Py_BEGIN_ALLOW_THREADS
   pthread_mutex_lock(&state.lock);
-  pcc_client_close(state.pid == getpid() ? state.client : NULL);
-  state.client = NULL;
-  snprintf(state.url, sizeof state.url, "%s", url);
+  for (size_t i = 0; i < state.n_servers; i++)
+    pcc_client_close(state.servers[i].pid == getpid() ? state.servers[i].client : NULL);
+  memset(state.servers, 0, sizeof state.servers); /* clients gone, breakers closed */
+  for (size_t i = 0; i < n_urls; i++) {
+    memcpy(state.servers[i].url, urls[i], lens[i]);
+    state.servers[i].url[lens[i]] = '\0';
+  }
+  state.n_servers = n_urls;
   explicit_bzero(state.token, sizeof state.token);
   if (token != NULL)
     memcpy(state.token, token, strlen(token) + 1); /* checked: at most PCC_TOKEN_MAX bytes */
@@ -282,7 +345,6 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   snprintf(state.client_cert, sizeof state.client_cert, "%s", client_cert ? client_cert : "");
   snprintf(state.client_key, sizeof state.client_key, "%s", client_key ? client_key : "");
   state.breaker_seconds = breaker_seconds;
-  state.breaker_until = 0;
   state.max_source = (size_t)max_source;
   state.configured = true;
   pthread_mutex_unlock(&state.lock);
@@ -372,47 +434,57 @@ static PyObject *native_digest(PyObject *self, PyObject *arg)
 
 /* ---- warm start: bundles and profiles ----------------------------------------------------- */
 
-/* GET or POST one warm-start request (profile NULL: none in the query) without the GIL; the
- * body (caller frees) on success. */
+/* The URL of a warm-start request into url (url_len bytes): the endpoint and magic, and a
+ * profile name (NULL: none) in which every byte may need %XX. False when it does not fit.
+ * Caller holds the lock. */
+static bool warm_url(const char *endpoint, const char *profile, int opt, char *url,
+                     size_t url_len)
+{
+  char magic[2 * PCC_MAGIC_LEN + 1];
+  pcc_dynbuf name;
+  pcc_dynbuf_init(&name, 3 * PCC_PROFILE_NAME_MAX + 1);
+  if (profile)
+    pcc_dynbuf_add_escaped(&name, profile, strlen(profile));
+  pcc_dynbuf_add(&name, "", 1);
+  pcc_magic_to_hex(&state.magic, magic);
+  int n = name.error == PCC_PROTO_OK
+            ? snprintf(url, url_len, "%s?magic=%s&opt=%d%s%s", endpoint, magic, opt,
+                       profile ? "&profile=" : "", (const char *)name.data)
+            : -1;
+  pcc_dynbuf_free(&name);
+  return n >= 0 && (size_t)n < url_len;
+}
+
+/* GET or POST one warm-start request (profile NULL: none in the query) without the GIL, to the
+ * servers in order as fetch does: the first whose breaker is closed, then, when that one's
+ * breaker opens on the way, the next. The body (caller frees) on success. */
 static pcc_client_status warm_request(const char *method, const char *endpoint,
                                       const char *profile, int opt, const char *body,
                                       size_t body_len, char **out, size_t *out_len,
                                       long *status, char *detail, size_t detail_len)
 {
-  pcc_client_status rc;
+  char url[64 + 3 * PCC_PROFILE_NAME_MAX];
   pthread_mutex_lock(&state.lock);
-  if (!state.configured) {
-    rc = PCC_CLIENT_INVALID;
-  } else if (now_seconds() < state.breaker_until) {
-    rc = PCC_CLIENT_CONNECT;
-    snprintf(detail, detail_len, "breaker-open");
-  } else if ((rc = ensure_client()) == PCC_CLIENT_OK) {
-    /* the endpoint and magic, and a profile name in which every byte may need %XX */
-    char magic[2 * PCC_MAGIC_LEN + 1], url[64 + 3 * PCC_PROFILE_NAME_MAX];
-    pcc_dynbuf name;
-    pcc_dynbuf_init(&name, 3 * PCC_PROFILE_NAME_MAX + 1);
-    if (profile)
-      pcc_dynbuf_add_escaped(&name, profile, strlen(profile));
-    pcc_dynbuf_add(&name, "", 1);
-    pcc_magic_to_hex(&state.magic, magic);
-    int n = name.error == PCC_PROTO_OK
-              ? snprintf(url, sizeof url, "%s?magic=%s&opt=%d%s%s", endpoint, magic, opt,
-                         profile ? "&profile=" : "", (const char *)name.data)
-              : -1;
-    pcc_dynbuf_free(&name);
-    if (n < 0 || (size_t)n >= sizeof url) {
-      rc = PCC_CLIENT_INVALID;
-    } else {
-      pcc_client_set_timeout(state.client, state.compile_timeout_ms); /* a bundle is big */
-      rc = pcc_client_request(state.client, method, url, body, body_len, out, out_len, status);
-      pcc_client_set_timeout(state.client, state.timeout_ms);
-      const pcc_client_error *err = pcc_client_last_error(state.client);
-      if (rc != PCC_CLIENT_OK)
-        snprintf(detail, detail_len, "%s%s%s", pcc_client_strerror(rc),
-                 err && err->message ? ": " : "", err && err->message ? err->message : "");
-      if (rc != PCC_CLIENT_OK && *status != 404) /* no profile yet is no reason to stop */
-        trip_breaker(rc);
+  pcc_client_status rc = !state.configured                                    ? PCC_CLIENT_INVALID
+                         : !warm_url(endpoint, profile, opt, url, sizeof url) ? PCC_CLIENT_INVALID
+                                                                               : PCC_CLIENT_CONNECT;
+  if (rc == PCC_CLIENT_CONNECT)
+    snprintf(detail, detail_len, "breaker-open"); /* unless a server is asked */
+  bool ask = rc == PCC_CLIENT_CONNECT;
+  size_t from = 0;
+  for (hook_server *s; ask && (s = next_server(&from, now_seconds())) != NULL;) {
+    *status = 0;
+    if ((rc = ensure_client(s)) == PCC_CLIENT_OK) {
+      pcc_client_set_timeout(s->client, state.compile_timeout_ms); /* a bundle is big */
+      rc = pcc_client_request(s->client, method, url, body, body_len, out, out_len, status);
+      pcc_client_set_timeout(s->client, state.timeout_ms);
     }
+    const pcc_client_error *err = s->client ? pcc_client_last_error(s->client) : NULL;
+    if (rc != PCC_CLIENT_OK)
+      snprintf(detail, detail_len, "%s%s%s", pcc_client_strerror(rc),
+               err && err->message ? ": " : "", err && err->message ? err->message : "");
+    /* a server whose breaker opens: the next one is asked (no profile yet, 404, opens none) */
+    ask = rc != PCC_CLIENT_OK && *status != 404 && trip_breaker(s, rc);
   }
   pthread_mutex_unlock(&state.lock);
   return rc;
@@ -677,6 +749,8 @@ static const struct {
   {"TOKEN_MAX", PCC_TOKEN_MAX},
   {"TOKEN_FILE_MAX", PCC_TOKEN_FILE_MAX},
   {"PROFILE_NAME_MAX", PCC_PROFILE_NAME_MAX},
+  {"URLS_MAX", PCC_HOOK_URLS_MAX},
+  {"UNIX_PATH_MAX", PCC_UNIX_PATH_MAX},
 };
 
 PyMODINIT_FUNC PyInit__native(void)
