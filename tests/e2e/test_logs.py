@@ -357,6 +357,19 @@ class AccessLog(LogsCase):
         self.assertEqual(len(dropped), 1, self.text_log(server))
         self.assertGreater(int(dropped[0].split(": ")[1].split()[0]), 0)
 
+    def test_a_unix_socket_client_is_remote_unix(self):
+        access = os.path.join(self.tmp, "access.log")
+        workdir = os.path.join(self.tmp, "unix")
+        os.makedirs(workdir)
+        server = self.start("--workers", "1", "--listen", "unix:" + os.path.join(workdir, "s.sock"),
+                            "--access-log", access, workdir=workdir, port_args=())
+        self.assertEqual(server.json("GET", "/healthz")[0], 200)
+        line = wait_for(lambda: read_lines(access), "the access line")[0]
+        server.stop()
+        fields = text_fields(TEXT_LINE.match(line).group(3))[1]
+        self.assertEqual((fields["remote"], fields["path"], fields["status"]),
+                         ("unix", "/healthz", "200"))
+
     def test_stderr_access_log_with_dash(self):
         server = self.server("--access-log", "-", tokens=False)
         self.assertEqual(server.request("GET", "/healthz")[0], 200)
