@@ -33,7 +33,8 @@ OPS = {"Authorization": "Bearer " + TOKENS["ops"][0]}
 CI = {"Authorization": "Bearer " + TOKENS["ci"][0]}
 SECRETS = [t for t, _ in TOKENS.values()] + [WRONG]
 
-TEXT_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (error|warn |info |debug) (\S.*)$")
+TEXT_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) "  # TIME LEVEL message
+                       r"(error|warn |info |debug) (\S.*)$")
 LEVELS = ("error", "warn", "info", "debug")
 
 
