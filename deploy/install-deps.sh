@@ -2,14 +2,15 @@
 # install-deps.sh: installs, with apt-get, the Debian packages pycached needs to build, run and
 # test (wrk and nginx: tests/bench/bench_load.py; a JDK, bookworm's default: the proto-jvm test;
 # debhelper, debootstrap, yamllint, strace: the package and the deploy suite, tests/deploy/;
-# prometheus: promtool, which lints /metrics in the admin suite),
+# prometheus: promtool, which lints /metrics in the admin suite; libhiredis-dev: the shared tier,
+# server/shared.c, and redis-server, which the shared suite starts),
 # skipping the ones already installed. Runs as root (or through sudo when available).
 set -euo pipefail
 
 packages=(
   build-essential pkg-config meson ninja-build
   libmicrohttpd-dev libgnutls28-dev libcjson-dev liblmdb-dev libxxhash-dev libcurl4-openssl-dev
-  libsodium-dev
+  libsodium-dev libhiredis-dev redis-server
   libssl-dev libseccomp-dev libsystemd-dev libzstd-dev zstd
   libpython3.11-dev python3.11 check
   xxhash lmdb-utils procps curl

@@ -77,6 +77,18 @@
 #define PCC_UNIX_PATH_MAX 107              /* bytes of a unix socket's path, of --listen unix:PATH
                                               and of a client's unix: URL (sun_path less its NUL) */
 
+/* ---- the shared tier on Redis (server/shared.c) -------------------------------------------- */
+#define PCC_SHARED_SERVERS_MAX 16          /* Redis servers of --shared */
+#define PCC_SHARED_VALUE_MAX (64 * PCC_MIB) /* bytes of a value the shared tier stores or reads */
+#define PCC_SHARED_IDLE_MAX 8              /* idle connections kept per Redis server */
+#define PCC_SHARED_BACKOFF_MIN_MS 100      /* ms a failed Redis server is skipped, first */
+#define PCC_SHARED_BACKOFF_MAX_MS 5000     /* ... doubling on each failure up to this */
+#define PCC_SHARED_POLL_MIN_MS 5           /* ms between the polls of a lock waiter, first */
+#define PCC_SHARED_POLL_MAX_MS 200         /* ... doubling up to this */
+#define PCC_SHARED_TIMEOUT_DEFAULT 100     /* option --shared-timeout: ms of one Redis command */
+#define PCC_SHARED_CONNECT_TIMEOUT_DEFAULT 50 /* option --shared-connect-timeout: ms of a connect */
+#define PCC_SHARED_TTL_DEFAULT (7 * 86400) /* option --shared-ttl: seconds a shared value lives */
+
 /* ---- the server's logs (proto/log.c) -------------------------------------------------------- */
 #define PCC_LOG_LINE_MAX 8192 /* bytes of one log or access-log line, its newline included
                                  (longer: cut and marked) */

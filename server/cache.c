@@ -2,7 +2,8 @@
  * and POST /v1/compile. Compiles go through "parse once" jobs keyed by (magic, opt, digest): one
  * compile however many requests ask for the same source at once, queued per backend and fed to
  * its worker pool by dispatch threads. A request that waits for a job is suspended and resumed
- * when the job is done (a PENDING answer, answer.h). */
+ * when the job is done (a PENDING answer, answer.h). With --shared, a job first asks the shared
+ * tier on Redis (shared.h) and a blob compiled here goes there. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@ typedef struct job {
   job_result result;
   pcc_store_status store_rc; /* JOB_STORE_FULL: why */
   pcc_blob *blob;          /* JOB_CODE / JOB_COMPILE_ERROR */
+  bool shared;             /* the blob came from the --shared tier, not a compile here */
   char message[256];
   pcc_dynbuf waiters;      /* waiter[], at most PCC_JOB_WAITERS_MAX */
   struct job *next;        /* in its backend's queue, then in the in-flight list */
@@ -152,8 +154,50 @@ static pcc_blob *blob_copy(const pcc_blob *blob)
   return copy;
 }
 
-/* Runs one job through its backend's pool and stores its outcome. Called without the lock. */
+/* Stores a blob of the --shared tier as a compile's (its compiler, times and all) and takes it as
+ * the job's result. Called without the lock. */
+static void job_take_shared(cache *c, job *j, pcc_blob *blob)
+{
+  pcc_store_status store_rc = pcc_store_put(pcc_core_store(c->core), j->ns, &j->magic, j->opt,
+                                            j->path, strlen(j->path), &j->record, blob);
+  if (store_rc == PCC_STORE_OK || store_rc == PCC_STORE_DAMAGED) {
+    j->blob = blob;
+    j->shared = true;
+    j->result = blob->kind == PCC_BLOB_CODE ? JOB_CODE : JOB_COMPILE_ERROR;
+    return;
+  }
+  free(blob);
+  if (store_rc == PCC_STORE_FULL || store_rc == PCC_STORE_NOSPACE) {
+    j->result = JOB_STORE_FULL;
+    j->store_rc = store_rc;
+  } else {
+    j->result = JOB_INTERNAL;
+    snprintf(j->message, sizeof j->message, "store: %s", pcc_store_strerror(store_rc));
+  }
+}
+
+static void job_compile_here(cache *c, job *j);
+
+/* Runs one job: from the --shared tier when it has the blob (or another replica compiles it
+ * meanwhile; shared.h), else through its backend's pool, and stores its outcome; a blob compiled
+ * here goes to the shared tier. Called without the lock, on a dispatcher thread. */
 static void job_compile(cache *c, job *j)
+{
+  pcc_shared *shared = pcc_core_shared(c->core);
+  pcc_shared_ticket ticket;
+  pcc_blob *blob = NULL;
+  if (shared != NULL &&
+      pcc_shared_fetch(shared, &j->magic, j->opt, &j->record, &blob, &ticket) == PCC_SHARED_OK) {
+    job_take_shared(c, j, blob);
+    return;
+  }
+  job_compile_here(c, j);
+  if (shared != NULL)
+    pcc_shared_done(shared, &j->magic, j->opt, &j->record.digest, j->blob, &ticket);
+}
+
+/* Runs one job through its backend's pool and stores its outcome. Called without the lock. */
+static void job_compile_here(cache *c, job *j)
 {
   const pcc_backend *backends;
   pcc_core_backends(c->core, &backends);
@@ -516,7 +560,9 @@ static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
       pcc_answer_error(answer, PCC_ERR_INTERNAL, "out of memory");
     else
       pcc_answer_blob(answer, blob, &j->record.digest, true,
-                      job_waiter(j, 0)->ctx == req->ctx ? "compiled" : "joined");
+                      job_waiter(j, 0)->ctx != req->ctx ? "joined"
+                      : j->shared                         ? "shared"
+                                                          : "compiled");
     break;
   }
   case JOB_TIMEOUT:
@@ -621,6 +667,8 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON_AddNumberToObject(stats, "compiling", (double)compiling);
 
   cJSON_AddItemToObject(stats, "store", pcc_core_store_json(c->core));
+  if (pcc_core_shared(c->core) != NULL)
+    cJSON_AddItemToObject(stats, "shared", pcc_shared_json(pcc_core_shared(c->core)));
   cJSON *compilers = cJSON_AddArrayToObject(stats, "compilers");
   const pcc_backend *backends;
   unsigned n_backends = pcc_core_backends(c->core, &backends);
@@ -697,6 +745,7 @@ static void cache_shutdown(void *state)
   cache *c = state;
   if (c == NULL)
     return;
+  pcc_shared_cancel(pcc_core_shared(c->core)); /* dispatchers waiting for another replica stop */
   pthread_mutex_lock(&c->lock);
   c->closing = true;
   for (unsigned q = 0; q < c->n_queues; q++)

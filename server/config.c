@@ -174,6 +174,19 @@ static const option_spec options[] = {
    "log and access-log lines: TIME LEVEL MESSAGE key=value..., or one JSON object a line", 0, 0},
   {"access-log", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(access_log),
    "write one line per request to FILE (- : stderr), appended, reopened on SIGHUP [off]", 0, 0},
+  {"shared", OPT_STRING, "redis://HOST:PORT[,...]", NULL, 0, 0, 0, FIELD(shared),
+   "a shared blob tier on these Redis servers (keys spread by rendezvous hashing), for a fleet "
+   "of replicas to compile each source once", 0, 0},
+  {"shared-timeout", OPT_NUMBER, "MS", NULL, PCC_SHARED_TIMEOUT_DEFAULT, 1, 10000,
+   FIELD(shared_timeout),
+   "a --shared Redis command unanswered for this long fails (the server is skipped a while)", 0,
+   0},
+  {"shared-connect-timeout", OPT_NUMBER, "MS", NULL, PCC_SHARED_CONNECT_TIMEOUT_DEFAULT, 1,
+   10000, FIELD(shared_connect_timeout), "a connect to a --shared Redis server taking longer "
+   "fails", 0, 0},
+  {"shared-ttl", OPT_NUMBER, "SECONDS", NULL, PCC_SHARED_TTL_DEFAULT, 0, 1ull << 31,
+   FIELD(shared_ttl), "seconds a value stored in --shared lives (0: no expiry; rely on "
+   "maxmemory-policy allkeys-lru)", 0, 0},
   {"verify-store", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(verify_store),
    "check every record of the store (read-only), print the problems and exit (0: sound, 3: "
    "damaged, 4: cannot be opened)", 0, NOT_IN_FILE | NOT_IN_ENV},

@@ -78,6 +78,10 @@ typedef struct {
   const char *log_level;      /* "error", "warn", "info" or "debug" (proto/pcc_log.h) */
   const char *log_format;     /* "text" or "json" */
   const char *access_log;     /* FILE, or "-" for stderr; NULL: no access log */
+  const char *shared;         /* --shared redis://HOST:PORT[,...]; NULL: no shared tier */
+  uint64_t shared_timeout;    /* ms of one Redis command */
+  uint64_t shared_connect_timeout; /* ms of one Redis connect */
+  uint64_t shared_ttl;        /* seconds a shared value lives; 0: none (Redis' maxmemory policy) */
 } pcc_config;
 
 typedef enum {

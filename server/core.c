@@ -41,6 +41,7 @@ struct pcc_core {
   pcc_config config;
   pcc_store *store;
   pcc_counters *counters;
+  pcc_shared *shared;   /* --shared; NULL: none */
   pcc_sources *sources; /* the --source-root directories */
   pcc_backend backends[PCC_MAX_COMPILERS + 1]; /* [0]: the default: the embedded CPython, or
                                                 * with --no-embedded the first --compiler */
@@ -606,6 +607,23 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
     pcc_core_close(core);
     return PCC_CORE_CONFIG;
   }
+  if (config->shared != NULL && config->shared[0] != '\0') {
+    /* a compile lock outlives the holder's compile (--compile-timeout) by a little */
+    pcc_shared_config shared_config = {
+      .connect_ms = (unsigned)config->shared_connect_timeout,
+      .command_ms = (unsigned)config->shared_timeout,
+      .ttl = config->shared_ttl,
+      .lock_ms = (unsigned)(config->compile_timeout * 1000 + 2000)};
+    char err[512];
+    pcc_shared_status shared_rc = pcc_shared_open(config->shared, &shared_config, err,
+                                                  sizeof err, &core->shared);
+    if (shared_rc != PCC_SHARED_OK) {
+      pcc_logf(PCC_LOG_ERROR, "%s", shared_rc == PCC_SHARED_INVALID ? err
+                                    : pcc_shared_strerror(shared_rc));
+      pcc_core_close(core);
+      return shared_rc == PCC_SHARED_INVALID ? PCC_CORE_CONFIG : PCC_CORE_NOMEM;
+    }
+  }
   pcc_core_status rc = open_store(core);
   if (rc != PCC_CORE_OK) {
     pcc_core_close(core);
@@ -652,6 +670,7 @@ void pcc_core_close(pcc_core *core)
   pthread_cond_destroy(&core->wake);
   pthread_mutex_destroy(&core->lock);
   pcc_sources_close(core->sources);
+  pcc_shared_close(core->shared);
   pcc_counters_close(core->counters);
   pthread_mutex_destroy(&core->stored.lock);
   free(core);
@@ -670,6 +689,11 @@ pcc_store *pcc_core_store(pcc_core *core)
 pcc_counters *pcc_core_counters(pcc_core *core)
 {
   return core->counters;
+}
+
+pcc_shared *pcc_core_shared(pcc_core *core)
+{
+  return core->shared;
 }
 
 time_t pcc_core_started(const pcc_core *core)

@@ -1,0 +1,671 @@
+/* shared.c: the shared blob tier on Redis (shared.h; docs/OPERATIONS.md, "Shared tier on
+ * Redis"): the server list, rendezvous hashing, a bounded connection pool with a breaker per
+ * server, the value format and its verification, and the compile lock.
+ *
+ * A value (little-endian):
+ *   "PCCS" | version u8 (1) | kind u8 | opt u8 | magic (4) | digest (32) | hash i32 | size u64 |
+ *   created i64 | compile_us u32 | compiler length u8 | compiler | payload length u32 | payload |
+ *   checksum u64 (XXH3-64 of every byte before it)
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "pcc_limits.h"
+#include "pcc_log.h"
+#include "shared.h"
+
+#define VALUE_MAGIC "PCCS"
+#define VALUE_VERSION 1
+#define VALUE_FIXED (4 + 3 + PCC_MAGIC_LEN + PCC_DIGEST_LEN + 4 + 8 + 8 + 4 + 1 + 4 + 8)
+#define ID_LEN 32 /* hex digits of a replica's lock value */
+
+/* Frees the lock only if it still holds this replica's id. */
+static const char unlock_script[] =
+  "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+  "return 0";
+
+typedef struct {
+  char host[PCC_HOST_NAME_MAX + 1];
+  int port;
+  char id[PCC_HOST_NAME_MAX + 8]; /* "HOST:PORT": what rendezvous hashing hashes */
+  pthread_mutex_t lock;            /* guards the fields below */
+  redisContext *idle[PCC_SHARED_IDLE_MAX];
+  unsigned n_idle;
+  bool down, probing;
+  int64_t down_until_ms;           /* skipped until then */
+  unsigned backoff_ms;
+  atomic_uint_fast64_t failures, skipped;
+} server;
+
+struct pcc_shared {
+  pcc_shared_config config;
+  server servers[PCC_SHARED_SERVERS_MAX];
+  const char *ids[PCC_SHARED_SERVERS_MAX];
+  unsigned n;
+  char replica[ID_LEN + 1];        /* this process's lock value */
+  atomic_bool cancelled;
+  atomic_uint_fast64_t hits, misses, stores, corrupt, errors, skipped, lock_waits, lock_expired;
+};
+
+const char *pcc_shared_strerror(pcc_shared_status rc)
+{
+  switch (rc) {
+  case PCC_SHARED_OK: return "ok";
+  case PCC_SHARED_MISS: return "not in the shared tier";
+  case PCC_SHARED_DOWN: return "the shared tier's server is down or slow";
+  case PCC_SHARED_INVALID: return "a bad --shared list";
+  case PCC_SHARED_NOMEM: return "out of memory";
+  }
+  return "unknown shared-tier status";
+}
+
+static int64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_timeval(unsigned ms)
+{
+  return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+}
+
+/* ---- the list ---------------------------------------------------------------------------- */
+
+/* One "redis://HOST:PORT" of len bytes into s. */
+static bool parse_url(const char *url, size_t len, server *s, char *err, size_t err_len)
+{
+  static const char scheme[] = "redis://";
+  const size_t scheme_len = sizeof scheme - 1;
+  if (len <= scheme_len || memcmp(url, scheme, scheme_len) != 0) {
+    snprintf(err, err_len, "--shared: '%.*s' is not redis://HOST:PORT", (int)len, url);
+    return false;
+  }
+  const char *host = url + scheme_len, *end = url + len;
+  const char *colon = NULL;
+  for (const char *p = host; p < end; p++)
+    if (*p == ':')
+      colon = p;
+  size_t host_len = colon ? (size_t)(colon - host) : 0;
+  if (colon == NULL || host_len == 0 || host_len > PCC_HOST_NAME_MAX || colon + 1 == end ||
+      end - colon - 1 > 5) {
+    snprintf(err, err_len, "--shared: '%.*s' needs a host and a port (redis://HOST:PORT)",
+             (int)len, url);
+    return false;
+  }
+  long port = 0;
+  for (const char *p = colon + 1; p < end; p++) {
+    if (*p < '0' || *p > '9') {
+      snprintf(err, err_len, "--shared: '%.*s': the port is not a number", (int)len, url);
+      return false;
+    }
+    port = port * 10 + (*p - '0');
+  }
+  if (port < 1 || port > 65535) {
+    snprintf(err, err_len, "--shared: '%.*s': the port is not 1 to 65535", (int)len, url);
+    return false;
+  }
+  memcpy(s->host, host, host_len);
+  s->host[host_len] = '\0';
+  s->port = (int)port;
+  snprintf(s->id, sizeof s->id, "%.*s:%ld", (int)host_len, host, port);
+  return true;
+}
+
+pcc_shared_status pcc_shared_open(const char *list, const pcc_shared_config *config,
+                                  char *err, size_t err_len, pcc_shared **out)
+{
+  char scratch[8];
+  if (err == NULL) {
+    err = scratch;
+    err_len = sizeof scratch;
+  }
+  err[0] = '\0';
+  pcc_shared *shared = calloc(1, sizeof *shared);
+  if (shared == NULL)
+    return PCC_SHARED_NOMEM;
+  shared->config = *config;
+  for (const char *p = list; *p != '\0';) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    if (shared->n == PCC_SHARED_SERVERS_MAX) {
+      snprintf(err, err_len, "--shared: more than %d servers", PCC_SHARED_SERVERS_MAX);
+      pcc_shared_close(shared);
+      return PCC_SHARED_INVALID;
+    }
+    server *s = &shared->servers[shared->n];
+    if (!parse_url(p, len, s, err, err_len)) {
+      pcc_shared_close(shared);
+      return PCC_SHARED_INVALID;
+    }
+    for (unsigned i = 0; i < shared->n; i++)
+      if (strcmp(shared->servers[i].id, s->id) == 0) {
+        snprintf(err, err_len, "--shared: %s is listed twice", s->id);
+        pcc_shared_close(shared);
+        return PCC_SHARED_INVALID;
+      }
+    pthread_mutex_init(&s->lock, NULL);
+    shared->ids[shared->n] = s->id;
+    shared->n++;
+    p += len;
+    if (*p == ',')
+      p++;
+  }
+  if (shared->n == 0) {
+    snprintf(err, err_len, "--shared: no server listed");
+    pcc_shared_close(shared);
+    return PCC_SHARED_INVALID;
+  }
+  uint8_t random[ID_LEN / 2];
+  if (getrandom(random, sizeof random, 0) != (ssize_t)sizeof random) {
+    uint64_t fallback = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 32);
+    memset(random, 0, sizeof random);
+    memcpy(random, &fallback, sizeof fallback);
+  }
+  for (size_t i = 0; i < sizeof random; i++)
+    snprintf(shared->replica + 2 * i, 3, "%02x", random[i]);
+  *out = shared;
+  return PCC_SHARED_OK;
+}
+
+void pcc_shared_close(pcc_shared *shared)
+{
+  if (shared == NULL)
+    return;
+  for (unsigned i = 0; i < shared->n; i++) {
+    server *s = &shared->servers[i];
+    for (unsigned c = 0; c < s->n_idle; c++)
+      redisFree(s->idle[c]);
+    pthread_mutex_destroy(&s->lock);
+  }
+  free(shared);
+}
+
+void pcc_shared_cancel(pcc_shared *shared)
+{
+  if (shared != NULL)
+    atomic_store(&shared->cancelled, true);
+}
+
+/* ---- rendezvous hashing ------------------------------------------------------------------ */
+
+static uint64_t score(const char *id, const char *key)
+{
+  char buf[PCC_HOST_NAME_MAX + 16 + PCC_SHARED_KEY_LEN + 1];
+  int len = snprintf(buf, sizeof buf, "%s\n%s", id, key);
+  return pcc_checksum(buf, len < 0 ? 0 : (size_t)len < sizeof buf ? (size_t)len : sizeof buf - 1);
+}
+
+void pcc_shared_rank(const char *const *ids, unsigned n, const char *key, unsigned *order)
+{
+  uint64_t scores[PCC_SHARED_SERVERS_MAX];
+  for (unsigned i = 0; i < n && i < PCC_SHARED_SERVERS_MAX; i++) {
+    scores[i] = score(ids[i], key);
+    unsigned at = i; /* insertion: highest first, ties keep the lower index first */
+    while (at > 0 && scores[order[at - 1]] < scores[i]) {
+      order[at] = order[at - 1];
+      at--;
+    }
+    order[at] = i;
+  }
+}
+
+void pcc_shared_key(const char *kind, const pcc_magic *magic, int opt, const pcc_digest *digest,
+                    char *out)
+{
+  char magic_hex[2 * PCC_MAGIC_LEN + 1], digest_hex[PCC_DIGEST_HEX_LEN + 1];
+  pcc_magic_to_hex(magic, magic_hex);
+  pcc_digest_to_hex(digest, digest_hex);
+  snprintf(out, PCC_SHARED_KEY_LEN + 1, "pcc:v1:%s:%s:%d:%s", kind, magic_hex, opt, digest_hex);
+}
+
+/* ---- connections and the breaker --------------------------------------------------------- */
+
+/* A connection to s, or NULL when it is skipped (down: *skipped set) or cannot be reached (the
+ * caller marks it down). */
+static redisContext *conn_take(pcc_shared *shared, server *s, bool *skipped)
+{
+  *skipped = false;
+  pthread_mutex_lock(&s->lock);
+  if (s->down && (now_ms() < s->down_until_ms || s->probing)) {
+    pthread_mutex_unlock(&s->lock);
+    atomic_fetch_add(&s->skipped, 1);
+    atomic_fetch_add(&shared->skipped, 1);
+    *skipped = true;
+    return NULL;
+  }
+  if (s->down)
+    s->probing = true; /* this caller tries it; the others keep skipping it meanwhile */
+  redisContext *c = s->n_idle ? s->idle[--s->n_idle] : NULL;
+  pthread_mutex_unlock(&s->lock);
+  if (c != NULL)
+    return c;
+  c = redisConnectWithTimeout(s->host, s->port, ms_timeval(shared->config.connect_ms));
+  if (c != NULL && c->err == 0 &&
+      redisSetTimeout(c, ms_timeval(shared->config.command_ms)) == REDIS_OK)
+    return c;
+  if (c != NULL)
+    pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s", s->id, c->errstr);
+  redisFree(c);
+  return NULL; /* the caller marks it down */
+}
+
+/* Marks s down for its backoff (doubling). */
+static void server_failed(pcc_shared *shared, server *s)
+{
+  atomic_fetch_add(&s->failures, 1);
+  atomic_fetch_add(&shared->errors, 1);
+  pthread_mutex_lock(&s->lock);
+  bool was_down = s->down;
+  s->backoff_ms = s->backoff_ms == 0 ? PCC_SHARED_BACKOFF_MIN_MS
+                  : s->backoff_ms * 2 > PCC_SHARED_BACKOFF_MAX_MS ? PCC_SHARED_BACKOFF_MAX_MS
+                                                                  : s->backoff_ms * 2;
+  s->down = true;
+  s->probing = false;
+  s->down_until_ms = now_ms() + s->backoff_ms;
+  /* the idle connections are likely as dead as this one */
+  for (unsigned c = 0; c < s->n_idle; c++)
+    redisFree(s->idle[c]);
+  s->n_idle = 0;
+  unsigned backoff = s->backoff_ms;
+  pthread_mutex_unlock(&s->lock);
+  if (!was_down)
+    pcc_logf(PCC_LOG_WARN, "shared tier: %s is down or slow; skipped for %u ms, then retried",
+             s->id, backoff);
+}
+
+/* Gives a connection that answered back to the pool and marks s up. */
+static void conn_give(server *s, redisContext *c)
+{
+  pthread_mutex_lock(&s->lock);
+  bool was_down = s->down;
+  s->down = s->probing = false;
+  s->backoff_ms = 0;
+  if (s->n_idle < PCC_SHARED_IDLE_MAX) {
+    s->idle[s->n_idle++] = c;
+    c = NULL;
+  }
+  pthread_mutex_unlock(&s->lock);
+  redisFree(c);
+  if (was_down)
+    pcc_logf(PCC_LOG_INFO, "shared tier: %s is up again", s->id);
+}
+
+/* The first server of key's ranking that is not skipped as down, or NULL. */
+static server *route(pcc_shared *shared, const char *key, redisContext **conn)
+{
+  unsigned order[PCC_SHARED_SERVERS_MAX];
+  pcc_shared_rank(shared->ids, shared->n, key, order);
+  for (unsigned i = 0; i < shared->n; i++) {
+    server *s = &shared->servers[order[i]];
+    bool skipped;
+    *conn = conn_take(shared, s, &skipped);
+    if (*conn != NULL)
+      return s;
+    if (!skipped)
+      server_failed(shared, s); /* could not connect: down from now */
+  }
+  return NULL;
+}
+
+/* Runs one command (argc words) on key's server. NULL when the server is down or failed (the
+ * reply was not a reply); else the reply (freeReplyObject) and its server is up. */
+static redisReply *command(pcc_shared *shared, const char *key, int argc, const char **argv,
+                           const size_t *lens)
+{
+  redisContext *c = NULL;
+  server *s = route(shared, key, &c);
+  if (s == NULL)
+    return NULL;
+  redisReply *reply = redisCommandArgv(c, argc, argv, lens);
+  if (reply == NULL || c->err != 0) {
+    pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s", s->id, c->errstr);
+    if (reply != NULL)
+      freeReplyObject(reply);
+    redisFree(c);
+    server_failed(shared, s);
+    return NULL;
+  }
+  conn_give(s, c);
+  if (reply->type == REDIS_REPLY_ERROR) { /* e.g. OOM under maxmemory noeviction */
+    pcc_logf(PCC_LOG_WARN, "shared tier %s: %s", s->id, reply->str);
+    atomic_fetch_add(&shared->errors, 1);
+    freeReplyObject(reply);
+    return NULL;
+  }
+  return reply;
+}
+
+/* ---- values ------------------------------------------------------------------------------ */
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+/* The value of blob (malloc'd, *len its length), or NULL. */
+static uint8_t *value_encode(const pcc_magic *magic, int opt, const pcc_digest *digest,
+                             const pcc_blob *blob, size_t *len)
+{
+  size_t name_len = strnlen(blob->compiler, PCC_COMPILER_NAME_MAX);
+  if (blob->payload_len > PCC_SHARED_VALUE_MAX - VALUE_FIXED - name_len)
+    return NULL;
+  *len = VALUE_FIXED + name_len + blob->payload_len;
+  uint8_t *v = malloc(*len), *p = v;
+  if (v == NULL)
+    return NULL;
+  memcpy(p, VALUE_MAGIC, 4);
+  p[4] = VALUE_VERSION;
+  p[5] = (uint8_t)blob->kind;
+  p[6] = (uint8_t)opt;
+  p += 7;
+  memcpy(p, magic->bytes, PCC_MAGIC_LEN);
+  p += PCC_MAGIC_LEN;
+  memcpy(p, digest->bytes, PCC_DIGEST_LEN);
+  p += PCC_DIGEST_LEN;
+  put_u32(p, (uint32_t)blob->hash);
+  put_u64(p + 4, blob->size);
+  put_u64(p + 12, (uint64_t)blob->created);
+  put_u32(p + 20, blob->compile_us);
+  p[24] = (uint8_t)name_len;
+  p += 25;
+  memcpy(p, blob->compiler, name_len);
+  p += name_len;
+  put_u32(p, (uint32_t)blob->payload_len);
+  p += 4;
+  memcpy(p, blob->payload, blob->payload_len);
+  p += blob->payload_len;
+  put_u64(p, pcc_checksum(v, (size_t)(p - v)));
+  return v;
+}
+
+/* Verifies a value read for the source of record under (magic, opt); the blob (a heap copy as
+ * pcc_store_get_blob's) or NULL when anything is off, *why saying what. */
+static pcc_blob *value_decode(const uint8_t *v, size_t len, const pcc_magic *magic, int opt,
+                              const pcc_path_record *record, const char **why)
+{
+  *why = "too short";
+  if (len < VALUE_FIXED || len > PCC_SHARED_VALUE_MAX)
+    return NULL;
+  *why = "checksum";
+  if (get_u64(v + len - 8) != pcc_checksum(v, len - 8))
+    return NULL;
+  *why = "format";
+  if (memcmp(v, VALUE_MAGIC, 4) != 0 || v[4] != VALUE_VERSION ||
+      (v[5] != PCC_BLOB_CODE && v[5] != PCC_BLOB_COMPILE_ERROR))
+    return NULL;
+  const uint8_t *p = v + 7;
+  *why = "not the key's magic, opt or digest";
+  if (v[6] != (uint8_t)opt || memcmp(p, magic->bytes, PCC_MAGIC_LEN) != 0 ||
+      memcmp(p + PCC_MAGIC_LEN, record->digest.bytes, PCC_DIGEST_LEN) != 0)
+    return NULL;
+  p += PCC_MAGIC_LEN + PCC_DIGEST_LEN;
+  int32_t hash = (int32_t)get_u32(p);
+  uint64_t size = get_u64(p + 4);
+  *why = "not the source's size and hash";
+  if (hash != record->hash || size != record->size)
+    return NULL;
+  int64_t created = (int64_t)get_u64(p + 12);
+  uint32_t compile_us = get_u32(p + 20);
+  size_t name_len = p[24];
+  p += 25;
+  *why = "lengths";
+  if (name_len > PCC_COMPILER_NAME_MAX || (size_t)(p - v) + name_len + 4 + 8 > len)
+    return NULL;
+  const uint8_t *name = p;
+  p += name_len;
+  size_t payload_len = get_u32(p);
+  p += 4;
+  if ((size_t)(p - v) + payload_len + 8 != len)
+    return NULL;
+  *why = "compiler name";
+  for (size_t i = 0; i < name_len; i++)
+    if (name[i] < 0x20 || name[i] > 0x7e)
+      return NULL;
+  /* a code object's marshal starts with TYPE_CODE ('c', with or without FLAG_REF); an error is a
+   * JSON object */
+  *why = "payload";
+  if (v[5] == PCC_BLOB_CODE && (payload_len == 0 || (p[0] & 0x7f) != 'c'))
+    return NULL;
+  if (v[5] == PCC_BLOB_COMPILE_ERROR) {
+    cJSON *json = cJSON_ParseWithLength((const char *)p, payload_len);
+    bool object = cJSON_IsObject(json);
+    cJSON_Delete(json);
+    if (!object)
+      return NULL;
+  }
+  *why = "out of memory";
+  pcc_blob *blob = malloc(sizeof *blob + PCC_BLOB_HEADROOM + payload_len + 1);
+  if (blob == NULL)
+    return NULL;
+  *blob = (pcc_blob){.kind = v[5], .hash = hash, .size = size, .created = created,
+                     .compile_us = compile_us, .payload_len = payload_len};
+  memcpy(blob->compiler, name, name_len);
+  blob->compiler[name_len] = '\0';
+  uint8_t *payload = (uint8_t *)(blob + 1) + PCC_BLOB_HEADROOM;
+  memcpy(payload, p, payload_len);
+  payload[payload_len] = '\0';
+  blob->payload = payload;
+  *why = NULL;
+  return blob;
+}
+
+/* ---- the operations ---------------------------------------------------------------------- */
+
+/* GET of the blob key: OK with *out, MISS (none, or a bad one: deleted), or DOWN. */
+static pcc_shared_status get_blob(pcc_shared *shared, const char *key, const pcc_magic *magic,
+                                  int opt, const pcc_path_record *record, pcc_blob **out)
+{
+  const char *argv[] = {"GET", key};
+  size_t lens[] = {3, strlen(key)};
+  redisReply *reply = command(shared, key, 2, argv, lens);
+  if (reply == NULL)
+    return PCC_SHARED_DOWN;
+  if (reply->type != REDIS_REPLY_STRING) {
+    freeReplyObject(reply);
+    return PCC_SHARED_MISS;
+  }
+  const char *why = NULL;
+  *out = value_decode((const uint8_t *)reply->str, reply->len, magic, opt, record, &why);
+  freeReplyObject(reply);
+  if (*out != NULL)
+    return PCC_SHARED_OK;
+  if (why != NULL && strcmp(why, "out of memory") == 0)
+    return PCC_SHARED_MISS;
+  atomic_fetch_add(&shared->corrupt, 1);
+  pcc_logf(PCC_LOG_WARN, "shared tier: the value of %s is bad (%s): dropped, compiled here",
+           key, why);
+  const char *del[] = {"DEL", key};
+  size_t del_lens[] = {3, strlen(key)};
+  reply = command(shared, key, 2, del, del_lens);
+  if (reply != NULL)
+    freeReplyObject(reply);
+  return PCC_SHARED_MISS;
+}
+
+/* SET lock NX PX: OK when taken, MISS when another holds it, DOWN. The lock is routed by the
+ * blob's key, so that both live on one server. */
+static pcc_shared_status take_lock(pcc_shared *shared, const char *route_key, const char *lock)
+{
+  char px[24];
+  snprintf(px, sizeof px, "%u", shared->config.lock_ms);
+  const char *argv[] = {"SET", lock, shared->replica, "NX", "PX", px};
+  size_t lens[] = {3, strlen(lock), strlen(shared->replica), 2, 2, strlen(px)};
+  redisReply *reply = command(shared, route_key, 6, argv, lens);
+  if (reply == NULL)
+    return PCC_SHARED_DOWN;
+  bool taken = reply->type == REDIS_REPLY_STATUS;
+  freeReplyObject(reply);
+  return taken ? PCC_SHARED_OK : PCC_SHARED_MISS;
+}
+
+pcc_shared_status pcc_shared_fetch(pcc_shared *shared, const pcc_magic *magic, int opt,
+                                   const pcc_path_record *record, pcc_blob **out,
+                                   pcc_shared_ticket *ticket)
+{
+  *ticket = (pcc_shared_ticket){false, false};
+  char key[PCC_SHARED_KEY_LEN + 1], lock[PCC_SHARED_KEY_LEN + 1];
+  pcc_shared_key("blob", magic, opt, &record->digest, key);
+  pcc_shared_key("lock", magic, opt, &record->digest, lock);
+  pcc_shared_status rc = get_blob(shared, key, magic, opt, record, out);
+  if (rc == PCC_SHARED_OK) {
+    atomic_fetch_add(&shared->hits, 1);
+    return rc;
+  }
+  atomic_fetch_add(&shared->misses, 1);
+  if (rc == PCC_SHARED_DOWN)
+    return rc;
+  rc = take_lock(shared, key, lock);
+  if (rc == PCC_SHARED_OK)
+    ticket->holding = true;
+  if (rc != PCC_SHARED_MISS)
+    return rc == PCC_SHARED_OK ? PCC_SHARED_MISS : rc;
+  /* another replica compiles it: wait for its blob, bounded by its lock's expiry */
+  ticket->waited = true;
+  atomic_fetch_add(&shared->lock_waits, 1);
+  int64_t deadline = now_ms() + shared->config.lock_ms;
+  unsigned delay_ms = PCC_SHARED_POLL_MIN_MS;
+  while (!atomic_load(&shared->cancelled) && now_ms() < deadline) {
+    struct timespec ts = {delay_ms / 1000, (long)(delay_ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    delay_ms = delay_ms * 2 > PCC_SHARED_POLL_MAX_MS ? PCC_SHARED_POLL_MAX_MS : delay_ms * 2;
+    rc = get_blob(shared, key, magic, opt, record, out);
+    if (rc == PCC_SHARED_OK) {
+      atomic_fetch_add(&shared->hits, 1);
+      return rc;
+    }
+    if (rc == PCC_SHARED_DOWN)
+      return rc;
+    rc = take_lock(shared, key, lock); /* free again: its holder gave up (or it expired) */
+    if (rc == PCC_SHARED_OK) {
+      ticket->holding = true;
+      atomic_fetch_add(&shared->lock_expired, 1);
+      return PCC_SHARED_MISS;
+    }
+    if (rc == PCC_SHARED_DOWN)
+      return rc;
+  }
+  atomic_fetch_add(&shared->lock_expired, 1);
+  return PCC_SHARED_MISS;
+}
+
+void pcc_shared_done(pcc_shared *shared, const pcc_magic *magic, int opt,
+                     const pcc_digest *digest, const pcc_blob *blob,
+                     const pcc_shared_ticket *ticket)
+{
+  char key[PCC_SHARED_KEY_LEN + 1], lock[PCC_SHARED_KEY_LEN + 1];
+  pcc_shared_key("blob", magic, opt, digest, key);
+  pcc_shared_key("lock", magic, opt, digest, lock);
+  size_t len = 0;
+  uint8_t *value = blob ? value_encode(magic, opt, digest, blob, &len) : NULL;
+  if (value != NULL) {
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)shared->config.ttl);
+    const char *argv[] = {"SET", key, (const char *)value, "EX", ttl};
+    size_t lens[] = {3, strlen(key), len, 2, strlen(ttl)};
+    redisReply *reply = command(shared, key, shared->config.ttl ? 5 : 3, argv, lens);
+    if (reply != NULL) {
+      atomic_fetch_add(&shared->stores, 1);
+      freeReplyObject(reply);
+    }
+    free(value);
+  }
+  if (ticket->holding) {
+    const char *argv[] = {"EVAL", unlock_script, "1", lock, shared->replica};
+    size_t lens[] = {4, sizeof unlock_script - 1, 1, strlen(lock), strlen(shared->replica)};
+    redisReply *reply = command(shared, key, 5, argv, lens);
+    if (reply != NULL)
+      freeReplyObject(reply);
+  }
+}
+
+/* ---- figures ----------------------------------------------------------------------------- */
+
+void pcc_shared_figures_get(pcc_shared *shared, pcc_shared_figures *out)
+{
+  *out = (pcc_shared_figures){
+    .hits = atomic_load(&shared->hits), .misses = atomic_load(&shared->misses),
+    .stores = atomic_load(&shared->stores), .corrupt = atomic_load(&shared->corrupt),
+    .errors = atomic_load(&shared->errors), .skipped = atomic_load(&shared->skipped),
+    .lock_waits = atomic_load(&shared->lock_waits),
+    .lock_expired = atomic_load(&shared->lock_expired)};
+}
+
+unsigned pcc_shared_servers(const pcc_shared *shared)
+{
+  return shared->n;
+}
+
+const char *pcc_shared_server_id(const pcc_shared *shared, unsigned i)
+{
+  return shared->servers[i].id;
+}
+
+bool pcc_shared_server_up(pcc_shared *shared, unsigned i)
+{
+  server *s = &shared->servers[i];
+  pthread_mutex_lock(&s->lock);
+  bool up = !s->down;
+  pthread_mutex_unlock(&s->lock);
+  return up;
+}
+
+cJSON *pcc_shared_json(pcc_shared *shared)
+{
+  pcc_shared_figures f;
+  pcc_shared_figures_get(shared, &f);
+  cJSON *json = cJSON_CreateObject();
+  const struct {
+    const char *name;
+    uint64_t value;
+  } rows[] = {
+    {"hits", f.hits}, {"misses", f.misses}, {"stores", f.stores}, {"corrupt", f.corrupt},
+    {"errors", f.errors}, {"skipped", f.skipped}, {"lock_waits", f.lock_waits},
+    {"lock_expired", f.lock_expired},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+    cJSON_AddNumberToObject(json, rows[i].name, (double)rows[i].value);
+  cJSON *servers = cJSON_AddArrayToObject(json, "servers");
+  for (unsigned i = 0; i < shared->n; i++) {
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddStringToObject(s, "server", shared->servers[i].id);
+    cJSON_AddBoolToObject(s, "up", pcc_shared_server_up(shared, i));
+    cJSON_AddNumberToObject(s, "failures", (double)atomic_load(&shared->servers[i].failures));
+    cJSON_AddNumberToObject(s, "skipped", (double)atomic_load(&shared->servers[i].skipped));
+    cJSON_AddItemToArray(servers, s);
+  }
+  return json;
+}
