@@ -532,6 +532,34 @@ static pcc_shared_status take_lock(pcc_shared *shared, const char *route_key, co
   return taken ? PCC_SHARED_OK : PCC_SHARED_MISS;
 }
 
+static void release_lock(pcc_shared *shared, const char *route_key, const char *lock)
+{
+  const char *argv[] = {"EVAL", unlock_script, "1", lock, shared->replica};
+  size_t lens[] = {4, sizeof unlock_script - 1, 1, strlen(lock), strlen(shared->replica)};
+  redisReply *reply = command(shared, route_key, 5, argv, lens);
+  if (reply != NULL)
+    freeReplyObject(reply);
+}
+
+/* With the lock just taken: GETs the blob once more, for a holder that stored it and freed the
+ * lock between this replica's first GET and its SET NX. OK: *out, the lock freed; else MISS with
+ * the lock held (ticket->holding), or DOWN. */
+static pcc_shared_status locked_get(pcc_shared *shared, const char *key, const pcc_magic *magic,
+                                    int opt, const pcc_path_record *record, pcc_blob **out,
+                                    pcc_shared_ticket *ticket)
+{
+  char lock[PCC_SHARED_KEY_LEN + 1];
+  pcc_shared_key("lock", magic, opt, &record->digest, lock);
+  pcc_shared_status rc = get_blob(shared, key, magic, opt, record, out);
+  if (rc == PCC_SHARED_OK) {
+    atomic_fetch_add(&shared->hits, 1);
+    release_lock(shared, key, lock);
+    return rc;
+  }
+  ticket->holding = true; /* down: the lock expires by itself; pcc_shared_done tries anyway */
+  return rc;
+}
+
 pcc_shared_status pcc_shared_fetch(pcc_shared *shared, const pcc_magic *magic, int opt,
                                    const pcc_path_record *record, pcc_blob **out,
                                    pcc_shared_ticket *ticket)
@@ -550,9 +578,9 @@ pcc_shared_status pcc_shared_fetch(pcc_shared *shared, const pcc_magic *magic, i
     return rc;
   rc = take_lock(shared, key, lock);
   if (rc == PCC_SHARED_OK)
-    ticket->holding = true;
-  if (rc != PCC_SHARED_MISS)
-    return rc == PCC_SHARED_OK ? PCC_SHARED_MISS : rc;
+    return locked_get(shared, key, magic, opt, record, out, ticket);
+  if (rc == PCC_SHARED_DOWN)
+    return rc;
   /* another replica compiles it: wait for its blob, bounded by its lock's expiry */
   ticket->waited = true;
   atomic_fetch_add(&shared->lock_waits, 1);
@@ -569,11 +597,12 @@ pcc_shared_status pcc_shared_fetch(pcc_shared *shared, const pcc_magic *magic, i
     }
     if (rc == PCC_SHARED_DOWN)
       return rc;
-    rc = take_lock(shared, key, lock); /* free again: its holder gave up (or it expired) */
+    rc = take_lock(shared, key, lock); /* free again: its holder is done, gave up or died */
     if (rc == PCC_SHARED_OK) {
-      ticket->holding = true;
-      atomic_fetch_add(&shared->lock_expired, 1);
-      return PCC_SHARED_MISS;
+      rc = locked_get(shared, key, magic, opt, record, out, ticket);
+      if (rc != PCC_SHARED_OK)
+        atomic_fetch_add(&shared->lock_expired, 1);
+      return rc;
     }
     if (rc == PCC_SHARED_DOWN)
       return rc;
@@ -603,13 +632,8 @@ void pcc_shared_done(pcc_shared *shared, const pcc_magic *magic, int opt,
     }
     free(value);
   }
-  if (ticket->holding) {
-    const char *argv[] = {"EVAL", unlock_script, "1", lock, shared->replica};
-    size_t lens[] = {4, sizeof unlock_script - 1, 1, strlen(lock), strlen(shared->replica)};
-    redisReply *reply = command(shared, key, 5, argv, lens);
-    if (reply != NULL)
-      freeReplyObject(reply);
-  }
+  if (ticket->holding)
+    release_lock(shared, key, lock);
 }
 
 /* ---- figures ----------------------------------------------------------------------------- */
