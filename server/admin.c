@@ -368,6 +368,8 @@ static void emit_compilers(pcc_core *core, pcc_dynbuf *out)
   }
 }
 
+static void emit_shared(pcc_core *core, pcc_dynbuf *out);
+
 /* The Prometheus text into out (bounded by its maximum: a text cut short is an error). */
 static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
 {
@@ -470,6 +472,44 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
                     store_figures[i].name, store_figures[i].help, store_figures[i].name,
                     store_figures[i].type, store_figures[i].name,
                     (unsigned long long)store_figures[i].value);
+  emit_shared(core, out);
+}
+
+/* The --shared tier's counters and each Redis server's state (nothing without --shared). */
+static void emit_shared(pcc_core *core, pcc_dynbuf *out)
+{
+  pcc_shared *shared = pcc_core_shared(core);
+  if (shared == NULL)
+    return;
+  pcc_shared_figures f;
+  pcc_shared_figures_get(shared, &f);
+  const struct {
+    const char *name, *help;
+    uint64_t value;
+  } figures[] = {
+    {"shared_hits_total", "Blobs taken from the shared tier instead of a compile", f.hits},
+    {"shared_misses_total", "Shared-tier lookups before a compile that found nothing", f.misses},
+    {"shared_stores_total", "Blobs this replica compiled and stored in the shared tier",
+     f.stores},
+    {"shared_corrupt_total", "Shared-tier values that failed verification (dropped, never "
+     "served)", f.corrupt},
+    {"shared_errors_total", "Redis commands that failed or timed out", f.errors},
+    {"shared_skipped_total", "Redis commands not sent: their server was down (backoff)",
+     f.skipped},
+    {"shared_lock_waits_total", "Compiles that waited for another replica's compile lock",
+     f.lock_waits},
+    {"shared_lock_expired_total", "Lock waits that ended without the blob (compiled here)",
+     f.lock_expired},
+  };
+  for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
+    pcc_dynbuf_addf(out, "# HELP pycached_%s %s\n# TYPE pycached_%s counter\npycached_%s %llu\n",
+                    figures[i].name, figures[i].help, figures[i].name, figures[i].name,
+                    (unsigned long long)figures[i].value);
+  pcc_dynbuf_addf(out, "# HELP pycached_shared_server_up 1: the Redis server answers; 0: it is "
+                  "skipped after a failure\n# TYPE pycached_shared_server_up gauge\n");
+  for (unsigned i = 0; i < pcc_shared_servers(shared); i++)
+    pcc_dynbuf_addf(out, "pycached_shared_server_up{server=\"%s\"} %d\n",
+                    pcc_shared_server_id(shared, i), pcc_shared_server_up(shared, i) ? 1 : 0);
 }
 
 static void free_text(void *text)

@@ -158,8 +158,11 @@ pcc_shared_status pcc_shared_open(const char *list, const pcc_shared_config *con
     shared->ids[shared->n] = s->id;
     shared->n++;
     p += len;
-    if (*p == ',')
-      p++;
+    if (*p == ',' && *++p == '\0') {
+      snprintf(err, err_len, "--shared: the list ends with a comma");
+      pcc_shared_close(shared);
+      return PCC_SHARED_INVALID;
+    }
   }
   if (shared->n == 0) {
     snprintf(err, err_len, "--shared: no server listed");

@@ -326,10 +326,16 @@ class Failures(SharedCase):
         shared = b.stats()["shared"]
         self.assertEqual([s["up"] for s in shared["servers"]], [False, True])
         self.assertGreaterEqual(shared["errors"], 1)
+        status, _, text = b.request("GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertIn(b'pycached_shared_server_up{server="127.0.0.1:%d"} 0\n' % redises[0].port,
+                      text)
+        self.assertIn(b'pycached_shared_server_up{server="127.0.0.1:%d"} 1\n' % redises[1].port,
+                      text)
         # the dead server's keys went to the live one: a third replica finds every new source
         for path in after:
             self.assertEqual(self.compile(c, path)[:2], (200, "shared"), path)
-        self.assertEqual(len(redises[1].keys("pcc:v1:blob:*")) >= len(after), True)
+        self.assertGreaterEqual(len(redises[1].keys("pcc:v1:blob:*")), len(after))
         print("\n  redis killed: slowest compile %.0f ms; errors %d, skipped %d"
               % (slowest * 1000, shared["errors"], shared["skipped"]), file=sys.stderr)
 

@@ -1563,6 +1563,71 @@ START_TEST(test_auth_parse_is_open_without_the_file)
 }
 END_TEST
 
+/* Rendezvous hashing (server/shared.c): deterministic, spread over the servers, and a server
+ * taken out moves only its own keys, each to the next of its ranking. */
+START_TEST(test_shared_rendezvous)
+{
+  const char *ids[] = {"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"};
+  unsigned counts[3] = {0}, moved = 0;
+  pcc_magic magic = {{0xa7, 0x0d, 0x0d, 0x0a}};
+  for (unsigned k = 0; k < 3000; k++) {
+    pcc_digest digest;
+    pcc_digest_compute(&k, sizeof k, &digest);
+    char key[PCC_SHARED_KEY_LEN + 1];
+    pcc_shared_key("blob", &magic, (int)(k % 3), &digest, key);
+    ck_assert_int_eq(strncmp(key, "pcc:v1:blob:a70d0d0a:", 21), 0);
+    unsigned order[3], again[3], without_first[2];
+    pcc_shared_rank(ids, 3, key, order);
+    pcc_shared_rank(ids, 3, key, again);
+    ck_assert_mem_eq(order, again, sizeof order);
+    ck_assert_uint_ne(order[0], order[1]);
+    ck_assert_uint_ne(order[1], order[2]);
+    ck_assert_uint_ne(order[0], order[2]);
+    counts[order[0]]++;
+    /* without server 0: keys it did not own stay, its own go to their second choice */
+    pcc_shared_rank(ids + 1, 2, key, without_first);
+    unsigned owner = without_first[0] + 1;
+    if (order[0] == 0) {
+      ck_assert_uint_eq(owner, order[1]);
+      moved++;
+    } else {
+      ck_assert_uint_eq(owner, order[0]);
+    }
+  }
+  for (unsigned i = 0; i < 3; i++) /* about 1000 each */
+    ck_assert_msg(counts[i] > 850 && counts[i] < 1150, "server %u owns %u of 3000", i,
+                  counts[i]);
+  ck_assert_uint_eq(moved, counts[0]);
+}
+END_TEST
+
+/* A bad --shared list is refused with a message naming the problem; a good one opens without
+ * connecting anywhere. */
+START_TEST(test_shared_lists)
+{
+  pcc_shared_config config = {50, 100, 60, 1000};
+  const char *bad[] = {"", "redis://", "redis://host", "redis://:6379", "redis://h:0",
+                       "redis://h:65536", "redis://h:12x", "http://h:1", "redis://h:1,redis://h:1",
+                       "redis://h:1,"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    pcc_shared *shared = NULL;
+    char err[256];
+    ck_assert_msg(pcc_shared_open(bad[i], &config, err, sizeof err, &shared) ==
+                  PCC_SHARED_INVALID, "%s was accepted", bad[i]);
+    ck_assert_ptr_null(shared);
+    ck_assert_ptr_nonnull(strstr(err, "--shared"));
+  }
+  pcc_shared *shared = NULL;
+  ck_assert_int_eq(pcc_shared_open("redis://127.0.0.1:1,redis://localhost:6380", &config, NULL,
+                                   0, &shared), PCC_SHARED_OK);
+  ck_assert_uint_eq(pcc_shared_servers(shared), 2);
+  ck_assert_str_eq(pcc_shared_server_id(shared, 1), "localhost:6380");
+  ck_assert(pcc_shared_server_up(shared, 0)); /* nothing tried yet */
+  pcc_shared_close(shared);
+  pcc_shared_close(NULL);
+}
+END_TEST
+
 static Suite *server_suite(void)
 {
   Suite *suite = suite_create("server");
@@ -1600,6 +1665,10 @@ static Suite *server_suite(void)
   tcase_add_test(config, test_roles_against_the_route_table);
   tcase_add_test(config, test_messages_cut_between_characters);
   suite_add_tcase(suite, config);
+  TCase *shared = tcase_create("shared");
+  tcase_add_test(shared, test_shared_rendezvous);
+  tcase_add_test(shared, test_shared_lists);
+  suite_add_tcase(suite, shared);
   TCase *bodies = tcase_create("bodies");
   tcase_add_test(bodies, test_batch_body_numbers);
   tcase_add_test(bodies, test_auth_parse_is_open_without_the_file);
