@@ -55,6 +55,8 @@ static const pcc_limit rows[] = {
   ROW(PCC_SHARED_TIMEOUT_DEFAULT, "--shared-timeout", "ms of one Redis command"),
   ROW(PCC_SHARED_CONNECT_TIMEOUT_DEFAULT, "--shared-connect-timeout", "ms of one Redis connect"),
   ROW(PCC_SHARED_TTL_DEFAULT, "--shared-ttl", "seconds a value of the shared tier lives"),
+  ROW(PCC_SHARED_KEY_MIN, NULL, "bytes of a --shared-key file, at least"),
+  ROW(PCC_SHARED_KEY_FILE_MAX, NULL, "bytes of a --shared-key file, at most"),
   ROW(PCC_LOG_LINE_MAX, NULL, "bytes of one log or access-log line (longer: cut and marked)"),
   ROW(PCC_RESPONSE_MAX_DEFAULT, NULL, "bytes of a response body libpycached accepts"),
   ROW(PCC_DOWNLOAD_MAX, NULL, "bytes of a backup download"),

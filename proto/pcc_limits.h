@@ -88,6 +88,8 @@
 #define PCC_SHARED_TIMEOUT_DEFAULT 100     /* option --shared-timeout: ms of one Redis command */
 #define PCC_SHARED_CONNECT_TIMEOUT_DEFAULT 50 /* option --shared-connect-timeout: ms of a connect */
 #define PCC_SHARED_TTL_DEFAULT (7 * 86400) /* option --shared-ttl: seconds a shared value lives */
+#define PCC_SHARED_KEY_MIN 32              /* bytes of a --shared-key file, at least */
+#define PCC_SHARED_KEY_FILE_MAX 4096       /* bytes of a --shared-key file, at most */
 
 /* ---- the server's logs (proto/log.c) -------------------------------------------------------- */
 #define PCC_LOG_LINE_MAX 8192 /* bytes of one log or access-log line, its newline included

@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "proto.h"
+#include "shared.h"
 
 /* OPT_CHOICE: a string that is one of the '|'-separated words of the row's arg. */
 typedef enum { OPT_STRING, OPT_CHOICE, OPT_NUMBER, OPT_BYTES, OPT_LIST, OPT_FLAG } option_kind;
@@ -187,6 +188,9 @@ static const option_spec options[] = {
   {"shared-ttl", OPT_NUMBER, "SECONDS", NULL, PCC_SHARED_TTL_DEFAULT, 0, 1ull << 31,
    FIELD(shared_ttl), "seconds a value stored in --shared lives (0: no expiry; rely on "
    "maxmemory-policy allkeys-lru)", 0, 0},
+  {"shared-key", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(shared_key),
+   "a secret file of the fleet (32+ bytes, mode 0600): --shared values are signed with "
+   "HMAC-SHA256 under it, and one not signed with it is never used", 0, 0},
   {"verify-store", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(verify_store),
    "check every record of the store (read-only), print the problems and exit (0: sound, 3: "
    "damaged, 4: cannot be opened)", 0, NOT_IN_FILE | NOT_IN_ENV},
@@ -880,6 +884,18 @@ static bool check_tls(parse_state *st)
   return true;
 }
 
+/* --shared is a list pcc_shared_open takes. False (printed, naming where it was set) otherwise. */
+static bool check_shared(parse_state *st)
+{
+  const char *list = st->config->shared;
+  char err[400], place[WHERE_MAX];
+  if (list == NULL || pcc_shared_list_valid(list, err, sizeof err))
+    return true;
+  size_t i = option_at(FIELD(shared));
+  fprintf(stderr, "pycached: %s: %s\n", where(st, i, st->given[i], place, sizeof place), err);
+  return false;
+}
+
 /* ---- the whole ------------------------------------------------------------------------------ */
 
 enum { HELP = N_OPTIONS, VERSION, LIMITS };
@@ -968,7 +984,7 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
     if (c >= 0 && (size_t)c < N_OPTIONS && !apply(&st, (size_t)c, optarg, (origin){FROM_FLAG, 0}))
       return PCC_CONFIG_USAGE;
 
-  if (!resolve_listen(&st) || !resolve_socket(&st) || !check_tls(&st))
+  if (!resolve_listen(&st) || !resolve_socket(&st) || !check_tls(&st) || !check_shared(&st))
     return PCC_CONFIG_USAGE;
   return derive_sizes(out, st.given[option_at(FIELD(map_size))].layer != FROM_DEFAULT,
                       st.given[option_at(FIELD(max_size))].layer != FROM_DEFAULT)

@@ -82,6 +82,7 @@ typedef struct {
   uint64_t shared_timeout;    /* ms of one Redis command */
   uint64_t shared_connect_timeout; /* ms of one Redis connect */
   uint64_t shared_ttl;        /* seconds a shared value lives; 0: none (Redis' maxmemory policy) */
+  const char *shared_key;     /* --shared-key FILE: values signed and checked with it; NULL: none */
 } pcc_config;
 
 typedef enum {

@@ -6,25 +6,31 @@
  *   "PCCS" | version u8 (1) | kind u8 | opt u8 | magic (4) | digest (32) | hash i32 | size u64 |
  *   created i64 | compile_us u32 | compiler length u8 | compiler | payload length u32 | payload |
  *   checksum u64 (XXH3-64 of every byte before it)
+ * and with --shared-key (version 2) | signature (HMAC-SHA256 of every byte before it, 32).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <sodium.h>
 
 #include "pcc_limits.h"
 #include "pcc_log.h"
 #include "shared.h"
 
 #define VALUE_MAGIC "PCCS"
-#define VALUE_VERSION 1
+#define VALUE_VERSION 1        /* checksummed */
+#define VALUE_VERSION_SIGNED 2 /* checksummed and signed (--shared-key) */
+#define SIGNATURE_LEN crypto_auth_hmacsha256_BYTES
 #define VALUE_FIXED (4 + 3 + PCC_MAGIC_LEN + PCC_DIGEST_LEN + 4 + 8 + 8 + 4 + 1 + 4 + 8)
 #define ID_LEN 32 /* hex digits of a replica's lock value */
 
@@ -52,6 +58,8 @@ struct pcc_shared {
   const char *ids[PCC_SHARED_SERVERS_MAX];
   unsigned n;
   char replica[ID_LEN + 1];        /* this process's lock value */
+  bool signed_values;              /* --shared-key given */
+  uint8_t key[crypto_auth_hmacsha256_KEYBYTES]; /* the SHA-256 of its bytes */
   atomic_bool cancelled;
   atomic_uint_fast64_t hits, misses, stores, corrupt, errors, skipped, lock_waits, lock_expired;
 };
@@ -88,7 +96,7 @@ static bool parse_url(const char *url, size_t len, server *s, char *err, size_t 
   static const char scheme[] = "redis://";
   const size_t scheme_len = sizeof scheme - 1;
   if (len <= scheme_len || memcmp(url, scheme, scheme_len) != 0) {
-    snprintf(err, err_len, "--shared: '%.*s' is not redis://HOST:PORT", (int)len, url);
+    snprintf(err, err_len, "'%.*s' is not redis://HOST:PORT", (int)len, url);
     return false;
   }
   const char *host = url + scheme_len, *end = url + len;
@@ -99,20 +107,20 @@ static bool parse_url(const char *url, size_t len, server *s, char *err, size_t 
   size_t host_len = colon ? (size_t)(colon - host) : 0;
   if (colon == NULL || host_len == 0 || host_len > PCC_HOST_NAME_MAX || colon + 1 == end ||
       end - colon - 1 > 5) {
-    snprintf(err, err_len, "--shared: '%.*s' needs a host and a port (redis://HOST:PORT)",
+    snprintf(err, err_len, "'%.*s' needs a host and a port (redis://HOST:PORT)",
              (int)len, url);
     return false;
   }
   long port = 0;
   for (const char *p = colon + 1; p < end; p++) {
     if (*p < '0' || *p > '9') {
-      snprintf(err, err_len, "--shared: '%.*s': the port is not a number", (int)len, url);
+      snprintf(err, err_len, "'%.*s': the port is not a number", (int)len, url);
       return false;
     }
     port = port * 10 + (*p - '0');
   }
   if (port < 1 || port > 65535) {
-    snprintf(err, err_len, "--shared: '%.*s': the port is not 1 to 65535", (int)len, url);
+    snprintf(err, err_len, "'%.*s': the port is not 1 to 65535", (int)len, url);
     return false;
   }
   memcpy(s->host, host, host_len);
@@ -120,6 +128,90 @@ static bool parse_url(const char *url, size_t len, server *s, char *err, size_t 
   s->port = (int)port;
   snprintf(s->id, sizeof s->id, "%.*s:%ld", (int)host_len, host, port);
   return true;
+}
+
+/* Reads the --shared-key file into shared->key (the SHA-256 of its bytes). */
+static bool read_key(pcc_shared *shared, const char *path, char *err, size_t err_len)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  struct stat sb;
+  if (fd < 0 || fstat(fd, &sb) != 0) {
+    snprintf(err, err_len, "--shared-key %s: %s", path, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return false;
+  }
+  uint8_t bytes[PCC_SHARED_KEY_FILE_MAX + 1];
+  size_t len = 0;
+  const char *why = !S_ISREG(sb.st_mode)                 ? "not a regular file"
+                    : (sb.st_mode & (S_IRWXG | S_IRWXO)) ? "its group or others may use it"
+                                                         : NULL;
+  while (why == NULL && len < sizeof bytes) { /* bounded: each pass reads a byte or ends */
+    ssize_t n = read(fd, bytes + len, sizeof bytes - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      why = strerror(errno);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+  }
+  close(fd);
+  if (why == NULL && (len < PCC_SHARED_KEY_MIN || len > PCC_SHARED_KEY_FILE_MAX))
+    why = len < PCC_SHARED_KEY_MIN ? "shorter than the least" : "larger than the limit";
+  if (why != NULL) {
+    snprintf(err, err_len, "--shared-key %s: %s (it must be a regular file of %d to %d bytes, "
+             "mode 0600 or 0400: e.g. head -c 32 /dev/urandom)", path, why, PCC_SHARED_KEY_MIN,
+             PCC_SHARED_KEY_FILE_MAX);
+    sodium_memzero(bytes, sizeof bytes);
+    return false;
+  }
+  crypto_hash_sha256(shared->key, bytes, len);
+  sodium_memzero(bytes, sizeof bytes);
+  shared->signed_values = true;
+  return true;
+}
+
+/* Parses list into servers[0..*n) (host, port, id; nothing else initialised). False with a
+ * message in err otherwise. */
+static bool parse_list(const char *list, server *servers, unsigned *n, char *err,
+                       size_t err_len)
+{
+  *n = 0;
+  for (const char *p = list; *p != '\0';) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    if (*n == PCC_SHARED_SERVERS_MAX) {
+      snprintf(err, err_len, "more than %d servers", PCC_SHARED_SERVERS_MAX);
+      return false;
+    }
+    server *s = &servers[*n];
+    if (!parse_url(p, len, s, err, err_len))
+      return false;
+    for (unsigned i = 0; i < *n; i++)
+      if (strcmp(servers[i].id, s->id) == 0) {
+        snprintf(err, err_len, "%s is listed twice", s->id);
+        return false;
+      }
+    (*n)++;
+    p += len;
+    if (*p == ',' && *++p == '\0') {
+      snprintf(err, err_len, "the list ends with a comma");
+      return false;
+    }
+  }
+  if (*n == 0) {
+    snprintf(err, err_len, "no server listed");
+    return false;
+  }
+  return true;
+}
+
+bool pcc_shared_list_valid(const char *list, char *err, size_t err_len)
+{
+  static server servers[PCC_SHARED_SERVERS_MAX]; /* config parsing is single-threaded */
+  unsigned n;
+  return parse_list(list, servers, &n, err, err_len);
 }
 
 pcc_shared_status pcc_shared_open(const char *list, const pcc_shared_config *config,
@@ -135,37 +227,21 @@ pcc_shared_status pcc_shared_open(const char *list, const pcc_shared_config *con
   if (shared == NULL)
     return PCC_SHARED_NOMEM;
   shared->config = *config;
-  for (const char *p = list; *p != '\0';) {
-    const char *comma = strchr(p, ',');
-    size_t len = comma ? (size_t)(comma - p) : strlen(p);
-    if (shared->n == PCC_SHARED_SERVERS_MAX) {
-      snprintf(err, err_len, "--shared: more than %d servers", PCC_SHARED_SERVERS_MAX);
-      pcc_shared_close(shared);
-      return PCC_SHARED_INVALID;
-    }
-    server *s = &shared->servers[shared->n];
-    if (!parse_url(p, len, s, err, err_len)) {
-      pcc_shared_close(shared);
-      return PCC_SHARED_INVALID;
-    }
-    for (unsigned i = 0; i < shared->n; i++)
-      if (strcmp(shared->servers[i].id, s->id) == 0) {
-        snprintf(err, err_len, "--shared: %s is listed twice", s->id);
-        pcc_shared_close(shared);
-        return PCC_SHARED_INVALID;
-      }
-    pthread_mutex_init(&s->lock, NULL);
-    shared->ids[shared->n] = s->id;
-    shared->n++;
-    p += len;
-    if (*p == ',' && *++p == '\0') {
-      snprintf(err, err_len, "--shared: the list ends with a comma");
-      pcc_shared_close(shared);
-      return PCC_SHARED_INVALID;
-    }
+  char why[400];
+  if (!parse_list(list, shared->servers, &shared->n, why, sizeof why)) {
+    snprintf(err, err_len, "--shared: %s", why);
+    shared->n = 0; /* no mutex to destroy */
+    pcc_shared_close(shared);
+    return PCC_SHARED_INVALID;
   }
-  if (shared->n == 0) {
-    snprintf(err, err_len, "--shared: no server listed");
+  for (unsigned i = 0; i < shared->n; i++) {
+    pthread_mutex_init(&shared->servers[i].lock, NULL);
+    shared->ids[i] = shared->servers[i].id;
+  }
+  if (sodium_init() < 0 ||
+      (config->key_file != NULL && !read_key(shared, config->key_file, err, err_len))) {
+    if (err[0] == '\0')
+      snprintf(err, err_len, "--shared: libsodium does not start");
     pcc_shared_close(shared);
     return PCC_SHARED_INVALID;
   }
@@ -191,6 +267,7 @@ void pcc_shared_close(pcc_shared *shared)
       redisFree(s->idle[c]);
     pthread_mutex_destroy(&s->lock);
   }
+  sodium_memzero(shared->key, sizeof shared->key);
   free(shared);
 }
 
@@ -380,18 +457,19 @@ static uint64_t get_u64(const uint8_t *p)
 }
 
 /* The value of blob (malloc'd, *len its length), or NULL. */
-static uint8_t *value_encode(const pcc_magic *magic, int opt, const pcc_digest *digest,
-                             const pcc_blob *blob, size_t *len)
+static uint8_t *value_encode(const pcc_shared *shared, const pcc_magic *magic, int opt,
+                             const pcc_digest *digest, const pcc_blob *blob, size_t *len)
 {
   size_t name_len = strnlen(blob->compiler, PCC_COMPILER_NAME_MAX);
-  if (blob->payload_len > PCC_SHARED_VALUE_MAX - VALUE_FIXED - name_len)
+  size_t signature = shared->signed_values ? SIGNATURE_LEN : 0;
+  if (blob->payload_len > PCC_SHARED_VALUE_MAX - VALUE_FIXED - name_len - signature)
     return NULL;
-  *len = VALUE_FIXED + name_len + blob->payload_len;
+  *len = VALUE_FIXED + name_len + blob->payload_len + signature;
   uint8_t *v = malloc(*len), *p = v;
   if (v == NULL)
     return NULL;
   memcpy(p, VALUE_MAGIC, 4);
-  p[4] = VALUE_VERSION;
+  p[4] = shared->signed_values ? VALUE_VERSION_SIGNED : VALUE_VERSION;
   p[5] = (uint8_t)blob->kind;
   p[6] = (uint8_t)opt;
   p += 7;
@@ -412,22 +490,34 @@ static uint8_t *value_encode(const pcc_magic *magic, int opt, const pcc_digest *
   memcpy(p, blob->payload, blob->payload_len);
   p += blob->payload_len;
   put_u64(p, pcc_checksum(v, (size_t)(p - v)));
+  p += 8;
+  if (shared->signed_values)
+    crypto_auth_hmacsha256(p, v, (size_t)(p - v), shared->key);
   return v;
 }
 
 /* Verifies a value read for the source of record under (magic, opt); the blob (a heap copy as
  * pcc_store_get_blob's) or NULL when anything is off, *why saying what. */
-static pcc_blob *value_decode(const uint8_t *v, size_t len, const pcc_magic *magic, int opt,
-                              const pcc_path_record *record, const char **why)
+static pcc_blob *value_decode(const pcc_shared *shared, const uint8_t *v, size_t len,
+                              const pcc_magic *magic, int opt, const pcc_path_record *record,
+                              const char **why)
 {
   *why = "too short";
-  if (len < VALUE_FIXED || len > PCC_SHARED_VALUE_MAX)
+  size_t signature = shared->signed_values ? SIGNATURE_LEN : 0;
+  if (len < VALUE_FIXED + signature || len > PCC_SHARED_VALUE_MAX)
     return NULL;
+  if (signature) { /* first: nothing of a value not signed with the key is looked at */
+    *why = "signature (not written with this --shared-key)";
+    len -= signature;
+    if (crypto_auth_hmacsha256_verify(v + len, v, len, shared->key) != 0)
+      return NULL;
+  }
   *why = "checksum";
   if (get_u64(v + len - 8) != pcc_checksum(v, len - 8))
     return NULL;
-  *why = "format";
-  if (memcmp(v, VALUE_MAGIC, 4) != 0 || v[4] != VALUE_VERSION ||
+  *why = v[4] == VALUE_VERSION_SIGNED ? "signed, and this replica has no --shared-key" : "format";
+  if (memcmp(v, VALUE_MAGIC, 4) != 0 ||
+      v[4] != (signature ? VALUE_VERSION_SIGNED : VALUE_VERSION) ||
       (v[5] != PCC_BLOB_CODE && v[5] != PCC_BLOB_COMPILE_ERROR))
     return NULL;
   const uint8_t *p = v + 7;
@@ -502,7 +592,8 @@ static pcc_shared_status get_blob(pcc_shared *shared, const char *key, const pcc
     return PCC_SHARED_MISS;
   }
   const char *why = NULL;
-  *out = value_decode((const uint8_t *)reply->str, reply->len, magic, opt, record, &why);
+  *out = value_decode(shared, (const uint8_t *)reply->str, reply->len, magic, opt, record,
+                      &why);
   freeReplyObject(reply);
   if (*out != NULL)
     return PCC_SHARED_OK;
@@ -622,7 +713,7 @@ void pcc_shared_done(pcc_shared *shared, const pcc_magic *magic, int opt,
   pcc_shared_key("blob", magic, opt, digest, key);
   pcc_shared_key("lock", magic, opt, digest, lock);
   size_t len = 0;
-  uint8_t *value = blob ? value_encode(magic, opt, digest, blob, &len) : NULL;
+  uint8_t *value = blob ? value_encode(shared, magic, opt, digest, blob, &len) : NULL;
   if (value != NULL) {
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)shared->config.ttl);

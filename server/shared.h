@@ -4,7 +4,8 @@
  * (the highest XXH3-64 of "SERVER-ID\nKEY" wins; a server found down hands its keys to the
  * next-highest). Nothing read from Redis is trusted: a value is verified in full (format, its
  * XXH3-64 checksum, the magic, opt and digest of its key, the size and Java hash of the source it
- * is asked for, size bounds) before anything uses it; a bad one is deleted and counted corrupt.
+ * is asked for, size bounds; with --shared-key, its HMAC-SHA256 signature first) before anything
+ * uses it; a bad one is deleted and counted corrupt.
  * A replica about to compile takes a short lock (SET pcc:v1:lock:... ID NX PX) so that a fleet
  * compiles a source once; the others wait for the blob, bounded by the lock's expiry.
  *
@@ -18,6 +19,7 @@
 #define PCC_SHARED_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
@@ -42,14 +44,22 @@ typedef struct {
   unsigned command_ms; /* bound of one command's reply */
   uint64_t ttl;        /* seconds a stored value lives (EX); 0: none (Redis' maxmemory policy) */
   unsigned lock_ms;    /* PX of a compile lock: how long others wait for its holder */
+  const char *key_file; /* --shared-key: a secret of the fleet; every value is signed with
+                           HMAC-SHA256 under its SHA-256, and one without a valid signature is
+                           never used. NULL: values carry the checksum only */
 } pcc_shared_config;
 
 /* Parses list, "redis://HOST:PORT[,redis://HOST:PORT...]" (at most PCC_SHARED_SERVERS_MAX; HOST a
- * numeric address or a name in /etc/hosts: a DNS look-up is not bounded by connect_ms), and
- * makes the handle; connects to nothing yet. PCC_SHARED_INVALID with a message naming the
+ * numeric address or a name in /etc/hosts: a DNS look-up is not bounded by connect_ms), reads
+ * config->key_file (a regular file of PCC_SHARED_KEY_MIN to PCC_SHARED_KEY_FILE_MAX bytes that
+ * its group and others may not read), and makes the handle; connects to nothing yet. PCC_SHARED_INVALID with a message naming the
  * problem in err (err_len bytes, may be NULL). *out is the caller's (pcc_shared_close). */
 pcc_shared_status pcc_shared_open(const char *list, const pcc_shared_config *config,
                                   char *err, size_t err_len, pcc_shared **out);
+/* Whether list parses as pcc_shared_open wants it; false with the problem in err (err_len
+ * bytes). For the option's check (config.c); not thread-safe. */
+bool pcc_shared_list_valid(const char *list, char *err, size_t err_len);
+
 /* Closes every connection. NULL is fine. */
 void pcc_shared_close(pcc_shared *shared);
 

@@ -974,7 +974,7 @@ class Configure(ServersCase):
         checked = 0
         for name, arg, cli_only in options:
             metavar = arg if arg.upper() == arg or "|" in arg else None  # else a flag's help
-            bad = {"N": "x1", "SECONDS": "x1", "DAYS": "x1", "BYTES": "12Q",
+            bad = {"N": "x1", "SECONDS": "x1", "DAYS": "x1", "MS": "x1", "BYTES": "12Q",
                    "refuse|quarantine": "sometimes", "HOST[:PORT]": "not an address"}.get(
                        metavar, "maybe" if metavar is None else None)
             if bad is None:  # a path or a name: any text is one

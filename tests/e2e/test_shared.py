@@ -302,6 +302,55 @@ class Trust(SharedCase):
         self.assertEqual(b.stats()["shared"]["corrupt"], 2)
 
 
+class Signed(SharedCase):
+    """--shared-key: only values signed with the fleet's key are used."""
+
+    def key(self, name, data=None, mode=0o600):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(os.urandom(32) if data is None else data)
+        os.chmod(path, mode)
+        return path
+
+    def test_only_values_signed_with_the_key_are_used(self):
+        store = self.redis()
+        k1, k2 = self.key("k1"), self.key("k2")
+        path = self.source("signed.py", "S = 'signed'\n")
+        steps = [  # (replica's key, outcome, corrupt): each replica that refuses a value
+            (k1, "compiled", 0),        # replaces it with its own
+            (k1, "shared", 0),          # same key: used
+            (k2, "compiled", 1),        # another key: the signature fails
+            (None, "compiled", 1),      # no key: a signed value is not taken unchecked
+            (k1, "compiled", 1),        # an unsigned value, checksum and all, is refused
+            (k1, "shared", 0),
+        ]
+        pycs = set()
+        for key, outcome, corrupt in steps:
+            args = ("--shared-key", key) if key else ()
+            server = self.replica(store.url, args=args)
+            status, got, pyc = self.compile(server, path)
+            self.assertEqual((status, got), (200, outcome), (key, outcome))
+            self.assertEqual(server.stats()["shared"]["corrupt"], corrupt, (key, outcome))
+            pycs.add(pyc)
+            server.stop()
+        self.assertEqual(len(pycs), 1)
+        self.assertEqual(self.run_pyc(pycs.pop())["S"], "signed")
+
+    def test_bad_key_files_are_refused(self):
+        store = self.redis()
+        for name, data, mode, what in (("open", None, 0o644, "group or others"),
+                                        ("short", b"x" * 31, 0o600, "shorter"),
+                                        ("huge", b"x" * 5000, 0o600, "larger")):
+            key = self.key(name, data, mode)
+            out = subprocess.run([PYCACHED, "--port", "0", "--store",
+                                  os.path.join(self.tmp, "bad-" + name), "--shared", store.url,
+                                  "--shared-key", key], capture_output=True, text=True,
+                                 timeout=30)
+            self.assertNotEqual(out.returncode, 0, name)
+            self.assertIn("--shared-key", out.stderr)
+            self.assertIn(what, out.stderr)
+
+
 class Failures(SharedCase):
     def test_a_redis_killed_costs_only_its_lookups(self):
         redises = [self.redis(), self.redis()]

@@ -1605,7 +1605,7 @@ END_TEST
  * connecting anywhere. */
 START_TEST(test_shared_lists)
 {
-  pcc_shared_config config = {50, 100, 60, 1000};
+  pcc_shared_config config = {50, 100, 60, 1000, NULL};
   const char *bad[] = {"", "redis://", "redis://host", "redis://:6379", "redis://h:0",
                        "redis://h:65536", "redis://h:12x", "http://h:1", "redis://h:1,redis://h:1",
                        "redis://h:1,"};
