@@ -21,6 +21,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import (PYCACHED, ServersCase, free_port, query, run_tests,  # noqa: E402
                       source_params)
+from test_admin import check_prometheus_text  # noqa: E402  (promtool and a strict parse)
 
 REDIS_SERVER = os.environ.get("PCC_REDIS_SERVER", "/usr/bin/redis-server")
 PYC = {"Accept": "application/x-python-pyc"}
@@ -241,6 +242,46 @@ class Fleet(SharedCase):
         self.assertEqual(expired, 0)
 
 
+class Locks(SharedCase):
+    """A replica that holds a compile lock and never finishes (it died) costs the others at
+    most the lock's time; one that frees its lock lets them go on at once."""
+
+    def lock_key(self, path):
+        return "pcc:v1:lock:%s:0:%s" % ("a70d0d0a", source_params(path, with_digest=True)["digest"])
+
+    def test_a_lock_never_freed_is_waited_for_its_time_only(self):
+        store = self.redis()
+        server = self.replica(store.url, args=("--compile-timeout", "1"))  # locks: 1 s + 2 s
+        path = self.source("stuck.py", "STUCK = 1\n")
+        self.assertEqual(store.command("SET", self.lock_key(path), "dead-replica", "PX", 100000),
+                         "OK")
+        started = time.monotonic()
+        status, outcome, pyc = self.compile(server, path)
+        waited = time.monotonic() - started
+        self.assertEqual((status, outcome), (200, "compiled"))
+        self.assertEqual(self.run_pyc(pyc)["STUCK"], 1)
+        self.assertTrue(2.8 < waited < 5.0, waited)
+        shared = server.stats()["shared"]
+        self.assertEqual((shared["lock_waits"], shared["lock_expired"], shared["stores"]),
+                         (1, 1, 1))
+        # the lock was another's: left alone (it expires by itself)
+        self.assertEqual(store.command("GET", self.lock_key(path)), b"dead-replica")
+
+    def test_a_lock_that_expires_is_taken_over(self):
+        store = self.redis()
+        server = self.replica(store.url)
+        path = self.source("brief.py", "BRIEF = 2\n")
+        store.command("SET", self.lock_key(path), "slow-replica", "PX", 400)
+        started = time.monotonic()
+        status, outcome, pyc = self.compile(server, path)
+        waited = time.monotonic() - started
+        self.assertEqual((status, outcome), (200, "compiled"))
+        self.assertTrue(0.3 < waited < 2.0, waited)
+        shared = server.stats()["shared"]
+        self.assertEqual((shared["lock_waits"], shared["lock_expired"]), (1, 1))
+        self.assertIsNone(store.command("GET", self.lock_key(path)))  # its own lock: freed
+
+
 class Trust(SharedCase):
     """Nothing from Redis is served unverified."""
 
@@ -377,6 +418,7 @@ class Failures(SharedCase):
         self.assertGreaterEqual(shared["errors"], 1)
         status, _, text = b.request("GET", "/metrics")
         self.assertEqual(status, 200)
+        check_prometheus_text(self, text.decode())
         self.assertIn(b'pycached_shared_server_up{server="127.0.0.1:%d"} 0\n' % redises[0].port,
                       text)
         self.assertIn(b'pycached_shared_server_up{server="127.0.0.1:%d"} 1\n' % redises[1].port,
