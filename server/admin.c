@@ -494,6 +494,8 @@ static void emit_shared(pcc_core *core, pcc_dynbuf *out)
     {"shared_corrupt_total", "Shared-tier values that failed verification (dropped, never "
      "served)", f.corrupt},
     {"shared_errors_total", "Redis commands that failed or timed out", f.errors},
+    {"shared_timeouts_total", "Redis commands and connects of those that ran out of time",
+     f.timeouts},
     {"shared_skipped_total", "Redis commands not sent: their server was down (backoff)",
      f.skipped},
     {"shared_lock_waits_total", "Compiles that waited for another replica's compile lock",

@@ -61,7 +61,8 @@ struct pcc_shared {
   bool signed_values;              /* --shared-key given */
   uint8_t key[crypto_auth_hmacsha256_KEYBYTES]; /* the SHA-256 of its bytes */
   atomic_bool cancelled;
-  atomic_uint_fast64_t hits, misses, stores, corrupt, errors, skipped, lock_waits, lock_expired;
+  atomic_uint_fast64_t hits, misses, stores, corrupt, errors, timeouts, skipped, lock_waits,
+    lock_expired;
 };
 
 const char *pcc_shared_strerror(pcc_shared_status rc)
@@ -312,10 +313,10 @@ void pcc_shared_key(const char *kind, const pcc_magic *magic, int opt, const pcc
 /* ---- connections and the breaker --------------------------------------------------------- */
 
 /* A connection to s, or NULL when it is skipped (down: *skipped set) or cannot be reached (the
- * caller marks it down). */
-static redisContext *conn_take(pcc_shared *shared, server *s, bool *skipped)
+ * caller marks it down; *timed_out when the connect ran out of time). */
+static redisContext *conn_take(pcc_shared *shared, server *s, bool *skipped, bool *timed_out)
 {
-  *skipped = false;
+  *skipped = *timed_out = false;
   pthread_mutex_lock(&s->lock);
   if (s->down && (now_ms() < s->down_until_ms || s->probing)) {
     pthread_mutex_unlock(&s->lock);
@@ -334,17 +335,20 @@ static redisContext *conn_take(pcc_shared *shared, server *s, bool *skipped)
   if (c != NULL && c->err == 0 &&
       redisSetTimeout(c, ms_timeval(shared->config.command_ms)) == REDIS_OK)
     return c;
+  *timed_out = errno == ETIMEDOUT || errno == EINPROGRESS;
   if (c != NULL)
     pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s", s->id, c->errstr);
   redisFree(c);
   return NULL; /* the caller marks it down */
 }
 
-/* Marks s down for its backoff (doubling). */
-static void server_failed(pcc_shared *shared, server *s)
+/* Marks s down for its backoff (doubling); timed_out: the failure was a timeout. */
+static void server_failed(pcc_shared *shared, server *s, bool timed_out)
 {
   atomic_fetch_add(&s->failures, 1);
   atomic_fetch_add(&shared->errors, 1);
+  if (timed_out)
+    atomic_fetch_add(&shared->timeouts, 1);
   pthread_mutex_lock(&s->lock);
   bool was_down = s->down;
   s->backoff_ms = s->backoff_ms == 0 ? PCC_SHARED_BACKOFF_MIN_MS
@@ -388,12 +392,12 @@ static server *route(pcc_shared *shared, const char *key, redisContext **conn)
   pcc_shared_rank(shared->ids, shared->n, key, order);
   for (unsigned i = 0; i < shared->n; i++) {
     server *s = &shared->servers[order[i]];
-    bool skipped;
-    *conn = conn_take(shared, s, &skipped);
+    bool skipped, timed_out;
+    *conn = conn_take(shared, s, &skipped, &timed_out);
     if (*conn != NULL)
       return s;
     if (!skipped)
-      server_failed(shared, s); /* could not connect: down from now */
+      server_failed(shared, s, timed_out); /* could not connect: down from now */
   }
   return NULL;
 }
@@ -409,11 +413,12 @@ static redisReply *command(pcc_shared *shared, const char *key, int argc, const 
     return NULL;
   redisReply *reply = redisCommandArgv(c, argc, argv, lens);
   if (reply == NULL || c->err != 0) {
+    bool timed_out = c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
     pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s", s->id, c->errstr);
     if (reply != NULL)
       freeReplyObject(reply);
     redisFree(c);
-    server_failed(shared, s);
+    server_failed(shared, s, timed_out);
     return NULL;
   }
   conn_give(s, c);
@@ -737,7 +742,8 @@ void pcc_shared_figures_get(pcc_shared *shared, pcc_shared_figures *out)
   *out = (pcc_shared_figures){
     .hits = atomic_load(&shared->hits), .misses = atomic_load(&shared->misses),
     .stores = atomic_load(&shared->stores), .corrupt = atomic_load(&shared->corrupt),
-    .errors = atomic_load(&shared->errors), .skipped = atomic_load(&shared->skipped),
+    .errors = atomic_load(&shared->errors), .timeouts = atomic_load(&shared->timeouts),
+    .skipped = atomic_load(&shared->skipped),
     .lock_waits = atomic_load(&shared->lock_waits),
     .lock_expired = atomic_load(&shared->lock_expired)};
 }
@@ -771,7 +777,7 @@ cJSON *pcc_shared_json(pcc_shared *shared)
     uint64_t value;
   } rows[] = {
     {"hits", f.hits}, {"misses", f.misses}, {"stores", f.stores}, {"corrupt", f.corrupt},
-    {"errors", f.errors}, {"skipped", f.skipped}, {"lock_waits", f.lock_waits},
+    {"errors", f.errors}, {"timeouts", f.timeouts}, {"skipped", f.skipped}, {"lock_waits", f.lock_waits},
     {"lock_expired", f.lock_expired},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)

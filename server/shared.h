@@ -97,7 +97,7 @@ cJSON *pcc_shared_json(pcc_shared *shared);
 
 /* The counters, for /metrics. */
 typedef struct {
-  uint64_t hits, misses, stores, corrupt, errors, skipped, lock_waits, lock_expired;
+  uint64_t hits, misses, stores, corrupt, errors, timeouts, skipped, lock_waits, lock_expired;
 } pcc_shared_figures;
 void pcc_shared_figures_get(pcc_shared *shared, pcc_shared_figures *out);
 /* The servers: their count; server i's id ("HOST:PORT") and whether it is up now. */

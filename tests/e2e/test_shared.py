@@ -416,6 +416,7 @@ class Failures(SharedCase):
         shared = b.stats()["shared"]
         self.assertEqual([s["up"] for s in shared["servers"]], [False, True])
         self.assertGreaterEqual(shared["errors"], 1)
+        self.assertEqual(shared["timeouts"], 0)  # refused at once, not waited for
         status, _, text = b.request("GET", "/metrics")
         self.assertEqual(status, 200)
         check_prometheus_text(self, text.decode())
@@ -451,6 +452,7 @@ class Failures(SharedCase):
             self.assertLess(slowest, 1.5)
             self.assertLess(total, 4.0)
             self.assertGreaterEqual(shared["errors"], 1)
+            self.assertEqual(shared["timeouts"], shared["errors"])  # each a command timed out
             self.assertGreaterEqual(shared["skipped"], 1)  # the breaker: not asked every time
             self.assertEqual([s["up"] for s in shared["servers"]], [False])
         finally:
