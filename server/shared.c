@@ -312,11 +312,13 @@ void pcc_shared_key(const char *kind, const pcc_magic *magic, int opt, const pcc
 
 /* ---- connections and the breaker --------------------------------------------------------- */
 
-/* A connection to s, or NULL when it is skipped (down: *skipped set) or cannot be reached (the
- * caller marks it down; *timed_out when the connect ran out of time). */
-static redisContext *conn_take(pcc_shared *shared, server *s, bool *skipped, bool *timed_out)
+/* A connection to s (*pooled: an idle one of the pool, which may have been closed since by
+ * the server), or NULL when it is skipped (down: *skipped set) or cannot be reached (the caller
+ * marks it down; *timed_out when the connect ran out of time). fresh: connect a new one. */
+static redisContext *conn_take(pcc_shared *shared, server *s, bool fresh, bool *pooled,
+                               bool *skipped, bool *timed_out)
 {
-  *skipped = *timed_out = false;
+  *skipped = *timed_out = *pooled = false;
   pthread_mutex_lock(&s->lock);
   if (s->down && (now_ms() < s->down_until_ms || s->probing)) {
     pthread_mutex_unlock(&s->lock);
@@ -327,8 +329,9 @@ static redisContext *conn_take(pcc_shared *shared, server *s, bool *skipped, boo
   }
   if (s->down)
     s->probing = true; /* this caller tries it; the others keep skipping it meanwhile */
-  redisContext *c = s->n_idle ? s->idle[--s->n_idle] : NULL;
+  redisContext *c = !fresh && s->n_idle ? s->idle[--s->n_idle] : NULL;
   pthread_mutex_unlock(&s->lock);
+  *pooled = c != NULL;
   if (c != NULL)
     return c;
   c = redisConnectWithTimeout(s->host, s->port, ms_timeval(shared->config.connect_ms));
@@ -385,15 +388,16 @@ static void conn_give(server *s, redisContext *c)
     pcc_logf(PCC_LOG_INFO, "shared tier: %s is up again", s->id);
 }
 
-/* The first server of key's ranking that is not skipped as down, or NULL. */
-static server *route(pcc_shared *shared, const char *key, redisContext **conn)
+/* The first server of key's ranking that is not skipped as down, or NULL; *conn a connection
+ * to it (*pooled as conn_take's). */
+static server *route(pcc_shared *shared, const char *key, redisContext **conn, bool *pooled)
 {
   unsigned order[PCC_SHARED_SERVERS_MAX];
   pcc_shared_rank(shared->ids, shared->n, key, order);
   for (unsigned i = 0; i < shared->n; i++) {
     server *s = &shared->servers[order[i]];
     bool skipped, timed_out;
-    *conn = conn_take(shared, s, &skipped, &timed_out);
+    *conn = conn_take(shared, s, false, pooled, &skipped, &timed_out);
     if (*conn != NULL)
       return s;
     if (!skipped)
@@ -403,12 +407,15 @@ static server *route(pcc_shared *shared, const char *key, redisContext **conn)
 }
 
 /* Runs one command (argc words) on key's server. NULL when the server is down or failed (the
- * reply was not a reply); else the reply (freeReplyObject) and its server is up. */
+ * reply was not a reply); else the reply (freeReplyObject) and its server is up. A pooled
+ * connection that fails at once (closed by a Redis restarted or by its `timeout`) is replaced by
+ * a fresh one, once; a timeout is not tried again. */
 static redisReply *command(pcc_shared *shared, const char *key, int argc, const char **argv,
                            const size_t *lens)
 {
   redisContext *c = NULL;
-  server *s = route(shared, key, &c);
+  bool pooled = false;
+  server *s = route(shared, key, &c, &pooled);
   if (s == NULL)
     return NULL;
   redisReply *reply = redisCommandArgv(c, argc, argv, lens);
@@ -418,8 +425,19 @@ static redisReply *command(pcc_shared *shared, const char *key, int argc, const 
     if (reply != NULL)
       freeReplyObject(reply);
     redisFree(c);
-    server_failed(shared, s, timed_out);
-    return NULL;
+    bool skipped;
+    c = pooled && !timed_out ? conn_take(shared, s, true, &pooled, &skipped, &timed_out) : NULL;
+    reply = c != NULL ? redisCommandArgv(c, argc, argv, lens) : NULL;
+    if (reply == NULL || c->err != 0) {
+      if (c != NULL) {
+        timed_out = c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+        if (reply != NULL)
+          freeReplyObject(reply);
+        redisFree(c);
+      }
+      server_failed(shared, s, timed_out);
+      return NULL;
+    }
   }
   conn_give(s, c);
   if (reply->type == REDIS_REPLY_ERROR) { /* e.g. OOM under maxmemory noeviction */

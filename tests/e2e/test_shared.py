@@ -31,10 +31,10 @@ class Redis:
     """A redis-server on 127.0.0.1 at a free port, in a directory of its own, without
     persistence; command() speaks RESP to it."""
 
-    def __init__(self, workdir):
-        self.port = free_port()
+    def __init__(self, workdir, port=None):
+        self.port = port or free_port()
         self.dir = os.path.join(workdir, "redis-%d" % self.port)
-        os.makedirs(self.dir)
+        os.makedirs(self.dir, exist_ok=True)
         self.log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -430,6 +430,27 @@ class Failures(SharedCase):
         self.assertGreaterEqual(len(redises[1].keys("pcc:v1:blob:*")), len(after))
         print("\n  redis killed: slowest compile %.0f ms; errors %d, skipped %d"
               % (slowest * 1000, shared["errors"], shared["skipped"]), file=sys.stderr)
+
+    def test_a_redis_restarted_costs_nothing(self):
+        redis = self.redis()
+        server = self.replica(redis.url)
+        one = self.source("before.py", "B = 1\n")
+        self.assertEqual(self.compile(server, one)[:2], (200, "compiled"))
+        port = redis.port  # the same server back on its port: the replica's pooled links are dead
+        redis.stop()
+        self.redises.remove(redis)
+        for _ in range(50):
+            try:
+                again = Redis(self.tmp, port=port)
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.redises.append(again)
+        two = self.source("after.py", "A = 2\n")
+        self.assertEqual(self.compile(server, two)[:2], (200, "compiled"))
+        shared = server.stats()["shared"]
+        self.assertEqual((shared["errors"], shared["stores"]), (0, 2))
+        self.assertEqual(len(again.keys("pcc:v1:blob:*")), 1)
 
     def test_a_redis_that_never_answers_costs_bounded_time(self):
         silent = Silent()
