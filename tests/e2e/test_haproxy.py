@@ -138,6 +138,8 @@ class Replicas(unittest.TestCase):
 
     def start_replica(self, name):
         """Starts replica name on its port with its own store (kept over restarts)."""
+        if name in self.replicas:
+            self.replicas[name].stop()  # a dead one: its files closed
         workdir = os.path.join(self.tmp, name)
         os.makedirs(workdir, exist_ok=True)
         os.chmod(workdir, 0o755)
@@ -241,35 +243,71 @@ class Replicas(unittest.TestCase):
         self.assertEqual(r2.stats()["hits"], len(lost) + (init == "r2"),
                          "r2's sources are served by r2 again")
 
-    def test_a_replica_killed_in_the_middle_of_an_import(self):
-        """Killed between two imports of one process, before any health check notices: the
-        requests to it are replayed on another replica (retry-on, redispatch)."""
+    def test_a_replica_killed_in_the_middle_of_a_wave(self):
+        """Killed while three processes are between two halves of their imports, before any
+        health check notices: the requests to it are replayed on another replica (retry-on,
+        redispatch), and no import falls back."""
         self.assert_served(self.hook_import(), "compiles_asked")
         on = {i: self.holders(self.source(i))[0] for i in range(MODULES)}
         victim = on[MODULES - 1]  # the last module's replica: surely asked after the kill
         lost = sum(1 for i in range(MODULES // 2, MODULES) if on[i] == victim)
-        with open(self.source(MODULES - 1), "a") as f:
-            f.write("EDITED = 1\n")  # and one source that must be compiled afresh there
         code = self.import_code("print('ready', flush=True); sys.stdin.readline()")
-        proc = subprocess.Popen([PYCACHECTL, "--server", self.haproxy.url, "exec", "--", PYTHON,
-                                 "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.hook_env())
+        wave = [subprocess.Popen([PYCACHECTL, "--server", self.haproxy.url, "exec", "--", PYTHON,
+                                  "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=self.hook_env())
+                for _ in range(3)]
+        results = []
         try:
-            self.assertEqual(proc.stdout.readline().strip(), "ready")
+            for proc in wave:
+                self.assertEqual(proc.stdout.readline().strip(), "ready")
             self.replicas[victim].proc.kill()
             self.replicas[victim].proc.wait(10)
-            out, err = proc.communicate("go\n", timeout=120)
+            for proc in wave:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            for proc in wave:
+                out, err = proc.communicate(timeout=120)
+                self.assertEqual(proc.returncode, 0, err)
+                results.append(json.loads(out))
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        self.assertEqual(proc.returncode, 0, err)
-        result = json.loads(out)
-        self.assertEqual(result["sum"], self.expected, "no wrong code")
-        stats = result["stats"]
-        self.assertEqual(stats["fallbacks"], {}, "every request replayed elsewhere: %r" % stats)
-        self.assertGreaterEqual(stats["compiles_asked"], lost, stats)
+            for proc in wave:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        for result in results:
+            self.assertEqual(result["sum"], self.expected, "no wrong code")
+            self.assertEqual(result["stats"]["fallbacks"], {}, "replayed elsewhere: %r" % result)
+        compiled = sum(r["stats"]["compiles_asked"] for r in results)
+        self.assertGreaterEqual(compiled, lost, "the victim's second half compiled elsewhere")
 
+    def test_with_every_replica_down_a_process_asks_three_times(self):
+        """HAProxy answers 503 when no replica is up: the hook's breaker opens after three
+        (PYCACHED_BREAKER_5XX), and every module compiles locally."""
+        for server in self.replicas.values():
+            server.proc.kill()
+            server.proc.wait(10)
+        self.haproxy.wait_states({"r1": "DOWN", "r2": "DOWN", "r3": "DOWN"})
+        stats = self.hook_import()
+        self.assertEqual(stats["fallbacks"], {"http-error": 3, "breaker-open": MODULES - 2})
+        self.assertEqual(stats["local_compile"], MODULES + 1)
+        self.assertEqual(self.haproxy.log_text().count(" 503 "), 3, "three requests, logged")
+
+    def test_a_profile_is_recorded_and_bundled_on_one_replica(self):
+        env = dict(self.hook_env(), PYCACHED_PROFILE="haproxy-suite")
+        for _ in range(2):  # the first records the profile, the second fetches its bundle
+            run = subprocess.run([PYCACHECTL, "--server", self.haproxy.url, "exec", "--", PYTHON,
+                                  "-c", self.import_code()], capture_output=True, text=True,
+                                 env=env, timeout=120)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            out = json.loads(run.stdout)
+            self.assertEqual(out["sum"], self.expected)
+            self.assertEqual(out["stats"]["fallbacks"], {}, out["stats"])
+        stats = {name: server.stats() for name, server in self.replicas.items()}
+        recorded = [n for n, st in stats.items() if st["profiles_received"] > 0]
+        bundled = [n for n, st in stats.items() if st["bundles"] > 0]
+        self.assertEqual(len(recorded), 1, stats)
+        self.assertEqual(bundled, recorded, "the bundle comes from the replica of the profile")
+        self.assertGreater(stats[recorded[0]]["bundle_hits"], 0)
 
 if __name__ == "__main__":
     sys.exit(run_tests(__name__))
