@@ -167,10 +167,11 @@ static bool trip_breaker(hook_server *s, pcc_client_status rc)
   } else if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT) {
     s->breaker_until = now_seconds() + state.breaker_seconds;
   } else if (rc == PCC_CLIENT_UNSUPPORTED_MAGIC || rc == PCC_CLIENT_UNAUTHORIZED ||
-           rc == PCC_CLIENT_FORBIDDEN)
+             rc == PCC_CLIENT_FORBIDDEN) {
     s->breaker_until = 1e300; /* will not change within this process: never ask again */
-  else
+  } else {
     return false;
+  }
   return true;
 }
 
