@@ -218,6 +218,22 @@ class Replicas(unittest.TestCase):
         self.assertEqual(self.compiles(), compiles, "nothing compiled again")
         self.assertIn("replicas/r", self.haproxy.log_text(), "one log line per request")
 
+    def test_a_source_larger_than_haproxys_buffer(self):
+        """A compile whose body passes tune.bufsize (64 KiB) is streamed through, not refused."""
+        big = make_tree(os.path.join(self.tmp, "src-big"), {
+            "bigmod.py": "".join("V%d = %d\n" % (i, i) for i in range(30000)) + "TOTAL = V29999\n"})
+        self.assertGreater(os.path.getsize(os.path.join(big, "bigmod.py")), 200 * 1024)
+        code = ("import sys, json; sys.path.insert(0, %r); import bigmod, pycached; "
+                "print(json.dumps([bigmod.TOTAL, pycached.stats()]))" % big)
+        for key in ("compiles_asked", "hits"):
+            run = subprocess.run([PYCACHECTL, "--server", self.haproxy.url, "exec", "--", PYTHON,
+                                  "-c", code], capture_output=True, text=True,
+                                 env=self.hook_env(), timeout=120)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            total, stats = json.loads(run.stdout)
+            self.assertEqual(total, 29999)
+            self.assertEqual((stats[key], stats["fallbacks"]), (1, {}), stats)
+
     def test_a_killed_replica_leaves_and_comes_back(self):
         self.assert_served(self.hook_import(), "compiles_asked")
         on = {i: self.holders(self.source(i))[0] for i in range(MODULES)}
