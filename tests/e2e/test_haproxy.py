@@ -218,6 +218,22 @@ class Replicas(unittest.TestCase):
         self.assertEqual(self.compiles(), compiles, "nothing compiled again")
         self.assertIn("replicas/r", self.haproxy.log_text(), "one log line per request")
 
+    def test_a_replica_that_does_not_know_the_name_fails_its_checks(self):
+        """The health checks send Host: PCC_SERVER_NAME; a replica started without
+        --server-name refuses it (403) and is taken out rather than serving."""
+        self.replicas["r3"].stop()
+        workdir = os.path.join(self.tmp, "r3")
+        self.replicas["r3"] = Server(workdir, "--workers", "1",
+                                     port_args=("--port", str(self.ports["r3"])))
+        refused = "replicas/r3 failed, reason: Layer7 wrong status, code: 403"
+        deadline = time.monotonic() + WAIT
+        while refused not in self.haproxy.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn(refused, self.haproxy.log_text())
+        self.haproxy.wait_states({"r3": "DOWN", "r1": "UP", "r2": "UP"})
+        self.assert_served(self.hook_import(), "compiles_asked")
+        self.assertEqual(self.replicas["r3"].stats()["compiles"], 0, "r3 is out")
+
     def test_a_source_larger_than_haproxys_buffer(self):
         """A compile whose body passes tune.bufsize (64 KiB) is streamed through, not refused."""
         big = make_tree(os.path.join(self.tmp, "src-big"), {
