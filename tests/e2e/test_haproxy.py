@@ -250,6 +250,15 @@ class Replicas(unittest.TestCase):
             self.assertEqual(total, 29999)
             self.assertEqual((stats[key], stats["fallbacks"]), (1, {}), stats)
 
+    def test_warm_through_haproxy_fills_each_replica_with_its_share(self):
+        run = subprocess.run([PYCACHECTL, "--server", self.haproxy.url, "warm", self.root,
+                              "--jobs", "4"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertEqual(sum(self.compiles().values()), MODULES + 1)
+        for i in range(MODULES):
+            self.assertEqual(len(self.holders(self.source(i))), 1, "m%02d on one replica" % i)
+        self.assert_served(self.hook_import(), "hits")
+
     def test_a_killed_replica_leaves_and_comes_back(self):
         self.assert_served(self.hook_import(), "compiles_asked")
         on = {i: self.holders(self.source(i))[0] for i in range(MODULES)}
