@@ -6,10 +6,13 @@ HAProxy frontend).
 
 What it shows (docs/OPERATIONS.md, "Replicas behind HAProxy"): `haproxy -c` accepts the file;
 each source's lookups and its compile land on one replica (each source compiled once in the
-fleet, the sources spread over the three); a killed replica is taken out by the health checks
-and its sources are compiled on the others, every import working and computing what it
-computes without the hook; a replica killed in the middle of an import is replayed around;
-a restarted replica comes back with its store.
+fleet, the sources spread over the three; pycachectl warm too; a profile and its bundle on one
+replica); a source past HAProxy's buffer goes through; a killed replica is taken out by the
+health checks and its sources are compiled on the others, every import working and computing
+what its source says; a replica killed in the middle of a wave of three processes is replayed
+around with no fallback; a restarted replica comes back with its store; one that refuses the
+checks' Host is taken out; with every replica down a process asks three times (the hook's 5xx
+breaker) and compiles locally.
 
 Run by meson (`meson test haproxy`) with the variables of test_e2e.py; skipped without haproxy.
 """
@@ -121,7 +124,8 @@ class Replicas(unittest.TestCase):
         self.ports = {name: free_port() for name in ("r1", "r2", "r3")}
         for name in self.ports:
             self.start_replica(name)
-        self.haproxy = HAProxy(self.tmp, ["127.0.0.1:%d" % self.ports[n] for n in ("r1", "r2", "r3")])
+        self.haproxy = HAProxy(self.tmp, ["127.0.0.1:%d" % self.ports[name]
+                                          for name in ("r1", "r2", "r3")])
         self.haproxy.wait_states({"r1": "UP", "r2": "UP", "r3": "UP"})
         files = {"fleet/__init__.py": ""}
         files.update({"fleet/m%02d.py" % i: "def value(x):\n    return x * %d + %d\n" % (i, i * i)
