@@ -66,6 +66,7 @@ struct pcc_client {
   char outcome[16], digest[PCC_DIGEST_HEX_LEN + 1], checksum[17], hash[16], validation[16];
   char compiler[64];
   char encoding[16]; /* its Content-Encoding, "" when absent */
+  char retry_after[24]; /* its Retry-After, "" when absent */
   /* last error; the strings are owned copies */
   pcc_client_error err;
   char *err_error, *err_message, *err_reason, *err_param, *err_type, *err_role;
@@ -104,7 +105,8 @@ static void client_error_reset(pcc_client *client)
   free(client->err_role);
   client->err_error = client->err_message = client->err_reason = NULL;
   client->err_param = client->err_type = client->err_role = NULL;
-  client->err = (pcc_client_error){.http_status = 0, .line = -1, .offset = -1};
+  client->err =
+    (pcc_client_error){.http_status = 0, .line = -1, .offset = -1, .retry_after = -1};
 }
 
 /* Copies s (which may be NULL) into *slot and points *field at it; out of memory leaves NULL. */
@@ -166,6 +168,7 @@ static void client_header_line(pcc_client *client, const char *line, size_t len)
     {"x-pycached-validation:", client->validation, sizeof client->validation},
     {"x-pycached-compiler:", client->compiler, sizeof client->compiler},
     {"content-encoding:", client->encoding, sizeof client->encoding},
+    {"retry-after:", client->retry_after, sizeof client->retry_after},
   };
   for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
     size_t n = strlen(wanted[i].name);
@@ -294,7 +297,8 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   if (client == NULL)
     return PCC_CLIENT_NOMEM;
   client->transport = transport;
-  client->err = (pcc_client_error){.http_status = 0, .line = -1, .offset = -1};
+  client->err =
+    (pcc_client_error){.http_status = 0, .line = -1, .offset = -1, .retry_after = -1};
   client->connect_timeout_ms = config->connect_timeout_ms ? config->connect_timeout_ms
                                                           : PCC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
   client->timeout_ms = config->timeout_ms ? config->timeout_ms : PCC_CLIENT_DEFAULT_TIMEOUT_MS;
@@ -389,6 +393,13 @@ static int64_t client_json_int(const cJSON *obj, const char *name)
 static pcc_client_status client_map_http_error(pcc_client *client, long status)
 {
   client->err.http_status = status;
+  int64_t retry_after;
+  pcc_proto_status prc =
+    pcc_parse_i64(client->retry_after, 0, PCC_CLIENT_RETRY_AFTER_MAX, &retry_after);
+  if (prc == PCC_PROTO_OK && client->retry_after[0] != '-')
+    client->err.retry_after = retry_after;
+  else if (prc == PCC_PROTO_RANGE && client->retry_after[0] != '-')
+    client->err.retry_after = PCC_CLIENT_RETRY_AFTER_MAX; /* a longer wait, bounded */
   const pcc_dynbuf *body = &client->body;
   cJSON *obj = body->data ? cJSON_ParseWithLength(body->data, body->len) : NULL;
   pcc_client_status rc = PCC_CLIENT_HTTP;
@@ -429,6 +440,7 @@ static void client_response_reset(pcc_client *client)
   pcc_dynbuf_free(&client->body);
   client->outcome[0] = client->digest[0] = client->checksum[0] = client->hash[0] = '\0';
   client->validation[0] = client->compiler[0] = client->encoding[0] = '\0';
+  client->retry_after[0] = '\0';
 }
 
 /* A response has arrived whole with this status: PCC_CLIENT_OK for a 2xx, else the error it

@@ -109,6 +109,8 @@ typedef struct {
   int64_t line;        /* "compile-error": 1-based line, or -1 */
   int64_t offset;      /* "compile-error": 1-based column offset, or -1 */
   const char *role;    /* 403 "forbidden": the role the token lacks ("read", "compile", "admin") */
+  int64_t retry_after; /* the response's Retry-After in seconds (delta-seconds only, at most
+                          PCC_CLIENT_RETRY_AFTER_MAX), or -1 (absent, an HTTP-date, bad) */
 } pcc_client_error;
 
 /* Returns the client's last error (never NULL for a non-NULL client; after a successful call

@@ -2,7 +2,8 @@
 # install-deps.sh: installs, with apt-get, the Debian packages pycached needs to build, run and
 # test (wrk and nginx: tests/bench/bench_load.py; a JDK, bookworm's default: the proto-jvm test;
 # debhelper, debootstrap, yamllint, strace: the package and the deploy suite, tests/deploy/;
-# prometheus: promtool, which lints /metrics in the admin suite; libhiredis-dev: the shared tier,
+# prometheus: promtool, which lints /metrics in the admin suite; haproxy: the haproxy suite runs
+# deploy/haproxy/pycached.cfg in front of three replicas; libhiredis-dev: the shared tier,
 # server/shared.c, and redis-server, which the shared suite starts),
 # skipping the ones already installed. Runs as root (or through sudo when available).
 set -euo pipefail
@@ -20,6 +21,7 @@ packages=(
   openjdk-17-jdk-headless
   debhelper dpkg-dev debootstrap yamllint python3-yaml strace
   prometheus
+  haproxy
 )
 # The admin page's browser test needs npm; a nodejs from NodeSource bundles it (and conflicts with
 # Debian's npm package), Debian's own nodejs does not.

@@ -70,6 +70,12 @@ static const pcc_limit rows[] = {
   ROW(PCC_WORKER_NOFILE, NULL, "file descriptors of a compiler worker"),
   ROW(PCC_CLIENT_URL_MAX, NULL, "bytes of libpycached's base URL"),
   ROW(PCC_HOOK_URLS_MAX, NULL, "servers the import hook's PYCACHED_URL may list"),
+  ROW(PCC_HOOK_BREAKER_5XX_DEFAULT, NULL,
+      "5xx answers in a row from one server that open its breaker in the import hook "
+      "(PYCACHED_BREAKER_5XX)"),
+  ROW(PCC_HOOK_BREAKER_5XX_MAX, NULL, "the most PYCACHED_BREAKER_5XX may be set to"),
+  ROW(PCC_CLIENT_RETRY_AFTER_MAX, NULL,
+      "seconds of a response's Retry-After libpycached reports, at most"),
   ROW(PCC_CLIENT_REQUEST_URL_MAX, NULL, "bytes of a request URL libpycached builds"),
   ROW(PCC_CLIENT_HEADERS_MAX, NULL,
       "bytes of the status line and headers of a response libpycached reads"),

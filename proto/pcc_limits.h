@@ -113,6 +113,11 @@
 /* ---- clients: pycachectl and libpycached ---------------------------------------------------- */
 #define PCC_CLIENT_URL_MAX 2048          /* bytes of libpycached's base URL */
 #define PCC_HOOK_URLS_MAX 8              /* servers the import hook's PYCACHED_URL may list */
+#define PCC_HOOK_BREAKER_5XX_DEFAULT 3   /* PYCACHED_BREAKER_5XX: 5xx answers in a row from one
+                                            server that open its breaker in the import hook */
+#define PCC_HOOK_BREAKER_5XX_MAX 1000    /* ... the most PYCACHED_BREAKER_5XX may be set to */
+#define PCC_CLIENT_RETRY_AFTER_MAX 300   /* seconds of a response's Retry-After libpycached
+                                            reports, at most (the hook's breaker honours it) */
 #define PCC_CLIENT_REQUEST_URL_MAX 16384 /* bytes of a request URL: base, escaped path, query */
 #define PCC_CLIENT_HEADERS_MAX 16384     /* bytes of a response's status line and header lines
                                             libpycached reads (a chunked body's trailers too) */

@@ -832,6 +832,16 @@ class Lifecycle(ServersCase):
         self.assertIn("--compile-timeout", run.stdout)
 
 
+SANITIZER_VARIABLES = ("ASAN_", "LSAN_", "UBSAN_", "LD_PRELOAD")
+
+
+def without_sanitizers(env=None):
+    """env (default: this process's) without the sanitizer build's variables: for the programs a
+    test runs that are not ours (curl, openssl), which hang or fail with libasan preloaded."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items() if not k.startswith(SANITIZER_VARIABLES)}
+
+
 def free_port(family=socket.AF_INET, host="127.0.0.1"):
     """A port nothing listens on now (the kernel's pick for port 0)."""
     with socket.socket(family, socket.SOCK_STREAM) as sock:

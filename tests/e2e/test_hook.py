@@ -446,5 +446,137 @@ class DamagedResponses(HookCase):
             self.assertEqual(out["stats"]["local_compile"], 3, mode)
 
 
+class FiveXXServer(http.server.ThreadingHTTPServer):
+    """A server that answers every request with `status` (503 unless told), and Retry-After when
+    retry_after is set; with alternate=True every second request gets a 404 miss instead.
+    requests counts what reached it (path of each)."""
+    daemon_threads = True
+
+    def __init__(self, status=503, retry_after=None, alternate=False):
+        self.status, self.retry_after, self.alternate = status, retry_after, alternate
+        self.requests = []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), FiveXXHandler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.server_address[1]
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+        self.thread.join(10)
+
+
+class FiveXXHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.answer()
+
+    def do_POST(self):
+        self.answer()
+
+    def answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        with self.server.lock:
+            self.server.requests.append(self.path)
+            nth = len(self.server.requests)
+        status, data = self.server.status, b'{"error":"busy","message":"injected"}'
+        if self.server.alternate and nth % 2 == 0:
+            status, data = 404, b'{"error":"miss","reason":"absent","message":"injected"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if self.server.retry_after is not None and status != 404:
+            self.send_header("Retry-After", str(self.server.retry_after))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class RepeatedServerErrors(HookCase):
+    """A lone server that answers 5xx: PYCACHED_BREAKER_5XX (3) in a row open its breaker, so an
+    import of many modules costs a few requests, not one per module (53 for one `import mpmath`
+    before), and every module is still compiled locally."""
+    MODULES = 20
+
+    def setUp(self):
+        super().setUp()
+        files = {"many/__init__.py": ""}
+        files.update({"many/m%d.py" % i: "VALUE = %d * 3\n" % i for i in range(self.MODULES)})
+        self.root = make_tree(os.path.join(self.tmp, "src-many"), files)
+
+    def fake(self, **kwargs):
+        server = FiveXXServer(**kwargs)
+        self.addCleanup(server.stop)
+        return server
+
+    @staticmethod
+    def fetches(server):
+        """The lookups and compiles that reached server (not the report sent at exit)."""
+        return [p for p in server.requests if p.startswith(("/v1/code?", "/v1/compile?"))]
+
+    def import_many(self, url, env=None, pause=0):
+        """Imports many and its modules (pause seconds after the first half); returns the hook's
+        stats."""
+        half = self.MODULES // 2
+        code = ("import sys, json, time, importlib; sys.path.insert(0, %r); import pycached\n"
+                "mods = [importlib.import_module('many.m%%d' %% i) for i in range(%d)]\n"
+                "time.sleep(%r)\n"
+                "mods += [importlib.import_module('many.m%%d' %% i) for i in range(%d, %d)]\n"
+                "print(json.dumps({'sum': sum(m.VALUE for m in mods), "
+                "'stats': pycached.stats()}))" % (self.root, half, pause, half, self.MODULES))
+        run = self.hook_run(url, code, env=env)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        out = json.loads(run.stdout)
+        self.assertEqual(out["sum"], 3 * sum(range(self.MODULES)), "every module works")
+        self.assertEqual(out["stats"]["local_compile"], self.MODULES + 1)
+        return out["stats"]
+
+    def test_a_server_answering_503_to_everything_gets_three_requests(self):
+        for status in (503, 500, 502, 504, 507):
+            server = self.fake(status=status)
+            stats = self.import_many(server.url)
+            self.assertEqual(len(self.fetches(server)), 3, status)
+            self.assertEqual(stats["fallbacks"], {"http-error": 3, "breaker-open": 18}, status)
+
+    def test_the_count_is_a_setting(self):
+        server = self.fake()
+        stats = self.import_many(server.url, env={"PYCACHED_BREAKER_5XX": "1"})
+        self.assertEqual(len(self.fetches(server)), 1)
+        self.assertEqual(stats["fallbacks"], {"http-error": 1, "breaker-open": 20})
+        for bad in ("0", "1001", "many"):
+            run = self.hook_run(server.url, "import pycached; print(pycached.is_active())",
+                                env={"PYCACHED_BREAKER_5XX": bad})
+            self.assertIn("PYCACHED_BREAKER_5XX", run.stderr, bad)
+            self.assertEqual(run.stdout.strip(), "False", bad)
+
+    def test_an_answer_between_two_5xx_resets_the_count(self):
+        # 503, miss, 503, miss...: a read-only hook's lookups, never three 5xx in a row
+        server = self.fake(alternate=True)
+        stats = self.import_many(server.url, env={"PYCACHED_READONLY": "1"})
+        self.assertEqual(len(self.fetches(server)), self.MODULES + 1, "every module asked")
+        self.assertEqual(stats["fallbacks"], {"http-error": 11, "miss": 10})
+
+    def test_the_breaker_closes_after_breaker_seconds(self):
+        server = self.fake()
+        stats = self.import_many(server.url, env={"PYCACHED_BREAKER_SECONDS": "1"}, pause=1.5)
+        self.assertEqual(len(self.fetches(server)), 6, "three before the pause, three after")
+        self.assertEqual(stats["fallbacks"], {"http-error": 6, "breaker-open": 15})
+
+    def test_a_longer_retry_after_keeps_the_breaker_open(self):
+        server = self.fake(retry_after=60)
+        stats = self.import_many(server.url, env={"PYCACHED_BREAKER_SECONDS": "1"}, pause=1.5)
+        self.assertEqual(len(self.fetches(server)), 3, "Retry-After: 60 outlasts the pause")
+        self.assertEqual(stats["fallbacks"], {"http-error": 3, "breaker-open": 18})
+
+
 if __name__ == "__main__":
     sys.exit(run_tests(__name__))

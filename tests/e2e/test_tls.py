@@ -20,13 +20,14 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import (PYCACHECTL, PYCACHED, PYTHON, ServersCase, free_port,  # noqa: E402
-                      make_tree, query, run_tests, source_params)
+                      make_tree, query, run_tests, source_params, without_sanitizers)
 
 CERTS = None  # the directory setUpModule fills
 
 
 def openssl(*args):
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60,
+                   env=without_sanitizers())
 
 
 def make_certificates(d):
@@ -93,7 +94,7 @@ class TLSCase(ServersCase):
         """(exit code, HTTP status or 0, body) of curl on url."""
         run = subprocess.run(["curl", "-sS", "--max-time", "20", "-o", "-", "-w",
                               "\n%{http_code}", *args, url], capture_output=True, timeout=60,
-                             env=clean_env())
+                             env=without_sanitizers(clean_env()))
         body, _, status = run.stdout.rpartition(b"\n")
         return run.returncode, int(status or 0), body, run.stderr.decode(errors="replace")
 

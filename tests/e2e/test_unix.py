@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import (MAGIC, PYCACHED, PYCACHECTL, PYTHON, Server, free_port, query,  # noqa: E402
-                      run_tests, source_params)
+                      run_tests, source_params, without_sanitizers)
 from test_hook import HOOK_ROOT, HookCase  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def curl_unix(path, url_path, *args):
     """curl --unix-socket path http://localhost/url_path: (status, body)."""
     run = subprocess.run(["curl", "-sS", "--max-time", "30", "--unix-socket", path,
                           "-o", "-", "-w", "\n%{http_code}", *args, "http://localhost" + url_path],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=without_sanitizers())
     body, _, status = run.stdout.rpartition("\n")
     return int(status or 0), body
 

@@ -868,6 +868,43 @@ START_TEST(other_errors)
 }
 END_TEST
 
+/* A 503's Retry-After, as the hook's breaker reads it: delta-seconds, bounded; anything else
+ * (absent, an HTTP-date, negative) is -1. */
+START_TEST(retry_after)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  struct {
+    const char *header; /* the header line with its CRLF, "" for none */
+    int64_t expected;
+  } cases[] = {
+    {"Retry-After: 5\r\n", 5},
+    {"retry-after:   42 \r\n", 42},
+    {"", -1},
+    {"Retry-After: Wed, 21 Oct 2026 07:28:00 GMT\r\n", -1},
+    {"Retry-After: -3\r\n", -1},
+    {"Retry-After: 100000\r\n", PCC_CLIENT_RETRY_AFTER_MAX},
+  };
+  static const char body[] = "{\"error\":\"busy\",\"message\":\"try later\"}";
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char response[512];
+    snprintf(response, sizeof response,
+             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n%s"
+             "Content-Length: %zu\r\n\r\n%s",
+             cases[i].header, strlen(body), body);
+    fake_server *fs = fake_start(response, 1);
+    pcc_client *client = client_for(fs, 5000, 0);
+    pcc_entry *entry = NULL;
+    CLIENT_RC(pcc_client_compile(client, &magic311, 0, source, &entry), PCC_CLIENT_HTTP);
+    const pcc_client_error *err = pcc_client_last_error(client);
+    ck_assert_int_eq(err->http_status, 503);
+    ck_assert_int_eq(err->retry_after, cases[i].expected);
+    pcc_client_close(client);
+    fake_stop(fs);
+  }
+  pcc_source_free(source);
+}
+END_TEST
+
 /* ---- size limits ------------------------------------------------------------------------- */
 
 START_TEST(response_too_big)
@@ -1695,6 +1732,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, compile_error);
   tcase_add_test(tc, compile_hit_empty_source);
   tcase_add_test(tc, other_errors);
+  tcase_add_test(tc, retry_after);
   tcase_add_test(tc, response_too_big);
   tcase_add_test(tc, stats_default_magic);
   tcase_add_test(tc, keep_alive);

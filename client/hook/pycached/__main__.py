@@ -55,7 +55,7 @@ def status():
                               "inactive (PYCACHED_URL is not set)" if not conf["url"] else
                               "installable (not active in this process)"))
     for key in ("url", "validation", "readonly", "timeout_ms", "compile_timeout_ms",
-                "breaker_seconds", "local_prefix", "debug"):
+                "breaker_seconds", "breaker_5xx", "local_prefix", "debug"):
         print("%-12s %s" % (key + ":", conf[key]))
     # whether a token is set and where from, never the token itself
     print("%-12s %s" % ("token:", "set (from %s)" % conf["token_source"] if conf["token"] else

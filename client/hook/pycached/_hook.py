@@ -74,6 +74,7 @@ _ENV_DEFAULTS = {
     "PYCACHED_LOCAL_PREFIX": "",
     "PYCACHED_DEBUG": "0",
     "PYCACHED_BREAKER_SECONDS": "30",
+    "PYCACHED_BREAKER_5XX": str(_native.BREAKER_5XX_DEFAULT),
     "PYCACHED_TOKEN": "",
     "PYCACHED_TOKEN_FILE": "",
     "PYCACHED_PROFILE": "",
@@ -176,7 +177,7 @@ def _debug(outcome, fullname, path, detail=""):
             pass
 
 
-def _positive_int(env, name):
+def _positive_int(env, name, most=None):
     text = env.get(name, _ENV_DEFAULTS[name])
     try:
         value = int(text)
@@ -184,6 +185,8 @@ def _positive_int(env, name):
         value = 0
     if value <= 0:
         raise ValueError("%s must be a positive whole number, not %r" % (name, text))
+    if most is not None and value > most:
+        raise ValueError("%s must be at most %d, not %r" % (name, most, text))
     return value
 
 
@@ -238,6 +241,7 @@ def read_settings(env=None):
         "local_prefix": env.get("PYCACHED_LOCAL_PREFIX", ""),
         "debug": env.get("PYCACHED_DEBUG", "0") not in ("", "0"),
         "breaker_seconds": _positive_int(env, "PYCACHED_BREAKER_SECONDS"),
+        "breaker_5xx": _positive_int(env, "PYCACHED_BREAKER_5XX", _native.BREAKER_5XX_MAX),
         "profile": _profile_setting(env.get("PYCACHED_PROFILE", "")) or default_profile(),
         "bundle_zstd": env.get("PYCACHED_BUNDLE_ZSTD", "0") not in ("", "0"),
     }
@@ -569,7 +573,8 @@ def install(env=None):
                           conf["readonly"], conf["validation"] == "hash",
                           float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"],
                           bundle_zstd=conf["bundle_zstd"], ca_file=conf["ca_file"],
-                          client_cert=conf["client_cert"], client_key=conf["client_key"])
+                          client_cert=conf["client_cert"], client_key=conf["client_key"],
+                          breaker_5xx=conf["breaker_5xx"])
     except ValueError as exc:  # e.g. a URL over 2048 bytes
         sys.stderr.write("pycached: hook not installed: %s\n" % exc)
         return False

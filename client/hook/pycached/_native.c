@@ -5,10 +5,11 @@
  * why not. Python (pycached/_hook.py) unmarshals the code and falls back to local compilation on
  * anything but a verified pyc. All I/O runs without the GIL. PYCACHED_URL may list several
  * servers (at most PCC_HOOK_URLS_MAX), asked in order: each has its own client and its own
- * circuit breaker, which stops asking a server that did not answer or refused the token (and,
- * with several servers, one that answered 5xx); a fetch whose server trips its breaker goes on
- * to the next server, and a server whose breaker has closed again is asked first again. The
- * package's README section and docs/HOOK.md have the settings.
+ * circuit breaker, which stops asking a server that did not answer, refused the token, or
+ * answered 5xx PYCACHED_BREAKER_5XX times in a row (with several servers, at the first 5xx); a
+ * fetch whose server trips its breaker goes on to the next server, and a server whose breaker
+ * has closed again is asked first again. The package's README section and docs/HOOK.md have
+ * the settings.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,6 +38,7 @@ typedef struct {
   pid_t pid;                    /* the process the client's connection belongs to */
   char url[PCC_CLIENT_URL_MAX]; /* with its NUL */
   double breaker_until;         /* monotonic seconds; no request before then */
+  long failures_5xx;            /* 5xx answers in a row; any other answer resets it */
 } hook_server;
 
 /* The servers of this process, in the order they are asked, the settings, and the breakers.
@@ -59,6 +61,7 @@ static struct {
   char client_cert[PCC_PATH_MAX + 1];
   char client_key[PCC_PATH_MAX + 1];
   double breaker_seconds;
+  long breaker_5xx; /* 5xx answers in a row that open a lone server's breaker */
   size_t max_source;
 } state = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -142,26 +145,41 @@ typedef struct {
   char detail[256];
 } fetch_result;
 
-/* Opens s's breaker for what rc says of the server; returns whether it did (the request may go
- * on to the next server). A 5xx opens it only when there is another server to ask: a lone
- * server's 500 or 507 is one request's fallback. */
+/* Opens s's breaker for what rc (the final answer of one request) says of the server; returns
+ * whether it did (the request may go on to the next server). Every 5xx status counts (a 507
+ * too: a full store stays full for a while): the breaker opens at the breaker_5xx-th in a row,
+ * or at the first when there is another server to ask, for breaker_seconds or the answer's
+ * Retry-After when longer (libpycached bounds it). Any other HTTP answer resets the count, so a
+ * lone server's single 500 or 507 is one request's fallback. */
 static bool trip_breaker(hook_server *s, pcc_client_status rc)
 {
   const pcc_client_error *err = s->client ? pcc_client_last_error(s->client) : NULL;
-  if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT ||
-      (rc == PCC_CLIENT_HTTP && state.n_servers > 1 && err && err->http_status >= 500))
+  long status = err ? err->http_status : 0;
+  bool answered_5xx = rc == PCC_CLIENT_HTTP && status >= 500 && status <= 599;
+  if (status > 0 && !answered_5xx)
+    s->failures_5xx = 0; /* the server answered: it works */
+  if (answered_5xx && (++s->failures_5xx >= state.breaker_5xx || state.n_servers > 1)) {
+    double seconds = state.breaker_seconds;
+    if (err->retry_after > 0 && (double)err->retry_after > seconds)
+      seconds = (double)err->retry_after;
+    s->breaker_until = now_seconds() + seconds;
+    s->failures_5xx = 0; /* counted afresh once it closes */
+  } else if (rc == PCC_CLIENT_CONNECT || rc == PCC_CLIENT_TIMEOUT) {
     s->breaker_until = now_seconds() + state.breaker_seconds;
-  else if (rc == PCC_CLIENT_UNSUPPORTED_MAGIC || rc == PCC_CLIENT_UNAUTHORIZED ||
-           rc == PCC_CLIENT_FORBIDDEN)
+  } else if (rc == PCC_CLIENT_UNSUPPORTED_MAGIC || rc == PCC_CLIENT_UNAUTHORIZED ||
+             rc == PCC_CLIENT_FORBIDDEN) {
     s->breaker_until = 1e300; /* will not change within this process: never ask again */
-  else
+  } else {
     return false;
+  }
   return true;
 }
 
 /* Takes a verified entry's pyc. */
-static void take_pyc(fetch_result *result, pcc_entry *entry, const char *outcome)
+static void take_pyc(hook_server *s, fetch_result *result, pcc_entry *entry,
+                     const char *outcome)
 {
+  s->failures_5xx = 0; /* the server served */
   result->pyc = malloc(entry->view.pyc_len ? entry->view.pyc_len : 1);
   if (result->pyc == NULL) {
     result->outcome = "no-memory";
@@ -208,7 +226,7 @@ static bool fetch_from(hook_server *s, const char *path, int opt, fetch_result *
   pcc_entry *entry = NULL;
   rc = pcc_client_lookup(s->client, &state.magic, opt, source, state.hash_validation, &entry);
   if (rc == PCC_CLIENT_OK) {
-    take_pyc(result, entry, "hit");
+    take_pyc(s, result, entry, "hit");
   } else if (rc != PCC_CLIENT_MISS || state.readonly || state.compile_forbidden) {
     tripped = describe(s, result, rc);
   } else {
@@ -225,12 +243,13 @@ static bool fetch_from(hook_server *s, const char *path, int opt, fetch_result *
     }
     if (rc == PCC_CLIENT_OK) {
       const char *outcome = pcc_client_last_outcome(s->client);
-      take_pyc(result, entry,
+      take_pyc(s, result, entry,
                strcmp(outcome, "stored") == 0   ? "stored"
                : strcmp(outcome, "joined") == 0 ? "joined"
                                                 : "compiled");
     } else if (rc == PCC_CLIENT_TIMEOUT) {
-      /* a slow compile is not a dead server: fall back without opening the breaker */
+      /* a slow compile is not a dead server: fall back without opening the breaker (nor
+       * counting it as an answer) */
       snprintf(result->detail, sizeof result->detail, "compile took over %ld ms",
                state.compile_timeout_ms);
       result->outcome = "compile-timeout";
@@ -239,6 +258,7 @@ static bool fetch_from(hook_server *s, const char *path, int opt, fetch_result *
       snprintf(result->detail, sizeof result->detail, "the token lacks the compile role");
       result->outcome = "forbidden";
       state.compile_forbidden = true;
+      s->failures_5xx = 0;
     } else {
       tripped = describe(s, result, rc);
     }
@@ -268,20 +288,22 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
 PyDoc_STRVAR(configure_doc,
 "configure(url, magic, timeout_ms, compile_timeout_ms, readonly, hash_validation,\n"
 "          breaker_seconds, max_source, token=None, bundle_zstd=False, ca_file=None,\n"
-"          client_cert=None, client_key=None)\n"
+"          client_cert=None, client_key=None, breaker_5xx=BREAKER_5XX_DEFAULT)\n"
 "Sets the servers and behaviour of fetch(); resets the circuit breakers. url is one base URL\n"
 "or several separated by commas (at most URLS_MAX), asked in that order. token (str or None)\n"
 "is sent as 'Authorization: Bearer TOKEN'; ValueError unless printable ASCII without spaces,\n"
 "1..512 bytes. bundle_zstd: fetch_bundle() asks for the bundle compressed with zstd.\n"
 "ca_file, client_cert, client_key (str or None): the TLS files of the https:// servers among\n"
-"url (libcurl's CAINFO, SSLCERT, SSLKEY); the others are opened without them.");
+"url (libcurl's CAINFO, SSLCERT, SSLKEY); the others are opened without them. breaker_5xx\n"
+"(1..BREAKER_5XX_MAX): 5xx answers in a row that open a lone server's breaker.");
 
 static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
   (void)self;
   static char *keywords[] = {"url", "magic", "timeout_ms", "compile_timeout_ms", "readonly",
                              "hash_validation", "breaker_seconds", "max_source", "token",
-                             "bundle_zstd", "ca_file", "client_cert", "client_key", NULL};
+                             "bundle_zstd", "ca_file", "client_cert", "client_key",
+                             "breaker_5xx", NULL};
   const char *url;
   Py_buffer magic;
   long timeout_ms, compile_timeout_ms;
@@ -291,10 +313,11 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   const char *token = NULL;
   int bundle_zstd = 0;
   const char *ca_file = NULL, *client_cert = NULL, *client_key = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|zpzzz", keywords, &url, &magic,
+  long breaker_5xx = PCC_HOOK_BREAKER_5XX_DEFAULT;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|zpzzzl", keywords, &url, &magic,
                                    &timeout_ms, &compile_timeout_ms, &readonly, &hash_validation,
                                    &breaker_seconds, &max_source, &token, &bundle_zstd,
-                                   &ca_file, &client_cert, &client_key))
+                                   &ca_file, &client_cert, &client_key, &breaker_5xx))
     return NULL;
   const char *urls[PCC_HOOK_URLS_MAX];
   size_t lens[PCC_HOOK_URLS_MAX], n_urls = 0;
@@ -312,6 +335,7 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   }
   bool bad = magic.len != PCC_MAGIC_LEN || bad_urls || timeout_ms <= 0 ||
              compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0 ||
+             breaker_5xx < 1 || breaker_5xx > PCC_HOOK_BREAKER_5XX_MAX ||
              (token != NULL && pcc_token_check(token) != PCC_CLIENT_OK) ||
              (ca_file != NULL && strlen(ca_file) >= sizeof state.ca_file) ||
              (client_cert != NULL && strlen(client_cert) >= sizeof state.client_cert) ||
@@ -345,6 +369,7 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   snprintf(state.client_cert, sizeof state.client_cert, "%s", client_cert ? client_cert : "");
   snprintf(state.client_key, sizeof state.client_key, "%s", client_key ? client_key : "");
   state.breaker_seconds = breaker_seconds;
+  state.breaker_5xx = breaker_5xx;
   state.max_source = (size_t)max_source;
   state.configured = true;
   pthread_mutex_unlock(&state.lock);
@@ -484,6 +509,8 @@ static pcc_client_status warm_request(const char *method, const char *endpoint,
       snprintf(detail, detail_len, "%s%s%s", pcc_client_strerror(rc),
                err && err->message ? ": " : "", err && err->message ? err->message : "");
     /* a server whose breaker opens: the next one is asked (no profile yet, 404, opens none) */
+    if (rc == PCC_CLIENT_OK || *status == 404)
+      s->failures_5xx = 0;
     ask = rc != PCC_CLIENT_OK && *status != 404 && trip_breaker(s, rc);
   }
   pthread_mutex_unlock(&state.lock);
@@ -750,6 +777,8 @@ static const struct {
   {"TOKEN_FILE_MAX", PCC_TOKEN_FILE_MAX},
   {"PROFILE_NAME_MAX", PCC_PROFILE_NAME_MAX},
   {"URLS_MAX", PCC_HOOK_URLS_MAX},
+  {"BREAKER_5XX_DEFAULT", PCC_HOOK_BREAKER_5XX_DEFAULT},
+  {"BREAKER_5XX_MAX", PCC_HOOK_BREAKER_5XX_MAX},
   {"UNIX_PATH_MAX", PCC_UNIX_PATH_MAX},
 };
 
