@@ -22,6 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import MAGIC, Server, query, run_tests, source_params  # noqa: E402
 from test_hook import HookCase  # noqa: E402
+from test_admin import check_prometheus_text, write_tokens  # noqa: E402
 
 PYC = {"Accept": "application/x-python-pyc"}
 PYENV = os.environ.get("PYENV_ROOT", "/root/.pyenv")
@@ -160,6 +161,7 @@ class Tiers(TierCase):
         self.assertIn(b"\npycached_upstream_hits_total 1\n", metrics)
         self.assertIn(b'\npycached_upstream_up{upstream="%s"} 1\n' % central.url.encode(),
                       metrics)
+        check_prometheus_text(self, metrics.decode())
 
     def test_a_compile_error_comes_from_the_central_and_is_stored(self):
         central = self.central()
@@ -253,6 +255,29 @@ class Tiers(TierCase):
         up = node.stats()["upstream"]
         self.assertEqual([s["up"] for s in up["servers"]], [False, True])
         self.assertEqual((up["hits"], up["errors"]), (1, 1))
+
+    def test_a_central_with_access_control_takes_the_node_token_from_a_file(self):
+        tokens = os.path.join(self.tmp, "tokens.json")
+        write_tokens(tokens, {"node": ("node-3f9a1c7e5b2d4086", ["read", "compile"])})
+        token_file = os.path.join(self.tmp, "node.token")
+        with open(os.open(token_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("node-3f9a1c7e5b2d4086\n")
+        central = self.central("--tokens", tokens)
+        # given by the environment, as every option can be
+        env = dict(os.environ, PYCACHED_UPSTREAM=central.url,
+                   PYCACHED_UPSTREAM_TOKEN_FILE=token_file)
+        workdir = self.workdir("node")
+        node = Server(workdir, "--workers", "1", "--listen",
+                      "unix:" + os.path.join(workdir, "node.sock"), env=env, port_args=())
+        self.servers.append(node)
+        path = self.source("t.py", "T = 1\n")
+        self.assertEqual(self.compile(node, path)[:2], (200, "upstream"))
+        # a node without the token is refused by the central (401) and compiles itself
+        stranger = self.node(central.url)
+        path = self.source("t2.py", "T = 2\n")
+        self.assertEqual(self.compile(stranger, path)[:2], (200, "compiled"))
+        up = stranger.stats()["upstream"]
+        self.assertEqual((up["hits"], up["errors"]), (0, 1))
 
     def test_bad_upstream_lists_are_refused_at_start(self):
         for bad, says in (("ftp://x", "is not a URL of a pycached"),
