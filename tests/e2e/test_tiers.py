@@ -10,6 +10,7 @@ Run by meson (`meson test tiers`) with PCC_PYCACHED, PCC_PYCACHECTL, PCC_HOOK_RO
 PCC_REFERENCE_PYTHON in the environment; CPython 3.12 from pyenv (PYENV_ROOT, default
 /root/.pyenv) for the forwarded magic. Every process started is stopped by pid.
 """
+import concurrent.futures
 import http.server
 import json
 import marshal
@@ -162,6 +163,22 @@ class Tiers(TierCase):
         self.assertIn(b'\npycached_upstream_up{upstream="%s"} 1\n' % central.url.encode(),
                       metrics)
         check_prometheus_text(self, metrics.decode())
+
+    def test_concurrent_compiles_through_a_node_ask_the_central_once(self):
+        central = self.central()
+        node = self.node(central.url)
+        path = self.source("c.py", "C = sum(range(10))\n")
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda _: self.compile(node, path), range(16)))
+        self.assertEqual({r[0] for r in results}, {200})
+        self.assertEqual({r[2] for r in results}, {results[0][2]})
+        outcomes = [r[1] for r in results]
+        self.assertEqual(outcomes.count("upstream") + outcomes.count("stored"), 16 -
+                         outcomes.count("joined"))
+        self.assertEqual(outcomes.count("upstream"), 1, outcomes)
+        stats = central.stats()
+        self.assertEqual(stats["compiles"], 1)
+        self.assertEqual(node.stats()["upstream"]["hits"], 1)
 
     def test_a_compile_error_comes_from_the_central_and_is_stored(self):
         central = self.central()
