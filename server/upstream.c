@@ -323,6 +323,10 @@ pcc_upstream_status pcc_upstream_compile(pcc_upstream *upstream, const pcc_magic
       if (result == PCC_UPSTREAM_DOWN)
         result = PCC_UPSTREAM_UNSUPPORTED;
       continue;
+    } else if (rc == PCC_CLIENT_HTTP && pcc_client_last_error(client)->http_status == 413) {
+      atomic_fetch_add(&upstream->errors, 1);
+      server_give(s, client); /* up: this source is over its --max-source, not the others */
+      continue;
     } else {
       if (rc == PCC_CLIENT_PROTOCOL)
         atomic_fetch_add(&upstream->rejected, 1);

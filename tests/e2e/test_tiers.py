@@ -15,6 +15,8 @@ import http.server
 import json
 import marshal
 import os
+import shutil
+import tempfile
 import subprocess
 import sys
 import threading
@@ -24,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import MAGIC, Server, query, run_tests, source_params  # noqa: E402
 from test_hook import HookCase  # noqa: E402
 from test_admin import check_prometheus_text, write_tokens  # noqa: E402
+from test_tls import make_certificates  # noqa: E402
 
 PYC = {"Accept": "application/x-python-pyc"}
 PYENV = os.environ.get("PYENV_ROOT", "/root/.pyenv")
@@ -295,6 +298,34 @@ class Tiers(TierCase):
         self.assertEqual(self.compile(stranger, path)[:2], (200, "compiled"))
         up = stranger.stats()["upstream"]
         self.assertEqual((up["hits"], up["errors"]), (0, 1))
+
+    def test_an_https_upstream_is_verified_against_the_ca_file(self):
+        certs = tempfile.mkdtemp(prefix="pcc-tiers-certs-")
+        self.addCleanup(shutil.rmtree, certs, True)
+        make_certificates(certs)
+        central = self.central("--tls-cert", os.path.join(certs, "server.pem"), "--tls-key",
+                               os.path.join(certs, "server.key"))
+        self.assertTrue(central.url.startswith("https://"), central.url)
+        node = self.node(central.url, args=("--upstream-ca-file",
+                                            os.path.join(certs, "ca.pem")))
+        path = self.source("tls.py", "TLS = 1\n")
+        self.assertEqual(self.compile(node, path)[:2], (200, "upstream"))
+        # a node that trusts another CA does not take the central's word: compiled itself
+        doubter = self.node(central.url, args=("--upstream-ca-file",
+                                               os.path.join(certs, "otherca.pem")))
+        self.assertEqual(self.compile(doubter, path)[:2], (200, "compiled"))
+        up = doubter.stats()["upstream"]
+        self.assertEqual((up["hits"], up["errors"] + up["rejected"]), (0, 1))
+
+    def test_a_source_over_the_upstream_limit_does_not_take_the_upstream_down(self):
+        central = self.central("--max-source", "64")
+        node = self.node(central.url)
+        big = self.source("big.py", "X = 1\n" * 20)
+        self.assertEqual(self.compile(node, big)[:2], (200, "compiled"))
+        small = self.source("small.py", "X = 2\n")
+        self.assertEqual(self.compile(node, small)[:2], (200, "upstream"))
+        up = node.stats()["upstream"]
+        self.assertEqual((up["errors"], up["skipped"], up["hits"]), (1, 0, 1))
 
     def test_bad_upstream_lists_are_refused_at_start(self):
         for bad, says in (("ftp://x", "is not a URL of a pycached"),
