@@ -266,7 +266,10 @@ class Tiers(TierCase):
                 self.assertEqual((up["rejected"], up["errors"]), (0, 1))
 
     def test_an_upstream_list_is_tried_in_order(self):
-        central = self.central()
+        workdir = self.workdir("central")  # this central on a unix socket of its own
+        central = Server(workdir, "--workers", "1", "--listen",
+                         "unix:" + os.path.join(workdir, "central.sock"), port_args=())
+        self.servers.append(central)
         dead = "http://127.0.0.1:1"
         node = self.node(dead, central.url)
         path = self.source("o.py", "O = 1\n")
