@@ -908,6 +908,15 @@ static int open_in(reader *r, void *arg)
   return MDB_SUCCESS;
 }
 
+/* What a failure of the open's reads (the probe, load_state) says of the file: MDB_BAD_TXN
+ * there (LMDB marked the transaction failed: it met a page it could not use; seen by the
+ * corruption drill, seed 270574657, in load_state) and MDB_INCOMPATIBLE (a table's record of
+ * another kind) come only of a damaged file, as MDB_CORRUPTED does, not of an I/O error. */
+static int damage_at_open(int mdb_rc)
+{
+  return mdb_rc == MDB_BAD_TXN || mdb_rc == MDB_INCOMPATIBLE ? MDB_CORRUPTED : mdb_rc;
+}
+
 pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
                                 pcc_store **out)
 {
@@ -973,7 +982,7 @@ pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
     int dead = 0;
     if (!store->config.read_only)
       mdb_reader_check(store->env, &dead);
-    mdb_rc = guarded_read(store, open_in, &probe);
+    mdb_rc = damage_at_open(guarded_read(store, open_in, &probe));
   }
   pcc_store_status rc = PCC_STORE_OK;
   if (mdb_rc == MDB_SUCCESS && !probe.ready && store->config.read_only)
@@ -991,7 +1000,7 @@ pcc_store_status pcc_store_open(const char *dir, const pcc_store_config *config,
     }
   }
   if (mdb_rc == MDB_SUCCESS && rc == PCC_STORE_OK)
-    mdb_rc = load_state(store);
+    mdb_rc = damage_at_open(load_state(store));
   if (mdb_rc != MDB_SUCCESS || rc != PCC_STORE_OK) {
     mdb_txn_abort(txn);
     pcc_store_close(store);
