@@ -146,6 +146,9 @@ static const pcc_limit rows[] = {
   ROW(PCC_STORE_GROUP_MAX, NULL, "concurrent puts one group commit of the store writes, at most"),
   ROW(PCC_STORE_GROUP_BYTES, NULL, "bytes of values one group commit writes, at most (a larger "
       "put is a group of its own)"),
+  ROW(PCC_STORE_ZSTD_MIN, NULL, "bytes of a code blob from which --store-compression zstd compresses it"),
+  ROW(PCC_STORE_ZSTD_LEVEL, NULL, "zstd level of stored blobs"),
+  ROW(PCC_STORE_ZSTD_SAVING, NULL, "percent a stored blob's frame must save, at least"),
   ROW(PCC_PROFILES_MAX_DEFAULT, "--max-profiles", "profiles kept (the least recently updated go)"),
   ROW(PCC_PROFILE_DAYS_DEFAULT, "--profile-days", "days a profile that is not updated is kept"),
   ROW(PCC_PROFILE_PATH_MAX, NULL, "bytes of a path a profile records (longer ones are left out)"),

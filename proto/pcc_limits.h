@@ -203,6 +203,10 @@
 #define PCC_STORE_GROUP_MAX 64        /* concurrent puts one group commit writes, at most */
 #define PCC_STORE_GROUP_BYTES (64 * PCC_MIB) /* bytes of values one group commit writes, at most
                                                 (a larger put is a group of its own) */
+#define PCC_STORE_ZSTD_MIN 1024      /* bytes of a code blob from which --store-compression zstd
+                                        compresses it */
+#define PCC_STORE_ZSTD_LEVEL 1       /* zstd's level for stored blobs */
+#define PCC_STORE_ZSTD_SAVING 10     /* percent a stored blob's frame must save, at least */
 #define PCC_PROFILES_MAX_DEFAULT 10000 /* option --max-profiles: profiles kept (the least recently
                                           updated go first) */
 #define PCC_PROFILE_DAYS_DEFAULT 30   /* option --profile-days: days an unchanged profile is kept */
