@@ -736,6 +736,52 @@ class Lifecycle(ServersCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(server.stats()["compiles"], 0)
 
+    def test_store_compression_serves_the_same_pycs_and_reads_both_records(self):
+        """--store-compression zstd: a store written without it is read with it and the other
+        way round; every pyc served is the one compiled; the compressed store's pages hold
+        less for the same payload bytes."""
+        sources = {}
+        for name in ("old", "new"):
+            sources[name] = os.path.join(self.tmp, name + ".py")
+            with open(sources[name], "w") as f:
+                f.write("".join("def %s_%d(x):\n    return x * %d + len('%s')\n"
+                                % (name, i, i, "q" * i) for i in range(400)))
+        raw = {"Accept": "application/x-python-pyc"}
+
+        def compile_one(server, name):
+            with open(sources[name], "rb") as f:
+                text = f.read()
+            status, _, pyc = server.request("POST", "/v1/compile?" + query(source_params(
+                sources[name])), text, headers=raw)
+            self.assertEqual(status, 200)
+            return pyc
+
+        def lookup(server, name):
+            status, _, pyc = server.request("GET", "/v1/code?" + query(source_params(
+                sources[name])), headers=raw)
+            self.assertEqual(status, 200, pyc[:200])
+            return pyc
+
+        server = self.start("--workers", "1")
+        old = compile_one(server, "old")
+        plain = server.stats()["store"]
+        self.assertEqual(server.stop(), 0)
+        server = self.start("--workers", "1", "--store-compression", "zstd")
+        self.assertEqual(lookup(server, "old"), old)
+        new = compile_one(server, "new")
+        self.assertEqual(lookup(server, "new"), new)
+        both = server.stats()["store"]
+        self.assertEqual(both["bytes"], 2 * plain["bytes"] - (len(old) - len(new)))
+        self.assertLess(both["used"] - plain["used"], (plain["used"] - 4 * 4096) / 2)
+        self.assertEqual(server.stop(), 0)
+        server = self.start("--workers", "1")
+        self.assertEqual((lookup(server, "old"), lookup(server, "new")), (old, new))
+        self.assertEqual(server.stats()["compiles"], 0)
+        verify = subprocess.run([PYCACHED, "--verify-store", "--store",
+                                 os.path.join(self.tmp, "store")], capture_output=True,
+                                text=True, timeout=60)
+        self.assertEqual(verify.returncode, 0, verify.stdout + verify.stderr)
+
     @unittest.skipUnless(shutil.which("mdb_dump") and shutil.which("mdb_load"),
                          "needs lmdb-utils")
     def test_flipped_byte_in_the_store_is_never_served(self):
