@@ -501,6 +501,35 @@ class ZstdAnswers(HookCase):
             self.assertEqual(stats["fallbacks"], {reason: 3}, mode)
             self.assertEqual(stats["local_compile"], 3, mode)
 
+    def test_a_real_server_sends_fewer_bytes_with_zstd(self):
+        """PYCACHED_ZSTD=1 against pycached itself: every module is a hit (no fallback), and the
+        access log's bytes of the GET /v1/code answers are fewer than without."""
+        log = os.path.join(self.tmp, "access.log")
+        server = self.start_server("--access-log", log)
+        root = os.path.join(self.tmp, "src-big")
+        make_tree(root, {"big/__init__.py": "from .body import *\n",
+                         "big/body.py": "".join("def f%d(x):\n    return x * %d + len('%s')\n"
+                                                % (i, i, "b" * i) for i in range(300))})
+        code = ("import sys, json; sys.path.insert(0, %r); import big, pycached; "
+                "print(json.dumps([big.f7(1), pycached.stats()]))" % root)
+        sent = {}
+        for zstd in ("0", "1", "0", "1"):  # the first run compiles
+            with open(log, "w"):
+                pass  # emptied: only this run's lines (the server appends)
+            run = self.hook_run(server.url, code, env={"PYCACHED_ZSTD": zstd})
+            self.assertEqual(run.returncode, 0, run.stderr)
+            value, stats = json.loads(run.stdout)
+            self.assertEqual((value, stats["fallbacks"], stats["local_compile"]), (14, {}, 0))
+            deadline = time.monotonic() + 10
+            lines = []
+            while time.monotonic() < deadline and len(lines) < 2:
+                with open(log) as f:
+                    lines = [line for line in f if "path=/v1/code" in line]
+                time.sleep(0.05)
+            sent[zstd] = sum(int(line.split(" bytes=")[1].split()[0]) for line in lines)
+            self.assertEqual(len(lines), 2, lines)
+        self.assertLess(sent["1"], sent["0"] * 0.7, sent)
+
     def test_zstd_is_off_for_a_server_on_this_host_unless_asked(self):
         """PYCACHED_ZSTD=auto (the default) and 0 ask a loopback server for nothing compressed;
         a bad value keeps the hook off with a one-line reason."""
