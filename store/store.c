@@ -1645,7 +1645,8 @@ static pcc_blob *decompress_record(const pcc_blob *packed, size_t packed_len, ui
 }
 
 /* Reads the chunks of a blob record into one heap allocation (*out, the payload inside it) and
- * verifies it (a compressed record: after decompressing it). MDB_NOTFOUND when absent; CORRUPT as *corrupt (a return of MDB_SUCCESS). */
+ * verifies it (a compressed record: after decompressing it). MDB_NOTFOUND when absent; CORRUPT
+ * as *corrupt (a return of MDB_SUCCESS). */
 static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, pcc_blob **out,
                      bool *corrupt)
 {

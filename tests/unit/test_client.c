@@ -1241,14 +1241,14 @@ START_TEST(zstd_bodies)
 }
 END_TEST
 
-/* response (a raw pyc answer of raw_response) with its body replaced by frame (of len bytes) and
- * Content-Encoding: zstd; *out_len gets its size. */
-static char *with_zstd_body(const char *response, size_t len, const void *frame, size_t frame_len,
+/* response (a raw pyc answer of raw_response, NUL-terminated before its body's binary bytes
+ * matter: only its head is read) with its body replaced by frame (frame_len bytes) and
+ * Content-Encoding: zstd; *out_len gets its size. The caller frees the result. */
+static char *with_zstd_body(const char *response, const void *frame, size_t frame_len,
                             size_t *out_len)
 {
   const char *end = strstr(response, "\r\n\r\n");
   ck_assert_ptr_nonnull(end);
-  (void)len;
   char head[1024];
   size_t head_len = (size_t)(end - response);
   ck_assert_uint_lt(head_len, sizeof head);
@@ -1257,9 +1257,11 @@ static char *with_zstd_body(const char *response, size_t len, const void *frame,
   char *cl = strstr(head, "Content-Length: ");
   ck_assert_ptr_nonnull(cl);
   char *cl_end = strstr(cl, "\r\n");
+  ck_assert_ptr_nonnull(cl_end);
   char *out = malloc(head_len + frame_len + 256);
   ck_assert_ptr_nonnull(out);
-  int n = snprintf(out, head_len + 256, "%.*sContent-Length: %zu\r\nContent-Encoding: zstd%s\r\n\r\n",
+  int n = snprintf(out, head_len + 256,
+                   "%.*sContent-Length: %zu\r\nContent-Encoding: zstd%s\r\n\r\n",
                    (int)(cl - head), head, frame_len, cl_end);
   ck_assert(n > 0);
   memcpy(out + n, frame, frame_len);
@@ -1282,7 +1284,7 @@ START_TEST(zstd_lookups)
   size_t frame_len = ZSTD_compress(frame, sizeof frame, pyc, pyc_len, 1);
   ck_assert(!ZSTD_isError(frame_len));
   size_t len = 0;
-  char *response = with_zstd_body(plain, plain_len, frame, frame_len, &len);
+  char *response = with_zstd_body(plain, frame, frame_len, &len);
   for (int ask = 0; ask < 2; ask++) {
     fake_server *fs = fake_start_bytes(response, len, 1, 1);
     pcc_client *client = client_with(fs, (pcc_client_config){.timeout_ms = 5000, .raw_pyc = true,
@@ -1301,7 +1303,7 @@ START_TEST(zstd_lookups)
 
   /* damaged: one byte of the frame's block changed */
   frame[frame_len - 3] ^= 0x55;
-  response = with_zstd_body(plain, plain_len, frame, frame_len, &len);
+  response = with_zstd_body(plain, frame, frame_len, &len);
   pcc_entry *entry = NULL;
   CLIENT_RC(raw_lookup(source, response, len, &entry), PCC_CLIENT_PROTOCOL);
   ck_assert_ptr_null(entry);
@@ -1323,7 +1325,7 @@ START_TEST(zstd_lookups)
       size_t at = 5 + (((fhd >> 5) & 1) ? 0 : 1) + (size_t[]){0, 1, 2, 4}[fhd & 3];
       bomb[at] = 0xe8, bomb[at + 1] = 0x03, bomb[at + 2] = 0, bomb[at + 3] = 0;
     }
-    response = with_zstd_body(plain, plain_len, bomb, bomb_len, &len);
+    response = with_zstd_body(plain, bomb, bomb_len, &len);
     fake_server *fs = fake_start_bytes(response, len, 1, 1);
     pcc_client *client = client_with(fs, (pcc_client_config){.timeout_ms = 5000, .raw_pyc = true,
                                                              .max_response = 65536});

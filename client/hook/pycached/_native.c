@@ -368,7 +368,8 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   while (zstd_mode < sizeof zstd_modes / sizeof zstd_modes[0] &&
          strcmp(zstd, zstd_modes[zstd_mode]) != 0)
     zstd_mode++;
-  bool bad = zstd_mode == sizeof zstd_modes / sizeof zstd_modes[0] || magic.len != PCC_MAGIC_LEN || bad_urls || timeout_ms <= 0 ||
+  bool bad = zstd_mode == sizeof zstd_modes / sizeof zstd_modes[0] ||
+             magic.len != PCC_MAGIC_LEN || bad_urls || timeout_ms <= 0 ||
              compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0 ||
              breaker_5xx < 1 || breaker_5xx > PCC_HOOK_BREAKER_5XX_MAX ||
              (token != NULL && pcc_token_check(token) != PCC_CLIENT_OK) ||
