@@ -237,7 +237,8 @@ static void ctl_warm_result(ctl_warm *w, pcc_client *client, pcc_client_status r
     else if (strcmp(outcome, "joined") == 0)
       atomic_fetch_add(&w->joined, 1);
     else
-      atomic_fetch_add(&w->cached, 1); /* "stored", "shared", or a server that does not say */
+      atomic_fetch_add(&w->cached, 1); /* "stored", "shared", "upstream", or a server that
+                                            does not say */
     return;
   }
   const pcc_client_error *err = pcc_client_last_error(client);

@@ -128,8 +128,9 @@ const pcc_client_error *pcc_client_last_error(const pcc_client *client);
 const char *pcc_client_last_body(const pcc_client *client, size_t *len_out);
 
 /* What the server did for the last successful lookup or compile (its X-Pycached-Outcome):
- * "hit", "stored" (already cached), "compiled", "joined" (another request compiled it) or "shared"
- * (another replica compiled it: the server's --shared tier), or ""
+ * "hit", "stored" (already cached), "compiled", "joined" (another request compiled it), "shared"
+ * (another replica compiled it: the server's --shared tier) or "upstream" (another pycached
+ * compiled or had it: the server's --upstream tier), or ""
  * when it did not say. Owned by the client; valid until the next call on it. */
 const char *pcc_client_last_outcome(const pcc_client *client);
 

@@ -98,6 +98,16 @@
 #define PCC_SHARED_KEY_MIN 32              /* bytes of a --shared-key file, at least */
 #define PCC_SHARED_KEY_FILE_MAX 4096       /* bytes of a --shared-key file, at most */
 
+/* ---- the upstream tier (server/upstream.c) ------------------------------------------------- */
+#define PCC_UPSTREAMS_MAX 8                /* URLs of --upstream */
+#define PCC_UPSTREAM_IDLE_MAX 8            /* idle connections kept per upstream */
+#define PCC_UPSTREAM_BACKOFF_MIN_MS 200    /* ms a failed upstream is skipped, first */
+#define PCC_UPSTREAM_BACKOFF_MAX_MS 10000  /* ... doubling on each failure up to this */
+#define PCC_UPSTREAM_FORWARDERS 4          /* threads forwarding compiles of a magic no backend
+                                              here compiles */
+#define PCC_UPSTREAM_TIMEOUT_DEFAULT 10000 /* option --upstream-timeout: ms of one upstream compile */
+#define PCC_UPSTREAM_CONNECT_TIMEOUT_DEFAULT 200 /* option --upstream-connect-timeout: ms of a connect */
+
 /* ---- the server's logs (proto/log.c) -------------------------------------------------------- */
 #define PCC_LOG_LINE_MAX 8192 /* bytes of one log or access-log line, its newline included
                                  (longer: cut and marked) */

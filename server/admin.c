@@ -369,6 +369,7 @@ static void emit_compilers(pcc_core *core, pcc_dynbuf *out)
 }
 
 static void emit_shared(pcc_core *core, pcc_dynbuf *out);
+static void emit_upstream(pcc_core *core, pcc_dynbuf *out);
 
 /* The Prometheus text into out (bounded by its maximum: a text cut short is an error). */
 static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
@@ -473,6 +474,7 @@ static void metrics_text(pcc_core *core, const snapshot *snap, pcc_dynbuf *out)
                     store_figures[i].type, store_figures[i].name,
                     (unsigned long long)store_figures[i].value);
   emit_shared(core, out);
+  emit_upstream(core, out);
 }
 
 /* The --shared tier's counters and each Redis server's state (nothing without --shared). */
@@ -512,6 +514,40 @@ static void emit_shared(pcc_core *core, pcc_dynbuf *out)
   for (unsigned i = 0; i < pcc_shared_servers(shared); i++)
     pcc_dynbuf_addf(out, "pycached_shared_server_up{server=\"%s\"} %d\n",
                     pcc_shared_server_id(shared, i), pcc_shared_server_up(shared, i) ? 1 : 0);
+}
+
+/* The --upstream tier's counters and each upstream's state (nothing without --upstream). */
+static void emit_upstream(pcc_core *core, pcc_dynbuf *out)
+{
+  pcc_upstream *upstream = pcc_core_upstream(core);
+  if (upstream == NULL)
+    return;
+  pcc_upstream_figures f;
+  pcc_upstream_figures_get(upstream, &f);
+  const struct {
+    const char *name, *help;
+    uint64_t value;
+  } figures[] = {
+    {"upstream_hits_total", "Blobs got from an upstream instead of a compile here", f.hits},
+    {"upstream_misses_total", "Compiles no upstream answered with a blob (compiled here, or a "
+     "forwarded one failed)", f.misses},
+    {"upstream_unsupported_total", "Upstream answers unsupported-magic", f.unsupported},
+    {"upstream_errors_total", "Upstream requests that failed (refused, an error status, cut)",
+     f.errors},
+    {"upstream_timeouts_total", "Upstream requests of those that ran out of time", f.timeouts},
+    {"upstream_rejected_total", "Upstream answers that failed verification (never stored or "
+     "served)", f.rejected},
+    {"upstream_skipped_total", "Upstreams not asked: down (backoff)", f.skipped},
+  };
+  for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++)
+    pcc_dynbuf_addf(out, "# HELP pycached_%s %s\n# TYPE pycached_%s counter\npycached_%s %llu\n",
+                    figures[i].name, figures[i].help, figures[i].name, figures[i].name,
+                    (unsigned long long)figures[i].value);
+  pcc_dynbuf_addf(out, "# HELP pycached_upstream_up 1: the upstream answers; 0: it is skipped "
+                  "after a failure\n# TYPE pycached_upstream_up gauge\n");
+  for (unsigned i = 0; i < pcc_upstream_count(upstream); i++)
+    pcc_dynbuf_addf(out, "pycached_upstream_up{upstream=\"%s\"} %d\n",
+                    pcc_upstream_url(upstream, i), pcc_upstream_up(upstream, i) ? 1 : 0);
 }
 
 static void free_text(void *text)

@@ -2,8 +2,10 @@
  * and POST /v1/compile. Compiles go through "parse once" jobs keyed by (magic, opt, digest): one
  * compile however many requests ask for the same source at once, queued per backend and fed to
  * its worker pool by dispatch threads. A request that waits for a job is suspended and resumed
- * when the job is done (a PENDING answer, answer.h). With --shared, a job first asks the shared
- * tier on Redis (shared.h) and a blob compiled here goes there. */
+ * when the job is done (a PENDING answer, answer.h). A job first asks the --upstream servers
+ * (upstream.h), then the --shared tier on Redis (shared.h), and compiles here last; a blob
+ * compiled here goes to the shared tier. With --upstream, compiles of a magic no backend here
+ * compiles go through a queue of their own that only asks the upstreams (forwarded). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@ typedef enum {
   JOB_TIMEOUT,
   JOB_STORE_FULL,
   JOB_INTERNAL,
+  JOB_UNSUPPORTED, /* forwarded, and no upstream compiles the magic */
 } job_result;
 
 typedef struct {
@@ -45,16 +48,19 @@ typedef struct job {
   job_result result;
   pcc_store_status store_rc; /* JOB_STORE_FULL: why */
   pcc_blob *blob;          /* JOB_CODE / JOB_COMPILE_ERROR */
-  bool shared;             /* the blob came from the --shared tier, not a compile here */
+  const char *from;        /* static: "shared" or "upstream" when the blob came from that tier,
+                              NULL when it was compiled here */
   char message[256];
   pcc_dynbuf waiters;      /* waiter[], at most PCC_JOB_WAITERS_MAX */
   struct job *next;        /* in its backend's queue, then in the in-flight list */
 } job;
 
-/* One backend's queue and the threads that feed its worker pool. */
+/* One backend's queue and the threads that feed its worker pool; or, with forward set, the
+ * queue of the compiles forwarded to --upstream (a magic no backend compiles). */
 struct cache_queue {
   cache *cache;
-  unsigned backend;        /* index in the core's backends */
+  unsigned backend;        /* index in the core's backends; unused when forward */
+  bool forward;
   pthread_cond_t work;     /* signalled when a job is queued (with cache->lock) */
   job *head, *tail;
   size_t queued;           /* jobs from head to tail, at most --max-queued-compiles */
@@ -78,8 +84,9 @@ struct cache {
   pthread_mutex_t lock;    /* guards the queues, the in-flight list and closing */
   job *inflight;           /* compiling, for joining */
   bool closing;
-  cache_queue queues[PCC_MAX_COMPILERS + 1];
+  cache_queue queues[PCC_MAX_COMPILERS + 2]; /* one per backend, then the forward queue */
   unsigned n_queues;
+  cache_queue *forward;    /* with --upstream: the last of queues; NULL otherwise */
 };
 
 /* ---- jobs ------------------------------------------------------------------------------ */
@@ -154,15 +161,16 @@ static pcc_blob *blob_copy(const pcc_blob *blob)
   return copy;
 }
 
-/* Stores a blob of the --shared tier as a compile's (its compiler, times and all) and takes it as
- * the job's result. Called without the lock. */
-static void job_take_shared(cache *c, job *j, pcc_blob *blob)
+/* Stores a blob from elsewhere (the --shared tier, an --upstream: from names it; verified by
+ * them) as a compile's (its compiler, times and all) and takes it as the job's result. Called
+ * without the lock. */
+static void job_take_blob(cache *c, job *j, pcc_blob *blob, const char *from)
 {
   pcc_store_status store_rc = pcc_store_put(pcc_core_store(c->core), j->ns, &j->magic, j->opt,
                                             j->path, strlen(j->path), &j->record, blob);
   if (store_rc == PCC_STORE_OK || store_rc == PCC_STORE_DAMAGED) {
     j->blob = blob;
-    j->shared = true;
+    j->from = from;
     j->result = blob->kind == PCC_BLOB_CODE ? JOB_CODE : JOB_COMPILE_ERROR;
     return;
   }
@@ -178,17 +186,35 @@ static void job_take_shared(cache *c, job *j, pcc_blob *blob)
 
 static void job_compile_here(cache *c, job *j);
 
-/* Runs one job: from the --shared tier when it has the blob (or another replica compiles it
- * meanwhile; shared.h), else through its backend's pool, and stores its outcome; a blob compiled
- * here goes to the shared tier. Called without the lock, on a dispatcher thread. */
+/* Runs one job: from the first --upstream that compiles it (upstream.h), else from the
+ * --shared tier when it has the blob (or another replica compiles it meanwhile; shared.h), else
+ * through its backend's pool, and stores its outcome; a blob compiled here goes to the shared
+ * tier. A forwarded job (no backend here) has the upstreams only. Called without the lock, on a
+ * dispatcher thread. */
 static void job_compile(cache *c, job *j)
 {
+  pcc_upstream *upstream = pcc_core_upstream(c->core);
+  pcc_blob *blob = NULL;
+  if (upstream != NULL) {
+    pcc_upstream_status up_rc = pcc_upstream_compile(upstream, &j->magic, j->opt, j->path,
+                                                     &j->record, j->source, j->len, &blob);
+    if (up_rc == PCC_UPSTREAM_OK) {
+      job_take_blob(c, j, blob, "upstream");
+      return;
+    }
+    if (j->queue->forward) {
+      j->result = up_rc == PCC_UPSTREAM_UNSUPPORTED ? JOB_UNSUPPORTED : JOB_UNAVAILABLE;
+      snprintf(j->message, sizeof j->message, "no compiler here for this magic, and %s "
+               "(--upstream)", up_rc == PCC_UPSTREAM_UNSUPPORTED ? "no upstream has one"
+                                                                  : "no upstream answered");
+      return;
+    }
+  }
   pcc_shared *shared = pcc_core_shared(c->core);
   pcc_shared_ticket ticket;
-  pcc_blob *blob = NULL;
   if (shared != NULL &&
       pcc_shared_fetch(shared, &j->magic, j->opt, &j->record, &blob, &ticket) == PCC_SHARED_OK) {
-    job_take_shared(c, j, blob);
+    job_take_blob(c, j, blob, "shared");
     return;
   }
   job_compile_here(c, j);
@@ -312,8 +338,11 @@ static void job_finish_locked(cache *c, job *j)
   job_unref_locked(j); /* the dispatcher's hold */
 }
 
+/* The compiler of queue's backend; NULL for the forward queue. */
 static pcc_compiler *backend_compiler(const cache *c, const cache_queue *queue)
 {
+  if (queue->forward)
+    return NULL;
   const pcc_backend *backends;
   pcc_core_backends(c->core, &backends);
   return backends[queue->backend].compiler;
@@ -342,7 +371,8 @@ static void *dispatcher_main(void *arg)
     job_finish_locked(c, j);
     /* answered: now replace a worker that failed or was recycled (pcc_compiler_repair) */
     pthread_mutex_unlock(&c->lock);
-    pcc_compiler_repair(backend_compiler(c, queue));
+    if (!queue->forward)
+      pcc_compiler_repair(backend_compiler(c, queue));
     pthread_mutex_lock(&c->lock);
   }
   pthread_mutex_unlock(&c->lock);
@@ -404,7 +434,8 @@ static unsigned retry_after_locked(const cache *c, const cache_queue *queue)
   const pcc_histogram *h = &pcc_counters_totals(pcc_core_counters(c->core))->compile_latency;
   uint64_t count = atomic_load(&h->count), sum_ns = atomic_load(&h->sum_ns);
   double mean = count ? (double)sum_ns / 1e9 / (double)count : 1.0;
-  unsigned workers = pcc_compiler_workers(backends[queue->backend].compiler);
+  unsigned workers = queue->forward ? queue->n_dispatchers
+                                    : pcc_compiler_workers(backends[queue->backend].compiler);
   double wait = mean * ((double)queue->queued / (workers ? workers : 1) + 1);
   return wait >= PCC_RETRY_AFTER_MAX ? PCC_RETRY_AFTER_MAX : (unsigned)wait + 1; /* rounded up */
 }
@@ -476,7 +507,8 @@ static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
   size_t len = req->body_len;
   uint8_t *read_bytes = NULL;
   int backend = pcc_core_backend_for(c->core, &params->magic);
-  if (backend < 0) {
+  cache_queue *queue = backend >= 0 ? &c->queues[backend] : c->forward;
+  if (queue == NULL) {
     atomic_fetch_add(&pcc_counters_for(pcc_core_counters(c->core), &params->magic)->unsupported,
                      1);
     pcc_core_answer_unsupported(c->core, answer);
@@ -514,12 +546,12 @@ static void handle_compile(void *state, pcc_request *req, pcc_answer *answer)
     pcc_answer_error(answer, PCC_ERR_COMPILE_TIMEOUT, "this source's compile ran past "
                      "--compile-timeout; it is not tried again for %lld s (--timeout-memory)",
                      (long long)left);
-  else if (find_job(c, &c->queues[backend], &params->magic, params->opt, &record.digest) ==
+  else if (find_job(c, queue, &params->magic, params->opt, &record.digest) ==
              NULL &&
            answer_stored(c, req->ns, params, &record, answer))
     ; /* a job finished between the first look and the lock: its blob answers */
   else
-    join_or_queue_locked(c, &c->queues[backend], req, &record, source, len, answer);
+    join_or_queue_locked(c, queue, req, &record, source, len, answer);
   pthread_mutex_unlock(&c->lock);
   if (answer->kind == PCC_ANSWER_PENDING) {
     answer->finish = compile_finish;
@@ -561,7 +593,7 @@ static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
     else
       pcc_answer_blob(answer, blob, &j->record.digest, true,
                       job_waiter(j, 0)->ctx != req->ctx ? "joined"
-                      : j->shared                         ? "shared"
+                      : j->from != NULL                   ? j->from
                                                           : "compiled");
     break;
   }
@@ -576,6 +608,11 @@ static void compile_finish(void *pending, pcc_request *req, pcc_answer *answer)
     break;
   case JOB_INTERNAL:
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "%s", j->message);
+    break;
+  case JOB_UNSUPPORTED:
+    atomic_fetch_add(&pcc_counters_for(pcc_core_counters(c->core), &params->magic)->unsupported,
+                     1);
+    pcc_core_answer_unsupported(c->core, answer);
     break;
   }
   compile_abandon(j);
@@ -669,6 +706,8 @@ static void handle_stats(void *state, pcc_request *req, pcc_answer *answer)
   cJSON_AddItemToObject(stats, "store", pcc_core_store_json(c->core));
   if (pcc_core_shared(c->core) != NULL)
     cJSON_AddItemToObject(stats, "shared", pcc_shared_json(pcc_core_shared(c->core)));
+  if (pcc_core_upstream(c->core) != NULL)
+    cJSON_AddItemToObject(stats, "upstream", pcc_upstream_json(pcc_core_upstream(c->core)));
   cJSON *compilers = cJSON_AddArrayToObject(stats, "compilers");
   const pcc_backend *backends;
   unsigned n_backends = pcc_core_backends(c->core, &backends);
@@ -716,13 +755,18 @@ static int cache_open(pcc_core *core, void **state)
   const pcc_backend *backends;
   unsigned n_backends = pcc_core_backends(core, &backends);
   *state = c;
-  for (unsigned b = 0; b < n_backends; b++) {
+  bool forward = pcc_core_upstream(core) != NULL;
+  for (unsigned b = 0; b < n_backends + forward; b++) {
     cache_queue *queue = &c->queues[b];
     queue->cache = c;
     queue->backend = b;
+    queue->forward = b == n_backends;
     pthread_cond_init(&queue->work, NULL);
     c->n_queues++; /* from here on, cache_close cleans it up */
-    unsigned n = pcc_compiler_workers(backends[b].compiler);
+    if (queue->forward)
+      c->forward = queue;
+    unsigned n = queue->forward ? PCC_UPSTREAM_FORWARDERS
+                                : pcc_compiler_workers(backends[b].compiler);
     queue->dispatchers = calloc(n, sizeof *queue->dispatchers);
     if (queue->dispatchers == NULL)
       return -1;

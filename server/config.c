@@ -20,6 +20,7 @@
 #include "config.h"
 #include "proto.h"
 #include "shared.h"
+#include "upstream.h"
 
 /* OPT_CHOICE: a string that is one of the '|'-separated words of the row's arg. */
 typedef enum { OPT_STRING, OPT_CHOICE, OPT_NUMBER, OPT_BYTES, OPT_LIST, OPT_FLAG } option_kind;
@@ -194,6 +195,23 @@ static const option_spec options[] = {
   {"shared-key", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(shared_key),
    "a secret file of the fleet (32+ bytes, mode 0600): --shared values are signed with "
    "HMAC-SHA256 under it, and one not signed with it is never used", 0, 0},
+  {"upstream", OPT_STRING, "URL[,URL...]", NULL, 0, 0, 0, FIELD(upstream),
+   "other pycached servers (http://, https:// or unix:/PATH), asked in this order to compile a "
+   "source not stored here before it is compiled here, and to compile every source of a magic "
+   "no backend here compiles; their answers are verified, and one down is skipped a while", 0,
+   0},
+  {"upstream-timeout", OPT_NUMBER, "MS", NULL, PCC_UPSTREAM_TIMEOUT_DEFAULT, 1, 600000,
+   FIELD(upstream_timeout),
+   "a compile asked of an --upstream unanswered for this long fails (compiled here instead)", 0,
+   0},
+  {"upstream-connect-timeout", OPT_NUMBER, "MS", NULL, PCC_UPSTREAM_CONNECT_TIMEOUT_DEFAULT, 1,
+   10000, FIELD(upstream_connect_timeout), "a connect to an --upstream taking longer fails", 0,
+   0},
+  {"upstream-ca-file", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(upstream_ca_file),
+   "CAs (PEM) that sign the certificates of the https:// --upstream servers [the system's]", 0,
+   0},
+  {"upstream-token-file", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(upstream_token_file),
+   "a file holding the token sent to the --upstream servers (a compile role there)", 0, 0},
   {"verify-store", OPT_FLAG, "", NULL, 0, 0, 0, FIELD(verify_store),
    "check every record of the store (read-only), print the problems and exit (0: sound, 3: "
    "damaged, 4: cannot be opened)", 0, NOT_IN_FILE | NOT_IN_ENV},
@@ -899,6 +917,19 @@ static bool check_shared(parse_state *st)
   return false;
 }
 
+/* --upstream is a list pcc_upstream_open takes. False (printed, naming where it was set)
+ * otherwise. */
+static bool check_upstream(parse_state *st)
+{
+  const char *list = st->config->upstream;
+  char err[400], place[WHERE_MAX];
+  if (list == NULL || list[0] == '\0' || pcc_upstream_list_valid(list, err, sizeof err))
+    return true;
+  size_t i = option_at(FIELD(upstream));
+  fprintf(stderr, "pycached: %s: %s\n", where(st, i, st->given[i], place, sizeof place), err);
+  return false;
+}
+
 /* ---- the whole ------------------------------------------------------------------------------ */
 
 enum { HELP = N_OPTIONS, VERSION, LIMITS };
@@ -987,7 +1018,8 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
     if (c >= 0 && (size_t)c < N_OPTIONS && !apply(&st, (size_t)c, optarg, (origin){FROM_FLAG, 0}))
       return PCC_CONFIG_USAGE;
 
-  if (!resolve_listen(&st) || !resolve_socket(&st) || !check_tls(&st) || !check_shared(&st))
+  if (!resolve_listen(&st) || !resolve_socket(&st) || !check_tls(&st) || !check_shared(&st) ||
+      !check_upstream(&st))
     return PCC_CONFIG_USAGE;
   return derive_sizes(out, st.given[option_at(FIELD(map_size))].layer != FROM_DEFAULT,
                       st.given[option_at(FIELD(max_size))].layer != FROM_DEFAULT)

@@ -42,6 +42,7 @@ struct pcc_core {
   pcc_store *store;
   pcc_counters *counters;
   pcc_shared *shared;   /* --shared; NULL: none */
+  pcc_upstream *upstream; /* --upstream; NULL: none */
   pcc_sources *sources; /* the --source-root directories */
   pcc_backend backends[PCC_MAX_COMPILERS + 1]; /* [0]: the default: the embedded CPython, or
                                                 * with --no-embedded the first --compiler */
@@ -626,6 +627,22 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
       return shared_rc == PCC_SHARED_INVALID ? PCC_CORE_CONFIG : PCC_CORE_NOMEM;
     }
   }
+  if (config->upstream != NULL && config->upstream[0] != '\0') {
+    pcc_upstream_config upstream_config = {
+      .connect_ms = (long)config->upstream_connect_timeout,
+      .compile_ms = (long)config->upstream_timeout,
+      .ca_file = config->upstream_ca_file,
+      .token_file = config->upstream_token_file};
+    char err[512];
+    pcc_upstream_status upstream_rc = pcc_upstream_open(config->upstream, &upstream_config, err,
+                                                        sizeof err, &core->upstream);
+    if (upstream_rc != PCC_UPSTREAM_OK) {
+      pcc_logf(PCC_LOG_ERROR, "%s", upstream_rc == PCC_UPSTREAM_INVALID ? err
+                                    : pcc_upstream_strerror(upstream_rc));
+      pcc_core_close(core);
+      return upstream_rc == PCC_UPSTREAM_INVALID ? PCC_CORE_CONFIG : PCC_CORE_NOMEM;
+    }
+  }
   pcc_core_status rc = open_store(core);
   if (rc != PCC_CORE_OK) {
     pcc_core_close(core);
@@ -673,6 +690,7 @@ void pcc_core_close(pcc_core *core)
   pthread_mutex_destroy(&core->lock);
   pcc_sources_close(core->sources);
   pcc_shared_close(core->shared);
+  pcc_upstream_close(core->upstream);
   pcc_counters_close(core->counters);
   pthread_mutex_destroy(&core->stored.lock);
   free(core);
@@ -696,6 +714,11 @@ pcc_counters *pcc_core_counters(pcc_core *core)
 pcc_shared *pcc_core_shared(pcc_core *core)
 {
   return core->shared;
+}
+
+pcc_upstream *pcc_core_upstream(pcc_core *core)
+{
+  return core->upstream;
 }
 
 time_t pcc_core_started(const pcc_core *core)
@@ -745,11 +768,12 @@ static uint64_t nanos_since(const struct timespec *start)
 }
 
 /* A miss; for a magic no backend compiles, unsupported-magic, counted as such and not as a
- * miss (its stored entries still hit). */
+ * miss (its stored entries still hit), unless an --upstream may compile it: then a miss, and
+ * the client's compile is forwarded. */
 static void answer_miss(pcc_core *core, pcc_answer *answer, const pcc_magic *magic, bool stale)
 {
   pcc_magic_counters *counters = pcc_counters_for(core->counters, magic);
-  if (pcc_core_backend_for(core, magic) < 0) {
+  if (pcc_core_backend_for(core, magic) < 0 && core->upstream == NULL) {
     atomic_fetch_add(&counters->unsupported, 1);
     pcc_core_answer_unsupported(core, answer);
     return;

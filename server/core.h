@@ -13,6 +13,7 @@
 #include "config.h"
 #include "counters.h"
 #include "shared.h"
+#include "upstream.h"
 #include "sources.h"
 #include "store.h"
 
@@ -49,7 +50,8 @@ int pcc_core_verify_store(const pcc_config *config);
 /* Copies config, opens the store and the counters, resolves the source roots, starts a worker
  * pool per backend (the embedded CPython, then each --compiler) and the store's upkeep thread
  * (eviction past --max-size, the last uses written in batches, profiles past --profile-days
- * dropped), and the --shared tier's handle (connecting to nothing yet). The store is checked first (a walk of its tables bounded by
+ * dropped), and the handles of the --shared and --upstream tiers (connecting to nothing
+ * yet). The store is checked first (a walk of its tables bounded by
  * PCC_STORE_CHECK_SECONDS); a damaged one is refused (PCC_CORE_DAMAGED) or, with
  * --on-damaged-store=quarantine, moved aside for an empty one. On failure prints why to stderr.
  * *out is the caller's (pcc_core_close). */
@@ -65,6 +67,8 @@ pcc_counters *pcc_core_counters(pcc_core *core);
 time_t pcc_core_started(const pcc_core *core);
 /* The shared tier of --shared (shared.h), or NULL without one. */
 pcc_shared *pcc_core_shared(pcc_core *core);
+/* The upstream tier of --upstream (upstream.h), or NULL without one. */
+pcc_upstream *pcc_core_upstream(pcc_core *core);
 
 /* The backends: *first gets the array (index 0 is the default backend), the result its count. */
 unsigned pcc_core_backends(const pcc_core *core, const pcc_backend **first);

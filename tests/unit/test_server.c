@@ -1628,6 +1628,88 @@ START_TEST(test_shared_lists)
 }
 END_TEST
 
+/* A bad --upstream list is refused with a message naming the problem; a good one opens without
+ * connecting anywhere; a token file that cannot be read is refused at open. */
+START_TEST(test_upstream_lists)
+{
+  pcc_upstream_config config = {200, 1000, NULL, NULL};
+  const char *bad[] = {"", "ftp://h", "http://", "h:1", "http://h:1,", ",http://h:1",
+                       "unix:relative.sock", "redis://h:1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    pcc_upstream *upstream = NULL;
+    char err[512];
+    ck_assert_msg(!pcc_upstream_list_valid(bad[i], err, sizeof err), "%s was valid", bad[i]);
+    ck_assert_msg(pcc_upstream_open(bad[i], &config, err, sizeof err, &upstream) ==
+                  PCC_UPSTREAM_INVALID, "%s was accepted", bad[i]);
+    ck_assert_ptr_null(upstream);
+    ck_assert_ptr_nonnull(strstr(err, "--upstream"));
+  }
+  char many[16 * 24] = "";
+  for (int i = 0; i <= PCC_UPSTREAMS_MAX; i++)
+    snprintf(many + strlen(many), sizeof many - strlen(many), "%shttp://h:%d", i ? "," : "",
+             i + 1);
+  char err[512];
+  ck_assert(!pcc_upstream_list_valid(many, err, sizeof err));
+  ck_assert_ptr_nonnull(strstr(err, "more than"));
+  pcc_upstream *upstream = NULL;
+  ck_assert_int_eq(pcc_upstream_open("http://127.0.0.1:1,unix:/nonexistent/p.sock", &config,
+                                     err, sizeof err, &upstream), PCC_UPSTREAM_OK);
+  ck_assert_uint_eq(pcc_upstream_count(upstream), 2);
+  ck_assert_str_eq(pcc_upstream_url(upstream, 1), "unix:/nonexistent/p.sock");
+  ck_assert(pcc_upstream_up(upstream, 0)); /* nothing tried yet */
+  pcc_upstream_close(upstream);
+  pcc_upstream_close(NULL);
+  config.token_file = "/nonexistent/token";
+  upstream = NULL;
+  ck_assert_int_eq(pcc_upstream_open("http://127.0.0.1:1", &config, err, sizeof err, &upstream),
+                   PCC_UPSTREAM_INVALID);
+  ck_assert_ptr_null(upstream);
+  ck_assert_ptr_nonnull(strstr(err, "--upstream-token-file"));
+}
+END_TEST
+
+/* An upstream that refuses connections fails the compile at once (counted an error) and is then
+ * skipped without a connect (counted skipped) until its backoff ends; nothing is handed out. */
+START_TEST(test_upstream_breaker)
+{
+  pcc_upstream_config config = {200, 1000, NULL, NULL};
+  pcc_upstream *upstream = NULL;
+  ck_assert_int_eq(pcc_upstream_open("http://127.0.0.1:1,unix:/nonexistent/p.sock", &config,
+                                     NULL, 0, &upstream), PCC_UPSTREAM_OK);
+  pcc_magic magic;
+  ck_assert_int_eq(pcc_magic_from_hex("a70d0d0a", &magic), PCC_PROTO_OK);
+  static const uint8_t source[] = "X = 1\n";
+  pcc_path_record record = {1700000000, sizeof source - 1, pcc_java_hash(source, sizeof source - 1),
+                            {{0}}};
+  pcc_digest_compute(source, sizeof source - 1, &record.digest);
+  pcc_blob *blob = NULL;
+  ck_assert_int_eq(pcc_upstream_compile(upstream, &magic, 0, "/tmp/x.py", &record, source,
+                                        sizeof source - 1, &blob), PCC_UPSTREAM_DOWN);
+  ck_assert_ptr_null(blob);
+  pcc_upstream_figures f;
+  pcc_upstream_figures_get(upstream, &f);
+  ck_assert_uint_eq(f.errors, 2);
+  ck_assert_uint_eq(f.misses, 1);
+  ck_assert_uint_eq(f.skipped, 0);
+  ck_assert(!pcc_upstream_up(upstream, 0) && !pcc_upstream_up(upstream, 1));
+  ck_assert_int_eq(pcc_upstream_compile(upstream, &magic, 0, "/tmp/x.py", &record, source,
+                                        sizeof source - 1, &blob), PCC_UPSTREAM_DOWN);
+  pcc_upstream_figures_get(upstream, &f);
+  ck_assert_uint_eq(f.errors, 2); /* not tried again within the backoff */
+  ck_assert_uint_eq(f.skipped, 2);
+  usleep((PCC_UPSTREAM_BACKOFF_MIN_MS + 50) * 1000);
+  ck_assert_int_eq(pcc_upstream_compile(upstream, &magic, 0, "/tmp/x.py", &record, source,
+                                        sizeof source - 1, &blob), PCC_UPSTREAM_DOWN);
+  pcc_upstream_figures_get(upstream, &f);
+  ck_assert_uint_eq(f.errors, 4); /* probed again after it */
+  cJSON *json = pcc_upstream_json(upstream);
+  ck_assert_ptr_nonnull(json);
+  ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(json, "servers")), 2);
+  cJSON_Delete(json);
+  pcc_upstream_close(upstream);
+}
+END_TEST
+
 static Suite *server_suite(void)
 {
   Suite *suite = suite_create("server");
@@ -1669,6 +1751,10 @@ static Suite *server_suite(void)
   tcase_add_test(shared, test_shared_rendezvous);
   tcase_add_test(shared, test_shared_lists);
   suite_add_tcase(suite, shared);
+  TCase *upstream = tcase_create("upstream");
+  tcase_add_test(upstream, test_upstream_lists);
+  tcase_add_test(upstream, test_upstream_breaker);
+  suite_add_tcase(suite, upstream);
   TCase *bodies = tcase_create("bodies");
   tcase_add_test(bodies, test_batch_body_numbers);
   tcase_add_test(bodies, test_auth_parse_is_open_without_the_file);
