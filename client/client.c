@@ -310,6 +310,7 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
   client->raw_pyc = config->raw_pyc;
   client->base_url = strndup(url, url_len);
   const char *accept_zstd = config->accept_zstd ? "Accept-Encoding: zstd" : NULL;
+  const char *code_zstd = config->code_zstd ? "Accept-Encoding: zstd" : NULL;
   if (client->base_url == NULL) {
     pcc_client_close(client);
     return PCC_CLIENT_NOMEM;
@@ -333,8 +334,9 @@ pcc_client_status pcc_client_open(const pcc_client_config *config, pcc_client **
    * page could make a browser send, and a page cannot add this header without asking first */
   static const char client_header[] = "X-Pycached-Client: libpycached/" PCC_VERSION;
   const char *lines[CLIENT_KINDS][CLIENT_HEADER_LINES - 1] = {
-    [CLIENT_POST] = {"Content-Type: application/octet-stream", accept_code, client_header},
-    [CLIENT_CODE] = {accept_code, client_header},
+    [CLIENT_POST] = {"Content-Type: application/octet-stream", accept_code, client_header,
+                     code_zstd},
+    [CLIENT_CODE] = {accept_code, client_header, code_zstd},
     [CLIENT_GET] = {"Accept: application/json", client_header},
     [CLIENT_REQUEST] = {"Content-Type: application/json", "Accept: application/json",
                         client_header, accept_zstd},

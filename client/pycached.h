@@ -72,6 +72,11 @@ typedef struct {
                               the server compresses bundles); any body that comes with
                               Content-Encoding: zstd is decompressed, within max_response,
                               before it is handed out */
+  bool code_zstd;          /* lookups and compiles ask for zstd bodies too (Accept-Encoding:
+                              zstd): the server compresses a pyc or JSON body of at least 1 KiB
+                              when that saves 10 %; the checksum is verified over the
+                              decompressed pyc. Pays on a slow link, costs on loopback
+                              (docs/BENCHMARKS.md, "Bytes on the wire (issue 15)") */
   /* TLS, for an https:// base_url only (an http:// one with any of them set is
    * PCC_CLIENT_INVALID: no request would be protected by them). Paths of PEM files, each
    * copied and checked readable by pcc_client_open (PCC_CLIENT_IO otherwise); NULL: none. The

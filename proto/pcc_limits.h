@@ -35,6 +35,13 @@
 #define PCC_PROFILE_NAME_MAX 200                    /* bytes of a profile name */
 #define PCC_PROFILE_PATHS_MAX 20000                 /* paths of one profile, and of one POST */
 
+/* ---- zstd on the wire (server) -------------------------------------------------------------- */
+#define PCC_ZSTD_ANSWER_MIN 1024   /* bytes of a /v1/code or /v1/compile body from which it is sent
+                                      with zstd to a client that accepts it */
+#define PCC_ZSTD_ANSWER_LEVEL 1    /* zstd's level for those bodies (docs/BENCHMARKS.md, "Bytes on
+                                      the wire (issue 15)") */
+#define PCC_ZSTD_ANSWER_SAVING 10  /* percent of the body the zstd form must save, at least */
+
 /* ---- admin listings (server) ---------------------------------------------------------------- */
 #define PCC_LIST_LIMIT_DEFAULT 100 /* entries of one page of GET /v1/admin/entries */
 #define PCC_LIST_LIMIT_MAX 1000    /* ... its `limit` parameter, at most */
@@ -206,6 +213,10 @@
 #define PCC_STORE_GROUP_MAX 64        /* concurrent puts one group commit writes, at most */
 #define PCC_STORE_GROUP_BYTES (64 * PCC_MIB) /* bytes of values one group commit writes, at most
                                                 (a larger put is a group of its own) */
+#define PCC_STORE_ZSTD_MIN 1024      /* bytes of a code blob from which --store-compression zstd
+                                        compresses it */
+#define PCC_STORE_ZSTD_LEVEL 1       /* zstd's level for stored blobs */
+#define PCC_STORE_ZSTD_SAVING 10     /* percent a stored blob's frame must save, at least */
 #define PCC_PROFILES_MAX_DEFAULT 10000 /* option --max-profiles: profiles kept (the least recently
                                           updated go first) */
 #define PCC_PROFILE_DAYS_DEFAULT 30   /* option --profile-days: days an unchanged profile is kept */

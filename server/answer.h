@@ -48,7 +48,7 @@ typedef enum {
   PCC_ANSWER_ERROR,    /* error, message, extra */
 } pcc_answer_kind;
 
-#define PCC_ANSWER_HEADERS_MAX 4
+#define PCC_ANSWER_HEADERS_MAX 6
 #define PCC_ANSWER_HEADER_LEN 96
 
 typedef struct pcc_answer pcc_answer;

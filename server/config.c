@@ -76,6 +76,9 @@ static const option_spec options[] = {
    FIELD(max_size),
    "payload bytes kept before the least recently used code is evicted (with --map-size "
    "alone: 2/3 of it, at most 3G)", 0, 0},
+  {"store-compression", OPT_CHOICE, "none|zstd", "none", 0, 0, 0, FIELD(store_compression),
+   "code blobs stored from now on: as they are, or compressed with zstd where that saves 10 % "
+   "(both kinds are read whatever this says)", 0, 0},
   {"max-profiles", OPT_NUMBER, "N", NULL, PCC_PROFILES_MAX_DEFAULT, 1, 10000000,
    FIELD(max_profiles), "import profiles kept (a new one replaces the least recently updated)",
    0, 0},

@@ -74,6 +74,7 @@ typedef struct {
   bool retire_unserved;       /* --retire-unserved-magics */
   bool no_embedded;           /* --no-embedded: only the --compiler backends */
   const char *on_damaged_store; /* "refuse" or "quarantine" (docs/OPERATIONS.md) */
+  const char *store_compression; /* "none" or "zstd" */
   bool verify_store;          /* --verify-store: check the store and exit */
   const char *log_level;      /* "error", "warn", "info" or "debug" (proto/pcc_log.h) */
   const char *log_format;     /* "text" or "json" */

@@ -493,6 +493,7 @@ static pcc_core_status open_store(pcc_core *core)
   const pcc_config *config = &core->config;
   pcc_store_config store_config = {.map_size = config->map_size,
                                    .max_size = config->max_size,
+                                   .compress = strcmp(config->store_compression, "zstd") == 0,
                                    .max_profiles = config->max_profiles};
   pcc_store_status rc = pcc_store_open(config->store_dir, &store_config, &core->store);
   bool damaged = rc == PCC_STORE_DAMAGED;

@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "conns.h"
 #include "http.h"
@@ -225,33 +226,83 @@ static bool wants_raw_pyc(struct MHD_Connection *connection)
   return accept != NULL && strstr(accept, "application/x-python-pyc") != NULL;
 }
 
+/* The zstd frame of an answer body of len bytes (malloc'd; *frame_len its size), or NULL when the
+ * body is under PCC_ZSTD_ANSWER_MIN, cannot be compressed or would not shrink by
+ * PCC_ZSTD_ANSWER_SAVING percent. The frame states its decompressed size, which the client's
+ * limit is checked against before it decompresses. */
+static uint8_t *zstd_body(const void *body, size_t len, size_t *frame_len)
+{
+  if (len < PCC_ZSTD_ANSWER_MIN)
+    return NULL;
+  size_t bound = ZSTD_compressBound(len);
+  uint8_t *frame = ZSTD_isError(bound) ? NULL : malloc(bound);
+  size_t n = frame ? ZSTD_compress(frame, bound, body, len, PCC_ZSTD_ANSWER_LEVEL) : 0;
+  if (frame == NULL || ZSTD_isError(n) ||
+      n > len - len / 100 * PCC_ZSTD_ANSWER_SAVING) {
+    free(frame);
+    return NULL;
+  }
+  *frame_len = n;
+  return frame;
+}
+
+/* Queues an ENTRY body (text, malloc'd, taken) compressed with zstd when the client accepts it
+ * and it pays (zstd_body), else as it is; the answer says Content-Encoding: zstd then. */
+static enum MHD_Result queue_entry_body(struct MHD_Connection *connection, char *text, size_t len,
+                                        bool zstd, const char *content_type, pcc_answer *answer)
+{
+  size_t frame_len = 0;
+  uint8_t *frame = zstd && text != NULL ? zstd_body(text, len, &frame_len) : NULL;
+  if (frame == NULL)
+    return queue(connection, 200, owned_response(text, len), len, content_type, answer);
+  free(text);
+  pcc_answer_header(answer, MHD_HTTP_HEADER_CONTENT_ENCODING, "zstd");
+  return queue(connection, 200, owned_response((char *)frame, frame_len), frame_len, content_type,
+               answer);
+}
+
 /* An ENTRY answer: the pyc for the request's mtime and size, raw (with its fields in headers)
- * or as JSON. */
+ * or as JSON; compressed with zstd when the request accepts it (zstd) and the body is worth it. A
+ * raw pyc sent as it is goes from the blob it was built in (no copy). */
 static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_params *params,
-                                  pcc_answer *answer)
+                                  pcc_answer *answer, bool zstd)
 {
   pcc_entry_view view;
   const uint8_t *pyc = pcc_answer_entry_view(params, answer, &view);
   pcc_answer_header(answer, "X-Pycached-Outcome", answer->outcome);
+  pcc_answer_header(answer, MHD_HTTP_HEADER_VARY, MHD_HTTP_HEADER_ACCEPT_ENCODING);
   if (!wants_raw_pyc(connection)) {
     size_t len = 0;
     char *text = pcc_entry_to_json_text(&view, &len);
-    return queue(connection, 200, owned_response(text, len), len, "application/json", answer);
+    return queue_entry_body(connection, text, len, zstd, "application/json", answer);
   }
   char digest_hex[PCC_DIGEST_HEX_LEN + 1], checksum_hex[17], hash_text[16];
-  char etag[PCC_DIGEST_HEX_LEN + 24];
+  char etag[PCC_DIGEST_HEX_LEN + 32];
   pcc_digest_to_hex(&view.digest, digest_hex);
   pcc_checksum_to_hex(view.checksum, checksum_hex);
   snprintf(hash_text, sizeof hash_text, "%d", (int)view.hash);
-  snprintf(etag, sizeof etag, "\"%s-%s\"", digest_hex, checksum_hex);
-  /* the pyc is sent from the blob it was built in, which the response frees once sent */
-  pcc_blob *blob = answer->blob;
-  answer->blob = NULL;
-  struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback_cls(
-    view.pyc_len, (void *)pyc, free, blob);
-  if (response == NULL) {
-    free(blob);
-    return MHD_NO;
+  size_t frame_len = 0;
+  uint8_t *frame = zstd ? zstd_body(pyc, view.pyc_len, &frame_len) : NULL;
+  /* the zstd form is another representation: another strong validator */
+  snprintf(etag, sizeof etag, "\"%s-%s%s\"", digest_hex, checksum_hex, frame ? "-zstd" : "");
+  struct MHD_Response *response;
+  if (frame != NULL) {
+    response = MHD_create_response_from_buffer(frame_len, frame, MHD_RESPMEM_MUST_FREE);
+    if (response == NULL) {
+      free(frame);
+      return MHD_NO;
+    }
+    pcc_answer_header(answer, MHD_HTTP_HEADER_CONTENT_ENCODING, "zstd");
+  } else {
+    /* the pyc is sent from the blob it was built in, which the response frees once sent */
+    pcc_blob *blob = answer->blob;
+    answer->blob = NULL;
+    response = MHD_create_response_from_buffer_with_free_callback_cls(view.pyc_len, (void *)pyc,
+                                                                      free, blob);
+    if (response == NULL) {
+      free(blob);
+      return MHD_NO;
+    }
   }
   MHD_add_response_header(response, "X-Pycached-Digest", digest_hex);
   MHD_add_response_header(response, "X-Pycached-Checksum", checksum_hex);
@@ -260,7 +311,8 @@ static enum MHD_Result send_entry(struct MHD_Connection *connection, const pcc_p
                           view.hash_checked ? "hash" : "timestamp");
   MHD_add_response_header(response, "X-Pycached-Compiler", view.compiler);
   MHD_add_response_header(response, MHD_HTTP_HEADER_ETAG, etag);
-  return queue(connection, 200, response, view.pyc_len, "application/x-python-pyc", answer);
+  return queue(connection, 200, response, frame ? frame_len : view.pyc_len,
+               "application/x-python-pyc", answer);
 }
 
 /* Releases shared bytes once libmicrohttpd is done with them. */
@@ -314,16 +366,17 @@ static struct MHD_Response *stream_response(pcc_answer *answer)
   return response;
 }
 
-/* Encodes and queues an answer; clears it. */
+/* Encodes and queues an answer; clears it. zstd: the request accepts zstd (an ENTRY answer may
+ * be compressed). */
 static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_params *params,
-                                   pcc_answer *answer)
+                                   pcc_answer *answer, bool zstd)
 {
   struct MHD_Response *response = NULL;
   uint64_t len = 0;
   enum MHD_Result result;
   switch (answer->kind) {
   case PCC_ANSWER_ENTRY:
-    result = send_entry(connection, params, answer);
+    result = send_entry(connection, params, answer, zstd);
     break;
   case PCC_ANSWER_JSON:
     response = json_response(answer->json, &len);
@@ -366,7 +419,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_
     break;
   default: /* NONE or a PENDING answer where none may be: a handler's bug */
     pcc_answer_error(answer, PCC_ERR_INTERNAL, "the handler gave no answer");
-    result = send_answer(connection, params, answer);
+    result = send_answer(connection, params, answer, false);
     break;
   }
   pcc_answer_clear(answer);
@@ -376,7 +429,7 @@ static enum MHD_Result send_answer(struct MHD_Connection *connection, const pcc_
 /* An error answered before a handler runs (auth, limits, parameters). */
 static enum MHD_Result send_error(struct MHD_Connection *connection, pcc_answer *answer)
 {
-  return send_answer(connection, NULL, answer);
+  return send_answer(connection, NULL, answer, false);
 }
 
 /* ---- routes and auth ------------------------------------------------------------------- */
@@ -907,7 +960,7 @@ static enum MHD_Result send_final(struct MHD_Connection *connection, const reque
 {
   if (pcc_conns_reserved(req->conn))
     pcc_answer_header(answer, MHD_HTTP_HEADER_CONNECTION, "close");
-  return send_answer(connection, &req->request.params, answer);
+  return send_answer(connection, &req->request.params, answer, req->request.accept_zstd);
 }
 
 /* The final call of a request: run its handler (or finish its pending answer) and answer. */

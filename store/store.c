@@ -18,6 +18,12 @@
  *                checksum u64 (XXH3-64 of every byte after it) | version u8 | kind u8 |
  *                compiler_len u8 | 0 u8 | hash i32 | size u64 | created i64 |
  *                compile_us u32 | record length u32 | compiler | payload
+ *                A record of version BLOB_VERSION_ZSTD (config.compress) holds the payload as
+ *                one zstd frame that states its size; the checksum is the one of the plain
+ *                record (version BLOB_VERSION, the plain length): reading decompresses it into
+ *                exactly that record and checks it there. Plain records (version 2) are read
+ *                as before; a binary older than compression sees a compressed record as damaged
+ *                (a miss, replaced by the next compile), never serves its frame.
  *
  *   refs (DUPSORT): blob key -> paths key, one value per path entry a version of which names
  *                the blob: the blob's references. The blob goes when its last one does.
@@ -51,6 +57,7 @@
 #include <time.h>
 
 #include <lmdb.h>
+#include <zstd.h>
 
 #include "guard.h"
 #include "store.h"
@@ -69,6 +76,7 @@
 #define CHUNKS_MAX 65535
 #define PAGE_HEADER 16     /* LMDB's page header: an overflow page holds page size - 16 bytes */
 #define BLOB_VERSION 2
+#define BLOB_VERSION_ZSTD 3 /* the payload compressed (see the layouts above) */
 #define BLOB_HEADER_LEN 40
 _Static_assert(BLOB_HEADER_LEN >= PCC_BLOB_HEADROOM, "a blob's headroom is its parsed header");
 #define USE_VALUE_LEN 16
@@ -1313,7 +1321,34 @@ static int ref_remove(wtxn *w, const uint8_t *blob_bytes, const uint8_t *path_ke
   return mdb_rc == MDB_NOTFOUND ? blob_forget(w, blob_bytes) : mdb_rc;
 }
 
-/* Writes the blob's record under key_bytes, in chunks of one page each. */
+/* The record v (plain, checksummed, of a code blob) with its payload as a zstd frame at level
+ * PCC_STORE_ZSTD_LEVEL (malloc'd; *total becomes its length), or NULL when the payload is under
+ * PCC_STORE_ZSTD_MIN bytes, is not code, or would not shrink by PCC_STORE_ZSTD_SAVING percent. */
+static uint8_t *compress_record(const uint8_t *v, size_t compiler_len, const pcc_blob *blob,
+                                size_t *total)
+{
+  if (blob->kind != PCC_BLOB_CODE || blob->payload_len < PCC_STORE_ZSTD_MIN)
+    return NULL;
+  size_t head = BLOB_HEADER_LEN + compiler_len, bound = ZSTD_compressBound(blob->payload_len);
+  uint8_t *packed = ZSTD_isError(bound) ? NULL : malloc(head + bound);
+  size_t n = packed ? ZSTD_compress(packed + head, bound, blob->payload, blob->payload_len,
+                                    PCC_STORE_ZSTD_LEVEL)
+                    : 0;
+  if (packed == NULL || ZSTD_isError(n) ||
+      n > blob->payload_len - blob->payload_len / 100 * PCC_STORE_ZSTD_SAVING) {
+    free(packed);
+    return NULL;
+  }
+  memcpy(packed, v, head);
+  packed[8] = BLOB_VERSION_ZSTD;
+  uint32_t length = (uint32_t)(head + n);
+  memcpy(packed + 36, &length, 4);
+  *total = head + n;
+  return packed;
+}
+
+/* Writes the blob's record under key_bytes, in chunks of one page each (its payload compressed
+ * when config.compress says so and it pays: compress_record). */
 static int put_blob(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes,
                     const pcc_blob *blob)
 {
@@ -1340,6 +1375,11 @@ static int put_blob(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes,
     memcpy(v + BLOB_HEADER_LEN + compiler_len, blob->payload, blob->payload_len);
   uint64_t checksum = pcc_checksum(v + 8, total - 8);
   memcpy(v, &checksum, 8);
+  uint8_t *packed = store->config.compress ? compress_record(v, compiler_len, blob, &total) : NULL;
+  if (packed != NULL) {
+    free(v);
+    v = packed;
+  }
   int mdb_rc = MDB_SUCCESS;
   for (size_t at = 0, n = 0; at < total && mdb_rc == MDB_SUCCESS; at += chunk, n++) {
     uint8_t key_chunk[CHUNK_KEY_LEN];
@@ -1581,8 +1621,41 @@ static int refs_update(wtxn *w, const MDB_val *key, const pcc_path_versions *bef
 
 /* ---- blobs: reads ------------------------------------------------------------------------ */
 
+/* The plain record (version BLOB_VERSION, in a blob allocation as blob_read makes) of packed, a
+ * record of version BLOB_VERSION_ZSTD of packed_len bytes read whole; *total gets its length.
+ * NULL when the frame does not decode to the size it states (at most PCC_FRAME_MAX: a pyc
+ * comes in one worker frame), or without memory. The checksum is left to the caller. */
+static pcc_blob *decompress_record(const pcc_blob *packed, size_t packed_len, uint32_t *total)
+{
+  const uint8_t *v = (const uint8_t *)(packed + 1);
+  size_t head = BLOB_HEADER_LEN + (size_t)v[10];
+  if (v[10] > PCC_COMPILER_NAME_MAX || head > packed_len)
+    return NULL;
+  const uint8_t *frame = v + head;
+  size_t frame_len = packed_len - head;
+  unsigned long long size = ZSTD_getFrameContentSize(frame, frame_len);
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN ||
+      size > PCC_FRAME_MAX || ZSTD_findFrameCompressedSize(frame, frame_len) != frame_len)
+    return NULL;
+  pcc_blob *blob = malloc(sizeof *blob + head + (size_t)size + 1);
+  if (blob == NULL)
+    return NULL;
+  uint8_t *plain = (uint8_t *)(blob + 1);
+  memcpy(plain, v, head);
+  size_t n = ZSTD_decompress(plain + head, (size_t)size, frame, frame_len);
+  if (ZSTD_isError(n) || n != size) {
+    free(blob);
+    return NULL;
+  }
+  *total = (uint32_t)(head + n);
+  plain[8] = BLOB_VERSION;
+  memcpy(plain + 36, total, 4);
+  return blob;
+}
+
 /* Reads the chunks of a blob record into one heap allocation (*out, the payload inside it) and
- * verifies it. MDB_NOTFOUND when absent; CORRUPT as *corrupt (a return of MDB_SUCCESS). */
+ * verifies it (a compressed record: after decompressing it). MDB_NOTFOUND when absent; CORRUPT
+ * as *corrupt (a return of MDB_SUCCESS). */
 static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, pcc_blob **out,
                      bool *corrupt)
 {
@@ -1624,6 +1697,13 @@ static int blob_read(pcc_store *store, MDB_txn *txn, const uint8_t *key_bytes, p
   close_cursor(cursor);
   if (current_reader != NULL && current_reader->txn == txn)
     current_reader->owned = NULL; /* no more reads of the map: ours to free or hand out */
+  if (mdb_rc == MDB_SUCCESS && !*corrupt && v[8] == BLOB_VERSION_ZSTD) {
+    pcc_blob *plain = decompress_record(blob, total, &total);
+    free(blob);
+    blob = plain;
+    v = blob ? (uint8_t *)(blob + 1) : NULL;
+    *corrupt = blob == NULL;
+  }
   uint64_t checksum = 0;
   if (mdb_rc == MDB_SUCCESS && !*corrupt) {
     memcpy(&checksum, v, 8);
@@ -2083,6 +2163,12 @@ static void entry_add_blob(pcc_store *store, MDB_txn *txn, pcc_store_entry *entr
   memcpy(entry->compiler, v + BLOB_HEADER_LEN, compiler_len);
   entry->compiler[compiler_len] = '\0';
   entry->bytes = total - BLOB_HEADER_LEN - compiler_len;
+  if (v[8] == BLOB_VERSION_ZSTD) { /* the frame's stated size: the frame starts in this chunk */
+    unsigned long long size = ZSTD_getFrameContentSize(v + BLOB_HEADER_LEN + compiler_len,
+                                                       value.mv_size - BLOB_HEADER_LEN -
+                                                         compiler_len);
+    entry->bytes = size <= PCC_FRAME_MAX ? size : 0;
+  }
 }
 
 static bool filter_match(const pcc_store_filter *filter, const MDB_val *key,

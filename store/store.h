@@ -61,6 +61,9 @@ typedef struct {
   uint64_t max_size;     /* payload bytes pcc_store_evict keeps the store under; 0: no eviction */
   uint64_t max_profiles; /* profiles kept; 0: PCC_PROFILES_MAX_DEFAULT */
   bool no_sync;          /* commits are not flushed to disk (MDB_NOSYNC): benchmarks only */
+  bool compress;         /* code blobs stored from now on are compressed with zstd where it pays
+                            (PCC_STORE_ZSTD_*); blobs read come back plain either way, and the
+                            store reads both kinds whatever this says */
   int64_t (*now)(void);  /* unix seconds for profile ages and the age of uses; NULL: time().
                             For tests. */
   bool read_only;        /* open read-only (MDB_RDONLY): pcc_store_verify of a stopped or running

@@ -4,6 +4,7 @@ files, under wrk at 64 and 256 connections (issue 12).
 
 Usage: /usr/bin/python3 tests/bench/bench_hits.py [--duration S] [--rounds N]
            [--connections 64,256] [--threads 1,2,4] [--entries N] [--build DIR [--build DIR2]]
+           [--store-compression none,zstd]
 
 What it measures. For each build (--build, default build; give it twice to compare two builds in
 one run) and each --threads value (default 2), one pycached (`--workers 2 --threads N
@@ -23,7 +24,9 @@ Reports, per connections and condition: requests/s, p50 and p99 latency (min med
 the rounds), the server's CPU time per request (utime + stime of the process and its children
 from /proc, over the run), errors (wrk's socket errors and non-2xx; the aim is 0); then each
 condition's ratios to nginx in the same round (median, min-max): rps and p99, with the aims of
-issue 12: raw rps >= 1.0x nginx's, JSON rps >= 0.6x, p99 <= 1.5x.
+issue 12: raw rps >= 1.0x nginx's, JSON rps >= 0.6x, p99 <= 1.5x. With --store-compression
+none,zstd each build and --threads value gets one server per setting (its own store, filled the
+same way), and the store's payload bytes and LMDB pages in use are printed for each.
 Exit status: 0 when the runs ran (aims met or not), 1 when a run failed, 2 on a setup error.
 """
 import argparse
@@ -37,7 +40,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (NGINX, WRK, RunFailed, fill, lua_script, run_wrk,  # noqa: E402
-                      spread, start_nginx, start_server, stdlib_sources, stop, worker_pids)
+                      spread, start_nginx, start_server, stats, stdlib_sources, stop,
+                      worker_pids)
 
 AIM_RAW = 1.0   # raw rps / nginx rps, at least
 AIM_JSON = 0.6  # JSON rps / nginx rps, at least
@@ -114,10 +118,17 @@ def main():
     parser.add_argument("--entries", type=int, default=300, help="modules stored (default 300)")
     parser.add_argument("--build", action="append",
                         help="build directory (default build); twice: both, in one run")
+    parser.add_argument("--store-compression", default="none",
+                        help="pycached --store-compression values, comma-separated (default "
+                        "none; none,zstd: both, each its own server and store)")
     args = parser.parse_args()
     if args.duration < 1 or args.rounds < 1 or args.entries < 1:
         parser.error("--duration, --rounds and --entries must be at least 1")
     builds = [os.path.abspath(b) for b in (args.build or [os.path.join(root, "build")])]
+    compressions = [c for c in args.store_compression.split(",") if c]
+    if not compressions or set(compressions) - {"none", "zstd"}:
+        parser.error("--store-compression: none, zstd or both")
+    store_used = {}
     for tool in (WRK, NGINX):
         if not os.access(tool, os.X_OK):
             print("bench_hits: %s missing (deploy/install-deps.sh installs it)" % tool,
@@ -133,17 +144,22 @@ def main():
         sources = stdlib_sources(args.entries)
         statics = mean_pyc = None
         for b, build in enumerate(builds):
-            for threads in args.threads:
-                name = "pycached%s -t %d" % (" [%s]" % os.path.basename(build)
-                                             if len(builds) > 1 else "", threads)
-                work = os.path.join(tmp, "s%d-%d" % (b, threads))
+            for threads, compression in [(t, c) for t in args.threads for c in compressions]:
+                name = "pycached%s -t %d%s" % (" [%s]" % os.path.basename(build)
+                                               if len(builds) > 1 else "", threads,
+                                               " [%s]" % compression if len(compressions) > 1
+                                               else "")
+                work = os.path.join(tmp, "s%d-%d-%s" % (b, threads, compression))
                 os.mkdir(work)
                 server, url = start_server(build, os.path.join(work, "store"),
                                            os.path.join(work, "server"), "--threads",
-                                           str(threads), "--max-connections-per-ip", "0")
+                                           str(threads), "--max-connections-per-ip", "0",
+                                           "--store-compression", compression)
                 procs.append(server)
                 port = int(url.rsplit(":", 1)[1])
                 lookups, paths, mean = fill(port, tmp, sources, docroot if not conds else None)
+                figures = stats(url)["store"]
+                store_used[name] = (figures["bytes"], figures["used"])
                 statics, mean_pyc = statics or paths, mean_pyc or mean
                 for raw in (True, False):
                     script = lua_script(os.path.join(work, "raw.lua" if raw else "json.lua"),
@@ -182,6 +198,8 @@ def main():
               ", ".join(builds), time.strftime("%Y-%m-%d %H:%M %Z"), os.cpu_count()))
     print("%d stdlib modules stored, mean pyc %.0f bytes; %d rounds of %d s per condition" % (
         len(sources), mean_pyc, args.rounds, args.duration))
+    for name, (payload, used) in store_used.items():
+        print("%s: store payload %d bytes, LMDB pages in use %d bytes" % (name, payload, used))
     for connections in args.connections:
         report(conds, rows, connections, args.rounds)
     return 0

@@ -173,6 +173,12 @@ def raw_json(port, request, host="127.0.0.1"):
     return int(head.split()[1]), json.loads(body) if body.startswith(b"{") else body
 
 
+def unzstd(data):
+    """What a zstd frame decompresses to (the zstd tool)."""
+    return subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True,
+                          timeout=30).stdout
+
+
 def make_tree(root, files):
     """Writes files ({relative path: text}) under root, making directories; returns root."""
     for name, text in files.items():
@@ -307,6 +313,49 @@ class E2E(SharedServerCase):
         self.assertEqual(body[:4], bytes.fromhex(MAGIC))
         self.assertEqual(int.from_bytes(body[8:12], "little"), int(os.stat(path).st_mtime))
         self.assertEqual(int.from_bytes(body[12:16], "little"), os.stat(path).st_size)
+
+    def test_zstd_answers_when_asked_for(self):
+        """Accept-Encoding: zstd (and not zstd;q=0): a /v1/code or /v1/compile answer over
+        PCC_ZSTD_ANSWER_MIN bytes comes compressed and decompresses to exactly the plain body
+        (its checksum over the pyc); a client that does not ask, refuses with q=0, or a body
+        under the threshold gets the plain body. Every answer says Vary: Accept-Encoding."""
+        source = "".join("def f%d(x):\n    return x * %d + len('%s')\n" % (i, i, "y" * i)
+                         for i in range(60))
+        path = self.write("zstd/big.py", source)
+        small = self.write("zstd/small.py", "X = 1\n")
+        raw = {"Accept": "application/x-python-pyc"}
+        zstd = dict(raw, **{"Accept-Encoding": "gzip, zstd;q=0.5"})
+        status, headers, compiled = self.server.request(
+            "POST", "/v1/compile?" + query(source_params(path)), source.encode(), headers=zstd)
+        self.assertEqual((status, headers["Content-Encoding"]), (200, "zstd"))
+        url = "/v1/code?" + query(source_params(path))
+        status, plain_headers, plain = self.server.request("GET", url, headers=raw)
+        self.assertEqual((status, plain_headers.get("Content-Encoding")), (200, None))
+        self.assertEqual(plain_headers["Vary"], "Accept-Encoding")
+        self.assertGreater(len(plain), 1024)
+        self.assertEqual(unzstd(compiled), plain)
+        status, headers, packed = self.server.request("GET", url, headers=zstd)
+        self.assertEqual((status, headers["Content-Encoding"], headers["Vary"]),
+                         (200, "zstd", "Accept-Encoding"))
+        self.assertLess(len(packed), len(plain) * 0.9)
+        self.assertEqual(unzstd(packed), plain)
+        self.assertEqual(headers["X-Pycached-Checksum"], plain_headers["X-Pycached-Checksum"])
+        self.assertTrue(headers["ETag"].endswith('-zstd"'), headers["ETag"])
+        # the JSON form too
+        status, headers, packed = self.server.request("GET", url, headers={
+            "Accept-Encoding": "zstd"})
+        self.assertEqual((status, headers["Content-Encoding"]), (200, "zstd"))
+        self.assertEqual(base64.b64decode(json.loads(unzstd(packed))["pyc"]), plain)
+        for refusal in ("zstd;q=0", "gzip, zstd; q=0.000", "gzip", "zstdx", ""):
+            status, headers, body = self.server.request("GET", url, headers=dict(
+                raw, **{"Accept-Encoding": refusal}))
+            self.assertEqual((status, headers.get("Content-Encoding"), body),
+                             (200, None, plain), refusal)
+        self.assertEqual(self.compile(small)[0], 200)
+        status, headers, body = self.server.request(
+            "GET", "/v1/code?" + query(source_params(small)), headers=zstd)
+        self.assertEqual((status, headers.get("Content-Encoding")), (200, None))
+        self.assertLess(len(body), 1024)
 
     # ---- validation ---------------------------------------------------------------------
 
@@ -686,6 +735,52 @@ class Lifecycle(ServersCase):
         status, body = server.json("GET", "/v1/code?" + query(source_params(path)))
         self.assertEqual(status, 200, body)
         self.assertEqual(server.stats()["compiles"], 0)
+
+    def test_store_compression_serves_the_same_pycs_and_reads_both_records(self):
+        """--store-compression zstd: a store written without it is read with it and the other
+        way round; every pyc served is the one compiled; the compressed store's pages hold
+        less for the same payload bytes."""
+        sources = {}
+        for name in ("old", "new"):
+            sources[name] = os.path.join(self.tmp, name + ".py")
+            with open(sources[name], "w") as f:
+                f.write("".join("def %s_%d(x):\n    return x * %d + len('%s')\n"
+                                % (name, i, i, "q" * i) for i in range(400)))
+        raw = {"Accept": "application/x-python-pyc"}
+
+        def compile_one(server, name):
+            with open(sources[name], "rb") as f:
+                text = f.read()
+            status, _, pyc = server.request("POST", "/v1/compile?" + query(source_params(
+                sources[name])), text, headers=raw)
+            self.assertEqual(status, 200)
+            return pyc
+
+        def lookup(server, name):
+            status, _, pyc = server.request("GET", "/v1/code?" + query(source_params(
+                sources[name])), headers=raw)
+            self.assertEqual(status, 200, pyc[:200])
+            return pyc
+
+        server = self.start("--workers", "1")
+        old = compile_one(server, "old")
+        plain = server.stats()["store"]
+        self.assertEqual(server.stop(), 0)
+        server = self.start("--workers", "1", "--store-compression", "zstd")
+        self.assertEqual(lookup(server, "old"), old)
+        new = compile_one(server, "new")
+        self.assertEqual(lookup(server, "new"), new)
+        both = server.stats()["store"]
+        self.assertEqual(both["bytes"], 2 * plain["bytes"] - (len(old) - len(new)))
+        self.assertLess(both["used"] - plain["used"], (plain["used"] - 4 * 4096) / 2)
+        self.assertEqual(server.stop(), 0)
+        server = self.start("--workers", "1")
+        self.assertEqual((lookup(server, "old"), lookup(server, "new")), (old, new))
+        self.assertEqual(server.stats()["compiles"], 0)
+        verify = subprocess.run([PYCACHED, "--verify-store", "--store",
+                                 os.path.join(self.tmp, "store")], capture_output=True,
+                                text=True, timeout=60)
+        self.assertEqual(verify.returncode, 0, verify.stdout + verify.stderr)
 
     @unittest.skipUnless(shutil.which("mdb_dump") and shutil.which("mdb_load"),
                          "needs lmdb-utils")

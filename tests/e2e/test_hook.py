@@ -347,7 +347,25 @@ class FaultProxy(http.server.ThreadingHTTPServer):
     def __init__(self, upstream_port, mode):
         self.upstream_port = upstream_port
         self.mode = mode
+        self.encodings = []  # the Accept-Encoding of each request (None: none)
         super().__init__(("127.0.0.1", 0), FaultHandler)
+
+
+def zstd_frame(data):
+    """data as one zstd frame that states its size (the zstd tool, from a file)."""
+    with tempfile.NamedTemporaryFile() as plain:
+        plain.write(data)
+        plain.flush()
+        return subprocess.run(["zstd", "-q", "-c", "-3", plain.name], capture_output=True,
+                              check=True, timeout=60).stdout
+
+
+def ZSTD_BOMB(cache=[]):
+    """A frame of a few KiB that expands to 64 MiB + 1 zero bytes: one past the hook's response
+    limit (libpycached's max_response, PCC_RESPONSE_MAX_DEFAULT)."""
+    if not cache:
+        cache.append(zstd_frame(bytes(64 * 1024 * 1024 + 1)))
+    return cache[0]
 
 
 def damage_bundle(bundle, mode):
@@ -384,6 +402,7 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
                                                                timeout=30)
         forwarded = {k: self.headers[k] for k in ("Accept", "Content-Type", "X-Pycached-Client",
                                                   "Authorization") if k in self.headers}
+        self.server.encodings.append(self.headers.get("Accept-Encoding"))
         conn.request(self.command, self.path, body, forwarded)
         resp = conn.getresponse()
         status, data = resp.status, resp.read()
@@ -409,6 +428,11 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
             elif mode == "http-500":
                 status, headers = 500, [("Content-Type", "application/json")]
                 pyc = bytearray(b'{"error":"internal","message":"injected"}')
+            elif mode.startswith("zstd-"):  # what a server sends that accepts zstd
+                headers.append(("Content-Encoding", "zstd"))
+                pyc = bytearray(zstd_frame(bytes(pyc)) if mode != "zstd-bomb" else ZSTD_BOMB())
+                if mode == "zstd-damaged":
+                    pyc[len(pyc) // 2] ^= 0x40
             if mode in ("bad-magic", "garbage-marshal"):  # consistent checksum: deeper checks
                 headers = [(k, _native.checksum(bytes(pyc)) if k == "X-Pycached-Checksum"
                             else v) for k, v in headers]
@@ -444,6 +468,78 @@ class DamagedResponses(HookCase):
             self.assertEqual((out["value"], out["double"]), (5, 42), mode)
             self.assertEqual(out["stats"]["fallbacks"], reason, mode)
             self.assertEqual(out["stats"]["local_compile"], 3, mode)
+
+
+class ZstdAnswers(HookCase):
+    def proxied(self, mode, env):
+        server = self.start_server()
+        proxy = FaultProxy(server.port, mode)
+        thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            name = "pkg_" + mode.replace("-", "_")
+            root = self.small_package(name, 5)
+            out = self.import_small("http://127.0.0.1:%d" % proxy.server_address[1], root, name,
+                                    env)
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+            thread.join(10)
+        self.assertEqual((out["value"], out["double"]), (5, 42), mode)
+        return out["stats"], proxy.encodings
+
+    def test_zstd_pycs_are_decoded_and_damage_falls_back(self):
+        """PYCACHED_ZSTD=1: every lookup and compile asks for zstd; a zstd pyc is decoded and
+        served; a damaged frame, or one that expands past the response limit, falls back to a
+        local compile (bad-response, too-large) and the import works."""
+        stats, encodings = self.proxied("zstd-good", {"PYCACHED_ZSTD": "1"})
+        self.assertEqual(set(encodings), {"zstd"})
+        self.assertEqual((stats["fallbacks"], stats["local_compile"]), ({}, 0))
+        self.assertEqual(stats["compiles_asked"] + stats["hits"], 3, stats)
+        for mode, reason in (("zstd-damaged", "bad-response"), ("zstd-bomb", "too-large")):
+            stats, _ = self.proxied(mode, {"PYCACHED_ZSTD": "1"})
+            self.assertEqual(stats["fallbacks"], {reason: 3}, mode)
+            self.assertEqual(stats["local_compile"], 3, mode)
+
+    def test_a_real_server_sends_fewer_bytes_with_zstd(self):
+        """PYCACHED_ZSTD=1 against pycached itself: every module is a hit (no fallback), and the
+        access log's bytes of the GET /v1/code answers are fewer than without."""
+        log = os.path.join(self.tmp, "access.log")
+        server = self.start_server("--access-log", log)
+        root = os.path.join(self.tmp, "src-big")
+        make_tree(root, {"big/__init__.py": "from .body import *\n",
+                         "big/body.py": "".join("def f%d(x):\n    return x * %d + len('%s')\n"
+                                                % (i, i, "b" * i) for i in range(300))})
+        code = ("import sys, json; sys.path.insert(0, %r); import big, pycached; "
+                "print(json.dumps([big.f7(1), pycached.stats()]))" % root)
+        sent = {}
+        for zstd in ("0", "1", "0", "1"):  # the first run compiles
+            with open(log, "w"):
+                pass  # emptied: only this run's lines (the server appends)
+            run = self.hook_run(server.url, code, env={"PYCACHED_ZSTD": zstd})
+            self.assertEqual(run.returncode, 0, run.stderr)
+            value, stats = json.loads(run.stdout)
+            self.assertEqual((value, stats["fallbacks"], stats["local_compile"]), (14, {}, 0))
+            deadline = time.monotonic() + 10
+            lines = []
+            while time.monotonic() < deadline and len(lines) < 2:
+                with open(log) as f:
+                    lines = [line for line in f if "path=/v1/code" in line]
+                time.sleep(0.05)
+            sent[zstd] = sum(int(line.split(" bytes=")[1].split()[0]) for line in lines)
+            self.assertEqual(len(lines), 2, lines)
+        self.assertLess(sent["1"], sent["0"] * 0.7, sent)
+
+    def test_zstd_is_off_for_a_server_on_this_host_unless_asked(self):
+        """PYCACHED_ZSTD=auto (the default) and 0 ask a loopback server for nothing compressed;
+        a bad value keeps the hook off with a one-line reason."""
+        for env in ({}, {"PYCACHED_ZSTD": "auto"}, {"PYCACHED_ZSTD": "0"}):
+            _, encodings = self.proxied("none", env)
+            self.assertTrue(encodings, env)
+            self.assertEqual(set(encodings), {None}, env)
+        run = self.hook_run("http://127.0.0.1:9", "import pycached; print(pycached.stats())",
+                            env={"PYCACHED_ZSTD": "gzip"})
+        self.assertIn("PYCACHED_ZSTD must be", run.stderr)
 
 
 class FiveXXServer(http.server.ThreadingHTTPServer):

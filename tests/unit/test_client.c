@@ -1241,6 +1241,107 @@ START_TEST(zstd_bodies)
 }
 END_TEST
 
+/* response (a raw pyc answer of raw_response, NUL-terminated before its body's binary bytes
+ * matter: only its head is read) with its body replaced by frame (frame_len bytes) and
+ * Content-Encoding: zstd; *out_len gets its size. The caller frees the result. */
+static char *with_zstd_body(const char *response, const void *frame, size_t frame_len,
+                            size_t *out_len)
+{
+  const char *end = strstr(response, "\r\n\r\n");
+  ck_assert_ptr_nonnull(end);
+  char head[1024];
+  size_t head_len = (size_t)(end - response);
+  ck_assert_uint_lt(head_len, sizeof head);
+  memcpy(head, response, head_len);
+  head[head_len] = '\0';
+  char *cl = strstr(head, "Content-Length: ");
+  ck_assert_ptr_nonnull(cl);
+  char *cl_end = strstr(cl, "\r\n");
+  ck_assert_ptr_nonnull(cl_end);
+  char *out = malloc(head_len + frame_len + 256);
+  ck_assert_ptr_nonnull(out);
+  int n = snprintf(out, head_len + 256,
+                   "%.*sContent-Length: %zu\r\nContent-Encoding: zstd%s\r\n\r\n",
+                   (int)(cl - head), head, frame_len, cl_end);
+  ck_assert(n > 0);
+  memcpy(out + n, frame, frame_len);
+  *out_len = (size_t)n + frame_len;
+  return out;
+}
+
+/* code_zstd: lookups ask for zstd (without it they do not); a zstd pyc decompresses to the pyc
+ * whose checksum the headers state; a damaged frame is a protocol error; a few bytes that expand
+ * past max_response (stated in the frame, or hidden behind a smaller stated size) are refused
+ * without holding more than max_response. */
+START_TEST(zstd_lookups)
+{
+  pcc_source *source = tmp_source("x = 1\n");
+  char plain[1024];
+  size_t plain_len = raw_response(plain, sizeof plain, source, false, false, 0);
+  const char *pyc = strstr(plain, "\r\n\r\n") + 4;
+  size_t pyc_len = plain_len - (size_t)(pyc - plain);
+  uint8_t frame[256];
+  size_t frame_len = ZSTD_compress(frame, sizeof frame, pyc, pyc_len, 1);
+  ck_assert(!ZSTD_isError(frame_len));
+  size_t len = 0;
+  char *response = with_zstd_body(plain, frame, frame_len, &len);
+  for (int ask = 0; ask < 2; ask++) {
+    fake_server *fs = fake_start_bytes(response, len, 1, 1);
+    pcc_client *client = client_with(fs, (pcc_client_config){.timeout_ms = 5000, .raw_pyc = true,
+                                                             .code_zstd = ask});
+    pcc_entry *entry = NULL;
+    CLIENT_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry), PCC_CLIENT_OK);
+    pcc_client_close(client);
+    fake_stop(fs);
+    ck_assert_msg((strstr(last_request, "Accept-Encoding: zstd\r\n") != NULL) == ask, "%s",
+                  last_request);
+    ck_assert_uint_eq(entry->view.pyc_len, pyc_len);
+    ck_assert_mem_eq(entry->view.pyc, pyc, pyc_len);
+    pcc_entry_free(entry);
+  }
+  free(response);
+
+  /* damaged: one byte of the frame's block changed */
+  frame[frame_len - 3] ^= 0x55;
+  response = with_zstd_body(plain, frame, frame_len, &len);
+  pcc_entry *entry = NULL;
+  CLIENT_RC(raw_lookup(source, response, len, &entry), PCC_CLIENT_PROTOCOL);
+  ck_assert_ptr_null(entry);
+  free(response);
+
+  /* bombs: 4 MiB of zeros in a frame of a few hundred bytes, against a 64 KiB limit */
+  size_t big = 4 * 1024 * 1024;
+  uint8_t *zeros = calloc(1, big);
+  ck_assert_ptr_nonnull(zeros);
+  size_t bound = ZSTD_compressBound(big);
+  uint8_t *bomb = malloc(bound);
+  ck_assert_ptr_nonnull(bomb);
+  size_t bomb_len = ZSTD_compress(bomb, bound, zeros, big, 1);
+  ck_assert(!ZSTD_isError(bomb_len) && bomb_len < 4096);
+  for (int lie = 0; lie < 2; lie++) {
+    if (lie) { /* the stated size says 1000 bytes (a 4-byte Frame_Content_Size field) */
+      unsigned fhd = bomb[4];
+      ck_assert_uint_eq(fhd >> 6, 2);
+      size_t at = 5 + (((fhd >> 5) & 1) ? 0 : 1) + (size_t[]){0, 1, 2, 4}[fhd & 3];
+      bomb[at] = 0xe8, bomb[at + 1] = 0x03, bomb[at + 2] = 0, bomb[at + 3] = 0;
+    }
+    response = with_zstd_body(plain, bomb, bomb_len, &len);
+    fake_server *fs = fake_start_bytes(response, len, 1, 1);
+    pcc_client *client = client_with(fs, (pcc_client_config){.timeout_ms = 5000, .raw_pyc = true,
+                                                             .max_response = 65536});
+    CLIENT_RC(pcc_client_lookup(client, &magic311, 0, source, true, &entry),
+              lie ? PCC_CLIENT_PROTOCOL : PCC_CLIENT_TOOBIG);
+    ck_assert_ptr_null(entry);
+    pcc_client_close(client);
+    fake_stop(fs);
+    free(response);
+  }
+  free(bomb);
+  free(zeros);
+  pcc_source_free(source);
+}
+END_TEST
+
 static bool libcurl_mapped(void)
 {
   FILE *maps = fopen("/proc/self/maps", "r");
@@ -1745,6 +1846,7 @@ static Suite *client_suite(void)
   tcase_add_test(tc, replay_response_is_lookup);
   tcase_add_test(tc, libcurl_only_for_https);
   tcase_add_test(tc, zstd_bodies);
+  tcase_add_test(tc, zstd_lookups);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("access");

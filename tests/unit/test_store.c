@@ -211,6 +211,123 @@ START_TEST(test_flipped_header_byte_never_served)
 }
 END_TEST
 
+/* The bytes of every record of the blobs table (their chunks), read straight through LMDB from
+ * the closed store. */
+static size_t stored_blob_bytes(void)
+{
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  MDB_cursor *cursor;
+  MDB_val key, value;
+  ck_assert_int_eq(mdb_env_create(&env), 0);
+  ck_assert_int_eq(mdb_env_set_maxdbs(env, 16), 0);
+  ck_assert_int_eq(mdb_env_set_mapsize(env, PCC_STORE_DEFAULT_MAP_SIZE), 0);
+  ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
+  ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+  ck_assert_int_eq(mdb_dbi_open(txn, "blobs", 0, &dbi), 0);
+  ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cursor), 0);
+  size_t total = 0;
+  for (int rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT))
+    total += value.mv_size;
+  mdb_cursor_close(cursor);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return total;
+}
+
+static void reopen(bool compress)
+{
+  pcc_store_close(store);
+  store = NULL;
+  pcc_store_config config = {.compress = compress};
+  CHECK_RC(pcc_store_open(dir, &config, &store), pcc_store_strerror);
+}
+
+static void entry_bytes(const pcc_store_entry *entry, void *ctx)
+{
+  *(uint64_t *)ctx = entry->bytes;
+}
+
+/* config.compress: a code blob is stored as a zstd frame (the record a fraction of the plain
+ * one) and read back as the very payload; records written before (plain) and after (compressed)
+ * are read whatever the setting; the figures and listings count plain bytes; a damaged frame is a
+ * damaged record (never served, found by verification), replaced by the next put. */
+START_TEST(test_compressed_blobs)
+{
+  enum { LEN = 64 * 1024 };
+  static uint8_t payload[LEN];
+  for (size_t i = 0; i < LEN; i++) /* marshal-like: repetitive, not constant */
+    payload[i] = (uint8_t)("\xe3\x01" "def f(x): return x * 7  # code\n"[i % 36] + (i / 4096));
+  pcc_path_record plain_rec, packed_rec;
+  pcc_blob plain_blob, packed_blob, *read = NULL;
+  make_entry("plain = 1\n", &plain_rec, &plain_blob);
+  make_entry("packed = 2\n", &packed_rec, &packed_blob);
+  plain_blob.payload = packed_blob.payload = payload;
+  plain_blob.payload_len = packed_blob.payload_len = LEN;
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/z/plain.py", 11, &plain_rec, &plain_blob),
+           pcc_store_strerror);
+  pcc_store_close(store);
+  store = NULL;
+  size_t plain_bytes = stored_blob_bytes();
+  ck_assert_uint_gt(plain_bytes, LEN);
+  reopen(true);
+  CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 0, &plain_rec.digest, &read), pcc_store_strerror);
+  ck_assert_uint_eq(read->payload_len, LEN);
+  ck_assert_mem_eq(read->payload, payload, LEN);
+  free(read);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/z/packed.py", 12, &packed_rec,
+                         &packed_blob), pcc_store_strerror);
+  uint64_t listed = 0;
+  CHECK_RC(pcc_store_get_entry(store, NULL, &MAGIC_311, 0, "/z/packed.py", 12, entry_bytes,
+                               &listed), pcc_store_strerror);
+  ck_assert_uint_eq(listed, LEN);
+  pcc_store_stats stats;
+  CHECK_RC(pcc_store_stat(store, &stats), pcc_store_strerror);
+  ck_assert_uint_eq(stats.bytes, 2 * LEN);
+  pcc_store_close(store);
+  store = NULL;
+  size_t both = stored_blob_bytes();
+  ck_assert_uint_lt(both - plain_bytes, LEN / 4); /* the compressed record */
+  reopen(false);
+  CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 0, &packed_rec.digest, &read), pcc_store_strerror);
+  ck_assert_uint_eq(read->payload_len, LEN);
+  ck_assert_mem_eq(read->payload, payload, LEN);
+  ck_assert_str_eq(read->compiler, "cpython-3.11.2");
+  ck_assert_int_eq(read->compile_us, 1234);
+  free(read);
+  pcc_store_report report;
+  CHECK_RC(pcc_store_verify(store, true, 0, NULL, NULL, &report), pcc_store_strerror);
+  ck_assert_uint_eq(report.damaged, 0);
+
+  /* one compressed blob alone, its frame damaged (a byte in the middle of its one chunk) */
+  uint64_t removed = 0;
+  CHECK_RC(pcc_store_delete(store, NULL, &removed), pcc_store_strerror);
+  reopen(true);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/z/packed.py", 12, &packed_rec,
+                         &packed_blob), pcc_store_strerror);
+  pcc_store_close(store);
+  store = NULL;
+  size_t packed_bytes = stored_blob_bytes();
+  ck_assert_uint_lt(packed_bytes, 4000); /* one chunk */
+  CHECK_RC(pcc_store_open(dir, NULL, &store), pcc_store_strerror);
+  flip_blob_byte(packed_bytes / 3);
+  read = NULL;
+  ck_assert_int_eq(pcc_store_get_blob(store, &MAGIC_311, 0, &packed_rec.digest, &read),
+                   PCC_STORE_CORRUPT);
+  ck_assert_ptr_null(read);
+  CHECK_RC(pcc_store_verify(store, true, 0, NULL, NULL, &report), pcc_store_strerror);
+  ck_assert_uint_eq(report.damaged, 1);
+  ck_assert_uint_eq(report.structural, 0);
+  CHECK_RC(pcc_store_put(store, NULL, &MAGIC_311, 0, "/z/packed.py", 12, &packed_rec,
+                         &packed_blob), pcc_store_strerror);
+  CHECK_RC(pcc_store_get_blob(store, &MAGIC_311, 0, &packed_rec.digest, &read), pcc_store_strerror);
+  ck_assert_mem_eq(read->payload, payload, LEN);
+  free(read);
+}
+END_TEST
+
 /* The offset in data.mdb of the only occurrence of pattern (len bytes); fails unless unique. */
 static long find_in_file(const char *file, const uint8_t *pattern, size_t len, uint8_t **bytes,
                          size_t *size)
@@ -1486,6 +1603,7 @@ int main(void)
   tcase_add_test(tc, test_persists_across_reopen);
   tcase_add_test(tc, test_flipped_payload_byte_never_served);
   tcase_add_test(tc, test_flipped_header_byte_never_served);
+  tcase_add_test(tc, test_compressed_blobs);
   tcase_add_test(tc, test_value_past_the_end_of_the_file);
   tcase_add_test(tc, test_truncated_file_is_refused_at_open);
   tcase_add_test(tc, test_verify_clean_store);

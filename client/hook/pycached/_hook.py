@@ -79,6 +79,7 @@ _ENV_DEFAULTS = {
     "PYCACHED_TOKEN_FILE": "",
     "PYCACHED_PROFILE": "",
     "PYCACHED_BUNDLE_ZSTD": "0",
+    "PYCACHED_ZSTD": "auto",
     "PYCACHED_CA_FILE": "",
     "PYCACHED_CLIENT_CERT": "",
     "PYCACHED_CLIENT_KEY": "",
@@ -244,10 +245,23 @@ def read_settings(env=None):
         "breaker_5xx": _positive_int(env, "PYCACHED_BREAKER_5XX", _native.BREAKER_5XX_MAX),
         "profile": _profile_setting(env.get("PYCACHED_PROFILE", "")) or default_profile(),
         "bundle_zstd": env.get("PYCACHED_BUNDLE_ZSTD", "0") not in ("", "0"),
+        "zstd": _zstd_setting(env.get("PYCACHED_ZSTD", "auto")),
     }
     conf["token"], conf["token_source"] = _read_token(env)
     conf.update(_tls_files(env, urls))
     return conf
+
+
+_ZSTD_MODES = {"auto": "auto", "": "auto", "1": "on", "on": "on", "0": "off", "off": "off"}
+
+
+def _zstd_setting(value):
+    """PYCACHED_ZSTD: "on" (1), "off" (0) or "auto" (the default: on for a server that is not on
+    this host, off for loopback and unix: URLs, where compressing costs more than it saves)."""
+    mode = _ZSTD_MODES.get(value.strip().lower())
+    if mode is None:
+        raise ValueError("PYCACHED_ZSTD must be 'auto', 'on' (1) or 'off' (0), not %r" % value)
+    return mode
 
 
 def _tls_files(env, urls):
@@ -572,7 +586,8 @@ def install(env=None):
         _native.configure(conf["url"], MAGIC, conf["timeout_ms"], conf["compile_timeout_ms"],
                           conf["readonly"], conf["validation"] == "hash",
                           float(conf["breaker_seconds"]), _MAX_SOURCE, token=conf["token"],
-                          bundle_zstd=conf["bundle_zstd"], ca_file=conf["ca_file"],
+                          bundle_zstd=conf["bundle_zstd"], zstd=conf["zstd"],
+                          ca_file=conf["ca_file"],
                           client_cert=conf["client_cert"], client_key=conf["client_key"],
                           breaker_5xx=conf["breaker_5xx"])
     except ValueError as exc:  # e.g. a URL over 2048 bytes

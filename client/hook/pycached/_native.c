@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +45,16 @@ typedef struct {
 /* The servers of this process, in the order they are asked, the settings, and the breakers.
  * Guarded by lock; never held together with the GIL (the lock is taken with the GIL
  * released). */
+/* PYCACHED_ZSTD: whether lookups and compiles ask for zstd bodies. */
+typedef enum {
+  HOOK_ZSTD_OFF = 0,
+  HOOK_ZSTD_ON,
+  HOOK_ZSTD_AUTO, /* on unless the server is on this host (unix:, localhost, 127.0.0.0/8, ::1) */
+} hook_zstd;
+
+static const char *const zstd_modes[] = {[HOOK_ZSTD_OFF] = "off", [HOOK_ZSTD_ON] = "on",
+                                         [HOOK_ZSTD_AUTO] = "auto"};
+
 static struct {
   pthread_mutex_t lock;
   hook_server servers[PCC_HOOK_URLS_MAX];
@@ -57,6 +68,7 @@ static struct {
   bool compile_forbidden; /* the token lacks the compile role: only look up from now on */
   bool hash_validation;
   bool bundle_zstd;        /* bundles asked for compressed with zstd */
+  hook_zstd zstd;          /* lookups and compiles asked for compressed with zstd (PYCACHED_ZSTD) */
   char ca_file[PCC_PATH_MAX + 1];     /* TLS files of an https:// server; "" when not set */
   char client_cert[PCC_PATH_MAX + 1];
   char client_key[PCC_PATH_MAX + 1];
@@ -82,6 +94,21 @@ static void after_fork_in_child(void)
   }
 }
 
+/* Whether a server URL is on this host: a unix socket, localhost, 127.0.0.0/8 or [::1]. There
+ * zstd costs more time than its bytes save (docs/BENCHMARKS.md, "Bytes on the wire (issue 15)"). */
+static bool url_is_local(const char *url)
+{
+  if (strncmp(url, "unix:", 5) == 0)
+    return true;
+  const char *host = strstr(url, "://");
+  if (host == NULL)
+    return false;
+  host += 3;
+  size_t len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/");
+  return (len == 9 && strncasecmp(host, "localhost", 9) == 0) || strncmp(host, "127.", 4) == 0 ||
+         (len == 5 && strncmp(host, "[::1]", 5) == 0);
+}
+
 /* Opens the client of server s when needed. Caller holds the lock. */
 static pcc_client_status ensure_client(hook_server *s)
 {
@@ -95,6 +122,8 @@ static pcc_client_status ensure_client(hook_server *s)
     .timeout_ms = state.timeout_ms,
     .raw_pyc = true, /* the pyc as the body: no base64 or JSON on either side */
     .accept_zstd = state.bundle_zstd,
+    .code_zstd = state.zstd == HOOK_ZSTD_ON ||
+                 (state.zstd == HOOK_ZSTD_AUTO && !url_is_local(s->url)),
   };
   if (strncmp(s->url, "https://", 8) == 0) { /* libpycached refuses TLS files for the others */
     config.ca_file = state.ca_file[0] ? state.ca_file : NULL;
@@ -287,12 +316,13 @@ static void fetch_locked(const char *path, int opt, fetch_result *result)
 
 PyDoc_STRVAR(configure_doc,
 "configure(url, magic, timeout_ms, compile_timeout_ms, readonly, hash_validation,\n"
-"          breaker_seconds, max_source, token=None, bundle_zstd=False, ca_file=None,\n"
+"          breaker_seconds, max_source, token=None, bundle_zstd=False, zstd='auto', ca_file=None,\n"
 "          client_cert=None, client_key=None, breaker_5xx=BREAKER_5XX_DEFAULT)\n"
 "Sets the servers and behaviour of fetch(); resets the circuit breakers. url is one base URL\n"
 "or several separated by commas (at most URLS_MAX), asked in that order. token (str or None)\n"
 "is sent as 'Authorization: Bearer TOKEN'; ValueError unless printable ASCII without spaces,\n"
-"1..512 bytes. bundle_zstd: fetch_bundle() asks for the bundle compressed with zstd.\n"
+"1..512 bytes. bundle_zstd: fetch_bundle() asks for the bundle compressed with zstd. zstd\n"
+"('on', 'off' or 'auto': on unless the server is on this host): fetch() asks for zstd bodies.\n"
 "ca_file, client_cert, client_key (str or None): the TLS files of the https:// servers among\n"
 "url (libcurl's CAINFO, SSLCERT, SSLKEY); the others are opened without them. breaker_5xx\n"
 "(1..BREAKER_5XX_MAX): 5xx answers in a row that open a lone server's breaker.");
@@ -302,7 +332,7 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   (void)self;
   static char *keywords[] = {"url", "magic", "timeout_ms", "compile_timeout_ms", "readonly",
                              "hash_validation", "breaker_seconds", "max_source", "token",
-                             "bundle_zstd", "ca_file", "client_cert", "client_key",
+                             "bundle_zstd", "zstd", "ca_file", "client_cert", "client_key",
                              "breaker_5xx", NULL};
   const char *url;
   Py_buffer magic;
@@ -312,11 +342,12 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   Py_ssize_t max_source;
   const char *token = NULL;
   int bundle_zstd = 0;
+  const char *zstd = "auto";
   const char *ca_file = NULL, *client_cert = NULL, *client_key = NULL;
   long breaker_5xx = PCC_HOOK_BREAKER_5XX_DEFAULT;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|zpzzzl", keywords, &url, &magic,
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*llppdn|zpszzzl", keywords, &url, &magic,
                                    &timeout_ms, &compile_timeout_ms, &readonly, &hash_validation,
-                                   &breaker_seconds, &max_source, &token, &bundle_zstd,
+                                   &breaker_seconds, &max_source, &token, &bundle_zstd, &zstd,
                                    &ca_file, &client_cert, &client_key, &breaker_5xx))
     return NULL;
   const char *urls[PCC_HOOK_URLS_MAX];
@@ -333,7 +364,12 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
     if (*p == '\0')
       break;
   }
-  bool bad = magic.len != PCC_MAGIC_LEN || bad_urls || timeout_ms <= 0 ||
+  size_t zstd_mode = 0;
+  while (zstd_mode < sizeof zstd_modes / sizeof zstd_modes[0] &&
+         strcmp(zstd, zstd_modes[zstd_mode]) != 0)
+    zstd_mode++;
+  bool bad = zstd_mode == sizeof zstd_modes / sizeof zstd_modes[0] ||
+             magic.len != PCC_MAGIC_LEN || bad_urls || timeout_ms <= 0 ||
              compile_timeout_ms <= 0 || breaker_seconds < 0 || max_source <= 0 ||
              breaker_5xx < 1 || breaker_5xx > PCC_HOOK_BREAKER_5XX_MAX ||
              (token != NULL && pcc_token_check(token) != PCC_CLIENT_OK) ||
@@ -365,6 +401,7 @@ static PyObject *native_configure(PyObject *self, PyObject *args, PyObject *kwar
   state.readonly = readonly;
   state.hash_validation = hash_validation;
   state.bundle_zstd = bundle_zstd;
+  state.zstd = (hook_zstd)zstd_mode;
   snprintf(state.ca_file, sizeof state.ca_file, "%s", ca_file ? ca_file : "");
   snprintf(state.client_cert, sizeof state.client_cert, "%s", client_cert ? client_cert : "");
   snprintf(state.client_key, sizeof state.client_key, "%s", client_key ? client_key : "");
