@@ -25,6 +25,7 @@
 
 #include "pcc_limits.h"
 #include "pcc_log.h"
+#include "peer.h"
 #include "shared.h"
 
 #define VALUE_MAGIC "PCCS"
@@ -43,14 +44,10 @@ typedef struct {
   char host[PCC_HOST_NAME_MAX + 1];
   int port;
   char id[PCC_HOST_NAME_MAX + 8]; /* "HOST:PORT": what rendezvous hashing hashes */
-  pthread_mutex_t lock;            /* guards the fields below */
-  redisContext *idle[PCC_SHARED_IDLE_MAX];
-  unsigned n_idle;
-  bool down, probing;
-  int64_t down_until_ms;           /* skipped until then */
-  unsigned backoff_ms;
-  atomic_uint_fast64_t failures, skipped;
+  pcc_peer peer;                   /* its breaker and idle connections (redisContext) */
 } server;
+
+_Static_assert(PCC_SHARED_IDLE_MAX <= PCC_PEER_IDLE_SLOTS, "a Redis server's idle ones fit");
 
 struct pcc_shared {
   pcc_shared_config config;
@@ -79,9 +76,12 @@ const char *pcc_shared_strerror(pcc_shared_status rc)
 
 static int64_t now_ms(void)
 {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return pcc_peer_now_ms();
+}
+
+static void conn_close(void *c)
+{
+  redisFree(c);
 }
 
 static struct timeval ms_timeval(unsigned ms)
@@ -236,7 +236,8 @@ pcc_shared_status pcc_shared_open(const char *list, const pcc_shared_config *con
     return PCC_SHARED_INVALID;
   }
   for (unsigned i = 0; i < shared->n; i++) {
-    pthread_mutex_init(&shared->servers[i].lock, NULL);
+    pcc_peer_init(&shared->servers[i].peer, PCC_SHARED_IDLE_MAX, PCC_SHARED_BACKOFF_MIN_MS,
+                  PCC_SHARED_BACKOFF_MAX_MS, conn_close);
     shared->ids[i] = shared->servers[i].id;
   }
   if (sodium_init() < 0 ||
@@ -262,12 +263,8 @@ void pcc_shared_close(pcc_shared *shared)
 {
   if (shared == NULL)
     return;
-  for (unsigned i = 0; i < shared->n; i++) {
-    server *s = &shared->servers[i];
-    for (unsigned c = 0; c < s->n_idle; c++)
-      redisFree(s->idle[c]);
-    pthread_mutex_destroy(&s->lock);
-  }
+  for (unsigned i = 0; i < shared->n; i++)
+    pcc_peer_destroy(&shared->servers[i].peer);
   sodium_memzero(shared->key, sizeof shared->key);
   free(shared);
 }
@@ -319,18 +316,13 @@ static redisContext *conn_take(pcc_shared *shared, server *s, bool fresh, bool *
                                bool *skipped, bool *timed_out)
 {
   *skipped = *timed_out = *pooled = false;
-  pthread_mutex_lock(&s->lock);
-  if (s->down && (now_ms() < s->down_until_ms || s->probing)) {
-    pthread_mutex_unlock(&s->lock);
-    atomic_fetch_add(&s->skipped, 1);
+  void *idle;
+  if (!pcc_peer_take(&s->peer, fresh, &idle)) {
     atomic_fetch_add(&shared->skipped, 1);
     *skipped = true;
     return NULL;
   }
-  if (s->down)
-    s->probing = true; /* this caller tries it; the others keep skipping it meanwhile */
-  redisContext *c = !fresh && s->n_idle ? s->idle[--s->n_idle] : NULL;
-  pthread_mutex_unlock(&s->lock);
+  redisContext *c = idle;
   *pooled = c != NULL;
   if (c != NULL)
     return c;
@@ -345,28 +337,15 @@ static redisContext *conn_take(pcc_shared *shared, server *s, bool fresh, bool *
   return NULL; /* the caller marks it down */
 }
 
-/* Marks s down for its backoff (doubling); timed_out: the failure was a timeout. */
+/* Marks s down for its backoff (doubling), its idle connections closed (likely as dead as the
+ * one that failed); timed_out: the failure was a timeout. */
 static void server_failed(pcc_shared *shared, server *s, bool timed_out)
 {
-  atomic_fetch_add(&s->failures, 1);
   atomic_fetch_add(&shared->errors, 1);
   if (timed_out)
     atomic_fetch_add(&shared->timeouts, 1);
-  pthread_mutex_lock(&s->lock);
-  bool was_down = s->down;
-  s->backoff_ms = s->backoff_ms == 0 ? PCC_SHARED_BACKOFF_MIN_MS
-                  : s->backoff_ms * 2 > PCC_SHARED_BACKOFF_MAX_MS ? PCC_SHARED_BACKOFF_MAX_MS
-                                                                  : s->backoff_ms * 2;
-  s->down = true;
-  s->probing = false;
-  s->down_until_ms = now_ms() + s->backoff_ms;
-  /* the idle connections are likely as dead as this one */
-  for (unsigned c = 0; c < s->n_idle; c++)
-    redisFree(s->idle[c]);
-  s->n_idle = 0;
-  unsigned backoff = s->backoff_ms;
-  pthread_mutex_unlock(&s->lock);
-  if (!was_down)
+  unsigned backoff;
+  if (pcc_peer_failed(&s->peer, NULL, true, &backoff))
     pcc_logf(PCC_LOG_WARN, "shared tier: %s is down or slow; skipped for %u ms, then retried",
              s->id, backoff);
 }
@@ -374,17 +353,7 @@ static void server_failed(pcc_shared *shared, server *s, bool timed_out)
 /* Gives a connection that answered back to the pool and marks s up. */
 static void conn_give(server *s, redisContext *c)
 {
-  pthread_mutex_lock(&s->lock);
-  bool was_down = s->down;
-  s->down = s->probing = false;
-  s->backoff_ms = 0;
-  if (s->n_idle < PCC_SHARED_IDLE_MAX) {
-    s->idle[s->n_idle++] = c;
-    c = NULL;
-  }
-  pthread_mutex_unlock(&s->lock);
-  redisFree(c);
-  if (was_down)
+  if (pcc_peer_give(&s->peer, c))
     pcc_logf(PCC_LOG_INFO, "shared tier: %s is up again", s->id);
 }
 
@@ -778,11 +747,7 @@ const char *pcc_shared_server_id(const pcc_shared *shared, unsigned i)
 
 bool pcc_shared_server_up(pcc_shared *shared, unsigned i)
 {
-  server *s = &shared->servers[i];
-  pthread_mutex_lock(&s->lock);
-  bool up = !s->down;
-  pthread_mutex_unlock(&s->lock);
-  return up;
+  return pcc_peer_up(&shared->servers[i].peer);
 }
 
 cJSON *pcc_shared_json(pcc_shared *shared)
@@ -801,13 +766,7 @@ cJSON *pcc_shared_json(pcc_shared *shared)
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     cJSON_AddNumberToObject(json, rows[i].name, (double)rows[i].value);
   cJSON *servers = cJSON_AddArrayToObject(json, "servers");
-  for (unsigned i = 0; i < shared->n; i++) {
-    cJSON *s = cJSON_CreateObject();
-    cJSON_AddStringToObject(s, "server", shared->servers[i].id);
-    cJSON_AddBoolToObject(s, "up", pcc_shared_server_up(shared, i));
-    cJSON_AddNumberToObject(s, "failures", (double)atomic_load(&shared->servers[i].failures));
-    cJSON_AddNumberToObject(s, "skipped", (double)atomic_load(&shared->servers[i].skipped));
-    cJSON_AddItemToArray(servers, s);
-  }
+  for (unsigned i = 0; i < shared->n; i++)
+    pcc_peer_json(&shared->servers[i].peer, servers, "server", shared->servers[i].id);
   return json;
 }

@@ -13,20 +13,17 @@
 
 #include "pcc_limits.h"
 #include "pcc_log.h"
+#include "peer.h"
 #include "pycached.h"
 #include "upstream.h"
 
 #define URL_MAX 2048 /* what pcc_client_open takes */
 
+_Static_assert(PCC_UPSTREAM_IDLE_MAX <= PCC_PEER_IDLE_SLOTS, "an upstream's idle clients fit");
+
 typedef struct {
   char url[URL_MAX + 1];
-  pthread_mutex_t lock;            /* guards the fields below */
-  pcc_client *idle[PCC_UPSTREAM_IDLE_MAX];
-  unsigned n_idle;
-  bool down, probing;
-  int64_t down_until_ms;           /* skipped until then */
-  unsigned backoff_ms;
-  atomic_uint_fast64_t failures, skipped;
+  pcc_peer peer; /* its breaker and idle clients (pcc_client) */
 } server;
 
 struct pcc_upstream {
@@ -50,11 +47,9 @@ const char *pcc_upstream_strerror(pcc_upstream_status rc)
   return "unknown upstream status";
 }
 
-static int64_t now_ms(void)
+static void client_close(void *client)
 {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  pcc_client_close(client);
 }
 
 /* ---- the list ------------------------------------------------------------------------------- */
@@ -123,7 +118,8 @@ static bool add_server(void *ctx, const char *url, size_t len)
   if (probe == NULL)
     return false;
   pcc_client_close(probe);
-  pthread_mutex_init(&s->lock, NULL);
+  pcc_peer_init(&s->peer, PCC_UPSTREAM_IDLE_MAX, PCC_UPSTREAM_BACKOFF_MIN_MS,
+                PCC_UPSTREAM_BACKOFF_MAX_MS, client_close);
   up->n++;
   return true;
 }
@@ -163,12 +159,8 @@ void pcc_upstream_close(pcc_upstream *upstream)
 {
   if (upstream == NULL)
     return;
-  for (unsigned i = 0; i < upstream->n; i++) {
-    server *s = &upstream->servers[i];
-    for (unsigned k = 0; k < s->n_idle; k++)
-      pcc_client_close(s->idle[k]);
-    pthread_mutex_destroy(&s->lock);
-  }
+  for (unsigned i = 0; i < upstream->n; i++)
+    pcc_peer_destroy(&upstream->servers[i].peer);
   if (upstream->token != NULL) {
     sodium_memzero(upstream->token, strlen(upstream->token));
     free(upstream->token);
@@ -183,50 +175,25 @@ void pcc_upstream_close(pcc_upstream *upstream)
  * (counted skipped), or no client can be made. */
 static pcc_client *server_take(pcc_upstream *up, server *s)
 {
-  pthread_mutex_lock(&s->lock);
-  if (s->down && (now_ms() < s->down_until_ms || s->probing)) {
-    pthread_mutex_unlock(&s->lock);
-    atomic_fetch_add(&s->skipped, 1);
+  void *client;
+  if (!pcc_peer_take(&s->peer, false, &client)) {
     atomic_fetch_add(&up->skipped, 1);
     return NULL;
   }
-  if (s->down)
-    s->probing = true; /* this caller probes; the others keep skipping it meanwhile */
-  pcc_client *client = s->n_idle > 0 ? s->idle[--s->n_idle] : NULL;
-  pthread_mutex_unlock(&s->lock);
   return client != NULL ? client : client_new(up, s->url);
 }
 
 /* Gives client back after a request s answered as an upstream should (s is up again). */
 static void server_give(server *s, pcc_client *client)
 {
-  pthread_mutex_lock(&s->lock);
-  s->down = s->probing = false;
-  s->backoff_ms = 0;
-  if (s->n_idle < PCC_UPSTREAM_IDLE_MAX) {
-    s->idle[s->n_idle++] = client;
-    client = NULL;
-  }
-  pthread_mutex_unlock(&s->lock);
-  pcc_client_close(client);
+  pcc_peer_give(&s->peer, client);
 }
 
 /* Closes client after s failed (or answered wrong) and marks s down for the next backoff. */
 static void server_failed(server *s, pcc_client *client, const char *why)
 {
-  pcc_client_close(client);
-  atomic_fetch_add(&s->failures, 1);
-  pthread_mutex_lock(&s->lock);
-  bool was_down = s->down;
-  s->backoff_ms = s->backoff_ms == 0 ? PCC_UPSTREAM_BACKOFF_MIN_MS
-                  : s->backoff_ms * 2 > PCC_UPSTREAM_BACKOFF_MAX_MS ? PCC_UPSTREAM_BACKOFF_MAX_MS
-                                                                    : s->backoff_ms * 2;
-  s->down = true;
-  s->probing = false;
-  s->down_until_ms = now_ms() + s->backoff_ms;
-  unsigned backoff = s->backoff_ms;
-  pthread_mutex_unlock(&s->lock);
-  if (!was_down)
+  unsigned backoff;
+  if (pcc_peer_failed(&s->peer, client, false, &backoff))
     pcc_logf(PCC_LOG_WARN, "upstream %s: %s; skipped for %u ms, compiles done here meanwhile",
              s->url, why, backoff);
 }
@@ -375,11 +342,7 @@ const char *pcc_upstream_url(const pcc_upstream *upstream, unsigned i)
 
 bool pcc_upstream_up(pcc_upstream *upstream, unsigned i)
 {
-  server *s = &upstream->servers[i];
-  pthread_mutex_lock(&s->lock);
-  bool up = !s->down;
-  pthread_mutex_unlock(&s->lock);
-  return up;
+  return pcc_peer_up(&upstream->servers[i].peer);
 }
 
 cJSON *pcc_upstream_json(pcc_upstream *upstream)
@@ -397,13 +360,7 @@ cJSON *pcc_upstream_json(pcc_upstream *upstream)
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     cJSON_AddNumberToObject(json, rows[i].name, (double)rows[i].value);
   cJSON *servers = cJSON_AddArrayToObject(json, "servers");
-  for (unsigned i = 0; i < upstream->n; i++) {
-    cJSON *s = cJSON_CreateObject();
-    cJSON_AddStringToObject(s, "url", upstream->servers[i].url);
-    cJSON_AddBoolToObject(s, "up", pcc_upstream_up(upstream, i));
-    cJSON_AddNumberToObject(s, "failures", (double)atomic_load(&upstream->servers[i].failures));
-    cJSON_AddNumberToObject(s, "skipped", (double)atomic_load(&upstream->servers[i].skipped));
-    cJSON_AddItemToArray(servers, s);
-  }
+  for (unsigned i = 0; i < upstream->n; i++)
+    pcc_peer_json(&upstream->servers[i].peer, servers, "url", upstream->servers[i].url);
   return json;
 }
