@@ -1109,21 +1109,9 @@ pcc_client_status pcc_token_load(const char *file, char **out)
     return PCC_CLIENT_IO;
   }
   char buf[PCC_TOKEN_FILE_MAX + 2];
-  size_t len = 0;
-  pcc_client_status rc = PCC_CLIENT_OK;
-  while (len < PCC_TOKEN_FILE_MAX + 1) { /* one byte more than allowed shows an oversize file */
-    ssize_t n = read(fd, buf + len, PCC_TOKEN_FILE_MAX + 1 - len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      rc = PCC_CLIENT_IO;
-      break;
-    }
-    if (n == 0)
-      break;
-    len += (size_t)n;
-  }
-  int saved = errno;
+  size_t len = 0; /* one byte more than allowed shows an oversize file */
+  int saved = pcc_read_upto(fd, buf, PCC_TOKEN_FILE_MAX + 1, &len);
+  pcc_client_status rc = saved != 0 ? PCC_CLIENT_IO : PCC_CLIENT_OK;
   close(fd);
   if (rc == PCC_CLIENT_OK && len > PCC_TOKEN_FILE_MAX)
     rc = PCC_CLIENT_TOOBIG;

@@ -66,6 +66,13 @@ void pcc_dynbuf_commit(pcc_dynbuf *buf, size_t n);
  * %XX, as curl_easy_escape does). Same errors as pcc_dynbuf_add; nothing is NUL-terminated. */
 pcc_proto_status pcc_dynbuf_add_escaped(pcc_dynbuf *buf, const char *text, size_t len);
 
+/* ---- small files ------------------------------------------------------------------------ */
+
+/* Reads fd until its end or cap bytes, whichever comes first, into buf (EINTR retried); *len is
+ * the count read. Returns 0, or the errno of a failed read (*len then counts what came before).
+ * A caller with a limit reads cap = limit + 1 bytes: *len > limit says the file is over it. */
+int pcc_read_upto(int fd, void *buf, size_t cap, size_t *len);
+
 /* ---- hashes ---------------------------------------------------------------------------- */
 
 /* Java's Arrays.hashCode(byte[]) over len bytes: h = 1, then h = 31*h + b for each byte taken as

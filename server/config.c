@@ -541,18 +541,10 @@ static bool read_file(parse_state *st, const char *path, origin from)
                     : sb.st_size > (off_t)PCC_CONFIG_FILE_MAX ? "larger than the limit"
                                                                : NULL;
   size_t len = 0;
-  while (why == NULL && len < PCC_CONFIG_FILE_MAX) { /* bounded: each pass reads a byte or ends */
-    ssize_t n = read(fd, text.file + len, PCC_CONFIG_FILE_MAX - len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      why = strerror(errno);
-    if (n <= 0)
-      break;
-    len += (size_t)n;
-  }
-  char extra;
-  if (why == NULL && len == PCC_CONFIG_FILE_MAX && read(fd, &extra, 1) > 0)
+  int read_errno = why == NULL ? pcc_read_upto(fd, text.file, sizeof text.file, &len) : 0;
+  if (read_errno != 0)
+    why = strerror(read_errno);
+  else if (why == NULL && len > PCC_CONFIG_FILE_MAX)
     why = "larger than the limit"; /* it grew since fstat */
   close(fd);
   if (why != NULL) {

@@ -147,16 +147,9 @@ static bool read_key(pcc_shared *shared, const char *path, char *err, size_t err
   const char *why = !S_ISREG(sb.st_mode)                 ? "not a regular file"
                     : (sb.st_mode & (S_IRWXG | S_IRWXO)) ? "its group or others may use it"
                                                          : NULL;
-  while (why == NULL && len < sizeof bytes) { /* bounded: each pass reads a byte or ends */
-    ssize_t n = read(fd, bytes + len, sizeof bytes - len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      why = strerror(errno);
-    if (n <= 0)
-      break;
-    len += (size_t)n;
-  }
+  int read_errno = why == NULL ? pcc_read_upto(fd, bytes, sizeof bytes, &len) : 0;
+  if (read_errno != 0)
+    why = strerror(read_errno);
   close(fd);
   if (why == NULL && (len < PCC_SHARED_KEY_MIN || len > PCC_SHARED_KEY_FILE_MAX))
     why = len < PCC_SHARED_KEY_MIN ? "shorter than the least" : "larger than the limit";

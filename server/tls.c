@@ -32,6 +32,7 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
+#include "proto.h"
 #include "tls.h"
 #include "pcc_log.h"
 
@@ -95,16 +96,9 @@ static pcc_tls_status read_pem(const char *option, const char *path, tls_file *o
     return PCC_TLS_NOMEM;
   }
   size_t len = 0;
-  while (why == NULL && len <= PCC_TLS_FILE_MAX) { /* bounded: each pass reads or ends */
-    ssize_t n = read(fd, text + len, PCC_TLS_FILE_MAX + 1 - len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      why = strerror(errno);
-    if (n <= 0)
-      break;
-    len += (size_t)n;
-  }
+  int read_errno = why == NULL ? pcc_read_upto(fd, text, PCC_TLS_FILE_MAX + 1, &len) : 0;
+  if (read_errno != 0)
+    why = strerror(read_errno);
   close(fd);
   if (why == NULL && len > PCC_TLS_FILE_MAX)
     why = "larger than PCC_TLS_FILE_MAX"; /* it grew since fstat */

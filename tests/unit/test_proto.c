@@ -1,6 +1,7 @@
 /* test_proto.c: Check suite of proto/: the Java hash (known values, signed bytes, wrap-around),
  * the digest and checksum forms, the pyc header, parameter validation, JSON numbers as integers,
  * the JSON forms and the log lines (log.c). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -741,6 +742,30 @@ START_TEST(test_log_reopen)
 }
 END_TEST
 
+/* pcc_read_upto reads a file whole, or cap bytes of a longer one (a limit's + 1 shows it), and
+ * names a failed read's errno. */
+START_TEST(test_read_upto)
+{
+  int fds[2];
+  ck_assert_int_eq(pipe(fds), 0);
+  ck_assert_int_eq(write(fds[1], "0123456789", 10), 10);
+  char buf[32];
+  size_t len = 99;
+  ck_assert_int_eq(pcc_read_upto(fds[0], buf, 4, &len), 0);
+  ck_assert_uint_eq(len, 4);
+  ck_assert_int_eq(memcmp(buf, "0123", 4), 0);
+  close(fds[1]); /* the rest, then the end */
+  ck_assert_int_eq(pcc_read_upto(fds[0], buf, sizeof buf, &len), 0);
+  ck_assert_uint_eq(len, 6);
+  ck_assert_int_eq(memcmp(buf, "456789", 6), 0);
+  ck_assert_int_eq(pcc_read_upto(fds[0], buf, sizeof buf, &len), 0);
+  ck_assert_uint_eq(len, 0);
+  close(fds[0]);
+  ck_assert_int_eq(pcc_read_upto(fds[0], buf, sizeof buf, &len), EBADF);
+  ck_assert_uint_eq(len, 0);
+}
+END_TEST
+
 START_TEST(test_log_names)
 {
   pcc_log_level level;
@@ -786,6 +811,7 @@ int main(void)
   tcase_add_test(tc, test_log_line_limit);
   tcase_add_test(tc, test_log_reopen);
   tcase_add_test(tc, test_log_names);
+  tcase_add_test(tc, test_read_upto);
   suite_add_tcase(suite, tc);
   return test_run_suite(suite);
 }
