@@ -258,8 +258,9 @@ START_TEST(test_compressed_blobs)
 {
   enum { LEN = 64 * 1024 };
   static uint8_t payload[LEN];
+  static const char pattern[] = "\xe3\x01" "def f(x): return x * 7  # code\n";
   for (size_t i = 0; i < LEN; i++) /* marshal-like: repetitive, not constant */
-    payload[i] = (uint8_t)("\xe3\x01" "def f(x): return x * 7  # code\n"[i % 36] + (i / 4096));
+    payload[i] = (uint8_t)(pattern[i % (sizeof pattern - 1)] + (i / 4096));
   pcc_path_record plain_rec, packed_rec;
   pcc_blob plain_blob, packed_blob, *read = NULL;
   make_entry("plain = 1\n", &plain_rec, &plain_blob);
