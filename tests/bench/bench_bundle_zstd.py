@@ -28,8 +28,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
-import socketserver
 import statistics
 import subprocess
 import sys
@@ -39,13 +37,12 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import start_server, stop  # noqa: E402
+from benchlib import LinkProxy, start_server, stop  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 DIST = "/usr/lib/python3/dist-packages"
 PROFILE = "bench-zstd"
 RUN_TIMEOUT = 120
-PACE_CHUNK = 64 * 1024  # bytes the link proxy sends at a time
 
 # The child: argv: hook root, url, "1" for zstd. Prints milliseconds and the entry count.
 CHILD = r"""
@@ -62,53 +59,6 @@ if entries is None or skipped:
     sys.exit("fetch_bundle: %s, %s skipped" % (reason, skipped))
 print("%.3f %d" % (elapsed * 1000, len(entries)))
 """
-
-
-class LinkProxy(socketserver.ThreadingTCPServer):
-    """Forwards connections to upstream_port; the upstream's bytes go on at rate bytes/s."""
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, upstream_port, rate):
-        self.upstream_port, self.rate = upstream_port, rate
-        super().__init__(("127.0.0.1", 0), LinkHandler)
-
-
-class LinkHandler(socketserver.BaseRequestHandler):
-    def handle(self):
-        upstream = socket.create_connection(("127.0.0.1", self.server.upstream_port), timeout=60)
-        up = threading.Thread(target=self.pump, args=(self.request, upstream, None), daemon=True)
-        up.start()
-        self.pump(upstream, self.request, self.server.rate)
-        up.join(60)
-        upstream.close()
-
-    @staticmethod
-    def pump(src, dst, rate):
-        """Copies src to dst until src ends; with a rate, never ahead of rate bytes/s (counted
-        from the first byte of each burst, so the idle time between requests is no credit)."""
-        start, sent = None, 0
-        try:
-            while True:
-                data = src.recv(PACE_CHUNK)
-                if not data:
-                    break
-                if rate:
-                    now = time.perf_counter()
-                    if start is None or now - start > sent / rate + 0.05:
-                        start, sent = now, 0  # a new burst
-                    sent += len(data)
-                    ahead = start + sent / rate - time.perf_counter()
-                    if ahead > 0:
-                        time.sleep(ahead)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
 
 def fetch_child(hook_root, url, zstd):

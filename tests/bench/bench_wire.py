@@ -29,8 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import socketserver
 import statistics
 import subprocess
 import sys
@@ -39,13 +37,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import start_server, stop  # noqa: E402
+from benchlib import LinkProxy, start_server, stop  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 DIST = "/usr/lib/python3/dist-packages"
 PROFILE = "bench-wire"
 RUN_TIMEOUT = 300
-PACE_CHUNK = 64 * 1024  # bytes the proxy forwards at a time
 
 CHILD = r"""
 import sys, time, json
@@ -65,65 +62,6 @@ CONDITIONS = [  # name, hook settings
     ("module plain", {"PYCACHED_PROFILE": "off", "PYCACHED_ZSTD": "0"}),
     ("module zstd", {"PYCACHED_PROFILE": "off", "PYCACHED_ZSTD": "1"}),
 ]
-
-
-class CountingProxy(socketserver.ThreadingTCPServer):
-    """Forwards connections to upstream_port; counts the upstream's bytes (in `received`), sent
-    on at rate bytes/s (None: as fast as they come)."""
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, upstream_port, rate):
-        self.upstream_port, self.rate = upstream_port, rate
-        self.lock = threading.Lock()
-        self.received = 0
-        super().__init__(("127.0.0.1", 0), CountingHandler)
-
-    def take(self):
-        """The bytes counted since the last take()."""
-        with self.lock:
-            n, self.received = self.received, 0
-        return n
-
-
-class CountingHandler(socketserver.BaseRequestHandler):
-    def handle(self):
-        upstream = socket.create_connection(("127.0.0.1", self.server.upstream_port), timeout=60)
-        up = threading.Thread(target=self.pump, args=(self.request, upstream, False), daemon=True)
-        up.start()
-        self.pump(upstream, self.request, True)
-        up.join(60)
-        upstream.close()
-
-    def pump(self, src, dst, from_server):
-        """Copies src to dst until src ends; the server's bytes are counted and paced (never
-        ahead of the rate, counted from the first byte of each burst)."""
-        rate = self.server.rate if from_server else None
-        start, sent = None, 0
-        try:
-            while True:
-                data = src.recv(PACE_CHUNK)
-                if not data:
-                    break
-                if from_server:
-                    with self.server.lock:
-                        self.server.received += len(data)
-                if rate:
-                    now = time.perf_counter()
-                    if start is None or now - start > sent / rate + 0.05:
-                        start, sent = now, 0  # a new burst
-                    sent += len(data)
-                    ahead = start + sent / rate - time.perf_counter()
-                    if ahead > 0:
-                        time.sleep(ahead)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
 
 def hook_run(ctl, url, tree, settings):
@@ -172,7 +110,7 @@ def main():
         _, filled = hook_run(ctl, url, tree, {"PYCACHED_PROFILE": PROFILE})  # compiles, profile
         links = []
         for rate in [None] + rates:
-            proxy = CountingProxy(port, rate * 1e6 if rate else None)
+            proxy = LinkProxy(port, rate * 1e6 if rate else None)
             threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05},
                              daemon=True).start()
             proxies.append(proxy)

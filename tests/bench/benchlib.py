@@ -7,8 +7,10 @@ import os
 import re
 import signal
 import socket
+import socketserver
 import statistics
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -278,3 +280,65 @@ def spread(values, fmt="%.0f"):
     """min median max of values, each formatted with fmt."""
     return "%s %s %s" % tuple(fmt % v for v in (min(values), statistics.median(values),
                                                  max(values)))
+
+
+PACE_CHUNK = 64 * 1024  # bytes LinkProxy forwards at a time
+
+
+class LinkProxy(socketserver.ThreadingTCPServer):
+    """A link on loopback for the benches: forwards connections to upstream_port, counts the
+    upstream's bytes (take()) and sends them on at rate bytes/s (None: as fast as they come)."""
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, upstream_port, rate):
+        self.upstream_port, self.rate = upstream_port, rate
+        self.lock = threading.Lock()
+        self.received = 0
+        super().__init__(("127.0.0.1", 0), LinkHandler)
+
+    def take(self):
+        """The bytes counted since the last take()."""
+        with self.lock:
+            n, self.received = self.received, 0
+        return n
+
+
+class LinkHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        upstream = socket.create_connection(("127.0.0.1", self.server.upstream_port), timeout=60)
+        up = threading.Thread(target=self.pump, args=(self.request, upstream, False), daemon=True)
+        up.start()
+        self.pump(upstream, self.request, True)
+        up.join(60)
+        upstream.close()
+
+    def pump(self, src, dst, from_server):
+        """Copies src to dst until src ends; the server's bytes are counted and paced (never
+        ahead of the rate, counted from the first byte of each burst)."""
+        rate = self.server.rate if from_server else None
+        start, sent = None, 0
+        try:
+            while True:
+                data = src.recv(PACE_CHUNK)
+                if not data:
+                    break
+                if from_server:
+                    with self.server.lock:
+                        self.server.received += len(data)
+                if rate:
+                    now = time.perf_counter()
+                    if start is None or now - start > sent / rate + 0.05:
+                        start, sent = now, 0  # a new burst
+                    sent += len(data)
+                    ahead = start + sent / rate - time.perf_counter()
+                    if ahead > 0:
+                        time.sleep(ahead)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
