@@ -358,7 +358,9 @@ void pcc_conns_enter(pcc_conns *conns, pcc_conn *conn, pcc_conn_phase phase, uin
     conn->phase = phase;
     conn->deadline = deadline_of(conns, conn, phase, now_ms);
     idle_unlink(conns, conn);
-    if (phase == PCC_CONN_IDLE && !conn->cut) {
+    /* a reserve connection is closed after its answer: evicting it would make no room among
+     * max, so it is never listed idle (its capped deadline still cuts it if it lingers) */
+    if (phase == PCC_CONN_IDLE && !conn->cut && !conn->reserve) {
       list_append(&conns->idle, &conn->idle);
       conn->idle_listed = true;
     }

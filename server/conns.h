@@ -69,8 +69,8 @@ uint64_t pcc_conns_now_ms(void);
 bool pcc_conns_admit(const pcc_conns *conns);
 
 /* Adds the connection on descriptor fd, in the HEADERS phase. Past max connections it shuts
- * down the connection idle the longest and takes its place; when none is idle the new one is a
- * reserve connection. Returns the entry (owned by the table until pcc_conns_remove), or NULL
+ * down the connection idle the longest (never a reserve one, which closes after its answer) and
+ * takes its place; when none is idle the new one is a reserve connection. Returns the entry (owned by the table until pcc_conns_remove), or NULL
  * without memory. fd must stay open until pcc_conns_remove: the sweeper may shut it down. */
 pcc_conn *pcc_conns_add(pcc_conns *conns, int fd, uint64_t now_ms);
 

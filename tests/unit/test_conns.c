@@ -164,6 +164,31 @@ START_TEST(test_full_table_evicts_the_longest_idle)
 }
 END_TEST
 
+/* A reserve connection is answered and closed: between its answer and libmicrohttpd's close it
+ * is not idle, or the next connection would evict it and be served as if one of max had gone
+ * (the connections suite's silent flood answered 200 where it wants 503 busy, under ASan). */
+START_TEST(test_an_answered_reserve_connection_makes_no_room)
+{
+  pcc_conns *conns = open_table(1, 2, 0);
+  pair p[3] = {make_pair(), make_pair(), make_pair()};
+  pcc_conn *held = pcc_conns_add(conns, p[0].ours, 0); /* silent: never idle */
+  pcc_conn *first = pcc_conns_add(conns, p[1].ours, 0);
+  ck_assert(pcc_conns_reserved(first));
+  pcc_conns_enter(conns, first, PCC_CONN_IDLE, 10); /* answered, not closed yet */
+  pcc_conn *next = pcc_conns_add(conns, p[2].ours, 20);
+  ck_assert(pcc_conns_reserved(next));
+  ck_assert(!is_cut(p[1], 0));
+  ck_assert_uint_eq(pcc_conns_counts_now(conns).evicted, 0);
+  /* its reserve deadline still applies while it lingers */
+  ck_assert_uint_eq(pcc_conns_sweep(conns, 10 + RESERVE_MS), 1);
+  ck_assert(is_cut(p[1], 0));
+  pcc_conns_remove(conns, held);
+  for (int i = 0; i < 3; i++)
+    close_pair(p[i]);
+  pcc_conns_close(conns);
+}
+END_TEST
+
 START_TEST(test_admit_up_to_max_and_reserve)
 {
   pcc_conns *conns = open_table(1, 1, 0);
@@ -246,6 +271,7 @@ static Suite *conns_suite(void)
   tcase_add_test(table, test_phases_set_their_deadlines);
   tcase_add_test(table, test_certified_is_per_connection);
   tcase_add_test(table, test_full_table_evicts_the_longest_idle);
+  tcase_add_test(table, test_an_answered_reserve_connection_makes_no_room);
   tcase_add_test(table, test_admit_up_to_max_and_reserve);
   tcase_add_test(table, test_take_counts_at_accept_and_per_address);
   tcase_add_test(table, test_sweeper_thread_cuts_on_its_own);
