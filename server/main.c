@@ -247,8 +247,8 @@ static int serve(const pcc_config *config, pcc_log *access_log)
     if (tls != NULL) {
       char tls_reload_error[PATH_MAX + 256] = "";
       if (pcc_tls_reload(tls, tls_reload_error, sizeof tls_reload_error) == PCC_TLS_OK) {
-        printf("pycached: SIGHUP: --tls-cert %s and --tls-key reloaded (new connections)\n",
-               config->tls_cert);
+        printf("pycached: SIGHUP: --tls-cert %s and --tls-key%s reloaded (new connections)\n",
+               config->tls_cert, pcc_tls_mutual(tls) ? " and --tls-client-ca" : "");
         PCC_LOG_AUDIT("tls-reload", "TLS certificate and key reloaded",
                       PCC_LOG_STR("result", "ok"), PCC_LOG_STR("file", config->tls_cert));
       } else {

@@ -4,6 +4,9 @@
  * with GnuTLS before any handshake uses them, so that a bad one is named in one line rather than
  * as libmicrohttpd's "cannot start". libmicrohttpd takes the client CAs as NUL-terminated PEM
  * text (MHD_OPTION_HTTPS_MEM_TRUST) and keeps the pointer: it lives as long as the pcc_tls.
+ * That copy, read at start, only makes GnuTLS ask each client for a certificate (and names those
+ * CAs in the request); the check is made against the trust list of the current key set, which
+ * a reload builds again from the file, so that a rotated client CA takes effect on SIGHUP.
  *
  * The certificate and key are not given to libmicrohttpd as text but handed out at each
  * handshake by a GnuTLS callback (MHD_OPTION_HTTPS_CERT_CALLBACK) from the current key set, so
@@ -15,8 +18,8 @@
  * With _TRUST libmicrohttpd asks each client for a certificate (GNUTLS_CERT_REQUEST)
  * and checks nothing: a client that sends none, or one of another CA, completes the handshake.
  * pcc_tls_client_ok is the check, made at the first request of a connection (its peer
- * certificate cannot change: libmicrohttpd never renegotiates); the HTTP front answers 403
- * when it fails. */
+ * certificate cannot change: libmicrohttpd never renegotiates) against the current set's
+ * trust list; the HTTP front answers 403 when it fails. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -41,17 +44,19 @@ typedef struct {
   size_t len;
 } tls_file;
 
-/* A certificate chain and its key, as handed to each handshake. */
+/* A certificate chain and its key, as handed to each handshake, and the client CAs that
+ * certificates are checked against (loaded and replaced together). */
 typedef struct tls_keys {
   gnutls_pcert_st chain[PCC_TLS_CHAIN_MAX];
   unsigned n_chain;
   gnutls_privkey_t key;
+  gnutls_x509_trust_list_t client_cas; /* --tls-client-ca's, or NULL without mutual TLS */
   struct tls_keys *older; /* the set this one replaced (kept: sessions may point at it) */
 } tls_keys;
 
 struct pcc_tls {
   const pcc_config *config;
-  tls_file client_ca;            /* --tls-client-ca's PEM, libmicrohttpd's (read at start only) */
+  tls_file client_ca;            /* --tls-client-ca's PEM as read at start: libmicrohttpd's */
   _Atomic(tls_keys *) keys;      /* the set new handshakes get */
   unsigned reloads;              /* sets that replaced the first one */
   pthread_mutex_t reload_lock;
@@ -137,11 +142,10 @@ static void warn_validity(const pcc_config *config, gnutls_x509_crt_t crt)
              config->tls_cert, (long long)(from - now));
 }
 
-/* Parses the certificate chain and the key, matches the key to the certificate and, when
- * client_ca is given, parses the client CAs, as GnuTLS will use them. */
+/* Parses the certificate chain and the key and matches the key to the certificate, as GnuTLS
+ * will use them. */
 static pcc_tls_status check_files(const pcc_config *config, const tls_file *cert_file,
-                                  const tls_file *key_file, const tls_file *client_ca,
-                                  char *error, size_t error_len)
+                                  const tls_file *key_file, char *error, size_t error_len)
 {
   gnutls_datum_t cert = datum_of(cert_file), key = datum_of(key_file);
   gnutls_x509_crt_t *chain = NULL;
@@ -185,17 +189,29 @@ static pcc_tls_status check_files(const pcc_config *config, const tls_file *cert
              status == PCC_TLS_MISMATCH ? "not the key" : "cannot be used as the key",
              config->tls_cert, gnutls_strerror(rc));
   }
-  if (status == PCC_TLS_OK && client_ca != NULL) {
-    gnutls_datum_t ca = datum_of(client_ca);
-    rc = gnutls_certificate_set_x509_trust_mem(cred, &ca, GNUTLS_X509_FMT_PEM);
-    if (rc <= 0) {
-      status = PCC_TLS_BAD_CA;
-      snprintf(error, error_len, "--tls-client-ca %s: %s (%s)", config->tls_client_ca,
-               pcc_tls_strerror(status), rc < 0 ? gnutls_strerror(rc) : "none in it");
-    }
-  }
   gnutls_certificate_free_credentials(cred);
   return status;
+}
+
+/* The trust list of the CAs in client_ca into *out (the caller's), or PCC_TLS_BAD_CA with
+ * error naming the file when it holds none GnuTLS can parse. */
+static pcc_tls_status client_cas_load(const pcc_config *config, const tls_file *client_ca,
+                                      gnutls_x509_trust_list_t *out, char *error,
+                                      size_t error_len)
+{
+  gnutls_x509_trust_list_t list;
+  if (gnutls_x509_trust_list_init(&list, 0) < 0)
+    return PCC_TLS_NOMEM;
+  gnutls_datum_t ca = datum_of(client_ca);
+  int rc = gnutls_x509_trust_list_add_trust_mem(list, &ca, NULL, GNUTLS_X509_FMT_PEM, 0, 0);
+  if (rc <= 0) {
+    gnutls_x509_trust_list_deinit(list, 1);
+    snprintf(error, error_len, "--tls-client-ca %s: %s (%s)", config->tls_client_ca,
+             pcc_tls_strerror(PCC_TLS_BAD_CA), rc < 0 ? gnutls_strerror(rc) : "none in it");
+    return PCC_TLS_BAD_CA;
+  }
+  *out = list;
+  return PCC_TLS_OK;
 }
 
 /* Frees a key set and the ones it replaced. NULL is fine. */
@@ -206,13 +222,15 @@ static void keys_free(tls_keys *keys)
     for (unsigned i = 0; i < keys->n_chain; i++)
       gnutls_pcert_deinit(&keys->chain[i]);
     gnutls_privkey_deinit(keys->key);
+    if (keys->client_cas != NULL)
+      gnutls_x509_trust_list_deinit(keys->client_cas, 1);
     free(keys);
     keys = older;
   }
 }
 
-/* Reads --tls-cert and --tls-key (and, with client_ca, checks those CAs) into a new key set
- * *out (the caller's). The key's text is wiped once imported. */
+/* Reads --tls-cert and --tls-key, and takes the CAs of client_ca (NULL: none), into a new key
+ * set *out (the caller's). The key's text is wiped once imported. */
 static pcc_tls_status keys_load(const pcc_config *config, const tls_file *client_ca,
                                 tls_keys **out, char *error, size_t error_len)
 {
@@ -221,7 +239,7 @@ static pcc_tls_status keys_load(const pcc_config *config, const tls_file *client
   if (rc == PCC_TLS_OK)
     rc = read_pem("tls-key", config->tls_key, &key, error, error_len);
   if (rc == PCC_TLS_OK)
-    rc = check_files(config, &cert, &key, client_ca, error, error_len);
+    rc = check_files(config, &cert, &key, error, error_len);
   tls_keys *keys = rc == PCC_TLS_OK ? calloc(1, sizeof *keys) : NULL;
   if (rc == PCC_TLS_OK && keys == NULL)
     rc = PCC_TLS_NOMEM;
@@ -239,6 +257,8 @@ static pcc_tls_status keys_load(const pcc_config *config, const tls_file *client
       rc = PCC_TLS_NOMEM;
     }
   }
+  if (rc == PCC_TLS_OK && client_ca != NULL)
+    rc = client_cas_load(config, client_ca, &keys->client_cas, error, error_len);
   if (key.text != NULL)
     explicit_bzero(key.text, key.len);
   free(key.text);
@@ -290,8 +310,12 @@ pcc_tls_status pcc_tls_reload(pcc_tls *tls, char *error, size_t error_len)
   pthread_mutex_lock(&tls->reload_lock);
   tls_keys *keys = NULL;
   pcc_tls_status rc = tls->reloads >= PCC_TLS_RELOADS_MAX ? PCC_TLS_RELOADS : PCC_TLS_OK;
+  tls_file client_ca = {NULL, 0};
+  if (rc == PCC_TLS_OK && tls->config->tls_client_ca != NULL)
+    rc = read_pem("tls-client-ca", tls->config->tls_client_ca, &client_ca, error, error_len);
   if (rc == PCC_TLS_OK)
-    rc = keys_load(tls->config, NULL, &keys, error, error_len);
+    rc = keys_load(tls->config, client_ca.text ? &client_ca : NULL, &keys, error, error_len);
+  free(client_ca.text);
   if (rc == PCC_TLS_OK) {
     keys->older = atomic_load(&tls->keys);
     atomic_store(&tls->keys, keys); /* the next handshake gets it */
@@ -383,15 +407,35 @@ bool pcc_tls_client_ok(const pcc_tls *tls, struct MHD_Connection *connection, co
     MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
   gnutls_session_t session = info != NULL ? (gnutls_session_t)info->tls_session : NULL;
   unsigned n_peers = 0;
-  if (session == NULL || gnutls_certificate_type_get(session) != GNUTLS_CRT_X509 ||
-      gnutls_certificate_get_peers(session, &n_peers) == NULL || n_peers == 0) {
+  const gnutls_datum_t *peers = NULL;
+  if (session != NULL && gnutls_certificate_type_get(session) == GNUTLS_CRT_X509)
+    peers = gnutls_certificate_get_peers(session, &n_peers);
+  if (peers == NULL || n_peers == 0) {
     *why = "mutual TLS: present a client certificate signed by a --tls-client-ca";
     return false;
+  }
+  if (n_peers > PCC_TLS_CHAIN_MAX) {
+    *why = "the client certificate chain is longer than PCC_TLS_CHAIN_MAX";
+    return false;
+  }
+  gnutls_x509_crt_t chain[PCC_TLS_CHAIN_MAX];
+  unsigned n_chain = 0;
+  int rc = 0;
+  for (; rc >= 0 && n_chain < n_peers; n_chain++) {
+    if ((rc = gnutls_x509_crt_init(&chain[n_chain])) < 0)
+      break;
+    rc = gnutls_x509_crt_import(chain[n_chain], &peers[n_chain], GNUTLS_X509_FMT_DER);
   }
   gnutls_typed_vdata_st purpose = {GNUTLS_DT_KEY_PURPOSE_OID,
                                    (unsigned char *)GNUTLS_KP_TLS_WWW_CLIENT, 0};
   unsigned status = 0;
-  int rc = gnutls_certificate_verify_peers(session, &purpose, 1, &status);
+  /* the set in force now (a reload replaces it; every set is kept until pcc_tls_close) */
+  const tls_keys *keys = atomic_load(&((pcc_tls *)tls)->keys);
+  if (rc >= 0)
+    rc = gnutls_x509_trust_list_verify_crt2(keys->client_cas, chain, n_chain, &purpose, 1, 0,
+                                            &status, NULL);
+  for (unsigned i = 0; i < n_chain; i++)
+    gnutls_x509_crt_deinit(chain[i]);
   if (rc < 0 || status != 0) {
     *why = rc < 0 ? "the client certificate cannot be verified" : status_text(status);
     return false;

@@ -36,11 +36,11 @@ const char *pcc_tls_strerror(pcc_tls_status rc);
 pcc_tls_status pcc_tls_open(const pcc_config *config, pcc_tls **out, char *error,
                             size_t error_len);
 
-/* Reads --tls-cert and --tls-key again (SIGHUP) and, when they pass the checks of
- * pcc_tls_open, has every new handshake use them; connections already open keep theirs. On
- * failure the pair in force stays and error names the problem. --tls-client-ca is not read
- * again. At most PCC_TLS_RELOADS_MAX times a process (PCC_TLS_RELOADS past it): each replaced
- * pair is kept until pcc_tls_close. Thread-safe against handshakes. */
+/* Reads --tls-cert, --tls-key and --tls-client-ca again (SIGHUP) and, when they pass the
+ * checks of pcc_tls_open, has every new handshake use the pair and the first request of every
+ * new connection be checked against the CAs; connections already open keep theirs. On failure
+ * the files in force stay and error names the problem. At most PCC_TLS_RELOADS_MAX times a process (PCC_TLS_RELOADS past it): each replaced
+ * set is kept until pcc_tls_close. Thread-safe against handshakes and pcc_tls_client_ok. */
 pcc_tls_status pcc_tls_reload(pcc_tls *tls, char *error, size_t error_len);
 
 /* Frees tls and every key pair it loaded. NULL is fine. */
@@ -54,7 +54,7 @@ void pcc_tls_close(pcc_tls *tls);
 unsigned pcc_tls_daemon_options(const pcc_tls *tls, struct MHD_OptionItem *items);
 
 /* Mutual TLS: does the connection's client present a certificate that verifies against
- * --tls-client-ca, for client authentication, now valid? True when it does, or when tls
+ * --tls-client-ca (as last loaded), for client authentication, now valid? True when it does, or when tls
  * (NULL: no TLS) asks for none. Otherwise *why (static text) says what is wrong. Thread-safe. */
 bool pcc_tls_client_ok(const pcc_tls *tls, struct MHD_Connection *connection, const char **why);
 

@@ -375,6 +375,55 @@ class Mutual(TLSCase):
         finally:
             conn.close()
 
+    def test_sighup_rotates_the_client_ca(self):
+        live_ca = os.path.join(self.tmp, "clients-ca.pem")
+        shutil.copy(cert("ca.pem"), live_ca)
+        server = self.start("--workers", "1", "--tls-cert", cert("server.pem"), "--tls-key",
+                            cert("server.key"), "--tls-client-ca", live_ca)
+        base = ["--cacert", cert("ca.pem")]
+        client = ["--cert", cert("client.pem"), "--key", cert("client.key")]
+        stranger = ["--cert", cert("stranger.pem"), "--key", cert("stranger.key")]
+        self.assertEqual(self.curl(server.url + "/healthz", *base, *client)[:2], (0, 200))
+        self.assertEqual(self.curl(server.url + "/healthz", *base, *stranger)[:2], (0, 403))
+        kept = ssl.create_default_context(cafile=cert("ca.pem"))
+        kept.load_cert_chain(cert("client.pem"), cert("client.key"))
+        import http.client
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10, context=kept)
+        conn.request("GET", "/healthz")
+        self.assertEqual(conn.getresponse().read(), b'{"status":"ok","version":"0.1.0"}')
+        # the clients' CA is now otherca (stranger's): new connections are checked against it
+        shutil.copy(cert("otherca.pem"), live_ca)
+        server.proc.send_signal(signal.SIGHUP)
+        for _ in range(50):  # bounded: the reload is seen within a few tries
+            code, status, _, _ = self.curl(server.url + "/healthz", *base, *stranger)
+            if (code, status) == (0, 200):
+                break
+            time.sleep(0.1)
+        self.assertEqual((code, status), (0, 200))
+        code, status, body, err = self.curl(server.url + "/healthz", *base, *client)
+        self.assertEqual((code, status), (0, 403), err)
+        self.assertIn("not signed by a --tls-client-ca", json.loads(body)["message"])
+        conn.request("GET", "/healthz")  # certified before the rotation: until it closes
+        self.assertEqual(conn.getresponse().status, 200)
+        conn.close()
+        # pycachectl (libpycached over libcurl) with a certificate of the new CA
+        run = self.ctl("--client-cert", cert("stranger.pem"), "--client-key",
+                       cert("stranger.key"), "health",
+                       env={"PYCACHED_URL": server.url, "PYCACHED_CA_FILE": cert("ca.pem")})
+        self.assertEqual(run.returncode, 0, run.stderr)
+        # a file without a CA in it: the reload fails, the CAs in force stay
+        with open(live_ca, "w") as f:
+            f.write("not a certificate\n")
+        server.proc.send_signal(signal.SIGHUP)
+        log = os.path.join(self.tmp, "server.log")
+        for _ in range(50):
+            if "audit=tls-reload result=failed" in open(log).read():
+                break
+            time.sleep(0.1)
+        self.assertIn("--tls-client-ca %s: no PEM CA certificate" % live_ca, open(log).read())
+        self.assertEqual(self.curl(server.url + "/healthz", *base, *stranger)[:2], (0, 200))
+        self.assertEqual(self.curl(server.url + "/healthz", *base, *client)[:2], (0, 403))
+
     def test_pycachectl(self):
         server = self.tls_server(mutual=True)
         path = self.source()
