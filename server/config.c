@@ -55,9 +55,10 @@ typedef struct {
 static const option_spec options[] = {
   {"config", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(config_file),
    "read options from FILE (KEY = VALUE lines; see below)", 0, NOT_IN_FILE},
-  {"listen", OPT_STRING, "HOST[:PORT]", "127.0.0.1", 0, 0, 0, FIELD(listen_arg),
+  {"listen", OPT_STRING, "ADDRESS[,ADDRESS]", "127.0.0.1", 0, 0, 0, FIELD(listen_arg),
    "address to listen on: IPv4, host name (its first IPv4 address, else its first IPv6 one) "
-   "or [IPv6], each with an optional :PORT; or unix:PATH, a unix socket at the absolute PATH",
+   "or [IPv6], each with an optional :PORT; or unix:PATH, a unix socket at the absolute PATH; "
+   "or one of each, e.g. unix:/run/pycached/pycached.sock,127.0.0.1:8700",
    0, 0},
   {"socket-mode", OPT_STRING, "MODE", "0660", 0, 0, 0, FIELD(socket_mode_arg),
    "permissions of the --listen unix:PATH socket, octal (connecting takes write permission)",
@@ -759,33 +760,73 @@ static const struct {
   {"", listen_host},
 };
 
-/* Resolves --listen into config->listen and listen_name, and its port, if it names one, into
- * config->port unless --port came from a layer above --listen's. */
+/* One address of --listen (NUL-terminated text) into *spec; false with why otherwise. */
+static bool listen_item(const char *text, listen_spec *spec, char *why, size_t why_len)
+{
+  size_t form = 0;
+  while (strncmp(text, listen_forms[form].prefix, strlen(listen_forms[form].prefix)) != 0)
+    form++; /* the last row's prefix, "", matches */
+  memset(spec, 0, sizeof *spec);
+  return listen_forms[form].parse(text, spec, why, why_len);
+}
+
+/* Resolves --listen, a TCP address or a unix socket or one of each ("unix:PATH,HOST:PORT"),
+ * into config->listen and listen_name (the TCP one; "" without), listen_path (the unix one; ""
+ * without), and the TCP address's port, if it names one, into config->port unless --port came
+ * from a layer above --listen's. */
 static bool resolve_listen(parse_state *st)
 {
   pcc_config *config = st->config;
   size_t at = option_at(FIELD(listen_arg)), port_at = option_at(FIELD(port));
-  listen_spec spec;
-  memset(&spec, 0, sizeof spec);
-  char why[160];
-  size_t form = 0;
-  while (strncmp(config->listen_arg, listen_forms[form].prefix,
-                 strlen(listen_forms[form].prefix)) != 0)
-    form++; /* the last row's prefix, "", matches */
-  char place[WHERE_MAX];
-  if (!listen_forms[form].parse(config->listen_arg, &spec, why, sizeof why)) {
-    fprintf(stderr, "pycached: %s %s: %s (give HOST, HOST:PORT, [IPV6] or [IPV6]:PORT, HOST "
-            "being an IPv4 address or a host name, or unix:/PATH; or the port alone with "
-            "--port)\n",
-            where(st, at, st->given[at], place, sizeof place), config->listen_arg, why);
-    return false;
+  listen_spec tcp, unix_socket;
+  memset(&tcp, 0, sizeof tcp);
+  memset(&unix_socket, 0, sizeof unix_socket);
+  bool have_tcp = false, have_unix = false;
+  char why[160], place[WHERE_MAX];
+  const char *p = config->listen_arg;
+  for (unsigned n = 0;; n++) {
+    why[0] = '\0';
+    size_t len = strcspn(p, ",");
+    char item[PCC_UNIX_PATH_MAX + 16];
+    listen_spec spec;
+    if (n == 2)
+      snprintf(why, sizeof why, "at most two addresses, a TCP one and a unix socket");
+    else if (len == 0)
+      snprintf(why, sizeof why, "an empty address in the list");
+    else if (len >= sizeof item)
+      snprintf(why, sizeof why, "an address longer than %zu bytes", sizeof item - 1);
+    if (why[0] == '\0') {
+      memcpy(item, p, len);
+      item[len] = '\0';
+      if (listen_item(item, &spec, why, sizeof why)) {
+        bool is_unix = spec.path[0] != '\0';
+        if (is_unix ? have_unix : have_tcp)
+          snprintf(why, sizeof why, "two %s: one of each at most",
+                   is_unix ? "unix sockets" : "TCP addresses");
+        else if (is_unix)
+          unix_socket = spec, have_unix = true;
+        else
+          tcp = spec, have_tcp = true;
+      }
+    }
+    if (why[0] != '\0') {
+      fprintf(stderr, "pycached: %s %s: %s (give HOST, HOST:PORT, [IPV6] or [IPV6]:PORT, HOST "
+              "being an IPv4 address or a host name, or unix:/PATH, or one of each separated "
+              "by a comma; or the port alone with --port)\n",
+              where(st, at, st->given[at], place, sizeof place), config->listen_arg, why);
+      return false;
+    }
+    p += len;
+    if (*p == '\0')
+      break;
+    p++; /* the comma: an address follows (an empty one is refused above) */
   }
-  memcpy(config->listen, spec.address, sizeof config->listen);
-  memcpy(config->listen_name, spec.name, sizeof config->listen_name);
-  memcpy(config->listen_path, spec.path, sizeof config->listen_path);
-  if (!spec.has_port || st->given[port_at].layer > st->given[at].layer)
+  memcpy(config->listen, tcp.address, sizeof config->listen);
+  memcpy(config->listen_name, tcp.name, sizeof config->listen_name);
+  memcpy(config->listen_path, unix_socket.path, sizeof config->listen_path);
+  if (!tcp.has_port || st->given[port_at].layer > st->given[at].layer)
     return true;
-  if (st->given[port_at].layer == st->given[at].layer && config->port != spec.port) {
+  if (st->given[port_at].layer == st->given[at].layer && config->port != tcp.port) {
     char other[WHERE_MAX];
     fprintf(stderr, "pycached: %s %s and %s %llu name two ports: give one\n",
             where(st, at, st->given[at], place, sizeof place), config->listen_arg,
@@ -793,7 +834,7 @@ static bool resolve_listen(parse_state *st)
             (unsigned long long)config->port);
     return false;
   }
-  config->port = spec.port;
+  config->port = tcp.port;
   return true;
 }
 
@@ -892,6 +933,14 @@ static bool check_tls(parse_state *st)
   if (config->tls_client_ca != NULL && config->tls_cert == NULL) {
     fprintf(stderr, "pycached: %s needs --tls-cert and --tls-key: mutual TLS is TLS\n",
             where(st, ca, st->given[ca], place, sizeof place));
+    return false;
+  }
+  if (config->tls_cert != NULL && config->listen_path[0] != '\0') {
+    /* libmicrohttpd's TLS is the whole daemon's, and unix: clients speak plain HTTP */
+    fprintf(stderr, "pycached: %s: TLS is served on a TCP address only, and --listen %s has a "
+            "unix socket (its mode and group are its access control): serve the unix socket "
+            "from a server without TLS\n", where(st, cert, st->given[cert], place, sizeof place),
+            config->listen_arg);
     return false;
   }
   return true;

@@ -17,12 +17,14 @@
 #define PCC_MAX_SERVER_NAMES 8  /* --server-name options */
 
 typedef struct {
-  const char *listen_arg;    /* --listen as given: HOST, HOST:PORT, [IPV6], [IPV6]:PORT */
-  char listen[INET6_ADDRSTRLEN]; /* the address to bind, numeric and canonical ("::1") */
+  const char *listen_arg;    /* --listen as given: HOST, HOST:PORT, [IPV6], [IPV6]:PORT,
+                              * unix:PATH, or a unix: one and a TCP one separated by a comma */
+  char listen[INET6_ADDRSTRLEN]; /* the TCP address to bind, numeric and canonical ("::1");
+                                  * "" when --listen has none (a unix socket only) */
   char listen_name[PCC_HOST_NAME_MAX + 1]; /* the host of --listen when it is not that text (a
                                             * name: "localhost"; "[::0001]"); "" when it is */
-  char listen_path[PCC_UNIX_PATH_MAX + 1]; /* --listen unix:PATH's PATH; "" for an address
-                                            * (then listen is "" and port unused) */
+  char listen_path[PCC_UNIX_PATH_MAX + 1]; /* --listen unix:PATH's PATH; "" without one (with
+                                            * no TCP address, listen is "" and port unused) */
   const char *socket_mode_arg; /* --socket-mode as given (octal) */
   unsigned socket_mode;        /* ... as a number */
   const char *socket_group;    /* --socket-group as given; NULL: none */

@@ -59,7 +59,9 @@ typedef struct {
 
 struct pcc_http {
   struct MHD_Daemon *daemon;
-  pcc_listener *listener;         /* accepts, and hands each connection to the daemon */
+  pcc_listener *listener;         /* accepts on the TCP address, and hands each connection to
+                                   * the daemon; NULL without one */
+  pcc_listener *unix_listener;    /* the same on the unix socket; NULL without one */
   pcc_counters *counters;
   pcc_auth *auth;                 /* NULL: every endpoint open (loopback only) */
   const pcc_tls *tls;             /* NULL: plain HTTP */
@@ -549,11 +551,19 @@ static bool client_certified(const pcc_http *http, struct MHD_Connection *connec
 
 /* ---- browsers ------------------------------------------------------------------------- */
 
+/* Did the connection come in on the unix socket? */
+static bool over_unix_socket(struct MHD_Connection *connection)
+{
+  const union MHD_ConnectionInfo *info =
+    MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  return info != NULL && info->client_addr != NULL && info->client_addr->sa_family == AF_UNIX;
+}
+
 /* Is host (a Host header's name, without the port) one this server answers to: a name given
- * with --server-name, the --listen address or host name, or, for a loopback server or a unix
- * socket, a loopback name? A server on a wildcard address without --server-name answers to any name (tokens guard
- * it). */
-static bool host_name_ok(const pcc_config *config, const char *host, size_t len)
+ * with --server-name, the --listen address or host name, or, on a loopback address or over
+ * the unix socket (over_unix), a loopback name? A server on a wildcard address without
+ * --server-name answers to any name (tokens guard it). */
+static bool host_name_ok(const pcc_config *config, const char *host, size_t len, bool over_unix)
 {
   for (unsigned i = 0; i < config->n_server_names; i++)
     if (strlen(config->server_names[i]) == len && strncasecmp(config->server_names[i], host,
@@ -571,7 +581,7 @@ static bool host_name_ok(const pcc_config *config, const char *host, size_t len)
     memmove(name, name + 1, len - 2);
     name[len - 2] = '\0';
   }
-  if (config->listen_path[0] == '\0' && strcmp(name, config->listen) == 0)
+  if (config->listen[0] != '\0' && strcmp(name, config->listen) == 0)
     return true;
   struct in_addr v4;
   struct in6_addr v6;
@@ -579,7 +589,7 @@ static bool host_name_ok(const pcc_config *config, const char *host, size_t len)
   if (wildcard && config->n_server_names == 0)
     return true;
   /* a unix socket: no browser reaches it (curl --unix-socket sends "Host: localhost") */
-  bool loopback_server = config->listen_path[0] != '\0' ||
+  bool loopback_server = over_unix ||
                          (inet_pton(AF_INET, config->listen, &v4) == 1 &&
                           (ntohl(v4.s_addr) >> 24) == 127) || strcmp(config->listen, "::1") == 0;
   if (!loopback_server)
@@ -622,7 +632,8 @@ static bool browser_safe(pcc_http *http, struct MHD_Connection *connection, cons
                                                  MHD_HTTP_HEADER_HOST);
   const char *origin = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Origin");
   const char *why = NULL;
-  if (host != NULL && !host_name_ok(http->config, host, host_name_len(host))) {
+  if (host != NULL &&
+      !host_name_ok(http->config, host, host_name_len(host), over_unix_socket(connection))) {
     why = "Host: not a name of this server (see --server-name)";
   } else if (origin != NULL) {
     const char *rest = strncmp(origin, "http://", 7) == 0    ? origin + 7
@@ -1283,8 +1294,9 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
                    MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
   struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
-  if (config->listen_path[0] != '\0') {
-    /* a unix socket: opened by listener.c below; libmicrohttpd takes its AF_UNIX peers */
+  /* a unix socket is opened by listener.c below too; libmicrohttpd takes its AF_UNIX peers */
+  if (config->listen[0] == '\0') {
+    /* a unix socket only */
   } else if (inet_pton(AF_INET, config->listen, &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons((uint16_t)config->port);
@@ -1344,20 +1356,22 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
     pcc_http_stop(http);
     return -1;
   }
-  pcc_listener_status listening =
-    config->listen_path[0] != '\0'
-      ? pcc_listener_open_unix(config->listen_path, config->socket_mode, config->socket_gid,
-                               take_connection, http, &http->listener)
-      : pcc_listener_open((const struct sockaddr *)&addr,
-                          v4->sin_family == AF_INET ? sizeof *v4 : sizeof *v6, take_connection,
-                          http, &http->listener);
-  if (listening != PCC_LISTENER_OK && config->listen_path[0] != '\0') {
+  pcc_listener_status listening = PCC_LISTENER_OK;
+  if (config->listen_path[0] != '\0')
+    listening = pcc_listener_open_unix(config->listen_path, config->socket_mode,
+                                       config->socket_gid, take_connection, http,
+                                       &http->unix_listener);
+  if (listening != PCC_LISTENER_OK) {
     pcc_logf(PCC_LOG_ERROR, "cannot listen on unix:%s: %s%s", config->listen_path,
              pcc_listener_strerror(listening),
              listening == PCC_LISTENER_IN_USE ? " (stop it, or give another path)" : "");
     pcc_http_stop(http);
     return -1;
   }
+  if (config->listen[0] != '\0')
+    listening = pcc_listener_open((const struct sockaddr *)&addr,
+                                  v4->sin_family == AF_INET ? sizeof *v4 : sizeof *v6,
+                                  take_connection, http, &http->listener);
   if (listening != PCC_LISTENER_OK) {
     pcc_logf(PCC_LOG_ERROR, "cannot listen on %s port %llu: %s", config->listen,
              (unsigned long long)config->port, pcc_listener_strerror(listening));
@@ -1370,13 +1384,15 @@ int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_
 
 uint16_t pcc_http_port(const pcc_http *http)
 {
-  return pcc_listener_port(http->listener);
+  return http->listener != NULL ? pcc_listener_port(http->listener) : 0;
 }
 
 void pcc_http_quiesce(pcc_http *http)
 {
-  if (http != NULL)
+  if (http != NULL) {
     pcc_listener_stop(http->listener);
+    pcc_listener_stop(http->unix_listener);
+  }
 }
 
 unsigned pcc_http_drain(pcc_http *http, unsigned timeout_ms)
@@ -1392,6 +1408,7 @@ void pcc_http_stop(pcc_http *http)
   if (http == NULL)
     return;
   pcc_listener_close(http->listener); /* first: nothing is added to a stopped daemon */
+  pcc_listener_close(http->unix_listener);
   if (http->daemon != NULL)
     MHD_stop_daemon(http->daemon);
   for (size_t i = 0; i < http->n_routes; i++) {

@@ -22,16 +22,16 @@ typedef struct {
   void *state;
 } pcc_http_mount;
 
-/* Starts serving config->listen:config->port with the routes of mounts (n of them; copied).
- * Each request is counted in counters' totals and, with an access_log (NULL: none), written
- * there as one line when it completes. The states, counters, auth (NULL: no access control),
+/* Starts serving config->listen:config->port and/or the unix socket config->listen_path with
+ * the routes of mounts (n of them; copied). Each request is counted in counters' totals and,
+ * with an access_log (NULL: none), written there as one line when it completes. The states, counters, auth (NULL: no access control),
  * tls (NULL: plain HTTP; tls.h) and access_log must outlive the daemon. Returns 0 and sets *out,
  * or -1 after logging why. */
 int pcc_http_start(const pcc_config *config, const pcc_http_mount *mounts, size_t n,
                    pcc_counters *counters, pcc_auth *auth, const pcc_tls *tls,
                    pcc_log *access_log, pcc_http **out);
 
-/* The port actually bound (useful with --port 0). */
+/* The TCP port actually bound (useful with --port 0); 0 with a unix socket only. */
 uint16_t pcc_http_port(const pcc_http *http);
 
 /* Stops accepting new connections; requests in progress go on. */

@@ -54,18 +54,20 @@ static bool loopback(const char *address)
 static int access_control(const pcc_config *config, pcc_auth **auth, char *note, size_t len)
 {
   if (config->tokens == NULL) {
-    bool local = config->listen_path[0] != '\0' || loopback(config->listen);
+    bool local = config->listen[0] == '\0' || loopback(config->listen); /* or unix only */
     if (!local && !config->insecure) {
       pcc_logf(PCC_LOG_ERROR, "refusing to serve %s without --tokens: anyone on the network "
                "could read and fill the cache (pass --insecure to do it anyway)",
                config->listen);
       return -1;
     }
-    snprintf(note, len, "pycached: no --tokens: every endpoint is open%s",
-             config->listen_path[0] != '\0' ? " (a unix socket: its mode and group decide who "
-                                               "may connect)"
-             : local ? " (loopback only)"
-                     : ", on a non-loopback address (--insecure)");
+    static const char unix_note[] = "its mode and group decide who may connect";
+    bool tcp = config->listen[0] != '\0', unix_socket = config->listen_path[0] != '\0';
+    snprintf(note, len, "pycached: no --tokens: every endpoint is open%s%s%s%s",
+             !tcp ? " (a unix socket: " : local ? " (loopback only" : ", on a non-loopback "
+                                                                     "address (--insecure)",
+             tcp && unix_socket ? "; on the unix socket " : "",
+             unix_socket ? unix_note : "", tcp && !local ? "" : ")");
     return 0;
   }
   char error[256] = "";
@@ -203,13 +205,16 @@ static int serve(const pcc_config *config, pcc_log *access_log)
   pcc_core_backends(core, &backends);
   char magic[2 * PCC_MAGIC_LEN + 1];
   pcc_magic_to_hex(pcc_compiler_magic(backends[0].compiler), magic);
-  char where[PCC_UNIX_PATH_MAX + INET6_ADDRSTRLEN + 32];
-  if (config->listen_path[0] != '\0')
-    snprintf(where, sizeof where, "unix:%s", config->listen_path);
-  else
-    snprintf(where, sizeof where, "%s://%s%s%s:%u", tls != NULL ? "https" : "http",
+  char where[PCC_UNIX_PATH_MAX + INET6_ADDRSTRLEN + 40], tcp[INET6_ADDRSTRLEN + 24] = "";
+  if (config->listen[0] != '\0')
+    snprintf(tcp, sizeof tcp, "%s://%s%s%s:%u", tls != NULL ? "https" : "http",
              strchr(config->listen, ':') ? "[" : "", config->listen,
              strchr(config->listen, ':') ? "]" : "", (unsigned)pcc_http_port(http));
+  if (config->listen_path[0] != '\0')
+    snprintf(where, sizeof where, "unix:%s%s%s", config->listen_path, tcp[0] ? " and " : "",
+             tcp);
+  else
+    snprintf(where, sizeof where, "%s", tcp);
   printf("pycached %s listening on %s (store %s, compiler %s magic %s, %d workers)\n",
          PCC_VERSION, where, config->store_dir, backends[0].name, magic,
          (int)pcc_compiler_workers(backends[0].compiler));
@@ -220,7 +225,7 @@ static int serve(const pcc_config *config, pcc_log *access_log)
            pcc_tls_mutual(tls) ? config->tls_client_ca : "");
   fflush(stdout);
   char status[sizeof where + 16];
-  if (config->listen_path[0] != '\0')
+  if (config->listen[0] == '\0' || config->listen_path[0] != '\0')
     snprintf(status, sizeof status, "listening on %s", where);
   else
     snprintf(status, sizeof status, "listening on port %u", (unsigned)pcc_http_port(http));

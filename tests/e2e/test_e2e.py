@@ -55,7 +55,8 @@ class Server:
     and url (http:// or, with --tls-cert, https://) are the ones the server says it listens on;
     request() speaks TLS to an https:// one with the ssl.SSLContext in `context`. On a unix
     socket (--listen unix:PATH) unix_path is its PATH, url "unix:PATH", and requests go over the
-    socket."""
+    socket; with a TCP address as well (--listen unix:PATH,HOST) tcp_url and port are that
+    one's."""
 
     def __init__(self, workdir, *args, env=None, port_args=("--port", "0")):
         self.store = os.path.join(workdir, "store")
@@ -70,10 +71,13 @@ class Server:
             line = self.proc.stdout.readline().decode() if ready else ""
             if not line or " listening on http" in line or " listening on unix:" in line:
                 break
-        self.unix_path = None
+        self.unix_path = self.tcp_url = None
         if " listening on unix:" in line:
             self.unix_path = line.split(" listening on unix:")[1].split()[0]
             self.host, self.port, self.url = "localhost", None, "unix:" + self.unix_path
+            if " and http" in line:  # a TCP address too: its url in tcp_url, its port in port
+                self.tcp_url = line.split(" and ")[1].split()[0]
+                self.port = int(self.tcp_url.rpartition(":")[2])
             return
         if " listening on http" not in line:
             self.stop()

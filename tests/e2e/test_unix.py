@@ -165,6 +165,67 @@ class Listener(UnixCase):
             self.assertEqual(f.read(), "not a socket\n")
 
 
+class Both(UnixCase):
+    """--listen unix:PATH,HOST: a node-local daemon's clients on the socket, its scraper (or
+    hosts next to it) on TCP, one store."""
+
+    def test_a_unix_socket_and_a_tcp_address_serve_one_store(self):
+        path = self.sock_path()
+        server = Server(self.tmp, "--workers", "2", "--listen", "unix:%s,127.0.0.1" % path)
+        self.servers.append(server)
+        self.assertEqual(server.url, "unix:" + path)
+        self.assertTrue(server.tcp_url.startswith("http://127.0.0.1:"), server.tcp_url)
+        # the hook compiles over the socket; pycachectl over TCP gets the same entries
+        root = self.small_package()
+        first = self.import_small(server.url, root)
+        self.assertEqual((first["value"], first["stats"]["compiles_asked"]), (1, 3))
+        ctl = subprocess.run([PYCACHECTL, "--server", server.tcp_url, "get",
+                              os.path.join(root, "pkg", "alpha.py")],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(ctl.returncode, 0, ctl.stderr)
+        self.assertTrue(ctl.stdout.startswith("hit"), ctl.stdout)
+        second = self.import_small(server.tcp_url, root)
+        self.assertEqual((second["stats"]["hits"], second["stats"]["fallbacks"]), (3, {}))
+        # /metrics over TCP, as Prometheus scrapes a node-local daemon; curl on the socket
+        import urllib.request
+        with urllib.request.urlopen(server.tcp_url + "/metrics", timeout=30) as response:
+            metrics = response.read().decode()
+        self.assertRegex(metrics, r'(?m)^pycached_hits_total\{magic="%s"\} 4$' % MAGIC)
+        self.assertEqual(curl_unix(path, "/healthz")[0], 200)
+        # the browser checks hold on the TCP side: a Host of another server is refused
+        request = urllib.request.Request(server.tcp_url + "/v1/stats",
+                                         headers={"Host": "evil.example"})
+        with self.assertRaises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        self.assertEqual(refused.exception.code, 403)
+        # the start-up note says what guards each; a clean stop removes the socket
+        stdout = server.proc.stdout.readline().decode()
+        self.assertIn("every endpoint is open (loopback only; on the unix socket its mode and "
+                      "group decide who may connect)", stdout)
+        self.assertEqual(server.stop(), 0)
+        self.servers.remove(server)
+        self.assertFalse(os.path.lexists(path))
+
+    def test_lists_that_are_not_one_of_each_are_refused(self):
+        a, b = "unix:" + self.sock_path("a.sock"), "unix:" + self.sock_path("b.sock")
+        for listen, message in (("%s,%s" % (a, b), "two unix sockets: one of each at most"),
+                                ("127.0.0.1,127.0.0.2", "two TCP addresses: one of each at most"),
+                                ("%s,127.0.0.1,[::1]" % a, "at most two addresses"),
+                                (a + ",", "an empty address in the list"),
+                                ("," + a, "an empty address in the list"),
+                                (a + ",127.0.0.1:99999", "the port is not a number")):
+            code, err = refused_start(self.tmp, "--port", "0", "--listen", listen)
+            self.assertEqual(code, 2, err)
+            self.assertIn(message, err)
+            self.assertIn("or one of each separated by a comma", err)
+        self.assertFalse(os.path.exists(self.sock_path("a.sock")))
+        # TLS is the whole daemon's, and unix: clients speak plain HTTP: refused, not half-served
+        code, err = refused_start(self.tmp, "--port", "0", "--listen", a + ",127.0.0.1",
+                                  "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key")
+        self.assertEqual(code, 2, err)
+        self.assertIn("TLS is served on a TCP address only", err)
+
+
 class Always500(http.server.BaseHTTPRequestHandler):
     """A server that answers every request 500, counting them."""
     requests = 0
