@@ -195,6 +195,12 @@ static const option_spec options[] = {
   {"shared-key", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(shared_key),
    "a secret file of the fleet (32+ bytes, mode 0600): --shared values are signed with "
    "HMAC-SHA256 under it, and one not signed with it is never used", 0, 0},
+  {"shared-password-file", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(shared_password_file),
+   "a file holding the password of the --shared Redis servers (mode 0600 or 0400; one "
+   "trailing newline is not part of it), sent with AUTH on every new connection", 0, 0},
+  {"shared-user", OPT_STRING, "NAME", NULL, 0, 0, 0, FIELD(shared_user),
+   "the Redis ACL user of --shared-password-file's password (AUTH NAME PASSWORD) [none: AUTH "
+   "PASSWORD, Redis' requirepass]", 0, 0},
   {"upstream", OPT_STRING, "URL[,URL...]", NULL, 0, 0, 0, FIELD(upstream),
    "other pycached servers (http://, https:// or unix:/PATH), asked in this order to compile a "
    "source not stored here before it is compiled here, and to compile every source of a magic "
@@ -897,16 +903,36 @@ static bool check_tls(parse_state *st)
   return true;
 }
 
-/* --shared is a list pcc_shared_open takes. False (printed, naming where it was set) otherwise. */
+/* --shared is a list pcc_shared_open takes; --shared-user is a Redis user name and comes with
+ * --shared-password-file (whose file pcc_shared_open reads and checks). False (printed, naming
+ * where it was set) otherwise. */
 static bool check_shared(parse_state *st)
 {
-  const char *list = st->config->shared;
+  const pcc_config *config = st->config;
   char err[400], place[WHERE_MAX];
-  if (list == NULL || pcc_shared_list_valid(list, err, sizeof err))
-    return true;
   size_t i = option_at(FIELD(shared));
-  fprintf(stderr, "pycached: %s: %s\n", where(st, i, st->given[i], place, sizeof place), err);
-  return false;
+  if (config->shared != NULL && !pcc_shared_list_valid(config->shared, err, sizeof err)) {
+    fprintf(stderr, "pycached: %s: %s\n", where(st, i, st->given[i], place, sizeof place), err);
+    return false;
+  }
+  const char *user = config->shared_user;
+  if (user == NULL)
+    return true;
+  i = option_at(FIELD(shared_user));
+  size_t len = strlen(user), printable = 0;
+  while (printable < len && user[printable] > ' ' && user[printable] < 0x7f)
+    printable++;
+  if (len == 0 || len > PCC_SHARED_USER_MAX || printable != len) {
+    fprintf(stderr, "pycached: %s: not a Redis user name (1 to %d printable characters, no "
+            "space)\n", where(st, i, st->given[i], place, sizeof place), PCC_SHARED_USER_MAX);
+    return false;
+  }
+  if (config->shared_password_file == NULL) {
+    fprintf(stderr, "pycached: %s given without --shared-password-file: a Redis ACL user "
+            "needs its password\n", where(st, i, st->given[i], place, sizeof place));
+    return false;
+  }
+  return true;
 }
 
 /* --upstream is a list pcc_upstream_open takes. False (printed, naming where it was set)
