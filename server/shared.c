@@ -368,9 +368,9 @@ static bool conn_timed_out(const redisContext *c)
 /* s answered with an error that does not pass by itself (its AUTH refused, or NOAUTH: it wants
  * a password): down for its backoff as a server that failed (c, the connection, closed; the idle
  * ones too), so that it is retried later rather than asked per request; one warning while it
- * stays down, with Redis' message and hint (what to check). */
-static void server_refused(pcc_shared *shared, server *s, redisContext *c, const char *message,
-                           const char *hint)
+ * stays down: what happened, Redis' message and hint (what to do). */
+static void server_refused(pcc_shared *shared, server *s, redisContext *c, const char *what,
+                           const char *message, const char *hint)
 {
   atomic_fetch_add(&shared->errors, 1);
   if (shared->password_len > 0 &&
@@ -378,11 +378,11 @@ static void server_refused(pcc_shared *shared, server *s, redisContext *c, const
     message = "(Redis' message holds the password: not shown)";
   unsigned backoff;
   if (pcc_peer_failed(&s->peer, c, true, &backoff))
-    pcc_logf(PCC_LOG_WARN, "shared tier %s: %s: %s; down: skipped for %u ms, then retried "
-             "(every %d ms at most while it refuses)", s->id, message, hint, backoff,
-             PCC_SHARED_BACKOFF_MAX_MS);
+    pcc_logf(PCC_LOG_WARN, "shared tier %s: %s (Redis: %s): %s; down: skipped for %u ms, then "
+             "retried (every %d ms at most while it refuses)", s->id, what, message, hint,
+             backoff, PCC_SHARED_BACKOFF_MAX_MS);
   else
-    pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s", s->id, message);
+    pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s (Redis: %s)", s->id, what, message);
 }
 
 /* Sends AUTH ([--shared-user] password) on c, a new connection to s. True when Redis took it.
@@ -410,11 +410,11 @@ static bool conn_auth(pcc_shared *shared, server *s, redisContext *c, bool *refu
   }
   *refused = reply->type == REDIS_REPLY_ERROR;
   if (*refused)
-    server_refused(shared, s, c, reply->str, shared->user[0] != '\0'
-                   ? "AUTH refused: check --shared-user and --shared-password-file against "
-                     "the ACL user of the Redis server"
-                   : "AUTH refused: check --shared-password-file against the requirepass of "
-                     "the Redis server");
+    server_refused(shared, s, c, "AUTH refused", reply->str, shared->user[0] != '\0'
+                   ? "check --shared-user and --shared-password-file against the ACL user of "
+                     "the Redis server"
+                   : "check --shared-password-file against the requirepass of the Redis "
+                     "server");
   freeReplyObject(reply);
   return !*refused;
 }
@@ -530,9 +530,8 @@ static redisReply *command(pcc_shared *shared, const char *key, int argc, const 
     }
   }
   if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOAUTH", 6) == 0) {
-    server_refused(shared, s, c, reply->str, shared->password_len == 0
-                   ? "it wants a password: give --shared-password-file (and --shared-user for "
-                     "an ACL user)"
+    server_refused(shared, s, c, "it wants a password", reply->str, shared->password_len == 0
+                   ? "give --shared-password-file (and --shared-user for an ACL user)"
                    : "check --shared-password-file and --shared-user");
     freeReplyObject(reply);
     return NULL;
