@@ -950,7 +950,17 @@ static bool check_upstream(parse_state *st)
 
 /* ---- the whole ------------------------------------------------------------------------------ */
 
-enum { HELP = N_OPTIONS, VERSION, LIMITS };
+/* getopt_long's value of options[i] is VAL_BASE + i: past every character, so that none is
+ * '?' (an unknown option) or 'h' however long the table grows (at 61 rows --limits was '?', and
+ * an unknown option printed the limits and exited 0). */
+enum { VAL_BASE = 256, HELP = VAL_BASE + N_OPTIONS, VERSION, LIMITS };
+
+/* The row of getopt_long's value c, or N_OPTIONS when c is no row's. */
+static size_t option_of_val(int c)
+{
+  return c >= VAL_BASE && (size_t)(c - VAL_BASE) < N_OPTIONS ? (size_t)(c - VAL_BASE)
+                                                              : N_OPTIONS;
+}
 
 /* The command line's first pass: --help, --version and --limits answered, unknown options and
  * stray arguments refused, and --config noted into *config_file. PCC_CONFIG_OK: go on. */
@@ -973,11 +983,12 @@ static pcc_config_status scan_argv(int argc, char **argv, const struct option *l
       print_limits();
       return PCC_CONFIG_LIMITS;
     }
-    if (c < 0 || (size_t)c >= N_OPTIONS) {
+    size_t i = option_of_val(c);
+    if (i == N_OPTIONS) {
       fprintf(stderr, "Try '%s --help'.\n", argv[0]);
       return PCC_CONFIG_USAGE;
     }
-    if (options[c].offset == FIELD(config_file))
+    if (options[i].offset == FIELD(config_file))
       *config_file = optarg;
   }
   if (optind < argc) {
@@ -1006,7 +1017,7 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
   for (size_t i = 0; i < N_OPTIONS; i++)
     long_options[i] = (struct option){options[i].name,
                                       options[i].kind == OPT_FLAG ? no_argument : required_argument,
-                                      NULL, (int)i};
+                                      NULL, VAL_BASE + (int)i};
   long_options[N_OPTIONS] = (struct option){"help", no_argument, NULL, HELP};
   long_options[N_OPTIONS + 1] = (struct option){"version", no_argument, NULL, VERSION};
   long_options[N_OPTIONS + 2] = (struct option){"limits", no_argument, NULL, LIMITS};
@@ -1033,7 +1044,8 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
   opterr = 0; /* the first pass has printed what there was to print */
   int c;
   while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1)
-    if (c >= 0 && (size_t)c < N_OPTIONS && !apply(&st, (size_t)c, optarg, (origin){FROM_FLAG, 0}))
+    if (option_of_val(c) < N_OPTIONS &&
+        !apply(&st, option_of_val(c), optarg, (origin){FROM_FLAG, 0}))
       return PCC_CONFIG_USAGE;
 
   if (!resolve_listen(&st) || !resolve_socket(&st) || !check_tls(&st) || !check_shared(&st) ||

@@ -1063,6 +1063,23 @@ START_TEST(test_config_listen_forms)
 END_TEST
 
 /* --worker-rss takes 0, so a size that wrapped round to 0 would pass: 2^64 must not. */
+/* An unknown option is a usage error, whatever the size of the option table: getopt_long's '?'
+ * once fell on --limits' value when the table reached 61 rows (the unknown option printed the
+ * limits and the server exited 0). */
+START_TEST(test_config_unknown_options_are_refused)
+{
+  pcc_config config;
+  char err[512];
+  const char *nonsense[] = {"--nonsense", NULL}, *short_one[] = {"-x", NULL};
+  const char *missing[] = {"--port", NULL};
+  ck_assert_int_eq(parse_err(&config, nonsense, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "'--nonsense'") != NULL, "%s", err);
+  ck_assert_int_eq(parse_err(&config, short_one, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_int_eq(parse_err(&config, missing, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "requires an argument") != NULL, "%s", err);
+}
+END_TEST
+
 START_TEST(test_config_size_overflow)
 {
   pcc_config config;
@@ -1796,6 +1813,7 @@ static Suite *server_suite(void)
   tcase_add_test(config, test_config_store_sizes);
   tcase_add_test(config, test_config_listen_forms);
   tcase_add_test(config, test_config_size_overflow);
+  tcase_add_test(config, test_config_unknown_options_are_refused);
   tcase_add_test(config, test_config_file);
   tcase_add_test(config, test_config_environment);
   tcase_add_test(config, test_limits_table);
