@@ -156,12 +156,13 @@ class SharedCase(ServersCase):
         self.redises.append(redis)
         return redis
 
-    def replica(self, *urls, args=()):
+    def replica(self, *urls, args=(), env=None):
         self.n_replica += 1
         workdir = os.path.join(self.tmp, "replica-%d" % self.n_replica)
         os.makedirs(workdir)
         os.chmod(workdir, 0o755)
-        return self.start("--workers", "2", "--shared", ",".join(urls), *args, workdir=workdir)
+        return self.start("--workers", "2", "--shared", ",".join(urls), *args, workdir=workdir,
+                          env=env)
 
     def source(self, name, text):
         path = os.path.join(self.tmp, "src", name)
@@ -472,7 +473,9 @@ class Auth(SharedCase):
         [key] = [k for k in store.keys("pcc:v1:blob:*")
                  if k.endswith(source_params(path, with_digest=True)["digest"])]
         store.command("SET", key, b"not a value at all")
-        c = self.replica(store.url, args=args)
+        # the third from the environment, as the systemd and Kubernetes examples give them
+        env = dict(os.environ, PYCACHED_SHARED_USER="pcc", PYCACHED_SHARED_PASSWORD_FILE=secret)
+        c = self.replica(store.url, env=env)
         self.assertEqual(self.compile(c, path), (200, "compiled", pyc))
         shared = c.stats()["shared"]
         self.assertEqual((shared["corrupt"], shared["errors"], shared["stores"]), (1, 0, 1))
