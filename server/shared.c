@@ -211,8 +211,10 @@ static bool read_auth(pcc_shared *shared, const pcc_shared_config *config, char 
   if (config->user != NULL) {
     size_t len = strlen(config->user);
     if (config->password_file == NULL || len == 0 || len > PCC_SHARED_USER_MAX) {
-      snprintf(err, err_len, "--shared-user: %s", config->password_file == NULL
-               ? "given without --shared-password-file" : "not 1 to PCC_SHARED_USER_MAX bytes");
+      if (config->password_file == NULL)
+        snprintf(err, err_len, "--shared-user: given without --shared-password-file");
+      else
+        snprintf(err, err_len, "--shared-user: not 1 to %d bytes", PCC_SHARED_USER_MAX);
       return false;
     }
     memcpy(shared->user, config->user, len + 1);
