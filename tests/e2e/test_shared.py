@@ -559,6 +559,9 @@ class Auth(SharedCase):
             (("--shared-password-file", self.secret("large.pw", too_large)),
              "--shared-password-file", "larger than the limit"),
             (("--shared-user", "pcc"), "--shared-user", "without --shared-password-file"),
+            (("--shared-user", "two words", "--shared-password-file",
+              self.secret("good.pw", b"secret-open")), "--shared-user",
+             "not a Redis user name"),
         ]
         for args, option, what in cases:
             out = subprocess.run([PYCACHED, "--port", "0", "--store",
