@@ -97,6 +97,8 @@
 #define PCC_SHARED_TTL_DEFAULT (7 * 86400) /* option --shared-ttl: seconds a shared value lives */
 #define PCC_SHARED_KEY_MIN 32              /* bytes of a --shared-key file, at least */
 #define PCC_SHARED_KEY_FILE_MAX 4096       /* bytes of a --shared-key file, at most */
+#define PCC_SHARED_PASSWORD_MAX 1024       /* bytes of the --shared-password-file password */
+#define PCC_SHARED_USER_MAX 128            /* bytes of the --shared-user name */
 
 /* ---- the upstream tier (server/upstream.c) ------------------------------------------------- */
 #define PCC_UPSTREAMS_MAX 8                /* URLs of --upstream */

@@ -196,6 +196,12 @@ static const option_spec options[] = {
   {"shared-key", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(shared_key),
    "a secret file of the fleet (32+ bytes, mode 0600): --shared values are signed with "
    "HMAC-SHA256 under it, and one not signed with it is never used", 0, 0},
+  {"shared-password-file", OPT_STRING, "FILE", NULL, 0, 0, 0, FIELD(shared_password_file),
+   "a file holding the password of the --shared Redis servers (mode 0600 or 0400; one "
+   "trailing newline is not part of it), sent with AUTH on every new connection", 0, 0},
+  {"shared-user", OPT_STRING, "NAME", NULL, 0, 0, 0, FIELD(shared_user),
+   "the Redis ACL user of --shared-password-file's password (AUTH NAME PASSWORD) [none: AUTH "
+   "PASSWORD, Redis' requirepass]", 0, 0},
   {"upstream", OPT_STRING, "URL[,URL...]", NULL, 0, 0, 0, FIELD(upstream),
    "other pycached servers (http://, https:// or unix:/PATH), asked in this order to compile a "
    "source not stored here before it is compiled here, and to compile every source of a magic "
@@ -946,16 +952,36 @@ static bool check_tls(parse_state *st)
   return true;
 }
 
-/* --shared is a list pcc_shared_open takes. False (printed, naming where it was set) otherwise. */
+/* --shared is a list pcc_shared_open takes; --shared-user is a Redis user name and comes with
+ * --shared-password-file (whose file pcc_shared_open reads and checks). False (printed, naming
+ * where it was set) otherwise. */
 static bool check_shared(parse_state *st)
 {
-  const char *list = st->config->shared;
+  const pcc_config *config = st->config;
   char err[400], place[WHERE_MAX];
-  if (list == NULL || pcc_shared_list_valid(list, err, sizeof err))
-    return true;
   size_t i = option_at(FIELD(shared));
-  fprintf(stderr, "pycached: %s: %s\n", where(st, i, st->given[i], place, sizeof place), err);
-  return false;
+  if (config->shared != NULL && !pcc_shared_list_valid(config->shared, err, sizeof err)) {
+    fprintf(stderr, "pycached: %s: %s\n", where(st, i, st->given[i], place, sizeof place), err);
+    return false;
+  }
+  const char *user = config->shared_user;
+  if (user == NULL)
+    return true;
+  i = option_at(FIELD(shared_user));
+  size_t len = strlen(user), printable = 0;
+  while (printable < len && user[printable] > ' ' && user[printable] < 0x7f)
+    printable++;
+  if (len == 0 || len > PCC_SHARED_USER_MAX || printable != len) {
+    fprintf(stderr, "pycached: %s: not a Redis user name (1 to %d printable characters, no "
+            "space)\n", where(st, i, st->given[i], place, sizeof place), PCC_SHARED_USER_MAX);
+    return false;
+  }
+  if (config->shared_password_file == NULL) {
+    fprintf(stderr, "pycached: %s given without --shared-password-file: a Redis ACL user "
+            "needs its password\n", where(st, i, st->given[i], place, sizeof place));
+    return false;
+  }
+  return true;
 }
 
 /* --upstream is a list pcc_upstream_open takes. False (printed, naming where it was set)
@@ -973,7 +999,17 @@ static bool check_upstream(parse_state *st)
 
 /* ---- the whole ------------------------------------------------------------------------------ */
 
-enum { HELP = N_OPTIONS, VERSION, LIMITS };
+/* getopt_long's value of options[i] is VAL_BASE + i: past every character, so that none is
+ * '?' (an unknown option) or 'h' however long the table grows (at 61 rows --limits was '?', and
+ * an unknown option printed the limits and exited 0). */
+enum { VAL_BASE = 256, HELP = VAL_BASE + N_OPTIONS, VERSION, LIMITS };
+
+/* The row of getopt_long's value c, or N_OPTIONS when c is no row's. */
+static size_t option_of_val(int c)
+{
+  return c >= VAL_BASE && (size_t)(c - VAL_BASE) < N_OPTIONS ? (size_t)(c - VAL_BASE)
+                                                              : N_OPTIONS;
+}
 
 /* The command line's first pass: --help, --version and --limits answered, unknown options and
  * stray arguments refused, and --config noted into *config_file. PCC_CONFIG_OK: go on. */
@@ -996,11 +1032,12 @@ static pcc_config_status scan_argv(int argc, char **argv, const struct option *l
       print_limits();
       return PCC_CONFIG_LIMITS;
     }
-    if (c < 0 || (size_t)c >= N_OPTIONS) {
+    size_t i = option_of_val(c);
+    if (i == N_OPTIONS) {
       fprintf(stderr, "Try '%s --help'.\n", argv[0]);
       return PCC_CONFIG_USAGE;
     }
-    if (options[c].offset == FIELD(config_file))
+    if (options[i].offset == FIELD(config_file))
       *config_file = optarg;
   }
   if (optind < argc) {
@@ -1029,7 +1066,7 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
   for (size_t i = 0; i < N_OPTIONS; i++)
     long_options[i] = (struct option){options[i].name,
                                       options[i].kind == OPT_FLAG ? no_argument : required_argument,
-                                      NULL, (int)i};
+                                      NULL, VAL_BASE + (int)i};
   long_options[N_OPTIONS] = (struct option){"help", no_argument, NULL, HELP};
   long_options[N_OPTIONS + 1] = (struct option){"version", no_argument, NULL, VERSION};
   long_options[N_OPTIONS + 2] = (struct option){"limits", no_argument, NULL, LIMITS};
@@ -1056,7 +1093,8 @@ pcc_config_status pcc_config_parse(int argc, char **argv, pcc_config *out)
   opterr = 0; /* the first pass has printed what there was to print */
   int c;
   while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1)
-    if (c >= 0 && (size_t)c < N_OPTIONS && !apply(&st, (size_t)c, optarg, (origin){FROM_FLAG, 0}))
+    if (option_of_val(c) < N_OPTIONS &&
+        !apply(&st, option_of_val(c), optarg, (origin){FROM_FLAG, 0}))
       return PCC_CONFIG_USAGE;
 
   if (!resolve_listen(&st) || !resolve_socket(&st) || !check_tls(&st) || !check_shared(&st) ||

@@ -86,6 +86,8 @@ typedef struct {
   uint64_t shared_connect_timeout; /* ms of one Redis connect */
   uint64_t shared_ttl;        /* seconds a shared value lives; 0: none (Redis' maxmemory policy) */
   const char *shared_key;     /* --shared-key FILE: values signed and checked with it; NULL: none */
+  const char *shared_password_file; /* --shared-password-file FILE: AUTH with it; NULL: none */
+  const char *shared_user;    /* --shared-user NAME: the ACL user of that password; NULL: none */
   const char *upstream;       /* --upstream URL[,...]: other pycached servers asked first; NULL: none */
   uint64_t upstream_timeout;  /* ms of one compile asked of an upstream */
   uint64_t upstream_connect_timeout; /* ms of one connect to an upstream */

@@ -616,7 +616,9 @@ pcc_core_status pcc_core_open(const pcc_config *config, pcc_core **out)
       .command_ms = (unsigned)config->shared_timeout,
       .ttl = config->shared_ttl,
       .lock_ms = (unsigned)(config->compile_timeout * 1000 + 2000),
-      .key_file = config->shared_key};
+      .key_file = config->shared_key,
+      .password_file = config->shared_password_file,
+      .user = config->shared_user};
     char err[512];
     pcc_shared_status shared_rc = pcc_shared_open(config->shared, &shared_config, err,
                                                   sizeof err, &core->shared);

@@ -57,6 +57,9 @@ struct pcc_shared {
   char replica[ID_LEN + 1];        /* this process's lock value */
   bool signed_values;              /* --shared-key given */
   uint8_t key[crypto_auth_hmacsha256_KEYBYTES]; /* the SHA-256 of its bytes */
+  char password[PCC_SHARED_PASSWORD_MAX]; /* --shared-password-file's; wiped at close */
+  size_t password_len;             /* 0: no AUTH */
+  char user[PCC_SHARED_USER_MAX + 1]; /* --shared-user; "": AUTH PASSWORD alone */
   atomic_bool cancelled;
   atomic_uint_fast64_t hits, misses, stores, corrupt, errors, timeouts, skipped, lock_waits,
     lock_expired;
@@ -131,26 +134,36 @@ static bool parse_url(const char *url, size_t len, server *s, char *err, size_t 
   return true;
 }
 
-/* Reads the --shared-key file into shared->key (the SHA-256 of its bytes). */
-static bool read_key(pcc_shared *shared, const char *path, char *err, size_t err_len)
+/* Reads the secret file at path (--shared-key, --shared-password-file), a regular file that its
+ * group and others may not use, into buf: at most cap bytes, *len of them. NULL, or why not (a
+ * static text or strerror's). The caller checks the length and wipes buf. */
+static const char *read_secret(const char *path, uint8_t *buf, size_t cap, size_t *len)
 {
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  *len = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK); /* a FIFO does not block */
   struct stat sb;
   if (fd < 0 || fstat(fd, &sb) != 0) {
-    snprintf(err, err_len, "--shared-key %s: %s", path, strerror(errno));
+    const char *why = strerror(errno);
     if (fd >= 0)
       close(fd);
-    return false;
+    return why;
   }
-  uint8_t bytes[PCC_SHARED_KEY_FILE_MAX + 1];
-  size_t len = 0;
   const char *why = !S_ISREG(sb.st_mode)                 ? "not a regular file"
                     : (sb.st_mode & (S_IRWXG | S_IRWXO)) ? "its group or others may use it"
                                                          : NULL;
-  int read_errno = why == NULL ? pcc_read_upto(fd, bytes, sizeof bytes, &len) : 0;
+  int read_errno = why == NULL ? pcc_read_upto(fd, buf, cap, len) : 0;
   if (read_errno != 0)
     why = strerror(read_errno);
   close(fd);
+  return why;
+}
+
+/* Reads the --shared-key file into shared->key (the SHA-256 of its bytes). */
+static bool read_key(pcc_shared *shared, const char *path, char *err, size_t err_len)
+{
+  uint8_t bytes[PCC_SHARED_KEY_FILE_MAX + 1];
+  size_t len = 0;
+  const char *why = read_secret(path, bytes, sizeof bytes, &len);
   if (why == NULL && (len < PCC_SHARED_KEY_MIN || len > PCC_SHARED_KEY_FILE_MAX))
     why = len < PCC_SHARED_KEY_MIN ? "shorter than the least" : "larger than the limit";
   if (why != NULL) {
@@ -164,6 +177,50 @@ static bool read_key(pcc_shared *shared, const char *path, char *err, size_t err
   sodium_memzero(bytes, sizeof bytes);
   shared->signed_values = true;
   return true;
+}
+
+/* Reads the --shared-password-file file into shared->password: its bytes but one trailing
+ * newline. Messages name the file, never what it holds. */
+static bool read_password(pcc_shared *shared, const char *path, char *err, size_t err_len)
+{
+  uint8_t bytes[PCC_SHARED_PASSWORD_MAX + 2]; /* a newline, and a byte to see a larger one */
+  size_t len = 0;
+  const char *why = read_secret(path, bytes, sizeof bytes, &len);
+  if (why == NULL && len > 0 && bytes[len - 1] == '\n')
+    len--;
+  if (why == NULL && (len == 0 || len > PCC_SHARED_PASSWORD_MAX))
+    why = len == 0 ? "empty" : "larger than the limit";
+  if (why != NULL) {
+    snprintf(err, err_len, "--shared-password-file %s: %s (it must be a regular file holding "
+             "the password, 1 to %d bytes besides one trailing newline, mode 0600 or 0400)",
+             path, why, PCC_SHARED_PASSWORD_MAX);
+    sodium_memzero(bytes, sizeof bytes);
+    return false;
+  }
+  memcpy(shared->password, bytes, len);
+  shared->password_len = len;
+  sodium_memzero(bytes, sizeof bytes);
+  return true;
+}
+
+/* The --shared-user and --shared-password-file of config into shared; false with a message in
+ * err otherwise. */
+static bool read_auth(pcc_shared *shared, const pcc_shared_config *config, char *err,
+                      size_t err_len)
+{
+  if (config->user != NULL) {
+    size_t len = strlen(config->user);
+    if (config->password_file == NULL || len == 0 || len > PCC_SHARED_USER_MAX) {
+      if (config->password_file == NULL)
+        snprintf(err, err_len, "--shared-user: given without --shared-password-file");
+      else
+        snprintf(err, err_len, "--shared-user: not 1 to %d bytes", PCC_SHARED_USER_MAX);
+      return false;
+    }
+    memcpy(shared->user, config->user, len + 1);
+  }
+  return config->password_file == NULL || read_password(shared, config->password_file, err,
+                                                        err_len);
 }
 
 /* Parses list into servers[0..*n) (host, port, id; nothing else initialised). False with a
@@ -234,7 +291,8 @@ pcc_shared_status pcc_shared_open(const char *list, const pcc_shared_config *con
     shared->ids[i] = shared->servers[i].id;
   }
   if (sodium_init() < 0 ||
-      (config->key_file != NULL && !read_key(shared, config->key_file, err, err_len))) {
+      (config->key_file != NULL && !read_key(shared, config->key_file, err, err_len)) ||
+      !read_auth(shared, config, err, err_len)) {
     if (err[0] == '\0')
       snprintf(err, err_len, "--shared: libsodium does not start");
     pcc_shared_close(shared);
@@ -259,6 +317,7 @@ void pcc_shared_close(pcc_shared *shared)
   for (unsigned i = 0; i < shared->n; i++)
     pcc_peer_destroy(&shared->servers[i].peer);
   sodium_memzero(shared->key, sizeof shared->key);
+  sodium_memzero(shared->password, sizeof shared->password);
   free(shared);
 }
 
@@ -302,9 +361,71 @@ void pcc_shared_key(const char *kind, const pcc_magic *magic, int opt, const pcc
 
 /* ---- connections and the breaker --------------------------------------------------------- */
 
+/* Did the command just run on c fail by running out of time (SO_RCVTIMEO, SO_SNDTIMEO)? */
+static bool conn_timed_out(const redisContext *c)
+{
+  return c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* s answered with an error that does not pass by itself (its AUTH refused, or NOAUTH: it wants
+ * a password): down for its backoff as a server that failed (c, the connection, closed; the idle
+ * ones too), so that it is retried later rather than asked per request; one warning while it
+ * stays down: what happened, Redis' message and hint (what to do). */
+static void server_refused(pcc_shared *shared, server *s, redisContext *c, const char *what,
+                           const char *message, const char *hint)
+{
+  atomic_fetch_add(&shared->errors, 1);
+  if (shared->password_len > 0 &&
+      memmem(message, strlen(message), shared->password, shared->password_len) != NULL)
+    message = "(Redis' message holds the password: not shown)";
+  unsigned backoff;
+  if (pcc_peer_failed(&s->peer, c, true, &backoff))
+    pcc_logf(PCC_LOG_WARN, "shared tier %s: %s (Redis: %s): %s; down: skipped for %u ms, then "
+             "retried (every %d ms at most while it refuses)", s->id, what, message, hint,
+             backoff, PCC_SHARED_BACKOFF_MAX_MS);
+  else
+    pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s (Redis: %s)", s->id, what, message);
+}
+
+/* Sends AUTH ([--shared-user] password) on c, a new connection to s. True when Redis took it.
+ * False when the connection failed (*timed_out: out of time; the caller marks s down) or when
+ * Redis refused it (*refused: s is marked down here and c is closed). */
+static bool conn_auth(pcc_shared *shared, server *s, redisContext *c, bool *refused,
+                      bool *timed_out)
+{
+  const char *argv[3] = {"AUTH"};
+  size_t lens[3] = {4};
+  int argc = 1;
+  if (shared->user[0] != '\0') {
+    argv[argc] = shared->user;
+    lens[argc++] = strlen(shared->user);
+  }
+  argv[argc] = shared->password;
+  lens[argc++] = shared->password_len;
+  redisReply *reply = redisCommandArgv(c, argc, argv, lens);
+  if (reply == NULL || c->err != 0) {
+    *timed_out = conn_timed_out(c);
+    pcc_logf(PCC_LOG_DEBUG, "shared tier %s: AUTH: %s", s->id, c->errstr);
+    if (reply != NULL)
+      freeReplyObject(reply);
+    return false;
+  }
+  *refused = reply->type == REDIS_REPLY_ERROR;
+  if (*refused)
+    server_refused(shared, s, c, "AUTH refused", reply->str, shared->user[0] != '\0'
+                   ? "check --shared-user and --shared-password-file against the ACL user of "
+                     "the Redis server"
+                   : "check --shared-password-file against the requirepass of the Redis "
+                     "server");
+  freeReplyObject(reply);
+  return !*refused;
+}
+
 /* A connection to s (*pooled: an idle one of the pool, which may have been closed since by
- * the server), or NULL when it is skipped (down: *skipped set) or cannot be reached (the caller
- * marks it down; *timed_out when the connect ran out of time). fresh: connect a new one. */
+ * the server), or NULL when it is skipped (down: *skipped set, also when its AUTH was refused
+ * just now, which marked it down) or cannot be reached (the caller marks it down; *timed_out
+ * when the connect or AUTH ran out of time). fresh: connect a new one. A new connection has
+ * sent AUTH when --shared-password-file is given. */
 static redisContext *conn_take(pcc_shared *shared, server *s, bool fresh, bool *pooled,
                                bool *skipped, bool *timed_out)
 {
@@ -320,14 +441,21 @@ static redisContext *conn_take(pcc_shared *shared, server *s, bool fresh, bool *
   if (c != NULL)
     return c;
   c = redisConnectWithTimeout(s->host, s->port, ms_timeval(shared->config.connect_ms));
-  if (c != NULL && c->err == 0 &&
-      redisSetTimeout(c, ms_timeval(shared->config.command_ms)) == REDIS_OK)
+  if (c == NULL || c->err != 0 ||
+      redisSetTimeout(c, ms_timeval(shared->config.command_ms)) != REDIS_OK) {
+    *timed_out = errno == ETIMEDOUT || errno == EINPROGRESS;
+    if (c != NULL)
+      pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s", s->id, c->errstr);
+    redisFree(c);
+    return NULL; /* the caller marks it down */
+  }
+  bool refused = false;
+  if (shared->password_len == 0 || conn_auth(shared, s, c, &refused, timed_out))
     return c;
-  *timed_out = errno == ETIMEDOUT || errno == EINPROGRESS;
-  if (c != NULL)
-    pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s", s->id, c->errstr);
-  redisFree(c);
-  return NULL; /* the caller marks it down */
+  *skipped = refused; /* refused: marked down, c closed */
+  if (!refused)
+    redisFree(c); /* the caller marks it down */
+  return NULL;
 }
 
 /* Marks s down for its backoff (doubling), its idle connections closed (likely as dead as the
@@ -382,17 +510,19 @@ static redisReply *command(pcc_shared *shared, const char *key, int argc, const 
     return NULL;
   redisReply *reply = redisCommandArgv(c, argc, argv, lens);
   if (reply == NULL || c->err != 0) {
-    bool timed_out = c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+    bool timed_out = conn_timed_out(c);
     pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s", s->id, c->errstr);
     if (reply != NULL)
       freeReplyObject(reply);
     redisFree(c);
-    bool skipped;
+    bool skipped = false;
     c = pooled && !timed_out ? conn_take(shared, s, true, &pooled, &skipped, &timed_out) : NULL;
+    if (c == NULL && skipped)
+      return NULL; /* down meanwhile, or its AUTH refused (marked down) */
     reply = c != NULL ? redisCommandArgv(c, argc, argv, lens) : NULL;
     if (reply == NULL || c->err != 0) {
       if (c != NULL) {
-        timed_out = c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+        timed_out = conn_timed_out(c);
         if (reply != NULL)
           freeReplyObject(reply);
         redisFree(c);
@@ -400,6 +530,13 @@ static redisReply *command(pcc_shared *shared, const char *key, int argc, const 
       server_failed(shared, s, timed_out);
       return NULL;
     }
+  }
+  if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOAUTH", 6) == 0) {
+    server_refused(shared, s, c, "it wants a password", reply->str, shared->password_len == 0
+                   ? "give --shared-password-file (and --shared-user for an ACL user)"
+                   : "check --shared-password-file and --shared-user");
+    freeReplyObject(reply);
+    return NULL;
   }
   conn_give(s, c);
   if (reply->type == REDIS_REPLY_ERROR) { /* e.g. OOM under maxmemory noeviction */

@@ -13,8 +13,10 @@
  * PCC_SHARED_IDLE_MAX idle ones kept; a caller without an idle one connects its own). Every
  * connect and command is bounded (the connect and command timeouts). A failure marks the server
  * down for a backoff (PCC_SHARED_BACKOFF_MIN_MS doubling to PCC_SHARED_BACKOFF_MAX_MS) during
- * which it is skipped without a syscall (a breaker); then one caller probes it. Every call is
- * safe from any thread. */
+ * which it is skipped without a syscall (a breaker); then one caller probes it. With
+ * --shared-password-file every new connection sends AUTH first; a refused AUTH, or a Redis that
+ * answers NOAUTH (it wants a password this replica lacks), marks the server down the same way,
+ * with one warning while it stays down. Every call is safe from any thread. */
 #ifndef PCC_SHARED_H
 #define PCC_SHARED_H
 
@@ -47,20 +49,28 @@ typedef struct {
   const char *key_file; /* --shared-key: a secret of the fleet; every value is signed with
                            HMAC-SHA256 under its SHA-256, and one without a valid signature is
                            never used. NULL: values carry the checksum only */
+  const char *password_file; /* --shared-password-file: the Redis password (the file's bytes,
+                                one trailing newline aside), sent with AUTH on every new
+                                connection. NULL: no AUTH */
+  const char *user;     /* --shared-user: the ACL user of that password (AUTH USER PASSWORD);
+                           NULL: AUTH PASSWORD (requirepass). Only with password_file */
 } pcc_shared_config;
 
 /* Parses list, "redis://HOST:PORT[,redis://HOST:PORT...]" (at most PCC_SHARED_SERVERS_MAX; HOST a
  * numeric address or a name in /etc/hosts: a DNS look-up is not bounded by connect_ms), reads
  * config->key_file (a regular file of PCC_SHARED_KEY_MIN to PCC_SHARED_KEY_FILE_MAX bytes that
- * its group and others may not read), and makes the handle; connects to nothing yet. PCC_SHARED_INVALID with a message naming the
- * problem in err (err_len bytes, may be NULL). *out is the caller's (pcc_shared_close). */
+ * its group and others may not read) and config->password_file (a regular file, the same mode,
+ * of 1 to PCC_SHARED_PASSWORD_MAX bytes besides one trailing newline; kept in the handle until
+ * pcc_shared_close wipes it; config->user is copied), and makes the handle; connects to nothing
+ * yet. PCC_SHARED_INVALID with a message naming the problem in err (err_len bytes, may be NULL;
+ * never the password). *out is the caller's (pcc_shared_close). */
 pcc_shared_status pcc_shared_open(const char *list, const pcc_shared_config *config,
                                   char *err, size_t err_len, pcc_shared **out);
 /* Whether list parses as pcc_shared_open wants it; false with the problem in err (err_len
  * bytes). For the option's check (config.c); not thread-safe. */
 bool pcc_shared_list_valid(const char *list, char *err, size_t err_len);
 
-/* Closes every connection. NULL is fine. */
+/* Closes every connection and wipes the key and the password. NULL is fine. */
 void pcc_shared_close(pcc_shared *shared);
 
 /* Makes every wait of pcc_shared_fetch end at once (shutdown). */

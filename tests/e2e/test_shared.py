@@ -29,16 +29,19 @@ PYC = {"Accept": "application/x-python-pyc"}
 
 class Redis:
     """A redis-server on 127.0.0.1 at a free port, in a directory of its own, without
-    persistence; command() speaks RESP to it."""
+    persistence, with the extra redis-server arguments args (e.g. --requirepass, --user);
+    command() speaks RESP to it, each connection starting with AUTH *auth when auth is given
+    (the words after AUTH: a password, or a user and its password)."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, args=(), auth=()):
         self.port = port or free_port()
+        self.auth = tuple(auth)
         self.dir = os.path.join(workdir, "redis-%d" % self.port)
         os.makedirs(self.dir, exist_ok=True)
         self.log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
+             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", *args],
             stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
         while True:
@@ -56,11 +59,14 @@ class Redis:
     def command(self, *args):
         """One command; the reply as str (status), bytes (bulk), int, list or None."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            words = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-            sock.sendall(b"*%d\r\n" % len(words) +
-                         b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
             reader = sock.makefile("rb")
-            return self._reply(reader)
+            commands = ([("AUTH",) + self.auth] if self.auth else []) + [args]
+            for command in commands:
+                words = [a if isinstance(a, bytes) else str(a).encode() for a in command]
+                sock.sendall(b"*%d\r\n" % len(words) +
+                             b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+                reply = self._reply(reader)
+            return reply
 
     def _reply(self, reader):
         line = reader.readline()
@@ -145,17 +151,18 @@ class SharedCase(ServersCase):
         for redis in self.redises:
             redis.stop()
 
-    def redis(self):
-        redis = Redis(self.tmp)
+    def redis(self, args=(), auth=()):
+        redis = Redis(self.tmp, args=args, auth=auth)
         self.redises.append(redis)
         return redis
 
-    def replica(self, *urls, args=()):
+    def replica(self, *urls, args=(), env=None):
         self.n_replica += 1
         workdir = os.path.join(self.tmp, "replica-%d" % self.n_replica)
         os.makedirs(workdir)
         os.chmod(workdir, 0o755)
-        return self.start("--workers", "2", "--shared", ",".join(urls), *args, workdir=workdir)
+        return self.start("--workers", "2", "--shared", ",".join(urls), *args, workdir=workdir,
+                          env=env)
 
     def source(self, name, text):
         path = os.path.join(self.tmp, "src", name)
@@ -390,6 +397,185 @@ class Signed(SharedCase):
             self.assertNotEqual(out.returncode, 0, name)
             self.assertIn("--shared-key", out.stderr)
             self.assertIn(what, out.stderr)
+
+
+# The ACL of docs/OPERATIONS.md ("Shared tier on Redis"): the replicas' user may touch keys
+# under pcc: only, with the commands shared.c sends (the unlock script's get and del run as it).
+PCC_ACL = ["~pcc:*", "resetchannels", "-@all", "+get", "+set", "+del", "+eval"]
+
+
+class Auth(SharedCase):
+    """--shared-password-file and --shared-user: a Redis with requirepass or ACL users serves the
+    fleet; a wrong password or none costs the lookups only, warned once and never shown."""
+
+    def secret(self, name, data, mode=0o600):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)
+        return path
+
+    def warnings(self, server):
+        """The shared tier's warn lines of server's log so far."""
+        with open(server.log.name, "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()
+        return [line for line in lines if " warn " in line and "shared tier" in line]
+
+    def log_text(self, server):
+        with open(server.log.name, "rb") as f:
+            return f.read()
+
+    def assert_shared_across(self, a, b, names):
+        """Each source compiled on a is served from the tier to b; neither counts an error."""
+        for i, name in enumerate(names):
+            path = self.source(name, "AUTHED = %d\n" % i)
+            status, outcome, pyc = self.compile(a, path)
+            self.assertEqual((status, outcome), (200, "compiled"), name)
+            self.assertEqual(self.compile(b, path), (200, "shared", pyc), name)
+            self.assertEqual(self.run_pyc(pyc)["AUTHED"], i)
+        self.assertEqual(self.compiles(a, b), len(names))
+        for server in (a, b):
+            shared = server.stats()["shared"]
+            self.assertEqual((shared["errors"], [s["up"] for s in shared["servers"]]),
+                             (0, [True]))
+
+    def test_requirepass_and_the_password_file(self):
+        password = "pw-requirepass-%s" % os.urandom(6).hex()
+        store = self.redis(args=("--requirepass", password), auth=(password,))
+        # the file as an editor leaves it: its trailing newline is not part of the password
+        secret = self.secret("redis.pw", password.encode() + b"\n")
+        a, b = (self.replica(store.url, args=("--shared-password-file", secret))
+                for _ in range(2))
+        self.assert_shared_across(a, b, ["rp%02d.py" % i for i in range(4)])
+        self.assertEqual(len(store.keys("pcc:v1:blob:*")), 4)
+        self.assertEqual(store.keys("pcc:v1:lock:*"), [])  # the unlock script ran
+        for server in (a, b):
+            self.assertNotIn(password.encode(), self.log_text(server))
+            self.assertNotIn(password, server.request("GET", "/v1/stats")[2].decode())
+            with open("/proc/%d/cmdline" % server.proc.pid, "rb") as f:
+                self.assertNotIn(password.encode(), f.read())
+
+    def test_an_acl_user_restricted_to_pcc_keys_and_our_commands(self):
+        password = "pw-acl-%s" % os.urandom(6).hex()
+        store = self.redis(args=("--user", "default", "off",
+                                 "--user", "admin", "on", ">admin-pw", "~*", "&*", "+@all",
+                                 "--user", "pcc", "on", ">" + password, *PCC_ACL),
+                           auth=("admin", "admin-pw"))
+        secret = self.secret("acl.pw", password.encode())
+        args = ("--shared-user", "pcc", "--shared-password-file", secret)
+        a, b = (self.replica(store.url, args=args) for _ in range(2))
+        self.assert_shared_across(a, b, ["acl%02d.py" % i for i in range(4)])
+        self.assertEqual(len(store.keys("pcc:v1:blob:*")), 4)
+        self.assertEqual(store.keys("pcc:v1:lock:*"), [])  # EVAL and its get and del allowed
+        # a damaged value is deleted (DEL) and replaced by a third replica: all within the ACL
+        path = self.source("acl-damaged.py", "DAMAGED = 1\n")
+        status, outcome, pyc = self.compile(a, path)
+        [key] = [k for k in store.keys("pcc:v1:blob:*")
+                 if k.endswith(source_params(path, with_digest=True)["digest"])]
+        store.command("SET", key, b"not a value at all")
+        # the third from the environment, as the systemd and Kubernetes examples give them
+        env = dict(os.environ, PYCACHED_SHARED_USER="pcc", PYCACHED_SHARED_PASSWORD_FILE=secret)
+        c = self.replica(store.url, env=env)
+        self.assertEqual(self.compile(c, path), (200, "compiled", pyc))
+        shared = c.stats()["shared"]
+        self.assertEqual((shared["corrupt"], shared["errors"], shared["stores"]), (1, 0, 1))
+        self.assertNotEqual(store.command("GET", key), b"not a value at all")
+        # the user really is restricted: outside pcc: it may do nothing, and PING is not ours
+        pcc = Redis.__new__(Redis)
+        pcc.port, pcc.auth = store.port, ("pcc", password)
+        self.assertEqual(pcc.command("GET", key)[:4], b"PCCS")
+        for denied in (("SET", "elsewhere", "1"), ("PING",), ("KEYS", "*")):
+            with self.assertRaisesRegex(RuntimeError, "NOPERM"):
+                pcc.command(*denied)
+        for server in (a, b, c):
+            self.assertNotIn(password.encode(), self.log_text(server))
+
+    def test_a_wrong_password_or_none_costs_the_lookups_and_warns_once(self):
+        password = "pw-right-%s" % os.urandom(6).hex()
+        wrong = "pw-wrong-%s" % os.urandom(6).hex()
+        store = self.redis(args=("--requirepass", password), auth=(password,))
+        wrong_file = self.secret("wrong.pw", wrong.encode() + b"\n")
+        cases = (("none", (), "NOAUTH", "give --shared-password-file"),
+                 ("wrong", ("--shared-password-file", wrong_file), "WRONGPASS",
+                  "--shared-password-file"))
+        started_servers = {}
+        for name, args, message, hint in cases:
+            server = started_servers[name] = self.replica(store.url, args=args)
+            started = time.monotonic()
+            for i in range(40):
+                path = self.source("%s%02d.py" % (name, i), "LOCAL = %d\n" % i)
+                status, outcome, pyc = self.compile(server, path)
+                self.assertEqual((status, outcome), (200, "compiled"), (name, i))
+                self.assertEqual(self.run_pyc(pyc)["LOCAL"], i)
+                time.sleep(0.03)  # 40 compiles over more than a second: several backoffs
+            took = time.monotonic() - started
+            shared = server.stats()["shared"]
+            warned = self.warnings(server)
+            print("\n  %s password: 40 compiles in %.0f ms, %d warn line(s), errors %d, "
+                  "skipped %d" % (name, took * 1000, len(warned), shared["errors"],
+                                  shared["skipped"]), file=sys.stderr)
+            self.assertEqual(server.stats()["compiles"], 40)
+            self.assertGreaterEqual(shared["errors"], 3)  # probed again after each backoff,
+            self.assertTrue(1 <= len(warned) <= 2, (len(warned), warned[:3]))  # not one a probe
+            self.assertIn(message, warned[0])
+            self.assertIn(hint, warned[0])
+            self.assertIn("127.0.0.1:%d" % store.port, warned[0])
+            self.assertGreaterEqual(shared["skipped"], 20)  # down: not asked per request
+            self.assertEqual([s["up"] for s in shared["servers"]], [False])
+            self.assertEqual(shared["stores"], 0)
+            self.assertNotIn(wrong.encode(), self.log_text(server))
+            self.assertNotIn(password.encode(), self.log_text(server))
+            self.assertNotIn(wrong, server.request("GET", "/v1/stats")[2].decode())
+        self.assertEqual(store.keys("pcc:v1:*"), [])
+        # down, not given up: once Redis takes that password, the tier works again (a probe
+        # after its backoff, at most PCC_SHARED_BACKOFF_MAX_MS)
+        wrong_server = started_servers["wrong"]
+        self.assertEqual(store.command("CONFIG", "SET", "requirepass", wrong), "OK")
+        store.auth = (wrong,)
+        deadline, n = time.monotonic() + 15, 0
+        while wrong_server.stats()["shared"]["stores"] == 0 and time.monotonic() < deadline:
+            n += 1
+            path = self.source("again%03d.py" % n, "AGAIN = %d\n" % n)
+            self.assertEqual(self.compile(wrong_server, path)[:2], (200, "compiled"))
+            time.sleep(0.2)
+        shared = wrong_server.stats()["shared"]
+        self.assertGreaterEqual(shared["stores"], 1)
+        self.assertEqual([s["up"] for s in shared["servers"]], [True])
+        self.assertIn(b"is up again", self.log_text(wrong_server))
+        self.assertLessEqual(len(self.warnings(wrong_server)), 2)
+
+    def test_bad_password_files_and_a_user_without_one_are_refused(self):
+        store = self.redis()
+        too_large = b"p" * 1025  # PCC_SHARED_PASSWORD_MAX is 1024
+        cases = [
+            (("--shared-password-file", os.path.join(self.tmp, "missing.pw")),
+             "--shared-password-file", "No such file"),
+            (("--shared-password-file", self.secret("open.pw", b"secret-open", 0o644)),
+             "--shared-password-file", "group or others"),
+            (("--shared-password-file", self.secret("empty.pw", b"")),
+             "--shared-password-file", "empty"),
+            (("--shared-password-file", self.secret("newline.pw", b"\n")),
+             "--shared-password-file", "empty"),
+            (("--shared-password-file", self.secret("large.pw", too_large)),
+             "--shared-password-file", "larger than the limit"),
+            (("--shared-user", "pcc"), "--shared-user", "without --shared-password-file"),
+            (("--shared-user", "two words", "--shared-password-file",
+              self.secret("good.pw", b"secret-open")), "--shared-user",
+             "not a Redis user name"),
+        ]
+        for args, option, what in cases:
+            out = subprocess.run([PYCACHED, "--port", "0", "--store",
+                                  os.path.join(self.tmp, "refused"), "--shared", store.url,
+                                  *args], capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(out.returncode, 0, args)
+            self.assertIn(option, out.stderr, args)
+            self.assertIn(what, out.stderr, args)
+            self.assertNotIn("secret-open", out.stderr)
+            self.assertNotIn("ppppp", out.stderr)
+        # a password of the limit, with its newline, is taken
+        limit = self.secret("limit.pw", b"p" * 1024 + b"\n")
+        server = self.replica(store.url, args=("--shared-password-file", limit))
+        self.assertEqual(server.stats()["shared"]["errors"], 0)
 
 
 class Failures(SharedCase):

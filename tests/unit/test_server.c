@@ -7,6 +7,7 @@
  * limits, the route table against the roles of access control, and the
  * parsing of warm-start bodies and token files (numbers out of range, a NUL, the size limit). */
 #include <check.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1062,6 +1063,23 @@ START_TEST(test_config_listen_forms)
 END_TEST
 
 /* --worker-rss takes 0, so a size that wrapped round to 0 would pass: 2^64 must not. */
+/* An unknown option is a usage error, whatever the size of the option table: getopt_long's '?'
+ * once fell on --limits' value when the table reached 61 rows (the unknown option printed the
+ * limits and the server exited 0). */
+START_TEST(test_config_unknown_options_are_refused)
+{
+  pcc_config config;
+  char err[512];
+  const char *nonsense[] = {"--nonsense", NULL}, *short_one[] = {"-x", NULL};
+  const char *missing[] = {"--port", NULL};
+  ck_assert_int_eq(parse_err(&config, nonsense, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "'--nonsense'") != NULL, "%s", err);
+  ck_assert_int_eq(parse_err(&config, short_one, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_int_eq(parse_err(&config, missing, err, sizeof err), PCC_CONFIG_USAGE);
+  ck_assert_msg(strstr(err, "requires an argument") != NULL, "%s", err);
+}
+END_TEST
+
 START_TEST(test_config_size_overflow)
 {
   pcc_config config;
@@ -1605,7 +1623,7 @@ END_TEST
  * connecting anywhere. */
 START_TEST(test_shared_lists)
 {
-  pcc_shared_config config = {50, 100, 60, 1000, NULL};
+  pcc_shared_config config = {50, 100, 60, 1000, NULL, NULL, NULL};
   const char *bad[] = {"", "redis://", "redis://host", "redis://:6379", "redis://h:0",
                        "redis://h:65536", "redis://h:12x", "http://h:1", "redis://h:1,redis://h:1",
                        "redis://h:1,"};
@@ -1625,6 +1643,61 @@ START_TEST(test_shared_lists)
   ck_assert(pcc_shared_server_up(shared, 0)); /* nothing tried yet */
   pcc_shared_close(shared);
   pcc_shared_close(NULL);
+}
+END_TEST
+
+/* The --shared-password-file file: one of the right mode opens (its trailing newline aside, a
+ * byte under the limit fits), whatever else is refused at open with the option named and never
+ * the password; a FIFO is refused at once, not waited on. --shared-user needs the file. */
+START_TEST(test_shared_password_files)
+{
+  char dir[] = "/tmp/pcc-test-shared-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char good[64], fifo[64], big[64];
+  snprintf(good, sizeof good, "%s/good", dir);
+  snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+  snprintf(big, sizeof big, "%s/big", dir);
+  static char password[PCC_SHARED_PASSWORD_MAX + 1];
+  memset(password, 's', PCC_SHARED_PASSWORD_MAX);
+  password[PCC_SHARED_PASSWORD_MAX] = '\n'; /* the limit and a newline: fits */
+  int fd = open(good, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, password, sizeof password), (ssize_t)sizeof password);
+  close(fd);
+  fd = open(big, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, password, PCC_SHARED_PASSWORD_MAX), PCC_SHARED_PASSWORD_MAX);
+  ck_assert_int_eq(write(fd, "ss", 2), 2); /* a byte over, no newline */
+  close(fd);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  pcc_shared_config config = {50, 100, 60, 1000, NULL, good, "alice"};
+  pcc_shared *shared = NULL;
+  char err[512];
+  ck_assert_int_eq(pcc_shared_open("redis://127.0.0.1:1", &config, err, sizeof err, &shared),
+                   PCC_SHARED_OK);
+  pcc_shared_close(shared);
+  const struct {
+    const char *file, *user, *what;
+  } bad[] = {
+    {fifo, NULL, "not a regular file"}, {dir, NULL, "not a regular file"},
+    {big, NULL, "larger than the limit"}, {NULL, "alice", "without --shared-password-file"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    config.password_file = bad[i].file;
+    config.user = bad[i].user;
+    shared = NULL;
+    ck_assert_int_eq(pcc_shared_open("redis://127.0.0.1:1", &config, err, sizeof err, &shared),
+                     PCC_SHARED_INVALID);
+    ck_assert_ptr_null(shared);
+    ck_assert_msg(strstr(err, bad[i].what) != NULL, "%s", err);
+    ck_assert_msg(strstr(err, bad[i].file ? "--shared-password-file" : "--shared-user") != NULL,
+                  "%s", err);
+    ck_assert_ptr_null(strstr(err, "ssss"));
+  }
+  unlink(good);
+  unlink(big);
+  unlink(fifo);
+  rmdir(dir);
 }
 END_TEST
 
@@ -1740,6 +1813,7 @@ static Suite *server_suite(void)
   tcase_add_test(config, test_config_store_sizes);
   tcase_add_test(config, test_config_listen_forms);
   tcase_add_test(config, test_config_size_overflow);
+  tcase_add_test(config, test_config_unknown_options_are_refused);
   tcase_add_test(config, test_config_file);
   tcase_add_test(config, test_config_environment);
   tcase_add_test(config, test_limits_table);
@@ -1750,6 +1824,7 @@ static Suite *server_suite(void)
   TCase *shared = tcase_create("shared");
   tcase_add_test(shared, test_shared_rendezvous);
   tcase_add_test(shared, test_shared_lists);
+  tcase_add_test(shared, test_shared_password_files);
   suite_add_tcase(suite, shared);
   TCase *upstream = tcase_create("upstream");
   tcase_add_test(upstream, test_upstream_lists);
