@@ -126,12 +126,12 @@ def main():
             for cond in CONDITIONS[k:] + CONDITIONS[:k]:
                 commands = prepare(cond, rnd)
                 before = figures(fleet)
-                finished, seconds = fs.run_at_once(commands)
-                delta = {k2: v - before[k2] for k2, v in figures(fleet).items()}
                 try:
+                    finished, seconds = fs.run_at_once(commands)
+                    delta = {k2: v - before[k2] for k2, v in figures(fleet).items()}
                     _, stats = check(finished, modules, hooked=cond in FLEET)
                     check_tier(cond, stats, delta, modules)
-                except RunFailed as exc:
+                except (RunFailed, subprocess.TimeoutExpired) as exc:
                     failures += 1
                     print("bench_fleet: round %d, %s: run failed, not timed: %s"
                           % (rnd, cond, exc), file=sys.stderr)
@@ -188,7 +188,9 @@ def check(finished, modules, hooked):
         stats = result["stats"]
         if not hooked and stats is not None:
             raise RunFailed("client %d: the hook is active in an anchor" % i)
-        if hooked and (stats is None or stats["fallbacks"] or stats["local_compile"]):
+        if hooked and stats is None:
+            raise RunFailed("client %d: the hook is not active" % i)
+        if hooked and (stats["fallbacks"] or stats["local_compile"]):
             raise RunFailed("client %d: a fallback: %s" % (i, stats))
     return count, [r["stats"] for r in outs]
 
