@@ -11,6 +11,9 @@ middle of a wave, with a byte flipped in every value of the Redis that stays, fa
 serve no wrong code, the damaged values detected. Each wave's time is printed (docs/BENCHMARKS.md,
 "A fleet on loopback").
 
+The fleet (LoopbackFleet), the tree (copy_tree) and the clients at once (run_at_once) are also
+what tests/bench/bench_fleet.py times against anchors measured in the same run.
+
 Run by meson (`meson test fleet_scale`). Every process is stopped by pid; every wait is bounded.
 """
 import json
@@ -43,88 +46,102 @@ def client_env():
     return env
 
 
-@unittest.skipUnless(os.access(HAPROXY, os.X_OK) and os.access(REDIS_SERVER, os.X_OK),
-                     "needs haproxy and redis-server (deploy/install-deps.sh)")
-class Fleet(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="pcc-fleet-")
-        os.chmod(cls.tmp, 0o755)
-        cls.redis, cls.replicas, cls.nodes, cls.haproxy = [], {}, [], None
+def copy_tree(dest, comment=None, writable=False):
+    """Copies Debian's sympy and mpmath to dest without their __pycache__; with comment, the line
+    `# comment` is appended to every .py (new bytes: new digests, a source the fleet has never
+    seen); read-only unless writable. Returns dest."""
+    for pkg in ("sympy", "mpmath"):
+        shutil.copytree(os.path.join(SYMPY_SITE, pkg), os.path.join(dest, pkg),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    if comment is not None:
+        for dirpath, _, filenames in os.walk(dest):
+            for name in filenames:
+                if name.endswith(".py"):
+                    with open(os.path.join(dirpath, name), "ab") as f:
+                        f.write(b"\n# %s\n" % comment.encode())
+    if not writable:
+        subprocess.run(["chmod", "-R", "a-w", dest], check=True)
+    return dest
+
+
+def run_at_once(commands, during=None, timeout=CLIENT_TIMEOUT):
+    """Starts every (argv, env) of commands at once; during() runs once they have started.
+    Returns ([(returncode, stdout, stderr)] in the order of commands, seconds from the first
+    start to the last exit). A client past timeout raises subprocess.TimeoutExpired; every
+    process started is killed (if still running) and reaped before this returns or raises."""
+    start = time.monotonic()
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for argv, env in commands]
+    try:
+        if during:
+            during()
+        finished = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            finished.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    return finished, time.monotonic() - start
+
+
+class LoopbackFleet:
+    """The fleet, started in tmp (a directory of the caller's, mode 0755): `redis` (2),
+    `replicas` ({name: Server}, --shared, behind `haproxy`), `nodes` (NODES Servers on unix
+    sockets, --upstream HAProxy). stop() stops every process by pid; a failed start stops what
+    it started before raising."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.redis, self.replicas, self.nodes, self.haproxy = [], {}, [], None
         try:
-            cls.start_fleet()
+            self._start()
         except BaseException:
-            cls.tearDownClass()
+            self.stop()
             raise
 
-    @classmethod
-    def start_fleet(cls):
-        cls.redis = [Redis(cls.tmp) for _ in range(2)]
-        shared = ",".join(r.url for r in cls.redis)
+    def _start(self):
+        self.redis = [Redis(self.tmp) for _ in range(2)]
+        shared = ",".join(r.url for r in self.redis)
         ports = {name: free_port() for name in REPLICAS}
         for name in REPLICAS:
-            workdir = os.path.join(cls.tmp, name)
+            workdir = os.path.join(self.tmp, name)
             os.makedirs(workdir)
             os.chmod(workdir, 0o755)
-            cls.replicas[name] = Server(workdir, "--workers", "1", "--server-name", SERVER_NAME,
-                                        "--shared", shared,
-                                        port_args=("--port", str(ports[name])))
-        cls.haproxy = HAProxy(cls.tmp, ["127.0.0.1:%d" % ports[name] for name in REPLICAS])
-        cls.haproxy.wait_states({name: "UP" for name in REPLICAS})
+            self.replicas[name] = Server(workdir, "--workers", "1", "--server-name", SERVER_NAME,
+                                         "--shared", shared,
+                                         port_args=("--port", str(ports[name])))
+        self.haproxy = HAProxy(self.tmp, ["127.0.0.1:%d" % ports[name] for name in REPLICAS])
+        self.haproxy.wait_states({name: "UP" for name in REPLICAS})
         for i in range(NODES):
-            workdir = os.path.join(cls.tmp, "node%d" % i)
+            workdir = os.path.join(self.tmp, "node%d" % i)
             os.makedirs(workdir)
             os.chmod(workdir, 0o755)
-            cls.nodes.append(Server(workdir, "--workers", "1", "--listen",
-                                    "unix:" + os.path.join(workdir, "pycached.sock"),
-                                    "--upstream", cls.haproxy.url, port_args=()))
-        cls.trees = {}
-        for name in ("a", "b"):  # the same sources at two paths: b is a fresh install of a
-            tree = os.path.join(cls.tmp, "tree-" + name)
-            for pkg in ("sympy", "mpmath"):
-                shutil.copytree(os.path.join(SYMPY_SITE, pkg), os.path.join(tree, pkg),
-                                ignore=shutil.ignore_patterns("__pycache__"))
-            subprocess.run(["chmod", "-R", "a-w", tree], check=True)
-            cls.trees[name] = tree
+            self.nodes.append(Server(workdir, "--workers", "1", "--listen",
+                                     "unix:" + os.path.join(workdir, "pycached.sock"),
+                                     "--upstream", self.haproxy.url, port_args=()))
 
-    @classmethod
-    def tearDownClass(cls):
-        for node in cls.nodes:
+    def stop(self):
+        for node in self.nodes:
             node.stop()
-        if cls.haproxy:
-            cls.haproxy.stop()
-        for server in cls.replicas.values():
+        if self.haproxy:
+            self.haproxy.stop()
+        for server in self.replicas.values():
             server.stop()
-        for redis in cls.redis:
+        for redis in self.redis:
             redis.stop()
-        subprocess.run(["chmod", "-R", "u+w", cls.tmp])
-        shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    # ---- helpers ---------------------------------------------------------------------------
+    def hook_command(self, i, tree):
+        """(argv, env) of a hook client on node i % NODES importing tree (SYMPY_SCRIPT)."""
+        code = "TREE = %r\n%s" % (tree, SYMPY_SCRIPT)
+        return ([PYCACHECTL, "--server", self.nodes[i % NODES].url, "exec", "--", PYTHON, "-c",
+                 code], client_env())
 
     def wave(self, tree, during=None):
-        """Runs WAVE clients at once, client i on node i; during() runs once they have started.
-        Returns (their results, seconds from the first start to the last exit)."""
-        code = "TREE = %r\n%s" % (tree, SYMPY_SCRIPT)
-        start = time.monotonic()
-        procs = [subprocess.Popen([PYCACHECTL, "--server", self.nodes[i % NODES].url, "exec",
-                                   "--", PYTHON, "-c", code], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=client_env())
-                 for i in range(WAVE)]
-        try:
-            if during:
-                during()
-            results = []
-            for proc in procs:
-                out, err = proc.communicate(timeout=CLIENT_TIMEOUT)
-                self.assertEqual(proc.returncode, 0, err[-3000:])
-                results.append(json.loads(out))
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
-        return results, time.monotonic() - start
+        """WAVE hook clients at once, client i on node i, importing tree: run_at_once's answer."""
+        return run_at_once([self.hook_command(i, tree) for i in range(WAVE)], during)
 
     def live_replicas(self):
         return {name: s for name, s in self.replicas.items() if s.proc.poll() is None}
@@ -136,6 +153,51 @@ class Fleet(unittest.TestCase):
             stats = server.stats()
             figures[name] = (stats["compiles"], stats["hits"])
         return figures
+
+
+@unittest.skipUnless(os.access(HAPROXY, os.X_OK) and os.access(REDIS_SERVER, os.X_OK),
+                     "needs haproxy and redis-server (deploy/install-deps.sh)")
+class Fleet(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="pcc-fleet-")
+        os.chmod(cls.tmp, 0o755)
+        cls.fleet = None
+        try:
+            cls.fleet = LoopbackFleet(cls.tmp)
+            cls.redis, cls.replicas, cls.nodes = (cls.fleet.redis, cls.fleet.replicas,
+                                                  cls.fleet.nodes)
+            # the same sources at two paths: b is a fresh install of a
+            cls.trees = {name: copy_tree(os.path.join(cls.tmp, "tree-" + name))
+                         for name in ("a", "b")}
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.fleet:
+            cls.fleet.stop()
+        subprocess.run(["chmod", "-R", "u+w", cls.tmp])
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def wave(self, tree, during=None):
+        """Runs WAVE clients at once, client i on node i; during() runs once they have started.
+        Returns (their results, seconds from the first start to the last exit)."""
+        finished, seconds = self.fleet.wave(tree, during)
+        results = []
+        for returncode, out, err in finished:
+            self.assertEqual(returncode, 0, err[-3000:])
+            results.append(json.loads(out))
+        return results, seconds
+
+    def live_replicas(self):
+        return self.fleet.live_replicas()
+
+    def replica_figures(self):
+        return self.fleet.replica_figures()
 
     def assert_right(self, results):
         for result in results:
