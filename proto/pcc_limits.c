@@ -54,6 +54,8 @@ static const pcc_limit rows[] = {
   ROW(PCC_SHARED_IDLE_MAX, NULL, "idle connections kept per Redis server"),
   ROW(PCC_SHARED_BACKOFF_MIN_MS, NULL, "ms a failed Redis server is skipped, first"),
   ROW(PCC_SHARED_BACKOFF_MAX_MS, NULL, "ms a failed Redis server is skipped, at most"),
+  ROW(PCC_SHARED_REFUSAL_WARN_MS, NULL,
+      "ms between two warnings of a Redis server refusing this replica (NOAUTH, NOPERM)"),
   ROW(PCC_SHARED_POLL_MIN_MS, NULL, "ms between the polls of a compile-lock waiter, first"),
   ROW(PCC_SHARED_POLL_MAX_MS, NULL, "ms between the polls of a compile-lock waiter, at most"),
   ROW(PCC_SHARED_TIMEOUT_DEFAULT, "--shared-timeout", "ms of one Redis command"),

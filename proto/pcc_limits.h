@@ -90,6 +90,7 @@
 #define PCC_SHARED_IDLE_MAX 8              /* idle connections kept per Redis server */
 #define PCC_SHARED_BACKOFF_MIN_MS 100      /* ms a failed Redis server is skipped, first */
 #define PCC_SHARED_BACKOFF_MAX_MS 5000     /* ... doubling on each failure up to this */
+#define PCC_SHARED_REFUSAL_WARN_MS 60000  /* ms between two warnings of a Redis refusing us */
 #define PCC_SHARED_POLL_MIN_MS 5           /* ms between the polls of a lock waiter, first */
 #define PCC_SHARED_POLL_MAX_MS 200         /* ... doubling up to this */
 #define PCC_SHARED_TIMEOUT_DEFAULT 100     /* option --shared-timeout: ms of one Redis command */

@@ -45,6 +45,7 @@ typedef struct {
   int port;
   char id[PCC_HOST_NAME_MAX + 8]; /* "HOST:PORT": what rendezvous hashing hashes */
   pcc_peer peer;                   /* its breaker and idle connections (redisContext) */
+  atomic_int_fast64_t refusal_warned_ms; /* when a refusal was last warned of; 0: never */
 } server;
 
 _Static_assert(PCC_SHARED_IDLE_MAX <= PCC_PEER_IDLE_SLOTS, "a Redis server's idle ones fit");
@@ -361,30 +362,51 @@ void pcc_shared_key(const char *kind, const pcc_magic *magic, int opt, const pcc
 
 /* ---- connections and the breaker --------------------------------------------------------- */
 
+/* Gives a connection that answered back to the pool and marks s up. */
+static void conn_give(server *s, redisContext *c)
+{
+  if (pcc_peer_give(&s->peer, c))
+    pcc_logf(PCC_LOG_INFO, "shared tier: %s is up again", s->id);
+}
+
 /* Did the command just run on c fail by running out of time (SO_RCVTIMEO, SO_SNDTIMEO)? */
 static bool conn_timed_out(const redisContext *c)
 {
   return c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-/* s answered with an error that does not pass by itself (its AUTH refused, or NOAUTH: it wants
- * a password): down for its backoff as a server that failed (c, the connection, closed; the idle
- * ones too), so that it is retried later rather than asked per request; one warning while it
- * stays down: what happened, Redis' message and hint (what to do). */
-static void server_refused(pcc_shared *shared, server *s, redisContext *c, const char *what,
-                           const char *message, const char *hint)
+/* s answered with an error that every later request would get too (its AUTH refused, NOAUTH:
+ * it wants a password, NOPERM: its ACL lacks what the tier needs). With down, it is down for its
+ * backoff as a server that failed (c, the connection, closed; the idle ones too), so that it is
+ * retried later rather than asked per request; otherwise c goes back to the pool (the refusal
+ * costs the one round trip). A warning names what happened, Redis' message and hint (what to
+ * do), at most once per PCC_SHARED_REFUSAL_WARN_MS a server (a partial ACL passes some commands
+ * and refuses others: its refusals come and go); the others are debug lines. */
+static void server_refused(pcc_shared *shared, server *s, redisContext *c, bool down,
+                           const char *what, const char *message, const char *hint)
 {
   atomic_fetch_add(&shared->errors, 1);
   if (shared->password_len > 0 &&
       memmem(message, strlen(message), shared->password, shared->password_len) != NULL)
     message = "(Redis' message holds the password: not shown)";
-  unsigned backoff;
-  if (pcc_peer_failed(&s->peer, c, true, &backoff))
-    pcc_logf(PCC_LOG_WARN, "shared tier %s: %s (Redis: %s): %s; down: skipped for %u ms, then "
-             "retried (every %d ms at most while it refuses)", s->id, what, message, hint,
-             backoff, PCC_SHARED_BACKOFF_MAX_MS);
+  unsigned backoff = 0;
+  if (down)
+    pcc_peer_failed(&s->peer, c, true, &backoff);
   else
+    conn_give(s, c);
+  int64_t now = now_ms(), last = atomic_load(&s->refusal_warned_ms);
+  bool warn = (last == 0 || now - last >= PCC_SHARED_REFUSAL_WARN_MS) &&
+              atomic_compare_exchange_strong(&s->refusal_warned_ms, &last, now > 0 ? now : 1);
+  if (!warn)
     pcc_logf(PCC_LOG_DEBUG, "shared tier %s: %s (Redis: %s)", s->id, what, message);
+  else if (down)
+    pcc_logf(PCC_LOG_WARN, "shared tier %s: %s (Redis: %s): %s; down: skipped for %u ms, then "
+             "retried (every %d ms at most while it refuses; this warning at most every %d s)",
+             s->id, what, message, hint, backoff, PCC_SHARED_BACKOFF_MAX_MS,
+             PCC_SHARED_REFUSAL_WARN_MS / 1000);
+  else
+    pcc_logf(PCC_LOG_WARN, "shared tier %s: %s (Redis: %s): %s (this warning at most every %d "
+             "s)", s->id, what, message, hint, PCC_SHARED_REFUSAL_WARN_MS / 1000);
 }
 
 /* Sends AUTH ([--shared-user] password) on c, a new connection to s. True when Redis took it.
@@ -412,7 +434,7 @@ static bool conn_auth(pcc_shared *shared, server *s, redisContext *c, bool *refu
   }
   *refused = reply->type == REDIS_REPLY_ERROR;
   if (*refused)
-    server_refused(shared, s, c, "AUTH refused", reply->str, shared->user[0] != '\0'
+    server_refused(shared, s, c, true, "AUTH refused", reply->str, shared->user[0] != '\0'
                    ? "check --shared-user and --shared-password-file against the ACL user of "
                      "the Redis server"
                    : "check --shared-password-file against the requirepass of the Redis "
@@ -471,13 +493,6 @@ static void server_failed(pcc_shared *shared, server *s, bool timed_out)
              s->id, backoff);
 }
 
-/* Gives a connection that answered back to the pool and marks s up. */
-static void conn_give(server *s, redisContext *c)
-{
-  if (pcc_peer_give(&s->peer, c))
-    pcc_logf(PCC_LOG_INFO, "shared tier: %s is up again", s->id);
-}
-
 /* The first server of key's ranking that is not skipped as down, or NULL; *conn a connection
  * to it (*pooled as conn_take's). */
 static server *route(pcc_shared *shared, const char *key, redisContext **conn, bool *pooled)
@@ -493,6 +508,37 @@ static server *route(pcc_shared *shared, const char *key, redisContext **conn, b
     if (!skipped)
       server_failed(shared, s, timed_out); /* could not connect: down from now */
   }
+  return NULL;
+}
+
+/* The error replies that every later request would get too (the server refuses this replica,
+ * not this request): warned of, rate-limited, and with down the server is treated as down for
+ * its backoff (server_refused). */
+typedef struct {
+  const char *prefix; /* of Redis' message */
+  bool down;          /* every command gets it: no use asking until the backoff has run */
+  const char *what;
+  const char *hint;   /* without --shared-password-file */
+  const char *hint_with_password;
+} refusal;
+
+static const refusal refusals[] = {
+  {"NOAUTH", true, "it wants a password",
+   "give --shared-password-file (and --shared-user for an ACL user)",
+   "check --shared-password-file and --shared-user"},
+  {"NOPERM", false, "its ACL refuses a command or a key this replica needs",
+   "the tier runs GET, SET, DEL and EVAL on keys pcc:* (docs/OPERATIONS.md, \"Redis with a "
+   "password\")",
+   "give --shared-user the commands GET, SET, DEL and EVAL on ~pcc:* (docs/OPERATIONS.md, "
+   "\"Redis with a password\")"},
+};
+
+/* The refusal message is, or NULL for an error of this request alone. */
+static const refusal *refusal_of(const char *message)
+{
+  for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++)
+    if (strncmp(message, refusals[i].prefix, strlen(refusals[i].prefix)) == 0)
+      return &refusals[i];
   return NULL;
 }
 
@@ -531,10 +577,10 @@ static redisReply *command(pcc_shared *shared, const char *key, int argc, const 
       return NULL;
     }
   }
-  if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOAUTH", 6) == 0) {
-    server_refused(shared, s, c, "it wants a password", reply->str, shared->password_len == 0
-                   ? "give --shared-password-file (and --shared-user for an ACL user)"
-                   : "check --shared-password-file and --shared-user");
+  const refusal *refused = reply->type == REDIS_REPLY_ERROR ? refusal_of(reply->str) : NULL;
+  if (refused != NULL) {
+    server_refused(shared, s, c, refused->down, refused->what, reply->str,
+                   shared->password_len == 0 ? refused->hint : refused->hint_with_password);
     freeReplyObject(reply);
     return NULL;
   }

@@ -490,6 +490,34 @@ class Auth(SharedCase):
         for server in (a, b, c):
             self.assertNotIn(password.encode(), self.log_text(server))
 
+    def test_an_acl_that_lacks_a_command_warns_once_and_costs_the_lookups(self):
+        password = "pw-noperm-%s" % os.urandom(6).hex()
+        acl = [rule for rule in PCC_ACL if rule != "+eval"]  # the lock's release is refused
+        store = self.redis(args=("--user", "default", "off",
+                                 "--user", "admin", "on", ">admin-pw", "~*", "&*", "+@all",
+                                 "--user", "pcc", "on", ">" + password, *acl),
+                           auth=("admin", "admin-pw"))
+        secret = self.secret("noperm.pw", password.encode())
+        server = self.replica(store.url, args=("--shared-user", "pcc", "--shared-password-file",
+                                               secret))
+        for i in range(20):
+            path = self.source("noperm%02d.py" % i, "NOPERM = %d\n" % i)
+            status, outcome, pyc = self.compile(server, path)
+            self.assertEqual((status, outcome), (200, "compiled"), i)
+            self.assertEqual(self.run_pyc(pyc)["NOPERM"], i)
+            time.sleep(0.03)
+        warned = self.warnings(server)
+        self.assertEqual(len(warned), 1, warned[:3])  # not one a compile (20 before)
+        self.assertIn("NOPERM", warned[0])
+        self.assertIn("GET, SET, DEL and EVAL on ~pcc:*", warned[0])
+        shared = server.stats()["shared"]
+        # what the ACL allows still works (GET, SET: every value stored), what it refuses is
+        # counted, and the server is not taken down for it (a partial ACL)
+        self.assertEqual(shared["stores"], 20)
+        self.assertGreaterEqual(shared["errors"], 20)
+        self.assertEqual([s["up"] for s in shared["servers"]], [True])
+        self.assertNotIn(password.encode(), self.log_text(server))
+
     def test_a_wrong_password_or_none_costs_the_lookups_and_warns_once(self):
         password = "pw-right-%s" % os.urandom(6).hex()
         wrong = "pw-wrong-%s" % os.urandom(6).hex()
