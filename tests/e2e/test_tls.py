@@ -90,6 +90,18 @@ class TLSCase(ServersCase):
             server.context.load_cert_chain(cert("client.pem"), cert("client.key"))
         return server
 
+    def reload_log(self, server, until):
+        """Sends server SIGHUP and returns its log once `until` is in it (bounded: 5 s)."""
+        server.proc.send_signal(signal.SIGHUP)
+        log = os.path.join(self.tmp, "server.log")
+        for _ in range(50):
+            with open(log) as f:
+                text = f.read()
+            if until in text:
+                break
+            time.sleep(0.1)
+        return text
+
     def curl(self, url, *args):
         """(exit code, HTTP status or 0, body) of curl on url."""
         run = subprocess.run(["curl", "-sS", "--max-time", "20", "-o", "-", "-w",
@@ -294,17 +306,11 @@ class Serving(TLSCase):
         kept.close()
         # a key that is not the certificate's: refused, the renewed pair stays
         shutil.copy(cert("server.key"), live_key)
-        server.proc.send_signal(signal.SIGHUP)
-        log = os.path.join(self.tmp, "server.log")
-        for _ in range(50):
-            if "the previous certificate stays in force" in open(log).read():
-                break
-            time.sleep(0.1)
-        self.assertIn("--tls-key %s: not the key of --tls-cert %s" % (live_key, live_cert),
-                      open(log).read())
+        log = self.reload_log(server, "the previous certificate stays in force")
+        self.assertIn("--tls-key %s: not the key of --tls-cert %s" % (live_key, live_cert), log)
         # both reloads have their audit line (docs/OPERATIONS.md, "Audit lines")
-        self.assertIn("audit=tls-reload result=ok", open(log).read())
-        self.assertIn("audit=tls-reload result=failed", open(log).read())
+        self.assertIn("audit=tls-reload result=ok", log)
+        self.assertIn("audit=tls-reload result=failed", log)
         code, status, _, err = self.curl(server.url + "/healthz", "--cacert", cert("otherca.pem"))
         self.assertEqual((code, status), (0, 200), err)
 
@@ -414,13 +420,8 @@ class Mutual(TLSCase):
         # a file without a CA in it: the reload fails, the CAs in force stay
         with open(live_ca, "w") as f:
             f.write("not a certificate\n")
-        server.proc.send_signal(signal.SIGHUP)
-        log = os.path.join(self.tmp, "server.log")
-        for _ in range(50):
-            if "audit=tls-reload result=failed" in open(log).read():
-                break
-            time.sleep(0.1)
-        self.assertIn("--tls-client-ca %s: no PEM CA certificate" % live_ca, open(log).read())
+        log = self.reload_log(server, "audit=tls-reload result=failed")
+        self.assertIn("--tls-client-ca %s: no PEM CA certificate" % live_ca, log)
         self.assertEqual(self.curl(server.url + "/healthz", *base, *stranger)[:2], (0, 200))
         self.assertEqual(self.curl(server.url + "/healthz", *base, *client)[:2], (0, 403))
 
