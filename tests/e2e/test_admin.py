@@ -20,7 +20,8 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import MAGIC, PYCACHECTL, PYTHON, Server, java_hash, run_tests  # noqa: E402
+from test_e2e import (MAGIC, PYCACHECTL, PYTHON, Server, java_hash, make_tree,  # noqa: E402
+                      run_tests)
 
 PYPY = "/usr/bin/pypy3"
 PYPY_MAGIC = "50010d0a"
@@ -110,11 +111,7 @@ class AdminCase(unittest.TestCase):
         return server
 
     def source(self, name, text):
-        path = os.path.join(self.tmp, "src", name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return os.path.join(make_tree(os.path.join(self.tmp, "src"), {name: text}), name)
 
     def compile(self, server, path, magic=MAGIC, headers=CI):
         st = os.stat(path)

@@ -49,6 +49,17 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM to proc unless it has ended, then wait for it timeout seconds, then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class Server:
     """A pycached process, on 127.0.0.1 with an ephemeral port unless args say otherwise
     (port_args come first; env: the server's environment, by default this one's). host, port
@@ -127,13 +138,7 @@ class Server:
 
     def stop(self, timeout=30):
         """SIGTERM, then wait (bounded); returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, timeout)
         self.proc.stdout.close()
         self.log.close()
         return self.proc.returncode

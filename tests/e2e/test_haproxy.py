@@ -31,7 +31,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_e2e import (MAGIC, PYCACHECTL, PYTHON, Server, free_port,  # noqa: E402
-                      make_tree, run_tests)
+                      make_tree, run_tests, stop_process)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
@@ -100,13 +100,7 @@ class HAProxy:
             time.sleep(0.1)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self.log.close()
         return self.proc.returncode
 

@@ -10,7 +10,6 @@ redis-server binary (default /usr/bin/redis-server). Every process started is st
 import concurrent.futures
 import marshal
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,8 +18,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import (PYCACHED, ServersCase, free_port, query, run_tests,  # noqa: E402
-                      source_params)
+from test_e2e import (PYCACHED, ServersCase, free_port, make_tree, query,  # noqa: E402
+                      run_tests, source_params, stop_process)
 from test_admin import check_prometheus_text  # noqa: E402  (promtool and a strict parse)
 
 REDIS_SERVER = os.environ.get("PCC_REDIS_SERVER", "/usr/bin/redis-server")
@@ -95,13 +94,7 @@ class Redis:
         return sorted(found)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -165,11 +158,7 @@ class SharedCase(ServersCase):
                           env=env)
 
     def source(self, name, text):
-        path = os.path.join(self.tmp, "src", name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return os.path.join(make_tree(os.path.join(self.tmp, "src"), {name: text}), name)
 
     def compile(self, server, path, timeout=30):
         """POST /v1/compile; (status, outcome, pyc bytes)."""

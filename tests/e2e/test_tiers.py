@@ -23,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_e2e import MAGIC, Server, query, run_tests, source_params  # noqa: E402
+from test_e2e import MAGIC, Server, make_tree, query, run_tests, source_params  # noqa: E402
 from test_hook import HookCase  # noqa: E402
 from test_admin import check_prometheus_text, write_tokens  # noqa: E402
 from test_tls import make_certificates  # noqa: E402
@@ -105,11 +105,7 @@ class TierCase(HookCase):
         return server
 
     def source(self, name, text):
-        path = os.path.join(self.tmp, "src", name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return os.path.join(make_tree(os.path.join(self.tmp, "src"), {name: text}), name)
 
     def compile(self, server, path, magic=MAGIC, timeout=30):
         """POST /v1/compile of path's bytes: (status, outcome, pyc bytes or the error JSON)."""
