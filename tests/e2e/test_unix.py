@@ -213,7 +213,9 @@ class Both(UnixCase):
                                 ("%s,127.0.0.1,[::1]" % a, "at most two addresses"),
                                 (a + ",", "an empty address in the list"),
                                 ("," + a, "an empty address in the list"),
-                                (a + ",127.0.0.1:99999", "the port is not a number")):
+                                (a + ",127.0.0.1:99999", "the port is not a number"),
+                                ("unix:/" + "p" * 130 + ",127.0.0.1",
+                                 "an address longer than 122 bytes")):
             code, err = refused_start(self.tmp, "--port", "0", "--listen", listen)
             self.assertEqual(code, 2, err)
             self.assertIn(message, err)
